@@ -1,0 +1,45 @@
+# The one entry point: venv proto proto-check lint typecheck test demo bench
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PROTO_SRC := $(wildcard protos/netdist/api/v1/*.proto)
+
+.PHONY: venv proto proto-check lint typecheck test test-fast demo bench clean
+
+$(BIN)/netdist-server: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/netdist-server
+
+define gen_proto
+	$(BIN)/python -m grpc_tools.protoc -I protos --plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc --python_out=$(1) --grpc_python_out=$(1) --mypy_out=$(1) --mypy_grpc_out=$(1) $(PROTO_SRC)
+endef
+
+proto: venv
+	$(call gen_proto,src)
+
+proto-check: venv
+	@tmp=$$(mktemp -d) && $(call gen_proto,$$tmp) && \
+	  diff -r -x __init__.py -x __pycache__ -x py.typed $$tmp/netdist/api src/netdist/api && echo "generated protobuf code is up to date"; \
+	  rc=$$?; rm -rf $$tmp; exit $$rc
+
+lint: venv
+	$(BIN)/ruff check src tests examples bench
+
+typecheck: venv
+	$(BIN)/mypy src
+
+test: venv proto-check
+	$(BIN)/python -m pytest -q
+
+demo: venv
+	$(BIN)/python -m netdist.demo
+
+bench: venv
+	$(BIN)/python bench/throughput.py
+
+clean:
+	rm -rf $(VENV) build dist netdist-data demo-data

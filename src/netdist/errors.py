@@ -1,0 +1,80 @@
+"""Errors of netdist, each carrying the gRPC status it maps to.
+
+    NetDistError
+    ├── InvalidArgumentError      INVALID_ARGUMENT     bad input: a wheel, a job script, a reference
+    │   ├── JobScriptError        INVALID_ARGUMENT     metadata block of a job script
+    │   └── WheelError            INVALID_ARGUMENT     an uploaded wheel
+    ├── NotFoundError             NOT_FOUND            no such handler, package, worker or blob
+    ├── FailedPreconditionError   FAILED_PRECONDITION  the request does not fit the current state
+    ├── ResourceExhaustedError    RESOURCE_EXHAUSTED   over a size limit
+    ├── PermissionDeniedError     PERMISSION_DENIED
+    └── UnavailableError          UNAVAILABLE          the server cannot be reached (client side)
+
+The server turns a NetDistError into ``context.abort(code, message)``; the
+admin client turns a status back into the matching class (see ``from_status``).
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class NetDistError(Exception):
+    """Base of every error netdist raises on purpose."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgumentError(NetDistError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class JobScriptError(InvalidArgumentError):
+    """A job script's metadata is missing or wrong; the message names the key."""
+
+
+class WheelError(InvalidArgumentError):
+    """An uploaded wheel is not a safe, valid wheel."""
+
+
+class NotFoundError(NetDistError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class FailedPreconditionError(NetDistError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ResourceExhaustedError(NetDistError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class PermissionDeniedError(NetDistError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class UnavailableError(NetDistError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+_BY_CODE: dict[grpc.StatusCode, type[NetDistError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgumentError,
+        NotFoundError,
+        FailedPreconditionError,
+        ResourceExhaustedError,
+        PermissionDeniedError,
+        UnavailableError,
+    )
+}
+
+
+def from_status(code: grpc.StatusCode, details: str | None) -> NetDistError:
+    """The error a client raises for a failed call."""
+    cls = _BY_CODE.get(code, NetDistError)
+    return cls(details or code.name)
