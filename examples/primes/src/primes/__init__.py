@@ -1,0 +1,3 @@
+"""netdist example package: the PrimeCounter handler."""
+
+from __future__ import annotations

@@ -1,0 +1,399 @@
+"""``netdist-admin``: upload packages and job scripts, control handlers, watch.
+
+One click group per resource. Errors cross one boundary (:class:`_AdminGroup`)
+that prints ``ErrorName: message`` in red on stderr and exits with a named
+code; no traceback reaches the operator.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console, RenderableType
+from rich.text import Text
+
+from netdist import __version__
+from netdist.adminctl import dashboard, render, view
+from netdist.adminctl.client import AdminClient
+from netdist.api.v1 import admin_pb2
+from netdist.errors import NetDistError, UnavailableError
+
+RET_OK = 0
+RET_REFUSED = 1  # the server said no (or answered with an error)
+RET_USAGE = 2  # bad command line (click's own code for usage errors)
+RET_UNAVAILABLE = 3  # the server cannot be reached
+RET_INTERRUPTED = 130  # Ctrl-C
+
+DEFAULT_SERVER = "127.0.0.1:50051"
+
+ACTIONS: dict[str, tuple[admin_pb2.HandlerAction.ValueType, str]] = {
+    "start": (admin_pb2.HANDLER_ACTION_START, "started"),
+    "stop": (admin_pb2.HANDLER_ACTION_STOP, "stopped"),
+    "pause": (admin_pb2.HANDLER_ACTION_PAUSE, "paused"),
+    "enable": (admin_pb2.HANDLER_ACTION_ENABLE, "enabled"),
+    "disable": (admin_pb2.HANDLER_ACTION_DISABLE, "disabled"),
+    "remove": (admin_pb2.HANDLER_ACTION_REMOVE, "removed"),
+}
+
+
+def _out() -> Console:
+    # Built per call: click's test runner swaps sys.stdout while a command runs.
+    return Console(highlight=False)
+
+
+def _fail(exc: NetDistError) -> int:
+    Console(stderr=True, highlight=False, soft_wrap=True).print(
+        Text(f"{type(exc).__name__}: {exc.message}", style="red")
+    )
+    return RET_UNAVAILABLE if isinstance(exc, UnavailableError) else RET_REFUSED
+
+
+class _AdminGroup(click.Group):
+    """The error boundary: every command runs inside :meth:`invoke`."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NetDistError as exc:
+            ctx.exit(_fail(exc))
+        except KeyboardInterrupt:
+            ctx.exit(RET_INTERRUPTED)
+
+
+def _check_address(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise click.BadParameter(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
+def _client(ctx: click.Context) -> AdminClient:
+    client = ctx.find_object(AdminClient)
+    assert client is not None  # set by main()
+    return client
+
+
+def _emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2))
+
+
+def _show(renderable: RenderableType) -> None:
+    _out().print(renderable)
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON on stdout instead of a table."
+)
+
+
+@click.group(cls=_AdminGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--server",
+    default=DEFAULT_SERVER,
+    show_default=True,
+    envvar="NETDIST_SERVER",
+    show_envvar=True,
+    callback=_check_address,
+    metavar="HOST:PORT",
+    help="Address of the netdist server.",
+)
+@click.option(
+    "--timeout",
+    "timeout_seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    envvar="NETDIST_TIMEOUT",
+    show_envvar=True,
+    help="Seconds to wait for each answer.",
+)
+@click.version_option(__version__, prog_name="netdist-admin")
+@click.pass_context
+def main(ctx: click.Context, server: str, timeout_seconds: float) -> None:
+    """Administer a netdist server: packages, job scripts, handlers, workers."""
+    ctx.obj = ctx.with_resource(AdminClient(server, timeout_seconds=timeout_seconds))
+
+
+# -- status, upload-package, watch -------------------------------------------
+
+
+@main.command()
+@json_option
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show the server's version, database and totals."""
+    reply = _client(ctx).status()
+    if as_json:
+        _emit_json(view.status_dict(reply))
+    else:
+        _show(render.status_table(reply))
+
+
+def _wheel_path(
+    ctx: click.Context, param: click.Parameter, value: Sequence[Path]
+) -> Sequence[Path]:
+    for path in value:
+        if path.suffix != ".whl":
+            raise click.BadParameter(
+                f"{path} is not a wheel (.whl)", ctx=ctx, param=param
+            )
+    return value
+
+
+_wheel_type = click.Path(exists=True, dir_okay=False, readable=True, path_type=Path)
+
+
+@main.command("upload-package")
+@click.argument(
+    "package", type=_wheel_type, callback=lambda c, p, v: _wheel_path(c, p, [v])[0]
+)
+@click.argument("dependencies", nargs=-1, type=_wheel_type, callback=_wheel_path)
+@click.pass_context
+def upload_package(
+    ctx: click.Context, package: Path, dependencies: tuple[Path, ...]
+) -> None:
+    """Upload PACKAGE (a wheel with handlers) and the wheels it DEPENDS on.
+
+    Workers get all of them on sys.path when they run a job of this package.
+    Handler instances of an older version move to the new one.
+    """
+    reply = _client(ctx).upload([package, *dependencies])
+    p = reply.package
+    out = _out()
+    verb = "uploaded" if reply.created else "already present:"
+    out.print(Text(f"{verb} {p.name} {p.version}", style="bold"))
+    out.print(f"  handlers: {', '.join(p.handlers) or '-'}", markup=False)
+    if p.dependencies:
+        out.print(
+            f"  dependencies: {', '.join(d.filename for d in p.dependencies)}",
+            markup=False,
+        )
+    if reply.restarted_handlers:
+        out.print(
+            f"  restarted handlers: {', '.join(reply.restarted_handlers)}", markup=False
+        )
+
+
+@main.command()
+@click.option(
+    "--interval",
+    "interval_seconds",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    help="Seconds between polls.",
+)
+@click.pass_context
+def watch(ctx: click.Context, interval_seconds: float) -> None:
+    """A live dashboard of handlers and workers (Ctrl-C to quit)."""
+    dashboard.run(_client(ctx), interval_seconds=interval_seconds, console=_out())
+
+
+# -- packages -----------------------------------------------------------------
+
+
+@main.group()
+def packages() -> None:
+    """Uploaded packages (wheels holding handlers)."""
+
+
+@packages.command("list")
+@click.option(
+    "--all",
+    "all_versions",
+    is_flag=True,
+    help="Every stored version, not only the current one.",
+)
+@json_option
+@click.pass_context
+def packages_list(ctx: click.Context, all_versions: bool, as_json: bool) -> None:
+    """List packages."""
+    items = _client(ctx).list_packages(all_versions=all_versions)
+    if as_json:
+        _emit_json([view.package_dict(p) for p in items])
+    else:
+        _show(render.packages_table(items))
+
+
+@packages.command("remove")
+@click.argument("name")
+@click.option(
+    "--version", default="", help="Remove only this version (default: every version)."
+)
+@click.pass_context
+def packages_remove(ctx: click.Context, name: str, version: str) -> None:
+    """Remove package NAME (every version unless --version)."""
+    removed = _client(ctx).remove_package(name, version)
+    click.echo(f"removed {removed} version{'s' if removed != 1 else ''} of {name}")
+
+
+# -- jobs ---------------------------------------------------------------------
+
+
+@main.group()
+def jobs() -> None:
+    """Job scripts and the jobs of handlers."""
+
+
+@jobs.command("add")
+@click.argument(
+    "script",
+    type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
+)
+@click.pass_context
+def jobs_add(ctx: click.Context, script: Path) -> None:
+    """Upload a job SCRIPT: creates or updates one handler instance."""
+    reply = _client(ctx).add_job_script(script)
+    h = reply.handler
+    text = Text(f"{reply.outcome}: ", style="bold")
+    text.append(f"handler {h.id} ({h.job_name!r}: {h.package}/{h.handler}), state ")
+    text.append_text(render.state_text(h.state))
+    _out().print(text)
+
+
+@jobs.command("list")
+@click.option(
+    "--handler",
+    "handler_ref",
+    default="",
+    metavar="REF",
+    help="Only jobs of this handler.",
+)
+@click.option(
+    "--status",
+    default="",
+    metavar="S",
+    help="Only jobs with this status: available, leased, succeeded, errored, processed or failed (default: leased, the running jobs).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="At most this many (0: no limit).",
+)
+@json_option
+@click.pass_context
+def jobs_list(
+    ctx: click.Context, handler_ref: str, status: str, limit: int, as_json: bool
+) -> None:
+    """List jobs: by default the running ones, with their progress."""
+    items = _client(ctx).list_jobs(handler_ref=handler_ref, status=status, limit=limit)
+    if as_json:
+        _emit_json([view.job_dict(j) for j in items])
+    else:
+        _show(render.jobs_table(items))
+
+
+# -- handlers -----------------------------------------------------------------
+
+
+@main.group()
+def handlers() -> None:
+    """Handler instances (one per job script). REF is an id, a unique id prefix, or a job name."""
+
+
+@handlers.command("list")
+@json_option
+@click.pass_context
+def handlers_list(ctx: click.Context, as_json: bool) -> None:
+    """List handler instances with their progress."""
+    items = _client(ctx).list_handlers()
+    if as_json:
+        _emit_json([view.handler_dict(h) for h in items])
+    else:
+        _show(render.handlers_table(items))
+
+
+@handlers.command("show")
+@click.argument("ref")
+@json_option
+@click.pass_context
+def handlers_show(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Show every detail of one handler instance, settings included."""
+    h = _client(ctx).get_handler(ref)
+    if as_json:
+        _emit_json(view.handler_dict(h))
+    else:
+        _show(render.handler_detail(h))
+
+
+def _control_command(name: str) -> Callable[..., None]:
+    action, done = ACTIONS[name]
+
+    @click.argument("ref")
+    @click.pass_context
+    def command(ctx: click.Context, ref: str) -> None:
+        h = _client(ctx).control_handler(ref, action)
+        text = Text(f"{done} handler {h.id or ref}")
+        if h.job_name:
+            text.append(f" ({h.job_name!r})")
+        if name != "remove":
+            text.append(", state ")
+            text.append_text(render.state_text(h.state))
+        _out().print(text)
+
+    command.__doc__ = f"{name.capitalize()} handler REF."
+    return command
+
+
+for _name in ACTIONS:
+    handlers.command(_name)(_control_command(_name))
+
+
+@handlers.command("log")
+@click.argument("ref")
+@click.option(
+    "-n",
+    "--lines",
+    "tail",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Show the last N lines (0: all kept).",
+)
+@click.option(
+    "-f", "--follow", is_flag=True, help="Keep printing new lines until Ctrl-C."
+)
+@click.pass_context
+def handlers_log(ctx: click.Context, ref: str, tail: int, follow: bool) -> None:
+    """Print the log of handler REF (its own log and the server's notes on it)."""
+    out = _out()
+    for line in _client(ctx).handler_log(ref, tail=tail, follow=follow):
+        out.print(render.log_line(line), soft_wrap=True)
+
+
+# -- workers ------------------------------------------------------------------
+
+
+@main.group()
+def workers() -> None:
+    """Workers known to the server. REF is an id or a name."""
+
+
+@workers.command("list")
+@json_option
+@click.pass_context
+def workers_list(ctx: click.Context, as_json: bool) -> None:
+    """List workers, connected or not."""
+    items = _client(ctx).list_workers()
+    if as_json:
+        _emit_json([view.worker_dict(w) for w in items])
+    else:
+        _show(render.workers_table(items))
+
+
+@workers.command("remove")
+@click.argument("ref")
+@click.pass_context
+def workers_remove(ctx: click.Context, ref: str) -> None:
+    """Forget worker REF; its leased jobs go back to the queue."""
+    reply = _client(ctx).remove_worker(ref)
+    n = reply.leases_returned
+    click.echo(
+        f"removed worker {ref}; {n} job{'s' if n != 1 else ''} returned to the queue"
+    )

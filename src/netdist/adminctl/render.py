@@ -1,0 +1,290 @@
+"""Rich renderables for the admin CLI: one function per view.
+
+Functions take protobuf messages and return renderables; nothing here prints
+or talks to the server, so the tables are tested without one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+
+from rich.console import Group, RenderableType
+from rich.json import JSON
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from netdist.adminctl import view
+from netdist.api.v1 import admin_pb2, packages_pb2
+
+STATE_STYLES = {
+    "running": "green",
+    "idle": "cyan",
+    "paused": "yellow",
+    "stopped": "dim",
+    "disabled": "dim",
+    "finished": "bold green",
+    "failed": "bold red",
+}
+LEVEL_STYLES = {
+    "DEBUG": "dim",
+    "INFO": "",
+    "WARNING": "yellow",
+    "ERROR": "red",
+    "CRITICAL": "bold red",
+}
+
+
+def add_row(table: Table, *cells: str | RenderableType) -> None:
+    """Add a row; plain strings are shown as they are, never read as rich markup
+    (a job named ``calc [x]`` must not lose its brackets)."""
+    table.add_row(*(Text(c) if isinstance(c, str) else c for c in cells))
+
+
+def fmt_time(seconds: float) -> str:
+    """Unix seconds as local time; ``-`` when unset (0)."""
+    if not seconds:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+def fmt_ago(seconds: float, *, now: float | None = None) -> str:
+    """How long ago, e.g. ``3s ago``, ``5m ago``; ``-`` when unset."""
+    if not seconds:
+        return "-"
+    delta = max(0.0, (time.time() if now is None else now) - seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if delta >= size:
+            return f"{int(delta // size)}{unit} ago"
+    return f"{int(delta)}s ago"
+
+
+def fmt_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def short_id(ident: str) -> str:
+    """The first 8 characters: enough for a unique prefix, which every REF accepts."""
+    return ident[:8]
+
+
+def state_text(state: str) -> Text:
+    return Text(state or "-", style=STATE_STYLES.get(state, ""))
+
+
+def progress_text(h: admin_pb2.HandlerInfo) -> str:
+    """``processed/total (pct%)`` or just the processed count when the total is unknown."""
+    if h.has_total and h.jobs_total > 0:
+        return f"{h.jobs_processed}/{h.jobs_total} ({100 * h.jobs_processed / h.jobs_total:.0f}%)"
+    return str(h.jobs_processed)
+
+
+def handlers_table(handlers: Iterable[admin_pb2.HandlerInfo]) -> Table:
+    table = Table(title="Handlers", title_justify="left")
+    for name in ("ID", "Job", "Package", "Handler", "State"):
+        table.add_column(name, overflow="fold")
+    for name in ("Progress", "Avail", "Pending", "Failed"):
+        table.add_column(name, justify="right")
+    table.add_column("Summary / message", overflow="fold")
+    for h in handlers:
+        add_row(
+            table,
+            short_id(h.id),
+            h.job_name,
+            f"{h.package} {h.package_version}".strip(),
+            h.handler,
+            state_text(h.state),
+            progress_text(h),
+            str(h.jobs_available),
+            str(h.jobs_pending),
+            Text(str(h.jobs_failed), style="red" if h.jobs_failed else ""),
+            summary_text(h),
+        )
+    return table
+
+
+def summary_text(h: admin_pb2.HandlerInfo) -> Text:
+    text = Text(h.result_summary)
+    if h.message:
+        if text:
+            text.append("\n")
+        text.append(h.message, style="red" if h.state == "failed" else "italic")
+    return text
+
+
+def handler_detail(h: admin_pb2.HandlerInfo) -> RenderableType:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    total = str(h.jobs_total) if h.has_total else "unknown"
+    rows: list[tuple[str, str | Text]] = [
+        ("id", h.id),
+        ("job", h.job_name),
+        ("package", f"{h.package} {h.package_version}".strip()),
+        ("handler", h.handler),
+        ("state", state_text(h.state)),
+        ("message", h.message or "-"),
+        ("summary", h.result_summary or "-"),
+        (
+            "jobs",
+            f"{h.jobs_available} available, {h.jobs_pending} pending, "
+            f"{h.jobs_processed} processed, {h.jobs_failed} failed, {total} in total",
+        ),
+        ("progress", progress_text(h)),
+        ("script sha256", h.script_sha256 or "-"),
+        ("created", fmt_time(h.created_at)),
+        ("started", fmt_time(h.started_at)),
+        ("finished", fmt_time(h.finished_at)),
+        ("next start", fmt_time(h.next_start_at)),
+    ]
+    for key, value in rows:
+        add_row(grid, key, value)
+    return Group(
+        grid,
+        Text("\nsettings [tool.netdist]", style="bold"),
+        _json_block(h.settings_json),
+        Text("\ncustom settings [tool.netdist.settings]", style="bold"),
+        _json_block(h.custom_settings_json),
+    )
+
+
+def _json_block(text: str) -> RenderableType:
+    value = view.parse_json(text)
+    if value is None:
+        return Text("-")
+    if isinstance(value, str) and value == text:  # not valid JSON: show as sent
+        return Text(text)
+    return JSON(json.dumps(value), indent=2)
+
+
+def jobs_table(jobs: Iterable[admin_pb2.JobInfo]) -> Table:
+    table = Table(title="Jobs", title_justify="left")
+    table.add_column("Job", justify="right")
+    table.add_column("Handler")
+    table.add_column("Status")
+    table.add_column("Try", justify="right")
+    table.add_column("Worker", overflow="fold")
+    table.add_column("Progress", overflow="fold")
+    table.add_column("Leased")
+    table.add_column("Input / error", overflow="fold")
+    for j in jobs:
+        progress = (
+            f"{j.progress_percent:.0f}% {j.progress_text}".strip()
+            if j.leased_at
+            else "-"
+        )
+        detail = (
+            Text(j.error, style="red") if j.error else Text(_clip(j.input_json, 60))
+        )
+        add_row(
+            table,
+            str(j.id),
+            short_id(j.handler_id),
+            j.status,
+            str(j.attempts),
+            j.worker_name or short_id(j.worker_id) or "-",
+            progress,
+            fmt_ago(j.leased_at),
+            detail,
+        )
+    return table
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def workers_table(workers: Iterable[admin_pb2.WorkerInfo]) -> Table:
+    table = Table(title="Workers", title_justify="left")
+    for name in ("ID", "Name", "Host", "Connected"):
+        table.add_column(name, overflow="fold")
+    for name in ("Slots", "Running", "Done", "Failed"):
+        table.add_column(name, justify="right")
+    table.add_column("Last seen")
+    table.add_column("Labels", overflow="fold")
+    for w in workers:
+        add_row(
+            table,
+            short_id(w.id),
+            w.name,
+            w.hostname,
+            Text("yes", style="green") if w.connected else Text("no", style="dim"),
+            str(w.slots),
+            str(w.jobs_running),
+            str(w.jobs_done),
+            Text(str(w.jobs_failed), style="red" if w.jobs_failed else ""),
+            fmt_ago(w.last_seen),
+            ", ".join(f"{k}={v}" for k, v in sorted(w.labels.items())),
+        )
+    return table
+
+
+def packages_table(packages: Iterable[packages_pb2.PackageInfo]) -> Table:
+    table = Table(title="Packages", title_justify="left")
+    for name in (
+        "Name",
+        "Version",
+        "Current",
+        "Handlers",
+        "Wheel",
+        "Dependencies",
+        "Uploaded",
+    ):
+        table.add_column(name, overflow="fold")
+    for p in packages:
+        add_row(
+            table,
+            p.name,
+            p.version,
+            "yes" if p.current else "",
+            ", ".join(p.handlers) or "-",
+            f"{p.wheel.filename} ({fmt_size(p.wheel.size)})",
+            "\n".join(d.filename for d in p.dependencies) or "-",
+            fmt_time(p.uploaded_at),
+        )
+    return table
+
+
+def status_table(s: admin_pb2.GetStatusResponse) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for key, value in (
+        ("server", f"netdist {s.version} at {s.address}"),
+        ("database", s.database),
+        ("up since", fmt_time(s.started_at)),
+        ("packages", str(s.packages)),
+        ("handlers", f"{s.handlers} ({s.handlers_running} running)"),
+        ("workers", f"{s.workers_connected} connected"),
+        (
+            "jobs",
+            f"{s.jobs_available} available, {s.jobs_pending} pending, "
+            f"{s.jobs_processed} processed, {s.jobs_failed} failed",
+        ),
+    ):
+        add_row(grid, key, value)
+    return grid
+
+
+def log_line(line: admin_pb2.LogLine) -> Text:
+    text = Text(f"{fmt_time(line.at)} ", style="dim")
+    text.append(f"{line.level:<7} ", style=LEVEL_STYLES.get(line.level.upper(), ""))
+    text.append(f"{line.source}: ", style="dim")
+    text.append(line.message)
+    return text
+
+
+def handler_bar(h: admin_pb2.HandlerInfo, *, width: int = 30) -> RenderableType:
+    """A progress bar when the total is known, a pulsing bar while running without one."""
+    if h.has_total and h.jobs_total > 0:
+        return ProgressBar(total=h.jobs_total, completed=h.jobs_processed, width=width)
+    if h.state == "running":
+        return ProgressBar(total=None, width=width)
+    return Text("")

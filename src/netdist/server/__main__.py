@@ -1,0 +1,3 @@
+from netdist.server.cli import main
+
+main()

@@ -1,0 +1,193 @@
+"""AdminService: what netdist-admin speaks. Every view reads the store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+import netdist
+from netdist.api.v1 import admin_pb2, admin_pb2_grpc
+from netdist.errors import InvalidArgumentError
+from netdist.server.dispatcher import Dispatcher
+from netdist.server.lease import LeaseRecord
+from netdist.server.manager import HandlerManager
+from netdist.server.states import HandlerState, JobStatus
+from netdist.server.status import streaming, unary
+from netdist.server.store import catalog
+from netdist.server.store import jobs as job_store
+from netdist.server.store.facade import Store
+
+MAX_SCRIPT_BYTES = 1024 * 1024
+_ACTIONS = {
+    admin_pb2.HANDLER_ACTION_START: "start",
+    admin_pb2.HANDLER_ACTION_STOP: "stop",
+    admin_pb2.HANDLER_ACTION_PAUSE: "pause",
+    admin_pb2.HANDLER_ACTION_ENABLE: "enable",
+    admin_pb2.HANDLER_ACTION_DISABLE: "disable",
+    admin_pb2.HANDLER_ACTION_REMOVE: "remove",
+}
+
+
+class AdminService(admin_pb2_grpc.AdminServiceServicer):
+    def __init__(self, store: Store, manager: HandlerManager, dispatcher: Dispatcher, *, address: str,
+                 database: str) -> None:
+        self.store = store
+        self.manager = manager
+        self.dispatcher = dispatcher
+        self.address = address
+        self.database = database
+        self.started_at = time.time()
+
+    @unary
+    async def GetStatus(self, request: admin_pb2.GetStatusRequest, context: grpc.aio.ServicerContext
+                        ) -> admin_pb2.GetStatusResponse:
+        counts = await self.store.read(job_store.counts)
+        handlers = await self.store.read(catalog.list_handlers)
+        packages = await self.store.read(catalog.list_packages, all_versions=False)
+        total: dict[str, int] = {}
+        for per in counts.values():
+            for status, n in per.items():
+                total[status] = total.get(status, 0) + n
+        return admin_pb2.GetStatusResponse(
+            version=netdist.__version__, address=self.address, database=self.database, started_at=self.started_at,
+            packages=len(packages), handlers=len(handlers),
+            handlers_running=sum(1 for h in handlers if h.state == HandlerState.RUNNING),
+            workers_connected=len(self.dispatcher.sessions),
+            jobs_available=total.get(JobStatus.AVAILABLE, 0), jobs_pending=_pending(total),
+            jobs_processed=total.get(JobStatus.PROCESSED, 0), jobs_failed=_failed(total),
+        )
+
+    @unary
+    async def AddJobScript(self, request: admin_pb2.AddJobScriptRequest, context: grpc.aio.ServicerContext
+                           ) -> admin_pb2.AddJobScriptResponse:
+        if len(request.content) > MAX_SCRIPT_BYTES:
+            raise InvalidArgumentError(f"job script is over {MAX_SCRIPT_BYTES} bytes")
+        record, outcome = await self.manager.add_job_script(request.filename or "script.py", request.content)
+        return admin_pb2.AddJobScriptResponse(handler=await self._info(record), outcome=outcome)
+
+    @unary
+    async def ListHandlers(self, request: admin_pb2.ListHandlersRequest, context: grpc.aio.ServicerContext
+                           ) -> admin_pb2.ListHandlersResponse:
+        records = await self.store.read(catalog.list_handlers)
+        counts = await self.store.read(job_store.counts)
+        return admin_pb2.ListHandlersResponse(handlers=[self._info_with(r, counts.get(r.id, {})) for r in records])
+
+    @unary
+    async def GetHandler(self, request: admin_pb2.GetHandlerRequest, context: grpc.aio.ServicerContext
+                         ) -> admin_pb2.GetHandlerResponse:
+        record = await self.store.read(catalog.resolve_handler, request.ref)
+        return admin_pb2.GetHandlerResponse(handler=await self._info(record))
+
+    @unary
+    async def ControlHandler(self, request: admin_pb2.ControlHandlerRequest, context: grpc.aio.ServicerContext
+                             ) -> admin_pb2.ControlHandlerResponse:
+        action = _ACTIONS.get(request.action)
+        if action is None:
+            raise InvalidArgumentError(f"'action': unknown handler action {request.action}")
+        record = await self.manager.control(request.ref, action)
+        return admin_pb2.ControlHandlerResponse(handler=await self._info(record))
+
+    @streaming
+    async def GetHandlerLog(self, request: admin_pb2.GetHandlerLogRequest, context: grpc.aio.ServicerContext
+                            ) -> AsyncIterator[admin_pb2.LogLine]:
+        record = await self.store.read(catalog.resolve_handler, request.ref)
+        rows = await self.store.read(catalog.read_log, record.id, tail=max(0, request.tail))
+        last = 0
+        while True:
+            for row in rows:
+                last = row.id
+                yield admin_pb2.LogLine(at=row.at, level=row.level, source=row.source, message=row.message)
+            if not request.follow:
+                return
+            await asyncio.sleep(0.3)
+            rows = await self.store.read(catalog.read_log, record.id, after_id=last)
+
+    @unary
+    async def ListJobs(self, request: admin_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
+                       ) -> admin_pb2.ListJobsResponse:
+        handler_id = None
+        if request.handler_ref:
+            handler_id = (await self.store.read(catalog.resolve_handler, request.handler_ref)).id
+        if request.status and request.status not in {s.value for s in JobStatus}:
+            raise InvalidArgumentError(
+                f"'status': unknown job status {request.status!r}; one of {', '.join(s.value for s in JobStatus)}")
+        if request.status in ("", JobStatus.LEASED):
+            names = {s.worker_id: s.name for s in self.dispatcher.sessions.values()}
+            leases = [lease for lease in self.dispatcher.leases.values()
+                      if handler_id is None or lease.handler_id == handler_id]
+            leases.sort(key=lambda lease: lease.job_id)
+            return admin_pb2.ListJobsResponse(jobs=[_running(lease, names) for lease in leases[: request.limit or 1000]])
+        rows = await self.store.read(job_store.listing, handler_id, request.status, request.limit or 100)
+        return admin_pb2.ListJobsResponse(jobs=[
+            admin_pb2.JobInfo(id=r.id, handler_id=r.handler_id, status=r.status, attempts=r.attempts,
+                              worker_id=r.worker_id or "", leased_at=r.leased_at or 0.0, input_json=r.input[:2000],
+                              error=r.error_json or "")
+            for r in rows
+        ])
+
+    @unary
+    async def ListWorkers(self, request: admin_pb2.ListWorkersRequest, context: grpc.aio.ServicerContext
+                          ) -> admin_pb2.ListWorkersResponse:
+        records = await self.store.read(catalog.list_workers)
+        names = {r.id: r.name for r in records}
+        out = []
+        for r in records:
+            session = self.dispatcher.sessions.get(r.id)
+            running = [_running(self.dispatcher.leases[j], names) for j in sorted(session.leases)
+                       if j in self.dispatcher.leases] if session else []
+            out.append(admin_pb2.WorkerInfo(
+                id=r.id, name=r.name, labels=json.loads(r.labels_json), slots=r.slots,
+                connected=session is not None, connected_since=r.connected_since or 0.0,
+                last_seen=time.time() if session else (r.last_seen or 0.0), jobs_running=len(running),
+                jobs_done=r.jobs_done, jobs_failed=r.jobs_failed, hostname=r.hostname, version=r.version,
+                running=running,
+            ))
+        return admin_pb2.ListWorkersResponse(workers=out)
+
+    @unary
+    async def RemoveWorker(self, request: admin_pb2.RemoveWorkerRequest, context: grpc.aio.ServicerContext
+                           ) -> admin_pb2.RemoveWorkerResponse:
+        record = await self.store.read(catalog.resolve_worker, request.ref)
+        returned = await self.dispatcher.remove_worker(record.id)
+        return admin_pb2.RemoveWorkerResponse(leases_returned=returned)
+
+    async def _info(self, record: catalog.HandlerRecord) -> admin_pb2.HandlerInfo:
+        counts = await self.store.read(job_store.counts, record.id)
+        return self._info_with(record, counts.get(record.id, {}))
+
+    def _info_with(self, r: catalog.HandlerRecord, counts: dict[str, int]) -> admin_pb2.HandlerInfo:
+        return admin_pb2.HandlerInfo(
+            id=r.id, package=r.package, handler=r.handler, job_name=r.job_name, state=r.state, message=r.message,
+            jobs_available=counts.get(JobStatus.AVAILABLE, 0), jobs_pending=_pending(counts),
+            jobs_processed=counts.get(JobStatus.PROCESSED, 0), jobs_failed=_failed(counts),
+            jobs_total=r.total or 0, has_total=r.total is not None,
+            package_version=self._package_version(r.id), script_sha256=r.script_sha256,
+            settings_json=r.settings_json, custom_settings_json=r.custom_json, created_at=r.created_at,
+            started_at=r.started_at or 0.0, finished_at=r.finished_at or 0.0,
+            next_start_at=self.manager.next_start.get(r.id, 0.0), result_summary=r.summary,
+        )
+
+    def _package_version(self, handler_id: str) -> str:
+        runtime = self.manager.runtimes.get(handler_id)
+        return runtime.package.version if runtime else ""
+
+
+def _pending(counts: dict[str, int]) -> int:
+    return sum(counts.get(s, 0) for s in (JobStatus.LEASED, JobStatus.SUCCEEDED, JobStatus.ERRORED))
+
+
+def _failed(counts: dict[str, int]) -> int:
+    return counts.get(JobStatus.FAILED, 0)
+
+
+def _running(lease: LeaseRecord, names: dict[str, str]) -> admin_pb2.JobInfo:
+    return admin_pb2.JobInfo(
+        id=lease.job_id, handler_id=lease.handler_id, status=JobStatus.LEASED, attempts=lease.attempt,
+        worker_id=lease.worker_id, worker_name=names.get(lease.worker_id, ""),
+        progress_percent=lease.progress_percent, progress_text=lease.progress_text, leased_at=lease.leased_at,
+        input_json=lease.input.decode("utf-8", "replace")[:2000],
+    )

@@ -1,0 +1,106 @@
+"""Build the server, serve until a signal, stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from netdist.api.v1 import admin_pb2, admin_pb2_grpc, jobs_pb2, jobs_pb2_grpc, packages_pb2, packages_pb2_grpc
+from netdist.server.admin_service import AdminService
+from netdist.server.blobs import BlobStore
+from netdist.server.dispatcher import Dispatcher
+from netdist.server.job_service import JobService
+from netdist.server.manager import HandlerManager
+from netdist.server.package_service import PackageService
+from netdist.server.store import catalog
+from netdist.server.store.engine import default_url, describe, open_engine
+from netdist.server.store.facade import Store
+
+log = logging.getLogger("netdist.server")
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    data_dir: Path = Path("netdist-data")
+    db_url: str | None = None
+    heartbeat_interval_seconds: float = 5.0
+    grace_seconds: float = 5.0
+
+
+class NetDistServer:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.port = 0
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> str:
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        url = cfg.db_url or default_url(cfg.data_dir)
+        engine = await asyncio.to_thread(open_engine, url)
+        self.store = Store(engine)
+        await self.store.write(catalog.disconnect_all_workers)
+        self.blobs = BlobStore(cfg.data_dir)
+        self.manager: HandlerManager
+        self.dispatcher = Dispatcher(self.store.writer, heartbeat_interval_seconds=cfg.heartbeat_interval_seconds,
+                                     on_streak=lambda h, n: self.manager.on_streak(h, n))
+        self.manager = HandlerManager(self.store, self.dispatcher, self.blobs)
+        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                   ("grpc.so_reuseport", 0)]
+        self.server = grpc.aio.server(options=options)
+        self.port = self.server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        if self.port == 0:
+            raise OSError(f"cannot listen on {cfg.host}:{cfg.port}")
+        address = f"{cfg.host}:{self.port}"
+        jobs_pb2_grpc.add_JobServiceServicer_to_server(JobService(self.dispatcher), self.server)
+        packages_pb2_grpc.add_PackageServiceServicer_to_server(
+            PackageService(self.store, self.blobs, self.manager), self.server)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(
+            AdminService(self.store, self.manager, self.dispatcher, address=address, database=describe(url)),
+            self.server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        names = [d.services_by_name[n].full_name for d, n in (
+            (jobs_pb2.DESCRIPTOR, "JobService"), (packages_pb2.DESCRIPTOR, "PackageService"),
+            (admin_pb2.DESCRIPTOR, "AdminService"))]
+        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
+        await self.dispatcher.start()
+        await self.manager.startup()
+        await self.server.start()
+        for name in ("", *names):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("database %s, data in %s", describe(url), cfg.data_dir.resolve())
+        return address
+
+    async def stop(self) -> None:
+        log.info("stopping: draining workers and handler hosts")
+        await self.health.enter_graceful_shutdown()
+        await self.dispatcher.stop()
+        await self.manager.shutdown()
+        await self.server.stop(self.config.grace_seconds)
+        await asyncio.to_thread(self.store.close)
+        self._stopped.set()
+
+
+async def serve(config: ServerConfig) -> None:
+    server = NetDistServer(config)
+    address = await server.start()
+    print(f"listening on {address}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop()
+    log.info("stopped")

@@ -1,0 +1,117 @@
+"""Parent side of a handler host: start the child, call it, stop it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from netdist.errors import NetDistError
+
+log = logging.getLogger("netdist.server.host")
+_LINE_LIMIT = 256 * 1024 * 1024
+
+
+class HandlerCodeError(NetDistError):
+    """The handler's own code raised; carries its type, message and traceback."""
+
+    def __init__(self, type_: str, message: str, tb: str) -> None:
+        super().__init__(f"{type_}: {message}")
+        self.type = type_
+        self.traceback = tb
+
+
+class HostDiedError(NetDistError):
+    """The handler host process exited."""
+
+
+class HandlerHost:
+    def __init__(self, proc: asyncio.subprocess.Process, on_log: Callable[[str, str], None]) -> None:
+        self._proc = proc
+        self._on_log = on_log
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._lock = asyncio.Lock()
+        self._reader = asyncio.create_task(self._read())
+        self._stderr = asyncio.create_task(self._read_stderr())
+
+    @classmethod
+    async def start(cls, *, python_path: list[Path], on_log: Callable[[str, str], None]) -> HandlerHost:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(str(p) for p in python_path)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "netdist.server.host_child",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env, limit=_LINE_LIMIT,
+        )
+        return cls(proc, on_log)
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    async def call(self, op: str, **payload: Any) -> dict[str, Any]:
+        """One request; raises HandlerCodeError or HostDiedError."""
+        async with self._lock:
+            if self._proc.returncode is not None or self._reader.done():
+                raise HostDiedError(f"handler host exited with code {self._proc.returncode}")
+            req_id = next(self._ids)
+            future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            self._pending[req_id] = future
+            assert self._proc.stdin is not None
+            self._proc.stdin.write(json.dumps({"id": req_id, "op": op, **payload}).encode() + b"\n")
+            try:
+                await self._proc.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the reader reports the exit
+            reply = await future
+        if "error" in reply:
+            err = reply["error"]
+            raise HandlerCodeError(err["type"], err["message"], err["traceback"])
+        ok: dict[str, Any] = reply["ok"]
+        return ok
+
+    async def _read(self) -> None:
+        assert self._proc.stdout is not None
+        try:
+            async for line in self._proc.stdout:
+                msg = json.loads(line)
+                if "log" in msg:
+                    self._on_log(msg["log"]["level"], msg["log"]["message"])
+                    continue
+                future = self._pending.pop(msg["id"], None)
+                if future is not None and not future.done():
+                    future.set_result(msg)
+        finally:
+            code = await self._proc.wait()
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(HostDiedError(f"handler host exited with code {code}"))
+            self._pending.clear()
+
+    async def _read_stderr(self) -> None:
+        assert self._proc.stderr is not None
+        async for line in self._proc.stderr:
+            text = line.decode("utf-8", "replace").rstrip()
+            if text:
+                self._on_log("info", text)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        if self._proc.returncode is None:
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()
+            try:
+                await asyncio.wait_for(self._proc.wait(), timeout)
+            except TimeoutError:
+                self._proc.kill()
+                await self._proc.wait()
+        for task in (self._reader, self._stderr):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 1.0)

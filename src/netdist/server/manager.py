@@ -1,0 +1,288 @@
+"""Handler instances: job scripts in, life cycle, schedules, hot reload.
+
+Every state change is written to the store first; runtimes and the
+dispatcher's view follow it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+import zoneinfo
+from datetime import datetime
+
+from croniter import croniter
+
+from netdist import jobscript
+from netdist.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from netdist.server.blobs import BlobStore
+from netdist.server.dispatcher import Dispatcher
+from netdist.server.lease import HandlerSlot
+from netdist.server.runtime import HandlerRuntime
+from netdist.server.states import HandlerState
+from netdist.server.store import catalog
+from netdist.server.store import jobs as job_store
+from netdist.server.store.facade import Store
+
+log = logging.getLogger("netdist.server.manager")
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR,
+           "critical": logging.CRITICAL}
+_ACTIVE = (HandlerState.RUNNING, HandlerState.PAUSED)
+
+
+class HandlerManager:
+    def __init__(self, store: Store, dispatcher: Dispatcher, blobs: BlobStore) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+        self.blobs = blobs
+        self.runtimes: dict[str, HandlerRuntime] = {}
+        self.next_start: dict[str, float] = {}
+        self._log_buffer: list[dict[str, object]] = []
+        self._lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- server life cycle -------------------------------------------------------------
+
+    async def startup(self) -> None:
+        for record in await self.store.read(catalog.list_handlers):
+            if record.state in _ACTIVE:
+                self.log(record.id, "info", "server", "server restarted: resuming the handler")
+                try:
+                    await self._launch(record, active=record.state == HandlerState.RUNNING)
+                except FailedPreconditionError as exc:
+                    await self._set_state(record.id, HandlerState.FAILED, str(exc))
+        self._tasks = [asyncio.create_task(self._flush_log_loop()), asyncio.create_task(self._schedule_loop())]
+
+    async def shutdown(self) -> None:
+        for runtime in list(self.runtimes.values()):
+            await runtime.stop()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._flush_log()
+
+    # -- job scripts ---------------------------------------------------------------------
+
+    async def add_job_script(self, filename: str, content: bytes) -> tuple[catalog.HandlerRecord, str]:
+        try:
+            source = content.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidArgumentError(f"{filename}: a job script must be UTF-8 text") from None
+        script = jobscript.parse(source)
+        s = script.settings
+        package = await self.store.read(catalog.current_package, s.package)
+        if package is None:
+            raise InvalidArgumentError(f"'package': no package named {s.package!r} is uploaded (netdist-admin upload-package)")
+        if s.handler not in package.handlers:
+            raise InvalidArgumentError(
+                f"'handler': package {s.package!r} has no handler {s.handler!r}; it has: {', '.join(package.handlers) or 'none'}")
+        sha = await asyncio.to_thread(self.blobs.put, content)
+        settings_json = json.dumps(s.to_json_dict(), sort_keys=True)
+        custom_json = json.dumps(dict(script.custom), sort_keys=True)
+        async with self._lock:
+            existing = await self.store.read(catalog.handler_by_key, s.package, s.handler, s.job)
+            if existing is not None and existing.script_sha256 == sha:
+                return existing, "no update needed"
+            if existing is not None:
+                await self.store.write(
+                    catalog.update_handler, existing.id, script_sha256=sha, script_source=source,
+                    settings_json=settings_json, custom_json=custom_json)
+                self.log(existing.id, "info", "server", f"job script replaced ({filename}, sha256 {sha[:12]})")
+                if existing.id in self.runtimes:
+                    await self._relaunch(existing.id)
+                return await self.store.read(catalog.get_handler, existing.id), "replaced"
+            record = await self.store.write(
+                catalog.insert_handler, id=uuid.uuid4().hex[:12], package=s.package, handler=s.handler,
+                job_name=s.job, script_sha256=sha, script_source=source, settings_json=settings_json,
+                custom_json=custom_json, state=HandlerState.IDLE, message="", handler_state_json="{}", summary="",
+                total=None, exhausted=False, sequenced_errors=0, created_at=time.time())
+        self.log(record.id, "info", "server", f"handler instance created from {filename}")
+        if s.auto_start:
+            record = await self.control(record.id, "start")
+        return record, "created"
+
+    # -- control -------------------------------------------------------------------------
+
+    async def control(self, ref: str, action: str) -> catalog.HandlerRecord:
+        record = await self.store.read(catalog.resolve_handler, ref)
+        hid, state = record.id, HandlerState(record.state)
+        async with self._lock:
+            if action == "start":
+                if state == HandlerState.DISABLED:
+                    raise FailedPreconditionError(f"handler {hid} is disabled: enable it first")
+                if state == HandlerState.PAUSED:
+                    await self._set_state(hid, HandlerState.RUNNING, "")
+                    self.dispatcher.set_active(hid, True)
+                    self.runtimes[hid].slot.active = True
+                    self.runtimes[hid].wake()
+                elif state != HandlerState.RUNNING:
+                    await self._launch(record, active=True)
+            elif action == "pause":
+                if state != HandlerState.RUNNING:
+                    raise FailedPreconditionError(f"handler {hid} is {state}: only a running handler can be paused")
+                self.dispatcher.set_active(hid, False)
+                await self._set_state(hid, HandlerState.PAUSED, "")
+            elif action == "stop":
+                if state in _ACTIVE:
+                    await self._halt(hid, HandlerState.STOPPED, "stopped by the operator")
+            elif action == "disable":
+                await self._halt(hid, HandlerState.DISABLED, "disabled by the operator")
+            elif action == "enable":
+                if state in (HandlerState.DISABLED, HandlerState.FAILED):
+                    await self._set_state(hid, HandlerState.IDLE, "")
+                    await self.store.write(catalog.update_handler, hid, sequenced_errors=0)
+            elif action == "remove":
+                await self._halt(hid, HandlerState.STOPPED, "removed")
+                await self.store.write(catalog.delete_handler, hid)
+                self.next_start.pop(hid, None)
+                return record
+            else:
+                raise InvalidArgumentError(f"unknown action {action!r}")
+        return await self.store.read(catalog.get_handler, hid)
+
+    async def _launch(self, record: catalog.HandlerRecord, *, active: bool) -> None:
+        package = await self.store.read(catalog.current_package, record.package)
+        if package is None:
+            raise FailedPreconditionError(f"package {record.package!r} is not uploaded (or was removed)")
+        settings = jobscript.parse(record.script_source).settings
+        counts = (await self.store.read(job_store.counts, record.id)).get(record.id, {})
+        runtime_ref: list[HandlerRuntime] = []
+        slot = HandlerSlot(
+            handler_id=record.id, job_name=record.job_name, settings=settings, script_sha256=record.script_sha256,
+            environment=package.environment, on_change=lambda: runtime_ref[0].wake() if runtime_ref else None,
+            active=active,
+        )
+        slot.counts.update(counts)
+        state = HandlerState.RUNNING if active else HandlerState.PAUSED
+        await self.store.write(catalog.update_handler, record.id, state=state, message="",
+                                       started_at=time.time(), finished_at=None)
+        runtime = HandlerRuntime(
+            record, package, slot, writer=self.store.writer, dispatcher=self.dispatcher, blobs=self.blobs,
+            log_sink=self.log, on_finished=self._finished, on_failed=self._failed,
+        )
+        runtime_ref.append(runtime)
+        self.runtimes[record.id] = runtime
+        self.dispatcher.register(slot)
+        runtime.start()
+        self.log(record.id, "info", "server", "started" if active else "resumed paused")
+
+    async def _relaunch(self, handler_id: str) -> None:
+        runtime = self.runtimes.pop(handler_id)
+        active = runtime.slot.active
+        await runtime.stop()
+        self.dispatcher.unregister(handler_id)
+        await self._launch(await self.store.read(catalog.get_handler, handler_id), active=active)
+
+    async def _halt(self, handler_id: str, state: HandlerState, message: str, *, revoke: bool = True) -> None:
+        runtime = self.runtimes.pop(handler_id, None)
+        self.dispatcher.set_active(handler_id, False)
+        await self._set_state(handler_id, state, message)
+        if revoke:
+            await self.dispatcher.revoke_handler(handler_id, message)
+        self.dispatcher.unregister(handler_id)
+        if runtime is not None:
+            await runtime.stop()
+
+    async def _set_state(self, handler_id: str, state: HandlerState, message: str) -> None:
+        values: dict[str, object] = {"state": state, "message": message}
+        if state in (HandlerState.FINISHED, HandlerState.FAILED):
+            values["finished_at"] = time.time()
+        await self.store.write(catalog.update_handler, handler_id, **values)
+        self.log(handler_id, "error" if state == HandlerState.FAILED else "info", "server",
+                 f"state {state}" + (f": {message}" if message else ""))
+
+    async def _finished(self, handler_id: str) -> None:
+        if self.runtimes.pop(handler_id, None) is None:
+            return
+        self.dispatcher.unregister(handler_id)
+        await self._set_state(handler_id, HandlerState.FINISHED, "")
+
+    async def _failed(self, handler_id: str, message: str) -> None:
+        if handler_id not in self.runtimes:
+            return
+        await self._halt(handler_id, HandlerState.FAILED, message)
+
+    def on_streak(self, handler_id: str, errors_in_a_row: int) -> None:
+        runtime = self.runtimes.get(handler_id)
+        if runtime is None:
+            return
+        limit = runtime.slot.settings.max_sequenced_errors
+        if limit is not None and errors_in_a_row >= limit:
+            asyncio.get_running_loop().create_task(self._failed(
+                handler_id, f"{errors_in_a_row} failed results in a row (max-sequenced-errors = {limit})"))
+
+    # -- packages ------------------------------------------------------------------------
+
+    async def package_uploaded(self, package: catalog.PackageRecord) -> list[str]:
+        """Move the running instances of a package to its new current version."""
+        moved = []
+        for runtime in self.runtimes.values():
+            if runtime.record.package == package.name and runtime.package.id != package.id:
+                self.log(runtime.handler_id, "info", "server",
+                         f"package {package.name} {package.version} uploaded: restarting the handler host")
+                runtime.reload(package)
+                moved.append(runtime.handler_id)
+        return moved
+
+    # -- schedules ------------------------------------------------------------------------
+
+    async def _schedule_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                await self._run_schedules()
+            except Exception:
+                log.exception("schedule pass failed")
+
+    async def _run_schedules(self) -> None:
+        now = time.time()
+        records = await self.store.read(catalog.list_handlers)
+        for record in records:
+            settings = json.loads(record.settings_json)
+            cron = settings.get("schedule")
+            if not cron:
+                self.next_start.pop(record.id, None)
+                continue
+            due = self.next_start.get(record.id)
+            if due is None:
+                zone = zoneinfo.ZoneInfo(settings["time-zone"]) if settings.get("time-zone") else None
+                self.next_start[record.id] = croniter(cron, datetime.fromtimestamp(now, zone)).get_next(float)
+                continue
+            if now < due:
+                continue
+            zone = zoneinfo.ZoneInfo(settings["time-zone"]) if settings.get("time-zone") else None
+            self.next_start[record.id] = croniter(cron, datetime.fromtimestamp(now, zone)).get_next(float)
+            if record.state not in (*_ACTIVE, HandlerState.DISABLED):
+                self.log(record.id, "info", "server", f"schedule {cron!r}: starting")
+                try:
+                    await self.control(record.id, "start")
+                except (FailedPreconditionError, NotFoundError) as exc:
+                    self.log(record.id, "warning", "server", f"scheduled start failed: {exc}")
+
+    # -- log ----------------------------------------------------------------------------
+
+    def log(self, handler_id: str, level: str, source: str, message: str) -> None:
+        log.log(_LEVELS.get(level, logging.INFO), "[%s] %s", handler_id, message)
+        self._log_buffer.append({"handler_id": handler_id, "at": time.time(), "level": level,
+                                 "source": source, "message": message[:10_000]})
+
+    async def _flush_log_loop(self) -> None:
+        rounds = 0
+        while True:
+            await asyncio.sleep(0.2)
+            rounds += 1
+            with contextlib.suppress(Exception):
+                await self._flush_log(prune=rounds % 300 == 0)
+
+    async def _flush_log(self, *, prune: bool = False) -> None:
+        entries, self._log_buffer = self._log_buffer, []
+        if entries:
+            await self.store.write(catalog.add_log, entries)
+        if prune:
+            for handler_id in list(self.runtimes):
+                await self.store.write(catalog.prune_log, handler_id)

@@ -1,0 +1,207 @@
+"""A running handler instance: its host process and the loop that feeds it.
+
+The loop hands stored results to the handler in batches, asks it for more
+jobs when the queue runs low, and notices when it is finished. Each batch and
+what the handler did with it (new jobs, its state) are committed together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from netdist.server.blobs import BlobStore
+from netdist.server.dispatcher import Dispatcher
+from netdist.server.host import HandlerCodeError, HandlerHost, HostDiedError
+from netdist.server.lease import HandlerSlot
+from netdist.server.states import JobStatus
+from netdist.server.store import catalog
+from netdist.server.store import jobs as job_store
+from netdist.server.store.writer import GroupCommitWriter
+
+log = logging.getLogger("netdist.server.runtime")
+LOW_WATER = 5000
+RESULT_BATCH = 500
+_MORE_CALLS_PER_TURN = 20
+
+LogSink = Callable[[str, str, str, str], None]  # handler id, level, source, message
+
+
+class HandlerRuntime:
+    def __init__(
+        self,
+        record: catalog.HandlerRecord,
+        package: catalog.PackageRecord,
+        slot: HandlerSlot,
+        *,
+        writer: GroupCommitWriter,
+        dispatcher: Dispatcher,
+        blobs: BlobStore,
+        log_sink: LogSink,
+        on_finished: Callable[[str], Awaitable[None]],
+        on_failed: Callable[[str, str], Awaitable[None]],
+    ) -> None:
+        self.record = record
+        self.package = package
+        self.slot = slot
+        self._writer = writer
+        self._dispatcher = dispatcher
+        self._blobs = blobs
+        self._log_sink = log_sink
+        self._on_finished = on_finished
+        self._on_failed = on_failed
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._reload: catalog.PackageRecord | None = None
+        self._idle_call = False  # the last create_more_jobs added nothing
+        self._host: HandlerHost | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def handler_id(self) -> str:
+        return self.record.id
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._main(), name=f"handler-{self.handler_id}")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def reload(self, package: catalog.PackageRecord) -> None:
+        """Move to a new package version at the next safe point."""
+        self._reload = package
+        self.wake()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self.wake()
+        if self.task is not None and self.task is not asyncio.current_task():
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    # -- the loop ------------------------------------------------------------------
+
+    async def _main(self) -> None:
+        try:
+            await self._start_host(self.package)
+            await self._call("call", name="on_start")
+            while not self._stopping:
+                if self._reload is not None:
+                    await self._swap_host(self._reload)
+                progressed = await self._process(JobStatus.SUCCEEDED)
+                progressed |= await self._process(JobStatus.ERRORED)
+                if self.slot.active:
+                    await self._create_jobs()
+                if self._is_finished():
+                    await self._call("call", name="on_finished")
+                    await self._close_host()
+                    await self._on_finished(self.handler_id)
+                    return
+                if not progressed:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), 1.0)
+                    self._wake.clear()
+            await self._call("call", name="on_stop")
+        except (HandlerCodeError, HostDiedError) as exc:
+            detail = getattr(exc, "traceback", "")
+            if detail:
+                self._log("error", "server", detail.rstrip())
+            await self._close_host()
+            await self._on_failed(self.handler_id, str(exc))
+        except Exception as exc:  # a bug of ours: fail the handler, keep the server
+            log.exception("handler %s runtime failed", self.handler_id)
+            await self._close_host()
+            await self._on_failed(self.handler_id, f"internal error: {exc!r}")
+        finally:
+            await self._close_host()
+
+    async def _start_host(self, package: catalog.PackageRecord) -> None:
+        paths = [self._blobs.unpacked(sha) for sha in package.environment]
+        self._host = await HandlerHost.start(
+            python_path=paths, on_log=lambda level, msg: self._log(level, "handler", msg))
+        entry = package.handlers.get(self.record.handler)
+        if entry is None:
+            raise HostDiedError(
+                f"package {package.name} {package.version} has no handler {self.record.handler!r} "
+                f"(it has: {', '.join(package.handlers) or 'none'})")
+        state = await self._writer.run(catalog.get_handler, self.handler_id)
+        reply = await self._call(
+            "init", entry=entry, handler=self.record.handler, handler_id=self.handler_id,
+            job_name=self.record.job_name, settings=json.loads(self.record.custom_json),
+            state=state.handler_state_json,
+        )
+        self.package = package
+        self.slot.environment = package.environment
+        self._log("info", "server", f"handler host started (pid {self._host.pid}) with {package.name} {package.version}")
+        await self._save(reply, processed=[], status=JobStatus.PROCESSED)
+
+    async def _swap_host(self, package: catalog.PackageRecord) -> None:
+        self._reload = None
+        await self._call("call", name="on_stop")
+        await self._close_host()
+        await self._start_host(package)
+        await self._call("call", name="on_start")
+        self._idle_call = False
+
+    async def _close_host(self) -> None:
+        host, self._host = self._host, None
+        if host is not None:
+            await host.close()
+
+    async def _call(self, op: str, **payload: Any) -> dict[str, Any]:
+        assert self._host is not None
+        reply = await self._host.call(op, **payload)
+        if op == "call":
+            await self._save(reply, processed=[], status=JobStatus.PROCESSED)
+        return reply
+
+    async def _process(self, status: JobStatus) -> bool:
+        rows = await self._writer.run(job_store.unprocessed, self.handler_id, status, RESULT_BATCH)
+        if not rows:
+            return False
+        if status == JobStatus.SUCCEEDED:
+            reply = await self._call("results", items=[[r[0], r[1], r[2], r[3]] for r in rows])
+            final = JobStatus.PROCESSED
+        else:
+            reply = await self._call(
+                "failures", items=[[r[0], r[1], json.loads(r[2]) or {}, r[3], r[4]] for r in rows])
+            final = JobStatus.FAILED
+        invalid = reply.get("invalid", [])
+        await self._save(reply, processed=[r[0] for r in rows], status=final)
+        counts = self.slot.counts
+        counts[status] -= len(rows)
+        counts[final] += len(rows) - len(invalid)
+        counts[JobStatus.FAILED] += len(invalid)
+        self._idle_call = False
+        return True
+
+    async def _create_jobs(self) -> None:
+        counts = self.slot.counts
+        for _ in range(_MORE_CALLS_PER_TURN):
+            if self._idle_call or counts[JobStatus.AVAILABLE] + counts[JobStatus.LEASED] >= LOW_WATER:
+                return
+            reply = await self._call("more")
+            await self._save(reply, processed=[], status=JobStatus.PROCESSED)
+            if not reply["jobs"]:
+                self._idle_call = True
+
+    def _is_finished(self) -> bool:
+        c = self.slot.counts
+        return self._idle_call and self.slot.active and not any(
+            c[s] for s in (JobStatus.AVAILABLE, JobStatus.LEASED, JobStatus.SUCCEEDED, JobStatus.ERRORED))
+
+    async def _save(self, reply: dict[str, Any], *, processed: list[int], status: JobStatus) -> None:
+        new_jobs = [tuple(j) for j in reply["jobs"]]
+        await self._writer.run(
+            job_store.record_batch, self.handler_id, processed=processed, processed_status=status,
+            invalid=reply.get("invalid", []), new_jobs=new_jobs, handler_state=reply["state"],
+            summary=reply.get("summary") or "", total=reply.get("total"),
+        )
+        self._dispatcher.jobs_added(self.handler_id, len(new_jobs))
+
+    def _log(self, level: str, source: str, message: str) -> None:
+        self._log_sink(self.handler_id, level, source, message)

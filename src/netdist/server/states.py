@@ -1,0 +1,24 @@
+"""The states of handlers and jobs, as stored."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class HandlerState(StrEnum):
+    IDLE = "idle"  # uploaded, never started
+    RUNNING = "running"
+    PAUSED = "paused"  # hands out nothing; outstanding leases stay
+    STOPPED = "stopped"  # hands out nothing; outstanding leases revoked
+    DISABLED = "disabled"  # does not start (manually, by schedule or auto-start) until enabled
+    FINISHED = "finished"
+    FAILED = "failed"  # the message says why; start or enable to try again
+
+
+class JobStatus(StrEnum):
+    AVAILABLE = "available"
+    LEASED = "leased"
+    SUCCEEDED = "succeeded"  # result stored, not yet processed by the handler
+    ERRORED = "errored"  # failed for good, process_failure not yet called
+    PROCESSED = "processed"
+    FAILED = "failed"  # failed for good, process_failure called

@@ -1,0 +1,1 @@
+"""The store: SQLAlchemy, SQLite by default, PostgreSQL by URL."""

@@ -1,0 +1,247 @@
+"""Packages, handler instances, workers and the handler log: functions of a Connection."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+
+from netdist.errors import InvalidArgumentError, NotFoundError
+from netdist.server.store.schema import handler_log, handlers, jobs, packages, workers
+
+LOG_KEEP = 5000
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PackageRecord:
+    id: int
+    name: str
+    version: str
+    wheel_json: str
+    dependencies_json: str
+    handlers_json: str
+    uploaded_at: float
+    current: bool
+
+    @property
+    def wheel(self) -> dict[str, Any]:
+        return json.loads(self.wheel_json)  # type: ignore[no-any-return]
+
+    @property
+    def dependencies(self) -> list[dict[str, Any]]:
+        return json.loads(self.dependencies_json)  # type: ignore[no-any-return]
+
+    @property
+    def handlers(self) -> dict[str, str]:
+        return json.loads(self.handlers_json)  # type: ignore[no-any-return]
+
+    @property
+    def environment(self) -> list[str]:
+        """Wheel sha256s: the package first, then its dependencies."""
+        return [self.wheel["sha256"], *(d["sha256"] for d in self.dependencies)]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class HandlerRecord:
+    id: str
+    package: str
+    handler: str
+    job_name: str
+    script_sha256: str
+    script_source: str
+    settings_json: str
+    custom_json: str
+    state: str
+    message: str
+    handler_state_json: str
+    summary: str
+    total: int | None
+    exhausted: bool
+    sequenced_errors: int
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerRecord:
+    id: str
+    name: str
+    labels_json: str
+    slots: int
+    hostname: str
+    version: str
+    connected: bool
+    connected_since: float | None
+    last_seen: float | None
+    jobs_done: int
+    jobs_failed: int
+
+
+# -- packages ---------------------------------------------------------------
+
+def add_package(conn: Connection, *, name: str, version: str, wheel: Mapping[str, Any],
+                dependencies: Sequence[Mapping[str, Any]], handler_entries: Mapping[str, str]) -> tuple[PackageRecord, bool]:
+    """Store a package version and make it current; ``False`` if these exact wheels were stored."""
+    wheel_json = json.dumps(dict(wheel), sort_keys=True)
+    deps_json = json.dumps([dict(d) for d in dependencies], sort_keys=True)
+    existing = conn.execute(
+        select(packages).where(packages.c.name == name, packages.c.wheel_json == wheel_json,
+                               packages.c.dependencies_json == deps_json)
+    ).first()
+    conn.execute(update(packages).where(packages.c.name == name).values(current=False))
+    if existing is not None:
+        conn.execute(update(packages).where(packages.c.id == existing.id).values(current=True))
+        return get_package(conn, existing.id), False
+    pid = conn.execute(
+        insert(packages).values(
+            name=name, version=version, wheel_json=wheel_json, dependencies_json=deps_json,
+            handlers_json=json.dumps(dict(handler_entries), sort_keys=True), uploaded_at=time.time(), current=True,
+        )
+    ).inserted_primary_key[0]  # type: ignore[index]
+    return get_package(conn, pid), True
+
+
+def get_package(conn: Connection, package_id: int) -> PackageRecord:
+    row = conn.execute(select(packages).where(packages.c.id == package_id)).one()
+    return PackageRecord(**row._mapping)
+
+
+def current_package(conn: Connection, name: str) -> PackageRecord | None:
+    row = conn.execute(select(packages).where(packages.c.name == name, packages.c.current.is_(True))).first()
+    return PackageRecord(**row._mapping) if row else None
+
+
+def list_packages(conn: Connection, *, all_versions: bool) -> list[PackageRecord]:
+    stmt = select(packages).order_by(packages.c.name, packages.c.id)
+    if not all_versions:
+        stmt = stmt.where(packages.c.current.is_(True))
+    return [PackageRecord(**r._mapping) for r in conn.execute(stmt)]
+
+
+def remove_package(conn: Connection, name: str, version: str | None) -> int:
+    stmt = delete(packages).where(packages.c.name == name)
+    if version:
+        stmt = stmt.where(packages.c.version == version)
+    removed = conn.execute(stmt).rowcount
+    if removed == 0:
+        raise NotFoundError(f"no package {name!r}" + (f" version {version!r}" if version else ""))
+    newest = conn.execute(select(func.max(packages.c.id)).where(packages.c.name == name)).scalar()
+    if newest is not None:
+        conn.execute(update(packages).where(packages.c.id == newest).values(current=True))
+    return removed
+
+
+# -- handler instances -----------------------------------------------------------
+
+def handler_by_key(conn: Connection, package: str, handler: str, job_name: str) -> HandlerRecord | None:
+    row = conn.execute(
+        select(handlers).where(handlers.c.package == package, handlers.c.handler == handler,
+                               handlers.c.job_name == job_name)
+    ).first()
+    return HandlerRecord(**row._mapping) if row else None
+
+
+def insert_handler(conn: Connection, **values: Any) -> HandlerRecord:
+    conn.execute(insert(handlers).values(**values))
+    return get_handler(conn, values["id"])
+
+
+def update_handler(conn: Connection, handler_id: str, **values: Any) -> None:
+    conn.execute(update(handlers).where(handlers.c.id == handler_id).values(**values))
+
+
+def get_handler(conn: Connection, handler_id: str) -> HandlerRecord:
+    row = conn.execute(select(handlers).where(handlers.c.id == handler_id)).first()
+    if row is None:
+        raise NotFoundError(f"no handler with id {handler_id!r}")
+    return HandlerRecord(**row._mapping)
+
+
+def list_handlers(conn: Connection) -> list[HandlerRecord]:
+    return [HandlerRecord(**r._mapping) for r in conn.execute(select(handlers).order_by(handlers.c.created_at))]
+
+
+def resolve_handler(conn: Connection, ref: str) -> HandlerRecord:
+    """A handler by id, unique id prefix, or job name."""
+    ref = ref.strip()
+    if not ref:
+        raise InvalidArgumentError("handler reference is empty: give an id, an id prefix or a job name")
+    rows = conn.execute(
+        select(handlers).where((handlers.c.id.startswith(ref)) | (handlers.c.job_name == ref))
+    ).all()
+    exact = [r for r in rows if r.id == ref or r.job_name == ref]
+    found = exact or rows
+    if not found:
+        raise NotFoundError(f"no handler matches {ref!r} (by id, id prefix or job name)")
+    if len(found) > 1:
+        raise InvalidArgumentError(
+            f"{ref!r} matches {len(found)} handlers ({', '.join(r.id for r in found)}): use the id"
+        )
+    return HandlerRecord(**found[0]._mapping)
+
+
+def delete_handler(conn: Connection, handler_id: str) -> None:
+    conn.execute(delete(jobs).where(jobs.c.handler_id == handler_id))
+    conn.execute(delete(handler_log).where(handler_log.c.handler_id == handler_id))
+    conn.execute(delete(handlers).where(handlers.c.id == handler_id))
+
+
+# -- workers -------------------------------------------------------------------
+
+def worker_connected(conn: Connection, *, worker_id: str, name: str, labels: Mapping[str, str], slots: int,
+                     hostname: str, version: str) -> None:
+    now = time.time()
+    values = {"name": name, "labels_json": json.dumps(dict(labels), sort_keys=True), "slots": slots,
+              "hostname": hostname, "version": version, "connected": True, "connected_since": now, "last_seen": now}
+    if conn.execute(update(workers).where(workers.c.id == worker_id).values(**values)).rowcount == 0:
+        conn.execute(insert(workers).values(id=worker_id, jobs_done=0, jobs_failed=0, **values))
+
+
+def worker_disconnected(conn: Connection, worker_id: str) -> None:
+    conn.execute(update(workers).where(workers.c.id == worker_id).values(connected=False, last_seen=time.time()))
+
+
+def disconnect_all_workers(conn: Connection) -> None:
+    conn.execute(update(workers).values(connected=False))
+
+
+def list_workers(conn: Connection) -> list[WorkerRecord]:
+    return [WorkerRecord(**r._mapping) for r in conn.execute(select(workers).order_by(workers.c.name))]
+
+
+def resolve_worker(conn: Connection, ref: str) -> WorkerRecord:
+    rows = conn.execute(select(workers).where((workers.c.id.startswith(ref)) | (workers.c.name == ref))).all()
+    if not rows:
+        raise NotFoundError(f"no worker matches {ref!r} (by id, id prefix or name)")
+    if len(rows) > 1:
+        raise InvalidArgumentError(f"{ref!r} matches {len(rows)} workers: use the id")
+    return WorkerRecord(**rows[0]._mapping)
+
+
+# -- handler log ----------------------------------------------------------------------
+
+def add_log(conn: Connection, entries: Sequence[Mapping[str, Any]]) -> None:
+    if entries:
+        conn.execute(insert(handler_log), [dict(e) for e in entries])
+
+
+def read_log(conn: Connection, handler_id: str, *, after_id: int = 0, tail: int = 0) -> list[Any]:
+    stmt = select(handler_log).where(handler_log.c.handler_id == handler_id, handler_log.c.id > after_id)
+    if tail:
+        rows = conn.execute(stmt.order_by(handler_log.c.id.desc()).limit(tail)).all()
+        return list(reversed(rows))
+    return list(conn.execute(stmt.order_by(handler_log.c.id)).all())
+
+
+def prune_log(conn: Connection, handler_id: str, keep: int = LOG_KEEP) -> None:
+    cutoff = conn.execute(
+        select(handler_log.c.id).where(handler_log.c.handler_id == handler_id)
+        .order_by(handler_log.c.id.desc()).offset(keep).limit(1)
+    ).scalar()
+    if cutoff is not None:
+        conn.execute(delete(handler_log).where(handler_log.c.handler_id == handler_id, handler_log.c.id <= cutoff))

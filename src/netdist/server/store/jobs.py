@@ -1,0 +1,301 @@
+"""Job operations, each a function of a Connection run by the group-commit writer.
+
+Every state change of a job is a compare-and-set on (status, lease_no), so
+exactly one result is accepted per job whatever the workers send.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, func, select, update
+
+from netdist.server.states import JobStatus
+from netdist.server.store.schema import handlers, jobs, workers
+
+_DONE = (JobStatus.SUCCEEDED, JobStatus.ERRORED, JobStatus.PROCESSED, JobStatus.FAILED)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReadyJob:
+    job_id: int
+    lease_no: int
+    attempts: int
+    input: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """What a result or a requeue did to one job."""
+
+    job_id: int
+    handler_id: str
+    previous: JobStatus | None  # None: no such job
+    status: JobStatus | None  # None: dropped (duplicate or unknown)
+    ready: ReadyJob | None = None  # set when the job is available again
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ResultIn:
+    job_id: int
+    lease_no: int
+    output: str | None
+    error: Mapping[str, str] | None
+    duration_seconds: float
+
+
+def insert(conn: Connection, handler_id: str, items: Sequence[tuple[str, str]]) -> int:
+    if items:
+        conn.execute(
+            jobs.insert(),
+            [
+                {"handler_id": handler_id, "status": JobStatus.AVAILABLE, "input": i, "extra": e,
+                 "attempts": 0, "lease_no": 0}
+                for i, e in items
+            ],
+        )
+    return len(items)
+
+
+def load_available(conn: Connection, handler_id: str, after_id: int, limit: int) -> list[ReadyJob]:
+    rows = conn.execute(
+        select(jobs.c.id, jobs.c.lease_no, jobs.c.attempts, jobs.c.input)
+        .where(jobs.c.handler_id == handler_id, jobs.c.status == JobStatus.AVAILABLE, jobs.c.id > after_id)
+        .order_by(jobs.c.id)
+        .limit(limit)
+    ).all()
+    return [ReadyJob(r.id, r.lease_no, r.attempts, r.input.encode()) for r in rows]
+
+
+def lease(conn: Connection, worker_id: str, leased: Sequence[tuple[int, int]], at: float) -> set[int]:
+    """Lease each (job_id, new lease_no) to ``worker_id`` if the job is still
+    available at the lease before; returns the ids leased."""
+    if not leased:
+        return set()
+    current = _lock_rows(conn, (j for j, _ in leased))
+    ok = [
+        {"jid": j, "ln": n}
+        for j, n in leased
+        if (row := current.get(j)) is not None and row[0] == JobStatus.AVAILABLE and row[2] == n - 1
+    ]
+    if ok:
+        conn.execute(
+            update(jobs).where(jobs.c.id == bindparam("jid"))
+            .values(status=JobStatus.LEASED, lease_no=bindparam("ln"), worker_id=worker_id,
+                    leased_at=at, attempts=jobs.c.attempts + 1),
+            ok,
+        )
+    return {p["jid"] for p in ok}  # type: ignore[misc]
+
+
+def _lock_rows(conn: Connection, ids: Iterable[int]) -> dict[int, tuple[str, str, int, int]]:
+    rows = conn.execute(
+        select(jobs.c.id, jobs.c.status, jobs.c.handler_id, jobs.c.lease_no, jobs.c.attempts)
+        .where(jobs.c.id.in_(sorted(set(ids))))
+        .with_for_update()
+    ).all()
+    return {r.id: (r.status, r.handler_id, r.lease_no, r.attempts) for r in rows}
+
+
+def complete(
+    conn: Connection, worker_id: str, results: Sequence[ResultIn], max_attempts: Mapping[str, int]
+) -> tuple[list[Outcome], dict[str, int]]:
+    """Store results. A result is accepted while its job is not done yet, even
+    from an older lease (the work is not wasted); otherwise it is a duplicate."""
+    now = time.time()
+    current = _lock_rows(conn, (r.job_id for r in results))
+    outcomes: list[Outcome] = []
+    succeeded, retried, errored = [], [], []
+    streak: dict[str, _Streak] = {}
+    for r in results:
+        row = current.get(r.job_id)
+        if row is None:
+            outcomes.append(Outcome(job_id=r.job_id, handler_id="", previous=None, status=None))
+            continue
+        status, handler_id, lease_no, attempts = JobStatus(row[0]), row[1], row[2], row[3]
+        if status in _DONE:
+            outcomes.append(Outcome(job_id=r.job_id, handler_id=handler_id, previous=status, status=None))
+            continue
+        # Later results for the same job in this batch are duplicates.
+        current[r.job_id] = (JobStatus.SUCCEEDED, handler_id, lease_no, attempts)
+        params = {"jid": r.job_id, "dur": r.duration_seconds, "at": now, "wid": worker_id}
+        if r.error is None:
+            succeeded.append({**params, "out": r.output})
+            new = JobStatus.SUCCEEDED
+            streak.setdefault(handler_id, _Streak()).success()
+            ready = None
+        else:
+            err = json.dumps(dict(r.error))
+            if attempts >= max_attempts.get(handler_id, 1):
+                errored.append({**params, "err": err})
+                new, ready = JobStatus.ERRORED, None
+            else:
+                retried.append({"jid": r.job_id, "err": err})
+                new = JobStatus.AVAILABLE
+                ready = ReadyJob(r.job_id, lease_no, attempts, b"")
+            streak.setdefault(handler_id, _Streak()).failure()
+        outcomes.append(Outcome(job_id=r.job_id, handler_id=handler_id, previous=status, status=new, ready=ready))
+    _write_results(conn, succeeded, retried, errored)
+    _count_for_worker(conn, worker_id, len(succeeded), len(retried) + len(errored))
+    return outcomes, _update_streaks(conn, streak)
+
+
+def _write_results(conn: Connection, succeeded: list[dict[str, object]], retried: list[dict[str, object]],
+                   errored: list[dict[str, object]]) -> None:
+    base = update(jobs).where(jobs.c.id == bindparam("jid"))
+    if succeeded:
+        conn.execute(base.values(status=JobStatus.SUCCEEDED, output=bindparam("out"), error_json=None,
+                                 duration_seconds=bindparam("dur"), finished_at=bindparam("at"),
+                                 worker_id=bindparam("wid")), succeeded)
+    if errored:
+        conn.execute(base.values(status=JobStatus.ERRORED, error_json=bindparam("err"),
+                                 duration_seconds=bindparam("dur"), finished_at=bindparam("at"),
+                                 worker_id=bindparam("wid")), errored)
+    if retried:
+        conn.execute(base.values(status=JobStatus.AVAILABLE, error_json=bindparam("err")), retried)
+
+
+def _count_for_worker(conn: Connection, worker_id: str, done: int, failed: int) -> None:
+    if done or failed:
+        conn.execute(
+            update(workers).where(workers.c.id == worker_id)
+            .values(jobs_done=workers.c.jobs_done + done, jobs_failed=workers.c.jobs_failed + failed,
+                    last_seen=time.time())
+        )
+
+
+@dataclasses.dataclass(slots=True)
+class _Streak:
+    """Failed results in a row within one batch; ``reset`` once a success was seen."""
+
+    reset: bool = False
+    count: int = 0
+
+    def success(self) -> None:
+        self.reset, self.count = True, 0
+
+    def failure(self) -> None:
+        self.count += 1
+
+
+def _update_streaks(conn: Connection, streaks: Mapping[str, _Streak]) -> dict[str, int]:
+    """Store errors in a row per handler; returns the new value of each."""
+    for handler_id, s in streaks.items():
+        value = s.count if s.reset else handlers.c.sequenced_errors + s.count
+        conn.execute(update(handlers).where(handlers.c.id == handler_id).values(sequenced_errors=value))
+    if not streaks:
+        return {}
+    rows = conn.execute(
+        select(handlers.c.id, handlers.c.sequenced_errors).where(handlers.c.id.in_(list(streaks)))
+    ).all()
+    return {r[0]: r[1] for r in rows}
+
+
+def requeue(
+    conn: Connection, leases: Sequence[tuple[int, int]], reason: Mapping[str, str], max_attempts: Mapping[str, int]
+) -> list[Outcome]:
+    """Put leased jobs back (lease lost or expired); a job out of attempts is errored."""
+    current = _lock_rows(conn, (j for j, _ in leases))
+    err = json.dumps(dict(reason))
+    back, dead, outcomes = [], [], []
+    for job_id, lease_no in leases:
+        row = current.get(job_id)
+        if row is None or row[0] != JobStatus.LEASED or row[2] != lease_no:
+            continue
+        _, handler_id, _, attempts = row
+        if attempts >= max_attempts.get(handler_id, 1):
+            dead.append({"jid": job_id, "err": err, "at": time.time()})
+            outcomes.append(Outcome(job_id=job_id, handler_id=handler_id, previous=JobStatus.LEASED,
+                                    status=JobStatus.ERRORED))
+        else:
+            back.append({"jid": job_id, "err": err})
+            outcomes.append(Outcome(job_id=job_id, handler_id=handler_id, previous=JobStatus.LEASED,
+                                    status=JobStatus.AVAILABLE, ready=ReadyJob(job_id, lease_no, attempts, b"")))
+    base = update(jobs).where(jobs.c.id == bindparam("jid"))
+    if back:
+        conn.execute(base.values(status=JobStatus.AVAILABLE, error_json=bindparam("err")), back)
+    if dead:
+        conn.execute(base.values(status=JobStatus.ERRORED, error_json=bindparam("err"),
+                                 finished_at=bindparam("at")), dead)
+    return outcomes
+
+
+def inputs(conn: Connection, ids: Sequence[int]) -> dict[int, bytes]:
+    rows = conn.execute(select(jobs.c.id, jobs.c.input).where(jobs.c.id.in_(ids))).all()
+    return {r.id: r.input.encode() for r in rows}
+
+
+def unprocessed(conn: Connection, handler_id: str, status: JobStatus, limit: int) -> list[tuple[int, str, str, str, int]]:
+    """Results (or final errors) waiting for the handler: id, input, output or error, extra, attempts."""
+    value = jobs.c.output if status == JobStatus.SUCCEEDED else jobs.c.error_json
+    rows = conn.execute(
+        select(jobs.c.id, jobs.c.input, value, jobs.c.extra, jobs.c.attempts)
+        .where(jobs.c.handler_id == handler_id, jobs.c.status == status)
+        .order_by(jobs.c.id)
+        .limit(limit)
+    ).all()
+    return [(r[0], r[1], r[2] or "null", r[3], r[4]) for r in rows]
+
+
+def mark_processed(conn: Connection, ids: Sequence[int], status: JobStatus) -> None:
+    if ids:
+        conn.execute(
+            update(jobs).where(jobs.c.id.in_(ids)).values(status=status, output=None)
+        )
+
+
+def counts(conn: Connection, handler_id: str | None = None) -> dict[str, dict[str, int]]:
+    """Jobs per status per handler."""
+    stmt = select(jobs.c.handler_id, jobs.c.status, func.count()).group_by(jobs.c.handler_id, jobs.c.status)
+    if handler_id is not None:
+        stmt = stmt.where(jobs.c.handler_id == handler_id)
+    out: dict[str, dict[str, int]] = {}
+    for hid, status, n in conn.execute(stmt):
+        out.setdefault(hid, {})[status] = n
+    return out
+
+
+def leased(conn: Connection) -> list[tuple[int, int, str, str]]:
+    """Every outstanding lease: job id, lease no, handler id, worker id."""
+    rows = conn.execute(
+        select(jobs.c.id, jobs.c.lease_no, jobs.c.handler_id, jobs.c.worker_id)
+        .where(jobs.c.status == JobStatus.LEASED)
+    ).all()
+    return [(r[0], r[1], r[2], r[3] or "") for r in rows]
+
+
+def record_batch(
+    conn: Connection,
+    handler_id: str,
+    *,
+    processed: Sequence[int],
+    processed_status: JobStatus,
+    invalid: Sequence[int],
+    new_jobs: Sequence[tuple[str, str]],
+    handler_state: str,
+    summary: str,
+    total: int | None,
+) -> None:
+    """What one call of the handler host did, in one transaction: results
+    processed, jobs enqueued, the handler's state saved."""
+    mark_processed(conn, [i for i in processed if i not in set(invalid)], processed_status)
+    if invalid:
+        err = json.dumps({"type": "InvalidOutput", "message": "the worker sent output that is not JSON"})
+        conn.execute(update(jobs).where(jobs.c.id.in_(invalid)).values(status=JobStatus.FAILED, error_json=err,
+                                                                        output=None))
+    insert(conn, handler_id, new_jobs)
+    conn.execute(
+        update(handlers).where(handlers.c.id == handler_id)
+        .values(handler_state_json=handler_state, summary=summary[:2000], total=total)
+    )
+
+
+def listing(conn: Connection, handler_id: str | None, status: str, limit: int) -> list[Any]:
+    stmt = select(jobs).where(jobs.c.status == status).order_by(jobs.c.id.desc()).limit(limit)
+    if handler_id is not None:
+        stmt = stmt.where(jobs.c.handler_id == handler_id)
+    return list(conn.execute(stmt).all())

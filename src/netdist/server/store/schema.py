@@ -1,0 +1,103 @@
+"""The tables. Schema changes go through migrations (store/migrations)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Float, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Package(Base):
+    """One uploaded version of a package: its wheel and dependency wheels."""
+
+    __tablename__ = "packages"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[str] = mapped_column(String(100))
+    wheel_json: Mapped[str] = mapped_column(Text)  # WheelInfo of the package wheel
+    dependencies_json: Mapped[str] = mapped_column(Text)  # list of WheelInfo
+    handlers_json: Mapped[str] = mapped_column(Text)  # {handler name: "module:attr"}
+    uploaded_at: Mapped[float] = mapped_column(Float)
+    current: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class HandlerInstance(Base):
+    """One uploaded job script: a handler of a package with its settings."""
+
+    __tablename__ = "handlers"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    package: Mapped[str] = mapped_column(String(200))
+    handler: Mapped[str] = mapped_column(String(200))
+    job_name: Mapped[str] = mapped_column(String(400))
+    script_sha256: Mapped[str] = mapped_column(String(64))
+    script_source: Mapped[str] = mapped_column(Text)
+    settings_json: Mapped[str] = mapped_column(Text)
+    custom_json: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(20))
+    message: Mapped[str] = mapped_column(Text, default="")
+    handler_state_json: Mapped[str] = mapped_column(Text, default="{}")
+    summary: Mapped[str] = mapped_column(Text, default="")
+    total: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    exhausted: Mapped[bool] = mapped_column(Boolean, default=False)
+    sequenced_errors: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    __table_args__ = (Index("ix_handlers_key", "package", "handler", "job_name", unique=True),)
+
+
+class Job(Base):
+    """Every job, its status and its current lease; the result until processed."""
+
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    handler_id: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(12))
+    input: Mapped[str] = mapped_column(Text)
+    extra: Mapped[str] = mapped_column(Text, default="null")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_no: Mapped[int] = mapped_column(Integer, default=0)
+    worker_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    leased_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    output: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    duration_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    __table_args__ = (Index("ix_jobs_handler_status", "handler_id", "status", "id"),)
+
+
+class Worker(Base):
+    __tablename__ = "workers"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    labels_json: Mapped[str] = mapped_column(Text, default="{}")
+    slots: Mapped[int] = mapped_column(Integer, default=1)
+    hostname: Mapped[str] = mapped_column(String(200), default="")
+    version: Mapped[str] = mapped_column(String(50), default="")
+    connected: Mapped[bool] = mapped_column(Boolean, default=False)
+    connected_since: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_seen: Mapped[float | None] = mapped_column(Float, nullable=True)
+    jobs_done: Mapped[int] = mapped_column(Integer, default=0)
+    jobs_failed: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class LogEntry(Base):
+    """Bounded log of each handler: its own lines and the server's about it."""
+
+    __tablename__ = "handler_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    handler_id: Mapped[str] = mapped_column(String(32), index=True)
+    at: Mapped[float] = mapped_column(Float)
+    level: Mapped[str] = mapped_column(String(10))
+    source: Mapped[str] = mapped_column(String(10))
+    message: Mapped[str] = mapped_column(Text)
+
+
+packages = Package.__table__
+handlers = HandlerInstance.__table__
+jobs = Job.__table__
+workers = Worker.__table__
+handler_log = LogEntry.__table__

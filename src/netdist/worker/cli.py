@@ -1,0 +1,190 @@
+"""``netdist-worker``: connect to a server and run jobs until stopped.
+
+Exit codes: 0 ok (also after a graceful stop), 2 usage, 130 interrupted
+(a second SIGINT/SIGTERM during the graceful stop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from netdist.worker.config import WorkerConfig
+from netdist.worker.host import load_worker_id
+from netdist.worker.session import Session
+
+RET_OK = 0
+RET_USAGE = 2
+RET_INTERRUPTED = 130
+
+log = logging.getLogger("netdist.worker")
+
+
+def _parse_target(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(
+            f"expected HOST:PORT, got {value!r}", param_hint="HOST:PORT"
+        )
+    return value
+
+
+def _parse_labels(values: Sequence[str]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for value in values:
+        key, sep, label = value.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(
+                f"expected k=v, got {value!r}", param_hint="--label"
+            )
+        labels[key.strip()] = label.strip()
+    return labels
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info",
+    show_default=True,
+    envvar="NETDIST_WORKER_LOG_LEVEL",
+    show_envvar=True,
+)
+def main(log_level: str) -> None:
+    """The netdist worker: runs jobs for a netdist server."""
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@main.command()
+@click.argument("target", metavar="HOST:PORT", envvar="NETDIST_WORKER_SERVER")
+@click.option(
+    "--name",
+    default=socket.gethostname,
+    show_default="hostname",
+    envvar="NETDIST_WORKER_NAME",
+    show_envvar=True,
+    help="Name shown by the server.",
+)
+@click.option(
+    "--slots",
+    type=click.IntRange(min=1),
+    default=lambda: os.cpu_count() or 1,
+    show_default="CPU count",
+    envvar="NETDIST_WORKER_SLOTS",
+    show_envvar=True,
+    help="Jobs run in parallel (one child process each).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=lambda: Path.home() / ".cache" / "netdist-worker",
+    show_default="~/.cache/netdist-worker",
+    envvar="NETDIST_WORKER_CACHE_DIR",
+    show_envvar=True,
+    help="Artifact cache and the worker id.",
+)
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    metavar="K=V",
+    envvar="NETDIST_WORKER_LABEL",
+    show_envvar=True,
+    help="A label for handler selectors (repeatable).",
+)
+@click.option(
+    "--max-prefetch",
+    type=click.IntRange(min=0),
+    default=256,
+    show_default=True,
+    envvar="NETDIST_WORKER_MAX_PREFETCH",
+    show_envvar=True,
+    help="Most jobs held beyond the slots (short jobs only).",
+)
+@click.option(
+    "--grace",
+    "grace_seconds",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    envvar="NETDIST_WORKER_GRACE",
+    show_envvar=True,
+    help="Seconds running jobs get to finish on SIGTERM/SIGINT.",
+)
+def connect(
+    *,
+    target: str,
+    name: str,
+    slots: int,
+    cache_dir: Path,
+    labels: Sequence[str],
+    max_prefetch: int,
+    grace_seconds: float,
+) -> None:
+    """Connect to the server at HOST:PORT and run jobs until stopped."""
+    cache_dir = cache_dir.expanduser()
+    config = WorkerConfig(
+        target=_parse_target(target),
+        name=name,
+        slots=slots,
+        cache_dir=cache_dir,
+        labels=_parse_labels(labels),
+        max_prefetch=max_prefetch,
+        grace_seconds=grace_seconds,
+    )
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        worker_id = load_worker_id(cache_dir)
+    except OSError as exc:
+        click.secho(
+            f"CacheDirError: cannot use {cache_dir}: {exc.strerror or exc}",
+            fg="red",
+            err=True,
+        )
+        sys.exit(RET_USAGE)
+    try:
+        code = asyncio.run(run_worker(config, worker_id=worker_id))
+    except KeyboardInterrupt:
+        code = RET_INTERRUPTED
+    sys.exit(code)
+
+
+async def run_worker(config: WorkerConfig, *, worker_id: str) -> int:
+    """Run until stopped by a signal; the exit code."""
+    session = Session(config, worker_id=worker_id)
+    loop = asyncio.get_running_loop()
+    received: list[signal.Signals] = []
+
+    def on_signal(signum: signal.Signals) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            log.info(
+                "%s: finishing running jobs (up to %g s); send it again to stop at once",
+                signum.name,
+                config.grace_seconds,
+            )
+            session.stop()
+        else:
+            log.warning("%s again: killing running jobs", signum.name)
+            session.abort()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await session.run()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    return RET_INTERRUPTED if session.aborted else RET_OK

@@ -1,0 +1,21 @@
+"""The worker's configuration: built by the CLI, read by everything else."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerConfig:
+    """What ``netdist-worker connect`` was told."""
+
+    target: str
+    """The server's ``host:port``."""
+    name: str
+    slots: int
+    cache_dir: Path
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    max_prefetch: int = 256
+    grace_seconds: float = 30.0

@@ -1,0 +1,92 @@
+"""The values the worker passes around inside: jobs, results, progress.
+
+Protobuf types stop at the session; the executor and the cache see only these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+JsonValue = Any
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class JobRef:
+    """One lease of one job."""
+
+    job_id: int
+    lease_no: int
+
+    def __str__(self) -> str:
+        return f"{self.job_id}/{self.lease_no}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Environment:
+    """The code a job runs with: one job script plus unpacked wheels (package first)."""
+
+    script_sha256: str
+    script_path: Path
+    wheel_sha256s: tuple[str, ...] = ()
+    wheel_dirs: tuple[Path, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, tuple[str, ...]]:
+        """Children are bound to this key: another key means another process."""
+        return (self.script_sha256, self.wheel_sha256s)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    """A leased job whose artifacts are on disk, ready for a child."""
+
+    ref: JobRef
+    handler_id: str
+    job_name: str
+    attempt: int
+    environment: Environment
+    input: JsonValue
+    timeout_seconds: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class JobError:
+    """Why a job failed: data, never a crash."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class JobResult:
+    """The outcome of one lease: JSON output text or an error."""
+
+    ref: JobRef
+    output_json: str | None = None
+    error: JobError | None = None
+    duration_seconds: float = 0.0
+
+    @classmethod
+    def failed(
+        cls,
+        ref: JobRef,
+        type_: str,
+        message: str,
+        *,
+        traceback: str = "",
+        duration_seconds: float = 0.0,
+    ) -> JobResult:
+        error = JobError(type=type_, message=message, traceback=traceback)
+        return cls(ref=ref, error=error, duration_seconds=duration_seconds)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class JobProgress:
+    """The latest progress a running job reported."""
+
+    ref: JobRef
+    percent: float
+    text: str = ""
