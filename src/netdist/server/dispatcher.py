@@ -260,30 +260,39 @@ class Dispatcher:
 
     async def _commit_leases(self, session: Session, records: list[LeaseRecord]) -> None:
         try:
-            ok = await self.writer.run(
-                job_store.lease, session.worker_id, [r.ref for r in records], records[0].leased_at)
+            ok = await self.writer.run(job_store.lease, session.worker_id, [r.ref for r in records],
+                                       records[0].leased_at)
+            failed = False
         except Exception:
             log.exception("could not store %d leases; they go back to the queue", len(records))
-            ok = set()
+            ok, failed = set(), True
         batch = []
         for r in records:
-            if r.job_id in ok:
+            slot = self.slots.get(r.handler_id)
+            current = self.leases.get(r.job_id) is r  # not settled by a result meanwhile
+            if r.job_id in ok and current and slot is not None:
                 if r.deadline is not None:
                     heapq.heappush(self._timeouts, (r.deadline, r.job_id, r.lease_no))
-                slot = self.slots.get(r.handler_id)
                 batch.append(jobs_pb2.Lease(
                     ref=jobs_pb2.JobRef(job_id=r.job_id, lease_no=r.lease_no), handler_id=r.handler_id,
-                    job_name=slot.job_name if slot else "", attempt=r.attempt,
-                    script_sha256=slot.script_sha256 if slot else "",
-                    environment=slot.environment if slot else [], input=r.input,
-                    timeout_seconds=(slot.settings.job_timeout_seconds or 0.0) if slot else 0.0,
+                    job_name=slot.job_name, attempt=r.attempt, script_sha256=slot.script_sha256,
+                    environment=slot.environment, input=r.input,
+                    timeout_seconds=slot.settings.job_timeout_seconds or 0.0,
                 ))
-            else:  # no longer available in the store (e.g. completed by a late result)
-                self._forget(r)
-                slot = self.slots.get(r.handler_id)
-                if slot is not None:
-                    slot.counts[JobStatus.LEASED] -= 1
-                session.credit += 1
+                continue
+            session.credit += 1  # the worker still waits for a job for this credit
+            if not current:
+                continue  # a result settled the job; the counts moved then
+            self._forget(r)
+            if slot is None:
+                continue
+            slot.counts[JobStatus.LEASED] -= 1
+            if failed:
+                slot.counts[JobStatus.AVAILABLE] += 1
+                slot.push_front(job_store.ReadyJob(r.job_id, r.lease_no - 1, r.attempt - 1, r.input))
+            else:
+                log.warning("job %d was not available to lease; recounting", r.job_id)
+                slot.on_change()
         if batch:
             session.send(jobs_pb2.ServerMessage(leases=jobs_pb2.LeaseBatch(items=batch)))
         if len(batch) < len(records):
@@ -340,22 +349,26 @@ class Dispatcher:
         self.kick()
 
     def _settle(self, outcome: job_store.Outcome) -> None:
-        """Mirror one accepted state change of a job in memory."""
+        """Mirror one accepted state change of a job in memory.
+
+        Counts move from where memory had the job: leased if it holds a lease
+        record (even one whose commit is in flight), else what the store said.
+        """
+        assert outcome.previous is not None and outcome.status is not None
         slot = self.slots.get(outcome.handler_id)
         lease = self.leases.get(outcome.job_id)
+        was = outcome.previous
         if lease is not None:
+            was = JobStatus.LEASED
             self._forget(lease)
-            if outcome.previous == JobStatus.LEASED:
-                # Another worker may still hold it (a result from an older lease won).
-                other = self.sessions.get(lease.worker_id)
-                if other is not None and outcome.status != JobStatus.AVAILABLE and lease.job_id in other.leases:
-                    other.send(_revoke([lease], "another worker's result for this job was accepted"))
+            other = self.sessions.get(lease.worker_id)
+            if other is not None and outcome.status != JobStatus.AVAILABLE:
+                # Another worker still runs it (a result from an older lease won).
+                other.send(_revoke([lease], "another worker's result for this job was accepted"))
         if slot is None:
             return
-        assert outcome.previous is not None and outcome.status is not None
-        if outcome.previous == JobStatus.AVAILABLE:
-            slot.discard(outcome.job_id)
-        slot.counts[outcome.previous] -= 1
+        slot.discard(outcome.job_id)
+        slot.counts[was] -= 1
         slot.counts[outcome.status] += 1
         if outcome.ready is not None and lease is not None and lease.input:
             slot.push_front(job_store.ReadyJob(outcome.job_id, outcome.ready.lease_no, outcome.ready.attempts,

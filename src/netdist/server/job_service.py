@@ -66,7 +66,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                 elif kind == "results":
                     task = asyncio.create_task(self.dispatcher.on_results(session, message.results.items))
                     pending.add(task)
-                    task.add_done_callback(pending.discard)
+                    task.add_done_callback(lambda t: (pending.discard(t), _log_failure(t, session)))
                 elif kind == "progress":
                     self.dispatcher.on_progress(session, message.progress.items)
                 elif kind == "heartbeat":
@@ -81,6 +81,13 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
             log.exception("worker %s stream failed", session.name)
         finally:
             session.close()
+
+
+def _log_failure(task: asyncio.Task[None], session: Session) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("results from worker %s failed; it will send them again", session.name,
+                  exc_info=task.exception())
+        session.close()  # the worker reconnects and re-sends what was not acknowledged
 
 
 def _check_hello(hello: jobs_pb2.Hello) -> str:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,6 +28,8 @@ log = logging.getLogger("netdist.server.runtime")
 LOW_WATER = 5000
 RESULT_BATCH = 500
 _MORE_CALLS_PER_TURN = 20
+RECOUNT_SECONDS = 5.0
+_OPEN = (JobStatus.AVAILABLE, JobStatus.LEASED, JobStatus.SUCCEEDED, JobStatus.ERRORED)
 
 LogSink = Callable[[str, str, str, str], None]  # handler id, level, source, message
 
@@ -58,6 +61,7 @@ class HandlerRuntime:
         self._stopping = False
         self._reload: catalog.PackageRecord | None = None
         self._idle_call = False  # the last create_more_jobs added nothing
+        self._last_recount = time.monotonic()
         self._host: HandlerHost | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -96,7 +100,7 @@ class HandlerRuntime:
                 progressed |= await self._process(JobStatus.ERRORED)
                 if self.slot.active:
                     await self._create_jobs()
-                if self._is_finished():
+                if await self._is_finished():
                     await self._call("call", name="on_finished")
                     await self._close_host()
                     await self._on_finished(self.handler_id)
@@ -189,10 +193,24 @@ class HandlerRuntime:
             if not reply["jobs"]:
                 self._idle_call = True
 
-    def _is_finished(self) -> bool:
+    async def _is_finished(self) -> bool:
+        """No more jobs will come and none is open. Memory says when to ask;
+        the store decides (and corrects memory if the two disagree)."""
+        if not (self._idle_call and self.slot.active):
+            return False
         c = self.slot.counts
-        return self._idle_call and self.slot.active and not any(
-            c[s] for s in (JobStatus.AVAILABLE, JobStatus.LEASED, JobStatus.SUCCEEDED, JobStatus.ERRORED))
+        memory_done = not any(c[s] for s in _OPEN)
+        if not memory_done and time.monotonic() - self._last_recount < RECOUNT_SECONDS:
+            return False
+        self._last_recount = time.monotonic()
+        stored = (await self._writer.run(job_store.counts, self.handler_id)).get(self.handler_id, {})
+        store_done = not any(stored.get(s, 0) for s in _OPEN)
+        if store_done != memory_done:
+            log.warning("handler %s: job counts in memory %s differ from the store %s; using the store",
+                        self.handler_id, dict(c), stored)
+            c.clear()
+            c.update(stored)
+        return store_done
 
     async def _save(self, reply: dict[str, Any], *, processed: list[int], status: JobStatus) -> None:
         new_jobs = [tuple(j) for j in reply["jobs"]]

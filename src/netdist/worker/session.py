@@ -152,6 +152,7 @@ class Session:
         self._credit_timer: asyncio.TimerHandle | None = None
         self._stopping = False
         self._welcomed = False
+        self._drained = False
         self._stop_requested = asyncio.Event()
         self._abort_requested = asyncio.Event()
         self._idle = asyncio.Event()
@@ -246,11 +247,22 @@ class Session:
                 asyncio.InvalidStateError,
             ) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # a bug must not end the connection for good
+                log.exception("worker %s: error on the stream", self.config.name)
+                reason = f"{type(exc).__name__}: {exc}"
             if self._welcomed:
                 delays = backoff_delays()
                 failing = False
             delay = await anext(delays)
-            if not failing:
+            if self._drained:
+                log.info(
+                    "worker %s will reconnect to %s after the drain",
+                    self.config.name,
+                    self.config.target,
+                )
+                self._drained = False
+                failing = True  # the server is probably restarting: no warning for that
+            elif not failing:
                 verb = "lost connection to" if self._welcomed else "cannot reach"
                 log.warning(
                     "worker %s %s %s: %s; reconnecting (backoff up to %g s)",
@@ -379,6 +391,7 @@ class Session:
 
     def _on_leases(self, stream: _Stream, batch: jobs_pb2.LeaseBatch) -> None:
         stream.granted = max(0, stream.granted - len(batch.items))
+        log.debug("%d lease(s); %d credit unfilled", len(batch.items), stream.granted)
         for lease in batch.items:
             ref = _ref(lease.ref)
             if self._stopping or ref in self._held:
@@ -442,6 +455,7 @@ class Session:
             self._executor.submit(self._job(lease, environment, job_input))
 
     def _on_ack(self, ack: jobs_pb2.Ack) -> None:
+        log.debug("ack for %d result(s)", len(ack.items))
         for item in ack.items:
             self._unacked.pop(_ref(item.ref), None)
         self._check_idle()
@@ -477,6 +491,7 @@ class Session:
             len(self._held),
         )
         stream.draining = True
+        self._drained = True
         self._flush_results()
         stream.outbox.put_nowait(None)  # half-close once everything queued is written
         asyncio.get_running_loop().call_later(DRAIN_CLOSE_SECONDS, stream.closed.set)
@@ -565,4 +580,7 @@ class Session:
         missing = target - len(self._held) - stream.granted
         if missing > 0:
             stream.granted += missing
+            log.debug(
+                "credit +%d (holding %d, target %d)", missing, len(self._held), target
+            )
             stream.send(jobs_pb2.WorkerMessage(credit=jobs_pb2.Credit(count=missing)))

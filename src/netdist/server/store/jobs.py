@@ -136,7 +136,7 @@ def complete(
             else:
                 retried.append({"jid": r.job_id, "err": err})
                 new = JobStatus.AVAILABLE
-                ready = ReadyJob(r.job_id, lease_no, attempts, b"")
+                ready = ReadyJob(r.job_id, lease_no + 1, attempts, b"")
             streak.setdefault(handler_id, _Streak()).failure()
         outcomes.append(Outcome(job_id=r.job_id, handler_id=handler_id, previous=status, status=new, ready=ready))
     _write_results(conn, succeeded, retried, errored)
@@ -155,8 +155,9 @@ def _write_results(conn: Connection, succeeded: list[dict[str, object]], retried
         conn.execute(base.values(status=JobStatus.ERRORED, error_json=bindparam("err"),
                                  duration_seconds=bindparam("dur"), finished_at=bindparam("at"),
                                  worker_id=bindparam("wid")), errored)
-    if retried:
-        conn.execute(base.values(status=JobStatus.AVAILABLE, error_json=bindparam("err")), retried)
+    if retried:  # a new lease number, so that no lease still in flight can take it
+        conn.execute(base.values(status=JobStatus.AVAILABLE, error_json=bindparam("err"),
+                                 lease_no=jobs.c.lease_no + 1), retried)
 
 
 def _count_for_worker(conn: Connection, worker_id: str, done: int, failed: int) -> None:
@@ -214,10 +215,11 @@ def requeue(
         else:
             back.append({"jid": job_id, "err": err})
             outcomes.append(Outcome(job_id=job_id, handler_id=handler_id, previous=JobStatus.LEASED,
-                                    status=JobStatus.AVAILABLE, ready=ReadyJob(job_id, lease_no, attempts, b"")))
+                                    status=JobStatus.AVAILABLE, ready=ReadyJob(job_id, lease_no + 1, attempts, b"")))
     base = update(jobs).where(jobs.c.id == bindparam("jid"))
     if back:
-        conn.execute(base.values(status=JobStatus.AVAILABLE, error_json=bindparam("err")), back)
+        conn.execute(base.values(status=JobStatus.AVAILABLE, error_json=bindparam("err"),
+                                 lease_no=jobs.c.lease_no + 1), back)
     if dead:
         conn.execute(base.values(status=JobStatus.ERRORED, error_json=bindparam("err"),
                                  finished_at=bindparam("at")), dead)

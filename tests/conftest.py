@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def _postgres_url() -> Iterator[str | None]:
+    try:
+        import psycopg
+    except ImportError:
+        psycopg = None  # type: ignore[assignment]
+    name = f"netdist_test_{uuid.uuid4().hex[:10]}"
+    try:
+        assert psycopg is not None
+        with psycopg.connect("dbname=postgres", autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except Exception as exc:
+        if os.environ.get("CI"):
+            raise RuntimeError(f"PostgreSQL is required in CI: {exc}") from exc
+        yield None
+        return
+    try:
+        yield f"postgresql+psycopg:///{name}"
+    finally:
+        with psycopg.connect("dbname=postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database: a SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'netdist.db'}"
+        return
+    gen = _postgres_url()
+    url = next(gen)
+    if url is None:
+        pytest.skip("no PostgreSQL server reachable (CI never skips)")
+    yield url
+    for _ in gen:
+        pass

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from netdist.testing import Admin, Process, ServerProcess, start_server, start_worker
+
+HEARTBEAT = 0.3  # seconds; a silent worker is gone after three of them
+
+
+@dataclasses.dataclass
+class Cluster:
+    """A real server, real workers and an admin client; owns their cleanup."""
+
+    root: Path
+    db_url: str
+    server: ServerProcess | None = None
+    admin: Admin | None = None
+    workers: list[Process] = dataclasses.field(default_factory=list)
+    generation: int = 0
+
+    def start_server(self, port: int = 0) -> ServerProcess:
+        self.generation += 1
+        self.server = start_server(self.root / "data", log_dir=self.root / "logs", db_url=self.db_url,
+                                   port=port, heartbeat_interval=HEARTBEAT, name=f"server-{self.generation}")
+        if self.admin is not None:
+            self.admin.close()
+        self.admin = Admin(self.server.address)
+        return self.server
+
+    def add_worker(self, name: str, *, slots: int = 1, labels: dict[str, str] | None = None) -> Process:
+        assert self.server is not None
+        worker = start_worker(self.server.address, name=name, log_dir=self.root / "logs",
+                              cache_dir=self.root / "cache" / name, slots=slots, labels=labels)
+        self.workers.append(worker)
+        return worker
+
+    @property
+    def api(self) -> Admin:
+        assert self.admin is not None
+        return self.admin
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
+                         for p in sorted((self.root / "logs").glob("*.log")))
+
+    def close(self) -> list[tuple[str, int]]:
+        codes = [(w.name, w.stop()) for w in self.workers if w.popen.returncode is None]
+        if self.admin is not None:
+            self.admin.close()
+        if self.server is not None and self.server.popen.returncode is None:
+            codes.append((self.server.name, self.server.stop()))
+        return codes
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, db_url: str, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    c = Cluster(root=tmp_path, db_url=db_url)
+    c.start_server()
+    failed = False
+    try:
+        yield c
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        codes = c.close()
+        report = getattr(request.node, "rep_call", None)
+        if (report is not None and report.failed) or failed:
+            print(c.logs())
+        bad = [(name, code) for name, code in codes if code != 0]
+        assert not bad, f"processes did not stop cleanly: {bad}\n{c.logs()}"
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

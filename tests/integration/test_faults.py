@@ -1,0 +1,67 @@
+"""Faults: new code while running, a worker killed mid-job, the server killed mid-run."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from netdist.testing import wait_until
+from tests.integration.conftest import Cluster
+from tests.support import counter_script, counter_wheel, expected_sum
+
+
+
+def test_package_reupload_swaps_handler_code_while_running(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.api.upload(counter_wheel(tmp_path, "1.0"))
+    cluster.add_worker("w1", slots=2)
+    script = counter_script(tmp_path / "s.py", settings="auto-start = true", count=200, sleep=0.02)
+    hid = cluster.api.add_script(script).handler.id
+    wait_until(lambda: cluster.api.handler(hid).jobs_processed >= 20, 60, what="some results")
+    up = cluster.api.upload(counter_wheel(tmp_path, "2.0"))
+    assert up.created and up.package.version == "2.0"
+    assert list(up.restarted_handlers) == [hid]
+    info = cluster.api.wait_state(hid, "finished", timeout=90)
+    # The same instance went on under the new code, with its state and jobs kept.
+    assert info.result_summary.startswith("2.0 ")
+    assert f"sum={expected_sum(200)} seen=200" in info.result_summary
+    assert info.jobs_processed == 200
+    log = "\n".join(line.message for line in cluster.api.log(hid))
+    assert "counter 2.0 initialized" in log and "restarting the handler host" in log
+
+
+def test_worker_killed_mid_job_has_its_job_finished_by_another(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.api.upload(counter_wheel(tmp_path))
+    victim = cluster.add_worker("victim")
+    script = counter_script(tmp_path / "s.py", settings="auto-start = true", count=6, sleep=1.0)
+    hid = cluster.api.add_script(script).handler.id
+    running = wait_until(lambda: cluster.api.running_jobs(hid), 30, what="a running job")
+    assert running[0].worker_name == "victim"
+    victim.popen.send_signal(signal.SIGKILL)
+    victim.popen.wait()
+    cluster.add_worker("rescuer", slots=2)
+    info = cluster.api.wait_state(hid, "finished", timeout=60)
+    assert info.jobs_processed == 6 and info.jobs_failed == 0
+    assert f"sum={expected_sum(6)} seen=6" in info.result_summary
+    workers = {w.name: w for w in cluster.api.workers()}
+    assert workers["rescuer"].jobs_done >= 1
+    assert not workers["victim"].connected
+
+
+def test_server_killed_mid_run_finishes_with_no_job_lost(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.api.upload(counter_wheel(tmp_path))
+    cluster.add_worker("w1", slots=2)
+    cluster.add_worker("w2", slots=2)
+    script = counter_script(tmp_path / "s.py", settings="auto-start = true", count=400, sleep=0.01)
+    hid = cluster.api.add_script(script).handler.id
+    wait_until(lambda: cluster.api.handler(hid).jobs_processed >= 40, 60, what="some results")
+    assert cluster.server is not None
+    port = int(cluster.server.address.rsplit(":", 1)[1])
+    cluster.server.kill()  # SIGKILL: no clean shutdown
+    cluster.start_server(port=port)
+    info = cluster.api.wait_state(hid, "finished", timeout=120)
+    # Each result was processed exactly once: the handler's state is saved
+    # in the same transaction as the results it processed.
+    assert info.jobs_processed == 400 and info.jobs_failed == 0
+    assert info.result_summary == f"1.0 sum={expected_sum(400)} seen=400 failures=0"
+    wait_until(lambda: {w.name for w in cluster.api.workers() if w.connected} == {"w1", "w2"}, 30,
+               what="both workers to reconnect")

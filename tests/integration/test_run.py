@@ -1,0 +1,57 @@
+"""A job script runs to completion on real workers; results are checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from netdist.api.v1 import admin_pb2
+from tests.integration.conftest import Cluster
+from tests.support import counter_script, counter_wheel, expected_sum
+
+
+def test_job_script_runs_to_completion(cluster: Cluster, tmp_path: Path) -> None:
+    up = cluster.api.upload(counter_wheel(tmp_path))
+    assert up.created and list(up.package.handlers) == ["Counter"]
+    cluster.add_worker("w1", slots=2)
+    cluster.add_worker("w2")
+    added = cluster.api.add_script(counter_script(tmp_path / "count.py", count=300))
+    assert added.outcome == "created"
+    hid = added.handler.id
+    assert added.handler.state == "idle"
+    cluster.api.control(hid, admin_pb2.HANDLER_ACTION_START)
+    info = cluster.api.wait_state(hid, "finished", timeout=60)
+    assert info.jobs_processed == 300 and info.jobs_total == 300 and info.has_total
+    assert info.jobs_available == info.jobs_pending == info.jobs_failed == 0
+    assert info.result_summary == f"1.0 sum={expected_sum(300)} seen=300 failures=0"
+    workers = {w.name: w for w in cluster.api.workers()}
+    assert set(workers) == {"w1", "w2"}
+    assert sum(w.jobs_done for w in workers.values()) == 300
+    log = "\n".join(line.message for line in cluster.api.log(hid))
+    assert "counter 1.0 initialized at 0" in log  # the handler's own line reached the server
+
+
+def test_same_script_again_needs_no_update_and_a_new_job_name_is_a_new_instance(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.api.upload(counter_wheel(tmp_path))
+    script = counter_script(tmp_path / "a.py", job="a", count=5)
+    first = cluster.api.add_script(script)
+    assert cluster.api.add_script(script).outcome == "no update needed"
+    changed = cluster.api.add_script(counter_script(tmp_path / "a.py", job="a", count=6))
+    assert changed.outcome == "replaced" and changed.handler.id == first.handler.id
+    other = cluster.api.add_script(counter_script(tmp_path / "b.py", job="b", count=5))
+    assert other.outcome == "created" and other.handler.id != first.handler.id
+    assert sorted(h.job_name for h in cluster.api.handlers()) == ["a", "b"]
+    assert '"count": 6' in cluster.api.handler("a").custom_settings_json
+
+
+def test_failed_jobs_are_retried_then_given_to_process_failure(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.api.upload(counter_wheel(tmp_path))
+    cluster.add_worker("w1", slots=2)
+    script = counter_script(tmp_path / "f.py", job="f", settings="auto-start = true\nmax-attempts = 2",
+                            count=40, fail_every=10)
+    hid = cluster.api.add_script(script).handler.id
+    info = cluster.api.wait_state(hid, "finished", timeout=60)
+    assert info.jobs_processed == 36 and info.jobs_failed == 4
+    assert "failures=4" in info.result_summary
+    failed = cluster.api.admin.ListJobs(admin_pb2.ListJobsRequest(handler_ref=hid, status="failed")).jobs
+    assert len(failed) == 4 and all(j.attempts == 2 for j in failed)
+    assert all("fails on purpose" in j.error for j in failed)

@@ -1,0 +1,101 @@
+"""A small handler package written on the fly, for the integration tests."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from netdist.testing import write_wheel
+
+HANDLER = '''
+from dataclasses import dataclass
+from netdist.handler import Handler
+
+VERSION = "{version}"
+
+
+@dataclass
+class Settings:
+    count: int = 20
+    sleep: float = 0.0
+    fail_every: int = 0
+
+
+class Counter(Handler[Settings]):
+    """Enqueues ``count`` jobs {{"i": i}}; sums the outputs in its state."""
+
+    settings_class = Settings
+
+    def initialize(self):
+        self.state.setdefault("next", 0)
+        self.state.setdefault("sum", 0)
+        self.state.setdefault("seen", 0)
+        self.state.setdefault("failures", 0)
+        self.log.info("counter %s initialized at %d", VERSION, self.state["next"])
+
+    def total_job_count(self):
+        return self.settings.count
+
+    def create_more_jobs(self):
+        start = self.state["next"]
+        stop = min(self.settings.count, start + 50)
+        for i in range(start, stop):
+            self.enqueue({{"i": i, "sleep": self.settings.sleep, "fail_every": self.settings.fail_every}},
+                         extra={{"i": i}})
+        self.state["next"] = stop
+
+    def process_result(self, job_input, output, extra):
+        assert extra["i"] == job_input["i"]
+        self.state["sum"] += output["double"]
+        self.state["seen"] += 1
+        self.state.setdefault("versions", {{}})
+        self.state["versions"][VERSION] = self.state["versions"].get(VERSION, 0) + 1
+
+    def process_failure(self, job_input, failure, extra):
+        self.state["failures"] += 1
+        self.log.warning("job %d failed for good: %s", job_input["i"], failure.message)
+
+    def summary(self):
+        return f"{{VERSION}} sum={{self.state['sum']}} seen={{self.state['seen']}} failures={{self.state['failures']}}"
+'''
+
+SCRIPT = '''# /// script
+# [tool.netdist]
+# package = "counter"
+# handler = "Counter"
+# job = "{job}"
+{settings}# [tool.netdist.settings]
+{custom}# ///
+import os
+import time
+
+
+def process(job_input, ctx):
+    ctx.progress(10, "started")
+    if job_input["sleep"]:
+        time.sleep(job_input["sleep"])
+    every = job_input.get("fail_every") or 0
+    if every and job_input["i"] % every == 0:
+        raise ValueError(f"job {{job_input['i']}} fails on purpose")
+    ctx.progress(100, "done")
+    return {{"double": job_input["i"] * 2, "pid": os.getpid()}}
+'''
+
+
+def counter_wheel(out_dir: Path, version: str = "1.0") -> Path:
+    return write_wheel(
+        out_dir / version, name="counter", version=version,
+        files={"counter/__init__.py": "", "counter/handler.py": HANDLER.format(version=version)},
+        entry_points={"netdist.handlers": {"Counter": "counter.handler:Counter"}},
+    )
+
+
+def counter_script(path: Path, *, job: str = "count", settings: str = "", **custom: object) -> Path:
+    lines = "".join(f"# {line}\n" for line in textwrap.dedent(settings).strip().splitlines())
+    custom_lines = "".join(f"# {k} = {v!r}\n".replace("'", '"') for k, v in custom.items())
+    path.write_text(SCRIPT.format(job=job, settings=lines, custom=custom_lines))
+    return path
+
+
+def expected_sum(count: int) -> int:
+    return sum(2 * i for i in range(count))

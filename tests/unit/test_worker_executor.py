@@ -1,0 +1,327 @@
+"""The executor with real child processes running real job script files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from netdist.worker.executor import Executor
+from netdist.worker.job import Environment, Job, JobProgress, JobRef, JobResult
+
+SCRIPT = """
+import os
+import sys
+import time
+
+print("printed at import time")
+
+
+def process(job_input, ctx):
+    kind = job_input["kind"]
+    if kind == "echo":
+        print("printed to stdout", job_input)
+        sys.stdout.flush()
+        return {"value": job_input.get("value"), "job_id": ctx.job_id, "attempt": ctx.attempt}
+    if kind == "raise":
+        raise ValueError("bad input")
+    if kind == "not-json":
+        return {1, 2}
+    if kind == "nan":
+        return float("nan")
+    if kind == "sleep":
+        time.sleep(job_input["seconds"])
+        return "slept"
+    if kind == "exit":
+        os._exit(job_input["code"])
+    if kind == "pid":
+        return os.getpid()
+    if kind == "progress":
+        for i in range(1, 101):
+            ctx.progress(i, f"step {i}")
+            time.sleep(job_input["seconds"] / 100)
+        return "done"
+    if kind == "log":
+        ctx.log.info("hello from the job")
+        return ctx.job_name
+    raise AssertionError(kind)
+"""
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.005)
+
+
+class Harness:
+    """An executor plus what it reported."""
+
+    def __init__(self, tmp_path: Path, *, slots: int = 1) -> None:
+        self.tmp_path = tmp_path
+        self.results: dict[int, JobResult] = {}
+        self.progress: list[JobProgress] = []
+        self.order: list[str] = []
+        self.environment = self.script("job.py", SCRIPT)
+        self.executor = Executor(
+            slots=slots, on_result=self._result, on_progress=self._progress
+        )
+        self._next_id = 0
+
+    def _result(self, result: JobResult) -> None:
+        self.results[result.ref.job_id] = result
+        self.order.append(f"result {result.ref.job_id}")
+
+    def _progress(self, progress: JobProgress) -> None:
+        self.progress.append(progress)
+        self.order.append(f"progress {progress.ref.job_id}")
+
+    def script(self, name: str, text: str) -> Environment:
+        path = self.tmp_path / name
+        path.write_text(text)
+        return Environment(script_sha256=name, script_path=path)
+
+    def submit(
+        self,
+        job_input: object,
+        *,
+        timeout: float = 0.0,
+        environment: Environment | None = None,
+    ) -> JobRef:
+        self._next_id += 1
+        ref = JobRef(job_id=self._next_id, lease_no=1)
+        job = Job(
+            ref=ref,
+            handler_id="handler-1",
+            job_name="test job",
+            attempt=2,
+            environment=environment or self.environment,
+            input=job_input,
+            timeout_seconds=timeout,
+        )
+        self.executor.submit(job)
+        return ref
+
+    async def result(self, ref: JobRef, timeout: float = 10.0) -> JobResult:
+        await wait_until(lambda: ref.job_id in self.results, timeout)
+        return self.results[ref.job_id]
+
+
+def run(
+    tmp_path: Path, scenario: Callable[[Harness], object], *, slots: int = 1
+) -> None:
+    async def main() -> None:
+        harness = Harness(tmp_path, slots=slots)
+        try:
+            await scenario(harness)  # type: ignore[misc]
+        finally:
+            await harness.executor.close()
+
+    asyncio.run(main())
+
+
+def test_output_errors_and_stdout_noise(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    async def scenario(h: Harness) -> None:
+        echo = h.submit({"kind": "echo", "value": [1, "two", None]})
+        failing = h.submit({"kind": "raise"})
+        not_json = h.submit({"kind": "not-json"})
+        nan = h.submit({"kind": "nan"})
+        logged = h.submit({"kind": "log"})
+
+        ok = await h.result(echo)
+        assert ok.error is None
+        assert json.loads(ok.output_json or "") == {
+            "value": [1, "two", None],
+            "job_id": echo.job_id,
+            "attempt": 2,
+        }
+        assert ok.duration_seconds >= 0
+
+        error = (await h.result(failing)).error
+        assert error is not None
+        assert (error.type, error.message) == ("ValueError", "bad input")
+        assert "raise ValueError" in error.traceback
+
+        for ref in (not_json, nan):
+            error = (await h.result(ref)).error
+            assert error is not None
+            assert error.type == "OutputNotJson"
+        assert (await h.result(logged)).output_json == '"test job"'
+        assert len(h.executor.child_pids()) == 1
+
+    run(tmp_path, scenario)
+    err = capfd.readouterr().err
+    assert "printed to stdout" in err
+    assert "printed at import time" in err
+    assert "hello from the job" in err
+
+
+def test_timeout_kills_the_child_and_the_slot_recovers(tmp_path: Path) -> None:
+    async def scenario(h: Harness) -> None:
+        slow = h.submit({"kind": "sleep", "seconds": 30}, timeout=0.3)
+        after = h.submit({"kind": "echo", "value": 1})
+        error = (await h.result(slow)).error
+        assert error is not None
+        assert error.type == "JobTimeout"
+        assert "0.3 s" in error.message
+        assert (await h.result(after)).error is None
+
+    run(tmp_path, scenario)
+
+
+def test_child_death_fails_the_job_and_requeues_the_rest(tmp_path: Path) -> None:
+    async def scenario(h: Harness) -> None:
+        first_pid = h.submit({"kind": "pid"})
+        pid_before = json.loads((await h.result(first_pid)).output_json or "")
+        dying = h.submit({"kind": "exit", "code": 3})
+        queued = [h.submit({"kind": "pid"}) for _ in range(3)]
+        error = (await h.result(dying)).error
+        assert error is not None
+        assert error.type == "WorkerChildDied"
+        assert "code 3" in error.message
+        pids = {json.loads((await h.result(ref)).output_json or "") for ref in queued}
+        assert pid_before not in pids
+        assert all(h.results[ref.job_id].error is None for ref in queued)
+
+    run(tmp_path, scenario)
+
+
+def test_new_environment_gets_a_fresh_process(tmp_path: Path) -> None:
+    async def scenario(h: Harness) -> None:
+        first = h.submit({"kind": "pid"})
+        again = h.submit({"kind": "pid"})
+        other_env = h.script(
+            "other.py",
+            "import os\ndef process(job_input, ctx):\n    return ['other', os.getpid()]\n",
+        )
+        other = h.submit({}, environment=other_env)
+        pid_a = json.loads((await h.result(first)).output_json or "")
+        pid_b = json.loads((await h.result(again)).output_json or "")
+        name, pid_c = json.loads((await h.result(other)).output_json or "")
+        assert pid_a == pid_b
+        assert name == "other"
+        assert pid_c != pid_a
+
+    run(tmp_path, scenario)
+
+
+def test_a_broken_script_fails_each_job_without_crashing(tmp_path: Path) -> None:
+    async def scenario(h: Harness) -> None:
+        broken = h.script("broken.py", "import no_such_module_here\n")
+        ref = h.submit({}, environment=broken)
+        error = (await h.result(ref)).error
+        assert error is not None
+        assert error.type == "ModuleNotFoundError"
+        assert "cannot load the job script" in error.message
+        assert (await h.result(h.submit({"kind": "echo"}))).error is None
+
+    run(tmp_path, scenario)
+
+
+def test_revoke_running_and_pending_jobs(tmp_path: Path) -> None:
+    async def scenario(h: Harness) -> None:
+        running = h.submit({"kind": "sleep", "seconds": 30})
+        pending = h.submit({"kind": "echo", "value": "never"})
+        await wait_until(
+            lambda: h.executor.running == 1 and len(h.executor.child_pids()) == 1
+        )
+        pid = h.executor.child_pids()[0]
+        assert h.executor.revoke(pending)
+        assert h.executor.revoke(running)
+        assert not h.executor.revoke(JobRef(job_id=999, lease_no=1))
+        after = h.submit({"kind": "pid"})
+        new_pid = json.loads((await h.result(after)).output_json or "")
+        assert new_pid != pid
+        assert set(h.results) == {after.job_id}
+
+    run(tmp_path, scenario)
+
+
+def test_revoke_of_a_job_queued_in_the_child_skips_it(tmp_path: Path) -> None:
+    async def scenario(h: Harness) -> None:
+        # Warm up with tiny jobs so the running average allows pipelining.
+        for ref in [h.submit({"kind": "echo"}) for _ in range(20)]:
+            await h.result(ref)
+        blocker = h.submit({"kind": "sleep", "seconds": 0.3})
+        queued = h.submit({"kind": "echo", "value": "skipped"})
+        assert h.executor.pending == 0  # both are in the child already
+        h.executor.revoke(queued)
+        assert (await h.result(blocker)).output_json == '"slept"'
+        after = h.submit({"kind": "echo", "value": "after"})
+        await h.result(after)
+        assert queued.job_id not in h.results
+
+    run(tmp_path, scenario)
+
+
+def test_progress_is_coalesced_and_the_last_value_arrives_first(tmp_path: Path) -> None:
+    async def scenario(h: Harness) -> None:
+        ref = h.submit({"kind": "progress", "seconds": 0.5})
+        assert (await h.result(ref)).output_json == '"done"'
+        assert 2 <= len(h.progress) <= 6
+        assert h.progress[-1].percent == 100
+        assert h.progress[-1].text == "step 100"
+        assert h.order[-1] == f"result {ref.job_id}"
+
+    run(tmp_path, scenario)
+
+
+def test_slots_run_in_parallel(tmp_path: Path) -> None:
+    async def scenario(h: Harness) -> None:
+        refs = [h.submit({"kind": "sleep", "seconds": 0.4}) for _ in range(2)]
+        started = time.monotonic()
+        for ref in refs:
+            await h.result(ref)
+        assert time.monotonic() - started < 0.75
+        assert len(h.executor.child_pids()) == 2
+
+    run(tmp_path, scenario, slots=2)
+
+
+def test_children_are_killed_on_close(tmp_path: Path) -> None:
+    pids: list[int] = []
+
+    async def scenario(h: Harness) -> None:
+        h.submit({"kind": "sleep", "seconds": 30})
+        await wait_until(lambda: bool(h.executor.child_pids()))
+        pids.extend(h.executor.child_pids())
+
+    run(tmp_path, scenario)
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_wheel_dirs_go_on_sys_path_first_wheel_first(tmp_path: Path) -> None:
+    package, dependency = tmp_path / "package", tmp_path / "dependency"
+    for directory, value in ((package, "package"), (dependency, "dependency")):
+        directory.mkdir()
+        (directory / "shared_mod.py").write_text(f"VALUE = {value!r}\n")
+    (dependency / "dep_only.py").write_text("VALUE = 'dep'\n")
+    script = tmp_path / "uses_wheels.py"
+    script.write_text(
+        "import dep_only, shared_mod\n"
+        "def process(job_input, ctx):\n"
+        "    return [shared_mod.VALUE, dep_only.VALUE]\n"
+    )
+    environment = Environment(
+        script_sha256="s",
+        script_path=script,
+        wheel_sha256s=("p", "d"),
+        wheel_dirs=(package, dependency),
+    )
+
+    async def scenario(h: Harness) -> None:
+        ref = h.submit({}, environment=environment)
+        assert json.loads((await h.result(ref)).output_json or "") == ["package", "dep"]
+
+    run(tmp_path, scenario)
