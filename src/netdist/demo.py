@@ -1,0 +1,84 @@
+"""``make demo``: the whole path on one machine, with real processes.
+
+Builds the example wheels, starts a server on the embedded SQLite default and
+two workers, uploads the package, adds the job scripts through the real
+``netdist-admin``, waits until every handler finishes, prints the results and
+stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from netdist.testing import Admin, Process, build_wheel, start_server, start_worker, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+
+
+def admin(address: str, *args: str) -> None:
+    """Run the real CLI, so the demo shows what an operator types."""
+    print(f"$ netdist-admin {' '.join(args)}", flush=True)
+    env = {**os.environ, "COLUMNS": os.environ.get("COLUMNS", "150")}
+    subprocess.run([sys.executable, "-m", "netdist.adminctl", "--server", address, *args], check=True, env=env)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dir", type=Path, default=ROOT / "demo-data", help="where the demo keeps its files")
+    parser.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
+    args = parser.parse_args()
+    shutil.rmtree(args.dir, ignore_errors=True)
+    wheels = [build_wheel(EXAMPLES / name, args.dir / "wheels") for name in ("primes", "primality")]
+    print(f"built {', '.join(w.name for w in wheels)}")
+    server = start_server(args.dir / "netdist-data", log_dir=args.dir / "logs")
+    print(f"server listening on {server.address} (SQLite in {args.dir / 'netdist-data'})")
+    processes: list[Process] = [server]
+    started = time.monotonic()
+    try:
+        for name in ("worker-1", "worker-2"):
+            processes.append(start_worker(server.address, name=name, slots=1, log_dir=args.dir / "logs",
+                                          cache_dir=args.dir / "cache" / name))
+        admin(server.address, "upload-package", *map(str, wheels))
+        for script in sorted((EXAMPLES / "jobs").glob("*.py")):
+            admin(server.address, "jobs", "add", str(script))
+        client = Admin(server.address)
+        try:
+            def all_finished() -> bool:
+                handlers = client.handlers()
+                failed = [h for h in handlers if h.state == "failed"]
+                if failed:
+                    raise RuntimeError(f"handler {failed[0].job_name} failed: {failed[0].message}")
+                return bool(handlers) and all(h.state == "finished" for h in handlers)
+
+            wait_until(all_finished, args.timeout, interval=0.5, what="the handlers to finish")
+            print(f"\nall handlers finished in {time.monotonic() - started:.1f} s\n")
+            for h in client.handlers():
+                print(f"  {h.job_name}: {h.result_summary}")
+            print()
+        finally:
+            client.close()
+        admin(server.address, "handlers", "list")
+        admin(server.address, "workers", "list")
+    except BaseException:
+        for proc in processes:
+            print(f"--- {proc.name} log (tail)\n{proc.output()[-3000:]}", file=sys.stderr)
+        raise
+    finally:
+        codes = {proc.name: proc.stop() for proc in reversed(processes)}
+    bad = {name: code for name, code in codes.items() if code != 0}
+    if bad:
+        print(f"processes exited badly: {bad}", file=sys.stderr)
+        return 1
+    print("every process stopped cleanly")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
