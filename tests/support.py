@@ -19,6 +19,9 @@ class Settings:
     count: int = 20
     sleep: float = 0.0
     fail_every: int = 0
+    gate: str = ""  # jobs report progress 42 and wait until this file exists
+    slow_attempts: int = 0  # attempts up to this one sleep slow_sleep first
+    slow_sleep: float = 0.0
 
 
 class Counter(Handler[Settings]):
@@ -40,8 +43,12 @@ class Counter(Handler[Settings]):
         start = self.state["next"]
         stop = min(self.settings.count, start + 50)
         for i in range(start, stop):
-            self.enqueue({{"i": i, "sleep": self.settings.sleep, "fail_every": self.settings.fail_every}},
-                         extra={{"i": i}})
+            job = {{"i": i, "sleep": self.settings.sleep, "fail_every": self.settings.fail_every}}
+            if self.settings.gate:
+                job["gate"] = self.settings.gate
+            if self.settings.slow_attempts:
+                job["slow"] = [self.settings.slow_attempts, self.settings.slow_sleep]
+            self.enqueue(job, extra={{"i": i}})
         self.state["next"] = stop
 
     def process_result(self, job_input, output, extra):
@@ -72,6 +79,16 @@ import time
 
 def process(job_input, ctx):
     ctx.progress(10, "started")
+    slow_attempts, slow_sleep = job_input.get("slow", [0, 0])
+    if ctx.attempt <= slow_attempts:
+        time.sleep(slow_sleep)
+    if job_input.get("gate"):
+        for step in range(1, 42):
+            ctx.progress(step, f"step {{step}}")  # many calls; the worker coalesces them
+        ctx.progress(42, "waiting at the gate")
+        deadline = time.monotonic() + 60
+        while not os.path.exists(job_input["gate"]) and time.monotonic() < deadline:
+            time.sleep(0.02)
     if job_input["sleep"]:
         time.sleep(job_input["sleep"])
     every = job_input.get("fail_every") or 0

@@ -16,7 +16,14 @@ import sys
 import time
 from pathlib import Path
 
-from netdist.testing import Admin, Process, build_wheel, start_server, start_worker, wait_until
+from netdist.testing import (
+    Admin,
+    Process,
+    build_wheel,
+    start_server,
+    start_worker,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

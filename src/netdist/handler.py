@@ -68,14 +68,7 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     if hint is Any:
         return value
     if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(hint):
-            if option is type(None) and value is None:
-                return None
-            try:
-                return _coerce(name, value, option)
-            except SettingsError:
-                continue
-        raise SettingsError(f"setting {name!r}: {value!r} is not {hint}")
+        return _coerce_union(name, value, hint)
     if origin in (list, tuple):
         if not isinstance(value, list):
             raise SettingsError(f"setting {name!r}: expected a list, got {value!r}")
@@ -94,6 +87,17 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             f"setting {name!r}: expected {hint.__name__}, got {type(value).__name__} {value!r}"
         )
     return value
+
+
+def _coerce_union(name: str, value: Any, hint: Any) -> Any:
+    for option in typing.get_args(hint):
+        if option is type(None) and value is None:
+            return None
+        try:
+            return _coerce(name, value, option)
+        except SettingsError:
+            continue
+    raise SettingsError(f"setting {name!r}: {value!r} is not {hint}")
 
 
 def parse_settings(cls: type[S], raw: Mapping[str, Any]) -> S:

@@ -21,7 +21,7 @@ import tomllib
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TypeVar
 
 import grpc
 
@@ -30,7 +30,7 @@ from netdist.api.v1 import admin_pb2, admin_pb2_grpc, packages_pb2, packages_pb2
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, *, interval: float = 0.05, what: str = "") -> T:
+def wait_until(predicate: Callable[[], T | None], timeout: float, *, interval: float = 0.05, what: str = "") -> T:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -202,7 +202,7 @@ class Admin:
     def handler(self, ref: str) -> admin_pb2.HandlerInfo:
         return self.admin.GetHandler(admin_pb2.GetHandlerRequest(ref=ref), timeout=30).handler  # type: ignore[no-any-return]
 
-    def control(self, ref: str, action: int) -> admin_pb2.HandlerInfo:
+    def control(self, ref: str, action: admin_pb2.HandlerAction.ValueType) -> admin_pb2.HandlerInfo:
         return self.admin.ControlHandler(  # type: ignore[no-any-return]
             admin_pb2.ControlHandlerRequest(ref=ref, action=action), timeout=30).handler
 

@@ -10,7 +10,6 @@ from tests.integration.conftest import Cluster
 from tests.support import counter_script, counter_wheel, expected_sum
 
 
-
 def test_package_reupload_swaps_handler_code_while_running(cluster: Cluster, tmp_path: Path) -> None:
     cluster.api.upload(counter_wheel(tmp_path, "1.0"))
     cluster.add_worker("w1", slots=2)

@@ -12,7 +12,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from netdist.api.v1 import admin_pb2, admin_pb2_grpc, jobs_pb2, jobs_pb2_grpc, packages_pb2, packages_pb2_grpc
+from netdist.api.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+    packages_pb2,
+    packages_pb2_grpc,
+)
 from netdist.server.admin_service import AdminService
 from netdist.server.blobs import BlobStore
 from netdist.server.dispatcher import Dispatcher
@@ -53,7 +60,7 @@ class NetDistServer:
         self.blobs = BlobStore(cfg.data_dir)
         self.manager: HandlerManager
         self.dispatcher = Dispatcher(self.store.writer, heartbeat_interval_seconds=cfg.heartbeat_interval_seconds,
-                                     on_streak=lambda h, n: self.manager.on_streak(h, n))
+                                     on_streak=self._on_streak)
         self.manager = HandlerManager(self.store, self.dispatcher, self.blobs)
         options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -82,6 +89,9 @@ class NetDistServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("database %s, data in %s", describe(url), cfg.data_dir.resolve())
         return address
+
+    def _on_streak(self, handler_id: str, errors_in_a_row: int) -> None:
+        self.manager.on_streak(handler_id, errors_in_a_row)
 
     async def stop(self) -> None:
         log.info("stopping: draining workers and handler hosts")

@@ -67,10 +67,8 @@ class HandlerHost:
             self._pending[req_id] = future
             assert self._proc.stdin is not None
             self._proc.stdin.write(json.dumps({"id": req_id, "op": op, **payload}).encode() + b"\n")
-            try:
-                await self._proc.stdin.drain()
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the reader reports the exit
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                await self._proc.stdin.drain()  # a dead host is reported by the reader
             reply = await future
         if "error" in reply:
             err = reply["error"]

@@ -66,7 +66,8 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                 elif kind == "results":
                     task = asyncio.create_task(self.dispatcher.on_results(session, message.results.items))
                     pending.add(task)
-                    task.add_done_callback(lambda t: (pending.discard(t), _log_failure(t, session)))
+                    task.add_done_callback(pending.discard)
+                    task.add_done_callback(lambda t: _log_failure(t, session))
                 elif kind == "progress":
                     self.dispatcher.on_progress(session, message.progress.items)
                 elif kind == "heartbeat":

@@ -174,7 +174,7 @@ def resolve_handler(conn: Connection, ref: str) -> HandlerRecord:
     rows = conn.execute(
         select(handlers).where((handlers.c.id.startswith(ref)) | (handlers.c.job_name == ref))
     ).all()
-    exact = [r for r in rows if r.id == ref or r.job_name == ref]
+    exact = [r for r in rows if ref in (r.id, r.job_name)]
     found = exact or rows
     if not found:
         raise NotFoundError(f"no handler matches {ref!r} (by id, id prefix or job name)")

@@ -89,7 +89,7 @@ def lease(conn: Connection, worker_id: str, leased: Sequence[tuple[int, int]], a
                     leased_at=at, attempts=jobs.c.attempts + 1),
             ok,
         )
-    return {p["jid"] for p in ok}  # type: ignore[misc]
+    return {p["jid"] for p in ok}
 
 
 def _lock_rows(conn: Connection, ids: Iterable[int]) -> dict[int, tuple[str, str, int, int]]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Float, Index, Integer, String, Text
+from typing import cast
+
+from sqlalchemy import Boolean, Float, Index, Integer, String, Table, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -96,8 +98,8 @@ class LogEntry(Base):
     message: Mapped[str] = mapped_column(Text)
 
 
-packages = Package.__table__
-handlers = HandlerInstance.__table__
-jobs = Job.__table__
-workers = Worker.__table__
-handler_log = LogEntry.__table__
+packages = cast(Table, Package.__table__)
+handlers = cast(Table, HandlerInstance.__table__)
+jobs = cast(Table, Job.__table__)
+workers = cast(Table, Worker.__table__)
+handler_log = cast(Table, LogEntry.__table__)
