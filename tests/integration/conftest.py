@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -80,3 +80,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+@pytest.fixture
+def gates(cluster: Cluster, tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Gate files for jobs of the counter package's ``gate`` setting: such jobs
+    wait until their gate exists. Every gate opens before the cluster stops."""
+    made: list[Path] = []
+
+    def make(name: str) -> Path:
+        path = tmp_path / f"gate-{name}"
+        made.append(path)
+        return path
+
+    yield make
+    for path in made:
+        path.touch()

@@ -161,12 +161,14 @@ class Dispatcher:
             await self.writer.run(catalog.worker_disconnected, session.worker_id)
 
     async def remove_worker(self, worker_id: str) -> int:
+        leases = [lease for lease in self.leases.values() if lease.worker_id == worker_id]
+        # Revoke while the stream is still open (the outbox is written in order,
+        # then closed), so that the worker kills those jobs instead of finishing them.
+        self._send_revokes(leases, "worker removed")
         session = self.sessions.get(worker_id)
         if session is not None:
             await self.disconnect(session)
         self._orphaned.pop(worker_id, None)
-        leases = [lease for lease in self.leases.values() if lease.worker_id == worker_id]
-        self._send_revokes(leases, "worker removed")
         await self._requeue(leases, {"type": "WorkerRemoved", "message": "the worker was removed"},
                             count_attempt=False)
         return len(leases)

@@ -257,7 +257,8 @@ class HandlerManager:
                 continue
             zone = zoneinfo.ZoneInfo(settings["time-zone"]) if settings.get("time-zone") else None
             self.next_start[record.id] = croniter(cron, datetime.fromtimestamp(now, zone)).get_next(float)
-            if record.state not in (*_ACTIVE, HandlerState.DISABLED):
+            # A failed handler waits for the operator (enable or start), like a disabled one.
+            if record.state not in (*_ACTIVE, HandlerState.DISABLED, HandlerState.FAILED):
                 self.log(record.id, "info", "server", f"schedule {cron!r}: starting")
                 try:
                     await self.control(record.id, "start")
