@@ -213,7 +213,7 @@ class Profiler:
             console.print("[yellow]py-spy not found (pip install py-spy); no profile[/]")
             return None
         output.parent.mkdir(parents=True, exist_ok=True)
-        args = [exe, "record", "--pid", str(pid), "--subprocesses", "--rate", "200", "--format", "raw",
+        args = [exe, "record", "--pid", str(pid), "--subprocesses", "--gil", "--rate", "200", "--format", "raw",
                 "--duration", str(int(seconds)), "--output", str(output)]
         log = output.with_suffix(".log").open("wb")
         popen = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)

@@ -96,6 +96,7 @@ class Dispatcher:
         running = [s.pass_value for s in self.slots.values() if s.active]
         slot.pass_value = min(running, default=0.0)
         self.slots[slot.handler_id] = slot
+        self.kick()  # jobs already in the store (a restart, a start after stop) wait for a refill pass
 
     def unregister(self, handler_id: str) -> None:
         self.slots.pop(handler_id, None)
@@ -334,7 +335,7 @@ class Dispatcher:
                 outcome=jobs_pb2.ACK_OUTCOME_UNKNOWN if outcome.previous is None else _ACK[accepted],
             ))
             if accepted:
-                self._settle(outcome)
+                self._settle(outcome, by=(session.worker_id, item.ref.lease_no))
                 touched.add(outcome.handler_id)
             else:
                 lease = self.leases.get(item.ref.job_id)
@@ -350,7 +351,7 @@ class Dispatcher:
             self._on_streak(handler_id, streak)
         self.kick()
 
-    def _settle(self, outcome: job_store.Outcome) -> None:
+    def _settle(self, outcome: job_store.Outcome, *, by: tuple[str, int] | None = None) -> None:
         """Mirror one accepted state change of a job in memory.
 
         Counts move from where memory had the job: leased if it holds a lease
@@ -364,8 +365,8 @@ class Dispatcher:
             was = JobStatus.LEASED
             self._forget(lease)
             other = self.sessions.get(lease.worker_id)
-            if other is not None and outcome.status != JobStatus.AVAILABLE:
-                # Another worker still runs it (a result from an older lease won).
+            if other is not None and outcome.status != JobStatus.AVAILABLE and by != (lease.worker_id, lease.lease_no):
+                # Another lease of this job is out (a result from an older one won): stop it.
                 other.send(_revoke([lease], "another worker's result for this job was accepted"))
         if slot is None:
             return
