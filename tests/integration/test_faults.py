@@ -41,9 +41,9 @@ def test_worker_killed_mid_job_has_its_job_finished_by_another(cluster: Cluster,
     info = cluster.api.wait_state(hid, "finished", timeout=60)
     assert info.jobs_processed == 6 and info.jobs_failed == 0
     assert f"sum={expected_sum(6)} seen=6" in info.result_summary
-    workers = {w.name: w for w in cluster.api.workers()}
-    assert workers["rescuer"].jobs_done >= 1
-    assert not workers["victim"].connected
+    wait_until(lambda: {w.name: w.jobs_done for w in cluster.api.workers()}["rescuer"] >= 1, 10,
+               what="the rescuer's count")
+    assert not {w.name: w for w in cluster.api.workers()}["victim"].connected
 
 
 def test_server_killed_mid_run_finishes_with_no_job_lost(cluster: Cluster, tmp_path: Path) -> None:

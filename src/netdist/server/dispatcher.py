@@ -48,6 +48,7 @@ class Dispatcher:
         self.sessions: dict[str, Session] = {}
         self.leases: dict[int, LeaseRecord] = {}
         self.usage = policy.DailyUsage()
+        self._last_flush = time.monotonic()
         self._orphaned: dict[str, float] = {}  # worker id -> when its leases go back
         self._timeouts: list[tuple[float, int, int]] = []  # (deadline, job id, lease no)
         self._kick = asyncio.Event()
@@ -68,6 +69,8 @@ class Dispatcher:
         self._loops = [asyncio.create_task(self._dispatch_loop()), asyncio.create_task(self._timer_loop())]
 
     async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._flush_worker_counts(list(self.sessions.values()))
         for session in list(self.sessions.values()):
             session.send(jobs_pb2.ServerMessage(drain=jobs_pb2.Drain(reason="server shutting down")))
             session.close()
@@ -159,6 +162,7 @@ class Dispatcher:
         if session.leases:
             self._orphaned[session.worker_id] = time.monotonic() + self.heartbeat_timeout_seconds
         with contextlib.suppress(Exception):
+            await self._flush_worker_counts([session])
             await self.writer.run(catalog.worker_disconnected, session.worker_id)
 
     async def remove_worker(self, worker_id: str) -> int:
@@ -325,7 +329,11 @@ class Dispatcher:
             for r in items
         ]
         max_attempts = {h: s.settings.max_attempts for h, s in self.slots.items()}
-        outcomes, streaks = await self.writer.run(job_store.complete, session.worker_id, results, max_attempts)
+        leased = {r.job_id: (lease.lease_no, lease.handler_id)
+                  for r in results if (lease := self.leases.get(r.job_id)) is not None}
+        known = {h: s.sequenced_errors for h, s in self.slots.items()}
+        outcomes, streaks = await self.writer.run(
+            job_store.complete, session.worker_id, results, max_attempts, leased, known)
         acks = []
         touched: set[str] = set()
         for item, outcome in zip(items, outcomes, strict=True):
@@ -336,6 +344,10 @@ class Dispatcher:
             ))
             if accepted:
                 self._settle(outcome, by=(session.worker_id, item.ref.lease_no))
+                if outcome.failed:
+                    session.failed += 1
+                else:
+                    session.done += 1
                 touched.add(outcome.handler_id)
             else:
                 lease = self.leases.get(item.ref.job_id)
@@ -348,6 +360,9 @@ class Dispatcher:
             if slot is not None:
                 slot.on_change()
         for handler_id, streak in streaks.items():
+            slot = self.slots.get(handler_id)
+            if slot is not None:
+                slot.sequenced_errors = streak
             self._on_streak(handler_id, streak)
         self.kick()
 
@@ -402,8 +417,20 @@ class Dispatcher:
             except Exception:
                 log.exception("timer pass failed")
 
+    async def _flush_worker_counts(self, sessions: Iterable[Session]) -> None:
+        counts = {}
+        for s in sessions:
+            if s.done or s.failed:
+                counts[s.worker_id] = (s.done, s.failed)
+                s.done = s.failed = 0
+        if counts:
+            await self.writer.run(catalog.add_worker_counts, counts)
+
     async def _expire(self) -> None:
         mono, now = time.monotonic(), time.time()
+        if mono - self._last_flush >= 1.0:
+            self._last_flush = mono
+            await self._flush_worker_counts(list(self.sessions.values()))
         for session in list(self.sessions.values()):
             if mono - session.last_seen > self.heartbeat_timeout_seconds:
                 log.warning("worker %s (%s) missed its heartbeats; disconnecting it", session.name, session.worker_id)

@@ -49,6 +49,8 @@ class Session:
     last_seen: float = dataclasses.field(default_factory=time.monotonic)
     leases: set[int] = dataclasses.field(default_factory=set)
     per_handler: Counter[str] = dataclasses.field(default_factory=Counter)
+    done: int = 0  # results accepted since the last flush to the store
+    failed: int = 0
     closed: bool = False
 
     def send(self, message: jobs_pb2.ServerMessage) -> None:
@@ -78,6 +80,7 @@ class HandlerSlot:
     more_in_store: bool = True
     refilling: bool = False
     counts: Counter[str] = dataclasses.field(default_factory=Counter)
+    sequenced_errors: int = 0  # failed results in a row, as stored
     pass_value: float = 0.0
 
     def push_front(self, job: ReadyJob) -> None:

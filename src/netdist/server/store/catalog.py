@@ -245,3 +245,13 @@ def prune_log(conn: Connection, handler_id: str, keep: int = LOG_KEEP) -> None:
     ).scalar()
     if cutoff is not None:
         conn.execute(delete(handler_log).where(handler_log.c.handler_id == handler_id, handler_log.c.id <= cutoff))
+
+
+def add_worker_counts(conn: Connection, counts: Mapping[str, tuple[int, int]]) -> None:
+    """Add (done, failed) job counts per worker; the dispatcher flushes them about once a second."""
+    now = time.time()
+    for worker_id, (done, failed) in counts.items():
+        conn.execute(
+            update(workers).where(workers.c.id == worker_id)
+            .values(jobs_done=workers.c.jobs_done + done, jobs_failed=workers.c.jobs_failed + failed, last_seen=now)
+        )

@@ -37,6 +37,7 @@ class Outcome:
     previous: JobStatus | None  # None: no such job
     status: JobStatus | None  # None: dropped (duplicate or unknown)
     ready: ReadyJob | None = None  # set when the job is available again
+    failed: bool = False  # the result was an error
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,77 +72,131 @@ def load_available(conn: Connection, handler_id: str, after_id: int, limit: int)
     return [ReadyJob(r.id, r.lease_no, r.attempts, r.input.encode()) for r in rows]
 
 
+_LEASE = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("jid"), jobs.c.status == JobStatus.AVAILABLE, jobs.c.lease_no == bindparam("prev"))
+    .values(status=JobStatus.LEASED, lease_no=bindparam("ln"), worker_id=bindparam("wid"), leased_at=bindparam("at"),
+            attempts=jobs.c.attempts + 1)
+)
+_SUCCEED_LEASED = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("jid"), jobs.c.status == JobStatus.LEASED, jobs.c.lease_no == bindparam("ln"))
+    .values(status=JobStatus.SUCCEEDED, output=bindparam("out"), error_json=None, duration_seconds=bindparam("dur"),
+            finished_at=bindparam("at"), worker_id=bindparam("wid"))
+)
+_ROWS = select(
+    jobs.c.id, jobs.c.status, jobs.c.handler_id, jobs.c.lease_no, jobs.c.attempts, jobs.c.worker_id,
+    jobs.c.leased_at, jobs.c.finished_at,
+).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
+_LOCK_ROWS = _ROWS.with_for_update()
+
+
+def _all_changed(conn: Connection, changed: int, wanted: int) -> bool:
+    """Whether an executemany changed every row (where the driver can tell)."""
+    return changed == wanted and conn.dialect.supports_sane_multi_rowcount
+
+
 def lease(conn: Connection, worker_id: str, leased: Sequence[tuple[int, int]], at: float) -> set[int]:
     """Lease each (job_id, new lease_no) to ``worker_id`` if the job is still
-    available at the lease before; returns the ids leased."""
+    available at the lease before; returns the ids leased.
+
+    One compare-and-set UPDATE per row; only when some row did not match does
+    it read back which ones did (the rows it leased carry ``at``)."""
     if not leased:
         return set()
-    current = _lock_rows(conn, (j for j, _ in leased))
-    ok = [
-        {"jid": j, "ln": n}
-        for j, n in leased
-        if (row := current.get(j)) is not None and row[0] == JobStatus.AVAILABLE and row[2] == n - 1
-    ]
-    if ok:
-        conn.execute(
-            update(jobs).where(jobs.c.id == bindparam("jid"))
-            .values(status=JobStatus.LEASED, lease_no=bindparam("ln"), worker_id=worker_id,
-                    leased_at=at, attempts=jobs.c.attempts + 1),
-            ok,
-        )
-    return {p["jid"] for p in ok}
+    params = [{"jid": j, "prev": n - 1, "ln": n, "wid": worker_id, "at": at} for j, n in leased]
+    if _all_changed(conn, conn.execute(_LEASE, params).rowcount, len(params)):
+        return {j for j, _ in leased}
+    wanted = dict(leased)
+    rows = conn.execute(_ROWS, {"ids": list(wanted)}).all()
+    return {
+        r.id for r in rows
+        if r.status == JobStatus.LEASED and r.lease_no == wanted[r.id] and r.worker_id == worker_id and r.leased_at == at
+    }
 
 
 def _lock_rows(conn: Connection, ids: Iterable[int]) -> dict[int, tuple[str, str, int, int]]:
-    rows = conn.execute(
-        select(jobs.c.id, jobs.c.status, jobs.c.handler_id, jobs.c.lease_no, jobs.c.attempts)
-        .where(jobs.c.id.in_(sorted(set(ids))))
-        .with_for_update()
-    ).all()
+    rows = conn.execute(_LOCK_ROWS, {"ids": sorted(set(ids))}).all()
     return {r.id: (r.status, r.handler_id, r.lease_no, r.attempts) for r in rows}
 
 
 def complete(
-    conn: Connection, worker_id: str, results: Sequence[ResultIn], max_attempts: Mapping[str, int]
+    conn: Connection,
+    worker_id: str,
+    results: Sequence[ResultIn],
+    max_attempts: Mapping[str, int],
+    leased: Mapping[int, tuple[int, str]],
+    streaks: Mapping[str, int],
 ) -> tuple[list[Outcome], dict[str, int]]:
     """Store results. A result is accepted while its job is not done yet, even
-    from an older lease (the work is not wasted); otherwise it is a duplicate."""
+    from an older lease (the work is not wasted); otherwise it is a duplicate.
+
+    ``leased`` is the dispatcher's view (job id -> lease no, handler id): a
+    success for the current lease takes one compare-and-set UPDATE; anything
+    else (failures, old leases, surprises) reads and locks its rows first.
+    ``streaks`` are the handlers' failed results in a row before this batch;
+    the new values of those that changed are returned."""
     now = time.time()
-    current = _lock_rows(conn, (r.job_id for r in results))
-    outcomes: list[Outcome] = []
+    outcomes: dict[int, Outcome] = {}
+    fast: dict[int, int] = {}  # index -> job id, one per job
+    for i, r in enumerate(results):
+        if r.error is None and leased.get(r.job_id, (None, ""))[0] == r.lease_no and r.job_id not in fast.values():
+            fast[i] = r.job_id
+    if fast:
+        params = [{"jid": results[i].job_id, "ln": results[i].lease_no, "out": results[i].output,
+                   "dur": results[i].duration_seconds, "at": now, "wid": worker_id} for i in fast]
+        if _all_changed(conn, conn.execute(_SUCCEED_LEASED, params).rowcount, len(params)):
+            stored = set(fast.values())
+        else:
+            stored = {r.id for r in conn.execute(_ROWS, {"ids": list(fast.values())})
+                      if r.status == JobStatus.SUCCEEDED and r.finished_at == now and r.worker_id == worker_id}
+        for i, job_id in fast.items():
+            if job_id in stored:
+                outcomes[i] = Outcome(job_id=job_id, handler_id=leased[job_id][1], previous=JobStatus.LEASED,
+                                      status=JobStatus.SUCCEEDED)
+    rest = [i for i in range(len(results)) if i not in outcomes]
+    if rest:
+        outcomes.update(_complete_carefully(conn, worker_id, [(i, results[i]) for i in rest], max_attempts, now))
+    ordered = [outcomes[i] for i in range(len(results))]
+    return ordered, _update_streaks(conn, ordered, streaks)
+
+
+def _complete_carefully(
+    conn: Connection, worker_id: str, results: Sequence[tuple[int, ResultIn]], max_attempts: Mapping[str, int],
+    now: float,
+) -> dict[int, Outcome]:
+    current = _lock_rows(conn, (r.job_id for _, r in results))
+    outcomes: dict[int, Outcome] = {}
     succeeded, retried, errored = [], [], []
-    streak: dict[str, _Streak] = {}
-    for r in results:
+    for i, r in results:
         row = current.get(r.job_id)
         if row is None:
-            outcomes.append(Outcome(job_id=r.job_id, handler_id="", previous=None, status=None))
+            outcomes[i] = Outcome(job_id=r.job_id, handler_id="", previous=None, status=None)
             continue
         status, handler_id, lease_no, attempts = JobStatus(row[0]), row[1], row[2], row[3]
         if status in _DONE:
-            outcomes.append(Outcome(job_id=r.job_id, handler_id=handler_id, previous=status, status=None))
+            outcomes[i] = Outcome(job_id=r.job_id, handler_id=handler_id, previous=status, status=None)
             continue
         # Later results for the same job in this batch are duplicates.
         current[r.job_id] = (JobStatus.SUCCEEDED, handler_id, lease_no, attempts)
         params = {"jid": r.job_id, "dur": r.duration_seconds, "at": now, "wid": worker_id}
+        ready = None
         if r.error is None:
             succeeded.append({**params, "out": r.output})
             new = JobStatus.SUCCEEDED
-            streak.setdefault(handler_id, _Streak()).success()
-            ready = None
         else:
             err = json.dumps(dict(r.error))
             if attempts >= max_attempts.get(handler_id, 1):
                 errored.append({**params, "err": err})
-                new, ready = JobStatus.ERRORED, None
+                new = JobStatus.ERRORED
             else:
                 retried.append({"jid": r.job_id, "err": err})
                 new = JobStatus.AVAILABLE
                 ready = ReadyJob(r.job_id, lease_no + 1, attempts, b"")
-            streak.setdefault(handler_id, _Streak()).failure()
-        outcomes.append(Outcome(job_id=r.job_id, handler_id=handler_id, previous=status, status=new, ready=ready))
+        outcomes[i] = Outcome(job_id=r.job_id, handler_id=handler_id, previous=status, status=new, ready=ready,
+                              failed=r.error is not None)
     _write_results(conn, succeeded, retried, errored)
-    _count_for_worker(conn, worker_id, len(succeeded), len(retried) + len(errored))
-    return outcomes, _update_streaks(conn, streak)
+    return outcomes
 
 
 def _write_results(conn: Connection, succeeded: list[dict[str, object]], retried: list[dict[str, object]],
@@ -160,40 +215,18 @@ def _write_results(conn: Connection, succeeded: list[dict[str, object]], retried
                                  lease_no=jobs.c.lease_no + 1), retried)
 
 
-def _count_for_worker(conn: Connection, worker_id: str, done: int, failed: int) -> None:
-    if done or failed:
-        conn.execute(
-            update(workers).where(workers.c.id == worker_id)
-            .values(jobs_done=workers.c.jobs_done + done, jobs_failed=workers.c.jobs_failed + failed,
-                    last_seen=time.time())
-        )
-
-
-@dataclasses.dataclass(slots=True)
-class _Streak:
-    """Failed results in a row within one batch; ``reset`` once a success was seen."""
-
-    reset: bool = False
-    count: int = 0
-
-    def success(self) -> None:
-        self.reset, self.count = True, 0
-
-    def failure(self) -> None:
-        self.count += 1
-
-
-def _update_streaks(conn: Connection, streaks: Mapping[str, _Streak]) -> dict[str, int]:
-    """Store errors in a row per handler; returns the new value of each."""
-    for handler_id, s in streaks.items():
-        value = s.count if s.reset else handlers.c.sequenced_errors + s.count
+def _update_streaks(conn: Connection, outcomes: Sequence[Outcome], known: Mapping[str, int]) -> dict[str, int]:
+    """Failed results in a row per handler, in the batch's order: a success
+    resets, a failure counts. Written only where the value changes."""
+    streak = dict(known)
+    for o in outcomes:
+        if o.status is None or not o.handler_id:
+            continue
+        streak[o.handler_id] = streak.get(o.handler_id, 0) + 1 if o.failed else 0
+    changed = {h: n for h, n in streak.items() if n != known.get(h, 0)}
+    for handler_id, value in changed.items():
         conn.execute(update(handlers).where(handlers.c.id == handler_id).values(sequenced_errors=value))
-    if not streaks:
-        return {}
-    rows = conn.execute(
-        select(handlers.c.id, handlers.c.sequenced_errors).where(handlers.c.id.in_(list(streaks)))
-    ).all()
-    return {r[0]: r[1] for r in rows}
+    return changed
 
 
 def requeue(
