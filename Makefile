@@ -32,7 +32,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy src
 
-test: venv proto-check
+test: venv proto-check lint typecheck
 	$(BIN)/python -m pytest -q
 
 demo: venv

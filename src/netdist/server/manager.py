@@ -110,40 +110,51 @@ class HandlerManager:
 
     async def control(self, ref: str, action: str) -> catalog.HandlerRecord:
         record = await self.store.read(catalog.resolve_handler, ref)
-        hid, state = record.id, HandlerState(record.state)
+        act = {
+            "start": self._start, "pause": self._pause, "stop": self._stop,
+            "disable": self._disable, "enable": self._enable, "remove": self._remove,
+        }.get(action)
+        if act is None:
+            raise InvalidArgumentError(f"unknown action {action!r}")
         async with self._lock:
-            if action == "start":
-                if state == HandlerState.DISABLED:
-                    raise FailedPreconditionError(f"handler {hid} is disabled: enable it first")
-                if state == HandlerState.PAUSED:
-                    await self._set_state(hid, HandlerState.RUNNING, "")
-                    self.dispatcher.set_active(hid, True)
-                    self.runtimes[hid].slot.active = True
-                    self.runtimes[hid].wake()
-                elif state != HandlerState.RUNNING:
-                    await self._launch(record, active=True)
-            elif action == "pause":
-                if state != HandlerState.RUNNING:
-                    raise FailedPreconditionError(f"handler {hid} is {state}: only a running handler can be paused")
-                self.dispatcher.set_active(hid, False)
-                await self._set_state(hid, HandlerState.PAUSED, "")
-            elif action == "stop":
-                if state in _ACTIVE:
-                    await self._halt(hid, HandlerState.STOPPED, "stopped by the operator")
-            elif action == "disable":
-                await self._halt(hid, HandlerState.DISABLED, "disabled by the operator")
-            elif action == "enable":
-                if state in (HandlerState.DISABLED, HandlerState.FAILED):
-                    await self._set_state(hid, HandlerState.IDLE, "")
-                    await self.store.write(catalog.update_handler, hid, sequenced_errors=0)
-            elif action == "remove":
-                await self._halt(hid, HandlerState.STOPPED, "removed")
-                await self.store.write(catalog.delete_handler, hid)
-                self.next_start.pop(hid, None)
-                return record
-            else:
-                raise InvalidArgumentError(f"unknown action {action!r}")
-        return await self.store.read(catalog.get_handler, hid)
+            await act(record, HandlerState(record.state))
+        if action == "remove":
+            return record
+        return await self.store.read(catalog.get_handler, record.id)
+
+    async def _start(self, record: catalog.HandlerRecord, state: HandlerState) -> None:
+        hid = record.id
+        if state == HandlerState.DISABLED:
+            raise FailedPreconditionError(f"handler {hid} is disabled: enable it first")
+        if state == HandlerState.PAUSED:
+            await self._set_state(hid, HandlerState.RUNNING, "")
+            self.dispatcher.set_active(hid, True)
+            self.runtimes[hid].wake()
+        elif state != HandlerState.RUNNING:
+            await self._launch(record, active=True)
+
+    async def _pause(self, record: catalog.HandlerRecord, state: HandlerState) -> None:
+        if state != HandlerState.RUNNING:
+            raise FailedPreconditionError(f"handler {record.id} is {state}: only a running handler can be paused")
+        self.dispatcher.set_active(record.id, False)
+        await self._set_state(record.id, HandlerState.PAUSED, "")
+
+    async def _stop(self, record: catalog.HandlerRecord, state: HandlerState) -> None:
+        if state in _ACTIVE:
+            await self._halt(record.id, HandlerState.STOPPED, "stopped by the operator")
+
+    async def _disable(self, record: catalog.HandlerRecord, state: HandlerState) -> None:
+        await self._halt(record.id, HandlerState.DISABLED, "disabled by the operator")
+
+    async def _enable(self, record: catalog.HandlerRecord, state: HandlerState) -> None:
+        if state in (HandlerState.DISABLED, HandlerState.FAILED):
+            await self._set_state(record.id, HandlerState.IDLE, "")
+            await self.store.write(catalog.update_handler, record.id, sequenced_errors=0)
+
+    async def _remove(self, record: catalog.HandlerRecord, state: HandlerState) -> None:
+        await self._halt(record.id, HandlerState.STOPPED, "removed")
+        await self.store.write(catalog.delete_handler, record.id)
+        self.next_start.pop(record.id, None)
 
     async def _launch(self, record: catalog.HandlerRecord, *, active: bool) -> None:
         package = await self.store.read(catalog.current_package, record.package)

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, select, update
 
 from netdist.server.states import JobStatus
-from netdist.server.store.schema import handlers, jobs, workers
+from netdist.server.store.schema import handlers, jobs
 
 _DONE = (JobStatus.SUCCEEDED, JobStatus.ERRORED, JobStatus.PROCESSED, JobStatus.FAILED)
 
