@@ -115,13 +115,14 @@ def test_stop_revokes_leases_and_a_disabled_handler_starts_only_once_enabled(
 
 def test_failed_handler_does_not_start_again_until_enabled(cluster: Cluster, tmp_path: Path) -> None:
     cluster.api.upload(counter_wheel(tmp_path))
-    cluster.add_worker("w1", slots=2)
+    cluster.add_worker("w1")
     settings = 'schedule = "* * * * * *"\nmax-sequenced-errors = 3\nmax-attempts = 1'
+    # Failing jobs of 0.1 s on one slot: most jobs are still available when the handler fails.
     hid = cluster.api.add_script(counter_script(tmp_path / "f.py", job="f", settings=settings, count=30,
-                                                fail_every=1)).handler.id
+                                                fail_every=1, sleep=0.1)).handler.id
     # Started by its schedule (every second), then failed by its errors.
     info = cluster.api.wait_state(hid, "failed", timeout=30)
-    assert "max-sequenced-errors = 3" in info.message
+    assert "max-sequenced-errors = 3" in info.message and info.jobs_available > 10
     listed = {h.id: h for h in cluster.api.handlers()}
     assert listed[hid].state == "failed" and listed[hid].message == info.message
     starts = log_text(cluster, hid).count(SCHEDULED)

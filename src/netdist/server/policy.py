@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zoneinfo
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import date, datetime
 
 from netdist.jobscript import JobSettings
@@ -14,12 +15,13 @@ from netdist.server.states import JobStatus
 class DailyUsage:
     """Seconds of job run time per (worker, handler) per calendar day (server time)."""
 
-    def __init__(self) -> None:
-        self._day = date.today()
+    def __init__(self, *, today: Callable[[], date] = date.today) -> None:
+        self._today = today  # the clock seam: tests turn the day
+        self._day = today()
         self._seconds: defaultdict[tuple[str, str], float] = defaultdict(float)
 
     def _roll(self) -> None:
-        today = date.today()
+        today = self._today()
         if today != self._day:
             self._day, self._seconds = today, defaultdict(float)
 

@@ -1,0 +1,83 @@
+"""``netdist-admin`` as a subprocess against a real server with a real worker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from netdist.testing import wait_until
+from tests.integration.conftest import Cluster
+from tests.support import counter_script, counter_wheel
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(root=tmp_path, db_url=f"sqlite:///{tmp_path / 'netdist.db'}")
+    c.start_server()
+    try:
+        yield c
+    finally:
+        codes = c.close()
+        assert all(code == 0 for _, code in codes), f"{codes}\n{c.logs()}"
+
+
+def admin(address: str, *args: str, timeout: str = "10") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "netdist.adminctl", "--server", address, "--timeout", timeout, *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+def ok(address: str, *args: str) -> str:
+    done = admin(address, *args)
+    assert done.returncode == 0, f"{args}: {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def test_cli_uploads_controls_and_lists(cluster: Cluster, tmp_path: Path) -> None:
+    assert cluster.server is not None
+    addr = cluster.server.address
+    assert "uploaded counter 1.0" in ok(addr, "upload-package", str(counter_wheel(tmp_path)))
+    script = counter_script(tmp_path / "job.py", job="cli job", settings="max-attempts = 2", count=5)
+    assert "created: handler" in ok(addr, "jobs", "add", str(script))
+
+    (listed,) = json.loads(ok(addr, "handlers", "list", "--json"))
+    assert (listed["job_name"], listed["state"], listed["settings"]["max-attempts"]) == ("cli job", "idle", 2)
+    hid = listed["id"]
+    assert "state running" in ok(addr, "handlers", "start", "cli job")  # by job name
+
+    cluster.add_worker("w1", labels={"site": "lab"})
+    cluster.api.wait_state(hid, "finished", timeout=30)
+    shown = ok(addr, "handlers", "show", hid)
+    for text in (hid, "cli job", "finished", "5 processed", "max-attempts", '"count": 5'):
+        assert text in shown, text
+    assert "counter 1.0 initialized at 0" in ok(addr, "handlers", "log", hid)
+
+    def worker_done() -> dict[str, object] | None:
+        (w,) = json.loads(ok(addr, "workers", "list", "--json"))
+        return w if w["jobs_done"] == 5 else None  # counts reach the store about once a second
+
+    w = wait_until(worker_done, 15, what="the worker's count")
+    assert (w["name"], w["labels"], w["connected"], w["running"]) == ("w1", {"site": "lab"}, True, [])
+
+    refused = admin(addr, "handlers", "pause", hid)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr.strip().splitlines() == [
+        f"FailedPreconditionError: handler {hid} is finished: only a running handler can be paused"]
+    missing = admin(addr, "handlers", "show", "nope")
+    assert missing.returncode == 1 and missing.stderr.startswith("NotFoundError: ")
+
+
+def test_cli_against_an_unreachable_server_says_so_in_one_line() -> None:
+    done = admin("127.0.0.1:1", "status", timeout="2")
+    assert done.returncode == 3, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("UnavailableError: "), done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    usage = admin("no-port", "status")
+    assert usage.returncode == 2 and "expected HOST:PORT" in usage.stderr
