@@ -53,6 +53,13 @@ def test_progress_reaches_the_jobs_and_workers_listings(cluster: Cluster, tmp_pa
     assert 0 < w1.connected_since <= w1.last_seen <= time.time() + 1
     assert {(r.handler_id, r.progress_percent) for r in w1.running} == {(hid, 42)}
 
+    # The handler's own view lists its running jobs with their progress too.
+    shown = cluster.api.handler(hid)
+    assert {(r.id, r.progress_percent, r.progress_text) for r in shown.running} == {
+        (j.id, 42, "waiting at the gate") for j in jobs}
+    detail = admin_cli(cluster, "handlers", "show", hid)
+    assert detail.returncode == 0 and "42%" in detail.stdout, detail.stdout
+
     gate.touch()
     assert cluster.api.wait_state(hid, "finished", timeout=30).jobs_processed == 3
     failing = cluster.api.add_script(counter_script(tmp_path / "f.py", job="f",

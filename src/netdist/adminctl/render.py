@@ -146,8 +146,10 @@ def handler_detail(h: admin_pb2.HandlerInfo) -> RenderableType:
     ]
     for key, value in rows:
         add_row(grid, key, value)
+    running: list[RenderableType] = [jobs_table(h.running)] if h.running else []
     return Group(
         grid,
+        *running,
         Text("\nsettings [tool.netdist]", style="bold"),
         _json_block(h.settings_json),
         Text("\ncustom settings [tool.netdist.settings]", style="bold"),

@@ -49,6 +49,7 @@ def handler_dict(h: admin_pb2.HandlerInfo) -> dict[str, Any]:
         "started_at": when(h.started_at),
         "finished_at": when(h.finished_at),
         "next_start_at": when(h.next_start_at),
+        "running": [job_dict(j) for j in h.running],
     }
 
 

@@ -160,7 +160,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         return self._info_with(record, counts.get(record.id, {}))
 
     def _info_with(self, r: catalog.HandlerRecord, counts: dict[str, int]) -> admin_pb2.HandlerInfo:
+        names = {s.worker_id: s.name for s in self.dispatcher.sessions.values()}
+        running = sorted(self.dispatcher.leases_of(r.id), key=lambda lease: lease.job_id)
         return admin_pb2.HandlerInfo(
+            running=[_running(lease, names) for lease in running[:100]],
             id=r.id, package=r.package, handler=r.handler, job_name=r.job_name, state=r.state, message=r.message,
             jobs_available=counts.get(JobStatus.AVAILABLE, 0), jobs_pending=_pending(counts),
             jobs_processed=counts.get(JobStatus.PROCESSED, 0), jobs_failed=_failed(counts),

@@ -183,6 +183,7 @@ class HandlerInfo(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     NEXT_START_AT_FIELD_NUMBER: _builtins.int
     RESULT_SUMMARY_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     package: _builtins.str
     handler: _builtins.str
@@ -209,6 +210,10 @@ class HandlerInfo(_message.Message):
     """cron schedule, 0 when none"""
     result_summary: _builtins.str
     """the handler's own words on its results"""
+    @_builtins.property
+    def running(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobInfo]:
+        """jobs out at workers, with their progress"""
+
     def __init__(
         self,
         *,
@@ -233,10 +238,11 @@ class HandlerInfo(_message.Message):
         finished_at: _builtins.float = ...,
         next_start_at: _builtins.float = ...,
         result_summary: _builtins.str = ...,
+        running: _abc.Iterable[Global___JobInfo] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "custom_settings_json", b"custom_settings_json", "finished_at", b"finished_at", "handler", b"handler", "has_total", b"has_total", "id", b"id", "job_name", b"job_name", "jobs_available", b"jobs_available", "jobs_failed", b"jobs_failed", "jobs_pending", b"jobs_pending", "jobs_processed", b"jobs_processed", "jobs_total", b"jobs_total", "message", b"message", "next_start_at", b"next_start_at", "package", b"package", "package_version", b"package_version", "result_summary", b"result_summary", "script_sha256", b"script_sha256", "settings_json", b"settings_json", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "custom_settings_json", b"custom_settings_json", "finished_at", b"finished_at", "handler", b"handler", "has_total", b"has_total", "id", b"id", "job_name", b"job_name", "jobs_available", b"jobs_available", "jobs_failed", b"jobs_failed", "jobs_pending", b"jobs_pending", "jobs_processed", b"jobs_processed", "jobs_total", b"jobs_total", "message", b"message", "next_start_at", b"next_start_at", "package", b"package", "package_version", b"package_version", "result_summary", b"result_summary", "running", b"running", "script_sha256", b"script_sha256", "settings_json", b"settings_json", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
