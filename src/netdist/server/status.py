@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
@@ -15,21 +15,24 @@ log = logging.getLogger("netdist.server")
 R = TypeVar("R")
 
 
-def unary(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+async def _abort(exc: Exception, name: str, context: grpc.aio.ServicerContext) -> NoReturn:
     """NetDistError -> its status and message; anything else -> logged, INTERNAL."""
+    if isinstance(exc, NetDistError):
+        await context.abort(exc.code, exc.message)
+    log.error("%s failed", name, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {name}; see the server log")
+    raise AssertionError("abort returned")
 
+
+def unary(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
         try:
             return await method(self, request, context)
-        except NetDistError as exc:
-            await context.abort(exc.code, exc.message)
         except grpc.aio.AbortError:
             raise
-        except Exception:
-            log.exception("%s failed", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}; see the server log")
-        raise AssertionError("unreachable")
+        except Exception as exc:
+            await _abort(exc, method.__name__, context)
 
     return wrapper
 
@@ -40,12 +43,9 @@ def streaming(method: Callable[..., AsyncIterator[R]]) -> Callable[..., AsyncIte
         try:
             async for item in method(self, request, context):
                 yield item
-        except NetDistError as exc:
-            await context.abort(exc.code, exc.message)
         except grpc.aio.AbortError:
             raise
-        except Exception:
-            log.exception("%s failed", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}; see the server log")
+        except Exception as exc:
+            await _abort(exc, method.__name__, context)
 
     return wrapper
