@@ -49,6 +49,8 @@ def process(job_input, ctx):
     if kind == "log":
         ctx.log.info("hello from the job")
         return ctx.job_name
+    if kind == "big":
+        return {"text": "x \\n" * job_input["size"], "input": job_input}
     raise AssertionError(kind)
 """
 
@@ -94,6 +96,7 @@ class Harness:
         *,
         timeout: float = 0.0,
         environment: Environment | None = None,
+        raw: bytes | None = None,
     ) -> JobRef:
         self._next_id += 1
         ref = JobRef(job_id=self._next_id, lease_no=1)
@@ -103,7 +106,7 @@ class Harness:
             job_name="test job",
             attempt=2,
             environment=environment or self.environment,
-            input=job_input,
+            input_json=json.dumps(job_input).encode() if raw is None else raw,
             timeout_seconds=timeout,
         )
         self.executor.submit(job)
@@ -125,6 +128,30 @@ def run(
             await harness.executor.close()
 
     asyncio.run(main())
+
+
+def test_input_and_output_pass_through_as_json_text(tmp_path: Path) -> None:
+    async def scenario(h: Harness) -> None:
+        spaced = h.submit(None, raw=b'{ "kind" : "echo", "value": [1.5, "\\u00e9"] }')
+        not_json = h.submit(None, raw=b'{"kind": "echo"')
+        big = h.submit({"kind": "big", "size": 100_000, "pad": "\u00e9"})
+        after = h.submit({"kind": "echo", "value": 3})
+
+        output = (await h.result(spaced)).output_json
+        assert (
+            output
+            == f'{{"value":[1.5,"\\u00e9"],"job_id":{spaced.job_id},"attempt":2}}'.encode()
+        )
+        error = (await h.result(not_json)).error
+        assert error is not None
+        assert error.type == "InputNotJson"
+        assert error.message.startswith("the job's input is not JSON: ")
+        big_output = json.loads((await h.result(big)).output_json or "")
+        assert big_output["text"] == "x \n" * 100_000
+        assert big_output["input"]["pad"] == "\u00e9"
+        assert json.loads((await h.result(after)).output_json or "")["value"] == 3
+
+    run(tmp_path, scenario)
 
 
 def test_output_errors_and_stdout_noise(
@@ -155,7 +182,7 @@ def test_output_errors_and_stdout_noise(
             error = (await h.result(ref)).error
             assert error is not None
             assert error.type == "OutputNotJson"
-        assert (await h.result(logged)).output_json == '"test job"'
+        assert (await h.result(logged)).output_json == b'"test job"'
         assert len(h.executor.child_pids()) == 1
 
     run(tmp_path, scenario)
@@ -255,7 +282,7 @@ def test_revoke_of_a_job_queued_in_the_child_skips_it(tmp_path: Path) -> None:
         queued = h.submit({"kind": "echo", "value": "skipped"})
         assert h.executor.pending == 0  # both are in the child already
         h.executor.revoke(queued)
-        assert (await h.result(blocker)).output_json == '"slept"'
+        assert (await h.result(blocker)).output_json == b'"slept"'
         after = h.submit({"kind": "echo", "value": "after"})
         await h.result(after)
         assert queued.job_id not in h.results
@@ -266,7 +293,7 @@ def test_revoke_of_a_job_queued_in_the_child_skips_it(tmp_path: Path) -> None:
 def test_progress_is_coalesced_and_the_last_value_arrives_first(tmp_path: Path) -> None:
     async def scenario(h: Harness) -> None:
         ref = h.submit({"kind": "progress", "seconds": 0.5})
-        assert (await h.result(ref)).output_json == '"done"'
+        assert (await h.result(ref)).output_json == b'"done"'
         assert 2 <= len(h.progress) <= 6
         assert h.progress[-1].percent == 100
         assert h.progress[-1].text == "step 100"

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from netdist.worker.cli import main
+from netdist.worker.executor import input_line
 from netdist.worker.job import JobRef, JobResult
 from netdist.worker.session import (
     BACKOFF_MAX_SECONDS,
@@ -41,7 +43,7 @@ def test_backoff_doubles_to_five_seconds_with_jitter() -> None:
 def test_result_messages() -> None:
     ref = JobRef(job_id=7, lease_no=3)
     ok = _result_message(
-        JobResult(ref=ref, output_json='{"a":1}', duration_seconds=0.5)
+        JobResult(ref=ref, output_json=b'{"a":1}', duration_seconds=0.5)
     )
     assert (ok.ref.job_id, ok.ref.lease_no) == (7, 3)
     assert json.loads(ok.output) == {"a": 1}
@@ -52,6 +54,15 @@ def test_result_messages() -> None:
         "ArtifactError",
         "cannot fetch",
     )
+
+
+def test_input_lines_pass_json_text_through() -> None:
+    assert input_line(b'{"a": [1, 2]}') == b'{"a": [1, 2]}'
+    assert input_line(b"not json") == b"not json"  # the child reports InputNotJson
+    assert input_line(b"") == b"null"
+    assert input_line(b'{\n  "a": "b"\n}\n') == b'{"a": "b"}'
+    with pytest.raises(ValueError):
+        input_line(b'{"a":\n')
 
 
 def test_usage_errors_exit_2() -> None:

@@ -48,6 +48,7 @@ class Dispatcher:
         self.sessions: dict[str, Session] = {}
         self.leases: dict[int, LeaseRecord] = {}
         self.usage = policy.DailyUsage()
+        self._maybe_failing: set[str] = set()  # handlers whose error streak may be > 0; the writer thread's
         self._last_flush = time.monotonic()
         self._orphaned: dict[str, float] = {}  # worker id -> when its leases go back
         self._timeouts: list[tuple[float, int, int]] = []  # (deadline, job id, lease no)
@@ -99,6 +100,7 @@ class Dispatcher:
         running = [s.pass_value for s in self.slots.values() if s.active]
         slot.pass_value = min(running, default=0.0)
         self.slots[slot.handler_id] = slot
+        self._maybe_failing.add(slot.handler_id)  # read once from the store by the first batch
         self.kick()  # jobs already in the store (a restart, a start after stop) wait for a refill pass
 
     def unregister(self, handler_id: str) -> None:
@@ -305,10 +307,13 @@ class Dispatcher:
         if len(batch) < len(records):
             self.kick()
 
-    def _forget(self, lease: LeaseRecord) -> None:
+    def _forget(self, lease: LeaseRecord, *, ran_seconds: float | None = None) -> None:
+        """Drop a lease from memory and charge its worker's daily budget: the
+        run time the worker reported, or the time since the lease without one."""
         if self.leases.get(lease.job_id) is lease:
             del self.leases[lease.job_id]
-            self.usage.charge(lease.worker_id, lease.handler_id, time.time() - lease.leased_at)
+            ran = ran_seconds if ran_seconds is not None else time.time() - lease.leased_at
+            self.usage.charge(lease.worker_id, lease.handler_id, ran)
         session = self.sessions.get(lease.worker_id)
         if session is not None and lease.job_id in session.leases:
             session.leases.discard(lease.job_id)
@@ -331,9 +336,8 @@ class Dispatcher:
         max_attempts = {h: s.settings.max_attempts for h, s in self.slots.items()}
         leased = {r.job_id: (lease.lease_no, lease.handler_id)
                   for r in results if (lease := self.leases.get(r.job_id)) is not None}
-        known = {h: s.sequenced_errors for h, s in self.slots.items()}
         outcomes, streaks = await self.writer.run(
-            job_store.complete, session.worker_id, results, max_attempts, leased, known)
+            job_store.complete, session.worker_id, results, max_attempts, leased, self._maybe_failing)
         acks = []
         touched: set[str] = set()
         for item, outcome in zip(items, outcomes, strict=True):
@@ -343,7 +347,7 @@ class Dispatcher:
                 outcome=jobs_pb2.ACK_OUTCOME_UNKNOWN if outcome.previous is None else _ACK[accepted],
             ))
             if accepted:
-                self._settle(outcome, by=(session.worker_id, item.ref.lease_no))
+                self._settle(outcome, by=(session.worker_id, item.ref.lease_no), ran_seconds=item.duration_seconds)
                 if outcome.failed:
                     session.failed += 1
                 else:
@@ -352,7 +356,7 @@ class Dispatcher:
             else:
                 lease = self.leases.get(item.ref.job_id)
                 if lease is not None and lease.ref == (item.ref.job_id, item.ref.lease_no):
-                    self._forget(lease)
+                    self._forget(lease, ran_seconds=item.duration_seconds)
         await self._restore_inputs(outcomes)
         session.send(jobs_pb2.ServerMessage(ack=jobs_pb2.Ack(items=acks)))
         for handler_id in touched:
@@ -360,13 +364,11 @@ class Dispatcher:
             if slot is not None:
                 slot.on_change()
         for handler_id, streak in streaks.items():
-            slot = self.slots.get(handler_id)
-            if slot is not None:
-                slot.sequenced_errors = streak
             self._on_streak(handler_id, streak)
         self.kick()
 
-    def _settle(self, outcome: job_store.Outcome, *, by: tuple[str, int] | None = None) -> None:
+    def _settle(self, outcome: job_store.Outcome, *, by: tuple[str, int] | None = None,
+                ran_seconds: float | None = None) -> None:
         """Mirror one accepted state change of a job in memory.
 
         Counts move from where memory had the job: leased if it holds a lease
@@ -378,9 +380,10 @@ class Dispatcher:
         was = outcome.previous
         if lease is not None:
             was = JobStatus.LEASED
-            self._forget(lease)
+            own = by == (lease.worker_id, lease.lease_no)
+            self._forget(lease, ran_seconds=ran_seconds if own else None)
             other = self.sessions.get(lease.worker_id)
-            if other is not None and outcome.status != JobStatus.AVAILABLE and by != (lease.worker_id, lease.lease_no):
+            if other is not None and outcome.status != JobStatus.AVAILABLE and not own:
                 # Another lease of this job is out (a result from an older one won): stop it.
                 other.send(_revoke([lease], "another worker's result for this job was accepted"))
         if slot is None:

@@ -80,7 +80,6 @@ class HandlerSlot:
     more_in_store: bool = True
     refilling: bool = False
     counts: Counter[str] = dataclasses.field(default_factory=Counter)
-    sequenced_errors: int = 0  # failed results in a row, as stored
     pass_value: float = 0.0
 
     def push_front(self, job: ReadyJob) -> None:

@@ -169,7 +169,6 @@ class HandlerManager:
             active=active,
         )
         slot.counts.update(counts)
-        slot.sequenced_errors = record.sequenced_errors
         state = HandlerState.RUNNING if active else HandlerState.PAUSED
         await self.store.write(catalog.update_handler, record.id, state=state, message="",
                                        started_at=time.time(), finished_at=None)

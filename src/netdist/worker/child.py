@@ -4,11 +4,19 @@ Started by the executor as ``[sys.executable, "-m", "netdist.worker.child"]``.
 The protocol is newline-delimited JSON, never pickle:
 
     stdin   {"init": {"script": PATH, "paths": [WHEEL_DIR, ...]}}   once, first
-            {"job_id", "lease_no", "attempt", "handler_id", "job_name", "input"}
+            [job_id, lease_no, attempt, handler_id, job_name]        a job, then on the next line
+            INPUT                                                     its input: JSON text as leased
             {"cancel": [job_id, lease_no]}                           skip a queued job
     stdout  {"ready": true}                                          the script is loaded
             {"progress": {"job_id", "lease_no", "percent", "text"}}
-            {"job_id", "lease_no", "output" | "error" | "skipped", "duration_seconds"}
+            = JOB_ID LEASE_NO DURATION_SECONDS OUTPUT                 a job's output: JSON text
+            {"job_id", "lease_no", "error" | "skipped", "duration_seconds"}
+
+The job's input and output travel as JSON text the worker never parses: it
+copies the lease's input bytes into the line (so the input must hold no
+newline byte, which the worker ensures) and the output text into the result.
+The child parses the input (``InputNotJson`` if it is not JSON) and encodes the
+output (``OutputNotJson`` if that fails).
 
 The child is bound to one environment for its whole life: a new code version
 runs in a new process. The protocol gets a private copy of the original stdout;
@@ -41,6 +49,10 @@ PROGRESS_INTERVAL_SECONDS = 0.2
 _WAKE = b""
 
 Process = Callable[[Any, Any], Any]
+Header = list[Any]
+"""A job's first line: ``[job_id, lease_no, attempt, handler_id, job_name]``."""
+
+_OUTPUT_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
 
 class _ProgressGate:
@@ -147,15 +159,22 @@ class _Reader:
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
-        self._queue: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Header, bytes]] = queue.SimpleQueue()
         self._cancelled: set[tuple[int, int]] = set()
         self._lock = threading.Lock()
+        first = stream.readline()
+        if not first:
+            os._exit(0)  # the worker is gone before it sent the init line
+        self.init: dict[str, Any] = json.loads(first)["init"]
         threading.Thread(target=self._run, name="netdist-reader", daemon=True).start()
 
-    def next(self) -> dict[str, Any]:
+    def next(self) -> tuple[Header, bytes]:
+        """The next job: its header and its input line."""
         return self._queue.get()
 
     def take_cancelled(self, job_id: int, lease_no: int) -> bool:
+        if not self._cancelled:  # the common case, without the lock
+            return False
         with self._lock:
             if (job_id, lease_no) in self._cancelled:
                 self._cancelled.discard((job_id, lease_no))
@@ -171,14 +190,16 @@ class _Reader:
         os._exit(0)  # end of stdin: the worker closed us or died
 
     def _read(self) -> None:
-        for line in self._stream:
+        stream = self._stream
+        for line in stream:
             message = json.loads(line)
+            if isinstance(message, list):
+                self._queue.put((message, stream.readline()))
+                continue
             cancel = message.get("cancel")
             if cancel is not None:
                 with self._lock:
                     self._cancelled.add((int(cancel[0]), int(cancel[1])))
-            else:
-                self._queue.put(message)
 
 
 class _JobFilter(logging.Filter):
@@ -209,15 +230,15 @@ class _Context:
     def __init__(
         self,
         *,
-        message: dict[str, Any],
+        header: Header,
         log: logging.Logger,
         progress: _ProgressGate,
         writer: _Writer,
     ) -> None:
-        self.job_id: int = int(message["job_id"])
-        self.attempt: int = int(message.get("attempt", 1))
-        self.handler_id: str = str(message.get("handler_id", ""))
-        self.job_name: str = str(message.get("job_name", ""))
+        self.job_id: int = header[0]
+        self.attempt: int = header[2]
+        self.handler_id: str = header[3]
+        self.job_name: str = header[4]
         self.log = log
         self._progress = progress
         self._writer = writer
@@ -269,40 +290,61 @@ class _Runner:
         self.log.setLevel(logging.INFO)
         self.log.propagate = False
 
-    def run(self, message: dict[str, Any]) -> None:
-        ref = {"job_id": message["job_id"], "lease_no": message["lease_no"]}
-        self.filter.job_id = ref["job_id"]
-        self.progress.start(ref["job_id"], ref["lease_no"])
+    def run(self, header: Header, input_line: bytes) -> None:
+        job_id: int = header[0]
+        lease_no: int = header[1]
+        try:
+            job_input = json.loads(input_line.removesuffix(b"\n"))
+        except ValueError as exc:
+            error = {
+                "type": "InputNotJson",
+                "message": f"the job's input is not JSON: {exc}",
+                "traceback": "",
+            }
+            reply = {"job_id": job_id, "lease_no": lease_no, "error": error}
+            self.writer.send(_encode({**reply, "duration_seconds": 0.0}))
+            return
+        self.filter.job_id = job_id
+        self.progress.start(job_id, lease_no)
         started = time.perf_counter()
-        line: bytes | None = None
         if self.process is None:
-            reply: dict[str, Any] = {**ref, "error": self.load_error}
+            line = self._error_line(job_id, lease_no, started, self.load_error)
         else:
             ctx = _Context(
-                message=message,
-                log=self.log,
-                progress=self.progress,
-                writer=self.writer,
+                header=header, log=self.log, progress=self.progress, writer=self.writer
             )
             try:
-                output = self.process(message.get("input"), ctx)
+                output = self.process(job_input, ctx)
             except BaseException as exc:
-                reply = {**ref, "error": _error(exc)}
+                line = self._error_line(job_id, lease_no, started, _error(exc))
             else:
-                reply = {**ref, "output": output}
-        reply["duration_seconds"] = time.perf_counter() - started
-        try:
-            line = _encode(reply)
-        except (TypeError, ValueError) as exc:
-            reply.pop("output", None)
-            reply["error"] = _error(exc, prefix="the job's output is not JSON: ")
-            reply["error"]["type"] = "OutputNotJson"
-            line = _encode(reply)
+                duration = time.perf_counter() - started
+                try:
+                    text = _OUTPUT_ENCODER.encode(output)
+                except (TypeError, ValueError) as exc:
+                    error = _error(exc, prefix="the job's output is not JSON: ")
+                    error["type"] = "OutputNotJson"
+                    line = self._error_line(job_id, lease_no, started, error, duration)
+                else:
+                    line = f"= {job_id} {lease_no} {duration!r} {text}\n".encode()
         final = self.progress.take_final()
         if final is not None:
             self.writer.send(final)
         self.writer.send(line)
         self.filter.job_id = None
+
+    @staticmethod
+    def _error_line(
+        job_id: int,
+        lease_no: int,
+        started: float,
+        error: dict[str, str] | None,
+        duration: float | None = None,
+    ) -> bytes:
+        if duration is None:
+            duration = time.perf_counter() - started
+        reply = {"job_id": job_id, "lease_no": lease_no, "error": error}
+        return _encode({**reply, "duration_seconds": duration})
 
 
 def _protocol_stream() -> BinaryIO:
@@ -320,7 +362,7 @@ def main() -> None:
     progress = _ProgressGate(PROGRESS_INTERVAL_SECONDS)
     runner = _Runner(_Writer(stream, progress), progress)
     reader = _Reader(sys.stdin.buffer)
-    init = reader.next()["init"]
+    init = reader.init
     try:
         runner.process = _load_process(
             str(init["script"]), [str(p) for p in init.get("paths", [])]
@@ -329,16 +371,13 @@ def main() -> None:
         runner.load_error = _error(exc, prefix="cannot load the job script: ")
     runner.writer.send(_encode({"ready": True}))
     while True:
-        message = reader.next()
-        if reader.take_cancelled(int(message["job_id"]), int(message["lease_no"])):
-            skipped = {
-                "job_id": message["job_id"],
-                "lease_no": message["lease_no"],
-                "skipped": True,
-            }
+        header, input_line = reader.next()
+        job_id, lease_no = header[0], header[1]
+        if reader.take_cancelled(job_id, lease_no):
+            skipped = {"job_id": job_id, "lease_no": lease_no, "skipped": True}
             runner.writer.send(_encode(skipped))
             continue
-        runner.run(message)
+        runner.run(header, input_line)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ replaces an idle child with a fresh process (new code never meets old modules).
 Short jobs are pipelined: a child may hold several queued jobs (about 10 ms of
 work by the running average), so it never waits for the worker between jobs;
 long jobs are written one at a time so none waits behind another in a child
-while a slot elsewhere is free.
+while a slot elsewhere is free. What the worker writes to a child in one turn
+of the event loop leaves in one write; what a child writes is read in chunks.
+Job inputs and outputs pass through as JSON text, never parsed here.
 
 A child that dies fails its running job (``WorkerChildDied``) and hands its
 queued jobs back to the pending queue; a job past its timeout gets its child
@@ -48,9 +50,26 @@ LOAD_ALLOWANCE_SECONDS = 60.0
 WATCHDOG_INTERVAL_SECONDS = 0.05
 EWMA_ALPHA = 0.2
 _STREAM_LIMIT = 1 << 30
+_READ_SIZE = 1 << 16
+_OUTPUT_PREFIX = b"="
+"""Starts the line of a job's output: ``= JOB_ID LEASE_NO DURATION OUTPUT`` (see child.py)."""
 
 ResultCallback = Callable[[JobResult], None]
 ProgressCallback = Callable[[JobProgress], None]
+
+
+def input_line(raw: bytes) -> bytes:
+    """A job's input (JSON text) as one line for the child.
+
+    As is, unparsed, unless it holds a newline byte (whitespace in JSON text):
+    then it is re-encoded, raising ValueError if it is not JSON. The child
+    parses the input and reports ``InputNotJson`` for the rest.
+    """
+    if not raw:
+        return b"null"
+    if b"\n" in raw:
+        return json.dumps(json.loads(raw)).encode()
+    return raw
 
 
 @dataclasses.dataclass(slots=True)
@@ -75,36 +94,43 @@ class _Child:
         self.kill_reason: str | None = None
         self.gone = False
         self.created_at = time.monotonic()
+        self.revoked = 0
+        """Entries marked revoked (still queued until the child answers or dies)."""
+        self._loop = asyncio.get_running_loop()
         self._outbox: list[bytes] = []
+        self._flush_scheduled = False
         init = {
             "script": str(environment.script_path),
             "paths": [str(p) for p in environment.wheel_dirs],
         }
         self._write(json.dumps({"init": init}).encode() + b"\n")
-        self.task = asyncio.get_running_loop().create_task(
-            self._run(), name="netdist-child"
-        )
+        self.task = self._loop.create_task(self._run(), name="netdist-child")
 
     @property
     def pid(self) -> int | None:
         return None if self.proc is None else self.proc.pid
 
+    @property
+    def load(self) -> int:
+        """Jobs in this child that still count (not revoked)."""
+        return len(self.entries) - self.revoked
+
     def add(self, job: Job) -> None:
         if not self.entries and self.ready:
             self.head_started_at = time.monotonic()
         self.entries.append(_Entry(job=job))
-        message = {
-            "job_id": job.ref.job_id,
-            "lease_no": job.ref.lease_no,
-            "attempt": job.attempt,
-            "handler_id": job.handler_id,
-            "job_name": job.job_name,
-            "input": job.input,
-        }
-        self._write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        ref = job.ref
+        names = f"{json.dumps(job.handler_id)},{json.dumps(job.job_name)}"
+        header = f"[{ref.job_id},{ref.lease_no},{job.attempt},{names}]\n"
+        self._write(header.encode() + job.input_json + b"\n")
+
+    def mark_revoked(self, entry: _Entry) -> None:
+        if not entry.revoked:
+            entry.revoked = True
+            self.revoked += 1
 
     def cancel(self, entry: _Entry) -> None:
-        entry.revoked = True
+        self.mark_revoked(entry)
         entry.cancel_sent_at = time.monotonic()
         ref = entry.job.ref
         self._write(json.dumps({"cancel": [ref.job_id, ref.lease_no]}).encode() + b"\n")
@@ -117,9 +143,18 @@ class _Child:
                 self.proc.kill()
 
     def _write(self, data: bytes) -> None:
-        if self.proc is None:
-            self._outbox.append(data)
+        """Queue ``data``; everything queued in this turn of the loop leaves in one write."""
+        self._outbox.append(data)
+        if self.proc is not None and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self.proc is None or not self._outbox:
             return
+        data = b"".join(self._outbox)
+        self._outbox.clear()
         stdin = self.proc.stdin
         if stdin is not None and not stdin.is_closing():
             stdin.write(data)
@@ -137,12 +172,9 @@ class _Child:
             )
             if self.kill_reason is not None:
                 self.proc.kill()
-            outbox, self._outbox = self._outbox, []
-            for data in outbox:
-                self._write(data)
+            self._flush()
             assert self.proc.stdout is not None
-            async for line in self.proc.stdout:
-                self._handle(json.loads(line))
+            await self._read(self.proc.stdout)
             returncode = await self.proc.wait()
         except asyncio.CancelledError:
             if self.proc is not None and self.proc.returncode is None:
@@ -160,6 +192,27 @@ class _Child:
             self.gone = True
         self.executor._child_exited(self, returncode)
 
+    async def _read(self, stdout: asyncio.StreamReader) -> None:
+        """Handle each line the child writes, reading whatever it wrote at once."""
+        partial: list[bytes] = []  # the start of a line that is not complete yet
+        while chunk := await stdout.read(_READ_SIZE):
+            if b"\n" not in chunk:
+                partial.append(chunk)
+                continue
+            if partial:
+                partial.append(chunk)
+                chunk = b"".join(partial)
+                partial.clear()
+            lines = chunk.split(b"\n")
+            tail = lines.pop()
+            for line in lines:
+                if line.startswith(_OUTPUT_PREFIX):
+                    self._finish_output(line)
+                else:
+                    self._handle(json.loads(line))
+            if tail:
+                partial.append(tail)
+
     def _handle(self, message: dict[str, object]) -> None:
         progress = message.get("progress")
         if isinstance(progress, dict):
@@ -171,32 +224,52 @@ class _Child:
         elif "job_id" in message:
             self._finish(message)
 
-    def _finish(self, message: dict[str, object]) -> None:
-        ref = JobRef(job_id=int(message["job_id"]), lease_no=int(message["lease_no"]))  # type: ignore[call-overload]
-        if not self.entries or self.entries[0].job.ref != ref:
+    def _pop(self, ref: JobRef) -> _Entry | None:
+        """The head entry, which the child answered; None (and the child killed) if not."""
+        entries = self.entries
+        if not entries or entries[0].job.ref != ref:
             log.error("executor child answered job %s out of order; replacing it", ref)
             self.kill("protocol")
+            return None
+        entry = entries.popleft()
+        self.head_started_at = time.monotonic() if entries else None
+        if entry.revoked:
+            self.revoked -= 1
+        return entry
+
+    def _finish_output(self, line: bytes) -> None:
+        """``= JOB_ID LEASE_NO DURATION OUTPUT``: the output goes on as the child encoded it."""
+        _, job_id, lease_no, duration, output = line.split(b" ", 4)
+        entry = self._pop(JobRef(int(job_id), int(lease_no)))
+        if entry is None:
             return
-        entry = self.entries.popleft()
-        self.head_started_at = time.monotonic() if self.entries else None
+        if entry.revoked:
+            self.executor._slot_freed()
+            return
+        result = JobResult(
+            ref=entry.job.ref, output_json=output, duration_seconds=float(duration)
+        )
+        self.executor._job_finished(result)
+
+    def _finish(self, message: dict[str, object]) -> None:
+        ref = JobRef(job_id=int(message["job_id"]), lease_no=int(message["lease_no"]))  # type: ignore[call-overload]
+        entry = self._pop(ref)
+        if entry is None:
+            return
         if message.get("skipped") or entry.revoked:
             self.executor._slot_freed()
             return
         duration = float(message.get("duration_seconds", 0.0))  # type: ignore[arg-type]
         error = message.get("error")
         if isinstance(error, dict):
-            result = JobResult(
-                ref=ref,
-                error=JobError(
-                    type=str(error.get("type", "Exception")),
-                    message=str(error.get("message", "")),
-                    traceback=str(error.get("traceback", "")),
-                ),
-                duration_seconds=duration,
+            job_error = JobError(
+                type=str(error.get("type", "Exception")),
+                message=str(error.get("message", "")),
+                traceback=str(error.get("traceback", "")),
             )
-        else:
-            output = json.dumps(message.get("output"), separators=(",", ":"))
-            result = JobResult(ref=ref, output_json=output, duration_seconds=duration)
+        else:  # an error line always names one; keep a failure a failure
+            job_error = JobError(type="Exception", message="no error given")
+        result = JobResult(ref=ref, error=job_error, duration_seconds=duration)
         self.executor._job_finished(result)
 
 
@@ -265,7 +338,7 @@ class Executor:
                 if entry.job.ref != ref or entry.revoked:
                     continue
                 if index == 0:
-                    entry.revoked = True
+                    child.mark_revoked(entry)
                     child.kill("revoked")
                 else:
                     child.cancel(entry)
@@ -345,7 +418,7 @@ class Executor:
             elif child.environment.key == environment.key:
                 if not child.entries:
                     return index
-                load = sum(1 for e in child.entries if not e.revoked)
+                load = child.load
                 if load < busy_load:
                     busy_match, busy_load = index, load
             elif not child.entries and idle_other is None:
@@ -395,6 +468,7 @@ class Executor:
                 self._children[slot] = None
         entries = list(child.entries)
         child.entries.clear()
+        child.revoked = 0
         if self._closed:
             return
         if entries:

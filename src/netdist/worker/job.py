@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
-
-JsonValue = Any
+from typing import NamedTuple
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class JobRef:
-    """One lease of one job."""
+class JobRef(NamedTuple):
+    """One lease of one job (a tuple: cheap to build, hash and compare on the hot path)."""
 
     job_id: int
     lease_no: int
@@ -47,7 +44,8 @@ class Job:
     job_name: str
     attempt: int
     environment: Environment
-    input: JsonValue
+    input_json: bytes
+    """The job's input as the lease carried it: JSON text, passed to the child unparsed."""
     timeout_seconds: float = 0.0
 
 
@@ -62,10 +60,10 @@ class JobError:
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class JobResult:
-    """The outcome of one lease: JSON output text or an error."""
+    """The outcome of one lease: JSON output text (bytes, as the child encoded it) or an error."""
 
     ref: JobRef
-    output_json: str | None = None
+    output_json: bytes | None = None
     error: JobError | None = None
     duration_seconds: float = 0.0
 

@@ -3,9 +3,11 @@
 On each stream the worker says Hello (naming the leases it still holds), waits
 for Welcome, re-sends every unacknowledged result, and grants credit for
 ``slots + prefetch`` jobs, where prefetch is about 50 ms of work by the running
-average of job durations (none before the first job finished). Leases become
-jobs once their artifacts are cached; results are batched (256, or 2 ms after
-the first) and kept until the server acknowledges them, across reconnects.
+average of job durations (none before the first job finished). While more
+jobs than slots are in hand or coming, credit is topped up in steps of a
+quarter of the prefetch, not one message per finished job. Leases become jobs
+once their artifacts are cached; results are batched (256, or 2 ms after the
+first) and kept until the server acknowledges them, across reconnects.
 Progress is coalesced to one batch per 0.5 s, latest value per job.
 
 A broken stream is logged once and retried with jittered exponential backoff
@@ -20,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import random
@@ -34,7 +35,7 @@ import netdist
 from netdist.api.v1 import jobs_pb2, jobs_pb2_grpc
 from netdist.worker.cache import ArtifactCache, ArtifactError, PackageServiceSource
 from netdist.worker.config import WorkerConfig
-from netdist.worker.executor import Executor
+from netdist.worker.executor import Executor, input_line
 from netdist.worker.host import host_facts, host_load
 from netdist.worker.job import Environment, Job, JobProgress, JobRef, JobResult
 
@@ -44,6 +45,9 @@ RESULT_BATCH_SIZE = 256
 RESULT_FLUSH_SECONDS = 0.002
 PROGRESS_FLUSH_SECONDS = 0.5
 CREDIT_COALESCE_SECONDS = 0.001
+CREDIT_STEP_FRACTION = (
+    4  # with jobs queued beyond the slots: grant 1/4 of prefetch at once
+)
 PREFETCH_SECONDS = 0.05
 BACKOFF_INITIAL_SECONDS = 0.2
 BACKOFF_MAX_SECONDS = 5.0
@@ -89,7 +93,7 @@ def backoff_delays() -> AsyncIterator[float]:
 
 
 def _ref(ref: jobs_pb2.JobRef) -> JobRef:
-    return JobRef(job_id=ref.job_id, lease_no=ref.lease_no)
+    return JobRef(ref.job_id, ref.lease_no)
 
 
 def _proto_ref(ref: JobRef) -> jobs_pb2.JobRef:
@@ -105,7 +109,7 @@ def _result_message(result: JobResult) -> jobs_pb2.Result:
         message.error.message = result.error.message
         message.error.traceback = result.error.traceback
     else:
-        message.output = (result.output_json or "null").encode()
+        message.output = result.output_json or b"null"
     return message
 
 
@@ -398,7 +402,7 @@ class Session:
                 continue  # when stopping, the lease goes back as the stream closes
             self._held[ref] = None
             try:
-                job_input = json.loads(lease.input) if lease.input else None
+                input_json = input_line(lease.input)
             except ValueError as exc:
                 self._on_result(
                     JobResult.failed(
@@ -411,29 +415,34 @@ class Session:
                 lease.script_sha256, lease.environment
             )
             if environment is not None:
-                self._executor.submit(self._job(lease, environment, job_input))
+                self._executor.submit(self._job(ref, lease, environment, input_json))
             else:
                 task = asyncio.create_task(
-                    self._prepare(lease, job_input), name=f"netdist-prepare-{ref}"
+                    self._prepare(ref, lease, input_json), name=f"netdist-prepare-{ref}"
                 )
                 self._fetching[ref] = task
         self._request_credit()
 
     def _job(
-        self, lease: jobs_pb2.Lease, environment: Environment, job_input: object
+        self,
+        ref: JobRef,
+        lease: jobs_pb2.Lease,
+        environment: Environment,
+        input_json: bytes,
     ) -> Job:
         return Job(
-            ref=_ref(lease.ref),
+            ref=ref,
             handler_id=lease.handler_id,
             job_name=lease.job_name,
             attempt=lease.attempt,
             environment=environment,
-            input=job_input,
+            input_json=input_json,
             timeout_seconds=lease.timeout_seconds,
         )
 
-    async def _prepare(self, lease: jobs_pb2.Lease, job_input: object) -> None:
-        ref = _ref(lease.ref)
+    async def _prepare(
+        self, ref: JobRef, lease: jobs_pb2.Lease, input_json: bytes
+    ) -> None:
         assert self._cache is not None
         try:
             environment = await self._cache.environment(
@@ -452,12 +461,15 @@ class Session:
             return
         self._fetching.pop(ref, None)
         if ref in self._held and not self._stopping:
-            self._executor.submit(self._job(lease, environment, job_input))
+            self._executor.submit(self._job(ref, lease, environment, input_json))
 
     def _on_ack(self, ack: jobs_pb2.Ack) -> None:
         log.debug("ack for %d result(s)", len(ack.items))
+        sent = self._stream.sent if self._stream is not None else set()
         for item in ack.items:
-            self._unacked.pop(_ref(item.ref), None)
+            ref = _ref(item.ref)
+            self._unacked.pop(ref, None)
+            sent.discard(ref)  # kept only to tell sent from unsent results
         self._check_idle()
 
     def _on_revoke(self, stream: _Stream, revoke: jobs_pb2.Revoke) -> None:
@@ -572,15 +584,17 @@ class Session:
         stream = self._stream
         if stream is None or stream.draining or self._stopping:
             return
-        target = self.config.slots + prefetch(
-            slots=self.config.slots,
+        slots = self.config.slots
+        ahead = prefetch(
+            slots=slots,
             max_prefetch=self.config.max_prefetch,
             ewma_seconds=self._executor.ewma_seconds,
         )
-        missing = target - len(self._held) - stream.granted
+        coming = len(self._held) + stream.granted
+        missing = slots + ahead - coming
+        if coming > slots and missing < ahead // CREDIT_STEP_FRACTION:
+            return  # more than the slots in hand or coming: top up later, in one step
         if missing > 0:
             stream.granted += missing
-            log.debug(
-                "credit +%d (holding %d, target %d)", missing, len(self._held), target
-            )
+            log.debug("credit +%d (holding %d)", missing, len(self._held))
             stream.send(jobs_pb2.WorkerMessage(credit=jobs_pb2.Credit(count=missing)))

@@ -89,6 +89,7 @@ _ROWS = select(
     jobs.c.leased_at, jobs.c.finished_at,
 ).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
 _LOCK_ROWS = _ROWS.with_for_update()
+_STREAKS = select(handlers.c.id, handlers.c.sequenced_errors).where(handlers.c.id.in_(bindparam("ids", expanding=True)))
 
 
 def _all_changed(conn: Connection, changed: int, wanted: int) -> bool:
@@ -126,7 +127,7 @@ def complete(
     results: Sequence[ResultIn],
     max_attempts: Mapping[str, int],
     leased: Mapping[int, tuple[int, str]],
-    streaks: Mapping[str, int],
+    maybe_failing: set[str],
 ) -> tuple[list[Outcome], dict[str, int]]:
     """Store results. A result is accepted while its job is not done yet, even
     from an older lease (the work is not wasted); otherwise it is a duplicate.
@@ -134,8 +135,7 @@ def complete(
     ``leased`` is the dispatcher's view (job id -> lease no, handler id): a
     success for the current lease takes one compare-and-set UPDATE; anything
     else (failures, old leases, surprises) reads and locks its rows first.
-    ``streaks`` are the handlers' failed results in a row before this batch;
-    the new values of those that changed are returned."""
+    Returns the outcomes and the handlers whose failed results in a row changed."""
     now = time.time()
     outcomes: dict[int, Outcome] = {}
     fast: dict[int, int] = {}  # index -> job id, one per job
@@ -158,7 +158,7 @@ def complete(
     if rest:
         outcomes.update(_complete_carefully(conn, worker_id, [(i, results[i]) for i in rest], max_attempts, now))
     ordered = [outcomes[i] for i in range(len(results))]
-    return ordered, _update_streaks(conn, ordered, streaks)
+    return ordered, _update_streaks(conn, ordered, maybe_failing)
 
 
 def _complete_carefully(
@@ -215,17 +215,28 @@ def _write_results(conn: Connection, succeeded: list[dict[str, object]], retried
                                  lease_no=jobs.c.lease_no + 1), retried)
 
 
-def _update_streaks(conn: Connection, outcomes: Sequence[Outcome], known: Mapping[str, int]) -> dict[str, int]:
+def _update_streaks(conn: Connection, outcomes: Sequence[Outcome], maybe_failing: set[str]) -> dict[str, int]:
     """Failed results in a row per handler, in the batch's order: a success
-    resets, a failure counts. Written only where the value changes."""
-    streak = dict(known)
+    resets, a failure counts. Read and written only for handlers with a
+    failure in this batch or a streak that may not be zero (``maybe_failing``,
+    owned by the writer thread: ops run one after the other there)."""
+    need = {o.handler_id for o in outcomes if o.status is not None and o.handler_id
+            and (o.failed or o.handler_id in maybe_failing)}
+    if not need:
+        return {}
+    stored = dict(conn.execute(_STREAKS, {"ids": sorted(need)}).tuples().all())
+    streak = dict(stored)
     for o in outcomes:
-        if o.status is None or not o.handler_id:
-            continue
-        streak[o.handler_id] = streak.get(o.handler_id, 0) + 1 if o.failed else 0
-    changed = {h: n for h, n in streak.items() if n != known.get(h, 0)}
+        if o.status is not None and o.handler_id in streak:
+            streak[o.handler_id] = streak[o.handler_id] + 1 if o.failed else 0
+    changed = {h: n for h, n in streak.items() if n != stored[h]}
     for handler_id, value in changed.items():
         conn.execute(update(handlers).where(handlers.c.id == handler_id).values(sequenced_errors=value))
+    for handler_id, value in streak.items():
+        if value:
+            maybe_failing.add(handler_id)
+        else:
+            maybe_failing.discard(handler_id)
     return changed
 
 
