@@ -22,6 +22,8 @@ class Settings:
     gate: str = ""  # jobs report progress 42 and wait until this file exists
     slow_attempts: int = 0  # attempts up to this one sleep slow_sleep first
     slow_sleep: float = 0.0
+    raise_at: int = -1  # process_result raises for this job (a bug in the handler)
+    exit_at: int = -1  # process_result kills the handler host for this job
 
 
 class Counter(Handler[Settings]):
@@ -53,6 +55,11 @@ class Counter(Handler[Settings]):
 
     def process_result(self, job_input, output, extra):
         assert extra["i"] == job_input["i"]
+        if job_input["i"] == self.settings.raise_at:
+            raise RuntimeError(f"handler bug at {{job_input['i']}}")
+        if job_input["i"] == self.settings.exit_at:
+            import os
+            os._exit(3)
         self.state["sum"] += output["double"]
         self.state["seen"] += 1
         self.state.setdefault("versions", {{}})

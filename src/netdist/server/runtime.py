@@ -102,7 +102,6 @@ class HandlerRuntime:
                     await self._create_jobs()
                 if await self._is_finished():
                     await self._call("call", name="on_finished")
-                    await self._close_host()
                     await self._on_finished(self.handler_id)
                     return
                 if not progressed:
@@ -114,11 +113,9 @@ class HandlerRuntime:
             detail = getattr(exc, "traceback", "")
             if detail:
                 self._log("error", "server", detail.rstrip())
-            await self._close_host()
             await self._on_failed(self.handler_id, str(exc))
         except Exception as exc:  # a bug of ours: fail the handler, keep the server
             log.exception("handler %s runtime failed", self.handler_id)
-            await self._close_host()
             await self._on_failed(self.handler_id, f"internal error: {exc!r}")
         finally:
             await self._close_host()
