@@ -228,7 +228,7 @@ def _update_streaks(conn: Connection, outcomes: Sequence[Outcome], maybe_failing
             and (o.failed or o.handler_id in maybe_failing)}
     if not need:
         return {}
-    stored = dict(conn.execute(_STREAKS, {"ids": sorted(need)}).tuples().all())
+    stored: dict[str, int] = {r[0]: r[1] for r in conn.execute(_STREAKS, {"ids": sorted(need)})}
     streak = dict(stored)
     for o in outcomes:
         if o.status is not None and o.handler_id in streak:
