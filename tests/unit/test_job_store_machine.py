@@ -93,12 +93,8 @@ class JobStoreMachine(RuleBasedStateMachine):
         if not fail:
             self.status[job_id] = JobStatus.SUCCEEDED
             self.accepted[job_id] = self.accepted.get(job_id, 0) + 1
-        elif attempts >= MAX_ATTEMPTS:
-            self.status[job_id] = JobStatus.ERRORED
-            self.accepted[job_id] = self.accepted.get(job_id, 0) + 1
         else:
-            self.status[job_id] = JobStatus.AVAILABLE
-            self.lease_no[job_id] += 1
+            self._failed(job_id, attempts)
         assert outcome.status == self.status[job_id]
 
     @precondition(lambda self: self._with(JobStatus.LEASED))
@@ -108,13 +104,17 @@ class JobStoreMachine(RuleBasedStateMachine):
         attempts = self._attempts(job_id)
         (outcome,) = self._run(job_store.requeue, [(job_id, self.lease_no[job_id])], {"type": "WorkerLost"},
                                {"h": MAX_ATTEMPTS})
+        self._failed(job_id, attempts)
+        assert outcome.status == self.status[job_id]
+
+    def _failed(self, job_id: int, attempts: int) -> None:
+        """A failed attempt: errored for good at the cap, else back with a new lease number."""
         if attempts >= MAX_ATTEMPTS:
             self.status[job_id] = JobStatus.ERRORED
             self.accepted[job_id] = self.accepted.get(job_id, 0) + 1
         else:
             self.status[job_id] = JobStatus.AVAILABLE
             self.lease_no[job_id] += 1
-        assert outcome.status == self.status[job_id]
 
     def _attempts(self, job_id: int) -> int:
         return int(self._run(lambda c: c.execute(select(jobs.c.attempts).where(jobs.c.id == job_id)).scalar_one()))
