@@ -397,3 +397,21 @@ def workers_remove(ctx: click.Context, ref: str) -> None:
     click.echo(
         f"removed worker {ref}; {n} job{'s' if n != 1 else ''} returned to the queue"
     )
+
+
+@workers.command("disable")
+@click.argument("ref")
+@click.pass_context
+def workers_disable(ctx: click.Context, ref: str) -> None:
+    """Disconnect worker REF and refuse it until enabled; its jobs go back to the queue."""
+    n = _client(ctx).disable_worker(ref).leases_returned
+    click.echo(f"disabled worker {ref}; {n} job{'s' if n != 1 else ''} returned to the queue")
+
+
+@workers.command("enable")
+@click.argument("ref")
+@click.pass_context
+def workers_enable(ctx: click.Context, ref: str) -> None:
+    """Let worker REF connect again."""
+    _client(ctx).enable_worker(ref)
+    click.echo(f"enabled worker {ref}")

@@ -175,6 +175,17 @@ class AdminClient:
         )
         return list(reply.workers)
 
+    def disable_worker(self, ref: str) -> admin_pb2.DisableWorkerResponse:
+        request = admin_pb2.DisableWorkerRequest(ref=ref)
+        reply: admin_pb2.DisableWorkerResponse = self._call(
+            lambda: self._admin.DisableWorker(request, timeout=self.timeout_seconds)
+        )
+        return reply
+
+    def enable_worker(self, ref: str) -> None:
+        request = admin_pb2.EnableWorkerRequest(ref=ref)
+        self._call(lambda: self._admin.EnableWorker(request, timeout=self.timeout_seconds))
+
     def remove_worker(self, ref: str) -> admin_pb2.RemoveWorkerResponse:
         request = admin_pb2.RemoveWorkerRequest(ref=ref)
         reply: admin_pb2.RemoveWorkerResponse = self._call(

@@ -217,7 +217,7 @@ def workers_table(workers: Iterable[admin_pb2.WorkerInfo]) -> Table:
             short_id(w.id),
             w.name,
             w.hostname,
-            Text("yes", style="green") if w.connected else Text("no", style="dim"),
+            _connected(w),
             str(w.slots),
             str(w.jobs_running),
             str(w.jobs_done),
@@ -226,6 +226,12 @@ def workers_table(workers: Iterable[admin_pb2.WorkerInfo]) -> Table:
             ", ".join(f"{k}={v}" for k, v in sorted(w.labels.items())),
         )
     return table
+
+
+def _connected(w: admin_pb2.WorkerInfo) -> Text:
+    if w.disabled:
+        return Text("disabled", style="red")
+    return Text("yes", style="green") if w.connected else Text("no", style="dim")
 
 
 def packages_table(packages: Iterable[packages_pb2.PackageInfo]) -> Table:

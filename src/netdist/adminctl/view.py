@@ -78,6 +78,7 @@ def worker_dict(w: admin_pb2.WorkerInfo) -> dict[str, Any]:
         "labels": dict(w.labels),
         "slots": w.slots,
         "connected": w.connected,
+        "disabled": w.disabled,
         "connected_since": when(w.connected_since),
         "last_seen": when(w.last_seen),
         "jobs_running": w.jobs_running,

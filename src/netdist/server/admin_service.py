@@ -144,7 +144,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 connected=session is not None, connected_since=r.connected_since or 0.0,
                 last_seen=time.time() if session else (r.last_seen or 0.0), jobs_running=len(running),
                 jobs_done=r.jobs_done, jobs_failed=r.jobs_failed, hostname=r.hostname, version=r.version,
-                running=running,
+                running=running, disabled=r.disabled,
             ))
         return admin_pb2.ListWorkersResponse(workers=out)
 
@@ -154,6 +154,21 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         record = await self.store.read(catalog.resolve_worker, request.ref)
         returned = await self.dispatcher.remove_worker(record.id)
         return admin_pb2.RemoveWorkerResponse(leases_returned=returned)
+
+    @unary
+    async def DisableWorker(self, request: admin_pb2.DisableWorkerRequest, context: grpc.aio.ServicerContext
+                            ) -> admin_pb2.DisableWorkerResponse:
+        record = await self.store.read(catalog.resolve_worker, request.ref)
+        await self.store.write(catalog.set_worker_disabled, record.id, True)
+        returned = await self.dispatcher.remove_worker(record.id)
+        return admin_pb2.DisableWorkerResponse(leases_returned=returned)
+
+    @unary
+    async def EnableWorker(self, request: admin_pb2.EnableWorkerRequest, context: grpc.aio.ServicerContext
+                           ) -> admin_pb2.EnableWorkerResponse:
+        record = await self.store.read(catalog.resolve_worker, request.ref)
+        await self.store.write(catalog.set_worker_disabled, record.id, False)
+        return admin_pb2.EnableWorkerResponse()
 
     async def _info(self, record: catalog.HandlerRecord) -> admin_pb2.HandlerInfo:
         counts = await self.store.read(job_store.counts, record.id)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from netdist.api.v1 import jobs_pb2
+from netdist.errors import PermissionDeniedError
 from netdist.server import policy
 from netdist.server.lease import HandlerSlot, LeaseRecord, Session
 from netdist.server.states import JobStatus
@@ -134,6 +135,9 @@ class Dispatcher:
     # -- workers ------------------------------------------------------------------
 
     async def connect(self, session: Session, held: Iterable[tuple[int, int]], hello: jobs_pb2.Hello) -> None:
+        if await self.writer.run(catalog.worker_disabled, session.worker_id):
+            raise PermissionDeniedError(
+                f"worker {session.name} ({session.worker_id}) is disabled: netdist-admin workers enable {session.worker_id}")
         old = self.sessions.get(session.worker_id)
         if old is not None:
             old.close()

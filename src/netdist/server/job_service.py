@@ -12,6 +12,7 @@ import grpc
 
 import netdist
 from netdist.api.v1 import jobs_pb2, jobs_pb2_grpc
+from netdist.errors import NetDistError
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.lease import Session
 
@@ -39,7 +40,10 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         session = Session(worker_id=hello.worker_id, name=hello.name or hello.hostname or hello.worker_id[:8],
                           labels=dict(hello.labels), slots=hello.slots, outbox=asyncio.Queue())
-        await self.dispatcher.connect(session, [(r.job_id, r.lease_no) for r in hello.held], hello)
+        try:
+            await self.dispatcher.connect(session, [(r.job_id, r.lease_no) for r in hello.held], hello)
+        except NetDistError as exc:
+            await context.abort(exc.code, exc.message)
         log.info("worker %s (%s) connected from %s with %d slots", session.name, session.worker_id,
                  context.peer(), session.slots)
         await context.write(jobs_pb2.ServerMessage(welcome=jobs_pb2.Welcome(

@@ -237,6 +237,7 @@ class Session:
     async def _connect_forever(self) -> None:
         delays = backoff_delays()
         failing = False
+        last_reason = ""
         while True:
             self._welcomed = False
             try:
@@ -277,8 +278,11 @@ class Session:
                     BACKOFF_MAX_SECONDS,
                 )
                 failing = True
+            elif reason != last_reason:  # a new reason (e.g. the worker was disabled) is worth a line
+                log.warning("worker %s: reconnect failed: %s; retrying", self.config.name, reason)
             else:
                 log.debug("reconnect failed: %s; next try in %.2f s", reason, delay)
+            last_reason = reason
             await asyncio.sleep(delay)
 
     async def _stream_once(self) -> None:

@@ -552,6 +552,7 @@ class WorkerInfo(_message.Message):
     HOSTNAME_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     RUNNING_FIELD_NUMBER: _builtins.int
+    DISABLED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     slots: _builtins.int
@@ -563,6 +564,7 @@ class WorkerInfo(_message.Message):
     jobs_failed: _builtins.int
     hostname: _builtins.str
     version: _builtins.str
+    disabled: _builtins.bool
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -583,10 +585,11 @@ class WorkerInfo(_message.Message):
         hostname: _builtins.str = ...,
         version: _builtins.str = ...,
         running: _abc.Iterable[Global___JobInfo] | None = ...,
+        disabled: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "connected_since", b"connected_since", "hostname", b"hostname", "id", b"id", "jobs_done", b"jobs_done", "jobs_failed", b"jobs_failed", "jobs_running", b"jobs_running", "labels", b"labels", "last_seen", b"last_seen", "name", b"name", "running", b"running", "slots", b"slots", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "connected_since", b"connected_since", "disabled", b"disabled", "hostname", b"hostname", "id", b"id", "jobs_done", b"jobs_done", "jobs_failed", b"jobs_failed", "jobs_running", b"jobs_running", "labels", b"labels", "last_seen", b"last_seen", "name", b"name", "running", b"running", "slots", b"slots", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -665,3 +668,77 @@ class RemoveWorkerResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RemoveWorkerResponse: _TypeAlias = RemoveWorkerResponse  # noqa: Y015
+
+@_typing.final
+class DisableWorkerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    ref: _builtins.str
+    """id or name"""
+    def __init__(
+        self,
+        *,
+        ref: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisableWorkerRequest: _TypeAlias = DisableWorkerRequest  # noqa: Y015
+
+@_typing.final
+class DisableWorkerResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEASES_RETURNED_FIELD_NUMBER: _builtins.int
+    leases_returned: _builtins.int
+    def __init__(
+        self,
+        *,
+        leases_returned: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leases_returned", b"leases_returned"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisableWorkerResponse: _TypeAlias = DisableWorkerResponse  # noqa: Y015
+
+@_typing.final
+class EnableWorkerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    ref: _builtins.str
+    """id or name"""
+    def __init__(
+        self,
+        *,
+        ref: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnableWorkerRequest: _TypeAlias = EnableWorkerRequest  # noqa: Y015
+
+@_typing.final
+class EnableWorkerResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnableWorkerResponse: _TypeAlias = EnableWorkerResponse  # noqa: Y015

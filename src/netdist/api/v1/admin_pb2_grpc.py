@@ -80,6 +80,16 @@ class AdminServiceStub:
                 request_serializer=netdist_dot_api_dot_v1_dot_admin__pb2.RemoveWorkerRequest.SerializeToString,
                 response_deserializer=netdist_dot_api_dot_v1_dot_admin__pb2.RemoveWorkerResponse.FromString,
                 _registered_method=True)
+        self.DisableWorker = channel.unary_unary(
+                '/netdist.api.v1.AdminService/DisableWorker',
+                request_serializer=netdist_dot_api_dot_v1_dot_admin__pb2.DisableWorkerRequest.SerializeToString,
+                response_deserializer=netdist_dot_api_dot_v1_dot_admin__pb2.DisableWorkerResponse.FromString,
+                _registered_method=True)
+        self.EnableWorker = channel.unary_unary(
+                '/netdist.api.v1.AdminService/EnableWorker',
+                request_serializer=netdist_dot_api_dot_v1_dot_admin__pb2.EnableWorkerRequest.SerializeToString,
+                response_deserializer=netdist_dot_api_dot_v1_dot_admin__pb2.EnableWorkerResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -140,6 +150,20 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DisableWorker(self, request, context):
+        """A disabled worker is disconnected, its jobs go back, and its streams are
+        refused (PERMISSION_DENIED) until it is enabled again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnableWorker(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -187,6 +211,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RemoveWorker,
                     request_deserializer=netdist_dot_api_dot_v1_dot_admin__pb2.RemoveWorkerRequest.FromString,
                     response_serializer=netdist_dot_api_dot_v1_dot_admin__pb2.RemoveWorkerResponse.SerializeToString,
+            ),
+            'DisableWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisableWorker,
+                    request_deserializer=netdist_dot_api_dot_v1_dot_admin__pb2.DisableWorkerRequest.FromString,
+                    response_serializer=netdist_dot_api_dot_v1_dot_admin__pb2.DisableWorkerResponse.SerializeToString,
+            ),
+            'EnableWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnableWorker,
+                    request_deserializer=netdist_dot_api_dot_v1_dot_admin__pb2.EnableWorkerRequest.FromString,
+                    response_serializer=netdist_dot_api_dot_v1_dot_admin__pb2.EnableWorkerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -433,6 +467,60 @@ class AdminService:
             '/netdist.api.v1.AdminService/RemoveWorker',
             netdist_dot_api_dot_v1_dot_admin__pb2.RemoveWorkerRequest.SerializeToString,
             netdist_dot_api_dot_v1_dot_admin__pb2.RemoveWorkerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisableWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/netdist.api.v1.AdminService/DisableWorker',
+            netdist_dot_api_dot_v1_dot_admin__pb2.DisableWorkerRequest.SerializeToString,
+            netdist_dot_api_dot_v1_dot_admin__pb2.DisableWorkerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnableWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/netdist.api.v1.AdminService/EnableWorker',
+            netdist_dot_api_dot_v1_dot_admin__pb2.EnableWorkerRequest.SerializeToString,
+            netdist_dot_api_dot_v1_dot_admin__pb2.EnableWorkerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,11 @@ class AdminServiceStub:
     ListJobs: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListJobsRequest, _admin_pb2.ListJobsResponse]
     ListWorkers: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListWorkersRequest, _admin_pb2.ListWorkersResponse]
     RemoveWorker: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RemoveWorkerRequest, _admin_pb2.RemoveWorkerResponse]
+    DisableWorker: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DisableWorkerRequest, _admin_pb2.DisableWorkerResponse]
+    """A disabled worker is disconnected, its jobs go back, and its streams are
+    refused (PERMISSION_DENIED) until it is enabled again.
+    """
+    EnableWorker: _grpc.UnaryUnaryMultiCallable[_admin_pb2.EnableWorkerRequest, _admin_pb2.EnableWorkerResponse]
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -57,6 +62,11 @@ class AdminServiceAsyncStub(AdminServiceStub):
     ListJobs: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListJobsRequest, _admin_pb2.ListJobsResponse]  # type: ignore[assignment]
     ListWorkers: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListWorkersRequest, _admin_pb2.ListWorkersResponse]  # type: ignore[assignment]
     RemoveWorker: _aio.UnaryUnaryMultiCallable[_admin_pb2.RemoveWorkerRequest, _admin_pb2.RemoveWorkerResponse]  # type: ignore[assignment]
+    DisableWorker: _aio.UnaryUnaryMultiCallable[_admin_pb2.DisableWorkerRequest, _admin_pb2.DisableWorkerResponse]  # type: ignore[assignment]
+    """A disabled worker is disconnected, its jobs go back, and its streams are
+    refused (PERMISSION_DENIED) until it is enabled again.
+    """
+    EnableWorker: _aio.UnaryUnaryMultiCallable[_admin_pb2.EnableWorkerRequest, _admin_pb2.EnableWorkerResponse]  # type: ignore[assignment]
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """AdminService: what netdist-admin speaks. Every view reads the store."""
@@ -123,5 +133,22 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.RemoveWorkerRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.RemoveWorkerResponse, _abc.Awaitable[_admin_pb2.RemoveWorkerResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DisableWorker(
+        self,
+        request: _admin_pb2.DisableWorkerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.DisableWorkerResponse, _abc.Awaitable[_admin_pb2.DisableWorkerResponse]]:
+        """A disabled worker is disconnected, its jobs go back, and its streams are
+        refused (PERMISSION_DENIED) until it is enabled again.
+        """
+
+    @_abc_1.abstractmethod
+    def EnableWorker(
+        self,
+        request: _admin_pb2.EnableWorkerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.EnableWorkerResponse, _abc.Awaitable[_admin_pb2.EnableWorkerResponse]]: ...
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

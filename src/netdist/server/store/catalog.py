@@ -80,6 +80,7 @@ class WorkerRecord:
     last_seen: float | None
     jobs_done: int
     jobs_failed: int
+    disabled: bool
 
 
 # -- packages ---------------------------------------------------------------
@@ -255,3 +256,11 @@ def add_worker_counts(conn: Connection, counts: Mapping[str, tuple[int, int]]) -
             update(workers).where(workers.c.id == worker_id)
             .values(jobs_done=workers.c.jobs_done + done, jobs_failed=workers.c.jobs_failed + failed, last_seen=now)
         )
+
+
+def set_worker_disabled(conn: Connection, worker_id: str, disabled: bool) -> None:
+    conn.execute(update(workers).where(workers.c.id == worker_id).values(disabled=disabled))
+
+
+def worker_disabled(conn: Connection, worker_id: str) -> bool:
+    return bool(conn.execute(select(workers.c.disabled).where(workers.c.id == worker_id)).scalar())

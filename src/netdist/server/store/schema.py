@@ -84,6 +84,7 @@ class Worker(Base):
     last_seen: Mapped[float | None] = mapped_column(Float, nullable=True)
     jobs_done: Mapped[int] = mapped_column(Integer, default=0)
     jobs_failed: Mapped[int] = mapped_column(Integer, default=0)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class LogEntry(Base):

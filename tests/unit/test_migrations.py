@@ -1,0 +1,36 @@
+"""Schema changes go through migrations: an old database upgrades with its rows kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, inspect, text
+
+from netdist.server.store.engine import open_engine
+from netdist.server.store.schema import Base
+
+
+def test_a_database_at_0001_upgrades_to_head_keeping_its_workers(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    config = Config()
+    config.set_main_option("script_location", "netdist.server.store:migrations")
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        conn.execute(text(
+            "INSERT INTO workers (id, name, labels_json, slots, hostname, version, connected, jobs_done, jobs_failed)"
+            " VALUES ('w', 'old-worker', '{}', 2, 'h', '0.1', 0, 7, 1)"))
+    engine.dispose()
+
+    upgraded = open_engine(url)  # what the server does on start
+    with upgraded.connect() as conn:
+        row = conn.execute(text("SELECT name, jobs_done, disabled FROM workers")).one()
+        version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+    assert tuple(row) == ("old-worker", 7, False)
+    assert version == "0002"
+    columns = {table: {c["name"] for c in inspect(upgraded).get_columns(table)} for table in Base.metadata.tables}
+    assert all(columns[t.name] == {c.name for c in t.columns} for t in Base.metadata.sorted_tables)
+    upgraded.dispose()
