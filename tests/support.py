@@ -24,6 +24,7 @@ class Settings:
     slow_sleep: float = 0.0
     raise_at: int = -1  # process_result raises for this job (a bug in the handler)
     exit_at: int = -1  # process_result kills the handler host for this job
+    hang_at: int = -1  # process_result never returns for this job
 
 
 class Counter(Handler[Settings]):
@@ -60,6 +61,10 @@ class Counter(Handler[Settings]):
         if job_input["i"] == self.settings.exit_at:
             import os
             os._exit(3)
+        if job_input["i"] == self.settings.hang_at:
+            import time
+            self.log.warning("hanging at %d", job_input["i"])
+            time.sleep(3600)
         self.state["sum"] += output["double"]
         self.state["seen"] += 1
         self.state.setdefault("versions", {{}})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,15 @@ from tests.support import counter_script, counter_wheel, expected_sum
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 START = "auto-start = true"
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_raising_and_dying_handlers_fail_alone_and_resume_exactly(cluster: Cluster, tmp_path: Path) -> None:
@@ -50,3 +60,42 @@ def test_raising_and_dying_handlers_fail_alone_and_resume_exactly(cluster: Clust
         info = cluster.api.wait_state(hid, "finished", timeout=60)
         assert info.result_summary == f"1.0 sum={expected_sum(60)} seen=60 failures=0"
         assert info.jobs_processed == 60
+
+
+def test_a_hanging_handler_is_killed_on_stop_and_the_server_keeps_serving(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.api.upload(counter_wheel(tmp_path))
+    cluster.add_worker("w1", slots=2)
+    hung = cluster.api.add_script(
+        counter_script(tmp_path / "h.py", job="hung", settings=START, count=40, hang_at=5)).handler.id
+    wait_until(lambda: "hanging at 5" in "\n".join(line.message for line in cluster.api.log(hung)), 30,
+               what="the handler to hang")
+    healthy = cluster.api.add_script(
+        counter_script(tmp_path / "ok.py", job="ok", settings=START, count=30)).handler.id
+    assert cluster.api.wait_state(healthy, "finished", timeout=60).jobs_processed == 30
+    # Stop answers (the host is killed after its grace) and the handler is stopped, not failed.
+    assert cluster.api.control(hung, admin_pb2.HANDLER_ACTION_STOP).state == "stopped"
+    wait_until(lambda: "did not answer within" in "\n".join(line.message for line in cluster.api.log(hung)),
+               10, what="the kill in the handler's log")
+    # Other control still works: the fixed script runs to the end with every result counted once.
+    cluster.api.add_script(counter_script(tmp_path / "h.py", job="hung", settings=START, count=40))
+    cluster.api.control(hung, admin_pb2.HANDLER_ACTION_START)
+    info = cluster.api.wait_state(hung, "finished", timeout=60)
+    assert info.result_summary == f"1.0 sum={expected_sum(40)} seen=40 failures=0"
+
+
+def test_a_hanging_handler_host_does_not_outlive_a_killed_server(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.api.upload(counter_wheel(tmp_path))
+    cluster.add_worker("w1")
+    hung = cluster.api.add_script(
+        counter_script(tmp_path / "h.py", job="hung", settings=START, count=20, hang_at=3)).handler.id
+
+    def host_pid() -> int | None:
+        lines = "\n".join(line.message for line in cluster.api.log(hung))
+        found = re.search(r"handler host started \(pid (\d+)\)", lines)
+        return int(found.group(1)) if found and "hanging at 3" in lines else None
+
+    pid = wait_until(host_pid, 30, what="the handler to hang")
+    assert cluster.server is not None
+    cluster.server.kill()  # SIGKILL: the server cannot stop its hosts
+    wait_until(lambda: not alive(pid), 15, what="the orphaned host to exit")
+    cluster.start_server()  # so the fixture's clean stop has a server to stop

@@ -101,6 +101,11 @@ class HandlerHost:
             if text:
                 self._on_log("info", text)
 
+    def kill(self) -> None:
+        """End a host that does not answer; its pending calls raise HostDiedError."""
+        if self._proc.returncode is None:
+            self._proc.kill()
+
     async def close(self, timeout: float = 5.0) -> None:
         if self._proc.returncode is None:
             assert self._proc.stdin is not None

@@ -13,6 +13,8 @@ import json
 import logging
 import os
 import sys
+import threading
+import time
 import traceback
 from typing import Any, TextIO
 
@@ -124,7 +126,16 @@ class _Host:
             self.out.flush()
 
 
+def _exit_with_parent(parent: int) -> None:
+    """A handler hanging in its own code never reads stdin again: end this
+    process when the server is gone, rather than leave it orphaned."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
 def main() -> None:
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     protocol = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
     sys.stdout = sys.stderr

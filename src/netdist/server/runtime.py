@@ -29,6 +29,7 @@ LOW_WATER = 5000
 RESULT_BATCH = 500
 _MORE_CALLS_PER_TURN = 20
 RECOUNT_SECONDS = 5.0
+STOP_GRACE_SECONDS = 5.0
 _OPEN = (JobStatus.AVAILABLE, JobStatus.LEASED, JobStatus.SUCCEEDED, JobStatus.ERRORED)
 
 LogSink = Callable[[str, str, str, str], None]  # handler id, level, source, message
@@ -81,11 +82,21 @@ class HandlerRuntime:
         self.wake()
 
     async def stop(self) -> None:
+        """Stop at the next safe point; a host that does not get there within
+        STOP_GRACE_SECONDS (a handler hanging in its own code) is killed."""
         self._stopping = True
         self.wake()
-        if self.task is not None and self.task is not asyncio.current_task():
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        if self.task is None or self.task is asyncio.current_task():
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), STOP_GRACE_SECONDS)
+        except TimeoutError:
+            self._log("warning", "server",
+                      f"handler host did not answer within {STOP_GRACE_SECONDS:g} s; killing it")
+            if self._host is not None:
+                self._host.kill()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.task
 
     # -- the loop ------------------------------------------------------------------
 
