@@ -139,13 +139,14 @@ class ServerProcess(Process):
 
 
 def start_server(data_dir: Path, *, log_dir: Path, db_url: str | None = None, port: int = 0,
-                 heartbeat_interval: float = 5.0, timeout: float = 30.0, name: str = "server") -> ServerProcess:
+                 heartbeat_interval: float = 5.0, timeout: float = 30.0, name: str = "server",
+                 extra_args: Sequence[str] = ()) -> ServerProcess:
     """Start ``netdist-server serve`` and wait for the address it prints."""
     args = ["-m", "netdist.server", "serve", "--port", str(port), "--data-dir", str(data_dir),
             "--heartbeat-interval", str(heartbeat_interval)]
     if db_url:
         args += ["--db", db_url]
-    proc = _spawn(name, args, log_dir)
+    proc = _spawn(name, [*args, *extra_args], log_dir)
 
     def address() -> str | None:
         if not proc.alive():

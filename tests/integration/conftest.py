@@ -22,10 +22,13 @@ class Cluster:
     workers: list[Process] = dataclasses.field(default_factory=list)
     generation: int = 0
 
-    def start_server(self, port: int = 0) -> ServerProcess:
+    def start_server(self, port: int = 0, *, extra_args: tuple[str, ...] = ()) -> ServerProcess:
+        if self.server is not None and self.server.popen.poll() is None:
+            self.server.stop()
         self.generation += 1
         self.server = start_server(self.root / "data", log_dir=self.root / "logs", db_url=self.db_url,
-                                   port=port, heartbeat_interval=HEARTBEAT, name=f"server-{self.generation}")
+                                   port=port, heartbeat_interval=HEARTBEAT, name=f"server-{self.generation}",
+                                   extra_args=extra_args)
         if self.admin is not None:
             self.admin.close()
         self.admin = Admin(self.server.address)

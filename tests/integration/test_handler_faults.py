@@ -99,3 +99,17 @@ def test_a_hanging_handler_host_does_not_outlive_a_killed_server(cluster: Cluste
     cluster.server.kill()  # SIGKILL: the server cannot stop its hosts
     wait_until(lambda: not alive(pid), 15, what="the orphaned host to exit")
     cluster.start_server()  # so the fixture's clean stop has a server to stop
+
+
+def test_a_handler_that_does_not_answer_in_time_fails_with_the_reason(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.start_server(extra_args=("--handler-timeout", "1.5"))
+    cluster.api.upload(counter_wheel(tmp_path))
+    cluster.add_worker("w1")
+    hung = cluster.api.add_script(
+        counter_script(tmp_path / "h.py", job="hung", settings=START, count=20, hang_at=3)).handler.id
+    info = cluster.api.wait_state(hung, "failed", timeout=30)
+    assert info.message == "handler did not answer 'results' within 1.5 s; its host was killed"
+    cluster.api.add_script(counter_script(tmp_path / "h.py", job="hung", settings=START, count=20))
+    cluster.api.control(hung, admin_pb2.HANDLER_ACTION_START)
+    info = cluster.api.wait_state(hung, "finished", timeout=60)
+    assert info.result_summary == f"1.0 sum={expected_sum(20)} seen=20 failures=0"

@@ -41,6 +41,7 @@ class ServerConfig:
     data_dir: Path = Path("netdist-data")
     db_url: str | None = None
     heartbeat_interval_seconds: float = 5.0
+    handler_call_timeout_seconds: float = 600.0
     grace_seconds: float = 5.0
 
 
@@ -61,7 +62,8 @@ class NetDistServer:
         self.manager: HandlerManager
         self.dispatcher = Dispatcher(self.store.writer, heartbeat_interval_seconds=cfg.heartbeat_interval_seconds,
                                      on_streak=self._on_streak)
-        self.manager = HandlerManager(self.store, self.dispatcher, self.blobs)
+        self.manager = HandlerManager(self.store, self.dispatcher, self.blobs,
+                                      handler_call_timeout_seconds=cfg.handler_call_timeout_seconds)
         options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                    ("grpc.so_reuseport", 0)]

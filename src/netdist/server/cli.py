@@ -31,15 +31,20 @@ def main() -> None:
 @click.option("--heartbeat-interval", default=5.0, show_default=True, type=click.FloatRange(0.05, 600),
               envvar="NETDIST_HEARTBEAT_INTERVAL", show_envvar=True,
               help="Seconds between worker heartbeats; a worker silent for 3 intervals is gone.")
+@click.option("--handler-timeout", default=600.0, show_default=True, type=click.FloatRange(0.1, 86400),
+              envvar="NETDIST_HANDLER_TIMEOUT", show_envvar=True,
+              help="Seconds a handler call (create_more_jobs, a batch of process_result, a hook) may take; "
+                   "a handler that does not answer in time is killed and fails.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]), envvar="NETDIST_LOG_LEVEL", show_envvar=True)
 def serve_command(host: str, port: int, data_dir: Path, db_url: str | None, heartbeat_interval: float,
-                  log_level: str) -> None:
+                  handler_timeout: float, log_level: str) -> None:
     """Serve until SIGINT or SIGTERM."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     config = ServerConfig(host=host, port=port, data_dir=data_dir, db_url=db_url,
-                          heartbeat_interval_seconds=heartbeat_interval)
+                          heartbeat_interval_seconds=heartbeat_interval,
+                          handler_call_timeout_seconds=handler_timeout)
     try:
         asyncio.run(serve(config))
     except OSError as exc:

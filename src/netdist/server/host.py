@@ -57,8 +57,9 @@ class HandlerHost:
     def pid(self) -> int:
         return self._proc.pid
 
-    async def call(self, op: str, **payload: Any) -> dict[str, Any]:
-        """One request; raises HandlerCodeError or HostDiedError."""
+    async def call(self, op: str, *, timeout_seconds: float | None = None, **payload: Any) -> dict[str, Any]:
+        """One request; raises HandlerCodeError or HostDiedError. A host that
+        does not answer within ``timeout_seconds`` is killed."""
         async with self._lock:
             if self._proc.returncode is not None or self._reader.done():
                 raise HostDiedError(f"handler host exited with code {self._proc.returncode}")
@@ -69,7 +70,14 @@ class HandlerHost:
             self._proc.stdin.write(json.dumps({"id": req_id, "op": op, **payload}).encode() + b"\n")
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 await self._proc.stdin.drain()  # a dead host is reported by the reader
-            reply = await future
+            try:
+                reply = await asyncio.wait_for(asyncio.shield(future), timeout_seconds)
+            except TimeoutError:
+                self._pending.pop(req_id, None)
+                future.cancel()
+                self.kill()
+                raise HostDiedError(
+                    f"handler did not answer {op!r} within {timeout_seconds:g} s; its host was killed") from None
         if "error" in reply:
             err = reply["error"]
             raise HandlerCodeError(err["type"], err["message"], err["traceback"])

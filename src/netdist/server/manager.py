@@ -35,8 +35,10 @@ _ACTIVE = (HandlerState.RUNNING, HandlerState.PAUSED)
 
 
 class HandlerManager:
-    def __init__(self, store: Store, dispatcher: Dispatcher, blobs: BlobStore) -> None:
+    def __init__(self, store: Store, dispatcher: Dispatcher, blobs: BlobStore, *,
+                 handler_call_timeout_seconds: float) -> None:
         self.store = store
+        self.handler_call_timeout_seconds = handler_call_timeout_seconds
         self.dispatcher = dispatcher
         self.blobs = blobs
         self.runtimes: dict[str, HandlerRuntime] = {}
@@ -175,6 +177,7 @@ class HandlerManager:
         runtime = HandlerRuntime(
             record, package, slot, writer=self.store.writer, dispatcher=self.dispatcher, blobs=self.blobs,
             log_sink=self.log, on_finished=self._finished, on_failed=self._failed,
+            call_timeout_seconds=self.handler_call_timeout_seconds,
         )
         runtime_ref.append(runtime)
         self.runtimes[record.id] = runtime

@@ -48,6 +48,7 @@ class HandlerRuntime:
         log_sink: LogSink,
         on_finished: Callable[[str], Awaitable[None]],
         on_failed: Callable[[str, str], Awaitable[None]],
+        call_timeout_seconds: float,
     ) -> None:
         self.record = record
         self.package = package
@@ -58,6 +59,7 @@ class HandlerRuntime:
         self._log_sink = log_sink
         self._on_finished = on_finished
         self._on_failed = on_failed
+        self._call_timeout_seconds = call_timeout_seconds
         self._wake = asyncio.Event()
         self._stopping = False
         self._reload: catalog.PackageRecord | None = None
@@ -166,7 +168,7 @@ class HandlerRuntime:
 
     async def _call(self, op: str, **payload: Any) -> dict[str, Any]:
         assert self._host is not None
-        reply = await self._host.call(op, **payload)
+        reply = await self._host.call(op, timeout_seconds=self._call_timeout_seconds, **payload)
         if op == "call":
             await self._save(reply, processed=[], status=JobStatus.PROCESSED)
         return reply
