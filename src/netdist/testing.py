@@ -25,6 +25,7 @@ from typing import IO, TypeVar
 
 import grpc
 
+from netdist.adminctl.client import upload_requests
 from netdist.api.v1 import admin_pb2, admin_pb2_grpc, packages_pb2, packages_pb2_grpc
 
 T = TypeVar("T")
@@ -181,15 +182,7 @@ class Admin:
         self.channel.close()
 
     def upload(self, *wheels: Path) -> packages_pb2.UploadPackageResponse:
-        def requests() -> Iterator[packages_pb2.UploadPackageRequest]:
-            for wheel in wheels:
-                data = wheel.read_bytes()
-                yield packages_pb2.UploadPackageRequest(header=packages_pb2.WheelHeader(filename=wheel.name,
-                                                                                        size=len(data)))
-                for i in range(0, len(data), 256 * 1024):
-                    yield packages_pb2.UploadPackageRequest(chunk=data[i:i + 256 * 1024])
-
-        return self.packages.Upload(requests(), timeout=60)  # type: ignore[no-any-return]
+        return self.packages.Upload(upload_requests(wheels), timeout=60)  # type: ignore[no-any-return]
 
     def add_script(self, path: Path | str, content: str | None = None) -> admin_pb2.AddJobScriptResponse:
         path = Path(path)

@@ -199,7 +199,7 @@ class AdminClient:
         """Send the package wheel (first) and its dependency wheels in one stream."""
         total = sum(os.path.getsize(p) for p in wheels)
         timeout = self.timeout_seconds + UPLOAD_SECONDS_PER_MIB * total / (1024 * 1024)
-        requests = _upload_requests(wheels)
+        requests = upload_requests(wheels)
         reply: packages_pb2.UploadPackageResponse = self._call(
             lambda: self._packages.Upload(requests, timeout=timeout)
         )
@@ -222,7 +222,7 @@ class AdminClient:
         return reply.removed
 
 
-def _upload_requests(
+def upload_requests(
     wheels: Sequence[Path],
 ) -> Iterator[packages_pb2.UploadPackageRequest]:
     """For each wheel a header, then its bytes in chunks of :data:`CHUNK_BYTES`."""
