@@ -281,6 +281,13 @@ def test_max_time_per_client_per_day_stops_a_worker_after_its_budget(cluster: Cl
     info = cluster.api.handler(hid)
     assert info.state == "running" and 3 <= info.jobs_processed <= 4 and info.jobs_pending == 0
     assert info.jobs_available == 12 - info.jobs_processed
+    # The day's usage survives a server restart: it is read back from the stored results.
+    assert cluster.server is not None
+    cluster.start_server(port=int(cluster.server.address.rsplit(":", 1)[1]))
+    again = cluster.api.add_script(counter_script(tmp_path / "o2.py", job="o2", settings="auto-start = true",
+                                                  count=10)).handler.id
+    cluster.api.wait_state(again, "finished", timeout=30)  # w1 is back and free ...
+    assert cluster.api.handler(hid).jobs_processed == info.jobs_processed  # ... yet gets none of these
     # The budget is per worker: a new worker gets jobs (and spends its own budget).
     before = info.jobs_processed
     cluster.add_worker("w2")

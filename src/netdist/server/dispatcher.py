@@ -60,7 +60,8 @@ class Dispatcher:
     # -- life cycle -----------------------------------------------------------
 
     async def start(self) -> None:
-        """Adopt the leases the store holds from before a restart."""
+        """Adopt the leases the store holds from before a restart, and today's run time per worker."""
+        self.usage.seed(await self.writer.run(job_store.run_time_since, self.usage.day_start()))
         deadline = time.monotonic() + self.heartbeat_timeout_seconds
         for job_id, lease_no, handler_id, worker_id in await self.writer.run(job_store.leased):
             self.leases[job_id] = LeaseRecord(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zoneinfo
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 
 from netdist.jobscript import JobSettings
@@ -32,6 +32,17 @@ class DailyUsage:
     def used(self, worker_id: str, handler_id: str) -> float:
         self._roll()
         return self._seconds.get((worker_id, handler_id), 0.0)
+
+    def day_start(self) -> float:
+        """Unix time of today's midnight (server time)."""
+        self._roll()
+        return datetime.combine(self._day, datetime.min.time()).timestamp()
+
+    def seed(self, seconds: Mapping[tuple[str, str], float]) -> None:
+        """Today's usage as read back from the stored results (after a restart)."""
+        self._roll()
+        for key, value in seconds.items():
+            self._seconds[key] += value
 
 
 def client_allowed(settings: JobSettings, session: Session) -> bool:

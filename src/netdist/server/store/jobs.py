@@ -349,3 +349,13 @@ def listing(conn: Connection, handler_id: str | None, status: str, limit: int) -
     if handler_id is not None:
         stmt = stmt.where(jobs.c.handler_id == handler_id)
     return list(conn.execute(stmt).all())
+
+
+def run_time_since(conn: Connection, since: float) -> dict[tuple[str, str], float]:
+    """Seconds of job run time per (worker, handler) in results stored since ``since``."""
+    rows = conn.execute(
+        select(jobs.c.worker_id, jobs.c.handler_id, func.sum(jobs.c.duration_seconds))
+        .where(jobs.c.finished_at >= since, jobs.c.worker_id.is_not(None), jobs.c.duration_seconds.is_not(None))
+        .group_by(jobs.c.worker_id, jobs.c.handler_id)
+    ).all()
+    return {(r[0], r[1]): float(r[2] or 0.0) for r in rows}
