@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from netdist.api.v1 import admin_pb2
-from netdist.testing import wait_until
+from netdist.testing import start_worker, wait_until
 from tests.integration.conftest import Cluster
 from tests.support import counter_script, counter_wheel, expected_sum
 
@@ -56,3 +58,19 @@ def test_failed_jobs_are_retried_then_given_to_process_failure(cluster: Cluster,
     failed = cluster.api.admin.ListJobs(admin_pb2.ListJobsRequest(handler_ref=hid, status="failed")).jobs
     assert len(failed) == 4 and all(j.attempts == 2 for j in failed)
     assert all("fails on purpose" in j.error for j in failed)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_workers_sharing_a_cache_dir_are_distinct_workers(cluster: Cluster, tmp_path: Path) -> None:
+    assert cluster.server is not None
+    for name in ("twin-a", "twin-b"):
+        cluster.workers.append(start_worker(cluster.server.address, name=name, log_dir=tmp_path / "logs",
+                                            cache_dir=tmp_path / "shared-cache", slots=1))
+    wait_until(lambda: sum(w.connected for w in cluster.api.workers()) == 2, 30, what="both to connect")
+    cluster.api.upload(counter_wheel(tmp_path))
+    hid = cluster.api.add_script(counter_script(tmp_path / "s.py", settings="auto-start = true",
+                                                count=40, sleep=0.05)).handler.id
+    assert cluster.api.wait_state(hid, "finished", timeout=60).jobs_processed == 40
+    workers = cluster.api.workers()
+    assert len({w.id for w in workers}) == 2 and all(w.connected for w in workers)
+    wait_until(lambda: all(w.jobs_done > 0 for w in cluster.api.workers()), 10, what="both to have worked")

@@ -18,7 +18,7 @@ from netdist.worker.cache import (
     unpack_wheel,
     write_verified,
 )
-from netdist.worker.host import load_worker_id
+from netdist.worker.host import claim_worker_id, load_worker_id
 
 
 def sha(data: bytes) -> str:
@@ -189,3 +189,15 @@ def test_worker_id_is_created_once_and_kept(tmp_path: Path) -> None:
     replaced = load_worker_id(tmp_path / "cache")
     assert replaced != first
     assert load_worker_id(tmp_path / "cache") == replaced
+
+
+def test_workers_sharing_a_cache_dir_each_claim_their_own_stable_id(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    first, second = claim_worker_id(cache), claim_worker_id(cache)
+    assert first.worker_id != second.worker_id
+    first_id = first.worker_id
+    first.lock.close()  # that worker exits
+    again = claim_worker_id(cache)
+    assert again.worker_id == first_id  # a restarted worker takes its old seat back
+    assert claim_worker_id(cache).worker_id not in (first_id, second.worker_id)

@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from netdist.worker.config import WorkerConfig
-from netdist.worker.host import load_worker_id
+from netdist.worker.host import claim_worker_id
 from netdist.worker.session import Session
 
 RET_OK = 0
@@ -146,7 +146,7 @@ def connect(
     )
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        worker_id = load_worker_id(cache_dir)
+        seat = claim_worker_id(cache_dir)  # held until the process exits
     except OSError as exc:
         click.secho(
             f"CacheDirError: cannot use {cache_dir}: {exc.strerror or exc}",
@@ -155,7 +155,7 @@ def connect(
         )
         sys.exit(RET_USAGE)
     try:
-        code = asyncio.run(run_worker(config, worker_id=worker_id))
+        code = asyncio.run(run_worker(config, worker_id=seat.worker_id))
     except KeyboardInterrupt:
         code = RET_INTERRUPTED
     sys.exit(code)

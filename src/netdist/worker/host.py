@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import logging
 import os
 import platform
@@ -11,6 +12,7 @@ import socket
 import tempfile
 import uuid
 from pathlib import Path
+from typing import IO
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +74,40 @@ def memory_percent(meminfo: Path = Path("/proc/meminfo")) -> float:
     return 0.0 if total <= 0 else (total - available) / total * 100.0
 
 
-def load_worker_id(cache_dir: Path) -> str:
-    """The worker's stable id: a uuid4 hex kept in ``cache_dir/worker-id``, made on first run."""
-    path = cache_dir / _WORKER_ID_FILE
+_MAX_SEATS = 1024
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerSeat:
+    """A worker id claimed for the life of this process (the lock is held while ``lock`` is open)."""
+
+    worker_id: str
+    lock: IO[str]
+
+
+def claim_worker_id(cache_dir: Path) -> WorkerSeat:
+    """The first worker id in ``cache_dir`` no running worker holds.
+
+    Workers on one machine may share a cache dir (the artifacts are
+    content-addressed): each takes a seat (``worker-id``, ``worker-id.2``, ...)
+    with an exclusive lock, so each keeps its own stable id across restarts and
+    two never connect under the same one.
+    """
+    for seat in range(1, _MAX_SEATS + 1):
+        name = _WORKER_ID_FILE if seat == 1 else f"{_WORKER_ID_FILE}.{seat}"
+        lock = (cache_dir / f"{name}.lock").open("a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        return WorkerSeat(load_worker_id(cache_dir, name), lock)
+    raise OSError(f"more than {_MAX_SEATS} workers share {cache_dir}")
+
+
+def load_worker_id(cache_dir: Path, name: str = _WORKER_ID_FILE) -> str:
+    """A stable id: a uuid4 hex kept in ``cache_dir/NAME``, made on first run."""
+    path = cache_dir / name
     try:
         existing = path.read_text().strip()
     except FileNotFoundError:
@@ -83,7 +116,7 @@ def load_worker_id(cache_dir: Path) -> str:
         return existing
     worker_id = uuid.uuid4().hex
     cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".worker-id-")
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{name}-")
     with os.fdopen(fd, "w") as stream:
         stream.write(worker_id + "\n")
     os.replace(tmp, path)
