@@ -32,6 +32,10 @@ class _AckOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AckOutcome
     """the job already had a result; dropped"""
     ACK_OUTCOME_UNKNOWN: _AckOutcome.ValueType  # 3
     """no such job (removed handler); dropped"""
+    ACK_OUTCOME_STALE: _AckOutcome.ValueType  # 4
+    """Not the job's current lease held by this worker (it expired, was revoked
+    or re-leased, or was never this worker's): dropped, nothing changed.
+    """
 
 class AckOutcome(_AckOutcome, metaclass=_AckOutcomeEnumTypeWrapper): ...
 
@@ -42,6 +46,10 @@ ACK_OUTCOME_DUPLICATE: AckOutcome.ValueType  # 2
 """the job already had a result; dropped"""
 ACK_OUTCOME_UNKNOWN: AckOutcome.ValueType  # 3
 """no such job (removed handler); dropped"""
+ACK_OUTCOME_STALE: AckOutcome.ValueType  # 4
+"""Not the job's current lease held by this worker (it expired, was revoked
+or re-leased, or was never this worker's): dropped, nothing changed.
+"""
 Global___AckOutcome: _TypeAlias = AckOutcome  # noqa: Y015
 
 @_typing.final
@@ -49,34 +57,42 @@ class WorkerMessage(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     HELLO_FIELD_NUMBER: _builtins.int
-    CREDIT_FIELD_NUMBER: _builtins.int
+    CAPACITY_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
     RESULTS_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
+    STARTED_FIELD_NUMBER: _builtins.int
+    HAND_BACK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
-    def credit(self) -> Global___Credit: ...
+    def capacity(self) -> Global___Capacity: ...
     @_builtins.property
     def progress(self) -> Global___ProgressBatch: ...
     @_builtins.property
     def results(self) -> Global___ResultBatch: ...
     @_builtins.property
     def heartbeat(self) -> Global___Heartbeat: ...
+    @_builtins.property
+    def started(self) -> Global___Started: ...
+    @_builtins.property
+    def hand_back(self) -> Global___HandBack: ...
     def __init__(
         self,
         *,
         hello: Global___Hello | None = ...,
-        credit: Global___Credit | None = ...,
+        capacity: Global___Capacity | None = ...,
         progress: Global___ProgressBatch | None = ...,
         results: Global___ResultBatch | None = ...,
         heartbeat: Global___Heartbeat | None = ...,
+        started: Global___Started | None = ...,
+        hand_back: Global___HandBack | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["credit", b"credit", "heartbeat", b"heartbeat", "hello", b"hello", "kind", b"kind", "progress", b"progress", "results", b"results"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "hand_back", b"hand_back", "heartbeat", b"heartbeat", "hello", b"hello", "kind", b"kind", "progress", b"progress", "results", b"results", "started", b"started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit", b"credit", "heartbeat", b"heartbeat", "hello", b"hello", "kind", b"kind", "progress", b"progress", "results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "hand_back", b"hand_back", "heartbeat", b"heartbeat", "hello", b"hello", "kind", b"kind", "progress", b"progress", "results", b"results", "started", b"started"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["hello", "credit", "progress", "results", "heartbeat"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["hello", "capacity", "progress", "results", "heartbeat", "started", "hand_back"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -156,25 +172,82 @@ class Hello(_message.Message):
 Global___Hello: _TypeAlias = Hello  # noqa: Y015
 
 @_typing.final
-class Credit(_message.Message):
-    """The worker can take `count` more jobs on top of what it already holds."""
+class Capacity(_message.Message):
+    """The most leases the worker wants to hold at once: running, queued, and on
+    their way to it. Absolute, not a delta: the server sends leases while it
+    holds fewer than this for the worker (capped by the worker's slots plus the
+    server's own prefetch bound), and the worker sends a new Capacity only when
+    the number it wants changes. 0 stops new leases (a stopping worker).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    COUNT_FIELD_NUMBER: _builtins.int
-    count: _builtins.int
+    JOBS_FIELD_NUMBER: _builtins.int
+    jobs: _builtins.int
     def __init__(
         self,
         *,
-        count: _builtins.int = ...,
+        jobs: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___Credit: _TypeAlias = Credit  # noqa: Y015
+Global___Capacity: _TypeAlias = Capacity  # noqa: Y015
+
+@_typing.final
+class Started(_message.Message):
+    """These leases began to run on the worker: from now on, losing the lease
+    (worker gone, job timeout) charges the job an attempt. A result implies a
+    start, so a job whose result leaves in the same flush needs no Started.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def refs(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobRef]: ...
+    def __init__(
+        self,
+        *,
+        refs: _abc.Iterable[Global___JobRef] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["refs", b"refs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Started: _TypeAlias = Started  # noqa: Y015
+
+@_typing.final
+class HandBack(_message.Message):
+    """The worker will not run these leases (it is stopping, or draining): they go
+    back to the queue at once, and no attempt is charged.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    @_builtins.property
+    def refs(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobRef]: ...
+    def __init__(
+        self,
+        *,
+        refs: _abc.Iterable[Global___JobRef] | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "refs", b"refs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HandBack: _TypeAlias = HandBack  # noqa: Y015
 
 @_typing.final
 class JobRef(_message.Message):

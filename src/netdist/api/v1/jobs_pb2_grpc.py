@@ -27,8 +27,9 @@ if _version_not_supported:
 
 class JobServiceStub:
     """JobService carries the work: one long-lived bidirectional stream per worker
-    process. Jobs travel in batches both ways; the server never sends more
-    leases than the worker has granted credit for.
+    process. Jobs travel in batches both ways; the server never holds more leases
+    for a worker than its Capacity asks for, nor more than its slots plus a
+    prefetch bound of the server's own.
     """
 
     def __init__(self, channel):
@@ -46,8 +47,9 @@ class JobServiceStub:
 
 class JobServiceServicer:
     """JobService carries the work: one long-lived bidirectional stream per worker
-    process. Jobs travel in batches both ways; the server never sends more
-    leases than the worker has granted credit for.
+    process. Jobs travel in batches both ways; the server never holds more leases
+    for a worker than its Capacity asks for, nor more than its slots plus a
+    prefetch bound of the server's own.
     """
 
     def Connect(self, request_iterator, context):
@@ -74,8 +76,9 @@ def add_JobServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class JobService:
     """JobService carries the work: one long-lived bidirectional stream per worker
-    process. Jobs travel in batches both ways; the server never sends more
-    leases than the worker has granted credit for.
+    process. Jobs travel in batches both ways; the server never holds more leases
+    for a worker than its Capacity asks for, nor more than its slots plus a
+    prefetch bound of the server's own.
     """
 
     @staticmethod

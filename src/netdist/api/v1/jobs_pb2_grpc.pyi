@@ -28,8 +28,9 @@ GRPC_VERSION: str
 
 class JobServiceStub:
     """JobService carries the work: one long-lived bidirectional stream per worker
-    process. Jobs travel in batches both ways; the server never sends more
-    leases than the worker has granted credit for.
+    process. Jobs travel in batches both ways; the server never holds more leases
+    for a worker than its Capacity asks for, nor more than its slots plus a
+    prefetch bound of the server's own.
     """
 
     @_typing.overload
@@ -41,8 +42,9 @@ class JobServiceStub:
 @_typing.type_check_only
 class JobServiceAsyncStub(JobServiceStub):
     """JobService carries the work: one long-lived bidirectional stream per worker
-    process. Jobs travel in batches both ways; the server never sends more
-    leases than the worker has granted credit for.
+    process. Jobs travel in batches both ways; the server never holds more leases
+    for a worker than its Capacity asks for, nor more than its slots plus a
+    prefetch bound of the server's own.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -50,8 +52,9 @@ class JobServiceAsyncStub(JobServiceStub):
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     """JobService carries the work: one long-lived bidirectional stream per worker
-    process. Jobs travel in batches both ways; the server never sends more
-    leases than the worker has granted credit for.
+    process. Jobs travel in batches both ways; the server never holds more leases
+    for a worker than its Capacity asks for, nor more than its slots plus a
+    prefetch bound of the server's own.
     """
 
     @_abc_1.abstractmethod
