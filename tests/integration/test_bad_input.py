@@ -82,7 +82,7 @@ def test_a_worker_stream_must_start_with_a_valid_hello(cluster: Cluster) -> None
     def one(message: jobs_pb2.WorkerMessage) -> Iterator[jobs_pb2.WorkerMessage]:
         yield message
 
-    code, details = status_of(lambda: list(stub.Connect(one(jobs_pb2.WorkerMessage(credit=jobs_pb2.Credit(count=5))))))
+    code, details = status_of(lambda: list(stub.Connect(one(jobs_pb2.WorkerMessage(capacity=jobs_pb2.Capacity(jobs=5))))))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "must start with Hello" in details
     hello = jobs_pb2.Hello(worker_id="w", name="w", slots=0)
     code, details = status_of(lambda: list(stub.Connect(one(jobs_pb2.WorkerMessage(hello=hello)))))

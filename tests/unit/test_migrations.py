@@ -30,7 +30,29 @@ def test_a_database_at_0001_upgrades_to_head_keeping_its_workers(tmp_path: Path)
         row = conn.execute(text("SELECT name, jobs_done, disabled FROM workers")).one()
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
     assert tuple(row) == ("old-worker", 7, False)
-    assert version == "0002"
+    assert version == "0003"
     columns = {table: {c["name"] for c in inspect(upgraded).get_columns(table)} for table in Base.metadata.tables}
     assert all(columns[t.name] == {c.name for c in t.columns} for t in Base.metadata.sorted_tables)
+    upgraded.dispose()
+
+
+def test_open_leases_give_back_the_attempt_charged_when_they_were_made(tmp_path: Path) -> None:
+    """Before 0003 an attempt was charged at lease time; now only when the lease started."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    config = Config()
+    config.set_main_option("script_location", "netdist.server.store:migrations")
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0002")
+        for job_id, status, attempts in ((1, "leased", 1), (2, "leased", 3), (3, "processed", 2), (4, "available", 1)):
+            conn.execute(text(
+                "INSERT INTO jobs (id, handler_id, status, input, extra, attempts, lease_no)"
+                f" VALUES ({job_id}, 'h', '{status}', '{{}}', 'null', {attempts}, 1)"))
+    engine.dispose()
+
+    upgraded = open_engine(url)
+    with upgraded.connect() as conn:
+        attempts = {r.id: r.attempts for r in conn.execute(text("SELECT id, attempts FROM jobs"))}
+    assert attempts == {1: 0, 2: 2, 3: 2, 4: 1}
     upgraded.dispose()

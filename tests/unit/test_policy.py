@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime, time
 
 import pytest
 
 from netdist import jobscript
 from netdist.jobscript import ClientSelector, IdleWindow, JobSettings
 from netdist.server import policy
-from netdist.server.lease import HandlerSlot, Session
+from netdist.server.lease_model import HandlerSpec, WorkerInfo
+from netdist.server.leases import HandlerQueue, WorkerState
 from netdist.server.states import JobStatus
+from tests.clock import ManualClock
 
 
 def settings(**values: object) -> JobSettings:
     return JobSettings(package="p", handler="H", job="j", **values)  # type: ignore[arg-type]
 
 
-def session(*, worker_id: str = "w-1", name: str = "lab-1", labels: dict[str, str] | None = None) -> Session:
-    return Session(worker_id=worker_id, name=name, labels=labels or {}, slots=4, outbox=asyncio.Queue())
+def session(*, worker_id: str = "w-1", name: str = "lab-1", labels: dict[str, str] | None = None) -> WorkerState:
+    return WorkerState(WorkerInfo(worker_id=worker_id, name=name, labels=labels or {}, slots=4))
 
 
-def slot(s: JobSettings) -> HandlerSlot:
-    return HandlerSlot(handler_id="h", job_name="j", settings=s, script_sha256="x", environment=[],
-                       on_change=lambda: None, active=True)
+def slot(s: JobSettings) -> HandlerQueue:
+    return HandlerQueue(spec=HandlerSpec(handler_id="h", job_name="j", settings=s, script_sha256="x", environment=()),
+                        active=True)
 
 
 def at(hour: int, minute: int = 0) -> float:
@@ -70,7 +71,7 @@ def test_clients_allowed_takes_precedence_over_denied() -> None:
 
 
 def test_may_serve_limits() -> None:
-    usage = policy.DailyUsage()
+    usage = policy.DailyUsage(clock=ManualClock())
     worker = session()
     parallel = slot(settings(max_parallel_jobs=2))
     parallel.counts[JobStatus.LEASED] = 1
@@ -90,8 +91,8 @@ def test_may_serve_limits() -> None:
 
 
 def test_daily_budget_per_worker_and_handler_resets_when_the_day_turns() -> None:
-    day = [date(2026, 3, 1)]
-    usage = policy.DailyUsage(today=lambda: day[0])
+    clock = ManualClock(wall=datetime(2026, 3, 1, 12).astimezone().timestamp())
+    usage = policy.DailyUsage(clock=clock)
     budget = slot(settings(max_time_per_client_per_day_seconds=10))
     worker = session()
     usage.charge("w-1", "h", 6)
@@ -101,7 +102,7 @@ def test_daily_budget_per_worker_and_handler_resets_when_the_day_turns() -> None
     assert usage.used("w-1", "h") == 10
     assert not policy.may_serve(budget, worker, at(12), usage)
     assert policy.may_serve(budget, session(worker_id="w-2"), at(12), usage)  # per worker
-    day[0] = date(2026, 3, 2)
+    clock.advance(24 * 3600)
     assert usage.used("w-1", "h") == 0 and policy.may_serve(budget, worker, at(12), usage)
 
 

@@ -13,7 +13,7 @@ import netdist
 from netdist.api.v1 import admin_pb2, admin_pb2_grpc
 from netdist.errors import InvalidArgumentError
 from netdist.server.dispatcher import Dispatcher
-from netdist.server.lease import LeaseRecord
+from netdist.server.lease_model import Lease
 from netdist.server.manager import HandlerManager
 from netdist.server.states import HandlerState, JobStatus
 from netdist.server.status import streaming, unary
@@ -56,7 +56,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             version=netdist.__version__, address=self.address, database=self.database, started_at=self.started_at,
             packages=len(packages), handlers=len(handlers),
             handlers_running=sum(1 for h in handlers if h.state == HandlerState.RUNNING),
-            workers_connected=len(self.dispatcher.sessions),
+            workers_connected=len(self.dispatcher.links),
             jobs_available=total.get(JobStatus.AVAILABLE, 0), jobs_pending=_pending(total),
             jobs_processed=total.get(JobStatus.PROCESSED, 0), jobs_failed=_failed(total),
         )
@@ -116,10 +116,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             raise InvalidArgumentError(
                 f"'status': unknown job status {request.status!r}; one of {', '.join(s.value for s in JobStatus)}")
         if request.status in ("", JobStatus.LEASED):
-            names = {s.worker_id: s.name for s in self.dispatcher.sessions.values()}
-            leases = [lease for lease in self.dispatcher.leases.values()
-                      if handler_id is None or lease.handler_id == handler_id]
-            leases.sort(key=lambda lease: lease.job_id)
+            names = self._worker_names()
+            leases = self.dispatcher.table.leases_of(handler_id=handler_id)
             return admin_pb2.ListJobsResponse(jobs=[_running(lease, names) for lease in leases[: request.limit or 1000]])
         rows = await self.store.read(job_store.listing, handler_id, request.status, request.limit or 100)
         return admin_pb2.ListJobsResponse(jobs=[
@@ -136,13 +134,12 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         names = {r.id: r.name for r in records}
         out = []
         for r in records:
-            session = self.dispatcher.sessions.get(r.id)
-            running = [_running(self.dispatcher.leases[j], names) for j in sorted(session.leases)
-                       if j in self.dispatcher.leases] if session else []
+            connected = r.id in self.dispatcher.links
+            running = [_running(lease, names) for lease in self.dispatcher.table.leases_of(worker_id=r.id)]
             out.append(admin_pb2.WorkerInfo(
                 id=r.id, name=r.name, labels=json.loads(r.labels_json), slots=r.slots,
-                connected=session is not None, connected_since=r.connected_since or 0.0,
-                last_seen=time.time() if session else (r.last_seen or 0.0), jobs_running=len(running),
+                connected=connected, connected_since=r.connected_since or 0.0,
+                last_seen=time.time() if connected else (r.last_seen or 0.0), jobs_running=len(running),
                 jobs_done=r.jobs_done, jobs_failed=r.jobs_failed, hostname=r.hostname, version=r.version,
                 running=running, disabled=r.disabled,
             ))
@@ -175,8 +172,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         return self._info_with(record, counts.get(record.id, {}))
 
     def _info_with(self, r: catalog.HandlerRecord, counts: dict[str, int]) -> admin_pb2.HandlerInfo:
-        names = {s.worker_id: s.name for s in self.dispatcher.sessions.values()}
-        running = sorted(self.dispatcher.leases_of(r.id), key=lambda lease: lease.job_id)
+        names = self._worker_names()
+        running = self.dispatcher.table.leases_of(handler_id=r.id)
         return admin_pb2.HandlerInfo(
             running=[_running(lease, names) for lease in running[:100]],
             id=r.id, package=r.package, handler=r.handler, job_name=r.job_name, state=r.state, message=r.message,
@@ -188,6 +185,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             started_at=r.started_at or 0.0, finished_at=r.finished_at or 0.0,
             next_start_at=self.manager.next_start.get(r.id, 0.0), result_summary=r.summary,
         )
+
+    def _worker_names(self) -> dict[str, str]:
+        return {w.worker_id: w.name for w in self.dispatcher.table.workers.values()}
 
     def _package_version(self, handler_id: str) -> str:
         runtime = self.manager.runtimes.get(handler_id)
@@ -202,7 +202,7 @@ def _failed(counts: dict[str, int]) -> int:
     return counts.get(JobStatus.FAILED, 0)
 
 
-def _running(lease: LeaseRecord, names: dict[str, str]) -> admin_pb2.JobInfo:
+def _running(lease: Lease, names: dict[str, str]) -> admin_pb2.JobInfo:
     return admin_pb2.JobInfo(
         id=lease.job_id, handler_id=lease.handler_id, status=JobStatus.LEASED, attempts=lease.attempt,
         worker_id=lease.worker_id, worker_name=names.get(lease.worker_id, ""),

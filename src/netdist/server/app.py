@@ -22,6 +22,7 @@ from netdist.api.v1 import (
 )
 from netdist.server.admin_service import AdminService
 from netdist.server.blobs import BlobStore
+from netdist.server.clock import SYSTEM_CLOCK
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.job_service import JobService
 from netdist.server.manager import HandlerManager
@@ -41,6 +42,7 @@ class ServerConfig:
     data_dir: Path = Path("netdist-data")
     db_url: str | None = None
     heartbeat_interval_seconds: float = 5.0
+    reconnect_grace_seconds: float = 2.0
     handler_call_timeout_seconds: float = 600.0
     grace_seconds: float = 5.0
 
@@ -60,8 +62,9 @@ class NetDistServer:
         await self.store.write(catalog.disconnect_all_workers)
         self.blobs = BlobStore(cfg.data_dir)
         self.manager: HandlerManager
-        self.dispatcher = Dispatcher(self.store.writer, heartbeat_interval_seconds=cfg.heartbeat_interval_seconds,
-                                     on_streak=self._on_streak)
+        self.dispatcher = Dispatcher(
+            self.store.writer, clock=SYSTEM_CLOCK, heartbeat_interval_seconds=cfg.heartbeat_interval_seconds,
+            reconnect_grace_seconds=cfg.reconnect_grace_seconds, on_failing=self._on_failing, on_wake=self._on_wake)
         self.manager = HandlerManager(self.store, self.dispatcher, self.blobs,
                                       handler_call_timeout_seconds=cfg.handler_call_timeout_seconds)
         options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -92,8 +95,11 @@ class NetDistServer:
         log.info("database %s, data in %s", describe(url), cfg.data_dir.resolve())
         return address
 
-    def _on_streak(self, handler_id: str, errors_in_a_row: int) -> None:
-        self.manager.on_streak(handler_id, errors_in_a_row)
+    def _on_failing(self, handler_id: str, errors_in_a_row: int) -> None:
+        self.manager.on_failing(handler_id, errors_in_a_row)
+
+    def _on_wake(self, handler_id: str) -> None:
+        self.manager.wake(handler_id)
 
     async def stop(self) -> None:
         log.info("stopping: draining workers and handler hosts")

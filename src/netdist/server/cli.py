@@ -31,6 +31,10 @@ def main() -> None:
 @click.option("--heartbeat-interval", default=5.0, show_default=True, type=click.FloatRange(0.05, 600),
               envvar="NETDIST_HEARTBEAT_INTERVAL", show_envvar=True,
               help="Seconds between worker heartbeats; a worker silent for 3 intervals is gone.")
+@click.option("--reconnect-grace", default=2.0, show_default=True, type=click.FloatRange(0, 60),
+              envvar="NETDIST_RECONNECT_GRACE", show_envvar=True,
+              help="Seconds the leases of a worker whose stream ended without handing them back wait for it to "
+                   "reconnect; then they are requeued (an attempt charged only for jobs that had started).")
 @click.option("--handler-timeout", default=600.0, show_default=True, type=click.FloatRange(0.1, 86400),
               envvar="NETDIST_HANDLER_TIMEOUT", show_envvar=True,
               help="Seconds a handler call (create_more_jobs, a batch of process_result, a hook) may take; "
@@ -38,12 +42,12 @@ def main() -> None:
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]), envvar="NETDIST_LOG_LEVEL", show_envvar=True)
 def serve_command(host: str, port: int, data_dir: Path, db_url: str | None, heartbeat_interval: float,
-                  handler_timeout: float, log_level: str) -> None:
+                  reconnect_grace: float, handler_timeout: float, log_level: str) -> None:
     """Serve until SIGINT or SIGTERM."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     config = ServerConfig(host=host, port=port, data_dir=data_dir, db_url=db_url,
-                          heartbeat_interval_seconds=heartbeat_interval,
+                          heartbeat_interval_seconds=heartbeat_interval, reconnect_grace_seconds=reconnect_grace,
                           handler_call_timeout_seconds=handler_timeout)
     try:
         asyncio.run(serve(config))

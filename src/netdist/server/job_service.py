@@ -1,23 +1,85 @@
-"""JobService: the worker stream. Converts protobuf, calls the dispatcher."""
+"""JobService: the worker stream. Converts protobuf to the dispatcher's values and back."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import grpc
 
 import netdist
 from netdist.api.v1 import jobs_pb2, jobs_pb2_grpc
-from netdist.errors import NetDistError
+from netdist.errors import InvalidArgumentError, NetDistError
 from netdist.server.dispatcher import Dispatcher
-from netdist.server.lease import Session
+from netdist.server.lease_model import (
+    AckOutcome,
+    HandlerSpec,
+    Lease,
+    Ref,
+    ResultIn,
+    WorkerInfo,
+)
 
 log = logging.getLogger("netdist.server.workers")
 HELLO_TIMEOUT_SECONDS = 10.0
+MAX_PROGRESS_TEXT = 500
+_ACK = {
+    AckOutcome.ACCEPTED: jobs_pb2.ACK_OUTCOME_ACCEPTED,
+    AckOutcome.DUPLICATE: jobs_pb2.ACK_OUTCOME_DUPLICATE,
+    AckOutcome.STALE: jobs_pb2.ACK_OUTCOME_STALE,
+    AckOutcome.UNKNOWN: jobs_pb2.ACK_OUTCOME_UNKNOWN,
+}
+
+
+class StreamLink:
+    """One worker's Connect stream: what the dispatcher sends goes through an outbox, in order."""
+
+    def __init__(self) -> None:
+        self.outbox: asyncio.Queue[jobs_pb2.ServerMessage | None] = asyncio.Queue()
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _put(self, message: jobs_pb2.ServerMessage) -> None:
+        if not self._closed:
+            self.outbox.put_nowait(message)
+
+    def send_leases(self, leases: Sequence[Lease], specs: Mapping[str, HandlerSpec]) -> None:
+        items = []
+        for lease in leases:
+            spec = specs.get(lease.handler_id)
+            if spec is None:
+                continue  # the handler went away; its lease is revoked with it
+            items.append(jobs_pb2.Lease(
+                ref=jobs_pb2.JobRef(job_id=lease.job_id, lease_no=lease.lease_no), handler_id=lease.handler_id,
+                job_name=spec.job_name, attempt=lease.attempt, script_sha256=spec.script_sha256,
+                environment=spec.environment, input=lease.input,
+                timeout_seconds=spec.settings.job_timeout_seconds or 0.0,
+            ))
+        if items:
+            self._put(jobs_pb2.ServerMessage(leases=jobs_pb2.LeaseBatch(items=items)))
+
+    def send_acks(self, acks: Sequence[tuple[Ref, AckOutcome]]) -> None:
+        self._put(jobs_pb2.ServerMessage(ack=jobs_pb2.Ack(items=[
+            jobs_pb2.ResultAck(ref=jobs_pb2.JobRef(job_id=j, lease_no=n), outcome=_ACK[outcome])
+            for (j, n), outcome in acks
+        ])))
+
+    def send_revoke(self, refs: Sequence[Ref], reason: str) -> None:
+        self._put(jobs_pb2.ServerMessage(revoke=jobs_pb2.Revoke(
+            refs=[jobs_pb2.JobRef(job_id=j, lease_no=n) for j, n in refs], reason=reason)))
+
+    def send_drain(self, reason: str) -> None:
+        self._put(jobs_pb2.ServerMessage(drain=jobs_pb2.Drain(reason=reason)))
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.outbox.put_nowait(None)
 
 
 class JobService(jobs_pb2_grpc.JobServiceServicer):
@@ -35,71 +97,90 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         if not first.HasField("hello"):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a worker stream must start with Hello")
         hello = first.hello
-        problem = _check_hello(hello)
-        if problem:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-        session = Session(worker_id=hello.worker_id, name=hello.name or hello.hostname or hello.worker_id[:8],
-                          labels=dict(hello.labels), slots=hello.slots, outbox=asyncio.Queue())
+        link = StreamLink()
         try:
-            await self.dispatcher.connect(session, [(r.job_id, r.lease_no) for r in hello.held], hello)
+            info = _worker_info(hello)
+            await self.dispatcher.connect(link, info, [(r.job_id, r.lease_no) for r in hello.held],
+                                          hostname=hello.hostname[:200], version=hello.version[:50])
         except NetDistError as exc:
             await context.abort(exc.code, exc.message)
-        log.info("worker %s (%s) connected from %s with %d slots", session.name, session.worker_id,
-                 context.peer(), session.slots)
+        log.info("worker %s (%s) connected from %s with %d slot%s", info.name, info.worker_id,
+                 context.peer(), info.slots, "" if info.slots == 1 else "s")
         await context.write(jobs_pb2.ServerMessage(welcome=jobs_pb2.Welcome(
-            worker_id=session.worker_id, heartbeat_interval_seconds=self.dispatcher.heartbeat_interval_seconds,
+            worker_id=info.worker_id, heartbeat_interval_seconds=self.dispatcher.heartbeat_interval_seconds,
             server_version=netdist.__version__)))
-        reader = asyncio.create_task(self._read(requests, session))
+        reader = asyncio.create_task(self._read(requests, info.worker_id, link))
         try:
-            while (message := await session.outbox.get()) is not None:
+            while (message := await link.outbox.get()) is not None:
                 await context.write(message)
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
-            await self.dispatcher.disconnect(session)
-            log.info("worker %s (%s) disconnected", session.name, session.worker_id)
+            await self.dispatcher.disconnect(info.worker_id, link)
+            log.info("worker %s (%s) disconnected", info.name, info.worker_id)
 
-    async def _read(self, requests: AsyncIterator[jobs_pb2.WorkerMessage], session: Session) -> None:
+    async def _read(self, requests: AsyncIterator[jobs_pb2.WorkerMessage], worker_id: str, link: StreamLink) -> None:
+        d = self.dispatcher
         pending: set[asyncio.Task[None]] = set()
         try:
             async for message in requests:
+                if link.closed:
+                    break
                 kind = message.WhichOneof("kind")
-                if kind == "credit":
-                    self.dispatcher.add_credit(session, message.credit.count)
-                elif kind == "results":
-                    task = asyncio.create_task(self.dispatcher.on_results(session, message.results.items))
+                if kind == "results":
+                    task = asyncio.create_task(d.on_results(worker_id, _results(message.results.items)))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
-                    task.add_done_callback(lambda t: _log_failure(t, session))
+                    task.add_done_callback(lambda t: _log_failure(t, worker_id, link))
+                elif kind == "capacity":
+                    d.set_capacity(worker_id, message.capacity.jobs)
+                elif kind == "started":
+                    d.started(worker_id, [(r.job_id, r.lease_no) for r in message.started.refs])
+                elif kind == "hand_back":
+                    d.hand_back(worker_id, [(r.job_id, r.lease_no) for r in message.hand_back.refs],
+                                message.hand_back.reason[:200])
                 elif kind == "progress":
-                    self.dispatcher.on_progress(session, message.progress.items)
+                    d.progress(worker_id, [((p.ref.job_id, p.ref.lease_no), p.percent, p.text[:MAX_PROGRESS_TEXT])
+                                           for p in message.progress.items])
                 elif kind == "heartbeat":
-                    session.last_seen = time.monotonic()
+                    d.heartbeat(worker_id)
                 else:
-                    log.warning("worker %s sent an unexpected %s message; ignored", session.name, kind)
+                    log.warning("worker %s sent an unexpected %s message; ignored", worker_id, kind)
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
         except grpc.aio.AioRpcError:
             pass
         except Exception:
-            log.exception("worker %s stream failed", session.name)
+            log.exception("worker %s stream failed", worker_id)
         finally:
-            session.close()
+            link.close()
 
 
-def _log_failure(task: asyncio.Task[None], session: Session) -> None:
+def _results(items: Sequence[jobs_pb2.Result]) -> list[ResultIn]:
+    return [
+        ResultIn(
+            job_id=r.ref.job_id, lease_no=r.ref.lease_no, duration_seconds=r.duration_seconds,
+            output=None if r.HasField("error") else r.output.decode("utf-8", "replace"),
+            error={"type": r.error.type, "message": r.error.message, "traceback": r.error.traceback}
+            if r.HasField("error") else None,
+        )
+        for r in items
+    ]
+
+
+def _log_failure(task: asyncio.Task[None], worker_id: str, link: StreamLink) -> None:
     if not task.cancelled() and task.exception() is not None:
-        log.error("results from worker %s failed; it will send them again", session.name,
-                  exc_info=task.exception())
-        session.close()  # the worker reconnects and re-sends what was not acknowledged
+        log.error("results from worker %s failed; it will send them again", worker_id, exc_info=task.exception())
+        link.close()  # the worker reconnects and re-sends what was not acknowledged
 
 
-def _check_hello(hello: jobs_pb2.Hello) -> str:
+def _worker_info(hello: jobs_pb2.Hello) -> WorkerInfo:
     if not hello.worker_id or len(hello.worker_id) > 64:
-        return "Hello.worker_id must be 1 to 64 characters"
+        raise InvalidArgumentError("Hello.worker_id must be 1 to 64 characters")
     if hello.slots < 1 or hello.slots > 4096:
-        return f"Hello.slots must be between 1 and 4096, got {hello.slots}"
+        raise InvalidArgumentError(f"Hello.slots must be between 1 and 4096, got {hello.slots}")
     if len(hello.name) > 200:
-        return "Hello.name is longer than 200 characters"
-    return ""
+        raise InvalidArgumentError("Hello.name is longer than 200 characters")
+    name = hello.name or hello.hostname[:200] or hello.worker_id[:8]
+    return WorkerInfo(worker_id=hello.worker_id, name=name, labels=dict(hello.labels), slots=hello.slots)

@@ -21,7 +21,7 @@ from netdist import jobscript
 from netdist.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from netdist.server.blobs import BlobStore
 from netdist.server.dispatcher import Dispatcher
-from netdist.server.lease import HandlerSlot
+from netdist.server.lease_model import HandlerSpec
 from netdist.server.runtime import HandlerRuntime
 from netdist.server.states import HandlerState
 from netdist.server.store import catalog
@@ -46,6 +46,7 @@ class HandlerManager:
         self._log_buffer: list[dict[str, object]] = []
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- server life cycle -------------------------------------------------------------
 
@@ -162,32 +163,28 @@ class HandlerManager:
         package = await self.store.read(catalog.current_package, record.package)
         if package is None:
             raise FailedPreconditionError(f"package {record.package!r} is not uploaded (or was removed)")
-        settings = jobscript.parse(record.script_source).settings
-        counts = (await self.store.read(job_store.counts, record.id)).get(record.id, {})
-        runtime_ref: list[HandlerRuntime] = []
-        slot = HandlerSlot(
-            handler_id=record.id, job_name=record.job_name, settings=settings, script_sha256=record.script_sha256,
-            environment=package.environment, on_change=lambda: runtime_ref[0].wake() if runtime_ref else None,
-            active=active,
+        spec = HandlerSpec(
+            handler_id=record.id, job_name=record.job_name, settings=jobscript.parse(record.script_source).settings,
+            script_sha256=record.script_sha256, environment=tuple(package.environment),
         )
-        slot.counts.update(counts)
+        counts = (await self.store.read(job_store.counts, record.id)).get(record.id, {})
         state = HandlerState.RUNNING if active else HandlerState.PAUSED
         await self.store.write(catalog.update_handler, record.id, state=state, message="",
-                                       started_at=time.time(), finished_at=None)
+                               started_at=time.time(), finished_at=None)
         runtime = HandlerRuntime(
-            record, package, slot, writer=self.store.writer, dispatcher=self.dispatcher, blobs=self.blobs,
+            record, package, spec, writer=self.store.writer, dispatcher=self.dispatcher, blobs=self.blobs,
             log_sink=self.log, on_finished=self._finished, on_failed=self._failed,
             call_timeout_seconds=self.handler_call_timeout_seconds,
         )
-        runtime_ref.append(runtime)
         self.runtimes[record.id] = runtime
-        self.dispatcher.register(slot)
+        self.dispatcher.register(spec, counts=counts, streak=record.sequenced_errors, active=active)
         runtime.start()
         self.log(record.id, "info", "server", "started" if active else "resumed paused")
 
     async def _relaunch(self, handler_id: str) -> None:
         runtime = self.runtimes.pop(handler_id)
-        active = runtime.slot.active
+        queue = self.dispatcher.table.handlers.get(handler_id)
+        active = queue is not None and queue.active
         await runtime.stop()
         self.dispatcher.unregister(handler_id)
         await self._launch(await self.store.read(catalog.get_handler, handler_id), active=active)
@@ -221,14 +218,22 @@ class HandlerManager:
             return
         await self._halt(handler_id, HandlerState.FAILED, message)
 
-    def on_streak(self, handler_id: str, errors_in_a_row: int) -> None:
+    def wake(self, handler_id: str) -> None:
+        """Results or failures of a handler are stored: its runtime has work."""
+        runtime = self.runtimes.get(handler_id)
+        if runtime is not None:
+            runtime.wake()
+
+    def on_failing(self, handler_id: str, errors_in_a_row: int) -> None:
+        """The lease table saw max-sequenced-errors failed results in a row (and hands out no more)."""
         runtime = self.runtimes.get(handler_id)
         if runtime is None:
             return
-        limit = runtime.slot.settings.max_sequenced_errors
-        if limit is not None and errors_in_a_row >= limit:
-            asyncio.get_running_loop().create_task(self._failed(
-                handler_id, f"{errors_in_a_row} failed results in a row (max-sequenced-errors = {limit})"))
+        limit = runtime.spec.settings.max_sequenced_errors
+        task = asyncio.get_running_loop().create_task(self._failed(
+            handler_id, f"{errors_in_a_row} failed results in a row (max-sequenced-errors = {limit})"))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- packages ------------------------------------------------------------------------
 

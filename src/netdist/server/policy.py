@@ -4,21 +4,49 @@ from __future__ import annotations
 
 import zoneinfo
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import date, datetime
+from typing import Protocol
 
-from netdist.jobscript import JobSettings
-from netdist.server.lease import HandlerSlot, Session
+from netdist.jobscript import ClientSelector, JobSettings
+from netdist.server.clock import SYSTEM_CLOCK, Clock
 from netdist.server.states import JobStatus
 
 
-class DailyUsage:
-    """Seconds of job run time per (worker, handler) per calendar day (server time)."""
+class HandlerView(Protocol):
+    """What the rules read of a handler (the lease table's HandlerQueue)."""
 
-    def __init__(self, *, today: Callable[[], date] = date.today) -> None:
-        self._today = today  # the clock seam: tests turn the day
-        self._day = today()
+    @property
+    def handler_id(self) -> str: ...
+    @property
+    def settings(self) -> JobSettings: ...
+    @property
+    def counts(self) -> Mapping[str, int]: ...
+
+
+class WorkerView(Protocol):
+    """What the rules read of a worker (the lease table's WorkerState)."""
+
+    @property
+    def worker_id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+    @property
+    def per_handler(self) -> Mapping[str, int]: ...
+
+
+class DailyUsage:
+    """Seconds of job run time per (worker, handler) per calendar day (the server's local time)."""
+
+    def __init__(self, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._clock = clock  # the seam: tests turn the day
+        self._day = self._today()
         self._seconds: defaultdict[tuple[str, str], float] = defaultdict(float)
+
+    def _today(self) -> date:
+        return datetime.fromtimestamp(self._clock.time()).astimezone().date()
 
     def _roll(self) -> None:
         today = self._today()
@@ -36,7 +64,7 @@ class DailyUsage:
     def day_start(self) -> float:
         """Unix time of today's midnight (server time)."""
         self._roll()
-        return datetime.combine(self._day, datetime.min.time()).timestamp()
+        return datetime.combine(self._day, datetime.min.time()).astimezone().timestamp()
 
     def seed(self, seconds: Mapping[tuple[str, str], float]) -> None:
         """Today's usage as read back from the stored results (after a restart)."""
@@ -45,13 +73,11 @@ class DailyUsage:
             self._seconds[key] += value
 
 
-def client_allowed(settings: JobSettings, session: Session) -> bool:
+def client_allowed(settings: JobSettings, worker: WorkerView) -> bool:
     """Allowed selectors take precedence over denied ones, as in NetDist."""
-    def matches(selectors: tuple[object, ...]) -> bool:
-        return any(
-            s.matches(worker_id=session.worker_id, worker_name=session.name, labels=session.labels)  # type: ignore[attr-defined]
-            for s in selectors
-        )
+    def matches(selectors: tuple[ClientSelector, ...]) -> bool:
+        return any(s.matches(worker_id=worker.worker_id, worker_name=worker.name, labels=worker.labels)
+                   for s in selectors)
 
     if settings.clients_allowed and matches(settings.clients_allowed):
         return True
@@ -68,16 +94,17 @@ def in_idle_window(settings: JobSettings, now: float) -> bool:
     return settings.idle_time.contains(moment)
 
 
-def may_serve(slot: HandlerSlot, session: Session, now: float, usage: DailyUsage) -> bool:
-    s = slot.settings
-    if s.max_parallel_jobs is not None and slot.counts[JobStatus.LEASED] >= s.max_parallel_jobs:
+def may_serve(handler: HandlerView, worker: WorkerView, now: float, usage: DailyUsage) -> bool:
+    """Whether ``handler`` may give ``worker`` one more job at wall time ``now``."""
+    s = handler.settings
+    if s.max_parallel_jobs is not None and handler.counts.get(JobStatus.LEASED, 0) >= s.max_parallel_jobs:
         return False
-    if s.max_jobs_per_client is not None and session.per_handler[slot.handler_id] >= s.max_jobs_per_client:
+    if s.max_jobs_per_client is not None and worker.per_handler.get(handler.handler_id, 0) >= s.max_jobs_per_client:
         return False
     if s.max_time_per_client_per_day_seconds is not None and (
-        usage.used(session.worker_id, slot.handler_id) >= s.max_time_per_client_per_day_seconds
+        usage.used(worker.worker_id, handler.handler_id) >= s.max_time_per_client_per_day_seconds
     ):
         return False
     if in_idle_window(s, now):
         return False
-    return client_allowed(s, session)
+    return client_allowed(s, worker)

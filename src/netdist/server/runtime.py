@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from netdist.server.blobs import BlobStore
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.host import HandlerCodeError, HandlerHost, HostDiedError
-from netdist.server.lease import HandlerSlot
+from netdist.server.lease_model import HandlerSpec
 from netdist.server.states import JobStatus
 from netdist.server.store import catalog
 from netdist.server.store import jobs as job_store
@@ -28,7 +28,6 @@ log = logging.getLogger("netdist.server.runtime")
 LOW_WATER = 5000
 RESULT_BATCH = 500
 _MORE_CALLS_PER_TURN = 20
-RECOUNT_SECONDS = 5.0
 STOP_GRACE_SECONDS = 5.0
 _OPEN = (JobStatus.AVAILABLE, JobStatus.LEASED, JobStatus.SUCCEEDED, JobStatus.ERRORED)
 
@@ -40,7 +39,7 @@ class HandlerRuntime:
         self,
         record: catalog.HandlerRecord,
         package: catalog.PackageRecord,
-        slot: HandlerSlot,
+        spec: HandlerSpec,
         *,
         writer: GroupCommitWriter,
         dispatcher: Dispatcher,
@@ -52,7 +51,7 @@ class HandlerRuntime:
     ) -> None:
         self.record = record
         self.package = package
-        self.slot = slot
+        self.spec = spec
         self._writer = writer
         self._dispatcher = dispatcher
         self._blobs = blobs
@@ -64,7 +63,6 @@ class HandlerRuntime:
         self._stopping = False
         self._reload: catalog.PackageRecord | None = None
         self._idle_call = False  # the last create_more_jobs added nothing
-        self._last_recount = time.monotonic()
         self._host: HandlerHost | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -111,7 +109,7 @@ class HandlerRuntime:
                     await self._swap_host(self._reload)
                 progressed = await self._process(JobStatus.SUCCEEDED)
                 progressed |= await self._process(JobStatus.ERRORED)
-                if self.slot.active:
+                if self._active():
                     await self._create_jobs()
                 if await self._is_finished():
                     await self._call("call", name="on_finished")
@@ -149,7 +147,8 @@ class HandlerRuntime:
             state=state.handler_state_json,
         )
         self.package = package
-        self.slot.environment = package.environment
+        self.spec = dataclasses.replace(self.spec, environment=tuple(package.environment))
+        self._dispatcher.update_spec(self.spec)
         self._log("info", "server", f"handler host started (pid {self._host.pid}) with {package.name} {package.version}")
         await self._save(reply, processed=[], status=JobStatus.PROCESSED)
 
@@ -186,15 +185,16 @@ class HandlerRuntime:
             final = JobStatus.FAILED
         invalid = reply.get("invalid", [])
         await self._save(reply, processed=[r[0] for r in rows], status=final)
-        counts = self.slot.counts
-        counts[status] -= len(rows)
-        counts[final] += len(rows) - len(invalid)
-        counts[JobStatus.FAILED] += len(invalid)
+        self._dispatcher.table.processed(self.handler_id, was=status, count=len(rows), invalid=len(invalid))
         self._idle_call = False
         return True
 
+    def _active(self) -> bool:
+        queue = self._dispatcher.table.handlers.get(self.handler_id)
+        return queue is not None and queue.active
+
     async def _create_jobs(self) -> None:
-        counts = self.slot.counts
+        counts = self._dispatcher.table.counts(self.handler_id)
         for _ in range(_MORE_CALLS_PER_TURN):
             if self._idle_call or counts[JobStatus.AVAILABLE] + counts[JobStatus.LEASED] >= LOW_WATER:
                 return
@@ -204,23 +204,20 @@ class HandlerRuntime:
                 self._idle_call = True
 
     async def _is_finished(self) -> bool:
-        """No more jobs will come and none is open. Memory says when to ask;
-        the store decides (and corrects memory if the two disagree)."""
-        if not (self._idle_call and self.slot.active):
+        """No more jobs will come and none is open. The lease table's counts say
+        when; the store confirms (a disagreement would be a bug: it is logged)."""
+        if not (self._idle_call and self._active()):
             return False
-        c = self.slot.counts
-        memory_done = not any(c[s] for s in _OPEN)
-        if not memory_done and time.monotonic() - self._last_recount < RECOUNT_SECONDS:
+        counts = self._dispatcher.table.counts(self.handler_id)
+        if any(counts[s] for s in _OPEN):
             return False
-        self._last_recount = time.monotonic()
         stored = (await self._writer.run(job_store.counts, self.handler_id)).get(self.handler_id, {})
-        store_done = not any(stored.get(s, 0) for s in _OPEN)
-        if store_done != memory_done:
-            log.warning("handler %s: job counts in memory %s differ from the store %s; using the store",
-                        self.handler_id, dict(c), stored)
-            c.clear()
-            c.update(stored)
-        return store_done
+        if any(stored.get(s, 0) for s in _OPEN):
+            log.error("handler %s: the lease table counts %s but the store %s; using the store",
+                      self.handler_id, dict(counts), stored)
+            self._dispatcher.table.reset_counts(self.handler_id, stored)
+            return False
+        return True
 
     async def _save(self, reply: dict[str, Any], *, processed: list[int], status: JobStatus) -> None:
         new_jobs = [tuple(j) for j in reply["jobs"]]

@@ -1,73 +1,78 @@
 """Job operations, each a function of a Connection run by the group-commit writer.
 
-Every state change of a job is a compare-and-set on (status, lease_no), so
-exactly one result is accepted per job whatever the workers send.
+The store is the durable copy of the lease table (server/leases.py). Every
+change of a job's lease state is a compare-and-set on (status, lease_no), and
+a result also on the worker that holds the lease, so the store itself fences
+stale writers: a second server on the same store could not make two leases of
+one job count. ``attempts`` counts the attempts charged: a result, or a lease
+lost after it started; a lease is not an attempt until then.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, update
 
+from netdist.server.lease_model import Lease, ReadyJob, Ref, Requeue, Settlement
 from netdist.server.states import JobStatus
 from netdist.server.store.schema import handlers, jobs
 
 _DONE = (JobStatus.SUCCEEDED, JobStatus.ERRORED, JobStatus.PROCESSED, JobStatus.FAILED)
 
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ReadyJob:
-    job_id: int
-    lease_no: int
-    attempts: int
-    input: bytes
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Outcome:
-    """What a result or a requeue did to one job."""
-
-    job_id: int
-    handler_id: str
-    previous: JobStatus | None  # None: no such job
-    status: JobStatus | None  # None: dropped (duplicate or unknown)
-    ready: ReadyJob | None = None  # set when the job is available again
-    failed: bool = False  # the result was an error
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class ResultIn:
-    job_id: int
-    lease_no: int
-    output: str | None
-    error: Mapping[str, str] | None
-    duration_seconds: float
-
-
-# The three statements run once per job go straight to the driver's
-# executemany: SQLAlchemy's per-row parameter processing was the largest cost
-# left on the writer thread. Written with "?" and adapted to the driver.
+# The statements run once per job go straight to the driver's executemany:
+# SQLAlchemy's per-row parameter processing was the largest cost left on the
+# writer thread. Written with "?" and adapted to the driver.
 _INSERT_SQL = "INSERT INTO jobs (handler_id, status, input, extra, attempts, lease_no) VALUES (?, 'available', ?, ?, 0, 0)"
 _LEASE_SQL = (
-    "UPDATE jobs SET status = 'leased', lease_no = ?, worker_id = ?, leased_at = ?, attempts = attempts + 1"
+    "UPDATE jobs SET status = 'leased', lease_no = ?, worker_id = ?, leased_at = ?"
     " WHERE id = ? AND status = 'available' AND lease_no = ?"
 )
+_HELD = " WHERE id = ? AND status = 'leased' AND lease_no = ? AND worker_id = ?"
 _SUCCEED_SQL = (
     "UPDATE jobs SET status = 'succeeded', output = ?, error_json = NULL, duration_seconds = ?, finished_at = ?,"
-    " worker_id = ? WHERE id = ? AND status = 'leased' AND lease_no = ?"
+    " attempts = attempts + 1" + _HELD
 )
+_ERRORED_SQL = (
+    "UPDATE jobs SET status = 'errored', error_json = ?, duration_seconds = ?, finished_at = ?,"
+    " attempts = attempts + 1" + _HELD
+)
+_RETRY_SQL = (  # a new lease number, so that no lease still in flight can take it
+    "UPDATE jobs SET status = 'available', error_json = ?, duration_seconds = ?, finished_at = ?,"
+    " attempts = attempts + 1, lease_no = lease_no + 1" + _HELD
+)
+_REQUEUE_SQL = (
+    "UPDATE jobs SET status = 'available', error_json = ?, finished_at = ?, attempts = attempts + ?,"
+    " lease_no = lease_no + 1 WHERE id = ? AND status = 'leased' AND lease_no = ?"
+)
+_DEAD_SQL = (
+    "UPDATE jobs SET status = 'errored', error_json = ?, finished_at = ?, attempts = attempts + 1"
+    " WHERE id = ? AND status = 'leased' AND lease_no = ?"
+)
+_STREAK_SQL = "UPDATE handlers SET sequenced_errors = ? WHERE id = ?"
 
 
-def _many(conn: Connection, sql: str, rows: list[tuple[object, ...]]) -> int:
+def _many(conn: Connection, sql: str, rows: Sequence[tuple[object, ...]]) -> int:
     """Driver-level executemany of ``sql`` (with ``?`` placeholders); returns the rows changed."""
     if conn.dialect.paramstyle != "qmark":
         sql = sql.replace("?", "%s")
-    return conn.exec_driver_sql(sql, rows).rowcount
+    return conn.exec_driver_sql(sql, list(rows)).rowcount
+
+
+def _all_changed(conn: Connection, changed: int, wanted: int) -> bool:
+    """Whether an executemany changed every row (where the driver can tell)."""
+    return changed == wanted and conn.dialect.supports_sane_multi_rowcount
+
+
+_ROWS = select(
+    jobs.c.id, jobs.c.status, jobs.c.lease_no, jobs.c.worker_id, jobs.c.leased_at, jobs.c.finished_at,
+).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
+
+
+def _rows(conn: Connection, ids: Iterable[int]) -> dict[int, Any]:
+    return {r.id: r for r in conn.execute(_ROWS, {"ids": sorted(set(ids))})}
 
 
 def insert(conn: Connection, handler_id: str, items: Sequence[tuple[str, str]]) -> int:
@@ -86,197 +91,99 @@ def load_available(conn: Connection, handler_id: str, after_id: int, limit: int)
     return [ReadyJob(r.id, r.lease_no, r.attempts, r.input.encode()) for r in rows]
 
 
-_ROWS = select(
-    jobs.c.id, jobs.c.status, jobs.c.handler_id, jobs.c.lease_no, jobs.c.attempts, jobs.c.worker_id,
-    jobs.c.leased_at, jobs.c.finished_at,
-).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
-_LOCK_ROWS = _ROWS.with_for_update()
-_STREAKS = select(handlers.c.id, handlers.c.sequenced_errors).where(handlers.c.id.in_(bindparam("ids", expanding=True)))
-
-
-def _all_changed(conn: Connection, changed: int, wanted: int) -> bool:
-    """Whether an executemany changed every row (where the driver can tell)."""
-    return changed == wanted and conn.dialect.supports_sane_multi_rowcount
-
-
-def lease(conn: Connection, worker_id: str, leased: Sequence[tuple[int, int]], at: float) -> set[int]:
-    """Lease each (job_id, new lease_no) to ``worker_id`` if the job is still
-    available at the lease before; returns the ids leased.
-
-    One compare-and-set UPDATE per row; only when some row did not match does
-    it read back which ones did (the rows it leased carry ``at``)."""
-    if not leased:
+def lease(conn: Connection, leases: Sequence[Lease]) -> set[int]:
+    """Store new leases, each only if its job is still available at the lease number before.
+    Returns the job ids leased. Only when some row did not match does it read back which did."""
+    if not leases:
         return set()
-    rows_in: list[tuple[object, ...]] = [(n, worker_id, at, j, n - 1) for j, n in leased]
-    if _all_changed(conn, _many(conn, _LEASE_SQL, rows_in), len(rows_in)):
-        return {j for j, _ in leased}
-    wanted = dict(leased)
-    rows = conn.execute(_ROWS, {"ids": list(wanted)}).all()
+    rows = [(x.lease_no, x.worker_id, x.leased_at, x.job_id, x.lease_no - 1) for x in leases]
+    if _all_changed(conn, _many(conn, _LEASE_SQL, rows), len(rows)):
+        return {x.job_id for x in leases}
+    found = _rows(conn, (x.job_id for x in leases))
     return {
-        r.id for r in rows
-        if r.status == JobStatus.LEASED and r.lease_no == wanted[r.id] and r.worker_id == worker_id and r.leased_at == at
+        x.job_id for x in leases
+        if (r := found.get(x.job_id)) is not None and r.status == JobStatus.LEASED and r.lease_no == x.lease_no
+        and r.worker_id == x.worker_id and r.leased_at == x.leased_at
     }
 
 
-def _lock_rows(conn: Connection, ids: Iterable[int]) -> dict[int, tuple[str, str, int, int]]:
-    rows = conn.execute(_LOCK_ROWS, {"ids": sorted(set(ids))}).all()
-    return {r.id: (r.status, r.handler_id, r.lease_no, r.attempts) for r in rows}
-
-
-def complete(
-    conn: Connection,
-    worker_id: str,
-    results: Sequence[ResultIn],
-    max_attempts: Mapping[str, int],
-    leased: Mapping[int, tuple[int, str]],
-    maybe_failing: set[str],
-) -> tuple[list[Outcome], dict[str, int]]:
-    """Store results. A result is accepted while its job is not done yet, even
-    from an older lease (the work is not wasted); otherwise it is a duplicate.
-
-    ``leased`` is the dispatcher's view (job id -> lease no, handler id): a
-    success for the current lease takes one compare-and-set UPDATE; anything
-    else (failures, old leases, surprises) reads and locks its rows first.
-    Returns the outcomes and the handlers whose failed results in a row changed."""
-    now = time.time()
-    outcomes: dict[int, Outcome] = {}
-    fast: dict[int, int] = {}  # index -> job id, one per job
-    for i, r in enumerate(results):
-        if r.error is None and leased.get(r.job_id, (None, ""))[0] == r.lease_no and r.job_id not in fast.values():
-            fast[i] = r.job_id
-    if fast:
-        params: list[tuple[object, ...]] = [
-            (results[i].output, results[i].duration_seconds, now, worker_id, results[i].job_id, results[i].lease_no)
-            for i in fast
-        ]
-        if _all_changed(conn, _many(conn, _SUCCEED_SQL, params), len(params)):
-            stored = set(fast.values())
+def store_results(conn: Connection, settlements: Sequence[Settlement], at: float) -> set[int]:
+    """Store accepted results, each only for the current lease held by its worker.
+    Returns the job ids stored."""
+    succeeded: list[tuple[object, ...]] = []
+    errored: list[tuple[object, ...]] = []
+    retried: list[tuple[object, ...]] = []
+    for s in settlements:
+        r = s.result
+        held = (r.job_id, r.lease_no, s.worker_id)
+        if s.status == JobStatus.SUCCEEDED:
+            succeeded.append((r.output, r.duration_seconds, at, *held))
         else:
-            stored = {r.id for r in conn.execute(_ROWS, {"ids": list(fast.values())})
-                      if r.status == JobStatus.SUCCEEDED and r.finished_at == now and r.worker_id == worker_id}
-        for i, job_id in fast.items():
-            if job_id in stored:
-                outcomes[i] = Outcome(job_id=job_id, handler_id=leased[job_id][1], previous=JobStatus.LEASED,
-                                      status=JobStatus.SUCCEEDED)
-    rest = [i for i in range(len(results)) if i not in outcomes]
-    if rest:
-        outcomes.update(_complete_carefully(conn, worker_id, [(i, results[i]) for i in rest], max_attempts, now))
-    ordered = [outcomes[i] for i in range(len(results))]
-    return ordered, _update_streaks(conn, ordered, maybe_failing)
+            failed = (json.dumps(dict(r.error or {})), r.duration_seconds, at, *held)
+            (errored if s.status == JobStatus.ERRORED else retried).append(failed)
+    wanted = len(succeeded) + len(errored) + len(retried)
+    changed = sum(_many(conn, sql, rows) for sql, rows in
+                  ((_SUCCEED_SQL, succeeded), (_ERRORED_SQL, errored), (_RETRY_SQL, retried)) if rows)
+    if _all_changed(conn, changed, wanted):
+        return {s.result.job_id for s in settlements}
+    found = _rows(conn, (s.result.job_id for s in settlements))
+    stored = set()
+    for s in settlements:
+        row = found.get(s.result.job_id)
+        lease_no = s.result.lease_no + (1 if s.status == JobStatus.AVAILABLE else 0)
+        if row is not None and row.status == s.status and row.lease_no == lease_no and row.finished_at == at:
+            stored.add(s.result.job_id)
+    return stored
 
 
-def _complete_carefully(
-    conn: Connection, worker_id: str, results: Sequence[tuple[int, ResultIn]], max_attempts: Mapping[str, int],
-    now: float,
-) -> dict[int, Outcome]:
-    current = _lock_rows(conn, (r.job_id for _, r in results))
-    outcomes: dict[int, Outcome] = {}
-    succeeded, retried, errored = [], [], []
-    for i, r in results:
-        row = current.get(r.job_id)
-        if row is None:
-            outcomes[i] = Outcome(job_id=r.job_id, handler_id="", previous=None, status=None)
-            continue
-        status, handler_id, lease_no, attempts = JobStatus(row[0]), row[1], row[2], row[3]
-        if status in _DONE:
-            outcomes[i] = Outcome(job_id=r.job_id, handler_id=handler_id, previous=status, status=None)
-            continue
-        # Later results for the same job in this batch are duplicates.
-        current[r.job_id] = (JobStatus.SUCCEEDED, handler_id, lease_no, attempts)
-        params = {"jid": r.job_id, "dur": r.duration_seconds, "at": now, "wid": worker_id}
-        ready = None
-        if r.error is None:
-            succeeded.append({**params, "out": r.output})
-            new = JobStatus.SUCCEEDED
+def requeue(conn: Connection, requeues: Sequence[Requeue], at: float) -> set[int]:
+    """End leases without a result: the job is available again at the next lease number
+    (an attempt charged if the lease had started), or errored when out of attempts."""
+    back: list[tuple[object, ...]] = [
+        (json.dumps(dict(q.error)), at, int(q.charged), q.job_id, q.lease_no) for q in requeues if not q.final]
+    dead: list[tuple[object, ...]] = [(json.dumps(dict(q.error)), at, q.job_id, q.lease_no) for q in requeues if q.final]
+    changed = sum(_many(conn, sql, rows) for sql, rows in ((_REQUEUE_SQL, back), (_DEAD_SQL, dead)) if rows)
+    if _all_changed(conn, changed, len(requeues)):
+        return {q.job_id for q in requeues}
+    found = _rows(conn, (q.job_id for q in requeues))
+    return {
+        q.job_id for q in requeues
+        if (r := found.get(q.job_id)) is not None and r.finished_at == at
+        and (r.status, r.lease_no) == ((JobStatus.ERRORED, q.lease_no) if q.final else (JobStatus.AVAILABLE, q.lease_no + 1))
+    }
+
+
+def store_streaks(conn: Connection, streaks: Mapping[str, int]) -> None:
+    """Failed results in a row per handler, as the lease table counted them."""
+    if streaks:
+        _many(conn, _STREAK_SQL, [(n, h) for h, n in streaks.items()])
+
+
+def classify(conn: Connection, worker_id: str, refs: Collection[Ref]) -> dict[Ref, str]:
+    """Why results the lease table did not accept were not accepted: 'duplicate' (this very
+    result was stored before), 'stale' (not the current lease of this worker) or 'unknown'
+    (no such job)."""
+    found = _rows(conn, (job_id for job_id, _ in refs))
+    out = {}
+    for job_id, lease_no in refs:
+        r = found.get(job_id)
+        if r is None:
+            out[(job_id, lease_no)] = "unknown"
+        elif r.status in _DONE and r.lease_no == lease_no and r.worker_id == worker_id:
+            out[(job_id, lease_no)] = "duplicate"
         else:
-            err = json.dumps(dict(r.error))
-            if attempts >= max_attempts.get(handler_id, 1):
-                errored.append({**params, "err": err})
-                new = JobStatus.ERRORED
-            else:
-                retried.append({"jid": r.job_id, "err": err})
-                new = JobStatus.AVAILABLE
-                ready = ReadyJob(r.job_id, lease_no + 1, attempts, b"")
-        outcomes[i] = Outcome(job_id=r.job_id, handler_id=handler_id, previous=status, status=new, ready=ready,
-                              failed=r.error is not None)
-    _write_results(conn, succeeded, retried, errored)
-    return outcomes
+            out[(job_id, lease_no)] = "stale"
+    return out
 
 
-def _write_results(conn: Connection, succeeded: list[dict[str, object]], retried: list[dict[str, object]],
-                   errored: list[dict[str, object]]) -> None:
-    base = update(jobs).where(jobs.c.id == bindparam("jid"))
-    if succeeded:
-        conn.execute(base.values(status=JobStatus.SUCCEEDED, output=bindparam("out"), error_json=None,
-                                 duration_seconds=bindparam("dur"), finished_at=bindparam("at"),
-                                 worker_id=bindparam("wid")), succeeded)
-    if errored:
-        conn.execute(base.values(status=JobStatus.ERRORED, error_json=bindparam("err"),
-                                 duration_seconds=bindparam("dur"), finished_at=bindparam("at"),
-                                 worker_id=bindparam("wid")), errored)
-    if retried:  # a new lease number, so that no lease still in flight can take it
-        conn.execute(base.values(status=JobStatus.AVAILABLE, error_json=bindparam("err"),
-                                 lease_no=jobs.c.lease_no + 1), retried)
-
-
-def _update_streaks(conn: Connection, outcomes: Sequence[Outcome], maybe_failing: set[str]) -> dict[str, int]:
-    """Failed results in a row per handler, in the batch's order: a success
-    resets, a failure counts. Read and written only for handlers with a
-    failure in this batch or a streak that may not be zero (``maybe_failing``,
-    owned by the writer thread: ops run one after the other there)."""
-    need = {o.handler_id for o in outcomes if o.status is not None and o.handler_id
-            and (o.failed or o.handler_id in maybe_failing)}
-    if not need:
-        return {}
-    stored: dict[str, int] = {r[0]: r[1] for r in conn.execute(_STREAKS, {"ids": sorted(need)})}
-    streak = dict(stored)
-    for o in outcomes:
-        if o.status is not None and o.handler_id in streak:
-            streak[o.handler_id] = streak[o.handler_id] + 1 if o.failed else 0
-    changed = {h: n for h, n in streak.items() if n != stored[h]}
-    for handler_id, value in changed.items():
-        conn.execute(update(handlers).where(handlers.c.id == handler_id).values(sequenced_errors=value))
-    for handler_id, value in streak.items():
-        if value:
-            maybe_failing.add(handler_id)
-        else:
-            maybe_failing.discard(handler_id)
-    return changed
-
-
-def requeue(
-    conn: Connection, leases: Sequence[tuple[int, int]], reason: Mapping[str, str], max_attempts: Mapping[str, int]
-) -> list[Outcome]:
-    """Put leased jobs back (lease lost or expired); a job out of attempts is errored."""
-    current = _lock_rows(conn, (j for j, _ in leases))
-    err = json.dumps(dict(reason))
-    back, dead, outcomes = [], [], []
-    for job_id, lease_no in leases:
-        row = current.get(job_id)
-        if row is None or row[0] != JobStatus.LEASED or row[2] != lease_no:
-            continue
-        _, handler_id, _, attempts = row
-        if attempts >= max_attempts.get(handler_id, 1):
-            dead.append({"jid": job_id, "err": err, "at": time.time()})
-            outcomes.append(Outcome(job_id=job_id, handler_id=handler_id, previous=JobStatus.LEASED,
-                                    status=JobStatus.ERRORED))
-        else:
-            back.append({"jid": job_id, "err": err})
-            outcomes.append(Outcome(job_id=job_id, handler_id=handler_id, previous=JobStatus.LEASED,
-                                    status=JobStatus.AVAILABLE, ready=ReadyJob(job_id, lease_no + 1, attempts, b"")))
-    base = update(jobs).where(jobs.c.id == bindparam("jid"))
-    if back:
-        conn.execute(base.values(status=JobStatus.AVAILABLE, error_json=bindparam("err"),
-                                 lease_no=jobs.c.lease_no + 1), back)
-    if dead:
-        conn.execute(base.values(status=JobStatus.ERRORED, error_json=bindparam("err"),
-                                 finished_at=bindparam("at")), dead)
-    return outcomes
-
-
-def inputs(conn: Connection, ids: Sequence[int]) -> dict[int, bytes]:
-    rows = conn.execute(select(jobs.c.id, jobs.c.input).where(jobs.c.id.in_(ids))).all()
-    return {r.id: r.input.encode() for r in rows}
+def leased(conn: Connection) -> list[Any]:
+    """Every lease the store holds (to adopt after a restart): id, lease_no, handler_id,
+    worker_id, attempts, input, leased_at."""
+    return list(conn.execute(
+        select(jobs.c.id, jobs.c.lease_no, jobs.c.handler_id, jobs.c.worker_id, jobs.c.attempts, jobs.c.input,
+               jobs.c.leased_at)
+        .where(jobs.c.status == JobStatus.LEASED)
+    ).all())
 
 
 def unprocessed(conn: Connection, handler_id: str, status: JobStatus, limit: int) -> list[tuple[int, str, str, str, int]]:
@@ -307,15 +214,6 @@ def counts(conn: Connection, handler_id: str | None = None) -> dict[str, dict[st
     for hid, status, n in conn.execute(stmt):
         out.setdefault(hid, {})[status] = n
     return out
-
-
-def leased(conn: Connection) -> list[tuple[int, int, str, str]]:
-    """Every outstanding lease: job id, lease no, handler id, worker id."""
-    rows = conn.execute(
-        select(jobs.c.id, jobs.c.lease_no, jobs.c.handler_id, jobs.c.worker_id)
-        .where(jobs.c.status == JobStatus.LEASED)
-    ).all()
-    return [(r[0], r[1], r[2], r[3] or "") for r in rows]
 
 
 def record_batch(

@@ -33,9 +33,14 @@ class GroupCommitWriter:
 
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run ``fn(conn, *args, **kwargs)`` in the next group transaction; returns after the commit."""
+        return await self.submit(fn, *args, **kwargs)
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Future[T]:
+        """Queue ``fn(conn, *args, **kwargs)`` now (operations run in the order submitted);
+        the future resolves after the commit. Call from the event loop."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put((lambda conn: fn(conn, *args, **kwargs), future))
-        return await future
+        return future
 
     def close(self) -> None:
         self._queue.put(None)

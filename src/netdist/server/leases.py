@@ -1,0 +1,618 @@
+"""The lease table: the one owner of lease state. Pure: no I/O, no protobuf, time from a Clock.
+
+It holds each running handler's queue of ready jobs and its job counts, every
+lease out (which worker holds which job, at which lease number, started or
+not), each worker's capacity, and the failed-results streak of each handler.
+It changes only through the named transitions below; each returns what the
+caller must write to the store and tell whom (:class:`Effects`). The store is
+the durable copy, fenced by lease number: every write the table asks for is a
+compare-and-set on (status, lease_no), so a second server on the same store
+could never make two leases of one job both count.
+
+Transitions:
+
+- ``pick``: fill every connected worker's room with leases (fair share
+  between handlers, within their settings); ``leases_stored`` /
+  ``leases_failed`` after the lease write committed or failed. A lease
+  reaches its worker only once stored.
+- ``started``: the worker began to run these; only from now on does losing
+  the lease charge the job an attempt.
+- ``settle`` / ``settled``: a result counts only for the job's current lease
+  and only from the worker that holds it (fencing); everything else is for
+  the store to classify (duplicate, stale, unknown) and changes nothing.
+- ``hand_back``: the worker gives back leases it did not start: uncharged.
+- ``tick``: job timeouts (charged, revoked), reconnect graces that ran out
+  (started leases charged, others not), silent workers.
+- ``revoke_handler`` / ``remove_worker``: the operator takes leases back,
+  uncharged.
+
+Lease numbers grow with every lease and every requeue of a job, so a lease
+still on its way can never take a job that came back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping, Sequence
+
+from netdist.jobscript import JobSettings
+from netdist.server import policy
+from netdist.server.clock import Clock
+from netdist.server.lease_model import (
+    Effects,
+    HandlerSpec,
+    Lease,
+    ReadyJob,
+    Ref,
+    Requeue,
+    ResultIn,
+    Settlement,
+    Verdict,
+    WorkerInfo,
+)
+from netdist.server.states import JobStatus
+
+MAX_PREFETCH = 256
+"""The most leases beyond its slots the server lets a worker hold, whatever it asks."""
+PREFETCH_SECONDS = 0.05
+"""A worker may hold about this much queued work per slot beyond its slots."""
+EWMA_ALPHA = 0.2
+
+
+@dataclasses.dataclass(slots=True)
+class HandlerQueue:
+    """A running handler instance as the table sees it: its queue, counts and streak."""
+
+    spec: HandlerSpec
+    active: bool = False  # running, not paused: may hand out jobs
+    ready: deque[ReadyJob] = dataclasses.field(default_factory=deque)
+    queued: set[int] = dataclasses.field(default_factory=set)  # job ids in ``ready`` (pop skips the others)
+    cursor: int = 0  # the highest job id loaded from the store
+    more_in_store: bool = True
+    refilling: bool = False
+    counts: Counter[str] = dataclasses.field(default_factory=Counter)
+    pass_value: float = 0.0  # stride scheduling: the lowest goes next
+    streak: int = 0  # failed results in a row
+    failing: bool = False  # reached max-sequenced-errors: hands out nothing
+
+    @property
+    def handler_id(self) -> str:
+        return self.spec.handler_id
+
+    @property
+    def settings(self) -> JobSettings:
+        return self.spec.settings
+
+    @property
+    def on_probation(self) -> bool:
+        """After a failure, until a success: no prefetch, at most one job per free slot."""
+        return self.streak > 0
+
+    def push_front(self, job: ReadyJob) -> None:
+        if job.job_id not in self.queued:
+            self.queued.add(job.job_id)
+            self.ready.appendleft(job)
+
+    def pop(self) -> ReadyJob | None:
+        while self.ready:
+            job = self.ready.popleft()
+            if job.job_id in self.queued:
+                self.queued.discard(job.job_id)
+                return job
+        return None
+
+
+@dataclasses.dataclass(slots=True)
+class WorkerState:
+    info: WorkerInfo
+    connected: bool = True
+    capacity: int = 0  # what the worker asked to hold
+    jobs: set[int] = dataclasses.field(default_factory=set)  # job ids of its leases
+    per_handler: Counter[str] = dataclasses.field(default_factory=Counter)
+    last_seen: float = 0.0  # monotonic
+    grace_until: float | None = None  # disconnected: its leases wait for it until then
+    ewma_seconds: float | None = None  # job run time as the worker reports it
+    done: int = 0  # results accepted since the counts were last flushed to the store
+    failed: int = 0
+
+    @property
+    def worker_id(self) -> str:
+        return self.info.worker_id
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return self.info.labels
+
+    @property
+    def slots(self) -> int:
+        return self.info.slots
+
+    def room(self) -> int:
+        """How many more leases it may hold: what it asked, capped by slots plus a prefetch bound."""
+        bound = 0
+        if self.ewma_seconds is not None:
+            per_slot = PREFETCH_SECONDS / self.ewma_seconds if self.ewma_seconds > 0 else math.inf
+            bound = int(min(MAX_PREFETCH, self.slots * per_slot))
+        return min(self.capacity, self.slots + bound) - len(self.jobs)
+
+    def free_slots(self) -> int:
+        return self.slots - len(self.jobs)
+
+
+class LeaseTable:
+    def __init__(self, *, clock: Clock, reconnect_grace_seconds: float, silent_after_seconds: float,
+                 usage: policy.DailyUsage | None = None) -> None:
+        """``reconnect_grace_seconds``: how long the leases of a stream that ended without handing
+        them back wait for their worker; ``silent_after_seconds``: a connected worker that sends
+        nothing for this long is taken as gone (leases adopted after a restart wait this long too,
+        since workers reconnect with a backoff)."""
+        self.clock = clock
+        self.reconnect_grace_seconds = reconnect_grace_seconds
+        self.silent_after_seconds = silent_after_seconds
+        self.usage = usage if usage is not None else policy.DailyUsage(clock=clock)
+        self.handlers: dict[str, HandlerQueue] = {}
+        self.workers: dict[str, WorkerState] = {}
+        self.leases: dict[int, Lease] = {}
+
+    # -- reading ------------------------------------------------------------------------
+
+    def counts(self, handler_id: str) -> Counter[str]:
+        queue = self.handlers.get(handler_id)
+        return queue.counts if queue is not None else Counter()
+
+    def leases_of(self, *, handler_id: str | None = None, worker_id: str | None = None) -> list[Lease]:
+        if worker_id is not None:
+            state = self.workers.get(worker_id)
+            found = [self.leases[j] for j in sorted(state.jobs) if j in self.leases] if state else []
+        else:
+            found = sorted(self.leases.values(), key=lambda lease: lease.job_id)
+        return [lease for lease in found if handler_id is None or lease.handler_id == handler_id]
+
+    def current(self, worker_id: str, ref: Ref) -> Lease | None:
+        """The lease ``ref`` if it is current and held by ``worker_id``."""
+        lease = self.leases.get(ref[0])
+        if lease is None or lease.lease_no != ref[1] or lease.worker_id != worker_id:
+            return None
+        return lease
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    def add_handler(self, spec: HandlerSpec, *, counts: Mapping[str, int], streak: int, active: bool) -> None:
+        """A handler starts (or resumes after a restart) with its counts and streak as stored."""
+        running = [q.pass_value for q in self.handlers.values() if q.active]
+        queue = HandlerQueue(spec=spec, active=active, pass_value=min(running, default=0.0), streak=streak)
+        queue.counts.update(counts)
+        self.handlers[spec.handler_id] = queue
+
+    def update_spec(self, spec: HandlerSpec) -> None:
+        queue = self.handlers.get(spec.handler_id)
+        if queue is not None:
+            queue.spec = spec
+
+    def remove_handler(self, handler_id: str) -> None:
+        """Forget a handler's queue (after ``revoke_handler``, or once it finished)."""
+        self.handlers.pop(handler_id, None)
+
+    def set_active(self, handler_id: str, active: bool) -> None:
+        queue = self.handlers.get(handler_id)
+        if queue is None:
+            return
+        if active and not queue.active:  # no catching up for the time it was paused
+            others = [q.pass_value for q in self.handlers.values() if q.active]
+            queue.pass_value = max(queue.pass_value, min(others, default=0.0))
+        queue.active = active
+
+    def enqueued(self, handler_id: str, count: int) -> None:
+        queue = self.handlers.get(handler_id)
+        if queue is not None and count:
+            queue.counts[JobStatus.AVAILABLE] += count
+            queue.more_in_store = True
+
+    def processed(self, handler_id: str, *, was: JobStatus, count: int, invalid: int = 0) -> None:
+        """The handler processed results (SUCCEEDED -> PROCESSED) or failures (ERRORED -> FAILED);
+        ``invalid`` results it could not read count as FAILED."""
+        queue = self.handlers.get(handler_id)
+        if queue is None or not count:
+            return
+        done = JobStatus.PROCESSED if was == JobStatus.SUCCEEDED else JobStatus.FAILED
+        queue.counts[was] -= count
+        queue.counts[done] += count - invalid
+        queue.counts[JobStatus.FAILED] += invalid
+
+    def reset_counts(self, handler_id: str, counts: Mapping[str, int]) -> None:
+        queue = self.handlers.get(handler_id)
+        if queue is not None:
+            queue.counts.clear()
+            queue.counts.update(counts)
+
+    def refills_wanted(self, low_water: int) -> list[tuple[str, int]]:
+        """Handlers whose queue runs low while the store has more: (handler id, cursor); marked refilling."""
+        wanted = []
+        for queue in self.handlers.values():
+            if queue.active and queue.more_in_store and not queue.refilling and len(queue.queued) < low_water:
+                queue.refilling = True
+                wanted.append((queue.handler_id, queue.cursor))
+        return wanted
+
+    def refilled(self, handler_id: str, jobs: Sequence[ReadyJob], *, more: bool) -> int:
+        """Jobs read from the store as available; those leased meanwhile are skipped. Returns how many queued."""
+        queue = self.handlers.get(handler_id)
+        if queue is None:
+            return 0
+        queue.refilling = False
+        added = 0
+        for job in jobs:
+            if job.job_id not in self.leases and job.job_id not in queue.queued:
+                queue.queued.add(job.job_id)
+                queue.ready.append(job)
+                added += 1
+        if jobs:
+            queue.cursor = max(queue.cursor, jobs[-1].job_id)
+        queue.more_in_store = more
+        return added
+
+    def refill_failed(self, handler_id: str) -> None:
+        queue = self.handlers.get(handler_id)
+        if queue is not None:
+            queue.refilling = False
+
+    def revoke_handler(self, handler_id: str, reason: str) -> Effects:
+        """The handler stopped, failed or is removed: every lease of it comes back, uncharged."""
+        effects = Effects()
+        leases = self.leases_of(handler_id=handler_id)
+        effects.revoke(leases, reason)
+        self._requeue(leases, effects, charge=False, reason={"type": "Revoked", "message": reason})
+        return effects
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def adopt(self, lease: Lease) -> None:
+        """A lease the store holds from before a restart: its worker gets the grace to come back."""
+        lease.stored = True
+        self.leases[lease.job_id] = lease
+        state = self.workers.get(lease.worker_id)
+        if state is None:
+            state = self.workers[lease.worker_id] = WorkerState(
+                WorkerInfo(worker_id=lease.worker_id, name=lease.worker_id[:8], labels={}, slots=1),
+                connected=False, grace_until=self.clock.monotonic() + self.silent_after_seconds)
+        state.jobs.add(lease.job_id)
+        state.per_handler[lease.handler_id] += 1
+
+    def connect(self, info: WorkerInfo, held: Iterable[Ref]) -> Effects:
+        """A worker's stream said Hello. Leases it still holds continue; stored leases it does not
+        name were lost on the way or with its process: they come back (charged only if started)."""
+        now = self.clock.monotonic()
+        old = self.workers.get(info.worker_id)
+        state = WorkerState(info, last_seen=now)
+        if old is not None:
+            state.jobs, state.per_handler = old.jobs, old.per_handler
+            state.ewma_seconds, state.done, state.failed = old.ewma_seconds, old.done, old.failed
+        self.workers[info.worker_id] = state
+        holding = set(held)
+        lost = [lease for lease in self.leases_of(worker_id=info.worker_id)
+                if lease.stored and not lease.settling and lease.ref not in holding]
+        effects = Effects()
+        self._requeue(lost, effects, reason={"type": "WorkerLost", "message": "the worker reconnected without it"})
+        return effects
+
+    def disconnect(self, worker_id: str) -> None:
+        """Its stream ended: its leases wait for it to reconnect, within the grace."""
+        state = self.workers.get(worker_id)
+        if state is not None and state.connected:
+            state.connected = False
+            state.capacity = 0
+            state.grace_until = self.clock.monotonic() + self.reconnect_grace_seconds
+
+    def remove_worker(self, worker_id: str, reason: str) -> tuple[Effects, int]:
+        """The operator let the worker go: its leases are revoked and come back, uncharged."""
+        effects = Effects()
+        leases = self.leases_of(worker_id=worker_id)
+        effects.revoke(leases, reason)
+        self._requeue(leases, effects, charge=False,
+                      reason={"type": "WorkerRemoved", "message": f"{reason} by the operator"})
+        self.workers.pop(worker_id, None)
+        return effects, len(leases)
+
+    def set_capacity(self, worker_id: str, jobs: int) -> None:
+        state = self.workers.get(worker_id)
+        if state is not None and state.connected:
+            state.capacity = max(0, jobs)
+            state.last_seen = self.clock.monotonic()
+
+    def seen(self, worker_id: str) -> None:
+        state = self.workers.get(worker_id)
+        if state is not None:
+            state.last_seen = self.clock.monotonic()
+
+    def started(self, worker_id: str, refs: Iterable[Ref]) -> None:
+        """The worker began to run these leases; their job timeout counts from now."""
+        now = self.clock.monotonic()
+        for ref in refs:
+            lease = self.current(worker_id, ref)
+            if lease is not None and lease.stored and lease.started_mono is None:
+                lease.started_mono = now
+                timeout = self._timeout(lease.handler_id)
+                if timeout:
+                    lease.deadline = now + timeout
+        self.seen(worker_id)
+
+    def hand_back(self, worker_id: str, refs: Iterable[Ref], reason: str) -> Effects:
+        """The worker will not run these: they come back at once, uncharged (never a started one)."""
+        leases = []
+        for ref in refs:
+            lease = self.current(worker_id, ref)
+            if lease is not None and lease.stored and not lease.settling:
+                leases.append(lease)
+        effects = Effects()
+        self._requeue(leases, effects, charge=False,
+                      reason={"type": "HandedBack", "message": reason or "the worker handed it back"})
+        return effects
+
+    def progress(self, worker_id: str, ref: Ref, percent: float, text: str) -> None:
+        lease = self.current(worker_id, ref)
+        if lease is not None:
+            lease.progress_percent = max(0.0, min(100.0, percent)) if math.isfinite(percent) else 0.0
+            lease.progress_text = text
+
+    # -- leasing ----------------------------------------------------------------------------------
+
+    def pick(self) -> list[Lease]:
+        """Fill the connected workers' room with new leases, not yet stored.
+
+        First every worker's free slots, then prefetch, so that idle workers get
+        work before anyone gets a second job; handlers take turns by stride
+        scheduling on their priority."""
+        now_wall = self.clock.time()
+        picked: list[Lease] = []
+        workers = [w for w in self.workers.values() if w.connected and w.capacity > 0]
+        for prefetch in (False, True):
+            for state in workers:
+                room = state.room() if prefetch else min(state.room(), state.free_slots())
+                if room > 0:
+                    picked += self._pick_for(state, room, now_wall, prefetch=prefetch)
+        return picked
+
+    def _pick_for(self, state: WorkerState, room: int, now_wall: float, *, prefetch: bool) -> list[Lease]:
+        eligible = [q for q in self.handlers.values() if self._may_serve(q, state, now_wall, prefetch=prefetch)]
+        picked: list[Lease] = []
+        while len(picked) < room and eligible:
+            queue = min(eligible, key=lambda q: q.pass_value)
+            job = queue.pop()
+            if job is None:
+                eligible.remove(queue)
+                continue
+            picked.append(self._lease(queue, state, job))
+            if not self._may_serve(queue, state, now_wall, prefetch=prefetch):
+                eligible.remove(queue)
+        return picked
+
+    def _may_serve(self, queue: HandlerQueue, state: WorkerState, now_wall: float, *, prefetch: bool) -> bool:
+        if not queue.active or queue.failing or not queue.queued:
+            return False
+        if queue.on_probation and (prefetch or state.free_slots() <= 0):
+            return False
+        return policy.may_serve(queue, state, now_wall, self.usage)
+
+    def _lease(self, queue: HandlerQueue, state: WorkerState, job: ReadyJob) -> Lease:
+        now = self.clock.monotonic()
+        lease = Lease(
+            job_id=job.job_id, lease_no=job.lease_no + 1, handler_id=queue.handler_id, worker_id=state.worker_id,
+            attempt=job.attempts + 1, input=job.input, leased_at=self.clock.time(), leased_mono=now,
+        )
+        timeout = queue.settings.job_timeout_seconds
+        if timeout:  # counted from the start once the worker reports it; from the lease until then
+            lease.deadline = now + timeout
+        self.leases[job.job_id] = lease
+        state.jobs.add(job.job_id)
+        state.per_handler[queue.handler_id] += 1
+        queue.counts[JobStatus.AVAILABLE] -= 1
+        queue.counts[JobStatus.LEASED] += 1
+        queue.pass_value += 1.0 / queue.settings.priority
+        return lease
+
+    def leases_stored(self, leases: Sequence[Lease], stored: set[int]) -> tuple[list[Lease], list[Lease], Effects]:
+        """The lease write committed; ``stored`` holds the job ids the store took.
+
+        Returns (to send, refused, effects): the leases still current go to their
+        workers; a lease cancelled while its write was on the way is requeued now
+        (uncharged); those the store refused (it did not have the job available at
+        that lease number: memory and store disagree) are dropped, and the caller
+        recounts their handlers from the store."""
+        send, refused = [], []
+        effects = Effects()
+        for lease in leases:
+            if self.leases.get(lease.job_id) is not lease:
+                continue
+            if lease.job_id not in stored:
+                self._drop(lease)
+                queue = self.handlers.get(lease.handler_id)
+                if queue is not None:
+                    queue.counts[JobStatus.LEASED] -= 1
+                refused.append(lease)
+                continue
+            lease.stored = True
+            if lease.cancelled is not None:
+                self._requeue([lease], effects, charge=False, reason=lease.cancelled)
+            else:
+                send.append(lease)
+        return send, refused, effects
+
+    def leases_failed(self, leases: Sequence[Lease]) -> None:
+        """The lease write failed: the jobs go back to the front of their queues, as they were."""
+        for lease in leases:
+            if self.leases.get(lease.job_id) is not lease:
+                continue
+            self._drop(lease)
+            queue = self.handlers.get(lease.handler_id)
+            if queue is not None:
+                queue.counts[JobStatus.LEASED] -= 1
+                queue.counts[JobStatus.AVAILABLE] += 1
+                queue.push_front(ReadyJob(lease.job_id, lease.lease_no - 1, lease.attempt - 1, lease.input))
+
+    # -- results ------------------------------------------------------------------------------------
+
+    def settle(self, worker_id: str, results: Sequence[ResultIn]) -> tuple[list[Verdict], list[Settlement], Effects]:
+        """Decide each result: accepted only for the job's current, stored lease held by ``worker_id``.
+
+        Accepted leases are marked settling until ``settled``; the streak of failed
+        results in a row moves now, in the order results arrive."""
+        verdicts: list[Verdict] = []
+        accepted: list[Settlement] = []
+        effects = Effects()
+        self.seen(worker_id)
+        for result in results:
+            lease = self.current(worker_id, result.ref)
+            if lease is None or not lease.stored:
+                verdicts.append(Verdict.NOT_CURRENT)
+                continue
+            if lease.settling:
+                verdicts.append(Verdict.IN_FLIGHT)
+                continue
+            lease.settling = True
+            verdicts.append(Verdict.ACCEPTED)
+            status = JobStatus.SUCCEEDED
+            if result.error is not None:
+                status = JobStatus.ERRORED if lease.attempt >= self._max_attempts(lease.handler_id) else JobStatus.AVAILABLE
+            accepted.append(Settlement(result=result, handler_id=lease.handler_id, worker_id=worker_id, status=status))
+            self._count_streak(lease.handler_id, failed=result.error is not None, effects=effects)
+        return verdicts, accepted, effects
+
+    def settled(self, settlements: Sequence[Settlement], stored: set[int]) -> Effects:
+        """The results in ``stored`` (job ids) are committed: the leases end and the counts move.
+        The others (the write failed) are open again: the worker re-sends them after a reconnect."""
+        effects = Effects()
+        for s in settlements:
+            lease = self.leases.get(s.result.job_id)
+            if lease is None or lease.ref != s.result.ref:
+                continue
+            if s.result.job_id not in stored:
+                lease.settling = False
+                continue
+            self._drop(lease, ran_seconds=s.result.duration_seconds)
+            state = self.workers.get(s.worker_id)
+            if state is not None:
+                self._note_duration(state, s.result.duration_seconds)
+                if s.result.error is None:
+                    state.done += 1
+                else:
+                    state.failed += 1
+            queue = self.handlers.get(s.handler_id)
+            if queue is None:
+                continue
+            queue.counts[JobStatus.LEASED] -= 1
+            queue.counts[s.status] += 1
+            if s.status == JobStatus.AVAILABLE:
+                queue.push_front(ReadyJob(lease.job_id, lease.lease_no + 1, lease.attempt, lease.input))
+            else:
+                effects.wake.add(s.handler_id)
+        return effects
+
+    # -- time -----------------------------------------------------------------------------------------
+
+    def tick(self) -> Effects:
+        """Job timeouts, reconnect graces that ran out, workers that fell silent."""
+        now = self.clock.monotonic()
+        effects = Effects()
+        expired = [lease for lease in self.leases.values()
+                   if lease.deadline is not None and lease.deadline <= now and lease.stored and not lease.settling]
+        if expired:
+            effects.revoke(expired, "job timeout")
+            # Charged only if it started: a lease that timed out before its start (say, its worker
+            # was still fetching a large environment) never ran.
+            self._requeue(expired, effects,
+                          reason={"type": "JobTimeout", "message": "the job ran past its job-timeout"})
+        for state in list(self.workers.values()):
+            if state.connected and now - state.last_seen > self.silent_after_seconds:
+                effects.silent.append(state.worker_id)
+                self.disconnect(state.worker_id)
+            elif not state.connected and state.grace_until is not None and state.grace_until <= now:
+                lost = [lease for lease in self.leases_of(worker_id=state.worker_id) if not lease.settling]
+                self._requeue(lost, effects, reason={"type": "WorkerLost", "message": "the worker disappeared"})
+                if not state.jobs:
+                    del self.workers[state.worker_id]
+        return effects
+
+    # -- internals --------------------------------------------------------------------------------------
+
+    def _timeout(self, handler_id: str) -> float | None:
+        queue = self.handlers.get(handler_id)
+        return queue.settings.job_timeout_seconds if queue is not None else None
+
+    def _max_attempts(self, handler_id: str) -> int:
+        queue = self.handlers.get(handler_id)
+        return queue.settings.max_attempts if queue is not None else 1
+
+    def _count_streak(self, handler_id: str, *, failed: bool, effects: Effects) -> None:
+        queue = self.handlers.get(handler_id)
+        if queue is None:
+            return
+        before = queue.streak
+        queue.streak = before + 1 if failed else 0
+        if queue.streak != before:
+            effects.streaks[handler_id] = queue.streak
+        if failed and before == 0:
+            # Probation: the jobs of this handler queued on workers and not started come back,
+            # so a failing handler burns at most one attempt per free slot until a success.
+            waiting = [lease for lease in self.leases_of(handler_id=handler_id)
+                       if lease.stored and lease.started_mono is None and not lease.settling]
+            effects.revoke(waiting, "the handler's jobs are failing: jobs go out one per free slot")
+            self._requeue(waiting, effects, charge=False,
+                          reason={"type": "Revoked", "message": "probation after a failed result"})
+        limit = queue.settings.max_sequenced_errors
+        if limit is not None and queue.streak >= limit and not queue.failing:
+            queue.failing = True
+            effects.failing[handler_id] = queue.streak
+
+    def _note_duration(self, state: WorkerState, seconds: float) -> None:
+        if not math.isfinite(seconds) or seconds < 0:
+            return
+        prev = state.ewma_seconds
+        state.ewma_seconds = seconds if prev is None else prev + EWMA_ALPHA * (seconds - prev)
+
+    def _drop(self, lease: Lease, *, ran_seconds: float | None = None) -> None:
+        """Forget a lease; charge its worker's daily budget with the run time (reported, or since the start)."""
+        if self.leases.get(lease.job_id) is lease:
+            del self.leases[lease.job_id]
+        state = self.workers.get(lease.worker_id)
+        if state is not None and lease.job_id in state.jobs:
+            state.jobs.discard(lease.job_id)
+            state.per_handler[lease.handler_id] -= 1
+        if ran_seconds is None and lease.started_mono is not None:
+            ran_seconds = self.clock.monotonic() - lease.started_mono
+        if ran_seconds:
+            self.usage.charge(lease.worker_id, lease.handler_id, ran_seconds)
+
+    def _requeue(self, leases: Iterable[Lease], effects: Effects, *, reason: Mapping[str, str],
+                 charge: bool | None = None) -> None:
+        """End leases without a result. ``charge`` None: charged when the lease had started."""
+        for lease in list(leases):
+            if self.leases.get(lease.job_id) is not lease:
+                continue
+            if not lease.stored:
+                # Its write is on the way: it ends when leases_stored (or leases_failed) answers.
+                lease.cancelled = lease.cancelled or reason
+                continue
+            charged = lease.started_mono is not None if charge is None else charge
+            final = charged and lease.attempt >= self._max_attempts(lease.handler_id)
+            self._drop(lease)
+            queue = self.handlers.get(lease.handler_id)
+            effects.requeues.append(Requeue(
+                job_id=lease.job_id, lease_no=lease.lease_no, handler_id=lease.handler_id,
+                worker_id=lease.worker_id, charged=charged, final=final, error=reason))
+            if queue is None:
+                continue
+            queue.counts[JobStatus.LEASED] -= 1
+            if final:
+                queue.counts[JobStatus.ERRORED] += 1
+                effects.wake.add(lease.handler_id)
+            else:
+                queue.counts[JobStatus.AVAILABLE] += 1
+                attempts = lease.attempt if charged else lease.attempt - 1
+                queue.push_front(ReadyJob(lease.job_id, lease.lease_no + 1, attempts, lease.input))
+

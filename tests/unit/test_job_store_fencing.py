@@ -1,0 +1,157 @@
+"""The store fences by itself: its compare-and-set SQL, driven by a Hypothesis state machine
+on a real SQLite database, with writers that may be stale or wrong.
+
+The lease table is the first fence; the store is the second, so that a second
+server on the same store (or a bug) can never make a stale lease count. Here
+leases, results and requeues arrive with current, older and newer lease
+numbers and from the right and the wrong worker; the store must take exactly
+the current ones, charge attempts as told, and agree with a simple model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import hypothesis.strategies as st
+from hypothesis import settings
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from sqlalchemy import Engine, select
+
+from netdist.server.lease_model import Lease, Requeue, ResultIn, Settlement
+from netdist.server.states import JobStatus
+from netdist.server.store import jobs as job_store
+from netdist.server.store.engine import open_engine
+from netdist.server.store.schema import handlers, jobs
+
+_dbs = itertools.count()
+WORKERS = ("w1", "w2")
+
+
+@dataclasses.dataclass
+class Row:
+    status: JobStatus = JobStatus.AVAILABLE
+    lease_no: int = 0
+    worker: str | None = None
+    attempts: int = 0
+
+
+class JobStoreMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.path = Path(tempfile.gettempdir()) / f"netdist-fencing-{os.getpid()}-{next(_dbs)}.db"
+        self.path.unlink(missing_ok=True)
+        self.engine: Engine = open_engine(f"sqlite:///{self.path}")
+        with self.engine.begin() as conn:
+            conn.execute(handlers.insert().values(
+                id="h", package="p", handler="H", job_name="j", script_sha256="0" * 64, script_source="",
+                settings_json="{}", custom_json="{}", state="running", message="", handler_state_json="{}",
+                summary="", total=None, exhausted=False, sequenced_errors=0, created_at=0.0))
+        self.rows: dict[int, Row] = {}
+        self.finals: dict[int, int] = {}  # final results stored per job
+        self.at = 100.0
+
+    def teardown(self) -> None:
+        self.engine.dispose()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+    def _run(self, fn: Any, *args: Any) -> Any:
+        self.at += 1.0
+        with self.engine.begin() as conn:
+            return fn(conn, *args)
+
+    def _pick(self, data: st.DataObject) -> tuple[int, Row, int, str]:
+        """A job, and a lease number and worker that are right or wrong for it."""
+        job_id = data.draw(st.sampled_from(sorted(self.rows)))
+        row = self.rows[job_id]
+        lease_no = row.lease_no + data.draw(st.sampled_from([0, 0, -1, 1]))
+        worker = row.worker if row.worker and data.draw(st.booleans()) else data.draw(st.sampled_from(WORKERS))
+        return job_id, row, lease_no, worker
+
+    @rule(n=st.integers(1, 4))
+    def enqueue(self, n: int) -> None:
+        self._run(job_store.insert, "h", [("{}", "null")] * n)
+        for job_id in self._run(lambda c: c.execute(select(jobs.c.id)).scalars().all()):
+            self.rows.setdefault(job_id, Row())
+
+    @precondition(lambda self: self.rows)
+    @rule(data=st.data())
+    def lease(self, data: st.DataObject) -> None:
+        job_id, row, lease_no, worker = self._pick(data)
+        new = lease_no + 1
+        lease = Lease(job_id=job_id, lease_no=new, handler_id="h", worker_id=worker, attempt=row.attempts + 1,
+                      input=b"{}", leased_at=self.at + 1, leased_mono=0.0)
+        got = self._run(job_store.lease, [lease])
+        if row.status == JobStatus.AVAILABLE and row.lease_no == new - 1:
+            assert got == {job_id}
+            row.status, row.lease_no, row.worker = JobStatus.LEASED, new, worker
+        else:
+            assert got == set()
+
+    @precondition(lambda self: self.rows)
+    @rule(data=st.data(), outcome=st.sampled_from([JobStatus.SUCCEEDED, JobStatus.ERRORED, JobStatus.AVAILABLE]))
+    def result(self, data: st.DataObject, outcome: JobStatus) -> None:
+        job_id, row, lease_no, worker = self._pick(data)
+        failed = outcome != JobStatus.SUCCEEDED
+        result = ResultIn(job_id=job_id, lease_no=lease_no, output=None if failed else "1",
+                          error={"type": "E", "message": "m", "traceback": ""} if failed else None,
+                          duration_seconds=0.1)
+        got = self._run(job_store.store_results,
+                        [Settlement(result=result, handler_id="h", worker_id=worker, status=outcome)], self.at + 1)
+        current = (row.status, row.lease_no, row.worker) == (JobStatus.LEASED, lease_no, worker)
+        assert got == ({job_id} if current else set())
+        if current:
+            row.attempts += 1
+            row.status = outcome
+            if outcome == JobStatus.AVAILABLE:
+                row.lease_no += 1
+            else:
+                self.finals[job_id] = self.finals.get(job_id, 0) + 1
+
+    @precondition(lambda self: self.rows)
+    @rule(data=st.data(), charged=st.booleans(), final=st.booleans())
+    def requeue(self, data: st.DataObject, charged: bool, final: bool) -> None:
+        job_id, row, lease_no, worker = self._pick(data)
+        final = final and charged
+        got = self._run(job_store.requeue, [Requeue(job_id=job_id, lease_no=lease_no, handler_id="h", worker_id=worker,
+                                                    charged=charged, final=final, error={"type": "WorkerLost"})],
+                        self.at + 1)
+        current = (row.status, row.lease_no) == (JobStatus.LEASED, lease_no)
+        assert got == ({job_id} if current else set())
+        if current:
+            row.attempts += int(charged)
+            if final:
+                row.status = JobStatus.ERRORED
+                self.finals[job_id] = self.finals.get(job_id, 0) + 1
+            else:
+                row.status, row.lease_no = JobStatus.AVAILABLE, row.lease_no + 1
+
+    @precondition(lambda self: self.rows)
+    @rule(data=st.data())
+    def classify(self, data: st.DataObject) -> None:
+        job_id, row, lease_no, worker = self._pick(data)
+        got = self._run(job_store.classify, worker, [(job_id, lease_no), (10**9, 1)])
+        assert got[(10**9, 1)] == "unknown"
+        done = row.status in (JobStatus.SUCCEEDED, JobStatus.ERRORED)
+        same = done and row.lease_no == lease_no and row.worker == worker
+        assert got[(job_id, lease_no)] == ("duplicate" if same else "stale")
+
+    @invariant()
+    def store_agrees_with_the_model(self) -> None:
+        rows = self._run(lambda c: c.execute(select(jobs.c.id, jobs.c.status, jobs.c.lease_no, jobs.c.worker_id,
+                                                    jobs.c.attempts)).all())
+        for job_id, status, lease_no, worker, attempts in rows:
+            model = self.rows[job_id]
+            assert (status, lease_no, attempts) == (model.status, model.lease_no, model.attempts), job_id
+            if status == JobStatus.LEASED:
+                assert worker == model.worker
+        assert all(n == 1 for n in self.finals.values())
+
+
+JobStoreMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=40, deadline=None)
+TestJobStoreFencing = JobStoreMachine.TestCase
