@@ -99,7 +99,9 @@ def test_revoke_stops_a_held_lease_and_drops_an_unsent_result() -> None:
         ledger.take(ref)
     ledger.start(A)
     assert ledger.revoke(A)
-    assert not ledger.finish(done(A))  # its job was killed; a late result does not count
+    assert not ledger.finish(
+        done(A)
+    )  # its job was killed; a late result does not count
     ledger.finish(done(B))
     assert not ledger.revoke(B)  # not held any more: nothing to stop
     ledger.finish(done(C))
