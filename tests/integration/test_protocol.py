@@ -51,13 +51,13 @@ def test_credit_leases_results_acks_and_duplicates(cluster: Cluster, tmp_path: P
     hid = cluster.api.add_script(counter_script(tmp_path / "s.py", settings="auto-start = true", count=5)).handler.id
     worker = HandWorker(cluster)
     try:
-        worker.send(jobs_pb2.WorkerMessage(credit=jobs_pb2.Credit(count=2)))
+        worker.send(jobs_pb2.WorkerMessage(capacity=jobs_pb2.Capacity(jobs=2)))
         leases: list[jobs_pb2.Lease] = []
         while len(leases) < 2:
             message = worker.next()
             assert message.WhichOneof("kind") == "leases", message
             leases += message.leases.items
-        assert len(leases) == 2  # never more than the credit
+        assert len(leases) == 2  # never more than the capacity
         assert all(lease.script_sha256 and len(lease.environment) == 1 for lease in leases)
         worker.send(jobs_pb2.WorkerMessage(results=jobs_pb2.ResultBatch(items=[result(leases[0])])))
         ack = worker.next()
