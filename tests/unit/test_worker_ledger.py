@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hypothesis.strategies as st
+from hypothesis import settings
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
 from netdist.worker.job import JobRef, JobResult
 from netdist.worker.ledger import Ledger
 
@@ -117,3 +121,106 @@ def test_revoke_of_an_unknown_lease_changes_nothing() -> None:
     ledger.take(A)
     assert not ledger.revoke(B)
     assert ledger.held == [A]
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    """Any order of leases, starts, results, revokes, acks, flushes and reconnects.
+
+    Checked against what one stream has carried: a start is reported at most
+    once per stream and never after the job's result went out, a hand-back
+    never names a started lease, and after a reconnect the first flush carries
+    every unacked result and every running lease.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ledger = Ledger()
+        self.next_id = 0
+        self.held: set[JobRef] = set()
+        self.started: set[JobRef] = set()
+        self.unacked: set[JobRef] = set()
+        self.sent: set[JobRef] = set()  # results sent on this stream
+        self.reported: set[JobRef] = set()  # starts reported on this stream
+
+    @rule()
+    def take(self) -> None:
+        self.next_id += 1
+        ref = JobRef(self.next_id, 1)
+        assert self.ledger.take(ref)
+        self.held.add(ref)
+
+    @precondition(lambda self: self.held)
+    @rule(data=st.data())
+    def start(self, data: st.DataObject) -> None:
+        ref = data.draw(st.sampled_from(sorted(self.held)))
+        self.ledger.start(ref)
+        self.started.add(ref)
+
+    @precondition(lambda self: self.held)
+    @rule(data=st.data())
+    def finish(self, data: st.DataObject) -> None:
+        ref = data.draw(st.sampled_from(sorted(self.held)))
+        assert self.ledger.finish(done(ref))
+        self.held.discard(ref)
+        self.started.discard(ref)
+        self.unacked.add(ref)
+
+    @precondition(lambda self: self.held or self.unacked)
+    @rule(data=st.data())
+    def revoke(self, data: st.DataObject) -> None:
+        ref = data.draw(st.sampled_from(sorted(self.held | self.unacked)))
+        was_held = ref in self.held
+        assert self.ledger.revoke(ref) == was_held
+        self.held.discard(ref)
+        self.started.discard(ref)
+        if not was_held and ref not in self.sent:
+            self.unacked.discard(ref)  # dropped before it went out
+
+    @precondition(lambda self: self.sent & self.unacked)
+    @rule(data=st.data())
+    def ack(self, data: st.DataObject) -> None:
+        ref = data.draw(st.sampled_from(sorted(self.sent & self.unacked)))
+        assert self.ledger.acknowledge(ref)
+        self.unacked.discard(ref)
+
+    @rule()
+    def flush(self) -> None:
+        out = self.ledger.flush()
+        results = {r.ref for r in out.results}
+        assert len(results) == len(out.results)
+        assert results <= self.unacked
+        assert not results & self.sent
+        assert set(out.started) <= self.started
+        assert not set(out.started) & self.reported
+        self.sent |= results
+        self.reported |= set(out.started)
+
+    @rule()
+    def reconnect(self) -> None:
+        self.ledger.resend()
+        self.sent, self.reported = set(), set()
+        out = self.ledger.flush()
+        assert {r.ref for r in out.results} == self.unacked
+        assert set(out.started) == self.started
+        self.sent, self.reported = set(self.unacked), set(self.started)
+
+    @rule()
+    def hand_back(self) -> None:
+        refs = set(self.ledger.hand_back())
+        assert refs == self.held - self.started
+        self.held -= refs
+
+    @invariant()
+    def agrees_with_the_model(self) -> None:
+        assert set(self.ledger.held) == self.held
+        assert self.ledger.unacked_count == len(self.unacked)
+        assert self.ledger.running_count == len(self.started)
+        assert self.started <= self.held
+        assert not self.held & self.unacked
+        assert self.ledger.idle == (not self.held and not self.unacked)
+
+
+TestLedgerMachine = LedgerMachine.TestCase
+TestLedgerMachine.settings = settings(
+    max_examples=200, stateful_step_count=40, deadline=None
+)
