@@ -67,7 +67,7 @@ def test_credit_leases_results_acks_and_duplicates(cluster: Cluster, tmp_path: P
             message = worker.next()
             assert message.WhichOneof("kind") == "leases", message
             leases += message.leases.items
-        assert len(leases) == 2  # never more than the credit
+        assert len(leases) == 2  # never more than the capacity
         assert all(lease.script_sha256 and len(lease.environment) == 1 for lease in leases)
         worker.send(jobs_pb2.WorkerMessage(results=jobs_pb2.ResultBatch(items=[result(leases[0])])))
         ack = worker.next_of("ack")  # and not a Revoke of the lease just answered

@@ -49,6 +49,8 @@ def process(job_input, ctx):
     if kind == "log":
         ctx.log.info("hello from the job")
         return ctx.job_name
+    if kind == "alloc":
+        return len(bytearray(job_input["mb"] << 20))
     if kind == "big":
         return {"text": "x \\n" * job_input["size"], "input": job_input}
     raise AssertionError(kind)
@@ -66,20 +68,31 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> No
 class Harness:
     """An executor plus what it reported."""
 
-    def __init__(self, tmp_path: Path, *, slots: int = 1) -> None:
+    def __init__(
+        self, tmp_path: Path, *, slots: int = 1, max_memory_bytes: int | None = None
+    ) -> None:
         self.tmp_path = tmp_path
         self.results: dict[int, JobResult] = {}
         self.progress: list[JobProgress] = []
+        self.started: list[JobRef] = []
         self.order: list[str] = []
         self.environment = self.script("job.py", SCRIPT)
         self.executor = Executor(
-            slots=slots, on_result=self._result, on_progress=self._progress
+            slots=slots,
+            on_result=self._result,
+            on_progress=self._progress,
+            on_started=self._started,
+            max_memory_bytes=max_memory_bytes,
         )
         self._next_id = 0
 
     def _result(self, result: JobResult) -> None:
         self.results[result.ref.job_id] = result
         self.order.append(f"result {result.ref.job_id}")
+
+    def _started(self, ref: JobRef) -> None:
+        self.started.append(ref)
+        self.order.append(f"started {ref.job_id}")
 
     def _progress(self, progress: JobProgress) -> None:
         self.progress.append(progress)
@@ -118,10 +131,14 @@ class Harness:
 
 
 def run(
-    tmp_path: Path, scenario: Callable[[Harness], object], *, slots: int = 1
+    tmp_path: Path,
+    scenario: Callable[[Harness], object],
+    *,
+    slots: int = 1,
+    max_memory_bytes: int | None = None,
 ) -> None:
     async def main() -> None:
-        harness = Harness(tmp_path, slots=slots)
+        harness = Harness(tmp_path, slots=slots, max_memory_bytes=max_memory_bytes)
         try:
             await scenario(harness)  # type: ignore[misc]
         finally:
@@ -288,6 +305,67 @@ def test_revoke_of_a_job_queued_in_the_child_skips_it(tmp_path: Path) -> None:
         assert queued.job_id not in h.results
 
     run(tmp_path, scenario)
+
+
+def test_a_job_starts_when_it_reaches_an_idle_child_or_the_head_of_one(
+    tmp_path: Path,
+) -> None:
+    async def scenario(h: Harness) -> None:
+        # Warm up with tiny jobs so the running average allows pipelining.
+        for ref in [h.submit({"kind": "echo"}) for _ in range(20)]:
+            await h.result(ref)
+        assert all(h.order.index(f"started {i}") < h.order.index(f"result {i}")
+                   for i in range(1, 21))
+        h.started.clear()
+        blocker = h.submit({"kind": "sleep", "seconds": 0.3})
+        queued = h.submit({"kind": "echo", "value": "second"})
+        assert h.executor.pending == 0  # both are in the child already
+        assert h.started == [blocker]  # the second waits behind the first
+        await h.result(queued)
+        assert h.started == [blocker, queued]
+        assert h.order.index(f"started {queued.job_id}") < h.order.index(
+            f"result {queued.job_id}"
+        )
+
+    run(tmp_path, scenario)
+
+
+def test_drop_unstarted_returns_exactly_the_jobs_not_started(tmp_path: Path) -> None:
+    async def scenario(h: Harness) -> None:
+        for ref in [h.submit({"kind": "echo"}) for _ in range(20)]:
+            await h.result(ref)
+        h.started.clear()
+        running = h.submit({"kind": "sleep", "seconds": 0.3})
+        # Some queue in the child behind it (pipelined), the rest stay pending.
+        waiting = [h.submit({"kind": "echo"}) for _ in range(20)]
+        assert 0 < h.executor.pending < 20
+        assert h.started == [running]
+        assert sorted(h.executor.drop_unstarted()) == waiting
+        assert h.executor.pending == 0
+        assert (await h.result(running)).output_json == b'"slept"'
+        after = h.submit({"kind": "echo", "value": "after"})
+        await h.result(after)
+        assert set(h.results) == {*range(1, 21), running.job_id, after.job_id}
+        assert h.started == [running, after]
+
+    run(tmp_path, scenario)
+
+
+def test_a_job_past_the_memory_limit_fails_and_the_slot_recovers(
+    tmp_path: Path,
+) -> None:
+    async def scenario(h: Harness) -> None:
+        small = h.submit({"kind": "alloc", "mb": 8})
+        assert (await h.result(small)).output_json == str(8 << 20).encode()
+        greedy = h.submit({"kind": "alloc", "mb": 1024})
+        error = (await h.result(greedy)).error
+        assert error is not None
+        assert error.type == "MemoryError"
+        assert "128 MB" in error.message
+        again = h.submit({"kind": "alloc", "mb": 8})
+        assert (await h.result(again)).output_json == str(8 << 20).encode()
+
+    run(tmp_path, scenario, max_memory_bytes=128 << 20)
 
 
 def test_progress_is_coalesced_and_the_last_value_arrives_first(tmp_path: Path) -> None:

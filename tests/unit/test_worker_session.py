@@ -1,4 +1,4 @@
-"""Pure parts of the worker session and CLI: prefetch, backoff, result messages, usage errors."""
+"""Pure parts of the worker connection and CLI: backoff, wire messages, usage errors."""
 
 from __future__ import annotations
 
@@ -8,24 +8,17 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from netdist.api.v1 import jobs_pb2
 from netdist.worker.cli import main
+from netdist.worker.connection import (
+    BACKOFF_MAX_SECONDS,
+    CHANNEL_OPTIONS,
+    _lease,
+    backoff_delays,
+    result_message,
+)
 from netdist.worker.executor import input_line
 from netdist.worker.job import JobRef, JobResult
-from netdist.worker.session import (
-    BACKOFF_MAX_SECONDS,
-    _result_message,
-    backoff_delays,
-    prefetch,
-)
-
-
-def test_prefetch_is_about_50ms_of_work() -> None:
-    assert prefetch(slots=4, max_prefetch=256, ewma_seconds=None) == 0
-    assert prefetch(slots=4, max_prefetch=256, ewma_seconds=10.0) == 0
-    assert prefetch(slots=4, max_prefetch=256, ewma_seconds=0.01) == 20
-    assert prefetch(slots=4, max_prefetch=256, ewma_seconds=0.00001) == 256
-    assert prefetch(slots=4, max_prefetch=256, ewma_seconds=0.0) == 256
-    assert prefetch(slots=4, max_prefetch=0, ewma_seconds=0.001) == 0
 
 
 def test_backoff_doubles_to_five_seconds_with_jitter() -> None:
@@ -42,18 +35,52 @@ def test_backoff_doubles_to_five_seconds_with_jitter() -> None:
 
 def test_result_messages() -> None:
     ref = JobRef(job_id=7, lease_no=3)
-    ok = _result_message(
+    ok = result_message(
         JobResult(ref=ref, output_json=b'{"a":1}', duration_seconds=0.5)
     )
     assert (ok.ref.job_id, ok.ref.lease_no) == (7, 3)
     assert json.loads(ok.output) == {"a": 1}
     assert not ok.HasField("error")
-    failed = _result_message(JobResult.failed(ref, "ArtifactError", "cannot fetch"))
+    failed = result_message(JobResult.failed(ref, "ArtifactError", "cannot fetch"))
     assert failed.HasField("error")
     assert (failed.error.type, failed.error.message) == (
         "ArtifactError",
         "cannot fetch",
     )
+
+
+def test_leases_become_plain_values() -> None:
+    lease = _lease(
+        jobs_pb2.Lease(
+            ref=jobs_pb2.JobRef(job_id=7, lease_no=3),
+            handler_id="h",
+            job_name="j",
+            attempt=2,
+            script_sha256="s" * 64,
+            environment=["a" * 64, "b" * 64],
+            input=b'{"x": 1}',
+            timeout_seconds=1.5,
+        )
+    )
+    assert lease.ref == JobRef(7, 3)
+    assert lease.wheel_sha256s == ("a" * 64, "b" * 64)
+    assert (lease.attempt, lease.input_json, lease.timeout_seconds) == (
+        2,
+        b'{"x": 1}',
+        1.5,
+    )
+
+
+def test_the_channel_notices_a_dead_peer_within_ten_seconds() -> None:
+    options = dict(CHANNEL_OPTIONS)
+    ping_every, answer_within = (
+        options["grpc.keepalive_time_ms"],
+        options["grpc.http2.ping_timeout_ms"],  # what gRPC core waits for the ack
+    )
+    assert ping_every + answer_within <= 10_000
+    assert options["grpc.keepalive_timeout_ms"] <= answer_within
+    assert options["grpc.keepalive_permit_without_calls"] == 1
+    assert options["grpc.http2.max_pings_without_data"] == 0
 
 
 def test_input_lines_pass_json_text_through() -> None:
@@ -72,6 +99,7 @@ def test_usage_errors_exit_2() -> None:
         ["connect", "host:99999"],
         ["connect", "h:1", "--label", "novalue"],
         ["connect", "h:1", "--slots", "0"],
+        ["connect", "h:1", "--max-job-memory", "1"],
     ):
         result = runner.invoke(main, args)
         assert result.exit_code == 2, (args, result.output)
@@ -81,3 +109,4 @@ def test_help_shows_the_environment_variables() -> None:
     result = CliRunner().invoke(main, ["connect", "--help"])
     assert result.exit_code == 0
     assert "NETDIST_WORKER_SLOTS" in result.output
+    assert "NETDIST_WORKER_MAX_JOB_MEMORY" in result.output

@@ -69,7 +69,17 @@ class NetDistServer:
                                       handler_call_timeout_seconds=cfg.handler_call_timeout_seconds)
         options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                   ("grpc.so_reuseport", 0)]
+                   ("grpc.so_reuseport", 0),
+                   # A silently dead worker is noticed within 10 s (ping every 5 s, 4 s to answer:
+                   # gRPC core waits ping_timeout_ms for the ack, keepalive_timeout_ms is not
+                   # enough); workers ping as often (worker/connection.py), so allow pings 1 s
+                   # apart without data, or they would get GOAWAY too_many_pings.
+                   ("grpc.keepalive_time_ms", 5000),
+                   ("grpc.keepalive_timeout_ms", 4000),
+                   ("grpc.http2.ping_timeout_ms", 4000),
+                   ("grpc.keepalive_permit_without_calls", 1),
+                   ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+                   ("grpc.http2.max_pings_without_data", 0)]
         self.server = grpc.aio.server(options=options)
         self.port = self.server.add_insecure_port(f"{cfg.host}:{cfg.port}")
         if self.port == 0:

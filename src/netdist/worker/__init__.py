@@ -1,11 +1,14 @@
 """The netdist worker: connects to a server, runs jobs in executor child processes.
 
-    cli.py       ``netdist-worker connect HOST:PORT``; builds the WorkerConfig
-    session.py   the JobService stream: hello, credit, leases, results, reconnect
-    cache.py     content-addressed artifacts (wheels, job scripts) fetched by hash
-    executor.py  one child process per slot; timeouts, revokes, crashes
-    child.py     the child side: imports the job script, runs ``process``
-    job.py       the values passed between them (no protobuf past the session)
+    cli.py         ``netdist-worker connect HOST:PORT``; builds the WorkerConfig
+    session.py     one run: leases to jobs, results and starts out, stop and drain
+    connection.py  the JobService stream: hello, reconnect with backoff, keepalive
+    ledger.py      leases held, started, unacked, unsent (pure)
+    capacity.py    how many leases to ask for: slots plus a short prefetch (pure)
+    cache.py       content-addressed artifacts (wheels, job scripts) fetched by hash
+    executor.py    one child process per slot; timeouts, revokes, crashes
+    child.py       the child side: imports the job script, runs ``process``
+    job.py         the values passed between them (no protobuf past the connection)
 
 Kept free of heavy imports: ``python -m netdist.worker.child`` imports this package.
 """

@@ -3,7 +3,8 @@
 Started by the executor as ``[sys.executable, "-m", "netdist.worker.child"]``.
 The protocol is newline-delimited JSON, never pickle:
 
-    stdin   {"init": {"script": PATH, "paths": [WHEEL_DIR, ...]}}   once, first
+    stdin   {"init": {"script": PATH, "paths": [WHEEL_DIR, ...],
+                      "max_memory_bytes": N}}                        once, first (N optional)
             [job_id, lease_no, attempt, handler_id, job_name]        a job, then on the next line
             INPUT                                                     its input: JSON text as leased
             {"cancel": [job_id, lease_no]}                           skip a queued job
@@ -17,6 +18,12 @@ copies the lease's input bytes into the line (so the input must hold no
 newline byte, which the worker ensures) and the output text into the result.
 The child parses the input (``InputNotJson`` if it is not JSON) and encodes the
 output (``OutputNotJson`` if that fails).
+
+With ``max_memory_bytes`` the child caps its own data size (``RLIMIT_DATA``:
+heap and private writable mappings) before it loads the script, so a job that
+allocates past it gets a ``MemoryError`` (or its child dies) instead of pushing
+the machine into swap or the OOM killer. ``RLIMIT_AS`` would not do: the
+address space of an idle Python with two threads is already over 200 MB.
 
 The child is bound to one environment for its whole life: a new code version
 runs in a new process. The protocol gets a private copy of the original stdout;
@@ -35,6 +42,7 @@ import json
 import logging
 import os
 import queue
+import resource
 import signal
 import sys
 import threading
@@ -265,6 +273,14 @@ def _load_process(script: str, paths: list[str]) -> Process:
     return process  # type: ignore[no-any-return]
 
 
+def _limit_memory(limit_bytes: int) -> None:
+    """Cap this process's data size; a lower hard limit already in place stays."""
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        limit_bytes = min(limit_bytes, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, limit_bytes))
+
+
 def _error(exc: BaseException, *, prefix: str = "") -> dict[str, str]:
     return {
         "type": type(exc).__name__,
@@ -277,6 +293,7 @@ class _Runner:
     def __init__(self, writer: _Writer, progress: _ProgressGate) -> None:
         self.process: Process | None = None
         self.load_error: dict[str, str] | None = None
+        self.max_memory_bytes: int | None = None
         self.progress = progress
         self.writer = writer
         self.filter = _JobFilter()
@@ -316,7 +333,7 @@ class _Runner:
             try:
                 output = self.process(job_input, ctx)
             except BaseException as exc:
-                line = self._error_line(job_id, lease_no, started, _error(exc))
+                line = self._error_line(job_id, lease_no, started, self._job_error(exc))
             else:
                 duration = time.perf_counter() - started
                 try:
@@ -332,6 +349,16 @@ class _Runner:
             self.writer.send(final)
         self.writer.send(line)
         self.filter.job_id = None
+
+    def _job_error(self, exc: BaseException) -> dict[str, str]:
+        error = _error(exc)
+        if isinstance(exc, MemoryError) and self.max_memory_bytes and not str(exc):
+            limit_mb = self.max_memory_bytes >> 20
+            error["message"] = (
+                f"the job ran out of memory (this worker allows {limit_mb} MB"
+                " per job: --max-job-memory)"
+            )
+        return error
 
     @staticmethod
     def _error_line(
@@ -363,6 +390,10 @@ def main() -> None:
     runner = _Runner(_Writer(stream, progress), progress)
     reader = _Reader(sys.stdin.buffer)
     init = reader.init
+    max_memory_bytes = init.get("max_memory_bytes")
+    if max_memory_bytes is not None:
+        runner.max_memory_bytes = int(max_memory_bytes)
+        _limit_memory(runner.max_memory_bytes)
     try:
         runner.process = _load_process(
             str(init["script"]), [str(p) for p in init.get("paths", [])]

@@ -25,6 +25,9 @@ RET_OK = 0
 RET_USAGE = 2
 RET_INTERRUPTED = 130
 
+MIN_JOB_MEMORY_MB = 64
+"""An idle executor process already uses about 30 MB of data (thread stacks included)."""
+
 log = logging.getLogger("netdist.worker")
 
 
@@ -123,6 +126,17 @@ def main(log_level: str) -> None:
     show_envvar=True,
     help="Seconds running jobs get to finish on SIGTERM/SIGINT.",
 )
+@click.option(
+    "--max-job-memory",
+    "max_job_memory_mb",
+    type=click.IntRange(min=MIN_JOB_MEMORY_MB),
+    default=None,
+    metavar="MB",
+    envvar="NETDIST_WORKER_MAX_JOB_MEMORY",
+    show_envvar=True,
+    help="Most memory one executor process may allocate (its data size: heap and"
+    " private mappings, Linux). A job past it fails with MemoryError. No limit by default.",
+)
 def connect(
     *,
     target: str,
@@ -132,6 +146,7 @@ def connect(
     labels: Sequence[str],
     max_prefetch: int,
     grace_seconds: float,
+    max_job_memory_mb: int | None,
 ) -> None:
     """Connect to the server at HOST:PORT and run jobs until stopped."""
     cache_dir = cache_dir.expanduser()
@@ -143,6 +158,7 @@ def connect(
         labels=_parse_labels(labels),
         max_prefetch=max_prefetch,
         grace_seconds=grace_seconds,
+        max_job_memory_mb=max_job_memory_mb,
     )
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)

@@ -19,3 +19,5 @@ class WorkerConfig:
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     max_prefetch: int = 256
     grace_seconds: float = 30.0
+    max_job_memory_mb: int | None = None
+    """Each executor child caps its data size (RLIMIT_DATA) to this; None: no cap."""

@@ -9,7 +9,9 @@ while a slot elsewhere is free. What the worker writes to a child in one turn
 of the event loop leaves in one write; what a child writes is read in chunks.
 Job inputs and outputs pass through as JSON text, never parsed here.
 
-A child that dies fails its running job (``WorkerChildDied``) and hands its
+A job counts as started when it is written to an idle child, or when the job
+before it in its child finished (``on_started``); until then it can be handed
+back without having run. A child that dies fails its running job (``WorkerChildDied``) and hands its
 queued jobs back to the pending queue; a job past its timeout gets its child
 killed (``JobTimeout``); a revoked job is cancelled in the child or, when it is
 already running, its child is killed, and it produces no result.
@@ -56,6 +58,7 @@ _OUTPUT_PREFIX = b"="
 
 ResultCallback = Callable[[JobResult], None]
 ProgressCallback = Callable[[JobProgress], None]
+StartedCallback = Callable[[JobRef], None]
 
 
 def input_line(raw: bytes) -> bytes:
@@ -99,10 +102,12 @@ class _Child:
         self._loop = asyncio.get_running_loop()
         self._outbox: list[bytes] = []
         self._flush_scheduled = False
-        init = {
+        init: dict[str, object] = {
             "script": str(environment.script_path),
             "paths": [str(p) for p in environment.wheel_dirs],
         }
+        if executor.max_memory_bytes is not None:
+            init["max_memory_bytes"] = executor.max_memory_bytes
         self._write(json.dumps({"init": init}).encode() + b"\n")
         self.task = self._loop.create_task(self._run(), name="netdist-child")
 
@@ -116,9 +121,12 @@ class _Child:
         return len(self.entries) - self.revoked
 
     def add(self, job: Job) -> None:
-        if not self.entries and self.ready:
+        first = not self.entries
+        if first and self.ready:
             self.head_started_at = time.monotonic()
         self.entries.append(_Entry(job=job))
+        if first:
+            self.executor._job_started(job.ref)
         ref = job.ref
         names = f"{json.dumps(job.handler_id)},{json.dumps(job.job_name)}"
         header = f"[{ref.job_id},{ref.lease_no},{job.attempt},{names}]\n"
@@ -235,6 +243,8 @@ class _Child:
         self.head_started_at = time.monotonic() if entries else None
         if entry.revoked:
             self.revoked -= 1
+        if entries and not entries[0].revoked:
+            self.executor._job_started(entries[0].job.ref)
         return entry
 
     def _finish_output(self, line: bytes) -> None:
@@ -274,7 +284,7 @@ class _Child:
 
 
 class Executor:
-    """Runs jobs in ``slots`` child processes; reports through two callbacks."""
+    """Runs jobs in ``slots`` child processes; reports through callbacks."""
 
     def __init__(
         self,
@@ -282,7 +292,9 @@ class Executor:
         slots: int,
         on_result: ResultCallback,
         on_progress: ProgressCallback | None = None,
+        on_started: StartedCallback | None = None,
         python: str = sys.executable,
+        max_memory_bytes: int | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError("slots must be at least 1")
@@ -290,6 +302,9 @@ class Executor:
         self.python = python
         self._on_result = on_result
         self._on_progress = on_progress
+        self._on_started = on_started
+        self.max_memory_bytes = max_memory_bytes
+        """Each child limits its own data size (RLIMIT_DATA) to this; None: no limit."""
         self._pending: collections.deque[Job] = collections.deque()
         self._children: list[_Child | None] = [None] * slots
         self._retired: set[_Child] = set()
@@ -434,6 +449,10 @@ class Executor:
             self._retired.add(child)
 
     # -- events from children --------------------------------------------
+
+    def _job_started(self, ref: JobRef) -> None:
+        if self._on_started is not None:
+            self._on_started(ref)
 
     def _slot_freed(self) -> None:
         self._pump()

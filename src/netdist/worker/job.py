@@ -1,11 +1,13 @@
-"""The values the worker passes around inside: jobs, results, progress.
+"""The values the worker passes around inside: leases, jobs, results, progress, acks.
 
-Protobuf types stop at the session; the executor and the cache see only these.
+Protobuf types stop at the connection; the session, the ledger, the executor
+and the cache see only these.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 from pathlib import Path
 from typing import NamedTuple
 
@@ -33,6 +35,33 @@ class Environment:
     def key(self) -> tuple[str, tuple[str, ...]]:
         """Children are bound to this key: another key means another process."""
         return (self.script_sha256, self.wheel_sha256s)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Lease:
+    """A job as the server leased it: its code named by hash, maybe not on disk yet."""
+
+    ref: JobRef
+    handler_id: str
+    job_name: str
+    attempt: int
+    script_sha256: str
+    wheel_sha256s: tuple[str, ...] = ()
+    """The environment's wheels, package first."""
+    input_json: bytes = b""
+    timeout_seconds: float = 0.0
+
+    def job(self, environment: Environment, input_json: bytes) -> Job:
+        """The job to run, once its environment is cached and its input is one line."""
+        return Job(
+            ref=self.ref,
+            handler_id=self.handler_id,
+            job_name=self.job_name,
+            attempt=self.attempt,
+            environment=environment,
+            input_json=input_json,
+            timeout_seconds=self.timeout_seconds,
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,3 +117,24 @@ class JobProgress:
     ref: JobRef
     percent: float
     text: str = ""
+
+
+class AckOutcome(enum.StrEnum):
+    """What the server did with a result; every outcome lets the worker forget it."""
+
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    """The job already had a result."""
+    UNKNOWN = "unknown"
+    """No such job (its handler was removed)."""
+    STALE = "stale"
+    """Not the job's current lease held by this worker (expired, revoked or re-leased)."""
+    UNSPECIFIED = "unspecified"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Ack:
+    """The server's answer to one result."""
+
+    ref: JobRef
+    outcome: AckOutcome
