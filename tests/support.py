@@ -1,4 +1,4 @@
-"""A small handler package written on the fly, for the integration tests."""
+"""A small handler package written on the fly, for the integration tests; process probes."""
 
 from __future__ import annotations
 
@@ -128,3 +128,25 @@ def counter_script(path: Path, *, job: str = "count", settings: str = "", **cust
 
 def expected_sum(count: int) -> int:
     return sum(2 * i for i in range(count))
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped (Linux: reads /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux: reads /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found

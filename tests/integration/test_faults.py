@@ -7,7 +7,7 @@ from pathlib import Path
 
 from netdist.testing import wait_until
 from tests.integration.conftest import Cluster
-from tests.support import counter_script, counter_wheel, expected_sum
+from tests.support import alive, child_pids, counter_script, counter_wheel, expected_sum
 
 
 def test_package_reupload_swaps_handler_code_while_running(cluster: Cluster, tmp_path: Path) -> None:
@@ -44,6 +44,25 @@ def test_worker_killed_mid_job_has_its_job_finished_by_another(cluster: Cluster,
     wait_until(lambda: {w.name: w.jobs_done for w in cluster.api.workers()}["rescuer"] >= 1, 10,
                what="the rescuer's count")
     assert not {w.name: w for w in cluster.api.workers()}["victim"].connected
+
+
+def test_a_killed_worker_leaves_no_executor_child_behind(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.api.upload(counter_wheel(tmp_path))
+    victim = cluster.add_worker("victim")
+    gate = tmp_path / "gate"
+    script = counter_script(tmp_path / "s.py", settings="auto-start = true", count=2, gate=str(gate))
+    hid = cluster.api.add_script(script).handler.id
+
+    def waiting_job() -> bool:
+        return any(job.progress_percent == 42 for job in cluster.api.running_jobs(hid))
+
+    wait_until(waiting_job, 30, what="a job waiting at its gate")
+    children = child_pids(victim.popen.pid)
+    assert len(children) == 1 and alive(children[0])
+    victim.popen.send_signal(signal.SIGKILL)
+    victim.popen.wait()
+    wait_until(lambda: not alive(children[0]), 2, what="the executor child to die with its worker")
+    gate.touch()
 
 
 def test_server_killed_mid_run_finishes_with_no_job_lost(cluster: Cluster, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from netdist.errors import NetDistError
+from netdist.parent_death import child_args
 
 log = logging.getLogger("netdist.server.host")
 _LINE_LIMIT = 256 * 1024 * 1024
@@ -46,8 +47,10 @@ class HandlerHost:
     async def start(cls, *, python_path: list[Path], on_log: Callable[[str, str], None]) -> HandlerHost:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(str(p) for p in python_path)
+        # Called on the server's event loop, in its main thread: the host's
+        # PDEATHSIG fires when the thread that forked it ends (netdist.parent_death).
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "netdist.server.host_child",
+            sys.executable, "-m", "netdist.server.host_child", *child_args(),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=env, limit=_LINE_LIMIT,
         )

@@ -13,12 +13,11 @@ import json
 import logging
 import os
 import sys
-import threading
-import time
 import traceback
 from typing import Any, TextIO
 
 from netdist.handler import Handler, JobFailure
+from netdist.parent_death import exit_with_parent, parent_pid_from
 
 
 class _ProtocolLog(logging.Handler):
@@ -126,16 +125,10 @@ class _Host:
             self.out.flush()
 
 
-def _exit_with_parent(parent: int) -> None:
-    """A handler hanging in its own code never reads stdin again: end this
-    process when the server is gone, rather than leave it orphaned."""
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(1)
-
-
 def main() -> None:
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    # A handler hanging in its own code never reads stdin again: the kernel
+    # ends this process with the server instead (see netdist.parent_death).
+    exit_with_parent(parent_pid_from(sys.argv[1:]))
     protocol = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
     sys.stdout = sys.stderr

@@ -1,4 +1,4 @@
-"""The worker's content-addressed artifact cache.
+"""The worker's content-addressed artifact cache, verified before use.
 
 Layout under the cache dir::
 
@@ -10,6 +10,34 @@ Blobs come from the server's ``PackageService.Fetch`` (a :class:`BlobSource`);
 concurrent requests for one hash share one fetch. Any failure (not found,
 hash mismatch, unreachable, unsafe wheel) is an :class:`ArtifactError`, which
 the session turns into a failed job: it never stops the worker.
+
+What is verified when (nothing on disk is trusted because it is there):
+
+- A fetched blob is hashed as it streams in; it lands under its name only if
+  the sha256 matches.
+- A job script, or a wheel about to be unpacked or checked against, is hashed
+  in full the first time this process uses it. A mismatch deletes it, logs one
+  warning and fetches it again.
+- An unpacked wheel is verified in full the first time this process uses it:
+  every file the wheel puts there must match that member's sha256 in the
+  (verified) wheel, and no other file Python could import (``.py``, ``.pyc``,
+  extension modules; ``__pycache__`` aside, which Python checks against the
+  source itself) nor symlink may be there. Damage logs one warning and unpacks
+  the wheel again (the damaged tree is moved aside, then removed).
+- After that, a stat signature (size, mtime, ctime and inode of every file)
+  stands in for the hashes: :meth:`ArtifactCache.cached_environment`, the
+  per-job hot path, compares it at most once per ``recheck_seconds`` (1 s) per
+  environment, and when it changed the environment goes back through the full
+  checks before the next job runs in it. So no job ever hashes anything; damage
+  that leaves stat alone (a bit flipped on the disk) is found when the next
+  worker process starts.
+- An environment whose script or tree was repaired gets a new
+  :attr:`~netdist.worker.job.Environment.generation`, so jobs go to fresh
+  executor children, not to ones that may have loaded the damaged code.
+
+Workers sharing a cache dir may repair the same entry at once: each puts a
+complete, verified copy in place with ``os.replace``, so the last one wins and
+all are right.
 """
 
 from __future__ import annotations
@@ -22,8 +50,18 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import zipfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections import Counter
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
+from importlib.machinery import all_suffixes
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
@@ -38,6 +76,13 @@ log = logging.getLogger(__name__)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 FETCH_ATTEMPTS = 3
 FETCH_RETRY_SECONDS = 0.5
+RECHECK_SECONDS = 1.0
+"""How often the hot path compares an environment's stat signature, at most."""
+_HASH_CHUNK = 1 << 20
+_IMPORTABLE = tuple(all_suffixes())
+
+Signature = tuple[tuple[str, int, int, int, int, int], ...]
+"""Per file: relative path, size, mtime_ns, ctime_ns, inode, mode; sorted."""
 
 
 class ArtifactError(NetDistError):
@@ -152,20 +197,18 @@ def _member_target(name: str) -> PurePosixPath | None:
     return path
 
 
-def unpack_wheel(wheel: Path, dest: Path) -> Path:
-    """Unpack ``wheel`` into ``dest`` (atomic: a temp dir then os.replace). Idempotent."""
-    if dest.is_dir():
+def unpack_wheel(wheel: Path, dest: Path, *, replace: bool = False) -> Path:
+    """Unpack ``wheel`` into ``dest`` (atomic: a temp dir then os.replace).
+
+    Idempotent unless ``replace``: then a tree already at ``dest`` is moved
+    aside and removed once the fresh one is in its place.
+    """
+    if dest.is_dir() and not replace:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".unpack-"))
     try:
-        try:
-            archive = zipfile.ZipFile(wheel)
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise ArtifactError(
-                f"wheel {wheel.name} is not a zip file: {exc}"
-            ) from None
-        with archive:
+        with _open_wheel(wheel) as archive:
             for info in archive.infolist():
                 target = _member_target(info.filename)
                 if target is None or info.is_dir():
@@ -174,24 +217,163 @@ def unpack_wheel(wheel: Path, dest: Path) -> Path:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 with archive.open(info) as src, out.open("wb") as dst:
                     shutil.copyfileobj(src, dst)
+        _put_tree(tmp, dest, replace=replace)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _open_wheel(wheel: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(wheel)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ArtifactError(f"wheel {wheel.name} is not a zip file: {exc}") from None
+
+
+def _put_tree(tmp: Path, dest: Path, *, replace: bool) -> None:
+    """Move the finished tree ``tmp`` to ``dest``; another process's copy there is as good."""
+    aside: Path | None = None
+    try:
+        if replace and dest.exists():
+            aside = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".damaged-"))
+            with contextlib.suppress(FileNotFoundError):  # another process moved it
+                os.replace(dest, aside / "tree")
         try:
             os.replace(tmp, dest)
         except OSError:
             if not dest.is_dir():  # another worker process won the race: fine
                 raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def wheel_manifest(wheel: Path) -> dict[str, str]:
+    """What unpacking ``wheel`` puts on disk: relative path -> sha256 of its bytes."""
+    manifest: dict[str, str] = {}
+    with _open_wheel(wheel) as archive:
+        for info in archive.infolist():
+            target = _member_target(info.filename)
+            if target is None or info.is_dir():
+                continue
+            digest = hashlib.sha256()
+            with archive.open(info) as src:
+                while chunk := src.read(_HASH_CHUNK):
+                    digest.update(chunk)
+            manifest[target.as_posix()] = digest.hexdigest()
+    return manifest
+
+
+def _tree_entries(root: Path, prefix: str = "") -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """Every entry under ``root`` but directories and ``__pycache__``, with its relative path."""
+    with os.scandir(root) as entries:
+        for entry in entries:
+            rel = prefix + entry.name
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name != "__pycache__":
+                    yield from _tree_entries(Path(entry.path), rel + "/")
+            else:
+                yield rel, entry
+
+
+def file_signature(path: Path) -> Signature | None:
+    """The stat signature of one file; None when it is not there."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    return ((path.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode),)
+
+
+def tree_signature(root: Path) -> Signature | None:
+    """The stat signature of an unpacked tree (``__pycache__`` aside); None when it is not there."""
+    rows = []
+    try:
+        for rel, entry in _tree_entries(root):
+            st = entry.stat(follow_symlinks=False)
+            rows.append((rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode))
+    except OSError:
+        return None
+    rows.sort()
+    return tuple(rows)
+
+
+def tree_damage(root: Path, manifest: Mapping[str, str]) -> str | None:
+    """What is wrong with the tree unpacked from a wheel of ``manifest``; None if nothing."""
+    seen: set[str] = set()
+    for rel, entry in _tree_entries(root):
+        if entry.is_symlink():
+            return f"{rel} is a symbolic link"
+        expected = manifest.get(rel)
+        if expected is None:
+            if rel.endswith(_IMPORTABLE):
+                return f"{rel} is not in the wheel"
+            continue
+        seen.add(rel)
+        try:
+            actual = file_sha256(Path(entry.path))
+        except OSError as exc:
+            return f"{rel} cannot be read: {exc.strerror or exc}"
+        if actual != expected:
+            return f"{rel} was modified"
+    missing = sorted(set(manifest) - seen)
+    return f"{missing[0]} is missing" if missing else None
+
+
+def check_tree(wheel: Path, dest: Path) -> tuple[Signature, str | None]:
+    """Verify ``dest`` against ``wheel``, unpacking it again if damaged or absent.
+
+    Returns the tree's signature as it was verified (taken before hashing, so a
+    change made meanwhile shows later) and what was damaged, if anything.
+    """
+    signature = tree_signature(dest)
+    damage = None
+    if signature is not None:
+        damage = tree_damage(dest, wheel_manifest(wheel))
+        if damage is None:
+            return signature, None
+    elif dest.exists() or dest.is_symlink():
+        damage = "it cannot be read"
+    unpack_wheel(wheel, dest, replace=damage is not None)
+    fresh = tree_signature(dest)
+    if fresh is None:
+        raise ArtifactError(f"unpacked wheel {dest.name[:12]} vanished from the cache")
+    return fresh, damage
 
 
 class ArtifactCache:
-    """Job scripts and unpacked wheels on disk, fetched on first use."""
+    """Job scripts and unpacked wheels on disk, fetched on first use, verified before use."""
 
-    def __init__(self, root: Path, source: BlobSource) -> None:
+    def __init__(
+        self,
+        root: Path,
+        source: BlobSource,
+        *,
+        recheck_seconds: float = RECHECK_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.root = root
         self._source = source
+        self._recheck_seconds = recheck_seconds
+        self._monotonic = monotonic
         self._inflight: dict[str, asyncio.Task[Path]] = {}
         self._environments: dict[tuple[str, tuple[str, ...]], Environment] = {}
+        self._recheck_at: dict[tuple[str, tuple[str, ...]], float] = {}
+        self._verified: dict[Path, Signature] = {}
+        """Files and trees verified in full by this process, with their signature then."""
+        self._repairs: Counter[Path] = Counter()
+        self.full_checks = 0
+        """Files hashed in full and trees verified in full (a hook for tests)."""
+        self.quick_checks = 0
+        """Environments whose stat signature the hot path compared (a hook for tests)."""
 
     def blob_path(self, sha256: str) -> Path:
         return self.root / "blobs" / sha256
@@ -205,16 +387,34 @@ class ArtifactCache:
     def cached_environment(
         self, script_sha256: str, wheel_sha256s: Iterable[str]
     ) -> Environment | None:
-        """The environment if it is ready already (no await, for the hot path)."""
-        return self._environments.get((script_sha256, tuple(wheel_sha256s)))
+        """The environment if it is ready and unchanged (no await, for the hot path).
+
+        None sends the caller to :meth:`environment`, which verifies again
+        whatever changed on disk.
+        """
+        key = (script_sha256, tuple(wheel_sha256s))
+        environment = self._environments.get(key)
+        if environment is None:
+            return None
+        now = self._monotonic()
+        if now < self._recheck_at[key]:
+            return environment
+        self.quick_checks += 1
+        if self._unchanged(environment.script_path, file_signature) and all(
+            self._unchanged(d, tree_signature) for d in environment.wheel_dirs
+        ):
+            self._recheck_at[key] = now + self._recheck_seconds
+            return environment
+        del self._environments[key]
+        return None
 
     async def environment(
         self, script_sha256: str, wheel_sha256s: Iterable[str]
     ) -> Environment:
-        """Fetch and unpack whatever is missing; the environment to run a job in."""
+        """Fetch, unpack and verify whatever needs it; the environment to run a job in."""
         wheels = tuple(wheel_sha256s)
         key = (script_sha256, wheels)
-        ready = self._environments.get(key)
+        ready = self.cached_environment(script_sha256, wheels)
         if ready is not None:
             return ready
         script, *dirs = await asyncio.gather(
@@ -225,38 +425,84 @@ class ArtifactCache:
             script_path=script,
             wheel_sha256s=wheels,
             wheel_dirs=tuple(dirs),
+            generation=sum(self._repairs[path] for path in (script, *dirs)),
         )
         self._environments[key] = environment
+        self._recheck_at[key] = self._monotonic() + self._recheck_seconds
         return environment
 
     async def fetch(self, sha256: str) -> Path:
         """The verified blob on disk."""
         check_sha256(sha256)
         path = self.blob_path(sha256)
-        if path.is_file():
+        if self._unchanged(path, file_signature):
             return path
-        return await self._once(f"blob:{sha256}", lambda: self._download(sha256, path))
+        return await self._once(f"blob:{sha256}", lambda: self._verified_file(sha256, path, "wheel"))
 
     async def script(self, sha256: str) -> Path:
+        """The verified job script on disk."""
         check_sha256(sha256)
         path = self.script_path(sha256)
-        if path.is_file():
+        if self._unchanged(path, file_signature):
             return path
         return await self._once(
-            f"script:{sha256}", lambda: self._download(sha256, path)
+            f"script:{sha256}", lambda: self._verified_file(sha256, path, "job script")
         )
 
     async def unpacked_wheel(self, sha256: str) -> Path:
+        """The wheel's verified unpacked tree."""
         check_sha256(sha256)
         dest = self.env_path(sha256)
-        if dest.is_dir():
+        if self._unchanged(dest, tree_signature):
             return dest
 
-        async def unpack() -> Path:
+        async def verify() -> Path:
             blob = await self.fetch(sha256)
-            return await asyncio.to_thread(unpack_wheel, blob, dest)
+            if dest.exists():
+                self.full_checks += 1
+            try:
+                signature, damage = await asyncio.to_thread(check_tree, blob, dest)
+            except OSError as exc:
+                raise ArtifactError(
+                    f"cannot unpack {_short(sha256)} in the cache: {exc}"
+                ) from None
+            if damage is not None:
+                log.warning("unpacked wheel %s was damaged (%s): unpacked it again", _short(sha256), damage)
+                self._repairs[dest] += 1
+            self._verified[dest] = signature
+            return dest
 
-        return await self._once(f"env:{sha256}", unpack)
+        return await self._once(f"env:{sha256}", verify)
+
+    def _unchanged(self, path: Path, signature: Callable[[Path], Signature | None]) -> bool:
+        """Verified in full by this process, and its stat signature is the same since."""
+        verified = self._verified.get(path)
+        return verified is not None and signature(path) == verified
+
+    async def _verified_file(self, sha256: str, path: Path, what: str) -> Path:
+        """``path`` once its sha256 is checked: hashed if it is on disk, else (or if wrong) fetched."""
+        signature = file_signature(path)  # before hashing: a change meanwhile shows later
+        if signature is not None:
+            self.full_checks += 1
+            try:
+                actual = await asyncio.to_thread(file_sha256, path)
+                problem = f"its sha256 is now {_short(actual)}"
+            except OSError as exc:
+                actual, problem = "", f"it cannot be read: {exc.strerror or exc}"
+            if actual == sha256:
+                self._verified[path] = signature
+                return path
+            log.warning(
+                "cached %s %s failed verification (%s): deleted it, fetching it again",
+                what, _short(sha256), problem,
+            )
+            _remove(path)
+            self._repairs[path] += 1
+        await self._download(sha256, path)
+        fresh = file_signature(path)
+        if fresh is not None:
+            self._verified[path] = fresh
+        return path
 
     async def _download(self, sha256: str, dest: Path) -> Path:
         log.info("fetching %s", _short(sha256))
@@ -284,6 +530,15 @@ class ArtifactCache:
             task.add_done_callback(_consume_exception)
             self._inflight[key] = task
         return await asyncio.shield(task)
+
+
+def _remove(path: Path) -> None:
+    """Delete a damaged cache entry, whatever it turned into."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def _consume_exception(task: asyncio.Task[Path]) -> None:

@@ -1,6 +1,7 @@
 """The executor child: runs one job script's ``process`` for jobs read from stdin.
 
-Started by the executor as ``[sys.executable, "-m", "netdist.worker.child"]``.
+Started by the executor as ``[sys.executable, "-m", "netdist.worker.child",
+"--parent-pid", PID]``; it dies with the worker (:mod:`netdist.parent_death`).
 The protocol is newline-delimited JSON, never pickle:
 
     stdin   {"init": {"script": PATH, "paths": [WHEEL_DIR, ...],
@@ -50,6 +51,8 @@ import time
 import traceback
 from collections.abc import Callable
 from typing import Any, BinaryIO
+
+from netdist.parent_death import exit_with_parent, parent_pid_from
 
 PROGRESS_INTERVAL_SECONDS = 0.2
 """At most one progress line per job in this interval (the last one is always sent)."""
@@ -382,6 +385,7 @@ def _protocol_stream() -> BinaryIO:
 
 
 def main() -> None:
+    exit_with_parent(parent_pid_from(sys.argv[1:]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the worker to handle
     stream = _protocol_stream()  # before any user code runs, import time included
     if isinstance(sys.stdout, io.TextIOWrapper):

@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from netdist.parent_death import child_args
 from netdist.worker.job import (
     Environment,
     Job,
@@ -170,10 +171,13 @@ class _Child:
     async def _run(self) -> None:
         returncode: int | None = None
         try:
+            # Forked on the event loop (the main thread): the child's PDEATHSIG
+            # fires when that thread ends (netdist.parent_death).
             self.proc = await asyncio.create_subprocess_exec(
                 self.executor.python,
                 "-m",
                 "netdist.worker.child",
+                *child_args(),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 limit=_STREAM_LIMIT,

@@ -30,11 +30,13 @@ class Environment:
     script_path: Path
     wheel_sha256s: tuple[str, ...] = ()
     wheel_dirs: tuple[Path, ...] = ()
+    generation: int = 0
+    """Grows each time the cache repairs these files: a child started before may have loaded damaged code."""
 
     @property
-    def key(self) -> tuple[str, tuple[str, ...]]:
+    def key(self) -> tuple[str, tuple[str, ...], int]:
         """Children are bound to this key: another key means another process."""
-        return (self.script_sha256, self.wheel_sha256s)
+        return (self.script_sha256, self.wheel_sha256s, self.generation)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
