@@ -116,21 +116,21 @@ class CronRule:
     def next_after(self, after: float) -> int:
         """The first start moment (Unix seconds) strictly after ``after``."""
         start = math.floor(after) + 1
-        while True:  # each turn moves ``start`` on: past a change of offset, or past a repeated moment
+        while True:  # each turn moves ``start`` on: to a change of offset, or past a repeated hour
             off = self.zone.offset(start)
+            before = self.zone.offset(start - 1)
+            if self.fixed_hour and before < off and self._match_from(start + before) < start + off:
+                return start  # the wall times skipped at ``start`` hold a moment: it starts now
             wall = self._match_from(start + off)
             moment = wall - off
             change = self._offset_change(start, moment, off)
-            if change is None:
-                repeat_end = self._repeat_end(wall, moment) if self.fixed_hour else None
-                if repeat_end is None:
-                    return moment
-                start = repeat_end  # its first occurrence came due before ``after``
+            if change is not None:
+                start = change
                 continue
-            new_off = self.zone.offset(change)
-            if self.fixed_hour and new_off > off and self._match_from(change + off) < change + new_off:
-                return change  # a moment in the skipped wall times starts when they are skipped
-            start = change
+            repeat_end = self._repeat_end(wall, moment) if self.fixed_hour else None
+            if repeat_end is None:
+                return moment
+            start = repeat_end  # its first occurrence came due before ``after``
 
     def _match_from(self, wall: int) -> int:
         """The first matching wall time (seconds on a naive calendar) at or after ``wall``."""
