@@ -12,17 +12,15 @@ import json
 import logging
 import time
 import uuid
-import zoneinfo
-from datetime import datetime
-
-from croniter import croniter
 
 from netdist import jobscript
 from netdist.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from netdist.server.blobs import BlobStore
+from netdist.server.clock import SYSTEM_CLOCK, Clock
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.lease_model import HandlerSpec
 from netdist.server.runtime import HandlerRuntime
+from netdist.server.scheduler import Schedule, Scheduler
 from netdist.server.states import HandlerState
 from netdist.server.store import catalog
 from netdist.server.store import jobs as job_store
@@ -36,13 +34,14 @@ _ACTIVE = (HandlerState.RUNNING, HandlerState.PAUSED)
 
 class HandlerManager:
     def __init__(self, store: Store, dispatcher: Dispatcher, blobs: BlobStore, *,
-                 handler_call_timeout_seconds: float) -> None:
+                 handler_call_timeout_seconds: float, clock: Clock = SYSTEM_CLOCK) -> None:
         self.store = store
         self.handler_call_timeout_seconds = handler_call_timeout_seconds
         self.dispatcher = dispatcher
         self.blobs = blobs
         self.runtimes: dict[str, HandlerRuntime] = {}
-        self.next_start: dict[str, float] = {}
+        self.scheduler = Scheduler(clock=clock)
+        self.next_start = self.scheduler.next_start  # handler id -> next scheduled start (Unix seconds)
         self._log_buffer: list[dict[str, object]] = []
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -259,26 +258,17 @@ class HandlerManager:
                 log.exception("schedule pass failed")
 
     async def _run_schedules(self) -> None:
-        now = time.time()
-        records = await self.store.read(catalog.list_handlers)
-        for record in records:
+        records = {record.id: record for record in await self.store.read(catalog.list_handlers)}
+        schedules = {}
+        for record in records.values():
             settings = json.loads(record.settings_json)
-            cron = settings.get("schedule")
-            if not cron:
-                self.next_start.pop(record.id, None)
-                continue
-            due = self.next_start.get(record.id)
-            if due is None:
-                zone = zoneinfo.ZoneInfo(settings["time-zone"]) if settings.get("time-zone") else None
-                self.next_start[record.id] = croniter(cron, datetime.fromtimestamp(now, zone)).get_next(float)
-                continue
-            if now < due:
-                continue
-            zone = zoneinfo.ZoneInfo(settings["time-zone"]) if settings.get("time-zone") else None
-            self.next_start[record.id] = croniter(cron, datetime.fromtimestamp(now, zone)).get_next(float)
+            if settings.get("schedule"):
+                schedules[record.id] = Schedule(cron=settings["schedule"], time_zone=settings.get("time-zone"))
+        for handler_id in self.scheduler.due(schedules):
+            record = records[handler_id]
             # A failed handler waits for the operator (enable or start), like a disabled one.
             if record.state not in (*_ACTIVE, HandlerState.DISABLED, HandlerState.FAILED):
-                self.log(record.id, "info", "server", f"schedule {cron!r}: starting")
+                self.log(record.id, "info", "server", f"schedule {schedules[handler_id].cron!r}: starting")
                 try:
                     await self.control(record.id, "start")
                 except (FailedPreconditionError, NotFoundError) as exc:
