@@ -17,7 +17,12 @@ from typing import TypeVar
 import grpc
 
 from netdist.api.v1 import admin_pb2, admin_pb2_grpc, packages_pb2, packages_pb2_grpc
-from netdist.errors import NetDistError, UnavailableError, from_status
+from netdist.errors import (
+    NetDistError,
+    StoreUnavailableError,
+    UnavailableError,
+    from_status,
+)
 
 CHUNK_BYTES = 256 * 1024
 """Wheels travel in chunks of this size."""
@@ -77,6 +82,8 @@ class AdminClient:
     def _error(self, exc: grpc.RpcError) -> NetDistError:
         code: grpc.StatusCode = exc.code()
         details: str | None = exc.details()
+        if code is grpc.StatusCode.UNAVAILABLE and _sent_by_server(exc):
+            return StoreUnavailableError(details or "the server's store is unavailable")
         if code is grpc.StatusCode.UNAVAILABLE:
             return UnavailableError(
                 f"cannot reach the netdist server at {self.address}: {details}"
@@ -233,3 +240,9 @@ def upload_requests(
             yield packages_pb2.UploadPackageRequest(header=header)
             while chunk := f.read(CHUNK_BYTES):
                 yield packages_pb2.UploadPackageRequest(chunk=chunk)
+
+
+def _sent_by_server(exc: grpc.RpcError) -> bool:
+    """The server answered with an error of its own (not a transport failure)."""
+    metadata = exc.trailing_metadata() if isinstance(exc, grpc.Call) else None
+    return any(key == "netdist-error" for key, _ in metadata or ())
