@@ -92,7 +92,7 @@ def test_postgres_crash_and_restart_mid_run_loses_nothing_and_counts_nothing_twi
         assert during.store_state == "unavailable" and during.store_problem and during.store_unavailable_since
 
         pg.start()
-        info = cluster.api.wait_state(hid, "finished", timeout=120)
+        info = cluster.api.wait_state(hid, "finished", timeout=90)
         assert info.result_summary == f"1.0 sum={expected_sum(count)} seen={count} failures=0"
         assert info.jobs_processed == count
         assert status(cluster).store_state == "ok"
@@ -167,7 +167,7 @@ def test_a_full_disk_refuses_uploads_clearly_holds_the_jobs_and_resumes_when_spa
         assert cluster.api.handler(hid).jobs_processed == held.jobs_processed  # nothing commits meanwhile
 
         filler.unlink()
-        info = cluster.api.wait_state(hid, "finished", timeout=180)
+        info = cluster.api.wait_state(hid, "finished", timeout=90)
         assert info.result_summary == f"1.0 sum={expected_sum(count)} seen={count} failures=0"
         assert info.jobs_processed == count
         log = server_log(cluster)

@@ -214,3 +214,25 @@ def test_a_stopping_server_stops_waiting_for_the_store(engine: Engine) -> None:
     finally:
         writer.close()
     assert tags(engine) == []
+
+
+def test_operators_calls_alone_fail_without_declaring_an_outage(engine: Engine) -> None:
+    """Nothing of the server's waits, so there is no outage to announce or to end: each call tries once."""
+    disk, transitions = Disk(engine), Transitions()
+    writer = make_writer(engine, transitions)
+
+    async def main() -> None:
+        disk.fill(engine)
+        for _ in range(2):
+            with pytest.raises(DiskFullError, match="database or disk is full"):
+                await writer.run_or_fail(insert, "operator")
+        assert writer.health.healthy
+        disk.free()
+        assert await writer.run_or_fail(insert, "operator") == 1
+
+    try:
+        run(main)
+    finally:
+        writer.close()
+    assert tags(engine) == ["operator"]
+    assert transitions.seen == [] and writer.retries == 0

@@ -37,8 +37,12 @@ duplicates or returns no outcome. Plain setters (``catalog.update_handler``,
 every read are idempotent.
 
 The writer's health (``health``) is healthy or an outage with its kind,
-reason and start; ``on_change`` is called from the writer thread when the
-outage kind changes (it begins, ends, or turns from unavailable to full).
+reason and start. An outage is when the server's own work is held: it begins
+when a batch holding such work fails for the store's reasons and ends when
+that batch commits (a batch of operators' calls alone fails without changing
+it, so nothing has to probe the database to end an outage). ``on_change`` is
+called from the writer thread when the outage kind changes (it begins, ends,
+or turns from unavailable to full).
 """
 
 from __future__ import annotations
@@ -184,7 +188,8 @@ class GroupCommitWriter:
                 if outage is None:
                     self._fail_alone(batch, failed)
                     return
-                self._enter(outage)
+                if any(item.waits for item in batch):  # the server's own work is held: an outage
+                    self._enter(outage)
                 batch = self._after_outage(batch, failed, outage)
                 if batch:
                     self.retries += 1
@@ -236,12 +241,16 @@ class GroupCommitWriter:
                     _settle(item.future, error=type(error)(
                         f"{error.message} (the change was sent as the connection broke: "
                         "check whether it was saved once the store is back)"))
-            committed = self._resolve(failed.xid)
             waiting = [(item, result) for item, result in zip(batch, failed.results, strict=True) if item.waits]
+            if not waiting:
+                return []
+            committed = self._resolve(failed.xid)
             if committed is None:  # stopping, or the database no longer knows
                 for item, _ in waiting:
                     _settle(item.future, error=StoreUnavailableError(
                         f"the store is unavailable ({outage.reason}); whether the change was saved is unknown"))
+                if not self._stopping:
+                    self._recover()
                 return []
             if committed:
                 self.commits += 1
