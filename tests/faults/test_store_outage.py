@@ -16,6 +16,7 @@ import errno
 import logging
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,6 +64,12 @@ def refused(call: object) -> grpc.RpcError:
     return caught.value
 
 
+def admin_cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    assert cluster.server is not None
+    return subprocess.run([sys.executable, "-m", "netdist.adminctl", "--server", cluster.server.address,
+                           "--timeout", "10", *args], capture_output=True, text=True, timeout=60, check=False)
+
+
 def status(cluster: Cluster) -> admin_pb2.GetStatusResponse:
     return cluster.api.admin.GetStatus(admin_pb2.GetStatusRequest(), timeout=10)  # type: ignore[no-any-return]
 
@@ -88,6 +95,8 @@ def test_postgres_crash_and_restart_mid_run_loses_nothing_and_counts_nothing_twi
         assert err.details().endswith("); the server retries and resumes by itself")
         err = refused(lambda: cluster.api.control(hid, admin_pb2.HANDLER_ACTION_PAUSE))
         assert err.code() == grpc.StatusCode.UNAVAILABLE, err
+        cli = admin_cli(cluster, "handlers", "list")
+        assert cli.returncode == 3 and cli.stderr.startswith("StoreUnavailableError: the store is unavailable ("), cli
         during = status(cluster)  # from memory
         assert during.store_state == "unavailable" and during.store_problem and during.store_unavailable_since
 
@@ -157,6 +166,8 @@ def test_a_full_disk_refuses_uploads_clearly_holds_the_jobs_and_resumes_when_spa
             counter_script(tmp_path / "other.py", job="other", count=5)))
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err
         assert "No space left on device" in err.details()
+        cli = admin_cli(cluster, "jobs", "add", str(tmp_path / "other.py"))
+        assert cli.returncode == 1 and cli.stderr.startswith("DiskFullError: the disk holding the data dir "), cli
         assert not [p for p in data.rglob("*") if p.name.startswith(".tmp-")]
 
         # The jobs wait; the handler does not fail.
