@@ -7,8 +7,13 @@
     ├── NotFoundError             NOT_FOUND            no such handler, package, worker or blob
     ├── FailedPreconditionError   FAILED_PRECONDITION  the request does not fit the current state
     ├── ResourceExhaustedError    RESOURCE_EXHAUSTED   over a size limit
+    │   └── DiskFullError         RESOURCE_EXHAUSTED   the disk holding the database or the data dir is full
     ├── PermissionDeniedError     PERMISSION_DENIED
     └── UnavailableError          UNAVAILABLE          the server cannot be reached (client side)
+        └── StoreUnavailableError UNAVAILABLE          the server cannot reach its database (for now)
+
+DiskFullError and StoreUnavailableError answer an operator's call at once
+while the server's own work waits for the store and resumes by itself.
 
 The server turns a NetDistError into ``context.abort(code, message)``; the
 admin client turns a status back into the matching class (see ``from_status``).
@@ -53,12 +58,20 @@ class ResourceExhaustedError(NetDistError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class DiskFullError(ResourceExhaustedError):
+    """No space left where the server writes; the message names the place."""
+
+
 class PermissionDeniedError(NetDistError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
 class UnavailableError(NetDistError):
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class StoreUnavailableError(UnavailableError):
+    """The database cannot be reached or refuses work for now (down, restarting, locked)."""
 
 
 _BY_CODE: dict[grpc.StatusCode, type[NetDistError]] = {

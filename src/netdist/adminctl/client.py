@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import grpc
 
+from netdist import errors
 from netdist.api.v1 import admin_pb2, admin_pb2_grpc, packages_pb2, packages_pb2_grpc
 from netdist.errors import NetDistError, UnavailableError, from_status
 
@@ -77,6 +78,9 @@ class AdminClient:
     def _error(self, exc: grpc.RpcError) -> NetDistError:
         code: grpc.StatusCode = exc.code()
         details: str | None = exc.details()
+        sent = _class_sent(exc)
+        if sent is not None:  # the server's own error (a store outage is UNAVAILABLE too)
+            return sent(details or code.name)
         if code is grpc.StatusCode.UNAVAILABLE:
             return UnavailableError(
                 f"cannot reach the netdist server at {self.address}: {details}"
@@ -233,3 +237,14 @@ def upload_requests(
             yield packages_pb2.UploadPackageRequest(header=header)
             while chunk := f.read(CHUNK_BYTES):
                 yield packages_pb2.UploadPackageRequest(chunk=chunk)
+
+
+def _class_sent(exc: grpc.RpcError) -> type[NetDistError] | None:
+    """The error class the server named for its answer (None: a transport failure, or an unknown name)."""
+    metadata = exc.trailing_metadata() if isinstance(exc, grpc.Call) else None
+    for key, value in metadata or ():
+        if key == "netdist-error":
+            cls = getattr(errors, str(value), None)
+            if isinstance(cls, type) and issubclass(cls, NetDistError):
+                return cls
+    return None

@@ -278,6 +278,9 @@ def status_table(s: admin_pb2.GetStatusResponse) -> Table:
         ),
     ):
         add_row(grid, key, value)
+    if s.store_state not in ("", "ok"):
+        add_row(grid, "store", Text(
+            f"{s.store_state} since {fmt_time(s.store_unavailable_since)}: {s.store_problem}", style="red"))
     return grid
 
 

@@ -124,6 +124,9 @@ def status_dict(s: admin_pb2.GetStatusResponse) -> dict[str, Any]:
         "jobs_pending": s.jobs_pending,
         "jobs_processed": s.jobs_processed,
         "jobs_failed": s.jobs_failed,
+        "store_state": s.store_state,
+        "store_problem": s.store_problem,
+        "store_unavailable_since": when(s.store_unavailable_since) if s.store_unavailable_since else None,
     }
 
 

@@ -45,6 +45,13 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     @unary
     async def GetStatus(self, request: admin_pb2.GetStatusRequest, context: grpc.aio.ServicerContext
                         ) -> admin_pb2.GetStatusResponse:
+        health = self.store.health
+        if not health.healthy:  # from memory: answers while the database does not
+            return admin_pb2.GetStatusResponse(
+                version=netdist.__version__, address=self.address, database=self.database,
+                started_at=self.started_at, workers_connected=len(self.dispatcher.links),
+                store_state=health.state, store_problem=health.outage.reason if health.outage else "",
+                store_unavailable_since=health.since)
         counts = await self.store.read(job_store.counts)
         handlers = await self.store.read(catalog.list_handlers)
         packages = await self.store.read(catalog.list_packages, all_versions=False)
@@ -58,7 +65,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             handlers_running=sum(1 for h in handlers if h.state == HandlerState.RUNNING),
             workers_connected=len(self.dispatcher.links),
             jobs_available=total.get(JobStatus.AVAILABLE, 0), jobs_pending=_pending(total),
-            jobs_processed=total.get(JobStatus.PROCESSED, 0), jobs_failed=_failed(total),
+            jobs_processed=total.get(JobStatus.PROCESSED, 0), jobs_failed=_failed(total), store_state="ok",
         )
 
     @unary

@@ -30,6 +30,7 @@ from netdist.server.package_service import PackageService
 from netdist.server.store import catalog
 from netdist.server.store.engine import default_url, describe, open_engine
 from netdist.server.store.facade import Store
+from netdist.server.store.outage import StoreHealth
 
 log = logging.getLogger("netdist.server")
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -58,7 +59,7 @@ class NetDistServer:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         url = cfg.db_url or default_url(cfg.data_dir)
         engine = await asyncio.to_thread(open_engine, url)
-        self.store = Store(engine)
+        self.store = Store(engine, database=describe(url), on_health_change=log_store_health)
         await self.store.write(catalog.disconnect_all_workers)
         self.blobs = BlobStore(cfg.data_dir)
         self.manager: HandlerManager
@@ -113,12 +114,23 @@ class NetDistServer:
 
     async def stop(self) -> None:
         log.info("stopping: draining workers and handler hosts")
+        self.store.writer.stop_waiting()  # a store that is down now fails the last writes, not the stop
         await self.health.enter_graceful_shutdown()
         await self.dispatcher.stop()
         await self.manager.shutdown()
         await self.server.stop(self.config.grace_seconds)
         await asyncio.to_thread(self.store.close)
         self._stopped.set()
+
+
+def log_store_health(before: StoreHealth, after: StoreHealth) -> None:
+    """One line when an outage of the store begins (or changes kind) and one when it ends."""
+    if after.outage is None:
+        log.info("store available again after %.1f s (%s): the server's work resumes", before.seconds(),
+                 before.state)
+    else:
+        log.warning("store %s: %s; the server's work waits and resumes by itself", after.state,
+                    after.outage.reason)
 
 
 async def serve(config: ServerConfig) -> None:

@@ -1,7 +1,9 @@
 """Handler instances: job scripts in, life cycle, schedules, hot reload.
 
 Every state change is written to the store first; runtimes and the
-dispatcher's view follow it.
+dispatcher's view follow it. An operator's change fails at once while the
+store is out (``Store.write``); the server's own (a handler finished or
+failed, the log) waits for the store and goes on by itself (``writer.run``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ import time
 import uuid
 
 from netdist import jobscript
-from netdist.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from netdist.errors import (
+    DiskFullError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    StoreUnavailableError,
+)
 from netdist.server.blobs import BlobStore
 from netdist.server.clock import SYSTEM_CLOCK, Clock
 from netdist.server.dispatcher import Dispatcher
@@ -188,21 +196,24 @@ class HandlerManager:
         self.dispatcher.unregister(handler_id)
         await self._launch(await self.store.read(catalog.get_handler, handler_id), active=active)
 
-    async def _halt(self, handler_id: str, state: HandlerState, message: str, *, revoke: bool = True) -> None:
+    async def _halt(self, handler_id: str, state: HandlerState, message: str, *, revoke: bool = True,
+                    waits: bool = False) -> None:
         runtime = self.runtimes.pop(handler_id, None)
         self.dispatcher.set_active(handler_id, False)
-        await self._set_state(handler_id, state, message)
+        await self._set_state(handler_id, state, message, waits=waits)
         if revoke:
             await self.dispatcher.revoke_handler(handler_id, message)
         self.dispatcher.unregister(handler_id)
         if runtime is not None:
             await runtime.stop()
 
-    async def _set_state(self, handler_id: str, state: HandlerState, message: str) -> None:
+    async def _set_state(self, handler_id: str, state: HandlerState, message: str, *, waits: bool = False) -> None:
+        """``waits``: the server's own change, made once the store is back rather than failed."""
         values: dict[str, object] = {"state": state, "message": message}
         if state in (HandlerState.FINISHED, HandlerState.FAILED):
             values["finished_at"] = time.time()
-        await self.store.write(catalog.update_handler, handler_id, **values)
+        write = self.store.writer.run if waits else self.store.write
+        await write(catalog.update_handler, handler_id, **values)
         self.log(handler_id, "error" if state == HandlerState.FAILED else "info", "server",
                  f"state {state}" + (f": {message}" if message else ""))
 
@@ -210,12 +221,12 @@ class HandlerManager:
         if self.runtimes.pop(handler_id, None) is None:
             return
         self.dispatcher.unregister(handler_id)
-        await self._set_state(handler_id, HandlerState.FINISHED, "")
+        await self._set_state(handler_id, HandlerState.FINISHED, "", waits=True)
 
     async def _failed(self, handler_id: str, message: str) -> None:
         if handler_id not in self.runtimes:
             return
-        await self._halt(handler_id, HandlerState.FAILED, message)
+        await self._halt(handler_id, HandlerState.FAILED, message, waits=True)
 
     def wake(self, handler_id: str) -> None:
         """Results or failures of a handler are stored: its runtime has work."""
@@ -254,6 +265,8 @@ class HandlerManager:
             await asyncio.sleep(0.5)
             try:
                 await self._run_schedules()
+            except (StoreUnavailableError, DiskFullError):
+                pass  # the store's outage is logged once by the server; schedules run again after it
             except Exception:
                 log.exception("schedule pass failed")
 
@@ -291,8 +304,8 @@ class HandlerManager:
 
     async def _flush_log(self, *, prune: bool = False) -> None:
         entries, self._log_buffer = self._log_buffer, []
-        if entries:
-            await self.store.write(catalog.add_log, entries)
+        if entries:  # kept through an outage: written once the store is back
+            await self.store.writer.run(catalog.add_log, entries)
         if prune:
             for handler_id in list(self.runtimes):
-                await self.store.write(catalog.prune_log, handler_id)
+                await self.store.writer.run(catalog.prune_log, handler_id)

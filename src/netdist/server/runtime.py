@@ -13,8 +13,10 @@ import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+from netdist.errors import DiskFullError, StoreUnavailableError
 from netdist.server.blobs import BlobStore
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.host import HandlerCodeError, HandlerHost, HostDiedError
@@ -125,6 +127,10 @@ class HandlerRuntime:
             if detail:
                 self._log("error", "server", detail.rstrip())
             await self._on_failed(self.handler_id, str(exc))
+        except StoreUnavailableError:
+            # Only when the server stops during a store outage: the handler's state stays as
+            # stored, and it resumes when the server starts again.
+            self._log("warning", "server", "stopped while the store was unavailable")
         except Exception as exc:  # a bug of ours: fail the handler, keep the server
             log.exception("handler %s runtime failed", self.handler_id)
             await self._on_failed(self.handler_id, f"internal error: {exc!r}")
@@ -132,7 +138,7 @@ class HandlerRuntime:
             await self._close_host()
 
     async def _start_host(self, package: catalog.PackageRecord) -> None:
-        paths = [self._blobs.unpacked(sha) for sha in package.environment]
+        paths = [await self._unpacked(sha) for sha in package.environment]
         self._host = await HandlerHost.start(
             python_path=paths, on_log=lambda level, msg: self._log(level, "handler", msg))
         entry = package.handlers.get(self.record.handler)
@@ -151,6 +157,20 @@ class HandlerRuntime:
         self._dispatcher.update_spec(self.spec)
         self._log("info", "server", f"handler host started (pid {self._host.pid}) with {package.name} {package.version}")
         await self._save(reply, processed=[], status=JobStatus.PROCESSED)
+
+    async def _unpacked(self, sha256: str) -> Path:
+        """A wheel unpacked for the host; on a full disk, wait for space (and say so once)."""
+        delay = 0.5
+        while True:
+            try:
+                return await asyncio.to_thread(self._blobs.unpacked, sha256)
+            except DiskFullError as exc:
+                if delay == 0.5:
+                    self._log("warning", "server", f"{exc.message}; waiting for space to start the handler host")
+                if self._stopping:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(10.0, delay * 2)
 
     async def _swap_host(self, package: catalog.PackageRecord) -> None:
         self._reload = None

@@ -12,13 +12,14 @@ import grpc
 from netdist.errors import NetDistError
 
 log = logging.getLogger("netdist.server")
+ERROR_CLASS_KEY = "netdist-error"
 R = TypeVar("R")
 
 
 async def _abort(exc: Exception, name: str, context: grpc.aio.ServicerContext) -> NoReturn:
     """NetDistError -> its status and message; anything else -> logged, INTERNAL."""
-    if isinstance(exc, NetDistError):
-        await context.abort(exc.code, exc.message)
+    if isinstance(exc, NetDistError):  # the class rides along: UNAVAILABLE alone reads as "no server"
+        await context.abort(exc.code, exc.message, trailing_metadata=((ERROR_CLASS_KEY, type(exc).__name__),))
     log.error("%s failed", name, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {name}; see the server log")
     raise AssertionError("abort returned")

@@ -75,6 +75,9 @@ class GetStatusResponse(_message.Message):
     JOBS_PENDING_FIELD_NUMBER: _builtins.int
     JOBS_PROCESSED_FIELD_NUMBER: _builtins.int
     JOBS_FAILED_FIELD_NUMBER: _builtins.int
+    STORE_STATE_FIELD_NUMBER: _builtins.int
+    STORE_PROBLEM_FIELD_NUMBER: _builtins.int
+    STORE_UNAVAILABLE_SINCE_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     address: _builtins.str
     database: _builtins.str
@@ -88,6 +91,15 @@ class GetStatusResponse(_message.Message):
     jobs_pending: _builtins.int
     jobs_processed: _builtins.int
     jobs_failed: _builtins.int
+    store_state: _builtins.str
+    """The store as the server last saw it, from memory, so this answers during
+    an outage: "ok", "unavailable" or "full". While it is not "ok" the
+    counts above are left at 0 (the database is not asked).
+    """
+    store_problem: _builtins.str
+    """the database's words, when not ok"""
+    store_unavailable_since: _builtins.float
+    """when the outage began (Unix time)"""
     def __init__(
         self,
         *,
@@ -103,10 +115,13 @@ class GetStatusResponse(_message.Message):
         jobs_pending: _builtins.int = ...,
         jobs_processed: _builtins.int = ...,
         jobs_failed: _builtins.int = ...,
+        store_state: _builtins.str = ...,
+        store_problem: _builtins.str = ...,
+        store_unavailable_since: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "database", b"database", "handlers", b"handlers", "handlers_running", b"handlers_running", "jobs_available", b"jobs_available", "jobs_failed", b"jobs_failed", "jobs_pending", b"jobs_pending", "jobs_processed", b"jobs_processed", "packages", b"packages", "started_at", b"started_at", "version", b"version", "workers_connected", b"workers_connected"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "database", b"database", "handlers", b"handlers", "handlers_running", b"handlers_running", "jobs_available", b"jobs_available", "jobs_failed", b"jobs_failed", "jobs_pending", b"jobs_pending", "jobs_processed", b"jobs_processed", "packages", b"packages", "started_at", b"started_at", "store_problem", b"store_problem", "store_state", b"store_state", "store_unavailable_since", b"store_unavailable_since", "version", b"version", "workers_connected", b"workers_connected"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

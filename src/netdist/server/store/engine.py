@@ -23,6 +23,9 @@ def open_engine(url: str) -> Engine:
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
         kwargs["pool_pre_ping"] = True
+        if "connect_timeout" not in make_url(url).query:
+            # A database that does not answer is an outage the writer waits out, not a hang.
+            kwargs["connect_args"] = {"connect_timeout": 10}
     engine = create_engine(url, **kwargs)
     if is_sqlite:
 

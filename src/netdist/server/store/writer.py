@@ -2,86 +2,360 @@
 
 Async code submits an operation (a function of a Connection) and awaits its
 result. The thread takes every operation waiting, runs them all in one
-transaction and commits once; if that transaction fails, it runs each
-operation alone so that one bad operation fails only its own caller.
+transaction and commits once; if that transaction fails with the operation's
+own error, it runs each operation alone so that one bad operation fails only
+its own caller.
+
+Outages. When the database cannot be reached or its disk is full
+(``outage.classify``), the batch is kept and tried again with backoff (0.1 s
+doubling to 5 s, jittered) until it commits. Each operation says how its
+caller wants an outage handled:
+
+- ``run()``, the server's own work (leases, results, handler runtimes): waits
+  through the outage and returns once its batch has committed.
+- ``run_or_fail()``, an operator's call: fails at once with the outage's error
+  (StoreUnavailableError, DiskFullError) instead of waiting, and is refused
+  before it is queued while an outage lasts.
+
+Nothing is applied twice. A batch is run again only when it is known not to
+have committed: it failed before COMMIT (a lost connection aborts its
+transaction), SQLite answered the COMMIT with an error (its commit is atomic:
+an error means nothing was written), or the batch wrote nothing. When a
+PostgreSQL connection is lost during COMMIT the outcome is unknown: the batch
+noted its transaction id before committing, and once the database is back
+``txid_status`` says whether it committed (its results are then handed out)
+or not (it is run again). This matters because several operations are not
+idempotent: ``jobs.record_batch`` inserts the jobs a handler created,
+``catalog.add_log`` appends log lines, ``catalog.add_worker_counts`` adds
+counts; run twice they would duplicate jobs, lines and counts. The job
+transitions of the lease table (``jobs.lease``, ``jobs.store_results``,
+``jobs.requeue``) are compare-and-set on (status, lease_no[, worker_id]): a
+second run changes nothing, and their read-back still reports the jobs the
+first run stored (it matches the timestamp the operation carries).
+``jobs.store_streaks`` and the plain setters (``catalog.update_handler``,
+``set_worker_disabled``, ``jobs.mark_processed``, ``worker_connected``) write
+absolute values, and every read is idempotent.
+
+The writer's health (``health``) is healthy or an outage with its kind,
+reason and start. An outage is when the server's own work is held: it begins
+when a batch holding such work fails for the store's reasons and ends when
+that batch commits (a batch of operators' calls alone fails without changing
+it, so nothing has to probe the database to end an outage). ``on_change`` is
+called from the writer thread when the outage kind changes (it begins, ends,
+or turns from unavailable to full).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import queue
+import random
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, RootTransaction, text
+
+from netdist.errors import StoreUnavailableError
+from netdist.server.store.outage import Outage, StoreHealth, classify
 
 log = logging.getLogger("netdist.store")
 T = TypeVar("T")
 Op = Callable[[Connection], Any]
+HealthListener = Callable[[StoreHealth, StoreHealth], None]  # (before, after)
 _MAX_OPS = 512
+FIRST_DELAY_SECONDS = 0.1
+MAX_DELAY_SECONDS = 5.0
+_WAKE = object()  # put on the queue to end a backoff wait early
+
+
+@dataclasses.dataclass(slots=True)
+class _Item:
+    op: Op
+    future: asyncio.Future[Any]
+    waits: bool  # True: waits through an outage; False: fails fast
+
+
+class _Failed(Exception):
+    """A batch that did not commit (``xid`` None) or whose COMMIT outcome is unknown."""
+
+    def __init__(self, error: Exception, *, xid: int | None = None, results: list[Any] | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.xid = xid
+        self.results = results or []
 
 
 class GroupCommitWriter:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, database: str = "", on_change: HealthListener | None = None,
+                 first_delay_seconds: float = FIRST_DELAY_SECONDS,
+                 max_delay_seconds: float = MAX_DELAY_SECONDS) -> None:
         self._engine = engine
-        self._queue: queue.SimpleQueue[tuple[Op, asyncio.Future[Any]] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="netdist-store-writer", daemon=True)
+        self.database = database or engine.url.render_as_string(hide_password=True)
+        self._on_change = on_change
+        self._first_delay = first_delay_seconds
+        self._max_delay = max_delay_seconds
+        self._pg = engine.dialect.name == "postgresql"
+        self._queue: queue.SimpleQueue[_Item | object | None] = queue.SimpleQueue()
+        self._held: list[_Item] = []  # waiting items taken from the queue during an outage
+        self._stopping = False  # no more waiting through outages: the server is stopping
+        self._closing = False
+        self.health = StoreHealth()
         self.commits = 0
+        self.retries = 0
+        self._thread = threading.Thread(target=self._run, name="netdist-store-writer", daemon=True)
         self._thread.start()
 
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """Run ``fn(conn, *args, **kwargs)`` in the next group transaction; returns after the commit."""
+        """Run ``fn(conn, *args, **kwargs)`` in the next group transaction; returns after the commit.
+        Waits through an outage of the store (the server's own work)."""
         return await self.submit(fn, *args, **kwargs)
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Future[T]:
-        """Queue ``fn(conn, *args, **kwargs)`` now (operations run in the order submitted);
-        the future resolves after the commit. Call from the event loop."""
+        """Queue ``fn(conn, *args, **kwargs)`` now, waiting through outages like ``run``:
+        operations run in the order submitted, so callers that must keep an order
+        (the lease table's writes) submit synchronously. Call from the event loop."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put((lambda conn: fn(conn, *args, **kwargs), future))
+        self._queue.put(_Item(lambda conn: fn(conn, *args, **kwargs), future, True))
         return future
 
+    async def run_or_fail(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Like ``run``, but an outage fails it at once (an operator's call)."""
+        outage = self.health.outage
+        if outage is not None:
+            raise outage.error(self.database)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put(_Item(lambda conn: fn(conn, *args, **kwargs), future, False))
+        return await future
+
+    def stop_waiting(self) -> None:
+        """From now on an outage fails every operation instead of waiting (the server is stopping)."""
+        self._stopping = True
+        self._queue.put(_WAKE)
+
     def close(self) -> None:
+        self.stop_waiting()
         self._queue.put(None)
         self._thread.join(timeout=30)
 
+    # -- the thread ----------------------------------------------------------------------
+
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < _MAX_OPS:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._commit(batch)
-            if stop:
+            batch = self._take()
+            if batch:
+                self._commit(batch)
+            if self._closing and not self._held:
+                self._fail_queued()
                 return
 
-    def _commit(self, batch: list[tuple[Op, asyncio.Future[Any]]]) -> None:
-        try:
-            with self._engine.connect() as conn:
-                conn.info["write"] = True
-                with conn.begin():
-                    results = [op(conn) for op, _ in batch]
-            self.commits += 1
-        except Exception as exc:
-            if len(batch) == 1:
-                _settle(batch[0][1], error=exc)
+    def _take(self) -> list[_Item]:
+        batch, self._held = self._held[:_MAX_OPS], self._held[_MAX_OPS:]
+        if not batch and not self._closing:
+            first = self._queue.get()
+            if first is None:
+                self._closing = True
+                return []
+            if isinstance(first, _Item):
+                batch.append(first)
+        while len(batch) < _MAX_OPS and not self._closing:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._closing = True
+            elif isinstance(item, _Item):
+                batch.append(item)
+        return batch
+
+    def _fail_queued(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
                 return
-            for item in batch:
-                self._commit([item])
+            if isinstance(item, _Item):
+                _settle(item.future, error=StoreUnavailableError("the server is stopping"))
+
+    def _commit(self, batch: list[_Item]) -> None:
+        """Commit ``batch``, through outages for the items that wait."""
+        delay = self._first_delay
+        while batch:
+            try:
+                results = self._attempt(batch)
+            except _Failed as failed:
+                outage = classify(failed.error)
+                if outage is None:
+                    self._fail_alone(batch, failed)
+                    return
+                if any(item.waits for item in batch):  # the server's own work is held: an outage
+                    self._enter(outage)
+                batch = self._after_outage(batch, failed, outage)
+                if batch:
+                    self.retries += 1
+                    delay = self._backoff(delay)
+                continue
+            self.commits += 1
+            self._recover()
+            for item, result in zip(batch, results, strict=True):
+                _settle(item.future, result=result)
             return
-        for (_, future), result in zip(batch, results, strict=True):
-            _settle(future, result=result)
+
+    def _attempt(self, batch: list[_Item]) -> list[Any]:
+        """Run the batch in one transaction and commit it; ``_Failed`` says how it failed."""
+        conn: Connection | None = None
+        trans: RootTransaction | None = None
+        xid: int | None = None
+        try:
+            conn = self._engine.connect()
+            conn.info["write"] = True
+            trans = conn.begin()
+            results = [item.op(conn) for item in batch]
+            if self._pg:  # None when the batch wrote nothing
+                xid = conn.exec_driver_sql("SELECT txid_current_if_assigned()").scalar()
+        except Exception as exc:
+            _discard(conn)
+            raise _Failed(exc) from exc
+        try:
+            trans.commit()
+        except Exception as exc:
+            _discard(conn)
+            raise _Failed(exc, xid=xid, results=results) from exc
+        conn.close()
+        return results
+
+    def _fail_alone(self, batch: list[_Item], failed: _Failed) -> None:
+        """An operation's own error: one alone fails; several run one by one."""
+        if len(batch) == 1:
+            _settle(batch[0].future, error=failed.error)
+            return
+        for item in batch:
+            self._commit([item])
+
+    def _after_outage(self, batch: list[_Item], failed: _Failed, outage: Outage) -> list[_Item]:
+        """What is left to run after an outage hit ``batch``: fail-fast items are answered now."""
+        error = outage.error(self.database)
+        if failed.xid is not None:  # COMMIT sent, outcome unknown: ask the database once it is back
+            for item in batch:
+                if not item.waits:
+                    _settle(item.future, error=type(error)(
+                        f"{error.message} (the change was sent as the connection broke: "
+                        "check whether it was saved once the store is back)"))
+            waiting = [(item, result) for item, result in zip(batch, failed.results, strict=True) if item.waits]
+            if not waiting:
+                return []
+            committed = self._resolve(failed.xid)
+            if committed is None:  # stopping, or the database no longer knows
+                for item, _ in waiting:
+                    _settle(item.future, error=StoreUnavailableError(
+                        f"the store is unavailable ({outage.reason}); whether the change was saved is unknown"))
+                if not self._stopping:
+                    self._recover()
+                return []
+            if committed:
+                self.commits += 1
+                self._recover()
+                for item, result in waiting:
+                    _settle(item.future, result=result)
+                return []
+            return [item for item, _ in waiting]
+        left = []
+        for item in batch:
+            if item.waits and not self._stopping:
+                left.append(item)
+            else:
+                _settle(item.future, error=error if not self._stopping else StoreUnavailableError(
+                    f"the store is unavailable ({outage.reason}) and the server is stopping"))
+        return left
+
+    def _resolve(self, xid: int) -> bool | None:
+        """Whether transaction ``xid`` committed, asked until the database answers (None: cannot tell)."""
+        delay = self._first_delay
+        while not self._stopping:
+            try:
+                with self._engine.connect() as conn:
+                    status = conn.execute(text("SELECT txid_status(:xid)"), {"xid": xid}).scalar()
+            except Exception as exc:
+                outage = classify(exc)
+                if outage is None:
+                    log.error("cannot tell whether transaction %d committed", xid, exc_info=exc)
+                    return None
+                self._enter(outage)
+                delay = self._backoff(delay)
+                continue
+            if status == "in progress":  # its old session has not noticed the break yet
+                delay = self._backoff(delay)
+                continue
+            if status not in ("committed", "aborted"):
+                log.error("cannot tell whether transaction %d committed (txid_status: %r)", xid, status)
+                return None
+            log.info("a commit interrupted by the outage was %s", status)
+            return bool(status == "committed")
+        return None
+
+    def _backoff(self, delay: float) -> float:
+        """Wait about ``delay`` seconds, answering fail-fast calls that come meanwhile; the next delay."""
+        deadline = time.monotonic() + delay * random.uniform(0.5, 1.0)
+        outage = self.health.outage
+        while not self._stopping and not self._closing:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                item = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if item is None:
+                self._closing = True
+                self._stopping = True
+            elif isinstance(item, _Item):
+                if item.waits or outage is None:
+                    self._held.append(item)
+                else:
+                    _settle(item.future, error=outage.error(self.database))
+        return min(delay * 2, self._max_delay)
+
+    # -- health -------------------------------------------------------------------------
+
+    def _enter(self, outage: Outage) -> None:
+        before = self.health
+        if before.outage is not None and before.outage.kind == outage.kind:
+            self.health = dataclasses.replace(before, outage=outage)  # same outage, newer words
+            return
+        if before.outage is None:
+            self.health = StoreHealth(outage=outage, since=time.time(), since_monotonic=time.monotonic())
+        else:
+            self.health = dataclasses.replace(before, outage=outage)
+        self._notify(before)
+
+    def _recover(self) -> None:
+        before = self.health
+        if before.outage is not None:
+            self.health = StoreHealth()
+            self._notify(before)
+
+    def _notify(self, before: StoreHealth) -> None:
+        if self._on_change is None:
+            return
+        try:
+            self._on_change(before, self.health)
+        except Exception:
+            log.exception("store health listener failed")
+
+
+def _discard(conn: Connection | None) -> None:
+    """Drop a connection after a failure: its transaction is rolled back and it is not pooled again."""
+    if conn is None:
+        return
+    try:
+        conn.invalidate()
+        conn.close()
+    except Exception:
+        log.debug("closing a failed connection failed", exc_info=True)
 
 
 def _settle(future: asyncio.Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
