@@ -141,13 +141,15 @@ class ServerProcess(Process):
 
 def start_server(data_dir: Path, *, log_dir: Path, db_url: str | None = None, port: int = 0,
                  heartbeat_interval: float = 5.0, timeout: float = 30.0, name: str = "server",
-                 extra_args: Sequence[str] = ()) -> ServerProcess:
-    """Start ``netdist-server serve`` and wait for the address it prints."""
+                 extra_args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> ServerProcess:
+    """Start ``netdist-server serve`` and wait for the address it prints.
+
+    ``env`` adds to the environment (the fault tests preload libfaketime with it)."""
     args = ["-m", "netdist.server", "serve", "--port", str(port), "--data-dir", str(data_dir),
             "--heartbeat-interval", str(heartbeat_interval)]
     if db_url:
         args += ["--db", db_url]
-    proc = _spawn(name, [*args, *extra_args], log_dir)
+    proc = _spawn(name, [*args, *extra_args], log_dir, env)
 
     def address() -> str | None:
         if not proc.alive():
