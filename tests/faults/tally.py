@@ -36,7 +36,7 @@ class Settings:
     gate: str = ""  # jobs in `gated` (or from `gate_from` on) wait until this file exists
     gated: list = field(default_factory=list)
     gate_from: int = -1
-    gate_attempt: int = 1  # attempts from this one on wait at the gate
+    gate_attempts: list = field(default_factory=list)  # only these attempts wait (empty: every one)
     stall_at: int = -1  # this job's first attempt sleeps `stall_seconds`, then fails or returns
     stall_seconds: float = 0.0
     stall_fails: bool = False
@@ -67,7 +67,7 @@ class Tally(Handler[Settings]):
             job = {"i": i, "sleep": s.sleep, "pad": s.pad, "trace": s.trace, "fail": s.fail_all,
                    "poison": s.poison.get(str(i), "")}
             if s.gate and (i in s.gated or (s.gate_from >= 0 and i >= s.gate_from)):
-                job["gate"] = [s.gate, s.gate_attempt]
+                job["gate"] = [s.gate, s.gate_attempts]
             if i == s.stall_at:
                 job["stall"] = [s.stall_seconds, s.stall_fails]
             self.enqueue(job, extra={"i": i})
@@ -117,7 +117,7 @@ def process(job_input, ctx):
     trace(job_input, "start", ctx)
     ctx.progress(10, "started")
     gate = job_input.get("gate")
-    if gate and ctx.attempt >= gate[1]:
+    if gate and (not gate[1] or ctx.attempt in gate[1]):
         ctx.progress(42, "waiting at the gate")
         deadline = time.monotonic() + 90
         while not os.path.exists(gate[0]) and time.monotonic() < deadline:
