@@ -8,7 +8,6 @@ import grpc
 import pytest
 
 from netdist.api.v1 import packages_pb2
-from netdist.server import check
 from netdist.testing import Admin, wait_until
 from tests.faults.conftest import Rig
 from tests.faults.tally import ballast_wheel, tally_wheel
@@ -73,9 +72,7 @@ def test_server_killed_mid_upload_leaves_no_partial_blob_and_the_retry_succeeds(
 
     rig.restart_server(port)
     rig.warmed_up()
-    with rig.inv.engine.connect() as conn:
-        report = check.check(conn, rig.root / "data")
-    assert report.ok, [str(p) for p in report.problems]  # no partial blob, no package half-stored
+    rig.inv.verify_store()  # no partial blob, no package half-stored
     assert list(rig.api.packages.List(packages_pb2.ListPackagesRequest(), timeout=10).packages) == []
     up = rig.api.upload(*wheels)
     assert up.created and up.package.name == "tally"
