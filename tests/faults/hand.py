@@ -62,6 +62,17 @@ class HandWorker:
         assert self.error is None, self.error
         return self.acks[before:before + len(items)]
 
+    def end(self, timeout: float = 30.0) -> None:
+        """End the stream in order: every message sent so far arrives, then the server ends its side."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self.outgoing.put(None)
+        self._reader.join(timeout)
+        self._beater.join(10)
+        assert not self._reader.is_alive(), "the server did not end the stream"
+        self.channel.close()
+
     def close(self) -> None:
         """End the stream abruptly (as a dropped connection does): no HandBack, nothing more."""
         if self._closed.is_set():

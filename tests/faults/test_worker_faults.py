@@ -49,14 +49,14 @@ def test_a_frozen_workers_late_error_neither_fails_nor_revokes_the_new_lease(rig
     def job0() -> JobRow:
         return next(j for j in rig.jobs(hid).jobs if j.index == 0)
 
-    wait_until(lambda: job0().worker_id != frozen_id or job0().status != "leased", 30,
-               what="the frozen worker's lease to be taken back")
+    # Stopped past the job-timeout, with its lease taken back...
+    wait_until(lambda: (job0().worker_id != frozen_id or job0().status != "leased")
+               and time.monotonic() - stopped_at > timeout, 30, what="the frozen worker's lease to be taken back")
     rescuer = rig.worker("rescuer")
     rescuer_id = rig.worker_id(rescuer)
-    # The rescuer holds job 0's new lease (its attempt 2 waits at the gate), and the
-    # frozen worker has been stopped longer than the job-timeout.
-    wait_until(lambda: job0().worker_id == rescuer_id and job0().status == "leased"
-               and time.monotonic() - stopped_at > timeout, 30, what="the rescuer to hold job 0")
+    # ... and the rescuer holds job 0's new lease (its attempt 2 waits at the gate).
+    wait_until(lambda: job0().worker_id == rescuer_id and job0().status == "leased", 30,
+               what="the rescuer to hold job 0")
     current = job0()
     wait_until(lambda: ("end", 0, 1) in [t[:3] for t in rig.traces(trace)], 30,
                what="the frozen worker's job to end (with an error) while its worker is stopped")
