@@ -11,14 +11,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from netdist.api.v1 import admin_pb2
-from netdist.testing import Process, ServerProcess, wait_until
+from netdist.testing import Admin, Process, ServerProcess, wait_until
 from tests.faults.invariants import Invariants, Snapshot
 from tests.faults.proxy import Proxy
 from tests.faults.tally import ballast_wheel, tally_script, tally_wheel
@@ -35,7 +35,7 @@ class Rig:
     stopped: list[Process] = dataclasses.field(default_factory=list)  # SIGSTOPped, to wake at the end
 
     @property
-    def api(self):  # type: ignore[no-untyped-def]
+    def api(self) -> Admin:
         return self.cluster.api
 
     @property
@@ -162,7 +162,7 @@ def rig(tmp_path: Path, db_url: str, request: pytest.FixtureRequest) -> Iterator
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report

@@ -24,5 +24,5 @@ def _sleep(seconds: float) -> None:
         select.select([], [], [], left)
 
 
-time.sleep = _sleep
+time.sleep = _sleep  # type: ignore[assignment]
 os.environ.pop("LD_PRELOAD", None)
