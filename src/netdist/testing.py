@@ -142,7 +142,9 @@ class ServerProcess(Process):
 def start_server(data_dir: Path, *, log_dir: Path, db_url: str | None = None, port: int = 0,
                  heartbeat_interval: float = 5.0, timeout: float = 30.0, name: str = "server",
                  extra_args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> ServerProcess:
-    """Start ``netdist-server serve`` and wait for the address it prints; ``env`` adds to its environment."""
+    """Start ``netdist-server serve`` and wait for the address it prints.
+
+    ``env`` adds to its environment (a time zone; the fault tests preload libfaketime with it)."""
     args = ["-m", "netdist.server", "serve", "--port", str(port), "--data-dir", str(data_dir),
             "--heartbeat-interval", str(heartbeat_interval)]
     if db_url:

@@ -22,22 +22,26 @@ class Cluster:
     workers: list[Process] = dataclasses.field(default_factory=list)
     generation: int = 0
 
-    def start_server(self, port: int = 0, *, extra_args: tuple[str, ...] = ()) -> ServerProcess:
+    def start_server(self, port: int = 0, *, extra_args: tuple[str, ...] = (),
+                     env: dict[str, str] | None = None) -> ServerProcess:
         if self.server is not None and self.server.popen.poll() is None:
             self.server.stop()
         self.generation += 1
         self.server = start_server(self.root / "data", log_dir=self.root / "logs", db_url=self.db_url,
                                    port=port, heartbeat_interval=HEARTBEAT, name=f"server-{self.generation}",
-                                   extra_args=extra_args)
+                                   extra_args=extra_args, env=env)
         if self.admin is not None:
             self.admin.close()
         self.admin = Admin(self.server.address)
         return self.server
 
-    def add_worker(self, name: str, *, slots: int = 1, labels: dict[str, str] | None = None) -> Process:
+    def add_worker(self, name: str, *, slots: int = 1, labels: dict[str, str] | None = None,
+                   target: str | None = None, extra_args: tuple[str, ...] = ()) -> Process:
+        """A worker of the server, or of ``target`` (a proxy in front of it)."""
         assert self.server is not None
-        worker = start_worker(self.server.address, name=name, log_dir=self.root / "logs",
-                              cache_dir=self.root / "cache" / name, slots=slots, labels=labels)
+        worker = start_worker(target or self.server.address, name=name, log_dir=self.root / "logs",
+                              cache_dir=self.root / "cache" / name, slots=slots, labels=labels,
+                              extra_args=extra_args)
         self.workers.append(worker)
         return worker
 

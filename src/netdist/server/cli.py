@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
+from urllib.parse import quote
 
 import click
+from sqlalchemy import create_engine
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
+from netdist.server import check
 from netdist.server.app import ServerConfig, serve
+from netdist.server.store.engine import default_url, describe
 
-RET_OK, RET_FAILED, RET_USAGE = 0, 1, 2
+RET_OK, RET_FAILED, RET_USAGE, RET_UNAVAILABLE = 0, 1, 2, 3
 
 
 @click.group()
@@ -54,6 +62,80 @@ def serve_command(host: str, port: int, data_dir: Path, db_url: str | None, hear
     except OSError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(RET_FAILED)
+
+
+@main.command("check")
+@click.option("--db", "db_url", default=None, envvar="NETDIST_DB", show_envvar=True,
+              help="SQLAlchemy URL of the store (default: the SQLite file in --data-dir).")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              envvar="NETDIST_DATA_DIR", show_envvar=True,
+              help="The server's data dir: its blobs are hashed and searched for leftovers of interrupted writes.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.option("--limit", default=check.DEFAULT_LIMIT, show_default=True, type=click.IntRange(1),
+              help="Most problems listed per check.")
+def check_command(db_url: str | None, data_dir: Path | None, as_json: bool, limit: int) -> None:
+    """Check the store's invariants (read only; safe on a live server).
+
+    Exits 0 when the store is sound, 1 when a problem was found, 2 on a bad
+    command line or URL, 3 when the database cannot be opened.
+    """
+    if db_url is None and data_dir is None:
+        _fail("UsageError: give the store: --db URL, or --data-dir DIR for its SQLite file", RET_USAGE)
+    if data_dir is not None and not data_dir.is_dir():
+        _fail(f"UsageError: --data-dir {data_dir} is not a directory", RET_USAGE)
+    url = db_url or default_url(data_dir or Path())
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        _fail(f"UsageError: --db {url!r} is not a SQLAlchemy URL: {_first_line(exc)}", RET_USAGE)
+    try:
+        engine = create_engine(_read_only(parsed))
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        _fail(f"UsageError: --db {describe(url)}: {_first_line(exc)}", RET_USAGE)
+    try:
+        with engine.connect() as conn:
+            report = check.check(conn, data_dir, limit=limit)
+    except SQLAlchemyError as exc:
+        _fail(f"DatabaseError: cannot check the store at {describe(url)}: {_first_line(exc)}", RET_UNAVAILABLE)
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps(report.to_json_dict(), indent=2))
+    else:
+        for problem in report.problems:
+            click.echo(str(problem))
+        checked = f"{_count(report.jobs, 'job')}, {_count(report.handlers, 'handler instance')}, " + (
+            _count(report.blobs, "blob") if report.blobs is not None else "no data dir")
+        if report.ok:
+            click.secho(f"ok: no problems ({checked} checked)", fg="green")
+        else:
+            click.secho(f"{_count(len(report.problems), 'problem')} found ({checked} checked)", fg="red", bold=True)
+    sys.exit(RET_OK if report.ok else RET_FAILED)
+
+
+def _read_only(url: URL) -> URL:
+    """SQLite opened read only, and never created: the check writes nothing."""
+    if url.get_backend_name() != "sqlite":
+        return url
+    if not url.database or url.database == ":memory:":
+        raise ValueError("a SQLite URL needs the path of the store's file")
+    if not Path(url.database).is_file():
+        raise ValueError(f"no SQLite file at {url.database} (a check never creates one)")
+    return url.set(database=f"file:{quote(url.database, safe='/')}", query={**url.query, "mode": "ro", "uri": "true"})
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.secho(message, fg="red", err=True)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

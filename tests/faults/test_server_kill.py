@@ -1,0 +1,82 @@
+"""kill -9 of the server at several points of a run: nothing lost, every result counted once."""
+
+from __future__ import annotations
+
+import threading
+
+import grpc
+import pytest
+
+from netdist.api.v1 import packages_pb2
+from netdist.testing import Admin, wait_until
+from tests.faults.conftest import Rig
+from tests.faults.tally import ballast_wheel, tally_wheel
+
+COUNT = 150
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_server_killed_while_leasing_while_results_flow_and_while_the_handler_processes(rig: Rig) -> None:
+    rig.upload()
+    workers = [rig.worker("w1", slots=2), rig.worker("w2", slots=2)]
+    for w in workers:
+        rig.worker_id(w)
+    hid = rig.add("kill", count=COUNT, sleep=0.01, process_sleep=0.004, batch=40)
+
+    def processed() -> int:
+        return len(rig.jobs(hid).by_status("processed"))
+
+    def restart(port: int) -> None:
+        rig.restart_server(port)
+        rig.warmed_up()
+        rig.verify(hid, count=COUNT, finished=False)  # after each fault: the books balance mid-run
+
+    # 1. While the first leases are being written and sent.
+    wait_until(lambda: rig.jobs(hid).by_status("leased"), 30, interval=0.01, what="the first leases")
+    restart(rig.kill_server())
+    # 2. While results flow.
+    wait_until(lambda: processed() >= 30, 60, interval=0.02, what="results flowing")
+    restart(rig.kill_server())
+    # 3. While the handler processes: results stored and not yet processed.
+    wait_until(lambda: processed() >= 60 and rig.jobs(hid).by_status("succeeded"), 60, interval=0.01,
+               what="results waiting for the handler")
+    restart(rig.kill_server())
+    rig.finish(hid, timeout=90)
+    rig.verify(hid, count=COUNT)
+    wait_until(lambda: {w.name for w in rig.api.workers() if w.connected} == {"w1", "w2"}, 30,
+               what="both workers to be connected")
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_server_killed_mid_upload_leaves_no_partial_blob_and_the_retry_succeeds(rig: Rig) -> None:
+    wheels = [tally_wheel(rig.root / "wheels"), ballast_wheel(rig.root / "wheels", megabytes=8)]
+    proxy = rig.proxy()  # only to count the bytes that reached the server
+    admin = Admin(proxy.address)
+    failure: list[BaseException] = []
+
+    def upload() -> None:
+        try:
+            admin.upload(*wheels)
+        except BaseException as exc:
+            failure.append(exc)
+
+    uploading = threading.Thread(target=upload)
+    uploading.start()
+    wait_until(lambda: proxy.bytes_up > 2 << 20 or not uploading.is_alive(), 60, interval=0.005,
+               what="the upload to be under way")
+    port = rig.kill_server()
+    uploading.join(60)
+    admin.close()
+    assert failure and isinstance(failure[0], grpc.RpcError), failure
+    assert failure[0].code() == grpc.StatusCode.UNAVAILABLE
+
+    rig.restart_server(port)
+    rig.warmed_up()
+    rig.inv.verify_store()  # no partial blob, no package half-stored
+    assert list(rig.api.packages.List(packages_pb2.ListPackagesRequest(), timeout=10).packages) == []
+    up = rig.api.upload(*wheels)
+    assert up.created and up.package.name == "tally"
+    rig.worker("w1")
+    hid = rig.add("after-upload", count=5)
+    rig.finish(hid)
+    rig.verify(hid, count=5)
