@@ -32,7 +32,7 @@ LIBFAKETIME = next((p for pattern in ("/usr/lib/*/faketime/libfaketimeMT.so.1", 
 SHIM = Path(__file__).parent / "faketime"  # its sitecustomize.py works around a libfaketime bug
 JOB_TIMEOUT = 5.0
 HOUR = 3600.0
-COUNT = 40
+COUNT = 60  # with sleep=0.5 on 2 slots: about 15 s of work, longer than both phases
 
 
 def faketime_env(offset_file: Path) -> dict[str, str]:
@@ -76,7 +76,7 @@ def test_wall_clock_jumps_neither_expire_leases_early_nor_stall_them(rig: Rig) -
     rig.upload()
     rig.worker_id(rig.worker("w1", slots=2))
     hid = rig.add("clock", settings=f"auto-start = true\njob-timeout = {JOB_TIMEOUT}\nmax-attempts = 4",
-                  count=COUNT, sleep=0.2)
+                  count=COUNT, sleep=0.5)
     wait_until(lambda: len(rig.jobs(hid).by_status("processed")) >= 4, 60, what="the run to be under way")
     rig.warmed_up()
     hand = HandWorker(rig.server.address, "hand")
