@@ -15,7 +15,7 @@ from netdist.worker.connection import (
     CHANNEL_OPTIONS,
     _lease,
     backoff_delays,
-    result_message,
+    result_batch,
 )
 from netdist.worker.executor import input_line
 from netdist.worker.job import JobRef, JobResult
@@ -35,13 +35,14 @@ def test_backoff_doubles_to_five_seconds_with_jitter() -> None:
 
 def test_result_messages() -> None:
     ref = JobRef(job_id=7, lease_no=3)
-    ok = result_message(
-        JobResult(ref=ref, output_json=b'{"a":1}', duration_seconds=0.5)
-    )
+    ok, failed = result_batch([
+        JobResult(ref=ref, output_json=b'{"a":1}', duration_seconds=0.5),
+        JobResult.failed(ref, "ArtifactError", "cannot fetch"),
+    ]).items
     assert (ok.ref.job_id, ok.ref.lease_no) == (7, 3)
     assert json.loads(ok.output) == {"a": 1}
+    assert ok.duration_seconds == 0.5
     assert not ok.HasField("error")
-    failed = result_message(JobResult.failed(ref, "ArtifactError", "cannot fetch"))
     assert failed.HasField("error")
     assert (failed.error.type, failed.error.message) == (
         "ArtifactError",

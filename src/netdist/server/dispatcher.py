@@ -296,7 +296,8 @@ class Dispatcher:
                       len(accepted) - len(stored))
             await self._recount({s.handler_id for s in accepted if s.result.job_id not in stored})
         self._tell(after)
-        await requeued
+        if requeued is not None:
+            await requeued
         self.kick()
 
     # -- timers -----------------------------------------------------------------
@@ -326,8 +327,9 @@ class Dispatcher:
     async def _apply(self, effects: Effects) -> None:
         """Tell workers and handlers what the table decided; store its requeues and streaks."""
         self._tell(effects)
-        await self._write_requeues(effects)
-        if effects.requeues:
+        requeued = self._write_requeues(effects)
+        if requeued is not None:
+            await requeued
             self.kick()
 
     def _tell(self, effects: Effects) -> None:
@@ -346,13 +348,11 @@ class Dispatcher:
         for handler_id, streak in effects.failing.items():
             self._on_failing(handler_id, streak)
 
-    def _write_requeues(self, effects: Effects) -> asyncio.Future[None]:
+    def _write_requeues(self, effects: Effects) -> asyncio.Future[None] | None:
         """Submit the requeue write now (in decision order); the returned task checks what the store did."""
         requeues = effects.requeues
         if not requeues:
-            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            done.set_result(None)
-            return done
+            return None
         write = self.writer.submit(job_store.requeue, requeues, self.clock.time())
         for q in requeues:
             if q.charged:

@@ -33,6 +33,22 @@ _ACK = {
 }
 
 
+_templates: dict[str, tuple[HandlerSpec, jobs_pb2.Lease]] = {}
+
+
+def _template(spec: HandlerSpec | None) -> jobs_pb2.Lease | None:
+    """The fields every lease of a handler shares, built once per spec (a new spec, a new template)."""
+    if spec is None:
+        return None
+    cached = _templates.get(spec.handler_id)
+    if cached is not None and cached[0] is spec:
+        return cached[1]
+    template = jobs_pb2.Lease(handler_id=spec.handler_id, job_name=spec.job_name, script_sha256=spec.script_sha256,
+                              environment=spec.environment, timeout_seconds=spec.settings.job_timeout_seconds or 0.0)
+    _templates[spec.handler_id] = (spec, template)
+    return template
+
+
 class StreamLink:
     """One worker's Connect stream: what the dispatcher sends goes through an outbox, in order."""
 
@@ -49,25 +65,28 @@ class StreamLink:
             self.outbox.put_nowait(message)
 
     def send_leases(self, leases: Sequence[Lease], specs: Mapping[str, HandlerSpec]) -> None:
-        items = []
+        batch = jobs_pb2.LeaseBatch()
         for lease in leases:
-            spec = specs.get(lease.handler_id)
-            if spec is None:
+            template = _template(specs.get(lease.handler_id))
+            if template is None:
                 continue  # the handler went away; its lease is revoked with it
-            items.append(jobs_pb2.Lease(
-                ref=jobs_pb2.JobRef(job_id=lease.job_id, lease_no=lease.lease_no), handler_id=lease.handler_id,
-                job_name=spec.job_name, attempt=lease.attempt, script_sha256=spec.script_sha256,
-                environment=spec.environment, input=lease.input,
-                timeout_seconds=spec.settings.job_timeout_seconds or 0.0,
-            ))
-        if items:
-            self._put(jobs_pb2.ServerMessage(leases=jobs_pb2.LeaseBatch(items=items)))
+            item = batch.items.add()
+            item.MergeFrom(template)  # the handler's fields, copied in C: half the cost of building them
+            item.ref.job_id = lease.job_id
+            item.ref.lease_no = lease.lease_no
+            item.attempt = lease.attempt
+            item.input = lease.input
+        if batch.items:
+            self._put(jobs_pb2.ServerMessage(leases=batch))
 
     def send_acks(self, acks: Sequence[tuple[Ref, AckOutcome]]) -> None:
-        self._put(jobs_pb2.ServerMessage(ack=jobs_pb2.Ack(items=[
-            jobs_pb2.ResultAck(ref=jobs_pb2.JobRef(job_id=j, lease_no=n), outcome=_ACK[outcome])
-            for (j, n), outcome in acks
-        ])))
+        ack = jobs_pb2.Ack()
+        for (job_id, lease_no), outcome in acks:
+            item = ack.items.add()
+            item.ref.job_id = job_id
+            item.ref.lease_no = lease_no
+            item.outcome = _ACK[outcome]
+        self._put(jobs_pb2.ServerMessage(ack=ack))
 
     def send_revoke(self, refs: Sequence[Ref], reason: str) -> None:
         self._put(jobs_pb2.ServerMessage(revoke=jobs_pb2.Revoke(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
+from typing import NamedTuple
 
 from netdist.jobscript import JobSettings
 from netdist.server.states import JobStatus
@@ -83,8 +84,9 @@ class Lease:
         return (self.job_id, self.lease_no)
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class ResultIn:
+class ResultIn(NamedTuple):
+    """A result as a worker sent it (a NamedTuple: built once per job, cheaply)."""
+
     job_id: int
     lease_no: int
     output: str | None  # JSON text, when the job succeeded
@@ -96,8 +98,7 @@ class ResultIn:
         return (self.job_id, self.lease_no)
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Settlement:
+class Settlement(NamedTuple):
     """An accepted result: how the store records it."""
 
     result: ResultIn

@@ -480,7 +480,9 @@ class LeaseTable:
             if result.error is not None:
                 status = JobStatus.ERRORED if lease.attempt >= self._max_attempts(lease.handler_id) else JobStatus.AVAILABLE
             accepted.append(Settlement(result=result, handler_id=lease.handler_id, worker_id=worker_id, status=status))
-            self._count_streak(lease.handler_id, failed=result.error is not None, effects=effects)
+            queue = self.handlers.get(lease.handler_id)
+            if queue is not None and (queue.streak or result.error is not None):  # else nothing changes
+                self._count_streak(queue, failed=result.error is not None, effects=effects)
         return verdicts, accepted, effects
 
     def settled(self, settlements: Sequence[Settlement], stored: set[int]) -> Effects:
@@ -548,10 +550,8 @@ class LeaseTable:
         queue = self.handlers.get(handler_id)
         return queue.settings.max_attempts if queue is not None else 1
 
-    def _count_streak(self, handler_id: str, *, failed: bool, effects: Effects) -> None:
-        queue = self.handlers.get(handler_id)
-        if queue is None:
-            return
+    def _count_streak(self, queue: HandlerQueue, *, failed: bool, effects: Effects) -> None:
+        handler_id = queue.handler_id
         before = queue.streak
         queue.streak = before + 1 if failed else 0
         if queue.streak != before:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import zoneinfo
 from collections import defaultdict
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Protocol
 
 from netdist.jobscript import ClientSelector, JobSettings
@@ -42,14 +42,20 @@ class DailyUsage:
 
     def __init__(self, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._clock = clock  # the seam: tests turn the day
-        self._day = self._today()
         self._seconds: defaultdict[tuple[str, str], float] = defaultdict(float)
-
-    def _today(self) -> date:
-        return datetime.fromtimestamp(self._clock.time()).astimezone().date()
+        self._day = date.min
+        self._day_span = (0.0, 0.0)  # [start, end) of the day in wall time: the date is looked up once a day
+        self._roll()
 
     def _roll(self) -> None:
-        today = self._today()
+        now = self._clock.time()
+        start, end = self._day_span
+        if start <= now < end:
+            return
+        today = datetime.fromtimestamp(now).astimezone().date()
+        midnight = datetime.combine(today, datetime.min.time()).astimezone()
+        self._day_span = (midnight.timestamp(), datetime.combine(today + timedelta(days=1), datetime.min.time())
+                          .astimezone().timestamp())
         if today != self._day:
             self._day, self._seconds = today, defaultdict(float)
 
