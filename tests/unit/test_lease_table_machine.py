@@ -28,6 +28,7 @@ from hypothesis.stateful import (
 
 from netdist.jobscript import JobSettings
 from netdist.server.lease_model import (
+    MAX_PREFETCH,
     Effects,
     HandlerSpec,
     Lease,
@@ -38,7 +39,7 @@ from netdist.server.lease_model import (
     Verdict,
     WorkerInfo,
 )
-from netdist.server.leases import MAX_PREFETCH, LeaseTable
+from netdist.server.leases import LeaseTable
 from netdist.server.states import JobStatus
 from tests.clock import ManualClock
 

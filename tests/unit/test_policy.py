@@ -9,8 +9,12 @@ import pytest
 from netdist import jobscript
 from netdist.jobscript import ClientSelector, IdleWindow, JobSettings
 from netdist.server import policy
-from netdist.server.lease_model import HandlerSpec, WorkerInfo
-from netdist.server.leases import HandlerQueue, WorkerState
+from netdist.server.lease_model import (
+    HandlerQueue,
+    HandlerSpec,
+    WorkerInfo,
+    WorkerState,
+)
 from netdist.server.states import JobStatus
 from tests.clock import ManualClock
 

@@ -32,16 +32,15 @@ still on its way can never take a job that came back.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
-from netdist.jobscript import JobSettings
 from netdist.server import policy
 from netdist.server.clock import Clock
 from netdist.server.lease_model import (
     Effects,
+    HandlerQueue,
     HandlerSpec,
     Lease,
     ReadyJob,
@@ -51,98 +50,11 @@ from netdist.server.lease_model import (
     Settlement,
     Verdict,
     WorkerInfo,
+    WorkerState,
 )
 from netdist.server.states import JobStatus
 
-MAX_PREFETCH = 256
-"""The most leases beyond its slots the server lets a worker hold, whatever it asks."""
-PREFETCH_SECONDS = 0.05
-"""A worker may hold about this much queued work per slot beyond its slots."""
 EWMA_ALPHA = 0.2
-
-
-@dataclasses.dataclass(slots=True)
-class HandlerQueue:
-    """A running handler instance as the table sees it: its queue, counts and streak."""
-
-    spec: HandlerSpec
-    active: bool = False  # running, not paused: may hand out jobs
-    ready: deque[ReadyJob] = dataclasses.field(default_factory=deque)
-    queued: set[int] = dataclasses.field(default_factory=set)  # job ids in ``ready`` (pop skips the others)
-    cursor: int = 0  # the highest job id loaded from the store
-    more_in_store: bool = True
-    refilling: bool = False
-    counts: Counter[str] = dataclasses.field(default_factory=Counter)
-    pass_value: float = 0.0  # stride scheduling: the lowest goes next
-    streak: int = 0  # failed results in a row
-    failing: bool = False  # reached max-sequenced-errors: hands out nothing
-
-    @property
-    def handler_id(self) -> str:
-        return self.spec.handler_id
-
-    @property
-    def settings(self) -> JobSettings:
-        return self.spec.settings
-
-    @property
-    def on_probation(self) -> bool:
-        """After a failure, until a success: no prefetch, at most one job per free slot."""
-        return self.streak > 0
-
-    def push_front(self, job: ReadyJob) -> None:
-        if job.job_id not in self.queued:
-            self.queued.add(job.job_id)
-            self.ready.appendleft(job)
-
-    def pop(self) -> ReadyJob | None:
-        while self.ready:
-            job = self.ready.popleft()
-            if job.job_id in self.queued:
-                self.queued.discard(job.job_id)
-                return job
-        return None
-
-
-@dataclasses.dataclass(slots=True)
-class WorkerState:
-    info: WorkerInfo
-    connected: bool = True
-    capacity: int = 0  # what the worker asked to hold
-    jobs: set[int] = dataclasses.field(default_factory=set)  # job ids of its leases
-    per_handler: Counter[str] = dataclasses.field(default_factory=Counter)
-    last_seen: float = 0.0  # monotonic
-    grace_until: float | None = None  # disconnected: its leases wait for it until then
-    ewma_seconds: float | None = None  # job run time as the worker reports it
-    done: int = 0  # results accepted since the counts were last flushed to the store
-    failed: int = 0
-
-    @property
-    def worker_id(self) -> str:
-        return self.info.worker_id
-
-    @property
-    def name(self) -> str:
-        return self.info.name
-
-    @property
-    def labels(self) -> Mapping[str, str]:
-        return self.info.labels
-
-    @property
-    def slots(self) -> int:
-        return self.info.slots
-
-    def room(self) -> int:
-        """How many more leases it may hold: what it asked, capped by slots plus a prefetch bound."""
-        bound = 0
-        if self.ewma_seconds is not None:
-            per_slot = PREFETCH_SECONDS / self.ewma_seconds if self.ewma_seconds > 0 else math.inf
-            bound = int(min(MAX_PREFETCH, self.slots * per_slot))
-        return min(self.capacity, self.slots + bound) - len(self.jobs)
-
-    def free_slots(self) -> int:
-        return self.slots - len(self.jobs)
 
 
 class LeaseTable:
