@@ -174,6 +174,11 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         await self.store.write(catalog.set_worker_disabled, record.id, False)
         return admin_pb2.EnableWorkerResponse()
 
+    @unary
+    async def ListAudit(self, request: admin_pb2.ListAuditRequest, context: grpc.aio.ServicerContext
+                        ) -> admin_pb2.ListAuditResponse:
+        return admin_pb2.ListAuditResponse()  # the audit log is being built
+
     async def _info(self, record: catalog.HandlerRecord) -> admin_pb2.HandlerInfo:
         counts = await self.store.read(job_store.counts, record.id)
         return self._info_with(record, counts.get(record.id, {}))

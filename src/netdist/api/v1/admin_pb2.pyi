@@ -199,6 +199,7 @@ class HandlerInfo(_message.Message):
     NEXT_START_AT_FIELD_NUMBER: _builtins.int
     RESULT_SUMMARY_FIELD_NUMBER: _builtins.int
     RUNNING_FIELD_NUMBER: _builtins.int
+    SCRIPT_UPLOADED_BY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     package: _builtins.str
     handler: _builtins.str
@@ -225,6 +226,8 @@ class HandlerInfo(_message.Message):
     """cron schedule, 0 when none"""
     result_summary: _builtins.str
     """the handler's own words on its results"""
+    script_uploaded_by: _builtins.str
+    """the name of the token that added the job script"""
     @_builtins.property
     def running(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobInfo]:
         """jobs out at workers, with their progress"""
@@ -254,10 +257,11 @@ class HandlerInfo(_message.Message):
         next_start_at: _builtins.float = ...,
         result_summary: _builtins.str = ...,
         running: _abc.Iterable[Global___JobInfo] | None = ...,
+        script_uploaded_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "custom_settings_json", b"custom_settings_json", "finished_at", b"finished_at", "handler", b"handler", "has_total", b"has_total", "id", b"id", "job_name", b"job_name", "jobs_available", b"jobs_available", "jobs_failed", b"jobs_failed", "jobs_pending", b"jobs_pending", "jobs_processed", b"jobs_processed", "jobs_total", b"jobs_total", "message", b"message", "next_start_at", b"next_start_at", "package", b"package", "package_version", b"package_version", "result_summary", b"result_summary", "running", b"running", "script_sha256", b"script_sha256", "settings_json", b"settings_json", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "custom_settings_json", b"custom_settings_json", "finished_at", b"finished_at", "handler", b"handler", "has_total", b"has_total", "id", b"id", "job_name", b"job_name", "jobs_available", b"jobs_available", "jobs_failed", b"jobs_failed", "jobs_pending", b"jobs_pending", "jobs_processed", b"jobs_processed", "jobs_total", b"jobs_total", "message", b"message", "next_start_at", b"next_start_at", "package", b"package", "package_version", b"package_version", "result_summary", b"result_summary", "running", b"running", "script_sha256", b"script_sha256", "script_uploaded_by", b"script_uploaded_by", "settings_json", b"settings_json", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -757,3 +761,94 @@ class EnableWorkerResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EnableWorkerResponse: _TypeAlias = EnableWorkerResponse  # noqa: Y015
+
+@_typing.final
+class ListAuditRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SINCE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    since: _builtins.float
+    """Unix time; 0: from the oldest kept"""
+    limit: _builtins.int
+    """0: the server's default (1000)"""
+    def __init__(
+        self,
+        *,
+        since: _builtins.float = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "since", b"since"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditRequest: _TypeAlias = ListAuditRequest  # noqa: Y015
+
+@_typing.final
+class AuditEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AT_FIELD_NUMBER: _builtins.int
+    TOKEN_NAME_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    PEER_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    at: _builtins.float
+    """Unix time"""
+    token_name: _builtins.str
+    role: _builtins.str
+    """admin, worker or viewer"""
+    peer: _builtins.str
+    """the caller's address as the server saw it"""
+    method: _builtins.str
+    """e.g. AdminService/ControlHandler"""
+    target: _builtins.str
+    """what it acted on: a handler, package, worker"""
+    outcome: _builtins.str
+    """"ok", or the status code name of the refusal"""
+    detail: _builtins.str
+    """the action and, on a refusal, its message"""
+    def __init__(
+        self,
+        *,
+        at: _builtins.float = ...,
+        token_name: _builtins.str = ...,
+        role: _builtins.str = ...,
+        peer: _builtins.str = ...,
+        method: _builtins.str = ...,
+        target: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "detail", b"detail", "method", b"method", "outcome", b"outcome", "peer", b"peer", "role", b"role", "target", b"target", "token_name", b"token_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditEntry: _TypeAlias = AuditEntry  # noqa: Y015
+
+@_typing.final
+class ListAuditResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEntry]: ...
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___AuditEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditResponse: _TypeAlias = ListAuditResponse  # noqa: Y015

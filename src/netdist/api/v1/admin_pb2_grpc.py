@@ -90,6 +90,11 @@ class AdminServiceStub:
                 request_serializer=netdist_dot_api_dot_v1_dot_admin__pb2.EnableWorkerRequest.SerializeToString,
                 response_deserializer=netdist_dot_api_dot_v1_dot_admin__pb2.EnableWorkerResponse.FromString,
                 _registered_method=True)
+        self.ListAudit = channel.unary_unary(
+                '/netdist.api.v1.AdminService/ListAudit',
+                request_serializer=netdist_dot_api_dot_v1_dot_admin__pb2.ListAuditRequest.SerializeToString,
+                response_deserializer=netdist_dot_api_dot_v1_dot_admin__pb2.ListAuditResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -164,6 +169,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAudit(self, request, context):
+        """Every state-changing call, newest first: who, when, from where, what, outcome.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -221,6 +233,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.EnableWorker,
                     request_deserializer=netdist_dot_api_dot_v1_dot_admin__pb2.EnableWorkerRequest.FromString,
                     response_serializer=netdist_dot_api_dot_v1_dot_admin__pb2.EnableWorkerResponse.SerializeToString,
+            ),
+            'ListAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAudit,
+                    request_deserializer=netdist_dot_api_dot_v1_dot_admin__pb2.ListAuditRequest.FromString,
+                    response_serializer=netdist_dot_api_dot_v1_dot_admin__pb2.ListAuditResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -521,6 +538,33 @@ class AdminService:
             '/netdist.api.v1.AdminService/EnableWorker',
             netdist_dot_api_dot_v1_dot_admin__pb2.EnableWorkerRequest.SerializeToString,
             netdist_dot_api_dot_v1_dot_admin__pb2.EnableWorkerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/netdist.api.v1.AdminService/ListAudit',
+            netdist_dot_api_dot_v1_dot_admin__pb2.ListAuditRequest.SerializeToString,
+            netdist_dot_api_dot_v1_dot_admin__pb2.ListAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

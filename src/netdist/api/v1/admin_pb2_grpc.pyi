@@ -47,6 +47,8 @@ class AdminServiceStub:
     refused (PERMISSION_DENIED) until it is enabled again.
     """
     EnableWorker: _grpc.UnaryUnaryMultiCallable[_admin_pb2.EnableWorkerRequest, _admin_pb2.EnableWorkerResponse]
+    ListAudit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAuditRequest, _admin_pb2.ListAuditResponse]
+    """Every state-changing call, newest first: who, when, from where, what, outcome."""
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -67,6 +69,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
     refused (PERMISSION_DENIED) until it is enabled again.
     """
     EnableWorker: _aio.UnaryUnaryMultiCallable[_admin_pb2.EnableWorkerRequest, _admin_pb2.EnableWorkerResponse]  # type: ignore[assignment]
+    ListAudit: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAuditRequest, _admin_pb2.ListAuditResponse]  # type: ignore[assignment]
+    """Every state-changing call, newest first: who, when, from where, what, outcome."""
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """AdminService: what netdist-admin speaks. Every view reads the store."""
@@ -150,5 +154,13 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.EnableWorkerRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.EnableWorkerResponse, _abc.Awaitable[_admin_pb2.EnableWorkerResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListAudit(
+        self,
+        request: _admin_pb2.ListAuditRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListAuditResponse, _abc.Awaitable[_admin_pb2.ListAuditResponse]]:
+        """Every state-changing call, newest first: who, when, from where, what, outcome."""
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

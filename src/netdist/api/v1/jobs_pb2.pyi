@@ -134,6 +134,7 @@ class Hello(_message.Message):
     PLATFORM_FIELD_NUMBER: _builtins.int
     PYTHON_VERSION_FIELD_NUMBER: _builtins.int
     HELD_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """stable, kept on the worker's disk"""
     name: _builtins.str
@@ -143,6 +144,11 @@ class Hello(_message.Message):
     pid: _builtins.int
     platform: _builtins.str
     python_version: _builtins.str
+    credential: _builtins.str
+    """This worker's own credential, bound to its worker_id, as a Welcome issued
+    it; empty on its first join. A Hello naming a worker_id that has a
+    credential must carry it, or the stream is refused (PERMISSION_DENIED).
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -162,10 +168,11 @@ class Hello(_message.Message):
         platform: _builtins.str = ...,
         python_version: _builtins.str = ...,
         held: _abc.Iterable[Global___JobRef] | None = ...,
+        credential: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["held", b"held", "hostname", b"hostname", "labels", b"labels", "name", b"name", "pid", b"pid", "platform", b"platform", "python_version", b"python_version", "slots", b"slots", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "held", b"held", "hostname", b"hostname", "labels", b"labels", "name", b"name", "pid", b"pid", "platform", b"platform", "python_version", b"python_version", "slots", b"slots", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -469,19 +476,26 @@ class Welcome(_message.Message):
     WORKER_ID_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
     SERVER_VERSION_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     heartbeat_interval_seconds: _builtins.float
     server_version: _builtins.str
+    credential: _builtins.str
+    """Set when the server issued this worker a new credential (its first join,
+    or after `workers remove`): keep it privately and present it in every
+    later Hello.
+    """
     def __init__(
         self,
         *,
         worker_id: _builtins.str = ...,
         heartbeat_interval_seconds: _builtins.float = ...,
         server_version: _builtins.str = ...,
+        credential: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_seconds", b"heartbeat_interval_seconds", "server_version", b"server_version", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "heartbeat_interval_seconds", b"heartbeat_interval_seconds", "server_version", b"server_version", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

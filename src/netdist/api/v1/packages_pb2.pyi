@@ -107,11 +107,14 @@ class PackageInfo(_message.Message):
     DEPENDENCIES_FIELD_NUMBER: _builtins.int
     CURRENT_FIELD_NUMBER: _builtins.int
     UPLOADED_AT_FIELD_NUMBER: _builtins.int
+    UPLOADED_BY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.str
     current: _builtins.bool
     uploaded_at: _builtins.float
     """unix seconds"""
+    uploaded_by: _builtins.str
+    """the name of the token that uploaded it"""
     @_builtins.property
     def handlers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -128,10 +131,11 @@ class PackageInfo(_message.Message):
         dependencies: _abc.Iterable[Global___WheelInfo] | None = ...,
         current: _builtins.bool = ...,
         uploaded_at: _builtins.float = ...,
+        uploaded_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["wheel", b"wheel"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "dependencies", b"dependencies", "handlers", b"handlers", "name", b"name", "uploaded_at", b"uploaded_at", "version", b"version", "wheel", b"wheel"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "dependencies", b"dependencies", "handlers", b"handlers", "name", b"name", "uploaded_at", b"uploaded_at", "uploaded_by", b"uploaded_by", "version", b"version", "wheel", b"wheel"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
