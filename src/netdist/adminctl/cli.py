@@ -8,7 +8,10 @@ code; no traceback reaches the operator.
 from __future__ import annotations
 
 import json
+import re
+import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -365,6 +368,45 @@ def handlers_log(ctx: click.Context, ref: str, tail: int, follow: bool) -> None:
     out = _out()
     for line in _client(ctx).handler_log(ref, tail=tail, follow=follow):
         out.print(render.log_line(line), soft_wrap=True)
+
+
+# -- audit ------------------------------------------------------------------
+
+
+_SPAN = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_SPAN_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> float:
+    """A span back from now (``30m``, ``2h``, ``7d``) or a date/time (``2026-12-01``, ISO 8601)."""
+    if not value:
+        return 0.0
+    span = _SPAN.match(value.strip())
+    if span:
+        return time.time() - float(span.group(1)) * _SPAN_SECONDS[span.group(2)]
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"expected a span such as 30m, 2h or 7d, or a date/time such as 2026-12-01T08:00, got {value!r}"
+        ) from None
+    return (moment if moment.tzinfo else moment.astimezone()).timestamp()
+
+
+@main.command()
+@click.option("--since", callback=_since, metavar="SPAN|TIME",
+              help="Only entries since then: 30m, 2h, 7d back from now, or a date/time (ISO 8601, local time).")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True,
+              help="At most this many entries, newest first.")
+@json_option
+@click.pass_context
+def audit(ctx: click.Context, since: float, limit: int, as_json: bool) -> None:
+    """Who changed what, when, from where, and how it ended (newest first)."""
+    entries = _client(ctx).list_audit(since=since, limit=limit)
+    if as_json:
+        _emit_json([view.audit_dict(e) for e in entries])
+    else:
+        _show(render.audit_table(entries))
 
 
 # -- workers ------------------------------------------------------------------

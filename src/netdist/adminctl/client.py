@@ -172,6 +172,11 @@ class AdminClient:
         )
         return list(reply.jobs)
 
+    def list_audit(self, *, since: float = 0.0, limit: int = 0) -> list[admin_pb2.AuditEntry]:
+        request = admin_pb2.ListAuditRequest(since=since, limit=limit)
+        reply = self._call(lambda: self._admin.ListAudit(request, timeout=self.timeout_seconds))
+        return list(reply.entries)
+
     def list_workers(self) -> list[admin_pb2.WorkerInfo]:
         request = admin_pb2.ListWorkersRequest()
         reply = self._call(

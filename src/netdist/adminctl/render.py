@@ -299,3 +299,22 @@ def handler_bar(h: admin_pb2.HandlerInfo, *, width: int = 30) -> RenderableType:
     if h.state == "running":
         return ProgressBar(total=None, width=width)
     return Text("")
+
+
+def audit_table(entries: Iterable[admin_pb2.AuditEntry]) -> Table:
+    table = Table(title="Audit (newest first)", title_justify="left")
+    for name in ("When", "Token", "Role", "Peer", "Call", "Target", "Outcome", "Detail"):
+        table.add_column(name, overflow="fold")
+    for e in entries:
+        add_row(
+            table,
+            fmt_time(e.at),
+            e.token_name or "-",
+            e.role or "-",
+            e.peer,
+            e.method,
+            e.target,
+            Text(e.outcome, style="green" if e.outcome == "ok" else "red"),
+            e.detail,
+        )
+    return table

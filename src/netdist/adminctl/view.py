@@ -137,3 +137,16 @@ def log_dict(line: admin_pb2.LogLine) -> dict[str, Any]:
         "source": line.source,
         "message": line.message,
     }
+
+
+def audit_dict(e: admin_pb2.AuditEntry) -> dict[str, Any]:
+    return {
+        "at": e.at,
+        "token_name": e.token_name,
+        "role": e.role,
+        "peer": e.peer,
+        "method": e.method,
+        "target": e.target,
+        "outcome": e.outcome,
+        "detail": e.detail,
+    }

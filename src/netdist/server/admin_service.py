@@ -11,17 +11,21 @@ import grpc
 
 import netdist
 from netdist.api.v1 import admin_pb2, admin_pb2_grpc
-from netdist.errors import InvalidArgumentError
+from netdist.errors import InvalidArgumentError, NetDistError
+from netdist.server.audit import AuditLog, audited
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.lease_model import Lease
 from netdist.server.manager import HandlerManager
 from netdist.server.states import HandlerState, JobStatus
 from netdist.server.status import streaming, unary
+from netdist.server.store import audit as audit_store
 from netdist.server.store import catalog
 from netdist.server.store import jobs as job_store
 from netdist.server.store.facade import Store
 
 MAX_SCRIPT_BYTES = 1024 * 1024
+MAX_AUDIT = 1000
+_SERVICE = "AdminService"
 _ACTIONS = {
     admin_pb2.HANDLER_ACTION_START: "start",
     admin_pb2.HANDLER_ACTION_STOP: "stop",
@@ -33,9 +37,10 @@ _ACTIONS = {
 
 
 class AdminService(admin_pb2_grpc.AdminServiceServicer):
-    def __init__(self, store: Store, manager: HandlerManager, dispatcher: Dispatcher, *, address: str,
-                 database: str) -> None:
+    def __init__(self, store: Store, manager: HandlerManager, dispatcher: Dispatcher, audit: AuditLog, *,
+                 address: str, database: str) -> None:
         self.store = store
+        self.audit = audit
         self.manager = manager
         self.dispatcher = dispatcher
         self.address = address
@@ -71,9 +76,18 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     @unary
     async def AddJobScript(self, request: admin_pb2.AddJobScriptRequest, context: grpc.aio.ServicerContext
                            ) -> admin_pb2.AddJobScriptResponse:
-        if len(request.content) > MAX_SCRIPT_BYTES:
-            raise InvalidArgumentError(f"job script is over {MAX_SCRIPT_BYTES} bytes")
-        record, outcome = await self.manager.add_job_script(request.filename or "script.py", request.content)
+        actor = self.audit.identify(context)
+        filename = request.filename or "script.py"
+        try:
+            if len(request.content) > MAX_SCRIPT_BYTES:
+                raise InvalidArgumentError(f"job script is over {MAX_SCRIPT_BYTES} bytes")
+            record, outcome = await self.manager.add_job_script(filename, request.content, uploaded_by=actor.name)
+        except NetDistError as exc:
+            self.audit.record(context, method=f"{_SERVICE}/AddJobScript", target=filename[:200],
+                              outcome=exc.code.name, detail=exc.message)
+            raise
+        self.audit.record(context, method=f"{_SERVICE}/AddJobScript", target=f"handler {record.id}",
+                          detail=f"{outcome} from {filename[:200]} (job {record.job_name!r})")
         return admin_pb2.AddJobScriptResponse(handler=await self._info(record), outcome=outcome)
 
     @unary
@@ -90,6 +104,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.GetHandlerResponse(handler=await self._info(record))
 
     @unary
+    @audited(_SERVICE, target=lambda r: f"handler {r.ref}", detail=lambda r: _ACTIONS.get(r.action, "?"))
     async def ControlHandler(self, request: admin_pb2.ControlHandlerRequest, context: grpc.aio.ServicerContext
                              ) -> admin_pb2.ControlHandlerResponse:
         action = _ACTIONS.get(request.action)
@@ -153,6 +168,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.ListWorkersResponse(workers=out)
 
     @unary
+    @audited(_SERVICE, target=lambda r: f"worker {r.ref}", detail=lambda r: "remove")
     async def RemoveWorker(self, request: admin_pb2.RemoveWorkerRequest, context: grpc.aio.ServicerContext
                            ) -> admin_pb2.RemoveWorkerResponse:
         record = await self.store.read(catalog.resolve_worker, request.ref)
@@ -160,6 +176,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.RemoveWorkerResponse(leases_returned=returned)
 
     @unary
+    @audited(_SERVICE, target=lambda r: f"worker {r.ref}", detail=lambda r: "disable")
     async def DisableWorker(self, request: admin_pb2.DisableWorkerRequest, context: grpc.aio.ServicerContext
                             ) -> admin_pb2.DisableWorkerResponse:
         record = await self.store.read(catalog.resolve_worker, request.ref)
@@ -168,6 +185,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.DisableWorkerResponse(leases_returned=returned)
 
     @unary
+    @audited(_SERVICE, target=lambda r: f"worker {r.ref}", detail=lambda r: "enable")
     async def EnableWorker(self, request: admin_pb2.EnableWorkerRequest, context: grpc.aio.ServicerContext
                            ) -> admin_pb2.EnableWorkerResponse:
         record = await self.store.read(catalog.resolve_worker, request.ref)
@@ -177,7 +195,13 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     @unary
     async def ListAudit(self, request: admin_pb2.ListAuditRequest, context: grpc.aio.ServicerContext
                         ) -> admin_pb2.ListAuditResponse:
-        return admin_pb2.ListAuditResponse()  # the audit log is being built
+        limit = request.limit if 0 < request.limit <= MAX_AUDIT else MAX_AUDIT
+        rows = await self.store.read(audit_store.newest, since=request.since, limit=limit)
+        return admin_pb2.ListAuditResponse(entries=[
+            admin_pb2.AuditEntry(at=r.at, token_name=r.token_name, role=r.role, peer=r.peer, method=r.method,
+                                 target=r.target, outcome=r.outcome, detail=r.detail)
+            for r in rows
+        ])
 
     async def _info(self, record: catalog.HandlerRecord) -> admin_pb2.HandlerInfo:
         counts = await self.store.read(job_store.counts, record.id)
@@ -194,6 +218,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             jobs_total=r.total or 0, has_total=r.total is not None,
             package_version=self._package_version(r.id), script_sha256=r.script_sha256,
             settings_json=r.settings_json, custom_settings_json=r.custom_json, created_at=r.created_at,
+            script_uploaded_by=r.script_uploaded_by,
             started_at=r.started_at or 0.0, finished_at=r.finished_at or 0.0,
             next_start_at=self.manager.next_start.get(r.id, 0.0), result_summary=r.summary,
         )

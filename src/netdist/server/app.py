@@ -21,6 +21,7 @@ from netdist.api.v1 import (
     packages_pb2_grpc,
 )
 from netdist.server.admin_service import AdminService
+from netdist.server.audit import AuditLog
 from netdist.server.blobs import BlobStore
 from netdist.server.clock import SYSTEM_CLOCK
 from netdist.server.dispatcher import Dispatcher
@@ -86,11 +87,13 @@ class NetDistServer:
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.host}:{cfg.port}")
         address = f"{cfg.host}:{self.port}"
+        self.audit = AuditLog(self.store.writer)
         jobs_pb2_grpc.add_JobServiceServicer_to_server(JobService(self.dispatcher), self.server)
         packages_pb2_grpc.add_PackageServiceServicer_to_server(
-            PackageService(self.store, self.blobs, self.manager), self.server)
+            PackageService(self.store, self.blobs, self.manager, self.audit), self.server)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminService(self.store, self.manager, self.dispatcher, address=address, database=describe(url)),
+            AdminService(self.store, self.manager, self.dispatcher, self.audit, address=address,
+                         database=describe(url)),
             self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -99,6 +102,7 @@ class NetDistServer:
             (admin_pb2.DESCRIPTOR, "AdminService"))]
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
         await self.dispatcher.start()
+        self.audit.start()
         await self.manager.startup()
         await self.server.start()
         for name in ("", *names):
@@ -118,6 +122,7 @@ class NetDistServer:
         await self.health.enter_graceful_shutdown()
         await self.dispatcher.stop()
         await self.manager.shutdown()
+        await self.audit.stop()
         await self.server.stop(self.config.grace_seconds)
         await asyncio.to_thread(self.store.close)
         self._stopped.set()

@@ -78,7 +78,8 @@ class HandlerManager:
 
     # -- job scripts ---------------------------------------------------------------------
 
-    async def add_job_script(self, filename: str, content: bytes) -> tuple[catalog.HandlerRecord, str]:
+    async def add_job_script(self, filename: str, content: bytes, *, uploaded_by: str = ""
+                             ) -> tuple[catalog.HandlerRecord, str]:
         try:
             source = content.decode("utf-8")
         except UnicodeDecodeError:
@@ -101,7 +102,7 @@ class HandlerManager:
             if existing is not None:
                 await self.store.write(
                     catalog.update_handler, existing.id, script_sha256=sha, script_source=source,
-                    settings_json=settings_json, custom_json=custom_json)
+                    settings_json=settings_json, custom_json=custom_json, script_uploaded_by=uploaded_by)
                 self.log(existing.id, "info", "server", f"job script replaced ({filename}, sha256 {sha[:12]})")
                 if existing.id in self.runtimes:
                     await self._relaunch(existing.id)
@@ -110,7 +111,8 @@ class HandlerManager:
                 catalog.insert_handler, id=uuid.uuid4().hex[:12], package=s.package, handler=s.handler,
                 job_name=s.job, script_sha256=sha, script_source=source, settings_json=settings_json,
                 custom_json=custom_json, state=HandlerState.IDLE, message="", handler_state_json="{}", summary="",
-                total=None, exhausted=False, sequenced_errors=0, created_at=time.time())
+                total=None, exhausted=False, sequenced_errors=0, created_at=time.time(),
+                script_uploaded_by=uploaded_by)
         self.log(record.id, "info", "server", f"handler instance created from {filename}")
         if s.auto_start:
             record = await self.control(record.id, "start")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import grpc
 
 from netdist.api.v1 import packages_pb2, packages_pb2_grpc
 from netdist.errors import InvalidArgumentError, ResourceExhaustedError
+from netdist.server.audit import AuditLog, audited
 from netdist.server.blobs import BlobStore
 from netdist.server.manager import HandlerManager
 from netdist.server.registry import MAX_WHEEL_BYTES, inspect_wheel
@@ -18,13 +20,15 @@ from netdist.server.status import streaming, unary
 from netdist.server.store import catalog
 from netdist.server.store.facade import Store
 
+log = logging.getLogger("netdist.server.packages")
 CHUNK = 1024 * 1024
 MAX_WHEELS = 64
 
 
 class PackageService(packages_pb2_grpc.PackageServiceServicer):
-    def __init__(self, store: Store, blobs: BlobStore, manager: HandlerManager) -> None:
+    def __init__(self, store: Store, blobs: BlobStore, manager: HandlerManager, audit: AuditLog) -> None:
         self.store = store
+        self.audit = audit
         self.blobs = blobs
         self.manager = manager
 
@@ -45,10 +49,21 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
         for (_, data), info in zip(received, wheels, strict=True):
             await asyncio.to_thread(self.blobs.put, data)
             await asyncio.to_thread(self.blobs.unpacked, info.sha256)
+        uploader = self.audit.identify(context).name
+        before = await self.store.read(catalog.current_package, main.distribution)
+        replaces = ""
+        if before is not None and before.uploaded_by != uploader:
+            replaces = f"; replaces {before.version}, uploaded by {before.uploaded_by or 'an unnamed client'}"
+            log.warning("package %s %s uploaded by %s replaces %s uploaded by %s", main.distribution, main.version,
+                        uploader or "an unnamed client", before.version, before.uploaded_by or "an unnamed client")
         record, created = await self.store.write(
             catalog.add_package, name=main.distribution, version=main.version, wheel=main.to_json_dict(),
-            dependencies=[d.to_json_dict() for d in deps], handler_entries=main.handlers)
+            dependencies=[d.to_json_dict() for d in deps], handler_entries=main.handlers,
+            uploaded_by=uploader)
         moved = await self.manager.package_uploaded(record)
+        self.audit.record(context, method="PackageService/Upload", target=f"package {record.name} {record.version}",
+                          detail=("uploaded" if created else "made current again") + replaces
+                          + (f"; restarted handlers {', '.join(moved)}" if moved else ""))
         return packages_pb2.UploadPackageResponse(package=package_info(record), created=created,
                                                   restarted_handlers=moved)
 
@@ -59,6 +74,8 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
         return packages_pb2.ListPackagesResponse(packages=[package_info(r) for r in records])
 
     @unary
+    @audited("PackageService", target=lambda r: f"package {r.name}" + (f" {r.version}" if r.version else ""),
+             detail=lambda r: "remove")
     async def Remove(self, request: packages_pb2.RemovePackageRequest, context: grpc.aio.ServicerContext
                      ) -> packages_pb2.RemovePackageResponse:
         if not request.name:
@@ -112,6 +129,7 @@ def package_info(r: catalog.PackageRecord) -> packages_pb2.PackageInfo:
     return packages_pb2.PackageInfo(
         name=r.name, version=r.version, handlers=sorted(json.loads(r.handlers_json)), wheel=_wheel(r.wheel),
         dependencies=[_wheel(d) for d in r.dependencies], current=r.current, uploaded_at=r.uploaded_at,
+        uploaded_by=r.uploaded_by,
     )
 
 

@@ -26,6 +26,7 @@ class PackageRecord:
     handlers_json: str
     uploaded_at: float
     current: bool
+    uploaded_by: str = ""  # the name of the token that uploaded it
 
     @property
     def wheel(self) -> dict[str, Any]:
@@ -65,6 +66,7 @@ class HandlerRecord:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    script_uploaded_by: str = ""  # the name of the token that added the job script
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,7 +88,8 @@ class WorkerRecord:
 # -- packages ---------------------------------------------------------------
 
 def add_package(conn: Connection, *, name: str, version: str, wheel: Mapping[str, Any],
-                dependencies: Sequence[Mapping[str, Any]], handler_entries: Mapping[str, str]) -> tuple[PackageRecord, bool]:
+                dependencies: Sequence[Mapping[str, Any]], handler_entries: Mapping[str, str],
+                uploaded_by: str = "") -> tuple[PackageRecord, bool]:
     """Store a package version and make it current; ``False`` if these exact wheels were stored."""
     wheel_json = json.dumps(dict(wheel), sort_keys=True)
     deps_json = json.dumps([dict(d) for d in dependencies], sort_keys=True)
@@ -102,6 +105,7 @@ def add_package(conn: Connection, *, name: str, version: str, wheel: Mapping[str
         insert(packages).values(
             name=name, version=version, wheel_json=wheel_json, dependencies_json=deps_json,
             handlers_json=json.dumps(dict(handler_entries), sort_keys=True), uploaded_at=time.time(), current=True,
+            uploaded_by=uploaded_by,
         )
     ).inserted_primary_key[0]  # type: ignore[index]
     return get_package(conn, pid), True

@@ -24,6 +24,7 @@ class Package(Base):
     handlers_json: Mapped[str] = mapped_column(Text)  # {handler name: "module:attr"}
     uploaded_at: Mapped[float] = mapped_column(Float)
     current: Mapped[bool] = mapped_column(Boolean, default=False)
+    uploaded_by: Mapped[str] = mapped_column(String(100), default="", server_default="")  # token name
 
 
 class HandlerInstance(Base):
@@ -48,6 +49,7 @@ class HandlerInstance(Base):
     created_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    script_uploaded_by: Mapped[str] = mapped_column(String(100), default="", server_default="")  # token name
     __table_args__ = (Index("ix_handlers_key", "package", "handler", "job_name", unique=True),)
 
 
@@ -99,8 +101,24 @@ class LogEntry(Base):
     message: Mapped[str] = mapped_column(Text)
 
 
+class AuditEntry(Base):
+    """One state-changing call: who (token name and role), from where, what, and how it ended."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    token_name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(10))
+    peer: Mapped[str] = mapped_column(String(200))
+    method: Mapped[str] = mapped_column(String(100))
+    target: Mapped[str] = mapped_column(String(400))
+    outcome: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[str] = mapped_column(Text)
+
+
 packages = cast(Table, Package.__table__)
 handlers = cast(Table, HandlerInstance.__table__)
 jobs = cast(Table, Job.__table__)
 workers = cast(Table, Worker.__table__)
 handler_log = cast(Table, LogEntry.__table__)
+audit_log = cast(Table, AuditEntry.__table__)
