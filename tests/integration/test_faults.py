@@ -83,3 +83,7 @@ def test_server_killed_mid_run_finishes_with_no_job_lost(cluster: Cluster, tmp_p
     assert info.result_summary == f"1.0 sum={expected_sum(400)} seen=400 failures=0"
     wait_until(lambda: {w.name for w in cluster.api.workers() if w.connected} == {"w1", "w2"}, 30,
                what="both workers to reconnect")
+    # Workers name the leases whose results wait for an ack in their Hello, and adopted
+    # leases wait for their workers: no result finished before the kill was thrown away.
+    assert "stale" not in cluster.server.output()
+    assert all("stale" not in w.output() for w in cluster.workers)

@@ -24,12 +24,14 @@ def test_a_lease_is_held_until_its_result_then_unacked_until_the_ack() -> None:
     assert not ledger.idle
     assert ledger.finish(done(A))
     assert ledger.held == []
+    assert ledger.claimed == [A]  # a reconnect's Hello still names it: its result is on the way
     assert not ledger.take(A)  # answered already
     assert ledger.unacked_count == 1
     assert not ledger.idle
     assert ledger.flush().results == [done(A)]
     assert ledger.acknowledge(A)
     assert not ledger.acknowledge(A)
+    assert ledger.claimed == []
     assert ledger.idle
 
 

@@ -153,11 +153,12 @@ class Dispatcher:
         if old is not None:
             old.close()
         self.links[info.worker_id] = link
-        effects = self.table.connect(info, held)
+        requeued = self._act(self.table.connect(info, held))
         await self.writer.run(
             catalog.worker_connected, worker_id=info.worker_id, name=info.name, labels=info.labels,
             slots=info.slots, hostname=hostname, version=version)
-        await self._apply(effects)
+        if requeued is not None:
+            await requeued
         self.kick()
 
     async def disconnect(self, worker_id: str, link: WorkerLink) -> None:
@@ -190,8 +191,7 @@ class Dispatcher:
         self.table.started(worker_id, refs)
 
     def hand_back(self, worker_id: str, refs: Iterable[Ref], reason: str) -> None:
-        self._spawn(self._apply(self.table.hand_back(worker_id, refs, reason)))
-        self.kick()
+        self._act(self.table.hand_back(worker_id, refs, reason))
 
     def progress(self, worker_id: str, items: Iterable[tuple[Ref, float, str]]) -> None:
         for ref, percent, text in items:
@@ -245,13 +245,13 @@ class Dispatcher:
             link = self.links.get(worker_id)
             if link is not None:
                 link.send_leases(group, specs)
+        requeued = self._act(effects)
         if refused:
-            log.error("the store refused %d leases the lease table made (jobs %s); recounting",
+            log.error("the store refused %d leases the lease table made (jobs %s); reading the store again",
                       len(refused), [lease.job_id for lease in refused[:10]])
             await self._recount({lease.handler_id for lease in refused})
-        await self._apply(effects)
-        if refused or effects.requeues:
-            self.kick()
+        if requeued is not None:
+            await requeued
 
     # -- results ------------------------------------------------------------------
 
@@ -324,13 +324,24 @@ class Dispatcher:
 
     # -- effects ------------------------------------------------------------------
 
-    async def _apply(self, effects: Effects) -> None:
-        """Tell workers and handlers what the table decided; store its requeues and streaks."""
+    def _act(self, effects: Effects) -> asyncio.Future[None] | None:
+        """Tell workers and handlers what the table decided and submit its writes, at once.
+
+        Synchronous on purpose: a transition's writes must reach the writer's queue
+        before anything else can happen (an await would let a dispatch pass lease a
+        requeued job, and its lease write would reach the store before the requeue).
+        Returns the task that checks what the store did, or None when nothing was written."""
         self._tell(effects)
         requeued = self._write_requeues(effects)
         if requeued is not None:
-            await requeued
             self.kick()
+        return requeued
+
+    async def _apply(self, effects: Effects) -> None:
+        """``_act``, then wait until the store has done it."""
+        requeued = self._act(effects)
+        if requeued is not None:
+            await requeued
 
     def _tell(self, effects: Effects) -> None:
         for revocation in effects.revocations:
@@ -377,14 +388,16 @@ class Dispatcher:
         return task
 
     async def _recount(self, handler_ids: set[str]) -> None:
-        """Memory and store disagree (a bug, or another writer): take the store's counts."""
+        """Memory and store disagree (a bug, or another writer): take the store's counts, and
+        read its available jobs again from the start, so that none is left out of the queue."""
         for handler_id in handler_ids:
             stored = (await self.writer.run(job_store.counts, handler_id)).get(handler_id, {})
             self.table.reset_counts(handler_id, stored)
+            self.table.rescan(handler_id)
+        self.kick()
 
 
 def _store_results(conn: Any, settlements: Sequence[Settlement], at: float, streaks: Mapping[str, int]) -> set[int]:
     stored = job_store.store_results(conn, settlements, at)
     job_store.store_streaks(conn, streaks)
     return stored
-

@@ -54,6 +54,9 @@ from netdist.server.lease_model import (
 )
 from netdist.server.states import JobStatus
 
+RESTART_GRACE_SECONDS = 10.0
+"""Leases adopted after a restart wait at least this long for their workers to come back."""
+
 EWMA_ALPHA = 0.2
 
 
@@ -62,10 +65,12 @@ class LeaseTable:
                  usage: policy.DailyUsage | None = None) -> None:
         """``reconnect_grace_seconds``: how long the leases of a stream that ended without handing
         them back wait for their worker; ``silent_after_seconds``: a connected worker that sends
-        nothing for this long is taken as gone (leases adopted after a restart wait this long too,
-        since workers reconnect with a backoff)."""
+        nothing for this long is taken as gone. Leases adopted after a restart wait this long, and
+        at least RESTART_GRACE_SECONDS, since workers reconnect with a backoff."""
         self.clock = clock
         self.reconnect_grace_seconds = reconnect_grace_seconds
+        # Workers reconnect to a restarted server with a backoff of up to about 6 s.
+        self.restart_grace_seconds = max(silent_after_seconds, RESTART_GRACE_SECONDS)
         self.silent_after_seconds = silent_after_seconds
         self.usage = usage if usage is not None else policy.DailyUsage(clock=clock)
         self.handlers: dict[str, HandlerQueue] = {}
@@ -143,6 +148,14 @@ class LeaseTable:
             queue.counts.clear()
             queue.counts.update(counts)
 
+    def rescan(self, handler_id: str) -> None:
+        """Read the handler's available jobs from the store again from the start (after memory and
+        store disagreed): jobs already queued or leased are skipped as they come."""
+        queue = self.handlers.get(handler_id)
+        if queue is not None:
+            queue.cursor = 0
+            queue.more_in_store = True
+
     def refills_wanted(self, low_water: int) -> list[tuple[str, int]]:
         """Handlers whose queue runs low while the store has more: (handler id, cursor); marked refilling."""
         wanted = []
@@ -192,7 +205,7 @@ class LeaseTable:
         if state is None:
             state = self.workers[lease.worker_id] = WorkerState(
                 WorkerInfo(worker_id=lease.worker_id, name=lease.worker_id[:8], labels={}, slots=1),
-                connected=False, grace_until=self.clock.monotonic() + self.silent_after_seconds)
+                connected=False, grace_until=self.clock.monotonic() + self.restart_grace_seconds)
         state.jobs.add(lease.job_id)
         state.per_handler[lease.handler_id] += 1
 

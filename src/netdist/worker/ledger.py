@@ -124,8 +124,15 @@ class Ledger:
 
     @property
     def held(self) -> list[JobRef]:
-        """Every held lease, oldest first (the Hello names them after a reconnect)."""
+        """Every held lease, oldest first."""
         return list(self._held)
+
+    @property
+    def claimed(self) -> list[JobRef]:
+        """What the Hello names after a reconnect: held leases and those whose result awaits
+        its ack. Both are still this worker's; a lease the Hello leaves out, the server takes back
+        (and then its result would come back stale)."""
+        return [*self._held, *(ref for ref in self._unacked if ref not in self._held)]
 
     def holds(self, ref: JobRef) -> bool:
         return ref in self._held

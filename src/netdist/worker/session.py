@@ -174,7 +174,8 @@ class Session:
     # -- the stream (Connection calls these) ----------------------------------------
 
     def held(self) -> list[JobRef]:
-        return self._ledger.held
+        """The leases the Hello names: held, or answered and not yet acknowledged."""
+        return self._ledger.claimed
 
     def on_welcome(self, server_version: str) -> None:
         log.info(
