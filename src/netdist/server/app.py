@@ -32,6 +32,7 @@ from netdist.server.store import catalog
 from netdist.server.store.engine import default_url, describe, open_engine
 from netdist.server.store.facade import Store
 from netdist.server.store.outage import StoreHealth
+from netdist.server.wire_guard import DecodeGuard
 
 log = logging.getLogger("netdist.server")
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -82,7 +83,7 @@ class NetDistServer:
                    ("grpc.keepalive_permit_without_calls", 1),
                    ("grpc.http2.min_ping_interval_without_data_ms", 1000),
                    ("grpc.http2.max_pings_without_data", 0)]
-        self.server = grpc.aio.server(options=options)
+        self.server = grpc.aio.server(options=options, interceptors=[DecodeGuard()])
         self.port = self.server.add_insecure_port(f"{cfg.host}:{cfg.port}")
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.host}:{cfg.port}")
