@@ -114,8 +114,8 @@ def test_log_lines_keep_a_tracebacks_lines_each_made_printable() -> None:
     lines = SGR.sub("", out).splitlines()
     assert len(lines) == 3
     assert "ERROR\\x1b[2J" in lines[0] and "job\\r: Traceback (most recent call last):" in lines[0]
-    assert lines[1] == '  File "x.py", line 1\\x1b]0;t\\x07'
-    assert lines[2] == "ValueError: \\u202eboom"
+    assert lines[1] == render.LOG_INDENT + '  File "x.py", line 1\\x1b]0;t\\x07'
+    assert lines[2] == render.LOG_INDENT + "ValueError: \\u202eboom"  # indented: no line passes for an entry
 
 
 def test_an_error_from_the_server_is_printed_safely(capsys: pytest.CaptureFixture[str]) -> None:

@@ -293,12 +293,18 @@ def status_table(s: admin_pb2.GetStatusResponse) -> Table:
     return grid
 
 
+LOG_INDENT = "    "
+"""Before each further line of a log message: only an entry's first line starts at the margin, so a message
+cannot pass a line of its own off as another entry."""
+
+
 def log_line(line: admin_pb2.LogLine) -> Text:
-    """One log entry; a message of several lines (a traceback) keeps its lines, each made printable."""
+    """One log entry; a message of several lines (a traceback) keeps its lines, each made printable and
+    indented by :data:`LOG_INDENT`."""
     out = Text(f"{fmt_time(line.at)} ", style="dim")
     out.append(printable(f"{line.level:<7} "), style=LEVEL_STYLES.get(line.level.upper(), ""))
     out.append(printable(f"{line.source}: "), style="dim")
-    out.append(printable_lines(line.message))
+    out.append(printable_lines(line.message).replace("\n", "\n" + LOG_INDENT))
     return out
 
 
