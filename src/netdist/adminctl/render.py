@@ -41,7 +41,7 @@ LEVEL_STYLES = {
 
 def add_row(table: Table, *cells: str | RenderableType) -> None:
     """Add a row; plain strings are made printable and never read as rich markup
-    (a job named ``calc [x]`` must not lose its brackets, nor ``a\nb`` forge a row)."""
+    (a job named ``calc [x]`` must not lose its brackets, nor ``a\\nb`` forge a row)."""
     table.add_row(*(text(c) if isinstance(c, str) else c for c in cells))
 
 
