@@ -22,6 +22,7 @@ from rich.text import Text
 from netdist import __version__
 from netdist.adminctl import dashboard, render, view
 from netdist.adminctl.client import AdminClient
+from netdist.adminctl.printable import printable
 from netdist.api.v1 import admin_pb2
 from netdist.errors import NetDistError, UnavailableError
 
@@ -50,7 +51,7 @@ def _out() -> Console:
 
 def _fail(exc: NetDistError) -> int:
     Console(stderr=True, highlight=False, soft_wrap=True).print(
-        Text(f"{type(exc).__name__}: {exc.message}", style="red")
+        Text(printable(f"{type(exc).__name__}: {exc.message}"), style="red")  # one line, always
     )
     return RET_UNAVAILABLE if isinstance(exc, UnavailableError) else RET_REFUSED
 
@@ -168,16 +169,15 @@ def upload_package(
     p = reply.package
     out = _out()
     verb = "uploaded" if reply.created else "already present:"
-    out.print(Text(f"{verb} {p.name} {p.version}", style="bold"))
-    out.print(f"  handlers: {', '.join(p.handlers) or '-'}", markup=False)
+    out.print(render.text(f"{verb} {p.name} {p.version}", style="bold"))
+    out.print(render.text(f"  handlers: {', '.join(p.handlers) or '-'}"))
     if p.dependencies:
         out.print(
-            f"  dependencies: {', '.join(d.filename for d in p.dependencies)}",
-            markup=False,
+            render.text(f"  dependencies: {', '.join(d.filename for d in p.dependencies)}")
         )
     if reply.restarted_handlers:
         out.print(
-            f"  restarted handlers: {', '.join(reply.restarted_handlers)}", markup=False
+            render.text(f"  restarted handlers: {', '.join(reply.restarted_handlers)}")
         )
 
 
@@ -231,7 +231,7 @@ def packages_list(ctx: click.Context, all_versions: bool, as_json: bool) -> None
 def packages_remove(ctx: click.Context, name: str, version: str) -> None:
     """Remove package NAME (every version unless --version)."""
     removed = _client(ctx).remove_package(name, version)
-    click.echo(f"removed {removed} version{'s' if removed != 1 else ''} of {name}")
+    click.echo(f"removed {removed} version{'s' if removed != 1 else ''} of {printable(name)}")
 
 
 # -- jobs ---------------------------------------------------------------------
@@ -252,8 +252,8 @@ def jobs_add(ctx: click.Context, script: Path) -> None:
     """Upload a job SCRIPT: creates or updates one handler instance."""
     reply = _client(ctx).add_job_script(script)
     h = reply.handler
-    text = Text(f"{reply.outcome}: ", style="bold")
-    text.append(f"handler {h.id} ({h.job_name!r}: {h.package}/{h.handler}), state ")
+    text = render.text(f"{reply.outcome}: ", style="bold")
+    text.append(printable(f"handler {h.id} ('{h.job_name}': {h.package}/{h.handler}), state "))
     text.append_text(render.state_text(h.state))
     _out().print(text)
 
@@ -332,9 +332,9 @@ def _control_command(name: str) -> Callable[..., None]:
     @click.pass_context
     def command(ctx: click.Context, ref: str) -> None:
         h = _client(ctx).control_handler(ref, action)
-        text = Text(f"{done} handler {h.id or ref}")
+        text = render.text(f"{done} handler {h.id or ref}")
         if h.job_name:
-            text.append(f" ({h.job_name!r})")
+            text.append(printable(f" ('{h.job_name}')"))
         if name != "remove":
             text.append(", state ")
             text.append_text(render.state_text(h.state))
@@ -437,7 +437,7 @@ def workers_remove(ctx: click.Context, ref: str) -> None:
     reply = _client(ctx).remove_worker(ref)
     n = reply.leases_returned
     click.echo(
-        f"removed worker {ref}; {n} job{'s' if n != 1 else ''} returned to the queue"
+        f"removed worker {printable(ref)}; {n} job{'s' if n != 1 else ''} returned to the queue"
     )
 
 
@@ -447,7 +447,7 @@ def workers_remove(ctx: click.Context, ref: str) -> None:
 def workers_disable(ctx: click.Context, ref: str) -> None:
     """Disconnect worker REF and refuse it until enabled; its jobs go back to the queue."""
     n = _client(ctx).disable_worker(ref).leases_returned
-    click.echo(f"disabled worker {ref}; {n} job{'s' if n != 1 else ''} returned to the queue")
+    click.echo(f"disabled worker {printable(ref)}; {n} job{'s' if n != 1 else ''} returned to the queue")
 
 
 @workers.command("enable")
@@ -456,4 +456,4 @@ def workers_disable(ctx: click.Context, ref: str) -> None:
 def workers_enable(ctx: click.Context, ref: str) -> None:
     """Let worker REF connect again."""
     _client(ctx).enable_worker(ref)
-    click.echo(f"enabled worker {ref}")
+    click.echo(f"enabled worker {printable(ref)}")

@@ -26,10 +26,11 @@ def build(
 ) -> RenderableType:
     """One frame of the dashboard."""
     now = time.time() if now is None else now
-    header = Text(f"netdist at {address}", style="bold")
+    header = render.text(f"netdist at {address}", style="bold")
     header.append(f"   {time.strftime('%H:%M:%S', time.localtime(now))}", style="dim")
     if error:
-        header.append(f"\n{error}", style="red")
+        header.append("\n")
+        header.append_text(render.text(error, style="red"))
     return Group(
         header,
         _handlers(handlers),
@@ -51,8 +52,8 @@ def _handlers(handlers: Sequence[admin_pb2.HandlerInfo]) -> Table:
     for h in handlers:
         render.add_row(
             table,
-            Text(h.job_name).append(
-                f"\n{render.short_id(h.id)} {h.package}/{h.handler}", style="dim"
+            render.text(h.job_name).append("\n").append_text(
+                render.text(f"{render.short_id(h.id)} {h.package}/{h.handler}", style="dim")
             ),
             render.state_text(h.state),
             render.handler_bar(h, width=24),
@@ -84,10 +85,10 @@ def _workers(workers: Sequence[admin_pb2.WorkerInfo], *, now: float) -> Table:
         for j in w.running:
             if running:
                 running.append("\n")
-            running.append(f"#{j.id} {render.short_id(j.handler_id)} ")
+            running.append_text(render.text(f"#{j.id} {render.short_id(j.handler_id)} "))
             running.append(f"{j.progress_percent:3.0f}%", style="cyan")
             if j.progress_text:
-                running.append(f" {j.progress_text}", style="dim")
+                running.append_text(render.text(f" {j.progress_text}", style="dim"))
         render.add_row(
             table,
             w.name,

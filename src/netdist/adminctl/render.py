@@ -1,22 +1,24 @@
 """Rich renderables for the admin CLI: one function per view.
 
 Functions take protobuf messages and return renderables; nothing here prints
-or talks to the server, so the tables are tested without one.
+or talks to the server, so the tables are tested without one. Every string
+from the server reaches a renderable through :func:`add_row` or :func:`text`,
+which make it printable (see :mod:`netdist.adminctl.printable`).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable
 
 from rich.console import Group, RenderableType
-from rich.json import JSON
+from rich.highlighter import JSONHighlighter
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
 from netdist.adminctl import view
+from netdist.adminctl.printable import printable, printable_json, printable_lines
 from netdist.api.v1 import admin_pb2, packages_pb2
 
 STATE_STYLES = {
@@ -38,9 +40,14 @@ LEVEL_STYLES = {
 
 
 def add_row(table: Table, *cells: str | RenderableType) -> None:
-    """Add a row; plain strings are shown as they are, never read as rich markup
-    (a job named ``calc [x]`` must not lose its brackets)."""
-    table.add_row(*(Text(c) if isinstance(c, str) else c for c in cells))
+    """Add a row; plain strings are made printable and never read as rich markup
+    (a job named ``calc [x]`` must not lose its brackets, nor ``a\\nb`` forge a row)."""
+    table.add_row(*(text(c) if isinstance(c, str) else c for c in cells))
+
+
+def text(value: str, style: str = "") -> Text:
+    """Server text as one printable line; build every :class:`Text` holding server data with this."""
+    return Text(printable(value), style=style)
 
 
 def fmt_time(seconds: float) -> str:
@@ -76,7 +83,7 @@ def short_id(ident: str) -> str:
 
 
 def state_text(state: str) -> Text:
-    return Text(state or "-", style=STATE_STYLES.get(state, ""))
+    return text(state or "-", style=STATE_STYLES.get(state, ""))
 
 
 def progress_text(h: admin_pb2.HandlerInfo) -> str:
@@ -111,12 +118,12 @@ def handlers_table(handlers: Iterable[admin_pb2.HandlerInfo]) -> Table:
 
 
 def summary_text(h: admin_pb2.HandlerInfo) -> Text:
-    text = Text(h.result_summary)
+    summary = text(h.result_summary)
     if h.message:
-        if text:
-            text.append("\n")
-        text.append(h.message, style="red" if h.state == "failed" else "italic")
-    return text
+        if summary:
+            summary.append("\n")
+        summary.append_text(text(h.message, style="red" if h.state == "failed" else "italic"))
+    return summary
 
 
 def handler_detail(h: admin_pb2.HandlerInfo) -> RenderableType:
@@ -157,13 +164,15 @@ def handler_detail(h: admin_pb2.HandlerInfo) -> RenderableType:
     )
 
 
-def _json_block(text: str) -> RenderableType:
-    value = view.parse_json(text)
+def _json_block(raw: str) -> RenderableType:
+    value = view.parse_json(raw)
     if value is None:
         return Text("-")
-    if isinstance(value, str) and value == text:  # not valid JSON: show as sent
-        return Text(text)
-    return JSON(json.dumps(value), indent=2)
+    if isinstance(value, str) and value == raw:  # not valid JSON: show as sent
+        return text(raw)
+    block = JSONHighlighter()(Text(printable_json(value)))  # rich.json.JSON would undo the escapes
+    block.no_wrap = True
+    return block
 
 
 def jobs_table(jobs: Iterable[admin_pb2.JobInfo]) -> Table:
@@ -183,7 +192,7 @@ def jobs_table(jobs: Iterable[admin_pb2.JobInfo]) -> Table:
             else "-"
         )
         detail = (
-            Text(j.error, style="red") if j.error else Text(_clip(j.input_json, 60))
+            text(j.error, style="red") if j.error else Text(_clip(printable(j.input_json), 60))
         )
         add_row(
             table,
@@ -254,7 +263,7 @@ def packages_table(packages: Iterable[packages_pb2.PackageInfo]) -> Table:
             "yes" if p.current else "",
             ", ".join(p.handlers) or "-",
             f"{p.wheel.filename} ({fmt_size(p.wheel.size)})",
-            "\n".join(d.filename for d in p.dependencies) or "-",
+            Text("\n".join(printable(d.filename) for d in p.dependencies) or "-"),
             fmt_time(p.uploaded_at),
         )
     return table
@@ -279,17 +288,24 @@ def status_table(s: admin_pb2.GetStatusResponse) -> Table:
     ):
         add_row(grid, key, value)
     if s.store_state not in ("", "ok"):
-        add_row(grid, "store", Text(
+        add_row(grid, "store", text(
             f"{s.store_state} since {fmt_time(s.store_unavailable_since)}: {s.store_problem}", style="red"))
     return grid
 
 
+LOG_INDENT = "    "
+"""Before each further line of a log message: only an entry's first line starts at the margin, so a message
+cannot pass a line of its own off as another entry."""
+
+
 def log_line(line: admin_pb2.LogLine) -> Text:
-    text = Text(f"{fmt_time(line.at)} ", style="dim")
-    text.append(f"{line.level:<7} ", style=LEVEL_STYLES.get(line.level.upper(), ""))
-    text.append(f"{line.source}: ", style="dim")
-    text.append(line.message)
-    return text
+    """One log entry; a message of several lines (a traceback) keeps its lines, each made printable and
+    indented by :data:`LOG_INDENT`."""
+    out = Text(f"{fmt_time(line.at)} ", style="dim")
+    out.append(printable(f"{line.level:<7} "), style=LEVEL_STYLES.get(line.level.upper(), ""))
+    out.append(printable(f"{line.source}: "), style="dim")
+    out.append(printable_lines(line.message).replace("\n", "\n" + LOG_INDENT))
+    return out
 
 
 def handler_bar(h: admin_pb2.HandlerInfo, *, width: int = 30) -> RenderableType:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 import netdist
+from netdist import fields
 from netdist.api.v1 import admin_pb2, admin_pb2_grpc
 from netdist.errors import InvalidArgumentError, NetDistError
 from netdist.server.audit import AuditLog, audited
@@ -26,6 +27,13 @@ from netdist.server.store.facade import Store
 MAX_SCRIPT_BYTES = 1024 * 1024
 MAX_AUDIT = 1000
 _SERVICE = "AdminService"
+MAX_LISTED_JOBS = 500
+"""Most jobs one ListJobs answers: with their text clipped to MAX_SHOWN_TEXT, about 2 MB at most (a client
+takes 4 MiB)."""
+MAX_RUNNING_LISTED = 100
+"""Most running jobs one handler's or worker's entry lists (its count is exact)."""
+MAX_SHOWN_TEXT = 2000
+"""A job's input or error as listed: the start of it."""
 _ACTIONS = {
     admin_pb2.HANDLER_ACTION_START: "start",
     admin_pb2.HANDLER_ACTION_STOP: "stop",
@@ -140,12 +148,14 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         if request.status in ("", JobStatus.LEASED):
             names = self._worker_names()
             leases = self.dispatcher.table.leases_of(handler_id=handler_id)
-            return admin_pb2.ListJobsResponse(jobs=[_running(lease, names) for lease in leases[: request.limit or 1000]])
-        rows = await self.store.read(job_store.listing, handler_id, request.status, request.limit or 100)
+            return admin_pb2.ListJobsResponse(jobs=[
+                _running(lease, names) for lease in leases[: min(request.limit or MAX_LISTED_JOBS, MAX_LISTED_JOBS)]])
+        limit = min(request.limit or 100, MAX_LISTED_JOBS)
+        rows = await self.store.read(job_store.listing, handler_id, request.status, limit)
         return admin_pb2.ListJobsResponse(jobs=[
             admin_pb2.JobInfo(id=r.id, handler_id=r.handler_id, status=r.status, attempts=r.attempts,
-                              worker_id=r.worker_id or "", leased_at=r.leased_at or 0.0, input_json=r.input[:2000],
-                              error=r.error_json or "")
+                              worker_id=r.worker_id or "", leased_at=r.leased_at or 0.0,
+                              input_json=r.input[:MAX_SHOWN_TEXT], error=(r.error_json or "")[:MAX_SHOWN_TEXT])
             for r in rows
         ])
 
@@ -153,17 +163,18 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def ListWorkers(self, request: admin_pb2.ListWorkersRequest, context: grpc.aio.ServicerContext
                           ) -> admin_pb2.ListWorkersResponse:
         records = await self.store.read(catalog.list_workers)
-        names = {r.id: r.name for r in records}
+        names = {r.id: r.name[:fields.MAX_NAME] for r in records}
         out = []
         for r in records:
             connected = r.id in self.dispatcher.links
-            running = [_running(lease, names) for lease in self.dispatcher.table.leases_of(worker_id=r.id)]
+            leases = self.dispatcher.table.leases_of(worker_id=r.id)
             out.append(admin_pb2.WorkerInfo(
-                id=r.id, name=r.name, labels=json.loads(r.labels_json), slots=r.slots,
+                id=r.id, name=names[r.id], labels=_stored_labels(r.labels_json), slots=r.slots,
                 connected=connected, connected_since=r.connected_since or 0.0,
-                last_seen=time.time() if connected else (r.last_seen or 0.0), jobs_running=len(running),
-                jobs_done=r.jobs_done, jobs_failed=r.jobs_failed, hostname=r.hostname, version=r.version,
-                running=running, disabled=r.disabled,
+                last_seen=time.time() if connected else (r.last_seen or 0.0), jobs_running=len(leases),
+                jobs_done=r.jobs_done, jobs_failed=r.jobs_failed, hostname=r.hostname[:fields.MAX_HOSTNAME],
+                version=r.version[:fields.MAX_VERSION], running=[_running(lease, names) for lease in leases[:MAX_RUNNING_LISTED]],
+                disabled=r.disabled,
             ))
         return admin_pb2.ListWorkersResponse(workers=out)
 
@@ -211,7 +222,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         names = self._worker_names()
         running = self.dispatcher.table.leases_of(handler_id=r.id)
         return admin_pb2.HandlerInfo(
-            running=[_running(lease, names) for lease in running[:100]],
+            running=[_running(lease, names) for lease in running[:MAX_RUNNING_LISTED]],
             id=r.id, package=r.package, handler=r.handler, job_name=r.job_name, state=r.state, message=r.message,
             jobs_available=counts.get(JobStatus.AVAILABLE, 0), jobs_pending=_pending(counts),
             jobs_processed=counts.get(JobStatus.PROCESSED, 0), jobs_failed=_failed(counts),
@@ -231,6 +242,13 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         return runtime.package.version if runtime else ""
 
 
+def _stored_labels(labels_json: str) -> dict[str, str]:
+    """A worker's labels as stored, within the Hello limits: a row from before them cannot swell the reply."""
+    labels = json.loads(labels_json)
+    return {str(k)[:fields.MAX_LABEL_KEY]: str(v)[:fields.MAX_LABEL_VALUE]
+            for k, v in sorted(labels.items())[:fields.MAX_LABELS]}
+
+
 def _pending(counts: dict[str, int]) -> int:
     return sum(counts.get(s, 0) for s in (JobStatus.LEASED, JobStatus.SUCCEEDED, JobStatus.ERRORED))
 
@@ -244,5 +262,5 @@ def _running(lease: Lease, names: dict[str, str]) -> admin_pb2.JobInfo:
         id=lease.job_id, handler_id=lease.handler_id, status=JobStatus.LEASED, attempts=lease.attempt,
         worker_id=lease.worker_id, worker_name=names.get(lease.worker_id, ""),
         progress_percent=lease.progress_percent, progress_text=lease.progress_text, leased_at=lease.leased_at,
-        input_json=lease.input.decode("utf-8", "replace")[:2000],
+        input_json=lease.input[:4 * MAX_SHOWN_TEXT].decode("utf-8", "replace")[:MAX_SHOWN_TEXT],
     )

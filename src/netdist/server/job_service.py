@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 import grpc
 
 import netdist
+from netdist import fields
 from netdist.api.v1 import jobs_pb2, jobs_pb2_grpc
 from netdist.errors import InvalidArgumentError, NetDistError
 from netdist.server.dispatcher import Dispatcher
@@ -24,7 +25,6 @@ from netdist.server.lease_model import (
 
 log = logging.getLogger("netdist.server.workers")
 HELLO_TIMEOUT_SECONDS = 10.0
-MAX_PROGRESS_TEXT = 500
 _ACK = {
     AckOutcome.ACCEPTED: jobs_pb2.ACK_OUTCOME_ACCEPTED,
     AckOutcome.DUPLICATE: jobs_pb2.ACK_OUTCOME_DUPLICATE,
@@ -120,7 +120,8 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         try:
             info = _worker_info(hello)
             await self.dispatcher.connect(link, info, [(r.job_id, r.lease_no) for r in hello.held],
-                                          hostname=hello.hostname[:200], version=hello.version[:50])
+                                          hostname=hello.hostname,
+                                          version=fields.clean_text(hello.version, fields.MAX_VERSION))
         except NetDistError as exc:
             await context.abort(exc.code, exc.message)
         log.info("worker %s (%s) connected from %s with %d slot%s", info.name, info.worker_id,
@@ -158,9 +159,10 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                     d.started(worker_id, [(r.job_id, r.lease_no) for r in message.started.refs])
                 elif kind == "hand_back":
                     d.hand_back(worker_id, [(r.job_id, r.lease_no) for r in message.hand_back.refs],
-                                message.hand_back.reason[:200])
+                                fields.clean_text(message.hand_back.reason, fields.MAX_REASON))
                 elif kind == "progress":
-                    d.progress(worker_id, [((p.ref.job_id, p.ref.lease_no), p.percent, p.text[:MAX_PROGRESS_TEXT])
+                    d.progress(worker_id, [((p.ref.job_id, p.ref.lease_no), p.percent,
+                                            fields.clean_text(p.text, fields.MAX_PROGRESS_TEXT))
                                            for p in message.progress.items])
                 elif kind == "heartbeat":
                     d.heartbeat(worker_id)
@@ -181,8 +183,7 @@ def _results(items: Sequence[jobs_pb2.Result]) -> list[ResultIn]:
         ResultIn(
             job_id=r.ref.job_id, lease_no=r.ref.lease_no, duration_seconds=r.duration_seconds,
             output=None if r.HasField("error") else r.output.decode("utf-8", "replace"),
-            error={"type": r.error.type, "message": r.error.message, "traceback": r.error.traceback}
-            if r.HasField("error") else None,
+            error=_error(r.error) if r.HasField("error") else None,
         )
         for r in items
     ]
@@ -194,12 +195,24 @@ def _log_failure(task: asyncio.Task[None], worker_id: str, link: StreamLink) -> 
         link.close()  # the worker reconnects and re-sends what was not acknowledged
 
 
+def _error(error: jobs_pb2.JobError) -> dict[str, str]:
+    """A failed job's error, clipped; its message and traceback keep their lines (the CLI shows them safely)."""
+    return {"type": fields.clean_text(error.type, fields.MAX_ERROR_TYPE),
+            "message": error.message[:fields.MAX_ERROR_MESSAGE], "traceback": error.traceback[:fields.MAX_TRACEBACK]}
+
+
 def _worker_info(hello: jobs_pb2.Hello) -> WorkerInfo:
-    if not hello.worker_id or len(hello.worker_id) > 64:
-        raise InvalidArgumentError("Hello.worker_id must be 1 to 64 characters")
+    """The worker a Hello describes; InvalidArgumentError naming the field when an identifier is too long,
+    empty where it may not be, or holds a control character. Nothing is stored before this passed."""
+    fields.check_identifier("Hello.worker_id", hello.worker_id, fields.MAX_WORKER_ID, empty_ok=False)
     if hello.slots < 1 or hello.slots > 4096:
         raise InvalidArgumentError(f"Hello.slots must be between 1 and 4096, got {hello.slots}")
-    if len(hello.name) > 200:
-        raise InvalidArgumentError("Hello.name is longer than 200 characters")
-    name = hello.name or hello.hostname[:200] or hello.worker_id[:8]
+    fields.check_identifier("Hello.name", hello.name, fields.MAX_NAME)
+    fields.check_identifier("Hello.hostname", hello.hostname, fields.MAX_HOSTNAME)
+    if len(hello.labels) > fields.MAX_LABELS:
+        raise InvalidArgumentError(f"Hello.labels holds {len(hello.labels)} labels; at most {fields.MAX_LABELS}")
+    for key, value in hello.labels.items():
+        fields.check_identifier("Hello.labels key", key, fields.MAX_LABEL_KEY, empty_ok=False)
+        fields.check_identifier(f"Hello.labels[{key!r}]", value, fields.MAX_LABEL_VALUE)
+    name = hello.name or hello.hostname or hello.worker_id[:8]
     return WorkerInfo(worker_id=hello.worker_id, name=name, labels=dict(hello.labels), slots=hello.slots)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import click
 
+from netdist import fields
+from netdist.errors import InvalidArgumentError
 from netdist.worker.config import WorkerConfig
 from netdist.worker.host import claim_worker_id
 from netdist.worker.session import Session
@@ -48,8 +50,19 @@ def _parse_labels(values: Sequence[str]) -> dict[str, str]:
             raise click.BadParameter(
                 f"expected k=v, got {value!r}", param_hint="--label"
             )
-        labels[key.strip()] = label.strip()
+        key = _identifier("a label key", key.strip(), fields.MAX_LABEL_KEY, "--label")
+        labels[key] = _identifier(f"label {key!r}", label.strip(), fields.MAX_LABEL_VALUE, "--label")
+    if len(labels) > fields.MAX_LABELS:
+        raise click.BadParameter(f"at most {fields.MAX_LABELS} labels, got {len(labels)}", param_hint="--label")
     return labels
+
+
+def _identifier(field: str, value: str, limit: int, hint: str) -> str:
+    """What the server would refuse in the Hello is a usage error here, before connecting."""
+    try:
+        return fields.check_identifier(field, value, limit)
+    except InvalidArgumentError as exc:
+        raise click.BadParameter(exc.message, param_hint=hint) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -152,7 +165,7 @@ def connect(
     cache_dir = cache_dir.expanduser()
     config = WorkerConfig(
         target=_parse_target(target),
-        name=name,
+        name=_identifier("the name", name, fields.MAX_NAME, "--name"),
         slots=slots,
         cache_dir=cache_dir,
         labels=_parse_labels(labels),
