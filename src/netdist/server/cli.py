@@ -18,6 +18,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from netdist.server import check
 from netdist.server.app import ServerConfig, serve
 from netdist.server.store.engine import default_url, describe
+from netdist.server.tls_cli import tls
 
 RET_OK, RET_FAILED, RET_USAGE, RET_UNAVAILABLE = 0, 1, 2, 3
 
@@ -137,6 +138,8 @@ def _fail(message: str, code: int) -> NoReturn:
     click.secho(message, fg="red", err=True)
     sys.exit(code)
 
+
+main.add_command(tls)
 
 if __name__ == "__main__":
     main()
