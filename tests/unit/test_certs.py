@@ -117,7 +117,7 @@ def test_client_certificate_is_for_client_auth_and_chains_to_the_ca(files: certs
 
 def test_an_existing_ca_is_kept_unless_forced(files: certs.TLSFiles) -> None:
     before = files.ca_cert.read_bytes()
-    with pytest.raises(CertificateError, match="a CA already exists .*tls server.*--force"):
+    with pytest.raises(CertificateError, match=r"a CA already exists .*tls server.*--force"):
         certs.create_ca(files, common_name="again")
     assert files.ca_cert.read_bytes() == before
     certs.create_ca(files, common_name="again", force=True)
@@ -136,7 +136,7 @@ def test_wildcards_and_ipv6_are_names_too() -> None:
 
 
 def test_issuing_without_a_ca_says_to_run_init(tmp_path: Path) -> None:
-    with pytest.raises(CertificateError, match="no CA at .*ca.crt: run `netdist-server tls init`"):
+    with pytest.raises(CertificateError, match=r"no CA at .*ca.crt: run `netdist-server tls init`"):
         certs.issue_client(certs.TLSFiles.of(tmp_path), "w1")
 
 
