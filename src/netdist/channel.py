@@ -16,8 +16,11 @@ starts two kinds: its stream and blob fetches).
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import os
 import re
+import ssl
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +39,7 @@ class ClientSecurity:
 
     token: str | None = None
     tls: bool = False
-    """Speak TLS; with no ``tls_ca``, the server's certificate must chain to the system's roots."""
+    """Speak TLS; with no ``tls_ca``, the server's certificate must chain to the system's roots (:func:`system_roots`)."""
     tls_ca: Path | None = None
     """PEM file of the roots to trust (``netdist-server tls init`` writes ``ca.crt``)."""
     tls_cert: Path | None = None
@@ -68,9 +71,24 @@ class ClientSecurity:
         def read(path: Path | None) -> bytes | None:
             return path.read_bytes() if path is not None else None
 
+        roots = read(self.tls_ca) if self.tls_ca is not None else system_roots()
         return grpc.ssl_channel_credentials(
-            root_certificates=read(self.tls_ca), private_key=read(self.tls_key),
-            certificate_chain=read(self.tls_cert))
+            root_certificates=roots, private_key=read(self.tls_key), certificate_chain=read(self.tls_cert))
+
+
+def system_roots() -> bytes | None:
+    """The operating system's trusted roots: the PEM bundle OpenSSL uses (``SSL_CERT_FILE`` overrides it).
+
+    gRPC would otherwise trust only the roots it ships, missing a CA an
+    organisation installed on its machines. None when there is no bundle:
+    then gRPC's own roots.
+    """
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile):
+        if candidate and os.path.isfile(candidate):
+            with contextlib.suppress(OSError):
+                return Path(candidate).read_bytes()
+    return None
 
 
 def sync_channel(target: str, security: ClientSecurity, options: Options = ()) -> grpc.Channel:

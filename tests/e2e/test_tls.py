@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import sys
@@ -26,16 +27,18 @@ from netdist.testing import (
 from tests.support import counter_script, counter_wheel, expected_sum
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=60, check=False)
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, **(env or {})})
 
 
-def admin(address: str, security: ClientSecurity | None, *args: str) -> subprocess.CompletedProcess[str]:
-    return run("netdist.adminctl", "--server", address, "--timeout", "10", *tls_args(security), *args)
+def admin(address: str, security: ClientSecurity | None, *args: str,
+          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run("netdist.adminctl", "--server", address, "--timeout", "10", *tls_args(security), *args, env=env)
 
 
-def ok(address: str, security: ClientSecurity | None, *args: str) -> str:
-    done = admin(address, security, *args)
+def ok(address: str, security: ClientSecurity | None, *args: str, env: dict[str, str] | None = None) -> str:
+    done = admin(address, security, *args, env=env)
     assert done.returncode == 0, f"{args}: {done.returncode}\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
@@ -148,7 +151,10 @@ def test_a_job_runs_to_the_end_over_tls_and_plaintext_clients_are_told_why_not(
     plain = rig.worker(server, "plain", None)
     fails_clearly(plain, server, "it probably requires TLS")
     untrusting = rig.worker(server, "system-roots", ClientSecurity(tls=True))
-    fails_clearly(untrusting, server, "the server's certificate is not trusted")
+    fails_clearly(untrusting, server, "no --tls-ca was given, so the system's roots were used")
+    # --tls alone trusts the machine's store (OpenSSL's bundle), not only the roots gRPC ships:
+    trusting = {"SSL_CERT_FILE": str(pki.files.ca_cert)}
+    assert "netdist 0.1.0 at 127.0.0.1" in ok(server.address, ClientSecurity(tls=True), "status", env=trusting)
     (connected,) = [w for w in json.loads(ok(server.address, pki.ca, "workers", "list", "--json")) if w["connected"]]
     assert connected["name"] == "w1"
 
