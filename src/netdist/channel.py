@@ -131,6 +131,7 @@ def tls_failure(details: str | None, security: ClientSecurity) -> str | None:
     found = _SSL_REASON.search(text)
     reason = found.group(1) if found else ""
     words = (found.group(2) or "").strip() if found else ""
+    words = "" if words == "OK" else words  # gRPC ends its text with the status ": OK"
     if reason == "WRONG_VERSION_NUMBER":
         return ("TLS handshake failed: the server does not speak TLS (it serves plaintext): drop --tls and "
                 "--tls-ca, or serve with --tls-cert and --tls-key")
@@ -142,7 +143,8 @@ def tls_failure(details: str | None, security: ClientSecurity) -> str | None:
                         "server's ca.crt")
         return f"TLS: the server's certificate is not trusted ({words or reason}): {trusted}"
     if "Tls handshake failed" in text or "Handshake failed" in text:
-        return f"TLS handshake failed: {reason or 'see the details'}{f': {words}' if words else ''}"
+        said = f"{reason}: {words}" if reason and words else reason or text.rpartition("last error: ")[2]
+        return f"TLS handshake failed: {said}"
     if "Socket closed" not in text:
         return None
     if not security.uses_tls:

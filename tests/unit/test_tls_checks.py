@@ -119,6 +119,12 @@ def test_tls_failures_in_words() -> None:
     assert "does not accept the client certificate w1.crt" in (tls_failure(CLOSED, mtls) or "")
 
 
+def test_another_handshake_failure_keeps_grpcs_reason() -> None:
+    other = PLAINTEXT_SERVER.replace("WRONG_VERSION_NUMBER: Invalid certificate verification context",
+                                     "NO_SHARED_CIPHER")
+    assert tls_failure(other, ClientSecurity(tls=True)) == "TLS handshake failed: NO_SHARED_CIPHER"
+
+
 def test_other_failures_are_left_alone() -> None:
     assert tls_failure(REFUSED, ClientSecurity(tls=True)) is None
     assert tls_failure("Socket closed", ClientSecurity()) is None  # a stream that broke, not a connect
