@@ -16,12 +16,15 @@ import sys
 import time
 from pathlib import Path
 
+from netdist.channel import ClientSecurity
+from netdist.server.certs import TLSFiles
 from netdist.testing import (
     Admin,
     Process,
     build_wheel,
     start_server,
     start_worker,
+    tls_args,
     wait_until,
 )
 
@@ -29,33 +32,56 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 
-def admin(address: str, *args: str) -> None:
+def admin(address: str, *args: str, security: ClientSecurity | None = None) -> None:
     """Run the real CLI, so the demo shows what an operator types."""
     print(f"$ netdist-admin {' '.join(args)}", flush=True)
     env = {**os.environ, "COLUMNS": os.environ.get("COLUMNS", "150")}
-    subprocess.run([sys.executable, "-m", "netdist.adminctl", "--server", address, *args], check=True, env=env)
+    subprocess.run([sys.executable, "-m", "netdist.adminctl", "--server", address, *tls_args(security), *args],
+                   check=True, env=env)
+
+
+def make_certificates(data_dir: Path, clients: list[str]) -> dict[str, ClientSecurity]:
+    """``netdist-server tls init`` and a client certificate each (the demo's --tls: mutual TLS)."""
+    commands = [["init", "--host", "localhost"], *(["client", "--name", name] for name in clients)]
+    for command in commands:
+        print(f"$ netdist-server tls {' '.join(command)}", flush=True)
+        subprocess.run([sys.executable, "-m", "netdist.server", "tls", *command, "--data-dir", str(data_dir)],
+                       check=True, stdout=subprocess.DEVNULL)
+    files = TLSFiles.of(data_dir)
+    return {name: ClientSecurity(tls_ca=files.ca_cert, tls_cert=files.client_cert(name),
+                                 tls_key=files.client_key(name)) for name in clients}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dir", type=Path, default=ROOT / "demo-data", help="where the demo keeps its files")
     parser.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
+    parser.add_argument("--tls", action="store_true", help="run over mutual TLS, with certificates made by tls init")
     args = parser.parse_args()
     shutil.rmtree(args.dir, ignore_errors=True)
     wheels = [build_wheel(EXAMPLES / name, args.dir / "wheels") for name in ("primes", "primality")]
     print(f"built {', '.join(w.name for w in wheels)}")
-    server = start_server(args.dir / "netdist-data", log_dir=args.dir / "logs")
-    print(f"server listening on {server.address} (SQLite in {args.dir / 'netdist-data'})")
+    data_dir = args.dir / "netdist-data"
+    tls: dict[str, ClientSecurity] = {}
+    if args.tls:
+        tls = make_certificates(data_dir, ["worker-1", "worker-2", "admin"])
+        files = TLSFiles.of(data_dir)
+        server = start_server(data_dir, log_dir=args.dir / "logs", tls_cert=files.server_cert,
+                              tls_key=files.server_key, tls_client_ca=files.ca_cert)
+    else:
+        server = start_server(data_dir, log_dir=args.dir / "logs")
+    ops = tls.get("admin")
+    print(f"server listening on {server.address} (SQLite in {data_dir}{', mutual TLS' if args.tls else ''})")
     processes: list[Process] = [server]
     started = time.monotonic()
     try:
         for name in ("worker-1", "worker-2"):
             processes.append(start_worker(server.address, name=name, slots=1, log_dir=args.dir / "logs",
-                                          cache_dir=args.dir / "cache" / name))
-        admin(server.address, "upload-package", *map(str, wheels))
+                                          cache_dir=args.dir / "cache" / name, security=tls.get(name)))
+        admin(server.address, "upload-package", *map(str, wheels), security=ops)
         for script in sorted((EXAMPLES / "jobs").glob("*.py")):
-            admin(server.address, "jobs", "add", str(script))
-        client = Admin(server.address)
+            admin(server.address, "jobs", "add", str(script), security=ops)
+        client = Admin(server.address, security=ops)
         try:
             def all_finished() -> bool:
                 handlers = client.handlers()
@@ -71,8 +97,8 @@ def main() -> int:
             print()
         finally:
             client.close()
-        admin(server.address, "handlers", "list")
-        admin(server.address, "workers", "list")
+        admin(server.address, "handlers", "list", security=ops)
+        admin(server.address, "workers", "list", security=ops)
     except BaseException:
         for proc in processes:
             print(f"--- {proc.name} log (tail)\n{proc.output()[-3000:]}", file=sys.stderr)

@@ -3,7 +3,8 @@
     NetDistError
     ├── InvalidArgumentError      INVALID_ARGUMENT     bad input: a wheel, a job script, a reference
     │   ├── JobScriptError        INVALID_ARGUMENT     metadata block of a job script
-    │   └── WheelError            INVALID_ARGUMENT     an uploaded wheel
+    │   ├── WheelError            INVALID_ARGUMENT     an uploaded wheel
+    │   └── CertificateError      INVALID_ARGUMENT     a TLS certificate or key file (local: tls init, --tls-*)
     ├── NotFoundError             NOT_FOUND            no such handler, package, worker or blob
     ├── FailedPreconditionError   FAILED_PRECONDITION  the request does not fit the current state
     ├── ResourceExhaustedError    RESOURCE_EXHAUSTED   over a size limit
@@ -44,6 +45,10 @@ class JobScriptError(InvalidArgumentError):
 
 class WheelError(InvalidArgumentError):
     """An uploaded wheel is not a safe, valid wheel."""
+
+
+class CertificateError(InvalidArgumentError):
+    """A certificate or key file is missing, unreadable, not PEM, or does not fit; the message names it."""
 
 
 class NotFoundError(NetDistError):

@@ -23,10 +23,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TypeVar
 
-import grpc
-
 from netdist.adminctl.client import upload_requests
 from netdist.api.v1 import admin_pb2, admin_pb2_grpc, packages_pb2, packages_pb2_grpc
+from netdist.channel import ClientSecurity, sync_channel
 
 T = TypeVar("T")
 
@@ -141,14 +140,21 @@ class ServerProcess(Process):
 
 def start_server(data_dir: Path, *, log_dir: Path, db_url: str | None = None, port: int = 0,
                  heartbeat_interval: float = 5.0, timeout: float = 30.0, name: str = "server",
-                 extra_args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> ServerProcess:
+                 extra_args: Sequence[str] = (), env: Mapping[str, str] | None = None,
+                 tls_cert: Path | None = None, tls_key: Path | None = None,
+                 tls_client_ca: Path | None = None) -> ServerProcess:
     """Start ``netdist-server serve`` and wait for the address it prints.
 
-    ``env`` adds to its environment (a time zone; the fault tests preload libfaketime with it)."""
+    ``env`` adds to its environment (a time zone; the fault tests preload libfaketime with it).
+    ``tls_cert`` and ``tls_key`` serve TLS (``netdist-server tls init`` makes them, for 127.0.0.1
+    too); ``tls_client_ca`` requires client certificates. Plaintext on loopback by default."""
     args = ["-m", "netdist.server", "serve", "--port", str(port), "--data-dir", str(data_dir),
             "--heartbeat-interval", str(heartbeat_interval)]
     if db_url:
         args += ["--db", db_url]
+    for flag, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key), ("--tls-client-ca", tls_client_ca)):
+        if path is not None:
+            args += [flag, str(path)]
     proc = _spawn(name, [*args, *extra_args], log_dir, env)
 
     def address() -> str | None:
@@ -162,12 +168,25 @@ def start_server(data_dir: Path, *, log_dir: Path, db_url: str | None = None, po
 
 
 def start_worker(address: str, *, name: str, log_dir: Path, cache_dir: Path, slots: int = 1,
-                 labels: Mapping[str, str] | None = None, extra_args: Sequence[str] = ()) -> Process:
+                 labels: Mapping[str, str] | None = None, extra_args: Sequence[str] = (),
+                 security: ClientSecurity | None = None) -> Process:
     args = ["-m", "netdist.worker", "connect", address, "--name", name, "--slots", str(slots),
-            "--cache-dir", str(cache_dir), *extra_args]
+            "--cache-dir", str(cache_dir), *tls_args(security), *extra_args]
     for key, value in (labels or {}).items():
         args += ["--label", f"{key}={value}"]
     return _spawn(name, args, log_dir)
+
+
+def tls_args(security: ClientSecurity | None) -> list[str]:
+    """The ``--tls*`` options of ``netdist-worker connect`` and ``netdist-admin`` for ``security``."""
+    if security is None:
+        return []
+    args = ["--tls"] if security.tls else []
+    for flag, path in (("--tls-ca", security.tls_ca), ("--tls-cert", security.tls_cert),
+                       ("--tls-key", security.tls_key)):
+        if path is not None:
+            args += [flag, str(path)]
+    return args
 
 
 # -- a small admin client ---------------------------------------------------------------------
@@ -175,8 +194,8 @@ def start_worker(address: str, *, name: str, log_dir: Path, cache_dir: Path, slo
 class Admin:
     """Direct stubs for tests and the demo (the CLI is netdist.adminctl)."""
 
-    def __init__(self, address: str) -> None:
-        self.channel = grpc.insecure_channel(address)
+    def __init__(self, address: str, *, security: ClientSecurity | None = None) -> None:
+        self.channel = sync_channel(address, security or ClientSecurity())
         self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)
         self.packages = packages_pb2_grpc.PackageServiceStub(self.channel)
 

@@ -24,7 +24,8 @@ from netdist.adminctl import dashboard, render, view
 from netdist.adminctl.client import AdminClient
 from netdist.adminctl.printable import printable
 from netdist.api.v1 import admin_pb2
-from netdist.errors import NetDistError, UnavailableError
+from netdist.channel import ClientSecurity
+from netdist.errors import CertificateError, NetDistError, UnavailableError
 
 RET_OK = 0
 RET_REFUSED = 1  # the server said no (or answered with an error)
@@ -33,6 +34,7 @@ RET_UNAVAILABLE = 3  # the server cannot be reached
 RET_INTERRUPTED = 130  # Ctrl-C
 
 DEFAULT_SERVER = "127.0.0.1:50051"
+_PEM_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 ACTIONS: dict[str, tuple[admin_pb2.HandlerAction.ValueType, str]] = {
     "start": (admin_pb2.HANDLER_ACTION_START, "started"),
@@ -115,11 +117,57 @@ json_option = click.option(
     show_envvar=True,
     help="Seconds to wait for each answer.",
 )
+@click.option(
+    "--tls",
+    is_flag=True,
+    envvar="NETDIST_TLS",
+    show_envvar=True,
+    help="Speak TLS, trusting the system's roots (implied by the --tls-* options).",
+)
+@click.option(
+    "--tls-ca",
+    type=_PEM_FILE,
+    default=None,
+    envvar="NETDIST_TLS_CA",
+    show_envvar=True,
+    help="Speak TLS, trusting these roots (PEM): the server's ca.crt from `tls init`.",
+)
+@click.option(
+    "--tls-cert",
+    type=_PEM_FILE,
+    default=None,
+    envvar="NETDIST_ADMIN_TLS_CERT",
+    show_envvar=True,
+    help="This client's certificate (PEM), for a server that requires one (mutual TLS).",
+)
+@click.option(
+    "--tls-key",
+    type=_PEM_FILE,
+    default=None,
+    envvar="NETDIST_ADMIN_TLS_KEY",
+    show_envvar=True,
+    help="The private key of --tls-cert (PEM, unencrypted).",
+)
 @click.version_option(__version__, prog_name="netdist-admin")
 @click.pass_context
-def main(ctx: click.Context, server: str, timeout_seconds: float) -> None:
+def main(
+    ctx: click.Context,
+    server: str,
+    timeout_seconds: float,
+    tls: bool,
+    tls_ca: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+) -> None:
     """Administer a netdist server: packages, job scripts, handlers, workers."""
-    ctx.obj = ctx.with_resource(AdminClient(server, timeout_seconds=timeout_seconds))
+    security = ClientSecurity(tls=tls, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+    try:
+        security.check()
+    except CertificateError as exc:
+        raise click.UsageError(exc.message) from None
+    ctx.obj = ctx.with_resource(
+        AdminClient(server, timeout_seconds=timeout_seconds, security=security)
+    )
 
 
 # -- status, upload-package, watch -------------------------------------------

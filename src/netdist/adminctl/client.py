@@ -18,6 +18,7 @@ import grpc
 
 from netdist import errors
 from netdist.api.v1 import admin_pb2, admin_pb2_grpc, packages_pb2, packages_pb2_grpc
+from netdist.channel import ClientSecurity, sync_channel, tls_failure
 from netdist.errors import NetDistError, UnavailableError, from_status
 
 CHUNK_BYTES = 256 * 1024
@@ -32,9 +33,16 @@ T = TypeVar("T")
 class AdminClient:
     """One channel to one server; use as a context manager or call :meth:`close`."""
 
-    def __init__(self, address: str, *, timeout_seconds: float = 10.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout_seconds: float = 10.0,
+        security: ClientSecurity | None = None,
+    ) -> None:
         self.address = address
         self.timeout_seconds = timeout_seconds
+        self.security = security or ClientSecurity()
         self._channel: grpc.Channel | None = None
         self._admin_stub: admin_pb2_grpc.AdminServiceStub | None = None
         self._packages_stub: packages_pb2_grpc.PackageServiceStub | None = None
@@ -72,7 +80,7 @@ class AdminClient:
 
     def _open(self) -> grpc.Channel:
         if self._channel is None:  # lazy: --help and usage errors open no channel
-            self._channel = grpc.insecure_channel(self.address)
+            self._channel = sync_channel(self.address, self.security)
         return self._channel
 
     def _error(self, exc: grpc.RpcError) -> NetDistError:
@@ -82,8 +90,9 @@ class AdminClient:
         if sent is not None:  # the server's own error (a store outage is UNAVAILABLE too)
             return sent(details or code.name)
         if code is grpc.StatusCode.UNAVAILABLE:
+            reason = tls_failure(details, self.security) or details
             return UnavailableError(
-                f"cannot reach the netdist server at {self.address}: {details}"
+                f"cannot reach the netdist server at {self.address}: {reason}"
             )
         if code is grpc.StatusCode.DEADLINE_EXCEEDED:
             if not self._answered:

@@ -330,7 +330,7 @@ def audit_table(entries: Iterable[admin_pb2.AuditEntry]) -> Table:
             e.peer,
             e.method,
             e.target,
-            Text(e.outcome, style="green" if e.outcome == "ok" else "red"),
+            text(e.outcome, style="green" if e.outcome == "ok" else "red"),
             e.detail,
         )
     return table

@@ -32,6 +32,7 @@ from netdist.server.store import catalog
 from netdist.server.store.engine import default_url, describe, open_engine
 from netdist.server.store.facade import Store
 from netdist.server.store.outage import StoreHealth
+from netdist.server.transport import ServerTLS
 from netdist.server.wire_guard import DecodeGuard
 
 log = logging.getLogger("netdist.server")
@@ -48,6 +49,8 @@ class ServerConfig:
     reconnect_grace_seconds: float = 2.0
     handler_call_timeout_seconds: float = 600.0
     grace_seconds: float = 5.0
+    tls: ServerTLS | None = None
+    """None: plaintext (the CLI allows it on loopback, or with --insecure)."""
 
 
 class NetDistServer:
@@ -84,7 +87,10 @@ class NetDistServer:
                    ("grpc.http2.min_ping_interval_without_data_ms", 1000),
                    ("grpc.http2.max_pings_without_data", 0)]
         self.server = grpc.aio.server(options=options, interceptors=[DecodeGuard()])
-        self.port = self.server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        if cfg.tls is not None:
+            self.port = self.server.add_secure_port(f"{cfg.host}:{cfg.port}", cfg.tls.credentials())
+        else:
+            self.port = self.server.add_insecure_port(f"{cfg.host}:{cfg.port}")
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.host}:{cfg.port}")
         address = f"{cfg.host}:{self.port}"
@@ -142,7 +148,9 @@ def log_store_health(before: StoreHealth, after: StoreHealth) -> None:
 async def serve(config: ServerConfig) -> None:
     server = NetDistServer(config)
     address = await server.start()
-    print(f"listening on {address}", flush=True)
+    tls = config.tls
+    mode = "plaintext" if tls is None else "TLS, client certificates required" if tls.mutual else "TLS"
+    print(f"listening on {address} ({mode})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import logging
 import sys
@@ -15,11 +16,17 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
+from netdist.errors import CertificateError
 from netdist.server import check
 from netdist.server.app import ServerConfig, serve
 from netdist.server.store.engine import default_url, describe
+from netdist.server.tls_cli import tls
+from netdist.server.transport import ServerTLS, is_loopback, load_server_tls
 
 RET_OK, RET_FAILED, RET_USAGE, RET_UNAVAILABLE = 0, 1, 2, 3
+
+log = logging.getLogger("netdist.server")
+_PEM_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 @click.group()
@@ -49,14 +56,31 @@ def main() -> None:
                    "a handler that does not answer in time is killed and fails.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]), envvar="NETDIST_LOG_LEVEL", show_envvar=True)
+@click.option("--tls-cert", type=_PEM_FILE, default=None, envvar="NETDIST_TLS_CERT", show_envvar=True,
+              help="The server's certificate (PEM, chain after it); with --tls-key, serve TLS "
+                   "(`netdist-server tls init` makes both).")
+@click.option("--tls-key", type=_PEM_FILE, default=None, envvar="NETDIST_TLS_KEY", show_envvar=True,
+              help="The private key of --tls-cert (PEM, unencrypted).")
+@click.option("--tls-client-ca", type=_PEM_FILE, default=None, envvar="NETDIST_TLS_CLIENT_CA", show_envvar=True,
+              help="Require client certificates (mutual TLS) that chain to these roots (PEM, e.g. the ca.crt "
+                   "of `tls init`).")
+@click.option("--insecure", is_flag=True, envvar="NETDIST_INSECURE", show_envvar=True,
+              help="Serve plaintext on an address other than loopback (warned on every start).")
 def serve_command(host: str, port: int, data_dir: Path, db_url: str | None, heartbeat_interval: float,
-                  reconnect_grace: float, handler_timeout: float, log_level: str) -> None:
-    """Serve until SIGINT or SIGTERM."""
+                  reconnect_grace: float, handler_timeout: float, log_level: str, tls_cert: Path | None,
+                  tls_key: Path | None, tls_client_ca: Path | None, insecure: bool) -> None:
+    """Serve until SIGINT or SIGTERM.
+
+    Plaintext only on loopback (127.0.0.0/8, ::1, localhost); any other --host,
+    0.0.0.0 and :: included, needs --tls-cert and --tls-key, or --insecure.
+    """
+    server_tls = _server_tls(host, tls_cert, tls_key, tls_client_ca, insecure)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    _log_transport(host, server_tls)
     config = ServerConfig(host=host, port=port, data_dir=data_dir, db_url=db_url,
                           heartbeat_interval_seconds=heartbeat_interval, reconnect_grace_seconds=reconnect_grace,
-                          handler_call_timeout_seconds=handler_timeout)
+                          handler_call_timeout_seconds=handler_timeout, tls=server_tls)
     try:
         asyncio.run(serve(config))
     except OSError as exc:
@@ -113,6 +137,39 @@ def check_command(db_url: str | None, data_dir: Path | None, as_json: bool, limi
     sys.exit(RET_OK if report.ok else RET_FAILED)
 
 
+def _server_tls(host: str, cert: Path | None, key: Path | None, client_ca: Path | None,
+                insecure: bool) -> ServerTLS | None:
+    """The TLS to serve with, or None for plaintext where that is allowed; exits 2 on a bad combination."""
+    if (cert is None) != (key is None):
+        _fail("UsageError: --tls-cert and --tls-key go together: give both", RET_USAGE)
+    if cert is None or key is None:
+        if client_ca is not None:
+            _fail("UsageError: --tls-client-ca needs TLS: give --tls-cert and --tls-key too", RET_USAGE)
+        if not insecure and not is_loopback(host):
+            _fail(f"UsageError: --host {host} is reachable from other machines and would serve plaintext: give "
+                  "--tls-cert and --tls-key (`netdist-server tls init` makes them), or --insecure", RET_USAGE)
+        return None
+    if insecure:
+        _fail("UsageError: --insecure serves plaintext; it does not go with --tls-cert and --tls-key", RET_USAGE)
+    try:
+        return load_server_tls(cert, key, client_ca)
+    except CertificateError as exc:
+        _fail(f"CertificateError: {exc.message}", RET_USAGE)
+
+
+def _log_transport(host: str, server_tls: ServerTLS | None) -> None:
+    if server_tls is None:
+        if not is_loopback(host):
+            log.warning("serving PLAINTEXT on %s (--insecure): anyone on the network can read every call and "
+                        "send their own; use --tls-cert and --tls-key", host)
+        return
+    log.info("TLS certificate %s%s", server_tls.certificate,
+             "; client certificates required (mutual TLS)" if server_tls.mutual else "")
+    if server_tls.expires_soon(datetime.datetime.now(datetime.UTC)):
+        log.warning("the TLS certificate ends on %s: renew it (netdist-server tls server)",
+                    f"{server_tls.not_after:%Y-%m-%d %H:%M} UTC")
+
+
 def _read_only(url: URL) -> URL:
     """SQLite opened read only, and never created: the check writes nothing."""
     if url.get_backend_name() != "sqlite":
@@ -137,6 +194,8 @@ def _fail(message: str, code: int) -> NoReturn:
     click.secho(message, fg="red", err=True)
     sys.exit(code)
 
+
+main.add_command(tls)
 
 if __name__ == "__main__":
     main()

@@ -18,7 +18,8 @@ from pathlib import Path
 import click
 
 from netdist import fields
-from netdist.errors import InvalidArgumentError
+from netdist.channel import ClientSecurity
+from netdist.errors import CertificateError, InvalidArgumentError
 from netdist.worker.config import WorkerConfig
 from netdist.worker.host import claim_worker_id
 from netdist.worker.session import Session
@@ -26,6 +27,8 @@ from netdist.worker.session import Session
 RET_OK = 0
 RET_USAGE = 2
 RET_INTERRUPTED = 130
+
+_PEM_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 MIN_JOB_MEMORY_MB = 64
 """An idle executor process already uses about 30 MB of data (thread stacks included)."""
@@ -150,6 +153,37 @@ def main(log_level: str) -> None:
     help="Most memory one executor process may allocate (its data size: heap and"
     " private mappings, Linux). A job past it fails with MemoryError. No limit by default.",
 )
+@click.option(
+    "--tls",
+    is_flag=True,
+    envvar="NETDIST_WORKER_TLS",
+    show_envvar=True,
+    help="Speak TLS, trusting the system's roots (implied by the --tls-* options).",
+)
+@click.option(
+    "--tls-ca",
+    type=_PEM_FILE,
+    default=None,
+    envvar=["NETDIST_WORKER_TLS_CA", "NETDIST_TLS_CA"],
+    show_envvar=True,
+    help="Speak TLS, trusting these roots (PEM): the server's ca.crt from `tls init`.",
+)
+@click.option(
+    "--tls-cert",
+    type=_PEM_FILE,
+    default=None,
+    envvar="NETDIST_WORKER_TLS_CERT",
+    show_envvar=True,
+    help="This worker's certificate (PEM), for a server that requires one (mutual TLS).",
+)
+@click.option(
+    "--tls-key",
+    type=_PEM_FILE,
+    default=None,
+    envvar="NETDIST_WORKER_TLS_KEY",
+    show_envvar=True,
+    help="The private key of --tls-cert (PEM, unencrypted).",
+)
 def connect(
     *,
     target: str,
@@ -160,9 +194,19 @@ def connect(
     max_prefetch: int,
     grace_seconds: float,
     max_job_memory_mb: int | None,
+    tls: bool,
+    tls_ca: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
 ) -> None:
     """Connect to the server at HOST:PORT and run jobs until stopped."""
     cache_dir = cache_dir.expanduser()
+    security = ClientSecurity(tls=tls, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+    try:
+        security.check()
+    except CertificateError as exc:
+        click.secho(f"CertificateError: {exc.message}", fg="red", err=True)
+        sys.exit(RET_USAGE)
     config = WorkerConfig(
         target=_parse_target(target),
         name=_identifier("the name", name, fields.MAX_NAME, "--name"),
@@ -172,6 +216,7 @@ def connect(
         max_prefetch=max_prefetch,
         grace_seconds=grace_seconds,
         max_job_memory_mb=max_job_memory_mb,
+        security=security,
     )
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,9 @@ and a heartbeat reports the host's load. Protobuf stops here: the handler
 hears and speaks only the values of :mod:`netdist.worker.job`.
 
 A broken stream is logged once and retried with jittered exponential backoff
-(0.2 s doubling to 5 s) forever; jobs keep running meanwhile. gRPC keepalive
+(0.2 s doubling to 5 s) forever; jobs keep running meanwhile. A connection
+refused for a TLS reason is logged on every attempt, in words
+(:func:`netdist.channel.tls_failure`). gRPC keepalive
 pings (every 5 s, 4 s to answer) notice a silently dead peer within 10 s, on
 this channel and on the server's side alike. Drain: the handler has its say,
 then the worker half-closes and reconnects after the server's restart.
@@ -29,6 +31,7 @@ import grpc
 
 import netdist
 from netdist.api.v1 import jobs_pb2, jobs_pb2_grpc
+from netdist.channel import tls_failure
 from netdist.worker.config import WorkerConfig
 from netdist.worker.host import host_facts, host_load
 from netdist.worker.job import Ack, AckOutcome, JobProgress, JobRef, JobResult, Lease
@@ -187,6 +190,7 @@ class Connection:
         self._stream: _Stream | None = None
         self._welcomed = False
         self._drained = False
+        self._tls_failed = False  # the last attempt failed for a TLS reason
         self._closing = asyncio.Event()
 
     # -- sending (the session calls these) ---------------------------------------
@@ -259,6 +263,17 @@ class Connection:
                 )
                 self._drained = False
                 failing = True  # the server is probably restarting: no warning for that
+            elif self._tls_failed:
+                # Said on every attempt: a certificate problem does not go away by
+                # itself, and whoever fixes it on the server wants to see each try.
+                log.warning(
+                    "worker %s cannot connect to %s: %s; retrying in %.1f s",
+                    self.config.name,
+                    self.config.target,
+                    reason,
+                    delay,
+                )
+                failing = True
             elif not failing:
                 verb = "lost connection to" if self._welcomed else "cannot reach"
                 log.warning(
@@ -285,9 +300,15 @@ class Connection:
 
     async def _stream_once(self) -> str:
         """One stream from Hello to its end; returns why it ended."""
+        self._tls_failed = False
         try:
             await self._open_stream()
         except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.UNAVAILABLE:
+                tls = tls_failure(exc.details(), self.config.security)
+                if tls is not None:
+                    self._tls_failed = True
+                    return tls
             return f"{exc.code().name}: {exc.details()}"
         except (
             ProtocolError,

@@ -24,8 +24,7 @@ import contextlib
 import logging
 import time
 
-import grpc
-
+from netdist.channel import aio_channel
 from netdist.worker.cache import ArtifactCache, ArtifactError, PackageServiceSource
 from netdist.worker.capacity import CapacityGauge, wanted
 from netdist.worker.config import WorkerConfig
@@ -87,7 +86,7 @@ class Session:
         self._abort_requested.set()
 
     async def run(self) -> None:
-        channel = grpc.aio.insecure_channel(self.config.target, options=CHANNEL_OPTIONS)
+        channel = aio_channel(self.config.target, self.config.security, options=CHANNEL_OPTIONS)
         self._cache = ArtifactCache(
             self.config.cache_dir, PackageServiceSource(channel)
         )
