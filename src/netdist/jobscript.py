@@ -31,10 +31,13 @@ from typing import Any
 from croniter import croniter
 
 from netdist.errors import JobScriptError
+from netdist.printable import control_character
 
 _START = re.compile(r"# /// ([a-zA-Z0-9-]+)")
 _CLOSE = "# ///"
 _SELECTOR_KEYS = ("name", "id", "label")
+MAX_TEXT_CHARS = 200
+"""Longest string value in [tool.netdist] (names, schedule, windows, zones, selectors)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -196,7 +199,7 @@ def parse(source: str) -> JobScript:
         raise JobScriptError("'settings': expected a table ([tool.netdist.settings])")
     unknown = [k for k in raw if k not in _KEYS]
     if unknown:
-        raise JobScriptError(f"unknown key {unknown[0]!r}; known keys: {', '.join(_KEYS)}")
+        raise JobScriptError(f"unknown key {_short(unknown[0])}; known keys: {', '.join(_KEYS)}")
     values = {_KEYS[k]: _CHECKS[k](k, v) for k, v in raw.items()}
     for key in ("package", "handler", "job"):
         if key not in values:
@@ -227,20 +230,36 @@ def _check_cross(settings: JobSettings) -> None:
 
 def _text(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise JobScriptError(f"{key!r}: expected a non-empty string, got {value!r}")
-    return value.strip()
+        raise JobScriptError(f"{key!r}: expected a non-empty string, got {_short(value)}")
+    return _printable(repr(key), value.strip())
+
+
+def _printable(where: str, text: str) -> str:
+    """``text``, if it is short and holds no control character (it reaches logs and terminals)."""
+    if len(text) > MAX_TEXT_CHARS:
+        raise JobScriptError(f"{where}: {len(text)} characters is over the limit of {MAX_TEXT_CHARS}")
+    control = control_character(text)
+    if control is not None:
+        raise JobScriptError(f"{where}: holds the control character {control}; only printable text is allowed")
+    return text
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut short: a refused value is quoted in the message, not echoed whole."""
+    text = repr(value)
+    return text if len(text) <= MAX_TEXT_CHARS else f"{text[:MAX_TEXT_CHARS]}... ({len(text)} characters)"
 
 
 def _bool(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise JobScriptError(f"{key!r}: expected true or false, got {value!r}")
+        raise JobScriptError(f"{key!r}: expected true or false, got {_short(value)}")
     return value
 
 
 def _int_at_least(minimum: int) -> Any:
     def check(key: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise JobScriptError(f"{key!r}: expected a whole number, got {value!r}")
+            raise JobScriptError(f"{key!r}: expected a whole number, got {_short(value)}")
         if value < minimum:
             raise JobScriptError(f"{key!r}: must be at least {minimum}, got {value}")
         return value
@@ -250,7 +269,7 @@ def _int_at_least(minimum: int) -> Any:
 
 def _positive_seconds(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise JobScriptError(f"{key!r}: expected a number of seconds, got {value!r}")
+        raise JobScriptError(f"{key!r}: expected a number of seconds, got {_short(value)}")
     if value <= 0:
         raise JobScriptError(f"{key!r}: must be more than 0 seconds, got {value}")
     return float(value)
@@ -258,7 +277,7 @@ def _positive_seconds(key: str, value: Any) -> float:
 
 def _positive_number(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise JobScriptError(f"{key!r}: expected a number above 0, got {value!r}")
+        raise JobScriptError(f"{key!r}: expected a number above 0, got {_short(value)}")
     return float(value)
 
 
@@ -307,11 +326,12 @@ def _selectors(key: str, value: Any) -> tuple[ClientSelector, ...]:
         where = f"{key!r}[{i}]"
         if not isinstance(item, dict) or len(item) != 1 or next(iter(item)) not in _SELECTOR_KEYS:
             raise JobScriptError(
-                f"{where}: expected a table with one of {', '.join(_SELECTOR_KEYS)}, got {item!r}"
+                f"{where}: expected a table with one of {', '.join(_SELECTOR_KEYS)}, got {_short(item)}"
             )
         (kind, pattern), = item.items()
         if not isinstance(pattern, str) or not pattern:
-            raise JobScriptError(f"{where}: {kind} must be a non-empty string, got {pattern!r}")
+            raise JobScriptError(f"{where}: {kind} must be a non-empty string, got {_short(pattern)}")
+        _printable(f"{where}.{kind}", pattern)
         if kind == "name":
             try:
                 re.compile(pattern)
