@@ -19,7 +19,6 @@ the key and the problem. See docs/job-scripts.md for the reference.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import re
 import tomllib
@@ -30,6 +29,7 @@ from typing import Any
 
 from croniter import croniter
 
+from netdist import pycheck
 from netdist.errors import JobScriptError
 from netdist.printable import control_character
 
@@ -187,8 +187,13 @@ def metadata_blocks(source: str) -> list[tuple[str, list[str]]]:
     return blocks
 
 
-def parse(source: str) -> JobScript:
-    """Check a job script's metadata and that it defines ``process``."""
+def parse(source: str, *, check_python: bool = True) -> JobScript:
+    """Check a job script's metadata and (``check_python``) that it is Python defining ``process``.
+
+    The metadata is read in linear time. The Python check parses the whole
+    script, which can take seconds and much memory for a large one: the
+    server leaves it to a child process (:mod:`netdist.server.script_check`).
+    """
     data = read_block(source)
     tool = data.get("tool", {}).get("netdist") if isinstance(data.get("tool"), dict) else None
     if not isinstance(tool, dict):
@@ -206,20 +211,9 @@ def parse(source: str) -> JobScript:
             raise JobScriptError(f"missing key {key!r} in [tool.netdist]")
     settings = JobSettings(**values)
     _check_cross(settings)
-    _check_process(source)
+    if check_python and (problem := pycheck.problem(source)) is not None:
+        raise JobScriptError(problem)
     return JobScript(settings=settings, custom=custom, source=source)
-
-
-def _check_process(source: str) -> None:
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as exc:
-        raise JobScriptError(f"script is not valid Python: line {exc.lineno}: {exc.msg}") from None
-    if not any(
-        isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "process"
-        for node in tree.body
-    ):
-        raise JobScriptError("script defines no top-level function 'process(job_input, ctx)'")
 
 
 def _check_cross(settings: JobSettings) -> None:

@@ -12,6 +12,7 @@ import grpc
 import netdist
 from netdist.api.v1 import admin_pb2, admin_pb2_grpc
 from netdist.errors import InvalidArgumentError
+from netdist.printable import control_character
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.lease_model import Lease
 from netdist.server.manager import HandlerManager
@@ -22,6 +23,7 @@ from netdist.server.store import jobs as job_store
 from netdist.server.store.facade import Store
 
 MAX_SCRIPT_BYTES = 1024 * 1024
+MAX_FILENAME_CHARS = 255
 _ACTIONS = {
     admin_pb2.HANDLER_ACTION_START: "start",
     admin_pb2.HANDLER_ACTION_STOP: "stop",
@@ -73,7 +75,13 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                            ) -> admin_pb2.AddJobScriptResponse:
         if len(request.content) > MAX_SCRIPT_BYTES:
             raise InvalidArgumentError(f"job script is over {MAX_SCRIPT_BYTES} bytes")
-        record, outcome = await self.manager.add_job_script(request.filename or "script.py", request.content)
+        filename = request.filename or "script.py"
+        if len(filename) > MAX_FILENAME_CHARS:
+            raise InvalidArgumentError(
+                f"'filename': {len(filename)} characters is over the limit of {MAX_FILENAME_CHARS}")
+        if (control := control_character(filename)) is not None:
+            raise InvalidArgumentError(f"'filename': holds the control character {control}")
+        record, outcome = await self.manager.add_job_script(filename, request.content)
         return admin_pb2.AddJobScriptResponse(handler=await self._info(record), outcome=outcome)
 
     @unary
