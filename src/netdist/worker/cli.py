@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from netdist.bytesize import ByteSize
 from netdist.worker.config import WorkerConfig
 from netdist.worker.host import claim_worker_id
 from netdist.worker.session import Session
@@ -137,6 +138,16 @@ def main(log_level: str) -> None:
     help="Most memory one executor process may allocate (its data size: heap and"
     " private mappings, Linux). A job past it fails with MemoryError. No limit by default.",
 )
+@click.option(
+    "--max-unpacked-bytes",
+    type=ByteSize(),
+    default="1G",
+    show_default=True,
+    envvar="NETDIST_WORKER_MAX_UNPACKED_BYTES",
+    show_envvar=True,
+    help="Most bytes one wheel may unpack to in the cache (512M, 2G, ...); a job whose wheel"
+    " would pass it fails with an ArtifactError. Match the server's --max-unpacked-bytes.",
+)
 def connect(
     *,
     target: str,
@@ -147,6 +158,7 @@ def connect(
     max_prefetch: int,
     grace_seconds: float,
     max_job_memory_mb: int | None,
+    max_unpacked_bytes: int,
 ) -> None:
     """Connect to the server at HOST:PORT and run jobs until stopped."""
     cache_dir = cache_dir.expanduser()
@@ -159,6 +171,7 @@ def connect(
         max_prefetch=max_prefetch,
         grace_seconds=grace_seconds,
         max_job_memory_mb=max_job_memory_mb,
+        max_unpacked_bytes=max_unpacked_bytes,
     )
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)

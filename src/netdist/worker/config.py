@@ -6,6 +6,8 @@ import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
+from netdist.ziplimit import DEFAULT_MAX_UNPACKED_BYTES
+
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerConfig:
@@ -21,3 +23,5 @@ class WorkerConfig:
     grace_seconds: float = 30.0
     max_job_memory_mb: int | None = None
     """Each executor child caps its data size (RLIMIT_DATA) to this; None: no cap."""
+    max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES
+    """Most bytes one wheel may unpack to in the cache."""

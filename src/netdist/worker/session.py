@@ -33,6 +33,7 @@ from netdist.worker.connection import CHANNEL_OPTIONS, CLOSE_SECONDS, Connection
 from netdist.worker.executor import Executor, input_line
 from netdist.worker.job import Ack, AckOutcome, JobProgress, JobRef, JobResult, Lease
 from netdist.worker.ledger import Ledger
+from netdist.ziplimit import ZipLimits
 
 log = logging.getLogger("netdist.worker")
 
@@ -89,7 +90,9 @@ class Session:
     async def run(self) -> None:
         channel = grpc.aio.insecure_channel(self.config.target, options=CHANNEL_OPTIONS)
         self._cache = ArtifactCache(
-            self.config.cache_dir, PackageServiceSource(channel)
+            self.config.cache_dir,
+            PackageServiceSource(channel),
+            limits=ZipLimits(max_unpacked_bytes=self.config.max_unpacked_bytes, max_ratio=None),
         )
         self._connection = Connection(
             self.config, worker_id=self.worker_id, channel=channel, handler=self
