@@ -31,6 +31,8 @@ from netdist.server.store import catalog
 from netdist.server.store.engine import default_url, describe, open_engine
 from netdist.server.store.facade import Store
 from netdist.server.store.outage import StoreHealth
+from netdist.server.upload import UploadLimits
+from netdist.ziplimit import ZipLimits
 
 log = logging.getLogger("netdist.server")
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -46,6 +48,9 @@ class ServerConfig:
     reconnect_grace_seconds: float = 2.0
     handler_call_timeout_seconds: float = 600.0
     grace_seconds: float = 5.0
+    upload_limits: UploadLimits = dataclasses.field(default_factory=UploadLimits)
+    zip_limits: ZipLimits = dataclasses.field(default_factory=ZipLimits)
+    max_store_bytes: int | None = None
 
 
 class NetDistServer:
@@ -61,7 +66,8 @@ class NetDistServer:
         engine = await asyncio.to_thread(open_engine, url)
         self.store = Store(engine, database=describe(url), on_health_change=log_store_health)
         await self.store.write(catalog.disconnect_all_workers)
-        self.blobs = BlobStore(cfg.data_dir)
+        self.blobs = await asyncio.to_thread(BlobStore, cfg.data_dir, max_store_bytes=cfg.max_store_bytes,
+                                             limits=cfg.zip_limits)
         self.manager: HandlerManager
         self.dispatcher = Dispatcher(
             self.store.writer, clock=SYSTEM_CLOCK, heartbeat_interval_seconds=cfg.heartbeat_interval_seconds,
@@ -88,7 +94,7 @@ class NetDistServer:
         address = f"{cfg.host}:{self.port}"
         jobs_pb2_grpc.add_JobServiceServicer_to_server(JobService(self.dispatcher), self.server)
         packages_pb2_grpc.add_PackageServiceServicer_to_server(
-            PackageService(self.store, self.blobs, self.manager), self.server)
+            PackageService(self.store, self.blobs, self.manager, limits=cfg.upload_limits), self.server)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
             AdminService(self.store, self.manager, self.dispatcher, address=address, database=describe(url)),
             self.server)
