@@ -32,10 +32,13 @@ from netdist.server.store.engine import default_url, describe, open_engine
 from netdist.server.store.facade import Store
 from netdist.server.store.outage import StoreHealth
 from netdist.server.upload import UploadLimits
+from netdist.wire import SERVER_MAX_RECEIVE_BYTES
 from netdist.ziplimit import ZipLimits
 
 log = logging.getLogger("netdist.server")
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MAX_SEND_BYTES = 64 * 1024 * 1024
+"""Answers the server builds itself (listings, blob chunks of 1 MiB); what it takes in is bounded by
+:data:`netdist.wire.SERVER_MAX_RECEIVE_BYTES` (4 MiB: the largest message the protocol needs, see wire.py)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,8 +77,8 @@ class NetDistServer:
             reconnect_grace_seconds=cfg.reconnect_grace_seconds, on_failing=self._on_failing, on_wake=self._on_wake)
         self.manager = HandlerManager(self.store, self.dispatcher, self.blobs,
                                       handler_call_timeout_seconds=cfg.handler_call_timeout_seconds)
-        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        options = [("grpc.max_receive_message_length", SERVER_MAX_RECEIVE_BYTES),
+                   ("grpc.max_send_message_length", MAX_SEND_BYTES),
                    ("grpc.so_reuseport", 0),
                    # A silently dead worker is noticed within 10 s (ping every 5 s, 4 s to answer:
                    # gRPC core waits ping_timeout_ms for the ack, keepalive_timeout_ms is not
