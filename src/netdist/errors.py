@@ -8,6 +8,7 @@
     ├── NotFoundError             NOT_FOUND            no such handler, package, worker or blob
     ├── FailedPreconditionError   FAILED_PRECONDITION  the request does not fit the current state
     ├── ResourceExhaustedError    RESOURCE_EXHAUSTED   over a size limit
+    │   ├── UnpackLimitError      RESOURCE_EXHAUSTED   a zip would unpack past a limit (size, ratio, members)
     │   └── DiskFullError         RESOURCE_EXHAUSTED   the disk holding the database or the data dir is full
     ├── PermissionDeniedError     PERMISSION_DENIED
     └── UnavailableError          UNAVAILABLE          the server cannot be reached (client side)
@@ -61,6 +62,10 @@ class FailedPreconditionError(NetDistError):
 
 class ResourceExhaustedError(NetDistError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class UnpackLimitError(ResourceExhaustedError):
+    """A zip archive (a wheel) would unpack past a limit: its size, its compression ratio, its members."""
 
 
 class DiskFullError(ResourceExhaustedError):

@@ -19,7 +19,6 @@ the key and the problem. See docs/job-scripts.md for the reference.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import re
 import tomllib
@@ -30,12 +29,15 @@ from typing import Any
 
 from croniter import croniter
 
+from netdist import pycheck
 from netdist.errors import JobScriptError
+from netdist.printable import control_character
 
-_BLOCK = re.compile(
-    r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$"
-)
+_START = re.compile(r"# /// ([a-zA-Z0-9-]+)")
+_CLOSE = "# ///"
 _SELECTOR_KEYS = ("name", "id", "label")
+MAX_TEXT_CHARS = 200
+"""Longest string value in [tool.netdist] (names, schedule, windows, zones, selectors)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,25 +136,64 @@ _KEYS = {
 
 def read_block(source: str) -> dict[str, Any]:
     """The TOML of the ``script`` metadata block, parsed."""
-    blocks = [m for m in _BLOCK.finditer(source) if m.group("type") == "script"]
+    blocks = [lines for kind, lines in metadata_blocks(source) if kind == "script"]
     if not blocks:
         raise JobScriptError(
             "no metadata block: the script needs a '# /// script' ... '# ///' block with a [tool.netdist] table"
         )
     if len(blocks) > 1:
         raise JobScriptError("more than one '# /// script' block")
-    content = "".join(
-        line[2:] if line.startswith("# ") else line[1:]
-        for line in blocks[0].group("content").splitlines(keepends=True)
-    )
+    content = "".join((line[2:] if line.startswith("# ") else line[1:]) + "\n" for line in blocks[0])
     try:
         return tomllib.loads(content)
     except tomllib.TOMLDecodeError as exc:
         raise JobScriptError(f"metadata block is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise JobScriptError("metadata block is not valid TOML: nested too deeply") from None
 
 
-def parse(source: str) -> JobScript:
-    """Check a job script's metadata and that it defines ``process``."""
+def metadata_blocks(source: str) -> list[tuple[str, list[str]]]:
+    """Every metadata block of ``source`` as (type, content lines), in linear time.
+
+    Finds what PEP 723's reference regular expression finds,
+    ``(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\\s(?P<content>(^#(| .*)$\\s)+)^# ///$``
+    with ``finditer``: a line ``# /// TYPE``, one or more lines that are ``#``
+    or start with ``# ``, then a line ``# ///``; the block ends at the last
+    such line before the comment lines stop. That expression backtracks over
+    every following comment line from each opening line (quadratic: 128 KB of
+    ``# /// a`` lines took 20 s); here one backward pass records, for each
+    run of comment lines, where its last closing line is.
+    """
+    lines = source.split("\n")
+    n = len(lines)
+    # A content line is "#" or "# ..." followed by a newline (the last piece has none).
+    content = [i < n - 1 and (line == "#" or line.startswith("# ")) for i, line in enumerate(lines)]
+    last_close = [-1] * n  # for a content line: the last closing line from it to just past its run
+    for i in range(n - 1, -1, -1):
+        if not content[i]:
+            continue
+        after = last_close[i + 1] if content[i + 1] else (i + 1 if lines[i + 1] == _CLOSE else -1)
+        last_close[i] = after if after != -1 else (i if lines[i] == _CLOSE else -1)
+    blocks = []
+    i = 0
+    while i < n - 1:
+        start = _START.fullmatch(lines[i])
+        close = last_close[i + 1] if start and content[i + 1] else -1
+        if start and close >= i + 2:
+            blocks.append((start.group(1), lines[i + 1 : close]))
+            i = close + 1
+        else:
+            i += 1
+    return blocks
+
+
+def parse(source: str, *, check_python: bool = True) -> JobScript:
+    """Check a job script's metadata and (``check_python``) that it is Python defining ``process``.
+
+    The metadata is read in linear time. The Python check parses the whole
+    script, which can take seconds and much memory for a large one: the
+    server leaves it to a child process (:mod:`netdist.server.script_check`).
+    """
     data = read_block(source)
     tool = data.get("tool", {}).get("netdist") if isinstance(data.get("tool"), dict) else None
     if not isinstance(tool, dict):
@@ -163,27 +204,16 @@ def parse(source: str) -> JobScript:
         raise JobScriptError("'settings': expected a table ([tool.netdist.settings])")
     unknown = [k for k in raw if k not in _KEYS]
     if unknown:
-        raise JobScriptError(f"unknown key {unknown[0]!r}; known keys: {', '.join(_KEYS)}")
+        raise JobScriptError(f"unknown key {_short(unknown[0])}; known keys: {', '.join(_KEYS)}")
     values = {_KEYS[k]: _CHECKS[k](k, v) for k, v in raw.items()}
     for key in ("package", "handler", "job"):
         if key not in values:
             raise JobScriptError(f"missing key {key!r} in [tool.netdist]")
     settings = JobSettings(**values)
     _check_cross(settings)
-    _check_process(source)
+    if check_python and (problem := pycheck.problem(source)) is not None:
+        raise JobScriptError(problem)
     return JobScript(settings=settings, custom=custom, source=source)
-
-
-def _check_process(source: str) -> None:
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as exc:
-        raise JobScriptError(f"script is not valid Python: line {exc.lineno}: {exc.msg}") from None
-    if not any(
-        isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "process"
-        for node in tree.body
-    ):
-        raise JobScriptError("script defines no top-level function 'process(job_input, ctx)'")
 
 
 def _check_cross(settings: JobSettings) -> None:
@@ -194,20 +224,36 @@ def _check_cross(settings: JobSettings) -> None:
 
 def _text(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise JobScriptError(f"{key!r}: expected a non-empty string, got {value!r}")
-    return value.strip()
+        raise JobScriptError(f"{key!r}: expected a non-empty string, got {_short(value)}")
+    return _printable(repr(key), value.strip())
+
+
+def _printable(where: str, text: str) -> str:
+    """``text``, if it is short and holds no control character (it reaches logs and terminals)."""
+    if len(text) > MAX_TEXT_CHARS:
+        raise JobScriptError(f"{where}: {len(text)} characters is over the limit of {MAX_TEXT_CHARS}")
+    control = control_character(text)
+    if control is not None:
+        raise JobScriptError(f"{where}: holds the control character {control}; only printable text is allowed")
+    return text
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut short: a refused value is quoted in the message, not echoed whole."""
+    text = repr(value)
+    return text if len(text) <= MAX_TEXT_CHARS else f"{text[:MAX_TEXT_CHARS]}... ({len(text)} characters)"
 
 
 def _bool(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise JobScriptError(f"{key!r}: expected true or false, got {value!r}")
+        raise JobScriptError(f"{key!r}: expected true or false, got {_short(value)}")
     return value
 
 
 def _int_at_least(minimum: int) -> Any:
     def check(key: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise JobScriptError(f"{key!r}: expected a whole number, got {value!r}")
+            raise JobScriptError(f"{key!r}: expected a whole number, got {_short(value)}")
         if value < minimum:
             raise JobScriptError(f"{key!r}: must be at least {minimum}, got {value}")
         return value
@@ -217,7 +263,7 @@ def _int_at_least(minimum: int) -> Any:
 
 def _positive_seconds(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise JobScriptError(f"{key!r}: expected a number of seconds, got {value!r}")
+        raise JobScriptError(f"{key!r}: expected a number of seconds, got {_short(value)}")
     if value <= 0:
         raise JobScriptError(f"{key!r}: must be more than 0 seconds, got {value}")
     return float(value)
@@ -225,7 +271,7 @@ def _positive_seconds(key: str, value: Any) -> float:
 
 def _positive_number(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise JobScriptError(f"{key!r}: expected a number above 0, got {value!r}")
+        raise JobScriptError(f"{key!r}: expected a number above 0, got {_short(value)}")
     return float(value)
 
 
@@ -274,11 +320,12 @@ def _selectors(key: str, value: Any) -> tuple[ClientSelector, ...]:
         where = f"{key!r}[{i}]"
         if not isinstance(item, dict) or len(item) != 1 or next(iter(item)) not in _SELECTOR_KEYS:
             raise JobScriptError(
-                f"{where}: expected a table with one of {', '.join(_SELECTOR_KEYS)}, got {item!r}"
+                f"{where}: expected a table with one of {', '.join(_SELECTOR_KEYS)}, got {_short(item)}"
             )
         (kind, pattern), = item.items()
         if not isinstance(pattern, str) or not pattern:
-            raise JobScriptError(f"{where}: {kind} must be a non-empty string, got {pattern!r}")
+            raise JobScriptError(f"{where}: {kind} must be a non-empty string, got {_short(pattern)}")
+        _printable(f"{where}.{kind}", pattern)
         if kind == "name":
             try:
                 re.compile(pattern)

@@ -13,6 +13,7 @@ import netdist
 from netdist import fields
 from netdist.api.v1 import admin_pb2, admin_pb2_grpc
 from netdist.errors import InvalidArgumentError, NetDistError
+from netdist.printable import control_character
 from netdist.server.audit import AuditLog, audited
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.lease_model import Lease
@@ -25,6 +26,7 @@ from netdist.server.store import jobs as job_store
 from netdist.server.store.facade import Store
 
 MAX_SCRIPT_BYTES = 1024 * 1024
+MAX_FILENAME_CHARS = 255
 MAX_AUDIT = 1000
 _SERVICE = "AdminService"
 MAX_LISTED_JOBS = 500
@@ -89,6 +91,11 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         try:
             if len(request.content) > MAX_SCRIPT_BYTES:
                 raise InvalidArgumentError(f"job script is over {MAX_SCRIPT_BYTES} bytes")
+            if len(filename) > MAX_FILENAME_CHARS:
+                raise InvalidArgumentError(
+                    f"'filename': {len(filename)} characters is over the limit of {MAX_FILENAME_CHARS}")
+            if (control := control_character(filename)) is not None:
+                raise InvalidArgumentError(f"'filename': holds the control character {control}")
             record, outcome = await self.manager.add_job_script(filename, request.content, uploaded_by=actor.name)
         except NetDistError as exc:
             self.audit.record(context, method=f"{_SERVICE}/AddJobScript", target=filename[:200],

@@ -33,10 +33,15 @@ from netdist.server.store.engine import default_url, describe, open_engine
 from netdist.server.store.facade import Store
 from netdist.server.store.outage import StoreHealth
 from netdist.server.transport import ServerTLS
+from netdist.server.upload import UploadLimits
 from netdist.server.wire_guard import DecodeGuard
+from netdist.wire import SERVER_MAX_RECEIVE_BYTES
+from netdist.ziplimit import ZipLimits
 
 log = logging.getLogger("netdist.server")
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MAX_SEND_BYTES = 64 * 1024 * 1024
+"""Answers the server builds itself (listings, blob chunks of 1 MiB); what it takes in is bounded by
+:data:`netdist.wire.SERVER_MAX_RECEIVE_BYTES` (4 MiB: the largest message the protocol needs, see wire.py)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,6 +56,9 @@ class ServerConfig:
     grace_seconds: float = 5.0
     tls: ServerTLS | None = None
     """None: plaintext (the CLI allows it on loopback, or with --insecure)."""
+    upload_limits: UploadLimits = dataclasses.field(default_factory=UploadLimits)
+    zip_limits: ZipLimits = dataclasses.field(default_factory=ZipLimits)
+    max_store_bytes: int | None = None
 
 
 class NetDistServer:
@@ -66,15 +74,16 @@ class NetDistServer:
         engine = await asyncio.to_thread(open_engine, url)
         self.store = Store(engine, database=describe(url), on_health_change=log_store_health)
         await self.store.write(catalog.disconnect_all_workers)
-        self.blobs = BlobStore(cfg.data_dir)
+        self.blobs = await asyncio.to_thread(BlobStore, cfg.data_dir, max_store_bytes=cfg.max_store_bytes,
+                                             limits=cfg.zip_limits)
         self.manager: HandlerManager
         self.dispatcher = Dispatcher(
             self.store.writer, clock=SYSTEM_CLOCK, heartbeat_interval_seconds=cfg.heartbeat_interval_seconds,
             reconnect_grace_seconds=cfg.reconnect_grace_seconds, on_failing=self._on_failing, on_wake=self._on_wake)
         self.manager = HandlerManager(self.store, self.dispatcher, self.blobs,
                                       handler_call_timeout_seconds=cfg.handler_call_timeout_seconds)
-        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        options = [("grpc.max_receive_message_length", SERVER_MAX_RECEIVE_BYTES),
+                   ("grpc.max_send_message_length", MAX_SEND_BYTES),
                    ("grpc.so_reuseport", 0),
                    # A silently dead worker is noticed within 10 s (ping every 5 s, 4 s to answer:
                    # gRPC core waits ping_timeout_ms for the ack, keepalive_timeout_ms is not
@@ -97,7 +106,8 @@ class NetDistServer:
         self.audit = AuditLog(self.store.writer)
         jobs_pb2_grpc.add_JobServiceServicer_to_server(JobService(self.dispatcher), self.server)
         packages_pb2_grpc.add_PackageServiceServicer_to_server(
-            PackageService(self.store, self.blobs, self.manager, self.audit), self.server)
+            PackageService(self.store, self.blobs, self.manager, self.audit, limits=cfg.upload_limits),
+            self.server)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
             AdminService(self.store, self.manager, self.dispatcher, self.audit, address=address,
                          database=describe(url)),

@@ -16,12 +16,16 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
+from netdist import ziplimit
+from netdist.bytesize import ByteSize
 from netdist.errors import CertificateError
 from netdist.server import check
 from netdist.server.app import ServerConfig, serve
 from netdist.server.store.engine import default_url, describe
 from netdist.server.tls_cli import tls
 from netdist.server.transport import ServerTLS, is_loopback, load_server_tls
+from netdist.server.upload import UploadLimits
+from netdist.ziplimit import ZipLimits
 
 RET_OK, RET_FAILED, RET_USAGE, RET_UNAVAILABLE = 0, 1, 2, 3
 
@@ -66,9 +70,24 @@ def main() -> None:
                    "of `tls init`).")
 @click.option("--insecure", is_flag=True, envvar="NETDIST_INSECURE", show_envvar=True,
               help="Serve plaintext on an address other than loopback (warned on every start).")
+@click.option("--max-upload-bytes", default="512M", show_default=True, type=ByteSize(),
+              envvar="NETDIST_MAX_UPLOAD_BYTES", show_envvar=True,
+              help="Most bytes of one package upload, all its wheels together (512M, 2G, ...).")
+@click.option("--max-store-bytes", default="0", show_default=True, type=ByteSize(),
+              envvar="NETDIST_MAX_STORE_BYTES", show_envvar=True,
+              help="Most bytes of all stored wheels and job scripts; an upload that would pass it is refused "
+                   "(0: no limit).")
+@click.option("--max-unpacked-bytes", default="1G", show_default=True, type=ByteSize(),
+              envvar="NETDIST_MAX_UNPACKED_BYTES", show_envvar=True,
+              help="Most bytes one wheel may unpack to, as its zip directory declares and as unpacked.")
+@click.option("--max-compression-ratio", default=ziplimit.DEFAULT_MAX_RATIO, show_default=True,
+              type=click.FloatRange(1), envvar="NETDIST_MAX_COMPRESSION_RATIO", show_envvar=True,
+              help="Most unpacked bytes per compressed byte, of a wheel and of each member (those under 1 MiB "
+                   "unpacked are exempt): zip bombs are refused at upload.")
 def serve_command(host: str, port: int, data_dir: Path, db_url: str | None, heartbeat_interval: float,
                   reconnect_grace: float, handler_timeout: float, log_level: str, tls_cert: Path | None,
-                  tls_key: Path | None, tls_client_ca: Path | None, insecure: bool) -> None:
+                  tls_key: Path | None, tls_client_ca: Path | None, insecure: bool, max_upload_bytes: int,
+                  max_store_bytes: int, max_unpacked_bytes: int, max_compression_ratio: float) -> None:
     """Serve until SIGINT or SIGTERM.
 
     Plaintext only on loopback (127.0.0.0/8, ::1, localhost); any other --host,
@@ -80,7 +99,10 @@ def serve_command(host: str, port: int, data_dir: Path, db_url: str | None, hear
     _log_transport(host, server_tls)
     config = ServerConfig(host=host, port=port, data_dir=data_dir, db_url=db_url,
                           heartbeat_interval_seconds=heartbeat_interval, reconnect_grace_seconds=reconnect_grace,
-                          handler_call_timeout_seconds=handler_timeout, tls=server_tls)
+                          handler_call_timeout_seconds=handler_timeout, tls=server_tls,
+                          upload_limits=UploadLimits(max_upload_bytes=max_upload_bytes),
+                          zip_limits=ZipLimits(max_unpacked_bytes=max_unpacked_bytes, max_ratio=max_compression_ratio),
+                          max_store_bytes=max_store_bytes or None)
     try:
         asyncio.run(serve(config))
     except OSError as exc:

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from netdist.handler import Handler, JobFailure
 from netdist.parent_death import exit_with_parent, parent_pid_from
+from netdist.wire import MAX_INPUT_BYTES
 
 
 class _ProtocolLog(logging.Handler):
@@ -38,7 +39,11 @@ class _Host:
         self.new_jobs: list[tuple[str, str]] = []
 
     def _enqueue(self, job_input: Any, extra: Any) -> None:
-        self.new_jobs.append((json.dumps(job_input), json.dumps(extra)))
+        text = json.dumps(job_input)
+        if len(text) > MAX_INPUT_BYTES:  # it could not travel to a worker in one message
+            raise ValueError(f"InputTooLarge: the job's input is {len(text)} bytes of JSON, "
+                             f"the limit is {MAX_INPUT_BYTES}")
+        self.new_jobs.append((text, json.dumps(extra)))
 
     def _reply(self, **extra: Any) -> dict[str, Any]:
         assert self.handler is not None

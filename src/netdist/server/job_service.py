@@ -22,6 +22,7 @@ from netdist.server.lease_model import (
     ResultIn,
     WorkerInfo,
 )
+from netdist.wire import ITEM_OVERHEAD_BYTES, LEASE_BATCH_BYTES
 
 log = logging.getLogger("netdist.server.workers")
 HELLO_TIMEOUT_SECONDS = 10.0
@@ -33,20 +34,20 @@ _ACK = {
 }
 
 
-_templates: dict[str, tuple[HandlerSpec, jobs_pb2.Lease]] = {}
+_templates: dict[str, tuple[HandlerSpec, jobs_pb2.Lease, int]] = {}
 
 
-def _template(spec: HandlerSpec | None) -> jobs_pb2.Lease | None:
-    """The fields every lease of a handler shares, built once per spec (a new spec, a new template)."""
+def _template(spec: HandlerSpec | None) -> tuple[jobs_pb2.Lease, int] | None:
+    """The fields every lease of a handler shares and their size, built once per spec (a new spec, a new template)."""
     if spec is None:
         return None
     cached = _templates.get(spec.handler_id)
     if cached is not None and cached[0] is spec:
-        return cached[1]
+        return cached[1], cached[2]
     template = jobs_pb2.Lease(handler_id=spec.handler_id, job_name=spec.job_name, script_sha256=spec.script_sha256,
                               environment=spec.environment, timeout_seconds=spec.settings.job_timeout_seconds or 0.0)
-    _templates[spec.handler_id] = (spec, template)
-    return template
+    _templates[spec.handler_id] = (spec, template, template.ByteSize())
+    return template, template.ByteSize()
 
 
 class StreamLink:
@@ -65,11 +66,19 @@ class StreamLink:
             self.outbox.put_nowait(message)
 
     def send_leases(self, leases: Sequence[Lease], specs: Mapping[str, HandlerSpec]) -> None:
+        """Leases in batches of about LEASE_BATCH_BYTES (one larger lease alone), far under the worker's limit."""
         batch = jobs_pb2.LeaseBatch()
+        size = 0
         for lease in leases:
-            template = _template(specs.get(lease.handler_id))
-            if template is None:
+            shared = _template(specs.get(lease.handler_id))
+            if shared is None:
                 continue  # the handler went away; its lease is revoked with it
+            template, template_bytes = shared
+            n = template_bytes + len(lease.input) + ITEM_OVERHEAD_BYTES
+            if size + n > LEASE_BATCH_BYTES and batch.items:
+                self._put(jobs_pb2.ServerMessage(leases=batch))
+                batch, size = jobs_pb2.LeaseBatch(), 0
+            size += n
             item = batch.items.add()
             item.MergeFrom(template)  # the handler's fields, copied in C: half the cost of building them
             item.ref.job_id = lease.job_id

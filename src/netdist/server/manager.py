@@ -20,6 +20,7 @@ from netdist.errors import (
     DiskFullError,
     FailedPreconditionError,
     InvalidArgumentError,
+    JobScriptError,
     NotFoundError,
     StoreUnavailableError,
 )
@@ -29,6 +30,7 @@ from netdist.server.dispatcher import Dispatcher
 from netdist.server.lease_model import HandlerSpec
 from netdist.server.runtime import HandlerRuntime
 from netdist.server.scheduler import Schedule, Scheduler
+from netdist.server.script_check import ScriptChecker
 from netdist.server.states import HandlerState
 from netdist.server.store import catalog
 from netdist.server.store import jobs as job_store
@@ -54,6 +56,7 @@ class HandlerManager:
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
+        self.script_checker = ScriptChecker()
 
     # -- server life cycle -------------------------------------------------------------
 
@@ -84,7 +87,9 @@ class HandlerManager:
             source = content.decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidArgumentError(f"{filename}: a job script must be UTF-8 text") from None
-        script = jobscript.parse(source)
+        # Off the event loop: the metadata in a thread (linear), the Python in a child process.
+        script = await asyncio.to_thread(jobscript.parse, source, check_python=False)
+        await self.script_checker.check(content)
         s = script.settings
         package = await self.store.read(catalog.current_package, s.package)
         if package is None:
@@ -172,8 +177,12 @@ class HandlerManager:
         package = await self.store.read(catalog.current_package, record.package)
         if package is None:
             raise FailedPreconditionError(f"package {record.package!r} is not uploaded (or was removed)")
+        try:
+            script = await asyncio.to_thread(jobscript.parse, record.script_source, check_python=False)
+        except JobScriptError as exc:  # stored before a check was added or tightened
+            raise FailedPreconditionError(f"its job script no longer passes the checks: {exc}") from None
         spec = HandlerSpec(
-            handler_id=record.id, job_name=record.job_name, settings=jobscript.parse(record.script_source).settings,
+            handler_id=record.id, job_name=record.job_name, settings=script.settings,
             script_sha256=record.script_sha256, environment=tuple(package.environment),
         )
         counts = (await self.store.read(job_store.counts, record.id)).get(record.id, {})

@@ -1,9 +1,8 @@
-"""PackageService: wheels in (validated, content-addressed), blobs out by hash."""
+"""PackageService: wheels in (streamed to disk, validated, content-addressed), blobs out by hash."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -11,44 +10,60 @@ from collections.abc import AsyncIterator
 import grpc
 
 from netdist.api.v1 import packages_pb2, packages_pb2_grpc
-from netdist.errors import InvalidArgumentError, ResourceExhaustedError
+from netdist.errors import InvalidArgumentError, NetDistError
 from netdist.server.audit import AuditLog, audited
 from netdist.server.blobs import BlobStore
 from netdist.server.manager import HandlerManager
-from netdist.server.registry import MAX_WHEEL_BYTES, inspect_wheel
+from netdist.server.registry import inspect_wheel
 from netdist.server.status import streaming, unary
 from netdist.server.store import catalog
 from netdist.server.store.facade import Store
+from netdist.server.upload import Upload, UploadLimits
 
 log = logging.getLogger("netdist.server.packages")
 CHUNK = 1024 * 1024
-MAX_WHEELS = 64
 
 
 class PackageService(packages_pb2_grpc.PackageServiceServicer):
-    def __init__(self, store: Store, blobs: BlobStore, manager: HandlerManager, audit: AuditLog) -> None:
+    def __init__(self, store: Store, blobs: BlobStore, manager: HandlerManager, audit: AuditLog, *,
+                 limits: UploadLimits | None = None) -> None:
         self.store = store
         self.audit = audit
         self.blobs = blobs
         self.manager = manager
+        self.limits = limits or UploadLimits()
 
     @unary
     async def Upload(
         self, request_iterator: AsyncIterator[packages_pb2.UploadPackageRequest], context: grpc.aio.ServicerContext
     ) -> packages_pb2.UploadPackageResponse:
-        received = await _receive(request_iterator)
-        wheels = []
-        for filename, data in received:
-            sha = hashlib.sha256(data).hexdigest()
-            wheels.append(await asyncio.to_thread(inspect_wheel, filename, data, sha))
-        main, deps = wheels[0], wheels[1:]
-        if not main.handlers:
-            raise InvalidArgumentError(
-                f"{main.filename}: declares no handlers (entry-point group 'netdist.handlers'); "
-                "a package's first wheel must hold its handlers, dependencies follow it")
-        for (_, data), info in zip(received, wheels, strict=True):
-            await asyncio.to_thread(self.blobs.put, data)
-            await asyncio.to_thread(self.blobs.unpacked, info.sha256)
+        try:
+            record, created, detail = await self._upload(request_iterator, context)
+        except NetDistError as exc:
+            self.audit.record(context, method="PackageService/Upload", target="package upload",
+                              outcome=exc.code.name, detail=exc.message)
+            raise
+        moved = await self.manager.package_uploaded(record)
+        self.audit.record(context, method="PackageService/Upload", target=f"package {record.name} {record.version}",
+                          detail=detail + (f"; restarted handlers {', '.join(moved)}" if moved else ""))
+        return packages_pb2.UploadPackageResponse(package=package_info(record), created=created,
+                                                  restarted_handlers=moved)
+
+    async def _upload(self, requests: AsyncIterator[packages_pb2.UploadPackageRequest],
+                      context: grpc.aio.ServicerContext) -> tuple[catalog.PackageRecord, bool, str]:
+        """Receive, check and store the wheels; the package record, whether it is new, and what happened."""
+        async with Upload(self.blobs, self.limits) as upload:  # no temporary file outlives the call
+            received = await upload.receive(requests)
+            wheels = [await asyncio.to_thread(inspect_wheel, r.filename, r.blob.path, r.blob.sha256,
+                                              limits=self.blobs.limits) for r in received]
+            main = wheels[0]
+            if not main.handlers:
+                raise InvalidArgumentError(
+                    f"{main.filename}: declares no handlers (entry-point group 'netdist.handlers'); "
+                    "a package's first wheel must hold its handlers, dependencies follow it")
+            for wheel, info in zip(received, wheels, strict=True):
+                await asyncio.to_thread(upload.adopt, wheel)
+                await asyncio.to_thread(self.blobs.unpacked, info.sha256)
         uploader = self.audit.identify(context).name
         before = await self.store.read(catalog.current_package, main.distribution)
         replaces = ""
@@ -58,14 +73,9 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
                         uploader or "an unnamed client", before.version, before.uploaded_by or "an unnamed client")
         record, created = await self.store.write(
             catalog.add_package, name=main.distribution, version=main.version, wheel=main.to_json_dict(),
-            dependencies=[d.to_json_dict() for d in deps], handler_entries=main.handlers,
+            dependencies=[d.to_json_dict() for d in wheels[1:]], handler_entries=main.handlers,
             uploaded_by=uploader)
-        moved = await self.manager.package_uploaded(record)
-        self.audit.record(context, method="PackageService/Upload", target=f"package {record.name} {record.version}",
-                          detail=("uploaded" if created else "made current again") + replaces
-                          + (f"; restarted handlers {', '.join(moved)}" if moved else ""))
-        return packages_pb2.UploadPackageResponse(package=package_info(record), created=created,
-                                                  restarted_handlers=moved)
+        return record, created, ("uploaded" if created else "made current again") + replaces
 
     @unary
     async def List(self, request: packages_pb2.ListPackagesRequest, context: grpc.aio.ServicerContext
@@ -98,27 +108,6 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
                 first = False
                 if not chunk:
                     return
-
-
-async def _receive(requests: AsyncIterator[packages_pb2.UploadPackageRequest]) -> list[tuple[str, bytes]]:
-    wheels: list[tuple[str, bytearray]] = []
-    async for req in requests:
-        if req.HasField("header"):
-            if len(wheels) >= MAX_WHEELS:
-                raise ResourceExhaustedError(f"more than {MAX_WHEELS} wheels in one upload")
-            if not req.header.filename:
-                raise InvalidArgumentError("wheel header without a filename")
-            wheels.append((req.header.filename, bytearray()))
-        elif req.HasField("chunk"):
-            if not wheels:
-                raise InvalidArgumentError("upload sent bytes before a wheel header")
-            buf = wheels[-1][1]
-            buf.extend(req.chunk)
-            if len(buf) > MAX_WHEEL_BYTES:
-                raise ResourceExhaustedError(f"{wheels[-1][0]}: over the {MAX_WHEEL_BYTES} byte limit")
-    if not wheels:
-        raise InvalidArgumentError("upload held no wheel")
-    return [(name, bytes(data)) for name, data in wheels]
 
 
 def _wheel(d: dict[str, object]) -> packages_pb2.WheelInfo:

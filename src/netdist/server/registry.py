@@ -1,4 +1,11 @@
-"""Wheels: validate an upload, read its name, version and handlers without importing it."""
+"""Wheels: validate an upload, read its name, version and handlers without importing it.
+
+A wheel is judged by its zip directory first (:mod:`netdist.ziplimit`: sizes,
+ratios, methods, member paths, links), and only then read: its CRCs checked,
+its METADATA and entry points parsed. Names that reach logs and terminals (the
+file name, the distribution's Name and Version, handler names) must be
+printable.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +16,21 @@ import io
 import re
 import stat
 import zipfile
+from pathlib import Path
 
 from netdist.errors import WheelError
+from netdist.printable import control_character
+from netdist.ziplimit import ZipLimits, check_directory, safe_member_path
 
-MAX_WHEEL_BYTES = 256 * 1024 * 1024
-MAX_UNPACKED_BYTES = 1024 * 1024 * 1024
-MAX_MEMBERS = 20_000
 ENTRY_POINT_GROUP = "netdist.handlers"
-_FILENAME = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
+MAX_FILENAME_CHARS = 255
+MAX_NAME_CHARS = 200
+MAX_TEXT_MEMBER_BYTES = 1024 * 1024
+"""METADATA and entry_points.txt are read whole: at most this big."""
+FILENAME = re.compile(
+    r"^(?P<name>[A-Za-z0-9_.]+)-(?P<version>[A-Za-z0-9_.!+]+)(-\d[A-Za-z0-9_.]*)?"
+    r"-[A-Za-z0-9_.]+-[A-Za-z0-9_.]+-[A-Za-z0-9_.]+\.whl$")
+"""name-version(-build)-python-abi-platform.whl, in the characters the wheel spec allows."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,49 +52,75 @@ class WheelInfo:
         }
 
 
-def inspect_wheel(filename: str, data: bytes, sha256: str) -> WheelInfo:
-    """Check that ``data`` is a safe wheel and read its metadata."""
-    if not _FILENAME.match(filename):
-        raise WheelError(f"{filename!r}: not a wheel file name (name-version-python-abi-platform.whl)")
-    if len(data) > MAX_WHEEL_BYTES:
-        raise WheelError(f"{filename}: {len(data)} bytes is over the {MAX_WHEEL_BYTES} byte limit")
+def check_filename(filename: str) -> None:
+    """Refuse a name that is not a wheel file name (checked on an upload's header, before its bytes)."""
+    if len(filename) > MAX_FILENAME_CHARS or not FILENAME.match(filename):
+        raise WheelError(f"{filename[:MAX_FILENAME_CHARS]!r}: not a wheel file name "
+                         "(name-version-python-abi-platform.whl)")
+
+
+def inspect_wheel(filename: str, wheel: bytes | Path, sha256: str, *, limits: ZipLimits | None = None) -> WheelInfo:
+    """Check that ``wheel`` (its bytes, or its file) is a safe wheel within ``limits``; read its metadata."""
+    check_filename(filename)
+    limits = limits or ZipLimits()
+    size = len(wheel) if isinstance(wheel, bytes) else wheel.stat().st_size
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-        bad = zf.testzip()
+        zf = zipfile.ZipFile(io.BytesIO(wheel) if isinstance(wheel, bytes) else wheel)
     except (zipfile.BadZipFile, EOFError, OSError) as exc:
         raise WheelError(f"{filename}: not a valid zip archive ({exc})") from None
-    if bad is not None:
-        raise WheelError(f"{filename}: member {bad!r} fails its CRC check")
     with zf:
         infos = zf.infolist()
+        check_directory(filename, infos, size, limits)  # before a byte is inflated
         _check_members(filename, infos)
+        try:
+            bad = zf.testzip()  # inflates every member, each bounded by its checked declared size
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+            raise WheelError(f"{filename}: not a valid zip archive ({exc})") from None
+        if bad is not None:
+            raise WheelError(f"{filename}: member {bad!r} fails its CRC check")
         dist_info = _dist_info_dir(filename, infos)
-        meta = email.parser.Parser().parsestr(zf.read(f"{dist_info}/METADATA").decode("utf-8", "replace"))
+        meta = email.parser.Parser().parsestr(_read_text(zf, f"{dist_info}/METADATA") or "")
         name, version = meta.get("Name"), meta.get("Version")
         if not name or not version:
             raise WheelError(f"{filename}: {dist_info}/METADATA lacks Name or Version")
+        _check_name(filename, "Name", name)
+        _check_name(filename, "Version", version)
         handlers = _entry_points(zf, f"{dist_info}/entry_points.txt")
+    for handler in handlers:
+        _check_name(filename, "handler name", handler)
     return WheelInfo(
-        filename=filename, sha256=sha256, size=len(data),
+        filename=filename, sha256=sha256, size=size,
         distribution=name, version=version, handlers=handlers,
     )
 
 
+def _check_name(filename: str, what: str, value: str) -> None:
+    if len(value) > MAX_NAME_CHARS:
+        raise WheelError(f"{filename}: its {what} is {len(value)} characters, over the limit of {MAX_NAME_CHARS}")
+    control = control_character(value)
+    if control is not None:
+        raise WheelError(f"{filename}: its {what} holds the control character {control}")
+
+
 def _check_members(filename: str, infos: list[zipfile.ZipInfo]) -> None:
-    if len(infos) > MAX_MEMBERS:
-        raise WheelError(f"{filename}: {len(infos)} members is over the {MAX_MEMBERS} limit")
-    total = 0
     for info in infos:
-        name = info.filename
-        parts = name.replace("\\", "/").split("/")
-        if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts:
-            raise WheelError(f"{filename}: unsafe member path {name!r} (absolute or '..')")
+        try:
+            safe_member_path(info.filename)
+        except WheelError as exc:
+            raise WheelError(f"{filename}: {exc.message}") from None
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
-            raise WheelError(f"{filename}: member {name!r} is a symbolic link")
-        total += info.file_size
-    if total > MAX_UNPACKED_BYTES:
-        raise WheelError(f"{filename}: unpacks to {total} bytes, over the {MAX_UNPACKED_BYTES} limit")
+            raise WheelError(f"{filename}: member {info.filename[:200]!r} is a symbolic link")
+
+
+def _read_text(zf: zipfile.ZipFile, path: str) -> str | None:
+    try:
+        info = zf.getinfo(path)
+    except KeyError:
+        return None
+    if info.file_size > MAX_TEXT_MEMBER_BYTES:
+        raise WheelError(f"{path}: {info.file_size} bytes is over the limit of {MAX_TEXT_MEMBER_BYTES}")
+    return zf.read(info).decode("utf-8", "replace")
 
 
 def _dist_info_dir(filename: str, infos: list[zipfile.ZipInfo]) -> str:
@@ -95,9 +135,8 @@ def _dist_info_dir(filename: str, infos: list[zipfile.ZipInfo]) -> str:
 
 
 def _entry_points(zf: zipfile.ZipFile, path: str) -> dict[str, str]:
-    try:
-        text = zf.read(path).decode("utf-8")
-    except KeyError:
+    text = _read_text(zf, path)
+    if text is None:
         return {}
     parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
     parser.optionxform = str  # type: ignore[assignment,method-assign]

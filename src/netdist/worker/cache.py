@@ -24,6 +24,11 @@ What is verified when (nothing on disk is trusted because it is there):
   extension modules; ``__pycache__`` aside, which Python checks against the
   source itself) nor symlink may be there. Damage logs one warning and unpacks
   the wheel again (the damaged tree is moved aside, then removed).
+- A wheel is unpacked (or hashed member by member) only if its zip directory
+  declares no more than ``--max-unpacked-bytes`` (1 GiB), and the unpack
+  counts what it writes, stopping past a member's declared size or the limit
+  (:mod:`netdist.ziplimit`): a wheel that lies in its directory cannot fill
+  the disk.
 - After that, a stat signature (size, mtime, ctime and inode of every file)
   stands in for the hashes: :meth:`ArtifactCache.cached_environment`, the
   per-job hot path, compares it at most once per ``recheck_seconds`` (1 s) per
@@ -68,8 +73,9 @@ from typing import Protocol
 import grpc
 
 from netdist.api.v1 import packages_pb2, packages_pb2_grpc
-from netdist.errors import NetDistError
+from netdist.errors import NetDistError, UnpackLimitError, WheelError
 from netdist.worker.job import Environment
+from netdist.ziplimit import ZipLimits, check_directory, extract
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +86,8 @@ RECHECK_SECONDS = 1.0
 """How often the hot path compares an environment's stat signature, at most."""
 _HASH_CHUNK = 1 << 20
 _IMPORTABLE = tuple(all_suffixes())
+WORKER_ZIP_LIMITS = ZipLimits(max_ratio=None)
+"""A wheel's unpacked size is capped (the worker's disk); its ratio was judged by the server at upload."""
 
 Signature = tuple[tuple[str, int, int, int, int, int], ...]
 """Per file: relative path, size, mtime_ns, ctime_ns, inode, mode; sorted."""
@@ -197,7 +205,9 @@ def _member_target(name: str) -> PurePosixPath | None:
     return path
 
 
-def unpack_wheel(wheel: Path, dest: Path, *, replace: bool = False) -> Path:
+def unpack_wheel(
+    wheel: Path, dest: Path, *, replace: bool = False, limits: ZipLimits = WORKER_ZIP_LIMITS
+) -> Path:
     """Unpack ``wheel`` into ``dest`` (atomic: a temp dir then os.replace).
 
     Idempotent unless ``replace``: then a tree already at ``dest`` is moved
@@ -208,26 +218,29 @@ def unpack_wheel(wheel: Path, dest: Path, *, replace: bool = False) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".unpack-"))
     try:
-        with _open_wheel(wheel) as archive:
-            for info in archive.infolist():
-                target = _member_target(info.filename)
-                if target is None or info.is_dir():
-                    continue
-                out = tmp.joinpath(*target.parts)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                with archive.open(info) as src, out.open("wb") as dst:
-                    shutil.copyfileobj(src, dst)
+        with _open_wheel(wheel, limits) as archive:
+            try:  # counted: stops past a member's declared size or the limit, whatever the directory says
+                extract(archive, tmp, limits, name=f"wheel {_short(wheel.name)}", target=_member_target)
+            except (UnpackLimitError, WheelError) as exc:
+                raise ArtifactError(exc.message) from None
         _put_tree(tmp, dest, replace=replace)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 
-def _open_wheel(wheel: Path) -> zipfile.ZipFile:
+def _open_wheel(wheel: Path, limits: ZipLimits) -> zipfile.ZipFile:
+    """The wheel's zip, its directory checked against ``limits`` before anything is inflated."""
     try:
-        return zipfile.ZipFile(wheel)
+        archive = zipfile.ZipFile(wheel)
     except (zipfile.BadZipFile, OSError) as exc:
         raise ArtifactError(f"wheel {wheel.name} is not a zip file: {exc}") from None
+    try:
+        check_directory(f"wheel {_short(wheel.name)}", archive.infolist(), wheel.stat().st_size, limits)
+    except (UnpackLimitError, WheelError) as exc:
+        archive.close()
+        raise ArtifactError(exc.message) from None
+    return archive
 
 
 def _put_tree(tmp: Path, dest: Path, *, replace: bool) -> None:
@@ -256,10 +269,10 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def wheel_manifest(wheel: Path) -> dict[str, str]:
+def wheel_manifest(wheel: Path, limits: ZipLimits = WORKER_ZIP_LIMITS) -> dict[str, str]:
     """What unpacking ``wheel`` puts on disk: relative path -> sha256 of its bytes."""
     manifest: dict[str, str] = {}
-    with _open_wheel(wheel) as archive:
+    with _open_wheel(wheel, limits) as archive:
         for info in archive.infolist():
             target = _member_target(info.filename)
             if target is None or info.is_dir():
@@ -328,7 +341,9 @@ def tree_damage(root: Path, manifest: Mapping[str, str]) -> str | None:
     return f"{missing[0]} is missing" if missing else None
 
 
-def check_tree(wheel: Path, dest: Path) -> tuple[Signature, str | None]:
+def check_tree(
+    wheel: Path, dest: Path, limits: ZipLimits = WORKER_ZIP_LIMITS
+) -> tuple[Signature, str | None]:
     """Verify ``dest`` against ``wheel``, unpacking it again if damaged or absent.
 
     Returns the tree's signature as it was verified (taken before hashing, so a
@@ -337,12 +352,12 @@ def check_tree(wheel: Path, dest: Path) -> tuple[Signature, str | None]:
     signature = tree_signature(dest)
     damage = None
     if signature is not None:
-        damage = tree_damage(dest, wheel_manifest(wheel))
+        damage = tree_damage(dest, wheel_manifest(wheel, limits))
         if damage is None:
             return signature, None
     elif dest.exists() or dest.is_symlink():
         damage = "it cannot be read"
-    unpack_wheel(wheel, dest, replace=damage is not None)
+    unpack_wheel(wheel, dest, replace=damage is not None, limits=limits)
     fresh = tree_signature(dest)
     if fresh is None:
         raise ArtifactError(f"unpacked wheel {dest.name[:12]} vanished from the cache")
@@ -359,8 +374,10 @@ class ArtifactCache:
         *,
         recheck_seconds: float = RECHECK_SECONDS,
         monotonic: Callable[[], float] = time.monotonic,
+        limits: ZipLimits = WORKER_ZIP_LIMITS,
     ) -> None:
         self.root = root
+        self.limits = limits
         self._source = source
         self._recheck_seconds = recheck_seconds
         self._monotonic = monotonic
@@ -461,7 +478,7 @@ class ArtifactCache:
             if dest.exists():
                 self.full_checks += 1
             try:
-                signature, damage = await asyncio.to_thread(check_tree, blob, dest)
+                signature, damage = await asyncio.to_thread(check_tree, blob, dest, self.limits)
             except OSError as exc:
                 raise ArtifactError(
                     f"cannot unpack {_short(sha256)} in the cache: {exc}"

@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from netdist import fields
+from netdist.bytesize import ByteSize
 from netdist.channel import ClientSecurity
 from netdist.errors import CertificateError, InvalidArgumentError
 from netdist.worker.config import WorkerConfig
@@ -184,6 +185,16 @@ def main(log_level: str) -> None:
     show_envvar=True,
     help="The private key of --tls-cert (PEM, unencrypted).",
 )
+@click.option(
+    "--max-unpacked-bytes",
+    type=ByteSize(),
+    default="1G",
+    show_default=True,
+    envvar="NETDIST_WORKER_MAX_UNPACKED_BYTES",
+    show_envvar=True,
+    help="Most bytes one wheel may unpack to in the cache (512M, 2G, ...); a job whose wheel"
+    " would pass it fails with an ArtifactError. Match the server's --max-unpacked-bytes.",
+)
 def connect(
     *,
     target: str,
@@ -198,6 +209,7 @@ def connect(
     tls_ca: Path | None,
     tls_cert: Path | None,
     tls_key: Path | None,
+    max_unpacked_bytes: int,
 ) -> None:
     """Connect to the server at HOST:PORT and run jobs until stopped."""
     cache_dir = cache_dir.expanduser()
@@ -217,6 +229,7 @@ def connect(
         grace_seconds=grace_seconds,
         max_job_memory_mb=max_job_memory_mb,
         security=security,
+        max_unpacked_bytes=max_unpacked_bytes,
     )
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)

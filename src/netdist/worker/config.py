@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from netdist.channel import ClientSecurity
+from netdist.ziplimit import DEFAULT_MAX_UNPACKED_BYTES
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -25,3 +26,5 @@ class WorkerConfig:
     """Each executor child caps its data size (RLIMIT_DATA) to this; None: no cap."""
     security: ClientSecurity = dataclasses.field(default_factory=ClientSecurity)
     """TLS (and the token) the channel is opened with."""
+    max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES
+    """Most bytes one wheel may unpack to in the cache."""

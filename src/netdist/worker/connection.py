@@ -24,7 +24,7 @@ import contextlib
 import dataclasses
 import logging
 import random
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 import grpc
@@ -32,6 +32,14 @@ import grpc
 import netdist
 from netdist.api.v1 import jobs_pb2, jobs_pb2_grpc
 from netdist.channel import tls_failure
+from netdist.wire import (
+    ITEM_OVERHEAD_BYTES,
+    MAX_PROGRESS_TEXT_CHARS,
+    PROGRESS_BATCH_BYTES,
+    RESULT_BATCH_BYTES,
+    SERVER_MAX_RECEIVE_BYTES,
+    WORKER_MAX_RECEIVE_BYTES,
+)
 from netdist.worker.config import WorkerConfig
 from netdist.worker.host import host_facts, host_load
 from netdist.worker.job import Ack, AckOutcome, JobProgress, JobRef, JobResult, Lease
@@ -39,13 +47,13 @@ from netdist.worker.job import Ack, AckOutcome, JobProgress, JobRef, JobResult, 
 log = logging.getLogger("netdist.worker")
 
 RESULT_BATCH_SIZE = 256
+"""Results per message at most; and at most about :data:`~netdist.wire.RESULT_BATCH_BYTES` of them."""
 BACKOFF_INITIAL_SECONDS = 0.2
 BACKOFF_MAX_SECONDS = 5.0
 WELCOME_TIMEOUT_SECONDS = 30.0
 CLOSE_SECONDS = 5.0
 """After a half-close (drain or stop), the server gets this long to end the stream."""
 DEFAULT_HEARTBEAT_SECONDS = 10.0
-_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
 KEEPALIVE_OPTIONS = [
     ("grpc.keepalive_time_ms", 5000),
@@ -63,8 +71,8 @@ CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 5000),
-    ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", WORKER_MAX_RECEIVE_BYTES),
+    ("grpc.max_send_message_length", SERVER_MAX_RECEIVE_BYTES),
     *KEEPALIVE_OPTIONS,
 ]
 """For the one channel that carries both the job stream and PackageService fetches."""
@@ -132,6 +140,43 @@ def _lease(lease: jobs_pb2.Lease) -> Lease:
         input_json=lease.input,
         timeout_seconds=lease.timeout_seconds,
     )
+
+
+def result_bytes(result: JobResult) -> int:
+    """About what ``result`` takes in a batch (never less)."""
+    error = result.error
+    if error is None:
+        return len(result.output_json or b"null") + ITEM_OVERHEAD_BYTES
+    return len(error.type.encode()) + len(error.message.encode()) + len(error.traceback.encode()) + ITEM_OVERHEAD_BYTES
+
+
+def result_batches(results: Sequence[JobResult]) -> Iterator[Sequence[JobResult]]:
+    """``results`` in batches of at most RESULT_BATCH_SIZE and about RESULT_BATCH_BYTES (a larger one alone)."""
+    start, size = 0, 0
+    for end, result in enumerate(results):
+        n = result_bytes(result)
+        if end > start and (end - start >= RESULT_BATCH_SIZE or size + n > RESULT_BATCH_BYTES):
+            yield results[start:end]
+            start, size = end, 0
+        size += n
+    if start < len(results):
+        yield results[start:]
+
+
+def progress_batches(items: Iterable[JobProgress]) -> Iterator[jobs_pb2.ProgressBatch]:
+    """Progress in batches of about PROGRESS_BATCH_BYTES, each text cut to what the server keeps."""
+    batch = jobs_pb2.ProgressBatch()
+    size = 0
+    for p in items:
+        text = p.text[:MAX_PROGRESS_TEXT_CHARS]
+        n = 4 * len(text) + ITEM_OVERHEAD_BYTES  # UTF-8: at most 4 bytes a character
+        if batch.items and size + n > PROGRESS_BATCH_BYTES:
+            yield batch
+            batch, size = jobs_pb2.ProgressBatch(), 0
+        batch.items.append(jobs_pb2.Progress(ref=_proto_ref(p.ref), percent=p.percent, text=text))
+        size += n
+    if batch.items:
+        yield batch
 
 
 def result_batch(results: Sequence[JobResult]) -> jobs_pb2.ResultBatch:
@@ -205,9 +250,8 @@ class Connection:
         log.debug("capacity %d", jobs)
 
     def send_results(self, results: Sequence[JobResult]) -> None:
-        for start in range(0, len(results), RESULT_BATCH_SIZE):
-            batch = result_batch(results[start : start + RESULT_BATCH_SIZE])
-            self._send(jobs_pb2.WorkerMessage(results=batch))
+        for batch in result_batches(results):
+            self._send(jobs_pb2.WorkerMessage(results=result_batch(batch)))
 
     def send_started(self, refs: Iterable[JobRef]) -> None:
         started = jobs_pb2.Started(refs=[_proto_ref(ref) for ref in refs])
@@ -220,13 +264,8 @@ class Connection:
         self._send(jobs_pb2.WorkerMessage(hand_back=hand_back))
 
     def send_progress(self, items: Iterable[JobProgress]) -> None:
-        batch = jobs_pb2.ProgressBatch(
-            items=[
-                jobs_pb2.Progress(ref=_proto_ref(p.ref), percent=p.percent, text=p.text)
-                for p in items
-            ]
-        )
-        self._send(jobs_pb2.WorkerMessage(progress=batch))
+        for batch in progress_batches(items):
+            self._send(jobs_pb2.WorkerMessage(progress=batch))
 
     def _send(self, message: jobs_pb2.WorkerMessage) -> None:
         stream = self._stream

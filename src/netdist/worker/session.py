@@ -25,13 +25,28 @@ import logging
 import time
 
 from netdist.channel import aio_channel
+from netdist.wire import (
+    MAX_ERROR_MESSAGE_CHARS,
+    MAX_ERROR_TYPE_CHARS,
+    MAX_OUTPUT_BYTES,
+    MAX_TRACEBACK_CHARS,
+)
 from netdist.worker.cache import ArtifactCache, ArtifactError, PackageServiceSource
 from netdist.worker.capacity import CapacityGauge, wanted
 from netdist.worker.config import WorkerConfig
 from netdist.worker.connection import CHANNEL_OPTIONS, CLOSE_SECONDS, Connection
 from netdist.worker.executor import Executor, input_line
-from netdist.worker.job import Ack, AckOutcome, JobProgress, JobRef, JobResult, Lease
+from netdist.worker.job import (
+    Ack,
+    AckOutcome,
+    JobError,
+    JobProgress,
+    JobRef,
+    JobResult,
+    Lease,
+)
 from netdist.worker.ledger import Ledger
+from netdist.ziplimit import ZipLimits
 
 log = logging.getLogger("netdist.worker")
 
@@ -88,7 +103,9 @@ class Session:
     async def run(self) -> None:
         channel = aio_channel(self.config.target, self.config.security, options=CHANNEL_OPTIONS)
         self._cache = ArtifactCache(
-            self.config.cache_dir, PackageServiceSource(channel)
+            self.config.cache_dir,
+            PackageServiceSource(channel),
+            limits=ZipLimits(max_unpacked_bytes=self.config.max_unpacked_bytes, max_ratio=None),
         )
         self._connection = Connection(
             self.config, worker_id=self.worker_id, channel=channel, handler=self
@@ -305,6 +322,7 @@ class Session:
         self._schedule_flush()
 
     def _on_result(self, result: JobResult) -> None:
+        result = fitting(result)
         if not self._ledger.finish(result):
             return  # revoked or handed back meanwhile
         self._progress.pop(result.ref, None)
@@ -362,3 +380,25 @@ class Session:
         connection = self._connection
         if items and connection is not None and connection.ready:
             connection.send_progress(items.values())
+
+
+def fitting(result: JobResult) -> JobResult:
+    """``result`` as it fits one message to the server.
+
+    An output past MAX_OUTPUT_BYTES fails the job (``OutputTooLarge``) rather
+    than a message the server would refuse, which would break the stream and,
+    re-sent after each reconnect, break it again; a failed job's texts are cut.
+    """
+    output, error = result.output_json, result.error
+    if output is not None and len(output) > MAX_OUTPUT_BYTES:
+        message = f"the job's output is {len(output)} bytes of JSON, the limit is {MAX_OUTPUT_BYTES}"
+        log.warning("job %s: %s", result.ref, message)
+        return JobResult.failed(result.ref, "OutputTooLarge", message, duration_seconds=result.duration_seconds)
+    if error is not None and (len(error.type) > MAX_ERROR_TYPE_CHARS or len(error.message) > MAX_ERROR_MESSAGE_CHARS
+                              or len(error.traceback) > MAX_TRACEBACK_CHARS):
+        cut = len(error.traceback) - MAX_TRACEBACK_CHARS
+        return result._replace(error=JobError(
+            type=error.type[:MAX_ERROR_TYPE_CHARS],
+            message=error.message[:MAX_ERROR_MESSAGE_CHARS],
+            traceback=error.traceback if cut <= 0 else f"[{cut} characters cut]\n{error.traceback[cut:]}"))
+    return result

@@ -1,0 +1,129 @@
+"""No message either side builds passes the receive limit of the other; a too-large output fails its job."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from netdist.api.v1 import jobs_pb2
+from netdist.jobscript import JobSettings
+from netdist.server.job_service import StreamLink
+from netdist.server.lease_model import HandlerSpec, Lease
+from netdist.wire import (
+    LEASE_BATCH_BYTES,
+    MAX_OUTPUT_BYTES,
+    MAX_TRACEBACK_CHARS,
+    PROGRESS_BATCH_BYTES,
+    RESULT_BATCH_BYTES,
+    SERVER_MAX_RECEIVE_BYTES,
+    WORKER_MAX_RECEIVE_BYTES,
+)
+from netdist.worker.connection import (
+    RESULT_BATCH_SIZE,
+    progress_batches,
+    result_batch,
+    result_batches,
+)
+from netdist.worker.job import JobProgress, JobRef, JobResult
+from netdist.worker.session import fitting
+
+KIB, MIB = 1024, 1024 * 1024
+
+
+def output(ref: int, size: int) -> JobResult:
+    return JobResult(ref=JobRef(ref, 2**40 + ref), output_json=b'"' + b"x" * max(0, size - 2) + b'"',
+                     duration_seconds=1.5)
+
+
+def failure(ref: int, chars: int) -> JobResult:
+    return JobResult.failed(JobRef(ref, 1), "E" * 200, "é" * chars, traceback="🐍" * chars)
+
+
+sizes = st.lists(st.one_of(st.integers(0, 2 * KIB), st.integers(0, 900 * KIB), st.just(MAX_OUTPUT_BYTES)),
+                 max_size=400)
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes)
+def test_result_batches_fit_the_servers_limit_in_order(outputs: list[int]) -> None:
+    results = [fitting(output(i, n)) for i, n in enumerate(outputs)]
+    batches = list(result_batches(results))
+    assert [r for b in batches for r in b] == results
+    for batch in batches:
+        message = jobs_pb2.WorkerMessage(results=result_batch(batch))
+        assert message.ByteSize() <= SERVER_MAX_RECEIVE_BYTES
+        assert len(batch) <= RESULT_BATCH_SIZE
+        assert len(batch) == 1 or message.ByteSize() <= RESULT_BATCH_BYTES + 1024
+
+
+def test_a_thousand_small_results_still_go_256_at_a_time() -> None:
+    batches = list(result_batches([output(i, 10) for i in range(1000)]))
+    assert [len(b) for b in batches] == [256, 256, 256, 232]
+
+
+def test_an_output_over_the_limit_fails_its_job_with_a_clear_error() -> None:
+    big = output(7, MAX_OUTPUT_BYTES + 1)
+    result = fitting(big)
+    assert result.output_json is None and result.error is not None
+    assert result.ref == big.ref and result.duration_seconds == 1.5
+    assert result.error.type == "OutputTooLarge"
+    assert result.error.message == (f"the job's output is {MAX_OUTPUT_BYTES + 1} bytes of JSON, "
+                                    f"the limit is {MAX_OUTPUT_BYTES}")
+    exact = output(8, MAX_OUTPUT_BYTES)
+    assert fitting(exact) is exact
+    message = jobs_pb2.WorkerMessage(results=result_batch([exact]))
+    assert message.ByteSize() <= SERVER_MAX_RECEIVE_BYTES
+
+
+def test_a_failures_texts_are_cut_to_fit() -> None:
+    huge = failure(1, 2 * MIB)
+    result = fitting(huge)
+    assert result.error is not None
+    assert result.error.message == "é" * 16 * KIB
+    assert result.error.traceback.startswith(f"[{2 * MIB - MAX_TRACEBACK_CHARS} characters cut]\n🐍")
+    assert len(result.error.traceback) < MAX_TRACEBACK_CHARS + 100
+    batches = list(result_batches([result] * 40))
+    for batch in batches:
+        assert jobs_pb2.WorkerMessage(results=result_batch(batch)).ByteSize() <= RESULT_BATCH_BYTES + 1024
+    assert fitting(failure(2, 10)) == failure(2, 10)
+
+
+def test_progress_batches_are_cut_by_bytes_and_texts_to_what_the_server_keeps() -> None:
+    items = [JobProgress(ref=JobRef(i, 1), percent=50.0, text="🐍" * 10_000) for i in range(2000)]
+    batches = list(progress_batches(items))
+    assert sum(len(b.items) for b in batches) == 2000 and len(batches) > 1
+    assert all(len(p.text) == 500 for b in batches for p in b.items)
+    assert all(jobs_pb2.WorkerMessage(progress=b).ByteSize() <= PROGRESS_BATCH_BYTES for b in batches)
+
+
+def spec(handler_id: str) -> HandlerSpec:
+    return HandlerSpec(handler_id=handler_id, job_name="j" * 200,
+                       settings=JobSettings(package="p", handler="h", job="j", job_timeout_seconds=30.0),
+                       script_sha256="s" * 64, environment=("w" * 64,) * 20)
+
+
+def lease(job_id: int, handler_id: str, size: int) -> Lease:
+    return Lease(job_id=job_id, lease_no=2**40, handler_id=handler_id, worker_id="w", attempt=1,
+                 input=b"[" + b"1," * (size // 2) + b"1]", leased_at=0.0, leased_mono=0.0)
+
+
+@pytest.mark.parametrize("input_bytes", [10, 100 * KIB, 700 * KIB, MAX_OUTPUT_BYTES])
+def test_lease_batches_are_split_by_bytes(input_bytes: int) -> None:
+    specs = {"a": spec("a"), "b": spec("b")}
+    count = 300 if input_bytes < MIB else 5
+    leases = [lease(i, "ab"[i % 2], input_bytes) for i in range(count)]
+    link = StreamLink()
+    link.send_leases(leases, specs)
+    messages = []
+    while not link.outbox.empty():
+        message = link.outbox.get_nowait()
+        assert message is not None
+        messages.append(message)
+    assert [item.ref.job_id for m in messages for item in m.leases.items] == list(range(count))
+    for message in messages:
+        size = message.ByteSize()
+        assert size <= WORKER_MAX_RECEIVE_BYTES and size <= 4 * MIB
+        assert len(message.leases.items) == 1 or size <= LEASE_BATCH_BYTES
+    if input_bytes == 10:
+        assert len(messages) == 1  # small leases still travel together
