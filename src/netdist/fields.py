@@ -9,8 +9,9 @@ stripped of those characters, but never refused.
 
 The characters: C0 controls (ESC, CR, LF, BEL, ...), DEL, C1 controls (CSI
 is U+009B), the Unicode bidirectional embeddings, overrides and isolates
-(the "Trojan Source" set) with the bidi marks, and the line and paragraph
-separators. Wide and combining characters are ordinary text.
+(the "Trojan Source" set, CVE-2021-42574) with the bidi marks, and the line
+and paragraph separators. Wide and combining characters are ordinary text.
+Job-script names and settings are refused on the same set (jobscript.py).
 
 The admin CLI shows what the server sends through
 :mod:`netdist.adminctl.printable`, which uses the same set, so that text
@@ -22,6 +23,12 @@ from __future__ import annotations
 import re
 
 from netdist.errors import InvalidArgumentError
+from netdist.wire import (
+    MAX_ERROR_MESSAGE_CHARS,
+    MAX_ERROR_TYPE_CHARS,
+    MAX_PROGRESS_TEXT_CHARS,
+    MAX_TRACEBACK_CHARS,
+)
 
 MAX_WORKER_ID = 64
 MAX_NAME = 200
@@ -32,17 +39,27 @@ MAX_LABEL_VALUE = 200
 MAX_VERSION = 50
 """netdist's and Python's version strings."""
 MAX_PLATFORM = 200
-MAX_PROGRESS_TEXT = 500
+MAX_PROGRESS_TEXT = MAX_PROGRESS_TEXT_CHARS
 MAX_REASON = 200
 """Why a worker hands jobs back."""
-MAX_ERROR_TYPE = 200
-MAX_ERROR_MESSAGE = 10_000
-MAX_TRACEBACK = 100_000
-"""A failed job's error: its type, message and traceback (kept, clipped, for the handler and the operator)."""
+MAX_ERROR_TYPE = MAX_ERROR_TYPE_CHARS
+MAX_ERROR_MESSAGE = MAX_ERROR_MESSAGE_CHARS
+MAX_TRACEBACK = MAX_TRACEBACK_CHARS
+"""A failed job's error: its type, message and traceback, as the worker clips them to fit the wire (wire.py);
+the server clips again, for a worker that did not."""
 
 UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 """One character that must not reach a terminal as it is."""
 _SPACE_LIKE = re.compile("[\t\n\v\f\r\u2028\u2029]")
+
+
+def control_character(text: str) -> str | None:
+    """The first character of ``text`` that must not reach a terminal, described (``U+001B at position 3``);
+    None if there is none."""
+    found = UNSAFE.search(text)
+    if found is None:
+        return None
+    return f"U+{ord(found.group()):04X} at position {found.start()}"
 
 
 def check_identifier(field: str, value: str, limit: int, *, empty_ok: bool = True) -> str:
@@ -53,11 +70,10 @@ def check_identifier(field: str, value: str, limit: int, *, empty_ok: bool = Tru
         raise InvalidArgumentError(f"{field} is longer than {limit} characters ({len(value)})")
     if not value and not empty_ok:
         raise InvalidArgumentError(f"{field} is empty")
-    bad = UNSAFE.search(value)
+    bad = control_character(value)
     if bad is not None:
         raise InvalidArgumentError(
-            f"{field} holds a control character (U+{ord(bad[0]):04X} at position {bad.start()}); "
-            "names, hostnames and labels must be printable text")
+            f"{field} holds a control character ({bad}); names, hostnames and labels must be printable text")
     return value
 
 

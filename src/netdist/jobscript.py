@@ -31,7 +31,7 @@ from croniter import croniter
 
 from netdist import pycheck
 from netdist.errors import JobScriptError
-from netdist.printable import control_character
+from netdist.fields import control_character
 
 _START = re.compile(r"# /// ([a-zA-Z0-9-]+)")
 _CLOSE = "# ///"

@@ -13,7 +13,7 @@ import netdist
 from netdist import fields
 from netdist.api.v1 import admin_pb2, admin_pb2_grpc
 from netdist.errors import InvalidArgumentError, NetDistError
-from netdist.printable import control_character
+from netdist.fields import control_character
 from netdist.server.audit import AuditLog, audited
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.lease_model import Lease

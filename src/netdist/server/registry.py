@@ -19,7 +19,7 @@ import zipfile
 from pathlib import Path
 
 from netdist.errors import WheelError
-from netdist.printable import control_character
+from netdist.fields import control_character
 from netdist.ziplimit import ZipLimits, check_directory, safe_member_path
 
 ENTRY_POINT_GROUP = "netdist.handlers"
