@@ -30,7 +30,7 @@ def test_a_database_at_0001_upgrades_to_head_keeping_its_workers(tmp_path: Path)
         row = conn.execute(text("SELECT name, jobs_done, disabled FROM workers")).one()
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
     assert tuple(row) == ("old-worker", 7, False)
-    assert version == "0003"
+    assert version == "0005"
     columns = {table: {c["name"] for c in inspect(upgraded).get_columns(table)} for table in Base.metadata.tables}
     assert all(columns[t.name] == {c.name for c in t.columns} for t in Base.metadata.sorted_tables)
     upgraded.dispose()
