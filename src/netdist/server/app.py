@@ -21,6 +21,7 @@ from netdist.api.v1 import (
     packages_pb2_grpc,
 )
 from netdist.server.admin_service import AdminService
+from netdist.server.auth import AuthInterceptor
 from netdist.server.blobs import BlobStore
 from netdist.server.clock import SYSTEM_CLOCK
 from netdist.server.dispatcher import Dispatcher
@@ -31,6 +32,7 @@ from netdist.server.store import catalog
 from netdist.server.store.engine import default_url, describe, open_engine
 from netdist.server.store.facade import Store
 from netdist.server.store.outage import StoreHealth
+from netdist.server.tokens import TokenCache, make_first_tokens
 
 log = logging.getLogger("netdist.server")
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -61,6 +63,13 @@ class NetDistServer:
         engine = await asyncio.to_thread(open_engine, url)
         self.store = Store(engine, database=describe(url), on_health_change=log_store_health)
         await self.store.write(catalog.disconnect_all_workers)
+        first = await make_first_tokens(self.store, cfg.data_dir)
+        if first:
+            log.info("first start: wrote an admin and a worker token to %s (mode 0600); netdist-admin and "
+                     "netdist-worker started in this folder use them, netdist-server tokens manages tokens",
+                     " and ".join(str(p.resolve()) for p in first))
+        self.tokens = TokenCache(self.store)
+        await self.tokens.start()
         self.blobs = BlobStore(cfg.data_dir)
         self.manager: HandlerManager
         self.dispatcher = Dispatcher(
@@ -81,7 +90,7 @@ class NetDistServer:
                    ("grpc.keepalive_permit_without_calls", 1),
                    ("grpc.http2.min_ping_interval_without_data_ms", 1000),
                    ("grpc.http2.max_pings_without_data", 0)]
-        self.server = grpc.aio.server(options=options)
+        self.server = grpc.aio.server(options=options, interceptors=[AuthInterceptor(self.tokens)])
         self.port = self.server.add_insecure_port(f"{cfg.host}:{cfg.port}")
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.host}:{cfg.port}")
@@ -119,6 +128,7 @@ class NetDistServer:
         await self.dispatcher.stop()
         await self.manager.shutdown()
         await self.server.stop(self.config.grace_seconds)
+        await self.tokens.stop()
         await asyncio.to_thread(self.store.close)
         self._stopped.set()
 
