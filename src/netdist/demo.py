@@ -29,10 +29,10 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 
-def admin(address: str, *args: str) -> None:
-    """Run the real CLI, so the demo shows what an operator types."""
+def admin(address: str, data_dir: Path, *args: str) -> None:
+    """Run the real CLI, so the demo shows what an operator types (next to the server: its admin.token)."""
     print(f"$ netdist-admin {' '.join(args)}", flush=True)
-    env = {**os.environ, "COLUMNS": os.environ.get("COLUMNS", "150")}
+    env = {**os.environ, "COLUMNS": os.environ.get("COLUMNS", "150"), "NETDIST_DATA_DIR": str(data_dir)}
     subprocess.run([sys.executable, "-m", "netdist.adminctl", "--server", address, *args], check=True, env=env)
 
 
@@ -44,17 +44,20 @@ def main() -> int:
     shutil.rmtree(args.dir, ignore_errors=True)
     wheels = [build_wheel(EXAMPLES / name, args.dir / "wheels") for name in ("primes", "primality")]
     print(f"built {', '.join(w.name for w in wheels)}")
-    server = start_server(args.dir / "netdist-data", log_dir=args.dir / "logs")
-    print(f"server listening on {server.address} (SQLite in {args.dir / 'netdist-data'})")
+    data_dir = args.dir / "netdist-data"
+    server = start_server(data_dir, log_dir=args.dir / "logs")
+    print(f"server listening on {server.address} (SQLite in {data_dir})")
+    print(f"its first tokens are in {data_dir}: netdist-admin finds admin.token there with "
+          f"NETDIST_DATA_DIR={data_dir}, workers get --token-file {data_dir / 'worker.token'}")
     processes: list[Process] = [server]
     started = time.monotonic()
     try:
         for name in ("worker-1", "worker-2"):
             processes.append(start_worker(server.address, name=name, slots=1, log_dir=args.dir / "logs",
                                           cache_dir=args.dir / "cache" / name))
-        admin(server.address, "upload-package", *map(str, wheels))
+        admin(server.address, data_dir, "upload-package", *map(str, wheels))
         for script in sorted((EXAMPLES / "jobs").glob("*.py")):
-            admin(server.address, "jobs", "add", str(script))
+            admin(server.address, data_dir, "jobs", "add", str(script))
         client = Admin(server.address)
         try:
             def all_finished() -> bool:
@@ -71,8 +74,8 @@ def main() -> int:
             print()
         finally:
             client.close()
-        admin(server.address, "handlers", "list")
-        admin(server.address, "workers", "list")
+        admin(server.address, data_dir, "handlers", "list")
+        admin(server.address, data_dir, "workers", "list")
     except BaseException:
         for proc in processes:
             print(f"--- {proc.name} log (tail)\n{proc.output()[-3000:]}", file=sys.stderr)

@@ -21,6 +21,11 @@ class Cluster:
     admin: Admin | None = None
     workers: list[Process] = dataclasses.field(default_factory=list)
     generation: int = 0
+    secrets: list[str] = dataclasses.field(default_factory=list)
+    """Token values a test made itself; with the server's token files and the workers' credentials,
+    none may appear in a log or a CLI output (checked at teardown)."""
+    outputs: list[str] = dataclasses.field(default_factory=list)
+    """What CLIs the test ran printed (a new token's one printing excepted)."""
 
     def start_server(self, port: int = 0, *, extra_args: tuple[str, ...] = (),
                      env: dict[str, str] | None = None) -> ServerProcess:
@@ -41,7 +46,7 @@ class Cluster:
         assert self.server is not None
         worker = start_worker(target or self.server.address, name=name, log_dir=self.root / "logs",
                               cache_dir=self.root / "cache" / name, slots=slots, labels=labels,
-                              extra_args=extra_args)
+                              extra_args=extra_args, token_file=self.server.worker_token_file)
         self.workers.append(worker)
         return worker
 
@@ -53,6 +58,23 @@ class Cluster:
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
                          for p in sorted((self.root / "logs").glob("*.log")))
+
+    def all_secrets(self) -> dict[str, str]:
+        """Every token and worker credential of this cluster: value -> what it is."""
+        found = {value: "a token the test made" for value in self.secrets}
+        for path in [*(self.root / "data").glob("*.token"), *(self.root / "cache").glob("*/*.credential")]:
+            value = path.read_text().strip()
+            if value:
+                found[value] = str(path.relative_to(self.root))
+        return found
+
+    def leaks(self) -> list[str]:
+        """Where a secret shows in a log under the test's dir or in a CLI's output (none, or a bug)."""
+        secrets = self.all_secrets()
+        texts = {str(p.relative_to(self.root)): p.read_text(errors="replace") for p in self.root.rglob("*.log")}
+        texts.update({f"CLI output {i}": text for i, text in enumerate(self.outputs)})
+        return [f"{what} in {where}" for where, text in texts.items() for value, what in secrets.items()
+                if value in text]
 
     def close(self) -> list[tuple[str, int]]:
         codes = [(w.name, w.stop()) for w in self.workers if w.popen.returncode is None]
@@ -80,6 +102,7 @@ def cluster(tmp_path: Path, db_url: str, request: pytest.FixtureRequest) -> Iter
             print(c.logs())
         bad = [(name, code) for name, code in codes if code != 0]
         assert not bad, f"processes did not stop cleanly: {bad}\n{c.logs()}"
+        assert not c.leaks(), f"secrets leaked: {c.leaks()}"
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

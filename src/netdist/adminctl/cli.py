@@ -8,6 +8,7 @@ code; no traceback reaches the operator.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ from netdist import __version__
 from netdist.adminctl import dashboard, render, view
 from netdist.adminctl.client import AdminClient
 from netdist.api.v1 import admin_pb2
+from netdist.channel import ClientSecurity
 from netdist.errors import NetDistError, UnavailableError
+from netdist.token_file import TokenFileError, find_token
 
 RET_OK = 0
 RET_REFUSED = 1  # the server said no (or answered with an error)
@@ -111,11 +114,26 @@ json_option = click.option(
     show_envvar=True,
     help="Seconds to wait for each answer.",
 )
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar="NETDIST_TOKEN_FILE",
+    show_envvar=True,
+    help="File holding the token to present (or the token itself in NETDIST_TOKEN;"
+    " default: admin.token in NETDIST_DATA_DIR or ./netdist-data, if there).",
+)
 @click.version_option(__version__, prog_name="netdist-admin")
 @click.pass_context
-def main(ctx: click.Context, server: str, timeout_seconds: float) -> None:
+def main(ctx: click.Context, server: str, timeout_seconds: float, token_file: Path | None) -> None:
     """Administer a netdist server: packages, job scripts, handlers, workers."""
-    ctx.obj = ctx.with_resource(AdminClient(server, timeout_seconds=timeout_seconds))
+    try:
+        token = find_token(token_file=token_file, env=os.environ, variable="NETDIST_TOKEN",
+                           default_name="admin.token")
+    except TokenFileError as exc:
+        raise click.BadParameter(str(exc), param_hint="--token-file") from None
+    ctx.obj = ctx.with_resource(AdminClient(server, timeout_seconds=timeout_seconds,
+                                            security=ClientSecurity(token=token.value), token_source=token.source))
 
 
 # -- status, upload-package, watch -------------------------------------------

@@ -18,7 +18,13 @@ import grpc
 
 from netdist import errors
 from netdist.api.v1 import admin_pb2, admin_pb2_grpc, packages_pb2, packages_pb2_grpc
-from netdist.errors import NetDistError, UnavailableError, from_status
+from netdist.channel import ClientSecurity, sync_channel
+from netdist.errors import (
+    NetDistError,
+    UnauthenticatedError,
+    UnavailableError,
+    from_status,
+)
 
 CHUNK_BYTES = 256 * 1024
 """Wheels travel in chunks of this size."""
@@ -32,9 +38,13 @@ T = TypeVar("T")
 class AdminClient:
     """One channel to one server; use as a context manager or call :meth:`close`."""
 
-    def __init__(self, address: str, *, timeout_seconds: float = 10.0) -> None:
+    def __init__(self, address: str, *, timeout_seconds: float = 10.0,
+                 security: ClientSecurity | None = None, token_source: str = "") -> None:
         self.address = address
         self.timeout_seconds = timeout_seconds
+        self.security = security or ClientSecurity()
+        self.token_source = token_source
+        """Where the token came from, named when the server refuses it."""
         self._channel: grpc.Channel | None = None
         self._admin_stub: admin_pb2_grpc.AdminServiceStub | None = None
         self._packages_stub: packages_pb2_grpc.PackageServiceStub | None = None
@@ -72,7 +82,7 @@ class AdminClient:
 
     def _open(self) -> grpc.Channel:
         if self._channel is None:  # lazy: --help and usage errors open no channel
-            self._channel = grpc.insecure_channel(self.address)
+            self._channel = sync_channel(self.address, self.security)
         return self._channel
 
     def _error(self, exc: grpc.RpcError) -> NetDistError:
@@ -81,6 +91,8 @@ class AdminClient:
         sent = _class_sent(exc)
         if sent is not None:  # the server's own error (a store outage is UNAVAILABLE too)
             return sent(details or code.name)
+        if code is grpc.StatusCode.UNAUTHENTICATED and self.token_source:
+            return UnauthenticatedError(f"{details} (the token given came from {self.token_source})")
         if code is grpc.StatusCode.UNAVAILABLE:
             return UnavailableError(
                 f"cannot reach the netdist server at {self.address}: {details}"

@@ -1,7 +1,8 @@
 """``netdist-worker``: connect to a server and run jobs until stopped.
 
-Exit codes: 0 ok (also after a graceful stop), 2 usage, 130 interrupted
-(a second SIGINT/SIGTERM during the graceful stop).
+Exit codes: 0 ok (also after a graceful stop), 1 the server refused the
+token, 2 usage, 130 interrupted (a second SIGINT/SIGTERM during the graceful
+stop).
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ from pathlib import Path
 
 import click
 
+from netdist.channel import ClientSecurity
+from netdist.errors import UnauthenticatedError
+from netdist.token_file import TokenFileError, find_token
 from netdist.worker.config import WorkerConfig
 from netdist.worker.host import claim_worker_id
 from netdist.worker.session import Session
 
 RET_OK = 0
+RET_REFUSED = 1
 RET_USAGE = 2
 RET_INTERRUPTED = 130
 
@@ -137,6 +142,15 @@ def main(log_level: str) -> None:
     help="Most memory one executor process may allocate (its data size: heap and"
     " private mappings, Linux). A job past it fails with MemoryError. No limit by default.",
 )
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar="NETDIST_WORKER_TOKEN_FILE",
+    show_envvar=True,
+    help="File holding the worker token (or the token itself in NETDIST_WORKER_TOKEN;"
+    " default: worker.token in NETDIST_DATA_DIR or ./netdist-data, if there).",
+)
 def connect(
     *,
     target: str,
@@ -147,9 +161,19 @@ def connect(
     max_prefetch: int,
     grace_seconds: float,
     max_job_memory_mb: int | None,
+    token_file: Path | None,
 ) -> None:
     """Connect to the server at HOST:PORT and run jobs until stopped."""
     cache_dir = cache_dir.expanduser()
+    try:
+        token = find_token(
+            token_file=token_file,
+            env=os.environ,
+            variable="NETDIST_WORKER_TOKEN",
+            default_name="worker.token",
+        )
+    except TokenFileError as exc:
+        raise click.BadParameter(str(exc), param_hint="--token-file") from None
     config = WorkerConfig(
         target=_parse_target(target),
         name=name,
@@ -159,6 +183,7 @@ def connect(
         max_prefetch=max_prefetch,
         grace_seconds=grace_seconds,
         max_job_memory_mb=max_job_memory_mb,
+        security=ClientSecurity(token=token.value),
     )
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -171,15 +196,28 @@ def connect(
         )
         sys.exit(RET_USAGE)
     try:
-        code = asyncio.run(run_worker(config, worker_id=seat.worker_id))
+        code = asyncio.run(
+            run_worker(
+                config,
+                worker_id=seat.worker_id,
+                credential_path=seat.credential_path,
+            )
+        )
     except KeyboardInterrupt:
         code = RET_INTERRUPTED
+    except UnauthenticatedError as exc:
+        hint = f" (the token given came from {token.source})" if token.value else ""
+        click.secho(f"UnauthenticatedError: {exc.message}{hint}", fg="red", err=True)
+        code = RET_REFUSED
     sys.exit(code)
 
 
-async def run_worker(config: WorkerConfig, *, worker_id: str) -> int:
-    """Run until stopped by a signal; the exit code."""
-    session = Session(config, worker_id=worker_id)
+async def run_worker(
+    config: WorkerConfig, *, worker_id: str, credential_path: Path | None = None
+) -> int:
+    """Run until stopped by a signal; the exit code. Raises UnauthenticatedError
+    when the server refuses the token."""
+    session = Session(config, worker_id=worker_id, credential_path=credential_path)
     loop = asyncio.get_running_loop()
     received: list[signal.Signals] = []
 

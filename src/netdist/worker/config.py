@@ -6,6 +6,8 @@ import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
+from netdist.channel import ClientSecurity
+
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerConfig:
@@ -21,3 +23,5 @@ class WorkerConfig:
     grace_seconds: float = 30.0
     max_job_memory_mb: int | None = None
     """Each executor child caps its data size (RLIMIT_DATA) to this; None: no cap."""
+    security: ClientSecurity = dataclasses.field(default_factory=ClientSecurity)
+    """The worker token (and TLS settings) its channel presents."""
