@@ -19,10 +19,10 @@ import hashlib
 import logging
 import os
 import secrets
-import time
 from collections.abc import Callable
 from pathlib import Path
 
+from netdist.server.clock import SYSTEM_CLOCK, Clock
 from netdist.server.store import credentials
 from netdist.server.store.facade import Store
 
@@ -100,12 +100,13 @@ async def make_first_tokens(store: Store, data_dir: Path) -> list[Path] | None:
 class TokenCache:
     """The server's view of the tokens: looked up per call, reloaded from the store about once a second."""
 
-    def __init__(self, store: Store, *, refresh_seconds: float = REFRESH_SECONDS) -> None:
+    def __init__(self, store: Store, *, clock: Clock = SYSTEM_CLOCK, refresh_seconds: float = REFRESH_SECONDS) -> None:
         self._store = store
+        self._clock = clock
         self._refresh_seconds = refresh_seconds
         self._by_sha: dict[str, KnownToken] = {}
-        self._last_used: dict[str, float] = {}  # by sha256: stored, or written by us
-        self._used: dict[str, float] = {}  # by sha256: the last call, not yet written
+        self._used: dict[str, float] = {}  # by sha256: when its last call came (wall time), not yet written
+        self._written: dict[str, float] = {}  # by sha256: when we last wrote its last use (monotonic)
         self._watchers: dict[str, set[Callable[[], None]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._failing = False
@@ -120,14 +121,14 @@ class TokenCache:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         with contextlib.suppress(Exception):
-            await self._write_last_used(force=True)
+            await self.write_last_used(force=True)
 
     def lookup(self, token: str) -> KnownToken | None:
         """The token's name and role; None if the server does not know it. Notes the use."""
         sha = digest(token)
         known = self._by_sha.get(sha)
         if known is not None:
-            self._used[sha] = time.time()
+            self._used[sha] = self._clock.time()
         return known
 
     def valid(self, sha256: str) -> bool:
@@ -150,12 +151,9 @@ class TokenCache:
         by_sha = {r.sha256: KnownToken(r.name, Role(r.role), r.sha256) for r in records if r.role in _ROLES}
         gone = [self._by_sha[sha] for sha in self._by_sha.keys() - by_sha.keys()]
         self._by_sha = by_sha
-        for r in records:
-            if r.last_used_at is not None:
-                self._last_used[r.sha256] = max(self._last_used.get(r.sha256, 0.0), r.last_used_at)
         for token in gone:
             self._used.pop(token.sha256, None)
-            self._last_used.pop(token.sha256, None)
+            self._written.pop(token.sha256, None)
             watchers = self._watchers.pop(token.sha256, set())
             log.info("token %r (%s) was revoked: %d open stream%s end", token.name, token.role, len(watchers),
                      "" if len(watchers) == 1 else "s")
@@ -170,22 +168,24 @@ class TokenCache:
             await asyncio.sleep(self._refresh_seconds)
             try:
                 await self.refresh()
-                await self._write_last_used()
+                await self.write_last_used()
             except Exception as exc:
                 if not self._failing:
-                    log.warning("cannot reload the tokens (%s: %s); the server keeps those it knows",
-                                type(exc).__name__, exc)
+                    log.warning("cannot reload the tokens from the store (%s: %s); the server keeps those it "
+                                "knows until it can", type(exc).__name__, exc)
                 self._failing = True
             else:
                 self._failing = False
 
-    async def _write_last_used(self, *, force: bool = False) -> None:
+    async def write_last_used(self, *, force: bool = False) -> None:
+        """Store when each token was last used: at most once a minute per token (``force``: every one now)."""
+        now = self._clock.monotonic()
         due = {sha: at for sha, at in self._used.items()
-               if force or at - self._last_used.get(sha, 0.0) >= LAST_USED_EVERY_SECONDS}
+               if force or sha not in self._written or now - self._written[sha] >= LAST_USED_EVERY_SECONDS}
         if not due:
             return
         await self._store.write(credentials.mark_used, due)
         for sha, at in due.items():
-            self._last_used[sha] = at
+            self._written[sha] = now
             if self._used.get(sha) == at:
                 del self._used[sha]
