@@ -134,6 +134,7 @@ class Refusal:
     message: str
     token_name: str = ""
     role: str = ""
+    peer: str = ""
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type stubs
@@ -171,13 +172,14 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         return _guarded(handler, self._tokens, known)
 
     def _refuse(self, handler: Any, refusal: Refusal) -> Any:
-        if self._on_refusal is not None:
-            try:
-                self._on_refusal(refusal)
-            except Exception:
-                log.exception("recording a refused call failed")
-
         async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+            seen = dataclasses.replace(refusal, peer=context.peer())
+            log.info("refused %s from %s (%s): %s", seen.method, seen.peer, seen.code.name, seen.message)
+            if self._on_refusal is not None:
+                try:
+                    self._on_refusal(seen)
+                except Exception:
+                    log.exception("recording a refused call failed")
             await context.abort(refusal.code, refusal.message)
 
         return _handler_like(handler, refuse)
