@@ -37,7 +37,7 @@ Options = Sequence[tuple[str, Any]]
 class ClientSecurity:
     """What a client presents: its token, and whether and how it speaks TLS."""
 
-    token: str | None = None
+    token: str | None = dataclasses.field(default=None, repr=False)  # never in a log line
     tls: bool = False
     """Speak TLS; with no ``tls_ca``, the server's certificate must chain to the system's roots (:func:`system_roots`)."""
     tls_ca: Path | None = None

@@ -21,6 +21,7 @@ from netdist.server.certs import TLSFiles
 from netdist.testing import (
     Admin,
     Process,
+    ServerProcess,
     build_wheel,
     start_server,
     start_worker,
@@ -32,10 +33,10 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 
-def admin(address: str, *args: str, security: ClientSecurity | None = None) -> None:
-    """Run the real CLI, so the demo shows what an operator types."""
+def admin(address: str, data_dir: Path, *args: str, security: ClientSecurity | None = None) -> None:
+    """Run the real CLI, so the demo shows what an operator types (next to the server: its admin.token)."""
     print(f"$ netdist-admin {' '.join(args)}", flush=True)
-    env = {**os.environ, "COLUMNS": os.environ.get("COLUMNS", "150")}
+    env = {**os.environ, "COLUMNS": os.environ.get("COLUMNS", "150"), "NETDIST_DATA_DIR": str(data_dir)}
     subprocess.run([sys.executable, "-m", "netdist.adminctl", "--server", address, *tls_args(security), *args],
                    check=True, env=env)
 
@@ -52,6 +53,41 @@ def make_certificates(data_dir: Path, clients: list[str]) -> dict[str, ClientSec
                                  tls_key=files.client_key(name)) for name in clients}
 
 
+def start(args: argparse.Namespace, data_dir: Path) -> tuple[ServerProcess, dict[str, ClientSecurity]]:
+    """The server (over mutual TLS with --tls), and what each client presents."""
+    tls: dict[str, ClientSecurity] = {}
+    if args.tls:
+        tls = make_certificates(data_dir, ["worker-1", "worker-2", "admin"])
+        files = TLSFiles.of(data_dir)
+        server = start_server(data_dir, log_dir=args.dir / "logs", tls_cert=files.server_cert,
+                              tls_key=files.server_key, tls_client_ca=files.ca_cert)
+    else:
+        server = start_server(data_dir, log_dir=args.dir / "logs")
+    print(f"server listening on {server.address} (SQLite in {data_dir}{', mutual TLS' if args.tls else ''})")
+    print(f"its first tokens are in {data_dir}: netdist-admin finds admin.token there with "
+          f"NETDIST_DATA_DIR={data_dir}, workers get --token-file {data_dir / 'worker.token'}")
+    return server, tls
+
+
+def wait_for_results(address: str, security: ClientSecurity | None, timeout: float, started: float) -> None:
+    client = Admin(address, security=security)
+    try:
+        def all_finished() -> bool:
+            handlers = client.handlers()
+            failed = [h for h in handlers if h.state == "failed"]
+            if failed:
+                raise RuntimeError(f"handler {failed[0].job_name} failed: {failed[0].message}")
+            return bool(handlers) and all(h.state == "finished" for h in handlers)
+
+        wait_until(all_finished, timeout, interval=0.5, what="the handlers to finish")
+        print(f"\nall handlers finished in {time.monotonic() - started:.1f} s\n")
+        for h in client.handlers():
+            print(f"  {h.job_name}: {h.result_summary}")
+        print()
+    finally:
+        client.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dir", type=Path, default=ROOT / "demo-data", help="where the demo keeps its files")
@@ -62,43 +98,20 @@ def main() -> int:
     wheels = [build_wheel(EXAMPLES / name, args.dir / "wheels") for name in ("primes", "primality")]
     print(f"built {', '.join(w.name for w in wheels)}")
     data_dir = args.dir / "netdist-data"
-    tls: dict[str, ClientSecurity] = {}
-    if args.tls:
-        tls = make_certificates(data_dir, ["worker-1", "worker-2", "admin"])
-        files = TLSFiles.of(data_dir)
-        server = start_server(data_dir, log_dir=args.dir / "logs", tls_cert=files.server_cert,
-                              tls_key=files.server_key, tls_client_ca=files.ca_cert)
-    else:
-        server = start_server(data_dir, log_dir=args.dir / "logs")
+    server, tls = start(args, data_dir)
     ops = tls.get("admin")
-    print(f"server listening on {server.address} (SQLite in {data_dir}{', mutual TLS' if args.tls else ''})")
     processes: list[Process] = [server]
     started = time.monotonic()
     try:
         for name in ("worker-1", "worker-2"):
             processes.append(start_worker(server.address, name=name, slots=1, log_dir=args.dir / "logs",
                                           cache_dir=args.dir / "cache" / name, security=tls.get(name)))
-        admin(server.address, "upload-package", *map(str, wheels), security=ops)
+        admin(server.address, data_dir, "upload-package", *map(str, wheels), security=ops)
         for script in sorted((EXAMPLES / "jobs").glob("*.py")):
-            admin(server.address, "jobs", "add", str(script), security=ops)
-        client = Admin(server.address, security=ops)
-        try:
-            def all_finished() -> bool:
-                handlers = client.handlers()
-                failed = [h for h in handlers if h.state == "failed"]
-                if failed:
-                    raise RuntimeError(f"handler {failed[0].job_name} failed: {failed[0].message}")
-                return bool(handlers) and all(h.state == "finished" for h in handlers)
-
-            wait_until(all_finished, args.timeout, interval=0.5, what="the handlers to finish")
-            print(f"\nall handlers finished in {time.monotonic() - started:.1f} s\n")
-            for h in client.handlers():
-                print(f"  {h.job_name}: {h.result_summary}")
-            print()
-        finally:
-            client.close()
-        admin(server.address, "handlers", "list", security=ops)
-        admin(server.address, "workers", "list", security=ops)
+            admin(server.address, data_dir, "jobs", "add", str(script), security=ops)
+        wait_for_results(server.address, ops, args.timeout, started)
+        admin(server.address, data_dir, "handlers", "list", security=ops)
+        admin(server.address, data_dir, "workers", "list", security=ops)
     except BaseException:
         for proc in processes:
             print(f"--- {proc.name} log (tail)\n{proc.output()[-3000:]}", file=sys.stderr)

@@ -10,7 +10,9 @@
     ├── ResourceExhaustedError    RESOURCE_EXHAUSTED   over a size limit
     │   ├── UnpackLimitError      RESOURCE_EXHAUSTED   a zip would unpack past a limit (size, ratio, members)
     │   └── DiskFullError         RESOURCE_EXHAUSTED   the disk holding the database or the data dir is full
-    ├── PermissionDeniedError     PERMISSION_DENIED
+    ├── UnauthenticatedError      UNAUTHENTICATED      no token, or one the server does not know (revoked)
+    ├── PermissionDeniedError     PERMISSION_DENIED    a known token whose role may not do this; a worker id
+    │                                                  that belongs to another worker; a disabled worker
     └── UnavailableError          UNAVAILABLE          the server cannot be reached (client side)
         └── StoreUnavailableError UNAVAILABLE          the server cannot reach its database (for now)
 
@@ -72,6 +74,12 @@ class DiskFullError(ResourceExhaustedError):
     """No space left where the server writes; the message names the place."""
 
 
+class UnauthenticatedError(NetDistError):
+    """The call carried no token, or one the server does not know; the message says which token to give."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
 class PermissionDeniedError(NetDistError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
@@ -91,6 +99,7 @@ _BY_CODE: dict[grpc.StatusCode, type[NetDistError]] = {
         NotFoundError,
         FailedPreconditionError,
         ResourceExhaustedError,
+        UnauthenticatedError,
         PermissionDeniedError,
         UnavailableError,
     )

@@ -26,6 +26,7 @@ from typing import IO, TypeVar
 from netdist.adminctl.client import upload_requests
 from netdist.api.v1 import admin_pb2, admin_pb2_grpc, packages_pb2, packages_pb2_grpc
 from netdist.channel import ClientSecurity, sync_channel
+from netdist.token_file import read_token_file
 
 T = TypeVar("T")
 
@@ -136,6 +137,36 @@ def _spawn(name: str, args: Sequence[str], log_dir: Path, env: Mapping[str, str]
 @dataclasses.dataclass
 class ServerProcess(Process):
     address: str = ""
+    data_dir: Path | None = None
+
+    @property
+    def admin_token(self) -> str:
+        """The admin token the server wrote to its data dir on its first start."""
+        return read_token_file(self.token_file("admin"))
+
+    @property
+    def worker_token_file(self) -> Path:
+        return self.token_file("worker")
+
+    def token_file(self, name: str) -> Path:
+        assert self.data_dir is not None
+        return self.data_dir / f"{name}.token"
+
+
+_DATA_DIRS: dict[str, Path] = {}
+"""The data dir of each server this process started, by address: Admin and start_worker find its tokens there."""
+
+
+def _token_file(address: str, name: str) -> Path | None:
+    data_dir = _DATA_DIRS.get(address)
+    path = data_dir / f"{name}.token" if data_dir is not None else None
+    return path if path is not None and path.is_file() else None
+
+
+def known_token(address: str, name: str = "admin") -> str | None:
+    """The ``admin`` or ``worker`` token of the server at ``address``, if :func:`start_server` started it."""
+    path = _token_file(address, name)
+    return read_token_file(path) if path is not None else None
 
 
 def start_server(data_dir: Path, *, log_dir: Path, db_url: str | None = None, port: int = 0,
@@ -164,14 +195,20 @@ def start_server(data_dir: Path, *, log_dir: Path, db_url: str | None = None, po
         return found.group(1) if found else None
 
     addr = wait_until(address, timeout, what="the server to listen")
-    return ServerProcess(name=proc.name, popen=proc.popen, log_path=proc.log_path, address=addr)
+    _DATA_DIRS[addr] = data_dir
+    return ServerProcess(name=proc.name, popen=proc.popen, log_path=proc.log_path, address=addr, data_dir=data_dir)
 
 
 def start_worker(address: str, *, name: str, log_dir: Path, cache_dir: Path, slots: int = 1,
                  labels: Mapping[str, str] | None = None, extra_args: Sequence[str] = (),
-                 security: ClientSecurity | None = None) -> Process:
+                 security: ClientSecurity | None = None, token_file: Path | None = None) -> Process:
+    """Start ``netdist-worker connect``; with no ``token_file``, the worker token of the server at ``address``
+    (started by :func:`start_server`), if any."""
     args = ["-m", "netdist.worker", "connect", address, "--name", name, "--slots", str(slots),
             "--cache-dir", str(cache_dir), *tls_args(security), *extra_args]
+    token_file = token_file or _token_file(address, "worker")
+    if token_file is not None:
+        args += ["--token-file", str(token_file)]
     for key, value in (labels or {}).items():
         args += ["--label", f"{key}={value}"]
     return _spawn(name, args, log_dir)
@@ -192,10 +229,16 @@ def tls_args(security: ClientSecurity | None) -> list[str]:
 # -- a small admin client ---------------------------------------------------------------------
 
 class Admin:
-    """Direct stubs for tests and the demo (the CLI is netdist.adminctl)."""
+    """Direct stubs for tests and the demo (the CLI is netdist.adminctl).
 
-    def __init__(self, address: str, *, security: ClientSecurity | None = None) -> None:
-        self.channel = sync_channel(address, security or ClientSecurity())
+    With no token (in ``security`` or ``token``), the admin token of the server at ``address``
+    (started by :func:`start_server`), if any.
+    """
+
+    def __init__(self, address: str, *, security: ClientSecurity | None = None, token: str | None = None) -> None:
+        security = security or ClientSecurity()
+        token = token or security.token or known_token(address)
+        self.channel = sync_channel(address, dataclasses.replace(security, token=token))
         self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)
         self.packages = packages_pb2_grpc.PackageServiceStub(self.channel)
 

@@ -159,6 +159,7 @@ def rig(tmp_path: Path, db_url: str, request: pytest.FixtureRequest) -> Iterator
         else:
             bad = [(name, code) for name, code in codes if code != 0]
             assert not bad, f"processes did not stop cleanly: {bad}\n{cluster.logs()}"
+            assert not cluster.leaks(), f"secrets leaked: {cluster.leaks()}"
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

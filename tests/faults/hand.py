@@ -15,16 +15,19 @@ from collections.abc import Iterable, Iterator
 import grpc
 
 from netdist.api.v1 import jobs_pb2, jobs_pb2_grpc
-from netdist.testing import wait_until
+from netdist.channel import ClientSecurity, sync_channel
+from netdist.testing import known_token, wait_until
 
 HEARTBEAT_SECONDS = 0.1
+_CREDENTIALS: dict[tuple[str, str], str] = {}
+"""The credential each hand worker was issued, by server address and worker id: later streams present it."""
 
 
 class HandWorker:
     def __init__(self, address: str, worker_id: str, *, slots: int = 1,
                  held: Iterable[tuple[int, int]] = ()) -> None:
         self.worker_id = worker_id
-        self.channel = grpc.insecure_channel(address)
+        self.channel = sync_channel(address, ClientSecurity(token=known_token(address, "worker")))
         self.outgoing: queue.Queue[jobs_pb2.WorkerMessage | None] = queue.Queue()
         self.leases: list[jobs_pb2.Lease] = []
         self.acks: list[jobs_pb2.ResultAck] = []
@@ -32,12 +35,15 @@ class HandWorker:
         self.other: list[jobs_pb2.ServerMessage] = []
         self.error: grpc.RpcError | None = None
         self._closed = threading.Event()
+        key = (address, worker_id)
         self.send(jobs_pb2.WorkerMessage(hello=jobs_pb2.Hello(
-            worker_id=worker_id, name=worker_id, slots=slots,
+            worker_id=worker_id, name=worker_id, slots=slots, credential=_CREDENTIALS.get(key, ""),
             held=[jobs_pb2.JobRef(job_id=j, lease_no=n) for j, n in held])))
         self.incoming = jobs_pb2_grpc.JobServiceStub(self.channel).Connect(self._requests(), timeout=120)
         first = next(self.incoming)
         assert first.HasField("welcome"), first
+        if first.welcome.credential:  # a real worker keeps it in its cache dir
+            _CREDENTIALS[key] = first.welcome.credential
         self._reader = threading.Thread(target=self._read, name=f"hand-{worker_id}", daemon=True)
         self._reader.start()
         self._beater = threading.Thread(target=self._beat, name=f"beat-{worker_id}", daemon=True)

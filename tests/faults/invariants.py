@@ -30,12 +30,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import Connection, Engine, create_engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from netdist.channel import ClientSecurity, sync_channel
 from netdist.server import check
 from netdist.server.store.schema import handlers, jobs
 from netdist.testing import Admin, Process, ServerProcess, wait_until
@@ -292,7 +292,7 @@ class Invariants:
 
     def _server_is_healthy(self, server: ServerProcess) -> None:
         assert server.alive(), f"the server exited with {server.popen.returncode}"
-        with grpc.insecure_channel(server.address) as channel:
+        with sync_channel(server.address, ClientSecurity()) as channel:  # health is open
             answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
         base = self.baseline

@@ -44,7 +44,7 @@ def test_cut_mid_upload_fails_cleanly_and_cut_mid_download_is_fetched_again(rig:
     wheels = [tally_wheel(rig.root / "wheels"), ballast_wheel(rig.root / "wheels", megabytes=4)]
     # An admin upload through a proxy that cuts after 1 MiB of it.
     up_proxy = rig.proxy()
-    admin = Admin(up_proxy.address)
+    admin = Admin(up_proxy.address, token=rig.server.admin_token)
     up_proxy.cut_after(1 << 20, "up")
     with pytest.raises(grpc.RpcError) as cut:
         admin.upload(*wheels)

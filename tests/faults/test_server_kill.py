@@ -51,7 +51,7 @@ def test_server_killed_while_leasing_while_results_flow_and_while_the_handler_pr
 def test_server_killed_mid_upload_leaves_no_partial_blob_and_the_retry_succeeds(rig: Rig) -> None:
     wheels = [tally_wheel(rig.root / "wheels"), ballast_wheel(rig.root / "wheels", megabytes=8)]
     proxy = rig.proxy()  # only to count the bytes that reached the server
-    admin = Admin(proxy.address)
+    admin = Admin(proxy.address, token=rig.server.admin_token)
     failure: list[BaseException] = []
 
     def upload() -> None:

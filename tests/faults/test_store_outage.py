@@ -16,7 +16,6 @@ import errno
 import logging
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,6 +49,7 @@ def running_cluster(root: Path, db_url: str) -> Iterator[Cluster]:
         codes = cluster.close()
     bad = [(name, code) for name, code in codes if code != 0]
     assert not bad, f"processes did not stop cleanly: {bad}\n{cluster.logs()}"
+    assert not cluster.leaks(), f"secrets leaked: {cluster.leaks()}"
 
 
 def server_log(cluster: Cluster) -> str:
@@ -65,9 +65,7 @@ def refused(call: object) -> grpc.RpcError:
 
 
 def admin_cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
-    assert cluster.server is not None
-    return subprocess.run([sys.executable, "-m", "netdist.adminctl", "--server", cluster.server.address,
-                           "--timeout", "10", *args], capture_output=True, text=True, timeout=60, check=False)
+    return cluster.admin_cli(*args)
 
 
 def status(cluster: Cluster) -> admin_pb2.GetStatusResponse:

@@ -1,12 +1,25 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from netdist.testing import Admin, Process, ServerProcess, start_server, start_worker
+from netdist.channel import ClientSecurity, sync_channel
+from netdist.testing import (
+    Admin,
+    Process,
+    ServerProcess,
+    start_server,
+    start_worker,
+    wait_until,
+)
 
 HEARTBEAT = 0.3  # seconds; a silent worker is gone after three of them
 
@@ -21,6 +34,11 @@ class Cluster:
     admin: Admin | None = None
     workers: list[Process] = dataclasses.field(default_factory=list)
     generation: int = 0
+    secrets: list[str] = dataclasses.field(default_factory=list)
+    """Token values a test made itself; with the server's token files and the workers' credentials,
+    none may appear in a log or a CLI output (checked at teardown)."""
+    outputs: list[str] = dataclasses.field(default_factory=list)
+    """What CLIs the test ran printed (a new token's one printing excepted)."""
 
     def start_server(self, port: int = 0, *, extra_args: tuple[str, ...] = (),
                      env: dict[str, str] | None = None) -> ServerProcess:
@@ -36,12 +54,14 @@ class Cluster:
         return self.server
 
     def add_worker(self, name: str, *, slots: int = 1, labels: dict[str, str] | None = None,
-                   target: str | None = None, extra_args: tuple[str, ...] = ()) -> Process:
-        """A worker of the server, or of ``target`` (a proxy in front of it)."""
+                   target: str | None = None, extra_args: tuple[str, ...] = (),
+                   token_file: Path | None = None) -> Process:
+        """A worker of the server, or of ``target`` (a proxy in front of it); the server's worker token
+        unless ``token_file`` says otherwise."""
         assert self.server is not None
         worker = start_worker(target or self.server.address, name=name, log_dir=self.root / "logs",
                               cache_dir=self.root / "cache" / name, slots=slots, labels=labels,
-                              extra_args=extra_args)
+                              extra_args=extra_args, token_file=token_file or self.server.worker_token_file)
         self.workers.append(worker)
         return worker
 
@@ -53,6 +73,67 @@ class Cluster:
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
                          for p in sorted((self.root / "logs").glob("*.log")))
+
+    def admin_cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """``netdist-admin`` as a subprocess run next to the server (NETDIST_DATA_DIR: it finds admin.token)."""
+        assert self.server is not None
+        done = subprocess.run(
+            [sys.executable, "-m", "netdist.adminctl", "--server", self.server.address, "--timeout", "10", *args],
+            capture_output=True, text=True, timeout=60, check=False,
+            env={**os.environ, "NETDIST_DATA_DIR": str(self.root / "data"), **(env or {})})
+        self.outputs += [done.stdout, done.stderr]
+        return done
+
+    def tokens_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``netdist-server tokens ARGS`` on this cluster's store."""
+        return subprocess.run([sys.executable, "-m", "netdist.server", "tokens", *args, "--db", self.db_url],
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    def make_token(self, role: str, name: str) -> str:
+        """A new token made with ``netdist-server tokens create`` (the one output that shows it)."""
+        done = self.tokens_cli("create", "--role", role, "--name", name)
+        assert done.returncode == 0, done.stderr
+        token = done.stdout.strip()
+        self.secrets.append(token)
+        self.outputs.append(done.stderr)
+        assert self.server is not None
+        with sync_channel(self.server.address, ClientSecurity(token=token)) as channel:
+            reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+            ask = reflection_pb2.ServerReflectionRequest(list_services="")
+
+            def known() -> bool:  # the server reloads its tokens every second; reflection takes any token
+                try:
+                    list(reflection.ServerReflectionInfo(iter([ask]), timeout=10))
+                except grpc.RpcError as exc:
+                    if exc.code() != grpc.StatusCode.UNAUTHENTICATED:
+                        raise
+                    return False
+                return True
+
+            wait_until(known, 10, what=f"the server to know the token {name!r}")
+        return token
+
+    def revoke_token(self, name: str) -> None:
+        done = self.tokens_cli("revoke", name)
+        self.outputs += [done.stdout, done.stderr]
+        assert done.returncode == 0, done.stderr
+
+    def all_secrets(self) -> dict[str, str]:
+        """Every token and worker credential of this cluster: value -> what it is."""
+        found = {value: "a token the test made" for value in self.secrets}
+        for path in [*(self.root / "data").glob("*.token"), *(self.root / "cache").glob("*/*.credential")]:
+            value = path.read_text().strip()
+            if value:
+                found[value] = str(path.relative_to(self.root))
+        return found
+
+    def leaks(self) -> list[str]:
+        """Where a secret shows in a log under the test's dir or in a CLI's output (none, or a bug)."""
+        secrets = self.all_secrets()
+        texts = {str(p.relative_to(self.root)): p.read_text(errors="replace") for p in self.root.rglob("*.log")}
+        texts.update({f"CLI output {i}": text for i, text in enumerate(self.outputs)})
+        return [f"{what} in {where}" for where, text in texts.items() for value, what in secrets.items()
+                if value in text]
 
     def close(self) -> list[tuple[str, int]]:
         codes = [(w.name, w.stop()) for w in self.workers if w.popen.returncode is None]
@@ -80,6 +161,7 @@ def cluster(tmp_path: Path, db_url: str, request: pytest.FixtureRequest) -> Iter
             print(c.logs())
         bad = [(name, code) for name, code in codes if code != 0]
         assert not bad, f"processes did not stop cleanly: {bad}\n{c.logs()}"
+        assert not c.leaks(), f"secrets leaked: {c.leaks()}"
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

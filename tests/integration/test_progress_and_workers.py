@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,9 +19,7 @@ Gates = Callable[[str], Path]
 
 
 def admin_cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
-    assert cluster.server is not None
-    return subprocess.run([sys.executable, "-m", "netdist.adminctl", "--server", cluster.server.address, *args],
-                          capture_output=True, text=True, timeout=60, check=False)
+    return cluster.admin_cli(*args)
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

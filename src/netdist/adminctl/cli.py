@@ -8,6 +8,7 @@ code; no traceback reaches the operator.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from netdist.adminctl.printable import printable
 from netdist.api.v1 import admin_pb2
 from netdist.channel import ClientSecurity
 from netdist.errors import CertificateError, NetDistError, UnavailableError
+from netdist.token_file import TokenFileError, find_token
 
 RET_OK = 0
 RET_REFUSED = 1  # the server said no (or answered with an error)
@@ -148,6 +150,15 @@ json_option = click.option(
     show_envvar=True,
     help="The private key of --tls-cert (PEM, unencrypted).",
 )
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar="NETDIST_TOKEN_FILE",
+    show_envvar=True,
+    help="File holding the token to present (or the token itself in NETDIST_TOKEN;"
+    " default: admin.token in NETDIST_DATA_DIR or ./netdist-data, if there).",
+)
 @click.version_option(__version__, prog_name="netdist-admin")
 @click.pass_context
 def main(
@@ -158,15 +169,21 @@ def main(
     tls_ca: Path | None,
     tls_cert: Path | None,
     tls_key: Path | None,
+    token_file: Path | None,
 ) -> None:
     """Administer a netdist server: packages, job scripts, handlers, workers."""
-    security = ClientSecurity(tls=tls, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+    try:
+        token = find_token(token_file=token_file, env=os.environ, variable="NETDIST_TOKEN",
+                           default_name="admin.token")
+    except TokenFileError as exc:
+        raise click.BadParameter(str(exc), param_hint="--token-file") from None
+    security = ClientSecurity(token=token.value, tls=tls, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
     try:
         security.check()
     except CertificateError as exc:
         raise click.UsageError(exc.message) from None
     ctx.obj = ctx.with_resource(
-        AdminClient(server, timeout_seconds=timeout_seconds, security=security)
+        AdminClient(server, timeout_seconds=timeout_seconds, security=security, token_source=token.source)
     )
 
 

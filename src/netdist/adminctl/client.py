@@ -19,7 +19,12 @@ import grpc
 from netdist import errors
 from netdist.api.v1 import admin_pb2, admin_pb2_grpc, packages_pb2, packages_pb2_grpc
 from netdist.channel import ClientSecurity, sync_channel, tls_failure
-from netdist.errors import NetDistError, UnavailableError, from_status
+from netdist.errors import (
+    NetDistError,
+    UnauthenticatedError,
+    UnavailableError,
+    from_status,
+)
 
 CHUNK_BYTES = 256 * 1024
 """Wheels travel in chunks of this size."""
@@ -33,16 +38,13 @@ T = TypeVar("T")
 class AdminClient:
     """One channel to one server; use as a context manager or call :meth:`close`."""
 
-    def __init__(
-        self,
-        address: str,
-        *,
-        timeout_seconds: float = 10.0,
-        security: ClientSecurity | None = None,
-    ) -> None:
+    def __init__(self, address: str, *, timeout_seconds: float = 10.0,
+                 security: ClientSecurity | None = None, token_source: str = "") -> None:
         self.address = address
         self.timeout_seconds = timeout_seconds
         self.security = security or ClientSecurity()
+        self.token_source = token_source
+        """Where the token came from, named when the server refuses it."""
         self._channel: grpc.Channel | None = None
         self._admin_stub: admin_pb2_grpc.AdminServiceStub | None = None
         self._packages_stub: packages_pb2_grpc.PackageServiceStub | None = None
@@ -89,6 +91,8 @@ class AdminClient:
         sent = _class_sent(exc)
         if sent is not None:  # the server's own error (a store outage is UNAVAILABLE too)
             return sent(details or code.name)
+        if code is grpc.StatusCode.UNAUTHENTICATED and self.token_source:
+            return UnauthenticatedError(f"{details} (the token given came from {self.token_source})")
         if code is grpc.StatusCode.UNAVAILABLE:
             reason = tls_failure(details, self.security) or details
             return UnavailableError(

@@ -21,7 +21,7 @@ from netdist.server.manager import HandlerManager
 from netdist.server.states import HandlerState, JobStatus
 from netdist.server.status import streaming, unary
 from netdist.server.store import audit as audit_store
-from netdist.server.store import catalog
+from netdist.server.store import catalog, credentials
 from netdist.server.store import jobs as job_store
 from netdist.server.store.facade import Store
 
@@ -190,6 +190,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def RemoveWorker(self, request: admin_pb2.RemoveWorkerRequest, context: grpc.aio.ServicerContext
                            ) -> admin_pb2.RemoveWorkerResponse:
         record = await self.store.read(catalog.resolve_worker, request.ref)
+        await self.store.write(credentials.forget_credential, record.id)  # let go, not banned: the id is free
         returned = await self.dispatcher.remove_worker(record.id)
         return admin_pb2.RemoveWorkerResponse(leases_returned=returned)
 

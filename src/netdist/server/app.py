@@ -22,6 +22,7 @@ from netdist.api.v1 import (
 )
 from netdist.server.admin_service import AdminService
 from netdist.server.audit import AuditLog
+from netdist.server.auth import AuthInterceptor
 from netdist.server.blobs import BlobStore
 from netdist.server.clock import SYSTEM_CLOCK
 from netdist.server.dispatcher import Dispatcher
@@ -32,6 +33,7 @@ from netdist.server.store import catalog
 from netdist.server.store.engine import default_url, describe, open_engine
 from netdist.server.store.facade import Store
 from netdist.server.store.outage import StoreHealth
+from netdist.server.tokens import TokenCache, make_first_tokens
 from netdist.server.transport import ServerTLS
 from netdist.server.upload import UploadLimits
 from netdist.server.wire_guard import DecodeGuard
@@ -74,6 +76,13 @@ class NetDistServer:
         engine = await asyncio.to_thread(open_engine, url)
         self.store = Store(engine, database=describe(url), on_health_change=log_store_health)
         await self.store.write(catalog.disconnect_all_workers)
+        first = await make_first_tokens(self.store, cfg.data_dir)
+        if first:
+            log.info("first start: wrote an admin and a worker token to %s (mode 0600); netdist-admin and "
+                     "netdist-worker started in this folder use them, netdist-server tokens manages tokens",
+                     " and ".join(str(p.resolve()) for p in first))
+        self.tokens = TokenCache(self.store)
+        await self.tokens.start()
         self.blobs = await asyncio.to_thread(BlobStore, cfg.data_dir, max_store_bytes=cfg.max_store_bytes,
                                              limits=cfg.zip_limits)
         self.manager: HandlerManager
@@ -95,7 +104,7 @@ class NetDistServer:
                    ("grpc.keepalive_permit_without_calls", 1),
                    ("grpc.http2.min_ping_interval_without_data_ms", 1000),
                    ("grpc.http2.max_pings_without_data", 0)]
-        self.server = grpc.aio.server(options=options, interceptors=[DecodeGuard()])
+        self.server = grpc.aio.server(options=options, interceptors=[AuthInterceptor(self.tokens), DecodeGuard()])
         if cfg.tls is not None:
             self.port = self.server.add_secure_port(f"{cfg.host}:{cfg.port}", cfg.tls.credentials())
         else:
@@ -141,6 +150,7 @@ class NetDistServer:
         await self.manager.shutdown()
         await self.audit.stop()
         await self.server.stop(self.config.grace_seconds)
+        await self.tokens.stop()
         await asyncio.to_thread(self.store.close)
         self._stopped.set()
 

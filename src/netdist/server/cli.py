@@ -9,11 +9,10 @@ import logging
 import sys
 from pathlib import Path
 from typing import NoReturn
-from urllib.parse import quote
 
 import click
 from sqlalchemy import create_engine
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from netdist import ziplimit
@@ -21,8 +20,9 @@ from netdist.bytesize import ByteSize
 from netdist.errors import CertificateError
 from netdist.server import check
 from netdist.server.app import ServerConfig, serve
-from netdist.server.store.engine import default_url, describe
+from netdist.server.store.engine import default_url, describe, read_only_url
 from netdist.server.tls_cli import tls
+from netdist.server.token_cli import tokens
 from netdist.server.transport import ServerTLS, is_loopback, load_server_tls
 from netdist.server.upload import UploadLimits
 from netdist.ziplimit import ZipLimits
@@ -135,7 +135,7 @@ def check_command(db_url: str | None, data_dir: Path | None, as_json: bool, limi
     except ArgumentError as exc:
         _fail(f"UsageError: --db {url!r} is not a SQLAlchemy URL: {_first_line(exc)}", RET_USAGE)
     try:
-        engine = create_engine(_read_only(parsed))
+        engine = create_engine(read_only_url(parsed))
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         _fail(f"UsageError: --db {describe(url)}: {_first_line(exc)}", RET_USAGE)
     try:
@@ -192,17 +192,6 @@ def _log_transport(host: str, server_tls: ServerTLS | None) -> None:
                     f"{server_tls.not_after:%Y-%m-%d %H:%M} UTC")
 
 
-def _read_only(url: URL) -> URL:
-    """SQLite opened read only, and never created: the check writes nothing."""
-    if url.get_backend_name() != "sqlite":
-        return url
-    if not url.database or url.database == ":memory:":
-        raise ValueError("a SQLite URL needs the path of the store's file")
-    if not Path(url.database).is_file():
-        raise ValueError(f"no SQLite file at {url.database} (a check never creates one)")
-    return url.set(database=f"file:{quote(url.database, safe='/')}", query={**url.query, "mode": "ro", "uri": "true"})
-
-
 def _count(n: int, what: str) -> str:
     return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
@@ -218,6 +207,7 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 main.add_command(tls)
+main.add_command(tokens)
 
 if __name__ == "__main__":
     main()

@@ -31,9 +31,10 @@ from netdist.server.lease_model import (
     WorkerInfo,
 )
 from netdist.server.leases import LeaseTable
-from netdist.server.store import catalog
+from netdist.server.store import catalog, credentials
 from netdist.server.store import jobs as job_store
 from netdist.server.store.writer import GroupCommitWriter
+from netdist.server.tokens import digest, new_credential
 
 log = logging.getLogger("netdist.server.dispatcher")
 REFILL_BATCH = 2000
@@ -145,8 +146,22 @@ class Dispatcher:
     # -- workers ------------------------------------------------------------------
 
     async def connect(self, link: WorkerLink, info: WorkerInfo, held: Iterable[Ref], *,
-                      hostname: str, version: str) -> None:
-        if await self.writer.run(catalog.worker_disabled, info.worker_id):
+                      hostname: str, version: str, credential: str = "") -> str | None:
+        """Admit a worker's stream; the credential newly bound to its id, if one was issued.
+
+        A Hello that may not speak for its worker id is refused before anything
+        changes: the worker holding the id keeps its stream and its leases.
+        """
+        issued = new_credential()
+        admission = await self.writer.run(
+            credentials.admit_worker, info.worker_id, name=info.name,
+            presented_sha256=digest(credential) if credential else None, issue_sha256=digest(issued))
+        if admission == credentials.Admission.CLAIMED:
+            raise PermissionDeniedError(
+                f"worker id {info.worker_id} belongs to another worker: this Hello carried "
+                f"{'a wrong' if credential else 'no'} credential (a worker keeps its own next to its id in its "
+                f"cache dir); netdist-admin workers remove {info.worker_id} frees the id")
+        if admission == credentials.Admission.DISABLED:
             raise PermissionDeniedError(
                 f"worker {info.name} ({info.worker_id}) is disabled: netdist-admin workers enable {info.worker_id}")
         old = self.links.get(info.worker_id)
@@ -160,6 +175,11 @@ class Dispatcher:
         if requeued is not None:
             await requeued
         self.kick()
+        return issued if admission == credentials.Admission.ISSUED else None
+
+    def credential_received(self, worker_id: str, credential: str) -> None:
+        """The worker spoke after the Welcome that carried its new credential: it has it."""
+        self._spawn(self.writer.run(credentials.confirm_credential, worker_id, digest(credential)))
 
     async def disconnect(self, worker_id: str, link: WorkerLink) -> None:
         link.close()

@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,25 @@ class HostDiedError(NetDistError):
     """The handler host process exited."""
 
 
+_KEPT = frozenset({"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "SYSTEMROOT",
+                   "PYTHONHOME", "LD_LIBRARY_PATH"})
+"""What Python and the C library need (SYSTEMROOT: Windows; PYTHONHOME and LD_LIBRARY_PATH: a Python
+that needs them to start at all); LC_* are kept too."""
+
+
+def handler_environment(environ: Mapping[str, str], python_path: Sequence[Path]) -> dict[str, str]:
+    """The environment of a handler host: least privilege.
+
+    Handler code runs on the server, as trusted as the admin who uploaded it,
+    but it has no business with the server's settings: no NETDIST_* (the
+    store's URL holds a password), no token, nothing else of the server's
+    environment but what Python needs, and the wheels on PYTHONPATH.
+    """
+    env = {k: v for k, v in environ.items() if (k in _KEPT or k.startswith("LC_")) and not k.startswith("NETDIST")}
+    env["PYTHONPATH"] = os.pathsep.join(str(p) for p in python_path)
+    return env
+
+
 class HandlerHost:
     def __init__(self, proc: asyncio.subprocess.Process, on_log: Callable[[str, str], None]) -> None:
         self._proc = proc
@@ -45,8 +64,7 @@ class HandlerHost:
 
     @classmethod
     async def start(cls, *, python_path: list[Path], on_log: Callable[[str, str], None]) -> HandlerHost:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(str(p) for p in python_path)
+        env = handler_environment(os.environ, python_path)
         # Called on the server's event loop, in its main thread: the host's
         # PDEATHSIG fires when the thread that forked it ends (netdist.parent_death).
         proc = await asyncio.create_subprocess_exec(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 import grpc
 
@@ -13,6 +14,7 @@ import netdist
 from netdist import fields
 from netdist.api.v1 import jobs_pb2, jobs_pb2_grpc
 from netdist.errors import InvalidArgumentError, NetDistError
+from netdist.server.auth import on_revoked
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.lease_model import (
     AckOutcome,
@@ -26,6 +28,7 @@ from netdist.wire import ITEM_OVERHEAD_BYTES, LEASE_BATCH_BYTES
 
 log = logging.getLogger("netdist.server.workers")
 HELLO_TIMEOUT_SECONDS = 10.0
+MAX_CREDENTIAL = 200
 _ACK = {
     AckOutcome.ACCEPTED: jobs_pb2.ACK_OUTCOME_ACCEPTED,
     AckOutcome.DUPLICATE: jobs_pb2.ACK_OUTCOME_DUPLICATE,
@@ -128,16 +131,22 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         link = StreamLink()
         try:
             info = _worker_info(hello)
-            await self.dispatcher.connect(link, info, [(r.job_id, r.lease_no) for r in hello.held],
-                                          hostname=hello.hostname,
-                                          version=fields.clean_text(hello.version, fields.MAX_VERSION))
+            issued = await self.dispatcher.connect(
+                link, info, [(r.job_id, r.lease_no) for r in hello.held], hostname=hello.hostname,
+                version=fields.clean_text(hello.version, fields.MAX_VERSION), credential=hello.credential)
         except NetDistError as exc:
+            log.warning("refused a worker stream from %s: %s", context.peer(), exc.message)
             await context.abort(exc.code, exc.message)
-        log.info("worker %s (%s) connected from %s with %d slot%s", info.name, info.worker_id,
-                 context.peer(), info.slots, "" if info.slots == 1 else "s")
+        on_revoked(context, link.close)  # its token revoked: the stream ends in order
+        log.info("worker %s (%s) connected from %s with %d slot%s%s", info.name, info.worker_id,
+                 context.peer(), info.slots, "" if info.slots == 1 else "s",
+                 "; issued its credential" if issued else "")
         await context.write(jobs_pb2.ServerMessage(welcome=jobs_pb2.Welcome(
             worker_id=info.worker_id, heartbeat_interval_seconds=self.dispatcher.heartbeat_interval_seconds,
-            server_version=netdist.__version__)))
+            server_version=netdist.__version__, credential=issued or "")))
+        if issued is not None:  # its first message after this Welcome shows the worker has its credential
+            requests = _noting_first(requests, functools.partial(
+                self.dispatcher.credential_received, info.worker_id, issued))
         reader = asyncio.create_task(self._read(requests, info.worker_id, link))
         try:
             while (message := await link.outbox.get()) is not None:
@@ -187,6 +196,16 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
             link.close()
 
 
+async def _noting_first(requests: AsyncIterator[jobs_pb2.WorkerMessage], on_first: Callable[[], None]
+                        ) -> AsyncIterator[jobs_pb2.WorkerMessage]:
+    first = True
+    async for message in requests:
+        if first:
+            on_first()
+            first = False
+        yield message
+
+
 def _results(items: Sequence[jobs_pb2.Result]) -> list[ResultIn]:
     return [
         ResultIn(
@@ -223,5 +242,7 @@ def _worker_info(hello: jobs_pb2.Hello) -> WorkerInfo:
     for key, value in hello.labels.items():
         fields.check_identifier("Hello.labels key", key, fields.MAX_LABEL_KEY, empty_ok=False)
         fields.check_identifier(f"Hello.labels[{key!r}]", value, fields.MAX_LABEL_VALUE)
+    if len(hello.credential) > MAX_CREDENTIAL:
+        raise InvalidArgumentError(f"Hello.credential is longer than {MAX_CREDENTIAL} characters")
     name = hello.name or hello.hostname or hello.worker_id[:8]
     return WorkerInfo(worker_id=hello.worker_id, name=name, labels=dict(hello.labels), slots=hello.slots)

@@ -65,6 +65,7 @@ from collections.abc import (
     Iterable,
     Iterator,
     Mapping,
+    Sequence,
 )
 from importlib.machinery import all_suffixes
 from pathlib import Path, PurePosixPath
@@ -108,15 +109,20 @@ class BlobSource(Protocol):
 class PackageServiceSource:
     """Fetches blobs with ``PackageService.Fetch`` over a grpc.aio channel."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(
+        self, channel: grpc.aio.Channel, *, metadata: Sequence[tuple[str, str]] = ()
+    ) -> None:
         self._stub = packages_pb2_grpc.PackageServiceStub(channel)
+        self._metadata = tuple(metadata)
 
     async def chunks(self, sha256: str) -> AsyncIterator[bytes]:
         expected: int | None = None
         received = 0
         for attempt in range(1, FETCH_ATTEMPTS + 1):
             try:
-                call = self._stub.Fetch(packages_pb2.FetchRequest(sha256=sha256))
+                call = self._stub.Fetch(
+                    packages_pb2.FetchRequest(sha256=sha256), metadata=self._metadata
+                )
                 async for response in call:
                     if expected is None and response.total_size:
                         expected = response.total_size

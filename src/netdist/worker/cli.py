@@ -1,7 +1,8 @@
 """``netdist-worker``: connect to a server and run jobs until stopped.
 
-Exit codes: 0 ok (also after a graceful stop), 2 usage, 130 interrupted
-(a second SIGINT/SIGTERM during the graceful stop).
+Exit codes: 0 ok (also after a graceful stop), 1 the server refused the
+token, 2 usage, 130 interrupted (a second SIGINT/SIGTERM during the graceful
+stop).
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ import click
 from netdist import fields
 from netdist.bytesize import ByteSize
 from netdist.channel import ClientSecurity
-from netdist.errors import CertificateError, InvalidArgumentError
+from netdist.errors import CertificateError, InvalidArgumentError, UnauthenticatedError
+from netdist.token_file import TokenFileError, find_token
 from netdist.worker.config import WorkerConfig
 from netdist.worker.host import claim_worker_id
 from netdist.worker.session import Session
 
 RET_OK = 0
+RET_REFUSED = 1
 RET_USAGE = 2
 RET_INTERRUPTED = 130
 
@@ -195,6 +198,15 @@ def main(log_level: str) -> None:
     help="Most bytes one wheel may unpack to in the cache (512M, 2G, ...); a job whose wheel"
     " would pass it fails with an ArtifactError. Match the server's --max-unpacked-bytes.",
 )
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar="NETDIST_WORKER_TOKEN_FILE",
+    show_envvar=True,
+    help="File holding the worker token (or the token itself in NETDIST_WORKER_TOKEN;"
+    " default: worker.token in NETDIST_DATA_DIR or ./netdist-data, if there).",
+)
 def connect(
     *,
     target: str,
@@ -210,10 +222,20 @@ def connect(
     tls_cert: Path | None,
     tls_key: Path | None,
     max_unpacked_bytes: int,
+    token_file: Path | None,
 ) -> None:
     """Connect to the server at HOST:PORT and run jobs until stopped."""
     cache_dir = cache_dir.expanduser()
-    security = ClientSecurity(tls=tls, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+    try:
+        token = find_token(
+            token_file=token_file,
+            env=os.environ,
+            variable="NETDIST_WORKER_TOKEN",
+            default_name="worker.token",
+        )
+    except TokenFileError as exc:
+        raise click.BadParameter(str(exc), param_hint="--token-file") from None
+    security = ClientSecurity(token=token.value, tls=tls, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
     try:
         security.check()
     except CertificateError as exc:
@@ -242,15 +264,28 @@ def connect(
         )
         sys.exit(RET_USAGE)
     try:
-        code = asyncio.run(run_worker(config, worker_id=seat.worker_id))
+        code = asyncio.run(
+            run_worker(
+                config,
+                worker_id=seat.worker_id,
+                credential_path=seat.credential_path,
+            )
+        )
     except KeyboardInterrupt:
         code = RET_INTERRUPTED
+    except UnauthenticatedError as exc:
+        hint = f" (the token given came from {token.source})" if token.value else ""
+        click.secho(f"UnauthenticatedError: {exc.message}{hint}", fg="red", err=True)
+        code = RET_REFUSED
     sys.exit(code)
 
 
-async def run_worker(config: WorkerConfig, *, worker_id: str) -> int:
-    """Run until stopped by a signal; the exit code."""
-    session = Session(config, worker_id=worker_id)
+async def run_worker(
+    config: WorkerConfig, *, worker_id: str, credential_path: Path | None = None
+) -> int:
+    """Run until stopped by a signal; the exit code. Raises UnauthenticatedError
+    when the server refuses the token."""
+    session = Session(config, worker_id=worker_id, credential_path=credential_path)
     loop = asyncio.get_running_loop()
     received: list[signal.Signals] = []
 

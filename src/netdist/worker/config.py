@@ -25,6 +25,6 @@ class WorkerConfig:
     max_job_memory_mb: int | None = None
     """Each executor child caps its data size (RLIMIT_DATA) to this; None: no cap."""
     security: ClientSecurity = dataclasses.field(default_factory=ClientSecurity)
-    """TLS (and the token) the channel is opened with."""
+    """The worker token and TLS settings its channel is opened with."""
     max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES
     """Most bytes one wheel may unpack to in the cache."""

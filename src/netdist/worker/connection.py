@@ -25,6 +25,7 @@ import dataclasses
 import logging
 import random
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
@@ -32,6 +33,7 @@ import grpc
 import netdist
 from netdist.api.v1 import jobs_pb2, jobs_pb2_grpc
 from netdist.channel import tls_failure
+from netdist.errors import UnauthenticatedError
 from netdist.wire import (
     ITEM_OVERHEAD_BYTES,
     MAX_PROGRESS_TEXT_CHARS,
@@ -41,7 +43,7 @@ from netdist.wire import (
     WORKER_MAX_RECEIVE_BYTES,
 )
 from netdist.worker.config import WorkerConfig
-from netdist.worker.host import host_facts, host_load
+from netdist.worker.host import host_facts, host_load, load_credential, save_credential
 from netdist.worker.job import Ack, AckOutcome, JobProgress, JobRef, JobResult, Lease
 
 log = logging.getLogger("netdist.worker")
@@ -227,11 +229,14 @@ class Connection:
         worker_id: str,
         channel: grpc.aio.Channel,
         handler: StreamHandler,
+        credential_path: Path | None = None,
     ) -> None:
         self.config = config
         self.worker_id = worker_id
         self._channel = channel
         self._handler = handler
+        self._credential_path = credential_path
+        self._credential = load_credential(credential_path) if credential_path else ""
         self._stream: _Stream | None = None
         self._welcomed = False
         self._drained = False
@@ -338,11 +343,20 @@ class Connection:
                 await asyncio.wait_for(self._closing.wait(), delay)
 
     async def _stream_once(self) -> str:
-        """One stream from Hello to its end; returns why it ended."""
+        """One stream from Hello to its end; returns why it ended.
+
+        Raises UnauthenticatedError when the server refuses the token: that
+        does not heal by retrying. (PERMISSION_DENIED, e.g. a disabled worker,
+        is retried: an operator may enable it again.)
+        """
         self._tls_failed = False
         try:
             await self._open_stream()
         except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                raise UnauthenticatedError(
+                    f"the server at {self.config.target} refused this worker's token: {exc.details()}"
+                ) from None
             if exc.code() is grpc.StatusCode.UNAVAILABLE:
                 tls = tls_failure(exc.details(), self.config.security)
                 if tls is not None:
@@ -362,7 +376,9 @@ class Connection:
         return "the server ended the stream"
 
     async def _open_stream(self) -> None:
-        call = jobs_pb2_grpc.JobServiceStub(self._channel).Connect()
+        call = jobs_pb2_grpc.JobServiceStub(self._channel).Connect(
+            metadata=self.config.security.metadata
+        )
         stream = _Stream(call=call)
         tasks: list[asyncio.Task[Any]] = []
         try:
@@ -379,6 +395,8 @@ class Connection:
                 raise ProtocolError(f"expected Welcome, got {first.WhichOneof('kind')}")
             self._welcomed = True
             welcome = first.welcome
+            if welcome.credential:  # kept before this stream says anything more
+                self._keep_credential(welcome.credential)
             self._stream = stream
             interval = welcome.heartbeat_interval_seconds or DEFAULT_HEARTBEAT_SECONDS
             tasks = [
@@ -405,6 +423,17 @@ class Connection:
             call.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    def _keep_credential(self, credential: str) -> None:
+        """The server bound a new credential to this worker's id: every later Hello presents it."""
+        self._credential = credential
+        if self._credential_path is not None:
+            save_credential(self._credential_path, credential)
+        log.info(
+            "worker %s: the server issued this worker's credential (kept in %s)",
+            self.config.name,
+            self._credential_path or "memory",
+        )
+
     def _hello(self) -> jobs_pb2.Hello:
         facts = host_facts()
         hello = jobs_pb2.Hello(
@@ -417,6 +446,7 @@ class Connection:
             platform=facts.platform,
             python_version=facts.python_version,
             held=[_proto_ref(ref) for ref in self._handler.held()],
+            credential=self._credential,
         )
         hello.labels.update(self.config.labels)
         return hello

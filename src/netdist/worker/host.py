@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import logging
@@ -17,6 +18,7 @@ from typing import IO
 log = logging.getLogger(__name__)
 
 _WORKER_ID_FILE = "worker-id"
+_CREDENTIAL_SUFFIX = ".credential"
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,6 +85,8 @@ class WorkerSeat:
 
     worker_id: str
     lock: IO[str]
+    credential_path: Path | None = None
+    """Where this seat keeps the credential the server bound to its id (next to the id, mode 0600)."""
 
 
 def claim_worker_id(cache_dir: Path) -> WorkerSeat:
@@ -101,7 +105,8 @@ def claim_worker_id(cache_dir: Path) -> WorkerSeat:
         except BlockingIOError:
             lock.close()
             continue
-        return WorkerSeat(load_worker_id(cache_dir, name), lock)
+        worker_id = load_worker_id(cache_dir, name)
+        return WorkerSeat(worker_id, lock, cache_dir / f"{name}{_CREDENTIAL_SUFFIX}")
     raise OSError(f"more than {_MAX_SEATS} workers share {cache_dir}")
 
 
@@ -123,3 +128,27 @@ def load_worker_id(cache_dir: Path, name: str = _WORKER_ID_FILE) -> str:
     if existing:
         log.warning("replaced the unreadable worker id in %s", path)
     return worker_id
+
+
+def load_credential(path: Path) -> str:
+    """The credential kept at ``path``; '' when there is none yet (a first join)."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def save_credential(path: Path, credential: str) -> None:
+    """Keep a credential the server issued, readable by this user alone (created 0600, then renamed in place)."""
+    tmp = path.with_name(f".{path.name}-{uuid.uuid4().hex[:8]}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as stream:
+            stream.write(credential + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise

@@ -23,8 +23,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 
 from netdist.channel import aio_channel
+from netdist.errors import UnauthenticatedError
 from netdist.wire import (
     MAX_ERROR_MESSAGE_CHARS,
     MAX_ERROR_TYPE_CHARS,
@@ -62,9 +64,10 @@ _STALE_NAMED = 10
 class Session:
     """Runs one worker until stopped."""
 
-    def __init__(self, config: WorkerConfig, *, worker_id: str) -> None:
+    def __init__(self, config: WorkerConfig, *, worker_id: str, credential_path: Path | None = None) -> None:
         self.config = config
         self.worker_id = worker_id
+        self.credential_path = credential_path
         self.aborted = False
         self._connection: Connection | None = None
         self._cache: ArtifactCache | None = None
@@ -101,21 +104,32 @@ class Session:
         self._abort_requested.set()
 
     async def run(self) -> None:
-        channel = aio_channel(self.config.target, self.config.security, options=CHANNEL_OPTIONS)
+        """Run until stopped; raises UnauthenticatedError when the server refuses the token."""
+        security = self.config.security
+        channel = aio_channel(self.config.target, security, options=CHANNEL_OPTIONS)
         self._cache = ArtifactCache(
             self.config.cache_dir,
-            PackageServiceSource(channel),
+            PackageServiceSource(channel, metadata=security.metadata),
             limits=ZipLimits(max_unpacked_bytes=self.config.max_unpacked_bytes, max_ratio=None),
         )
         self._connection = Connection(
-            self.config, worker_id=self.worker_id, channel=channel, handler=self
+            self.config,
+            worker_id=self.worker_id,
+            channel=channel,
+            handler=self,
+            credential_path=self.credential_path,
         )
         connecting = asyncio.create_task(
             self._connection.run(), name="netdist-connection"
         )
+        refused: BaseException | None = None
         try:
-            await self._stop_requested.wait()
-            if not self.aborted and await self._shut_down_gracefully():
+            stop = asyncio.ensure_future(self._stop_requested.wait())
+            await asyncio.wait((stop, connecting), return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if connecting.done():  # the server refused the token: no use going on
+                refused = None if connecting.cancelled() else connecting.exception()
+            elif not self.aborted and await self._shut_down_gracefully():
                 self._connection.close()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
@@ -123,11 +137,13 @@ class Session:
                     )
         finally:
             connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, UnauthenticatedError):
                 await connecting
             await self._executor.close()
             await channel.close()
             log.info("worker %s stopped", self.config.name)
+        if refused is not None:
+            raise refused
 
     async def _shut_down_gracefully(self) -> bool:
         """True once everything is acknowledged; False when the grace ran out or on abort."""

@@ -85,6 +85,10 @@ class WorkerRecord:
     disabled: bool
 
 
+_WORKER_COLUMNS = [workers.c[f.name] for f in dataclasses.fields(WorkerRecord)]
+"""A worker's columns but its credential's (store/credentials.py keeps that)."""
+
+
 # -- packages ---------------------------------------------------------------
 
 def add_package(conn: Connection, *, name: str, version: str, wheel: Mapping[str, Any],
@@ -216,11 +220,11 @@ def disconnect_all_workers(conn: Connection) -> None:
 
 
 def list_workers(conn: Connection) -> list[WorkerRecord]:
-    return [WorkerRecord(**r._mapping) for r in conn.execute(select(workers).order_by(workers.c.name))]
+    return [WorkerRecord(**r._mapping) for r in conn.execute(select(*_WORKER_COLUMNS).order_by(workers.c.name))]
 
 
 def resolve_worker(conn: Connection, ref: str) -> WorkerRecord:
-    rows = conn.execute(select(workers).where((workers.c.id.startswith(ref)) | (workers.c.name == ref))).all()
+    rows = conn.execute(select(*_WORKER_COLUMNS).where((workers.c.id.startswith(ref)) | (workers.c.name == ref))).all()
     if not rows:
         raise NotFoundError(f"no worker matches {ref!r} (by id, id prefix or name)")
     if len(rows) > 1:

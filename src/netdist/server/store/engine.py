@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 
 def default_url(data_dir: Path) -> str:
@@ -53,6 +54,17 @@ def migrate(engine: Engine) -> None:
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
+
+
+def read_only_url(url: URL, *, what: str = "a check") -> URL:
+    """SQLite opened read only, and never created (``what`` writes nothing); other URLs as given."""
+    if url.get_backend_name() != "sqlite":
+        return url
+    if not url.database or url.database == ":memory:":
+        raise ValueError("a SQLite URL needs the path of the store's file")
+    if not Path(url.database).is_file():
+        raise ValueError(f"no SQLite file at {url.database} ({what} never creates one)")
+    return url.set(database=f"file:{quote(url.database, safe='/')}", query={**url.query, "mode": "ro", "uri": "true"})
 
 
 def describe(url: str) -> str:

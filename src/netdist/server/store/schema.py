@@ -87,6 +87,22 @@ class Worker(Base):
     jobs_done: Mapped[int] = mapped_column(Integer, default=0)
     jobs_failed: Mapped[int] = mapped_column(Integer, default=0)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The worker's own credential (sha256 of it; the value only the worker keeps), bound to its id.
+    # Unconfirmed until the worker's first message after the Welcome that carried it.
+    credential_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    credential_confirmed: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Token(Base):
+    """A bearer token by name and role; only its sha256 is stored."""
+
+    __tablename__ = "tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(20))
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class LogEntry(Base):
@@ -122,3 +138,4 @@ jobs = cast(Table, Job.__table__)
 workers = cast(Table, Worker.__table__)
 handler_log = cast(Table, LogEntry.__table__)
 audit_log = cast(Table, AuditEntry.__table__)
+tokens = cast(Table, Token.__table__)
