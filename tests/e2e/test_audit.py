@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -15,20 +14,9 @@ import pytest
 
 from netdist.api.v1 import admin_pb2, packages_pb2
 from netdist.testing import wait_until
-from tests.e2e.test_cli import admin, ok
+from tests.e2e.test_cli import admin, cluster, ok  # noqa: F401  # cluster: the fixture, shared
 from tests.integration.conftest import Cluster
 from tests.support import counter_script, counter_wheel
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(root=tmp_path, db_url=f"sqlite:///{tmp_path / 'netdist.db'}")
-    c.start_server()
-    try:
-        yield c
-    finally:
-        codes = c.close()
-        assert all(code == 0 for _, code in codes), f"{codes}\n{c.logs()}"
 
 
 def test_state_changes_and_refusals_are_audited_newest_first(cluster: Cluster, tmp_path: Path) -> None:
@@ -43,21 +31,32 @@ def test_state_changes_and_refusals_are_audited_newest_first(cluster: Cluster, t
     assert refused.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.RpcError):
         cluster.api.packages.Remove(packages_pb2.RemovePackageRequest(name="nothing-here"), timeout=10)
-    # Reads are not audited.
+    # Reads are not audited; a refused call is, whoever made it.
     cluster.api.handlers()
+    viewer = subprocess.run([sys.executable, "-m", "netdist.server", "tokens", "create", "--role", "viewer",
+                             "--name", "dash", "--data-dir", str(tmp_path / "data"), "--db", cluster.db_url],
+                            capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    wait_until(lambda: admin(address, "status", env={"NETDIST_TOKEN": viewer}).returncode == 0, 10,
+               what="the server to know the new token")  # it reloads its tokens every second
+    refused = admin(address, "handlers", "stop", hid, env={"NETDIST_TOKEN": viewer})
+    assert refused.returncode == 1 and "PermissionDeniedError" in refused.stderr
 
-    def five() -> list[dict[str, str]] | None:
+    def six() -> list[dict[str, str]] | None:
         entries = json.loads(ok(address, "audit", "--json"))
-        return entries if len(entries) >= 5 else None
+        return entries if len(entries) >= 6 else None
 
-    entries = wait_until(five, 10, what="five audit entries")
+    entries = wait_until(six, 10, what="six audit entries")
     assert [(e["method"], e["outcome"]) for e in entries] == [
+        ("AdminService/ControlHandler", "PERMISSION_DENIED"),
         ("PackageService/Remove", "NOT_FOUND"),
         ("AdminService/ControlHandler", "NOT_FOUND"),
         ("AdminService/ControlHandler", "ok"),
         ("AdminService/AddJobScript", "ok"),
         ("PackageService/Upload", "ok"),
     ]
+    assert (entries[0]["token_name"], entries[0]["role"]) == ("dash", "viewer")
+    assert all((e["token_name"], e["role"]) == ("admin", "admin") for e in entries[1:])
+    entries = entries[1:]
     by_method = {e["method"]: e for e in reversed(entries)}
     assert by_method["PackageService/Upload"]["target"] == "package counter 1.0"
     assert by_method["AdminService/AddJobScript"]["target"] == f"handler {hid}"
@@ -68,10 +67,15 @@ def test_state_changes_and_refusals_are_audited_newest_first(cluster: Cluster, t
     assert all(e["at"] >= started - 1 for e in entries)
 
     # --since keeps only what is newer; the table shows the same entries.
-    assert json.loads(ok(address, "audit", "--json", "--since", "1d"))[:5] == entries[:5]
+    assert json.loads(ok(address, "audit", "--json", "--since", "1d"))[1:6] == entries[:5]
     assert json.loads(ok(address, "audit", "--json", "--since", "2999-01-01")) == []
     wide = subprocess.run([sys.executable, "-m", "netdist.adminctl", "--server", address, "audit"],
-                          capture_output=True, text=True, timeout=60, check=True, env={**os.environ, "COLUMNS": "250"})
+                          capture_output=True, text=True, timeout=60, check=True,
+                          env={**os.environ, "COLUMNS": "250"})
     assert "AdminService/ControlHandler" in wide.stdout and "NOT_FOUND" in wide.stdout
+    # Provenance: who uploaded the package and the job script.
+    packages = json.loads(ok(address, "packages", "list", "--json"))
+    assert [p.get("uploaded_by") for p in packages] == ["admin"]
+    assert cluster.api.handler(hid).script_uploaded_by == "admin"
     bad = admin(address, "audit", "--since", "yesterday-ish")
     assert bad.returncode == 2 and "expected a span" in bad.stderr

@@ -146,6 +146,7 @@ def handler_detail(h: admin_pb2.HandlerInfo) -> RenderableType:
         ),
         ("progress", progress_text(h)),
         ("script sha256", h.script_sha256 or "-"),
+        ("script added by", h.script_uploaded_by or "-"),
         ("created", fmt_time(h.created_at)),
         ("started", fmt_time(h.started_at)),
         ("finished", fmt_time(h.finished_at)),
@@ -253,6 +254,7 @@ def packages_table(packages: Iterable[packages_pb2.PackageInfo]) -> Table:
         "Wheel",
         "Dependencies",
         "Uploaded",
+        "By",
     ):
         table.add_column(name, overflow="fold")
     for p in packages:
@@ -265,6 +267,7 @@ def packages_table(packages: Iterable[packages_pb2.PackageInfo]) -> Table:
             f"{p.wheel.filename} ({fmt_size(p.wheel.size)})",
             Text("\n".join(printable(d.filename) for d in p.dependencies) or "-"),
             fmt_time(p.uploaded_at),
+            p.uploaded_by or "-",
         )
     return table
 

@@ -43,6 +43,7 @@ def handler_dict(h: admin_pb2.HandlerInfo) -> dict[str, Any]:
         "jobs_total": h.jobs_total if h.has_total else None,
         "result_summary": h.result_summary,
         "script_sha256": h.script_sha256,
+        "script_uploaded_by": h.script_uploaded_by,
         "settings": parse_json(h.settings_json),
         "custom_settings": parse_json(h.custom_settings_json),
         "created_at": when(h.created_at),
@@ -107,6 +108,7 @@ def package_dict(p: packages_pb2.PackageInfo) -> dict[str, Any]:
         "wheel": wheel_dict(p.wheel),
         "dependencies": [wheel_dict(d) for d in p.dependencies],
         "uploaded_at": when(p.uploaded_at),
+        "uploaded_by": p.uploaded_by,
     }
 
 

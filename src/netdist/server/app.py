@@ -104,7 +104,9 @@ class NetDistServer:
                    ("grpc.keepalive_permit_without_calls", 1),
                    ("grpc.http2.min_ping_interval_without_data_ms", 1000),
                    ("grpc.http2.max_pings_without_data", 0)]
-        self.server = grpc.aio.server(options=options, interceptors=[AuthInterceptor(self.tokens), DecodeGuard()])
+        self.audit = AuditLog(self.store.writer)
+        auth = AuthInterceptor(self.tokens, on_refusal=self.audit.record_refusal)
+        self.server = grpc.aio.server(options=options, interceptors=[auth, DecodeGuard()])
         if cfg.tls is not None:
             self.port = self.server.add_secure_port(f"{cfg.host}:{cfg.port}", cfg.tls.credentials())
         else:
@@ -112,7 +114,6 @@ class NetDistServer:
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.host}:{cfg.port}")
         address = f"{cfg.host}:{self.port}"
-        self.audit = AuditLog(self.store.writer)
         jobs_pb2_grpc.add_JobServiceServicer_to_server(JobService(self.dispatcher), self.server)
         packages_pb2_grpc.add_PackageServiceServicer_to_server(
             PackageService(self.store, self.blobs, self.manager, self.audit, limits=cfg.upload_limits),

@@ -2,9 +2,10 @@
 
 The servicers mark their state-changing methods with :func:`audited` (or call
 :meth:`AuditLog.record` themselves where the target is known only at the
-end, as for an upload). Who the caller is comes from ``identify``, which the
-server sets to the token check (token name and role); the peer is the
-caller's address as gRPC saw it. Entries are buffered and written by the
+end, as for an upload), and the token check records every call it refuses
+(:meth:`AuditLog.record_refusal`), reads included. Who the caller is comes
+from the token check (token name and role); the peer is the caller's address
+as gRPC saw it. Entries are buffered and written by the
 server's own writer (so they survive a store outage) about five times a
 second; the buffer is bounded, so that a flood of refused calls can cost no
 more than memory for 10,000 entries (the excess is counted and logged).
@@ -23,7 +24,8 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from netdist.errors import NetDistError
+from netdist.errors import NetDistError, UnauthenticatedError
+from netdist.server import auth
 from netdist.server.store import audit as audit_store
 from netdist.server.store.writer import GroupCommitWriter
 
@@ -36,14 +38,19 @@ R = TypeVar("R")
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Actor:
-    """Who made a call: the token's name and role ("" for both when the server has no tokens)."""
+    """Who made a call, as far as the audit log knows: the token's name and role."""
 
     name: str
     role: str
 
 
-def nobody(context: grpc.aio.ServicerContext) -> Actor:
-    return Actor(name="", role="")
+def identify(context: grpc.aio.ServicerContext) -> Actor:
+    """The caller of a call the token check let through (auth.identify); empty names for one it did not see."""
+    try:
+        who = auth.identify(context)
+    except UnauthenticatedError:
+        return Actor(name="", role="")
+    return Actor(name=who.name, role=who.role)
 
 
 class Identify(Protocol):
@@ -51,7 +58,7 @@ class Identify(Protocol):
 
 
 class AuditLog:
-    def __init__(self, writer: GroupCommitWriter, *, identify: Identify = nobody) -> None:
+    def __init__(self, writer: GroupCommitWriter, *, identify: Identify = identify) -> None:
         self._writer = writer
         self.identify = identify
         self._buffer: list[dict[str, Any]] = []
@@ -73,12 +80,21 @@ class AuditLog:
     def record(self, context: grpc.aio.ServicerContext, *, method: str, target: str, outcome: str = "ok",
                detail: str = "") -> None:
         actor = self.identify(context)
+        self._append(actor, peer=context.peer() or "", method=method, target=target, outcome=outcome, detail=detail)
+
+    def record_refusal(self, refusal: auth.Refusal) -> None:
+        """A call the token check refused (no token, an unknown one, or a role that may not make it)."""
+        method = "/".join(part.rsplit(".", 1)[-1] for part in refusal.method.strip("/").split("/")[-2:])
+        self._append(Actor(name=refusal.token_name, role=refusal.role), peer=refusal.peer, method=method,
+                     target="", outcome=refusal.code.name, detail=refusal.message)
+
+    def _append(self, actor: Actor, *, peer: str, method: str, target: str, outcome: str, detail: str) -> None:
         if len(self._buffer) >= MAX_BUFFERED:
             self._dropped += 1
             return
         self._buffer.append({
             "at": time.time(), "token_name": actor.name[:100], "role": actor.role[:10],
-            "peer": (context.peer() or "")[:200], "method": method[:100], "target": target[:400],
+            "peer": peer[:200], "method": method[:100], "target": target[:400],
             "outcome": outcome[:40], "detail": detail[:2000],
         })
 
