@@ -101,8 +101,9 @@ class Rig:
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
+def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
     rig = Rig(root=tmp_path)
+    monkeypatch.setenv("NETDIST_DATA_DIR", str(tmp_path / "data"))  # netdist-admin finds the server's admin.token
     yield rig
     codes = {p.name: p.stop() for p in reversed(rig.processes)}
     logs = "\n".join(f"--- {p.name}\n{p.output()[-3000:]}" for p in rig.processes)
