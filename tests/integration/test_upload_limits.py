@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from netdist.api.v1 import packages_pb2
-from netdist.testing import wait_until, write_wheel
+from netdist.testing import known_token, wait_until, write_wheel
 from tests.integration.conftest import Cluster
 from tests.support import counter_wheel
 
@@ -226,14 +226,16 @@ CLIENT = textwrap.dedent("""
         time.sleep(3600)
 
     stub = packages_pb2_grpc.PackageServiceStub(grpc.insecure_channel(sys.argv[1]))
-    stub.Upload(requests())
+    stub.Upload(requests(), metadata=[("authorization", "Bearer " + sys.argv[2])])
 """)
 
 
 def test_no_temporary_file_outlives_a_client_that_disappears_mid_upload(cluster: Cluster, tmp_path: Path) -> None:
     assert cluster.server is not None
     log = (tmp_path / "client.log").open("wb")
-    client = subprocess.Popen([sys.executable, "-c", CLIENT.format(wheel=WHEEL), cluster.server.address],
+    token = known_token(cluster.server.address)
+    assert token is not None
+    client = subprocess.Popen([sys.executable, "-c", CLIENT.format(wheel=WHEEL), cluster.server.address, token],
                               stdout=log, stderr=subprocess.STDOUT)
     try:
         partial = wait_until(lambda: temp_files(cluster), 30,
