@@ -21,10 +21,12 @@ def test_server_killed_while_leasing_while_results_flow_and_while_the_handler_pr
     workers = [rig.worker("w1", slots=2), rig.worker("w2", slots=2)]
     for w in workers:
         rig.worker_id(w)
-    hid = rig.add("kill", count=COUNT, sleep=0.01, process_sleep=0.004, batch=40)
+    # The handler takes 30 ms per result, slower than 4 slots of 10 ms jobs deliver them, so
+    # stored, unprocessed results are there to be caught for point 3.
+    hid = rig.add("kill", count=COUNT, sleep=0.01, process_sleep=0.03, batch=40)
 
-    def processed() -> int:
-        return len(rig.jobs(hid).by_status("processed"))
+    def stored() -> int:
+        return len(rig.jobs(hid).by_status("succeeded", "processed"))
 
     def restart(port: int) -> None:
         rig.restart_server(port)
@@ -35,10 +37,12 @@ def test_server_killed_while_leasing_while_results_flow_and_while_the_handler_pr
     wait_until(lambda: rig.jobs(hid).by_status("leased"), 30, interval=0.01, what="the first leases")
     restart(rig.kill_server())
     # 2. While results flow.
-    wait_until(lambda: processed() >= 30, 60, interval=0.02, what="results flowing")
+    wait_until(lambda: stored() >= 30, 60, interval=0.02, what="results flowing")
     restart(rig.kill_server())
     # 3. While the handler processes: results stored and not yet processed.
-    wait_until(lambda: processed() >= 60 and rig.jobs(hid).by_status("succeeded"), 60, interval=0.01,
+    # (The handler commits a batch of up to 500 results at once, so `processed` can jump from 0
+    # to 150 in one step: points 2 and 3 wait on stored results, not on processed ones.)
+    wait_until(lambda: rig.jobs(hid).by_status("succeeded"), 60, interval=0.01,
                what="results waiting for the handler")
     restart(rig.kill_server())
     rig.finish(hid, timeout=90)
