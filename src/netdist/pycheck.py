@@ -4,8 +4,8 @@
 megabyte of Python holds the GIL for seconds and can take a gigabyte of
 memory (``"a\\n" * 500_000`` took 9 s and 900 MB), so it runs this module as a
 child (``python -I -m netdist.pycheck CPU_SECONDS MEMORY_BYTES``, the script
-on stdin) that caps its own CPU time and data size first and answers one line
-of JSON: ``{"problem": null}`` or ``{"problem": "..."}``; a child that runs
+on stdin) that caps its own CPU time and data size first, says ``ready``, and
+answers one line of JSON: ``{"problem": null}`` or ``{"problem": "..."}``; a child that runs
 out of either answers ``{"limit": "..."}`` or dies of SIGXCPU. See
 :mod:`netdist.server.script_check`.
 """
@@ -38,6 +38,8 @@ def main(argv: list[str]) -> int:
     cpu_seconds, memory_bytes = int(argv[0]), int(argv[1])
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))  # SIGXCPU, then SIGKILL
     resource.setrlimit(resource.RLIMIT_DATA, (memory_bytes, memory_bytes))
+    sys.stdout.buffer.write(b"ready\n")  # the server's clock for the script starts now
+    sys.stdout.buffer.flush()
     try:
         source = sys.stdin.buffer.read().decode("utf-8")
         answer: dict[str, str | None] = {"problem": problem(source)}

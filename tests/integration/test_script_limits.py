@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import threading
 import time
 from pathlib import Path
@@ -137,3 +138,23 @@ def test_the_python_check_runs_in_a_bounded_child(source: bytes, message: str | 
 
     answer = asyncio.run(check())
     assert (answer is None) if message is None else (answer is not None and answer.startswith(message)), answer
+
+
+def test_a_slow_start_of_the_checker_is_not_charged_to_the_script(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a loaded machine an interpreter can take longer to start than a script gets to parse (CI
+    refused an ordinary script as "too complex" that way): the script's clock starts at ``ready``."""
+    slow_python = tmp_path / "slow-python"
+    slow_python.write_text(f'#!/bin/sh\nsleep {script_check.WALL_SECONDS * 2}\nexec "{sys.executable}" "$@"\n')
+    slow_python.chmod(0o755)
+    monkeypatch.setattr(script_check.sys, "executable", str(slow_python))
+
+    async def check(source: bytes) -> str | None:
+        try:
+            await ScriptChecker().check(source)
+        except JobScriptError as exc:
+            return exc.message
+        return None
+
+    assert asyncio.run(check(b"def process(job_input, ctx):\n    return 1\n")) is None
+    assert asyncio.run(check(b"a\n" * 500_000)) == script_check.TOO_COSTLY  # the bound still holds
