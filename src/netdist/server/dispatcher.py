@@ -5,7 +5,8 @@ Leases reach a worker only after they are committed, results are acknowledged
 only after they are committed, and the store writes go to the group-commit
 writer in the order the table decided them. The table (server/leases.py)
 decides everything about leases; nothing here keeps a second copy of it.
-Protobuf stays in the servicer: workers are reached through a ``WorkerLink``.
+Protobuf stays in the servicer: workers are reached through their ``WorkerLink``
+(:mod:`netdist.server.worker_links`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from netdist.errors import PermissionDeniedError
 from netdist.server.clock import Clock
@@ -35,24 +36,13 @@ from netdist.server.store import catalog, credentials
 from netdist.server.store import jobs as job_store
 from netdist.server.store.writer import GroupCommitWriter
 from netdist.server.tokens import digest, new_credential
+from netdist.server.worker_links import WorkerLink, WorkerLinks
 
 log = logging.getLogger("netdist.server.dispatcher")
 REFILL_BATCH = 2000
 REFILL_BELOW = 500
 TICK_SECONDS = 0.1
 COUNTS_FLUSH_SECONDS = 1.0
-
-
-class WorkerLink(Protocol):
-    """One worker's stream, as the dispatcher speaks to it."""
-
-    @property
-    def closed(self) -> bool: ...
-    def send_leases(self, leases: Sequence[Lease], specs: Mapping[str, HandlerSpec]) -> None: ...
-    def send_acks(self, acks: Sequence[tuple[Ref, AckOutcome]]) -> None: ...
-    def send_revoke(self, refs: Sequence[Ref], reason: str) -> None: ...
-    def send_drain(self, reason: str) -> None: ...
-    def close(self) -> None: ...
 
 
 class Dispatcher:
@@ -71,7 +61,7 @@ class Dispatcher:
         self.heartbeat_interval_seconds = heartbeat_interval_seconds
         self.table = LeaseTable(clock=clock, reconnect_grace_seconds=reconnect_grace_seconds,
                                 silent_after_seconds=heartbeat_interval_seconds * 3)
-        self.links: dict[str, WorkerLink] = {}
+        self.links = WorkerLinks()
         self.refused: Counter[str] = Counter()  # results refused by fencing, by outcome (for the log and metrics)
         self._on_failing = on_failing
         self._on_wake = on_wake
@@ -96,9 +86,7 @@ class Dispatcher:
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
             await self._flush_worker_counts()
-        for link in list(self.links.values()):
-            link.send_drain("server shutting down")
-            link.close()
+        self.links.drain_all("server shutting down")
         for task in self._loops:
             task.cancel()
         for task in [*self._loops, *self._tasks]:
@@ -164,10 +152,7 @@ class Dispatcher:
         if admission == credentials.Admission.DISABLED:
             raise PermissionDeniedError(
                 f"worker {info.name} ({info.worker_id}) is disabled: netdist-admin workers enable {info.worker_id}")
-        old = self.links.get(info.worker_id)
-        if old is not None:
-            old.close()
-        self.links[info.worker_id] = link
+        self.links.attach(info.worker_id, link)
         requeued = self._act(self.table.connect(info, held))
         await self.writer.run(
             catalog.worker_connected, worker_id=info.worker_id, name=info.name, labels=info.labels,
@@ -182,10 +167,8 @@ class Dispatcher:
         self._spawn(self.writer.run(credentials.confirm_credential, worker_id, digest(credential)))
 
     async def disconnect(self, worker_id: str, link: WorkerLink) -> None:
-        link.close()
-        if self.links.get(worker_id) is not link:
+        if not self.links.detach(worker_id, link):
             return  # a newer stream of this worker took over
-        del self.links[worker_id]
         self.table.disconnect(worker_id)
         with contextlib.suppress(Exception):
             await self._flush_worker_counts()
@@ -196,9 +179,7 @@ class Dispatcher:
         # then it closes), so that the worker kills those jobs instead of finishing them.
         effects, count = self.table.remove_worker(worker_id, "worker removed")
         await self._apply(effects)
-        link = self.links.pop(worker_id, None)
-        if link is not None:
-            link.close()
+        if self.links.drop(worker_id):
             with contextlib.suppress(Exception):
                 await self.writer.run(catalog.worker_disconnected, worker_id)
         return count
@@ -257,14 +238,7 @@ class Dispatcher:
             self.kick()
             return
         send, refused, effects = self.table.leases_stored(leases, stored)
-        by_worker: dict[str, list[Lease]] = {}
-        for lease in send:
-            by_worker.setdefault(lease.worker_id, []).append(lease)
-        specs = {q.handler_id: q.spec for q in self.table.handlers.values()}
-        for worker_id, group in by_worker.items():
-            link = self.links.get(worker_id)
-            if link is not None:
-                link.send_leases(group, specs)
+        self.links.send_leases(send, {q.handler_id: q.spec for q in self.table.handlers.values()})
         requeued = self._act(effects)
         if refused:
             log.error("the store refused %d leases the lease table made (jobs %s); reading the store again",
@@ -364,16 +338,11 @@ class Dispatcher:
             await requeued
 
     def _tell(self, effects: Effects) -> None:
-        for revocation in effects.revocations:
-            link = self.links.get(revocation.worker_id)
-            if link is not None:
-                link.send_revoke(revocation.refs, revocation.reason)
+        self.links.revoke(effects.revocations)
         for worker_id in effects.silent:
             log.warning("worker %s sent nothing for %g s; dropping its stream", worker_id,
                         self.table.silent_after_seconds)
-            link = self.links.get(worker_id)
-            if link is not None:
-                link.close()  # its stream ends; disconnect() follows from there
+            self.links.close(worker_id)  # its stream ends; disconnect() follows from there
         for handler_id in effects.wake:
             self._on_wake(handler_id)
         for handler_id, streak in effects.failing.items():
