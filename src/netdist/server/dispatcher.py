@@ -15,8 +15,8 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 from netdist.errors import PermissionDeniedError
 from netdist.server.clock import Clock
@@ -27,7 +27,6 @@ from netdist.server.lease_model import (
     Lease,
     Ref,
     ResultIn,
-    Settlement,
     Verdict,
     WorkerInfo,
 )
@@ -45,6 +44,18 @@ TICK_SECONDS = 0.1
 COUNTS_FLUSH_SECONDS = 1.0
 
 
+class HandlerEvents(Protocol):
+    """What the dispatcher tells the handler side (the manager); given to ``start``."""
+
+    def wake(self, handler_id: str) -> None:
+        """Results or failures of the handler are stored: it has work."""
+        ...
+
+    def on_failing(self, handler_id: str, errors_in_a_row: int) -> None:
+        """The handler reached its max-sequenced-errors (the table hands out no more of its jobs)."""
+        ...
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -53,8 +64,6 @@ class Dispatcher:
         clock: Clock,
         heartbeat_interval_seconds: float,
         reconnect_grace_seconds: float,
-        on_failing: Callable[[str, int], None],
-        on_wake: Callable[[str], None],
     ) -> None:
         self.writer = writer
         self.clock = clock
@@ -63,8 +72,7 @@ class Dispatcher:
                                 silent_after_seconds=heartbeat_interval_seconds * 3)
         self.links = WorkerLinks()
         self.refused: Counter[str] = Counter()  # results refused by fencing, by outcome (for the log and metrics)
-        self._on_failing = on_failing
-        self._on_wake = on_wake
+        self._events: HandlerEvents | None = None  # None until start: nothing happens before it
         self._kick = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -72,8 +80,10 @@ class Dispatcher:
 
     # -- life cycle -----------------------------------------------------------
 
-    async def start(self) -> None:
-        """Adopt the leases the store holds from before a restart, and today's run time per worker."""
+    async def start(self, events: HandlerEvents) -> None:
+        """Adopt the leases the store holds from before a restart, and today's run time per worker;
+        from now on, ``events`` hears of the handlers' results and failing streaks."""
+        self._events = events
         usage = self.table.usage
         usage.seed(await self.writer.run(job_store.run_time_since, usage.day_start()))
         now = self.clock.monotonic()
@@ -253,7 +263,7 @@ class Dispatcher:
         """Fence, store and acknowledge a batch of results from one worker."""
         verdicts, accepted, effects = self.table.settle(worker_id, results)
         at = self.clock.time()
-        write = self.writer.submit(_store_results, accepted, at, dict(effects.streaks)) if accepted else None
+        write = self.writer.submit(job_store.store_settlements, accepted, at, dict(effects.streaks)) if accepted else None
         others = [r.ref for r, v in zip(results, verdicts, strict=True) if v == Verdict.NOT_CURRENT]
         classified = self.writer.submit(job_store.classify, worker_id, others) if others else None
         self._tell(effects)  # probation revokes go out before the acks
@@ -308,11 +318,7 @@ class Dispatcher:
                 log.exception("timer pass failed")
 
     async def _flush_worker_counts(self) -> None:
-        counts = {}
-        for state in self.table.workers.values():
-            if state.done or state.failed:
-                counts[state.worker_id] = (state.done, state.failed)
-                state.done = state.failed = 0
+        counts = self.table.take_worker_counts()
         if counts:
             await self.writer.run(catalog.add_worker_counts, counts)
 
@@ -343,10 +349,13 @@ class Dispatcher:
             log.warning("worker %s sent nothing for %g s; dropping its stream", worker_id,
                         self.table.silent_after_seconds)
             self.links.close(worker_id)  # its stream ends; disconnect() follows from there
+        events = self._events
+        if events is None:
+            return
         for handler_id in effects.wake:
-            self._on_wake(handler_id)
+            events.wake(handler_id)
         for handler_id, streak in effects.failing.items():
-            self._on_failing(handler_id, streak)
+            events.on_failing(handler_id, streak)
 
     def _write_requeues(self, effects: Effects) -> asyncio.Future[None] | None:
         """Submit the requeue write now (in decision order); the returned task checks what the store did."""
@@ -385,8 +394,3 @@ class Dispatcher:
             self.table.rescan(handler_id)
         self.kick()
 
-
-def _store_results(conn: Any, settlements: Sequence[Settlement], at: float, streaks: Mapping[str, int]) -> set[int]:
-    stored = job_store.store_results(conn, settlements, at)
-    job_store.store_streaks(conn, streaks)
-    return stored

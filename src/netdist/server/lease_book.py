@@ -182,6 +182,15 @@ class LeaseBook:
         if state is not None:
             state.last_seen = self.clock.monotonic()
 
+    def take_worker_counts(self) -> dict[str, tuple[int, int]]:
+        """(done, failed) results per worker since the last call, for the store; zeroed here."""
+        counts = {}
+        for state in self.workers.values():
+            if state.done or state.failed:
+                counts[state.worker_id] = (state.done, state.failed)
+                state.done = state.failed = 0
+        return counts
+
     def progress(self, worker_id: str, ref: Ref, percent: float, text: str) -> None:
         lease = self.current(worker_id, ref)
         if lease is not None:
