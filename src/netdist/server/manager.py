@@ -53,6 +53,7 @@ class HandlerManager:
         self.next_start = self.schedules.next_start  # handler id -> next scheduled start (Unix seconds)
         self._lock = asyncio.Lock()
         self._failing: set[asyncio.Task[None]] = set()  # handlers being failed for max-sequenced-errors
+        self._runtime_tasks: set[asyncio.Task[None]] = set()  # every runtime's loop until it ends
 
     # -- server life cycle -------------------------------------------------------------
 
@@ -69,10 +70,12 @@ class HandlerManager:
 
     async def shutdown(self) -> None:
         await self.schedules.stop()  # no start from here on
-        if self._failing:  # a handler being failed ends failed, not stopped
+        while self._failing:  # a handler being failed ends failed, not stopped
             await asyncio.gather(*self._failing, return_exceptions=True)
         for runtime in list(self.runtimes.values()):
             await runtime.stop()
+        # Runtimes that finished or failed by themselves may still be closing their hosts.
+        await asyncio.gather(*self._runtime_tasks, return_exceptions=True)
         await self.log.stop()
 
     # -- job scripts ---------------------------------------------------------------------
@@ -159,6 +162,9 @@ class HandlerManager:
         self.runtimes[record.id] = runtime
         self.dispatcher.register(spec, counts=counts, streak=record.sequenced_errors, active=active)
         runtime.start()
+        assert runtime.task is not None
+        self._runtime_tasks.add(runtime.task)
+        runtime.task.add_done_callback(self._runtime_tasks.discard)
         self.log(record.id, "info", "server", "started" if active else "resumed paused")
 
     async def _relaunch(self, handler_id: str) -> None:
