@@ -85,10 +85,9 @@ class NetDistServer:
         await self.tokens.start()
         self.blobs = await asyncio.to_thread(BlobStore, cfg.data_dir, max_store_bytes=cfg.max_store_bytes,
                                              limits=cfg.zip_limits)
-        self.manager: HandlerManager
         self.dispatcher = Dispatcher(
             self.store.writer, clock=SYSTEM_CLOCK, heartbeat_interval_seconds=cfg.heartbeat_interval_seconds,
-            reconnect_grace_seconds=cfg.reconnect_grace_seconds, on_failing=self._on_failing, on_wake=self._on_wake)
+            reconnect_grace_seconds=cfg.reconnect_grace_seconds)
         self.manager = HandlerManager(self.store, self.dispatcher, self.blobs,
                                       handler_call_timeout_seconds=cfg.handler_call_timeout_seconds)
         options = [("grpc.max_receive_message_length", SERVER_MAX_RECEIVE_BYTES),
@@ -128,7 +127,7 @@ class NetDistServer:
             (jobs_pb2.DESCRIPTOR, "JobService"), (packages_pb2.DESCRIPTOR, "PackageService"),
             (admin_pb2.DESCRIPTOR, "AdminService"))]
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
-        await self.dispatcher.start()
+        await self.dispatcher.start(events=self.manager)
         self.audit.start()
         await self.manager.startup()
         await self.server.start()
@@ -136,12 +135,6 @@ class NetDistServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("database %s, data in %s", describe(url), cfg.data_dir.resolve())
         return address
-
-    def _on_failing(self, handler_id: str, errors_in_a_row: int) -> None:
-        self.manager.on_failing(handler_id, errors_in_a_row)
-
-    def _on_wake(self, handler_id: str) -> None:
-        self.manager.wake(handler_id)
 
     async def stop(self) -> None:
         log.info("stopping: draining workers and handler hosts")

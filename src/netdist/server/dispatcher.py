@@ -5,7 +5,8 @@ Leases reach a worker only after they are committed, results are acknowledged
 only after they are committed, and the store writes go to the group-commit
 writer in the order the table decided them. The table (server/leases.py)
 decides everything about leases; nothing here keeps a second copy of it.
-Protobuf stays in the servicer: workers are reached through a ``WorkerLink``.
+Protobuf stays in the servicer: workers are reached through their ``WorkerLink``
+(:mod:`netdist.server.worker_links`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from netdist.errors import PermissionDeniedError
@@ -26,7 +27,6 @@ from netdist.server.lease_model import (
     Lease,
     Ref,
     ResultIn,
-    Settlement,
     Verdict,
     WorkerInfo,
 )
@@ -35,6 +35,7 @@ from netdist.server.store import catalog, credentials
 from netdist.server.store import jobs as job_store
 from netdist.server.store.writer import GroupCommitWriter
 from netdist.server.tokens import digest, new_credential
+from netdist.server.worker_links import WorkerLink, WorkerLinks
 
 log = logging.getLogger("netdist.server.dispatcher")
 REFILL_BATCH = 2000
@@ -43,16 +44,16 @@ TICK_SECONDS = 0.1
 COUNTS_FLUSH_SECONDS = 1.0
 
 
-class WorkerLink(Protocol):
-    """One worker's stream, as the dispatcher speaks to it."""
+class HandlerEvents(Protocol):
+    """What the dispatcher tells the handler side (the manager); given to ``start``."""
 
-    @property
-    def closed(self) -> bool: ...
-    def send_leases(self, leases: Sequence[Lease], specs: Mapping[str, HandlerSpec]) -> None: ...
-    def send_acks(self, acks: Sequence[tuple[Ref, AckOutcome]]) -> None: ...
-    def send_revoke(self, refs: Sequence[Ref], reason: str) -> None: ...
-    def send_drain(self, reason: str) -> None: ...
-    def close(self) -> None: ...
+    def wake(self, handler_id: str) -> None:
+        """Results or failures of the handler are stored: it has work."""
+        ...
+
+    def on_failing(self, handler_id: str, errors_in_a_row: int) -> None:
+        """The handler reached its max-sequenced-errors (the table hands out no more of its jobs)."""
+        ...
 
 
 class Dispatcher:
@@ -63,18 +64,15 @@ class Dispatcher:
         clock: Clock,
         heartbeat_interval_seconds: float,
         reconnect_grace_seconds: float,
-        on_failing: Callable[[str, int], None],
-        on_wake: Callable[[str], None],
     ) -> None:
         self.writer = writer
         self.clock = clock
         self.heartbeat_interval_seconds = heartbeat_interval_seconds
         self.table = LeaseTable(clock=clock, reconnect_grace_seconds=reconnect_grace_seconds,
                                 silent_after_seconds=heartbeat_interval_seconds * 3)
-        self.links: dict[str, WorkerLink] = {}
+        self.links = WorkerLinks()
         self.refused: Counter[str] = Counter()  # results refused by fencing, by outcome (for the log and metrics)
-        self._on_failing = on_failing
-        self._on_wake = on_wake
+        self._events: HandlerEvents | None = None  # None until start: nothing happens before it
         self._kick = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -82,8 +80,10 @@ class Dispatcher:
 
     # -- life cycle -----------------------------------------------------------
 
-    async def start(self) -> None:
-        """Adopt the leases the store holds from before a restart, and today's run time per worker."""
+    async def start(self, events: HandlerEvents) -> None:
+        """Adopt the leases the store holds from before a restart, and today's run time per worker;
+        from now on, ``events`` hears of the handlers' results and failing streaks."""
+        self._events = events
         usage = self.table.usage
         usage.seed(await self.writer.run(job_store.run_time_since, usage.day_start()))
         now = self.clock.monotonic()
@@ -96,9 +96,7 @@ class Dispatcher:
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
             await self._flush_worker_counts()
-        for link in list(self.links.values()):
-            link.send_drain("server shutting down")
-            link.close()
+        self.links.drain_all("server shutting down")
         for task in self._loops:
             task.cancel()
         for task in [*self._loops, *self._tasks]:
@@ -164,10 +162,7 @@ class Dispatcher:
         if admission == credentials.Admission.DISABLED:
             raise PermissionDeniedError(
                 f"worker {info.name} ({info.worker_id}) is disabled: netdist-admin workers enable {info.worker_id}")
-        old = self.links.get(info.worker_id)
-        if old is not None:
-            old.close()
-        self.links[info.worker_id] = link
+        self.links.attach(info.worker_id, link)
         requeued = self._act(self.table.connect(info, held))
         await self.writer.run(
             catalog.worker_connected, worker_id=info.worker_id, name=info.name, labels=info.labels,
@@ -182,10 +177,8 @@ class Dispatcher:
         self._spawn(self.writer.run(credentials.confirm_credential, worker_id, digest(credential)))
 
     async def disconnect(self, worker_id: str, link: WorkerLink) -> None:
-        link.close()
-        if self.links.get(worker_id) is not link:
+        if not self.links.detach(worker_id, link):
             return  # a newer stream of this worker took over
-        del self.links[worker_id]
         self.table.disconnect(worker_id)
         with contextlib.suppress(Exception):
             await self._flush_worker_counts()
@@ -196,9 +189,7 @@ class Dispatcher:
         # then it closes), so that the worker kills those jobs instead of finishing them.
         effects, count = self.table.remove_worker(worker_id, "worker removed")
         await self._apply(effects)
-        link = self.links.pop(worker_id, None)
-        if link is not None:
-            link.close()
+        if self.links.drop(worker_id):
             with contextlib.suppress(Exception):
                 await self.writer.run(catalog.worker_disconnected, worker_id)
         return count
@@ -257,14 +248,7 @@ class Dispatcher:
             self.kick()
             return
         send, refused, effects = self.table.leases_stored(leases, stored)
-        by_worker: dict[str, list[Lease]] = {}
-        for lease in send:
-            by_worker.setdefault(lease.worker_id, []).append(lease)
-        specs = {q.handler_id: q.spec for q in self.table.handlers.values()}
-        for worker_id, group in by_worker.items():
-            link = self.links.get(worker_id)
-            if link is not None:
-                link.send_leases(group, specs)
+        self.links.send_leases(send, {q.handler_id: q.spec for q in self.table.handlers.values()})
         requeued = self._act(effects)
         if refused:
             log.error("the store refused %d leases the lease table made (jobs %s); reading the store again",
@@ -279,7 +263,7 @@ class Dispatcher:
         """Fence, store and acknowledge a batch of results from one worker."""
         verdicts, accepted, effects = self.table.settle(worker_id, results)
         at = self.clock.time()
-        write = self.writer.submit(_store_results, accepted, at, dict(effects.streaks)) if accepted else None
+        write = self.writer.submit(job_store.store_settlements, accepted, at, dict(effects.streaks)) if accepted else None
         others = [r.ref for r, v in zip(results, verdicts, strict=True) if v == Verdict.NOT_CURRENT]
         classified = self.writer.submit(job_store.classify, worker_id, others) if others else None
         self._tell(effects)  # probation revokes go out before the acks
@@ -334,11 +318,7 @@ class Dispatcher:
                 log.exception("timer pass failed")
 
     async def _flush_worker_counts(self) -> None:
-        counts = {}
-        for state in self.table.workers.values():
-            if state.done or state.failed:
-                counts[state.worker_id] = (state.done, state.failed)
-                state.done = state.failed = 0
+        counts = self.table.take_worker_counts()
         if counts:
             await self.writer.run(catalog.add_worker_counts, counts)
 
@@ -364,20 +344,18 @@ class Dispatcher:
             await requeued
 
     def _tell(self, effects: Effects) -> None:
-        for revocation in effects.revocations:
-            link = self.links.get(revocation.worker_id)
-            if link is not None:
-                link.send_revoke(revocation.refs, revocation.reason)
+        self.links.revoke(effects.revocations)
         for worker_id in effects.silent:
             log.warning("worker %s sent nothing for %g s; dropping its stream", worker_id,
                         self.table.silent_after_seconds)
-            link = self.links.get(worker_id)
-            if link is not None:
-                link.close()  # its stream ends; disconnect() follows from there
+            self.links.close(worker_id)  # its stream ends; disconnect() follows from there
+        events = self._events
+        if events is None:
+            return
         for handler_id in effects.wake:
-            self._on_wake(handler_id)
+            events.wake(handler_id)
         for handler_id, streak in effects.failing.items():
-            self._on_failing(handler_id, streak)
+            events.on_failing(handler_id, streak)
 
     def _write_requeues(self, effects: Effects) -> asyncio.Future[None] | None:
         """Submit the requeue write now (in decision order); the returned task checks what the store did."""
@@ -416,8 +394,3 @@ class Dispatcher:
             self.table.rescan(handler_id)
         self.kick()
 
-
-def _store_results(conn: Any, settlements: Sequence[Settlement], at: float, streaks: Mapping[str, int]) -> set[int]:
-    stored = job_store.store_results(conn, settlements, at)
-    job_store.store_streaks(conn, streaks)
-    return stored

@@ -2,7 +2,8 @@
 
 It holds each running handler's queue of ready jobs and its job counts, every
 lease out (which worker holds which job, at which lease number, started or
-not), each worker's capacity, and the failed-results streak of each handler.
+not), each worker's capacity, and the failed-results streak of each handler
+(those records and their bookkeeping are :mod:`netdist.server.lease_book`'s).
 It changes only through the named transitions below; each returns what the
 caller must write to the store and tell whom (:class:`Effects`). The store is
 the durable copy, fenced by lease number: every write the table asks for is a
@@ -30,18 +31,16 @@ Lease numbers grow with every lease and every requeue of a job, so a lease
 still on its way can never take a job that came back.
 """
 
+
 from __future__ import annotations
 
-import math
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 from netdist.server import policy
-from netdist.server.clock import Clock
+from netdist.server.lease_book import LeaseBook
 from netdist.server.lease_model import (
     Effects,
     HandlerQueue,
-    HandlerSpec,
     Lease,
     ReadyJob,
     Ref,
@@ -54,138 +53,11 @@ from netdist.server.lease_model import (
 )
 from netdist.server.states import JobStatus
 
-RESTART_GRACE_SECONDS = 10.0
-"""Leases adopted after a restart wait at least this long for their workers to come back."""
 
-EWMA_ALPHA = 0.2
+class LeaseTable(LeaseBook):
+    """The transitions; the records and their bookkeeping are the :class:`LeaseBook`'s."""
 
-
-class LeaseTable:
-    def __init__(self, *, clock: Clock, reconnect_grace_seconds: float, silent_after_seconds: float,
-                 usage: policy.DailyUsage | None = None) -> None:
-        """``reconnect_grace_seconds``: how long the leases of a stream that ended without handing
-        them back wait for their worker; ``silent_after_seconds``: a connected worker that sends
-        nothing for this long is taken as gone. Leases adopted after a restart wait this long, and
-        at least RESTART_GRACE_SECONDS, since workers reconnect with a backoff."""
-        self.clock = clock
-        self.reconnect_grace_seconds = reconnect_grace_seconds
-        # Workers reconnect to a restarted server with a backoff of up to about 6 s.
-        self.restart_grace_seconds = max(silent_after_seconds, RESTART_GRACE_SECONDS)
-        self.silent_after_seconds = silent_after_seconds
-        self.usage = usage if usage is not None else policy.DailyUsage(clock=clock)
-        self.handlers: dict[str, HandlerQueue] = {}
-        self.workers: dict[str, WorkerState] = {}
-        self.leases: dict[int, Lease] = {}
-
-    # -- reading ------------------------------------------------------------------------
-
-    def counts(self, handler_id: str) -> Counter[str]:
-        queue = self.handlers.get(handler_id)
-        return queue.counts if queue is not None else Counter()
-
-    def leases_of(self, *, handler_id: str | None = None, worker_id: str | None = None) -> list[Lease]:
-        if worker_id is not None:
-            state = self.workers.get(worker_id)
-            found = [self.leases[j] for j in sorted(state.jobs) if j in self.leases] if state else []
-        else:
-            found = sorted(self.leases.values(), key=lambda lease: lease.job_id)
-        return [lease for lease in found if handler_id is None or lease.handler_id == handler_id]
-
-    def current(self, worker_id: str, ref: Ref) -> Lease | None:
-        """The lease ``ref`` if it is current and held by ``worker_id``."""
-        lease = self.leases.get(ref[0])
-        if lease is None or lease.lease_no != ref[1] or lease.worker_id != worker_id:
-            return None
-        return lease
-
-    # -- handlers ---------------------------------------------------------------------------
-
-    def add_handler(self, spec: HandlerSpec, *, counts: Mapping[str, int], streak: int, active: bool) -> None:
-        """A handler starts (or resumes after a restart) with its counts and streak as stored."""
-        running = [q.pass_value for q in self.handlers.values() if q.active]
-        queue = HandlerQueue(spec=spec, active=active, pass_value=min(running, default=0.0), streak=streak)
-        queue.counts.update(counts)
-        self.handlers[spec.handler_id] = queue
-
-    def update_spec(self, spec: HandlerSpec) -> None:
-        queue = self.handlers.get(spec.handler_id)
-        if queue is not None:
-            queue.spec = spec
-
-    def remove_handler(self, handler_id: str) -> None:
-        """Forget a handler's queue (after ``revoke_handler``, or once it finished)."""
-        self.handlers.pop(handler_id, None)
-
-    def set_active(self, handler_id: str, active: bool) -> None:
-        queue = self.handlers.get(handler_id)
-        if queue is None:
-            return
-        if active and not queue.active:  # no catching up for the time it was paused
-            others = [q.pass_value for q in self.handlers.values() if q.active]
-            queue.pass_value = max(queue.pass_value, min(others, default=0.0))
-        queue.active = active
-
-    def enqueued(self, handler_id: str, count: int) -> None:
-        queue = self.handlers.get(handler_id)
-        if queue is not None and count:
-            queue.counts[JobStatus.AVAILABLE] += count
-            queue.more_in_store = True
-
-    def processed(self, handler_id: str, *, was: JobStatus, count: int, invalid: int = 0) -> None:
-        """The handler processed results (SUCCEEDED -> PROCESSED) or failures (ERRORED -> FAILED);
-        ``invalid`` results it could not read count as FAILED."""
-        queue = self.handlers.get(handler_id)
-        if queue is None or not count:
-            return
-        done = JobStatus.PROCESSED if was == JobStatus.SUCCEEDED else JobStatus.FAILED
-        queue.counts[was] -= count
-        queue.counts[done] += count - invalid
-        queue.counts[JobStatus.FAILED] += invalid
-
-    def reset_counts(self, handler_id: str, counts: Mapping[str, int]) -> None:
-        queue = self.handlers.get(handler_id)
-        if queue is not None:
-            queue.counts.clear()
-            queue.counts.update(counts)
-
-    def rescan(self, handler_id: str) -> None:
-        """Read the handler's available jobs from the store again from the start (after memory and
-        store disagreed): jobs already queued or leased are skipped as they come."""
-        queue = self.handlers.get(handler_id)
-        if queue is not None:
-            queue.cursor = 0
-            queue.more_in_store = True
-
-    def refills_wanted(self, low_water: int) -> list[tuple[str, int]]:
-        """Handlers whose queue runs low while the store has more: (handler id, cursor); marked refilling."""
-        wanted = []
-        for queue in self.handlers.values():
-            if queue.active and queue.more_in_store and not queue.refilling and len(queue.queued) < low_water:
-                queue.refilling = True
-                wanted.append((queue.handler_id, queue.cursor))
-        return wanted
-
-    def refilled(self, handler_id: str, jobs: Sequence[ReadyJob], *, more: bool) -> int:
-        """Jobs read from the store as available; those leased meanwhile are skipped. Returns how many queued."""
-        queue = self.handlers.get(handler_id)
-        if queue is None:
-            return 0
-        queue.refilling = False
-        added = 0
-        for job in jobs:
-            if job.job_id not in self.leases and job.job_id not in queue.queued:
-                queue.queued.add(job.job_id)
-                queue.ready.append(job)
-                added += 1
-        if jobs:
-            queue.cursor = max(queue.cursor, jobs[-1].job_id)
-        queue.more_in_store = more
-        return added
-
-    def refill_failed(self, handler_id: str) -> None:
-        queue = self.handlers.get(handler_id)
-        if queue is not None:
-            queue.refilling = False
+    # -- handlers ----------------------------------------------------------------------------------
 
     def revoke_handler(self, handler_id: str, reason: str) -> Effects:
         """The handler stopped, failed or is removed: every lease of it comes back, uncharged."""
@@ -195,7 +67,7 @@ class LeaseTable:
         self._requeue(leases, effects, charge=False, reason={"type": "Revoked", "message": reason})
         return effects
 
-    # -- workers ----------------------------------------------------------------------------
+    # -- workers -----------------------------------------------------------------------------------
 
     def adopt(self, lease: Lease) -> None:
         """A lease the store holds from before a restart: its worker gets the grace to come back."""
@@ -226,14 +98,6 @@ class LeaseTable:
         self._requeue(lost, effects, reason={"type": "WorkerLost", "message": "the worker reconnected without it"})
         return effects
 
-    def disconnect(self, worker_id: str) -> None:
-        """Its stream ended: its leases wait for it to reconnect, within the grace."""
-        state = self.workers.get(worker_id)
-        if state is not None and state.connected:
-            state.connected = False
-            state.capacity = 0
-            state.grace_until = self.clock.monotonic() + self.reconnect_grace_seconds
-
     def remove_worker(self, worker_id: str, reason: str) -> tuple[Effects, int]:
         """The operator let the worker go: its leases are revoked and come back, uncharged."""
         effects = Effects()
@@ -243,17 +107,6 @@ class LeaseTable:
                       reason={"type": "WorkerRemoved", "message": f"{reason} by the operator"})
         self.workers.pop(worker_id, None)
         return effects, len(leases)
-
-    def set_capacity(self, worker_id: str, jobs: int) -> None:
-        state = self.workers.get(worker_id)
-        if state is not None and state.connected:
-            state.capacity = max(0, jobs)
-            state.last_seen = self.clock.monotonic()
-
-    def seen(self, worker_id: str) -> None:
-        state = self.workers.get(worker_id)
-        if state is not None:
-            state.last_seen = self.clock.monotonic()
 
     def started(self, worker_id: str, refs: Iterable[Ref]) -> None:
         """The worker began to run these leases; their job timeout counts from now."""
@@ -279,13 +132,7 @@ class LeaseTable:
                       reason={"type": "HandedBack", "message": reason or "the worker handed it back"})
         return effects
 
-    def progress(self, worker_id: str, ref: Ref, percent: float, text: str) -> None:
-        lease = self.current(worker_id, ref)
-        if lease is not None:
-            lease.progress_percent = max(0.0, min(100.0, percent)) if math.isfinite(percent) else 0.0
-            lease.progress_text = text
-
-    # -- leasing ----------------------------------------------------------------------------------
+    # -- leasing -----------------------------------------------------------------------------------
 
     def pick(self) -> list[Lease]:
         """Fill the connected workers' room with new leases, not yet stored.
@@ -380,7 +227,7 @@ class LeaseTable:
                 queue.counts[JobStatus.AVAILABLE] += 1
                 queue.push_front(ReadyJob(lease.job_id, lease.lease_no - 1, lease.attempt - 1, lease.input))
 
-    # -- results ------------------------------------------------------------------------------------
+    # -- results -----------------------------------------------------------------------------------
 
     def settle(self, worker_id: str, results: Sequence[ResultIn]) -> tuple[list[Verdict], list[Settlement], Effects]:
         """Decide each result: accepted only for the job's current, stored lease held by ``worker_id``.
@@ -440,7 +287,7 @@ class LeaseTable:
                 effects.wake.add(s.handler_id)
         return effects
 
-    # -- time -----------------------------------------------------------------------------------------
+    # -- time --------------------------------------------------------------------------------------
 
     def tick(self) -> Effects:
         """Job timeouts, reconnect graces that ran out, workers that fell silent."""
@@ -465,15 +312,7 @@ class LeaseTable:
                     del self.workers[state.worker_id]
         return effects
 
-    # -- internals --------------------------------------------------------------------------------------
-
-    def _timeout(self, handler_id: str) -> float | None:
-        queue = self.handlers.get(handler_id)
-        return queue.settings.job_timeout_seconds if queue is not None else None
-
-    def _max_attempts(self, handler_id: str) -> int:
-        queue = self.handlers.get(handler_id)
-        return queue.settings.max_attempts if queue is not None else 1
+    # -- internals ---------------------------------------------------------------------------------
 
     def _count_streak(self, queue: HandlerQueue, *, failed: bool, effects: Effects) -> None:
         handler_id = queue.handler_id
@@ -493,25 +332,6 @@ class LeaseTable:
         if limit is not None and queue.streak >= limit and not queue.failing:
             queue.failing = True
             effects.failing[handler_id] = queue.streak
-
-    def _note_duration(self, state: WorkerState, seconds: float) -> None:
-        if not math.isfinite(seconds) or seconds < 0:
-            return
-        prev = state.ewma_seconds
-        state.ewma_seconds = seconds if prev is None else prev + EWMA_ALPHA * (seconds - prev)
-
-    def _drop(self, lease: Lease, *, ran_seconds: float | None = None) -> None:
-        """Forget a lease; charge its worker's daily budget with the run time (reported, or since the start)."""
-        if self.leases.get(lease.job_id) is lease:
-            del self.leases[lease.job_id]
-        state = self.workers.get(lease.worker_id)
-        if state is not None and lease.job_id in state.jobs:
-            state.jobs.discard(lease.job_id)
-            state.per_handler[lease.handler_id] -= 1
-        if ran_seconds is None and lease.started_mono is not None:
-            ran_seconds = self.clock.monotonic() - lease.started_mono
-        if ran_seconds:
-            self.usage.charge(lease.worker_id, lease.handler_id, ran_seconds)
 
     def _requeue(self, leases: Iterable[Lease], effects: Effects, *, reason: Mapping[str, str],
                  charge: bool | None = None) -> None:
@@ -540,4 +360,5 @@ class LeaseTable:
                 queue.counts[JobStatus.AVAILABLE] += 1
                 attempts = lease.attempt if charged else lease.attempt - 1
                 queue.push_front(ReadyJob(lease.job_id, lease.lease_no + 1, attempts, lease.input))
+
 

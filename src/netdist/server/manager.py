@@ -1,4 +1,10 @@
-"""Handler instances: job scripts in, life cycle, schedules, hot reload.
+"""Handler instances: the life cycle carried out, and their runtimes kept in step with it.
+
+What an action does in which state is the life cycle table's
+(:mod:`netdist.server.lifecycle`); here each step is carried out. Job scripts
+come in through :mod:`netdist.server.job_script_intake`, schedules start
+instances through :mod:`netdist.server.scheduled_starts`, log lines go through
+:mod:`netdist.server.handler_log`.
 
 Every state change is written to the store first; runtimes and the
 dispatcher's view follow it. An operator's change fails at once while the
@@ -9,37 +15,27 @@ failed, the log) waits for the store and goes on by itself (``writer.run``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
-import time
-import uuid
+from typing import assert_never
 
 from netdist import jobscript
-from netdist.errors import (
-    DiskFullError,
-    FailedPreconditionError,
-    InvalidArgumentError,
-    JobScriptError,
-    NotFoundError,
-    StoreUnavailableError,
-)
+from netdist.errors import FailedPreconditionError, JobScriptError
+from netdist.server import lifecycle
 from netdist.server.blobs import BlobStore
 from netdist.server.clock import SYSTEM_CLOCK, Clock
 from netdist.server.dispatcher import Dispatcher
+from netdist.server.handler_log import HandlerLog
+from netdist.server.job_script_intake import JobScriptIntake, Outcome
 from netdist.server.lease_model import HandlerSpec
+from netdist.server.lifecycle import Effect, HandlerAction
 from netdist.server.runtime import HandlerRuntime
-from netdist.server.scheduler import Schedule, Scheduler
-from netdist.server.script_check import ScriptChecker
+from netdist.server.scheduled_starts import ScheduledStarts
 from netdist.server.states import HandlerState
 from netdist.server.store import catalog
 from netdist.server.store import jobs as job_store
 from netdist.server.store.facade import Store
 
 log = logging.getLogger("netdist.server.manager")
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR,
-           "critical": logging.CRITICAL}
-_ACTIVE = (HandlerState.RUNNING, HandlerState.PAUSED)
 
 
 class HandlerManager:
@@ -49,129 +45,98 @@ class HandlerManager:
         self.handler_call_timeout_seconds = handler_call_timeout_seconds
         self.dispatcher = dispatcher
         self.blobs = blobs
+        self.clock = clock
         self.runtimes: dict[str, HandlerRuntime] = {}
-        self.scheduler = Scheduler(clock=clock)
-        self.next_start = self.scheduler.next_start  # handler id -> next scheduled start (Unix seconds)
-        self._log_buffer: list[dict[str, object]] = []
+        self.log = HandlerLog(store.writer, clock=clock)
+        self.intake = JobScriptIntake(store, blobs, clock=clock, log_sink=self.log)
+        self.schedules = ScheduledStarts(store, clock=clock, log_sink=self.log, start=self._scheduled_start)
+        self.next_start = self.schedules.next_start  # handler id -> next scheduled start (Unix seconds)
         self._lock = asyncio.Lock()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._background: set[asyncio.Task[None]] = set()
-        self.script_checker = ScriptChecker()
+        self._failing: set[asyncio.Task[None]] = set()  # handlers being failed for max-sequenced-errors
+        self._runtime_tasks: set[asyncio.Task[None]] = set()  # every runtime's loop until it ends
 
     # -- server life cycle -------------------------------------------------------------
 
     async def startup(self) -> None:
         for record in await self.store.read(catalog.list_handlers):
-            if record.state in _ACTIVE:
+            if record.state in lifecycle.ACTIVE:
                 self.log(record.id, "info", "server", "server restarted: resuming the handler")
                 try:
                     await self._launch(record, active=record.state == HandlerState.RUNNING)
                 except FailedPreconditionError as exc:
                     await self._set_state(record.id, HandlerState.FAILED, str(exc))
-        self._tasks = [asyncio.create_task(self._flush_log_loop()), asyncio.create_task(self._schedule_loop())]
+        self.log.start(running=lambda: list(self.runtimes))
+        self.schedules.start()
 
     async def shutdown(self) -> None:
+        await self.schedules.stop()  # no start from here on
+        while self._failing:  # a handler being failed ends failed, not stopped
+            await asyncio.gather(*self._failing, return_exceptions=True)
         for runtime in list(self.runtimes.values()):
             await runtime.stop()
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self._flush_log()
+        # Runtimes that finished or failed by themselves may still be closing their hosts.
+        await asyncio.gather(*self._runtime_tasks, return_exceptions=True)
+        await self.log.stop()
 
     # -- job scripts ---------------------------------------------------------------------
 
     async def add_job_script(self, filename: str, content: bytes, *, uploaded_by: str = ""
                              ) -> tuple[catalog.HandlerRecord, str]:
-        try:
-            source = content.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidArgumentError(f"{filename}: a job script must be UTF-8 text") from None
-        # Off the event loop: the metadata in a thread (linear), the Python in a child process.
-        script = await asyncio.to_thread(jobscript.parse, source, check_python=False)
-        await self.script_checker.check(content)
-        s = script.settings
-        package = await self.store.read(catalog.current_package, s.package)
-        if package is None:
-            raise InvalidArgumentError(f"'package': no package named {s.package!r} is uploaded (netdist-admin upload-package)")
-        if s.handler not in package.handlers:
-            raise InvalidArgumentError(
-                f"'handler': package {s.package!r} has no handler {s.handler!r}; it has: {', '.join(package.handlers) or 'none'}")
-        sha = await asyncio.to_thread(self.blobs.put, content)
-        settings_json = json.dumps(s.to_json_dict(), sort_keys=True)
-        custom_json = json.dumps(dict(script.custom), sort_keys=True)
+        """Store a job script (see JobScriptIntake); a running instance moves to it, a new one with
+        ``auto-start`` starts."""
+        script = await self.intake.check(filename, content)
         async with self._lock:
-            existing = await self.store.read(catalog.handler_by_key, s.package, s.handler, s.job)
-            if existing is not None and existing.script_sha256 == sha:
-                return existing, "no update needed"
-            if existing is not None:
-                await self.store.write(
-                    catalog.update_handler, existing.id, script_sha256=sha, script_source=source,
-                    settings_json=settings_json, custom_json=custom_json, script_uploaded_by=uploaded_by)
-                self.log(existing.id, "info", "server", f"job script replaced ({filename}, sha256 {sha[:12]})")
-                if existing.id in self.runtimes:
-                    await self._relaunch(existing.id)
-                return await self.store.read(catalog.get_handler, existing.id), "replaced"
-            record = await self.store.write(
-                catalog.insert_handler, id=uuid.uuid4().hex[:12], package=s.package, handler=s.handler,
-                job_name=s.job, script_sha256=sha, script_source=source, settings_json=settings_json,
-                custom_json=custom_json, state=HandlerState.IDLE, message="", handler_state_json="{}", summary="",
-                total=None, exhausted=False, sequenced_errors=0, created_at=time.time(),
-                script_uploaded_by=uploaded_by)
-        self.log(record.id, "info", "server", f"handler instance created from {filename}")
-        if s.auto_start:
-            record = await self.control(record.id, "start")
-        return record, "created"
+            record, outcome = await self.intake.store(script, uploaded_by=uploaded_by)
+            if outcome == Outcome.REPLACED and record.id in self.runtimes:
+                await self._relaunch(record.id)
+                record = await self.store.read(catalog.get_handler, record.id)
+        if outcome == Outcome.CREATED and script.settings.auto_start:
+            record = await self.control(record.id, HandlerAction.START)
+        return record, outcome
 
     # -- control -------------------------------------------------------------------------
 
     async def control(self, ref: str, action: str) -> catalog.HandlerRecord:
+        """Carry out ``action`` (a HandlerAction) on the instance ``ref`` names; its record as it is now
+        (as it was, for remove). InvalidArgumentError for an unknown action, FailedPreconditionError
+        when the life cycle refuses it; nothing changes then."""
+        act = lifecycle.parse_action(action)
         record = await self.store.read(catalog.resolve_handler, ref)
-        act = {
-            "start": self._start, "pause": self._pause, "stop": self._stop,
-            "disable": self._disable, "enable": self._enable, "remove": self._remove,
-        }.get(action)
-        if act is None:
-            raise InvalidArgumentError(f"unknown action {action!r}")
         async with self._lock:
-            await act(record, HandlerState(record.state))
-        if action == "remove":
+            await self._carry_out(record, lifecycle.step(record.id, HandlerState(record.state), act))
+        if act == HandlerAction.REMOVE:
             return record
         return await self.store.read(catalog.get_handler, record.id)
 
-    async def _start(self, record: catalog.HandlerRecord, state: HandlerState) -> None:
+    async def _carry_out(self, record: catalog.HandlerRecord, step: lifecycle.Step) -> None:
         hid = record.id
-        if state == HandlerState.DISABLED:
-            raise FailedPreconditionError(f"handler {hid} is disabled: enable it first")
-        if state == HandlerState.PAUSED:
-            await self._set_state(hid, HandlerState.RUNNING, "")
-            self.dispatcher.set_active(hid, True)
-            self.runtimes[hid].wake()
-        elif state != HandlerState.RUNNING:
-            await self._launch(record, active=True)
+        match step.effect:
+            case Effect.NOTHING:
+                pass
+            case Effect.LAUNCH:
+                await self._launch(record, active=True)
+            case Effect.RESUME:
+                await self._set_state(hid, HandlerState.RUNNING, "")
+                self.dispatcher.set_active(hid, True)
+                self.runtimes[hid].wake()
+            case Effect.PAUSE:
+                self.dispatcher.set_active(hid, False)
+                await self._set_state(hid, HandlerState.PAUSED, "")
+            case Effect.HALT:
+                assert step.target is not None
+                await self._halt(hid, step.target, step.message)
+            case Effect.RESET:
+                await self._set_state(hid, HandlerState.IDLE, "")
+                await self.store.write(catalog.update_handler, hid, sequenced_errors=0)
+            case Effect.REMOVE:
+                await self._halt(hid, HandlerState.STOPPED, step.message)
+                await self.store.write(catalog.delete_handler, hid)
+                self.next_start.pop(hid, None)
+            case _ as unreachable:
+                assert_never(unreachable)
 
-    async def _pause(self, record: catalog.HandlerRecord, state: HandlerState) -> None:
-        if state != HandlerState.RUNNING:
-            raise FailedPreconditionError(f"handler {record.id} is {state}: only a running handler can be paused")
-        self.dispatcher.set_active(record.id, False)
-        await self._set_state(record.id, HandlerState.PAUSED, "")
-
-    async def _stop(self, record: catalog.HandlerRecord, state: HandlerState) -> None:
-        if state in _ACTIVE:
-            await self._halt(record.id, HandlerState.STOPPED, "stopped by the operator")
-
-    async def _disable(self, record: catalog.HandlerRecord, state: HandlerState) -> None:
-        await self._halt(record.id, HandlerState.DISABLED, "disabled by the operator")
-
-    async def _enable(self, record: catalog.HandlerRecord, state: HandlerState) -> None:
-        if state in (HandlerState.DISABLED, HandlerState.FAILED):
-            await self._set_state(record.id, HandlerState.IDLE, "")
-            await self.store.write(catalog.update_handler, record.id, sequenced_errors=0)
-
-    async def _remove(self, record: catalog.HandlerRecord, state: HandlerState) -> None:
-        await self._halt(record.id, HandlerState.STOPPED, "removed")
-        await self.store.write(catalog.delete_handler, record.id)
-        self.next_start.pop(record.id, None)
+    async def _scheduled_start(self, handler_id: str) -> None:
+        await self.control(handler_id, HandlerAction.START)
 
     async def _launch(self, record: catalog.HandlerRecord, *, active: bool) -> None:
         package = await self.store.read(catalog.current_package, record.package)
@@ -188,7 +153,7 @@ class HandlerManager:
         counts = (await self.store.read(job_store.counts, record.id)).get(record.id, {})
         state = HandlerState.RUNNING if active else HandlerState.PAUSED
         await self.store.write(catalog.update_handler, record.id, state=state, message="",
-                               started_at=time.time(), finished_at=None)
+                               started_at=self.clock.time(), finished_at=None)
         runtime = HandlerRuntime(
             record, package, spec, writer=self.store.writer, dispatcher=self.dispatcher, blobs=self.blobs,
             log_sink=self.log, on_finished=self._finished, on_failed=self._failed,
@@ -197,6 +162,9 @@ class HandlerManager:
         self.runtimes[record.id] = runtime
         self.dispatcher.register(spec, counts=counts, streak=record.sequenced_errors, active=active)
         runtime.start()
+        assert runtime.task is not None
+        self._runtime_tasks.add(runtime.task)
+        runtime.task.add_done_callback(self._runtime_tasks.discard)
         self.log(record.id, "info", "server", "started" if active else "resumed paused")
 
     async def _relaunch(self, handler_id: str) -> None:
@@ -222,11 +190,13 @@ class HandlerManager:
         """``waits``: the server's own change, made once the store is back rather than failed."""
         values: dict[str, object] = {"state": state, "message": message}
         if state in (HandlerState.FINISHED, HandlerState.FAILED):
-            values["finished_at"] = time.time()
+            values["finished_at"] = self.clock.time()
         write = self.store.writer.run if waits else self.store.write
         await write(catalog.update_handler, handler_id, **values)
         self.log(handler_id, "error" if state == HandlerState.FAILED else "info", "server",
                  f"state {state}" + (f": {message}" if message else ""))
+
+    # -- what runtimes and the dispatcher report ------------------------------------------
 
     async def _finished(self, handler_id: str) -> None:
         if self.runtimes.pop(handler_id, None) is None:
@@ -246,20 +216,28 @@ class HandlerManager:
             runtime.wake()
 
     def on_failing(self, handler_id: str, errors_in_a_row: int) -> None:
-        """The lease table saw max-sequenced-errors failed results in a row (and hands out no more)."""
+        """The lease table saw max-sequenced-errors failed results in a row (and hands out no more).
+        Called synchronously by the dispatcher: the failing runs as a task, awaited on shutdown."""
         runtime = self.runtimes.get(handler_id)
         if runtime is None:
             return
         limit = runtime.spec.settings.max_sequenced_errors
-        task = asyncio.get_running_loop().create_task(self._failed(
-            handler_id, f"{errors_in_a_row} failed results in a row (max-sequenced-errors = {limit})"))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task = asyncio.create_task(self._failed(
+            handler_id, f"{errors_in_a_row} failed results in a row (max-sequenced-errors = {limit})"),
+            name=f"netdist-failing-{handler_id}")
+        self._failing.add(task)
+        task.add_done_callback(self._failing_done)
+
+    def _failing_done(self, task: asyncio.Task[None]) -> None:
+        self._failing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("failing handler task failed", exc_info=task.exception())
 
     # -- packages ------------------------------------------------------------------------
 
-    async def package_uploaded(self, package: catalog.PackageRecord) -> list[str]:
-        """Move the running instances of a package to its new current version."""
+    def reload_package(self, package: catalog.PackageRecord) -> list[str]:
+        """Move the running instances of a package to its new current version (each at its next
+        safe point); the ids of those that move."""
         moved = []
         for runtime in self.runtimes.values():
             if runtime.record.package == package.name and runtime.package.id != package.id:
@@ -269,54 +247,3 @@ class HandlerManager:
                 moved.append(runtime.handler_id)
         return moved
 
-    # -- schedules ------------------------------------------------------------------------
-
-    async def _schedule_loop(self) -> None:
-        while True:
-            await asyncio.sleep(0.5)
-            try:
-                await self._run_schedules()
-            except (StoreUnavailableError, DiskFullError):
-                pass  # the store's outage is logged once by the server; schedules run again after it
-            except Exception:
-                log.exception("schedule pass failed")
-
-    async def _run_schedules(self) -> None:
-        records = {record.id: record for record in await self.store.read(catalog.list_handlers)}
-        schedules = {}
-        for record in records.values():
-            settings = json.loads(record.settings_json)
-            if settings.get("schedule"):
-                schedules[record.id] = Schedule(cron=settings["schedule"], time_zone=settings.get("time-zone"))
-        for handler_id in self.scheduler.due(schedules):
-            record = records[handler_id]
-            # A failed handler waits for the operator (enable or start), like a disabled one.
-            if record.state not in (*_ACTIVE, HandlerState.DISABLED, HandlerState.FAILED):
-                self.log(record.id, "info", "server", f"schedule {schedules[handler_id].cron!r}: starting")
-                try:
-                    await self.control(record.id, "start")
-                except (FailedPreconditionError, NotFoundError) as exc:
-                    self.log(record.id, "warning", "server", f"scheduled start failed: {exc}")
-
-    # -- log ----------------------------------------------------------------------------
-
-    def log(self, handler_id: str, level: str, source: str, message: str) -> None:
-        log.log(_LEVELS.get(level, logging.INFO), "[%s] %s", handler_id, message)
-        self._log_buffer.append({"handler_id": handler_id, "at": time.time(), "level": level,
-                                 "source": source, "message": message[:10_000]})
-
-    async def _flush_log_loop(self) -> None:
-        rounds = 0
-        while True:
-            await asyncio.sleep(0.2)
-            rounds += 1
-            with contextlib.suppress(Exception):
-                await self._flush_log(prune=rounds % 300 == 0)
-
-    async def _flush_log(self, *, prune: bool = False) -> None:
-        entries, self._log_buffer = self._log_buffer, []
-        if entries:  # kept through an outage: written once the store is back
-            await self.store.writer.run(catalog.add_log, entries)
-        if prune:
-            for handler_id in list(self.runtimes):
-                await self.store.writer.run(catalog.prune_log, handler_id)

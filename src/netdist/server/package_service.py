@@ -43,7 +43,7 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
             self.audit.record(context, method="PackageService/Upload", target="package upload",
                               outcome=exc.code.name, detail=exc.message)
             raise
-        moved = await self.manager.package_uploaded(record)
+        moved = self.manager.reload_package(record)
         self.audit.record(context, method="PackageService/Upload", target=f"package {record.name} {record.version}",
                           detail=detail + (f"; restarted handlers {', '.join(moved)}" if moved else ""))
         return packages_pb2.UploadPackageResponse(package=package_info(record), created=created,

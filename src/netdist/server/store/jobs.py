@@ -159,6 +159,14 @@ def store_streaks(conn: Connection, streaks: Mapping[str, int]) -> None:
         _many(conn, _STREAK_SQL, [(n, h) for h, n in streaks.items()])
 
 
+def store_settlements(conn: Connection, settlements: Sequence[Settlement], at: float,
+                      streaks: Mapping[str, int]) -> set[int]:
+    """A batch of results and the streaks they moved, in one transaction; the job ids stored."""
+    stored = store_results(conn, settlements, at)
+    store_streaks(conn, streaks)
+    return stored
+
+
 def classify(conn: Connection, worker_id: str, refs: Collection[Ref]) -> dict[Ref, str]:
     """Why results the lease table did not accept were not accepted: 'duplicate' (this very
     result was stored before), 'stale' (not the current lease of this worker) or 'unknown'

@@ -1,0 +1,103 @@
+"""Job script intake: an uploaded job script checked, and stored as a new handler instance or as
+the new script of the instance it names (package, handler, job).
+
+Everything slow or hostile happens before the store is touched: the text must
+be UTF-8, its metadata parses (in a thread: linear time), its Python passes the
+script checker (in a child process), and the package and handler it names are
+uploaded. Starting, restarting or relaunching an instance is the manager's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import uuid
+from enum import StrEnum
+
+from netdist import jobscript
+from netdist.errors import InvalidArgumentError
+from netdist.server.blobs import BlobStore
+from netdist.server.clock import Clock
+from netdist.server.runtime import LogSink
+from netdist.server.script_check import ScriptChecker
+from netdist.server.states import HandlerState
+from netdist.server.store import catalog
+from netdist.server.store.facade import Store
+
+
+class Outcome(StrEnum):
+    """What storing a job script did (the words the operator reads)."""
+
+    CREATED = "created"
+    REPLACED = "replaced"
+    UNCHANGED = "no update needed"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CheckedScript:
+    """A job script that passed every check, ready to store."""
+
+    filename: str
+    source: str
+    sha256: str  # of its bytes, as kept in the blob store
+    settings: jobscript.JobSettings
+    settings_json: str
+    custom_json: str
+
+
+class JobScriptIntake:
+    def __init__(self, store: Store, blobs: BlobStore, *, clock: Clock, log_sink: LogSink) -> None:
+        self._store = store
+        self._blobs = blobs
+        self._clock = clock
+        self._log = log_sink
+        self.checker = ScriptChecker()
+
+    async def check(self, filename: str, content: bytes) -> CheckedScript:
+        """InvalidArgumentError (or JobScriptError) saying what is wrong; nothing is stored before this passed
+        but the script's bytes in the blob store (content-addressed, harmless)."""
+        try:
+            source = content.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidArgumentError(f"{filename}: a job script must be UTF-8 text") from None
+        # Off the event loop: the metadata in a thread (linear), the Python in a child process.
+        script = await asyncio.to_thread(jobscript.parse, source, check_python=False)
+        await self.checker.check(content)
+        s = script.settings
+        package = await self._store.read(catalog.current_package, s.package)
+        if package is None:
+            raise InvalidArgumentError(
+                f"'package': no package named {s.package!r} is uploaded (netdist-admin upload-package)")
+        if s.handler not in package.handlers:
+            raise InvalidArgumentError(
+                f"'handler': package {s.package!r} has no handler {s.handler!r}; it has: "
+                f"{', '.join(package.handlers) or 'none'}")
+        sha = await asyncio.to_thread(self._blobs.put, content)
+        return CheckedScript(
+            filename=filename, source=source, sha256=sha, settings=s,
+            settings_json=json.dumps(s.to_json_dict(), sort_keys=True),
+            custom_json=json.dumps(dict(script.custom), sort_keys=True))
+
+    async def store(self, script: CheckedScript, *, uploaded_by: str) -> tuple[catalog.HandlerRecord, Outcome]:
+        """Store it as the script of the instance it names, or as a new idle instance.
+        The caller holds the manager's lock (two uploads of one new script make one instance)."""
+        s = script.settings
+        existing = await self._store.read(catalog.handler_by_key, s.package, s.handler, s.job)
+        if existing is not None and existing.script_sha256 == script.sha256:
+            return existing, Outcome.UNCHANGED
+        if existing is not None:
+            await self._store.write(
+                catalog.update_handler, existing.id, script_sha256=script.sha256, script_source=script.source,
+                settings_json=script.settings_json, custom_json=script.custom_json, script_uploaded_by=uploaded_by)
+            self._log(existing.id, "info", "server",
+                      f"job script replaced ({script.filename}, sha256 {script.sha256[:12]})")
+            return await self._store.read(catalog.get_handler, existing.id), Outcome.REPLACED
+        record = await self._store.write(
+            catalog.insert_handler, id=uuid.uuid4().hex[:12], package=s.package, handler=s.handler,
+            job_name=s.job, script_sha256=script.sha256, script_source=script.source,
+            settings_json=script.settings_json, custom_json=script.custom_json, state=HandlerState.IDLE,
+            message="", handler_state_json="{}", summary="", total=None, exhausted=False, sequenced_errors=0,
+            created_at=self._clock.time(), script_uploaded_by=uploaded_by)
+        self._log(record.id, "info", "server", f"handler instance created from {script.filename}")
+        return record, Outcome.CREATED
