@@ -38,6 +38,8 @@ from netdist.testing import Admin, wait_until, write_wheel
 from tests.integration.conftest import Cluster
 from tests.support import counter_script, counter_wheel
 
+pytestmark = pytest.mark.in_process
+
 OK = grpc.StatusCode.OK
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 DENIED = grpc.StatusCode.PERMISSION_DENIED

@@ -19,6 +19,8 @@ from netdist.testing import wait_until
 from tests.integration.conftest import Cluster
 from tests.support import counter_script, counter_wheel
 
+pytestmark = pytest.mark.in_process
+
 IMPOSTOR_TRIES = 50
 COUNT = 6
 
