@@ -157,6 +157,12 @@ _DATA_DIRS: dict[str, Path] = {}
 """The data dir of each server this process started, by address: Admin and start_worker find its tokens there."""
 
 
+def register_data_dir(address: str, data_dir: Path) -> None:
+    """Tell :class:`Admin` and :func:`start_worker` where the tokens of the server at ``address`` are
+    (:func:`start_server` does it; a server started in the test process says it with this)."""
+    _DATA_DIRS[address] = data_dir
+
+
 def _token_file(address: str, name: str) -> Path | None:
     data_dir = _DATA_DIRS.get(address)
     path = data_dir / f"{name}.token" if data_dir is not None else None
@@ -195,7 +201,7 @@ def start_server(data_dir: Path, *, log_dir: Path, db_url: str | None = None, po
         return found.group(1) if found else None
 
     addr = wait_until(address, timeout, what="the server to listen")
-    _DATA_DIRS[addr] = data_dir
+    register_data_dir(addr, data_dir)
     return ServerProcess(name=proc.name, popen=proc.popen, log_path=proc.log_path, address=addr, data_dir=data_dir)
 
 

@@ -40,8 +40,7 @@ class Rig:
 
     @property
     def server(self) -> ServerProcess:
-        assert self.cluster.server is not None
-        return self.cluster.server
+        return self.cluster.process
 
     # -- pieces --------------------------------------------------------------------------
 
@@ -103,7 +102,8 @@ class Rig:
         return port
 
     def restart_server(self, port: int, **kwargs: Any) -> ServerProcess:
-        return self.cluster.start_server(port=port, **kwargs)
+        self.cluster.start_server(port=port, **kwargs)
+        return self.cluster.process
 
     def kill_worker(self, worker: Process) -> None:
         """SIGKILL a worker and its job processes (its whole process group)."""

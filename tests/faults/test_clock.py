@@ -70,6 +70,7 @@ def revoked(hand: HandWorker, ref: tuple[int, int]) -> bool:
     return ref in hand.revoked
 
 
+@pytest.mark.timeout(60)  # a run under way, then two job-timeouts waited out in turn: 19 s on a loaded 2-core machine
 def test_wall_clock_jumps_neither_expire_leases_early_nor_stall_them(rig: Rig) -> None:
     offset = rig.root / "faketime"
     rig.restart_server(0, env=faketime_env(offset))

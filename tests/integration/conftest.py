@@ -4,8 +4,9 @@ import dataclasses
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -20,17 +21,23 @@ from netdist.testing import (
     start_worker,
     wait_until,
 )
+from tests.inprocess import InProcessServer, start_in_process
 
 HEARTBEAT = 0.3  # seconds; a silent worker is gone after three of them
 
 
 @dataclasses.dataclass
 class Cluster:
-    """A real server, real workers and an admin client; owns their cleanup."""
+    """A real server, real workers and an admin client; owns their cleanup.
+
+    The server is a ``netdist-server`` process, or with ``in_process`` the same app in the
+    test process (tests marked ``in_process``): then ``cluster.app`` reaches its dispatcher,
+    manager and runtimes."""
 
     root: Path
     db_url: str
-    server: ServerProcess | None = None
+    in_process: bool = False
+    server: ServerProcess | InProcessServer | None = None
     admin: Admin | None = None
     workers: list[Process] = dataclasses.field(default_factory=list)
     generation: int = 0
@@ -41,17 +48,43 @@ class Cluster:
     """What CLIs the test ran printed (a new token's one printing excepted)."""
 
     def start_server(self, port: int = 0, *, extra_args: tuple[str, ...] = (),
-                     env: dict[str, str] | None = None) -> ServerProcess:
-        if self.server is not None and self.server.popen.poll() is None:
+                     env: dict[str, str] | None = None, **options: Any) -> ServerProcess | InProcessServer:
+        """(Re)start the server on the same store; ``extra_args`` and ``env`` for a process,
+        ``options`` (:class:`ServerConfig` fields) for one in the test process."""
+        if self.server is not None and self.server.alive():
             self.server.stop()
         self.generation += 1
-        self.server = start_server(self.root / "data", log_dir=self.root / "logs", db_url=self.db_url,
-                                   port=port, heartbeat_interval=HEARTBEAT, name=f"server-{self.generation}",
-                                   extra_args=extra_args, env=env)
+        name = f"server-{self.generation}"
+        if self.in_process:
+            assert not extra_args and env is None, "an in-process server takes ServerConfig fields, not a CLI"
+            self.server = start_in_process(self.root / "data", log_dir=self.root / "logs", db_url=self.db_url,
+                                           port=port, heartbeat_interval_seconds=HEARTBEAT, name=name, **options)
+        else:
+            assert not options, "a server process takes extra_args"
+            self.server = start_server(self.root / "data", log_dir=self.root / "logs", db_url=self.db_url,
+                                       port=port, heartbeat_interval=HEARTBEAT, name=name,
+                                       extra_args=extra_args, env=env)
         if self.admin is not None:
             self.admin.close()
         self.admin = Admin(self.server.address)
         return self.server
+
+    @property
+    def app(self) -> InProcessServer:
+        """The in-process server (tests marked ``in_process``)."""
+        assert isinstance(self.server, InProcessServer), "mark the test in_process to reach the app"
+        return self.server
+
+    @property
+    def process(self) -> ServerProcess:
+        """The server process (tests that kill it)."""
+        assert isinstance(self.server, ServerProcess), "a killed server needs a process: do not mark it in_process"
+        return self.server
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.address.rsplit(":", 1)[1])
 
     def add_worker(self, name: str, *, slots: int = 1, labels: dict[str, str] | None = None,
                    target: str | None = None, extra_args: tuple[str, ...] = (),
@@ -139,14 +172,14 @@ class Cluster:
         codes = [(w.name, w.stop()) for w in self.workers if w.popen.returncode is None]
         if self.admin is not None:
             self.admin.close()
-        if self.server is not None and self.server.popen.returncode is None:
+        if self.server is not None and self.server.alive():
             codes.append((self.server.name, self.server.stop()))
         return codes
 
 
 @pytest.fixture
 def cluster(tmp_path: Path, db_url: str, request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    c = Cluster(root=tmp_path, db_url=db_url)
+    c = Cluster(root=tmp_path, db_url=db_url, in_process=request.node.get_closest_marker("in_process") is not None)
     c.start_server()
     failed = False
     try:
@@ -165,7 +198,8 @@ def cluster(tmp_path: Path, db_url: str, request: pytest.FixtureRequest) -> Iter
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report

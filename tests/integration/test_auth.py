@@ -38,6 +38,8 @@ from netdist.testing import Admin, wait_until, write_wheel
 from tests.integration.conftest import Cluster
 from tests.support import counter_script, counter_wheel
 
+pytestmark = pytest.mark.in_process
+
 OK = grpc.StatusCode.OK
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 DENIED = grpc.StatusCode.PERMISSION_DENIED
@@ -64,7 +66,7 @@ def code(call: Callable[[], object]) -> grpc.StatusCode:
     try:
         call()
     except grpc.RpcError as exc:
-        return exc.code()  # type: ignore[no-any-return]
+        return exc.code()
     return OK
 
 

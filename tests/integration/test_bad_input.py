@@ -11,11 +11,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from netdist.api.v1 import admin_pb2, jobs_pb2, jobs_pb2_grpc, packages_pb2
-from netdist.testing import write_wheel
+from netdist.testing import Admin, write_wheel
+from tests.inprocess import InProcessServer
 from tests.integration.conftest import Cluster
 from tests.support import counter_script, counter_wheel
 
-pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+pytestmark = [pytest.mark.parametrize("db_url", ["sqlite"], indirect=True), pytest.mark.in_process]
 
 
 def status_of(call) -> tuple[grpc.StatusCode, str]:  # type: ignore[no-untyped-def]
@@ -51,7 +52,7 @@ def test_bad_job_scripts_name_the_problem(cluster: Cluster, tmp_path: Path) -> N
          "'max-attempts': expected a whole number, got 'many'"),
         (text.replace("# ///\n", "", 1), "no metadata block"),
     ]:
-        code, details = status_of(lambda b=broken: cluster.api.add_script(tmp_path / "b.py", b))  # type: ignore[misc]
+        code, details = status_of(lambda b=broken: cluster.api.add_script(tmp_path / "b.py", b))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and message in details
     assert cluster.api.handlers() == []
     request = admin_pb2.AddJobScriptRequest(filename="x.py", content=b"\xff\xfe not text")
@@ -75,18 +76,23 @@ def test_unknown_references_are_not_found(cluster: Cluster) -> None:
     assert code == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_a_worker_stream_must_start_with_a_valid_hello(cluster: Cluster) -> None:
-    assert cluster.server is not None
-    stub = jobs_pb2_grpc.JobServiceStub(cluster.api.channel)
-
+def test_a_worker_stream_must_start_with_a_valid_hello(app_server: InProcessServer) -> None:
     def one(message: jobs_pb2.WorkerMessage) -> Iterator[jobs_pb2.WorkerMessage]:
         yield message
 
-    code, details = status_of(lambda: list(stub.Connect(one(jobs_pb2.WorkerMessage(capacity=jobs_pb2.Capacity(jobs=5))))))
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and "must start with Hello" in details
-    hello = jobs_pb2.Hello(worker_id="w", name="w", slots=0)
-    code, details = status_of(lambda: list(stub.Connect(one(jobs_pb2.WorkerMessage(hello=hello)))))
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and "Hello.slots" in details
+    admin = Admin(app_server.address)
+    try:
+        stub = jobs_pb2_grpc.JobServiceStub(admin.channel)
+        code, details = status_of(lambda: list(stub.Connect(one(jobs_pb2.WorkerMessage(capacity=jobs_pb2.Capacity(jobs=5))))))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "must start with Hello" in details
+        hello = jobs_pb2.Hello(worker_id="w", name="w", slots=0)
+        code, details = status_of(lambda: list(stub.Connect(one(jobs_pb2.WorkerMessage(hello=hello)))))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "Hello.slots" in details
+    finally:
+        admin.close()
+    # Refused means unknown to the dispatcher: no link, no worker in the lease table.
+    links, workers = app_server.inspect(lambda: (dict(app_server.dispatcher.links), dict(app_server.dispatcher.table.workers)))
+    assert (links, workers) == ({}, {})
 
 
 def test_health_and_reflection_are_served(cluster: Cluster) -> None:

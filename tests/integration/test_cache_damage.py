@@ -10,7 +10,7 @@ from netdist.testing import wait_until, write_wheel
 from tests.integration.conftest import Cluster
 from tests.support import HANDLER, expected_sum
 
-pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+pytestmark = [pytest.mark.parametrize("db_url", ["sqlite"], indirect=True), pytest.mark.in_process]
 
 COUNT = 40
 

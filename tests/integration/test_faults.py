@@ -5,11 +5,14 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
+
 from netdist.testing import wait_until
 from tests.integration.conftest import Cluster
 from tests.support import alive, child_pids, counter_script, counter_wheel, expected_sum
 
 
+@pytest.mark.in_process
 def test_package_reupload_swaps_handler_code_while_running(cluster: Cluster, tmp_path: Path) -> None:
     cluster.api.upload(counter_wheel(tmp_path, "1.0"))
     cluster.add_worker("w1", slots=2)
@@ -28,6 +31,7 @@ def test_package_reupload_swaps_handler_code_while_running(cluster: Cluster, tmp
     assert "counter 2.0 initialized" in log and "restarting the handler host" in log
 
 
+@pytest.mark.in_process
 def test_worker_killed_mid_job_has_its_job_finished_by_another(cluster: Cluster, tmp_path: Path) -> None:
     cluster.api.upload(counter_wheel(tmp_path))
     victim = cluster.add_worker("victim")
@@ -46,6 +50,7 @@ def test_worker_killed_mid_job_has_its_job_finished_by_another(cluster: Cluster,
     assert not {w.name: w for w in cluster.api.workers()}["victim"].connected
 
 
+@pytest.mark.in_process
 def test_a_killed_worker_leaves_no_executor_child_behind(cluster: Cluster, tmp_path: Path) -> None:
     cluster.api.upload(counter_wheel(tmp_path))
     victim = cluster.add_worker("victim")
@@ -72,9 +77,8 @@ def test_server_killed_mid_run_finishes_with_no_job_lost(cluster: Cluster, tmp_p
     script = counter_script(tmp_path / "s.py", settings="auto-start = true", count=400, sleep=0.01)
     hid = cluster.api.add_script(script).handler.id
     wait_until(lambda: cluster.api.handler(hid).jobs_processed >= 40, 60, what="some results")
-    assert cluster.server is not None
-    port = int(cluster.server.address.rsplit(":", 1)[1])
-    cluster.server.kill()  # SIGKILL: no clean shutdown
+    port = cluster.port
+    cluster.process.kill()  # SIGKILL: no clean shutdown
     cluster.start_server(port=port)
     info = cluster.api.wait_state(hid, "finished", timeout=120)
     # Each result was processed exactly once: the handler's state is saved
@@ -85,5 +89,5 @@ def test_server_killed_mid_run_finishes_with_no_job_lost(cluster: Cluster, tmp_p
                what="both workers to reconnect")
     # Workers name the leases whose results wait for an ack in their Hello, and adopted
     # leases wait for their workers: no result finished before the kill was thrown away.
-    assert "stale" not in cluster.server.output()
+    assert "stale" not in cluster.process.output()
     assert all("stale" not in w.output() for w in cluster.workers)

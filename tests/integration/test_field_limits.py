@@ -19,6 +19,8 @@ from tests.integration.conftest import Cluster
 from tests.integration.test_protocol import HandWorker
 from tests.support import counter_script, counter_wheel
 
+pytestmark = pytest.mark.in_process
+
 HOSTILE_HELLOS: list[tuple[dict[str, object], str]] = [
     ({"name": "w\x1b[2J"}, "Hello.name holds a control character (U+001B at position 1)"),
     ({"name": "w1\nw2   fake   row"}, "Hello.name holds a control character (U+000A at position 2)"),

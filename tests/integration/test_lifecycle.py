@@ -18,6 +18,7 @@ from netdist.testing import wait_until
 from tests.integration.conftest import Cluster
 from tests.support import counter_script, counter_wheel, expected_sum
 
+pytestmark = pytest.mark.in_process
 Gates = Callable[[str], Path]
 SCHEDULED = "schedule '* * * * * *': starting"
 
@@ -52,6 +53,8 @@ def test_pause_keeps_leases_and_hands_out_nothing_until_started(
 
     assert cluster.api.control(hid, admin_pb2.HANDLER_ACTION_PAUSE).state == "paused"
     assert running_ids(cluster, hid) == held  # pause keeps the outstanding leases
+    assert {lease.job_id for lease in cluster.app.leases(handler_id=hid)} == held
+    assert cluster.app.runtime(hid) is not None  # and its handler host, which takes their results
     gate.touch()  # they finish, and their results are accepted while paused
     wait_until(lambda: cluster.api.handler(hid).jobs_processed == 2, 30, what="the two held jobs processed")
 
@@ -89,6 +92,7 @@ def test_stop_revokes_leases_and_a_disabled_handler_starts_only_once_enabled(
     info = cluster.api.control(hid, admin_pb2.HANDLER_ACTION_STOP)
     assert info.state == "stopped" and info.message == "stopped by the operator"
     assert not running_ids(cluster, hid)
+    assert not cluster.app.leases(handler_id=hid) and cluster.app.runtime(hid) is None
     assert info.jobs_available == 4 and info.jobs_pending == 0  # revoked jobs are available again
     wait_until(lambda: "server revoked 2 job(s): stopped by the operator" in worker.output(), 15,
                what="the revoke to reach the worker")
@@ -149,6 +153,8 @@ def test_remove_revokes_leases_and_forgets_the_handler(cluster: Cluster, tmp_pat
                                                 count=5, gate=str(gates("r")))).handler.id
     wait_until(lambda: len(running_ids(cluster, hid)) == 2, 30, what="two jobs held at the gate")
     cluster.api.control("r", admin_pb2.HANDLER_ACTION_REMOVE)  # by job name
+    assert not cluster.app.leases() and cluster.app.runtime(hid) is None
+    assert cluster.app.inspect(lambda: hid not in cluster.app.dispatcher.table.handlers)  # its queue is forgotten
     assert hid not in {h.id for h in cluster.api.handlers()}
     assert not cluster.api.running_jobs()
     code, details = refused(lambda: cluster.api.handler(hid))

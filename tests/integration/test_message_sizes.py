@@ -19,7 +19,7 @@ from netdist.testing import write_wheel
 from netdist.wire import MAX_INPUT_BYTES, MAX_OUTPUT_BYTES
 from tests.integration.conftest import Cluster
 
-pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+pytestmark = [pytest.mark.parametrize("db_url", ["sqlite"], indirect=True), pytest.mark.in_process]
 
 MIB = 1024 * 1024
 

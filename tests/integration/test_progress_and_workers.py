@@ -15,6 +15,7 @@ from netdist.testing import wait_until
 from tests.integration.conftest import Cluster
 from tests.support import counter_script, counter_wheel
 
+pytestmark = pytest.mark.in_process
 Gates = Callable[[str], Path]
 
 

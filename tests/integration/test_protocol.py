@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,29 +14,39 @@ from netdist.api.v1 import admin_pb2, jobs_pb2, jobs_pb2_grpc
 from tests.integration.conftest import Cluster
 from tests.support import counter_script, counter_wheel
 
-pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+pytestmark = [pytest.mark.parametrize("db_url", ["sqlite"], indirect=True), pytest.mark.in_process]
 
 
 class HandWorker:
     """A worker stream whose every message the test writes itself."""
 
-    def __init__(self, cluster: Cluster, worker_id: str = "hand-1") -> None:
+    def __init__(self, cluster: Cluster, worker_id: str = "hand-1", *, heartbeat_seconds: float | None = None) -> None:
+        """``heartbeat_seconds``: send heartbeats this often, for a test that outlasts the server's
+        silence limit (3 heartbeat intervals of the cluster, under a second)."""
         self.outgoing: queue.Queue[jobs_pb2.WorkerMessage | None] = queue.Queue()
         self.leased: list[jobs_pb2.Lease] = []
+        self._closed = threading.Event()
         stub = jobs_pb2_grpc.JobServiceStub(cluster.api.channel)
         self.send(jobs_pb2.WorkerMessage(hello=jobs_pb2.Hello(worker_id=worker_id, name=worker_id, slots=4)))
         self.incoming = stub.Connect(self._requests(), timeout=60)
         assert next(self.incoming).HasField("welcome")
+        if heartbeat_seconds is not None:
+            threading.Thread(target=self._beat, args=(heartbeat_seconds,), daemon=True).start()
 
     def _requests(self) -> Iterator[jobs_pb2.WorkerMessage]:
         while (message := self.outgoing.get()) is not None:
             yield message
 
+    def _beat(self, seconds: float) -> None:
+        while not self._closed.wait(seconds):
+            self.send(jobs_pb2.WorkerMessage(heartbeat=jobs_pb2.Heartbeat()))
+
     def send(self, message: jobs_pb2.WorkerMessage) -> None:
         self.outgoing.put(message)
 
     def next(self) -> jobs_pb2.ServerMessage:
-        return next(self.incoming)
+        message: jobs_pb2.ServerMessage = next(self.incoming)
+        return message
 
     def next_of(self, kind: str) -> jobs_pb2.ServerMessage:
         """The next message of ``kind``; leases that come first are kept in ``self.leased``."""
@@ -47,6 +58,7 @@ class HandWorker:
             self.leased += message.leases.items
 
     def close(self) -> None:
+        self._closed.set()
         self.outgoing.put(None)
         self.incoming.cancel()
 
@@ -68,6 +80,9 @@ def test_credit_leases_results_acks_and_duplicates(cluster: Cluster, tmp_path: P
             assert message.WhichOneof("kind") == "leases", message
             leases += message.leases.items
         assert len(leases) == 2  # never more than the capacity
+        table = cluster.app.leases(worker_id="hand-1")  # the lease table holds what was sent, no more
+        assert [(lease.job_id, lease.lease_no, lease.stored) for lease in table] == sorted(
+            (lease.ref.job_id, lease.ref.lease_no, True) for lease in leases)
         assert all(lease.script_sha256 and len(lease.environment) == 1 for lease in leases)
         worker.send(jobs_pb2.WorkerMessage(results=jobs_pb2.ResultBatch(items=[result(leases[0])])))
         ack = worker.next_of("ack")  # and not a Revoke of the lease just answered
@@ -85,5 +100,41 @@ def test_credit_leases_results_acks_and_duplicates(cluster: Cluster, tmp_path: P
         cluster.api.control(hid, admin_pb2.HANDLER_ACTION_STOP)
         revoke = worker.next_of("revoke")
         assert sorted(r.job_id for r in revoke.revoke.refs) == sorted(out)
+        assert not cluster.app.leases(handler_id=hid)  # revoked means gone from the table, not only told
+        assert cluster.app.runtime(hid) is None
     finally:
         worker.close()
+
+
+def test_a_started_job_past_its_timeout_is_revoked_and_leased_again_as_its_next_attempt(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The server's half of job-timeout, alone: this worker never kills its job (a real worker's own
+    watchdog would race the server to it; tests/unit/test_worker_executor.py checks that half)."""
+    cluster.api.upload(counter_wheel(tmp_path))
+    hid = cluster.api.add_script(counter_script(tmp_path / "t.py", job="t", count=1,
+                                                settings="auto-start = true\njob-timeout = 0.5")).handler.id
+    worker = HandWorker(cluster, heartbeat_seconds=0.1)
+    try:
+        worker.send(jobs_pb2.WorkerMessage(capacity=jobs_pb2.Capacity(jobs=1)))
+        (first,) = worker.next_of("leases").leases.items
+        assert (first.attempt, first.timeout_seconds) == (1, 0.5)
+        worker.send(jobs_pb2.WorkerMessage(started=jobs_pb2.Started(refs=[first.ref])))
+        revoke = worker.next_of("revoke").revoke
+        assert revoke.reason == "job timeout"
+        assert [(r.job_id, r.lease_no) for r in revoke.refs] == [(first.ref.job_id, first.ref.lease_no)]
+        # It had started, so the attempt was charged; the job went back to the queue and, the slot
+        # being free again, came back to this worker under a new lease number.
+        (again,) = worker.next_of("leases").leases.items
+        assert (again.ref.job_id, again.attempt) == (first.ref.job_id, 2)
+        assert again.ref.lease_no > first.ref.lease_no
+        assert [(lease.job_id, lease.lease_no, lease.attempt) for lease in cluster.app.leases(handler_id=hid)] == [
+            (again.ref.job_id, again.ref.lease_no, 2)]
+        # A late result for the revoked lease is refused; the current one is accepted.
+        worker.send(jobs_pb2.WorkerMessage(results=jobs_pb2.ResultBatch(items=[result(first), result(again)])))
+        ack = worker.next_of("ack").ack
+        assert [a.outcome for a in ack.items] == [jobs_pb2.ACK_OUTCOME_STALE, jobs_pb2.ACK_OUTCOME_ACCEPTED]
+    finally:
+        worker.close()
+    info = cluster.api.wait_state(hid, "finished", timeout=20)
+    assert (info.jobs_processed, info.jobs_failed) == (1, 0)

@@ -11,6 +11,8 @@ from netdist.testing import start_worker, wait_until
 from tests.integration.conftest import Cluster
 from tests.support import counter_script, counter_wheel, expected_sum
 
+pytestmark = pytest.mark.in_process
+
 
 def test_job_script_runs_to_completion(cluster: Cluster, tmp_path: Path) -> None:
     up = cluster.api.upload(counter_wheel(tmp_path))

@@ -23,6 +23,7 @@ from tests.support import counter_script, counter_wheel, expected_sum
 
 Gates = Callable[[str], Path]
 sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+pytestmark = pytest.mark.in_process
 
 
 def jobs_with_status(cluster: Cluster, hid: str, status: str) -> list[admin_pb2.JobInfo]:
@@ -67,9 +68,8 @@ def test_auto_start_on_upload_and_after_a_server_restart(cluster: Cluster, tmp_p
     hid = auto.handler.id
     wait_until(lambda: cluster.api.running_jobs(hid), 30, what="a job at the gate")
 
-    assert cluster.server is not None
-    port = int(cluster.server.address.rsplit(":", 1)[1])
-    assert cluster.server.stop() == 0
+    port = cluster.port
+    assert cluster.server is not None and cluster.server.stop() == 0
     cluster.start_server(port=port)
     assert cluster.api.handler(hid).state == "running"
     assert cluster.api.handler(manual.handler.id).state == "idle"
@@ -171,18 +171,17 @@ def test_job_timeout_revokes_the_job_and_retries_it(cluster: Cluster, tmp_path: 
     cluster.api.upload(counter_wheel(tmp_path))
     cluster.add_worker("w1")
     cluster.add_worker("w2")
-    # The first attempt of each job sleeps 30 s, far past the 1 s timeout.
+    # The first attempt of each job sleeps 60 s, far past the 1 s timeout.
     script = counter_script(tmp_path / "t.py", job="t", settings="auto-start = true\njob-timeout = 1", count=2,
-                            slow_attempts=1, slow_sleep=30.0)
-    started = time.monotonic()
+                            slow_attempts=1, slow_sleep=60.0)
     hid = cluster.api.add_script(script).handler.id
+    # Both slots were taken by the slow attempts: finishing before they could end means they were killed.
     info = cluster.api.wait_state(hid, "finished", timeout=25)
-    # Both slots were taken by the slow attempts: finishing this early means they were killed.
-    assert time.monotonic() - started < 20
     assert info.jobs_processed == 2 and info.jobs_failed == 0
+    # Each first attempt was cut short, not waited out: else it would have ended as attempt 1.
     assert [j.attempts for j in jobs_with_status(cluster, hid, "processed")] == [2, 2]
-    worker_logs = "".join(w.output() for w in cluster.workers)
-    assert "server revoked 1 job(s): job timeout" in worker_logs or "exceeded its timeout" in worker_logs
+    # Who cut it (the worker's watchdog or the server's deadline, whichever ticks first) is a race
+    # here; test_protocol.py and test_worker_executor.py each check one side alone.
 
 
 def test_job_timeout_on_every_attempt_fails_the_job_with_job_timeout(cluster: Cluster, tmp_path: Path) -> None:
@@ -282,8 +281,7 @@ def test_max_time_per_client_per_day_stops_a_worker_after_its_budget(cluster: Cl
     assert info.state == "running" and 3 <= info.jobs_processed <= 4 and info.jobs_pending == 0
     assert info.jobs_available == 12 - info.jobs_processed
     # The day's usage survives a server restart: it is read back from the stored results.
-    assert cluster.server is not None
-    cluster.start_server(port=int(cluster.server.address.rsplit(":", 1)[1]))
+    cluster.start_server(port=cluster.port)
     again = cluster.api.add_script(counter_script(tmp_path / "o2.py", job="o2", settings="auto-start = true",
                                                   count=10)).handler.id
     cluster.api.wait_state(again, "finished", timeout=30)  # w1 is back and free ...

@@ -85,9 +85,9 @@ def test_a_junk_upload_is_streamed_to_disk_in_bounded_memory_and_cut_off(cluster
     """The goal: a 1 GB junk upload costs the server under 50 MB. Here it declares 192 MiB (under the
     256 MiB limit), then streams on towards 1 GiB; the server writes it to disk as it comes and cuts it
     off the moment it passes what it declared."""
-    server = cluster.start_server(extra_args=("--max-upload-bytes", "256M"))
+    cluster.start_server(extra_args=("--max-upload-bytes", "256M"))
     assert cluster.api.upload(counter_wheel(tmp_path)).created  # every code path warm
-    pid = server.popen.pid
+    pid = cluster.process.popen.pid
     baseline = rss_bytes(pid)
     declared, total = 192 * MIB, 1024 * MIB
     junk = os.urandom(CHUNK)

@@ -11,6 +11,8 @@ from netdist.testing import wait_until
 from tests.integration.conftest import Cluster
 from tests.support import counter_script, counter_wheel, expected_sum
 
+pytestmark = pytest.mark.in_process
+
 
 def by_name(cluster: Cluster) -> dict[str, admin_pb2.WorkerInfo]:
     return {w.name: w for w in cluster.api.workers()}
@@ -25,6 +27,9 @@ def test_disabled_worker_is_refused_until_enabled(cluster: Cluster, tmp_path: Pa
     wait_until(lambda: len(cluster.api.running_jobs(hid)) == 2, 30, what="two jobs on the worker")
     reply = cluster.api.admin.DisableWorker(admin_pb2.DisableWorkerRequest(ref="shady"), timeout=10)
     assert reply.leases_returned == 2
+    shady_id = by_name(cluster)["shady"].id
+    # Back in the queue at once (not at a timeout); a lease may be out to no other worker yet.
+    assert all(lease.worker_id != shady_id for lease in cluster.app.leases(handler_id=hid))
     cluster.add_worker("good")
     info = cluster.api.wait_state(hid, "finished", timeout=60)
     assert f"sum={expected_sum(8)} seen=8" in info.result_summary
@@ -33,6 +38,9 @@ def test_disabled_worker_is_refused_until_enabled(cluster: Cluster, tmp_path: Pa
     wait_until(lambda: "disabled" in shady.output(), 20, what="the worker to be told why")
 
     cluster.api.admin.EnableWorker(admin_pb2.EnableWorkerRequest(ref="shady"), timeout=10)
-    reconnected = wait_until(lambda: (w := by_name(cluster)["shady"]).connected and w, 30,
-                             what="the worker to come back")
+    def back() -> admin_pb2.WorkerInfo | None:
+        info = by_name(cluster)["shady"]
+        return info if info.connected else None
+
+    reconnected = wait_until(back, 30, what="the worker to come back")
     assert not reconnected.disabled

@@ -19,6 +19,8 @@ from netdist.testing import wait_until
 from tests.integration.conftest import Cluster
 from tests.support import counter_script, counter_wheel
 
+pytestmark = pytest.mark.in_process
+
 IMPOSTOR_TRIES = 50
 COUNT = 6
 
@@ -67,8 +69,11 @@ def test_an_impostor_with_a_real_workers_id_changes_nothing(cluster: Cluster, tm
         attempts = [row.attempts for row in conn.execute(select(jobs.c.attempts).where(jobs.c.handler_id == hid))]
     engine.dispose()
     assert attempts == [1] * COUNT  # each job ran once: no lease was lost to the impostor
-    after = wait_until(lambda: (w := cluster.api.workers()[0]).jobs_done == COUNT and w, 10,
-                       what="the worker's count")  # counts reach the store about once a second
+    def counted() -> admin_pb2.WorkerInfo | None:
+        w = cluster.api.workers()[0]
+        return w if w.jobs_done == COUNT else None
+
+    after = wait_until(counted, 10, what="the worker's count")  # counts reach the store about once a second
     assert (after.name, after.connected, after.connected_since) == ("real", True, before.connected_since)
     assert "lost connection" not in real.output(), real.output()
     assert cluster.server.output().count("worker real (") == 1  # connected once, never again
@@ -85,8 +90,11 @@ def test_a_removed_worker_is_let_go_and_issued_a_new_credential(cluster: Cluster
     (w,) = cluster.api.workers()
 
     cluster.api.admin.RemoveWorker(admin_pb2.RemoveWorkerRequest(ref="w1"), timeout=10)
-    second = wait_until(lambda: (text := kept.read_text().strip()) != first and text, 30,
-                        what="the worker to be issued a new credential")
+    def renewed() -> str | None:
+        text = kept.read_text().strip()
+        return text if text != first else None
+
+    second = wait_until(renewed, 30, what="the worker to be issued a new credential")
     wait_until(lambda: cluster.api.workers()[0].connected, 30, what="the worker to be back")
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600 and worker.alive()
 

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Connection, Engine, create_engine, insert, text, update
 
+from netdist.jobscript import JobSettings
 from netdist.server import check, cli
 from netdist.server.blobs import BlobStore
 from netdist.server.check import Kind
@@ -119,15 +120,17 @@ def test_each_broken_job_row_is_one_problem_naming_the_job(store: Store, breakag
 
 
 def test_max_attempts_defaults_to_the_job_scripts_default(store: Store) -> None:
-    assert check.DEFAULT_MAX_ATTEMPTS == 3
+    # What a job script that does not set max-attempts gets, as the parser reads it.
+    default = JobSettings(package="p", handler="H", job="j").max_attempts
     store.change(lambda conn: conn.execute(update(handlers).values(settings_json="{}")))
     job_id = store.ids["requeued"]
-    store.change(lambda conn: conn.execute(update(jobs).where(jobs.c.id == job_id).values(attempts=3, lease_no=4)))
+    store.change(lambda conn: conn.execute(update(jobs).where(jobs.c.id == job_id).values(
+        attempts=default, lease_no=default + 1)))
     assert store.report().ok
-    store.change(lambda conn: conn.execute(update(jobs).where(jobs.c.id == job_id).values(attempts=4)))
+    store.change(lambda conn: conn.execute(update(jobs).where(jobs.c.id == job_id).values(attempts=default + 1)))
     problems = store.report().problems
     assert kinds(store.report()) == [(Kind.JOB_ATTEMPTS, job_id)]
-    assert "max-attempts 3" in problems[0].message
+    assert f"max-attempts {default}" in problems[0].message
 
 
 def test_jobs_of_a_missing_handler_are_one_problem_per_handler(store: Store) -> None:
