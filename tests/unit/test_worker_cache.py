@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from netdist.errors import ArtifactError
 from netdist.worker.cache import (
     RECHECK_SECONDS,
     ArtifactCache,
-    ArtifactError,
     DirectorySource,
     check_sha256,
     unpack_wheel,

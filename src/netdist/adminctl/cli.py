@@ -26,8 +26,13 @@ from netdist.adminctl.client import AdminClient
 from netdist.adminctl.printable import printable
 from netdist.api.v1 import admin_pb2
 from netdist.channel import ClientSecurity
-from netdist.errors import CertificateError, NetDistError, UnavailableError
-from netdist.token_file import TokenFileError, find_token
+from netdist.errors import (
+    CertificateError,
+    NetDistError,
+    TokenFileError,
+    UnavailableError,
+)
+from netdist.token_file import find_token
 
 RET_OK = 0
 RET_REFUSED = 1  # the server said no (or answered with an error)

@@ -74,7 +74,7 @@ from typing import Protocol
 import grpc
 
 from netdist.api.v1 import packages_pb2, packages_pb2_grpc
-from netdist.errors import NetDistError, UnpackLimitError, WheelError
+from netdist.errors import ArtifactError, UnpackLimitError, WheelError
 from netdist.worker.job import Environment
 from netdist.ziplimit import ZipLimits, check_directory, extract
 
@@ -92,10 +92,6 @@ WORKER_ZIP_LIMITS = ZipLimits(max_ratio=None)
 
 Signature = tuple[tuple[str, int, int, int, int, int], ...]
 """Per file: relative path, size, mtime_ns, ctime_ns, inode, mode; sorted."""
-
-
-class ArtifactError(NetDistError):
-    """A job's script or wheel could not be fetched, verified or unpacked."""
 
 
 class BlobSource(Protocol):

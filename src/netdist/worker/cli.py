@@ -21,8 +21,13 @@ import click
 from netdist import fields
 from netdist.bytesize import ByteSize
 from netdist.channel import ClientSecurity
-from netdist.errors import CertificateError, InvalidArgumentError, UnauthenticatedError
-from netdist.token_file import TokenFileError, find_token
+from netdist.errors import (
+    CertificateError,
+    InvalidArgumentError,
+    TokenFileError,
+    UnauthenticatedError,
+)
+from netdist.token_file import find_token
 from netdist.worker.config import WorkerConfig
 from netdist.worker.host import claim_worker_id
 from netdist.worker.session import Session

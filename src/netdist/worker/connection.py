@@ -33,7 +33,7 @@ import grpc
 import netdist
 from netdist.api.v1 import jobs_pb2, jobs_pb2_grpc
 from netdist.channel import tls_failure
-from netdist.errors import UnauthenticatedError
+from netdist.errors import ProtocolError, UnauthenticatedError
 from netdist.wire import (
     ITEM_OVERHEAD_BYTES,
     MAX_PROGRESS_TEXT_CHARS,
@@ -85,10 +85,6 @@ _ACK_OUTCOMES = {
     jobs_pb2.ACK_OUTCOME_UNKNOWN: AckOutcome.UNKNOWN,
     jobs_pb2.ACK_OUTCOME_STALE: AckOutcome.STALE,
 }
-
-
-class ProtocolError(Exception):
-    """The server broke the stream protocol (e.g. no Welcome first)."""
 
 
 class StreamHandler(Protocol):
