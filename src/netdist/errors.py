@@ -155,6 +155,12 @@ def from_status(code: grpc.StatusCode, details: str | None) -> NetDistError:
     return cls(details or code.name)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of a foreign error's text (a driver's rather than SQLAlchemy's wrapper), for a message."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def named(name: str) -> type[NetDistError] | None:
     """The class a server named in an answer's trailing metadata; None for a name unknown here,
     or for a class not made from its message alone (HandlerCodeError)."""
