@@ -14,7 +14,7 @@ import pytest
 from netdist.errors import ArtifactError, UnpackLimitError, WheelError
 from netdist.server.blobs import BlobStore
 from netdist.server.registry import inspect_wheel
-from netdist.worker.cache import unpack_wheel
+from netdist.worker.integrity import unpack_wheel
 from netdist.ziplimit import (
     RATIO_FLOOR_BYTES,
     UnpackBudget,

@@ -101,7 +101,7 @@ class NetDistServer:
                    ("grpc.so_reuseport", 0),
                    # A silently dead worker is noticed within 10 s (ping every 5 s, 4 s to answer:
                    # gRPC core waits ping_timeout_ms for the ack, keepalive_timeout_ms is not
-                   # enough); workers ping as often (worker/connection.py), so allow pings 1 s
+                   # enough); workers ping as often (worker/channel_options.py), so allow pings 1 s
                    # apart without data, or they would get GOAWAY too_many_pings.
                    ("grpc.keepalive_time_ms", 5000),
                    ("grpc.keepalive_timeout_ms", 4000),
