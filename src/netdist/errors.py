@@ -4,23 +4,31 @@
     ├── InvalidArgumentError      INVALID_ARGUMENT     bad input: a wheel, a job script, a reference
     │   ├── JobScriptError        INVALID_ARGUMENT     metadata block of a job script
     │   ├── WheelError            INVALID_ARGUMENT     an uploaded wheel
-    │   └── CertificateError      INVALID_ARGUMENT     a TLS certificate or key file (local: tls init, --tls-*)
+    │   ├── CertificateError      INVALID_ARGUMENT     a TLS certificate or key file (local: tls init, --tls-*)
+    │   └── TokenFileError        INVALID_ARGUMENT     a token file (local: --token-file, the data dir's)
     ├── NotFoundError             NOT_FOUND            no such handler, package, worker or blob
     ├── FailedPreconditionError   FAILED_PRECONDITION  the request does not fit the current state
+    │   └── ArtifactError         FAILED_PRECONDITION  a job's script or wheel cannot be had (worker side)
     ├── ResourceExhaustedError    RESOURCE_EXHAUSTED   over a size limit
     │   ├── UnpackLimitError      RESOURCE_EXHAUSTED   a zip would unpack past a limit (size, ratio, members)
     │   └── DiskFullError         RESOURCE_EXHAUSTED   the disk holding the database or the data dir is full
     ├── UnauthenticatedError      UNAUTHENTICATED      no token, or one the server does not know (revoked)
     ├── PermissionDeniedError     PERMISSION_DENIED    a known token whose role may not do this; a worker id
     │                                                  that belongs to another worker; a disabled worker
-    └── UnavailableError          UNAVAILABLE          the server cannot be reached (client side)
-        └── StoreUnavailableError UNAVAILABLE          the server cannot reach its database (for now)
+    ├── UnavailableError          UNAVAILABLE          the server cannot be reached (client side)
+    │   └── StoreUnavailableError UNAVAILABLE          the server cannot reach its database (for now)
+    ├── HandlerCodeError          UNKNOWN              a handler's own code raised (in its host process)
+    ├── HostDiedError             INTERNAL             a handler's host process exited or stopped answering
+    └── ProtocolError             INTERNAL             the server broke the worker stream's protocol (worker side)
 
 DiskFullError and StoreUnavailableError answer an operator's call at once
 while the server's own work waits for the store and resumes by itself.
 
-The server turns a NetDistError into ``context.abort(code, message)``; the
-admin client turns a status back into the matching class (see ``from_status``).
+The server turns a NetDistError into ``context.abort(code, message)``
+(``netdist.server.status``); the admin client turns a status back into the
+matching class (see ``from_status`` and ``named``). The one error class
+outside this module is ``netdist.handler.SettingsError``, a ValueError that
+handler code raises in its host process, which imports no grpc.
 """
 
 from __future__ import annotations
@@ -54,12 +62,24 @@ class CertificateError(InvalidArgumentError):
     """A certificate or key file is missing, unreadable, not PEM, or does not fit; the message names it."""
 
 
+class TokenFileError(InvalidArgumentError):
+    """A token file that cannot be read or holds no token; the message names the file."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT  # as CertificateError: a local file given on the command line
+
+
 class NotFoundError(NetDistError):
     code = grpc.StatusCode.NOT_FOUND
 
 
 class FailedPreconditionError(NetDistError):
     code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ArtifactError(FailedPreconditionError):
+    """A job's script or wheel could not be fetched, verified or unpacked: the job cannot run (its result says why)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION  # what the job needs is not there: the job fails, not the worker
 
 
 class ResourceExhaustedError(NetDistError):
@@ -92,6 +112,29 @@ class StoreUnavailableError(UnavailableError):
     """The database cannot be reached or refuses work for now (down, restarting, locked)."""
 
 
+class HandlerCodeError(NetDistError):
+    """The handler's own code raised; carries its type, message and traceback."""
+
+    code = grpc.StatusCode.UNKNOWN  # gRPC's code for an error from another address space: the handler's
+
+    def __init__(self, type_: str, message: str, tb: str) -> None:
+        super().__init__(f"{type_}: {message}")
+        self.type = type_
+        self.traceback = tb
+
+
+class HostDiedError(NetDistError):
+    """The handler host process exited (or was killed for not answering)."""
+
+    code = grpc.StatusCode.INTERNAL  # the call could not complete and retrying it does not help
+
+
+class ProtocolError(NetDistError):
+    """The server broke the stream protocol (e.g. no Welcome first)."""
+
+    code = grpc.StatusCode.INTERNAL  # what gRPC itself answers for a peer that breaks the protocol
+
+
 _BY_CODE: dict[grpc.StatusCode, type[NetDistError]] = {
     cls.code: cls
     for cls in (
@@ -110,3 +153,18 @@ def from_status(code: grpc.StatusCode, details: str | None) -> NetDistError:
     """The error a client raises for a failed call."""
     cls = _BY_CODE.get(code, NetDistError)
     return cls(details or code.name)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a foreign error's text (a driver's rather than SQLAlchemy's wrapper), for a message."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def named(name: str) -> type[NetDistError] | None:
+    """The class a server named in an answer's trailing metadata; None for a name unknown here,
+    or for a class not made from its message alone (HandlerCodeError)."""
+    cls = globals().get(name)
+    if isinstance(cls, type) and issubclass(cls, NetDistError) and cls.__init__ is NetDistError.__init__:
+        return cls
+    return None

@@ -14,6 +14,8 @@ import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
+from netdist.errors import TokenFileError
+
 DEFAULT_DATA_DIR = Path("netdist-data")
 
 
@@ -22,10 +24,6 @@ class FoundToken:
     value: str | None = dataclasses.field(default=None, repr=False)
     source: str = "no token"
     """Where it came from, for messages: ``--token-file FILE``, the variable's name, a file's path."""
-
-
-class TokenFileError(Exception):
-    """A token file that cannot be read or holds no token."""
 
 
 def read_token_file(path: Path) -> str:

@@ -46,7 +46,7 @@ WAITING = {"available", "succeeded", "errored"}  # queued, or a result waiting f
 LEASE_RETURN_SECONDS = 20.0  # reconnect grace (2 s) plus missed heartbeats, on a loaded machine
 RSS_FACTOR = 2.0
 FD_SLACK = 50
-_WORKER_TEMP_PREFIXES = (".fetch-", ".unpack-")  # worker/cache.py
+_WORKER_TEMP_PREFIXES = (".fetch-", ".unpack-")  # worker/blob_source.py, worker/integrity.py
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

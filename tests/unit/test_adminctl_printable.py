@@ -16,6 +16,7 @@ from netdist.adminctl import cli, dashboard, render, view
 from netdist.adminctl.printable import printable, printable_json, printable_lines
 from netdist.api.v1 import admin_pb2, packages_pb2
 from netdist.errors import NetDistError
+from netdist.exit_codes import ExitCode
 
 # Clear the screen, set the window title, forge a row, flip the text, CSI as one C1 byte, DEL, markup, emoji.
 HOSTILE = ("A\x1b[2J\x1b]0;pwned\x07\r\nFORGED │ row\u202eevil\u2066x\u2069\x9b31m\x7f\x00\x08\t"
@@ -119,7 +120,7 @@ def test_log_lines_keep_a_tracebacks_lines_each_made_printable() -> None:
 
 
 def test_an_error_from_the_server_is_printed_safely(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli._fail(NetDistError(f"no handler matches {HOSTILE!s}")) == cli.RET_REFUSED
+    assert cli._fail(NetDistError(f"no handler matches {HOSTILE!s}")) == ExitCode.FAILED
     assert_safe(capsys.readouterr().err)
 
 

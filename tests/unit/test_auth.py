@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
 from netdist.api.v1 import admin_pb2, jobs_pb2, packages_pb2
+from netdist.errors import TokenFileError
 from netdist.server import cli
 from netdist.server.auth import METHOD_ROLES, OPEN_METHODS, advice, bearer
 from netdist.server.host import handler_environment
@@ -31,7 +32,7 @@ from netdist.server.tokens import (
     new_token,
     write_secret,
 )
-from netdist.token_file import FoundToken, TokenFileError, find_token
+from netdist.token_file import FoundToken, find_token
 from tests.clock import ManualClock
 
 

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Connection, Engine, create_engine, insert, text, update
 
+from netdist.exit_codes import ExitCode
 from netdist.jobscript import JobSettings
 from netdist.server import check, cli
 from netdist.server.blobs import BlobStore
@@ -240,7 +241,7 @@ def run(*args: str) -> tuple[int, str, str]:
 
 def test_the_command_exits_0_on_a_sound_store(store: Store) -> None:
     code, out, err = run("--db", store.url, "--data-dir", str(store.data_dir))
-    assert (code, err) == (cli.RET_OK, "")
+    assert (code, err) == (ExitCode.OK, "")
     assert out == "ok: no problems (7 jobs, 1 handler instance, 2 blobs checked)\n"
     code, out, _ = run("--data-dir", str(store.data_dir))  # the SQLite file in the data dir by default
     assert code == 0 and "2 blobs" in out
@@ -251,7 +252,7 @@ def test_the_command_prints_one_line_per_problem_and_exits_1(store: Store) -> No
     store.change(lambda conn: conn.execute(update(jobs).where(jobs.c.id == job_id).values(worker_id=None)))
     store.blob_path(store.script_sha).unlink()
     code, out, _ = run("--db", store.url, "--data-dir", str(store.data_dir))
-    assert code == cli.RET_FAILED == 1
+    assert code == ExitCode.FAILED == 1
     lines = out.splitlines()
     assert lines[0] == f"job-lease: job {job_id}, handler h1: leased without a worker id"
     assert lines[1].startswith("blob-missing: blobs/")
@@ -265,7 +266,7 @@ def test_the_command_prints_one_line_per_problem_and_exits_1(store: Store) -> No
 
 def test_the_command_never_creates_a_store(tmp_path: Path) -> None:
     code, out, err = run("--db", f"sqlite:///{tmp_path / 'nothing.db'}")
-    assert code == cli.RET_USAGE == 2 and out == ""
+    assert code == ExitCode.USAGE == 2 and out == ""
     assert err == f"UsageError: --db sqlite:///{tmp_path / 'nothing.db'}: no SQLite file at {tmp_path / 'nothing.db'} (a check never creates one)\n"
     assert not (tmp_path / "nothing.db").exists()
 

@@ -19,14 +19,14 @@ from netdist.wire import (
     SERVER_MAX_RECEIVE_BYTES,
     WORKER_MAX_RECEIVE_BYTES,
 )
-from netdist.worker.connection import (
+from netdist.worker.job import JobProgress, JobRef, JobResult
+from netdist.worker.session import fitting
+from netdist.worker.stream_messages import (
     RESULT_BATCH_SIZE,
     progress_batches,
     result_batch,
     result_batches,
 )
-from netdist.worker.job import JobProgress, JobRef, JobResult
-from netdist.worker.session import fitting
 
 KIB, MIB = 1024, 1024 * 1024
 

@@ -14,16 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from netdist.worker.cache import (
-    RECHECK_SECONDS,
-    ArtifactCache,
-    ArtifactError,
-    DirectorySource,
-    check_sha256,
-    unpack_wheel,
-    write_verified,
-)
+from netdist.errors import ArtifactError
+from netdist.worker.blob_source import DirectorySource, check_sha256, write_verified
+from netdist.worker.cache import RECHECK_SECONDS, ArtifactCache
 from netdist.worker.host import claim_worker_id, load_worker_id
+from netdist.worker.integrity import unpack_wheel
 from netdist.worker.job import Environment
 from tests.clock import ManualClock
 

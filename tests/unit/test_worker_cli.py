@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from netdist.exit_codes import ExitCode
 from netdist.worker import cli
 
 
@@ -26,6 +27,6 @@ def connect(tmp_path: Path, *args: str) -> tuple[int, str]:
 def test_a_name_or_label_the_server_would_refuse_is_a_usage_error(
         tmp_path: Path, args: tuple[str, ...], message: str) -> None:
     code, err = connect(tmp_path, *args)
-    assert code == cli.RET_USAGE
+    assert code == ExitCode.USAGE
     assert message in " ".join(err.split())  # click wraps long lines
     assert "\x1b" not in err and not list(tmp_path.iterdir())  # nothing claimed, nothing echoed raw

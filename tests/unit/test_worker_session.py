@@ -9,16 +9,12 @@ import pytest
 from click.testing import CliRunner
 
 from netdist.api.v1 import jobs_pb2
+from netdist.worker.channel_options import CHANNEL_OPTIONS
 from netdist.worker.cli import main
-from netdist.worker.connection import (
-    BACKOFF_MAX_SECONDS,
-    CHANNEL_OPTIONS,
-    _lease,
-    backoff_delays,
-    result_batch,
-)
+from netdist.worker.connection import BACKOFF_MAX_SECONDS, backoff_delays
 from netdist.worker.executor import input_line
 from netdist.worker.job import JobRef, JobResult
+from netdist.worker.stream_messages import lease_from, result_batch
 
 
 def test_backoff_doubles_to_five_seconds_with_jitter() -> None:
@@ -51,7 +47,7 @@ def test_result_messages() -> None:
 
 
 def test_leases_become_plain_values() -> None:
-    lease = _lease(
+    lease = lease_from(
         jobs_pb2.Lease(
             ref=jobs_pb2.JobRef(job_id=7, lease_no=3),
             handler_id="h",

@@ -11,10 +11,10 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from netdist.errors import UnpackLimitError, WheelError
+from netdist.errors import ArtifactError, UnpackLimitError, WheelError
 from netdist.server.blobs import BlobStore
 from netdist.server.registry import inspect_wheel
-from netdist.worker.cache import ArtifactError, unpack_wheel
+from netdist.worker.integrity import unpack_wheel
 from netdist.ziplimit import (
     RATIO_FLOOR_BYTES,
     UnpackBudget,

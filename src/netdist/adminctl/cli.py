@@ -1,8 +1,9 @@
 """``netdist-admin``: upload packages and job scripts, control handlers, watch.
 
 One click group per resource. Errors cross one boundary (:class:`_AdminGroup`)
-that prints ``ErrorName: message`` in red on stderr and exits with a named
-code; no traceback reaches the operator.
+that prints ``ErrorName: message`` in red on stderr and exits with an
+:class:`~netdist.exit_codes.ExitCode`: 1 the server said no, 2 usage, 3 the
+server cannot be reached, 130 Ctrl-C; no traceback reaches the operator.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any
 
 import click
 from rich.console import Console, RenderableType
-from rich.text import Text
 
 from netdist import __version__
 from netdist.adminctl import dashboard, render, view
@@ -26,14 +26,15 @@ from netdist.adminctl.client import AdminClient
 from netdist.adminctl.printable import printable
 from netdist.api.v1 import admin_pb2
 from netdist.channel import ClientSecurity
-from netdist.errors import CertificateError, NetDistError, UnavailableError
-from netdist.token_file import TokenFileError, find_token
-
-RET_OK = 0
-RET_REFUSED = 1  # the server said no (or answered with an error)
-RET_USAGE = 2  # bad command line (click's own code for usage errors)
-RET_UNAVAILABLE = 3  # the server cannot be reached
-RET_INTERRUPTED = 130  # Ctrl-C
+from netdist.cli_boundary import OneLineGroup, say
+from netdist.errors import (
+    CertificateError,
+    NetDistError,
+    TokenFileError,
+    UnavailableError,
+)
+from netdist.exit_codes import ExitCode
+from netdist.token_file import find_token
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 _PEM_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -53,14 +54,12 @@ def _out() -> Console:
     return Console(highlight=False)
 
 
-def _fail(exc: NetDistError) -> int:
-    Console(stderr=True, highlight=False, soft_wrap=True).print(
-        Text(printable(f"{type(exc).__name__}: {exc.message}"), style="red")  # one line, always
-    )
-    return RET_UNAVAILABLE if isinstance(exc, UnavailableError) else RET_REFUSED
+def _fail(exc: NetDistError) -> ExitCode:
+    say(printable(f"{type(exc).__name__}: {exc.message}"))  # the server's text: control characters shown escaped
+    return ExitCode.UNAVAILABLE if isinstance(exc, UnavailableError) else ExitCode.FAILED
 
 
-class _AdminGroup(click.Group):
+class _AdminGroup(OneLineGroup):
     """The error boundary: every command runs inside :meth:`invoke`."""
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -69,7 +68,7 @@ class _AdminGroup(click.Group):
         except NetDistError as exc:
             ctx.exit(_fail(exc))
         except KeyboardInterrupt:
-            ctx.exit(RET_INTERRUPTED)
+            ctx.exit(ExitCode.INTERRUPTED)
 
 
 def _check_address(ctx: click.Context, param: click.Parameter, value: str) -> str:

@@ -262,7 +262,5 @@ def _class_sent(exc: grpc.RpcError) -> type[NetDistError] | None:
     metadata = exc.trailing_metadata() if isinstance(exc, grpc.Call) else None
     for key, value in metadata or ():
         if key == "netdist-error":
-            cls = getattr(errors, str(value), None)
-            if isinstance(cls, type) and issubclass(cls, NetDistError):
-                return cls
+            return errors.named(str(value))
     return None

@@ -19,7 +19,7 @@ from netdist.server.dispatcher import Dispatcher
 from netdist.server.lease_model import Lease
 from netdist.server.manager import HandlerManager
 from netdist.server.states import HandlerState, JobStatus
-from netdist.server.status import streaming, unary
+from netdist.server.status import to_status
 from netdist.server.store import audit as audit_store
 from netdist.server.store import catalog, credentials
 from netdist.server.store import jobs as job_store
@@ -57,7 +57,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self.database = database
         self.started_at = time.time()
 
-    @unary
+    @to_status
     async def GetStatus(self, request: admin_pb2.GetStatusRequest, context: grpc.aio.ServicerContext
                         ) -> admin_pb2.GetStatusResponse:
         health = self.store.health
@@ -83,7 +83,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             jobs_processed=total.get(JobStatus.PROCESSED, 0), jobs_failed=_failed(total), store_state="ok",
         )
 
-    @unary
+    @to_status
     async def AddJobScript(self, request: admin_pb2.AddJobScriptRequest, context: grpc.aio.ServicerContext
                            ) -> admin_pb2.AddJobScriptResponse:
         actor = self.audit.identify(context)
@@ -105,20 +105,20 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                           detail=f"{outcome} from {filename[:200]} (job {record.job_name!r})")
         return admin_pb2.AddJobScriptResponse(handler=await self._info(record), outcome=outcome)
 
-    @unary
+    @to_status
     async def ListHandlers(self, request: admin_pb2.ListHandlersRequest, context: grpc.aio.ServicerContext
                            ) -> admin_pb2.ListHandlersResponse:
         records = await self.store.read(catalog.list_handlers)
         counts = await self.store.read(job_store.counts)
         return admin_pb2.ListHandlersResponse(handlers=[self._info_with(r, counts.get(r.id, {})) for r in records])
 
-    @unary
+    @to_status
     async def GetHandler(self, request: admin_pb2.GetHandlerRequest, context: grpc.aio.ServicerContext
                          ) -> admin_pb2.GetHandlerResponse:
         record = await self.store.read(catalog.resolve_handler, request.ref)
         return admin_pb2.GetHandlerResponse(handler=await self._info(record))
 
-    @unary
+    @to_status
     @audited(_SERVICE, target=lambda r: f"handler {r.ref}", detail=lambda r: _ACTIONS.get(r.action, "?"))
     async def ControlHandler(self, request: admin_pb2.ControlHandlerRequest, context: grpc.aio.ServicerContext
                              ) -> admin_pb2.ControlHandlerResponse:
@@ -128,7 +128,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         record = await self.manager.control(request.ref, action)
         return admin_pb2.ControlHandlerResponse(handler=await self._info(record))
 
-    @streaming
+    @to_status
     async def GetHandlerLog(self, request: admin_pb2.GetHandlerLogRequest, context: grpc.aio.ServicerContext
                             ) -> AsyncIterator[admin_pb2.LogLine]:
         record = await self.store.read(catalog.resolve_handler, request.ref)
@@ -143,7 +143,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             await asyncio.sleep(0.3)
             rows = await self.store.read(catalog.read_log, record.id, after_id=last)
 
-    @unary
+    @to_status
     async def ListJobs(self, request: admin_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
                        ) -> admin_pb2.ListJobsResponse:
         handler_id = None
@@ -166,7 +166,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             for r in rows
         ])
 
-    @unary
+    @to_status
     async def ListWorkers(self, request: admin_pb2.ListWorkersRequest, context: grpc.aio.ServicerContext
                           ) -> admin_pb2.ListWorkersResponse:
         records = await self.store.read(catalog.list_workers)
@@ -185,7 +185,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             ))
         return admin_pb2.ListWorkersResponse(workers=out)
 
-    @unary
+    @to_status
     @audited(_SERVICE, target=lambda r: f"worker {r.ref}", detail=lambda r: "remove")
     async def RemoveWorker(self, request: admin_pb2.RemoveWorkerRequest, context: grpc.aio.ServicerContext
                            ) -> admin_pb2.RemoveWorkerResponse:
@@ -194,7 +194,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         returned = await self.dispatcher.remove_worker(record.id)
         return admin_pb2.RemoveWorkerResponse(leases_returned=returned)
 
-    @unary
+    @to_status
     @audited(_SERVICE, target=lambda r: f"worker {r.ref}", detail=lambda r: "disable")
     async def DisableWorker(self, request: admin_pb2.DisableWorkerRequest, context: grpc.aio.ServicerContext
                             ) -> admin_pb2.DisableWorkerResponse:
@@ -203,7 +203,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         returned = await self.dispatcher.remove_worker(record.id)
         return admin_pb2.DisableWorkerResponse(leases_returned=returned)
 
-    @unary
+    @to_status
     @audited(_SERVICE, target=lambda r: f"worker {r.ref}", detail=lambda r: "enable")
     async def EnableWorker(self, request: admin_pb2.EnableWorkerRequest, context: grpc.aio.ServicerContext
                            ) -> admin_pb2.EnableWorkerResponse:
@@ -211,7 +211,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         await self.store.write(catalog.set_worker_disabled, record.id, False)
         return admin_pb2.EnableWorkerResponse()
 
-    @unary
+    @to_status
     async def ListAudit(self, request: admin_pb2.ListAuditRequest, context: grpc.aio.ServicerContext
                         ) -> admin_pb2.ListAuditResponse:
         limit = request.limit if 0 < request.limit <= MAX_AUDIT else MAX_AUDIT

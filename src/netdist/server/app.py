@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy.exc import SQLAlchemyError
 
 from netdist.api.v1 import (
     admin_pb2,
@@ -20,6 +21,7 @@ from netdist.api.v1 import (
     packages_pb2,
     packages_pb2_grpc,
 )
+from netdist.errors import StoreUnavailableError, first_line
 from netdist.server.admin_service import AdminService
 from netdist.server.audit import AuditLog
 from netdist.server.auth import AuthInterceptor
@@ -73,7 +75,10 @@ class NetDistServer:
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         url = cfg.db_url or default_url(cfg.data_dir)
-        engine = await asyncio.to_thread(open_engine, url)
+        try:
+            engine = await asyncio.to_thread(open_engine, url)
+        except SQLAlchemyError as exc:  # nothing runs yet: the caller says so and stops
+            raise StoreUnavailableError(f"cannot open the store at {describe(url)}: {first_line(exc)}") from exc
         self.store = Store(engine, database=describe(url), on_health_change=log_store_health)
         await self.store.write(catalog.disconnect_all_workers)
         first = await make_first_tokens(self.store, cfg.data_dir)
@@ -95,7 +100,7 @@ class NetDistServer:
                    ("grpc.so_reuseport", 0),
                    # A silently dead worker is noticed within 10 s (ping every 5 s, 4 s to answer:
                    # gRPC core waits ping_timeout_ms for the ack, keepalive_timeout_ms is not
-                   # enough); workers ping as often (worker/connection.py), so allow pings 1 s
+                   # enough); workers ping as often (worker/channel_options.py), so allow pings 1 s
                    # apart without data, or they would get GOAWAY too_many_pings.
                    ("grpc.keepalive_time_ms", 5000),
                    ("grpc.keepalive_timeout_ms", 4000),
@@ -106,12 +111,16 @@ class NetDistServer:
         self.audit = AuditLog(self.store.writer)
         auth = AuthInterceptor(self.tokens, on_refusal=self.audit.record_refusal)
         self.server = grpc.aio.server(options=options, interceptors=[auth, DecodeGuard()])
-        if cfg.tls is not None:
-            self.port = self.server.add_secure_port(f"{cfg.host}:{cfg.port}", cfg.tls.credentials())
-        else:
-            self.port = self.server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        try:
+            if cfg.tls is not None:
+                self.port = self.server.add_secure_port(f"{cfg.host}:{cfg.port}", cfg.tls.credentials())
+            else:
+                self.port = self.server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        except RuntimeError:  # grpc's "Failed to bind": the CLI says it in one line
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {cfg.host}:{cfg.port}")
+            raise OSError(f"cannot listen on {cfg.host}:{cfg.port}: the port is taken, or the address is not "
+                          "this machine's")
         address = f"{cfg.host}:{self.port}"
         jobs_pb2_grpc.add_JobServiceServicer_to_server(JobService(self.dispatcher), self.server)
         packages_pb2_grpc.add_PackageServiceServicer_to_server(

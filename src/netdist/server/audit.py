@@ -131,7 +131,7 @@ class Audited(Protocol):
 
 def audited(service: str, *, target: Callable[[Any], str], detail: Callable[[Any], str] = lambda _: "",
             ) -> Callable[[Callable[..., Awaitable[R]]], Callable[..., Awaitable[R]]]:
-    """Record every call of a unary method, with its outcome; put it inside ``@unary``."""
+    """Record every call of a unary method, with its outcome; put it inside ``@to_status``."""
 
     def decorate(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
         name = f"{service}/{method.__name__}"

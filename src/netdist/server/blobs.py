@@ -31,6 +31,7 @@ from netdist.errors import (
     NotFoundError,
     ResourceExhaustedError,
 )
+from netdist.removal import remove
 from netdist.ziplimit import ZipLimits, extract, safe_member_path
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -55,13 +56,13 @@ class BlobStore:
         for place in (self.root / "blobs", self.root / "envs"):
             for entry in place.iterdir():
                 if entry.name.startswith(TEMP_PREFIX):
-                    _remove(entry)
+                    remove(entry)
         for sub in (self.root / "blobs").iterdir():
             if not sub.is_dir():
                 continue
             for entry in sub.iterdir():
                 if entry.name.startswith(TEMP_PREFIX):
-                    _remove(entry)
+                    remove(entry)
                 elif entry.is_file():
                     used += entry.stat().st_size
         return used
@@ -244,11 +245,3 @@ def refuse_if_full(root: Path, exc: BaseException) -> None:
         raise DiskFullError(
             f"the disk holding the data dir {root.resolve()} is full: {exc.strerror}; "
             "free space there and try again") from exc
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()

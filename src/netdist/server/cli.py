@@ -1,4 +1,10 @@
-"""netdist-server: run the server."""
+"""netdist-server: run the server, check its store, make its tokens and certificates.
+
+Exit codes (:class:`~netdist.exit_codes.ExitCode`): 0 ok, 1 failed (``check``
+found a problem, a token command was refused, the port is taken), 2 usage (an
+option, a file, a URL, a data dir), 3 the store cannot be opened. Every
+failure is one red line (:mod:`netdist.cli_boundary`).
+"""
 
 from __future__ import annotations
 
@@ -7,33 +13,33 @@ import datetime
 import json
 import logging
 import sys
+import tempfile
 from pathlib import Path
-from typing import NoReturn
 
 import click
 from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from netdist import ziplimit
 from netdist.bytesize import ByteSize
-from netdist.errors import CertificateError
+from netdist.cli_boundary import OneLineGroup, fail
+from netdist.errors import CertificateError, StoreUnavailableError, first_line
+from netdist.exit_codes import ExitCode
 from netdist.server import check
 from netdist.server.app import ServerConfig, serve
-from netdist.server.store.engine import default_url, describe, read_only_url
+from netdist.server.store.engine import describe, read_only_url
+from netdist.server.store_url import checked_url, store_url
 from netdist.server.tls_cli import tls
 from netdist.server.token_cli import tokens
 from netdist.server.transport import ServerTLS, is_loopback, load_server_tls
 from netdist.server.upload import UploadLimits
 from netdist.ziplimit import ZipLimits
 
-RET_OK, RET_FAILED, RET_USAGE, RET_UNAVAILABLE = 0, 1, 2, 3
-
 log = logging.getLogger("netdist.server")
 _PEM_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
-@click.group()
+@click.group(cls=OneLineGroup)
 def main() -> None:
     """The netdist server: runs handlers, hands out jobs, keeps everything in its store."""
 
@@ -94,6 +100,9 @@ def serve_command(host: str, port: int, data_dir: Path, db_url: str | None, hear
     0.0.0.0 and :: included, needs --tls-cert and --tls-key, or --insecure.
     """
     server_tls = _server_tls(host, tls_cert, tls_key, tls_client_ca, insecure)
+    if db_url is not None:
+        checked_url(db_url)
+    _check_data_dir(data_dir)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     _log_transport(host, server_tls)
@@ -105,9 +114,10 @@ def serve_command(host: str, port: int, data_dir: Path, db_url: str | None, hear
                           max_store_bytes=max_store_bytes or None)
     try:
         asyncio.run(serve(config))
+    except StoreUnavailableError as exc:
+        fail(f"StoreUnavailableError: {exc.message}", ExitCode.UNAVAILABLE)
     except OSError as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
-        sys.exit(RET_FAILED)
+        fail(f"{type(exc).__name__}: {exc}", ExitCode.FAILED)
 
 
 @main.command("check")
@@ -125,24 +135,18 @@ def check_command(db_url: str | None, data_dir: Path | None, as_json: bool, limi
     Exits 0 when the store is sound, 1 when a problem was found, 2 on a bad
     command line or URL, 3 when the database cannot be opened.
     """
-    if db_url is None and data_dir is None:
-        _fail("UsageError: give the store: --db URL, or --data-dir DIR for its SQLite file", RET_USAGE)
     if data_dir is not None and not data_dir.is_dir():
-        _fail(f"UsageError: --data-dir {data_dir} is not a directory", RET_USAGE)
-    url = db_url or default_url(data_dir or Path())
+        fail(f"UsageError: --data-dir {data_dir} is not a directory", ExitCode.USAGE)
+    url = store_url(db_url, data_dir)
     try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        _fail(f"UsageError: --db {url!r} is not a SQLAlchemy URL: {_first_line(exc)}", RET_USAGE)
-    try:
-        engine = create_engine(read_only_url(parsed))
-    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
-        _fail(f"UsageError: --db {describe(url)}: {_first_line(exc)}", RET_USAGE)
+        engine = create_engine(read_only_url(checked_url(url)))
+    except ValueError as exc:
+        fail(f"UsageError: --db {describe(url)}: {first_line(exc)}", ExitCode.USAGE)
     try:
         with engine.connect() as conn:
             report = check.check(conn, data_dir, limit=limit)
     except SQLAlchemyError as exc:
-        _fail(f"DatabaseError: cannot check the store at {describe(url)}: {_first_line(exc)}", RET_UNAVAILABLE)
+        fail(f"DatabaseError: cannot check the store at {describe(url)}: {first_line(exc)}", ExitCode.UNAVAILABLE)
     finally:
         engine.dispose()
     if as_json:
@@ -156,27 +160,37 @@ def check_command(db_url: str | None, data_dir: Path | None, as_json: bool, limi
             click.secho(f"ok: no problems ({checked} checked)", fg="green")
         else:
             click.secho(f"{_count(len(report.problems), 'problem')} found ({checked} checked)", fg="red", bold=True)
-    sys.exit(RET_OK if report.ok else RET_FAILED)
+    sys.exit(ExitCode.OK if report.ok else ExitCode.FAILED)
 
 
 def _server_tls(host: str, cert: Path | None, key: Path | None, client_ca: Path | None,
                 insecure: bool) -> ServerTLS | None:
     """The TLS to serve with, or None for plaintext where that is allowed; exits 2 on a bad combination."""
     if (cert is None) != (key is None):
-        _fail("UsageError: --tls-cert and --tls-key go together: give both", RET_USAGE)
+        fail("UsageError: --tls-cert and --tls-key go together: give both", ExitCode.USAGE)
     if cert is None or key is None:
         if client_ca is not None:
-            _fail("UsageError: --tls-client-ca needs TLS: give --tls-cert and --tls-key too", RET_USAGE)
+            fail("UsageError: --tls-client-ca needs TLS: give --tls-cert and --tls-key too", ExitCode.USAGE)
         if not insecure and not is_loopback(host):
-            _fail(f"UsageError: --host {host} is reachable from other machines and would serve plaintext: give "
-                  "--tls-cert and --tls-key (`netdist-server tls init` makes them), or --insecure", RET_USAGE)
+            fail(f"UsageError: --host {host} is reachable from other machines and would serve plaintext: give "
+                 "--tls-cert and --tls-key (`netdist-server tls init` makes them), or --insecure", ExitCode.USAGE)
         return None
     if insecure:
-        _fail("UsageError: --insecure serves plaintext; it does not go with --tls-cert and --tls-key", RET_USAGE)
+        fail("UsageError: --insecure serves plaintext; it does not go with --tls-cert and --tls-key", ExitCode.USAGE)
     try:
         return load_server_tls(cert, key, client_ca)
     except CertificateError as exc:
-        _fail(f"CertificateError: {exc.message}", RET_USAGE)
+        fail(f"CertificateError: {exc.message}", ExitCode.USAGE)
+
+
+def _check_data_dir(data_dir: Path) -> None:
+    """Exits 2 when the server could not make its files in ``data_dir`` (a file there, no permission, read only)."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=data_dir):
+            pass
+    except OSError as exc:
+        fail(f"DataDirError: cannot use --data-dir {data_dir}: {exc.strerror or exc}", ExitCode.USAGE)
 
 
 def _log_transport(host: str, server_tls: ServerTLS | None) -> None:
@@ -194,16 +208,6 @@ def _log_transport(host: str, server_tls: ServerTLS | None) -> None:
 
 def _count(n: int, what: str) -> str:
     return f"{n} {what}" if n == 1 else f"{n} {what}s"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    click.secho(message, fg="red", err=True)
-    sys.exit(code)
 
 
 main.add_command(tls)

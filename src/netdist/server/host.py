@@ -13,24 +13,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from netdist.errors import NetDistError
+from netdist.errors import HandlerCodeError, HostDiedError
 from netdist.parent_death import child_args
 
 log = logging.getLogger("netdist.server.host")
 _LINE_LIMIT = 256 * 1024 * 1024
-
-
-class HandlerCodeError(NetDistError):
-    """The handler's own code raised; carries its type, message and traceback."""
-
-    def __init__(self, type_: str, message: str, tb: str) -> None:
-        super().__init__(f"{type_}: {message}")
-        self.type = type_
-        self.traceback = tb
-
-
-class HostDiedError(NetDistError):
-    """The handler host process exited."""
 
 
 _KEPT = frozenset({"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "SYSTEMROOT",

@@ -24,6 +24,7 @@ from netdist.server.lease_model import (
     ResultIn,
     WorkerInfo,
 )
+from netdist.server.status import to_status
 from netdist.wire import ITEM_OVERHEAD_BYTES, LEASE_BATCH_BYTES
 
 log = logging.getLogger("netdist.server.workers")
@@ -117,17 +118,12 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
 
+    @to_status
     async def Connect(  # type: ignore[override]
         self, request_iterator: AsyncIterator[jobs_pb2.WorkerMessage], context: grpc.aio.ServicerContext
     ) -> None:
         requests = aiter(request_iterator)
-        try:
-            first = await asyncio.wait_for(anext(requests), HELLO_TIMEOUT_SECONDS)
-        except (TimeoutError, StopAsyncIteration):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a worker stream must start with Hello")
-        if not first.HasField("hello"):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a worker stream must start with Hello")
-        hello = first.hello
+        hello = await _check_hello(requests)
         link = StreamLink()
         try:
             info = _worker_info(hello)
@@ -136,7 +132,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                 version=fields.clean_text(hello.version, fields.MAX_VERSION), credential=hello.credential)
         except NetDistError as exc:
             log.warning("refused a worker stream from %s: %s", context.peer(), exc.message)
-            await context.abort(exc.code, exc.message)
+            raise
         on_revoked(context, link.close)  # its token revoked: the stream ends in order
         log.info("worker %s (%s) connected from %s with %d slot%s%s", info.name, info.worker_id,
                  context.peer(), info.slots, "" if info.slots == 1 else "s",
@@ -194,6 +190,18 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
             log.exception("worker %s stream failed", worker_id)
         finally:
             link.close()
+
+
+async def _check_hello(requests: AsyncIterator[jobs_pb2.WorkerMessage]) -> jobs_pb2.Hello:
+    """The Hello a worker stream starts with; InvalidArgumentError when it starts with anything else,
+    ends, or says nothing for HELLO_TIMEOUT_SECONDS."""
+    try:
+        first = await asyncio.wait_for(anext(requests), HELLO_TIMEOUT_SECONDS)
+    except (TimeoutError, StopAsyncIteration):
+        first = None
+    if first is None or not first.HasField("hello"):
+        raise InvalidArgumentError("a worker stream must start with Hello")
+    return first.hello
 
 
 async def _noting_first(requests: AsyncIterator[jobs_pb2.WorkerMessage], on_first: Callable[[], None]

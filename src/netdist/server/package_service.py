@@ -15,7 +15,7 @@ from netdist.server.audit import AuditLog, audited
 from netdist.server.blobs import BlobStore
 from netdist.server.manager import HandlerManager
 from netdist.server.registry import inspect_wheel
-from netdist.server.status import streaming, unary
+from netdist.server.status import to_status
 from netdist.server.store import catalog
 from netdist.server.store.facade import Store
 from netdist.server.upload import Upload, UploadLimits
@@ -33,7 +33,7 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
         self.manager = manager
         self.limits = limits or UploadLimits()
 
-    @unary
+    @to_status
     async def Upload(
         self, request_iterator: AsyncIterator[packages_pb2.UploadPackageRequest], context: grpc.aio.ServicerContext
     ) -> packages_pb2.UploadPackageResponse:
@@ -77,13 +77,13 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
             uploaded_by=uploader)
         return record, created, ("uploaded" if created else "made current again") + replaces
 
-    @unary
+    @to_status
     async def List(self, request: packages_pb2.ListPackagesRequest, context: grpc.aio.ServicerContext
                    ) -> packages_pb2.ListPackagesResponse:
         records = await self.store.read(catalog.list_packages, all_versions=request.all_versions)
         return packages_pb2.ListPackagesResponse(packages=[package_info(r) for r in records])
 
-    @unary
+    @to_status
     @audited("PackageService", target=lambda r: f"package {r.name}" + (f" {r.version}" if r.version else ""),
              detail=lambda r: "remove")
     async def Remove(self, request: packages_pb2.RemovePackageRequest, context: grpc.aio.ServicerContext
@@ -93,7 +93,7 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
         removed = await self.store.write(catalog.remove_package, request.name, request.version or None)
         return packages_pb2.RemovePackageResponse(removed=removed)
 
-    @streaming
+    @to_status
     async def Fetch(self, request: packages_pb2.FetchRequest, context: grpc.aio.ServicerContext
                     ) -> AsyncIterator[packages_pb2.FetchResponse]:
         path = self.blobs.open(request.sha256)

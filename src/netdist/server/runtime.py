@@ -16,10 +16,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from netdist.errors import DiskFullError, StoreUnavailableError
+from netdist.errors import (
+    DiskFullError,
+    HandlerCodeError,
+    HostDiedError,
+    StoreUnavailableError,
+)
 from netdist.server.blobs import BlobStore
 from netdist.server.dispatcher import Dispatcher
-from netdist.server.host import HandlerCodeError, HandlerHost, HostDiedError
+from netdist.server.host import HandlerHost
 from netdist.server.lease_model import HandlerSpec
 from netdist.server.states import JobStatus
 from netdist.server.store import catalog

@@ -1,11 +1,21 @@
-"""Turn errors into gRPC statuses at the servicer boundary."""
+"""Turn errors into gRPC statuses at the servicer boundary: one decorator for every kind of method.
+
+``@to_status`` goes on each servicer method, whatever its shape: unary or
+streaming requests (a request, or an iterator of them), a unary answer
+(``async def`` returning it, or writing with ``context.write`` as
+``JobService.Connect`` does), or a streamed one (an ``async def`` that
+yields). A NetDistError becomes its code and message, with its class name in
+the trailing metadata; anything else is logged with its traceback and
+answered INTERNAL.
+"""
 
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, overload
 
 import grpc
 
@@ -25,28 +35,38 @@ async def _abort(exc: Exception, name: str, context: grpc.aio.ServicerContext) -
     raise AssertionError("abort returned")
 
 
-def unary(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+@overload
+def to_status(method: Callable[..., AsyncIterator[R]]) -> Callable[..., AsyncIterator[R]]: ...
+
+
+@overload
+def to_status(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]: ...
+
+
+def to_status(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Answer what ``method`` raises with a status (see the module's docstring)."""
+    name = method.__name__
+    if inspect.isasyncgenfunction(method):
+
+        @functools.wraps(method)
+        async def streamed(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                async for item in method(self, request, context):
+                    yield item
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await _abort(exc, name, context)
+
+        return streamed
+
     @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+    async def answered(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await method(self, request, context)
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
-            await _abort(exc, method.__name__, context)
+            await _abort(exc, name, context)
 
-    return wrapper
-
-
-def streaming(method: Callable[..., AsyncIterator[R]]) -> Callable[..., AsyncIterator[R]]:
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[R]:
-        try:
-            async for item in method(self, request, context):
-                yield item
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await _abort(exc, method.__name__, context)
-
-    return wrapper
+    return answered

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import datetime
 import shlex
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 import click
 
+from netdist.cli_boundary import fail
 from netdist.errors import CertificateError
+from netdist.exit_codes import ExitCode
 from netdist.server import certs
 
-RET_FAILED, RET_USAGE = 1, 2
 T = TypeVar("T")
 
 _data_dir_option = click.option(
@@ -122,12 +122,7 @@ def _run(action: Callable[[], T]) -> T:
     try:
         return action()
     except CertificateError as exc:
-        _fail(f"CertificateError: {exc.message}", RET_USAGE)
+        fail(f"CertificateError: {exc.message}", ExitCode.USAGE)
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
-        _fail(f"OSError: cannot write{where}: {exc.strerror or exc}", RET_FAILED)
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    click.secho(message, fg="red", err=True)
-    sys.exit(code)
+        fail(f"OSError: cannot write{where}: {exc.strerror or exc}", ExitCode.FAILED)

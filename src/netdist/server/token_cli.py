@@ -12,28 +12,23 @@ from __future__ import annotations
 import datetime
 import json
 import re
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import click
 from sqlalchemy import Engine, create_engine
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
-from netdist.errors import NetDistError
+from netdist.cli_boundary import fail
+from netdist.errors import NetDistError, first_line
+from netdist.exit_codes import ExitCode
 from netdist.server.store import credentials
-from netdist.server.store.engine import (
-    default_url,
-    describe,
-    open_engine,
-    read_only_url,
-)
+from netdist.server.store.engine import describe, open_engine, read_only_url
+from netdist.server.store_url import checked_url, store_url
 from netdist.server.tokens import Role, digest, new_token
 
-RET_OK, RET_FAILED, RET_USAGE, RET_UNAVAILABLE = 0, 1, 2, 3
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,99}")
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -64,8 +59,8 @@ def tokens() -> None:
 def create_command(role: str, name: str, db_url: str | None, data_dir: Path) -> None:
     """Make a token and print it once (keep it in a file readable by you alone)."""
     if not NAME.fullmatch(name):
-        _fail(f"UsageError: --name {name!r}: 1 to 100 letters, digits, '.', '_', '@' or '-', "
-              "starting with a letter or digit", RET_USAGE)
+        fail(f"UsageError: --name {name!r}: 1 to 100 letters, digits, '.', '_', '@' or '-', "
+             "starting with a letter or digit", ExitCode.USAGE)
     token = new_token()
     with _writing(db_url, data_dir) as engine:
         _run(engine, credentials.add_token, name=name, role=role, sha256=digest(token))
@@ -79,11 +74,11 @@ def create_command(role: str, name: str, db_url: str | None, data_dir: Path) -> 
 @_store_options
 def list_command(as_json: bool, db_url: str | None, data_dir: Path) -> None:
     """Names, roles, when each was made and last used (never a value: only hashes are stored)."""
-    url = _url(db_url, data_dir)
+    url = store_url(db_url, data_dir)
     try:
-        engine = create_engine(read_only_url(make_url(url), what="a listing"))
-    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
-        _fail(f"UsageError: --db {describe(url)}: {_first_line(exc)}", RET_USAGE)
+        engine = create_engine(read_only_url(checked_url(url), what="a listing"))
+    except ValueError as exc:
+        fail(f"UsageError: --db {describe(url)}: {first_line(exc)}", ExitCode.USAGE)
     try:
         records = _run(engine, credentials.list_tokens, read_only=True)
     finally:
@@ -111,27 +106,17 @@ def revoke_command(name: str, db_url: str | None, data_dir: Path) -> None:
     click.secho(f"revoked the token {name!r}", fg="green")
 
 
-def _url(db_url: str | None, data_dir: Path) -> str:
-    if db_url is None and not data_dir.is_dir():
-        _fail(f"UsageError: --data-dir {data_dir} is not a directory: give the server's data dir, or --db URL",
-              RET_USAGE)
-    return db_url or default_url(data_dir)
-
-
 @contextmanager
 def _writing(db_url: str | None, data_dir: Path) -> Iterator[Engine]:
     """The store opened to write (its schema brought up to date, as the server does)."""
-    url = _url(db_url, data_dir)
-    try:
-        make_url(url)
-    except ArgumentError as exc:
-        _fail(f"UsageError: --db {url!r} is not a SQLAlchemy URL: {_first_line(exc)}", RET_USAGE)
+    url = store_url(db_url, data_dir)
+    checked_url(url)
     try:
         engine = open_engine(url)
-    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
-        _fail(f"UsageError: --db {describe(url)}: {_first_line(exc)}", RET_USAGE)
+    except ValueError as exc:
+        fail(f"UsageError: --db {describe(url)}: {first_line(exc)}", ExitCode.USAGE)
     except SQLAlchemyError as exc:
-        _fail(f"DatabaseError: cannot open the store at {describe(url)}: {_first_line(exc)}", RET_UNAVAILABLE)
+        fail(f"DatabaseError: cannot open the store at {describe(url)}: {first_line(exc)}", ExitCode.UNAVAILABLE)
     try:
         yield engine
     finally:
@@ -147,20 +132,10 @@ def _run(engine: Engine, fn: Callable[..., T], /, *args: Any, read_only: bool = 
             with conn.begin():
                 return fn(conn, *args, **kwargs)
     except NetDistError as exc:
-        _fail(f"{type(exc).__name__}: {exc.message}", RET_FAILED)
+        fail(f"{type(exc).__name__}: {exc.message}", ExitCode.FAILED)
     except SQLAlchemyError as exc:
-        _fail(f"DatabaseError: the store at {describe(str(engine.url))}: {_first_line(exc)}", RET_UNAVAILABLE)
+        fail(f"DatabaseError: the store at {describe(str(engine.url))}: {first_line(exc)}", ExitCode.UNAVAILABLE)
 
 
 def _when(at: float) -> str:
     return datetime.datetime.fromtimestamp(at).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    click.secho(message, fg="red", err=True)
-    sys.exit(code)

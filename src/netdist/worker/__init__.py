@@ -1,14 +1,18 @@
 """The netdist worker: connects to a server, runs jobs in executor child processes.
 
-    cli.py         ``netdist-worker connect HOST:PORT``; builds the WorkerConfig
-    session.py     one run: leases to jobs, results and starts out, stop and drain
-    connection.py  the JobService stream: hello, reconnect with backoff, keepalive
-    ledger.py      leases held, started, unacked, unsent (pure)
-    capacity.py    how many leases to ask for: slots plus a short prefetch (pure)
-    cache.py       content-addressed artifacts (wheels, job scripts) fetched by hash
-    executor.py    one child process per slot; timeouts, revokes, crashes
-    child.py       the child side: imports the job script, runs ``process``
-    job.py         the values passed between them (no protobuf past the connection)
+    cli.py              ``netdist-worker connect HOST:PORT``; builds the WorkerConfig
+    session.py          one run: leases to jobs, results and starts out, stop and drain
+    connection.py       the JobService stream: hello, reconnect with backoff, keepalive
+    stream_messages.py  its messages: protobuf to worker values and back, in batches
+    channel_options.py  the gRPC channel's keepalive, reconnect and size options
+    ledger.py           leases held, started, unacked, unsent (pure)
+    capacity.py         how many leases to ask for: slots plus a short prefetch (pure)
+    cache.py            content-addressed artifacts (wheels, job scripts) fetched by hash
+    blob_source.py      where blobs come from, written only if they hash to their name
+    integrity.py        a wheel unpacked safely; a file or a tree checked against its hashes
+    executor.py         one child process per slot; timeouts, revokes, crashes
+    child.py            the child side: imports the job script, runs ``process``
+    job.py              the values passed between them (no protobuf past the connection)
 
 Kept free of heavy imports: ``python -m netdist.worker.child`` imports this package.
 """

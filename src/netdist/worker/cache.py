@@ -6,8 +6,11 @@ Layout under the cache dir::
     scripts/<sha256>.py   job scripts (importable by path)
     envs/<sha256>/        each wheel unpacked once, via a temp dir + os.replace
 
-Blobs come from the server's ``PackageService.Fetch`` (a :class:`BlobSource`);
-concurrent requests for one hash share one fetch. Any failure (not found,
+Blobs come from the server's ``PackageService.Fetch`` (a
+:class:`~netdist.worker.blob_source.BlobSource`); concurrent requests for one
+hash share one fetch. This module decides what is fetched and checked when;
+:mod:`netdist.worker.blob_source` fetches, :mod:`netdist.worker.integrity`
+unpacks and checks. Any failure (not found,
 hash mismatch, unreachable, unsafe wheel) is an :class:`ArtifactError`, which
 the session turns into a failed job: it never stops the worker.
 
@@ -48,326 +51,30 @@ all are right.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
-import os
-import re
-import shutil
-import tempfile
 import time
-import zipfile
 from collections import Counter
-from collections.abc import (
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Iterable,
-    Iterator,
-    Mapping,
-    Sequence,
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+
+from netdist.errors import ArtifactError
+from netdist.removal import remove
+from netdist.worker.blob_source import BlobSource, check_sha256, short, write_verified
+from netdist.worker.integrity import (
+    WORKER_ZIP_LIMITS,
+    Signature,
+    check_tree,
+    file_sha256,
+    file_signature,
+    tree_signature,
 )
-from importlib.machinery import all_suffixes
-from pathlib import Path, PurePosixPath
-from typing import Protocol
-
-import grpc
-
-from netdist.api.v1 import packages_pb2, packages_pb2_grpc
-from netdist.errors import NetDistError, UnpackLimitError, WheelError
 from netdist.worker.job import Environment
-from netdist.ziplimit import ZipLimits, check_directory, extract
+from netdist.ziplimit import ZipLimits
 
 log = logging.getLogger(__name__)
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-FETCH_ATTEMPTS = 3
-FETCH_RETRY_SECONDS = 0.5
 RECHECK_SECONDS = 1.0
 """How often the hot path compares an environment's stat signature, at most."""
-_HASH_CHUNK = 1 << 20
-_IMPORTABLE = tuple(all_suffixes())
-WORKER_ZIP_LIMITS = ZipLimits(max_ratio=None)
-"""A wheel's unpacked size is capped (the worker's disk); its ratio was judged by the server at upload."""
-
-Signature = tuple[tuple[str, int, int, int, int, int], ...]
-"""Per file: relative path, size, mtime_ns, ctime_ns, inode, mode; sorted."""
-
-
-class ArtifactError(NetDistError):
-    """A job's script or wheel could not be fetched, verified or unpacked."""
-
-
-class BlobSource(Protocol):
-    """Where blobs come from: the server, or a directory in tests."""
-
-    def chunks(self, sha256: str) -> AsyncIterator[bytes]:
-        """The blob's bytes in chunks; raise ArtifactError when it cannot be had."""
-        ...
-
-
-class PackageServiceSource:
-    """Fetches blobs with ``PackageService.Fetch`` over a grpc.aio channel."""
-
-    def __init__(
-        self, channel: grpc.aio.Channel, *, metadata: Sequence[tuple[str, str]] = ()
-    ) -> None:
-        self._stub = packages_pb2_grpc.PackageServiceStub(channel)
-        self._metadata = tuple(metadata)
-
-    async def chunks(self, sha256: str) -> AsyncIterator[bytes]:
-        expected: int | None = None
-        received = 0
-        for attempt in range(1, FETCH_ATTEMPTS + 1):
-            try:
-                call = self._stub.Fetch(
-                    packages_pb2.FetchRequest(sha256=sha256), metadata=self._metadata
-                )
-                async for response in call:
-                    if expected is None and response.total_size:
-                        expected = response.total_size
-                    received += len(response.chunk)
-                    yield response.chunk
-                break
-            except grpc.aio.AioRpcError as exc:
-                code = exc.code()
-                if (
-                    received == 0
-                    and code == grpc.StatusCode.UNAVAILABLE
-                    and attempt < FETCH_ATTEMPTS
-                ):
-                    await asyncio.sleep(FETCH_RETRY_SECONDS * attempt)
-                    continue
-                raise ArtifactError(
-                    f"cannot fetch {_short(sha256)} from the server: {code.name}: {exc.details()}"
-                ) from None
-        if expected is not None and received != expected:
-            raise ArtifactError(
-                f"blob {_short(sha256)} arrived with {received} of {expected} bytes"
-            )
-
-
-class DirectorySource:
-    """Blobs read from files named by their hash (for tests and offline use)."""
-
-    def __init__(self, root: Path, *, chunk_size: int = 64 * 1024) -> None:
-        self._root = root
-        self._chunk_size = chunk_size
-
-    async def chunks(self, sha256: str) -> AsyncIterator[bytes]:
-        path = self._root / sha256
-        if not path.is_file():
-            raise ArtifactError(f"cannot fetch {_short(sha256)}: NOT_FOUND")
-        with path.open("rb") as stream:
-            while chunk := stream.read(self._chunk_size):
-                yield chunk
-
-
-def _short(sha256: str) -> str:
-    return sha256[:12]
-
-
-def check_sha256(sha256: str) -> None:
-    """Refuse anything but 64 lower-case hex digits (it becomes a file name)."""
-    if not _SHA256.match(sha256):
-        raise ArtifactError(f"invalid sha256 {sha256[:80]!r}")
-
-
-async def write_verified(chunks: AsyncIterator[bytes], sha256: str, dest: Path) -> Path:
-    """Stream ``chunks`` into ``dest`` if their sha256 matches; atomic via a temp file."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".fetch-")
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            async for chunk in chunks:
-                digest.update(chunk)
-                stream.write(chunk)
-        actual = digest.hexdigest()
-        if actual != sha256:
-            raise ArtifactError(
-                f"blob {_short(sha256)} failed verification: its sha256 is {_short(actual)}"
-            )
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return dest
-
-
-def _member_target(name: str) -> PurePosixPath | None:
-    """Where a wheel member goes in the unpacked tree; None to skip it."""
-    if name.startswith(("/", "\\")) or "\\" in name or re.match(r"^[A-Za-z]:", name):
-        raise ArtifactError(f"wheel member {name!r} has an absolute path")
-    path = PurePosixPath(name)
-    if ".." in path.parts:
-        raise ArtifactError(f"wheel member {name!r} leaves the wheel's directory")
-    parts = path.parts
-    if len(parts) >= 2 and parts[0].endswith(".data"):
-        if parts[1] in ("purelib", "platlib") and len(parts) > 2:
-            return PurePosixPath(*parts[2:])
-        return None  # scripts, headers, data: not for sys.path
-    return path
-
-
-def unpack_wheel(
-    wheel: Path, dest: Path, *, replace: bool = False, limits: ZipLimits = WORKER_ZIP_LIMITS
-) -> Path:
-    """Unpack ``wheel`` into ``dest`` (atomic: a temp dir then os.replace).
-
-    Idempotent unless ``replace``: then a tree already at ``dest`` is moved
-    aside and removed once the fresh one is in its place.
-    """
-    if dest.is_dir() and not replace:
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".unpack-"))
-    try:
-        with _open_wheel(wheel, limits) as archive:
-            try:  # counted: stops past a member's declared size or the limit, whatever the directory says
-                extract(archive, tmp, limits, name=f"wheel {_short(wheel.name)}", target=_member_target)
-            except (UnpackLimitError, WheelError) as exc:
-                raise ArtifactError(exc.message) from None
-        _put_tree(tmp, dest, replace=replace)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
-
-
-def _open_wheel(wheel: Path, limits: ZipLimits) -> zipfile.ZipFile:
-    """The wheel's zip, its directory checked against ``limits`` before anything is inflated."""
-    try:
-        archive = zipfile.ZipFile(wheel)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ArtifactError(f"wheel {wheel.name} is not a zip file: {exc}") from None
-    try:
-        check_directory(f"wheel {_short(wheel.name)}", archive.infolist(), wheel.stat().st_size, limits)
-    except (UnpackLimitError, WheelError) as exc:
-        archive.close()
-        raise ArtifactError(exc.message) from None
-    return archive
-
-
-def _put_tree(tmp: Path, dest: Path, *, replace: bool) -> None:
-    """Move the finished tree ``tmp`` to ``dest``; another process's copy there is as good."""
-    aside: Path | None = None
-    try:
-        if replace and dest.exists():
-            aside = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".damaged-"))
-            with contextlib.suppress(FileNotFoundError):  # another process moved it
-                os.replace(dest, aside / "tree")
-        try:
-            os.replace(tmp, dest)
-        except OSError:
-            if not dest.is_dir():  # another worker process won the race: fine
-                raise
-    finally:
-        if aside is not None:
-            shutil.rmtree(aside, ignore_errors=True)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def wheel_manifest(wheel: Path, limits: ZipLimits = WORKER_ZIP_LIMITS) -> dict[str, str]:
-    """What unpacking ``wheel`` puts on disk: relative path -> sha256 of its bytes."""
-    manifest: dict[str, str] = {}
-    with _open_wheel(wheel, limits) as archive:
-        for info in archive.infolist():
-            target = _member_target(info.filename)
-            if target is None or info.is_dir():
-                continue
-            digest = hashlib.sha256()
-            with archive.open(info) as src:
-                while chunk := src.read(_HASH_CHUNK):
-                    digest.update(chunk)
-            manifest[target.as_posix()] = digest.hexdigest()
-    return manifest
-
-
-def _tree_entries(root: Path, prefix: str = "") -> Iterator[tuple[str, os.DirEntry[str]]]:
-    """Every entry under ``root`` but directories and ``__pycache__``, with its relative path."""
-    with os.scandir(root) as entries:
-        for entry in entries:
-            rel = prefix + entry.name
-            if entry.is_dir(follow_symlinks=False):
-                if entry.name != "__pycache__":
-                    yield from _tree_entries(Path(entry.path), rel + "/")
-            else:
-                yield rel, entry
-
-
-def file_signature(path: Path) -> Signature | None:
-    """The stat signature of one file; None when it is not there."""
-    try:
-        st = os.stat(path, follow_symlinks=False)
-    except OSError:
-        return None
-    return ((path.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode),)
-
-
-def tree_signature(root: Path) -> Signature | None:
-    """The stat signature of an unpacked tree (``__pycache__`` aside); None when it is not there."""
-    rows = []
-    try:
-        for rel, entry in _tree_entries(root):
-            st = entry.stat(follow_symlinks=False)
-            rows.append((rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode))
-    except OSError:
-        return None
-    rows.sort()
-    return tuple(rows)
-
-
-def tree_damage(root: Path, manifest: Mapping[str, str]) -> str | None:
-    """What is wrong with the tree unpacked from a wheel of ``manifest``; None if nothing."""
-    seen: set[str] = set()
-    for rel, entry in _tree_entries(root):
-        if entry.is_symlink():
-            return f"{rel} is a symbolic link"
-        expected = manifest.get(rel)
-        if expected is None:
-            if rel.endswith(_IMPORTABLE):
-                return f"{rel} is not in the wheel"
-            continue
-        seen.add(rel)
-        try:
-            actual = file_sha256(Path(entry.path))
-        except OSError as exc:
-            return f"{rel} cannot be read: {exc.strerror or exc}"
-        if actual != expected:
-            return f"{rel} was modified"
-    missing = sorted(set(manifest) - seen)
-    return f"{missing[0]} is missing" if missing else None
-
-
-def check_tree(
-    wheel: Path, dest: Path, limits: ZipLimits = WORKER_ZIP_LIMITS
-) -> tuple[Signature, str | None]:
-    """Verify ``dest`` against ``wheel``, unpacking it again if damaged or absent.
-
-    Returns the tree's signature as it was verified (taken before hashing, so a
-    change made meanwhile shows later) and what was damaged, if anything.
-    """
-    signature = tree_signature(dest)
-    damage = None
-    if signature is not None:
-        damage = tree_damage(dest, wheel_manifest(wheel, limits))
-        if damage is None:
-            return signature, None
-    elif dest.exists() or dest.is_symlink():
-        damage = "it cannot be read"
-    unpack_wheel(wheel, dest, replace=damage is not None, limits=limits)
-    fresh = tree_signature(dest)
-    if fresh is None:
-        raise ArtifactError(f"unpacked wheel {dest.name[:12]} vanished from the cache")
-    return fresh, damage
 
 
 class ArtifactCache:
@@ -487,10 +194,10 @@ class ArtifactCache:
                 signature, damage = await asyncio.to_thread(check_tree, blob, dest, self.limits)
             except OSError as exc:
                 raise ArtifactError(
-                    f"cannot unpack {_short(sha256)} in the cache: {exc}"
+                    f"cannot unpack {short(sha256)} in the cache: {exc}"
                 ) from None
             if damage is not None:
-                log.warning("unpacked wheel %s was damaged (%s): unpacked it again", _short(sha256), damage)
+                log.warning("unpacked wheel %s was damaged (%s): unpacked it again", short(sha256), damage)
                 self._repairs[dest] += 1
             self._verified[dest] = signature
             return dest
@@ -509,7 +216,7 @@ class ArtifactCache:
             self.full_checks += 1
             try:
                 actual = await asyncio.to_thread(file_sha256, path)
-                problem = f"its sha256 is now {_short(actual)}"
+                problem = f"its sha256 is now {short(actual)}"
             except OSError as exc:
                 actual, problem = "", f"it cannot be read: {exc.strerror or exc}"
             if actual == sha256:
@@ -517,9 +224,9 @@ class ArtifactCache:
                 return path
             log.warning(
                 "cached %s %s failed verification (%s): deleted it, fetching it again",
-                what, _short(sha256), problem,
+                what, short(sha256), problem,
             )
-            _remove(path)
+            remove(path)
             self._repairs[path] += 1
         await self._download(sha256, path)
         fresh = file_signature(path)
@@ -528,14 +235,14 @@ class ArtifactCache:
         return path
 
     async def _download(self, sha256: str, dest: Path) -> Path:
-        log.info("fetching %s", _short(sha256))
+        log.info("fetching %s", short(sha256))
         try:
             return await write_verified(self._source.chunks(sha256), sha256, dest)
         except ArtifactError:
             raise
         except OSError as exc:
             raise ArtifactError(
-                f"cannot store {_short(sha256)} in the cache: {exc}"
+                f"cannot store {short(sha256)} in the cache: {exc}"
             ) from None
 
     async def _once(self, key: str, make: Callable[[], Awaitable[Path]]) -> Path:
@@ -553,15 +260,6 @@ class ArtifactCache:
             task.add_done_callback(_consume_exception)
             self._inflight[key] = task
         return await asyncio.shield(task)
-
-
-def _remove(path: Path) -> None:
-    """Delete a damaged cache entry, whatever it turned into."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
 
 
 def _consume_exception(task: asyncio.Task[Path]) -> None:

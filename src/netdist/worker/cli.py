@@ -1,8 +1,10 @@
 """``netdist-worker``: connect to a server and run jobs until stopped.
 
-Exit codes: 0 ok (also after a graceful stop), 1 the server refused the
-token, 2 usage, 130 interrupted (a second SIGINT/SIGTERM during the graceful
-stop).
+Exit codes (:class:`~netdist.exit_codes.ExitCode`): 0 ok (also after a
+graceful stop), 1 the server refused the token, 2 usage (an option, a token or
+certificate file, the cache dir), 130 interrupted (a second SIGINT/SIGTERM
+during the graceful stop). Every failure is one red line
+(:mod:`netdist.cli_boundary`).
 """
 
 from __future__ import annotations
@@ -21,16 +23,18 @@ import click
 from netdist import fields
 from netdist.bytesize import ByteSize
 from netdist.channel import ClientSecurity
-from netdist.errors import CertificateError, InvalidArgumentError, UnauthenticatedError
-from netdist.token_file import TokenFileError, find_token
+from netdist.cli_boundary import OneLineGroup, fail
+from netdist.errors import (
+    CertificateError,
+    InvalidArgumentError,
+    TokenFileError,
+    UnauthenticatedError,
+)
+from netdist.exit_codes import ExitCode
+from netdist.token_file import find_token
 from netdist.worker.config import WorkerConfig
 from netdist.worker.host import claim_worker_id
 from netdist.worker.session import Session
-
-RET_OK = 0
-RET_REFUSED = 1
-RET_USAGE = 2
-RET_INTERRUPTED = 130
 
 _PEM_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -72,7 +76,7 @@ def _identifier(field: str, value: str, limit: int, hint: str) -> str:
         raise click.BadParameter(exc.message, param_hint=hint) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
@@ -239,8 +243,7 @@ def connect(
     try:
         security.check()
     except CertificateError as exc:
-        click.secho(f"CertificateError: {exc.message}", fg="red", err=True)
-        sys.exit(RET_USAGE)
+        fail(f"CertificateError: {exc.message}", ExitCode.USAGE)
     config = WorkerConfig(
         target=_parse_target(target),
         name=_identifier("the name", name, fields.MAX_NAME, "--name"),
@@ -257,12 +260,7 @@ def connect(
         cache_dir.mkdir(parents=True, exist_ok=True)
         seat = claim_worker_id(cache_dir)  # held until the process exits
     except OSError as exc:
-        click.secho(
-            f"CacheDirError: cannot use {cache_dir}: {exc.strerror or exc}",
-            fg="red",
-            err=True,
-        )
-        sys.exit(RET_USAGE)
+        fail(f"CacheDirError: cannot use {cache_dir}: {exc.strerror or exc}", ExitCode.USAGE)
     try:
         code = asyncio.run(
             run_worker(
@@ -272,17 +270,16 @@ def connect(
             )
         )
     except KeyboardInterrupt:
-        code = RET_INTERRUPTED
+        code = ExitCode.INTERRUPTED
     except UnauthenticatedError as exc:
         hint = f" (the token given came from {token.source})" if token.value else ""
-        click.secho(f"UnauthenticatedError: {exc.message}{hint}", fg="red", err=True)
-        code = RET_REFUSED
+        fail(f"UnauthenticatedError: {exc.message}{hint}", ExitCode.FAILED)
     sys.exit(code)
 
 
 async def run_worker(
     config: WorkerConfig, *, worker_id: str, credential_path: Path | None = None
-) -> int:
+) -> ExitCode:
     """Run until stopped by a signal; the exit code. Raises UnauthenticatedError
     when the server refuses the token."""
     session = Session(config, worker_id=worker_id, credential_path=credential_path)
@@ -309,4 +306,4 @@ async def run_worker(
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-    return RET_INTERRUPTED if session.aborted else RET_OK
+    return ExitCode.INTERRUPTED if session.aborted else ExitCode.OK

@@ -24,7 +24,7 @@ import contextlib
 import dataclasses
 import logging
 import random
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,63 +33,28 @@ import grpc
 import netdist
 from netdist.api.v1 import jobs_pb2, jobs_pb2_grpc
 from netdist.channel import tls_failure
-from netdist.errors import UnauthenticatedError
-from netdist.wire import (
-    ITEM_OVERHEAD_BYTES,
-    MAX_PROGRESS_TEXT_CHARS,
-    PROGRESS_BATCH_BYTES,
-    RESULT_BATCH_BYTES,
-    SERVER_MAX_RECEIVE_BYTES,
-    WORKER_MAX_RECEIVE_BYTES,
-)
+from netdist.errors import ProtocolError, UnauthenticatedError
 from netdist.worker.config import WorkerConfig
 from netdist.worker.host import host_facts, host_load, load_credential, save_credential
-from netdist.worker.job import Ack, AckOutcome, JobProgress, JobRef, JobResult, Lease
+from netdist.worker.job import Ack, JobProgress, JobRef, JobResult, Lease
+from netdist.worker.stream_messages import (
+    acks_from,
+    job_ref,
+    lease_from,
+    progress_batches,
+    proto_ref,
+    result_batch,
+    result_batches,
+)
 
 log = logging.getLogger("netdist.worker")
 
-RESULT_BATCH_SIZE = 256
-"""Results per message at most; and at most about :data:`~netdist.wire.RESULT_BATCH_BYTES` of them."""
 BACKOFF_INITIAL_SECONDS = 0.2
 BACKOFF_MAX_SECONDS = 5.0
 WELCOME_TIMEOUT_SECONDS = 30.0
 CLOSE_SECONDS = 5.0
 """After a half-close (drain or stop), the server gets this long to end the stream."""
 DEFAULT_HEARTBEAT_SECONDS = 10.0
-
-KEEPALIVE_OPTIONS = [
-    ("grpc.keepalive_time_ms", 5000),
-    ("grpc.keepalive_timeout_ms", 4000),
-    ("grpc.http2.ping_timeout_ms", 4000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-]
-"""A ping every 5 s that must be answered within 4 s, also while no data flows
-(the server allows pings 1 s apart: see server/app.py). gRPC core (1.85 as
-1.66) waits ``ping_timeout_ms`` (default 1 minute) for the ack, not
-``keepalive_timeout_ms``: without it a frozen peer went unnoticed for over 30 s."""
-
-CHANNEL_OPTIONS = [
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 5000),
-    ("grpc.max_receive_message_length", WORKER_MAX_RECEIVE_BYTES),
-    ("grpc.max_send_message_length", SERVER_MAX_RECEIVE_BYTES),
-    *KEEPALIVE_OPTIONS,
-]
-"""For the one channel that carries both the job stream and PackageService fetches."""
-
-_ACK_OUTCOMES = {
-    jobs_pb2.ACK_OUTCOME_ACCEPTED: AckOutcome.ACCEPTED,
-    jobs_pb2.ACK_OUTCOME_DUPLICATE: AckOutcome.DUPLICATE,
-    jobs_pb2.ACK_OUTCOME_UNKNOWN: AckOutcome.UNKNOWN,
-    jobs_pb2.ACK_OUTCOME_STALE: AckOutcome.STALE,
-}
-
-
-class ProtocolError(Exception):
-    """The server broke the stream protocol (e.g. no Welcome first)."""
-
 
 class StreamHandler(Protocol):
     """What the connection tells the session, and asks of it."""
@@ -121,79 +86,6 @@ def backoff_delays() -> AsyncIterator[float]:
             delay = min(BACKOFF_MAX_SECONDS, delay * 2)
 
     return delays()
-
-
-def _ref(ref: jobs_pb2.JobRef) -> JobRef:
-    return JobRef(ref.job_id, ref.lease_no)
-
-
-def _proto_ref(ref: JobRef) -> jobs_pb2.JobRef:
-    return jobs_pb2.JobRef(job_id=ref.job_id, lease_no=ref.lease_no)
-
-
-def _lease(lease: jobs_pb2.Lease) -> Lease:
-    return Lease(
-        ref=_ref(lease.ref),
-        handler_id=lease.handler_id,
-        job_name=lease.job_name,
-        attempt=lease.attempt,
-        script_sha256=lease.script_sha256,
-        wheel_sha256s=tuple(lease.environment),
-        input_json=lease.input,
-        timeout_seconds=lease.timeout_seconds,
-    )
-
-
-def result_bytes(result: JobResult) -> int:
-    """About what ``result`` takes in a batch (never less)."""
-    error = result.error
-    if error is None:
-        return len(result.output_json or b"null") + ITEM_OVERHEAD_BYTES
-    return len(error.type.encode()) + len(error.message.encode()) + len(error.traceback.encode()) + ITEM_OVERHEAD_BYTES
-
-
-def result_batches(results: Sequence[JobResult]) -> Iterator[Sequence[JobResult]]:
-    """``results`` in batches of at most RESULT_BATCH_SIZE and about RESULT_BATCH_BYTES (a larger one alone)."""
-    start, size = 0, 0
-    for end, result in enumerate(results):
-        n = result_bytes(result)
-        if end > start and (end - start >= RESULT_BATCH_SIZE or size + n > RESULT_BATCH_BYTES):
-            yield results[start:end]
-            start, size = end, 0
-        size += n
-    if start < len(results):
-        yield results[start:]
-
-
-def progress_batches(items: Iterable[JobProgress]) -> Iterator[jobs_pb2.ProgressBatch]:
-    """Progress in batches of about PROGRESS_BATCH_BYTES, each text cut to what the server keeps."""
-    batch = jobs_pb2.ProgressBatch()
-    size = 0
-    for p in items:
-        text = p.text[:MAX_PROGRESS_TEXT_CHARS]
-        n = 4 * len(text) + ITEM_OVERHEAD_BYTES  # UTF-8: at most 4 bytes a character
-        if batch.items and size + n > PROGRESS_BATCH_BYTES:
-            yield batch
-            batch, size = jobs_pb2.ProgressBatch(), 0
-        batch.items.append(jobs_pb2.Progress(ref=_proto_ref(p.ref), percent=p.percent, text=text))
-        size += n
-    if batch.items:
-        yield batch
-
-
-def result_batch(results: Sequence[JobResult]) -> jobs_pb2.ResultBatch:
-    batch = jobs_pb2.ResultBatch()
-    for result in results:
-        message = batch.items.add()  # filled in place: no keyword parsing, no sub-message copies
-        message.ref.job_id, message.ref.lease_no = result.ref
-        message.duration_seconds = result.duration_seconds
-        if result.error is not None:
-            message.error.type = result.error.type
-            message.error.message = result.error.message
-            message.error.traceback = result.error.traceback
-        else:
-            message.output = result.output_json or b"null"
-    return batch
 
 
 @dataclasses.dataclass(slots=True, kw_only=True)
@@ -259,12 +151,12 @@ class Connection:
             self._send(jobs_pb2.WorkerMessage(results=result_batch(batch)))
 
     def send_started(self, refs: Iterable[JobRef]) -> None:
-        started = jobs_pb2.Started(refs=[_proto_ref(ref) for ref in refs])
+        started = jobs_pb2.Started(refs=[proto_ref(ref) for ref in refs])
         self._send(jobs_pb2.WorkerMessage(started=started))
 
     def send_hand_back(self, refs: Iterable[JobRef], reason: str) -> None:
         hand_back = jobs_pb2.HandBack(
-            refs=[_proto_ref(ref) for ref in refs], reason=reason
+            refs=[proto_ref(ref) for ref in refs], reason=reason
         )
         self._send(jobs_pb2.WorkerMessage(hand_back=hand_back))
 
@@ -445,7 +337,7 @@ class Connection:
             pid=facts.pid,
             platform=facts.platform,
             python_version=facts.python_version,
-            held=[_proto_ref(ref) for ref in self._handler.held()],
+            held=[proto_ref(ref) for ref in self._handler.held()],
             credential=self._credential,
         )
         hello.labels.update(self.config.labels)
@@ -467,21 +359,11 @@ class Connection:
         async for message in messages:
             kind = message.WhichOneof("kind")
             if kind == "leases":
-                handler.on_leases([_lease(lease) for lease in message.leases.items])
+                handler.on_leases([lease_from(lease) for lease in message.leases.items])
             elif kind == "ack":
-                handler.on_acks(
-                    [
-                        Ack(
-                            ref=_ref(item.ref),
-                            outcome=_ACK_OUTCOMES.get(
-                                item.outcome, AckOutcome.UNSPECIFIED
-                            ),
-                        )
-                        for item in message.ack.items
-                    ]
-                )
+                handler.on_acks(acks_from(message.ack))
             elif kind == "revoke":
-                refs = [_ref(ref) for ref in message.revoke.refs]
+                refs = [job_ref(ref) for ref in message.revoke.refs]
                 handler.on_revoke(refs, message.revoke.reason)
             elif kind == "drain":
                 self._drained = True

@@ -26,17 +26,19 @@ import time
 from pathlib import Path
 
 from netdist.channel import aio_channel
-from netdist.errors import UnauthenticatedError
+from netdist.errors import ArtifactError, UnauthenticatedError
 from netdist.wire import (
     MAX_ERROR_MESSAGE_CHARS,
     MAX_ERROR_TYPE_CHARS,
     MAX_OUTPUT_BYTES,
     MAX_TRACEBACK_CHARS,
 )
-from netdist.worker.cache import ArtifactCache, ArtifactError, PackageServiceSource
+from netdist.worker.blob_source import PackageServiceSource
+from netdist.worker.cache import ArtifactCache
 from netdist.worker.capacity import CapacityGauge, wanted
+from netdist.worker.channel_options import CHANNEL_OPTIONS
 from netdist.worker.config import WorkerConfig
-from netdist.worker.connection import CHANNEL_OPTIONS, CLOSE_SECONDS, Connection
+from netdist.worker.connection import CLOSE_SECONDS, Connection
 from netdist.worker.executor import Executor, input_line
 from netdist.worker.job import (
     Ack,

@@ -1,0 +1,58 @@
+"""The error boundary the three commands share: an expected failure is one red line and an exit code.
+
+Every failure an operator can cause (a bad option, a missing file, a database
+that cannot be opened, a server that says no) ends the command with one line
+on stderr, ``ErrorName: message``, one line whatever the message holds (line
+breaks as spaces, control characters dropped; netdist-admin shows a server's
+text with visible escapes first, :mod:`netdist.adminctl.printable`), and an
+:class:`~netdist.exit_codes.ExitCode`; never a traceback. A traceback means a
+bug. Click's own usage errors go through :class:`OneLineGroup`, the group
+class of each command; the commands call :func:`fail` for the rest.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import click
+
+from netdist.exit_codes import ExitCode
+from netdist.fields import clean_text
+
+MAX_LINE = 10_000
+"""Characters of one error line at most (a driver's first line, a zip member's name: never near it)."""
+
+
+def say(message: str) -> None:
+    """One red line on stderr."""
+    click.secho(clean_text(message, MAX_LINE), fg="red", err=True)
+
+
+def fail(message: str, code: ExitCode) -> NoReturn:
+    """Say ``message`` and exit with ``code``."""
+    say(message)
+    sys.exit(code)
+
+
+class OneLineGroup(click.Group):
+    """A command group whose usage errors are one line too (click prints the usage and a hint before them)."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()  # the help itself, asked for by giving no command
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+            fail(f"UsageError: {exc.format_message().rstrip('.')}{hint}", ExitCode.USAGE)
+        except click.ClickException as exc:  # click.FileError: a file named on the command line
+            fail(f"{type(exc).__name__}: {exc.format_message()}", ExitCode.FAILED)
+        except click.Abort:  # click's own KeyboardInterrupt
+            sys.exit(ExitCode.INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else ExitCode.OK)  # ctx.exit(code) comes back as a return value

@@ -1,0 +1,107 @@
+"""The Connect stream's messages as the worker builds and reads them: protobuf in, worker values out.
+
+Protobuf stops here and in :mod:`netdist.worker.connection`: the session hears
+and speaks only the values of :mod:`netdist.worker.job`. What the worker sends
+goes in batches sized to stay far under the server's receive limit
+(:mod:`netdist.wire`): results by count and bytes, progress by bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+
+from netdist.api.v1 import jobs_pb2
+from netdist.wire import (
+    ITEM_OVERHEAD_BYTES,
+    MAX_PROGRESS_TEXT_CHARS,
+    PROGRESS_BATCH_BYTES,
+    RESULT_BATCH_BYTES,
+)
+from netdist.worker.job import Ack, AckOutcome, JobProgress, JobRef, JobResult, Lease
+
+RESULT_BATCH_SIZE = 256
+"""Results per message at most; and at most about :data:`~netdist.wire.RESULT_BATCH_BYTES` of them."""
+ACK_OUTCOMES = {
+    jobs_pb2.ACK_OUTCOME_ACCEPTED: AckOutcome.ACCEPTED,
+    jobs_pb2.ACK_OUTCOME_DUPLICATE: AckOutcome.DUPLICATE,
+    jobs_pb2.ACK_OUTCOME_UNKNOWN: AckOutcome.UNKNOWN,
+    jobs_pb2.ACK_OUTCOME_STALE: AckOutcome.STALE,
+}
+
+
+def job_ref(ref: jobs_pb2.JobRef) -> JobRef:
+    return JobRef(ref.job_id, ref.lease_no)
+
+
+def proto_ref(ref: JobRef) -> jobs_pb2.JobRef:
+    return jobs_pb2.JobRef(job_id=ref.job_id, lease_no=ref.lease_no)
+
+
+def acks_from(ack: jobs_pb2.Ack) -> list[Ack]:
+    return [Ack(ref=job_ref(item.ref), outcome=ACK_OUTCOMES.get(item.outcome, AckOutcome.UNSPECIFIED))
+            for item in ack.items]
+
+
+def lease_from(lease: jobs_pb2.Lease) -> Lease:
+    return Lease(
+        ref=job_ref(lease.ref),
+        handler_id=lease.handler_id,
+        job_name=lease.job_name,
+        attempt=lease.attempt,
+        script_sha256=lease.script_sha256,
+        wheel_sha256s=tuple(lease.environment),
+        input_json=lease.input,
+        timeout_seconds=lease.timeout_seconds,
+    )
+
+
+def result_bytes(result: JobResult) -> int:
+    """About what ``result`` takes in a batch (never less)."""
+    error = result.error
+    if error is None:
+        return len(result.output_json or b"null") + ITEM_OVERHEAD_BYTES
+    return len(error.type.encode()) + len(error.message.encode()) + len(error.traceback.encode()) + ITEM_OVERHEAD_BYTES
+
+
+def result_batches(results: Sequence[JobResult]) -> Iterator[Sequence[JobResult]]:
+    """``results`` in batches of at most RESULT_BATCH_SIZE and about RESULT_BATCH_BYTES (a larger one alone)."""
+    start, size = 0, 0
+    for end, result in enumerate(results):
+        n = result_bytes(result)
+        if end > start and (end - start >= RESULT_BATCH_SIZE or size + n > RESULT_BATCH_BYTES):
+            yield results[start:end]
+            start, size = end, 0
+        size += n
+    if start < len(results):
+        yield results[start:]
+
+
+def progress_batches(items: Iterable[JobProgress]) -> Iterator[jobs_pb2.ProgressBatch]:
+    """Progress in batches of about PROGRESS_BATCH_BYTES, each text cut to what the server keeps."""
+    batch = jobs_pb2.ProgressBatch()
+    size = 0
+    for p in items:
+        text = p.text[:MAX_PROGRESS_TEXT_CHARS]
+        n = 4 * len(text) + ITEM_OVERHEAD_BYTES  # UTF-8: at most 4 bytes a character
+        if batch.items and size + n > PROGRESS_BATCH_BYTES:
+            yield batch
+            batch, size = jobs_pb2.ProgressBatch(), 0
+        batch.items.append(jobs_pb2.Progress(ref=proto_ref(p.ref), percent=p.percent, text=text))
+        size += n
+    if batch.items:
+        yield batch
+
+
+def result_batch(results: Sequence[JobResult]) -> jobs_pb2.ResultBatch:
+    batch = jobs_pb2.ResultBatch()
+    for result in results:
+        message = batch.items.add()  # filled in place: no keyword parsing, no sub-message copies
+        message.ref.job_id, message.ref.lease_no = result.ref
+        message.duration_seconds = result.duration_seconds
+        if result.error is not None:
+            message.error.type = result.error.type
+            message.error.message = result.error.message
+            message.error.traceback = result.error.traceback
+        else:
+            message.output = result.output_json or b"null"
+    return batch

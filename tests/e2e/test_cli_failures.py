@@ -1,0 +1,170 @@
+"""Each command, run as an operator runs it, on input it must refuse: one red line naming what is wrong,
+the documented exit code, no traceback. And the exit-code table of docs/cli.md is what the commands do."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from netdist.exit_codes import ExitCode
+from netdist.testing import wait_until
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
+BIN = Path(sys.executable).parent  # the commands pip installed next to this Python
+REFUSED_PORT = "127.0.0.1:1"  # nothing listens on port 1: a connection is refused at once
+UNREACHABLE_POSTGRES = "postgresql+psycopg://netdist@127.0.0.1:1/netdist"
+
+
+def _env() -> dict[str, str]:
+    """The environment without NETDIST_*: no token, data dir or server of the machine's."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("NETDIST")}
+
+
+def start(command: str, *args: str, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([BIN / command, *args], cwd=cwd, env=_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def run(command: str, *args: str, cwd: Path) -> tuple[int, str, str]:
+    proc = start(command, *args, cwd=cwd)
+    out, err = proc.communicate(timeout=60)
+    return proc.returncode, out, err
+
+
+def one_line(err: str) -> str:
+    assert "Traceback" not in err, err
+    assert err.endswith("\n") and err.count("\n") == 1, f"not one line:\n{err}"
+    return err.rstrip("\n")
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    (tmp_path / "a-file").write_text("not a directory\n")
+    (tmp_path / "bad.pem").write_text("not PEM\n")
+    (tmp_path / "two-words.token").write_text("ndt_a ndt_b\n")
+    (tmp_path / "empty-dir").mkdir()
+    return tmp_path
+
+
+CASES = [
+    # netdist-server serve: the store, the data dir, the certificates; each refused before anything starts
+    (("netdist-server", "serve", "--db", "nosuchdb://x"), ExitCode.USAGE,
+     "UsageError: --db nosuchdb://x: Can't load plugin: sqlalchemy.dialects:nosuchdb"),
+    (("netdist-server", "serve", "--db", "postgresql+psycopg2:///netdist"), ExitCode.USAGE,
+     "UsageError: --db postgresql+psycopg2:///netdist: No module named 'psycopg2'"),
+    (("netdist-server", "serve", "--db", UNREACHABLE_POSTGRES), ExitCode.UNAVAILABLE,
+     f"StoreUnavailableError: cannot open the store at {UNREACHABLE_POSTGRES}: "),
+    (("netdist-server", "serve", "--data-dir", "a-file/data"), ExitCode.USAGE,
+     "DataDirError: cannot use --data-dir a-file/data: Not a directory"),
+    (("netdist-server", "serve", "--tls-cert", "bad.pem", "--tls-key", "bad.pem"), ExitCode.USAGE,
+     "CertificateError: --tls-cert bad.pem: "),
+    (("netdist-server", "serve", "--tls-cert", "no-such.pem", "--tls-key", "bad.pem"), ExitCode.USAGE,
+     "UsageError: Invalid value for '--tls-cert' (env var: 'NETDIST_TLS_CERT'): File 'no-such.pem' does not exist "
+     "(see netdist-server serve --help)"),
+    (("netdist-server", "serve", "--port", "99999"), ExitCode.USAGE,
+     "UsageError: Invalid value for '--port' (env var: 'NETDIST_PORT'): 99999 is not in the range"),
+    (("netdist-server", "check", "--db", UNREACHABLE_POSTGRES), ExitCode.UNAVAILABLE,
+     f"DatabaseError: cannot check the store at {UNREACHABLE_POSTGRES}: "),
+    (("netdist-server", "check", "--data-dir", "no-such-dir"), ExitCode.USAGE,
+     "UsageError: --data-dir no-such-dir is not a directory"),
+    (("netdist-server", "tokens", "create", "--role", "admin", "--name", "a", "--db", UNREACHABLE_POSTGRES),
+     ExitCode.UNAVAILABLE, f"DatabaseError: cannot open the store at {UNREACHABLE_POSTGRES}: "),
+    (("netdist-server", "tokens", "revoke", "nobody", "--data-dir", "empty-dir"), ExitCode.FAILED,
+     "NotFoundError: "),
+    (("netdist-server", "tls", "server", "--host", "lab", "--data-dir", "empty-dir"), ExitCode.USAGE,
+     "CertificateError: "),
+    (("netdist-server", "--no-such-option"), ExitCode.USAGE, "UsageError: No such option '--no-such-option'"),
+    # netdist-worker connect: refused before it connects
+    (("netdist-worker", "connect", REFUSED_PORT, "--token-file", "no-such.token"), ExitCode.USAGE,
+     "UsageError: Invalid value for --token-file: cannot read the token file no-such.token: No such file or directory"),
+    (("netdist-worker", "connect", REFUSED_PORT, "--token-file", "two-words.token"), ExitCode.USAGE,
+     "UsageError: Invalid value for --token-file: the token file two-words.token does not hold one token"),
+    (("netdist-worker", "connect", REFUSED_PORT, "--cache-dir", "a-file/cache"), ExitCode.USAGE,
+     "CacheDirError: cannot use a-file/cache: Not a directory"),
+    (("netdist-worker", "connect", REFUSED_PORT, "--tls-ca", "bad.pem"), ExitCode.USAGE, "CertificateError: "),
+    (("netdist-worker", "connect", "no-port"), ExitCode.USAGE, "UsageError: Invalid value for HOST:PORT: "),
+    # netdist-admin: local mistakes are usage errors; the server's answers are its own
+    (("netdist-admin", "jobs", "add", "no-such-script.py"), ExitCode.USAGE,
+     "UsageError: Invalid value for 'SCRIPT': File 'no-such-script.py' does not exist (see netdist-admin jobs add --help)"),
+    (("netdist-admin", "--token-file", "no-such.token", "status"), ExitCode.USAGE,
+     "UsageError: Invalid value for --token-file: cannot read the token file no-such.token"),
+    (("netdist-admin", "--tls-ca", "bad.pem", "status"), ExitCode.USAGE, "UsageError: --tls-ca bad.pem: "),
+    (("netdist-admin", "--server", REFUSED_PORT, "status"), ExitCode.UNAVAILABLE,
+     f"UnavailableError: cannot reach the netdist server at {REFUSED_PORT}: "),
+]
+
+
+@pytest.mark.parametrize(("argv", "code", "line"), CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_a_refused_command_says_why_in_one_line(files: Path, argv: tuple[str, ...], code: ExitCode,
+                                               line: str) -> None:
+    returncode, out, err = run(*argv, cwd=files)
+    assert (returncode, out) == (code, ""), err
+    assert one_line(err).startswith(line)
+    if code == ExitCode.USAGE:
+        assert not (files / "netdist-data").exists()  # refused before anything is made (serve's default data dir)
+
+
+def test_a_server_that_cannot_listen_says_so_in_its_last_line(files: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        returncode, _, err = run("netdist-server", "serve", "--data-dir", "data", "--port", str(port), cwd=files)
+    assert returncode == ExitCode.FAILED
+    assert "Traceback" not in err  # the lines before are the server's log of its start
+    assert err.splitlines()[-1] == (f"OSError: cannot listen on 127.0.0.1:{port}: the port is taken, or the address "
+                                    "is not this machine's")
+
+
+def _documented_codes() -> dict[str, int]:
+    """The table under '## Exit codes' in docs/cli.md: `| 2 | `USAGE` | ... |` rows."""
+    section = DOCS.read_text().split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (\d+) \| `(\w+)` \|", section, flags=re.MULTILINE)
+    return {name: int(code) for code, name in rows}
+
+
+def test_the_documented_exit_codes_are_the_enum() -> None:
+    assert _documented_codes() == {code.name: code.value for code in ExitCode}
+
+
+def _interrupted(cwd: Path) -> tuple[int, str, str]:
+    """netdist-admin waiting on a server that accepted the connection and says nothing, then Ctrl-C."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        silent.settimeout(0.05)
+        proc = start("netdist-admin", "--server", f"127.0.0.1:{silent.getsockname()[1]}", "--timeout", "60",
+                     "status", cwd=cwd)
+        accepted: list[socket.socket] = []
+
+        def connected() -> bool:
+            with contextlib.suppress(TimeoutError):
+                accepted.append(silent.accept()[0])
+            return bool(accepted)
+
+        try:
+            wait_until(connected, 30, what="netdist-admin to connect")
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+            for conn in accepted:
+                conn.close()
+    return proc.returncode, out, err
+
+
+def test_each_documented_exit_code_is_what_a_real_command_returns(files: Path) -> None:
+    made = run("netdist-server", "tokens", "create", "--role", "viewer", "--name", "v", "--data-dir", "empty-dir",
+               cwd=files)
+    returned = {
+        "OK": made[0],
+        "FAILED": run("netdist-server", "tokens", "revoke", "nobody", "--data-dir", "empty-dir", cwd=files)[0],
+        "USAGE": run("netdist-admin", "jobs", "add", "no-such-script.py", cwd=files)[0],
+        "UNAVAILABLE": run("netdist-admin", "--server", REFUSED_PORT, "status", cwd=files)[0],
+        "INTERRUPTED": _interrupted(files)[0],
+    }
+    assert returned == _documented_codes()
