@@ -85,7 +85,8 @@ def test_a_removed_worker_is_let_go_and_issued_a_new_credential(cluster: Cluster
     worker = cluster.add_worker("w1")
     wait_until(lambda: any(w.connected for w in cluster.api.workers()), 30, what="the worker to connect")
     kept = cluster.root / "cache" / "w1" / "worker-id.credential"
-    first = kept.read_text().strip()
+    # The server counts the worker connected when its Welcome is sent; the worker writes the file after.
+    first = wait_until(lambda: kept.exists() and kept.read_text().strip(), 30, what="the worker to keep its credential")
     assert first.startswith("ndc_") and stat.S_IMODE(kept.stat().st_mode) == 0o600
     (w,) = cluster.api.workers()
 
