@@ -335,8 +335,11 @@ class LeaseTable(LeaseBook):
 
     def _requeue(self, leases: Iterable[Lease], effects: Effects, *, reason: Mapping[str, str],
                  charge: bool | None = None) -> None:
-        """End leases without a result. ``charge`` None: charged when the lease had started."""
-        for lease in list(leases):
+        """End leases without a result. ``charge`` None: charged when the lease had started.
+
+        Each job goes back to the front of its queue; newest first, so that they go out
+        again oldest first, in the order they were enqueued."""
+        for lease in sorted(leases, key=lambda x: x.job_id, reverse=True):
             if self.leases.get(lease.job_id) is not lease:
                 continue
             if not lease.stored:

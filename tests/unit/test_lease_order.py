@@ -1,0 +1,46 @@
+"""Jobs the lease table takes back go out again in the order they were enqueued.
+
+A handler's ``max-sequenced-errors`` counts failures in a row, so the order in
+which jobs run is part of what the operator sees: a handler whose every other
+job fails must never see two failures in a row because of the table. Probation
+took a worker's prefetched jobs 1, 2, 3 back and pushed each to the front, which
+sent them out again as 3, 2, 1 (a flaky integration test showed it).
+"""
+
+from __future__ import annotations
+
+from netdist.jobscript import JobSettings
+from netdist.server.lease_model import HandlerSpec, ReadyJob, ResultIn, WorkerInfo
+from netdist.server.leases import LeaseTable
+from tests.clock import ManualClock
+
+
+def test_jobs_taken_back_by_probation_go_out_again_in_enqueue_order() -> None:
+    table = LeaseTable(clock=ManualClock(), reconnect_grace_seconds=2.0, silent_after_seconds=15.0)
+    spec = HandlerSpec(handler_id="h", job_name="h", script_sha256="0" * 64, environment=(),
+                       settings=JobSettings(package="p", handler="H", job="h", max_attempts=1))
+    table.add_handler(spec, counts={}, streak=0, active=True)
+    table.enqueued("h", 6)
+    table.refilled("h", [ReadyJob(i, 0, 0, b"{}") for i in range(1, 7)], more=False)
+    table.connect(WorkerInfo(worker_id="w", name="w", labels={}, slots=1), [])
+    table.set_capacity("w", 4)  # one slot and three prefetched,
+    table.workers["w"].ewma_seconds = 0.01  # as the table allows for jobs of 10 ms
+
+    leases = table.pick()
+    assert [x.job_id for x in leases] == [1, 2, 3, 4]
+    table.leases_stored(leases, {x.job_id for x in leases})
+    table.started("w", [leases[0].ref])
+    failed = ResultIn(job_id=1, lease_no=leases[0].lease_no, output=None, duration_seconds=0.01,
+                      error={"type": "E", "message": "m", "traceback": ""})
+    _, settlements, effects = table.settle("w", [failed])
+    after = table.settled(settlements, {1})  # the failure is stored: probation takes 2, 3, 4 back
+    assert sorted(q.job_id for q in effects.requeues + after.requeues) == [2, 3, 4]
+
+    again = table.pick()  # on probation: one job per free slot, and it is the oldest
+    assert [x.job_id for x in again] == [2]
+    table.leases_stored(again, {2})
+    table.started("w", [again[0].ref])
+    ok = ResultIn(job_id=2, lease_no=again[0].lease_no, output="1", error=None, duration_seconds=0.01)
+    _, settlements, _ = table.settle("w", [ok])
+    table.settled(settlements, {2})
+    assert [x.job_id for x in table.pick()] == [3, 4, 5, 6]
