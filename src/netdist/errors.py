@@ -25,7 +25,7 @@ DiskFullError and StoreUnavailableError answer an operator's call at once
 while the server's own work waits for the store and resumes by itself.
 
 The server turns a NetDistError into ``context.abort(code, message)``
-(``netdist.server.status``); the admin client turns a status back into the
+(``netdist.server.grpc_errors``); the admin client turns a status back into the
 matching class (see ``from_status`` and ``named``). The one error class
 outside this module is ``netdist.handler.SettingsError``, a ValueError that
 handler code raises in its host process, which imports no grpc.

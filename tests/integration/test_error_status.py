@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from netdist.errors import PermissionDeniedError
-from netdist.server.status import ERROR_CLASS_KEY, to_status
+from netdist.server.grpc_errors import ERROR_CLASS_KEY, to_status
 
 SERVICE = "test.Shapes"
 

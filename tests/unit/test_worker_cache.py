@@ -17,7 +17,7 @@ import pytest
 from netdist.errors import ArtifactError
 from netdist.worker.blob_source import DirectorySource, check_sha256, write_verified
 from netdist.worker.cache import RECHECK_SECONDS, ArtifactCache
-from netdist.worker.host import claim_worker_id, load_worker_id
+from netdist.worker.identity import claim_worker_id, load_worker_id
 from netdist.worker.integrity import unpack_wheel
 from netdist.worker.job import Environment
 from tests.clock import ManualClock

@@ -13,7 +13,7 @@ import pytest
 
 from netdist.errors import ArtifactError, UnpackLimitError, WheelError
 from netdist.server.blobs import BlobStore
-from netdist.server.registry import inspect_wheel
+from netdist.server.wheels import inspect_wheel
 from netdist.worker.integrity import unpack_wheel
 from netdist.ziplimit import (
     RATIO_FLOOR_BYTES,
@@ -23,7 +23,7 @@ from netdist.ziplimit import (
     copy_member,
     extract,
 )
-from tests.unit.test_registry import META, NAME
+from tests.unit.test_wheels import META, NAME
 
 MIB = 1024 * 1024
 

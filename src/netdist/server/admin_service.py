@@ -16,10 +16,10 @@ from netdist.errors import InvalidArgumentError, NetDistError
 from netdist.fields import control_character
 from netdist.server.audit import AuditLog, audited
 from netdist.server.dispatcher import Dispatcher
+from netdist.server.grpc_errors import to_status
 from netdist.server.lease_model import Lease
 from netdist.server.manager import HandlerManager
 from netdist.server.states import HandlerState, JobStatus
-from netdist.server.status import to_status
 from netdist.server.store import audit as audit_store
 from netdist.server.store import catalog, credentials
 from netdist.server.store import jobs as job_store

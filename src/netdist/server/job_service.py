@@ -16,6 +16,7 @@ from netdist.api.v1 import jobs_pb2, jobs_pb2_grpc
 from netdist.errors import InvalidArgumentError, NetDistError
 from netdist.server.auth import on_revoked
 from netdist.server.dispatcher import Dispatcher
+from netdist.server.grpc_errors import to_status
 from netdist.server.lease_model import (
     AckOutcome,
     HandlerSpec,
@@ -24,7 +25,6 @@ from netdist.server.lease_model import (
     ResultIn,
     WorkerInfo,
 )
-from netdist.server.status import to_status
 from netdist.wire import ITEM_OVERHEAD_BYTES, LEASE_BATCH_BYTES
 
 log = logging.getLogger("netdist.server.workers")

@@ -13,12 +13,12 @@ from netdist.api.v1 import packages_pb2, packages_pb2_grpc
 from netdist.errors import InvalidArgumentError, NetDistError
 from netdist.server.audit import AuditLog, audited
 from netdist.server.blobs import BlobStore
+from netdist.server.grpc_errors import to_status
 from netdist.server.manager import HandlerManager
-from netdist.server.registry import inspect_wheel
-from netdist.server.status import to_status
 from netdist.server.store import catalog
 from netdist.server.store.facade import Store
 from netdist.server.upload import Upload, UploadLimits
+from netdist.server.wheels import inspect_wheel
 
 log = logging.getLogger("netdist.server.packages")
 CHUNK = 1024 * 1024

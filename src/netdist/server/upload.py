@@ -12,8 +12,8 @@ early as it can:
   moment it passes, the upload is cut off (RESOURCE_EXHAUSTED);
 - a wheel's end: exactly the declared bytes arrived.
 
-The contents (zip directory, limits, metadata) are judged afterwards by the
-registry. Whatever ends the upload, a refusal, an error or the client going
+The contents (zip directory, limits, metadata) are judged afterwards by
+:mod:`netdist.server.wheels`. Whatever ends the upload, a refusal, an error or the client going
 away (the call is cancelled), ``async with`` removes every temporary file
 not yet moved into the store and releases the reserved room.
 """
@@ -28,7 +28,7 @@ from types import TracebackType
 from netdist.api.v1 import packages_pb2
 from netdist.errors import InvalidArgumentError, ResourceExhaustedError, WheelError
 from netdist.server.blobs import BlobStore, IncomingBlob
-from netdist.server.registry import check_filename
+from netdist.server.wheels import check_filename
 
 DEFAULT_MAX_UPLOAD_BYTES = 512 * 1024 * 1024
 MAX_WHEELS = 64

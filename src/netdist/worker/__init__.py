@@ -7,6 +7,7 @@
     channel_options.py  the gRPC channel's keepalive, reconnect and size options
     ledger.py           leases held, started, unacked, unsent (pure)
     capacity.py         how many leases to ask for: slots plus a short prefetch (pure)
+    identity.py         the machine's facts for Hello, the worker id's lock, the credential
     cache.py            content-addressed artifacts (wheels, job scripts) fetched by hash
     blob_source.py      where blobs come from, written only if they hash to their name
     integrity.py        a wheel unpacked safely; a file or a tree checked against its hashes

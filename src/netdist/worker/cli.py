@@ -33,7 +33,7 @@ from netdist.errors import (
 from netdist.exit_codes import ExitCode
 from netdist.token_file import find_token
 from netdist.worker.config import WorkerConfig
-from netdist.worker.host import claim_worker_id
+from netdist.worker.identity import claim_worker_id
 from netdist.worker.session import Session
 
 _PEM_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)

@@ -35,7 +35,12 @@ from netdist.api.v1 import jobs_pb2, jobs_pb2_grpc
 from netdist.channel import tls_failure
 from netdist.errors import ProtocolError, UnauthenticatedError
 from netdist.worker.config import WorkerConfig
-from netdist.worker.host import host_facts, host_load, load_credential, save_credential
+from netdist.worker.identity import (
+    host_facts,
+    host_load,
+    load_credential,
+    save_credential,
+)
 from netdist.worker.job import Ack, JobProgress, JobRef, JobResult, Lease
 from netdist.worker.stream_messages import (
     acks_from,

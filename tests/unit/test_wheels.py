@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from netdist.errors import WheelError
-from netdist.server.registry import inspect_wheel
+from netdist.server.wheels import inspect_wheel
 from netdist.testing import write_wheel
 
 NAME = "demo_pkg-1.0-py3-none-any.whl"
