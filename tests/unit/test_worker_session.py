@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from netdist.api.v1 import jobs_pb2
+from netdist.worker.child_protocol import input_line
 from netdist.worker.cli import main
 from netdist.worker.connection import (
     BACKOFF_MAX_SECONDS,
@@ -17,7 +18,6 @@ from netdist.worker.connection import (
     backoff_delays,
     result_batch,
 )
-from netdist.worker.executor import input_line
 from netdist.worker.job import JobRef, JobResult
 
 

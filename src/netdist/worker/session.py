@@ -35,9 +35,10 @@ from netdist.wire import (
 )
 from netdist.worker.cache import ArtifactCache, ArtifactError, PackageServiceSource
 from netdist.worker.capacity import CapacityGauge, wanted
+from netdist.worker.child_protocol import input_line
 from netdist.worker.config import WorkerConfig
 from netdist.worker.connection import CHANNEL_OPTIONS, CLOSE_SECONDS, Connection
-from netdist.worker.executor import Executor, input_line
+from netdist.worker.executor import Executor
 from netdist.worker.job import (
     Ack,
     AckOutcome,
