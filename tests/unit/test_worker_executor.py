@@ -51,6 +51,9 @@ def process(job_input, ctx):
         return ctx.job_name
     if kind == "alloc":
         return len(bytearray(job_input["mb"] << 20))
+    if kind == "nan-progress":
+        ctx.progress(float("nan"))
+        return "unreachable"
     if kind == "big":
         return {"text": "x \\n" * job_input["size"], "input": job_input}
     raise AssertionError(kind)
@@ -457,3 +460,16 @@ def test_a_child_that_writes_garbage_fails_its_job_saying_so(tmp_path: Path) -> 
     assert "malformed line from the executor child: not JSON" in error.message
     assert "Segmentation fault?" in error.message
 
+
+def test_a_progress_that_is_not_a_number_fails_the_job_clearly(tmp_path: Path) -> None:
+    """JSON has no NaN: the child refuses it in the job instead of losing its writer thread."""
+
+    async def scenario(h: Harness) -> None:
+        ref = h.submit({"kind": "nan-progress"})
+        error = (await h.result(ref)).error
+        assert error is not None
+        assert (error.type, error.message) == ("ValueError", "progress percent must be a finite number, not nan")
+        after = h.submit({"kind": "echo", "value": 1})
+        assert json.loads((await h.result(after)).output_json or "")["value"] == 1
+
+    run(tmp_path, scenario)

@@ -27,6 +27,7 @@ import importlib.util
 import io
 import json
 import logging
+import math
 import os
 import queue
 import resource
@@ -240,7 +241,10 @@ class _Context:
         self._writer = writer
 
     def progress(self, percent: float, text: str = "") -> None:
-        if self._progress.offer(float(percent), str(text)):
+        percent = float(percent)
+        if not math.isfinite(percent):  # JSON has no NaN: the writer could not send it
+            raise ValueError(f"progress percent must be a finite number, not {percent}")
+        if self._progress.offer(percent, str(text)):
             self._writer.wake()
 
 
