@@ -6,7 +6,9 @@
     ledger.py      leases held, started, unacked, unsent (pure)
     capacity.py    how many leases to ask for: slots plus a short prefetch (pure)
     cache.py       content-addressed artifacts (wheels, job scripts) fetched by hash
-    executor.py    one child process per slot; timeouts, revokes, crashes
+    executor.py    one child process per slot; placement, timeouts, revokes, crashes
+    child_process.py  the worker's handle on one child: the jobs queued in it
+    child_protocol.py the messages between them, encoded and decoded
     child.py       the child side: imports the job script, runs ``process``
     job.py         the values passed between them (no protobuf past the connection)
 
