@@ -115,6 +115,7 @@ class CancelJob(NamedTuple):
 
 
 WorkerMessage = ChildInit | RunJob | CancelJob
+_JOB_LINE = "a job line must be [job id, lease no, attempt, handler id, job name]"
 
 
 def read_from_worker(stream: BinaryIO) -> WorkerMessage | None:
@@ -123,15 +124,17 @@ def read_from_worker(stream: BinaryIO) -> WorkerMessage | None:
     if not line:
         return None
     try:
-        if line[:1] == b"[":
+        if line[:1] == b"[":  # the common case first
             header = json.loads(line)
-            if not (len(header) == 5 and type(header[0]) is int and type(header[1]) is int
-                    and type(header[2]) is int and isinstance(header[3], str) and isinstance(header[4], str)):
-                raise ProtocolError("a job line must be [job id, lease no, attempt, handler id, job name]")
+            if len(header) != 5:
+                raise ProtocolError(_JOB_LINE)
+            job_id, lease_no, attempt, handler_id, job_name = header
+            if not (type(job_id) is type(lease_no) is type(attempt) is int and type(handler_id) is type(job_name) is str):
+                raise ProtocolError(_JOB_LINE)
             input_json = stream.readline()
-            if not input_json.endswith(b"\n"):
+            if input_json[-1:] != b"\n":
                 raise ProtocolError("the job's input line is missing")
-            return RunJob(JobRef(header[0], header[1]), header[2], header[3], header[4], input_json[:-1])
+            return RunJob(JobRef(job_id, lease_no), attempt, handler_id, job_name, input_json[:-1])
         obj = load_object(line)
         if "cancel" in obj:
             ref = get_list(obj, "cancel")
@@ -182,8 +185,8 @@ class JobOutput(NamedTuple):
     output_json: bytes
 
     def encode(self) -> bytes:
-        job_id, lease_no = self.ref
-        return b"= %d %d %r %b\n" % (job_id, lease_no, self.duration_seconds, self.output_json)
+        ref = self.ref
+        return f"= {ref.job_id} {ref.lease_no} {self.duration_seconds!r} ".encode() + self.output_json + b"\n"
 
 
 class JobFailed(NamedTuple):
