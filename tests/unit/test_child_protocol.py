@@ -10,6 +10,7 @@ import pytest
 from netdist.jsonline import ProtocolError
 from netdist.worker.child_protocol import (
     CancelJob,
+    ChildError,
     ChildInit,
     ChildMessage,
     ChildReady,
@@ -23,35 +24,36 @@ from netdist.worker.child_protocol import (
     input_line,
     read_from_worker,
 )
-from netdist.worker.job import JobError, JobRef
 
-REF = JobRef(123456789012, 3)
+ID, LEASE = 123456789012, 3
 
 FROM_WORKER: list[WorkerMessage] = [
     ChildInit(script="/cache/scripts/ab.py"),
     ChildInit(script="/s.py", paths=("/w/one", "/w/two ü"), max_memory_bytes=512 << 20),
-    RunJob(REF, 2, "handler-1", 'a "quoted" name\twith tab ü', b'{"a": [1, 2]}'),
-    RunJob(JobRef(1, 0), 1, "h", "", b"null"),
-    CancelJob(REF),
+    RunJob(ID, LEASE, 2, "handler-1", 'a "quoted" name\twith tab ü', b'{"a": [1, 2]}'),
+    RunJob(1, 0, 1, "h", "", b"null"),
+    CancelJob(ID, LEASE),
 ]
 
 FROM_CHILD: list[ChildMessage] = [
     ChildReady(),
-    JobProgressed(REF, 42.5, "step 3\nof 4"),
-    JobProgressed(REF, 100.0, ""),
-    JobOutput(REF, 0.000123456789, b'{"value":1,"text":"a b\\n"}'),
-    JobOutput(REF, 0.0, b"null"),
-    JobFailed(REF, JobError(type="ValueError", message="bad input", traceback="Traceback ...\n  x\n"), 1.5),
-    JobFailed(REF, JobError(type="InputNotJson", message="the job's input is not JSON: ..."), 0.0),
-    JobSkipped(REF),
+    JobProgressed(ID, LEASE, 42.5, "step 3\nof 4"),
+    JobProgressed(ID, LEASE, 100.0, ""),
+    JobOutput(ID, LEASE, 0.000123456789, b'{"value":1,"text":"a b\\n"}'),
+    JobOutput(ID, LEASE, 0.0, b"null"),
+    JobFailed(ID, LEASE, ChildError("ValueError", "bad input", "Traceback ...\n  x\n"), 1.5),
+    JobFailed(ID, LEASE, ChildError("InputNotJson", "the job's input is not JSON: ..."), 0.0),
+    JobSkipped(ID, LEASE),
 ]
 
 
 @pytest.mark.parametrize("message", FROM_WORKER, ids=lambda m: type(m).__name__)
 def test_messages_from_the_worker_round_trip(message: WorkerMessage) -> None:
     stream = io.BytesIO(message.encode() + message.encode())
-    assert read_from_worker(stream) == message
-    assert read_from_worker(stream) == message
+    for _ in range(2):
+        decoded = read_from_worker(stream)
+        assert decoded == message
+        assert type(decoded) is type(message)
     assert read_from_worker(stream) is None
 
 
@@ -59,20 +61,22 @@ def test_messages_from_the_worker_round_trip(message: WorkerMessage) -> None:
 def test_messages_from_the_child_round_trip(message: ChildMessage) -> None:
     line = message.encode()
     assert line.endswith(b"\n") and line.count(b"\n") == 1
-    assert decode_from_child(line[:-1]) == message
+    decoded = decode_from_child(line[:-1])
+    assert decoded == message
+    assert type(decoded) is type(message)  # NamedTuples of equal fields compare equal
 
 
 def test_the_wire_format_is_the_documented_one() -> None:
-    assert RunJob(JobRef(7, 1), 2, "h", "n", b"[1]").encode() == b'[7,1,2,"h","n"]\n[1]\n'
-    assert CancelJob(JobRef(7, 1)).encode() == b'{"cancel":[7,1]}\n'
-    assert JobOutput(JobRef(7, 1), 0.25, b'"x"').encode() == b'= 7 1 0.25 "x"\n'
-    assert JobSkipped(JobRef(7, 1)).encode() == b'{"job_id":7,"lease_no":1,"skipped":true}\n'
+    assert RunJob(7, 1, 2, "h", "n", b"[1]").encode() == b'[7,1,2,"h","n"]\n[1]\n'
+    assert CancelJob(7, 1).encode() == b'{"cancel":[7,1]}\n'
+    assert JobOutput(7, 1, 0.25, b'"x"').encode() == b'= 7 1 0.25 "x"\n'
+    assert JobSkipped(7, 1).encode() == b'{"job_id":7,"lease_no":1,"skipped":true}\n'
     assert json.loads(ChildInit(script="s.py").encode()) == {"init": {"script": "s.py", "paths": []}}
 
 
 def test_an_output_holding_spaces_and_equals_signs_stays_whole() -> None:
     output = b'{"a": "= 1 2 3 = "}'
-    assert decode_from_child(JobOutput(REF, 1.0, output).encode()[:-1]) == JobOutput(REF, 1.0, output)
+    assert decode_from_child(JobOutput(ID, LEASE, 1.0, output).encode()[:-1]) == JobOutput(ID, LEASE, 1.0, output)
 
 
 @pytest.mark.parametrize(("line", "says"), [

@@ -42,6 +42,7 @@ from typing import Any, BinaryIO, cast
 from netdist.parent_death import exit_with_parent, parent_pid_from
 from netdist.worker.child_protocol import (
     CancelJob,
+    ChildError,
     ChildInit,
     ChildReady,
     JobFailed,
@@ -51,7 +52,6 @@ from netdist.worker.child_protocol import (
     RunJob,
     read_from_worker,
 )
-from netdist.worker.job import JobError, JobRef
 
 PROGRESS_INTERVAL_SECONDS = 0.2
 """At most one progress line per job in this interval (the last one is always sent)."""
@@ -59,6 +59,8 @@ PROGRESS_INTERVAL_SECONDS = 0.2
 _WAKE = b""
 
 Process = Callable[[Any, Any], Any]
+Ref = tuple[int, int]
+"""A job's id and lease number."""
 
 _OUTPUT_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
@@ -69,11 +71,11 @@ class _ProgressGate:
     def __init__(self, interval_seconds: float) -> None:
         self._interval = interval_seconds
         self._lock = threading.Lock()
-        self._ref: JobRef | None = None
+        self._ref: Ref | None = None
         self._pending: tuple[float, str] | None = None
         self._last_sent = float("-inf")
 
-    def start(self, ref: JobRef) -> None:
+    def start(self, ref: Ref) -> None:
         with self._lock:
             self._ref = ref
             self._pending = None
@@ -111,7 +113,8 @@ class _ProgressGate:
         if pending is None or self._ref is None:
             return None
         percent, text = pending
-        return JobProgressed(self._ref, percent, text).encode()
+        job_id, lease_no = self._ref
+        return JobProgressed(job_id, lease_no, percent, text).encode()
 
 
 class _Writer:
@@ -157,7 +160,7 @@ class _Reader:
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
         self._queue: queue.SimpleQueue[RunJob] = queue.SimpleQueue()
-        self._cancelled: set[JobRef] = set()
+        self._cancelled: set[Ref] = set()
         self._lock = threading.Lock()
         first = read_from_worker(stream)
         if first is None:
@@ -171,7 +174,7 @@ class _Reader:
         """The next job."""
         return self._queue.get()
 
-    def take_cancelled(self, ref: JobRef) -> bool:
+    def take_cancelled(self, ref: Ref) -> bool:
         if not self._cancelled:  # the common case, without the lock
             return False
         with self._lock:
@@ -194,7 +197,7 @@ class _Reader:
                 self._queue.put(message)
             elif isinstance(message, CancelJob):
                 with self._lock:
-                    self._cancelled.add(message.ref)
+                    self._cancelled.add((message.job_id, message.lease_no))
             else:
                 raise ValueError("the worker sent ChildInit twice")
 
@@ -232,7 +235,7 @@ class _Context:
         progress: _ProgressGate,
         writer: _Writer,
     ) -> None:
-        self.job_id = job.ref.job_id
+        self.job_id = job.job_id
         self.attempt = job.attempt
         self.handler_id = job.handler_id
         self.job_name = job.job_name
@@ -273,8 +276,8 @@ def _limit_memory(limit_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, limit_bytes))
 
 
-def _error(exc: BaseException, *, prefix: str = "", type_: str = "") -> JobError:
-    return JobError(
+def _error(exc: BaseException, *, prefix: str = "", type_: str = "") -> ChildError:
+    return ChildError(
         type=type_ or type(exc).__name__,
         message=prefix + str(exc),
         traceback="".join(traceback.format_exception(exc)),
@@ -284,7 +287,7 @@ def _error(exc: BaseException, *, prefix: str = "", type_: str = "") -> JobError
 class _Runner:
     def __init__(self, writer: _Writer, progress: _ProgressGate) -> None:
         self.process: Process | None = None
-        self.load_error = JobError(type="Exception", message="the job script is not loaded")
+        self.load_error = ChildError(type="Exception", message="the job script is not loaded")
         self.max_memory_bytes: int | None = None
         self.progress = progress
         self.writer = writer
@@ -300,46 +303,46 @@ class _Runner:
         self.log.propagate = False
 
     def run(self, job: RunJob) -> None:
-        ref = job.ref
+        job_id, lease_no = job.job_id, job.lease_no
         try:
             job_input = json.loads(job.input_json)
         except ValueError as exc:
-            error = JobError(type="InputNotJson", message=f"the job's input is not JSON: {exc}")
-            self.writer.send(JobFailed(ref, error, 0.0).encode())
+            error = ChildError(type="InputNotJson", message=f"the job's input is not JSON: {exc}")
+            self.writer.send(JobFailed(job_id, lease_no, error, 0.0).encode())
             return
-        self.filter.job_id = ref.job_id
-        self.progress.start(ref)
+        self.filter.job_id = job_id
+        self.progress.start((job_id, lease_no))
         started = time.perf_counter()
         message: JobOutput | JobFailed
         if self.process is None:
-            message = JobFailed(ref, self.load_error, time.perf_counter() - started)
+            message = JobFailed(job_id, lease_no, self.load_error, time.perf_counter() - started)
         else:
             ctx = _Context(job=job, log=self.log, progress=self.progress, writer=self.writer)
             try:
                 output = self.process(job_input, ctx)
             except BaseException as exc:
-                message = JobFailed(ref, self._job_error(exc), time.perf_counter() - started)
+                message = JobFailed(job_id, lease_no, self._job_error(exc), time.perf_counter() - started)
             else:
                 duration = time.perf_counter() - started
                 try:
                     text = _OUTPUT_ENCODER.encode(output)
                 except (TypeError, ValueError) as exc:
                     error = _error(exc, prefix="the job's output is not JSON: ", type_="OutputNotJson")
-                    message = JobFailed(ref, error, duration)
+                    message = JobFailed(job_id, lease_no, error, duration)
                 else:
-                    message = JobOutput(ref, duration, text.encode())
+                    message = JobOutput(job_id, lease_no, duration, text.encode())
         final = self.progress.take_final()
         if final is not None:
             self.writer.send(final)
         self.writer.send(message.encode())
         self.filter.job_id = None
 
-    def _job_error(self, exc: BaseException) -> JobError:
+    def _job_error(self, exc: BaseException) -> ChildError:
         error = _error(exc)
         if isinstance(exc, MemoryError) and self.max_memory_bytes and not str(exc):
             limit_mb = self.max_memory_bytes >> 20
             message = f"the job ran out of memory (this worker allows {limit_mb} MB per job: --max-job-memory)"
-            error = JobError(type=error.type, message=message, traceback=error.traceback)
+            error = error._replace(message=message)
         return error
 
 
@@ -370,8 +373,8 @@ def main() -> None:
     runner.writer.send(ChildReady().encode())
     while True:
         job = reader.next()
-        if reader.take_cancelled(job.ref):
-            runner.writer.send(JobSkipped(job.ref).encode())
+        if reader.take_cancelled((job.job_id, job.lease_no)):
+            runner.writer.send(JobSkipped(job.job_id, job.lease_no).encode())
             continue
         runner.run(job)
 

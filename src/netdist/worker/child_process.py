@@ -34,7 +34,14 @@ from netdist.worker.child_protocol import (
     RunJob,
     decode_from_child,
 )
-from netdist.worker.job import Environment, Job, JobProgress, JobRef, JobResult
+from netdist.worker.job import (
+    Environment,
+    Job,
+    JobError,
+    JobProgress,
+    JobRef,
+    JobResult,
+)
 
 log = logging.getLogger("netdist.worker.executor")
 
@@ -112,7 +119,8 @@ class ChildProcess:
         self.entries.append(Entry(job=job))
         if first:
             self.events.started(job.ref)
-        self._write(RunJob(job.ref, job.attempt, job.handler_id, job.job_name, job.input_json).encode())
+        ref = job.ref
+        self._write(RunJob(ref.job_id, ref.lease_no, job.attempt, job.handler_id, job.job_name, job.input_json).encode())
 
     def mark_revoked(self, entry: Entry) -> None:
         if not entry.revoked:
@@ -122,7 +130,7 @@ class ChildProcess:
     def cancel(self, entry: Entry) -> None:
         self.mark_revoked(entry)
         entry.cancel_sent_at = time.monotonic()
-        self._write(CancelJob(entry.job.ref).encode())
+        self._write(CancelJob(*entry.job.ref).encode())
 
     def kill(self, reason: str) -> None:
         if self.kill_reason is None:
@@ -234,24 +242,27 @@ class ChildProcess:
 
     def _handle(self, message: ChildMessage) -> None:
         if isinstance(message, JobOutput):  # the common case first
-            entry = self._pop(message.ref)
+            entry = self._pop(message.job_id, message.lease_no)
             if entry is None:
                 return
             if entry.revoked:
                 self.events.freed()
                 return
-            self.events.finished(JobResult(message.ref, message.output_json, None, message.duration_seconds))
+            self.events.finished(JobResult(entry.job.ref, message.output_json, None, message.duration_seconds))
         elif isinstance(message, JobFailed | JobSkipped):
-            entry = self._pop(message.ref)
+            entry = self._pop(message.job_id, message.lease_no)
             if entry is None:
                 return
             if isinstance(message, JobSkipped) or entry.revoked:
                 self.events.freed()
                 return
-            self.events.finished(JobResult(message.ref, None, message.error, message.duration_seconds))
+            type_, text, tb = message.error
+            error = JobError(type=type_, message=text, traceback=tb)
+            self.events.finished(JobResult(entry.job.ref, None, error, message.duration_seconds))
         elif isinstance(message, JobProgressed):
-            if self.entries and not (head := self.entries[0]).revoked and head.job.ref == message.ref:
-                self.events.progress(JobProgress(ref=message.ref, percent=message.percent, text=message.text))
+            if self.entries and not (head := self.entries[0]).revoked and head.job.ref == (
+                message.job_id, message.lease_no):
+                self.events.progress(JobProgress(ref=head.job.ref, percent=message.percent, text=message.text))
         elif isinstance(message, ChildReady):
             self.ready = True
             if self.entries:
@@ -259,11 +270,11 @@ class ChildProcess:
         else:
             assert_never(message)
 
-    def _pop(self, ref: JobRef) -> Entry | None:
+    def _pop(self, job_id: int, lease_no: int) -> Entry | None:
         """The head entry, which the child answered; None (and the child killed) if not."""
         entries = self.entries
-        if not entries or entries[0].job.ref != ref:
-            log.error("executor child answered job %s out of order; replacing it", ref)
+        if not entries or entries[0].job.ref != (job_id, lease_no):
+            log.error("executor child answered job %s/%s out of order; replacing it", job_id, lease_no)
             self.kill("protocol")
             return None
         entry = entries.popleft()

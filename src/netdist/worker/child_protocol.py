@@ -21,18 +21,20 @@ copies the lease's input bytes into the line (so the input must hold no newline
 byte: :func:`input_line`) and the output text into the result. The child
 parses the input and encodes the output.
 
-This is the per-job hot path, thousands of messages a second: the per-job
-messages are NamedTuples (a quarter of the cost of a frozen dataclass, as in
-:mod:`netdist.worker.job`), each encodes itself with one format string, and a
-job's output line is decoded without a JSON parser. A line that is none of
-these raises :class:`~netdist.jsonline.ProtocolError` naming what is wrong.
+This is the per-job hot path, thousands of messages a second: the messages
+are NamedTuples (a quarter of the cost of a frozen dataclass, as in
+:mod:`netdist.worker.job`) naming a job by its two numbers, each encodes itself
+with one format string, and a job's output line is decoded without a JSON
+parser. A line that is none of these raises
+:class:`~netdist.jsonline.ProtocolError` naming what is wrong.
 
-Kept free of heavy imports: the child imports it before the job script.
+Kept free of heavy imports (no dataclasses, no pathlib, not even
+:mod:`netdist.worker.job`): the child imports it before the job script, and
+every new child pays for its imports.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any, BinaryIO, NamedTuple
 
@@ -47,7 +49,6 @@ from netdist.jsonline import (
     load_object,
     preview,
 )
-from netdist.worker.job import JobError, JobRef
 
 _OUTPUT_PREFIX = b"="
 
@@ -73,8 +74,7 @@ def input_line(raw: bytes) -> bytes:
 # -- worker -> child ------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class ChildInit:
+class ChildInit(NamedTuple):
     """The child's one environment: load this job script with these wheels on ``sys.path``."""
 
     script: str
@@ -92,7 +92,8 @@ class ChildInit:
 class RunJob(NamedTuple):
     """Run one job (after the ones sent before it)."""
 
-    ref: JobRef
+    job_id: int
+    lease_no: int
     attempt: int
     handler_id: str
     job_name: str
@@ -100,18 +101,18 @@ class RunJob(NamedTuple):
     """One line of JSON text (see :func:`input_line`); the child parses it."""
 
     def encode(self) -> bytes:
-        ref = self.ref
         names = f"{json.dumps(self.handler_id)},{json.dumps(self.job_name)}"
-        return f"[{ref.job_id},{ref.lease_no},{self.attempt},{names}]\n".encode() + self.input_json + b"\n"
+        return f"[{self.job_id},{self.lease_no},{self.attempt},{names}]\n".encode() + self.input_json + b"\n"
 
 
 class CancelJob(NamedTuple):
     """Skip this job if it has not started (the child answers :class:`JobSkipped`)."""
 
-    ref: JobRef
+    job_id: int
+    lease_no: int
 
     def encode(self) -> bytes:
-        return b'{"cancel":[%d,%d]}\n' % self.ref
+        return b'{"cancel":[%d,%d]}\n' % self
 
 
 WorkerMessage = ChildInit | RunJob | CancelJob
@@ -134,13 +135,13 @@ def read_from_worker(stream: BinaryIO) -> WorkerMessage | None:
             input_json = stream.readline()
             if input_json[-1:] != b"\n":
                 raise ProtocolError("the job's input line is missing")
-            return RunJob(JobRef(job_id, lease_no), attempt, handler_id, job_name, input_json[:-1])
+            return RunJob(job_id, lease_no, attempt, handler_id, job_name, input_json[:-1])
         obj = load_object(line)
         if "cancel" in obj:
             ref = get_list(obj, "cancel")
             if not (len(ref) == 2 and type(ref[0]) is int and type(ref[1]) is int):
                 raise ProtocolError("'cancel' must be [job id, lease no]")
-            return CancelJob(JobRef(ref[0], ref[1]))
+            return CancelJob(ref[0], ref[1])
         if "init" in obj:
             init = get_object(obj, "init")
             paths = get_list(init, "paths") if "paths" in init else []
@@ -156,8 +157,7 @@ def read_from_worker(stream: BinaryIO) -> WorkerMessage | None:
 # -- child -> worker ------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ChildReady:
+class ChildReady(NamedTuple):
     """The child imported the job script (or failed to: its jobs then fail)."""
 
     def encode(self) -> bytes:
@@ -167,39 +167,49 @@ class ChildReady:
 class JobProgressed(NamedTuple):
     """The latest progress of the running job (at most one a job per interval)."""
 
-    ref: JobRef
+    job_id: int
+    lease_no: int
     percent: float
     text: str
 
     def encode(self) -> bytes:
-        ref = self.ref
-        item = {"job_id": ref.job_id, "lease_no": ref.lease_no, "percent": self.percent, "text": self.text}
+        item = {"job_id": self.job_id, "lease_no": self.lease_no, "percent": self.percent, "text": self.text}
         return _line({"progress": item})
 
 
 class JobOutput(NamedTuple):
     """A job returned: its output as JSON text the child encoded."""
 
-    ref: JobRef
+    job_id: int
+    lease_no: int
     duration_seconds: float
     output_json: bytes
 
     def encode(self) -> bytes:
-        ref = self.ref
-        return f"= {ref.job_id} {ref.lease_no} {self.duration_seconds!r} ".encode() + self.output_json + b"\n"
+        head = f"= {self.job_id} {self.lease_no} {self.duration_seconds!r} "
+        return head.encode() + self.output_json + b"\n"
+
+
+class ChildError(NamedTuple):
+    """Why a job failed in the child (the worker makes it a :class:`netdist.worker.job.JobError`)."""
+
+    type: str
+    message: str
+    traceback: str = ""
 
 
 class JobFailed(NamedTuple):
     """A job raised, its output was not JSON, its input was not JSON, or the script did not load."""
 
-    ref: JobRef
-    error: JobError
+    job_id: int
+    lease_no: int
+    error: ChildError
     duration_seconds: float
 
     def encode(self) -> bytes:
         error = self.error
         return _line({
-            "job_id": self.ref.job_id, "lease_no": self.ref.lease_no,
+            "job_id": self.job_id, "lease_no": self.lease_no,
             "error": {"type": error.type, "message": error.message, "traceback": error.traceback},
             "duration_seconds": self.duration_seconds,
         })
@@ -208,10 +218,11 @@ class JobFailed(NamedTuple):
 class JobSkipped(NamedTuple):
     """A cancelled job that had not started: it did not run."""
 
-    ref: JobRef
+    job_id: int
+    lease_no: int
 
     def encode(self) -> bytes:
-        return b'{"job_id":%d,"lease_no":%d,"skipped":true}\n' % self.ref
+        return b'{"job_id":%d,"lease_no":%d,"skipped":true}\n' % self
 
 
 ChildMessage = ChildReady | JobProgressed | JobOutput | JobFailed | JobSkipped
@@ -221,23 +232,22 @@ def decode_from_child(line: bytes) -> ChildMessage:
     """One line the child wrote, without its newline."""
     try:
         if line[:1] == _OUTPUT_PREFIX:  # the common case first
-            _, job_id, lease_no, duration, output = line.split(b" ", 4)
-            return JobOutput(JobRef(int(job_id), int(lease_no)), float(duration), output)
+            _, id_text, lease_text, duration, output = line.split(b" ", 4)
+            return JobOutput(int(id_text), int(lease_text), float(duration), output)
         obj = load_object(line)
         if "progress" in obj:
             item = get_object(obj, "progress")
-            ref = JobRef(get_int(item, "job_id"), get_int(item, "lease_no"))
-            return JobProgressed(ref, get_float(item, "percent"), get_str(item, "text"))
+            return JobProgressed(get_int(item, "job_id"), get_int(item, "lease_no"), get_float(item, "percent"),
+                                 get_str(item, "text"))
         if obj.get("ready") is True:
             return ChildReady()
-        ref = JobRef(get_int(obj, "job_id"), get_int(obj, "lease_no"))
+        job_id, lease_no = get_int(obj, "job_id"), get_int(obj, "lease_no")
         if obj.get("skipped") is True:
-            return JobSkipped(ref)
+            return JobSkipped(job_id, lease_no)
         if "error" in obj:
             error = get_object(obj, "error")
-            job_error = JobError(type=get_str(error, "type"), message=get_str(error, "message"),
-                                 traceback=get_str(error, "traceback"))
-            return JobFailed(ref, job_error, get_float(obj, "duration_seconds"))
+            child_error = ChildError(get_str(error, "type"), get_str(error, "message"), get_str(error, "traceback"))
+            return JobFailed(job_id, lease_no, child_error, get_float(obj, "duration_seconds"))
         raise ProtocolError("neither 'error' nor 'skipped'")
     except ValueError as exc:  # ProtocolError, or a number in an output line that is none
         raise ProtocolError(f"malformed line from the executor child: {exc}: {preview(line)}") from None
