@@ -147,7 +147,7 @@ class ProcessResults:
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> ProcessResults:
-        return cls(items=tuple(_result(item) for item in get_list(obj, "items")))
+        return cls(items=tuple([_result(item) for item in get_list(obj, "items")]))
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -174,10 +174,10 @@ _REQUESTS: dict[str, type[HostRequest]] = {
 
 
 def _result(item: Any) -> StoredResult:
-    if not (isinstance(item, list) and len(item) == 4 and type(item[0]) is int
-            and all(isinstance(v, str) for v in item[1:])):
+    if not (type(item) is list and len(item) == 4 and type(item[0]) is int
+            and type(item[1]) is type(item[2]) is type(item[3]) is str):
         raise ProtocolError(f"a result item must be [job id, input, output, extra], not {preview(repr(item))}")
-    return StoredResult(*item)
+    return StoredResult(item[0], item[1], item[2], item[3])
 
 
 def _failure(item: Any) -> StoredFailure:
@@ -217,14 +217,14 @@ class HandlerUpdate:
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> HandlerUpdate:
-        jobs = get_list(obj, "jobs")
-        for job in jobs:
-            if not (isinstance(job, list) and len(job) == 2 and all(isinstance(v, str) for v in job)):
-                raise ProtocolError(f"a new job must be [input, extra], not {preview(repr(job))}")
+        jobs = get_list(obj, "jobs")  # up to thousands: checked in one pass, built in another
+        if not all([type(j) is list and len(j) == 2 and type(j[0]) is str and type(j[1]) is str for j in jobs]):
+            bad = next(j for j in jobs if not (type(j) is list and len(j) == 2 and all(type(v) is str for v in j)))
+            raise ProtocolError(f"a new job must be [input, extra], not {preview(repr(bad))}")
         invalid = get_list(obj, "invalid")
         if not all(type(i) is int for i in invalid):
             raise ProtocolError(f"'invalid' must hold job ids, not {preview(repr(invalid))}")
-        return cls(jobs=tuple(NewJob(*job) for job in jobs), state_json=get_str(obj, "state"),
+        return cls(jobs=tuple([NewJob(i, e) for i, e in jobs]), state_json=get_str(obj, "state"),
                    summary=get_str(obj, "summary"), total=get_optional_int(obj, "total"), invalid=tuple(invalid))
 
 
