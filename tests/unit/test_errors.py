@@ -16,6 +16,7 @@ from netdist import errors
 OUTSIDE_THE_TREE = {
     "netdist.handler.SettingsError",  # handler API: a ValueError raised in the host process, which imports no grpc
     "netdist.server.store.writer._Failed",  # carries a batch's failure inside the writer; never leaves it
+    "netdist.jsonline.MalformedLineError",  # a bad line on an internal channel; the child that decodes it imports no grpc
 }
 
 

@@ -51,6 +51,9 @@ def process(job_input, ctx):
         return ctx.job_name
     if kind == "alloc":
         return len(bytearray(job_input["mb"] << 20))
+    if kind == "nan-progress":
+        ctx.progress(float("nan"))
+        return "unreachable"
     if kind == "big":
         return {"text": "x \\n" * job_input["size"], "input": job_input}
     raise AssertionError(kind)
@@ -428,5 +431,45 @@ def test_wheel_dirs_go_on_sys_path_first_wheel_first(tmp_path: Path) -> None:
     async def scenario(h: Harness) -> None:
         ref = h.submit({}, environment=environment)
         assert json.loads((await h.result(ref)).output_json or "") == ["package", "dep"]
+
+    run(tmp_path, scenario)
+
+
+def test_a_child_that_writes_garbage_fails_its_job_saying_so(tmp_path: Path) -> None:
+    """Not a crash of the worker: the child is killed and the job's error quotes the line."""
+    fake_python = tmp_path / "garbage-python"
+    fake_python.write_text("#!/bin/sh\nread init\necho 'Segmentation fault?'\nexec cat > /dev/null\n")
+    fake_python.chmod(0o755)
+    results: list[JobResult] = []
+
+    async def main() -> None:
+        executor = Executor(slots=1, on_result=results.append, python=str(fake_python))
+        environment = Environment(script_sha256="x", script_path=tmp_path / "job.py")
+        try:
+            executor.submit(Job(ref=JobRef(1, 1), handler_id="h", job_name="n", attempt=1,
+                                environment=environment, input_json=b"null"))
+            await wait_until(lambda: bool(results))
+        finally:
+            await executor.close()
+
+    asyncio.run(main())
+    error = results[0].error
+    assert error is not None
+    assert error.type == "WorkerChildDied"
+    assert "killed for writing a malformed line" in error.message
+    assert "malformed line from the executor child: not JSON" in error.message
+    assert "Segmentation fault?" in error.message
+
+
+def test_a_progress_that_is_not_a_number_fails_the_job_clearly(tmp_path: Path) -> None:
+    """JSON has no NaN: the child refuses it in the job instead of losing its writer thread."""
+
+    async def scenario(h: Harness) -> None:
+        ref = h.submit({"kind": "nan-progress"})
+        error = (await h.result(ref)).error
+        assert error is not None
+        assert (error.type, error.message) == ("ValueError", "progress percent must be a finite number, not nan")
+        after = h.submit({"kind": "echo", "value": 1})
+        assert json.loads((await h.result(after)).output_json or "")["value"] == 1
 
     run(tmp_path, scenario)

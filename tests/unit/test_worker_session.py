@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from netdist.api.v1 import jobs_pb2
 from netdist.worker.channel_options import CHANNEL_OPTIONS
+from netdist.worker.child_protocol import input_line
 from netdist.worker.cli import main
 from netdist.worker.connection import BACKOFF_MAX_SECONDS, backoff_delays
-from netdist.worker.executor import input_line
 from netdist.worker.job import JobRef, JobResult
 from netdist.worker.stream_messages import lease_from, result_batch
 

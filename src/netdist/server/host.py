@@ -5,16 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from netdist.errors import HandlerCodeError, HostDiedError
+from netdist.jsonline import MalformedLineError
 from netdist.parent_death import child_args
+from netdist.server.host_protocol import (
+    HandlerRaised,
+    HandlerUpdate,
+    HostLog,
+    HostReply,
+    HostRequest,
+    decode_from_host,
+    encode_request,
+)
 
 log = logging.getLogger("netdist.server.host")
 _LINE_LIMIT = 256 * 1024 * 1024
@@ -44,7 +52,9 @@ class HandlerHost:
         self._proc = proc
         self._on_log = on_log
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._pending: dict[int, asyncio.Future[HostReply]] = {}
+        self._broken: str | None = None
+        """Why the host was killed for breaking the protocol, if it was."""
         self._lock = asyncio.Lock()
         self._reader = asyncio.create_task(self._read())
         self._stderr = asyncio.create_task(self._read_stderr())
@@ -65,17 +75,17 @@ class HandlerHost:
     def pid(self) -> int:
         return self._proc.pid
 
-    async def call(self, op: str, *, timeout_seconds: float | None = None, **payload: Any) -> dict[str, Any]:
+    async def call(self, request: HostRequest, *, timeout_seconds: float | None = None) -> HandlerUpdate:
         """One request; raises HandlerCodeError or HostDiedError. A host that
         does not answer within ``timeout_seconds`` is killed."""
         async with self._lock:
             if self._proc.returncode is not None or self._reader.done():
-                raise HostDiedError(f"handler host exited with code {self._proc.returncode}")
+                raise HostDiedError(self._exit_message(self._proc.returncode))
             req_id = next(self._ids)
-            future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[HostReply] = asyncio.get_running_loop().create_future()
             self._pending[req_id] = future
             assert self._proc.stdin is not None
-            self._proc.stdin.write(json.dumps({"id": req_id, "op": op, **payload}).encode() + b"\n")
+            self._proc.stdin.write(encode_request(req_id, request))
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 await self._proc.stdin.drain()  # a dead host is reported by the reader
             try:
@@ -85,30 +95,41 @@ class HandlerHost:
                 future.cancel()
                 self.kill()
                 raise HostDiedError(
-                    f"handler did not answer {op!r} within {timeout_seconds:g} s; its host was killed") from None
-        if "error" in reply:
-            err = reply["error"]
-            raise HandlerCodeError(err["type"], err["message"], err["traceback"])
-        ok: dict[str, Any] = reply["ok"]
-        return ok
+                    f"handler did not answer {request.OP!r} within {timeout_seconds:g} s; its host was killed"
+                ) from None
+        if isinstance(reply, HandlerRaised):
+            raise HandlerCodeError(reply.type, reply.message, reply.traceback)
+        return reply
 
     async def _read(self) -> None:
         assert self._proc.stdout is not None
         try:
             async for line in self._proc.stdout:
-                msg = json.loads(line)
-                if "log" in msg:
-                    self._on_log(msg["log"]["level"], msg["log"]["message"])
+                try:
+                    message = decode_from_host(line)
+                except MalformedLineError as exc:  # not our handler host any more: end it, fail its calls
+                    log.error("%s; killing handler host %d", exc, self.pid)
+                    self._broken = str(exc)
+                    self.kill()
+                    return
+                if isinstance(message, HostLog):
+                    self._on_log(message.level, message.message)
                     continue
-                future = self._pending.pop(msg["id"], None)
+                req_id, reply = message
+                future = self._pending.pop(req_id, None)
                 if future is not None and not future.done():
-                    future.set_result(msg)
+                    future.set_result(reply)
         finally:
             code = await self._proc.wait()
             for future in self._pending.values():
                 if not future.done():
-                    future.set_exception(HostDiedError(f"handler host exited with code {code}"))
+                    future.set_exception(HostDiedError(self._exit_message(code)))
             self._pending.clear()
+
+    def _exit_message(self, code: int | None) -> str:
+        if self._broken is not None:
+            return f"handler host was killed: {self._broken}"
+        return f"handler host exited with code {code}"
 
     async def _read_stderr(self) -> None:
         assert self._proc.stderr is not None

@@ -1,9 +1,9 @@
 """The handler host: a child process running one handler instance.
 
 Started by :mod:`netdist.server.host` with the package's wheels on
-``PYTHONPATH``. Speaks newline-delimited JSON: requests on stdin, replies and
-log lines on the original stdout (fd 1 is pointed at stderr so a stray
-``print`` in handler code cannot corrupt the protocol). Nothing is pickled.
+``PYTHONPATH``. Speaks :mod:`netdist.server.host_protocol`: requests on stdin,
+replies and log lines on the original stdout (fd 1 is pointed at stderr so a
+stray ``print`` in handler code cannot corrupt the protocol). Nothing is pickled.
 """
 
 from __future__ import annotations
@@ -14,119 +14,137 @@ import logging
 import os
 import sys
 import traceback
-from typing import Any, TextIO
+from typing import Any, BinaryIO, assert_never
 
 from netdist.handler import Handler, JobFailure
 from netdist.parent_death import exit_with_parent, parent_pid_from
+from netdist.server.host_protocol import (
+    CallHook,
+    CreateMoreJobs,
+    HandlerRaised,
+    HandlerUpdate,
+    HostLog,
+    HostReply,
+    HostRequest,
+    Initialize,
+    NewJob,
+    ProcessFailures,
+    ProcessResults,
+    decode_request,
+    encode_log,
+    encode_reply,
+)
 from netdist.wire import MAX_INPUT_BYTES
 
 
 class _ProtocolLog(logging.Handler):
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: BinaryIO) -> None:
         super().__init__()
         self.out = out
 
     def emit(self, record: logging.LogRecord) -> None:
-        line = {"log": {"level": record.levelname.lower(), "message": self.format(record)}}
-        self.out.write(json.dumps(line) + "\n")
+        self.out.write(encode_log(HostLog(level=record.levelname.lower(), message=self.format(record))))
         self.out.flush()
 
 
 class _Host:
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: BinaryIO) -> None:
         self.out = out
         self.handler: Handler[Any] | None = None
-        self.new_jobs: list[tuple[str, str]] = []
+        self.new_jobs: list[NewJob] = []
 
     def _enqueue(self, job_input: Any, extra: Any) -> None:
         text = json.dumps(job_input)
         if len(text) > MAX_INPUT_BYTES:  # it could not travel to a worker in one message
             raise ValueError(f"InputTooLarge: the job's input is {len(text)} bytes of JSON, "
                              f"the limit is {MAX_INPUT_BYTES}")
-        self.new_jobs.append((text, json.dumps(extra)))
+        self.new_jobs.append(NewJob(text, json.dumps(extra)))
 
-    def _reply(self, **extra: Any) -> dict[str, Any]:
-        assert self.handler is not None
+    def _update(self, invalid: tuple[int, ...] = ()) -> HandlerUpdate:
+        """What the handler did since the last reply: its new jobs, its state, its figures."""
+        handler = self.handler
+        assert handler is not None
         jobs, self.new_jobs = self.new_jobs, []
-        return {
-            "jobs": jobs,
-            "state": json.dumps(self.handler.state),
-            "summary": self.handler.summary(),
-            "total": self.handler.total_job_count(),
-            **extra,
-        }
+        summary = handler.summary()
+        total = handler.total_job_count()
+        if total is not None and type(total) is not int:
+            raise TypeError(f"total_job_count() returned {total!r}, not an int or None")
+        return HandlerUpdate(
+            jobs=tuple(jobs), state_json=json.dumps(handler.state),
+            summary="" if summary is None else str(summary), total=total, invalid=invalid,
+        )
 
-    def op_init(self, req: dict[str, Any]) -> dict[str, Any]:
-        module_name, _, attr = req["entry"].partition(":")
+    def handle(self, request: HostRequest) -> HandlerUpdate:
+        """The dispatch table: one branch per request of the protocol."""
+        if isinstance(request, Initialize):
+            self.handler = self._initialize(request)
+            return self._update()
+        handler = self.handler
+        if handler is None:
+            raise RuntimeError(f"{type(request).__name__} before Initialize")
+        if isinstance(request, CallHook):
+            getattr(handler, request.hook.value)()  # Hook names exactly these three methods
+            return self._update()
+        if isinstance(request, CreateMoreJobs):
+            handler.create_more_jobs()
+            return self._update()
+        if isinstance(request, ProcessResults):
+            return self._update(invalid=self._process_results(handler, request))
+        if isinstance(request, ProcessFailures):
+            self._process_failures(handler, request)
+            return self._update()
+        assert_never(request)
+
+    def _initialize(self, request: Initialize) -> Handler[Any]:
+        module_name, _, attr = request.entry.partition(":")
         obj: Any = importlib.import_module(module_name)
         for part in attr.split("."):
             obj = getattr(obj, part)
         if not (isinstance(obj, type) and issubclass(obj, Handler)):
-            raise TypeError(f"{req['entry']} is not a subclass of netdist.handler.Handler")
-        log = logging.getLogger(f"netdist.handler.{req['handler']}")
+            raise TypeError(f"{request.entry} is not a subclass of netdist.handler.Handler")
+        log = logging.getLogger(f"netdist.handler.{request.handler}")
         log.setLevel(logging.INFO)
         log.addHandler(_ProtocolLog(self.out))
         log.propagate = False
-        handler = obj()
+        handler: Handler[Any] = obj()
         handler._bind(
-            handler_id=req["handler_id"], job_name=req["job_name"], raw_settings=req["settings"],
-            log=log, enqueue=self._enqueue, state=json.loads(req["state"]),
+            handler_id=request.handler_id, job_name=request.job_name, raw_settings=request.settings,
+            log=log, enqueue=self._enqueue, state=json.loads(request.state_json),
         )
-        self.handler = handler
         handler.initialize()
-        return self._reply()
+        return handler
 
-    def op_call(self, req: dict[str, Any]) -> dict[str, Any]:
-        assert self.handler is not None
-        name = req["name"]
-        if name not in ("on_start", "on_stop", "on_finished"):
-            raise ValueError(f"unknown hook {name!r}")
-        getattr(self.handler, name)()
-        return self._reply()
-
-    def op_more(self, req: dict[str, Any]) -> dict[str, Any]:
-        assert self.handler is not None
-        self.handler.create_more_jobs()
-        return self._reply()
-
-    def op_results(self, req: dict[str, Any]) -> dict[str, Any]:
-        assert self.handler is not None
+    @staticmethod
+    def _process_results(handler: Handler[Any], request: ProcessResults) -> tuple[int, ...]:
+        """Feed the results to the handler; returns those whose output is not JSON."""
         invalid = []
-        for job_id, job_input, output, extra in req["items"]:
+        for job_id, job_input, output, extra in request.items:
             try:
                 value = json.loads(output)
             except ValueError:
                 invalid.append(job_id)
                 continue
-            self.handler.process_result(json.loads(job_input), value, json.loads(extra))
-        return self._reply(invalid=invalid)
+            handler.process_result(json.loads(job_input), value, json.loads(extra))
+        return tuple(invalid)
 
-    def op_failures(self, req: dict[str, Any]) -> dict[str, Any]:
-        assert self.handler is not None
-        for _job_id, job_input, error, extra, attempts in req["items"]:
+    @staticmethod
+    def _process_failures(handler: Handler[Any], request: ProcessFailures) -> None:
+        for item in request.items:
             failure = JobFailure(
-                type=error.get("type", ""), message=error.get("message", ""),
-                traceback=error.get("traceback", ""), attempts=attempts,
+                type=item.error_type, message=item.error_message,
+                traceback=item.error_traceback, attempts=item.attempts,
             )
-            self.handler.process_failure(json.loads(job_input), failure, json.loads(extra))
-        return self._reply()
+            handler.process_failure(json.loads(item.input_json), failure, json.loads(item.extra_json))
 
-    def serve(self, requests: TextIO) -> None:
+    def serve(self, requests: BinaryIO) -> None:
         for line in requests:
-            req = json.loads(line)
+            request_id, request = decode_request(line)  # a malformed request is a bug of the server: exit
+            reply: HostReply
             try:
-                ok = getattr(self, f"op_{req['op']}")(req)
-                reply: dict[str, Any] = {"id": req["id"], "ok": ok}
+                reply = self.handle(request)
             except Exception as exc:
-                reply = {
-                    "id": req["id"],
-                    "error": {
-                        "type": type(exc).__name__,
-                        "message": str(exc),
-                        "traceback": traceback.format_exc(),
-                    },
-                }
-            self.out.write(json.dumps(reply) + "\n")
+                reply = HandlerRaised(type=type(exc).__name__, message=str(exc), traceback=traceback.format_exc())
+            self.out.write(encode_reply(request_id, reply))
             self.out.flush()
 
 
@@ -134,10 +152,10 @@ def main() -> None:
     # A handler hanging in its own code never reads stdin again: the kernel
     # ends this process with the server instead (see netdist.parent_death).
     exit_with_parent(parent_pid_from(sys.argv[1:]))
-    protocol = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    protocol = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    _Host(protocol).serve(sys.stdin)
+    _Host(protocol).serve(sys.stdin.buffer)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from netdist.errors import (
     DiskFullError,
@@ -25,6 +24,18 @@ from netdist.errors import (
 from netdist.server.blobs import BlobStore
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.host import HandlerHost
+from netdist.server.host_protocol import (
+    CallHook,
+    CreateMoreJobs,
+    HandlerUpdate,
+    Hook,
+    HostRequest,
+    Initialize,
+    ProcessFailures,
+    ProcessResults,
+    StoredFailure,
+    StoredResult,
+)
 from netdist.server.lease_model import HandlerSpec
 from netdist.server.states import JobStatus
 from netdist.server.store import catalog
@@ -110,7 +121,7 @@ class HandlerRuntime:
     async def _main(self) -> None:
         try:
             await self._start_host(self.package)
-            await self._call("call", name="on_start")
+            await self._hook(Hook.ON_START)
             while not self._stopping:
                 if self._reload is not None:
                     await self._swap_host(self._reload)
@@ -119,14 +130,14 @@ class HandlerRuntime:
                 if self._active():
                     await self._create_jobs()
                 if await self._is_finished():
-                    await self._call("call", name="on_finished")
+                    await self._hook(Hook.ON_FINISHED)
                     await self._on_finished(self.handler_id)
                     return
                 if not progressed:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), 1.0)
                     self._wake.clear()
-            await self._call("call", name="on_stop")
+            await self._hook(Hook.ON_STOP)
         except (HandlerCodeError, HostDiedError) as exc:
             detail = getattr(exc, "traceback", "")
             if detail:
@@ -152,16 +163,16 @@ class HandlerRuntime:
                 f"package {package.name} {package.version} has no handler {self.record.handler!r} "
                 f"(it has: {', '.join(package.handlers) or 'none'})")
         state = await self._writer.run(catalog.get_handler, self.handler_id)
-        reply = await self._call(
-            "init", entry=entry, handler=self.record.handler, handler_id=self.handler_id,
+        update = await self._call(Initialize(
+            entry=entry, handler=self.record.handler, handler_id=self.handler_id,
             job_name=self.record.job_name, settings=json.loads(self.record.custom_json),
-            state=state.handler_state_json,
-        )
+            state_json=state.handler_state_json,
+        ))
         self.package = package
         self.spec = dataclasses.replace(self.spec, environment=tuple(package.environment))
         self._dispatcher.update_spec(self.spec)
         self._log("info", "server", f"handler host started (pid {self._host.pid}) with {package.name} {package.version}")
-        await self._save(reply, processed=[], status=JobStatus.PROCESSED)
+        await self._save(update, processed=[], status=JobStatus.PROCESSED)
 
     async def _unpacked(self, sha256: str) -> Path:
         """A wheel unpacked for the host; on a full disk, wait for space (and say so once)."""
@@ -179,10 +190,10 @@ class HandlerRuntime:
 
     async def _swap_host(self, package: catalog.PackageRecord) -> None:
         self._reload = None
-        await self._call("call", name="on_stop")
+        await self._hook(Hook.ON_STOP)
         await self._close_host()
         await self._start_host(package)
-        await self._call("call", name="on_start")
+        await self._hook(Hook.ON_START)
         self._idle_call = False
 
     async def _close_host(self) -> None:
@@ -190,27 +201,29 @@ class HandlerRuntime:
         if host is not None:
             await host.close()
 
-    async def _call(self, op: str, **payload: Any) -> dict[str, Any]:
+    async def _call(self, request: HostRequest) -> HandlerUpdate:
         assert self._host is not None
-        reply = await self._host.call(op, timeout_seconds=self._call_timeout_seconds, **payload)
-        if op == "call":
-            await self._save(reply, processed=[], status=JobStatus.PROCESSED)
-        return reply
+        return await self._host.call(request, timeout_seconds=self._call_timeout_seconds)
+
+    async def _hook(self, hook: Hook) -> None:
+        """Call a lifecycle hook and commit what it did (jobs it enqueued, its state)."""
+        update = await self._call(CallHook(hook=hook))
+        await self._save(update, processed=[], status=JobStatus.PROCESSED)
 
     async def _process(self, status: JobStatus) -> bool:
         rows = await self._writer.run(job_store.unprocessed, self.handler_id, status, RESULT_BATCH)
         if not rows:
             return False
         if status == JobStatus.SUCCEEDED:
-            reply = await self._call("results", items=[[r[0], r[1], r[2], r[3]] for r in rows])
+            results = tuple(StoredResult(r.job_id, r.input_json, r.outcome_json, r.extra_json) for r in rows)
+            update = await self._call(ProcessResults(items=results))
             final = JobStatus.PROCESSED
         else:
-            reply = await self._call(
-                "failures", items=[[r[0], r[1], json.loads(r[2]) or {}, r[3], r[4]] for r in rows])
+            update = await self._call(ProcessFailures(items=tuple(_failure(r) for r in rows)))
             final = JobStatus.FAILED
-        invalid = reply.get("invalid", [])
-        await self._save(reply, processed=[r[0] for r in rows], status=final)
-        self._dispatcher.table.processed(self.handler_id, was=status, count=len(rows), invalid=len(invalid))
+        await self._save(update, processed=[r.job_id for r in rows], status=final)
+        self._dispatcher.table.processed(
+            self.handler_id, was=status, count=len(rows), invalid=len(update.invalid))
         self._idle_call = False
         return True
 
@@ -223,9 +236,9 @@ class HandlerRuntime:
         for _ in range(_MORE_CALLS_PER_TURN):
             if self._idle_call or counts[JobStatus.AVAILABLE] + counts[JobStatus.LEASED] >= LOW_WATER:
                 return
-            reply = await self._call("more")
-            await self._save(reply, processed=[], status=JobStatus.PROCESSED)
-            if not reply["jobs"]:
+            update = await self._call(CreateMoreJobs())
+            await self._save(update, processed=[], status=JobStatus.PROCESSED)
+            if not update.jobs:
                 self._idle_call = True
 
     async def _is_finished(self) -> bool:
@@ -244,14 +257,23 @@ class HandlerRuntime:
             return False
         return True
 
-    async def _save(self, reply: dict[str, Any], *, processed: list[int], status: JobStatus) -> None:
-        new_jobs = [tuple(j) for j in reply["jobs"]]
+    async def _save(self, update: HandlerUpdate, *, processed: list[int], status: JobStatus) -> None:
+        """Commit one call's work in one transaction: the results it processed, its new jobs, its state."""
         await self._writer.run(
             job_store.record_batch, self.handler_id, processed=processed, processed_status=status,
-            invalid=reply.get("invalid", []), new_jobs=new_jobs, handler_state=reply["state"],
-            summary=reply.get("summary") or "", total=reply.get("total"),
+            invalid=update.invalid, new_jobs=update.jobs, handler_state=update.state_json,
+            summary=update.summary, total=update.total,
         )
-        self._dispatcher.jobs_added(self.handler_id, len(new_jobs))
+        self._dispatcher.jobs_added(self.handler_id, len(update.jobs))
 
     def _log(self, level: str, source: str, message: str) -> None:
         self._log_sink(self.handler_id, level, source, message)
+
+
+def _failure(row: job_store.UnprocessedJob) -> StoredFailure:
+    """A job that failed for good, its stored error (JSON text) read into its parts."""
+    error = json.loads(row.outcome_json) or {}
+    return StoredFailure(
+        row.job_id, row.input_json, str(error.get("type", "")), str(error.get("message", "")),
+        str(error.get("traceback", "")), row.extra_json, row.attempts,
+    )

@@ -11,7 +11,9 @@
     cache.py            content-addressed artifacts (wheels, job scripts) fetched by hash
     blob_source.py      where blobs come from, written only if they hash to their name
     integrity.py        a wheel unpacked safely; a file or a tree checked against its hashes
-    executor.py         one child process per slot; timeouts, revokes, crashes
+    executor.py         one child process per slot; placement, timeouts, revokes, crashes
+    child_process.py    the worker's handle on one child: the jobs queued in it
+    child_protocol.py   the messages between them, encoded and decoded
     child.py            the child side: imports the job script, runs ``process``
     job.py              the values passed between them (no protobuf past the connection)
 

@@ -2,23 +2,9 @@
 
 Started by the executor as ``[sys.executable, "-m", "netdist.worker.child",
 "--parent-pid", PID]``; it dies with the worker (:mod:`netdist.parent_death`).
-The protocol is newline-delimited JSON, never pickle:
-
-    stdin   {"init": {"script": PATH, "paths": [WHEEL_DIR, ...],
-                      "max_memory_bytes": N}}                        once, first (N optional)
-            [job_id, lease_no, attempt, handler_id, job_name]        a job, then on the next line
-            INPUT                                                     its input: JSON text as leased
-            {"cancel": [job_id, lease_no]}                           skip a queued job
-    stdout  {"ready": true}                                          the script is loaded
-            {"progress": {"job_id", "lease_no", "percent", "text"}}
-            = JOB_ID LEASE_NO DURATION_SECONDS OUTPUT                 a job's output: JSON text
-            {"job_id", "lease_no", "error" | "skipped", "duration_seconds"}
-
-The job's input and output travel as JSON text the worker never parses: it
-copies the lease's input bytes into the line (so the input must hold no
-newline byte, which the worker ensures) and the output text into the result.
-The child parses the input (``InputNotJson`` if it is not JSON) and encodes the
-output (``OutputNotJson`` if that fails).
+It speaks :mod:`netdist.worker.child_protocol` (newline-delimited, never
+pickle): it parses each job's input (``InputNotJson`` if it is not JSON) and
+encodes its output (``OutputNotJson`` if that fails).
 
 With ``max_memory_bytes`` the child caps its own data size (``RLIMIT_DATA``:
 heap and private writable mappings) before it loads the script, so a job that
@@ -41,6 +27,7 @@ import importlib.util
 import io
 import json
 import logging
+import math
 import os
 import queue
 import resource
@@ -50,9 +37,21 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from netdist.parent_death import exit_with_parent, parent_pid_from
+from netdist.worker.child_protocol import (
+    CancelJob,
+    ChildError,
+    ChildInit,
+    ChildReady,
+    JobFailed,
+    JobOutput,
+    JobProgressed,
+    JobSkipped,
+    RunJob,
+    read_from_worker,
+)
 
 PROGRESS_INTERVAL_SECONDS = 0.2
 """At most one progress line per job in this interval (the last one is always sent)."""
@@ -60,8 +59,8 @@ PROGRESS_INTERVAL_SECONDS = 0.2
 _WAKE = b""
 
 Process = Callable[[Any, Any], Any]
-Header = list[Any]
-"""A job's first line: ``[job_id, lease_no, attempt, handler_id, job_name]``."""
+Ref = tuple[int, int]
+"""A job's id and lease number."""
 
 _OUTPUT_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
@@ -72,13 +71,13 @@ class _ProgressGate:
     def __init__(self, interval_seconds: float) -> None:
         self._interval = interval_seconds
         self._lock = threading.Lock()
-        self._ref: tuple[int, int] | None = None
+        self._ref: Ref | None = None
         self._pending: tuple[float, str] | None = None
         self._last_sent = float("-inf")
 
-    def start(self, job_id: int, lease_no: int) -> None:
+    def start(self, ref: Ref) -> None:
         with self._lock:
-            self._ref = (job_id, lease_no)
+            self._ref = ref
             self._pending = None
             self._last_sent = float("-inf")
 
@@ -113,19 +112,9 @@ class _ProgressGate:
         pending, self._pending = self._pending, None
         if pending is None or self._ref is None:
             return None
-        job_id, lease_no = self._ref
         percent, text = pending
-        item = {
-            "job_id": job_id,
-            "lease_no": lease_no,
-            "percent": percent,
-            "text": text,
-        }
-        return _encode({"progress": item})
-
-
-def _encode(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, allow_nan=False, separators=(",", ":")).encode() + b"\n"
+        job_id, lease_no = self._ref
+        return JobProgressed(job_id, lease_no, percent, text).encode()
 
 
 class _Writer:
@@ -170,25 +159,27 @@ class _Reader:
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
-        self._queue: queue.SimpleQueue[tuple[Header, bytes]] = queue.SimpleQueue()
-        self._cancelled: set[tuple[int, int]] = set()
+        self._queue: queue.SimpleQueue[RunJob] = queue.SimpleQueue()
+        self._cancelled: set[Ref] = set()
         self._lock = threading.Lock()
-        first = stream.readline()
-        if not first:
+        first = read_from_worker(stream)
+        if first is None:
             os._exit(0)  # the worker is gone before it sent the init line
-        self.init: dict[str, Any] = json.loads(first)["init"]
+        if not isinstance(first, ChildInit):
+            raise ValueError(f"the worker's first message is {type(first).__name__}, not ChildInit")
+        self.init = first
         threading.Thread(target=self._run, name="netdist-reader", daemon=True).start()
 
-    def next(self) -> tuple[Header, bytes]:
-        """The next job: its header and its input line."""
+    def next(self) -> RunJob:
+        """The next job."""
         return self._queue.get()
 
-    def take_cancelled(self, job_id: int, lease_no: int) -> bool:
+    def take_cancelled(self, ref: Ref) -> bool:
         if not self._cancelled:  # the common case, without the lock
             return False
         with self._lock:
-            if (job_id, lease_no) in self._cancelled:
-                self._cancelled.discard((job_id, lease_no))
+            if ref in self._cancelled:
+                self._cancelled.discard(ref)
                 return True
             return False
 
@@ -201,16 +192,14 @@ class _Reader:
         os._exit(0)  # end of stdin: the worker closed us or died
 
     def _read(self) -> None:
-        stream = self._stream
-        for line in stream:
-            message = json.loads(line)
-            if isinstance(message, list):
-                self._queue.put((message, stream.readline()))
-                continue
-            cancel = message.get("cancel")
-            if cancel is not None:
+        while (message := read_from_worker(self._stream)) is not None:
+            if isinstance(message, RunJob):
+                self._queue.put(message)
+            elif isinstance(message, CancelJob):
                 with self._lock:
-                    self._cancelled.add((int(cancel[0]), int(cancel[1])))
+                    self._cancelled.add((message.job_id, message.lease_no))
+            else:
+                raise ValueError("the worker sent ChildInit twice")
 
 
 class _JobFilter(logging.Filter):
@@ -241,21 +230,24 @@ class _Context:
     def __init__(
         self,
         *,
-        header: Header,
+        job: RunJob,
         log: logging.Logger,
         progress: _ProgressGate,
         writer: _Writer,
     ) -> None:
-        self.job_id: int = header[0]
-        self.attempt: int = header[2]
-        self.handler_id: str = header[3]
-        self.job_name: str = header[4]
+        self.job_id = job.job_id
+        self.attempt = job.attempt
+        self.handler_id = job.handler_id
+        self.job_name = job.job_name
         self.log = log
         self._progress = progress
         self._writer = writer
 
     def progress(self, percent: float, text: str = "") -> None:
-        if self._progress.offer(float(percent), str(text)):
+        percent = float(percent)
+        if not math.isfinite(percent):  # JSON has no NaN: the writer could not send it
+            raise ValueError(f"progress percent must be a finite number, not {percent}")
+        if self._progress.offer(percent, str(text)):
             self._writer.wake()
 
 
@@ -273,7 +265,7 @@ def _load_process(script: str, paths: list[str]) -> Process:
         raise AttributeError(
             "the job script defines no process(job_input, ctx) function"
         )
-    return process  # type: ignore[no-any-return]
+    return cast(Process, process)  # a callable named process: the job script's own
 
 
 def _limit_memory(limit_bytes: int) -> None:
@@ -284,18 +276,18 @@ def _limit_memory(limit_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, limit_bytes))
 
 
-def _error(exc: BaseException, *, prefix: str = "") -> dict[str, str]:
-    return {
-        "type": type(exc).__name__,
-        "message": prefix + str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
-    }
+def _error(exc: BaseException, *, prefix: str = "", type_: str = "") -> ChildError:
+    return ChildError(
+        type=type_ or type(exc).__name__,
+        message=prefix + str(exc),
+        traceback="".join(traceback.format_exception(exc)),
+    )
 
 
 class _Runner:
     def __init__(self, writer: _Writer, progress: _ProgressGate) -> None:
         self.process: Process | None = None
-        self.load_error: dict[str, str] | None = None
+        self.load_error = ChildError(type="Exception", message="the job script is not loaded")
         self.max_memory_bytes: int | None = None
         self.progress = progress
         self.writer = writer
@@ -310,71 +302,48 @@ class _Runner:
         self.log.setLevel(logging.INFO)
         self.log.propagate = False
 
-    def run(self, header: Header, input_line: bytes) -> None:
-        job_id: int = header[0]
-        lease_no: int = header[1]
+    def run(self, job: RunJob) -> None:
+        job_id, lease_no = job.job_id, job.lease_no
         try:
-            job_input = json.loads(input_line.removesuffix(b"\n"))
+            job_input = json.loads(job.input_json)
         except ValueError as exc:
-            error = {
-                "type": "InputNotJson",
-                "message": f"the job's input is not JSON: {exc}",
-                "traceback": "",
-            }
-            reply = {"job_id": job_id, "lease_no": lease_no, "error": error}
-            self.writer.send(_encode({**reply, "duration_seconds": 0.0}))
+            error = ChildError(type="InputNotJson", message=f"the job's input is not JSON: {exc}")
+            self.writer.send(JobFailed(job_id, lease_no, error, 0.0).encode())
             return
         self.filter.job_id = job_id
-        self.progress.start(job_id, lease_no)
+        self.progress.start((job_id, lease_no))
         started = time.perf_counter()
+        message: JobOutput | JobFailed
         if self.process is None:
-            line = self._error_line(job_id, lease_no, started, self.load_error)
+            message = JobFailed(job_id, lease_no, self.load_error, time.perf_counter() - started)
         else:
-            ctx = _Context(
-                header=header, log=self.log, progress=self.progress, writer=self.writer
-            )
+            ctx = _Context(job=job, log=self.log, progress=self.progress, writer=self.writer)
             try:
                 output = self.process(job_input, ctx)
             except BaseException as exc:
-                line = self._error_line(job_id, lease_no, started, self._job_error(exc))
+                message = JobFailed(job_id, lease_no, self._job_error(exc), time.perf_counter() - started)
             else:
                 duration = time.perf_counter() - started
                 try:
                     text = _OUTPUT_ENCODER.encode(output)
                 except (TypeError, ValueError) as exc:
-                    error = _error(exc, prefix="the job's output is not JSON: ")
-                    error["type"] = "OutputNotJson"
-                    line = self._error_line(job_id, lease_no, started, error, duration)
+                    error = _error(exc, prefix="the job's output is not JSON: ", type_="OutputNotJson")
+                    message = JobFailed(job_id, lease_no, error, duration)
                 else:
-                    line = f"= {job_id} {lease_no} {duration!r} {text}\n".encode()
+                    message = JobOutput(job_id, lease_no, duration, text.encode())
         final = self.progress.take_final()
         if final is not None:
             self.writer.send(final)
-        self.writer.send(line)
+        self.writer.send(message.encode())
         self.filter.job_id = None
 
-    def _job_error(self, exc: BaseException) -> dict[str, str]:
+    def _job_error(self, exc: BaseException) -> ChildError:
         error = _error(exc)
         if isinstance(exc, MemoryError) and self.max_memory_bytes and not str(exc):
             limit_mb = self.max_memory_bytes >> 20
-            error["message"] = (
-                f"the job ran out of memory (this worker allows {limit_mb} MB"
-                " per job: --max-job-memory)"
-            )
+            message = f"the job ran out of memory (this worker allows {limit_mb} MB per job: --max-job-memory)"
+            error = error._replace(message=message)
         return error
-
-    @staticmethod
-    def _error_line(
-        job_id: int,
-        lease_no: int,
-        started: float,
-        error: dict[str, str] | None,
-        duration: float | None = None,
-    ) -> bytes:
-        if duration is None:
-            duration = time.perf_counter() - started
-        reply = {"job_id": job_id, "lease_no": lease_no, "error": error}
-        return _encode({**reply, "duration_seconds": duration})
 
 
 def _protocol_stream() -> BinaryIO:
@@ -394,26 +363,20 @@ def main() -> None:
     runner = _Runner(_Writer(stream, progress), progress)
     reader = _Reader(sys.stdin.buffer)
     init = reader.init
-    max_memory_bytes = init.get("max_memory_bytes")
-    if max_memory_bytes is not None:
-        runner.max_memory_bytes = int(max_memory_bytes)
-        _limit_memory(runner.max_memory_bytes)
+    if init.max_memory_bytes is not None:
+        runner.max_memory_bytes = init.max_memory_bytes
+        _limit_memory(init.max_memory_bytes)
     try:
-        runner.process = _load_process(
-            str(init["script"]), [str(p) for p in init.get("paths", [])]
-        )
+        runner.process = _load_process(init.script, list(init.paths))
     except BaseException as exc:
         runner.load_error = _error(exc, prefix="cannot load the job script: ")
-    runner.writer.send(_encode({"ready": True}))
+    runner.writer.send(ChildReady().encode())
     while True:
-        header, input_line = reader.next()
-        job_id, lease_no = header[0], header[1]
-        if reader.take_cancelled(job_id, lease_no):
-            skipped = {"job_id": job_id, "lease_no": lease_no, "skipped": True}
-            runner.writer.send(_encode(skipped))
+        job = reader.next()
+        if reader.take_cancelled((job.job_id, job.lease_no)):
+            runner.writer.send(JobSkipped(job.job_id, job.lease_no).encode())
             continue
-        runner.run(header, input_line)
-
+        runner.run(job)
 
 if __name__ == "__main__":
     main()

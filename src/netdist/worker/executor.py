@@ -5,9 +5,9 @@ replaces an idle child with a fresh process (new code never meets old modules).
 Short jobs are pipelined: a child may hold several queued jobs (about 10 ms of
 work by the running average), so it never waits for the worker between jobs;
 long jobs are written one at a time so none waits behind another in a child
-while a slot elsewhere is free. What the worker writes to a child in one turn
-of the event loop leaves in one write; what a child writes is read in chunks.
-Job inputs and outputs pass through as JSON text, never parsed here.
+while a slot elsewhere is free. Each child is a
+:class:`~netdist.worker.child_process.ChildProcess`; job inputs and outputs
+pass through as JSON text, never parsed here.
 
 A job counts as started when it is written to an idle child, or when the job
 before it in its child finished (``on_started``); until then it can be handed
@@ -22,24 +22,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
-import json
 import logging
 import math
-import signal
 import sys
 import time
 from collections.abc import Callable
 
-from netdist.parent_death import child_args
-from netdist.worker.job import (
-    Environment,
-    Job,
-    JobError,
-    JobProgress,
-    JobRef,
-    JobResult,
-)
+from netdist.worker.child_process import ChildEvents, ChildProcess
+from netdist.worker.job import Environment, Job, JobProgress, JobRef, JobResult
 
 log = logging.getLogger(__name__)
 
@@ -52,239 +42,10 @@ LOAD_ALLOWANCE_SECONDS = 60.0
 """A child still importing the job script this long after it started counts against the timeout."""
 WATCHDOG_INTERVAL_SECONDS = 0.05
 EWMA_ALPHA = 0.2
-_STREAM_LIMIT = 1 << 30
-_READ_SIZE = 1 << 16
-_OUTPUT_PREFIX = b"="
-"""Starts the line of a job's output: ``= JOB_ID LEASE_NO DURATION OUTPUT`` (see child.py)."""
 
 ResultCallback = Callable[[JobResult], None]
 ProgressCallback = Callable[[JobProgress], None]
 StartedCallback = Callable[[JobRef], None]
-
-
-def input_line(raw: bytes) -> bytes:
-    """A job's input (JSON text) as one line for the child.
-
-    As is, unparsed, unless it holds a newline byte (whitespace in JSON text):
-    then it is re-encoded, raising ValueError if it is not JSON. The child
-    parses the input and reports ``InputNotJson`` for the rest.
-    """
-    if not raw:
-        return b"null"
-    if b"\n" in raw:
-        return json.dumps(json.loads(raw)).encode()
-    return raw
-
-
-@dataclasses.dataclass(slots=True)
-class _Entry:
-    """A job written (or about to be written) to a child."""
-
-    job: Job
-    revoked: bool = False
-    cancel_sent_at: float | None = None
-
-
-class _Child:
-    """One executor child process and the jobs queued in it, in order."""
-
-    def __init__(self, executor: Executor, environment: Environment) -> None:
-        self.executor = executor
-        self.environment = environment
-        self.entries: collections.deque[_Entry] = collections.deque()
-        self.proc: asyncio.subprocess.Process | None = None
-        self.ready = False
-        self.head_started_at: float | None = None
-        self.kill_reason: str | None = None
-        self.gone = False
-        self.created_at = time.monotonic()
-        self.revoked = 0
-        """Entries marked revoked (still queued until the child answers or dies)."""
-        self._loop = asyncio.get_running_loop()
-        self._outbox: list[bytes] = []
-        self._flush_scheduled = False
-        init: dict[str, object] = {
-            "script": str(environment.script_path),
-            "paths": [str(p) for p in environment.wheel_dirs],
-        }
-        if executor.max_memory_bytes is not None:
-            init["max_memory_bytes"] = executor.max_memory_bytes
-        self._write(json.dumps({"init": init}).encode() + b"\n")
-        self.task = self._loop.create_task(self._run(), name="netdist-child")
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.proc is None else self.proc.pid
-
-    @property
-    def load(self) -> int:
-        """Jobs in this child that still count (not revoked)."""
-        return len(self.entries) - self.revoked
-
-    def add(self, job: Job) -> None:
-        first = not self.entries
-        if first and self.ready:
-            self.head_started_at = time.monotonic()
-        self.entries.append(_Entry(job=job))
-        if first:
-            self.executor._job_started(job.ref)
-        ref = job.ref
-        names = f"{json.dumps(job.handler_id)},{json.dumps(job.job_name)}"
-        header = f"[{ref.job_id},{ref.lease_no},{job.attempt},{names}]\n"
-        self._write(header.encode() + job.input_json + b"\n")
-
-    def mark_revoked(self, entry: _Entry) -> None:
-        if not entry.revoked:
-            entry.revoked = True
-            self.revoked += 1
-
-    def cancel(self, entry: _Entry) -> None:
-        self.mark_revoked(entry)
-        entry.cancel_sent_at = time.monotonic()
-        ref = entry.job.ref
-        self._write(json.dumps({"cancel": [ref.job_id, ref.lease_no]}).encode() + b"\n")
-
-    def kill(self, reason: str) -> None:
-        if self.kill_reason is None:
-            self.kill_reason = reason
-        if self.proc is not None and self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-
-    def _write(self, data: bytes) -> None:
-        """Queue ``data``; everything queued in this turn of the loop leaves in one write."""
-        self._outbox.append(data)
-        if self.proc is not None and not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self.proc is None or not self._outbox:
-            return
-        data = b"".join(self._outbox)
-        self._outbox.clear()
-        stdin = self.proc.stdin
-        if stdin is not None and not stdin.is_closing():
-            stdin.write(data)
-
-    async def _run(self) -> None:
-        returncode: int | None = None
-        try:
-            # Forked on the event loop (the main thread): the child's PDEATHSIG
-            # fires when that thread ends (netdist.parent_death).
-            self.proc = await asyncio.create_subprocess_exec(
-                self.executor.python,
-                "-m",
-                "netdist.worker.child",
-                *child_args(),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                limit=_STREAM_LIMIT,
-            )
-            if self.kill_reason is not None:
-                self.proc.kill()
-            self._flush()
-            assert self.proc.stdout is not None
-            await self._read(self.proc.stdout)
-            returncode = await self.proc.wait()
-        except asyncio.CancelledError:
-            if self.proc is not None and self.proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-                await self.proc.wait()
-            raise
-        except Exception as exc:
-            log.error("executor child failed: %s: %s", type(exc).__name__, exc)
-            if self.proc is not None and self.proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-                returncode = await self.proc.wait()
-        finally:
-            self.gone = True
-        self.executor._child_exited(self, returncode)
-
-    async def _read(self, stdout: asyncio.StreamReader) -> None:
-        """Handle each line the child writes, reading whatever it wrote at once."""
-        partial: list[bytes] = []  # the start of a line that is not complete yet
-        while chunk := await stdout.read(_READ_SIZE):
-            if b"\n" not in chunk:
-                partial.append(chunk)
-                continue
-            if partial:
-                partial.append(chunk)
-                chunk = b"".join(partial)
-                partial.clear()
-            lines = chunk.split(b"\n")
-            tail = lines.pop()
-            for line in lines:
-                if line.startswith(_OUTPUT_PREFIX):
-                    self._finish_output(line)
-                else:
-                    self._handle(json.loads(line))
-            if tail:
-                partial.append(tail)
-
-    def _handle(self, message: dict[str, object]) -> None:
-        progress = message.get("progress")
-        if isinstance(progress, dict):
-            self.executor._child_progress(self, progress)
-        elif message.get("ready"):
-            self.ready = True
-            if self.entries:
-                self.head_started_at = time.monotonic()
-        elif "job_id" in message:
-            self._finish(message)
-
-    def _pop(self, ref: JobRef) -> _Entry | None:
-        """The head entry, which the child answered; None (and the child killed) if not."""
-        entries = self.entries
-        if not entries or entries[0].job.ref != ref:
-            log.error("executor child answered job %s out of order; replacing it", ref)
-            self.kill("protocol")
-            return None
-        entry = entries.popleft()
-        self.head_started_at = time.monotonic() if entries else None
-        if entry.revoked:
-            self.revoked -= 1
-        if entries and not entries[0].revoked:
-            self.executor._job_started(entries[0].job.ref)
-        return entry
-
-    def _finish_output(self, line: bytes) -> None:
-        """``= JOB_ID LEASE_NO DURATION OUTPUT``: the output goes on as the child encoded it."""
-        _, job_id, lease_no, duration, output = line.split(b" ", 4)
-        entry = self._pop(JobRef(int(job_id), int(lease_no)))
-        if entry is None:
-            return
-        if entry.revoked:
-            self.executor._slot_freed()
-            return
-        result = JobResult(
-            ref=entry.job.ref, output_json=output, duration_seconds=float(duration)
-        )
-        self.executor._job_finished(result)
-
-    def _finish(self, message: dict[str, object]) -> None:
-        ref = JobRef(job_id=int(message["job_id"]), lease_no=int(message["lease_no"]))  # type: ignore[call-overload]
-        entry = self._pop(ref)
-        if entry is None:
-            return
-        if message.get("skipped") or entry.revoked:
-            self.executor._slot_freed()
-            return
-        duration = float(message.get("duration_seconds", 0.0))  # type: ignore[arg-type]
-        error = message.get("error")
-        if isinstance(error, dict):
-            job_error = JobError(
-                type=str(error.get("type", "Exception")),
-                message=str(error.get("message", "")),
-                traceback=str(error.get("traceback", "")),
-            )
-        else:  # an error line always names one; keep a failure a failure
-            job_error = JobError(type="Exception", message="no error given")
-        result = JobResult(ref=ref, error=job_error, duration_seconds=duration)
-        self.executor._job_finished(result)
 
 
 class Executor:
@@ -310,8 +71,12 @@ class Executor:
         self.max_memory_bytes = max_memory_bytes
         """Each child limits its own data size (RLIMIT_DATA) to this; None: no limit."""
         self._pending: collections.deque[Job] = collections.deque()
-        self._children: list[_Child | None] = [None] * slots
-        self._retired: set[_Child] = set()
+        self._children: list[ChildProcess | None] = [None] * slots
+        self._retired: set[ChildProcess] = set()
+        self._events = ChildEvents(
+            started=self._job_started, finished=self._job_finished, progress=self._job_progress,
+            freed=self._pump, exited=self._child_exited,
+        )
         self._ewma: float | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._closed = False
@@ -420,7 +185,9 @@ class Executor:
             ):
                 if child is not None:
                     self._retire(child)
-                child = _Child(self, job.environment)
+                child = ChildProcess(
+                    job.environment, self._events, python=self.python, max_memory_bytes=self.max_memory_bytes
+                )
                 self._children[slot] = child
             child.add(job)
 
@@ -447,7 +214,7 @@ class Executor:
                 return choice
         return None
 
-    def _retire(self, child: _Child) -> None:
+    def _retire(self, child: ChildProcess) -> None:
         child.kill("retired")
         if not child.gone:
             self._retired.add(child)
@@ -457,9 +224,6 @@ class Executor:
     def _job_started(self, ref: JobRef) -> None:
         if self._on_started is not None:
             self._on_started(ref)
-
-    def _slot_freed(self) -> None:
-        self._pump()
 
     def _job_finished(self, result: JobResult) -> None:
         duration = max(0.0, result.duration_seconds)
@@ -471,57 +235,24 @@ class Executor:
         self._on_result(result)
         self._pump()
 
-    def _child_progress(self, child: _Child, item: dict[str, object]) -> None:
-        if self._on_progress is None or not child.entries:
-            return
-        head = child.entries[0]
-        if head.revoked or head.job.ref.job_id != item.get("job_id"):
-            return
-        percent = float(item.get("percent", 0.0))  # type: ignore[arg-type]
-        self._on_progress(
-            JobProgress(
-                ref=head.job.ref, percent=percent, text=str(item.get("text", ""))
-            )
-        )
+    def _job_progress(self, progress: JobProgress) -> None:
+        if self._on_progress is not None:
+            self._on_progress(progress)
 
-    def _child_exited(self, child: _Child, returncode: int | None) -> None:
+    def _child_exited(self, child: ChildProcess, returncode: int | None) -> None:
         self._retired.discard(child)
         for slot, current in enumerate(self._children):
             if current is child:
                 self._children[slot] = None
-        entries = list(child.entries)
-        child.entries.clear()
-        child.revoked = 0
+        entries = child.take_entries()
         if self._closed:
             return
         if entries:
             head, rest = entries[0], entries[1:]
             if not head.revoked:
-                self._on_result(self._death_result(child, head.job, returncode))
+                self._on_result(child.death_result(head.job, returncode))
             self._pending.extendleft(reversed([e.job for e in rest if not e.revoked]))
         self._pump()
-
-    def _death_result(
-        self, child: _Child, job: Job, returncode: int | None
-    ) -> JobResult:
-        elapsed = (
-            0.0
-            if child.head_started_at is None
-            else time.monotonic() - child.head_started_at
-        )
-        if child.kill_reason == "timeout":
-            return JobResult.failed(
-                job.ref,
-                "JobTimeout",
-                f"the job ran longer than its timeout of {job.timeout_seconds:g} s and was killed",
-                duration_seconds=elapsed,
-            )
-        return JobResult.failed(
-            job.ref,
-            "WorkerChildDied",
-            f"the executor child process {_describe_exit(returncode)} while running the job",
-            duration_seconds=elapsed,
-        )
 
     # -- timeouts ----------------------------------------------------------
 
@@ -555,14 +286,3 @@ class Executor:
                     )
                     child.kill("timeout")
 
-
-def _describe_exit(returncode: int | None) -> str:
-    if returncode is None:
-        return "was lost"
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"was killed by {name}"
-    return f"exited with code {returncode}"

@@ -37,9 +37,10 @@ from netdist.worker.blob_source import PackageServiceSource
 from netdist.worker.cache import ArtifactCache
 from netdist.worker.capacity import CapacityGauge, wanted
 from netdist.worker.channel_options import CHANNEL_OPTIONS
+from netdist.worker.child_protocol import input_line
 from netdist.worker.config import WorkerConfig
 from netdist.worker.connection import CLOSE_SECONDS, Connection
-from netdist.worker.executor import Executor, input_line
+from netdist.worker.executor import Executor
 from netdist.worker.job import (
     Ack,
     AckOutcome,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, func, select, update
 
@@ -194,8 +194,19 @@ def leased(conn: Connection) -> list[Any]:
     ).all())
 
 
-def unprocessed(conn: Connection, handler_id: str, status: JobStatus, limit: int) -> list[tuple[int, str, str, str, int]]:
-    """Results (or final errors) waiting for the handler: id, input, output or error, extra, attempts."""
+class UnprocessedJob(NamedTuple):
+    """A finished job whose result (or final error) the handler has not processed yet."""
+
+    job_id: int
+    input_json: str
+    outcome_json: str
+    """The output (a succeeded job; ``null`` if none was stored) or the error (an errored one): JSON text."""
+    extra_json: str
+    attempts: int
+
+
+def unprocessed(conn: Connection, handler_id: str, status: JobStatus, limit: int) -> list[UnprocessedJob]:
+    """Results (``SUCCEEDED``) or final errors (``ERRORED``) waiting for the handler, oldest first."""
     value = jobs.c.output if status == JobStatus.SUCCEEDED else jobs.c.error_json
     rows = conn.execute(
         select(jobs.c.id, jobs.c.input, value, jobs.c.extra, jobs.c.attempts)
@@ -203,7 +214,7 @@ def unprocessed(conn: Connection, handler_id: str, status: JobStatus, limit: int
         .order_by(jobs.c.id)
         .limit(limit)
     ).all()
-    return [(r[0], r[1], r[2] or "null", r[3], r[4]) for r in rows]
+    return [UnprocessedJob(r[0], r[1], r[2] or "null", r[3], r[4]) for r in rows]
 
 
 def mark_processed(conn: Connection, ids: Sequence[int], status: JobStatus) -> None:

@@ -1,0 +1,298 @@
+"""The worker's side of one executor child process: the jobs queued in it, in order.
+
+The executor places jobs; a :class:`ChildProcess` writes them to its child
+(:mod:`netdist.worker.child_protocol`), reads what the child answers and
+reports it through :class:`ChildEvents`. What the worker writes to a child in
+one turn of the event loop leaves in one write; what a child writes is read in
+chunks. A child that writes a line that is not a message of the protocol is
+killed: its running job fails with ``WorkerChildDied`` saying why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import signal
+import time
+from collections.abc import Callable
+from typing import assert_never
+
+from netdist.jsonline import MalformedLineError
+from netdist.parent_death import child_args
+from netdist.worker.child_protocol import (
+    CancelJob,
+    ChildInit,
+    ChildMessage,
+    ChildReady,
+    JobFailed,
+    JobOutput,
+    JobProgressed,
+    JobSkipped,
+    RunJob,
+    decode_from_child,
+)
+from netdist.worker.job import (
+    Environment,
+    Job,
+    JobError,
+    JobProgress,
+    JobRef,
+    JobResult,
+)
+
+log = logging.getLogger("netdist.worker.executor")
+
+_STREAM_LIMIT = 1 << 30
+_READ_SIZE = 1 << 16
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ChildEvents:
+    """What a child reports to the executor that placed jobs in it."""
+
+    started: Callable[[JobRef], None]
+    """A job became the head of a child that is running jobs (it counts as started)."""
+    finished: Callable[[JobResult], None]
+    progress: Callable[[JobProgress], None]
+    freed: Callable[[], None]
+    """A revoked or skipped job left without a result: there is room for another."""
+    exited: Callable[[ChildProcess, int | None], None]
+    """The process ended (its return code; None if it never started)."""
+
+
+@dataclasses.dataclass(slots=True)
+class Entry:
+    """A job written (or about to be written) to a child."""
+
+    job: Job
+    revoked: bool = False
+    cancel_sent_at: float | None = None
+
+
+class ChildProcess:
+    """One executor child process and the jobs queued in it, in order."""
+
+    def __init__(
+        self, environment: Environment, events: ChildEvents, *, python: str, max_memory_bytes: int | None
+    ) -> None:
+        self.environment = environment
+        self.events = events
+        self.python = python
+        self.entries: collections.deque[Entry] = collections.deque()
+        self.proc: asyncio.subprocess.Process | None = None
+        self.ready = False
+        self.head_started_at: float | None = None
+        self.kill_reason: str | None = None
+        self.broken: str | None = None
+        """Why the child was killed for breaking the protocol, if it was."""
+        self.gone = False
+        self.created_at = time.monotonic()
+        self.revoked = 0
+        """Entries marked revoked (still queued until the child answers or dies)."""
+        self._loop = asyncio.get_running_loop()
+        self._outbox: list[bytes] = []
+        self._flush_scheduled = False
+        init = ChildInit(
+            script=str(environment.script_path),
+            paths=tuple(str(p) for p in environment.wheel_dirs),
+            max_memory_bytes=max_memory_bytes,
+        )
+        self._write(init.encode())
+        self.task = self._loop.create_task(self._run(), name="netdist-child")
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    @property
+    def load(self) -> int:
+        """Jobs in this child that still count (not revoked)."""
+        return len(self.entries) - self.revoked
+
+    def add(self, job: Job) -> None:
+        first = not self.entries
+        if first and self.ready:
+            self.head_started_at = time.monotonic()
+        self.entries.append(Entry(job=job))
+        if first:
+            self.events.started(job.ref)
+        ref = job.ref
+        self._write(RunJob(ref.job_id, ref.lease_no, job.attempt, job.handler_id, job.job_name, job.input_json).encode())
+
+    def mark_revoked(self, entry: Entry) -> None:
+        if not entry.revoked:
+            entry.revoked = True
+            self.revoked += 1
+
+    def cancel(self, entry: Entry) -> None:
+        self.mark_revoked(entry)
+        entry.cancel_sent_at = time.monotonic()
+        self._write(CancelJob(*entry.job.ref).encode())
+
+    def kill(self, reason: str) -> None:
+        if self.kill_reason is None:
+            self.kill_reason = reason
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+
+    def take_entries(self) -> list[Entry]:
+        """Every job still queued here, head first; the child has none left after."""
+        entries = list(self.entries)
+        self.entries.clear()
+        self.revoked = 0
+        return entries
+
+    def death_result(self, job: Job, returncode: int | None) -> JobResult:
+        """The result of the job that was running when this child ended."""
+        elapsed = 0.0 if self.head_started_at is None else time.monotonic() - self.head_started_at
+        if self.kill_reason == "timeout":
+            return JobResult.failed(
+                job.ref,
+                "JobTimeout",
+                f"the job ran longer than its timeout of {job.timeout_seconds:g} s and was killed",
+                duration_seconds=elapsed,
+            )
+        if self.broken is not None:
+            how = f"was killed for writing a malformed line ({self.broken})"
+        else:
+            how = _describe_exit(returncode)
+        return JobResult.failed(
+            job.ref,
+            "WorkerChildDied",
+            f"the executor child process {how} while running the job",
+            duration_seconds=elapsed,
+        )
+
+    def _write(self, data: bytes) -> None:
+        """Queue ``data``; everything queued in this turn of the loop leaves in one write."""
+        self._outbox.append(data)
+        if self.proc is not None and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self.proc is None or not self._outbox:
+            return
+        data = b"".join(self._outbox)
+        self._outbox.clear()
+        stdin = self.proc.stdin
+        if stdin is not None and not stdin.is_closing():
+            stdin.write(data)
+
+    async def _run(self) -> None:
+        returncode: int | None = None
+        try:
+            # Forked on the event loop (the main thread): the child's PDEATHSIG
+            # fires when that thread ends (netdist.parent_death).
+            self.proc = await asyncio.create_subprocess_exec(
+                self.python,
+                "-m",
+                "netdist.worker.child",
+                *child_args(),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                limit=_STREAM_LIMIT,
+            )
+            if self.kill_reason is not None:
+                self.proc.kill()
+            self._flush()
+            assert self.proc.stdout is not None
+            await self._read(self.proc.stdout)
+            returncode = await self.proc.wait()
+        except asyncio.CancelledError:
+            if self.proc is not None and self.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                await self.proc.wait()
+            raise
+        except Exception as exc:
+            if isinstance(exc, MalformedLineError):
+                self.broken = str(exc)
+            log.error("executor child failed: %s: %s", type(exc).__name__, exc)
+            if self.proc is not None and self.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                returncode = await self.proc.wait()
+        finally:
+            self.gone = True
+        self.events.exited(self, returncode)
+
+    async def _read(self, stdout: asyncio.StreamReader) -> None:
+        """Handle each line the child writes, reading whatever it wrote at once."""
+        partial: list[bytes] = []  # the start of a line that is not complete yet
+        while chunk := await stdout.read(_READ_SIZE):
+            if b"\n" not in chunk:
+                partial.append(chunk)
+                continue
+            if partial:
+                partial.append(chunk)
+                chunk = b"".join(partial)
+                partial.clear()
+            lines = chunk.split(b"\n")
+            tail = lines.pop()
+            for line in lines:
+                self._handle(decode_from_child(line))
+            if tail:
+                partial.append(tail)
+
+    def _handle(self, message: ChildMessage) -> None:
+        if isinstance(message, JobOutput):  # the common case first
+            entry = self._pop(message.job_id, message.lease_no)
+            if entry is None:
+                return
+            if entry.revoked:
+                self.events.freed()
+                return
+            self.events.finished(JobResult(entry.job.ref, message.output_json, None, message.duration_seconds))
+        elif isinstance(message, JobFailed | JobSkipped):
+            entry = self._pop(message.job_id, message.lease_no)
+            if entry is None:
+                return
+            if isinstance(message, JobSkipped) or entry.revoked:
+                self.events.freed()
+                return
+            type_, text, tb = message.error
+            error = JobError(type=type_, message=text, traceback=tb)
+            self.events.finished(JobResult(entry.job.ref, None, error, message.duration_seconds))
+        elif isinstance(message, JobProgressed):
+            if self.entries and not (head := self.entries[0]).revoked and head.job.ref == (
+                message.job_id, message.lease_no):
+                self.events.progress(JobProgress(ref=head.job.ref, percent=message.percent, text=message.text))
+        elif isinstance(message, ChildReady):
+            self.ready = True
+            if self.entries:
+                self.head_started_at = time.monotonic()
+        else:
+            assert_never(message)
+
+    def _pop(self, job_id: int, lease_no: int) -> Entry | None:
+        """The head entry, which the child answered; None (and the child killed) if not."""
+        entries = self.entries
+        if not entries or entries[0].job.ref != (job_id, lease_no):
+            log.error("executor child answered job %s/%s out of order; replacing it", job_id, lease_no)
+            self.kill("protocol")
+            return None
+        entry = entries.popleft()
+        self.head_started_at = time.monotonic() if entries else None
+        if entry.revoked:
+            self.revoked -= 1
+        if entries and not entries[0].revoked:
+            self.events.started(entries[0].job.ref)
+        return entry
+
+
+def _describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "was lost"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name}"
+    return f"exited with code {returncode}"

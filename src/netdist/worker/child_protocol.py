@@ -1,0 +1,253 @@
+"""The channel between the worker and an executor child, as typed messages.
+
+Newline-delimited, never pickle. :mod:`netdist.worker.child_process` (the
+worker's side) and :mod:`netdist.worker.child` (the child) both go through the
+``encode`` methods and the two decoders here::
+
+    worker -> child  {"init": {"script": PATH, "paths": [WHEEL_DIR, ...],
+                               "max_memory_bytes": N}}                 ChildInit, once, first (N optional)
+                     [JOB_ID, LEASE_NO, ATTEMPT, HANDLER_ID, JOB_NAME]  RunJob: this line, then
+                     INPUT                                              its input, JSON text as leased
+                     {"cancel": [JOB_ID, LEASE_NO]}                    CancelJob: skip a queued job
+    child -> worker  {"ready": true}                                   ChildReady: the script is loaded
+                     {"progress": {"job_id", "lease_no", "percent", "text"}}   JobProgressed
+                     = JOB_ID LEASE_NO DURATION_SECONDS OUTPUT          JobOutput: OUTPUT is JSON text
+                     {"job_id", "lease_no", "error": {"type", "message", "traceback"},
+                      "duration_seconds"}                               JobFailed
+                     {"job_id", "lease_no", "skipped": true}            JobSkipped: cancelled in time
+
+The job's input and output travel as JSON text the worker never parses: it
+copies the lease's input bytes into the line (so the input must hold no newline
+byte: :func:`input_line`) and the output text into the result. The child
+parses the input and encodes the output.
+
+This is the per-job hot path, thousands of messages a second: the messages
+are NamedTuples (a quarter of the cost of a frozen dataclass, as in
+:mod:`netdist.worker.job`) naming a job by its two numbers, each encodes itself
+with one format string, and a job's output line is decoded without a JSON
+parser. A line that is none of these raises
+:class:`~netdist.jsonline.MalformedLineError` naming what is wrong.
+
+Kept free of heavy imports (no dataclasses, no pathlib, not even
+:mod:`netdist.worker.job`): the child imports it before the job script, and
+every new child pays for its imports.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, BinaryIO, NamedTuple
+
+from netdist.jsonline import (
+    MalformedLineError,
+    get_float,
+    get_int,
+    get_list,
+    get_object,
+    get_optional_int,
+    get_str,
+    load_object,
+    preview,
+)
+
+_OUTPUT_PREFIX = b"="
+
+
+def _line(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, allow_nan=False, separators=(",", ":")).encode() + b"\n"
+
+
+def input_line(raw: bytes) -> bytes:
+    """A job's input (JSON text) as one line for the child.
+
+    As is, unparsed, unless it holds a newline byte (whitespace in JSON text):
+    then it is re-encoded, raising ValueError if it is not JSON. The child
+    parses the input and reports ``InputNotJson`` for the rest.
+    """
+    if not raw:
+        return b"null"
+    if b"\n" in raw:
+        return json.dumps(json.loads(raw)).encode()
+    return raw
+
+
+# -- worker -> child ------------------------------------------------------------------
+
+
+class ChildInit(NamedTuple):
+    """The child's one environment: load this job script with these wheels on ``sys.path``."""
+
+    script: str
+    paths: tuple[str, ...] = ()
+    max_memory_bytes: int | None = None
+    """The child caps its data size (RLIMIT_DATA) to this; None: no limit."""
+
+    def encode(self) -> bytes:
+        init: dict[str, Any] = {"script": self.script, "paths": self.paths}
+        if self.max_memory_bytes is not None:
+            init["max_memory_bytes"] = self.max_memory_bytes
+        return _line({"init": init})
+
+
+class RunJob(NamedTuple):
+    """Run one job (after the ones sent before it)."""
+
+    job_id: int
+    lease_no: int
+    attempt: int
+    handler_id: str
+    job_name: str
+    input_json: bytes
+    """One line of JSON text (see :func:`input_line`); the child parses it."""
+
+    def encode(self) -> bytes:
+        names = f"{json.dumps(self.handler_id)},{json.dumps(self.job_name)}"
+        return f"[{self.job_id},{self.lease_no},{self.attempt},{names}]\n".encode() + self.input_json + b"\n"
+
+
+class CancelJob(NamedTuple):
+    """Skip this job if it has not started (the child answers :class:`JobSkipped`)."""
+
+    job_id: int
+    lease_no: int
+
+    def encode(self) -> bytes:
+        return b'{"cancel":[%d,%d]}\n' % self
+
+
+WorkerMessage = ChildInit | RunJob | CancelJob
+_JOB_LINE = "a job line must be [job id, lease no, attempt, handler id, job name]"
+
+
+def read_from_worker(stream: BinaryIO) -> WorkerMessage | None:
+    """The next message the worker sent; None at the end of the stream."""
+    line = stream.readline()
+    if not line:
+        return None
+    try:
+        if line[:1] == b"[":  # the common case first
+            header = json.loads(line)
+            if len(header) != 5:
+                raise MalformedLineError(_JOB_LINE)
+            job_id, lease_no, attempt, handler_id, job_name = header
+            if not (type(job_id) is type(lease_no) is type(attempt) is int and type(handler_id) is type(job_name) is str):
+                raise MalformedLineError(_JOB_LINE)
+            input_json = stream.readline()
+            if input_json[-1:] != b"\n":
+                raise MalformedLineError("the job's input line is missing")
+            return RunJob(job_id, lease_no, attempt, handler_id, job_name, input_json[:-1])
+        obj = load_object(line)
+        if "cancel" in obj:
+            ref = get_list(obj, "cancel")
+            if not (len(ref) == 2 and type(ref[0]) is int and type(ref[1]) is int):
+                raise MalformedLineError("'cancel' must be [job id, lease no]")
+            return CancelJob(ref[0], ref[1])
+        if "init" in obj:
+            init = get_object(obj, "init")
+            paths = get_list(init, "paths") if "paths" in init else []
+            if not all(isinstance(p, str) for p in paths):
+                raise MalformedLineError("'paths' must hold strings")
+            return ChildInit(script=get_str(init, "script"), paths=tuple(paths),
+                             max_memory_bytes=get_optional_int(init, "max_memory_bytes"))
+        raise MalformedLineError("neither a job nor 'cancel' nor 'init'")
+    except ValueError as exc:  # MalformedLineError, or the header's JSON
+        raise MalformedLineError(f"malformed line from the worker: {exc}: {preview(line)}") from None
+
+
+# -- child -> worker ------------------------------------------------------------------
+
+
+class ChildReady(NamedTuple):
+    """The child imported the job script (or failed to: its jobs then fail)."""
+
+    def encode(self) -> bytes:
+        return b'{"ready":true}\n'
+
+
+class JobProgressed(NamedTuple):
+    """The latest progress of the running job (at most one a job per interval)."""
+
+    job_id: int
+    lease_no: int
+    percent: float
+    text: str
+
+    def encode(self) -> bytes:
+        item = {"job_id": self.job_id, "lease_no": self.lease_no, "percent": self.percent, "text": self.text}
+        return _line({"progress": item})
+
+
+class JobOutput(NamedTuple):
+    """A job returned: its output as JSON text the child encoded."""
+
+    job_id: int
+    lease_no: int
+    duration_seconds: float
+    output_json: bytes
+
+    def encode(self) -> bytes:
+        head = f"= {self.job_id} {self.lease_no} {self.duration_seconds!r} "
+        return head.encode() + self.output_json + b"\n"
+
+
+class ChildError(NamedTuple):
+    """Why a job failed in the child (the worker makes it a :class:`netdist.worker.job.JobError`)."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+
+class JobFailed(NamedTuple):
+    """A job raised, its output was not JSON, its input was not JSON, or the script did not load."""
+
+    job_id: int
+    lease_no: int
+    error: ChildError
+    duration_seconds: float
+
+    def encode(self) -> bytes:
+        error = self.error
+        return _line({
+            "job_id": self.job_id, "lease_no": self.lease_no,
+            "error": {"type": error.type, "message": error.message, "traceback": error.traceback},
+            "duration_seconds": self.duration_seconds,
+        })
+
+
+class JobSkipped(NamedTuple):
+    """A cancelled job that had not started: it did not run."""
+
+    job_id: int
+    lease_no: int
+
+    def encode(self) -> bytes:
+        return b'{"job_id":%d,"lease_no":%d,"skipped":true}\n' % self
+
+
+ChildMessage = ChildReady | JobProgressed | JobOutput | JobFailed | JobSkipped
+
+
+def decode_from_child(line: bytes) -> ChildMessage:
+    """One line the child wrote, without its newline."""
+    try:
+        if line[:1] == _OUTPUT_PREFIX:  # the common case first
+            _, id_text, lease_text, duration, output = line.split(b" ", 4)
+            return JobOutput(int(id_text), int(lease_text), float(duration), output)
+        obj = load_object(line)
+        if "progress" in obj:
+            item = get_object(obj, "progress")
+            return JobProgressed(get_int(item, "job_id"), get_int(item, "lease_no"), get_float(item, "percent"),
+                                 get_str(item, "text"))
+        if obj.get("ready") is True:
+            return ChildReady()
+        job_id, lease_no = get_int(obj, "job_id"), get_int(obj, "lease_no")
+        if obj.get("skipped") is True:
+            return JobSkipped(job_id, lease_no)
+        if "error" in obj:
+            error = get_object(obj, "error")
+            child_error = ChildError(get_str(error, "type"), get_str(error, "message"), get_str(error, "traceback"))
+            return JobFailed(job_id, lease_no, child_error, get_float(obj, "duration_seconds"))
+        raise MalformedLineError("neither 'error' nor 'skipped'")
+    except ValueError as exc:  # MalformedLineError, or a number in an output line that is none
+        raise MalformedLineError(f"malformed line from the executor child: {exc}: {preview(line)}") from None

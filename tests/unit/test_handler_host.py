@@ -1,0 +1,106 @@
+"""A real handler host process driven through the typed protocol, and one that breaks it."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+from netdist.server.host import HandlerCodeError, HandlerHost, HostDiedError
+from netdist.server.host_protocol import (
+    CallHook,
+    CreateMoreJobs,
+    Hook,
+    Initialize,
+    NewJob,
+    ProcessFailures,
+    ProcessResults,
+    StoredFailure,
+    StoredResult,
+)
+
+HANDLER = '''
+from netdist.handler import Handler
+
+
+class Counter(Handler):
+    def initialize(self):
+        self.state.setdefault("seen", [])
+
+    def on_start(self):
+        self.log.info("started %s", self.job_name)
+
+    def create_more_jobs(self):
+        if not self.state.get("made"):
+            self.state["made"] = True
+            self.enqueue({"n": 1}, extra="one")
+            self.enqueue(2)
+
+    def process_result(self, job_input, output, extra):
+        self.state["seen"].append([job_input, output, extra])
+
+    def process_failure(self, job_input, failure, extra):
+        self.state["failed"] = [failure.type, failure.message, failure.attempts]
+
+    def on_finished(self):
+        raise RuntimeError("finished badly")
+
+    def total_job_count(self):
+        return 2
+
+    def summary(self):
+        return f"{len(self.state['seen'])} seen"
+'''
+
+
+def test_a_host_answers_each_request_with_what_the_handler_did(tmp_path: Path) -> None:
+    (tmp_path / "counter.py").write_text(HANDLER)
+    logs: list[tuple[str, str]] = []
+
+    async def main() -> None:
+        host = await HandlerHost.start(python_path=[tmp_path], on_log=lambda *line: logs.append(line))
+        try:
+            init = await host.call(Initialize(entry="counter:Counter", handler="counter", handler_id="h1",
+                                              job_name="count", settings={}, state_json='{"seen": [[0, 0, 0]]}'))
+            assert (init.jobs, init.state_json, init.summary, init.total) == ((), '{"seen": [[0, 0, 0]]}', "1 seen", 2)
+            await host.call(CallHook(hook=Hook.ON_START))
+            more = await host.call(CreateMoreJobs())
+            assert more.jobs == (NewJob('{"n": 1}', '"one"'), NewJob("2", "null"))
+            results = await host.call(ProcessResults(items=(
+                StoredResult(1, '{"n": 1}', '"ok"', '"one"'), StoredResult(2, "2", "{not json", "null"))))
+            assert results.invalid == (2,)
+            assert results.summary == "2 seen"
+            failures = await host.call(ProcessFailures(items=(StoredFailure(3, "3", "E", "m", "tb", "null", 4),)))
+            assert '"failed": ["E", "m", 4]' in failures.state_json
+            with pytest.raises(HandlerCodeError, match="RuntimeError: finished badly") as raised:
+                await host.call(CallHook(hook=Hook.ON_FINISHED))
+            assert "on_finished" in raised.value.traceback
+        finally:
+            await host.close()
+
+    asyncio.run(main())
+    assert ("info", "started count") in logs
+
+
+def test_a_host_that_writes_garbage_is_killed_and_its_call_says_why() -> None:
+    script = "import sys; sys.stdin.readline(); print('Segmentation fault?', flush=True); sys.stdin.readline()"
+
+    async def main() -> None:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        host = HandlerHost(proc, on_log=lambda level, message: None)
+        try:
+            with pytest.raises(HostDiedError) as died:
+                await host.call(CreateMoreJobs(), timeout_seconds=30)
+            assert "malformed line from the handler host: not JSON" in died.value.message
+            assert "Segmentation fault?" in died.value.message
+            assert await asyncio.wait_for(proc.wait(), 10) != 0  # killed, not left running
+            with pytest.raises(HostDiedError, match="malformed line"):
+                await host.call(CreateMoreJobs())
+        finally:
+            await host.close()
+
+    asyncio.run(main())

@@ -1,0 +1,124 @@
+"""The server <-> handler host channel: every message round-trips; garbage gets a clear error."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from netdist.jsonline import MalformedLineError
+from netdist.server.host_protocol import (
+    CallHook,
+    CreateMoreJobs,
+    HandlerRaised,
+    HandlerUpdate,
+    Hook,
+    HostLog,
+    HostReply,
+    HostRequest,
+    Initialize,
+    NewJob,
+    ProcessFailures,
+    ProcessResults,
+    StoredFailure,
+    StoredResult,
+    decode_from_host,
+    decode_request,
+    encode_log,
+    encode_reply,
+    encode_request,
+)
+
+REQUESTS: list[HostRequest] = [
+    Initialize(entry="pkg.mod:Handler", handler="primes", handler_id="h-1", job_name="Primes ü",
+               settings={"limit": 10, "nested": {"a": [1, 2]}}, state_json='{"n": 3}'),
+    *(CallHook(hook=hook) for hook in Hook),
+    CreateMoreJobs(),
+    ProcessResults(items=()),
+    ProcessResults(items=(StoredResult(1, '{"a": 1}', "[1,2]", "null"), StoredResult(2, "3", "not json", '"x"'))),
+    ProcessFailures(items=(StoredFailure(7, "{}", "ValueError", "bad\nline", "Traceback ...", "null", 3),)),
+]
+
+REPLIES: list[HostReply] = [
+    HandlerUpdate(state_json="{}", summary="", total=None),
+    HandlerUpdate(jobs=(NewJob("1", "null"), NewJob('{"b": "\\n"}', '{"k": 2}')), state_json='{"n": 4}',
+                  summary="4 found", total=100, invalid=(3, 5)),
+    HandlerRaised(type="KeyError", message="'x'", traceback="Traceback (most recent call last):\n..."),
+]
+
+
+@pytest.mark.parametrize("request_", REQUESTS, ids=lambda r: type(r).__name__)
+def test_requests_round_trip(request_: HostRequest) -> None:
+    line = encode_request(41, request_)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert decode_request(line) == (41, request_)
+    assert decode_request(line.decode()) == (41, request_)
+
+
+@pytest.mark.parametrize("reply", REPLIES, ids=lambda r: type(r).__name__)
+def test_replies_round_trip(reply: HostReply) -> None:
+    line = encode_reply(9, reply)
+    assert line.count(b"\n") == 1
+    assert decode_from_host(line) == (9, reply)
+
+
+def test_log_lines_round_trip() -> None:
+    record = HostLog(level="warning", message="two\nlines")
+    assert decode_from_host(encode_log(record)) == record
+
+
+def test_the_wire_format_is_the_documented_one() -> None:
+    """The JSON shapes the module docstring draws (both sides are the same netdist, but the lines are read by humans)."""
+    assert json.loads(encode_request(1, CallHook(hook=Hook.ON_STOP))) == {"id": 1, "op": "call", "name": "on_stop"}
+    failures = ProcessFailures(items=(StoredFailure(7, "{}", "E", "m", "tb", "null", 2),))
+    assert json.loads(encode_request(2, failures))["items"] == [
+        [7, "{}", {"type": "E", "message": "m", "traceback": "tb"}, "null", 2]]
+    update = HandlerUpdate(jobs=(NewJob("1", "null"),), state_json="{}", summary="s", total=1)
+    assert json.loads(encode_reply(3, update)) == {
+        "id": 3, "ok": {"jobs": [["1", "null"]], "state": "{}", "summary": "s", "total": 1, "invalid": []}}
+
+
+@pytest.mark.parametrize(("line", "says"), [
+    (b"garbage\n", "not JSON"),
+    (b"[1, 2]\n", "not a JSON object but list"),
+    (b'{"op": "more"}\n', "no 'id'"),
+    (b'{"id": "1", "op": "more"}\n', "'id' must be an integer, not str"),
+    (b'{"id": true, "op": "more"}\n', "'id' must be an integer, not bool"),
+    (b'{"id": 1, "op": "explode"}\n', "unknown op 'explode'"),
+    (b'{"id": 1, "op": "call", "name": "process_result"}\n', "unknown hook 'process_result'"),
+    (b'{"id": 1, "op": "init", "entry": "m:C"}\n', "no 'handler'"),
+    (b'{"id": 1, "op": "results", "items": [[1, "{}", "1"]]}\n', "a result item must be"),
+    (b'{"id": 1, "op": "results", "items": {"a": 1}}\n', "'items' must be a list, not dict"),
+    (b'{"id": 1, "op": "failures", "items": [[1, "{}", {"type": "E"}, "null", 1]]}\n', "no 'message'"),
+])
+def test_a_malformed_request_is_refused_with_a_clear_error(line: bytes, says: str) -> None:
+    with pytest.raises(MalformedLineError, match="malformed request to the handler host") as caught:
+        decode_request(line)
+    assert says in str(caught.value)
+    assert repr(line[:20])[2:-1] in str(caught.value)  # the line is quoted
+
+
+@pytest.mark.parametrize(("line", "says"), [
+    (b"Traceback (most recent call last):\n", "not JSON"),
+    (b'{"id": 1}\n', "neither 'ok' nor 'error' nor 'log'"),
+    (b'{"log": "hello"}\n', "'log' must be an object, not str"),
+    (b'{"log": {"level": "info"}}\n', "no 'message'"),
+    (b'{"id": 1, "ok": {"jobs": [], "state": "{}", "summary": "", "total": "many", "invalid": []}}\n',
+     "'total' must be an integer, not str"),
+    (b'{"id": 1, "ok": {"jobs": [["1"]], "state": "{}", "summary": "", "total": null, "invalid": []}}\n',
+     "a new job must be [input, extra]"),
+    (b'{"id": 1, "ok": {"jobs": [], "state": "{}", "summary": "", "total": null, "invalid": ["x"]}}\n',
+     "'invalid' must hold job ids"),
+    (b'{"id": 1, "error": {"type": "E", "message": "m"}}\n', "no 'traceback'"),
+])
+def test_a_malformed_line_from_the_host_is_refused_with_a_clear_error(line: bytes, says: str) -> None:
+    with pytest.raises(MalformedLineError, match="malformed line from the handler host") as caught:
+        decode_from_host(line)
+    assert says in str(caught.value)
+
+
+def test_a_long_malformed_line_is_quoted_only_in_part() -> None:
+    with pytest.raises(MalformedLineError) as caught:
+        decode_from_host(b"x" * 100_000)
+    assert len(str(caught.value)) < 500
+    assert str(caught.value).endswith(" ...")
