@@ -30,7 +30,7 @@ from netdist.server.app import NetDistServer, ServerConfig
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.lease_model import Lease
 from netdist.server.manager import HandlerManager
-from netdist.server.runtime import HandlerRuntime
+from netdist.server.runtime import RunningHandler
 from netdist.testing import register_data_dir
 from netdist.token_file import read_token_file
 
@@ -131,7 +131,7 @@ class InProcessServer:
         return self.inspect(lambda: [copy.copy(lease) for lease in self.dispatcher.table.leases_of(
             handler_id=handler_id, worker_id=worker_id)])
 
-    def runtime(self, handler_id: str) -> HandlerRuntime | None:
+    def runtime(self, handler_id: str) -> RunningHandler | None:
         """The running handler instance, or None (not running)."""
         return self.inspect(lambda: self.manager.runtimes.get(handler_id))
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from netdist.server.host import HandlerCodeError, HandlerHost, HostDiedError
+from netdist.errors import HandlerCodeError, HostDiedError
+from netdist.server.host import HostProcess
 from netdist.server.host_protocol import (
     CallHook,
     CreateMoreJobs,
@@ -60,7 +61,7 @@ def test_a_host_answers_each_request_with_what_the_handler_did(tmp_path: Path) -
     logs: list[tuple[str, str]] = []
 
     async def main() -> None:
-        host = await HandlerHost.start(python_path=[tmp_path], on_log=lambda *line: logs.append(line))
+        host = await HostProcess.start(python_path=[tmp_path], on_log=lambda *line: logs.append(line))
         try:
             init = await host.call(Initialize(entry="counter:Counter", handler="counter", handler_id="h1",
                                               job_name="count", settings={}, state_json='{"seen": [[0, 0, 0]]}'))
@@ -91,7 +92,7 @@ def test_a_host_that_writes_garbage_is_killed_and_its_call_says_why() -> None:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-c", script, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE)
-        host = HandlerHost(proc, on_log=lambda level, message: None)
+        host = HostProcess(proc, on_log=lambda level, message: None)
         try:
             with pytest.raises(HostDiedError) as died:
                 await host.call(CreateMoreJobs(), timeout_seconds=30)

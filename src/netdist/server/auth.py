@@ -19,7 +19,7 @@ ended with UNAUTHENTICATED. A servicer that can end its stream in order (the
 worker stream closes its outbox) says how with :func:`on_revoked`; any other
 stream is cancelled. Servicers learn who called with :func:`identify`.
 
-Why an interceptor and not the servicer decorators of status.py: it sees
+Why an interceptor and not the servicer decorator of grpc_errors.py: it sees
 every method of every service (health and reflection included) before a
 handler runs, so a method nobody listed is refused without its servicer's help.
 """

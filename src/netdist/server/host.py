@@ -47,7 +47,7 @@ def handler_environment(environ: Mapping[str, str], python_path: Sequence[Path])
     return env
 
 
-class HandlerHost:
+class HostProcess:
     def __init__(self, proc: asyncio.subprocess.Process, on_log: Callable[[str, str], None]) -> None:
         self._proc = proc
         self._on_log = on_log
@@ -60,7 +60,7 @@ class HandlerHost:
         self._stderr = asyncio.create_task(self._read_stderr())
 
     @classmethod
-    async def start(cls, *, python_path: list[Path], on_log: Callable[[str, str], None]) -> HandlerHost:
+    async def start(cls, *, python_path: list[Path], on_log: Callable[[str, str], None]) -> HostProcess:
         env = handler_environment(os.environ, python_path)
         # Called on the server's event loop, in its main thread: the host's
         # PDEATHSIG fires when the thread that forked it ends (netdist.parent_death).

@@ -28,7 +28,7 @@ from netdist.server.handler_log import HandlerLog
 from netdist.server.job_script_intake import JobScriptIntake, Outcome
 from netdist.server.lease_model import HandlerSpec
 from netdist.server.lifecycle import Effect, HandlerAction
-from netdist.server.runtime import HandlerRuntime
+from netdist.server.runtime import RunningHandler
 from netdist.server.scheduled_starts import ScheduledStarts
 from netdist.server.states import HandlerState
 from netdist.server.store import catalog
@@ -46,7 +46,7 @@ class HandlerManager:
         self.dispatcher = dispatcher
         self.blobs = blobs
         self.clock = clock
-        self.runtimes: dict[str, HandlerRuntime] = {}
+        self.runtimes: dict[str, RunningHandler] = {}
         self.log = HandlerLog(store.writer, clock=clock)
         self.intake = JobScriptIntake(store, blobs, clock=clock, log_sink=self.log)
         self.schedules = ScheduledStarts(store, clock=clock, log_sink=self.log, start=self._scheduled_start)
@@ -154,7 +154,7 @@ class HandlerManager:
         state = HandlerState.RUNNING if active else HandlerState.PAUSED
         await self.store.write(catalog.update_handler, record.id, state=state, message="",
                                started_at=self.clock.time(), finished_at=None)
-        runtime = HandlerRuntime(
+        runtime = RunningHandler(
             record, package, spec, writer=self.store.writer, dispatcher=self.dispatcher, blobs=self.blobs,
             log_sink=self.log, on_finished=self._finished, on_failed=self._failed,
             call_timeout_seconds=self.handler_call_timeout_seconds,

@@ -23,7 +23,7 @@ from netdist.errors import (
 )
 from netdist.server.blobs import BlobStore
 from netdist.server.dispatcher import Dispatcher
-from netdist.server.host import HandlerHost
+from netdist.server.host import HostProcess
 from netdist.server.host_protocol import (
     CallHook,
     CreateMoreJobs,
@@ -52,7 +52,7 @@ _OPEN = (JobStatus.AVAILABLE, JobStatus.LEASED, JobStatus.SUCCEEDED, JobStatus.E
 LogSink = Callable[[str, str, str, str], None]  # handler id, level, source, message
 
 
-class HandlerRuntime:
+class RunningHandler:
     def __init__(
         self,
         record: catalog.HandlerRecord,
@@ -81,7 +81,7 @@ class HandlerRuntime:
         self._stopping = False
         self._reload: catalog.PackageRecord | None = None
         self._idle_call = False  # the last create_more_jobs added nothing
-        self._host: HandlerHost | None = None
+        self._host: HostProcess | None = None
         self.task: asyncio.Task[None] | None = None
 
     @property
@@ -155,7 +155,7 @@ class HandlerRuntime:
 
     async def _start_host(self, package: catalog.PackageRecord) -> None:
         paths = [await self._unpacked(sha) for sha in package.environment]
-        self._host = await HandlerHost.start(
+        self._host = await HostProcess.start(
             python_path=paths, on_log=lambda level, msg: self._log(level, "handler", msg))
         entry = package.handlers.get(self.record.handler)
         if entry is None:

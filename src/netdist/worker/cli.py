@@ -34,7 +34,7 @@ from netdist.exit_codes import ExitCode
 from netdist.token_file import find_token
 from netdist.worker.config import WorkerConfig
 from netdist.worker.identity import claim_worker_id
-from netdist.worker.session import Session
+from netdist.worker.session import WorkerSession
 
 _PEM_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -282,7 +282,7 @@ async def run_worker(
 ) -> ExitCode:
     """Run until stopped by a signal; the exit code. Raises UnauthenticatedError
     when the server refuses the token."""
-    session = Session(config, worker_id=worker_id, credential_path=credential_path)
+    session = WorkerSession(config, worker_id=worker_id, credential_path=credential_path)
     loop = asyncio.get_running_loop()
     received: list[signal.Signals] = []
 

@@ -64,7 +64,7 @@ _STALE_NAMED = 10
 """A stale-results log line names at most this many."""
 
 
-class Session:
+class WorkerSession:
     """Runs one worker until stopped."""
 
     def __init__(self, config: WorkerConfig, *, worker_id: str, credential_path: Path | None = None) -> None:
