@@ -28,9 +28,11 @@ proto-check: venv
 
 lint: venv
 	$(BIN)/ruff check src tests examples bench
+	$(BIN)/ruff format --check src tests examples bench
 
 typecheck: venv
 	$(BIN)/mypy src
+	$(BIN)/mypy tests
 
 test: venv proto-check lint typecheck
 	$(BIN)/python -m pytest -q

@@ -25,7 +25,7 @@ from netdist.testing import write_wheel
 PACKAGE = "netdistbench"
 VERSION = "1.0"
 
-HANDLERS = '''
+HANDLERS = """
 import json
 import time
 from dataclasses import dataclass
@@ -130,9 +130,9 @@ class Latency(Handler[LatencySettings]):
                 out[f"{name}_p{q}"] = _pct(values, q)
             out[f"{name}_mean"] = sum(values) / len(values) if values else None
         return json.dumps(out)
-'''
+"""
 
-NOOP_SCRIPT = '''# /// script
+NOOP_SCRIPT = """# /// script
 # [tool.netdist]
 # package = "netdistbench"
 # handler = "Noop"
@@ -145,9 +145,9 @@ NOOP_SCRIPT = '''# /// script
 # ///
 def process(job_input, ctx):
     return job_input
-'''
+"""
 
-LATENCY_SCRIPT = '''# /// script
+LATENCY_SCRIPT = """# /// script
 # [tool.netdist]
 # package = "netdistbench"
 # handler = "Latency"
@@ -162,15 +162,18 @@ import time
 
 def process(job_input, ctx):
     return {{"latency": time.time() - job_input["t0"]}}
-'''
+"""
 
 
 def bench_wheel(out_dir: Path) -> Path:
     return write_wheel(
-        out_dir, name=PACKAGE, version=VERSION,
+        out_dir,
+        name=PACKAGE,
+        version=VERSION,
         files={f"{PACKAGE}/__init__.py": "", f"{PACKAGE}/handlers.py": HANDLERS},
-        entry_points={"netdist.handlers": {"Noop": f"{PACKAGE}.handlers:Noop",
-                                           "Latency": f"{PACKAGE}.handlers:Latency"}},
+        entry_points={
+            "netdist.handlers": {"Noop": f"{PACKAGE}.handlers:Noop", "Latency": f"{PACKAGE}.handlers:Latency"}
+        },
     )
 
 

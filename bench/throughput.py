@@ -60,12 +60,13 @@ console = Console(width=None if sys.stdout.isatty() else 150)
 
 # -- processes ----------------------------------------------------------------------------------
 
+
 def _proc_stat(pid: int) -> list[str] | None:
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return text[text.rindex(")") + 2:].split()  # fields from 3 (state) on
+    return text[text.rindex(")") + 2 :].split()  # fields from 3 (state) on
 
 
 def _descendants(root: int) -> list[int]:
@@ -115,9 +116,14 @@ class Cluster:
         started = []
         for n in range(count):
             name = f"w{n + 1}"
-            worker = start_worker(self.address, name=name, log_dir=self.root / "logs",
-                                  cache_dir=self.root / "cache" / name, slots=slots,
-                                  extra_args=["--grace", "5"])
+            worker = start_worker(
+                self.address,
+                name=name,
+                log_dir=self.root / "logs",
+                cache_dir=self.root / "cache" / name,
+                slots=slots,
+                extra_args=["--grace", "5"],
+            )
             self.processes.append(worker)
             started.append(worker)
         return started
@@ -199,6 +205,7 @@ def cluster(workdir: Path, name: str) -> Iterator[Cluster]:
 
 # -- profiling (optional) ----------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class Profiler:
     """py-spy record of one process tree, stopped with SIGINT when the run ends."""
@@ -213,8 +220,22 @@ class Profiler:
             console.print("[yellow]py-spy not found (pip install py-spy); no profile[/]")
             return None
         output.parent.mkdir(parents=True, exist_ok=True)
-        args = [exe, "record", "--pid", str(pid), "--subprocesses", "--gil", "--rate", "200", "--format", "raw",
-                "--duration", str(int(seconds)), "--output", str(output)]
+        args = [
+            exe,
+            "record",
+            "--pid",
+            str(pid),
+            "--subprocesses",
+            "--gil",
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--duration",
+            str(int(seconds)),
+            "--output",
+            str(output),
+        ]
         log = output.with_suffix(".log").open("wb")
         popen = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -256,6 +277,7 @@ def top_frames(collapsed: Path, limit: int = 25) -> dict[str, list[tuple[str, fl
 
 
 # -- runs ---------------------------------------------------------------------------------------------
+
 
 def _summary(info: Any) -> dict[str, Any]:
     try:
@@ -302,8 +324,10 @@ def run_throughput(workdir: Path, args: argparse.Namespace, workers: int, slots:
                 if profiler is not None:
                     profiler.stop()
         out["client_seconds"] = round(time.time() - t0, 3)
-        out["cpu_seconds"] = {"server": round(cpu_seconds(c.server.popen.pid) - cpu0["server"], 2),
-                              "workers": round(sum(cpu_seconds(p.popen.pid) for p in procs) - cpu0["workers"], 2)}
+        out["cpu_seconds"] = {
+            "server": round(cpu_seconds(c.server.popen.pid) - cpu0["server"], 2),
+            "workers": round(sum(cpu_seconds(p.popen.pid) for p in procs) - cpu0["workers"], 2),
+        }
         out["loadavg_1m"] = [round(load0[0], 2), round(os.getloadavg()[0], 2)]
         s = _summary(info)
         out["status"] = "ok" if state == "finished" else state
@@ -337,8 +361,9 @@ def run_latency(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
         c.start_workers(1, 1)
         c.wait_workers(1, WORKERS_TIMEOUT)
         load0 = os.getloadavg()
-        hid = c.api.add_script("latency.py", latency_script(job="latency", samples=args.latency_samples,
-                                                             warmup=20)).handler.id
+        hid = c.api.add_script(
+            "latency.py", latency_script(job="latency", samples=args.latency_samples, warmup=20)
+        ).handler.id
         state, info = _wait_handler(c, hid, args.timeout)
         out["loadavg_1m"] = [round(load0[0], 2), round(os.getloadavg()[0], 2)]
         out["status"] = "ok" if state == "finished" else (f"failed: {info.message}" if state == "failed" else state)
@@ -352,12 +377,19 @@ def run_latency(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 # -- report -----------------------------------------------------------------------------------------
 
+
 def machine_facts() -> dict[str, Any]:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
-        "cores": cores, "cpu_count": os.cpu_count(), "platform": platform.platform(),
-        "cpu": _cpu_model(), "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
-        "sqlalchemy": sqlalchemy.__version__, "grpcio": grpc.__version__, "netdist": netdist.__version__,
+        "cores": cores,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "sqlalchemy": sqlalchemy.__version__,
+        "grpcio": grpc.__version__,
+        "netdist": netdist.__version__,
         "git": _git_head(),
     }
 
@@ -372,40 +404,79 @@ def _cpu_model() -> str:
 
 def _git_head() -> str:
     with contextlib.suppress(Exception):
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
-                              cwd=BENCH_DIR, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], check=False,
-                               capture_output=True, text=True, cwd=BENCH_DIR, timeout=5).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=BENCH_DIR,
+            timeout=5,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            check=False,
+            capture_output=True,
+            text=True,
+            cwd=BENCH_DIR,
+            timeout=5,
+        ).stdout.strip()
         return head + ("+dirty" if dirty else "")
     return ""
 
 
 def print_report(report: dict[str, Any]) -> None:
     m = report["machine"]
-    console.print(f"\n[bold]machine[/]: {m['cores']} cores ({m['cpu']}), Python {m['python']}, "
-                  f"SQLite {m['sqlite']}, grpcio {m['grpcio']}, netdist {m['netdist']} ({m['git']})")
+    console.print(
+        f"\n[bold]machine[/]: {m['cores']} cores ({m['cpu']}), Python {m['python']}, "
+        f"SQLite {m['sqlite']}, grpcio {m['grpcio']}, netdist {m['netdist']} ({m['git']})"
+    )
     table = Table(title=f"no-op jobs, end to end (first enqueue -> last result processed), {report['jobs']} jobs")
-    for col in ("workers x slots", "status", "jobs/s", "steady jobs/s", "seconds", "cpu s server/workers",
-                "load 1m", *(f"x {p.split('+')[0]}" for p in PEERS)):
+    for col in (
+        "workers x slots",
+        "status",
+        "jobs/s",
+        "steady jobs/s",
+        "seconds",
+        "cpu s server/workers",
+        "load 1m",
+        *(f"x {p.split('+')[0]}" for p in PEERS),
+    ):
         table.add_column(col, justify="right")
     for r in report["throughput"]:
         ratios = [f"{r['vs_peers'][p]:.2f}" if "vs_peers" in r else "-" for p in PEERS]
-        rate = f"{r['jobs_per_s']:,.0f}" if "jobs_per_s" in r else (
-            f"({r['partial_jobs_per_s']:,.0f})" if "partial_jobs_per_s" in r else "-")
+        rate = (
+            f"{r['jobs_per_s']:,.0f}"
+            if "jobs_per_s" in r
+            else (f"({r['partial_jobs_per_s']:,.0f})" if "partial_jobs_per_s" in r else "-")
+        )
         cpu = r.get("cpu_seconds", {})
-        table.add_row(r["config"], r["status"], rate, f"{r.get('steady_jobs_per_s', 0):,.0f}",
-                      f"{r.get('seconds', 0):.1f}", f"{cpu.get('server', 0):.1f} / {cpu.get('workers', 0):.1f}",
-                      "{} -> {}".format(*r.get("loadavg_1m", ["?", "?"])), *ratios)
+        table.add_row(
+            r["config"],
+            r["status"],
+            rate,
+            f"{r.get('steady_jobs_per_s', 0):,.0f}",
+            f"{r.get('seconds', 0):.1f}",
+            f"{cpu.get('server', 0):.1f} / {cpu.get('workers', 0):.1f}",
+            "{} -> {}".format(*r.get("loadavg_1m", ["?", "?"])),
+            *ratios,
+        )
     console.print(table)
-    console.print(f"peers: {', '.join(f'{k} {v:,.0f}/s' for k, v in PEERS.items())} ({PEER_NOTE}); "
-                  "the like-for-like row is 2x1")
+    console.print(
+        f"peers: {', '.join(f'{k} {v:,.0f}/s' for k, v in PEERS.items())} ({PEER_NOTE}); the like-for-like row is 2x1"
+    )
     lat = report.get("latency")
     if lat:
         t = Table(title="dispatch latency, enqueue -> start of process() on the worker (one job in flight)")
         for col in ("status", "samples", "p50 ms", "p90 ms", "p99 ms", "max ms", "round trip p50 ms"):
             t.add_column(col, justify="right")
-        t.add_row(lat["status"], str(lat.get("measured", 0)), *(f"{lat.get(k, float('nan')):.1f}" for k in
-                  ("lat_p50_ms", "lat_p90_ms", "lat_p99_ms", "lat_max_ms", "rtt_p50_ms")))
+        t.add_row(
+            lat["status"],
+            str(lat.get("measured", 0)),
+            *(
+                f"{lat.get(k, float('nan')):.1f}"
+                for k in ("lat_p50_ms", "lat_p90_ms", "lat_p99_ms", "lat_max_ms", "rtt_p50_ms")
+            ),
+        )
         console.print(t)
 
 
@@ -413,8 +484,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--jobs", type=int, default=20_000, help="no-op jobs per throughput run (default 20000)")
     p.add_argument("--timeout", type=float, default=120.0, help="time limit per run in seconds (default 120)")
-    p.add_argument("--configs", default="1x1,2x1,4x1,2x2",
-                   help="worker processes x slots per throughput run (default 1x1,2x1,4x1,2x2)")
+    p.add_argument(
+        "--configs",
+        default="1x1,2x1,4x1,2x2",
+        help="worker processes x slots per throughput run (default 1x1,2x1,4x1,2x2)",
+    )
     p.add_argument("--batch", type=int, default=2000, help="jobs per create_more_jobs call (default 2000)")
     p.add_argument("--warmup", type=int, default=100, help="untimed warm-up jobs before each run (default 100)")
     p.add_argument("--latency-samples", type=int, default=500, help="0 skips the latency run (default 500)")
@@ -440,8 +514,14 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": machine_facts(), "jobs": args.jobs, "timeout_s": args.timeout, "batch": args.batch,
-        "warmup": args.warmup, "peers_jobs_per_s": PEERS, "peers_note": PEER_NOTE, "throughput": [],
+        "machine": machine_facts(),
+        "jobs": args.jobs,
+        "timeout_s": args.timeout,
+        "batch": args.batch,
+        "warmup": args.warmup,
+        "peers_jobs_per_s": PEERS,
+        "peers_note": PEER_NOTE,
+        "throughput": [],
     }
     try:
         for workers, slots in args.config_list:
@@ -457,8 +537,11 @@ def main(argv: list[str] | None = None) -> int:
                 report["latency"] = {"status": f"error: {exc}"[:300]}
             console.print(report["latency"])
         if args.profile:
-            report["profile"] = {role: top_frames(Path(path), 15) for r in report["throughput"]
-                                 for role, path in r.get("profiles", {}).items()}
+            report["profile"] = {
+                role: top_frames(Path(path), 15)
+                for r in report["throughput"]
+                for role, path in r.get("profiles", {}).items()
+            }
     finally:
         reap_strays()
         if args.keep:

@@ -52,6 +52,7 @@ def app_server(tmp_path: Path, db_url: str) -> Iterator[InProcessServer]:
     """The real server app in this process (tests/inprocess.py) on a fresh store, on ``127.0.0.1:0``;
     stopped, and checked to stop cleanly, at teardown. ``Admin(app_server.address)`` and
     ``start_worker(app_server.address, ...)`` find its tokens; ``app_server.inspect`` reads its state."""
-    with in_process(tmp_path / "data", log_dir=tmp_path / "logs", db_url=db_url,
-                    heartbeat_interval_seconds=0.3) as server:
+    with in_process(
+        tmp_path / "data", log_dir=tmp_path / "logs", db_url=db_url, heartbeat_interval_seconds=0.3
+    ) as server:
         yield server

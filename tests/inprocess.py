@@ -105,6 +105,7 @@ class InProcessServer:
 
     def run(self, call: Callable[[], Awaitable[T]], *, timeout: float = 30.0) -> T:
         """Await ``call()`` on the server's loop and return its result (from the test's thread)."""
+
         async def wrapped() -> T:
             return await call()
 
@@ -113,6 +114,7 @@ class InProcessServer:
 
     def inspect(self, read: Callable[[], T], *, timeout: float = 30.0) -> T:
         """Call ``read()`` on the server's loop, between two of its steps: what it sees is consistent."""
+
         async def wrapped() -> T:
             return read()
 
@@ -128,8 +130,12 @@ class InProcessServer:
 
     def leases(self, *, handler_id: str | None = None, worker_id: str | None = None) -> list[Lease]:
         """Copies of the leases in the dispatcher's lease table (of a handler, of a worker), by job id."""
-        return self.inspect(lambda: [copy.copy(lease) for lease in self.dispatcher.table.leases_of(
-            handler_id=handler_id, worker_id=worker_id)])
+        return self.inspect(
+            lambda: [
+                copy.copy(lease)
+                for lease in self.dispatcher.table.leases_of(handler_id=handler_id, worker_id=worker_id)
+            ]
+        )
 
     def runtime(self, handler_id: str) -> RunningHandler | None:
         """The running handler instance, or None (not running)."""
@@ -152,11 +158,23 @@ class InProcessServer:
         return self.config.data_dir / f"{name}.token"
 
 
-def start_in_process(data_dir: Path, *, log_dir: Path, db_url: str | None = None, name: str = "server",
-                     heartbeat_interval_seconds: float = 5.0, **options: Any) -> InProcessServer:
+def start_in_process(
+    data_dir: Path,
+    *,
+    log_dir: Path,
+    db_url: str | None = None,
+    name: str = "server",
+    heartbeat_interval_seconds: float = 5.0,
+    **options: Any,
+) -> InProcessServer:
     """Start the real app on ``127.0.0.1:0`` (or ``port=``); ``options`` are further :class:`ServerConfig` fields."""
-    config = ServerConfig(port=options.pop("port", 0), data_dir=data_dir, db_url=db_url,
-                          heartbeat_interval_seconds=heartbeat_interval_seconds, **options)
+    config = ServerConfig(
+        port=options.pop("port", 0),
+        data_dir=data_dir,
+        db_url=db_url,
+        heartbeat_interval_seconds=heartbeat_interval_seconds,
+        **options,
+    )
     server = InProcessServer(config, name=name, log_path=log_dir / f"{name}.log")
     server.start()
     return server

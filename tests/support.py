@@ -78,7 +78,7 @@ class Counter(Handler[Settings]):
         return f"{{VERSION}} sum={{self.state['sum']}} seen={{self.state['seen']}} failures={{self.state['failures']}}"
 '''
 
-SCRIPT = '''# /// script
+SCRIPT = """# /// script
 # [tool.netdist]
 # package = "counter"
 # handler = "Counter"
@@ -108,12 +108,14 @@ def process(job_input, ctx):
         raise ValueError(f"job {{job_input['i']}} fails on purpose")
     ctx.progress(100, "done")
     return {{"double": job_input["i"] * 2, "pid": os.getpid()}}
-'''
+"""
 
 
 def counter_wheel(out_dir: Path, version: str = "1.0") -> Path:
     return write_wheel(
-        out_dir / version, name="counter", version=version,
+        out_dir / version,
+        name="counter",
+        version=version,
         files={"counter/__init__.py": "", "counter/handler.py": HANDLER.format(version=version)},
         entry_points={"netdist.handlers": {"Counter": "counter.handler:Counter"}},
     )

@@ -34,7 +34,5 @@ def process(job_input: dict[str, int], ctx: JobContext) -> dict[str, Any]:
         count += len(found)
         if found:
             largest = found[-1]
-        ctx.progress(
-            100 * (min(start + step, hi) - lo) / (hi - lo), f"{count} primes so far"
-        )
+        ctx.progress(100 * (min(start + step, hi) - lo) / (hi - lo), f"{count} primes so far")
     return {"count": count, "largest": largest}

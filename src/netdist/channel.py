@@ -73,7 +73,8 @@ class ClientSecurity:
 
         roots = read(self.tls_ca) if self.tls_ca is not None else system_roots()
         return grpc.ssl_channel_credentials(
-            root_certificates=roots, private_key=read(self.tls_key), certificate_chain=read(self.tls_cert))
+            root_certificates=roots, private_key=read(self.tls_key), certificate_chain=read(self.tls_cert)
+        )
 
 
 def system_roots() -> bytes | None:
@@ -126,21 +127,27 @@ def tls_failure(details: str | None, security: ClientSecurity) -> str | None:
     if _CONNECT_FAILED not in text:
         return None
     if "Hostname Verification Check failed" in text:
-        return ("TLS: the server's certificate is not for the name or address connected to: use one it was "
-                "issued for (netdist-server tls init --host)")
+        return (
+            "TLS: the server's certificate is not for the name or address connected to: use one it was "
+            "issued for (netdist-server tls init --host)"
+        )
     found = _SSL_REASON.search(text)
     reason = found.group(1) if found else ""
     words = (found.group(2) or "").strip() if found else ""
     words = "" if words == "OK" else words  # gRPC ends its text with the status ": OK"
     if reason == "WRONG_VERSION_NUMBER":
-        return ("TLS handshake failed: the server does not speak TLS (it serves plaintext): drop --tls and "
-                "--tls-ca, or serve with --tls-cert and --tls-key")
+        return (
+            "TLS handshake failed: the server does not speak TLS (it serves plaintext): drop --tls and "
+            "--tls-ca, or serve with --tls-cert and --tls-key"
+        )
     if reason == "CERTIFICATE_VERIFY_FAILED":
         if "expired" in words:
             return "TLS: the server's certificate has expired: renew it (netdist-server tls server)"
-        trusted = (f"it is not signed by the CA in {security.tls_ca}" if security.tls_ca is not None
-                   else "no --tls-ca was given, so the system's roots were used: give --tls-ca with the "
-                        "server's ca.crt")
+        trusted = (
+            f"it is not signed by the CA in {security.tls_ca}"
+            if security.tls_ca is not None
+            else "no --tls-ca was given, so the system's roots were used: give --tls-ca with the server's ca.crt"
+        )
         return f"TLS: the server's certificate is not trusted ({words or reason}): {trusted}"
     if "Tls handshake failed" in text or "Handshake failed" in text:
         said = f"{reason}: {words}" if reason and words else reason or text.rpartition("last error: ")[2]
@@ -148,19 +155,30 @@ def tls_failure(details: str | None, security: ClientSecurity) -> str | None:
     if "Socket closed" not in text:
         return None
     if not security.uses_tls:
-        return ("TLS: the server closed the connection at once: it probably requires TLS: give --tls-ca with "
-                "its ca.crt (or --tls for a certificate from a public CA)")
+        return (
+            "TLS: the server closed the connection at once: it probably requires TLS: give --tls-ca with "
+            "its ca.crt (or --tls for a certificate from a public CA)"
+        )
     if security.tls_cert is None:
-        return ("TLS: the server closed the connection in the handshake: it probably requires a client "
-                "certificate (mutual TLS): give --tls-cert and --tls-key (netdist-server tls client makes them)")
-    return (f"TLS: the server closed the connection in the handshake: it probably does not accept the client "
-            f"certificate {security.tls_cert} (issued by another CA, or expired)")
+        return (
+            "TLS: the server closed the connection in the handshake: it probably requires a client "
+            "certificate (mutual TLS): give --tls-cert and --tls-key (netdist-server tls client makes them)"
+        )
+    return (
+        f"TLS: the server closed the connection in the handshake: it probably does not accept the client "
+        f"certificate {security.tls_cert} (issued by another CA, or expired)"
+    )
 
 
 _Details = collections.namedtuple(
-    "_Details", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"))
-_Interceptors: tuple[type, ...] = (grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-                                   grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor)
+    "_Details", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+)
+_Interceptors: tuple[type, ...] = (
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+)
 
 
 class _CallDetails(_Details, grpc.ClientCallDetails):  # type: ignore[misc]  # grpc ships no type stubs
@@ -175,21 +193,31 @@ class _TokenInterceptor(*_Interceptors):  # type: ignore[misc]
 
     def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
         metadata = [*(details.metadata or ()), *self._metadata]
-        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
-                            getattr(details, "wait_for_ready", None), getattr(details, "compression", None))
+        return _CallDetails(
+            details.method,
+            details.timeout,
+            metadata,
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+            getattr(details, "compression", None),
+        )
 
-    def intercept_unary_unary(self, continuation: Callable[..., Any], details: grpc.ClientCallDetails,
-                              request: Any) -> Any:
+    def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any
+    ) -> Any:
         return continuation(self._details(details), request)
 
-    def intercept_unary_stream(self, continuation: Callable[..., Any], details: grpc.ClientCallDetails,
-                               request: Any) -> Any:
+    def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any
+    ) -> Any:
         return continuation(self._details(details), request)
 
-    def intercept_stream_unary(self, continuation: Callable[..., Any], details: grpc.ClientCallDetails,
-                               requests: Iterator[Any]) -> Any:
+    def intercept_stream_unary(
+        self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, requests: Iterator[Any]
+    ) -> Any:
         return continuation(self._details(details), requests)
 
-    def intercept_stream_stream(self, continuation: Callable[..., Any], details: grpc.ClientCallDetails,
-                                requests: Iterator[Any]) -> Any:
+    def intercept_stream_stream(
+        self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, requests: Iterator[Any]
+    ) -> Any:
         return continuation(self._details(details), requests)

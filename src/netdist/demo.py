@@ -37,8 +37,9 @@ def admin(address: str, data_dir: Path, *args: str, security: ClientSecurity | N
     """Run the real CLI, so the demo shows what an operator types (next to the server: its admin.token)."""
     print(f"$ netdist-admin {' '.join(args)}", flush=True)
     env = {**os.environ, "COLUMNS": os.environ.get("COLUMNS", "150"), "NETDIST_DATA_DIR": str(data_dir)}
-    subprocess.run([sys.executable, "-m", "netdist.adminctl", "--server", address, *tls_args(security), *args],
-                   check=True, env=env)
+    subprocess.run(
+        [sys.executable, "-m", "netdist.adminctl", "--server", address, *tls_args(security), *args], check=True, env=env
+    )
 
 
 def make_certificates(data_dir: Path, clients: list[str]) -> dict[str, ClientSecurity]:
@@ -46,11 +47,16 @@ def make_certificates(data_dir: Path, clients: list[str]) -> dict[str, ClientSec
     commands = [["init", "--host", "localhost"], *(["client", "--name", name] for name in clients)]
     for command in commands:
         print(f"$ netdist-server tls {' '.join(command)}", flush=True)
-        subprocess.run([sys.executable, "-m", "netdist.server", "tls", *command, "--data-dir", str(data_dir)],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "netdist.server", "tls", *command, "--data-dir", str(data_dir)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     files = TLSFiles.of(data_dir)
-    return {name: ClientSecurity(tls_ca=files.ca_cert, tls_cert=files.client_cert(name),
-                                 tls_key=files.client_key(name)) for name in clients}
+    return {
+        name: ClientSecurity(tls_ca=files.ca_cert, tls_cert=files.client_cert(name), tls_key=files.client_key(name))
+        for name in clients
+    }
 
 
 def start(args: argparse.Namespace, data_dir: Path) -> tuple[ServerProcess, dict[str, ClientSecurity]]:
@@ -59,19 +65,27 @@ def start(args: argparse.Namespace, data_dir: Path) -> tuple[ServerProcess, dict
     if args.tls:
         tls = make_certificates(data_dir, ["worker-1", "worker-2", "admin"])
         files = TLSFiles.of(data_dir)
-        server = start_server(data_dir, log_dir=args.dir / "logs", tls_cert=files.server_cert,
-                              tls_key=files.server_key, tls_client_ca=files.ca_cert)
+        server = start_server(
+            data_dir,
+            log_dir=args.dir / "logs",
+            tls_cert=files.server_cert,
+            tls_key=files.server_key,
+            tls_client_ca=files.ca_cert,
+        )
     else:
         server = start_server(data_dir, log_dir=args.dir / "logs")
     print(f"server listening on {server.address} (SQLite in {data_dir}{', mutual TLS' if args.tls else ''})")
-    print(f"its first tokens are in {data_dir}: netdist-admin finds admin.token there with "
-          f"NETDIST_DATA_DIR={data_dir}, workers get --token-file {data_dir / 'worker.token'}")
+    print(
+        f"its first tokens are in {data_dir}: netdist-admin finds admin.token there with "
+        f"NETDIST_DATA_DIR={data_dir}, workers get --token-file {data_dir / 'worker.token'}"
+    )
     return server, tls
 
 
 def wait_for_results(address: str, security: ClientSecurity | None, timeout: float, started: float) -> None:
     client = Admin(address, security=security)
     try:
+
         def all_finished() -> bool:
             handlers = client.handlers()
             failed = [h for h in handlers if h.state == "failed"]
@@ -104,8 +118,16 @@ def main() -> int:
     started = time.monotonic()
     try:
         for name in ("worker-1", "worker-2"):
-            processes.append(start_worker(server.address, name=name, slots=1, log_dir=args.dir / "logs",
-                                          cache_dir=args.dir / "cache" / name, security=tls.get(name)))
+            processes.append(
+                start_worker(
+                    server.address,
+                    name=name,
+                    slots=1,
+                    log_dir=args.dir / "logs",
+                    cache_dir=args.dir / "cache" / name,
+                    security=tls.get(name),
+                )
+            )
         admin(server.address, data_dir, "upload-package", *map(str, wheels), security=ops)
         for script in sorted((EXAMPLES / "jobs").glob("*.py")):
             admin(server.address, data_dir, "jobs", "add", str(script), security=ops)

@@ -73,7 +73,8 @@ def check_identifier(field: str, value: str, limit: int, *, empty_ok: bool = Tru
     bad = control_character(value)
     if bad is not None:
         raise InvalidArgumentError(
-            f"{field} holds a control character ({bad}); names, hostnames and labels must be printable text")
+            f"{field} holds a control character ({bad}); names, hostnames and labels must be printable text"
+        )
     return value
 
 

@@ -83,9 +83,7 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     if hint is int and isinstance(value, bool):
         raise SettingsError(f"setting {name!r}: expected int, got {value!r}")
     if isinstance(hint, type) and not isinstance(value, hint):
-        raise SettingsError(
-            f"setting {name!r}: expected {hint.__name__}, got {type(value).__name__} {value!r}"
-        )
+        raise SettingsError(f"setting {name!r}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
     return value
 
 
@@ -185,9 +183,7 @@ class Handler(Generic[S]):
 
     def process_failure(self, job_input: JsonValue, failure: JobFailure, extra: JsonValue) -> None:
         """A job failed for good (``max-attempts`` reached)."""
-        self.log.error(
-            "job failed after %d attempts: %s: %s", failure.attempts, failure.type, failure.message
-        )
+        self.log.error("job failed after %d attempts: %s: %s", failure.attempts, failure.type, failure.message)
 
     def on_start(self) -> None:
         """The handler started running."""

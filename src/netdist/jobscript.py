@@ -278,7 +278,7 @@ def _positive_number(key: str, value: Any) -> float:
 def _schedule(key: str, value: Any) -> str:
     text = _text(key, value)
     if not croniter.is_valid(text):
-        raise JobScriptError(f"{key!r}: {text!r} is not a valid cron expression (e.g. \"*/5 * * * *\")")
+        raise JobScriptError(f'{key!r}: {text!r} is not a valid cron expression (e.g. "*/5 * * * *")')
     return text
 
 
@@ -287,16 +287,14 @@ def _clock(key: str, text: str) -> time:
         hours, minutes = text.strip().split(":")
         return time(int(hours), int(minutes))
     except ValueError:
-        raise JobScriptError(
-            f"{key!r}: {text.strip()!r} is not a time of day as HH:MM"
-        ) from None
+        raise JobScriptError(f"{key!r}: {text.strip()!r} is not a time of day as HH:MM") from None
 
 
 def _idle_time(key: str, value: Any) -> IdleWindow:
     text = _text(key, value)
     start, sep, end = text.partition("-")
     if not sep:
-        raise JobScriptError(f"{key!r}: expected a window like \"22:00-06:00\", got {text!r}")
+        raise JobScriptError(f'{key!r}: expected a window like "22:00-06:00", got {text!r}')
     window = IdleWindow(start=_clock(key, start), end=_clock(key, end))
     if window.start == window.end:
         raise JobScriptError(f"{key!r}: the window {text!r} is empty (start equals end)")
@@ -308,13 +306,13 @@ def _time_zone(key: str, value: Any) -> str:
     try:
         zoneinfo.ZoneInfo(text)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise JobScriptError(f"{key!r}: unknown time zone {text!r} (e.g. \"Europe/Zurich\")") from None
+        raise JobScriptError(f'{key!r}: unknown time zone {text!r} (e.g. "Europe/Zurich")') from None
     return text
 
 
 def _selectors(key: str, value: Any) -> tuple[ClientSelector, ...]:
     if not isinstance(value, list):
-        raise JobScriptError(f"{key!r}: expected a list of selectors like [{{ name = \"^lab-\" }}]")
+        raise JobScriptError(f'{key!r}: expected a list of selectors like [{{ name = "^lab-" }}]')
     out = []
     for i, item in enumerate(value):
         where = f"{key!r}[{i}]"
@@ -322,7 +320,7 @@ def _selectors(key: str, value: Any) -> tuple[ClientSelector, ...]:
             raise JobScriptError(
                 f"{where}: expected a table with one of {', '.join(_SELECTOR_KEYS)}, got {_short(item)}"
             )
-        (kind, pattern), = item.items()
+        ((kind, pattern),) = item.items()
         if not isinstance(pattern, str) or not pattern:
             raise JobScriptError(f"{where}: {kind} must be a non-empty string, got {_short(pattern)}")
         _printable(f"{where}.{kind}", pattern)

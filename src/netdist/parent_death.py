@@ -56,9 +56,7 @@ def parent_pid_from(argv: Sequence[str]) -> int | None:
     return None
 
 
-def exit_with_parent(
-    expected_parent: int | None, *, prctl: bool = True
-) -> Literal["pdeathsig", "poll"]:
+def exit_with_parent(expected_parent: int | None, *, prctl: bool = True) -> Literal["pdeathsig", "poll"]:
     """End this process when its parent ends; returns the mechanism in use.
 
     ``expected_parent`` is the pid the parent passed. Without one, the parent
@@ -71,9 +69,7 @@ def exit_with_parent(
         _exit_unless_parent(parent)  # it may have died before prctl took effect
         return "pdeathsig"
     _exit_unless_parent(parent)
-    threading.Thread(
-        target=_poll, args=(parent,), name="netdist-parent-watch", daemon=True
-    ).start()
+    threading.Thread(target=_poll, args=(parent,), name="netdist-parent-watch", daemon=True).start()
     return "poll"
 
 

@@ -44,7 +44,8 @@ def read_key_pair(cert_path: Path, key_path: Path, *, cert_option: str, key_opti
     except TypeError:
         raise CertificateError(
             f"{key_option} {key_path}: the key is protected by a passphrase; netdist needs it unencrypted "
-            "(keep the file mode 0600)") from None
+            "(keep the file mode 0600)"
+        ) from None
     except UnsupportedAlgorithm as exc:
         raise CertificateError(f"{key_option} {key_path}: a key of a kind TLS cannot use ({exc})") from None
     except ValueError:
@@ -54,7 +55,8 @@ def read_key_pair(cert_path: Path, key_path: Path, *, cert_option: str, key_opti
     now = datetime.datetime.now(datetime.UTC)
     if leaf.not_valid_after_utc < now:
         raise CertificateError(
-            f"{cert_option} {cert_path}: the certificate expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+            f"{cert_option} {cert_path}: the certificate expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+        )
     return KeyPair(cert_chain=cert_data, private_key=key_data, leaf=leaf)
 
 

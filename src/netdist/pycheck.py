@@ -27,8 +27,7 @@ def problem(source: str) -> str | None:
     except ValueError as exc:  # a NUL byte, on some Python versions
         return f"script is not valid Python: {exc}"
     if not any(
-        isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "process"
-        for node in tree.body
+        isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "process" for node in tree.body
     ):
         return "script defines no top-level function 'process(job_input, ctx)'"
     return None

@@ -45,6 +45,7 @@ def wait_until(predicate: Callable[[], T | None], timeout: float, *, interval: f
 
 # -- wheels ---------------------------------------------------------------------------------
 
+
 def build_wheel(source: Path, out_dir: Path, *, version: str | None = None) -> Path:
     """Build a pure-Python wheel from a source tree with a pyproject.toml.
 
@@ -59,21 +60,30 @@ def build_wheel(source: Path, out_dir: Path, *, version: str | None = None) -> P
     for path in sorted(src.rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts and not path.name.endswith(".pyc"):
             files[path.relative_to(src).as_posix()] = path.read_bytes()
-    return write_wheel(out_dir, name=name, version=version, files=files,
-                       entry_points=project.get("entry-points", {}))
+    return write_wheel(out_dir, name=name, version=version, files=files, entry_points=project.get("entry-points", {}))
 
 
-def write_wheel(out_dir: Path, *, name: str, version: str, files: Mapping[str, str | bytes],
-                entry_points: Mapping[str, Mapping[str, str]] | None = None) -> Path:
+def write_wheel(
+    out_dir: Path,
+    *,
+    name: str,
+    version: str,
+    files: Mapping[str, str | bytes],
+    entry_points: Mapping[str, Mapping[str, str]] | None = None,
+) -> Path:
     """Write a wheel holding ``files`` (path -> content) with the given metadata."""
     dist = re.sub(r"[-_.]+", "_", name)
     info = f"{dist}-{version}.dist-info"
     members = {k: v.encode() if isinstance(v, str) else v for k, v in files.items()}
     members[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
-    members[f"{info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: netdist.testing\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    members[f"{info}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: netdist.testing\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
     if entry_points:
-        text = "".join(f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()) + "\n"
-                       for group, eps in entry_points.items())
+        text = "".join(
+            f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()) + "\n"
+            for group, eps in entry_points.items()
+        )
         members[f"{info}/entry_points.txt"] = text.encode()
     record = []
     for path, data in members.items():
@@ -92,6 +102,7 @@ def write_wheel(out_dir: Path, *, name: str, version: str, files: Mapping[str, s
 
 
 # -- processes ------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class Process:
@@ -128,8 +139,9 @@ def _spawn(name: str, args: Sequence[str], log_dir: Path, env: Mapping[str, str]
     log_path = log_dir / f"{name}.log"
     out: IO[bytes] = log_path.open("wb")
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    popen = subprocess.Popen([sys.executable, *args], stdout=out, stderr=subprocess.STDOUT, env=full_env,
-                             start_new_session=True)
+    popen = subprocess.Popen(
+        [sys.executable, *args], stdout=out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
+    )
     out.close()
     return Process(name=name, popen=popen, log_path=log_path)
 
@@ -175,18 +187,37 @@ def known_token(address: str, name: str = "admin") -> str | None:
     return read_token_file(path) if path is not None else None
 
 
-def start_server(data_dir: Path, *, log_dir: Path, db_url: str | None = None, port: int = 0,
-                 heartbeat_interval: float = 5.0, timeout: float = 30.0, name: str = "server",
-                 extra_args: Sequence[str] = (), env: Mapping[str, str] | None = None,
-                 tls_cert: Path | None = None, tls_key: Path | None = None,
-                 tls_client_ca: Path | None = None) -> ServerProcess:
+def start_server(
+    data_dir: Path,
+    *,
+    log_dir: Path,
+    db_url: str | None = None,
+    port: int = 0,
+    heartbeat_interval: float = 5.0,
+    timeout: float = 30.0,
+    name: str = "server",
+    extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    tls_client_ca: Path | None = None,
+) -> ServerProcess:
     """Start ``netdist-server serve`` and wait for the address it prints.
 
     ``env`` adds to its environment (a time zone; the fault tests preload libfaketime with it).
     ``tls_cert`` and ``tls_key`` serve TLS (``netdist-server tls init`` makes them, for 127.0.0.1
     too); ``tls_client_ca`` requires client certificates. Plaintext on loopback by default."""
-    args = ["-m", "netdist.server", "serve", "--port", str(port), "--data-dir", str(data_dir),
-            "--heartbeat-interval", str(heartbeat_interval)]
+    args = [
+        "-m",
+        "netdist.server",
+        "serve",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--heartbeat-interval",
+        str(heartbeat_interval),
+    ]
     if db_url:
         args += ["--db", db_url]
     for flag, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key), ("--tls-client-ca", tls_client_ca)):
@@ -205,13 +236,34 @@ def start_server(data_dir: Path, *, log_dir: Path, db_url: str | None = None, po
     return ServerProcess(name=proc.name, popen=proc.popen, log_path=proc.log_path, address=addr, data_dir=data_dir)
 
 
-def start_worker(address: str, *, name: str, log_dir: Path, cache_dir: Path, slots: int = 1,
-                 labels: Mapping[str, str] | None = None, extra_args: Sequence[str] = (),
-                 security: ClientSecurity | None = None, token_file: Path | None = None) -> Process:
+def start_worker(
+    address: str,
+    *,
+    name: str,
+    log_dir: Path,
+    cache_dir: Path,
+    slots: int = 1,
+    labels: Mapping[str, str] | None = None,
+    extra_args: Sequence[str] = (),
+    security: ClientSecurity | None = None,
+    token_file: Path | None = None,
+) -> Process:
     """Start ``netdist-worker connect``; with no ``token_file``, the worker token of the server at ``address``
     (started by :func:`start_server`), if any."""
-    args = ["-m", "netdist.worker", "connect", address, "--name", name, "--slots", str(slots),
-            "--cache-dir", str(cache_dir), *tls_args(security), *extra_args]
+    args = [
+        "-m",
+        "netdist.worker",
+        "connect",
+        address,
+        "--name",
+        name,
+        "--slots",
+        str(slots),
+        "--cache-dir",
+        str(cache_dir),
+        *tls_args(security),
+        *extra_args,
+    ]
     token_file = token_file or _token_file(address, "worker")
     if token_file is not None:
         args += ["--token-file", str(token_file)]
@@ -225,14 +277,18 @@ def tls_args(security: ClientSecurity | None) -> list[str]:
     if security is None:
         return []
     args = ["--tls"] if security.tls else []
-    for flag, path in (("--tls-ca", security.tls_ca), ("--tls-cert", security.tls_cert),
-                       ("--tls-key", security.tls_key)):
+    for flag, path in (
+        ("--tls-ca", security.tls_ca),
+        ("--tls-cert", security.tls_cert),
+        ("--tls-key", security.tls_key),
+    ):
         if path is not None:
             args += [flag, str(path)]
     return args
 
 
 # -- a small admin client ---------------------------------------------------------------------
+
 
 class Admin:
     """Direct stubs for tests and the demo (the CLI is netdist.adminctl).
@@ -258,7 +314,8 @@ class Admin:
         path = Path(path)
         text = content if content is not None else path.read_text()
         return self.admin.AddJobScript(  # type: ignore[no-any-return]
-            admin_pb2.AddJobScriptRequest(filename=path.name, content=text.encode()), timeout=30)
+            admin_pb2.AddJobScriptRequest(filename=path.name, content=text.encode()), timeout=30
+        )
 
     def handlers(self) -> list[admin_pb2.HandlerInfo]:
         return list(self.admin.ListHandlers(admin_pb2.ListHandlersRequest(), timeout=30).handlers)
@@ -268,7 +325,8 @@ class Admin:
 
     def control(self, ref: str, action: admin_pb2.HandlerAction.ValueType) -> admin_pb2.HandlerInfo:
         return self.admin.ControlHandler(  # type: ignore[no-any-return]
-            admin_pb2.ControlHandlerRequest(ref=ref, action=action), timeout=30).handler
+            admin_pb2.ControlHandlerRequest(ref=ref, action=action), timeout=30
+        ).handler
 
     def workers(self) -> list[admin_pb2.WorkerInfo]:
         return list(self.admin.ListWorkers(admin_pb2.ListWorkersRequest(), timeout=30).workers)

@@ -32,8 +32,12 @@ DEFAULT_MAX_UNPACKED_BYTES = 1024 * 1024 * 1024
 DEFAULT_MAX_RATIO = 100.0
 RATIO_FLOOR_BYTES = 1024 * 1024
 DEFAULT_MAX_MEMBERS = 20_000
-_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
-            zipfile.ZIP_LZMA: "lzma"}
+_METHODS = {
+    zipfile.ZIP_STORED: "stored",
+    zipfile.ZIP_DEFLATED: "deflate",
+    zipfile.ZIP_BZIP2: "bzip2",
+    zipfile.ZIP_LZMA: "lzma",
+}
 _CHUNK = 1 << 20
 
 
@@ -55,20 +59,26 @@ def check_directory(name: str, infos: Sequence[zipfile.ZipInfo], archive_bytes: 
         if info.flag_bits & 0x1:
             raise WheelError(f"{where} is encrypted")
         if info.compress_type not in _METHODS:
-            raise WheelError(f"{where} uses compression method {info.compress_type}; "
-                             f"allowed: {', '.join(_METHODS.values())}")
+            raise WheelError(
+                f"{where} uses compression method {info.compress_type}; allowed: {', '.join(_METHODS.values())}"
+            )
         if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
-            raise WheelError(f"{where} is stored uncompressed but declares {info.compress_size} bytes "
-                             f"packed and {info.file_size} unpacked")
+            raise WheelError(
+                f"{where} is stored uncompressed but declares {info.compress_size} bytes "
+                f"packed and {info.file_size} unpacked"
+            )
         _check_ratio(where, info.file_size, info.compress_size, limits)
         total += info.file_size
         packed += info.compress_size
     if total > limits.max_unpacked_bytes:
         raise UnpackLimitError(
-            f"{name}: unpacks to {total} bytes, over the limit of {limits.max_unpacked_bytes} (--max-unpacked-bytes)")
+            f"{name}: unpacks to {total} bytes, over the limit of {limits.max_unpacked_bytes} (--max-unpacked-bytes)"
+        )
     if packed > archive_bytes:
-        raise UnpackLimitError(f"{name}: its members declare {packed} compressed bytes in a {archive_bytes} byte "
-                               "archive: they overlap (a zip bomb's trick)")
+        raise UnpackLimitError(
+            f"{name}: its members declare {packed} compressed bytes in a {archive_bytes} byte "
+            "archive: they overlap (a zip bomb's trick)"
+        )
     _check_ratio(name, total, packed, limits)
     return total
 
@@ -81,7 +91,8 @@ def _check_ratio(where: str, unpacked: int, packed: int, limits: ZipLimits) -> N
         raise UnpackLimitError(
             f"{where}: unpacks {packed} compressed bytes to {unpacked} (a ratio of {ratio:.0f} to 1), over the "
             f"limit of {limits.max_ratio:g} to 1 (--max-compression-ratio): a zip bomb, or data that should "
-            "not ship in a wheel")
+            "not ship in a wheel"
+        )
 
 
 class UnpackBudget:
@@ -95,12 +106,14 @@ class UnpackBudget:
     def take(self, n: int) -> None:
         self.left -= n
         if self.left < 0:
-            raise UnpackLimitError(f"{self.name}: unpacks past the limit of {self.limit} bytes "
-                                   "(more than its directory declares); stopped")
+            raise UnpackLimitError(
+                f"{self.name}: unpacks past the limit of {self.limit} bytes (more than its directory declares); stopped"
+            )
 
 
-def extract(archive: zipfile.ZipFile, dest: Path, limits: ZipLimits, *, name: str,
-            target: Callable[[str], PurePosixPath | None]) -> int:
+def extract(
+    archive: zipfile.ZipFile, dest: Path, limits: ZipLimits, *, name: str, target: Callable[[str], PurePosixPath | None]
+) -> int:
     """Unpack ``archive`` under ``dest`` (checked first), counting; returns the bytes written.
 
     ``target`` maps a member name to its place under ``dest`` (None: skip it);
@@ -129,8 +142,10 @@ def copy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, out: BinaryIO, 
             while chunk := src.read(_CHUNK):
                 written += len(chunk)
                 if written > info.file_size:
-                    raise UnpackLimitError(f"{budget.name}: member {info.filename[:200]!r} unpacks past the "
-                                           f"{info.file_size} bytes its directory declares; stopped")
+                    raise UnpackLimitError(
+                        f"{budget.name}: member {info.filename[:200]!r} unpacks past the "
+                        f"{info.file_size} bytes its directory declares; stopped"
+                    )
                 budget.take(len(chunk))
                 out.write(chunk)
     except (zipfile.BadZipFile, EOFError, zlib.error) as exc:  # zipfile stops at the declared size: bad CRC

@@ -32,12 +32,17 @@ OUTPUTS: list[str] = []
 """What each netdist-admin run of the test printed: no token may show in it."""
 
 
-def admin(address: str, *args: str, timeout: str = "10",
-          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def admin(
+    address: str, *args: str, timeout: str = "10", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """``netdist-admin`` as an operator runs it: the cluster sets NETDIST_DATA_DIR, where it finds the admin token."""
     done = subprocess.run(
         [sys.executable, "-m", "netdist.adminctl", "--server", address, "--timeout", timeout, *args],
-        capture_output=True, text=True, timeout=60, check=False, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **(env or {})},
     )
     OUTPUTS.extend((done.stdout, done.stderr))
     return done

@@ -33,13 +33,34 @@ def test_state_changes_and_refusals_are_audited_newest_first(cluster: Cluster, t
         cluster.api.packages.Remove(packages_pb2.RemovePackageRequest(name="nothing-here"), timeout=10)
     # Reads are not audited; a refused call is, whoever made it.
     cluster.api.handlers()
-    viewer = subprocess.run([sys.executable, "-m", "netdist.server", "tokens", "create", "--role", "viewer",
-                             "--name", "dash", "--data-dir", str(tmp_path / "data"), "--db", cluster.db_url],
-                            capture_output=True, text=True, timeout=60, check=True).stdout.strip()
-    wait_until(lambda: admin(address, "status", env={"NETDIST_TOKEN": viewer}).returncode == 0, 10,
-               what="the server to know the new token")  # it reloads its tokens every second
-    refused = admin(address, "handlers", "stop", hid, env={"NETDIST_TOKEN": viewer})
-    assert refused.returncode == 1 and "PermissionDeniedError" in refused.stderr
+    viewer = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "netdist.server",
+            "tokens",
+            "create",
+            "--role",
+            "viewer",
+            "--name",
+            "dash",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--db",
+            cluster.db_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    wait_until(
+        lambda: admin(address, "status", env={"NETDIST_TOKEN": viewer}).returncode == 0,
+        10,
+        what="the server to know the new token",
+    )  # it reloads its tokens every second
+    denied = admin(address, "handlers", "stop", hid, env={"NETDIST_TOKEN": viewer})
+    assert denied.returncode == 1 and "PermissionDeniedError" in denied.stderr
 
     def six() -> list[dict[str, str]] | None:
         # Leave out the status calls made while the server did not know the viewer token yet:
@@ -66,16 +87,24 @@ def test_state_changes_and_refusals_are_audited_newest_first(cluster: Cluster, t
     refusal = entries[1]
     assert refusal["target"] == "handler no-such-handler" and "no-such-handler" in refusal["detail"]
     assert all(e["peer"].startswith(("ipv4:127.0.0.1", "ipv6:[::1]")) for e in entries)
-    assert all(e["at"] >= started - 1 for e in entries)
+    assert all(float(e["at"]) >= started - 1 for e in entries)
 
     # --since keeps only what is newer; the table shows the same entries.
-    recent = [e for e in json.loads(ok(address, "audit", "--json", "--since", "1d"))
-              if e["method"] != "AdminService/GetStatus"]
+    recent = [
+        e
+        for e in json.loads(ok(address, "audit", "--json", "--since", "1d"))
+        if e["method"] != "AdminService/GetStatus"
+    ]
     assert recent[1:6] == entries[:5]
     assert json.loads(ok(address, "audit", "--json", "--since", "2999-01-01")) == []
-    wide = subprocess.run([sys.executable, "-m", "netdist.adminctl", "--server", address, "audit"],
-                          capture_output=True, text=True, timeout=60, check=True,
-                          env={**os.environ, "COLUMNS": "250"})
+    wide = subprocess.run(
+        [sys.executable, "-m", "netdist.adminctl", "--server", address, "audit"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "COLUMNS": "250"},
+    )
     assert "AdminService/ControlHandler" in wide.stdout and "NOT_FOUND" in wide.stdout
     # Provenance: who uploaded the package and the job script.
     packages = json.loads(ok(address, "packages", "list", "--json"))

@@ -40,7 +40,8 @@ def test_cli_uploads_controls_and_lists(cluster: Cluster, tmp_path: Path) -> Non
     refused = admin(addr, "handlers", "pause", hid)
     assert refused.returncode == 1 and refused.stdout == ""
     assert refused.stderr.strip().splitlines() == [
-        f"FailedPreconditionError: handler {hid} is finished: only a running handler can be paused"]
+        f"FailedPreconditionError: handler {hid} is finished: only a running handler can be paused"
+    ]
     missing = admin(addr, "handlers", "show", "nope")
     assert missing.returncode == 1 and missing.stderr.startswith("NotFoundError: ")
 

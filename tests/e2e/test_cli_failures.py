@@ -29,8 +29,9 @@ def _env() -> dict[str, str]:
 
 
 def start(command: str, *args: str, cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([BIN / command, *args], cwd=cwd, env=_env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [BIN / command, *args], cwd=cwd, env=_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
 
 def run(command: str, *args: str, cwd: Path) -> tuple[int, str, str]:
@@ -56,55 +57,104 @@ def files(tmp_path: Path) -> Path:
 
 CASES = [
     # netdist-server serve: the store, the data dir, the certificates; each refused before anything starts
-    (("netdist-server", "serve", "--db", "nosuchdb://x"), ExitCode.USAGE,
-     "UsageError: --db nosuchdb://x: Can't load plugin: sqlalchemy.dialects:nosuchdb"),
-    (("netdist-server", "serve", "--db", "postgresql+psycopg2:///netdist"), ExitCode.USAGE,
-     "UsageError: --db postgresql+psycopg2:///netdist: No module named 'psycopg2'"),
-    (("netdist-server", "serve", "--db", UNREACHABLE_POSTGRES), ExitCode.UNAVAILABLE,
-     f"StoreUnavailableError: cannot open the store at {UNREACHABLE_POSTGRES}: "),
-    (("netdist-server", "serve", "--data-dir", "a-file/data"), ExitCode.USAGE,
-     "DataDirError: cannot use --data-dir a-file/data: Not a directory"),
-    (("netdist-server", "serve", "--tls-cert", "bad.pem", "--tls-key", "bad.pem"), ExitCode.USAGE,
-     "CertificateError: --tls-cert bad.pem: "),
-    (("netdist-server", "serve", "--tls-cert", "no-such.pem", "--tls-key", "bad.pem"), ExitCode.USAGE,
-     "UsageError: Invalid value for '--tls-cert' (env var: 'NETDIST_TLS_CERT'): File 'no-such.pem' does not exist "
-     "(see netdist-server serve --help)"),
-    (("netdist-server", "serve", "--port", "99999"), ExitCode.USAGE,
-     "UsageError: Invalid value for '--port' (env var: 'NETDIST_PORT'): 99999 is not in the range"),
-    (("netdist-server", "check", "--db", UNREACHABLE_POSTGRES), ExitCode.UNAVAILABLE,
-     f"DatabaseError: cannot check the store at {UNREACHABLE_POSTGRES}: "),
-    (("netdist-server", "check", "--data-dir", "no-such-dir"), ExitCode.USAGE,
-     "UsageError: --data-dir no-such-dir is not a directory"),
-    (("netdist-server", "tokens", "create", "--role", "admin", "--name", "a", "--db", UNREACHABLE_POSTGRES),
-     ExitCode.UNAVAILABLE, f"DatabaseError: cannot open the store at {UNREACHABLE_POSTGRES}: "),
-    (("netdist-server", "tokens", "revoke", "nobody", "--data-dir", "empty-dir"), ExitCode.FAILED,
-     "NotFoundError: "),
-    (("netdist-server", "tls", "server", "--host", "lab", "--data-dir", "empty-dir"), ExitCode.USAGE,
-     "CertificateError: "),
+    (
+        ("netdist-server", "serve", "--db", "nosuchdb://x"),
+        ExitCode.USAGE,
+        "UsageError: --db nosuchdb://x: Can't load plugin: sqlalchemy.dialects:nosuchdb",
+    ),
+    (
+        ("netdist-server", "serve", "--db", "postgresql+psycopg2:///netdist"),
+        ExitCode.USAGE,
+        "UsageError: --db postgresql+psycopg2:///netdist: No module named 'psycopg2'",
+    ),
+    (
+        ("netdist-server", "serve", "--db", UNREACHABLE_POSTGRES),
+        ExitCode.UNAVAILABLE,
+        f"StoreUnavailableError: cannot open the store at {UNREACHABLE_POSTGRES}: ",
+    ),
+    (
+        ("netdist-server", "serve", "--data-dir", "a-file/data"),
+        ExitCode.USAGE,
+        "DataDirError: cannot use --data-dir a-file/data: Not a directory",
+    ),
+    (
+        ("netdist-server", "serve", "--tls-cert", "bad.pem", "--tls-key", "bad.pem"),
+        ExitCode.USAGE,
+        "CertificateError: --tls-cert bad.pem: ",
+    ),
+    (
+        ("netdist-server", "serve", "--tls-cert", "no-such.pem", "--tls-key", "bad.pem"),
+        ExitCode.USAGE,
+        "UsageError: Invalid value for '--tls-cert' (env var: 'NETDIST_TLS_CERT'): File 'no-such.pem' does not exist "
+        "(see netdist-server serve --help)",
+    ),
+    (
+        ("netdist-server", "serve", "--port", "99999"),
+        ExitCode.USAGE,
+        "UsageError: Invalid value for '--port' (env var: 'NETDIST_PORT'): 99999 is not in the range",
+    ),
+    (
+        ("netdist-server", "check", "--db", UNREACHABLE_POSTGRES),
+        ExitCode.UNAVAILABLE,
+        f"DatabaseError: cannot check the store at {UNREACHABLE_POSTGRES}: ",
+    ),
+    (
+        ("netdist-server", "check", "--data-dir", "no-such-dir"),
+        ExitCode.USAGE,
+        "UsageError: --data-dir no-such-dir is not a directory",
+    ),
+    (
+        ("netdist-server", "tokens", "create", "--role", "admin", "--name", "a", "--db", UNREACHABLE_POSTGRES),
+        ExitCode.UNAVAILABLE,
+        f"DatabaseError: cannot open the store at {UNREACHABLE_POSTGRES}: ",
+    ),
+    (("netdist-server", "tokens", "revoke", "nobody", "--data-dir", "empty-dir"), ExitCode.FAILED, "NotFoundError: "),
+    (
+        ("netdist-server", "tls", "server", "--host", "lab", "--data-dir", "empty-dir"),
+        ExitCode.USAGE,
+        "CertificateError: ",
+    ),
     (("netdist-server", "--no-such-option"), ExitCode.USAGE, "UsageError: No such option '--no-such-option'"),
     # netdist-worker connect: refused before it connects
-    (("netdist-worker", "connect", REFUSED_PORT, "--token-file", "no-such.token"), ExitCode.USAGE,
-     "UsageError: Invalid value for --token-file: cannot read the token file no-such.token: No such file or directory"),
-    (("netdist-worker", "connect", REFUSED_PORT, "--token-file", "two-words.token"), ExitCode.USAGE,
-     "UsageError: Invalid value for --token-file: the token file two-words.token does not hold one token"),
-    (("netdist-worker", "connect", REFUSED_PORT, "--cache-dir", "a-file/cache"), ExitCode.USAGE,
-     "CacheDirError: cannot use a-file/cache: Not a directory"),
+    (
+        ("netdist-worker", "connect", REFUSED_PORT, "--token-file", "no-such.token"),
+        ExitCode.USAGE,
+        "UsageError: Invalid value for --token-file: cannot read the token file no-such.token: No such file or directory",
+    ),
+    (
+        ("netdist-worker", "connect", REFUSED_PORT, "--token-file", "two-words.token"),
+        ExitCode.USAGE,
+        "UsageError: Invalid value for --token-file: the token file two-words.token does not hold one token",
+    ),
+    (
+        ("netdist-worker", "connect", REFUSED_PORT, "--cache-dir", "a-file/cache"),
+        ExitCode.USAGE,
+        "CacheDirError: cannot use a-file/cache: Not a directory",
+    ),
     (("netdist-worker", "connect", REFUSED_PORT, "--tls-ca", "bad.pem"), ExitCode.USAGE, "CertificateError: "),
     (("netdist-worker", "connect", "no-port"), ExitCode.USAGE, "UsageError: Invalid value for HOST:PORT: "),
     # netdist-admin: local mistakes are usage errors; the server's answers are its own
-    (("netdist-admin", "jobs", "add", "no-such-script.py"), ExitCode.USAGE,
-     "UsageError: Invalid value for 'SCRIPT': File 'no-such-script.py' does not exist (see netdist-admin jobs add --help)"),
-    (("netdist-admin", "--token-file", "no-such.token", "status"), ExitCode.USAGE,
-     "UsageError: Invalid value for --token-file: cannot read the token file no-such.token"),
+    (
+        ("netdist-admin", "jobs", "add", "no-such-script.py"),
+        ExitCode.USAGE,
+        "UsageError: Invalid value for 'SCRIPT': File 'no-such-script.py' does not exist (see netdist-admin jobs add --help)",
+    ),
+    (
+        ("netdist-admin", "--token-file", "no-such.token", "status"),
+        ExitCode.USAGE,
+        "UsageError: Invalid value for --token-file: cannot read the token file no-such.token",
+    ),
     (("netdist-admin", "--tls-ca", "bad.pem", "status"), ExitCode.USAGE, "UsageError: --tls-ca bad.pem: "),
-    (("netdist-admin", "--server", REFUSED_PORT, "status"), ExitCode.UNAVAILABLE,
-     f"UnavailableError: cannot reach the netdist server at {REFUSED_PORT}: "),
+    (
+        ("netdist-admin", "--server", REFUSED_PORT, "status"),
+        ExitCode.UNAVAILABLE,
+        f"UnavailableError: cannot reach the netdist server at {REFUSED_PORT}: ",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("argv", "code", "line"), CASES, ids=[" ".join(c[0]) for c in CASES])
-def test_a_refused_command_says_why_in_one_line(files: Path, argv: tuple[str, ...], code: ExitCode,
-                                               line: str) -> None:
+def test_a_refused_command_says_why_in_one_line(files: Path, argv: tuple[str, ...], code: ExitCode, line: str) -> None:
     returncode, out, err = run(*argv, cwd=files)
     assert (returncode, out) == (code, ""), err
     assert one_line(err).startswith(line)
@@ -118,8 +168,9 @@ def test_a_server_that_cannot_listen_says_so_in_its_last_line(files: Path) -> No
         returncode, _, err = run("netdist-server", "serve", "--data-dir", "data", "--port", str(port), cwd=files)
     assert returncode == ExitCode.FAILED
     assert "Traceback" not in err  # the lines before are the server's log of its start
-    assert err.splitlines()[-1] == (f"OSError: cannot listen on 127.0.0.1:{port}: the port is taken, or the address "
-                                    "is not this machine's")
+    assert err.splitlines()[-1] == (
+        f"OSError: cannot listen on 127.0.0.1:{port}: the port is taken, or the address is not this machine's"
+    )
 
 
 def _documented_codes() -> dict[str, int]:
@@ -137,8 +188,9 @@ def _interrupted(cwd: Path) -> tuple[int, str, str]:
     """netdist-admin waiting on a server that accepted the connection and says nothing, then Ctrl-C."""
     with socket.create_server(("127.0.0.1", 0)) as silent:
         silent.settimeout(0.05)
-        proc = start("netdist-admin", "--server", f"127.0.0.1:{silent.getsockname()[1]}", "--timeout", "60",
-                     "status", cwd=cwd)
+        proc = start(
+            "netdist-admin", "--server", f"127.0.0.1:{silent.getsockname()[1]}", "--timeout", "60", "status", cwd=cwd
+        )
         accepted: list[socket.socket] = []
 
         def connected() -> bool:
@@ -158,8 +210,9 @@ def _interrupted(cwd: Path) -> tuple[int, str, str]:
 
 
 def test_each_documented_exit_code_is_what_a_real_command_returns(files: Path) -> None:
-    made = run("netdist-server", "tokens", "create", "--role", "viewer", "--name", "v", "--data-dir", "empty-dir",
-               cwd=files)
+    made = run(
+        "netdist-server", "tokens", "create", "--role", "viewer", "--name", "v", "--data-dir", "empty-dir", cwd=files
+    )
     returned = {
         "OK": made[0],
         "FAILED": run("netdist-server", "tokens", "revoke", "nobody", "--data-dir", "empty-dir", cwd=files)[0],

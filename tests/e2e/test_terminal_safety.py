@@ -29,7 +29,12 @@ def admin(address: str, *args: str) -> subprocess.CompletedProcess[str]:
     """netdist-admin on a terminal wide enough that no cell folds (a fold could start a line anywhere)."""
     return subprocess.run(
         [sys.executable, "-m", "netdist.adminctl", "--server", address, *args],
-        capture_output=True, text=True, timeout=60, check=False, env={**os.environ, "COLUMNS": "2000"})
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "COLUMNS": "2000"},
+    )
 
 
 def ok(address: str, *args: str) -> str:
@@ -60,19 +65,37 @@ def test_a_worker_naming_itself_with_escapes_is_refused(cluster: Cluster, tmp_pa
     addr = cluster.server.address
     # The real worker says so at once, before it connects ...
     done = subprocess.run(
-        [sys.executable, "-m", "netdist.worker", "connect", addr, "--name", "w\x1b[2J", "--label", "site=l\nab",
-         "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True, timeout=60, check=False)
+        [
+            sys.executable,
+            "-m",
+            "netdist.worker",
+            "connect",
+            addr,
+            "--name",
+            "w\x1b[2J",
+            "--label",
+            "site=l\nab",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2 and "the name holds a control character (U+001B" in done.stderr
     assert "\x1b" not in done.stderr
     # ... and the server refuses such a Hello from anyone else.
     stub = jobs_pb2_grpc.JobServiceStub(cluster.api.channel)
-    for hello, field in [(jobs_pb2.Hello(worker_id="e1", name="w\x1b]0;t\x07", slots=1), "Hello.name"),
-                         (jobs_pb2.Hello(worker_id="e1", name="w", slots=1, labels={"site": "l\u202eab"}),
-                          "Hello.labels['site']"),
-                         (jobs_pb2.Hello(worker_id="e1", name="w", slots=1, hostname="h" * 3_000_000),
-                          "Hello.hostname"),
-                         (jobs_pb2.Hello(worker_id="e1", name="w", slots=1,
-                                         labels={f"k{i}": "v" for i in range(100_000)}), "Hello.labels")]:
+    for hello, field in [
+        (jobs_pb2.Hello(worker_id="e1", name="w\x1b]0;t\x07", slots=1), "Hello.name"),
+        (jobs_pb2.Hello(worker_id="e1", name="w", slots=1, labels={"site": "l\u202eab"}), "Hello.labels['site']"),
+        (jobs_pb2.Hello(worker_id="e1", name="w", slots=1, hostname="h" * 3_000_000), "Hello.hostname"),
+        (
+            jobs_pb2.Hello(worker_id="e1", name="w", slots=1, labels={f"k{i}": "v" for i in range(100_000)}),
+            "Hello.labels",
+        ),
+    ]:
         with pytest.raises(grpc.RpcError) as err:
             list(stub.Connect(iter([jobs_pb2.WorkerMessage(hello=hello)]), timeout=60))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and err.value.details().startswith(field)
@@ -89,21 +112,47 @@ def test_listings_show_hostile_stored_text_as_visible_escapes(cluster: Cluster, 
     engine = sqlalchemy.create_engine(cluster.db_url)
     try:
         with engine.begin() as conn:
-            conn.execute(sqlalchemy.update(handlers).where(handlers.c.id == hid).values(
-                job_name=HOSTILE, message=HOSTILE, summary=HOSTILE))
-            conn.execute(sqlalchemy.insert(workers).values(
-                id="old-worker-1", name=HOSTILE, hostname=HOSTILE, version=HOSTILE, slots=1,
-                labels_json=json.dumps({HOSTILE: HOSTILE}, ensure_ascii=False)))
-            conn.execute(sqlalchemy.insert(jobs).values(
-                handler_id=hid, status="failed", input=json.dumps({"x": HOSTILE}, ensure_ascii=False),
-                error_json=HOSTILE, attempts=1))
-            conn.execute(sqlalchemy.insert(handler_log).values(
-                handler_id=hid, at=1.0, level="ERROR", source="job",
-                message=f"Traceback (most recent call last):\n  {HOSTILE}\nValueError: boom"))
+            conn.execute(
+                sqlalchemy.update(handlers)
+                .where(handlers.c.id == hid)
+                .values(job_name=HOSTILE, message=HOSTILE, summary=HOSTILE)
+            )
+            conn.execute(
+                sqlalchemy.insert(workers).values(
+                    id="old-worker-1",
+                    name=HOSTILE,
+                    hostname=HOSTILE,
+                    version=HOSTILE,
+                    slots=1,
+                    labels_json=json.dumps({HOSTILE: HOSTILE}, ensure_ascii=False),
+                )
+            )
+            conn.execute(
+                sqlalchemy.insert(jobs).values(
+                    handler_id=hid,
+                    status="failed",
+                    input=json.dumps({"x": HOSTILE}, ensure_ascii=False),
+                    error_json=HOSTILE,
+                    attempts=1,
+                )
+            )
+            conn.execute(
+                sqlalchemy.insert(handler_log).values(
+                    handler_id=hid,
+                    at=1.0,
+                    level="ERROR",
+                    source="job",
+                    message=f"Traceback (most recent call last):\n  {HOSTILE}\nValueError: boom",
+                )
+            )
     finally:
         engine.dispose()
-    commands = [("handlers", "list"), ("handlers", "show", hid), ("workers", "list"),
-                ("jobs", "list", "--status", "failed")]
+    commands = [
+        ("handlers", "list"),
+        ("handlers", "show", hid),
+        ("workers", "list"),
+        ("jobs", "list", "--status", "failed"),
+    ]
     for command in commands:
         out = ok(addr, *command)
         assert_safe(out)

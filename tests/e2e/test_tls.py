@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,12 +29,19 @@ from tests.support import counter_script, counter_wheel, expected_sum
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=60, check=False,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
 
 
-def admin(address: str, security: ClientSecurity | None, *args: str,
-          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def admin(
+    address: str, security: ClientSecurity | None, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return run("netdist.adminctl", "--server", address, "--timeout", "10", *tls_args(security), *args, env=env)
 
 
@@ -69,8 +77,9 @@ class PKI:
         if not files.client_cert(name).exists():
             made = run("netdist.server", "tls", "client", "--data-dir", str(files.directory.parent), "--name", name)
             assert made.returncode == 0, made.stderr
-        return ClientSecurity(tls_ca=self.files.ca_cert, tls_cert=files.client_cert(name),
-                              tls_key=files.client_key(name))
+        return ClientSecurity(
+            tls_ca=self.files.ca_cert, tls_cert=files.client_cert(name), tls_key=files.client_key(name)
+        )
 
 
 @pytest.fixture(scope="module")
@@ -87,15 +96,21 @@ class Rig:
     root: Path
     processes: list[Process] = dataclasses.field(default_factory=list)
 
-    def server(self, *, port: int = 0, **tls: Path) -> ServerProcess:
-        server = start_server(self.root / "data", log_dir=self.root / "logs", port=port,
-                              name=f"server-{len(self.processes)}", **tls)
+    def server(self, *, port: int = 0, **tls: Any) -> ServerProcess:
+        server = start_server(
+            self.root / "data", log_dir=self.root / "logs", port=port, name=f"server-{len(self.processes)}", **tls
+        )
         self.processes.append(server)
         return server
 
     def worker(self, server: ServerProcess, name: str, security: ClientSecurity | None) -> Process:
-        worker = start_worker(server.address, name=name, log_dir=self.root / "logs",
-                              cache_dir=self.root / "cache" / name, security=security)
+        worker = start_worker(
+            server.address,
+            name=name,
+            log_dir=self.root / "logs",
+            cache_dir=self.root / "cache" / name,
+            security=security,
+        )
         self.processes.append(worker)
         return worker
 
@@ -111,8 +126,7 @@ def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
 
 
 def tls_lines(worker: Process, server: ServerProcess) -> list[str]:
-    return [line for line in worker.output().splitlines()
-            if f"cannot connect to {server.address}: TLS" in line]
+    return [line for line in worker.output().splitlines() if f"cannot connect to {server.address}: TLS" in line]
 
 
 def fails_clearly(worker: Process, server: ServerProcess, words: str) -> None:
@@ -139,7 +153,8 @@ def run_counter(address: str, security: ClientSecurity, tmp_path: Path, *, count
 
 
 def test_a_job_runs_to_the_end_over_tls_and_plaintext_clients_are_told_why_not(
-        rig: Rig, pki: PKI, tmp_path: Path) -> None:
+    rig: Rig, pki: PKI, tmp_path: Path
+) -> None:
     server = rig.server(tls_cert=pki.files.server_cert, tls_key=pki.files.server_key)
     assert re.search(r"listening on 127\.0\.0\.1:\d+ \(TLS\)", server.output())
     assert "TLS certificate O=netdist,CN=lab.example.org" in server.output()
@@ -147,8 +162,10 @@ def test_a_job_runs_to_the_end_over_tls_and_plaintext_clients_are_told_why_not(
     run_counter(server.address, pki.ca, tmp_path)
 
     line = refused_in_one_line(admin(server.address, None, "status"))
-    assert line.endswith("the server closed the connection at once: it probably requires TLS: give --tls-ca with "
-                         "its ca.crt (or --tls for a certificate from a public CA)")
+    assert line.endswith(
+        "the server closed the connection at once: it probably requires TLS: give --tls-ca with "
+        "its ca.crt (or --tls for a certificate from a public CA)"
+    )
     plain = rig.worker(server, "plain", None)
     fails_clearly(plain, server, "it probably requires TLS")
     untrusting = rig.worker(server, "system-roots", ClientSecurity(tls=True))
@@ -161,8 +178,7 @@ def test_a_job_runs_to_the_end_over_tls_and_plaintext_clients_are_told_why_not(
 
 
 def test_mutual_tls_takes_certificates_from_its_ca_only(rig: Rig, pki: PKI, tmp_path: Path) -> None:
-    server = rig.server(tls_cert=pki.files.server_cert, tls_key=pki.files.server_key,
-                        tls_client_ca=pki.files.ca_cert)
+    server = rig.server(tls_cert=pki.files.server_cert, tls_key=pki.files.server_key, tls_client_ca=pki.files.ca_cert)
     assert "(TLS, client certificates required)" in server.output()
     rig.worker(server, "w1", pki.client("w1"))
     run_counter(server.address, pki.client("ops"), tmp_path, count=3)
@@ -174,14 +190,18 @@ def test_mutual_tls_takes_certificates_from_its_ca_only(rig: Rig, pki: PKI, tmp_
     assert f"it probably does not accept the client certificate {stranger.tls_cert}" in foreign
 
     fails_clearly(rig.worker(server, "no-cert", pki.ca), server, "requires a client certificate")
-    fails_clearly(rig.worker(server, "foreign", pki.client("w2", files=pki.other)), server,
-                  "does not accept the client certificate")
+    fails_clearly(
+        rig.worker(server, "foreign", pki.client("w2", files=pki.other)),
+        server,
+        "does not accept the client certificate",
+    )
     names = {w["name"] for w in json.loads(ok(server.address, pki.client("ops"), "workers", "list", "--json"))}
     assert names == {"w1"}
 
 
 def test_a_tls_client_of_a_plaintext_server_fails_clearly_and_connects_once_it_serves_tls(
-        rig: Rig, pki: PKI, tmp_path: Path) -> None:
+    rig: Rig, pki: PKI, tmp_path: Path
+) -> None:
     plain = rig.server()
     assert "(plaintext)" in plain.output()
     line = refused_in_one_line(admin(plain.address, pki.ca, "status"))
@@ -201,24 +221,41 @@ def test_a_tls_client_of_a_plaintext_server_fails_clearly_and_connects_once_it_s
 
 
 def test_plaintext_beyond_loopback_needs_insecure_and_is_warned_about_on_every_start(
-        rig: Rig, pki: PKI, tmp_path: Path) -> None:
+    rig: Rig, pki: PKI, tmp_path: Path
+) -> None:
     for host in ("0.0.0.0", "::"):
         done = run("netdist.server", "serve", "--host", host, "--port", "0", "--data-dir", str(tmp_path / "data"))
         assert done.returncode == 2, done
         assert done.stderr.strip().splitlines() == [
             f"UsageError: --host {host} is reachable from other machines and would serve plaintext: give "
-            "--tls-cert and --tls-key (`netdist-server tls init` makes them), or --insecure"]
+            "--tls-cert and --tls-key (`netdist-server tls init` makes them), or --insecure"
+        ]
     assert not (tmp_path / "data").exists()  # refused before anything was made
 
     for start in (1, 2):
-        server = start_server(tmp_path / "data", log_dir=tmp_path / "logs", name=f"insecure-{start}",
-                              extra_args=["--host", "0.0.0.0", "--insecure"])
+        server = start_server(
+            tmp_path / "data",
+            log_dir=tmp_path / "logs",
+            name=f"insecure-{start}",
+            extra_args=["--host", "0.0.0.0", "--insecure"],
+        )
         rig.processes.append(server)
         assert "WARNING netdist.server: serving PLAINTEXT on 0.0.0.0 (--insecure)" in server.output()
         assert server.stop() == 0
 
-    tls = run("netdist.server", "serve", "--host", "0.0.0.0", "--port", "0", "--data-dir", str(tmp_path / "data"),
-              "--tls-cert", str(pki.files.server_cert), "--tls-key", str(pki.files.ca_key))
+    tls = run(
+        "netdist.server",
+        "serve",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "0",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--tls-cert",
+        str(pki.files.server_cert),
+        "--tls-key",
+        str(pki.files.ca_key),
+    )
     assert tls.returncode == 2
-    assert tls.stderr.strip().endswith("ca.key is not the key of the certificate in "
-                                       f"{pki.files.server_cert}")
+    assert tls.stderr.strip().endswith(f"ca.key is not the key of the certificate in {pki.files.server_cert}")

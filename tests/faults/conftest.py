@@ -65,11 +65,14 @@ class Rig:
         script = tally_script(self.root / f"{name}.py", job=name, settings=settings, **custom)
         return str(self.api.add_script(script).handler.id)
 
-    def worker(self, name: str, *, slots: int = 1, target: str | None = None, extra_args: tuple[str, ...] = ()) -> Process:
+    def worker(
+        self, name: str, *, slots: int = 1, target: str | None = None, extra_args: tuple[str, ...] = ()
+    ) -> Process:
         return self.cluster.add_worker(name, slots=slots, target=target, extra_args=extra_args)
 
     def worker_id(self, worker: Process) -> str:
         """The id of a connected worker (fails at once if the worker exited)."""
+
         def connected() -> str | None:
             if not worker.alive():
                 raise AssertionError(f"worker {worker.name} exited with {worker.popen.returncode}:\n{worker.output()}")
@@ -125,8 +128,9 @@ class Rig:
         self.inv.warmed_up(self.server)
 
     def verify(self, handler_id: str, *, count: int, **kwargs: Any) -> Snapshot:
-        return self.inv.verify(handler_id, count=count, api=self.api, server=self.server,
-                               workers=self.cluster.workers, **kwargs)
+        return self.inv.verify(
+            handler_id, count=count, api=self.api, server=self.server, workers=self.cluster.workers, **kwargs
+        )
 
     def close(self) -> list[tuple[str, int]]:
         for path in self.gates:
@@ -163,7 +167,9 @@ def rig(tmp_path: Path, db_url: str, request: pytest.FixtureRequest) -> Iterator
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report

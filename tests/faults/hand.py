@@ -24,8 +24,7 @@ _CREDENTIALS: dict[tuple[str, str], str] = {}
 
 
 class HandWorker:
-    def __init__(self, address: str, worker_id: str, *, slots: int = 1,
-                 held: Iterable[tuple[int, int]] = ()) -> None:
+    def __init__(self, address: str, worker_id: str, *, slots: int = 1, held: Iterable[tuple[int, int]] = ()) -> None:
         self.worker_id = worker_id
         self.channel = sync_channel(address, ClientSecurity(token=known_token(address, "worker")))
         self.outgoing: queue.Queue[jobs_pb2.WorkerMessage | None] = queue.Queue()
@@ -36,9 +35,17 @@ class HandWorker:
         self.error: grpc.RpcError | None = None
         self._closed = threading.Event()
         key = (address, worker_id)
-        self.send(jobs_pb2.WorkerMessage(hello=jobs_pb2.Hello(
-            worker_id=worker_id, name=worker_id, slots=slots, credential=_CREDENTIALS.get(key, ""),
-            held=[jobs_pb2.JobRef(job_id=j, lease_no=n) for j, n in held])))
+        self.send(
+            jobs_pb2.WorkerMessage(
+                hello=jobs_pb2.Hello(
+                    worker_id=worker_id,
+                    name=worker_id,
+                    slots=slots,
+                    credential=_CREDENTIALS.get(key, ""),
+                    held=[jobs_pb2.JobRef(job_id=j, lease_no=n) for j, n in held],
+                )
+            )
+        )
         self.incoming = jobs_pb2_grpc.JobServiceStub(self.channel).Connect(self._requests(), timeout=120)
         first = next(self.incoming)
         assert first.HasField("welcome"), first
@@ -66,7 +73,7 @@ class HandWorker:
         self.send(jobs_pb2.WorkerMessage(results=jobs_pb2.ResultBatch(items=items)))
         wait_until(lambda: len(self.acks) >= before + len(items) or self.error, 30, what="the acks")
         assert self.error is None, self.error
-        return self.acks[before:before + len(items)]
+        return self.acks[before : before + len(items)]
 
     def end(self, timeout: float = 30.0) -> None:
         """End the stream in order: every message sent so far arrives, then the server ends its side."""
@@ -122,12 +129,20 @@ class HandWorker:
             self.send(jobs_pb2.WorkerMessage(heartbeat=jobs_pb2.Heartbeat()))
 
 
-def answer(lease: jobs_pb2.Lease, *, y: int | None = None, job_id: int | None = None,
-           lease_no: int | None = None, error: str = "") -> jobs_pb2.Result:
+def answer(
+    lease: jobs_pb2.Lease,
+    *,
+    y: int | None = None,
+    job_id: int | None = None,
+    lease_no: int | None = None,
+    error: str = "",
+) -> jobs_pb2.Result:
     """A result for ``lease``: the right output unless ``y`` forges it; ``job_id``/``lease_no`` forge the ref."""
     i = json.loads(lease.input)["i"]
-    ref = jobs_pb2.JobRef(job_id=lease.ref.job_id if job_id is None else job_id,
-                          lease_no=lease.ref.lease_no if lease_no is None else lease_no)
+    ref = jobs_pb2.JobRef(
+        job_id=lease.ref.job_id if job_id is None else job_id,
+        lease_no=lease.ref.lease_no if lease_no is None else lease_no,
+    )
     if error:
         return jobs_pb2.Result(ref=ref, error=jobs_pb2.JobError(type="Forged", message=error))
     out = {"i": i, "y": i * i + 7 if y is None else y, "pad": ""}

@@ -104,15 +104,28 @@ def reader_engine(db_url: str) -> Engine:
 
 def read_snapshot(conn: Connection, handler_id: str) -> Snapshot:
     rows = conn.execute(
-        select(jobs.c.id, jobs.c.handler_id, jobs.c.status, jobs.c.lease_no, jobs.c.attempts, jobs.c.worker_id,
-               jobs.c.input).where(jobs.c.handler_id == handler_id).order_by(jobs.c.id)
+        select(
+            jobs.c.id,
+            jobs.c.handler_id,
+            jobs.c.status,
+            jobs.c.lease_no,
+            jobs.c.attempts,
+            jobs.c.worker_id,
+            jobs.c.input,
+        )
+        .where(jobs.c.handler_id == handler_id)
+        .order_by(jobs.c.id)
     ).all()
-    found = conn.execute(select(handlers.c.handler_state_json, handlers.c.state)
-                         .where(handlers.c.id == handler_id)).one()
+    found = conn.execute(
+        select(handlers.c.handler_state_json, handlers.c.state).where(handlers.c.id == handler_id)
+    ).one()
     return Snapshot(
-        jobs=[JobRow(r.id, r.handler_id, r.status, r.lease_no, r.attempts, r.worker_id, json.loads(r.input)["i"])
-              for r in rows],
-        state=json.loads(found.handler_state_json), handler_state=found.state,
+        jobs=[
+            JobRow(r.id, r.handler_id, r.status, r.lease_no, r.attempts, r.worker_id, json.loads(r.input)["i"])
+            for r in rows
+        ],
+        state=json.loads(found.handler_state_json),
+        handler_state=found.state,
     )
 
 
@@ -145,9 +158,12 @@ class LeaseWatch:
                 before = self.seen.get(job_id)
                 if before is not None and (lease_no < before[0] or attempts < before[1]):
                     self.regressions.append(
-                        f"job {job_id}: lease_no/attempts went from {before} to {(lease_no, attempts)}")
-                self.seen[job_id] = (max(lease_no, before[0]) if before else lease_no,
-                                     max(attempts, before[1]) if before else attempts)
+                        f"job {job_id}: lease_no/attempts went from {before} to {(lease_no, attempts)}"
+                    )
+                self.seen[job_id] = (
+                    max(lease_no, before[0]) if before else lease_no,
+                    max(attempts, before[1]) if before else attempts,
+                )
             self.samples += 1
 
     def _run(self) -> None:
@@ -234,15 +250,19 @@ class Invariants:
             snap = self.snapshot(handler_id)
             live = {w.id for w in api.workers() if w.connected}
             allowed = FINISHED if finished else FINISHED | WAITING
-            last[:] = [f"job {j.id} (i={j.index}) is {j.status}" + (f" by {j.worker_id}" if j.worker_id else "")
-                       for j in snap.jobs
-                       if j.status not in allowed and not (not finished and j.status == "leased" and j.worker_id in live)]
+            last[:] = [
+                f"job {j.id} (i={j.index}) is {j.status}" + (f" by {j.worker_id}" if j.worker_id else "")
+                for j in snap.jobs
+                if j.status not in allowed and not (not finished and j.status == "leased" and j.worker_id in live)
+            ]
             return None if last else snap
 
         try:
             return wait_until(settled, timeout, interval=0.2, what="every job to be settled")
         except TimeoutError:
-            raise AssertionError("jobs neither finished, queued nor held by a live lease:\n" + "\n".join(last[:20])) from None
+            raise AssertionError(
+                "jobs neither finished, queued nor held by a live lease:\n" + "\n".join(last[:20])
+            ) from None
 
     @staticmethod
     def _books_balance(snap: Snapshot, *, count: int, finished: bool, failing: Mapping[int, str]) -> None:
@@ -254,7 +274,8 @@ class Invariants:
         processed = sorted(j.index for j in snap.by_status("processed"))
         assert sorted(int(i) for i in seen) == processed, (
             "the handler's state and the processed jobs disagree (state saved apart from its results?): "
-            f"state has {sorted(int(i) for i in seen)}, the store {processed}")
+            f"state has {sorted(int(i) for i in seen)}, the store {processed}"
+        )
         assert state.get("sum") == sum(f(int(i)) for i in seen)
         failed_jobs = sorted(j.index for j in snap.by_status("failed"))
         recorded = {int(i): v for i, v in state.get("failed", {}).items()}
@@ -270,7 +291,8 @@ class Invariants:
             for i, text in failing.items():
                 failure = recorded[i]
                 assert text.lower() in f"{failure['type']}: {failure['message']}".lower(), (
-                    f"job {i} failed with {failure}, expected {text!r} in it")
+                    f"job {i} failed with {failure}, expected {text!r} in it"
+                )
 
     @staticmethod
     def _acked_results_are_stored(snap: Snapshot, acked: Iterable[tuple[int, int]]) -> None:
@@ -278,7 +300,8 @@ class Invariants:
         for job_id, lease_no in acked:
             row = rows.get(job_id)
             assert row is not None and row.status in ("succeeded", "processed") and row.lease_no == lease_no, (
-                f"the server accepted a result for job {job_id} lease {lease_no}, but the store has {row}")
+                f"the server accepted a result for job {job_id} lease {lease_no}, but the store has {row}"
+            )
 
     @staticmethod
     def _worker_caches_are_whole(workers: Iterable[Process]) -> None:

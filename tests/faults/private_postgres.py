@@ -30,8 +30,13 @@ class PrivatePostgres:
         self.log = root / "postgres.log"
 
     def _as_postgres(self, *args: str | Path, timeout: float = 60) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", *map(str, args)], check=True, timeout=timeout,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *map(str, args)],
+            check=True,
+            timeout=timeout,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
 
     def init(self) -> None:
         self.socket_dir.mkdir()
@@ -42,8 +47,19 @@ class PrivatePostgres:
         self.sql("CREATE DATABASE netdist")
 
     def start(self) -> None:
-        self._as_postgres(BIN / "pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60", "-o",
-                          f"-p {PORT} -k {self.socket_dir} -c listen_addresses='' -c fsync=off", "start")
+        self._as_postgres(
+            BIN / "pg_ctl",
+            "-D",
+            self.data,
+            "-l",
+            self.log,
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-p {PORT} -k {self.socket_dir} -c listen_addresses='' -c fsync=off",
+            "start",
+        )
 
     def stop(self, mode: str = "fast") -> None:
         self._as_postgres(BIN / "pg_ctl", "-D", self.data, "-m", mode, "-w", "-t", "60", "stop")
@@ -52,8 +68,9 @@ class PrivatePostgres:
         return (self.data / "postmaster.pid").exists()
 
     def sql(self, statement: str, database: str = "postgres") -> list[tuple[object, ...]]:
-        with psycopg.connect(host=str(self.socket_dir), port=PORT, user="postgres", dbname=database,
-                             autocommit=True, connect_timeout=10) as conn:
+        with psycopg.connect(
+            host=str(self.socket_dir), port=PORT, user="postgres", dbname=database, autocommit=True, connect_timeout=10
+        ) as conn:
             cur = conn.execute(statement.encode())
             return cur.fetchall() if cur.description else []
 

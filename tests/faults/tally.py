@@ -19,7 +19,7 @@ from typing import Any
 
 from netdist.testing import write_wheel
 
-HANDLER = '''
+HANDLER = """
 import time
 from dataclasses import dataclass, field
 from netdist.handler import Handler
@@ -93,9 +93,9 @@ class Tally(Handler[Settings]):
     def summary(self):
         st = self.state
         return f"seen={len(st['seen'])} sum={st['sum']} failed={len(st['failed'])} mismatches={len(st['mismatches'])}"
-'''
+"""
 
-SCRIPT = '''# /// script
+SCRIPT = """# /// script
 # [tool.netdist]
 # package = "tally"
 # handler = "Tally"
@@ -144,7 +144,7 @@ def process(job_input, ctx):
         time.sleep(job_input["sleep"])
     trace(job_input, "end", ctx)
     return {{"i": i, "y": i * i + 7, "pad": "p" * job_input["pad"]}}
-'''
+"""
 
 
 def f(i: int) -> int:
@@ -153,7 +153,9 @@ def f(i: int) -> int:
 
 def tally_wheel(out_dir: Path, version: str = "1.0") -> Path:
     return write_wheel(
-        out_dir / f"tally-{version}", name="tally", version=version,
+        out_dir / f"tally-{version}",
+        name="tally",
+        version=version,
         files={"tally/__init__.py": "", "tally/handler.py": HANDLER},
         entry_points={"netdist.handlers": {"Tally": "tally.handler:Tally"}},
     )
@@ -162,8 +164,9 @@ def tally_wheel(out_dir: Path, version: str = "1.0") -> Path:
 def ballast_wheel(out_dir: Path, megabytes: int = 4) -> Path:
     """A dependency wheel of incompressible bytes: a download (or upload) big enough to cut in the middle."""
     data = os.urandom(megabytes << 20)
-    return write_wheel(out_dir / "ballast", name="ballast", version="1.0",
-                       files={"ballast/__init__.py": "", "ballast/blob.bin": data})
+    return write_wheel(
+        out_dir / "ballast", name="ballast", version="1.0", files={"ballast/__init__.py": "", "ballast/blob.bin": data}
+    )
 
 
 def _toml(value: Any) -> str:

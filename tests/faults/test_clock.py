@@ -27,8 +27,14 @@ from tests.faults.hand import HandWorker
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
-LIBFAKETIME = next((p for pattern in ("/usr/lib/*/faketime/libfaketimeMT.so.1", "/usr/*lib*/faketime/libfaketimeMT.so.1")
-                    for p in sorted(Path("/").glob(pattern.lstrip("/")))), None)
+LIBFAKETIME = next(
+    (
+        p
+        for pattern in ("/usr/lib/*/faketime/libfaketimeMT.so.1", "/usr/*lib*/faketime/libfaketimeMT.so.1")
+        for p in sorted(Path("/").glob(pattern.lstrip("/")))
+    ),
+    None,
+)
 SHIM = Path(__file__).parent / "faketime"  # its sitecustomize.py works around a libfaketime bug
 JOB_TIMEOUT = 5.0
 HOUR = 3600.0
@@ -76,8 +82,9 @@ def test_wall_clock_jumps_neither_expire_leases_early_nor_stall_them(rig: Rig) -
     rig.restart_server(0, env=faketime_env(offset))
     rig.upload()
     rig.worker_id(rig.worker("w1", slots=2))
-    hid = rig.add("clock", settings=f"auto-start = true\njob-timeout = {JOB_TIMEOUT}\nmax-attempts = 4",
-                  count=COUNT, sleep=0.5)
+    hid = rig.add(
+        "clock", settings=f"auto-start = true\njob-timeout = {JOB_TIMEOUT}\nmax-attempts = 4", count=COUNT, sleep=0.5
+    )
     wait_until(lambda: len(rig.jobs(hid).by_status("processed")) >= 4, 60, what="the run to be under way")
     rig.warmed_up()
     hand = HandWorker(rig.server.address, "hand")
@@ -86,8 +93,11 @@ def test_wall_clock_jumps_neither_expire_leases_early_nor_stall_them(rig: Rig) -
         job, lease_no, leased = hold(hand, 0)
         in_flight = {j.id: j.lease_no for j in rig.jobs(hid).by_status("leased")}
         offset.write_text(f"+{HOUR:.0f}\n")
-        wait_until(lambda: last_finished_at(rig) > time.time() + HOUR - 60, 30,
-                   what="a result stored by the server's clock an hour ahead")
+        wait_until(
+            lambda: last_finished_at(rig) > time.time() + HOUR - 60,
+            30,
+            what="a result stored by the server's clock an hour ahead",
+        )
         assert not revoked(hand, (job, lease_no)), "the +1 h jump expired a lease at once"
         snap = rig.verify(hid, count=COUNT, finished=False)
         early = {j.index for j in snap.jobs if j.id in in_flight and j.status == "available"}
@@ -99,7 +109,9 @@ def test_wall_clock_jumps_neither_expire_leases_early_nor_stall_them(rig: Rig) -
         # after its job-timeout, not an hour later.
         job, lease_no, leased = hold(hand, 1)
         offset.write_text("+0\n")
-        wait_until(lambda: revoked(hand, (job, lease_no)), JOB_TIMEOUT + 15, what="the lease taken before -1 h to expire")
+        wait_until(
+            lambda: revoked(hand, (job, lease_no)), JOB_TIMEOUT + 15, what="the lease taken before -1 h to expire"
+        )
         assert time.monotonic() - leased >= JOB_TIMEOUT - 1
     finally:
         hand.close()

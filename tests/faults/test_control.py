@@ -31,12 +31,14 @@ def test_an_undisturbed_run_passes_and_a_cooked_book_does_not(rig: Rig) -> None:
         rig.verify(hid, count=30)
     with rig.inv.engine.begin() as conn:
         conn.execute(update(handlers).where(handlers.c.id == hid).values(handler_state_json=json.dumps(snap.state)))
-        conn.execute(update(jobs).where(jobs.c.id == snap.jobs[5].id).values(status="leased", worker_id="ghost",
-                                                                             leased_at=1.0))
+        conn.execute(
+            update(jobs).where(jobs.c.id == snap.jobs[5].id).values(status="leased", worker_id="ghost", leased_at=1.0)
+        )
     with pytest.raises(AssertionError, match="neither finished, queued nor held by a live lease"):
         rig.verify(hid, count=30, finished=False, settle_seconds=1)
     with rig.inv.engine.begin() as conn:
-        conn.execute(update(jobs).where(jobs.c.id == snap.jobs[5].id).values(status="processed", lease_no=0,
-                                                                             attempts=0))
+        conn.execute(
+            update(jobs).where(jobs.c.id == snap.jobs[5].id).values(status="processed", lease_no=0, attempts=0)
+        )
     with pytest.raises(AssertionError, match="lease_no/attempts went from"):
         rig.verify(hid, count=30)

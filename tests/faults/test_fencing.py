@@ -24,8 +24,11 @@ def test_stale_and_forged_results_are_answered_and_change_nothing(rig: Rig) -> N
     real_id = rig.worker_id(real)
     count, gate = 30, rig.gate()
     hid = rig.add("fencing", count=count, gate=str(gate), gate_from=0)  # the real worker's job waits
-    wait_until(lambda: any(j.worker_id == real_id for j in rig.jobs(hid).by_status("leased")), 30,
-               what="the real worker to hold a job")
+    wait_until(
+        lambda: any(j.worker_id == real_id for j in rig.jobs(hid).by_status("leased")),
+        30,
+        what="the real worker to hold a job",
+    )
     hand = HandWorker(rig.server.address, "hand")
     try:
         hand.capacity(1)
@@ -44,7 +47,10 @@ def test_stale_and_forged_results_are_answered_and_change_nothing(rig: Rig) -> N
         after = {j.id: j for j in rig.jobs(hid).jobs}
         assert (after[queued.id].status, after[queued.id].lease_no) == ("available", queued.lease_no)
         assert (after[theirs.id].status, after[theirs.id].worker_id, after[theirs.id].lease_no) == (
-            "leased", real_id, theirs.lease_no)
+            "leased",
+            real_id,
+            theirs.lease_no,
+        )
         assert (after[mine.ref.job_id].status, after[mine.ref.job_id].lease_no) == ("leased", mine.ref.lease_no)
         assert hand.revoked == []  # nothing took the hand worker's own lease away either
         # The right result for its own lease counts, once.
@@ -73,8 +79,11 @@ def test_connect_take_drop_cycles_fail_no_job_that_never_ran(rig: Rig) -> None:
         taken.update(lease.ref.job_id for lease in hand.wait_leases(3))
         hand.close()  # no Started, no HandBack: the stream just ends
         if cycle == 1:  # let one cycle's leases outlive the reconnect grace
-            wait_until(lambda: not any(j.worker_id == "cycler" for j in rig.jobs(hid).by_status("leased")), 30,
-                       what="the dropped leases to come back")
+            wait_until(
+                lambda: not any(j.worker_id == "cycler" for j in rig.jobs(hid).by_status("leased")),
+                30,
+                what="the dropped leases to come back",
+            )
     hand = HandWorker(rig.server.address, "starter")
     hand.capacity(1)
     (started,) = hand.wait_leases(1)
@@ -82,7 +91,9 @@ def test_connect_take_drop_cycles_fail_no_job_that_never_ran(rig: Rig) -> None:
     hand.end()  # in order: the Started arrives before the stream ends
     wait_until(lambda: not rig.jobs(hid).by_status("leased"), 30, what="every dropped lease to come back")
     snap = rig.jobs(hid)
-    assert all(j.attempts == 0 for j in snap.jobs if j.id != started.ref.job_id), [(j.id, j.attempts) for j in snap.jobs]
+    assert all(j.attempts == 0 for j in snap.jobs if j.id != started.ref.job_id), [
+        (j.id, j.attempts) for j in snap.jobs
+    ]
     assert all(j.lease_no >= 2 for j in snap.jobs if j.id in taken)  # a lease and a requeue each, at least
 
     rig.worker_id(rig.worker("w1", slots=2))
@@ -103,8 +114,11 @@ def test_a_greedy_capacity_holds_a_few_jobs_not_the_queue(rig: Rig) -> None:
         greedy.wait_leases(1)
         rig.worker_id(rig.worker("w1", slots=2))
         # The real worker processes every job the greedy one does not hold.
-        wait_until(lambda: len(rig.jobs(hid).by_status("processed")) + len(greedy.leases) >= count, 60,
-                   what="the real worker to process the rest")
+        wait_until(
+            lambda: len(rig.jobs(hid).by_status("processed")) + len(greedy.leases) >= count,
+            60,
+            what="the real worker to process the rest",
+        )
         assert len(greedy.leases) <= GREEDY_MOST, f"Hello(slots=1) took {len(greedy.leases)} jobs"
         rig.warmed_up()
         rig.verify(hid, count=count, finished=False)

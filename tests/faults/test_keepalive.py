@@ -33,8 +33,11 @@ def test_the_server_notices_a_frozen_worker_and_requeues_its_job(rig: Rig) -> No
 
     rig.stop_worker(frozen)
     frozen_at = time.monotonic()
-    wait_until(lambda: not any(w.connected for w in rig.api.workers() if w.id == worker_id), NOTICED_WITHIN + 5,
-               what="the server to drop the frozen worker's stream")
+    wait_until(
+        lambda: not any(w.connected for w in rig.api.workers() if w.id == worker_id),
+        NOTICED_WITHIN + 5,
+        what="the server to drop the frozen worker's stream",
+    )
     assert time.monotonic() - frozen_at <= NOTICED_WITHIN + 1
     # After the reconnect grace its job goes back and another worker finishes it.
     gate.touch()
@@ -54,8 +57,11 @@ def test_a_worker_notices_a_frozen_server_and_reconnects_when_it_wakes(rig: Rig)
     server.popen.send_signal(signal.SIGSTOP)
     try:
         frozen_at = time.monotonic()
-        wait_until(lambda: "lost connection" in worker.output(), NOTICED_WITHIN + 5,
-                   what="the worker to notice the frozen server")
+        wait_until(
+            lambda: "lost connection" in worker.output(),
+            NOTICED_WITHIN + 5,
+            what="the worker to notice the frozen server",
+        )
         assert time.monotonic() - frozen_at <= NOTICED_WITHIN + 1
     finally:
         server.popen.send_signal(signal.SIGCONT)

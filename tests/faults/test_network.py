@@ -26,8 +26,11 @@ def test_a_blackholed_worker_then_cut_loses_nothing_and_counts_nothing_twice(rig
     far_id = rig.worker_id(far)
     rig.worker_id(near)
     hid = rig.add("blackhole", count=60, sleep=0.05)
-    wait_until(lambda: any(j.worker_id == far_id for j in rig.jobs(hid).by_status("leased")), 30,
-               what="the far worker to hold jobs")
+    wait_until(
+        lambda: any(j.worker_id == far_id for j in rig.jobs(hid).by_status("leased")),
+        30,
+        what="the far worker to hold jobs",
+    )
     proxy.blackhole()  # sockets stay open, nothing passes: the server must notice by heartbeats
     wait_until(lambda: not connected(rig, "far"), 30, what="the server to give up on the far worker")
     wait_until(lambda: len(rig.jobs(hid).by_status("processed")) >= 20, 60, what="the near worker to go on")

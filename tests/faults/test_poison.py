@@ -13,8 +13,12 @@ pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_jobs_that_exit_segfault_or_raise_fail_alone_and_the_run_completes(rig: Rig) -> None:
     rig.upload()
     rig.worker_id(rig.worker("w1", slots=2))
-    hid = rig.add("poison", settings="auto-start = true\nmax-attempts = 2", count=24,
-                  poison={"3": "exit", "7": "segv", "11": "raise"})
+    hid = rig.add(
+        "poison",
+        settings="auto-start = true\nmax-attempts = 2",
+        count=24,
+        poison={"3": "exit", "7": "segv", "11": "raise"},
+    )
     info = rig.finish(hid)
     assert (info.jobs_processed, info.jobs_failed) == (21, 3)
     rig.warmed_up()
@@ -38,8 +42,14 @@ def test_a_handler_whose_jobs_all_fail_stops_within_n_plus_its_slots(rig: Rig) -
     rig.upload()
     rig.worker_id(rig.worker("w1", slots=slots))
     trace = rig.root / "trace"
-    hid = rig.add("failing", settings=f"auto-start = true\nmax-attempts = 1\nmax-sequenced-errors = {errors}",
-                  count=40, fail_all=True, sleep=0.0, trace=str(trace))
+    hid = rig.add(
+        "failing",
+        settings=f"auto-start = true\nmax-attempts = 1\nmax-sequenced-errors = {errors}",
+        count=40,
+        fail_all=True,
+        sleep=0.0,
+        trace=str(trace),
+    )
     info = rig.api.wait_state(hid, "failed", timeout=60)
     assert "error" in info.message.lower(), info.message
     rig.warmed_up()

@@ -42,13 +42,15 @@ def test_server_killed_while_leasing_while_results_flow_and_while_the_handler_pr
     # 3. While the handler processes: results stored and not yet processed.
     # (The handler commits a batch of up to 500 results at once, so `processed` can jump from 0
     # to 150 in one step: points 2 and 3 wait on stored results, not on processed ones.)
-    wait_until(lambda: rig.jobs(hid).by_status("succeeded"), 60, interval=0.01,
-               what="results waiting for the handler")
+    wait_until(lambda: rig.jobs(hid).by_status("succeeded"), 60, interval=0.01, what="results waiting for the handler")
     restart(rig.kill_server())
     rig.finish(hid, timeout=90)
     rig.verify(hid, count=COUNT)
-    wait_until(lambda: {w.name for w in rig.api.workers() if w.connected} == {"w1", "w2"}, 30,
-               what="both workers to be connected")
+    wait_until(
+        lambda: {w.name for w in rig.api.workers() if w.connected} == {"w1", "w2"},
+        30,
+        what="both workers to be connected",
+    )
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -66,8 +68,12 @@ def test_server_killed_mid_upload_leaves_no_partial_blob_and_the_retry_succeeds(
 
     uploading = threading.Thread(target=upload)
     uploading.start()
-    wait_until(lambda: proxy.bytes_up > 2 << 20 or not uploading.is_alive(), 60, interval=0.005,
-               what="the upload to be under way")
+    wait_until(
+        lambda: proxy.bytes_up > 2 << 20 or not uploading.is_alive(),
+        60,
+        interval=0.005,
+        what="the upload to be under way",
+    )
     port = rig.kill_server()
     uploading.join(60)
     admin.close()

@@ -73,14 +73,17 @@ def status(cluster: Cluster) -> admin_pb2.GetStatusResponse:
 
 
 def test_postgres_crash_and_restart_mid_run_loses_nothing_and_counts_nothing_twice(
-        private_postgres: PrivatePostgres, tmp_path: Path) -> None:  # noqa: F811
+    private_postgres: PrivatePostgres,  # noqa: F811  (the fixture imported above)
+    tmp_path: Path,
+) -> None:
     pg, count = private_postgres, 3000
     with running_cluster(tmp_path, pg.url) as cluster:
         cluster.api.upload(counter_wheel(tmp_path))
         cluster.add_worker("w1", slots=2)
         cluster.add_worker("w2", slots=2)
         hid = cluster.api.add_script(
-            counter_script(tmp_path / "count.py", settings=START, count=count, sleep=0.002)).handler.id
+            counter_script(tmp_path / "count.py", settings=START, count=count, sleep=0.002)
+        ).handler.id
         wait_until(lambda: cluster.api.handler(hid).jobs_processed >= 300, 60, what="results to flow")
 
         pg.stop("immediate")
@@ -113,13 +116,18 @@ def test_postgres_crash_and_restart_mid_run_loses_nothing_and_counts_nothing_twi
 
 # -- a full disk -------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 64 MiB tmpfs as the server's data dir; always unmounted."""
     mount_point = tmp_path / "data"
     mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0755", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m,mode=0755", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
     try:
@@ -142,7 +150,8 @@ def fill(path: Path) -> None:
 
 
 def test_a_full_disk_refuses_uploads_clearly_holds_the_jobs_and_resumes_when_space_is_freed(
-        small_disk: Path, tmp_path: Path) -> None:
+    small_disk: Path, tmp_path: Path
+) -> None:
     data, count = small_disk, 12_000  # more jobs than the handler queues at once: inserts go on
     db = data / "netdist.db"
     with running_cluster(tmp_path, f"sqlite:///{db}") as cluster:
@@ -160,8 +169,7 @@ def test_a_full_disk_refuses_uploads_clearly_holds_the_jobs_and_resumes_when_spa
         err = refused(lambda: cluster.api.upload(counter_wheel(tmp_path, version="2.0")))
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err
         assert err.details().startswith(f"the disk holding the data dir {data.resolve()} is full: "), err.details()
-        err = refused(lambda: cluster.api.add_script(
-            counter_script(tmp_path / "other.py", job="other", count=5)))
+        err = refused(lambda: cluster.api.add_script(counter_script(tmp_path / "other.py", job="other", count=5)))
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err
         assert "No space left on device" in err.details()
         cli = admin_cli(cluster, "jobs", "add", str(tmp_path / "other.py"))
@@ -188,9 +196,11 @@ def test_a_full_disk_refuses_uploads_clearly_holds_the_jobs_and_resumes_when_spa
 
 # -- a connection lost during COMMIT -----------------------------------------------------------
 
+
 @pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 def test_a_commit_cut_off_on_postgres_is_resolved_by_the_database_not_reapplied(
-        db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """The first COMMIT kills its own session (a deferred trigger), so the writer cannot know
     whether it committed: it asks the database (txid_status) and runs the batch again only
     because the answer is 'aborted'. A committed transaction is recognised the same way."""
@@ -208,8 +218,12 @@ def test_a_commit_cut_off_on_postgres_is_resolved_by_the_database_not_reapplied(
             CREATE CONSTRAINT TRIGGER cut AFTER INSERT ON rows DEFERRABLE INITIALLY DEFERRED
             FOR EACH ROW EXECUTE FUNCTION cut_first_commit()""")
     seen: list[tuple[str, str]] = []
-    writer = GroupCommitWriter(engine, on_change=lambda before, after: seen.append((before.state, after.state)),
-                               first_delay_seconds=0.01, max_delay_seconds=0.05)
+    writer = GroupCommitWriter(
+        engine,
+        on_change=lambda before, after: seen.append((before.state, after.state)),
+        first_delay_seconds=0.01,
+        max_delay_seconds=0.05,
+    )
 
     def insert(conn: Connection, tag: str) -> str:
         conn.execute(text("INSERT INTO rows VALUES (:tag)"), {"tag": tag})

@@ -38,9 +38,18 @@ def test_a_frozen_workers_late_error_neither_fails_nor_revokes_the_new_lease(rig
     frozen = rig.worker("frozen")
     trace, gate = rig.root / "trace", rig.gate()
     timeout = 4.0
-    hid = rig.add("sigstop", settings=f"auto-start = true\njob-timeout = {timeout}\nmax-attempts = 2", count=3,
-                  stall_at=0, stall_seconds=1.0, stall_fails=True, gate=str(gate), gated=[0], gate_attempts=[2],
-                  trace=str(trace))
+    hid = rig.add(
+        "sigstop",
+        settings=f"auto-start = true\njob-timeout = {timeout}\nmax-attempts = 2",
+        count=3,
+        stall_at=0,
+        stall_seconds=1.0,
+        stall_fails=True,
+        gate=str(gate),
+        gated=[0],
+        gate_attempts=[2],
+        trace=str(trace),
+    )
     frozen_id = rig.worker_id(frozen)
     wait_until(lambda: ("start", 0, 1) in [t[:3] for t in rig.traces(trace)], 30, what="job 0 to start")
     rig.stop_worker(frozen)
@@ -50,23 +59,33 @@ def test_a_frozen_workers_late_error_neither_fails_nor_revokes_the_new_lease(rig
         return next(j for j in rig.jobs(hid).jobs if j.index == 0)
 
     # Stopped past the job-timeout, with its lease taken back...
-    wait_until(lambda: (job0().worker_id != frozen_id or job0().status != "leased")
-               and time.monotonic() - stopped_at > timeout, 30, what="the frozen worker's lease to be taken back")
+    wait_until(
+        lambda: (
+            (job0().worker_id != frozen_id or job0().status != "leased") and time.monotonic() - stopped_at > timeout
+        ),
+        30,
+        what="the frozen worker's lease to be taken back",
+    )
     rescuer = rig.worker("rescuer")
     rescuer_id = rig.worker_id(rescuer)
     # ... and the rescuer holds job 0's new lease (its attempt 2 waits at the gate).
-    wait_until(lambda: job0().worker_id == rescuer_id and job0().status == "leased", 30,
-               what="the rescuer to hold job 0")
+    wait_until(
+        lambda: job0().worker_id == rescuer_id and job0().status == "leased", 30, what="the rescuer to hold job 0"
+    )
     current = job0()
-    wait_until(lambda: ("end", 0, 1) in [t[:3] for t in rig.traces(trace)], 30,
-               what="the frozen worker's job to end (with an error) while its worker is stopped")
+    wait_until(
+        lambda: ("end", 0, 1) in [t[:3] for t in rig.traces(trace)],
+        30,
+        what="the frozen worker's job to end (with an error) while its worker is stopped",
+    )
     rig.cont_worker(frozen)
     # The frozen worker reconnects and sends its late error first; then it runs
     # jobs 1 and 2 (the rescuer is busy at the gate).
     wait_until(lambda: len(rig.jobs(hid).by_status("processed")) == 2, 30, what="jobs 1 and 2")
     after = job0()
     assert (after.status, after.worker_id, after.lease_no) == ("leased", rescuer_id, current.lease_no), (
-        "the stale error changed the current lease")
+        "the stale error changed the current lease"
+    )
     assert rig.jobs(hid).state["failed"] == {}
     gate.touch()
     rig.finish(hid)
@@ -80,8 +99,14 @@ def test_sigterm_hands_back_unstarted_jobs_at_once_and_uncharged(rig: Rig) -> No
     rig.upload()
     victim = rig.worker("victim", slots=2)
     trace, gate = rig.root / "trace", rig.gate()
-    hid = rig.add("sigterm", settings="auto-start = true\nmax-attempts = 1", count=60, gate=str(gate),
-                  gate_from=20, trace=str(trace))
+    hid = rig.add(
+        "sigterm",
+        settings="auto-start = true\nmax-attempts = 1",
+        count=60,
+        gate=str(gate),
+        gate_from=20,
+        trace=str(trace),
+    )
     victim_id = rig.worker_id(victim)
 
     def held() -> list[int]:

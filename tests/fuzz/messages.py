@@ -9,7 +9,7 @@ which reaches the checks past the first one a random message trips.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import hypothesis.strategies as st
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -20,13 +20,26 @@ _INT32 = st.sampled_from([0, 1, -1, 2**31 - 1, -(2**31), 4096, 4097]) | st.integ
 _INT64 = st.sampled_from([0, 1, -1, 2**63 - 1, -(2**63), 10**9]) | st.integers(-(2**63), 2**63 - 1)
 _FLOAT = st.floats(allow_nan=True, allow_infinity=True, width=32)
 _DOUBLE = st.floats(allow_nan=True, allow_infinity=True)
-_NASTY = st.sampled_from([
-    "", "\x1b[2J\x1b]0;owned\x07", "a\nforged row", "\r", "\u202etxt.exe", "\x00", "..", "../../etc/passwd",
-    "# /// script\n" * 50, "[bold]markup[/]", "ok", "x" * 5000,
-])
+_NASTY = st.sampled_from(
+    [
+        "",
+        "\x1b[2J\x1b]0;owned\x07",
+        "a\nforged row",
+        "\r",
+        "\u202etxt.exe",
+        "\x00",
+        "..",
+        "../../etc/passwd",
+        "# /// script\n" * 50,
+        "[bold]markup[/]",
+        "ok",
+        "x" * 5000,
+    ]
+)
 _TEXT = _NASTY | st.text(max_size=60)
-_BYTES = st.sampled_from([b"", b"PK\x03\x04" + b"\x00" * 40, b"{}", b'{"i": 1}', b"null", b"\xff\xfe", b"\n"]) | \
-    st.binary(max_size=200)
+_BYTES = st.sampled_from(
+    [b"", b"PK\x03\x04" + b"\x00" * 40, b"{}", b'{"i": 1}', b"null", b"\xff\xfe", b"\n"]
+) | st.binary(max_size=200)
 
 
 def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
@@ -88,13 +101,13 @@ def _fill(draw: st.DrawFn, msg: Message, field: FieldDescriptor, depth: int) -> 
         for _ in range(draw(st.integers(0, 4))):
             if is_message:
                 if depth < 3:
-                    container.add().CopyFrom(draw(message(field.message_type, depth + 1)))
+                    container.add().CopyFrom(draw(message(_nested(field), depth + 1)))
             else:
                 container.append(draw(_scalar(field)))
         return
     if is_message:
         if depth < 3:
-            getattr(msg, field.name).CopyFrom(draw(message(field.message_type, depth + 1)))
+            getattr(msg, field.name).CopyFrom(draw(message(_nested(field), depth + 1)))
         return
     setattr(msg, field.name, draw(_scalar(field)))
 
@@ -109,7 +122,7 @@ def mutated(valid: Message) -> st.SearchStrategy[Message]:
     def build(draw: st.DrawFn) -> Message:
         msg = type(valid)()
         msg.CopyFrom(valid)
-        fields = list(descriptor.fields)
+        fields = cast(list[FieldDescriptor], list(descriptor.fields))
         for field in draw(st.lists(st.sampled_from(fields), min_size=1, max_size=3, unique_by=lambda f: f.name)):
             if draw(st.booleans()):
                 msg.ClearField(field.name)
@@ -124,3 +137,8 @@ def mutated(valid: Message) -> st.SearchStrategy[Message]:
 def raw() -> st.SearchStrategy[bytes]:
     """Bytes that may not even decode as protobuf."""
     return _BYTES | st.binary(min_size=1, max_size=2000)
+
+
+def _nested(field: FieldDescriptor) -> Descriptor:
+    assert field.message_type is not None, field.full_name
+    return field.message_type

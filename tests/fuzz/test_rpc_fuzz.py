@@ -34,17 +34,27 @@ from netdist.testing import Admin, ServerProcess, start_server, start_worker, wa
 from tests.fuzz.messages import message, mutated, raw
 from tests.support import counter_script, counter_wheel, expected_sum
 
-SERVICES = [d.services_by_name[n] for d, n in (
-    (jobs_pb2.DESCRIPTOR, "JobService"), (packages_pb2.DESCRIPTOR, "PackageService"),
-    (admin_pb2.DESCRIPTOR, "AdminService"))]
+SERVICES = [
+    d.services_by_name[n]
+    for d, n in (
+        (jobs_pb2.DESCRIPTOR, "JobService"),
+        (packages_pb2.DESCRIPTOR, "PackageService"),
+        (admin_pb2.DESCRIPTOR, "AdminService"),
+    )
+]
 METHODS = [m for service in SERVICES for m in service.methods]
 PER_CALL = 12  # at most this many messages per example: a batch of unary calls, or one stream
 MIN_PER_CALL = 4
 EXAMPLES = 170  # per method: over 1,000 messages each
 REFUSALS = {
-    grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
-    grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
-    grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.ALREADY_EXISTS,
     grpc.StatusCode.DEADLINE_EXCEEDED,  # a stream that waits (a followed log) until our deadline
     grpc.StatusCode.CANCELLED,  # we cancel streams we have read enough of
 }
@@ -69,7 +79,9 @@ class Rig:
 
     def serving(self) -> bool:
         stub = health_pb2_grpc.HealthStub(self.admin.channel)
-        return bool(stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING)
+        return bool(
+            stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+        )
 
 
 @pytest.fixture(scope="module")
@@ -89,17 +101,27 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 def _valid(method: MethodDescriptor) -> list[Message]:
     """Plausible requests of a method, to mutate: refs and names that exist nowhere."""
     if method.name == "Connect":
-        return [jobs_pb2.WorkerMessage(hello=jobs_pb2.Hello(worker_id="fuzz-w", name="fuzz", slots=1)),
-                jobs_pb2.WorkerMessage(capacity=jobs_pb2.Capacity(jobs=3)),
-                jobs_pb2.WorkerMessage(results=jobs_pb2.ResultBatch(items=[
-                    jobs_pb2.Result(ref=jobs_pb2.JobRef(job_id=1, lease_no=1), output=b"1")]))]
+        return [
+            jobs_pb2.WorkerMessage(hello=jobs_pb2.Hello(worker_id="fuzz-w", name="fuzz", slots=1)),
+            jobs_pb2.WorkerMessage(capacity=jobs_pb2.Capacity(jobs=3)),
+            jobs_pb2.WorkerMessage(
+                results=jobs_pb2.ResultBatch(
+                    items=[jobs_pb2.Result(ref=jobs_pb2.JobRef(job_id=1, lease_no=1), output=b"1")]
+                )
+            ),
+        ]
     if method.name == "Upload":
-        return [packages_pb2.UploadPackageRequest(header=packages_pb2.WheelHeader(
-                    filename="nopkg-1.0-py3-none-any.whl", size=30)),
-                packages_pb2.UploadPackageRequest(chunk=b"PK\x03\x04" + b"\x00" * 26)]
+        return [
+            packages_pb2.UploadPackageRequest(
+                header=packages_pb2.WheelHeader(filename="nopkg-1.0-py3-none-any.whl", size=30)
+            ),
+            packages_pb2.UploadPackageRequest(chunk=b"PK\x03\x04" + b"\x00" * 26),
+        ]
     if method.name == "AddJobScript":
-        script = ('# /// script\n# [tool.netdist]\n# package = "no-such-package"\n# handler = "H"\n'
-                  '# job = "fuzz"\n# ///\ndef process(i, ctx):\n    return i\n')
+        script = (
+            '# /// script\n# [tool.netdist]\n# package = "no-such-package"\n# handler = "H"\n'
+            '# job = "fuzz"\n# ///\ndef process(i, ctx):\n    return i\n'
+        )
         return [admin_pb2.AddJobScriptRequest(filename="fuzz.py", content=script.encode())]
     cls = GetMessageClass(method.input_type)
     msg = cls()
@@ -127,7 +149,8 @@ def _call(channel: grpc.Channel, method: MethodDescriptor, requests: list[Any], 
     try:
         if streaming_in and streaming_out:
             responses = channel.stream_stream(path, request_serializer=ser, response_deserializer=de)(
-                iter(requests), timeout=2)
+                iter(requests), timeout=2
+            )
             for _ in itertools.islice(responses, 20):
                 pass
             responses.cancel()
@@ -136,7 +159,8 @@ def _call(channel: grpc.Channel, method: MethodDescriptor, requests: list[Any], 
         elif streaming_out:
             for request in requests:
                 responses = channel.unary_stream(path, request_serializer=ser, response_deserializer=de)(
-                    request, timeout=2)
+                    request, timeout=2
+                )
                 for _ in itertools.islice(responses, 20):
                     pass
                 responses.cancel()
@@ -152,8 +176,8 @@ def _call(channel: grpc.Channel, method: MethodDescriptor, requests: list[Any], 
 
 
 def _check(exc: grpc.RpcError, path: str, request: object) -> None:
-    code = exc.code()  # type: ignore[attr-defined]
-    assert code in REFUSALS, f"{path} answered {code}: {exc.details()} for {request!r:.500}"  # type: ignore[attr-defined]
+    code = exc.code()
+    assert code in REFUSALS, f"{path} answered {code}: {exc.details()} for {request!r:.500}"
 
 
 # Over 1,000 messages per method (EXAMPLES of up to PER_CALL calls); ListAudit answers up to
@@ -165,8 +189,12 @@ def test_random_and_mutated_messages_are_refused_cleanly(rig: Rig, method: Metho
     before = rig.snapshot()
     count = 0
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(requests=_requests(method))
     def fuzz(requests: list[Message]) -> None:
         nonlocal count
@@ -196,11 +224,13 @@ def test_bytes_that_are_not_protobuf_are_refused_cleanly(rig: Rig, method: Metho
 def test_after_the_fuzz_a_normal_run_completes_and_the_log_holds_no_traceback_per_message(rig: Rig) -> None:
     tracebacks = rig.server.output().count("Traceback")
     assert tracebacks <= 3, rig.server.output()[-6000:]
-    worker = start_worker(rig.server.address, name="after-fuzz", log_dir=rig.root / "logs",
-                          cache_dir=rig.root / "cache")
+    worker = start_worker(
+        rig.server.address, name="after-fuzz", log_dir=rig.root / "logs", cache_dir=rig.root / "cache"
+    )
     try:
-        hid = rig.admin.add_script(counter_script(rig.root / "after.py", job="after", settings="auto-start = true",
-                                                  count=50)).handler.id
+        hid = rig.admin.add_script(
+            counter_script(rig.root / "after.py", job="after", settings="auto-start = true", count=50)
+        ).handler.id
         info = rig.admin.wait_state(hid, "finished", timeout=60)
         assert info.result_summary == f"1.0 sum={expected_sum(50)} seen=50 failures=0"
     finally:

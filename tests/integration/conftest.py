@@ -47,8 +47,9 @@ class Cluster:
     outputs: list[str] = dataclasses.field(default_factory=list)
     """What CLIs the test ran printed (a new token's one printing excepted)."""
 
-    def start_server(self, port: int = 0, *, extra_args: tuple[str, ...] = (),
-                     env: dict[str, str] | None = None, **options: Any) -> ServerProcess | InProcessServer:
+    def start_server(
+        self, port: int = 0, *, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None, **options: Any
+    ) -> ServerProcess | InProcessServer:
         """(Re)start the server on the same store; ``extra_args`` and ``env`` for a process,
         ``options`` (:class:`ServerConfig` fields) for one in the test process."""
         if self.server is not None and self.server.alive():
@@ -57,13 +58,27 @@ class Cluster:
         name = f"server-{self.generation}"
         if self.in_process:
             assert not extra_args and env is None, "an in-process server takes ServerConfig fields, not a CLI"
-            self.server = start_in_process(self.root / "data", log_dir=self.root / "logs", db_url=self.db_url,
-                                           port=port, heartbeat_interval_seconds=HEARTBEAT, name=name, **options)
+            self.server = start_in_process(
+                self.root / "data",
+                log_dir=self.root / "logs",
+                db_url=self.db_url,
+                port=port,
+                heartbeat_interval_seconds=HEARTBEAT,
+                name=name,
+                **options,
+            )
         else:
             assert not options, "a server process takes extra_args"
-            self.server = start_server(self.root / "data", log_dir=self.root / "logs", db_url=self.db_url,
-                                       port=port, heartbeat_interval=HEARTBEAT, name=name,
-                                       extra_args=extra_args, env=env)
+            self.server = start_server(
+                self.root / "data",
+                log_dir=self.root / "logs",
+                db_url=self.db_url,
+                port=port,
+                heartbeat_interval=HEARTBEAT,
+                name=name,
+                extra_args=extra_args,
+                env=env,
+            )
         if self.admin is not None:
             self.admin.close()
         self.admin = Admin(self.server.address)
@@ -86,15 +101,29 @@ class Cluster:
         assert self.server is not None
         return int(self.server.address.rsplit(":", 1)[1])
 
-    def add_worker(self, name: str, *, slots: int = 1, labels: dict[str, str] | None = None,
-                   target: str | None = None, extra_args: tuple[str, ...] = (),
-                   token_file: Path | None = None) -> Process:
+    def add_worker(
+        self,
+        name: str,
+        *,
+        slots: int = 1,
+        labels: dict[str, str] | None = None,
+        target: str | None = None,
+        extra_args: tuple[str, ...] = (),
+        token_file: Path | None = None,
+    ) -> Process:
         """A worker of the server, or of ``target`` (a proxy in front of it); the server's worker token
         unless ``token_file`` says otherwise."""
         assert self.server is not None
-        worker = start_worker(target or self.server.address, name=name, log_dir=self.root / "logs",
-                              cache_dir=self.root / "cache" / name, slots=slots, labels=labels,
-                              extra_args=extra_args, token_file=token_file or self.server.worker_token_file)
+        worker = start_worker(
+            target or self.server.address,
+            name=name,
+            log_dir=self.root / "logs",
+            cache_dir=self.root / "cache" / name,
+            slots=slots,
+            labels=labels,
+            extra_args=extra_args,
+            token_file=token_file or self.server.worker_token_file,
+        )
         self.workers.append(worker)
         return worker
 
@@ -104,23 +133,33 @@ class Cluster:
         return self.admin
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
-                         for p in sorted((self.root / "logs").glob("*.log")))
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted((self.root / "logs").glob("*.log"))
+        )
 
     def admin_cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """``netdist-admin`` as a subprocess run next to the server (NETDIST_DATA_DIR: it finds admin.token)."""
         assert self.server is not None
         done = subprocess.run(
             [sys.executable, "-m", "netdist.adminctl", "--server", self.server.address, "--timeout", "10", *args],
-            capture_output=True, text=True, timeout=60, check=False,
-            env={**os.environ, "NETDIST_DATA_DIR": str(self.root / "data"), **(env or {})})
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "NETDIST_DATA_DIR": str(self.root / "data"), **(env or {})},
+        )
         self.outputs += [done.stdout, done.stderr]
         return done
 
     def tokens_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """``netdist-server tokens ARGS`` on this cluster's store."""
-        return subprocess.run([sys.executable, "-m", "netdist.server", "tokens", *args, "--db", self.db_url],
-                              capture_output=True, text=True, timeout=60, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "netdist.server", "tokens", *args, "--db", self.db_url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     def make_token(self, role: str, name: str) -> str:
         """A new token made with ``netdist-server tokens create`` (the one output that shows it)."""
@@ -165,8 +204,9 @@ class Cluster:
         secrets = self.all_secrets()
         texts = {str(p.relative_to(self.root)): p.read_text(errors="replace") for p in self.root.rglob("*.log")}
         texts.update({f"CLI output {i}": text for i, text in enumerate(self.outputs)})
-        return [f"{what} in {where}" for where, text in texts.items() for value, what in secrets.items()
-                if value in text]
+        return [
+            f"{what} in {where}" for where, text in texts.items() for value, what in secrets.items() if value in text
+        ]
 
     def close(self) -> list[tuple[str, int]]:
         codes = [(w.name, w.stop()) for w in self.workers if w.popen.returncode is None]
@@ -198,8 +238,9 @@ def cluster(tmp_path: Path, db_url: str, request: pytest.FixtureRequest) -> Iter
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
-                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report

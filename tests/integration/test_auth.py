@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +47,16 @@ DENIED = grpc.StatusCode.PERMISSION_DENIED
 OPEN = {"Health/Check", "Health/Watch"}
 ANY_TOKEN = {"Health/List", "ServerReflection/Info"}
 WORKER = {"JobService/Connect", "PackageService/Fetch"}
-VIEWER = {"AdminService/GetStatus", "AdminService/ListHandlers", "AdminService/GetHandler",
-          "AdminService/GetHandlerLog", "AdminService/ListJobs", "AdminService/ListWorkers",
-          "AdminService/ListAudit", "PackageService/List"}
+VIEWER = {
+    "AdminService/GetStatus",
+    "AdminService/ListHandlers",
+    "AdminService/GetHandler",
+    "AdminService/GetHandlerLog",
+    "AdminService/ListJobs",
+    "AdminService/ListWorkers",
+    "AdminService/ListAudit",
+    "PackageService/List",
+}
 CALLERS = ("none", "bad", "viewer", "worker", "admin", "revoked")
 
 
@@ -107,75 +114,118 @@ class Calls:
             "JobService/Connect": (
                 lambda: self.connect(jobs_pb2.Hello(worker_id=wid, name="taker", slots=8)),
                 lambda: self.connect(jobs_pb2.Hello(worker_id="harmless", name="h", slots=0)),
-                grpc.StatusCode.INVALID_ARGUMENT),
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ),
             "PackageService/Fetch": (
                 lambda: list(p.Fetch(packages_pb2.FetchRequest(sha256=self.wheel_sha), timeout=t)),
-                lambda: list(p.Fetch(packages_pb2.FetchRequest(sha256=self.wheel_sha), timeout=t)), OK),
+                lambda: list(p.Fetch(packages_pb2.FetchRequest(sha256=self.wheel_sha), timeout=t)),
+                OK,
+            ),
             "PackageService/List": (
                 lambda: p.List(packages_pb2.ListPackagesRequest(), timeout=t),
-                lambda: p.List(packages_pb2.ListPackagesRequest(), timeout=t), OK),
+                lambda: p.List(packages_pb2.ListPackagesRequest(), timeout=t),
+                OK,
+            ),
             "PackageService/Upload": (
                 lambda: p.Upload(upload_requests([v2]), timeout=t),
-                lambda: p.Upload(upload_requests([junk]), timeout=t), grpc.StatusCode.INVALID_ARGUMENT),
+                lambda: p.Upload(upload_requests([junk]), timeout=t),
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ),
             "PackageService/Remove": (
                 lambda: p.Remove(packages_pb2.RemovePackageRequest(name="counter"), timeout=t),
                 lambda: p.Remove(packages_pb2.RemovePackageRequest(name="nope"), timeout=t),
-                grpc.StatusCode.NOT_FOUND),
+                grpc.StatusCode.NOT_FOUND,
+            ),
             "AdminService/GetStatus": (
                 lambda: a.GetStatus(admin_pb2.GetStatusRequest(), timeout=t),
-                lambda: a.GetStatus(admin_pb2.GetStatusRequest(), timeout=t), OK),
+                lambda: a.GetStatus(admin_pb2.GetStatusRequest(), timeout=t),
+                OK,
+            ),
             "AdminService/AddJobScript": (
-                lambda: a.AddJobScript(admin_pb2.AddJobScriptRequest(filename="i.py", content=intruder.read_bytes()),
-                                       timeout=t),
-                lambda: a.AddJobScript(admin_pb2.AddJobScriptRequest(filename="x.py", content=b"no block"),
-                                       timeout=t), grpc.StatusCode.INVALID_ARGUMENT),
+                lambda: a.AddJobScript(
+                    admin_pb2.AddJobScriptRequest(filename="i.py", content=intruder.read_bytes()), timeout=t
+                ),
+                lambda: a.AddJobScript(admin_pb2.AddJobScriptRequest(filename="x.py", content=b"no block"), timeout=t),
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ),
             "AdminService/ListHandlers": (
                 lambda: a.ListHandlers(admin_pb2.ListHandlersRequest(), timeout=t),
-                lambda: a.ListHandlers(admin_pb2.ListHandlersRequest(), timeout=t), OK),
+                lambda: a.ListHandlers(admin_pb2.ListHandlersRequest(), timeout=t),
+                OK,
+            ),
             "AdminService/GetHandler": (
                 lambda: a.GetHandler(admin_pb2.GetHandlerRequest(ref=hid), timeout=t),
-                lambda: a.GetHandler(admin_pb2.GetHandlerRequest(ref=hid), timeout=t), OK),
+                lambda: a.GetHandler(admin_pb2.GetHandlerRequest(ref=hid), timeout=t),
+                OK,
+            ),
             "AdminService/ControlHandler": (
-                lambda: a.ControlHandler(admin_pb2.ControlHandlerRequest(
-                    ref=hid, action=admin_pb2.HANDLER_ACTION_REMOVE), timeout=t),
-                lambda: a.ControlHandler(admin_pb2.ControlHandlerRequest(
-                    ref="nope", action=admin_pb2.HANDLER_ACTION_START), timeout=t), grpc.StatusCode.NOT_FOUND),
+                lambda: a.ControlHandler(
+                    admin_pb2.ControlHandlerRequest(ref=hid, action=admin_pb2.HANDLER_ACTION_REMOVE), timeout=t
+                ),
+                lambda: a.ControlHandler(
+                    admin_pb2.ControlHandlerRequest(ref="nope", action=admin_pb2.HANDLER_ACTION_START), timeout=t
+                ),
+                grpc.StatusCode.NOT_FOUND,
+            ),
             "AdminService/GetHandlerLog": (
-                lambda: list(a.GetHandlerLog(log, timeout=t)), lambda: list(a.GetHandlerLog(log, timeout=t)), OK),
+                lambda: list(a.GetHandlerLog(log, timeout=t)),
+                lambda: list(a.GetHandlerLog(log, timeout=t)),
+                OK,
+            ),
             "AdminService/ListJobs": (
                 lambda: a.ListJobs(admin_pb2.ListJobsRequest(), timeout=t),
-                lambda: a.ListJobs(admin_pb2.ListJobsRequest(), timeout=t), OK),
+                lambda: a.ListJobs(admin_pb2.ListJobsRequest(), timeout=t),
+                OK,
+            ),
             "AdminService/ListWorkers": (
                 lambda: a.ListWorkers(admin_pb2.ListWorkersRequest(), timeout=t),
-                lambda: a.ListWorkers(admin_pb2.ListWorkersRequest(), timeout=t), OK),
+                lambda: a.ListWorkers(admin_pb2.ListWorkersRequest(), timeout=t),
+                OK,
+            ),
             "AdminService/RemoveWorker": (
                 lambda: a.RemoveWorker(admin_pb2.RemoveWorkerRequest(ref=wid), timeout=t),
                 lambda: a.RemoveWorker(admin_pb2.RemoveWorkerRequest(ref="nope"), timeout=t),
-                grpc.StatusCode.NOT_FOUND),
+                grpc.StatusCode.NOT_FOUND,
+            ),
             "AdminService/DisableWorker": (
                 lambda: a.DisableWorker(admin_pb2.DisableWorkerRequest(ref=wid), timeout=t),
                 lambda: a.DisableWorker(admin_pb2.DisableWorkerRequest(ref="nope"), timeout=t),
-                grpc.StatusCode.NOT_FOUND),
+                grpc.StatusCode.NOT_FOUND,
+            ),
             "AdminService/EnableWorker": (
                 lambda: a.EnableWorker(admin_pb2.EnableWorkerRequest(ref=wid), timeout=t),
                 lambda: a.EnableWorker(admin_pb2.EnableWorkerRequest(ref="nope"), timeout=t),
-                grpc.StatusCode.NOT_FOUND),
+                grpc.StatusCode.NOT_FOUND,
+            ),
             "AdminService/ListAudit": (
                 lambda: a.ListAudit(admin_pb2.ListAuditRequest(), timeout=t),
-                lambda: a.ListAudit(admin_pb2.ListAuditRequest(), timeout=t), OK),
+                lambda: a.ListAudit(admin_pb2.ListAuditRequest(), timeout=t),
+                OK,
+            ),
             "Health/Check": (
                 lambda: self.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=t),
-                lambda: self.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=t), OK),
+                lambda: self.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=t),
+                OK,
+            ),
             "Health/Watch": (self.watch, self.watch, OK),
             "Health/List": (
                 lambda: self.health.List(health_pb2.HealthListRequest(), timeout=t),
                 lambda: self.health.List(health_pb2.HealthListRequest(), timeout=t),
-                grpc.StatusCode.UNIMPLEMENTED),  # not in grpcio-health-checking 1.85: past the check all the same
+                grpc.StatusCode.UNIMPLEMENTED,
+            ),  # not in grpcio-health-checking 1.85: past the check all the same
             "ServerReflection/Info": (
-                lambda: list(self.reflection.ServerReflectionInfo(
-                    iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=t)),
-                lambda: list(self.reflection.ServerReflectionInfo(
-                    iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=t)), OK),
+                lambda: list(
+                    self.reflection.ServerReflectionInfo(
+                        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=t
+                    )
+                ),
+                lambda: list(
+                    self.reflection.ServerReflectionInfo(
+                        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=t
+                    )
+                ),
+                OK,
+            ),
         }
 
 
@@ -186,9 +236,11 @@ def stored(cluster: Cluster) -> dict[str, Any]:
     try:
         with engine.connect() as conn:
             state: dict[str, Any] = {
-                t.name: sorted(tuple(row) for row in conn.execute(
-                    select(*[c for c in t.columns if c.name not in volatile])))
-                for t in (handlers, packages, jobs, workers, tokens)}
+                t.name: sorted(
+                    tuple(row) for row in conn.execute(select(*[c for c in t.columns if c.name not in volatile]))
+                )
+                for t in (handlers, packages, jobs, workers, tokens)
+            }
     finally:
         engine.dispose()
     state["blobs"] = sorted(p.name for p in (cluster.root / "data").rglob("*"))
@@ -196,13 +248,14 @@ def stored(cluster: Cluster) -> dict[str, Any]:
 
 
 @pytest.fixture
-def setup(cluster: Cluster, tmp_path: Path) -> Iterator[tuple[dict[str, str | None], str, str, str]]:
+def setup(cluster: Cluster, tmp_path: Path) -> tuple[dict[str, str | None], str, str, str]:
     wheel = counter_wheel(tmp_path / "wheels")
     sha = cluster.api.upload(wheel).package.wheel.sha256
     hid = cluster.api.add_script(counter_script(tmp_path / "c.py", job="idle")).handler.id  # idle: no jobs move
     cluster.add_worker("w1")
-    worker_id = wait_until(lambda: next((w.id for w in cluster.api.workers() if w.connected), None), 30,
-                           what="the worker to connect")
+    worker_id = wait_until(
+        lambda: next((w.id for w in cluster.api.workers() if w.connected), None), 30, what="the worker to connect"
+    )
     assert cluster.server is not None
     revoked = cluster.make_token("admin", "gone")
     gone = Admin(cluster.server.address, token=revoked)
@@ -211,24 +264,36 @@ def setup(cluster: Cluster, tmp_path: Path) -> Iterator[tuple[dict[str, str | No
     wait_until(lambda: code(gone.workers) == UNAUTHENTICATED, 10, what="the revoked token to be refused")
     gone.close()
     tokens_by_caller: dict[str, str | None] = {
-        "none": None, "bad": "ndt_" + secrets.token_urlsafe(32), "viewer": cluster.make_token("viewer", "v"),
-        "worker": cluster.server.token_file("worker").read_text().strip(), "admin": cluster.server.admin_token,
-        "revoked": revoked}
-    yield tokens_by_caller, hid, worker_id, sha
+        "none": None,
+        "bad": "ndt_" + secrets.token_urlsafe(32),
+        "viewer": cluster.make_token("viewer", "v"),
+        "worker": cluster.server.token_file("worker").read_text().strip(),
+        "admin": cluster.server.admin_token,
+        "revoked": revoked,
+    }
+    return tokens_by_caller, hid, worker_id, sha
 
 
 def test_every_method_answers_each_caller_as_its_role_says(
-        cluster: Cluster, tmp_path: Path, setup: tuple[dict[str, str | None], str, str, str]) -> None:
+    cluster: Cluster, tmp_path: Path, setup: tuple[dict[str, str | None], str, str, str]
+) -> None:
     tokens_by_caller, hid, worker_id, sha = setup
     assert cluster.server is not None
     channels = {c: sync_channel(cluster.server.address, ClientSecurity(token=t)) for c, t in tokens_by_caller.items()}
-    calls = {c: Calls(ch, hid=hid, worker_id=worker_id, wheel_sha=sha, root=tmp_path / c).table()
-             for c, ch in channels.items()}
+    calls = {
+        c: Calls(ch, hid=hid, worker_id=worker_id, wheel_sha=sha, root=tmp_path / c).table()
+        for c, ch in channels.items()
+    }
     methods = set(calls["admin"])
     assert methods == OPEN | ANY_TOKEN | WORKER | VIEWER | {
-        "PackageService/Upload", "PackageService/Remove", "AdminService/AddJobScript",
-        "AdminService/ControlHandler", "AdminService/RemoveWorker", "AdminService/DisableWorker",
-        "AdminService/EnableWorker"}
+        "PackageService/Upload",
+        "PackageService/Remove",
+        "AdminService/AddJobScript",
+        "AdminService/ControlHandler",
+        "AdminService/RemoveWorker",
+        "AdminService/DisableWorker",
+        "AdminService/EnableWorker",
+    }
 
     before = stored(cluster)
     wrong = []
@@ -256,13 +321,17 @@ def test_refusals_name_what_to_do(cluster: Cluster) -> None:
     with pytest.raises(grpc.RpcError) as denied:
         viewer.control("nope", admin_pb2.HANDLER_ACTION_REMOVE)
     assert denied.value.code() == DENIED
-    assert denied.value.details() == ("the viewer token 'looker' may not call AdminService/ControlHandler; "
-                                      "give the admin token: --token-file FILE or NETDIST_TOKEN")
+    assert denied.value.details() == (
+        "the viewer token 'looker' may not call AdminService/ControlHandler; "
+        "give the admin token: --token-file FILE or NETDIST_TOKEN"
+    )
     with sync_channel(cluster.server.address, ClientSecurity()) as channel, pytest.raises(grpc.RpcError) as missing:
         admin_pb2_grpc.AdminServiceStub(channel).ListHandlers(admin_pb2.ListHandlersRequest(), timeout=10)
     assert missing.value.code() == UNAUTHENTICATED
-    assert missing.value.details() == ("this call carried no token: AdminService/ListHandlers needs one; "
-                                       "give a viewer or the admin token: --token-file FILE or NETDIST_TOKEN")
+    assert missing.value.details() == (
+        "this call carried no token: AdminService/ListHandlers needs one; "
+        "give a viewer or the admin token: --token-file FILE or NETDIST_TOKEN"
+    )
     viewer.close()
 
 
@@ -274,19 +343,22 @@ def test_the_admin_cli_says_no_in_one_red_line_and_exits_1(cluster: Cluster) -> 
     assert (refused.returncode, refused.stdout) == (1, "")
     assert refused.stderr.splitlines() == [
         "PermissionDeniedError: the viewer token 'reader' may not call AdminService/DisableWorker; give the admin "
-        "token: --token-file FILE or NETDIST_TOKEN"]
+        "token: --token-file FILE or NETDIST_TOKEN"
+    ]
     bad = cluster.admin_cli("status", env={"NETDIST_TOKEN": "ndt_" + secrets.token_urlsafe(32)})
     assert (bad.returncode, bad.stdout) == (1, "")
     (line,) = bad.stderr.splitlines()
     assert line.startswith("UnauthenticatedError: the token given is not known to this server") and line.endswith(
-        "(the token given came from NETDIST_TOKEN)"), line
+        "(the token given came from NETDIST_TOKEN)"
+    ), line
 
 
 def test_a_revoked_token_ends_its_open_worker_stream_and_followed_log(cluster: Cluster, tmp_path: Path) -> None:
     assert cluster.server is not None
     cluster.api.upload(counter_wheel(tmp_path))
-    hid = cluster.api.add_script(counter_script(tmp_path / "c.py", job="c", settings="auto-start = true",
-                                                count=4)).handler.id
+    hid = cluster.api.add_script(
+        counter_script(tmp_path / "c.py", job="c", settings="auto-start = true", count=4)
+    ).handler.id
     token_file = tmp_path / "lab.token"
     token_file.write_text(cluster.make_token("worker", "lab") + "\n")
     worker = cluster.add_worker("lab", token_file=token_file)

@@ -16,7 +16,7 @@ COUNT = 40
 
 # The job's answer comes from the wheel's module and a stdlib module: an edited
 # module, or a stray fractions.py first on sys.path, would change it.
-SCRIPT = f'''# /// script
+SCRIPT = f"""# /// script
 # [tool.netdist]
 # package = "counter"
 # handler = "Counter"
@@ -35,14 +35,19 @@ from counter.ops import double
 def process(job_input, ctx):
     time.sleep(job_input["sleep"])
     return {{"double": int(Fraction(double(job_input["i"])))}}
-'''
+"""
 
 
 def ops_wheel(out_dir: Path) -> Path:
     return write_wheel(
-        out_dir, name="counter", version="1.0",
-        files={"counter/__init__.py": "", "counter/handler.py": HANDLER.format(version="1.0"),
-               "counter/ops.py": "def double(i):\n    return 2 * i\n"},
+        out_dir,
+        name="counter",
+        version="1.0",
+        files={
+            "counter/__init__.py": "",
+            "counter/handler.py": HANDLER.format(version="1.0"),
+            "counter/ops.py": "def double(i):\n    return 2 * i\n",
+        },
         entry_points={"netdist.handlers": {"Counter": "counter.handler:Counter"}},
     )
 

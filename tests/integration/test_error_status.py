@@ -51,8 +51,9 @@ class Shapes:
         return b""
 
     @to_status
-    async def StreamStream(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
-                           ) -> AsyncIterator[bytes]:
+    async def StreamStream(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
         async for request in requests:
             yield b"first"
             self._raise(request)
@@ -65,13 +66,16 @@ class Shapes:
 
 
 def _handlers(shapes: Shapes) -> grpc.GenericRpcHandler:
-    return grpc.method_handlers_generic_handler(SERVICE, {
-        "UnaryUnary": grpc.unary_unary_rpc_method_handler(shapes.UnaryUnary),
-        "UnaryStream": grpc.unary_stream_rpc_method_handler(shapes.UnaryStream),
-        "StreamUnary": grpc.stream_unary_rpc_method_handler(shapes.StreamUnary),
-        "StreamStream": grpc.stream_stream_rpc_method_handler(shapes.StreamStream),
-        "StreamWrite": grpc.stream_stream_rpc_method_handler(shapes.StreamWrite),
-    })
+    return grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "UnaryUnary": grpc.unary_unary_rpc_method_handler(shapes.UnaryUnary),
+            "UnaryStream": grpc.unary_stream_rpc_method_handler(shapes.UnaryStream),
+            "StreamUnary": grpc.stream_unary_rpc_method_handler(shapes.StreamUnary),
+            "StreamStream": grpc.stream_stream_rpc_method_handler(shapes.StreamStream),
+            "StreamWrite": grpc.stream_stream_rpc_method_handler(shapes.StreamWrite),
+        },
+    )
 
 
 async def _call(channel: grpc.aio.Channel, method: str, request: bytes) -> tuple[list[bytes], grpc.aio.AioRpcError]:

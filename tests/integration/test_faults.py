@@ -45,8 +45,9 @@ def test_worker_killed_mid_job_has_its_job_finished_by_another(cluster: Cluster,
     info = cluster.api.wait_state(hid, "finished", timeout=60)
     assert info.jobs_processed == 6 and info.jobs_failed == 0
     assert f"sum={expected_sum(6)} seen=6" in info.result_summary
-    wait_until(lambda: {w.name: w.jobs_done for w in cluster.api.workers()}["rescuer"] >= 1, 10,
-               what="the rescuer's count")
+    wait_until(
+        lambda: {w.name: w.jobs_done for w in cluster.api.workers()}["rescuer"] >= 1, 10, what="the rescuer's count"
+    )
     assert not {w.name: w for w in cluster.api.workers()}["victim"].connected
 
 
@@ -85,8 +86,11 @@ def test_server_killed_mid_run_finishes_with_no_job_lost(cluster: Cluster, tmp_p
     # in the same transaction as the results it processed.
     assert info.jobs_processed == 400 and info.jobs_failed == 0
     assert info.result_summary == f"1.0 sum={expected_sum(400)} seen=400 failures=0"
-    wait_until(lambda: {w.name for w in cluster.api.workers() if w.connected} == {"w1", "w2"}, 30,
-               what="both workers to reconnect")
+    wait_until(
+        lambda: {w.name for w in cluster.api.workers() if w.connected} == {"w1", "w2"},
+        30,
+        what="both workers to reconnect",
+    )
     # Workers name the leases whose results wait for an ack in their Hello, and adopted
     # leases wait for their workers: no result finished before the kill was thrown away.
     assert "stale" not in cluster.process.output()

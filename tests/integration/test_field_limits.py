@@ -74,10 +74,16 @@ def test_progress_text_is_clipped_and_stripped_of_controls(cluster: Cluster, tmp
         ref = message.leases.items[0].ref
         worker.send(jobs_pb2.WorkerMessage(started=jobs_pb2.Started(refs=[ref])))
         text = "50%\x1b[2J\r\nFORGED\u202e" + "x" * 100_000
-        worker.send(jobs_pb2.WorkerMessage(progress=jobs_pb2.ProgressBatch(
-            items=[jobs_pb2.Progress(ref=ref, percent=50.0, text=text)])))
-        shown = wait_until(lambda: [j.progress_text for j in cluster.api.running_jobs(hid) if j.progress_text], 20,
-                           what="the progress text")
+        worker.send(
+            jobs_pb2.WorkerMessage(
+                progress=jobs_pb2.ProgressBatch(items=[jobs_pb2.Progress(ref=ref, percent=50.0, text=text)])
+            )
+        )
+        shown = wait_until(
+            lambda: [j.progress_text for j in cluster.api.running_jobs(hid) if j.progress_text],
+            20,
+            what="the progress text",
+        )
         assert shown[0].startswith("50%[2J  FORGEDxx")
         assert len(shown[0]) <= fields.MAX_PROGRESS_TEXT and fields.UNSAFE.search(shown[0]) is None
     finally:
@@ -90,9 +96,16 @@ def test_a_worker_row_from_before_the_limits_cannot_break_workers_list(cluster: 
     labels = {f"label-{i}": "v" * 100 for i in range(100_000)} | {"k" * 1000: "v" * 1000}
     try:
         with engine.begin() as conn:  # as an older server stored it: no limits on the way in
-            conn.execute(sqlalchemy.insert(workers).values(
-                id="old-1", name="n" * 10_000, labels_json=json.dumps(labels), slots=1,
-                hostname="h" * 20_000_000, version="v" * 10_000))
+            conn.execute(
+                sqlalchemy.insert(workers).values(
+                    id="old-1",
+                    name="n" * 10_000,
+                    labels_json=json.dumps(labels),
+                    slots=1,
+                    hostname="h" * 20_000_000,
+                    version="v" * 10_000,
+                )
+            )
     finally:
         engine.dispose()
     reply = cluster.api.admin.ListWorkers(admin_pb2.ListWorkersRequest(), timeout=60)

@@ -28,7 +28,7 @@ class Probe(Handler):
         return json.dumps(dict(os.environ))
 '''
 
-SCRIPT = '''# /// script
+SCRIPT = """# /// script
 # [tool.netdist]
 # package = "envprobe"
 # handler = "Probe"
@@ -37,19 +37,31 @@ SCRIPT = '''# /// script
 # ///
 def process(job_input, ctx):
     return job_input
-'''
+"""
 
 
 @pytest.mark.parametrize("db_url", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 def test_a_handler_sees_neither_the_servers_settings_nor_a_token(cluster: Cluster, tmp_path: Path) -> None:
     assert cluster.server is not None
     admin_token, worker_token = cluster.server.admin_token, cluster.server.worker_token_file.read_text().strip()
-    secret_env = {"NETDIST_DB": cluster.db_url, "NETDIST_TOKEN": admin_token, "NETDIST_WORKER_TOKEN": worker_token,
-                  "NETDIST_LOG_LEVEL": "info", "SOME_SERVICE_PASSWORD": "hunter2", "TZ": "Europe/Zurich"}
+    secret_env = {
+        "NETDIST_DB": cluster.db_url,
+        "NETDIST_TOKEN": admin_token,
+        "NETDIST_WORKER_TOKEN": worker_token,
+        "NETDIST_LOG_LEVEL": "info",
+        "SOME_SERVICE_PASSWORD": "hunter2",
+        "TZ": "Europe/Zurich",
+    }
     cluster.start_server(env=secret_env)  # the same store, started with secrets in its environment
-    cluster.api.upload(write_wheel(tmp_path / "wheels", name="envprobe", version="1.0",
-                                   files={"envprobe/__init__.py": "", "envprobe/probe.py": PROBE},
-                                   entry_points={"netdist.handlers": {"Probe": "envprobe.probe:Probe"}}))
+    cluster.api.upload(
+        write_wheel(
+            tmp_path / "wheels",
+            name="envprobe",
+            version="1.0",
+            files={"envprobe/__init__.py": "", "envprobe/probe.py": PROBE},
+            entry_points={"netdist.handlers": {"Probe": "envprobe.probe:Probe"}},
+        )
+    )
     script = tmp_path / "probe.py"
     script.write_text(SCRIPT)
     hid = cluster.api.add_script(script).handler.id

@@ -21,14 +21,18 @@ def test_raising_and_dying_handlers_fail_alone_and_resume_exactly(cluster: Clust
     cluster.api.upload(counter_wheel(tmp_path))
     cluster.add_worker("w1", slots=2)
     raising = cluster.api.add_script(
-        counter_script(tmp_path / "r.py", job="raising", settings=START, count=60, raise_at=37)).handler.id
+        counter_script(tmp_path / "r.py", job="raising", settings=START, count=60, raise_at=37)
+    ).handler.id
     dying = cluster.api.add_script(
-        counter_script(tmp_path / "d.py", job="dying", settings=START, count=60, exit_at=21)).handler.id
+        counter_script(tmp_path / "d.py", job="dying", settings=START, count=60, exit_at=21)
+    ).handler.id
     healthy = cluster.api.add_script(
-        counter_script(tmp_path / "h.py", job="healthy", settings=START, count=60)).handler.id
+        counter_script(tmp_path / "h.py", job="healthy", settings=START, count=60)
+    ).handler.id
 
     info = cluster.api.wait_state(raising, "failed", timeout=60)
     assert info.message == "RuntimeError: handler bug at 37"
+
     def logged() -> bool:
         log = "\n".join(line.message for line in cluster.api.log(raising))
         return "Traceback" in log and "state failed: RuntimeError: handler bug at 37" in log
@@ -38,7 +42,8 @@ def test_raising_and_dying_handlers_fail_alone_and_resume_exactly(cluster: Clust
     assert info.message == "handler host exited with code 3"
     # The server kept serving: the third handler ran to its end.
     assert cluster.api.wait_state(healthy, "finished", timeout=60).result_summary == (
-        f"1.0 sum={expected_sum(60)} seen=60 failures=0")
+        f"1.0 sum={expected_sum(60)} seen=60 failures=0"
+    )
 
     # Fixed script, enable, start: each instance finishes with every result
     # counted exactly once (the failed batch was never committed).
@@ -59,16 +64,22 @@ def test_a_hanging_handler_is_killed_on_stop_and_the_server_keeps_serving(cluste
     cluster.api.upload(counter_wheel(tmp_path))
     cluster.add_worker("w1", slots=2)
     hung = cluster.api.add_script(
-        counter_script(tmp_path / "h.py", job="hung", settings=START, count=40, hang_at=5)).handler.id
-    wait_until(lambda: "hanging at 5" in "\n".join(line.message for line in cluster.api.log(hung)), 30,
-               what="the handler to hang")
-    healthy = cluster.api.add_script(
-        counter_script(tmp_path / "ok.py", job="ok", settings=START, count=30)).handler.id
+        counter_script(tmp_path / "h.py", job="hung", settings=START, count=40, hang_at=5)
+    ).handler.id
+    wait_until(
+        lambda: "hanging at 5" in "\n".join(line.message for line in cluster.api.log(hung)),
+        30,
+        what="the handler to hang",
+    )
+    healthy = cluster.api.add_script(counter_script(tmp_path / "ok.py", job="ok", settings=START, count=30)).handler.id
     assert cluster.api.wait_state(healthy, "finished", timeout=60).jobs_processed == 30
     # Stop answers (the host is killed after its grace) and the handler is stopped, not failed.
     assert cluster.api.control(hung, admin_pb2.HANDLER_ACTION_STOP).state == "stopped"
-    wait_until(lambda: "did not answer within" in "\n".join(line.message for line in cluster.api.log(hung)),
-               10, what="the kill in the handler's log")
+    wait_until(
+        lambda: "did not answer within" in "\n".join(line.message for line in cluster.api.log(hung)),
+        10,
+        what="the kill in the handler's log",
+    )
     # Other control still works: the fixed script runs to the end with every result counted once.
     cluster.api.add_script(counter_script(tmp_path / "h.py", job="hung", settings=START, count=40))
     cluster.api.control(hung, admin_pb2.HANDLER_ACTION_START)
@@ -80,7 +91,8 @@ def test_a_hanging_handler_host_does_not_outlive_a_killed_server(cluster: Cluste
     cluster.api.upload(counter_wheel(tmp_path))
     cluster.add_worker("w1")
     hung = cluster.api.add_script(
-        counter_script(tmp_path / "h.py", job="hung", settings=START, count=20, hang_at=3)).handler.id
+        counter_script(tmp_path / "h.py", job="hung", settings=START, count=20, hang_at=3)
+    ).handler.id
 
     def host_pid() -> int | None:
         lines = "\n".join(line.message for line in cluster.api.log(hung))
@@ -100,7 +112,8 @@ def test_a_handler_that_does_not_answer_in_time_fails_with_the_reason(cluster: C
     cluster.api.upload(counter_wheel(tmp_path))
     cluster.add_worker("w1")
     hung = cluster.api.add_script(
-        counter_script(tmp_path / "h.py", job="hung", settings=START, count=20, hang_at=3)).handler.id
+        counter_script(tmp_path / "h.py", job="hung", settings=START, count=20, hang_at=3)
+    ).handler.id
     info = cluster.api.wait_state(hung, "failed", timeout=30)
     assert info.message == "handler did not answer 'results' within 1.5 s; its host was killed"
     cluster.api.add_script(counter_script(tmp_path / "h.py", job="hung", settings=START, count=20))

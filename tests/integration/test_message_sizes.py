@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.parametrize("db_url", ["sqlite"], indirect=True), pyte
 
 MIB = 1024 * 1024
 
-HANDLER = '''
+HANDLER = """
 from dataclasses import dataclass
 from netdist.handler import Handler
 
@@ -62,9 +62,9 @@ class Sizes(Handler[Settings]):
 
     def summary(self):
         return f"outputs={len(self.state['outputs'])} failures={len(self.state['failures'])}"
-'''
+"""
 
-SCRIPT = '''# /// script
+SCRIPT = """# /// script
 # [tool.netdist]
 # package = "sizes"
 # handler = "Sizes"
@@ -75,12 +75,17 @@ SCRIPT = '''# /// script
 def process(job_input, ctx):
     ctx.progress(50, "p" * 100_000)  # cut to what the server keeps, on the worker
     return {{"i": job_input["i"], "pad": "o" * job_input["size"]}}
-'''
+"""
 
 
 def sizes_wheel(out_dir: Path) -> Path:
-    return write_wheel(out_dir, name="sizes", version="1.0", files={"sizes/__init__.py": HANDLER},
-                       entry_points={"netdist.handlers": {"Sizes": "sizes:Sizes"}})
+    return write_wheel(
+        out_dir,
+        name="sizes",
+        version="1.0",
+        files={"sizes/__init__.py": HANDLER},
+        entry_points={"netdist.handlers": {"Sizes": "sizes:Sizes"}},
+    )
 
 
 def add(cluster: Cluster, tmp_path: Path, job: str, **settings: object) -> str:
@@ -92,12 +97,12 @@ def add(cluster: Cluster, tmp_path: Path, job: str, **settings: object) -> str:
     return info.id
 
 
-def test_megabyte_inputs_and_outputs_travel_and_an_oversized_output_fails_only_its_job(cluster: Cluster,
-                                                                                      tmp_path: Path) -> None:
+def test_megabyte_inputs_and_outputs_travel_and_an_oversized_output_fails_only_its_job(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     cluster.api.upload(sizes_wheel(tmp_path))
     worker = cluster.add_worker("w1", slots=2)
-    hid = add(cluster, tmp_path, "megabytes", count=8, input_bytes=MIB, output_bytes=MAX_OUTPUT_BYTES - 64,
-              huge_at=3)
+    hid = add(cluster, tmp_path, "megabytes", count=8, input_bytes=MIB, output_bytes=MAX_OUTPUT_BYTES - 64, huge_at=3)
     info = cluster.api.wait_state(hid, "finished", timeout=120)
     assert info.jobs_processed == 7 and info.jobs_failed == 1, info
     assert info.result_summary == "outputs=7 failures=1"

@@ -28,8 +28,9 @@ def test_progress_reaches_the_jobs_and_workers_listings(cluster: Cluster, tmp_pa
     cluster.api.upload(counter_wheel(tmp_path))
     cluster.add_worker("w1", slots=2, labels={"zone": "b"})
     gate = gates("p")
-    hid = cluster.api.add_script(counter_script(tmp_path / "p.py", job="p", settings="auto-start = true",
-                                                count=3, gate=str(gate))).handler.id
+    hid = cluster.api.add_script(
+        counter_script(tmp_path / "p.py", job="p", settings="auto-start = true", count=3, gate=str(gate))
+    ).handler.id
 
     # Each job reports 1..41 in a burst, then 42 while it waits at its gate.
     def at_gate() -> list[admin_pb2.JobInfo] | None:
@@ -43,8 +44,13 @@ def test_progress_reaches_the_jobs_and_workers_listings(cluster: Cluster, tmp_pa
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)
     assert sorted(r["id"] for r in rows) == sorted(j.id for j in jobs)
-    assert all(r["progress_percent"] == 42 and r["progress_text"] == "waiting at the gate" and
-               r["status"] == "leased" and r["worker_name"] == "w1" for r in rows)
+    assert all(
+        r["progress_percent"] == 42
+        and r["progress_text"] == "waiting at the gate"
+        and r["status"] == "leased"
+        and r["worker_name"] == "w1"
+        for r in rows
+    )
 
     (w1,) = cluster.api.workers()
     assert (w1.name, dict(w1.labels), w1.slots, w1.connected, w1.jobs_running) == ("w1", {"zone": "b"}, 2, True, 2)
@@ -54,18 +60,21 @@ def test_progress_reaches_the_jobs_and_workers_listings(cluster: Cluster, tmp_pa
     # The handler's own view lists its running jobs with their progress too.
     shown = cluster.api.handler(hid)
     assert {(r.id, r.progress_percent, r.progress_text) for r in shown.running} == {
-        (j.id, 42, "waiting at the gate") for j in jobs}
+        (j.id, 42, "waiting at the gate") for j in jobs
+    }
     detail = admin_cli(cluster, "handlers", "show", hid)
     assert detail.returncode == 0 and "42%" in detail.stdout, detail.stdout
 
     gate.touch()
     assert cluster.api.wait_state(hid, "finished", timeout=30).jobs_processed == 3
-    failing = cluster.api.add_script(counter_script(tmp_path / "f.py", job="f",
-                                                    settings="auto-start = true\nmax-attempts = 1",
-                                                    count=2, fail_every=1)).handler.id
+    failing = cluster.api.add_script(
+        counter_script(
+            tmp_path / "f.py", job="f", settings="auto-start = true\nmax-attempts = 1", count=2, fail_every=1
+        )
+    ).handler.id
     cluster.api.wait_state(failing, "finished", timeout=30)
     # Per-worker counts are flushed to the store about once a second.
-    wait_until(lambda: (cluster.api.workers()[0].jobs_failed == 2), 10, what="the failed count")
+    wait_until(lambda: cluster.api.workers()[0].jobs_failed == 2, 10, what="the failed count")
     (w1,) = cluster.api.workers()
     assert (w1.jobs_done, w1.jobs_failed, w1.jobs_running, list(w1.running)) == (3, 2, 0, [])
 
@@ -74,8 +83,10 @@ def test_workers_remove_revokes_and_returns_its_leases(cluster: Cluster, tmp_pat
     cluster.api.upload(counter_wheel(tmp_path))
     doomed = cluster.add_worker("doomed", slots=2)
     gate = gates("r")
-    hid = cluster.api.add_script(counter_script(tmp_path / "r.py", job="r", settings="auto-start = true",
-                                                count=2, gate=str(gate))).handler.id
+    hid = cluster.api.add_script(
+        counter_script(tmp_path / "r.py", job="r", settings="auto-start = true", count=2, gate=str(gate))
+    ).handler.id
+
     def two_running() -> list[admin_pb2.JobInfo] | None:
         jobs = cluster.api.running_jobs(hid)
         return jobs if len(jobs) == 2 else None
@@ -86,8 +97,9 @@ def test_workers_remove_revokes_and_returns_its_leases(cluster: Cluster, tmp_pat
     reply = cluster.api.admin.RemoveWorker(admin_pb2.RemoveWorkerRequest(ref="doomed"), timeout=30)
     assert reply.leases_returned == 2
     # The revoke reached the worker before its stream was closed: it stopped those jobs.
-    wait_until(lambda: "server revoked 2 job(s): worker removed" in doomed.output(), 15,
-               what="the revoke on the worker")
+    wait_until(
+        lambda: "server revoked 2 job(s): worker removed" in doomed.output(), 15, what="the revoke on the worker"
+    )
     # The jobs went back to the queue; they are leased anew and finish.
     gate.touch()
     cluster.add_worker("rescuer")

@@ -82,7 +82,8 @@ def test_credit_leases_results_acks_and_duplicates(cluster: Cluster, tmp_path: P
         assert len(leases) == 2  # never more than the capacity
         table = cluster.app.leases(worker_id="hand-1")  # the lease table holds what was sent, no more
         assert [(lease.job_id, lease.lease_no, lease.stored) for lease in table] == sorted(
-            (lease.ref.job_id, lease.ref.lease_no, True) for lease in leases)
+            (lease.ref.job_id, lease.ref.lease_no, True) for lease in leases
+        )
         assert all(lease.script_sha256 and len(lease.environment) == 1 for lease in leases)
         worker.send(jobs_pb2.WorkerMessage(results=jobs_pb2.ResultBatch(items=[result(leases[0])])))
         ack = worker.next_of("ack")  # and not a Revoke of the lease just answered
@@ -112,8 +113,9 @@ def test_a_started_job_past_its_timeout_is_revoked_and_leased_again_as_its_next_
     """The server's half of job-timeout, alone: this worker never kills its job (a real worker's own
     watchdog would race the server to it; tests/unit/test_worker_executor.py checks that half)."""
     cluster.api.upload(counter_wheel(tmp_path))
-    hid = cluster.api.add_script(counter_script(tmp_path / "t.py", job="t", count=1,
-                                                settings="auto-start = true\njob-timeout = 0.5")).handler.id
+    hid = cluster.api.add_script(
+        counter_script(tmp_path / "t.py", job="t", count=1, settings="auto-start = true\njob-timeout = 0.5")
+    ).handler.id
     worker = HandWorker(cluster, heartbeat_seconds=0.1)
     try:
         worker.send(jobs_pb2.WorkerMessage(capacity=jobs_pb2.Capacity(jobs=1)))
@@ -129,7 +131,8 @@ def test_a_started_job_past_its_timeout_is_revoked_and_leased_again_as_its_next_
         assert (again.ref.job_id, again.attempt) == (first.ref.job_id, 2)
         assert again.ref.lease_no > first.ref.lease_no
         assert [(lease.job_id, lease.lease_no, lease.attempt) for lease in cluster.app.leases(handler_id=hid)] == [
-            (again.ref.job_id, again.ref.lease_no, 2)]
+            (again.ref.job_id, again.ref.lease_no, 2)
+        ]
         # A late result for the revoked lease is refused; the current one is accepted.
         worker.send(jobs_pb2.WorkerMessage(results=jobs_pb2.ResultBatch(items=[result(first), result(again)])))
         ack = worker.next_of("ack").ack

@@ -35,7 +35,9 @@ def test_job_script_runs_to_completion(cluster: Cluster, tmp_path: Path) -> None
     assert "counter 1.0 initialized at 0" in log  # the handler's own line reached the server
 
 
-def test_same_script_again_needs_no_update_and_a_new_job_name_is_a_new_instance(cluster: Cluster, tmp_path: Path) -> None:
+def test_same_script_again_needs_no_update_and_a_new_job_name_is_a_new_instance(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     cluster.api.upload(counter_wheel(tmp_path))
     script = counter_script(tmp_path / "a.py", job="a", count=5)
     first = cluster.api.add_script(script)
@@ -51,8 +53,9 @@ def test_same_script_again_needs_no_update_and_a_new_job_name_is_a_new_instance(
 def test_failed_jobs_are_retried_then_given_to_process_failure(cluster: Cluster, tmp_path: Path) -> None:
     cluster.api.upload(counter_wheel(tmp_path))
     cluster.add_worker("w1", slots=2)
-    script = counter_script(tmp_path / "f.py", job="f", settings="auto-start = true\nmax-attempts = 2",
-                            count=40, fail_every=10)
+    script = counter_script(
+        tmp_path / "f.py", job="f", settings="auto-start = true\nmax-attempts = 2", count=40, fail_every=10
+    )
     hid = cluster.api.add_script(script).handler.id
     info = cluster.api.wait_state(hid, "finished", timeout=60)
     assert info.jobs_processed == 36 and info.jobs_failed == 4
@@ -66,12 +69,20 @@ def test_failed_jobs_are_retried_then_given_to_process_failure(cluster: Cluster,
 def test_workers_sharing_a_cache_dir_are_distinct_workers(cluster: Cluster, tmp_path: Path) -> None:
     assert cluster.server is not None
     for name in ("twin-a", "twin-b"):
-        cluster.workers.append(start_worker(cluster.server.address, name=name, log_dir=tmp_path / "logs",
-                                            cache_dir=tmp_path / "shared-cache", slots=1))
+        cluster.workers.append(
+            start_worker(
+                cluster.server.address,
+                name=name,
+                log_dir=tmp_path / "logs",
+                cache_dir=tmp_path / "shared-cache",
+                slots=1,
+            )
+        )
     wait_until(lambda: sum(w.connected for w in cluster.api.workers()) == 2, 30, what="both to connect")
     cluster.api.upload(counter_wheel(tmp_path))
-    hid = cluster.api.add_script(counter_script(tmp_path / "s.py", settings="auto-start = true",
-                                                count=40, sleep=0.05)).handler.id
+    hid = cluster.api.add_script(
+        counter_script(tmp_path / "s.py", settings="auto-start = true", count=40, sleep=0.05)
+    ).handler.id
     assert cluster.api.wait_state(hid, "finished", timeout=60).jobs_processed == 40
     workers = cluster.api.workers()
     assert len({w.id for w in workers}) == 2 and all(w.connected for w in workers)

@@ -30,6 +30,7 @@ ZONES = ("America/New_York", "Europe/Zurich")
 @pytest.fixture
 def tz_servers(tmp_path: Path) -> Iterator[dict[str, Admin]]:
     """One real server (SQLite) per zone, each with ``TZ`` set, started and stopped side by side."""
+
     def start(key: str) -> ServerProcess:
         root = tmp_path / key.replace("/", "-")
         return start_server(root / "data", log_dir=root / "logs", env={"TZ": key}, name=f"server-{root.name}")
@@ -55,18 +56,23 @@ def starts_at(admin: Admin, hid: str) -> list[float]:
     return [line.at for line in admin.log(hid) if line.message == STARTING]
 
 
-def test_a_schedule_starts_at_its_moments_whatever_the_servers_zone(tz_servers: dict[str, Admin],
-                                                                    tmp_path: Path) -> None:
+def test_a_schedule_starts_at_its_moments_whatever_the_servers_zone(
+    tz_servers: dict[str, Admin], tmp_path: Path
+) -> None:
     wheel = counter_wheel(tmp_path)
     fast: dict[str, str] = {}
     for key, admin in tz_servers.items():
         admin.upload(wheel)
         # count = 0: each start finishes at once, so every moment of the schedule may start it again.
-        fast[key] = admin.add_script(counter_script(
-            tmp_path / "fast.py", job="fast", settings=f'schedule = "{FAST}"', count=0)).handler.id
+        fast[key] = admin.add_script(
+            counter_script(tmp_path / "fast.py", job="fast", settings=f'schedule = "{FAST}"', count=0)
+        ).handler.id
         daily = admin.add_script(counter_script(tmp_path / "daily.py", job="daily", settings='schedule = "0 3 * * *"'))
-        kolkata = admin.add_script(counter_script(tmp_path / "kolkata.py", job="kolkata",
-                                                  settings='schedule = "0 3 * * *"\ntime-zone = "Asia/Kolkata"'))
+        kolkata = admin.add_script(
+            counter_script(
+                tmp_path / "kolkata.py", job="kolkata", settings='schedule = "0 3 * * *"\ntime-zone = "Asia/Kolkata"'
+            )
+        )
         # Without time-zone, 03:00 in the server's zone; with one, in that zone.
         for hid, zone in ((daily.handler.id, key), (kolkata.handler.id, "Asia/Kolkata")):
             at = wait_until(partial(next_start, admin, hid), 10, what="a daily next start")
@@ -78,8 +84,12 @@ def test_a_schedule_starts_at_its_moments_whatever_the_servers_zone(tz_servers: 
         assert at % EVERY == 0 and -1 < at - time.time() <= EVERY, (key, at - time.time())
 
     # Three scheduled starts on each server, and every start had a moment of its own.
-    wait_until(lambda: all(len(starts_at(a, fast[k])) >= 3 for k, a in tz_servers.items()), 25, interval=0.2,
-               what="three scheduled starts on each server")
+    wait_until(
+        lambda: all(len(starts_at(a, fast[k])) >= 3 for k, a in tz_servers.items()),
+        25,
+        interval=0.2,
+        what="three scheduled starts on each server",
+    )
     for key, admin in tz_servers.items():
         seen = starts_at(admin, fast[key])
         # multiples of EVERY seconds in (first - EVERY, last]

@@ -41,8 +41,10 @@ def adversarial_scripts(valid: str) -> dict[str, bytes]:
     return {
         "openers": b"# /// a\n" * 130_000,  # 1 MB
         "random-bytes": rng.randbytes(MIB),
-        "random-text": "".join(chr(rng.randrange(32, 0x2FFF)) for _ in range(350_000)).encode()[:MIB - 8]
-        .decode("utf-8", "ignore").encode(),
+        "random-text": "".join(chr(rng.randrange(32, 0x2FFF)) for _ in range(350_000))
+        .encode()[: MIB - 8]
+        .decode("utf-8", "ignore")
+        .encode(),
         "unclosed-block": b"# /// script\n" + b"# x = 1\n" * 120_000,
         "parse-heavy": (head + "a\n" * ((MIB - len(head)) // 2)).encode(),  # valid metadata, 500k statements
         "deep-toml": b"# /// script\n# a = " + b"[" * (MIB - 40) + b"\n# ///\n",
@@ -54,8 +56,7 @@ def blob_files(cluster: Cluster) -> set[Path]:
 
 
 @sqlite_only
-def test_megabyte_scripts_are_refused_promptly_while_other_calls_are_served(cluster: Cluster,
-                                                                            tmp_path: Path) -> None:
+def test_megabyte_scripts_are_refused_promptly_while_other_calls_are_served(cluster: Cluster, tmp_path: Path) -> None:
     cluster.api.upload(counter_wheel(tmp_path))
     scripts = adversarial_scripts(counter_script(tmp_path / "ok.py").read_text())
     assert all(len(s) <= MIB for s in scripts.values())
@@ -93,8 +94,10 @@ def test_megabyte_scripts_are_refused_promptly_while_other_calls_are_served(clus
     assert "must be UTF-8 text" in answers["random-bytes"][1]
     assert "no metadata block" in answers["openers"][1]
     assert "not valid TOML" in answers["deep-toml"][1]
-    assert ("too large or too complex to check as Python" in answers["parse-heavy"][1]
-            or "defines no top-level function 'process" in answers["parse-heavy"][1])
+    assert (
+        "too large or too complex to check as Python" in answers["parse-heavy"][1]
+        or "defines no top-level function 'process" in answers["parse-heavy"][1]
+    )
     assert len(served) >= 2 and max(served) < SERVED_BOUND_SECONDS, served
     assert cluster.api.handlers() == []
     assert blob_files(cluster) == before  # nothing stored for a refused script
@@ -108,8 +111,9 @@ def test_a_script_name_with_a_control_character_is_refused(cluster: Cluster, tmp
     with pytest.raises(grpc.RpcError) as err:
         cluster.api.add_script(tmp_path / "s.py", text)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert err.value.details() == ("'job': holds the control character U+001B at position 5; "
-                                   "only printable text is allowed")
+    assert err.value.details() == (
+        "'job': holds the control character U+001B at position 5; only printable text is allowed"
+    )
     request = admin_pb2.AddJobScriptRequest(filename="a\x1b]0;owned\x07.py", content=text.encode())
     with pytest.raises(grpc.RpcError) as err:
         cluster.api.admin.AddJobScript(request, timeout=30)
@@ -141,13 +145,14 @@ def test_the_python_check_runs_in_a_bounded_child(source: bytes, message: str | 
 
 
 def test_a_slow_start_of_the_checker_is_not_charged_to_the_script(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """On a loaded machine an interpreter can take longer to start than a script gets to parse (CI
     refused an ordinary script as "too complex" that way): the script's clock starts at ``ready``."""
     slow_python = tmp_path / "slow-python"
     slow_python.write_text(f'#!/bin/sh\nsleep {script_check.WALL_SECONDS * 2}\nexec "{sys.executable}" "$@"\n')
     slow_python.chmod(0o755)
-    monkeypatch.setattr(script_check.sys, "executable", str(slow_python))
+    monkeypatch.setattr(sys, "executable", str(slow_python))
 
     async def check(source: bytes) -> str | None:
         try:

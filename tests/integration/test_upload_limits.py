@@ -132,12 +132,16 @@ def test_a_header_over_the_limit_is_refused_before_any_byte_is_read(cluster: Clu
     finally:
         gate.opened.set()
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert details == (f"{WHEEL}: 1073741824 bytes would bring this upload to 1073741824 bytes, over the limit "
-                       "of 536870912 (--max-upload-bytes)")
+    assert details == (
+        f"{WHEEL}: 1073741824 bytes would bring this upload to 1073741824 bytes, over the limit "
+        "of 536870912 (--max-upload-bytes)"
+    )
     gate = Gate()  # the second wheel of an upload counts with the first
     try:
-        code, details = refusal(cluster, gate.stream(header(size=300 * MIB), chunk(b"PK\x03\x04"),
-                                                     header("other-1.0-py3-none-any.whl", 300 * MIB)))
+        code, details = refusal(
+            cluster,
+            gate.stream(header(size=300 * MIB), chunk(b"PK\x03\x04"), header("other-1.0-py3-none-any.whl", 300 * MIB)),
+        )
     finally:
         gate.opened.set()
     assert code == grpc.StatusCode.INVALID_ARGUMENT  # the first wheel ended short of its declared size
@@ -151,19 +155,36 @@ def test_a_header_over_the_limit_is_refused_before_any_byte_is_read(cluster: Clu
         ((header("evil\x1b[2J-1.0-py3-none-any.whl"),), grpc.StatusCode.INVALID_ARGUMENT, "not a wheel file name"),
         ((header("notes.txt"),), grpc.StatusCode.INVALID_ARGUMENT, "'notes.txt': not a wheel file name"),
         ((header(size=0),), grpc.StatusCode.INVALID_ARGUMENT, f"{WHEEL}: its header declares no size"),
-        ((header(), chunk(b"MZ\x90\x00 an executable")), grpc.StatusCode.INVALID_ARGUMENT,
-         f"{WHEEL}: not a valid zip archive (it does not start with a zip local-file header)"),
-        ((header(), chunk(b"P"), chunk(b"K"), chunk(b"\x05\x06")), grpc.StatusCode.INVALID_ARGUMENT,
-         "not a valid zip archive"),
+        (
+            (header(), chunk(b"MZ\x90\x00 an executable")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"{WHEEL}: not a valid zip archive (it does not start with a zip local-file header)",
+        ),
+        (
+            (header(), chunk(b"P"), chunk(b"K"), chunk(b"\x05\x06")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "not a valid zip archive",
+        ),
         ((chunk(b"PK\x03\x04"),), grpc.StatusCode.INVALID_ARGUMENT, "upload sent bytes before a wheel header"),
-        ((header(size=10), chunk(b"PK\x03\x04" + bytes(7))), grpc.StatusCode.RESOURCE_EXHAUSTED,
-         f"{WHEEL}: more than the 10 bytes its header declared; upload cut off"),
+        (
+            (header(size=10), chunk(b"PK\x03\x04" + bytes(7))),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"{WHEEL}: more than the 10 bytes its header declared; upload cut off",
+        ),
     ],
-    ids=["control-character", "not-a-wheel-name", "no-size", "not-a-zip", "not-a-zip-in-bytes", "no-header",
-         "past-declared"],
+    ids=[
+        "control-character",
+        "not-a-wheel-name",
+        "no-size",
+        "not-a-zip",
+        "not-a-zip-in-bytes",
+        "no-header",
+        "past-declared",
+    ],
 )
-def test_bad_first_messages_are_refused_at_once(cluster: Cluster, first: tuple[packages_pb2.UploadPackageRequest, ...],
-                                                code: grpc.StatusCode, message: str) -> None:
+def test_bad_first_messages_are_refused_at_once(
+    cluster: Cluster, first: tuple[packages_pb2.UploadPackageRequest, ...], code: grpc.StatusCode, message: str
+) -> None:
     gate = Gate()
     try:
         answer, details = refusal(cluster, gate.stream(*first))
@@ -185,7 +206,8 @@ def test_the_store_limit_refuses_an_upload_naming_the_limit_and_the_use(cluster:
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert err.value.details() == (
         f"the blob store is full: {first.stat().st_size} bytes in use and 0 held for uploads in progress, "
-        f"{second.stat().st_size} more would pass its limit of {limit} bytes (--max-store-bytes)")
+        f"{second.stat().st_size} more would pass its limit of {limit} bytes (--max-store-bytes)"
+    )
     versions = cluster.api.packages.List(packages_pb2.ListPackagesRequest(all_versions=True), timeout=10).packages
     assert [p.version for p in versions] == ["1.0"]
     assert not temp_files(cluster)
@@ -194,8 +216,15 @@ def test_the_store_limit_refuses_an_upload_naming_the_limit_and_the_use(cluster:
 
 
 def test_a_zip_bomb_is_refused_at_upload_before_anything_is_unpacked(cluster: Cluster, tmp_path: Path) -> None:
-    bomb = deflated(write_wheel(tmp_path / "bomb", name="bomb", version="1.0",
-                                files={"bomb/zeros.bin": bytes(64 * MIB)}, entry_points={"netdist.handlers": {"B": "bomb:B"}}))
+    bomb = deflated(
+        write_wheel(
+            tmp_path / "bomb",
+            name="bomb",
+            version="1.0",
+            files={"bomb/zeros.bin": bytes(64 * MIB)},
+            entry_points={"netdist.handlers": {"B": "bomb:B"}},
+        )
+    )
     assert bomb.stat().st_size < 100_000
     with pytest.raises(grpc.RpcError) as err:
         cluster.api.upload(bomb)
@@ -206,8 +235,13 @@ def test_a_zip_bomb_is_refused_at_upload_before_anything_is_unpacked(cluster: Cl
     assert list((cluster.root / "data" / "envs").iterdir()) == []
 
     cluster.start_server(extra_args=("--max-unpacked-bytes", "2M"))
-    big = write_wheel(tmp_path / "big", name="big", version="1.0", files={"big/r.bin": os.urandom(3 * MIB)},
-                      entry_points={"netdist.handlers": {"B": "big:B"}})
+    big = write_wheel(
+        tmp_path / "big",
+        name="big",
+        version="1.0",
+        files={"big/r.bin": os.urandom(3 * MIB)},
+        entry_points={"netdist.handlers": {"B": "big:B"}},
+    )
     with pytest.raises(grpc.RpcError) as err:
         cluster.api.upload(big)
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -235,11 +269,13 @@ def test_no_temporary_file_outlives_a_client_that_disappears_mid_upload(cluster:
     log = (tmp_path / "client.log").open("wb")
     token = known_token(cluster.server.address)
     assert token is not None
-    client = subprocess.Popen([sys.executable, "-c", CLIENT.format(wheel=WHEEL), cluster.server.address, token],
-                              stdout=log, stderr=subprocess.STDOUT)
+    client = subprocess.Popen(
+        [sys.executable, "-c", CLIENT.format(wheel=WHEEL), cluster.server.address, token],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
-        partial = wait_until(lambda: temp_files(cluster), 30,
-                             what="the upload to be under way")
+        partial = wait_until(lambda: temp_files(cluster), 30, what="the upload to be under way")
         wait_until(lambda: partial[0].stat().st_size >= 4, 30, what="the first bytes on disk")
         client.kill()
     finally:
@@ -253,12 +289,18 @@ def test_no_temporary_file_outlives_a_client_that_disappears_mid_upload(cluster:
 
 def test_a_wheel_read_back_matches_what_was_sent(cluster: Cluster, tmp_path: Path) -> None:
     """Streamed to disk and hashed as written: the stored blob is the wheel, byte for byte."""
-    wheel = write_wheel(tmp_path / "w", name="counter", version="3.0",
-                        files={"counter/__init__.py": "", "counter/blob.bin": os.urandom(3 * MIB)},
-                        entry_points={"netdist.handlers": {"Counter": "counter:Counter"}})
+    wheel = write_wheel(
+        tmp_path / "w",
+        name="counter",
+        version="3.0",
+        files={"counter/__init__.py": "", "counter/blob.bin": os.urandom(3 * MIB)},
+        entry_points={"netdist.handlers": {"Counter": "counter:Counter"}},
+    )
     reply = cluster.api.upload(wheel)
-    fetched = b"".join(r.chunk for r in cluster.api.packages.Fetch(
-        packages_pb2.FetchRequest(sha256=reply.package.wheel.sha256), timeout=30))
+    fetched = b"".join(
+        r.chunk
+        for r in cluster.api.packages.Fetch(packages_pb2.FetchRequest(sha256=reply.package.wheel.sha256), timeout=30)
+    )
     assert fetched == wheel.read_bytes()
     with zipfile.ZipFile(io.BytesIO(fetched)) as zf:
         assert zf.testzip() is None

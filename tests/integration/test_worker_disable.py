@@ -22,8 +22,9 @@ def by_name(cluster: Cluster) -> dict[str, admin_pb2.WorkerInfo]:
 def test_disabled_worker_is_refused_until_enabled(cluster: Cluster, tmp_path: Path) -> None:
     cluster.api.upload(counter_wheel(tmp_path))
     shady = cluster.add_worker("shady", slots=2)
-    hid = cluster.api.add_script(counter_script(tmp_path / "s.py", settings="auto-start = true",
-                                                count=8, sleep=0.4)).handler.id
+    hid = cluster.api.add_script(
+        counter_script(tmp_path / "s.py", settings="auto-start = true", count=8, sleep=0.4)
+    ).handler.id
     wait_until(lambda: len(cluster.api.running_jobs(hid)) == 2, 30, what="two jobs on the worker")
     reply = cluster.api.admin.DisableWorker(admin_pb2.DisableWorkerRequest(ref="shady"), timeout=10)
     assert reply.leases_returned == 2
@@ -38,6 +39,7 @@ def test_disabled_worker_is_refused_until_enabled(cluster: Cluster, tmp_path: Pa
     wait_until(lambda: "disabled" in shady.output(), 20, what="the worker to be told why")
 
     cluster.api.admin.EnableWorker(admin_pb2.EnableWorkerRequest(ref="shady"), timeout=10)
+
     def back() -> admin_pb2.WorkerInfo | None:
         info = by_name(cluster)["shady"]
         return info if info.connected else None

@@ -28,8 +28,7 @@ COUNT = 6
 def hello_from(address: str, token: str, hello: jobs_pb2.Hello) -> tuple[grpc.StatusCode, str]:
     """Open a stream with ``hello``; the refusal (or OK once welcomed, then end it)."""
     with sync_channel(address, ClientSecurity(token=token)) as channel:
-        stream = jobs_pb2_grpc.JobServiceStub(channel).Connect(iter([jobs_pb2.WorkerMessage(hello=hello)]),
-                                                               timeout=10)
+        stream = jobs_pb2_grpc.JobServiceStub(channel).Connect(iter([jobs_pb2.WorkerMessage(hello=hello)]), timeout=10)
         try:
             next(stream)
         except grpc.RpcError as exc:
@@ -39,14 +38,16 @@ def hello_from(address: str, token: str, hello: jobs_pb2.Hello) -> tuple[grpc.St
     return grpc.StatusCode.OK, ""
 
 
-def test_an_impostor_with_a_real_workers_id_changes_nothing(cluster: Cluster, tmp_path: Path,
-                                                           gates: Callable[[str], Path]) -> None:
+def test_an_impostor_with_a_real_workers_id_changes_nothing(
+    cluster: Cluster, tmp_path: Path, gates: Callable[[str], Path]
+) -> None:
     assert cluster.server is not None
     cluster.api.upload(counter_wheel(tmp_path))
     real = cluster.add_worker("real", slots=2)
     gate = gates("impostor")  # the real worker's jobs run (at their gate) all through the impostor's tries
-    hid = cluster.api.add_script(counter_script(tmp_path / "c.py", settings="auto-start = true\nmax-attempts = 1",
-                                                count=COUNT, gate=str(gate))).handler.id
+    hid = cluster.api.add_script(
+        counter_script(tmp_path / "c.py", settings="auto-start = true\nmax-attempts = 1", count=COUNT, gate=str(gate))
+    ).handler.id
     wait_until(lambda: len(cluster.api.running_jobs(hid)) == 2, 30, what="two jobs running on the real worker")
     (before,) = cluster.api.workers()
     running = {j.id for j in cluster.api.running_jobs(hid)}
@@ -69,6 +70,7 @@ def test_an_impostor_with_a_real_workers_id_changes_nothing(cluster: Cluster, tm
         attempts = [row.attempts for row in conn.execute(select(jobs.c.attempts).where(jobs.c.handler_id == hid))]
     engine.dispose()
     assert attempts == [1] * COUNT  # each job ran once: no lease was lost to the impostor
+
     def counted() -> admin_pb2.WorkerInfo | None:
         w = cluster.api.workers()[0]
         return w if w.jobs_done == COUNT else None
@@ -86,11 +88,16 @@ def test_a_removed_worker_is_let_go_and_issued_a_new_credential(cluster: Cluster
     wait_until(lambda: any(w.connected for w in cluster.api.workers()), 30, what="the worker to connect")
     kept = cluster.root / "cache" / "w1" / "worker-id.credential"
     # The server counts the worker connected when its Welcome is sent; the worker writes the file after.
-    first = wait_until(lambda: kept.exists() and kept.read_text().strip(), 30, what="the worker to keep its credential")
+
+    def kept_credential() -> str | None:
+        return kept.read_text().strip() if kept.exists() else None
+
+    first = wait_until(kept_credential, 30, what="the worker to keep its credential")
     assert first.startswith("ndc_") and stat.S_IMODE(kept.stat().st_mode) == 0o600
     (w,) = cluster.api.workers()
 
     cluster.api.admin.RemoveWorker(admin_pb2.RemoveWorkerRequest(ref="w1"), timeout=10)
+
     def renewed() -> str | None:
         text = kept.read_text().strip()
         return text if text != first else None
@@ -101,7 +108,8 @@ def test_a_removed_worker_is_let_go_and_issued_a_new_credential(cluster: Cluster
 
     token = cluster.server.worker_token_file.read_text().strip()
     for old in ("", first):  # the id is bound to the new credential now: the old one speaks for nobody
-        code, details = hello_from(cluster.server.address, token, jobs_pb2.Hello(
-            worker_id=w.id, name="w1", slots=1, credential=old))
+        code, details = hello_from(
+            cluster.server.address, token, jobs_pb2.Hello(worker_id=w.id, name="w1", slots=1, credential=old)
+        )
         assert code == grpc.StatusCode.PERMISSION_DENIED and "belongs to another worker" in details
     assert second not in cluster.server.output() and second not in worker.output()

@@ -19,8 +19,10 @@ from netdist.errors import NetDistError
 from netdist.exit_codes import ExitCode
 
 # Clear the screen, set the window title, forge a row, flip the text, CSI as one C1 byte, DEL, markup, emoji.
-HOSTILE = ("A\x1b[2J\x1b]0;pwned\x07\r\nFORGED │ row\u202eevil\u2066x\u2069\x9b31m\x7f\x00\x08\t"
-           "[bold]m[/bold] [link=http://x]l[/link] :warning: 日本 e\u0301\u2028FORGED")
+HOSTILE = (
+    "A\x1b[2J\x1b]0;pwned\x07\r\nFORGED │ row\u202eevil\u2066x\u2069\x9b31m\x7f\x00\x08\t"
+    "[bold]m[/bold] [link=http://x]l[/link] :warning: 日本 e\u0301\u2028FORGED"
+)
 SGR = re.compile("\x1b\\[[0-9;]*m")  # what rich itself writes for styles
 JSON_FIELDS = {"settings_json", "custom_settings_json", "input_json", "error"}
 M = TypeVar("M", bound=Message)
@@ -63,15 +65,18 @@ def views(json_value: str) -> list[RenderableType]:
     s = hostile(admin_pb2.GetStatusResponse, json_value)
     s.store_state = HOSTILE  # not "ok": the store line shows too
     return [
-        render.handlers_table([h]), render.handler_detail(h), render.jobs_table([j]),
-        render.workers_table([w]), render.packages_table([p]), render.status_table(s),
+        render.handlers_table([h]),
+        render.handler_detail(h),
+        render.jobs_table([j]),
+        render.workers_table([w]),
+        render.packages_table([p]),
+        render.status_table(s),
         dashboard.build([h], [w], address=HOSTILE, error=HOSTILE, now=1.0),
     ]
 
 
 def printed(renderable: RenderableType, *, color: bool) -> str:
-    console = Console(width=4000, color_system="truecolor" if color else None, force_terminal=color,
-                      highlight=False)
+    console = Console(width=4000, color_system="truecolor" if color else None, force_terminal=color, highlight=False)
     with console.capture() as capture:
         console.print(renderable)
     return capture.get()
@@ -85,8 +90,9 @@ def assert_safe(out: str) -> None:
         assert not line.lstrip("│┃ ").startswith("FORGED"), line  # no line of its own, no row
 
 
-@pytest.mark.parametrize("json_value", [HOSTILE, json.dumps({HOSTILE: [HOSTILE]}, ensure_ascii=False)],
-                         ids=["raw", "json"])
+@pytest.mark.parametrize(
+    "json_value", [HOSTILE, json.dumps({HOSTILE: [HOSTILE]}, ensure_ascii=False)], ids=["raw", "json"]
+)
 @pytest.mark.parametrize("color", [False, True])
 def test_every_view_is_safe_whatever_the_server_sends(json_value: str, color: bool) -> None:
     for renderable in views(json_value):
@@ -108,8 +114,12 @@ def test_json_settings_stay_readable_json_with_escapes() -> None:
 
 
 def test_log_lines_keep_a_tracebacks_lines_each_made_printable() -> None:
-    line = admin_pb2.LogLine(at=1.0, level="ERROR\x1b[2J", source="job\r", message=(
-        "Traceback (most recent call last):\r\n  File \"x.py\", line 1\x1b]0;t\x07\nValueError: \u202eboom"))
+    line = admin_pb2.LogLine(
+        at=1.0,
+        level="ERROR\x1b[2J",
+        source="job\r",
+        message=('Traceback (most recent call last):\r\n  File "x.py", line 1\x1b]0;t\x07\nValueError: \u202eboom'),
+    )
     out = printed(render.log_line(line), color=True)
     assert_safe(out)
     lines = SGR.sub("", out).splitlines()
@@ -139,21 +149,55 @@ def test_json_output_is_printable_ascii_for_every_listing(capsys: pytest.Capture
         assert json.loads(out) == value  # and still the same data
 
 
-@pytest.mark.parametrize(("char", "shown"), [
-    ("\x1b", "\\x1b"), ("\x07", "\\x07"), ("\x00", "\\x00"), ("\x08", "\\x08"), ("\x1f", "\\x1f"),
-    ("\r", "\\r"), ("\n", "\\n"), ("\t", "\\t"), ("\x7f", "\\x7f"), ("\x80", "\\x80"), ("\x9b", "\\x9b"),
-    ("\x9f", "\\x9f"), ("\u202a", "\\u202a"), ("\u202b", "\\u202b"), ("\u202c", "\\u202c"),
-    ("\u202d", "\\u202d"), ("\u202e", "\\u202e"), ("\u2066", "\\u2066"), ("\u2067", "\\u2067"),
-    ("\u2068", "\\u2068"), ("\u2069", "\\u2069"), ("\u200e", "\\u200e"), ("\u200f", "\\u200f"),
-    ("\u061c", "\\u061c"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"),
-])
+@pytest.mark.parametrize(
+    ("char", "shown"),
+    [
+        ("\x1b", "\\x1b"),
+        ("\x07", "\\x07"),
+        ("\x00", "\\x00"),
+        ("\x08", "\\x08"),
+        ("\x1f", "\\x1f"),
+        ("\r", "\\r"),
+        ("\n", "\\n"),
+        ("\t", "\\t"),
+        ("\x7f", "\\x7f"),
+        ("\x80", "\\x80"),
+        ("\x9b", "\\x9b"),
+        ("\x9f", "\\x9f"),
+        ("\u202a", "\\u202a"),
+        ("\u202b", "\\u202b"),
+        ("\u202c", "\\u202c"),
+        ("\u202d", "\\u202d"),
+        ("\u202e", "\\u202e"),
+        ("\u2066", "\\u2066"),
+        ("\u2067", "\\u2067"),
+        ("\u2068", "\\u2068"),
+        ("\u2069", "\\u2069"),
+        ("\u200e", "\\u200e"),
+        ("\u200f", "\\u200f"),
+        ("\u061c", "\\u061c"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ],
+)
 def test_printable_shows_every_control_class_as_a_visible_escape(char: str, shown: str) -> None:
     assert printable(f"a{char}b") == f"a{shown}b"
     assert fields.UNSAFE.search(printable_lines(f"a{char}b").replace("\n", "")) is None
 
 
-@pytest.mark.parametrize("text", ["日本語のジョブ", "e\u0301te\u0301", "👩\u200d🔬 lab", "calc [x] [bold]y[/]",
-                                  ":smile:", "ÿ\u00a0x", "C:\\path\\x1b", ""])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "日本語のジョブ",
+        "e\u0301te\u0301",
+        "👩\u200d🔬 lab",
+        "calc [x] [bold]y[/]",
+        ":smile:",
+        "ÿ\u00a0x",
+        "C:\\path\\x1b",
+        "",
+    ],
+)
 def test_printable_keeps_ordinary_text_wide_and_combining_characters(text: str) -> None:
     assert printable(text) == text
     assert printable_lines(text) == text

@@ -40,9 +40,7 @@ def handler(**fields: object) -> admin_pb2.HandlerInfo:
         "jobs_failed": 1,
         "jobs_total": 100,
         "has_total": True,
-        "settings_json": json.dumps(
-            {"package": "netdist-example-primes", "job-timeout": 60.0}
-        ),
+        "settings_json": json.dumps({"package": "netdist-example-primes", "job-timeout": 60.0}),
         "custom_settings_json": json.dumps({"limit": 1000000, "chunk": 10000}),
         "created_at": 1_700_000_000.5,
         "result_summary": "4000 primes below 1000000, largest 99991",
@@ -98,9 +96,7 @@ def test_job_and_worker_dicts() -> None:
         progress_text="half",
         input_json='{"lo": 2, "hi": 10002}',
     )
-    worker = admin_pb2.WorkerInfo(
-        id="w1", name="lab-1", labels={"gpu": "no"}, running=[job]
-    )
+    worker = admin_pb2.WorkerInfo(id="w1", name="lab-1", labels={"gpu": "no"}, running=[job])
     d = view.worker_dict(worker)
     assert d["labels"] == {"gpu": "no"}
     assert d["last_seen"] is None
@@ -112,9 +108,7 @@ def test_job_and_worker_dicts() -> None:
 def test_package_dict() -> None:
     wheel = packages_pb2.WheelInfo(filename="p-0.1.0-py3-none-any.whl", size=3000)
     dep = packages_pb2.WheelInfo(filename="d-0.1.0-py3-none-any.whl", size=2000)
-    p = packages_pb2.PackageInfo(
-        name="p", version="0.1.0", handlers=["H"], wheel=wheel, dependencies=[dep]
-    )
+    p = packages_pb2.PackageInfo(name="p", version="0.1.0", handlers=["H"], wheel=wheel, dependencies=[dep])
     d = view.package_dict(p)
     assert d["handlers"] == ["H"]
     assert d["dependencies"][0]["filename"] == "d-0.1.0-py3-none-any.whl"
@@ -122,11 +116,7 @@ def test_package_dict() -> None:
 
 
 def test_handlers_table_shows_progress_state_and_summary() -> None:
-    out = text_of(
-        render.handlers_table(
-            [handler(), handler(id="77aa", has_total=False, state="idle")]
-        )
-    )
+    out = text_of(render.handlers_table([handler(), handler(id="77aa", has_total=False, state="idle")]))
     assert "3f2a9c0d" in out
     assert "3f2a9c0d1e" not in out  # short ids in tables
     assert "56/100 (56%)" in out
@@ -135,11 +125,7 @@ def test_handlers_table_shows_progress_state_and_summary() -> None:
 
 
 def test_tables_print_names_literally_not_as_markup() -> None:
-    out = text_of(
-        render.handlers_table(
-            [handler(job_name="calc [x]", message="boom [red]x[/red]")]
-        )
-    )
+    out = text_of(render.handlers_table([handler(job_name="calc [x]", message="boom [red]x[/red]")]))
     assert "calc [x]" in out
     assert "boom [red]x[/red]" in out
 
@@ -162,17 +148,9 @@ def test_times_render_human_readable() -> None:
 
 
 def test_dashboard_frame_renders_handlers_and_workers() -> None:
-    job = admin_pb2.JobInfo(
-        id=12, handler_id="3f2a9c0d", progress_percent=50.0, progress_text="half"
-    )
-    worker = admin_pb2.WorkerInfo(
-        name="lab-1", connected=True, slots=2, jobs_running=1, running=[job]
-    )
-    out = text_of(
-        dashboard.build(
-            [handler()], [worker], address="127.0.0.1:50051", error="", now=1.0
-        )
-    )
+    job = admin_pb2.JobInfo(id=12, handler_id="3f2a9c0d", progress_percent=50.0, progress_text="half")
+    worker = admin_pb2.WorkerInfo(name="lab-1", connected=True, slots=2, jobs_running=1, running=[job])
+    out = text_of(dashboard.build([handler()], [worker], address="127.0.0.1:50051", error="", now=1.0))
     assert "primes below 1e6" in out
     assert "lab-1" in out
     assert "#12" in out
@@ -180,11 +158,7 @@ def test_dashboard_frame_renders_handlers_and_workers() -> None:
 
 
 def test_dashboard_frame_when_empty() -> None:
-    out = text_of(
-        dashboard.build(
-            [], [], address="127.0.0.1:50051", error="UnavailableError: x", now=1.0
-        )
-    )
+    out = text_of(dashboard.build([], [], address="127.0.0.1:50051", error="UnavailableError: x", now=1.0))
     assert "no handlers" in out
     assert "no worker connected" in out
     assert "UnavailableError: x" in out

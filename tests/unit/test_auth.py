@@ -55,10 +55,19 @@ def test_every_served_method_is_in_the_table_and_admin_may_call_all_of_it() -> N
     assert {"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"} == OPEN_METHODS
     worker = {m for m, roles in METHOD_ROLES.items() if Role.WORKER in roles and Role.VIEWER not in roles}
     assert worker == {"/netdist.api.v1.JobService/Connect", "/netdist.api.v1.PackageService/Fetch"}
-    viewer = {m.rsplit("/", 1)[1] for m, roles in METHOD_ROLES.items() if Role.VIEWER in roles and m.startswith(
-        "/netdist")}
-    assert viewer == {"GetStatus", "ListHandlers", "GetHandler", "GetHandlerLog", "ListJobs", "ListWorkers",
-                      "ListAudit", "List"}
+    viewer = {
+        m.rsplit("/", 1)[1] for m, roles in METHOD_ROLES.items() if Role.VIEWER in roles and m.startswith("/netdist")
+    }
+    assert viewer == {
+        "GetStatus",
+        "ListHandlers",
+        "GetHandler",
+        "GetHandlerLog",
+        "ListJobs",
+        "ListWorkers",
+        "ListAudit",
+        "List",
+    }
 
 
 def test_bearer_and_advice() -> None:
@@ -178,8 +187,9 @@ def test_a_worker_id_is_bound_to_the_credential_it_was_issued(store: Store) -> N
     assert admit(None, "f" * 64) == Admission.CLAIMED  # an impostor hears the id is taken, not that it is disabled
 
 
-def test_clients_find_their_token_flag_first_then_environment_then_data_dir(tmp_path: Path,
-                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_clients_find_their_token_flag_first_then_environment_then_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "netdist-data").mkdir()
     (tmp_path / "netdist-data" / "admin.token").write_text("ndt_local\n")
@@ -204,11 +214,30 @@ def test_clients_find_their_token_flag_first_then_environment_then_data_dir(tmp_
 
 
 def test_a_handler_host_environment_keeps_only_what_python_needs() -> None:
-    env = handler_environment({"PATH": "/bin", "HOME": "/h", "LANG": "C.UTF-8", "LC_ALL": "C", "TZ": "UTC",
-                               "TMPDIR": "/t", "NETDIST_DB": "postgresql://u:pw@h/db", "NETDIST_TOKEN": "ndt_x",
-                               "AWS_SECRET_ACCESS_KEY": "k", "PYTHONPATH": "/server/only"}, [Path("/a"), Path("/b")])
-    assert env == {"PATH": "/bin", "HOME": "/h", "LANG": "C.UTF-8", "LC_ALL": "C", "TZ": "UTC", "TMPDIR": "/t",
-                   "PYTHONPATH": os.pathsep.join(["/a", "/b"])}
+    env = handler_environment(
+        {
+            "PATH": "/bin",
+            "HOME": "/h",
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C",
+            "TZ": "UTC",
+            "TMPDIR": "/t",
+            "NETDIST_DB": "postgresql://u:pw@h/db",
+            "NETDIST_TOKEN": "ndt_x",
+            "AWS_SECRET_ACCESS_KEY": "k",
+            "PYTHONPATH": "/server/only",
+        },
+        [Path("/a"), Path("/b")],
+    )
+    assert env == {
+        "PATH": "/bin",
+        "HOME": "/h",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C",
+        "TZ": "UTC",
+        "TMPDIR": "/t",
+        "PYTHONPATH": os.pathsep.join(["/a", "/b"]),
+    }
 
 
 def test_tokens_cli_makes_lists_and_revokes_without_ever_showing_a_stored_value(tmp_path: Path) -> None:

@@ -84,8 +84,9 @@ def test_keys_are_p256_and_mode_0600_certificates_0644_whatever_the_umask(tmp_pa
     assert not list(files.directory.rglob(".tmp-*"))
 
 
-def test_key_files_are_never_readable_by_others_even_while_written(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_files_are_never_readable_by_others_even_while_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Created 0600 by open(2): a file first made 0644 and chmod-ed later could be opened in between."""
     opened: list[tuple[str, int]] = []
     real_open = os.open
@@ -132,7 +133,12 @@ def test_a_host_that_is_no_dns_name_or_ip_is_refused(host: str) -> None:
 
 def test_wildcards_and_ipv6_are_names_too() -> None:
     assert certs.server_names(["*.lab.example", "fd00::1", "[fd00::1]"]) == (
-        "*.lab.example", "fd00::1", "localhost", "127.0.0.1", "::1")
+        "*.lab.example",
+        "fd00::1",
+        "localhost",
+        "127.0.0.1",
+        "::1",
+    )
 
 
 def test_issuing_without_a_ca_says_to_run_init(tmp_path: Path) -> None:
@@ -143,8 +149,7 @@ def test_issuing_without_a_ca_says_to_run_init(tmp_path: Path) -> None:
 def test_tls_init_cli_writes_everything_and_prints_the_serve_flags(tmp_path: Path) -> None:
     runner = CliRunner()
     data = tmp_path / "data"
-    done = runner.invoke(main, ["tls", "init", "--data-dir", str(data), "--host", "lab.example.org",
-                                "--days", "10"])
+    done = runner.invoke(main, ["tls", "init", "--data-dir", str(data), "--host", "lab.example.org", "--days", "10"])
     assert done.exit_code == 0, done.output
     tls = data / "tls"
     assert f"--tls-cert {tls.resolve() / 'server.crt'} --tls-key {tls.resolve() / 'server.key'}" in done.output

@@ -46,8 +46,15 @@ class Store:
 
 
 def _job(conn: Connection, status: str, **values: object) -> int:
-    row = {"handler_id": "h1", "status": status, "input": '{"i": 1}', "extra": "null", "attempts": 0,
-           "lease_no": 0, **values}
+    row = {
+        "handler_id": "h1",
+        "status": status,
+        "input": '{"i": 1}',
+        "extra": "null",
+        "attempts": 0,
+        "lease_no": 0,
+        **values,
+    }
     return int(conn.execute(insert(jobs).values(**row)).inserted_primary_key[0])  # type: ignore[index]
 
 
@@ -62,23 +69,44 @@ def store(tmp_path: Path) -> Iterator[Store]:
     engine = open_engine(url)
     ids: dict[str, int] = {}
     with engine.begin() as conn:
-        conn.execute(insert(packages).values(
-            name="pkg", version="1.0", wheel_json=json.dumps({"sha256": wheel_sha, "filename": "pkg.whl"}),
-            dependencies_json="[]", handlers_json='{"H": "pkg:H"}', uploaded_at=NOW, current=True))
-        conn.execute(insert(handlers).values(
-            id="h1", package="pkg", handler="H", job_name="job", script_sha256=script_sha, script_source="",
-            settings_json=json.dumps({"max-attempts": 2}), custom_json="{}", state="running",
-            handler_state_json='{"sum": 0}', created_at=NOW))
+        conn.execute(
+            insert(packages).values(
+                name="pkg",
+                version="1.0",
+                wheel_json=json.dumps({"sha256": wheel_sha, "filename": "pkg.whl"}),
+                dependencies_json="[]",
+                handlers_json='{"H": "pkg:H"}',
+                uploaded_at=NOW,
+                current=True,
+            )
+        )
+        conn.execute(
+            insert(handlers).values(
+                id="h1",
+                package="pkg",
+                handler="H",
+                job_name="job",
+                script_sha256=script_sha,
+                script_source="",
+                settings_json=json.dumps({"max-attempts": 2}),
+                custom_json="{}",
+                state="running",
+                handler_state_json='{"sum": 0}',
+                created_at=NOW,
+            )
+        )
         ids["available"] = _job(conn, "available")
         ids["requeued"] = _job(conn, "available", attempts=1, lease_no=2, error_json='{"type": "WorkerLost"}')
         ids["leased"] = _job(conn, "leased", attempts=1, lease_no=1, worker_id="w1", leased_at=NOW)
-        ids["succeeded"] = _job(conn, "succeeded", attempts=1, lease_no=1, worker_id="w1", leased_at=NOW,
-                                output='{"o": 1}', finished_at=NOW)
+        ids["succeeded"] = _job(
+            conn, "succeeded", attempts=1, lease_no=1, worker_id="w1", leased_at=NOW, output='{"o": 1}', finished_at=NOW
+        )
         ids["processed"] = _job(conn, "processed", attempts=1, lease_no=1, finished_at=NOW)
         ids["errored"] = _job(conn, "errored", attempts=2, lease_no=3, error_json="{}", finished_at=NOW)
         ids["failed"] = _job(conn, "failed", attempts=2, lease_no=2, error_json="{}", finished_at=NOW)
-    yield Store(url=url, engine=engine, data_dir=data_dir, blobs=blobs, wheel_sha=wheel_sha,
-                script_sha=script_sha, ids=ids)
+    yield Store(
+        url=url, engine=engine, data_dir=data_dir, blobs=blobs, wheel_sha=wheel_sha, script_sha=script_sha, ids=ids
+    )
     engine.dispose()
 
 
@@ -125,8 +153,11 @@ def test_max_attempts_defaults_to_the_job_scripts_default(store: Store) -> None:
     default = JobSettings(package="p", handler="H", job="j").max_attempts
     store.change(lambda conn: conn.execute(update(handlers).values(settings_json="{}")))
     job_id = store.ids["requeued"]
-    store.change(lambda conn: conn.execute(update(jobs).where(jobs.c.id == job_id).values(
-        attempts=default, lease_no=default + 1)))
+    store.change(
+        lambda conn: conn.execute(
+            update(jobs).where(jobs.c.id == job_id).values(attempts=default, lease_no=default + 1)
+        )
+    )
     assert store.report().ok
     store.change(lambda conn: conn.execute(update(jobs).where(jobs.c.id == job_id).values(attempts=default + 1)))
     problems = store.report().problems
@@ -145,12 +176,15 @@ def test_jobs_of_a_missing_handler_are_one_problem_per_handler(store: Store) -> 
     assert problem.message.startswith("3 job(s)")
 
 
-@pytest.mark.parametrize(("column", "value", "kind"), [
-    ("state", "sleeping", Kind.HANDLER_STATE),
-    ("settings_json", "not json", Kind.HANDLER_DATA),
-    ("settings_json", '{"max-attempts": 0}', Kind.HANDLER_DATA),
-    ("handler_state_json", "[1, 2]", Kind.HANDLER_DATA),
-])
+@pytest.mark.parametrize(
+    ("column", "value", "kind"),
+    [
+        ("state", "sleeping", Kind.HANDLER_STATE),
+        ("settings_json", "not json", Kind.HANDLER_DATA),
+        ("settings_json", '{"max-attempts": 0}', Kind.HANDLER_DATA),
+        ("handler_state_json", "[1, 2]", Kind.HANDLER_DATA),
+    ],
+)
 def test_a_broken_handler_instance_is_named(store: Store, column: str, value: str, kind: Kind) -> None:
     store.change(lambda conn: conn.execute(update(handlers).values({column: value})))
     (problem,) = store.report().problems
@@ -184,8 +218,11 @@ def test_a_missing_or_corrupt_blob_is_found(store: Store) -> None:
 
 def test_a_blob_named_by_a_dependency_is_checked(store: Store) -> None:
     dep = "ab" * 32
-    store.change(lambda conn: conn.execute(update(packages).values(
-        dependencies_json=json.dumps([{"sha256": dep, "filename": "dep.whl"}]))))
+    store.change(
+        lambda conn: conn.execute(
+            update(packages).values(dependencies_json=json.dumps([{"sha256": dep, "filename": "dep.whl"}]))
+        )
+    )
     (problem,) = store.report().problems
     assert problem.kind == Kind.BLOB_MISSING and problem.message == "a wheel of package pkg 1.0 is missing"
 
@@ -224,8 +261,10 @@ def test_sqlite_integrity_check_reports_a_damaged_index(store: Store) -> None:
     db = sqlite3.connect(path)
     db.execute("PRAGMA writable_schema = ON")
     # The index now claims to hold another column than the rows it was built from.
-    db.execute("UPDATE sqlite_master SET sql = replace(sql, '(handler_id, status, id)', '(handler_id, input, id)')"
-               " WHERE name = 'ix_jobs_handler_status'")
+    db.execute(
+        "UPDATE sqlite_master SET sql = replace(sql, '(handler_id, status, id)', '(handler_id, input, id)')"
+        " WHERE name = 'ix_jobs_handler_status'"
+    )
     db.commit()
     db.close()
     problems = store.report(files=False).problems
@@ -233,6 +272,7 @@ def test_sqlite_integrity_check_reports_a_damaged_index(store: Store) -> None:
 
 
 # -- the command -------------------------------------------------------------------------
+
 
 def run(*args: str) -> tuple[int, str, str]:
     result = CliRunner().invoke(cli.main, ["check", *args])
@@ -252,7 +292,7 @@ def test_the_command_prints_one_line_per_problem_and_exits_1(store: Store) -> No
     store.change(lambda conn: conn.execute(update(jobs).where(jobs.c.id == job_id).values(worker_id=None)))
     store.blob_path(store.script_sha).unlink()
     code, out, _ = run("--db", store.url, "--data-dir", str(store.data_dir))
-    assert code == ExitCode.FAILED == 1
+    assert code == ExitCode.FAILED
     lines = out.splitlines()
     assert lines[0] == f"job-lease: job {job_id}, handler h1: leased without a worker id"
     assert lines[1].startswith("blob-missing: blobs/")
@@ -260,25 +300,41 @@ def test_the_command_prints_one_line_per_problem_and_exits_1(store: Store) -> No
     code, out, _ = run("--db", store.url, "--json")
     report = json.loads(out)
     assert code == 1 and report["ok"] is False and report["blobs"] is None
-    assert report["problems"] == [{"kind": "job-lease", "job_id": job_id, "handler_id": "h1", "path": None,
-                                   "message": "leased without a worker id"}]
+    assert report["problems"] == [
+        {
+            "kind": "job-lease",
+            "job_id": job_id,
+            "handler_id": "h1",
+            "path": None,
+            "message": "leased without a worker id",
+        }
+    ]
 
 
 def test_the_command_never_creates_a_store(tmp_path: Path) -> None:
     code, out, err = run("--db", f"sqlite:///{tmp_path / 'nothing.db'}")
-    assert code == ExitCode.USAGE == 2 and out == ""
-    assert err == f"UsageError: --db sqlite:///{tmp_path / 'nothing.db'}: no SQLite file at {tmp_path / 'nothing.db'} (a check never creates one)\n"
+    assert code == ExitCode.USAGE and out == ""
+    assert (
+        err
+        == f"UsageError: --db sqlite:///{tmp_path / 'nothing.db'}: no SQLite file at {tmp_path / 'nothing.db'} (a check never creates one)\n"
+    )
     assert not (tmp_path / "nothing.db").exists()
 
 
-@pytest.mark.parametrize(("args", "code", "start"), [
-    ((), 2, "UsageError: give the store"),
-    (("--db", "not a url"), 2, "UsageError: --db 'not a url' is not a SQLAlchemy URL"),
-    (("--db", "nosuchdb://x/y"), 2, "UsageError: --db nosuchdb://x/y: Can't load plugin"),
-    (("--data-dir", "/nonexistent/dir"), 2, "UsageError: --data-dir /nonexistent/dir is not a directory"),
-    (("--db", "postgresql+psycopg://u:secret@127.0.0.1:1/x"), 3,
-     "DatabaseError: cannot check the store at postgresql+psycopg://u:***@127.0.0.1:1/x: "),
-])
+@pytest.mark.parametrize(
+    ("args", "code", "start"),
+    [
+        ((), 2, "UsageError: give the store"),
+        (("--db", "not a url"), 2, "UsageError: --db 'not a url' is not a SQLAlchemy URL"),
+        (("--db", "nosuchdb://x/y"), 2, "UsageError: --db nosuchdb://x/y: Can't load plugin"),
+        (("--data-dir", "/nonexistent/dir"), 2, "UsageError: --data-dir /nonexistent/dir is not a directory"),
+        (
+            ("--db", "postgresql+psycopg://u:secret@127.0.0.1:1/x"),
+            3,
+            "DatabaseError: cannot check the store at postgresql+psycopg://u:***@127.0.0.1:1/x: ",
+        ),
+    ],
+)
 def test_bad_input_is_one_red_line(args: tuple[str, ...], code: int, start: str) -> None:
     got, out, err = run(*args)
     assert (got, out) == (code, "")

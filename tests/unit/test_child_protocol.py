@@ -79,39 +79,47 @@ def test_an_output_holding_spaces_and_equals_signs_stays_whole() -> None:
     assert decode_from_child(JobOutput(ID, LEASE, 1.0, output).encode()[:-1]) == JobOutput(ID, LEASE, 1.0, output)
 
 
-@pytest.mark.parametrize(("line", "says"), [
-    (b"Traceback (most recent call last):", "not JSON"),
-    (b"", "not JSON"),
-    (b"= 1 2", "not enough values to unpack"),
-    (b"= one 2 0.1 null", "invalid literal for int()"),
-    (b"= 1 2 fast null", "could not convert string to float"),
-    (b"[1, 2]", "not a JSON object but list"),
-    (b'{"ready": false}', "no 'job_id'"),
-    (b'{"job_id": 1, "lease_no": 1}', "neither 'error' nor 'skipped'"),
-    (b'{"job_id": "1", "lease_no": 1, "skipped": true}', "'job_id' must be an integer, not str"),
-    (b'{"job_id": 1, "lease_no": 1, "error": "boom", "duration_seconds": 0}', "'error' must be an object, not str"),
-    (b'{"job_id": 1, "lease_no": 1, "error": {"type": "E", "message": "m", "traceback": ""}}',
-     "no 'duration_seconds'"),
-    (b'{"progress": {"job_id": 1, "lease_no": 1, "percent": "half", "text": ""}}', "'percent' must be a number"),
-])
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        (b"Traceback (most recent call last):", "not JSON"),
+        (b"", "not JSON"),
+        (b"= 1 2", "not enough values to unpack"),
+        (b"= one 2 0.1 null", "invalid literal for int()"),
+        (b"= 1 2 fast null", "could not convert string to float"),
+        (b"[1, 2]", "not a JSON object but list"),
+        (b'{"ready": false}', "no 'job_id'"),
+        (b'{"job_id": 1, "lease_no": 1}', "neither 'error' nor 'skipped'"),
+        (b'{"job_id": "1", "lease_no": 1, "skipped": true}', "'job_id' must be an integer, not str"),
+        (b'{"job_id": 1, "lease_no": 1, "error": "boom", "duration_seconds": 0}', "'error' must be an object, not str"),
+        (
+            b'{"job_id": 1, "lease_no": 1, "error": {"type": "E", "message": "m", "traceback": ""}}',
+            "no 'duration_seconds'",
+        ),
+        (b'{"progress": {"job_id": 1, "lease_no": 1, "percent": "half", "text": ""}}', "'percent' must be a number"),
+    ],
+)
 def test_a_malformed_line_from_the_child_is_refused_with_a_clear_error(line: bytes, says: str) -> None:
     with pytest.raises(MalformedLineError, match="malformed line from the executor child") as caught:
         decode_from_child(line)
     assert says in str(caught.value)
 
 
-@pytest.mark.parametrize(("data", "says"), [
-    (b"garbage\n", "not JSON"),
-    (b'[1, 2, 3, "h"]\nnull\n', "a job line must be [job id, lease no, attempt, handler id, job name]"),
-    (b'[1, 2, "3", "h", "n"]\nnull\n', "a job line must be"),
-    (b'[1, 2, 3, "h", "n"]\n', "the job's input line is missing"),
-    (b'[1, 2, 3, "h", "n"]\nnull', "the job's input line is missing"),
-    (b'{"cancel": [1]}\n', "'cancel' must be [job id, lease no]"),
-    (b'{"init": {"paths": []}}\n', "no 'script'"),
-    (b'{"init": {"script": "s.py", "paths": [1]}}\n', "'paths' must hold strings"),
-    (b'{"init": {"script": "s.py", "max_memory_bytes": "1G"}}\n', "'max_memory_bytes' must be an integer"),
-    (b'{"stop": true}\n', "neither a job nor 'cancel' nor 'init'"),
-])
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (b"garbage\n", "not JSON"),
+        (b'[1, 2, 3, "h"]\nnull\n', "a job line must be [job id, lease no, attempt, handler id, job name]"),
+        (b'[1, 2, "3", "h", "n"]\nnull\n', "a job line must be"),
+        (b'[1, 2, 3, "h", "n"]\n', "the job's input line is missing"),
+        (b'[1, 2, 3, "h", "n"]\nnull', "the job's input line is missing"),
+        (b'{"cancel": [1]}\n', "'cancel' must be [job id, lease no]"),
+        (b'{"init": {"paths": []}}\n', "no 'script'"),
+        (b'{"init": {"script": "s.py", "paths": [1]}}\n', "'paths' must hold strings"),
+        (b'{"init": {"script": "s.py", "max_memory_bytes": "1G"}}\n', "'max_memory_bytes' must be an integer"),
+        (b'{"stop": true}\n', "neither a job nor 'cancel' nor 'init'"),
+    ],
+)
 def test_a_malformed_line_from_the_worker_is_refused_with_a_clear_error(data: bytes, says: str) -> None:
     with pytest.raises(MalformedLineError, match="malformed line from the worker") as caught:
         read_from_worker(io.BytesIO(data))

@@ -15,14 +15,17 @@ from netdist import errors
 
 OUTSIDE_THE_TREE = {
     "netdist.handler.SettingsError",  # handler API: a ValueError raised in the host process, which imports no grpc
-    "netdist.server.store.writer._Failed",  # carries a batch's failure inside the writer; never leaves it
+    "netdist.server.store.writer._BatchError",  # carries a batch's failure inside the writer; never leaves it
     "netdist.jsonline.MalformedLineError",  # a bad line on an internal channel; the child that decodes it imports no grpc
 }
 
 
 def _modules() -> list[str]:
-    return [m.name for m in pkgutil.walk_packages(netdist.__path__, "netdist.")
-            if not m.name.endswith("__main__") and ".api." not in m.name and ".migrations" not in m.name]
+    return [
+        m.name
+        for m in pkgutil.walk_packages(netdist.__path__, "netdist.")
+        if not m.name.endswith("__main__") and ".api." not in m.name and ".migrations" not in m.name
+    ]
 
 
 def test_every_exception_class_of_netdist_is_in_errors_under_netdisterror() -> None:
@@ -39,8 +42,11 @@ def test_every_exception_class_of_netdist_is_in_errors_under_netdisterror() -> N
 
 
 def _tree() -> list[type[errors.NetDistError]]:
-    return [cls for _, cls in inspect.getmembers(errors, inspect.isclass)
-            if issubclass(cls, errors.NetDistError) and cls is not errors.NetDistError]
+    return [
+        cls
+        for _, cls in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(cls, errors.NetDistError) and cls is not errors.NetDistError
+    ]
 
 
 @pytest.mark.parametrize("cls", _tree(), ids=lambda cls: cls.__name__)

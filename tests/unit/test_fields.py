@@ -11,9 +11,31 @@ from netdist.server.job_service import _error, _worker_info
 
 # One of each class that must not reach a terminal: C0 (ESC, BEL, CR, LF, NUL, TAB), DEL, C1 (CSI, NEL),
 # the bidi embeddings, overrides, isolates and marks, and the line and paragraph separators.
-UNSAFE = ["\x1b", "\x07", "\r", "\n", "\x00", "\t", "\x7f", "\x9b", "\x85",
-          "\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069",
-          "\u200e", "\u200f", "\u061c", "\u2028", "\u2029"]
+UNSAFE = [
+    "\x1b",
+    "\x07",
+    "\r",
+    "\n",
+    "\x00",
+    "\t",
+    "\x7f",
+    "\x9b",
+    "\x85",
+    "\u202a",
+    "\u202b",
+    "\u202c",
+    "\u202d",
+    "\u202e",
+    "\u2066",
+    "\u2067",
+    "\u2068",
+    "\u2069",
+    "\u200e",
+    "\u200f",
+    "\u061c",
+    "\u2028",
+    "\u2029",
+]
 SAFE = ["lab-1", "日本語のホスト", "e\u0301te\u0301", "👩\u200d🔬", "[bold]x[/bold]", "a b", "x=y", "\u00a0", "ÿ"]
 
 

@@ -29,8 +29,14 @@ class Typed(Handler[Knobs]):
 
 def bind(handler: Handler[Knobs], raw: dict[str, object]) -> list[tuple[object, object]]:
     queued: list[tuple[object, object]] = []
-    handler._bind(handler_id="h", job_name="j", raw_settings=raw, log=logging.getLogger("t"),
-                  enqueue=lambda i, e: queued.append((i, e)), state={})
+    handler._bind(
+        handler_id="h",
+        job_name="j",
+        raw_settings=raw,
+        log=logging.getLogger("t"),
+        enqueue=lambda i, e: queued.append((i, e)),
+        state={},
+    )
     return queued
 
 

@@ -22,7 +22,7 @@ from netdist.server.host_protocol import (
     StoredResult,
 )
 
-HANDLER = '''
+HANDLER = """
 from netdist.handler import Handler
 
 
@@ -53,7 +53,7 @@ class Counter(Handler):
 
     def summary(self):
         return f"{len(self.state['seen'])} seen"
-'''
+"""
 
 
 def test_a_host_answers_each_request_with_what_the_handler_did(tmp_path: Path) -> None:
@@ -63,14 +63,25 @@ def test_a_host_answers_each_request_with_what_the_handler_did(tmp_path: Path) -
     async def main() -> None:
         host = await HostProcess.start(python_path=[tmp_path], on_log=lambda *line: logs.append(line))
         try:
-            init = await host.call(Initialize(entry="counter:Counter", handler="counter", handler_id="h1",
-                                              job_name="count", settings={}, state_json='{"seen": [[0, 0, 0]]}'))
+            init = await host.call(
+                Initialize(
+                    entry="counter:Counter",
+                    handler="counter",
+                    handler_id="h1",
+                    job_name="count",
+                    settings={},
+                    state_json='{"seen": [[0, 0, 0]]}',
+                )
+            )
             assert (init.jobs, init.state_json, init.summary, init.total) == ((), '{"seen": [[0, 0, 0]]}', "1 seen", 2)
             await host.call(CallHook(hook=Hook.ON_START))
             more = await host.call(CreateMoreJobs())
             assert more.jobs == (NewJob('{"n": 1}', '"one"'), NewJob("2", "null"))
-            results = await host.call(ProcessResults(items=(
-                StoredResult(1, '{"n": 1}', '"ok"', '"one"'), StoredResult(2, "2", "{not json", "null"))))
+            results = await host.call(
+                ProcessResults(
+                    items=(StoredResult(1, '{"n": 1}', '"ok"', '"one"'), StoredResult(2, "2", "{not json", "null"))
+                )
+            )
             assert results.invalid == (2,)
             assert results.summary == "2 seen"
             failures = await host.call(ProcessFailures(items=(StoredFailure(3, "3", "E", "m", "tb", "null", 4),)))
@@ -90,8 +101,13 @@ def test_a_host_that_writes_garbage_is_killed_and_its_call_says_why() -> None:
 
     async def main() -> None:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", script, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-c",
+            script,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         host = HostProcess(proc, on_log=lambda level, message: None)
         try:
             with pytest.raises(HostDiedError) as died:

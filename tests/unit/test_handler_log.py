@@ -45,12 +45,17 @@ def test_lines_wait_for_a_flush_and_carry_the_clocks_time(store: Store, caplog: 
 
     asyncio.run(scenario())
     start = ManualClock().wall
-    assert stored(store, "h1") == [(start, "info", "server", "started"),
-                                   (start + 2.5, "error", "handler", "x" * MAX_MESSAGE)]
+    assert stored(store, "h1") == [
+        (start, "info", "server", "started"),
+        (start + 2.5, "error", "handler", "x" * MAX_MESSAGE),
+    ]
     assert stored(store, "h2") == [(start + 2.5, "chatty", "handler", "an unknown level is logged as info")]
     # the server's own log has each line at once, whole, at its level
     assert [(r.levelno, r.getMessage()[:14]) for r in caplog.records] == [
-        (logging.INFO, "[h1] started"), (logging.ERROR, "[h1] xxxxxxxxx"), (logging.INFO, "[h2] an unknow")]
+        (logging.INFO, "[h1] started"),
+        (logging.ERROR, "[h1] xxxxxxxxx"),
+        (logging.INFO, "[h2] an unknow"),
+    ]
 
 
 def test_a_flush_prunes_only_the_handlers_it_names(store: Store) -> None:

@@ -30,8 +30,14 @@ from netdist.server.host_protocol import (
 )
 
 REQUESTS: list[HostRequest] = [
-    Initialize(entry="pkg.mod:Handler", handler="primes", handler_id="h-1", job_name="Primes ü",
-               settings={"limit": 10, "nested": {"a": [1, 2]}}, state_json='{"n": 3}'),
+    Initialize(
+        entry="pkg.mod:Handler",
+        handler="primes",
+        handler_id="h-1",
+        job_name="Primes ü",
+        settings={"limit": 10, "nested": {"a": [1, 2]}},
+        state_json='{"n": 3}',
+    ),
     *(CallHook(hook=hook) for hook in Hook),
     CreateMoreJobs(),
     ProcessResults(items=()),
@@ -41,8 +47,13 @@ REQUESTS: list[HostRequest] = [
 
 REPLIES: list[HostReply] = [
     HandlerUpdate(state_json="{}", summary="", total=None),
-    HandlerUpdate(jobs=(NewJob("1", "null"), NewJob('{"b": "\\n"}', '{"k": 2}')), state_json='{"n": 4}',
-                  summary="4 found", total=100, invalid=(3, 5)),
+    HandlerUpdate(
+        jobs=(NewJob("1", "null"), NewJob('{"b": "\\n"}', '{"k": 2}')),
+        state_json='{"n": 4}',
+        summary="4 found",
+        total=100,
+        invalid=(3, 5),
+    ),
     HandlerRaised(type="KeyError", message="'x'", traceback="Traceback (most recent call last):\n..."),
 ]
 
@@ -72,25 +83,31 @@ def test_the_wire_format_is_the_documented_one() -> None:
     assert json.loads(encode_request(1, CallHook(hook=Hook.ON_STOP))) == {"id": 1, "op": "call", "name": "on_stop"}
     failures = ProcessFailures(items=(StoredFailure(7, "{}", "E", "m", "tb", "null", 2),))
     assert json.loads(encode_request(2, failures))["items"] == [
-        [7, "{}", {"type": "E", "message": "m", "traceback": "tb"}, "null", 2]]
+        [7, "{}", {"type": "E", "message": "m", "traceback": "tb"}, "null", 2]
+    ]
     update = HandlerUpdate(jobs=(NewJob("1", "null"),), state_json="{}", summary="s", total=1)
     assert json.loads(encode_reply(3, update)) == {
-        "id": 3, "ok": {"jobs": [["1", "null"]], "state": "{}", "summary": "s", "total": 1, "invalid": []}}
+        "id": 3,
+        "ok": {"jobs": [["1", "null"]], "state": "{}", "summary": "s", "total": 1, "invalid": []},
+    }
 
 
-@pytest.mark.parametrize(("line", "says"), [
-    (b"garbage\n", "not JSON"),
-    (b"[1, 2]\n", "not a JSON object but list"),
-    (b'{"op": "more"}\n', "no 'id'"),
-    (b'{"id": "1", "op": "more"}\n', "'id' must be an integer, not str"),
-    (b'{"id": true, "op": "more"}\n', "'id' must be an integer, not bool"),
-    (b'{"id": 1, "op": "explode"}\n', "unknown op 'explode'"),
-    (b'{"id": 1, "op": "call", "name": "process_result"}\n', "unknown hook 'process_result'"),
-    (b'{"id": 1, "op": "init", "entry": "m:C"}\n', "no 'handler'"),
-    (b'{"id": 1, "op": "results", "items": [[1, "{}", "1"]]}\n', "a result item must be"),
-    (b'{"id": 1, "op": "results", "items": {"a": 1}}\n', "'items' must be a list, not dict"),
-    (b'{"id": 1, "op": "failures", "items": [[1, "{}", {"type": "E"}, "null", 1]]}\n', "no 'message'"),
-])
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        (b"garbage\n", "not JSON"),
+        (b"[1, 2]\n", "not a JSON object but list"),
+        (b'{"op": "more"}\n', "no 'id'"),
+        (b'{"id": "1", "op": "more"}\n', "'id' must be an integer, not str"),
+        (b'{"id": true, "op": "more"}\n', "'id' must be an integer, not bool"),
+        (b'{"id": 1, "op": "explode"}\n', "unknown op 'explode'"),
+        (b'{"id": 1, "op": "call", "name": "process_result"}\n', "unknown hook 'process_result'"),
+        (b'{"id": 1, "op": "init", "entry": "m:C"}\n', "no 'handler'"),
+        (b'{"id": 1, "op": "results", "items": [[1, "{}", "1"]]}\n', "a result item must be"),
+        (b'{"id": 1, "op": "results", "items": {"a": 1}}\n', "'items' must be a list, not dict"),
+        (b'{"id": 1, "op": "failures", "items": [[1, "{}", {"type": "E"}, "null", 1]]}\n', "no 'message'"),
+    ],
+)
 def test_a_malformed_request_is_refused_with_a_clear_error(line: bytes, says: str) -> None:
     with pytest.raises(MalformedLineError, match="malformed request to the handler host") as caught:
         decode_request(line)
@@ -98,19 +115,28 @@ def test_a_malformed_request_is_refused_with_a_clear_error(line: bytes, says: st
     assert repr(line[:20])[2:-1] in str(caught.value)  # the line is quoted
 
 
-@pytest.mark.parametrize(("line", "says"), [
-    (b"Traceback (most recent call last):\n", "not JSON"),
-    (b'{"id": 1}\n', "neither 'ok' nor 'error' nor 'log'"),
-    (b'{"log": "hello"}\n', "'log' must be an object, not str"),
-    (b'{"log": {"level": "info"}}\n', "no 'message'"),
-    (b'{"id": 1, "ok": {"jobs": [], "state": "{}", "summary": "", "total": "many", "invalid": []}}\n',
-     "'total' must be an integer, not str"),
-    (b'{"id": 1, "ok": {"jobs": [["1"]], "state": "{}", "summary": "", "total": null, "invalid": []}}\n',
-     "a new job must be [input, extra]"),
-    (b'{"id": 1, "ok": {"jobs": [], "state": "{}", "summary": "", "total": null, "invalid": ["x"]}}\n',
-     "'invalid' must hold job ids"),
-    (b'{"id": 1, "error": {"type": "E", "message": "m"}}\n', "no 'traceback'"),
-])
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        (b"Traceback (most recent call last):\n", "not JSON"),
+        (b'{"id": 1}\n', "neither 'ok' nor 'error' nor 'log'"),
+        (b'{"log": "hello"}\n', "'log' must be an object, not str"),
+        (b'{"log": {"level": "info"}}\n', "no 'message'"),
+        (
+            b'{"id": 1, "ok": {"jobs": [], "state": "{}", "summary": "", "total": "many", "invalid": []}}\n',
+            "'total' must be an integer, not str",
+        ),
+        (
+            b'{"id": 1, "ok": {"jobs": [["1"]], "state": "{}", "summary": "", "total": null, "invalid": []}}\n',
+            "a new job must be [input, extra]",
+        ),
+        (
+            b'{"id": 1, "ok": {"jobs": [], "state": "{}", "summary": "", "total": null, "invalid": ["x"]}}\n',
+            "'invalid' must hold job ids",
+        ),
+        (b'{"id": 1, "error": {"type": "E", "message": "m"}}\n', "no 'traceback'"),
+    ],
+)
 def test_a_malformed_line_from_the_host_is_refused_with_a_clear_error(line: bytes, says: str) -> None:
     with pytest.raises(MalformedLineError, match="malformed line from the handler host") as caught:
         decode_from_host(line)

@@ -62,10 +62,26 @@ class JobStoreMachine(RuleBasedStateMachine):
         _fresh_store(self.path)
         self.engine: Engine = open_engine(f"sqlite:///{self.path}")
         with self.engine.begin() as conn:
-            conn.execute(handlers.insert().values(
-                id="h", package="p", handler="H", job_name="j", script_sha256="0" * 64, script_source="",
-                settings_json="{}", custom_json="{}", state="running", message="", handler_state_json="{}",
-                summary="", total=None, exhausted=False, sequenced_errors=0, created_at=0.0))
+            conn.execute(
+                handlers.insert().values(
+                    id="h",
+                    package="p",
+                    handler="H",
+                    job_name="j",
+                    script_sha256="0" * 64,
+                    script_source="",
+                    settings_json="{}",
+                    custom_json="{}",
+                    state="running",
+                    message="",
+                    handler_state_json="{}",
+                    summary="",
+                    total=None,
+                    exhausted=False,
+                    sequenced_errors=0,
+                    created_at=0.0,
+                )
+            )
         self.rows: dict[int, Row] = {}
         self.finals: dict[int, int] = {}  # final results stored per job
         self.at = 100.0
@@ -99,8 +115,16 @@ class JobStoreMachine(RuleBasedStateMachine):
     def lease(self, data: st.DataObject) -> None:
         job_id, row, lease_no, worker = self._pick(data)
         new = lease_no + 1
-        lease = Lease(job_id=job_id, lease_no=new, handler_id="h", worker_id=worker, attempt=row.attempts + 1,
-                      input=b"{}", leased_at=self.at + 1, leased_mono=0.0)
+        lease = Lease(
+            job_id=job_id,
+            lease_no=new,
+            handler_id="h",
+            worker_id=worker,
+            attempt=row.attempts + 1,
+            input=b"{}",
+            leased_at=self.at + 1,
+            leased_mono=0.0,
+        )
         got = self._run(job_store.lease, [lease])
         if row.status == JobStatus.AVAILABLE and row.lease_no == new - 1:
             assert got == {job_id}
@@ -113,11 +137,18 @@ class JobStoreMachine(RuleBasedStateMachine):
     def result(self, data: st.DataObject, outcome: JobStatus) -> None:
         job_id, row, lease_no, worker = self._pick(data)
         failed = outcome != JobStatus.SUCCEEDED
-        result = ResultIn(job_id=job_id, lease_no=lease_no, output=None if failed else "1",
-                          error={"type": "E", "message": "m", "traceback": ""} if failed else None,
-                          duration_seconds=0.1)
-        got = self._run(job_store.store_results,
-                        [Settlement(result=result, handler_id="h", worker_id=worker, status=outcome)], self.at + 1)
+        result = ResultIn(
+            job_id=job_id,
+            lease_no=lease_no,
+            output=None if failed else "1",
+            error={"type": "E", "message": "m", "traceback": ""} if failed else None,
+            duration_seconds=0.1,
+        )
+        got = self._run(
+            job_store.store_results,
+            [Settlement(result=result, handler_id="h", worker_id=worker, status=outcome)],
+            self.at + 1,
+        )
         current = (row.status, row.lease_no, row.worker) == (JobStatus.LEASED, lease_no, worker)
         assert got == ({job_id} if current else set())
         if current:
@@ -133,9 +164,21 @@ class JobStoreMachine(RuleBasedStateMachine):
     def requeue(self, data: st.DataObject, charged: bool, final: bool) -> None:
         job_id, row, lease_no, worker = self._pick(data)
         final = final and charged
-        got = self._run(job_store.requeue, [Requeue(job_id=job_id, lease_no=lease_no, handler_id="h", worker_id=worker,
-                                                    charged=charged, final=final, error={"type": "WorkerLost"})],
-                        self.at + 1)
+        got = self._run(
+            job_store.requeue,
+            [
+                Requeue(
+                    job_id=job_id,
+                    lease_no=lease_no,
+                    handler_id="h",
+                    worker_id=worker,
+                    charged=charged,
+                    final=final,
+                    error={"type": "WorkerLost"},
+                )
+            ],
+            self.at + 1,
+        )
         current = (row.status, row.lease_no) == (JobStatus.LEASED, lease_no)
         assert got == ({job_id} if current else set())
         if current:
@@ -158,8 +201,11 @@ class JobStoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def store_agrees_with_the_model(self) -> None:
-        rows = self._run(lambda c: c.execute(select(jobs.c.id, jobs.c.status, jobs.c.lease_no, jobs.c.worker_id,
-                                                    jobs.c.attempts)).all())
+        rows = self._run(
+            lambda c: c.execute(
+                select(jobs.c.id, jobs.c.status, jobs.c.lease_no, jobs.c.worker_id, jobs.c.attempts)
+            ).all()
+        )
         for job_id, status, lease_no, worker, attempts in rows:
             model = self.rows[job_id]
             assert (status, lease_no, attempts) == (model.status, model.lease_no, model.attempts), job_id

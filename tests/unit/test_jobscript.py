@@ -27,7 +27,10 @@ def script(tool: str = BASE, custom: str = "", body: str = "def process(job_inpu
 
 
 def test_design_example_parses_every_setting() -> None:
-    parsed = jobscript.parse(script(BASE + """\
+    parsed = jobscript.parse(
+        script(
+            BASE
+            + """\
 auto-start = true
 schedule = "*/5 * * * *"
 idle-time = "22:00-06:00"
@@ -41,7 +44,10 @@ clients-denied = [{ id = "abc" }]
 priority = 2.5
 max-jobs-per-client = 1
 max-time-per-client-per-day = 3600
-""", custom="negate_result = true"))
+""",
+            custom="negate_result = true",
+        )
+    )
     s = parsed.settings
     assert (s.package, s.handler, s.job) == ("calc", "Calculator", "add")
     assert s.auto_start and s.schedule == "*/5 * * * *"

@@ -16,8 +16,23 @@ from tests.unit.test_jobscript import script
 PEP_723 = re.compile(r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$")
 """The reference implementation's expression: the specification the scanner must match."""
 
-LINES = ["# /// script", "# /// a-1", "# ///", "#", "# x = 1", "#x", "", "x = 1", "# /// script\r", "#///",
-         " # ///", "# ///  ", "# /// ", "# /// sc ript", "# # ///"]
+LINES = [
+    "# /// script",
+    "# /// a-1",
+    "# ///",
+    "#",
+    "# x = 1",
+    "#x",
+    "",
+    "x = 1",
+    "# /// script\r",
+    "#///",
+    " # ///",
+    "# ///  ",
+    "# /// ",
+    "# /// sc ript",
+    "# # ///",
+]
 
 
 def reference(source: str) -> list[tuple[str, list[str]]]:

@@ -27,19 +27,25 @@ from tests.unit.test_jobscript import BASE, script
         (BASE + 'max-sequenced-errors = "3"', "'max-sequenced-errors': expected a whole number, got '3'"),
         (BASE + "max-attempts = 0", "'max-attempts': must be at least 1, got 0"),
         (BASE + "max-jobs-per-client = 2.0", "'max-jobs-per-client': expected a whole number, got 2.0"),
-        (BASE + 'max-time-per-client-per-day = "1h"',
-         "'max-time-per-client-per-day': expected a number of seconds, got '1h'"),
+        (
+            BASE + 'max-time-per-client-per-day = "1h"',
+            "'max-time-per-client-per-day': expected a number of seconds, got '1h'",
+        ),
         (BASE + "priority = true", "'priority': expected a number above 0, got True"),
         (BASE + 'priority = "high"', "'priority': expected a number above 0, got 'high'"),
         (BASE + "priority = -1", "'priority': expected a number above 0, got -1"),
         (BASE + 'clients-allowed = { name = "lab" }', "'clients-allowed': expected a list of selectors"),
         (BASE + 'clients-allowed = ["lab"]', "'clients-allowed'[0]: expected a table with one of name, id, label"),
-        (BASE + 'clients-denied = [{ name = "a", id = "b" }]',
-         "'clients-denied'[0]: expected a table with one of name, id, label"),
+        (
+            BASE + 'clients-denied = [{ name = "a", id = "b" }]',
+            "'clients-denied'[0]: expected a table with one of name, id, label",
+        ),
         (BASE + 'clients-allowed = [{ id = "" }]', "'clients-allowed'[0]: id must be a non-empty string, got ''"),
         (BASE + "clients-denied = [{ label = 1 }]", "'clients-denied'[0]: label must be a non-empty string, got 1"),
-        (BASE + 'clients-allowed = [{ name = "^ok" }, { name = "[" }]',
-         "'clients-allowed'[1]: invalid regular expression '['"),
+        (
+            BASE + 'clients-allowed = [{ name = "^ok" }, { name = "[" }]',
+            "'clients-allowed'[1]: invalid regular expression '['",
+        ),
     ],
 )
 def test_wrong_value_names_the_key(tool: str, message: str) -> None:

@@ -23,8 +23,9 @@ def test_a_control_character_in_a_name_is_refused_naming_the_key(key: str, contr
     tool = BASE.replace(f"{key} = ", f"{key} = {toml_string('ok' + control + 'ok')} #", 1)
     with pytest.raises(JobScriptError) as err:
         jobscript.parse(script(tool))
-    assert str(err.value) == (f"'{key}': holds the control character U+{ord(control):04X} at position 2; "
-                              "only printable text is allowed")
+    assert str(err.value) == (
+        f"'{key}': holds the control character U+{ord(control):04X} at position 2; only printable text is allowed"
+    )
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,13 @@ from tests.clock import ManualClock
 
 def test_jobs_taken_back_by_probation_go_out_again_in_enqueue_order() -> None:
     table = LeaseTable(clock=ManualClock(), reconnect_grace_seconds=2.0, silent_after_seconds=15.0)
-    spec = HandlerSpec(handler_id="h", job_name="h", script_sha256="0" * 64, environment=(),
-                       settings=JobSettings(package="p", handler="H", job="h", max_attempts=1))
+    spec = HandlerSpec(
+        handler_id="h",
+        job_name="h",
+        script_sha256="0" * 64,
+        environment=(),
+        settings=JobSettings(package="p", handler="H", job="h", max_attempts=1),
+    )
     table.add_handler(spec, counts={}, streak=0, active=True)
     table.enqueued("h", 6)
     table.refilled("h", [ReadyJob(i, 0, 0, b"{}") for i in range(1, 7)], more=False)
@@ -30,8 +35,13 @@ def test_jobs_taken_back_by_probation_go_out_again_in_enqueue_order() -> None:
     assert [x.job_id for x in leases] == [1, 2, 3, 4]
     table.leases_stored(leases, {x.job_id for x in leases})
     table.started("w", [leases[0].ref])
-    failed = ResultIn(job_id=1, lease_no=leases[0].lease_no, output=None, duration_seconds=0.01,
-                      error={"type": "E", "message": "m", "traceback": ""})
+    failed = ResultIn(
+        job_id=1,
+        lease_no=leases[0].lease_no,
+        output=None,
+        duration_seconds=0.01,
+        error={"type": "E", "message": "m", "traceback": ""},
+    )
     _, settlements, effects = table.settle("w", [failed])
     after = table.settled(settlements, {1})  # the failure is stored: probation takes 2, 3, 4 back
     assert sorted(q.job_id for q in effects.requeues + after.requeues) == [2, 3, 4]

@@ -72,8 +72,11 @@ class ModelStore:
             self.next_id += 1
 
     def load_available(self, handler_id: str, after: int, limit: int) -> list[ReadyJob]:
-        found = [ReadyJob(j, r.lease_no, r.attempts, b"{}") for j, r in sorted(self.rows.items())
-                 if r.handler_id == handler_id and r.status == JobStatus.AVAILABLE and j > after]
+        found = [
+            ReadyJob(j, r.lease_no, r.attempts, b"{}")
+            for j, r in sorted(self.rows.items())
+            if r.handler_id == handler_id and r.status == JobStatus.AVAILABLE and j > after
+        ]
         return found[:limit]
 
     def lease(self, leases: list[Lease]) -> set[int]:
@@ -120,7 +123,9 @@ class ModelStore:
 
 def job_settings(draw: st.DrawFn, handler_id: str) -> JobSettings:
     return JobSettings(
-        package="p", handler="H", job=handler_id,
+        package="p",
+        handler="H",
+        job=handler_id,
         max_attempts=draw(st.integers(1, 3)),
         job_timeout_seconds=draw(st.sampled_from([None, 5.0])),
         max_parallel_jobs=draw(st.sampled_from([None, 2])),
@@ -150,15 +155,20 @@ class LeaseTableMachine(RuleBasedStateMachine):
     @initialize(data=st.data())
     def handlers(self, data: st.DataObject) -> None:
         for handler_id in HANDLERS:
-            spec = HandlerSpec(handler_id=handler_id, job_name=handler_id, script_sha256="0" * 64, environment=(),
-                               settings=data.draw(st.composite(job_settings)(handler_id)))
+            spec = HandlerSpec(
+                handler_id=handler_id,
+                job_name=handler_id,
+                script_sha256="0" * 64,
+                environment=(),
+                settings=data.draw(st.composite(job_settings)(handler_id)),
+            )
             self.table.add_handler(spec, counts={}, streak=0, active=True)
             self.enqueue(handler_id, data.draw(st.integers(1, 8)))
         for worker in WORKERS[:2]:
             self.connect(worker, data.draw(st.integers(1, 3)), keep=True)
             self.table.set_capacity(worker, data.draw(st.integers(1, 6)))
 
-    # -- rules ---------------------------------------------------------------------------
+        # -- rules ---------------------------------------------------------------------------
         self.dispatch()
 
     @rule(handler=st.sampled_from(HANDLERS), n=st.integers(1, 6))
@@ -223,8 +233,7 @@ class LeaseTableMachine(RuleBasedStateMachine):
             effects = self.table.hand_back(some.worker_id, [x.ref for x in leases], "guess")
             assert not effects.requeues
         elif event == "result":
-            result = ResultIn(job_id=some.job_id, lease_no=some.lease_no, output="1", error=None,
-                              duration_seconds=0.01)
+            result = ResultIn(job_id=some.job_id, lease_no=some.lease_no, output="1", error=None, duration_seconds=0.01)
             verdicts, accepted, _ = self.table.settle(some.worker_id, [result])
             assert verdicts == [Verdict.NOT_CURRENT] and not accepted
         elif event == "reconnect":
@@ -253,8 +262,9 @@ class LeaseTableMachine(RuleBasedStateMachine):
             # by the durations it reported (nothing before the first one).
             prefetch = 0 if state.ewma_seconds is None else min(MAX_PREFETCH, int(state.slots * 0.05 / 0.01))
             assert held + n <= min(state.capacity, state.slots + prefetch), (held, n, state)
-            probation = [x for x in leases if x.worker_id == worker_id
-                         and self.table.handlers[x.handler_id].on_probation]
+            probation = [
+                x for x in leases if x.worker_id == worker_id and self.table.handlers[x.handler_id].on_probation
+            ]
             assert len(probation) <= max(0, free), "prefetch for a handler on probation"
         for lease in leases:
             assert not self.table.handlers[lease.handler_id].failing
@@ -283,8 +293,12 @@ class LeaseTableMachine(RuleBasedStateMachine):
         self.started_refs.update(refs)
 
     @precondition(lambda self: self.table.leases)
-    @rule(data=st.data(), fail=st.booleans(), which=st.sampled_from(["current", "current", "older", "newer"]),
-          twice=st.booleans())
+    @rule(
+        data=st.data(),
+        fail=st.booleans(),
+        which=st.sampled_from(["current", "current", "older", "newer"]),
+        twice=st.booleans(),
+    )
     def result(self, data: st.DataObject, fail: bool, which: str, twice: bool) -> None:
         """A result from a lease's holder: for its current lease, or an older or newer number."""
         job_id = data.draw(st.sampled_from(sorted(self.table.leases)))
@@ -299,9 +313,13 @@ class LeaseTableMachine(RuleBasedStateMachine):
     def _result(self, job_id: int, worker: str, *, fail: bool, which: str, twice: bool) -> None:
         row = self.store.rows[job_id]
         lease_no = row.lease_no + {"current": 0, "older": -1, "newer": 1}[which]
-        result = ResultIn(job_id=job_id, lease_no=lease_no, output=None if fail else "1",
-                          error={"type": "E", "message": "m", "traceback": ""} if fail else None,
-                          duration_seconds=0.01)
+        result = ResultIn(
+            job_id=job_id,
+            lease_no=lease_no,
+            output=None if fail else "1",
+            error={"type": "E", "message": "m", "traceback": ""} if fail else None,
+            duration_seconds=0.01,
+        )
         holder = self.table.current(worker, result.ref)
         verdicts, accepted, effects = self.table.settle(worker, [result])
         current = (row.status, row.lease_no, row.worker_id) == (JobStatus.LEASED, lease_no, worker)
@@ -382,7 +400,7 @@ class LeaseTableMachine(RuleBasedStateMachine):
     def pause_or_resume(self, handler: str, active: bool) -> None:
         self.table.set_active(handler, active)
 
-    # -- invariants --------------------------------------------------------------------------
+        # -- invariants --------------------------------------------------------------------------
         self.dispatch()
 
     @invariant()
@@ -414,8 +432,11 @@ class LeaseTableMachine(RuleBasedStateMachine):
         for queue in self.table.handlers.values():
             if not queue.on_probation:
                 continue
-            waiting = Counter(x.worker_id for x in self.table.leases_of(handler_id=queue.handler_id)
-                              if x.stored and x.started_mono is None)
+            waiting = Counter(
+                x.worker_id
+                for x in self.table.leases_of(handler_id=queue.handler_id)
+                if x.stored and x.started_mono is None
+            )
             for worker_id, n in waiting.items():
                 assert n <= self.table.workers[worker_id].slots, (queue.handler_id, worker_id, n)
 

@@ -21,9 +21,12 @@ def test_a_database_at_0001_upgrades_to_head_keeping_its_workers(tmp_path: Path)
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, "0001")
-        conn.execute(text(
-            "INSERT INTO workers (id, name, labels_json, slots, hostname, version, connected, jobs_done, jobs_failed)"
-            " VALUES ('w', 'old-worker', '{}', 2, 'h', '0.1', 0, 7, 1)"))
+        conn.execute(
+            text(
+                "INSERT INTO workers (id, name, labels_json, slots, hostname, version, connected, jobs_done, jobs_failed)"
+                " VALUES ('w', 'old-worker', '{}', 2, 'h', '0.1', 0, 7, 1)"
+            )
+        )
     engine.dispose()
 
     upgraded = open_engine(url)  # what the server does on start
@@ -47,13 +50,16 @@ def test_open_leases_give_back_the_attempt_charged_when_they_were_made(tmp_path:
         config.attributes["connection"] = conn
         command.upgrade(config, "0002")
         for job_id, status, attempts in ((1, "leased", 1), (2, "leased", 3), (3, "processed", 2), (4, "available", 1)):
-            conn.execute(text(
-                "INSERT INTO jobs (id, handler_id, status, input, extra, attempts, lease_no)"
-                f" VALUES ({job_id}, 'h', '{status}', '{{}}', 'null', {attempts}, 1)"))
+            conn.execute(
+                text(
+                    "INSERT INTO jobs (id, handler_id, status, input, extra, attempts, lease_no)"
+                    f" VALUES ({job_id}, 'h', '{status}', '{{}}', 'null', {attempts}, 1)"
+                )
+            )
     engine.dispose()
 
     upgraded = open_engine(url)
     with upgraded.connect() as conn:
-        attempts = {r.id: r.attempts for r in conn.execute(text("SELECT id, attempts FROM jobs"))}
-    assert attempts == {1: 0, 2: 2, 3: 2, 4: 1}
+        charged = {r.id: r.attempts for r in conn.execute(text("SELECT id, attempts FROM jobs"))}
+    assert charged == {1: 0, 2: 2, 3: 2, 4: 1}
     upgraded.dispose()

@@ -105,8 +105,13 @@ def test_a_child_whose_parent_died_before_it_armed_exits_at_once(prctl: bool) ->
         "import sys\nfrom netdist.parent_death import exit_with_parent, parent_pid_from\n"
         f"exit_with_parent(parent_pid_from(sys.argv[1:]), prctl={prctl})\nprint('still here')\n"
     )
-    done = subprocess.run([sys.executable, "-c", code, PARENT_PID_FLAG, str(gone.pid)], capture_output=True,
-                          text=True, timeout=30, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code, PARENT_PID_FLAG, str(gone.pid)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode == EXIT_CODE
     assert "still here" not in done.stdout
 

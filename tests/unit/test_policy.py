@@ -28,8 +28,9 @@ def session(*, worker_id: str = "w-1", name: str = "lab-1", labels: dict[str, st
 
 
 def slot(s: JobSettings) -> HandlerQueue:
-    return HandlerQueue(spec=HandlerSpec(handler_id="h", job_name="j", settings=s, script_sha256="x", environment=()),
-                        active=True)
+    return HandlerQueue(
+        spec=HandlerSpec(handler_id="h", job_name="j", settings=s, script_sha256="x", environment=()), active=True
+    )
 
 
 def at(hour: int, minute: int = 0) -> float:
@@ -63,8 +64,11 @@ def test_idle_window_uses_the_time_zone_when_given() -> None:
 
 
 def test_clients_allowed_takes_precedence_over_denied() -> None:
-    lab, gpu, other = session(), session(worker_id="w-2", name="box", labels={"gpu": "1"}), session(
-        worker_id="w-3", name="home")
+    lab, gpu, other = (
+        session(),
+        session(worker_id="w-2", name="box", labels={"gpu": "1"}),
+        session(worker_id="w-3", name="home"),
+    )
     both = settings(clients_allowed=(ClientSelector(id="w-1"),), clients_denied=(ClientSelector(name="^lab-"),))
     assert [policy.client_allowed(both, s) for s in (lab, gpu, other)] == [True, False, False]
     denied = settings(clients_denied=(ClientSelector(label="gpu"), ClientSelector(id="w-3")))
@@ -111,6 +115,8 @@ def test_daily_budget_per_worker_and_handler_resets_when_the_day_turns() -> None
 
 
 def test_design_example_window_parses_to_the_same_window() -> None:
-    parsed = jobscript.parse('# /// script\n# [tool.netdist]\n# package = "p"\n# handler = "H"\n# job = "j"\n'
-                             '# idle-time = "22:00-06:00"\n# ///\ndef process(job_input, ctx):\n    return 1\n')
+    parsed = jobscript.parse(
+        '# /// script\n# [tool.netdist]\n# package = "p"\n# handler = "H"\n# job = "j"\n'
+        '# idle-time = "22:00-06:00"\n# ///\ndef process(job_input, ctx):\n    return 1\n'
+    )
     assert parsed.settings.idle_time == IdleWindow(start=time(22), end=time(6))

@@ -32,17 +32,37 @@ def add(store: Store, handler_id: str, state: HandlerState, schedule: str | None
     settings = {"schedule": schedule, "time-zone": "UTC"} if schedule else {}
     with store.engine.begin() as conn:
         catalog.insert_handler(
-            conn, id=handler_id, package="p", handler="H", job_name=handler_id, script_sha256="0" * 64,
-            script_source="", settings_json=json.dumps(settings), custom_json="{}", state=state, message="",
-            handler_state_json="{}", summary="", total=None, exhausted=False, sequenced_errors=0,
-            created_at=0.0, script_uploaded_by="")
+            conn,
+            id=handler_id,
+            package="p",
+            handler="H",
+            job_name=handler_id,
+            script_sha256="0" * 64,
+            script_source="",
+            settings_json=json.dumps(settings),
+            custom_json="{}",
+            state=state,
+            message="",
+            handler_state_json="{}",
+            summary="",
+            total=None,
+            exhausted=False,
+            sequenced_errors=0,
+            created_at=0.0,
+            script_uploaded_by="",
+        )
 
 
 def test_due_schedules_start_their_instances_on_the_injected_clock(store: Store) -> None:
-    for handler_id, state in [("idle", HandlerState.IDLE), ("stopped", HandlerState.STOPPED),
-                              ("finished", HandlerState.FINISHED), ("running", HandlerState.RUNNING),
-                              ("paused", HandlerState.PAUSED), ("disabled", HandlerState.DISABLED),
-                              ("failed", HandlerState.FAILED)]:
+    for handler_id, state in [
+        ("idle", HandlerState.IDLE),
+        ("stopped", HandlerState.STOPPED),
+        ("finished", HandlerState.FINISHED),
+        ("running", HandlerState.RUNNING),
+        ("paused", HandlerState.PAUSED),
+        ("disabled", HandlerState.DISABLED),
+        ("failed", HandlerState.FAILED),
+    ]:
         add(store, handler_id, state)
     add(store, "refused", HandlerState.IDLE)
     add(store, "unscheduled", HandlerState.IDLE, schedule=None)
@@ -55,8 +75,9 @@ def test_due_schedules_start_their_instances_on_the_injected_clock(store: Store)
             raise FailedPreconditionError("package 'p' is not uploaded (or was removed)")
         started.append(handler_id)
 
-    starts = ScheduledStarts(store, clock=clock, log_sink=lambda h, level, _s, m: lines.append((h, level, m)),
-                             start=start)
+    starts = ScheduledStarts(
+        store, clock=clock, log_sink=lambda h, level, _s, m: lines.append((h, level, m)), start=start
+    )
 
     async def scenario() -> tuple[list[str], list[str], list[str]]:
         first = await starts.run_once()
@@ -70,8 +91,16 @@ def test_due_schedules_start_their_instances_on_the_injected_clock(store: Store)
     assert sorted(second) == ["finished", "idle", "refused", "stopped"]
     assert sorted(started) == ["finished", "idle", "stopped"]
     assert ("refused", "warning", "scheduled start failed: package 'p' is not uploaded (or was removed)") in lines
-    assert set(starts.next_start) == {"idle", "stopped", "finished", "running", "paused", "disabled", "failed",
-                                      "refused"}
+    assert set(starts.next_start) == {
+        "idle",
+        "stopped",
+        "finished",
+        "running",
+        "paused",
+        "disabled",
+        "failed",
+        "refused",
+    }
     assert all(at == clock.wall + 5 for at in starts.next_start.values())
 
 

@@ -21,8 +21,16 @@ from netdist.server.scheduler import NamedZone, Schedule, Scheduler, is_fixed_ho
 from tests.clock import ManualClock
 
 ZONES = ["UTC", "America/New_York", "Europe/Zurich", "Asia/Kolkata", "Australia/Lord_Howe"]
-EXPRESSIONS = ["0 * * * *", "*/15 * * * *", "30 2 * * *", "45 1 * * *", "0 8-18 * * 1-5", "0 2,3 * * *",
-               "@daily", "* * * * * */5"]
+EXPRESSIONS = [
+    "0 * * * *",
+    "*/15 * * * *",
+    "30 2 * * *",
+    "45 1 * * *",
+    "0 8-18 * * 1-5",
+    "0 2,3 * * *",
+    "@daily",
+    "* * * * * */5",
+]
 CHANGES = {  # the 2026 daylight-saving changes (UTC) of the zones that have them
     "America/New_York": [datetime(2026, 3, 8, 7, tzinfo=UTC), datetime(2026, 11, 1, 6, tzinfo=UTC)],
     "Europe/Zurich": [datetime(2026, 3, 29, 1, tzinfo=UTC), datetime(2026, 10, 25, 1, tzinfo=UTC)],
@@ -126,9 +134,19 @@ def test_a_zone_without_time_zone_is_the_servers_not_utc() -> None:
 
 @pytest.mark.parametrize(
     ("expression", "fixed"),
-    [("30 2 * * *", True), ("0 8,20 * * *", True), ("@daily", True), ("@weekly", True), ("* 3 * * * */5", True),
-     ("0 * * * *", False), ("@hourly", False), ("*/15 8-18 * * 1-5", False), ("0 */2 * * *", False),
-     ("0 1-3 * * *", False), ("* * * * * */5", False)],
+    [
+        ("30 2 * * *", True),
+        ("0 8,20 * * *", True),
+        ("@daily", True),
+        ("@weekly", True),
+        ("* 3 * * * */5", True),
+        ("0 * * * *", False),
+        ("@hourly", False),
+        ("*/15 8-18 * * 1-5", False),
+        ("0 */2 * * *", False),
+        ("0 1-3 * * *", False),
+        ("* * * * * */5", False),
+    ],
 )
 def test_fixed_hour_or_interval(expression: str, fixed: bool) -> None:
     assert is_fixed_hour(expression) is fixed
@@ -143,8 +161,9 @@ def test_an_hourly_schedule_starts_every_real_hour_across_a_change(key: str, cha
     # Interval semantics: both passes of a repeated hour, nothing in a skipped one.
     clock = ManualClock(wall=ts(change) - 4 * HOUR - 60)
     scheduler, schedule = scheduler_in(key, role, clock)
-    seen = starts(scheduler, Schedule(cron="0 * * * *", time_zone=schedule.time_zone), clock,
-                  until=ts(change) + 4 * HOUR, step=60)
+    seen = starts(
+        scheduler, Schedule(cron="0 * * * *", time_zone=schedule.time_zone), clock, until=ts(change) + 4 * HOUR, step=60
+    )
     assert seen == [ts(change) + h * HOUR for h in range(-4, 5)]
     assert len({local(t, key)[:16] for t in seen}) == (9 if change.month == 3 else 8)  # one wall hour twice in the fall
 
@@ -159,13 +178,15 @@ DAILY = [  # zone, cron, the change, the start on the day of the change (local),
 
 @pytest.mark.parametrize("role", ["server", "script"])
 @pytest.mark.parametrize(("key", "expression", "which", "on_the_day"), DAILY)
-def test_a_daily_schedule_starts_once_a_day_across_a_change(key: str, expression: str, which: int,
-                                                          on_the_day: str, role: str) -> None:
+def test_a_daily_schedule_starts_once_a_day_across_a_change(
+    key: str, expression: str, which: int, on_the_day: str, role: str
+) -> None:
     change = ts(CHANGES[key][which])
     clock = ManualClock(wall=change - 36 * HOUR)
     scheduler, schedule = scheduler_in(key, role, clock)
-    seen = starts(scheduler, Schedule(cron=expression, time_zone=schedule.time_zone), clock,
-                  until=change + 36 * HOUR, step=60)
+    seen = starts(
+        scheduler, Schedule(cron=expression, time_zone=schedule.time_zone), clock, until=change + 36 * HOUR, step=60
+    )
     days = [local(t, key)[:10] for t in seen]
     assert len(seen) == 3 and len(set(days)) == 3, [local(t, key) for t in seen]
     assert local(seen[1], key) == on_the_day
@@ -257,8 +278,7 @@ def test_a_changed_schedule_is_recomputed_and_a_removed_one_forgotten() -> None:
     assert "b" not in scheduler.next_start
 
 
-def test_a_schedule_that_never_matches_is_logged_and_does_not_stop_the_others(
-        caplog: pytest.LogCaptureFixture) -> None:
+def test_a_schedule_that_never_matches_is_logged_and_does_not_stop_the_others(caplog: pytest.LogCaptureFixture) -> None:
     clock = ManualClock(wall=ts(datetime(2026, 5, 4, 12, 0, tzinfo=UTC)))
     scheduler = Scheduler(clock=clock, server_zone=NamedZone("UTC"))
     schedules = {"never": Schedule(cron="0 0 30 2 *"), "hourly": Schedule(cron="0 * * * *")}
@@ -268,7 +288,8 @@ def test_a_schedule_that_never_matches_is_logged_and_does_not_stop_the_others(
         assert scheduler.due(schedules) == ["hourly"]
     assert "never" not in scheduler.next_start
     assert [r.getMessage() for r in caplog.records if "never" in r.getMessage()] == [
-        "[never] schedule '0 0 30 2 *' (time-zone of the server): no next start: failed to find next date"]
+        "[never] schedule '0 0 30 2 *' (time-zone of the server): no next start: failed to find next date"
+    ]
 
 
 # -- random walks --------------------------------------------------------------------------------------
@@ -280,8 +301,11 @@ def walks(draw: st.DrawFn) -> tuple[str, str, str, float, list[float]]:
     expression = draw(st.sampled_from([e for e in EXPRESSIONS if len(e.split()) < 6]))
     anchors = [ts(c) for c in CHANGES.get(key, [])] or [ts(datetime(2026, 6, 1, tzinfo=UTC))]
     start = draw(st.sampled_from(anchors)) + draw(st.integers(-2 * DAY, DAY)) + draw(st.sampled_from([0, 0.5]))
-    steps = draw(st.lists(st.integers(1, 3 * HOUR).map(float) | st.sampled_from([0.5, 59.5, 60.0, 3600.0]),
-                          min_size=1, max_size=25))
+    steps = draw(
+        st.lists(
+            st.integers(1, 3 * HOUR).map(float) | st.sampled_from([0.5, 59.5, 60.0, 3600.0]), min_size=1, max_size=25
+        )
+    )
     return key, draw(st.sampled_from(["server", "script"])), expression, start, steps
 
 

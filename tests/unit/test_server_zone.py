@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from datetime import time as clock_time
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -51,15 +52,20 @@ def test_a_schedule_without_time_zone_runs_in_the_process_zone(key: str, process
 
 
 @pytest.mark.parametrize("key", ZONES)
-def test_an_idle_window_without_time_zone_is_read_in_the_process_zone(key: str,
-                                                                      process_tz: Callable[[str], None]) -> None:
+def test_an_idle_window_without_time_zone_is_read_in_the_process_zone(
+    key: str, process_tz: Callable[[str], None]
+) -> None:
     # policy.in_idle_window reads local time with datetime.fromtimestamp(now, None): the C library's
     # zone, the same one the scheduler uses; it never hands a naive local time to anything that reads UTC.
     process_tz(key)
-    window = JobSettings(package="p", handler="H", job="j",
-                         idle_time=IdleWindow(start=datetime(2026, 1, 1, 22).time(), end=datetime(2026, 1, 1, 6).time()))
+    window = JobSettings(
+        package="p",
+        handler="H",
+        job="j",
+        idle_time=IdleWindow(start=clock_time(22), end=clock_time(6)),
+    )
     zone = ZoneInfo(key)
-    for day in (datetime(2026, 1, 15), datetime(2026, 7, 15)):
+    for day in (datetime(2026, 1, 15, tzinfo=zone), datetime(2026, 7, 15, tzinfo=zone)):
         assert policy.in_idle_window(window, day.replace(hour=23, tzinfo=zone).timestamp())
         assert policy.in_idle_window(window, day.replace(hour=5, minute=59, tzinfo=zone).timestamp())
         assert not policy.in_idle_window(window, day.replace(hour=12, tzinfo=zone).timestamp())

@@ -67,8 +67,9 @@ class Transitions:
 
 
 def make_writer(engine: Engine, transitions: Transitions) -> GroupCommitWriter:
-    return GroupCommitWriter(engine, database="the test database", on_change=transitions,
-                             first_delay_seconds=0.01, max_delay_seconds=0.05)
+    return GroupCommitWriter(
+        engine, database="the test database", on_change=transitions, first_delay_seconds=0.01, max_delay_seconds=0.05
+    )
 
 
 def insert(conn: Connection, tag: str) -> int:
@@ -162,7 +163,8 @@ def test_a_locked_database_is_unavailable_and_work_resumes_when_the_lock_goes(en
         with pytest.raises(StoreUnavailableError) as refused:
             await store.write(insert, "operator")
         assert refused.value.message == (
-            "the store is unavailable (database is locked); the server retries and resumes by itself")
+            "the store is unavailable (database is locked); the server retries and resumes by itself"
+        )
         assert await store.read(lambda conn: tags(engine)) == []  # reads still work (WAL)
         blocker.execute("ROLLBACK")
         assert await pending == 1
@@ -184,8 +186,9 @@ def test_an_operations_own_error_fails_only_that_operation_at_once(engine: Engin
         conn.execute(text("INSERT INTO no_such_table VALUES (1)"))
 
     async def main() -> None:
-        results = await asyncio.gather(writer.run(insert, "a"), writer.run(broken), writer.run(insert, "b"),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            writer.run(insert, "a"), writer.run(broken), writer.run(insert, "b"), return_exceptions=True
+        )
         assert results[0] == 1 and results[2] == 1
         assert "no such table" in str(results[1])
 

@@ -15,14 +15,28 @@ from netdist.server import certs
 from netdist.server.transport import is_loopback, load_server_tls
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "LocalHost.",
-                                  "::ffff:127.0.0.1"])
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "LocalHost.", "::ffff:127.0.0.1"]
+)
 def test_loopback_addresses(host: str) -> None:
     assert is_loopback(host)
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "::", "[::]", "", "10.0.0.5", "fe80::1", "lab.example.org",
-                                  "localhost.example.org", "127.0.0.1.nip.io", "::ffff:10.0.0.1"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "0.0.0.0",
+        "::",
+        "[::]",
+        "",
+        "10.0.0.5",
+        "fe80::1",
+        "lab.example.org",
+        "localhost.example.org",
+        "127.0.0.1.nip.io",
+        "::ffff:10.0.0.1",
+    ],
+)
 def test_everything_else_reaches_other_machines(host: str) -> None:
     assert not is_loopback(host)
 
@@ -64,8 +78,13 @@ def test_files_that_are_not_pem_are_refused_naming_the_option(files: certs.TLSFi
 def test_a_passphrase_protected_key_is_refused(files: certs.TLSFiles, tmp_path: Path) -> None:
     key = serialization.load_pem_private_key(files.server_key.read_bytes(), password=None)
     locked = tmp_path / "locked.key"
-    locked.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                         serialization.BestAvailableEncryption(b"secret")))
+    locked.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
     with pytest.raises(CertificateError, match="protected by a passphrase"):
         load_server_tls(files.server_cert, locked)
 
@@ -90,16 +109,22 @@ def test_client_security_checks_its_files(files: certs.TLSFiles) -> None:
 
 # gRPC 1.85's own words for each failure (as seen against real servers in tests/e2e/test_tls.py).
 CONNECT = "failed to connect to all addresses; last error: "
-UNTRUSTED = (CONNECT + "UNKNOWN: ipv4:127.0.0.1:44035: Tls handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: "
-             "error:1000007d:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED: unable to get local issuer "
-             "certificate: OK")
+UNTRUSTED = (
+    CONNECT + "UNKNOWN: ipv4:127.0.0.1:44035: Tls handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: "
+    "error:1000007d:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED: unable to get local issuer "
+    "certificate: OK"
+)
 EXPIRED = UNTRUSTED.replace("unable to get local issuer certificate", "certificate has expired")
-PLAINTEXT_SERVER = (CONNECT + "UNKNOWN: ipv4:127.0.0.1:41261: Tls handshake failed (TSI_PROTOCOL_FAILURE): "
-                    "SSL_ERROR_SSL: error:100000f7:SSL routines:OPENSSL_internal:WRONG_VERSION_NUMBER: Invalid "
-                    "certificate verification context: OK")
+PLAINTEXT_SERVER = (
+    CONNECT + "UNKNOWN: ipv4:127.0.0.1:41261: Tls handshake failed (TSI_PROTOCOL_FAILURE): "
+    "SSL_ERROR_SSL: error:100000f7:SSL routines:OPENSSL_internal:WRONG_VERSION_NUMBER: Invalid "
+    "certificate verification context: OK"
+)
 CLOSED = CONNECT + "UNAVAILABLE: ipv4:127.0.0.1:44781: Socket closed"
-WRONG_NAME = (CONNECT + "UNKNOWN: ipv4:127.0.0.2:38585: Custom verification check failed with error: "
-              "UNAUTHENTICATED: Hostname Verification Check failed.")
+WRONG_NAME = (
+    CONNECT + "UNKNOWN: ipv4:127.0.0.2:38585: Custom verification check failed with error: "
+    "UNAUTHENTICATED: Hostname Verification Check failed."
+)
 REFUSED = CONNECT + "UNAVAILABLE: ipv4:127.0.0.1:1: Connection refused"
 
 
@@ -107,9 +132,11 @@ def test_tls_failures_in_words() -> None:
     ca = ClientSecurity(tls_ca=Path("ca.crt"))
     assert tls_failure(UNTRUSTED, ca) == (
         "TLS: the server's certificate is not trusted (unable to get local issuer certificate): it is not signed "
-        "by the CA in ca.crt")
-    assert "no --tls-ca was given, so the system's roots were used" in (tls_failure(UNTRUSTED, ClientSecurity(tls=True))
-                                                                        or "")
+        "by the CA in ca.crt"
+    )
+    assert "no --tls-ca was given, so the system's roots were used" in (
+        tls_failure(UNTRUSTED, ClientSecurity(tls=True)) or ""
+    )
     assert tls_failure(EXPIRED, ca) == "TLS: the server's certificate has expired: renew it (netdist-server tls server)"
     assert (tls_failure(PLAINTEXT_SERVER, ca) or "").startswith("TLS handshake failed: the server does not speak TLS")
     assert (tls_failure(WRONG_NAME, ca) or "").startswith("TLS: the server's certificate is not for the name")
@@ -120,8 +147,9 @@ def test_tls_failures_in_words() -> None:
 
 
 def test_another_handshake_failure_keeps_grpcs_reason() -> None:
-    other = PLAINTEXT_SERVER.replace("WRONG_VERSION_NUMBER: Invalid certificate verification context",
-                                     "NO_SHARED_CIPHER")
+    other = PLAINTEXT_SERVER.replace(
+        "WRONG_VERSION_NUMBER: Invalid certificate verification context", "NO_SHARED_CIPHER"
+    )
     assert tls_failure(other, ClientSecurity(tls=True)) == "TLS handshake failed: NO_SHARED_CIPHER"
 
 

@@ -38,7 +38,9 @@ META = {"demo_pkg-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: demo-p
 
 def test_reads_name_version_and_handlers_without_importing(tmp_path: Path) -> None:
     wheel = write_wheel(
-        tmp_path, name="demo-pkg", version="1.0",
+        tmp_path,
+        name="demo-pkg",
+        version="1.0",
         files={"demo/__init__.py": "raise SystemExit('imported!')\n"},
         entry_points={"netdist.handlers": {"Calc": "demo.calc:Calculator"}, "console_scripts": {"x": "demo:x"}},
     )
@@ -64,8 +66,11 @@ def test_a_dependency_wheel_may_have_no_handlers(tmp_path: Path) -> None:
         (zip_bytes(META, link="demo/link"), NAME, "is a symbolic link"),
         (zip_bytes({"demo/__init__.py": b""}), NAME, "expected exactly one *.dist-info directory"),
         (zip_bytes({"x.dist-info/METADATA": b"Name: x\n"}), NAME, "lacks Name or Version"),
-        (zip_bytes({**META, "demo_pkg-1.0.dist-info/entry_points.txt": b"[netdist.handlers\nx"}), NAME,
-         "cannot parse entry points"),
+        (
+            zip_bytes({**META, "demo_pkg-1.0.dist-info/entry_points.txt": b"[netdist.handlers\nx"}),
+            NAME,
+            "cannot parse entry points",
+        ),
     ],
 )
 def test_bad_wheels_are_refused_with_the_reason(data: bytes, filename: str, message: str) -> None:

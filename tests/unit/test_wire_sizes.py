@@ -32,16 +32,16 @@ KIB, MIB = 1024, 1024 * 1024
 
 
 def output(ref: int, size: int) -> JobResult:
-    return JobResult(ref=JobRef(ref, 2**40 + ref), output_json=b'"' + b"x" * max(0, size - 2) + b'"',
-                     duration_seconds=1.5)
+    return JobResult(
+        ref=JobRef(ref, 2**40 + ref), output_json=b'"' + b"x" * max(0, size - 2) + b'"', duration_seconds=1.5
+    )
 
 
 def failure(ref: int, chars: int) -> JobResult:
     return JobResult.failed(JobRef(ref, 1), "E" * 200, "é" * chars, traceback="🐍" * chars)
 
 
-sizes = st.lists(st.one_of(st.integers(0, 2 * KIB), st.integers(0, 900 * KIB), st.just(MAX_OUTPUT_BYTES)),
-                 max_size=400)
+sizes = st.lists(st.one_of(st.integers(0, 2 * KIB), st.integers(0, 900 * KIB), st.just(MAX_OUTPUT_BYTES)), max_size=400)
 
 
 @settings(max_examples=60, deadline=None)
@@ -68,8 +68,9 @@ def test_an_output_over_the_limit_fails_its_job_with_a_clear_error() -> None:
     assert result.output_json is None and result.error is not None
     assert result.ref == big.ref and result.duration_seconds == 1.5
     assert result.error.type == "OutputTooLarge"
-    assert result.error.message == (f"the job's output is {MAX_OUTPUT_BYTES + 1} bytes of JSON, "
-                                    f"the limit is {MAX_OUTPUT_BYTES}")
+    assert result.error.message == (
+        f"the job's output is {MAX_OUTPUT_BYTES + 1} bytes of JSON, the limit is {MAX_OUTPUT_BYTES}"
+    )
     exact = output(8, MAX_OUTPUT_BYTES)
     assert fitting(exact) is exact
     message = jobs_pb2.WorkerMessage(results=result_batch([exact]))
@@ -98,14 +99,26 @@ def test_progress_batches_are_cut_by_bytes_and_texts_to_what_the_server_keeps() 
 
 
 def spec(handler_id: str) -> HandlerSpec:
-    return HandlerSpec(handler_id=handler_id, job_name="j" * 200,
-                       settings=JobSettings(package="p", handler="h", job="j", job_timeout_seconds=30.0),
-                       script_sha256="s" * 64, environment=("w" * 64,) * 20)
+    return HandlerSpec(
+        handler_id=handler_id,
+        job_name="j" * 200,
+        settings=JobSettings(package="p", handler="h", job="j", job_timeout_seconds=30.0),
+        script_sha256="s" * 64,
+        environment=("w" * 64,) * 20,
+    )
 
 
 def lease(job_id: int, handler_id: str, size: int) -> Lease:
-    return Lease(job_id=job_id, lease_no=2**40, handler_id=handler_id, worker_id="w", attempt=1,
-                 input=b"[" + b"1," * (size // 2) + b"1]", leased_at=0.0, leased_mono=0.0)
+    return Lease(
+        job_id=job_id,
+        lease_no=2**40,
+        handler_id=handler_id,
+        worker_id="w",
+        attempt=1,
+        input=b"[" + b"1," * (size // 2) + b"1]",
+        leased_at=0.0,
+        leased_mono=0.0,
+    )
 
 
 @pytest.mark.parametrize("input_bytes", [10, 100 * KIB, 700 * KIB, MAX_OUTPUT_BYTES])

@@ -61,11 +61,9 @@ def test_a_message_per_finished_job_is_avoided() -> None:
     """Simulate the average converging over many jobs: few messages, none per job."""
     gauge = CapacityGauge(slots=2)
     ewma: float | None = None
-    sent = [
-        gauge.update(
-            wanted(slots=2, max_prefetch=256, ewma_seconds=ewma, stopping=False)
-        )
-    ]
+    first = gauge.update(wanted(slots=2, max_prefetch=256, ewma_seconds=ewma, stopping=False))
+    assert first is not None
+    sent = [first]
     for n in range(2000):
         duration = 0.001 + (n % 7) * 0.0001  # short jobs with some noise
         ewma = duration if ewma is None else ewma + 0.2 * (duration - ewma)

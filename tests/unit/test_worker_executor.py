@@ -71,9 +71,7 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> No
 class Harness:
     """An executor plus what it reported."""
 
-    def __init__(
-        self, tmp_path: Path, *, slots: int = 1, max_memory_bytes: int | None = None
-    ) -> None:
+    def __init__(self, tmp_path: Path, *, slots: int = 1, max_memory_bytes: int | None = None) -> None:
         self.tmp_path = tmp_path
         self.results: dict[int, JobResult] = {}
         self.progress: list[JobProgress] = []
@@ -158,10 +156,7 @@ def test_input_and_output_pass_through_as_json_text(tmp_path: Path) -> None:
         after = h.submit({"kind": "echo", "value": 3})
 
         output = (await h.result(spaced)).output_json
-        assert (
-            output
-            == f'{{"value":[1.5,"\\u00e9"],"job_id":{spaced.job_id},"attempt":2}}'.encode()
-        )
+        assert output == f'{{"value":[1.5,"\\u00e9"],"job_id":{spaced.job_id},"attempt":2}}'.encode()
         error = (await h.result(not_json)).error
         assert error is not None
         assert error.type == "InputNotJson"
@@ -174,9 +169,7 @@ def test_input_and_output_pass_through_as_json_text(tmp_path: Path) -> None:
     run(tmp_path, scenario)
 
 
-def test_output_errors_and_stdout_noise(
-    tmp_path: Path, capfd: pytest.CaptureFixture[str]
-) -> None:
+def test_output_errors_and_stdout_noise(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     async def scenario(h: Harness) -> None:
         echo = h.submit({"kind": "echo", "value": [1, "two", None]})
         failing = h.submit({"kind": "raise"})
@@ -278,9 +271,7 @@ def test_revoke_running_and_pending_jobs(tmp_path: Path) -> None:
     async def scenario(h: Harness) -> None:
         running = h.submit({"kind": "sleep", "seconds": 30})
         pending = h.submit({"kind": "echo", "value": "never"})
-        await wait_until(
-            lambda: h.executor.running == 1 and len(h.executor.child_pids()) == 1
-        )
+        await wait_until(lambda: h.executor.running == 1 and len(h.executor.child_pids()) == 1)
         pid = h.executor.child_pids()[0]
         assert h.executor.revoke(pending)
         assert h.executor.revoke(running)
@@ -317,8 +308,7 @@ def test_a_job_starts_when_it_reaches_an_idle_child_or_the_head_of_one(
         # Warm up with tiny jobs so the running average allows pipelining.
         for ref in [h.submit({"kind": "echo"}) for _ in range(20)]:
             await h.result(ref)
-        assert all(h.order.index(f"started {i}") < h.order.index(f"result {i}")
-                   for i in range(1, 21))
+        assert all(h.order.index(f"started {i}") < h.order.index(f"result {i}") for i in range(1, 21))
         h.started.clear()
         blocker = h.submit({"kind": "sleep", "seconds": 0.3})
         queued = h.submit({"kind": "echo", "value": "second"})
@@ -326,9 +316,7 @@ def test_a_job_starts_when_it_reaches_an_idle_child_or_the_head_of_one(
         assert h.started == [blocker]  # the second waits behind the first
         await h.result(queued)
         assert h.started == [blocker, queued]
-        assert h.order.index(f"started {queued.job_id}") < h.order.index(
-            f"result {queued.job_id}"
-        )
+        assert h.order.index(f"started {queued.job_id}") < h.order.index(f"result {queued.job_id}")
 
     run(tmp_path, scenario)
 
@@ -417,9 +405,7 @@ def test_wheel_dirs_go_on_sys_path_first_wheel_first(tmp_path: Path) -> None:
     (dependency / "dep_only.py").write_text("VALUE = 'dep'\n")
     script = tmp_path / "uses_wheels.py"
     script.write_text(
-        "import dep_only, shared_mod\n"
-        "def process(job_input, ctx):\n"
-        "    return [shared_mod.VALUE, dep_only.VALUE]\n"
+        "import dep_only, shared_mod\ndef process(job_input, ctx):\n    return [shared_mod.VALUE, dep_only.VALUE]\n"
     )
     environment = Environment(
         script_sha256="s",
@@ -446,8 +432,16 @@ def test_a_child_that_writes_garbage_fails_its_job_saying_so(tmp_path: Path) -> 
         executor = Executor(slots=1, on_result=results.append, python=str(fake_python))
         environment = Environment(script_sha256="x", script_path=tmp_path / "job.py")
         try:
-            executor.submit(Job(ref=JobRef(1, 1), handler_id="h", job_name="n", attempt=1,
-                                environment=environment, input_json=b"null"))
+            executor.submit(
+                Job(
+                    ref=JobRef(1, 1),
+                    handler_id="h",
+                    job_name="n",
+                    attempt=1,
+                    environment=environment,
+                    input_json=b"null",
+                )
+            )
             await wait_until(lambda: bool(results))
         finally:
             await executor.close()

@@ -105,9 +105,7 @@ def test_revoke_stops_a_held_lease_and_drops_an_unsent_result() -> None:
         ledger.take(ref)
     ledger.start(A)
     assert ledger.revoke(A)
-    assert not ledger.finish(
-        done(A)
-    )  # its job was killed; a late result does not count
+    assert not ledger.finish(done(A))  # its job was killed; a late result does not count
     ledger.finish(done(B))
     assert not ledger.revoke(B)  # not held any more: nothing to stop
     ledger.finish(done(C))
@@ -223,6 +221,4 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 TestLedgerMachine = LedgerMachine.TestCase
-TestLedgerMachine.settings = settings(
-    max_examples=200, stateful_step_count=40, deadline=None
-)
+TestLedgerMachine.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)

@@ -31,10 +31,12 @@ def test_backoff_doubles_to_five_seconds_with_jitter() -> None:
 
 def test_result_messages() -> None:
     ref = JobRef(job_id=7, lease_no=3)
-    ok, failed = result_batch([
-        JobResult(ref=ref, output_json=b'{"a":1}', duration_seconds=0.5),
-        JobResult.failed(ref, "ArtifactError", "cannot fetch"),
-    ]).items
+    ok, failed = result_batch(
+        [
+            JobResult(ref=ref, output_json=b'{"a":1}', duration_seconds=0.5),
+            JobResult.failed(ref, "ArtifactError", "cannot fetch"),
+        ]
+    ).items
     assert (ok.ref.job_id, ok.ref.lease_no) == (7, 3)
     assert json.loads(ok.output) == {"a": 1}
     assert ok.duration_seconds == 0.5
@@ -85,7 +87,7 @@ def test_input_lines_pass_json_text_through() -> None:
     assert input_line(b"not json") == b"not json"  # the child reports InputNotJson
     assert input_line(b"") == b"null"
     assert input_line(b'{\n  "a": "b"\n}\n') == b'{"a": "b"}'
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"Expecting value"):
         input_line(b'{"a":\n')
 
 

@@ -83,11 +83,17 @@ def test_small_and_ordinary_archives_pass() -> None:
 @pytest.mark.parametrize(
     ("members", "limits", "message"),
     [
-        ([member("a", size=600, packed=600, method=zipfile.ZIP_STORED)] * 2, ZipLimits(max_unpacked_bytes=1000),
-         "unpacks to 1200 bytes, over the limit of 1000 (--max-unpacked-bytes)"),
+        (
+            [member("a", size=600, packed=600, method=zipfile.ZIP_STORED)] * 2,
+            ZipLimits(max_unpacked_bytes=1000),
+            "unpacks to 1200 bytes, over the limit of 1000 (--max-unpacked-bytes)",
+        ),
         ([member("a", size=1, packed=1)] * 4, ZipLimits(max_members=3), "4 members is over the limit of 3"),
-        ([member("a", size=4 * MIB, packed=40_000)] * 3, ZipLimits(max_ratio=None),
-         "declare 120000 compressed bytes in a 50000 byte archive: they overlap"),
+        (
+            [member("a", size=4 * MIB, packed=40_000)] * 3,
+            ZipLimits(max_ratio=None),
+            "declare 120000 compressed bytes in a 50000 byte archive: they overlap",
+        ),
     ],
     ids=["total", "members", "overlap"],
 )

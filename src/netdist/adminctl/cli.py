@@ -92,9 +92,7 @@ def _show(renderable: RenderableType) -> None:
     _out().print(renderable)
 
 
-json_option = click.option(
-    "--json", "as_json", is_flag=True, help="Print JSON on stdout instead of a table."
-)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout instead of a table.")
 
 
 @click.group(cls=_AdminGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -172,8 +170,7 @@ def main(
 ) -> None:
     """Administer a netdist server: packages, job scripts, handlers, workers."""
     try:
-        token = find_token(token_file=token_file, env=os.environ, variable="NETDIST_TOKEN",
-                           default_name="admin.token")
+        token = find_token(token_file=token_file, env=os.environ, variable="NETDIST_TOKEN", default_name="admin.token")
     except TokenFileError as exc:
         raise click.BadParameter(str(exc), param_hint="--token-file") from None
     security = ClientSecurity(token=token.value, tls=tls, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
@@ -201,14 +198,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
         _show(render.status_table(reply))
 
 
-def _wheel_path(
-    ctx: click.Context, param: click.Parameter, value: Sequence[Path]
-) -> Sequence[Path]:
+def _wheel_path(ctx: click.Context, param: click.Parameter, value: Sequence[Path]) -> Sequence[Path]:
     for path in value:
         if path.suffix != ".whl":
-            raise click.BadParameter(
-                f"{path} is not a wheel (.whl)", ctx=ctx, param=param
-            )
+            raise click.BadParameter(f"{path} is not a wheel (.whl)", ctx=ctx, param=param)
     return value
 
 
@@ -216,14 +209,10 @@ _wheel_type = click.Path(exists=True, dir_okay=False, readable=True, path_type=P
 
 
 @main.command("upload-package")
-@click.argument(
-    "package", type=_wheel_type, callback=lambda c, p, v: _wheel_path(c, p, [v])[0]
-)
+@click.argument("package", type=_wheel_type, callback=lambda c, p, v: _wheel_path(c, p, [v])[0])
 @click.argument("dependencies", nargs=-1, type=_wheel_type, callback=_wheel_path)
 @click.pass_context
-def upload_package(
-    ctx: click.Context, package: Path, dependencies: tuple[Path, ...]
-) -> None:
+def upload_package(ctx: click.Context, package: Path, dependencies: tuple[Path, ...]) -> None:
     """Upload PACKAGE (a wheel with handlers) and the wheels it DEPENDS on.
 
     Workers get all of them on sys.path when they run a job of this package.
@@ -236,13 +225,9 @@ def upload_package(
     out.print(render.text(f"{verb} {p.name} {p.version}", style="bold"))
     out.print(render.text(f"  handlers: {', '.join(p.handlers) or '-'}"))
     if p.dependencies:
-        out.print(
-            render.text(f"  dependencies: {', '.join(d.filename for d in p.dependencies)}")
-        )
+        out.print(render.text(f"  dependencies: {', '.join(d.filename for d in p.dependencies)}"))
     if reply.restarted_handlers:
-        out.print(
-            render.text(f"  restarted handlers: {', '.join(reply.restarted_handlers)}")
-        )
+        out.print(render.text(f"  restarted handlers: {', '.join(reply.restarted_handlers)}"))
 
 
 @main.command()
@@ -288,9 +273,7 @@ def packages_list(ctx: click.Context, all_versions: bool, as_json: bool) -> None
 
 @packages.command("remove")
 @click.argument("name")
-@click.option(
-    "--version", default="", help="Remove only this version (default: every version)."
-)
+@click.option("--version", default="", help="Remove only this version (default: every version).")
 @click.pass_context
 def packages_remove(ctx: click.Context, name: str, version: str) -> None:
     """Remove package NAME (every version unless --version)."""
@@ -345,9 +328,7 @@ def jobs_add(ctx: click.Context, script: Path) -> None:
 )
 @json_option
 @click.pass_context
-def jobs_list(
-    ctx: click.Context, handler_ref: str, status: str, limit: int, as_json: bool
-) -> None:
+def jobs_list(ctx: click.Context, handler_ref: str, status: str, limit: int, as_json: bool) -> None:
     """List jobs: by default the running ones, with their progress."""
     items = _client(ctx).list_jobs(handler_ref=handler_ref, status=status, limit=limit)
     if as_json:
@@ -423,9 +404,7 @@ for _name in ACTIONS:
     show_default=True,
     help="Show the last N lines (0: all kept).",
 )
-@click.option(
-    "-f", "--follow", is_flag=True, help="Keep printing new lines until Ctrl-C."
-)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until Ctrl-C.")
 @click.pass_context
 def handlers_log(ctx: click.Context, ref: str, tail: int, follow: bool) -> None:
     """Print the log of handler REF (its own log and the server's notes on it)."""
@@ -458,10 +437,19 @@ def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> flo
 
 
 @main.command()
-@click.option("--since", callback=_since, metavar="SPAN|TIME",
-              help="Only entries since then: 30m, 2h, 7d back from now, or a date/time (ISO 8601, local time).")
-@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True,
-              help="At most this many entries, newest first.")
+@click.option(
+    "--since",
+    callback=_since,
+    metavar="SPAN|TIME",
+    help="Only entries since then: 30m, 2h, 7d back from now, or a date/time (ISO 8601, local time).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 1000),
+    default=100,
+    show_default=True,
+    help="At most this many entries, newest first.",
+)
 @json_option
 @click.pass_context
 def audit(ctx: click.Context, since: float, limit: int, as_json: bool) -> None:
@@ -500,9 +488,7 @@ def workers_remove(ctx: click.Context, ref: str) -> None:
     """Forget worker REF; its leased jobs go back to the queue."""
     reply = _client(ctx).remove_worker(ref)
     n = reply.leases_returned
-    click.echo(
-        f"removed worker {printable(ref)}; {n} job{'s' if n != 1 else ''} returned to the queue"
-    )
+    click.echo(f"removed worker {printable(ref)}; {n} job{'s' if n != 1 else ''} returned to the queue")
 
 
 @workers.command("disable")

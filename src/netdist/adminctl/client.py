@@ -38,8 +38,14 @@ T = TypeVar("T")
 class AdminClient:
     """One channel to one server; use as a context manager or call :meth:`close`."""
 
-    def __init__(self, address: str, *, timeout_seconds: float = 10.0,
-                 security: ClientSecurity | None = None, token_source: str = "") -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout_seconds: float = 10.0,
+        security: ClientSecurity | None = None,
+        token_source: str = "",
+    ) -> None:
         self.address = address
         self.timeout_seconds = timeout_seconds
         self.security = security or ClientSecurity()
@@ -95,18 +101,13 @@ class AdminClient:
             return UnauthenticatedError(f"{details} (the token given came from {self.token_source})")
         if code is grpc.StatusCode.UNAVAILABLE:
             reason = tls_failure(details, self.security) or details
-            return UnavailableError(
-                f"cannot reach the netdist server at {self.address}: {reason}"
-            )
+            return UnavailableError(f"cannot reach the netdist server at {self.address}: {reason}")
         if code is grpc.StatusCode.DEADLINE_EXCEEDED:
             if not self._answered:
                 return UnavailableError(
-                    f"cannot reach the netdist server at {self.address}: "
-                    f"no answer within {self.timeout_seconds:g}s"
+                    f"cannot reach the netdist server at {self.address}: no answer within {self.timeout_seconds:g}s"
                 )
-            return UnavailableError(
-                f"the netdist server at {self.address} did not answer within the timeout"
-            )
+            return UnavailableError(f"the netdist server at {self.address} did not answer within the timeout")
         return from_status(code, details)
 
     def _call(self, fn: Callable[[], T]) -> T:
@@ -127,9 +128,7 @@ class AdminClient:
         return reply
 
     def add_job_script(self, path: Path) -> admin_pb2.AddJobScriptResponse:
-        request = admin_pb2.AddJobScriptRequest(
-            filename=path.name, content=path.read_bytes()
-        )
+        request = admin_pb2.AddJobScriptRequest(filename=path.name, content=path.read_bytes())
         reply: admin_pb2.AddJobScriptResponse = self._call(
             lambda: self._admin.AddJobScript(request, timeout=self.timeout_seconds)
         )
@@ -137,9 +136,7 @@ class AdminClient:
 
     def list_handlers(self) -> list[admin_pb2.HandlerInfo]:
         request = admin_pb2.ListHandlersRequest()
-        reply = self._call(
-            lambda: self._admin.ListHandlers(request, timeout=self.timeout_seconds)
-        )
+        reply = self._call(lambda: self._admin.ListHandlers(request, timeout=self.timeout_seconds))
         return list(reply.handlers)
 
     def get_handler(self, ref: str) -> admin_pb2.HandlerInfo:
@@ -149,18 +146,14 @@ class AdminClient:
         )
         return reply.handler
 
-    def control_handler(
-        self, ref: str, action: admin_pb2.HandlerAction.ValueType
-    ) -> admin_pb2.HandlerInfo:
+    def control_handler(self, ref: str, action: admin_pb2.HandlerAction.ValueType) -> admin_pb2.HandlerInfo:
         request = admin_pb2.ControlHandlerRequest(ref=ref, action=action)
         reply: admin_pb2.ControlHandlerResponse = self._call(
             lambda: self._admin.ControlHandler(request, timeout=self.timeout_seconds)
         )
         return reply.handler
 
-    def handler_log(
-        self, ref: str, *, tail: int = 0, follow: bool = False
-    ) -> Iterator[admin_pb2.LogLine]:
+    def handler_log(self, ref: str, *, tail: int = 0, follow: bool = False) -> Iterator[admin_pb2.LogLine]:
         """Log lines of a handler; with ``follow`` the stream stays open (no timeout)."""
         request = admin_pb2.GetHandlerLogRequest(ref=ref, tail=tail, follow=follow)
         timeout = None if follow else self.timeout_seconds
@@ -174,15 +167,9 @@ class AdminClient:
         finally:
             stream.cancel()
 
-    def list_jobs(
-        self, *, handler_ref: str = "", status: str = "", limit: int = 0
-    ) -> list[admin_pb2.JobInfo]:
-        request = admin_pb2.ListJobsRequest(
-            handler_ref=handler_ref, status=status, limit=limit
-        )
-        reply = self._call(
-            lambda: self._admin.ListJobs(request, timeout=self.timeout_seconds)
-        )
+    def list_jobs(self, *, handler_ref: str = "", status: str = "", limit: int = 0) -> list[admin_pb2.JobInfo]:
+        request = admin_pb2.ListJobsRequest(handler_ref=handler_ref, status=status, limit=limit)
+        reply = self._call(lambda: self._admin.ListJobs(request, timeout=self.timeout_seconds))
         return list(reply.jobs)
 
     def list_audit(self, *, since: float = 0.0, limit: int = 0) -> list[admin_pb2.AuditEntry]:
@@ -192,9 +179,7 @@ class AdminClient:
 
     def list_workers(self) -> list[admin_pb2.WorkerInfo]:
         request = admin_pb2.ListWorkersRequest()
-        reply = self._call(
-            lambda: self._admin.ListWorkers(request, timeout=self.timeout_seconds)
-        )
+        reply = self._call(lambda: self._admin.ListWorkers(request, timeout=self.timeout_seconds))
         return list(reply.workers)
 
     def disable_worker(self, ref: str) -> admin_pb2.DisableWorkerResponse:
@@ -222,18 +207,12 @@ class AdminClient:
         total = sum(os.path.getsize(p) for p in wheels)
         timeout = self.timeout_seconds + UPLOAD_SECONDS_PER_MIB * total / (1024 * 1024)
         requests = upload_requests(wheels)
-        reply: packages_pb2.UploadPackageResponse = self._call(
-            lambda: self._packages.Upload(requests, timeout=timeout)
-        )
+        reply: packages_pb2.UploadPackageResponse = self._call(lambda: self._packages.Upload(requests, timeout=timeout))
         return reply
 
-    def list_packages(
-        self, *, all_versions: bool = False
-    ) -> list[packages_pb2.PackageInfo]:
+    def list_packages(self, *, all_versions: bool = False) -> list[packages_pb2.PackageInfo]:
         request = packages_pb2.ListPackagesRequest(all_versions=all_versions)
-        reply = self._call(
-            lambda: self._packages.List(request, timeout=self.timeout_seconds)
-        )
+        reply = self._call(lambda: self._packages.List(request, timeout=self.timeout_seconds))
         return list(reply.packages)
 
     def remove_package(self, name: str, version: str = "") -> int:

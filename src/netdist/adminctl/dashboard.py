@@ -52,9 +52,9 @@ def _handlers(handlers: Sequence[admin_pb2.HandlerInfo]) -> Table:
     for h in handlers:
         render.add_row(
             table,
-            render.text(h.job_name).append("\n").append_text(
-                render.text(f"{render.short_id(h.id)} {h.package}/{h.handler}", style="dim")
-            ),
+            render.text(h.job_name)
+            .append("\n")
+            .append_text(render.text(f"{render.short_id(h.id)} {h.package}/{h.handler}", style="dim")),
             render.state_text(h.state),
             render.handler_bar(h, width=24),
             render.progress_text(h),
@@ -64,9 +64,7 @@ def _handlers(handlers: Sequence[admin_pb2.HandlerInfo]) -> Table:
             render.summary_text(h),
         )
     if not handlers:
-        render.add_row(
-            table, Text("no handlers: netdist-admin jobs add SCRIPT.py", style="dim")
-        )
+        render.add_row(table, Text("no handlers: netdist-admin jobs add SCRIPT.py", style="dim"))
     return table
 
 

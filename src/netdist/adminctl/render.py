@@ -187,14 +187,8 @@ def jobs_table(jobs: Iterable[admin_pb2.JobInfo]) -> Table:
     table.add_column("Leased")
     table.add_column("Input / error", overflow="fold")
     for j in jobs:
-        progress = (
-            f"{j.progress_percent:.0f}% {j.progress_text}".strip()
-            if j.leased_at
-            else "-"
-        )
-        detail = (
-            text(j.error, style="red") if j.error else Text(_clip(printable(j.input_json), 60))
-        )
+        progress = f"{j.progress_percent:.0f}% {j.progress_text}".strip() if j.leased_at else "-"
+        detail = text(j.error, style="red") if j.error else Text(_clip(printable(j.input_json), 60))
         add_row(
             table,
             str(j.id),
@@ -291,8 +285,11 @@ def status_table(s: admin_pb2.GetStatusResponse) -> Table:
     ):
         add_row(grid, key, value)
     if s.store_state not in ("", "ok"):
-        add_row(grid, "store", text(
-            f"{s.store_state} since {fmt_time(s.store_unavailable_since)}: {s.store_problem}", style="red"))
+        add_row(
+            grid,
+            "store",
+            text(f"{s.store_state} since {fmt_time(s.store_unavailable_since)}: {s.store_problem}", style="red"),
+        )
     return grid
 
 

@@ -47,8 +47,16 @@ _ACTIONS = {
 
 
 class AdminService(admin_pb2_grpc.AdminServiceServicer):
-    def __init__(self, store: Store, manager: HandlerManager, dispatcher: Dispatcher, audit: AuditLog, *,
-                 address: str, database: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        manager: HandlerManager,
+        dispatcher: Dispatcher,
+        audit: AuditLog,
+        *,
+        address: str,
+        database: str,
+    ) -> None:
         self.store = store
         self.audit = audit
         self.manager = manager
@@ -58,15 +66,21 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self.started_at = time.time()
 
     @to_status
-    async def GetStatus(self, request: admin_pb2.GetStatusRequest, context: grpc.aio.ServicerContext
-                        ) -> admin_pb2.GetStatusResponse:
+    async def GetStatus(
+        self, request: admin_pb2.GetStatusRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.GetStatusResponse:
         health = self.store.health
         if not health.healthy:  # from memory: answers while the database does not
             return admin_pb2.GetStatusResponse(
-                version=netdist.__version__, address=self.address, database=self.database,
-                started_at=self.started_at, workers_connected=len(self.dispatcher.links),
-                store_state=health.state, store_problem=health.outage.reason if health.outage else "",
-                store_unavailable_since=health.since)
+                version=netdist.__version__,
+                address=self.address,
+                database=self.database,
+                started_at=self.started_at,
+                workers_connected=len(self.dispatcher.links),
+                store_state=health.state,
+                store_problem=health.outage.reason if health.outage else "",
+                store_unavailable_since=health.since,
+            )
         counts = await self.store.read(job_store.counts)
         handlers = await self.store.read(catalog.list_handlers)
         packages = await self.store.read(catalog.list_packages, all_versions=False)
@@ -75,17 +89,25 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             for status, n in per.items():
                 total[status] = total.get(status, 0) + n
         return admin_pb2.GetStatusResponse(
-            version=netdist.__version__, address=self.address, database=self.database, started_at=self.started_at,
-            packages=len(packages), handlers=len(handlers),
+            version=netdist.__version__,
+            address=self.address,
+            database=self.database,
+            started_at=self.started_at,
+            packages=len(packages),
+            handlers=len(handlers),
             handlers_running=sum(1 for h in handlers if h.state == HandlerState.RUNNING),
             workers_connected=len(self.dispatcher.links),
-            jobs_available=total.get(JobStatus.AVAILABLE, 0), jobs_pending=_pending(total),
-            jobs_processed=total.get(JobStatus.PROCESSED, 0), jobs_failed=_failed(total), store_state="ok",
+            jobs_available=total.get(JobStatus.AVAILABLE, 0),
+            jobs_pending=_pending(total),
+            jobs_processed=total.get(JobStatus.PROCESSED, 0),
+            jobs_failed=_failed(total),
+            store_state="ok",
         )
 
     @to_status
-    async def AddJobScript(self, request: admin_pb2.AddJobScriptRequest, context: grpc.aio.ServicerContext
-                           ) -> admin_pb2.AddJobScriptResponse:
+    async def AddJobScript(
+        self, request: admin_pb2.AddJobScriptRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.AddJobScriptResponse:
         actor = self.audit.identify(context)
         filename = request.filename or "script.py"
         try:
@@ -93,35 +115,48 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 raise InvalidArgumentError(f"job script is over {MAX_SCRIPT_BYTES} bytes")
             if len(filename) > MAX_FILENAME_CHARS:
                 raise InvalidArgumentError(
-                    f"'filename': {len(filename)} characters is over the limit of {MAX_FILENAME_CHARS}")
+                    f"'filename': {len(filename)} characters is over the limit of {MAX_FILENAME_CHARS}"
+                )
             if (control := control_character(filename)) is not None:
                 raise InvalidArgumentError(f"'filename': holds the control character {control}")
             record, outcome = await self.manager.add_job_script(filename, request.content, uploaded_by=actor.name)
         except NetDistError as exc:
-            self.audit.record(context, method=f"{_SERVICE}/AddJobScript", target=filename[:200],
-                              outcome=exc.code.name, detail=exc.message)
+            self.audit.record(
+                context,
+                method=f"{_SERVICE}/AddJobScript",
+                target=filename[:200],
+                outcome=exc.code.name,
+                detail=exc.message,
+            )
             raise
-        self.audit.record(context, method=f"{_SERVICE}/AddJobScript", target=f"handler {record.id}",
-                          detail=f"{outcome} from {filename[:200]} (job {record.job_name!r})")
+        self.audit.record(
+            context,
+            method=f"{_SERVICE}/AddJobScript",
+            target=f"handler {record.id}",
+            detail=f"{outcome} from {filename[:200]} (job {record.job_name!r})",
+        )
         return admin_pb2.AddJobScriptResponse(handler=await self._info(record), outcome=outcome)
 
     @to_status
-    async def ListHandlers(self, request: admin_pb2.ListHandlersRequest, context: grpc.aio.ServicerContext
-                           ) -> admin_pb2.ListHandlersResponse:
+    async def ListHandlers(
+        self, request: admin_pb2.ListHandlersRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListHandlersResponse:
         records = await self.store.read(catalog.list_handlers)
         counts = await self.store.read(job_store.counts)
         return admin_pb2.ListHandlersResponse(handlers=[self._info_with(r, counts.get(r.id, {})) for r in records])
 
     @to_status
-    async def GetHandler(self, request: admin_pb2.GetHandlerRequest, context: grpc.aio.ServicerContext
-                         ) -> admin_pb2.GetHandlerResponse:
+    async def GetHandler(
+        self, request: admin_pb2.GetHandlerRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.GetHandlerResponse:
         record = await self.store.read(catalog.resolve_handler, request.ref)
         return admin_pb2.GetHandlerResponse(handler=await self._info(record))
 
     @to_status
     @audited(_SERVICE, target=lambda r: f"handler {r.ref}", detail=lambda r: _ACTIONS.get(r.action, "?"))
-    async def ControlHandler(self, request: admin_pb2.ControlHandlerRequest, context: grpc.aio.ServicerContext
-                             ) -> admin_pb2.ControlHandlerResponse:
+    async def ControlHandler(
+        self, request: admin_pb2.ControlHandlerRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ControlHandlerResponse:
         action = _ACTIONS.get(request.action)
         if action is None:
             raise InvalidArgumentError(f"'action': unknown handler action {request.action}")
@@ -129,8 +164,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.ControlHandlerResponse(handler=await self._info(record))
 
     @to_status
-    async def GetHandlerLog(self, request: admin_pb2.GetHandlerLogRequest, context: grpc.aio.ServicerContext
-                            ) -> AsyncIterator[admin_pb2.LogLine]:
+    async def GetHandlerLog(
+        self, request: admin_pb2.GetHandlerLogRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[admin_pb2.LogLine]:
         record = await self.store.read(catalog.resolve_handler, request.ref)
         rows = await self.store.read(catalog.read_log, record.id, tail=max(0, request.tail))
         last = 0
@@ -144,51 +180,77 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             rows = await self.store.read(catalog.read_log, record.id, after_id=last)
 
     @to_status
-    async def ListJobs(self, request: admin_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
-                       ) -> admin_pb2.ListJobsResponse:
+    async def ListJobs(
+        self, request: admin_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListJobsResponse:
         handler_id = None
         if request.handler_ref:
             handler_id = (await self.store.read(catalog.resolve_handler, request.handler_ref)).id
         if request.status and request.status not in {s.value for s in JobStatus}:
             raise InvalidArgumentError(
-                f"'status': unknown job status {request.status!r}; one of {', '.join(s.value for s in JobStatus)}")
+                f"'status': unknown job status {request.status!r}; one of {', '.join(s.value for s in JobStatus)}"
+            )
         if request.status in ("", JobStatus.LEASED):
             names = self._worker_names()
             leases = self.dispatcher.table.leases_of(handler_id=handler_id)
-            return admin_pb2.ListJobsResponse(jobs=[
-                _running(lease, names) for lease in leases[: min(request.limit or MAX_LISTED_JOBS, MAX_LISTED_JOBS)]])
+            return admin_pb2.ListJobsResponse(
+                jobs=[
+                    _running(lease, names) for lease in leases[: min(request.limit or MAX_LISTED_JOBS, MAX_LISTED_JOBS)]
+                ]
+            )
         limit = min(request.limit or 100, MAX_LISTED_JOBS)
         rows = await self.store.read(job_store.listing, handler_id, request.status, limit)
-        return admin_pb2.ListJobsResponse(jobs=[
-            admin_pb2.JobInfo(id=r.id, handler_id=r.handler_id, status=r.status, attempts=r.attempts,
-                              worker_id=r.worker_id or "", leased_at=r.leased_at or 0.0,
-                              input_json=r.input[:MAX_SHOWN_TEXT], error=(r.error_json or "")[:MAX_SHOWN_TEXT])
-            for r in rows
-        ])
+        return admin_pb2.ListJobsResponse(
+            jobs=[
+                admin_pb2.JobInfo(
+                    id=r.id,
+                    handler_id=r.handler_id,
+                    status=r.status,
+                    attempts=r.attempts,
+                    worker_id=r.worker_id or "",
+                    leased_at=r.leased_at or 0.0,
+                    input_json=r.input[:MAX_SHOWN_TEXT],
+                    error=(r.error_json or "")[:MAX_SHOWN_TEXT],
+                )
+                for r in rows
+            ]
+        )
 
     @to_status
-    async def ListWorkers(self, request: admin_pb2.ListWorkersRequest, context: grpc.aio.ServicerContext
-                          ) -> admin_pb2.ListWorkersResponse:
+    async def ListWorkers(
+        self, request: admin_pb2.ListWorkersRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListWorkersResponse:
         records = await self.store.read(catalog.list_workers)
-        names = {r.id: r.name[:fields.MAX_NAME] for r in records}
+        names = {r.id: r.name[: fields.MAX_NAME] for r in records}
         out = []
         for r in records:
             connected = r.id in self.dispatcher.links
             leases = self.dispatcher.table.leases_of(worker_id=r.id)
-            out.append(admin_pb2.WorkerInfo(
-                id=r.id, name=names[r.id], labels=_stored_labels(r.labels_json), slots=r.slots,
-                connected=connected, connected_since=r.connected_since or 0.0,
-                last_seen=time.time() if connected else (r.last_seen or 0.0), jobs_running=len(leases),
-                jobs_done=r.jobs_done, jobs_failed=r.jobs_failed, hostname=r.hostname[:fields.MAX_HOSTNAME],
-                version=r.version[:fields.MAX_VERSION], running=[_running(lease, names) for lease in leases[:MAX_RUNNING_LISTED]],
-                disabled=r.disabled,
-            ))
+            out.append(
+                admin_pb2.WorkerInfo(
+                    id=r.id,
+                    name=names[r.id],
+                    labels=_stored_labels(r.labels_json),
+                    slots=r.slots,
+                    connected=connected,
+                    connected_since=r.connected_since or 0.0,
+                    last_seen=time.time() if connected else (r.last_seen or 0.0),
+                    jobs_running=len(leases),
+                    jobs_done=r.jobs_done,
+                    jobs_failed=r.jobs_failed,
+                    hostname=r.hostname[: fields.MAX_HOSTNAME],
+                    version=r.version[: fields.MAX_VERSION],
+                    running=[_running(lease, names) for lease in leases[:MAX_RUNNING_LISTED]],
+                    disabled=r.disabled,
+                )
+            )
         return admin_pb2.ListWorkersResponse(workers=out)
 
     @to_status
     @audited(_SERVICE, target=lambda r: f"worker {r.ref}", detail=lambda r: "remove")
-    async def RemoveWorker(self, request: admin_pb2.RemoveWorkerRequest, context: grpc.aio.ServicerContext
-                           ) -> admin_pb2.RemoveWorkerResponse:
+    async def RemoveWorker(
+        self, request: admin_pb2.RemoveWorkerRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.RemoveWorkerResponse:
         record = await self.store.read(catalog.resolve_worker, request.ref)
         await self.store.write(credentials.forget_credential, record.id)  # let go, not banned: the id is free
         returned = await self.dispatcher.remove_worker(record.id)
@@ -196,8 +258,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
     @to_status
     @audited(_SERVICE, target=lambda r: f"worker {r.ref}", detail=lambda r: "disable")
-    async def DisableWorker(self, request: admin_pb2.DisableWorkerRequest, context: grpc.aio.ServicerContext
-                            ) -> admin_pb2.DisableWorkerResponse:
+    async def DisableWorker(
+        self, request: admin_pb2.DisableWorkerRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.DisableWorkerResponse:
         record = await self.store.read(catalog.resolve_worker, request.ref)
         await self.store.write(catalog.set_worker_disabled, record.id, True)
         returned = await self.dispatcher.remove_worker(record.id)
@@ -205,22 +268,34 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
     @to_status
     @audited(_SERVICE, target=lambda r: f"worker {r.ref}", detail=lambda r: "enable")
-    async def EnableWorker(self, request: admin_pb2.EnableWorkerRequest, context: grpc.aio.ServicerContext
-                           ) -> admin_pb2.EnableWorkerResponse:
+    async def EnableWorker(
+        self, request: admin_pb2.EnableWorkerRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.EnableWorkerResponse:
         record = await self.store.read(catalog.resolve_worker, request.ref)
         await self.store.write(catalog.set_worker_disabled, record.id, False)
         return admin_pb2.EnableWorkerResponse()
 
     @to_status
-    async def ListAudit(self, request: admin_pb2.ListAuditRequest, context: grpc.aio.ServicerContext
-                        ) -> admin_pb2.ListAuditResponse:
+    async def ListAudit(
+        self, request: admin_pb2.ListAuditRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListAuditResponse:
         limit = request.limit if 0 < request.limit <= MAX_AUDIT else MAX_AUDIT
         rows = await self.store.read(audit_store.newest, since=request.since, limit=limit)
-        return admin_pb2.ListAuditResponse(entries=[
-            admin_pb2.AuditEntry(at=r.at, token_name=r.token_name, role=r.role, peer=r.peer, method=r.method,
-                                 target=r.target, outcome=r.outcome, detail=r.detail)
-            for r in rows
-        ])
+        return admin_pb2.ListAuditResponse(
+            entries=[
+                admin_pb2.AuditEntry(
+                    at=r.at,
+                    token_name=r.token_name,
+                    role=r.role,
+                    peer=r.peer,
+                    method=r.method,
+                    target=r.target,
+                    outcome=r.outcome,
+                    detail=r.detail,
+                )
+                for r in rows
+            ]
+        )
 
     async def _info(self, record: catalog.HandlerRecord) -> admin_pb2.HandlerInfo:
         counts = await self.store.read(job_store.counts, record.id)
@@ -231,15 +306,28 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         running = self.dispatcher.table.leases_of(handler_id=r.id)
         return admin_pb2.HandlerInfo(
             running=[_running(lease, names) for lease in running[:MAX_RUNNING_LISTED]],
-            id=r.id, package=r.package, handler=r.handler, job_name=r.job_name, state=r.state, message=r.message,
-            jobs_available=counts.get(JobStatus.AVAILABLE, 0), jobs_pending=_pending(counts),
-            jobs_processed=counts.get(JobStatus.PROCESSED, 0), jobs_failed=_failed(counts),
-            jobs_total=r.total or 0, has_total=r.total is not None,
-            package_version=self._package_version(r.id), script_sha256=r.script_sha256,
-            settings_json=r.settings_json, custom_settings_json=r.custom_json, created_at=r.created_at,
+            id=r.id,
+            package=r.package,
+            handler=r.handler,
+            job_name=r.job_name,
+            state=r.state,
+            message=r.message,
+            jobs_available=counts.get(JobStatus.AVAILABLE, 0),
+            jobs_pending=_pending(counts),
+            jobs_processed=counts.get(JobStatus.PROCESSED, 0),
+            jobs_failed=_failed(counts),
+            jobs_total=r.total or 0,
+            has_total=r.total is not None,
+            package_version=self._package_version(r.id),
+            script_sha256=r.script_sha256,
+            settings_json=r.settings_json,
+            custom_settings_json=r.custom_json,
+            created_at=r.created_at,
             script_uploaded_by=r.script_uploaded_by,
-            started_at=r.started_at or 0.0, finished_at=r.finished_at or 0.0,
-            next_start_at=self.manager.next_start.get(r.id, 0.0), result_summary=r.summary,
+            started_at=r.started_at or 0.0,
+            finished_at=r.finished_at or 0.0,
+            next_start_at=self.manager.next_start.get(r.id, 0.0),
+            result_summary=r.summary,
         )
 
     def _worker_names(self) -> dict[str, str]:
@@ -253,8 +341,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 def _stored_labels(labels_json: str) -> dict[str, str]:
     """A worker's labels as stored, within the Hello limits: a row from before them cannot swell the reply."""
     labels = json.loads(labels_json)
-    return {str(k)[:fields.MAX_LABEL_KEY]: str(v)[:fields.MAX_LABEL_VALUE]
-            for k, v in sorted(labels.items())[:fields.MAX_LABELS]}
+    return {
+        str(k)[: fields.MAX_LABEL_KEY]: str(v)[: fields.MAX_LABEL_VALUE]
+        for k, v in sorted(labels.items())[: fields.MAX_LABELS]
+    }
 
 
 def _pending(counts: dict[str, int]) -> int:
@@ -267,8 +357,14 @@ def _failed(counts: dict[str, int]) -> int:
 
 def _running(lease: Lease, names: dict[str, str]) -> admin_pb2.JobInfo:
     return admin_pb2.JobInfo(
-        id=lease.job_id, handler_id=lease.handler_id, status=JobStatus.LEASED, attempts=lease.attempt,
-        worker_id=lease.worker_id, worker_name=names.get(lease.worker_id, ""),
-        progress_percent=lease.progress_percent, progress_text=lease.progress_text, leased_at=lease.leased_at,
-        input_json=lease.input[:4 * MAX_SHOWN_TEXT].decode("utf-8", "replace")[:MAX_SHOWN_TEXT],
+        id=lease.job_id,
+        handler_id=lease.handler_id,
+        status=JobStatus.LEASED,
+        attempts=lease.attempt,
+        worker_id=lease.worker_id,
+        worker_name=names.get(lease.worker_id, ""),
+        progress_percent=lease.progress_percent,
+        progress_text=lease.progress_text,
+        leased_at=lease.leased_at,
+        input_json=lease.input[: 4 * MAX_SHOWN_TEXT].decode("utf-8", "replace")[:MAX_SHOWN_TEXT],
     )

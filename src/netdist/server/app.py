@@ -83,31 +83,40 @@ class NetDistServer:
         await self.store.write(catalog.disconnect_all_workers)
         first = await make_first_tokens(self.store, cfg.data_dir)
         if first:
-            log.info("first start: wrote an admin and a worker token to %s (mode 0600); netdist-admin and "
-                     "netdist-worker started in this folder use them, netdist-server tokens manages tokens",
-                     " and ".join(str(p.resolve()) for p in first))
+            log.info(
+                "first start: wrote an admin and a worker token to %s (mode 0600); netdist-admin and "
+                "netdist-worker started in this folder use them, netdist-server tokens manages tokens",
+                " and ".join(str(p.resolve()) for p in first),
+            )
         self.tokens = TokenCache(self.store)
         await self.tokens.start()
-        self.blobs = await asyncio.to_thread(BlobStore, cfg.data_dir, max_store_bytes=cfg.max_store_bytes,
-                                             limits=cfg.zip_limits)
+        self.blobs = await asyncio.to_thread(
+            BlobStore, cfg.data_dir, max_store_bytes=cfg.max_store_bytes, limits=cfg.zip_limits
+        )
         self.dispatcher = Dispatcher(
-            self.store.writer, clock=SYSTEM_CLOCK, heartbeat_interval_seconds=cfg.heartbeat_interval_seconds,
-            reconnect_grace_seconds=cfg.reconnect_grace_seconds)
-        self.manager = HandlerManager(self.store, self.dispatcher, self.blobs,
-                                      handler_call_timeout_seconds=cfg.handler_call_timeout_seconds)
-        options = [("grpc.max_receive_message_length", SERVER_MAX_RECEIVE_BYTES),
-                   ("grpc.max_send_message_length", MAX_SEND_BYTES),
-                   ("grpc.so_reuseport", 0),
-                   # A silently dead worker is noticed within 10 s (ping every 5 s, 4 s to answer:
-                   # gRPC core waits ping_timeout_ms for the ack, keepalive_timeout_ms is not
-                   # enough); workers ping as often (worker/channel_options.py), so allow pings 1 s
-                   # apart without data, or they would get GOAWAY too_many_pings.
-                   ("grpc.keepalive_time_ms", 5000),
-                   ("grpc.keepalive_timeout_ms", 4000),
-                   ("grpc.http2.ping_timeout_ms", 4000),
-                   ("grpc.keepalive_permit_without_calls", 1),
-                   ("grpc.http2.min_ping_interval_without_data_ms", 1000),
-                   ("grpc.http2.max_pings_without_data", 0)]
+            self.store.writer,
+            clock=SYSTEM_CLOCK,
+            heartbeat_interval_seconds=cfg.heartbeat_interval_seconds,
+            reconnect_grace_seconds=cfg.reconnect_grace_seconds,
+        )
+        self.manager = HandlerManager(
+            self.store, self.dispatcher, self.blobs, handler_call_timeout_seconds=cfg.handler_call_timeout_seconds
+        )
+        options = [
+            ("grpc.max_receive_message_length", SERVER_MAX_RECEIVE_BYTES),
+            ("grpc.max_send_message_length", MAX_SEND_BYTES),
+            ("grpc.so_reuseport", 0),
+            # A silently dead worker is noticed within 10 s (ping every 5 s, 4 s to answer:
+            # gRPC core waits ping_timeout_ms for the ack, keepalive_timeout_ms is not
+            # enough); workers ping as often (worker/channel_options.py), so allow pings 1 s
+            # apart without data, or they would get GOAWAY too_many_pings.
+            ("grpc.keepalive_time_ms", 5000),
+            ("grpc.keepalive_timeout_ms", 4000),
+            ("grpc.http2.ping_timeout_ms", 4000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
         self.audit = AuditLog(self.store.writer)
         auth = AuthInterceptor(self.tokens, on_refusal=self.audit.record_refusal)
         self.server = grpc.aio.server(options=options, interceptors=[auth, DecodeGuard()])
@@ -119,22 +128,30 @@ class NetDistServer:
         except RuntimeError:  # grpc's "Failed to bind": the CLI says it in one line
             self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {cfg.host}:{cfg.port}: the port is taken, or the address is not "
-                          "this machine's")
+            raise OSError(
+                f"cannot listen on {cfg.host}:{cfg.port}: the port is taken, or the address is not this machine's"
+            )
         address = f"{cfg.host}:{self.port}"
         jobs_pb2_grpc.add_JobServiceServicer_to_server(JobService(self.dispatcher), self.server)
         packages_pb2_grpc.add_PackageServiceServicer_to_server(
-            PackageService(self.store, self.blobs, self.manager, self.audit, limits=cfg.upload_limits),
-            self.server)
+            PackageService(self.store, self.blobs, self.manager, self.audit, limits=cfg.upload_limits), self.server
+        )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminService(self.store, self.manager, self.dispatcher, self.audit, address=address,
-                         database=describe(url)),
-            self.server)
+            AdminService(
+                self.store, self.manager, self.dispatcher, self.audit, address=address, database=describe(url)
+            ),
+            self.server,
+        )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        names = [d.services_by_name[n].full_name for d, n in (
-            (jobs_pb2.DESCRIPTOR, "JobService"), (packages_pb2.DESCRIPTOR, "PackageService"),
-            (admin_pb2.DESCRIPTOR, "AdminService"))]
+        names = [
+            d.services_by_name[n].full_name
+            for d, n in (
+                (jobs_pb2.DESCRIPTOR, "JobService"),
+                (packages_pb2.DESCRIPTOR, "PackageService"),
+                (admin_pb2.DESCRIPTOR, "AdminService"),
+            )
+        ]
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
         await self.dispatcher.start(events=self.manager)
         self.audit.start()
@@ -161,11 +178,9 @@ class NetDistServer:
 def log_store_health(before: StoreHealth, after: StoreHealth) -> None:
     """One line when an outage of the store begins (or changes kind) and one when it ends."""
     if after.outage is None:
-        log.info("store available again after %.1f s (%s): the server's work resumes", before.seconds(),
-                 before.state)
+        log.info("store available again after %.1f s (%s): the server's work resumes", before.seconds(), before.state)
     else:
-        log.warning("store %s: %s; the server's work waits and resumes by itself", after.state,
-                    after.outage.reason)
+        log.warning("store %s: %s; the server's work waits and resumes by itself", after.state, after.outage.reason)
 
 
 async def serve(config: ServerConfig) -> None:

@@ -77,26 +77,40 @@ class AuditLog:
         with contextlib.suppress(Exception):
             await self._flush()
 
-    def record(self, context: grpc.aio.ServicerContext, *, method: str, target: str, outcome: str = "ok",
-               detail: str = "") -> None:
+    def record(
+        self, context: grpc.aio.ServicerContext, *, method: str, target: str, outcome: str = "ok", detail: str = ""
+    ) -> None:
         actor = self.identify(context)
         self._append(actor, peer=context.peer() or "", method=method, target=target, outcome=outcome, detail=detail)
 
     def record_refusal(self, refusal: auth.Refusal) -> None:
         """A call the token check refused (no token, an unknown one, or a role that may not make it)."""
         method = "/".join(part.rsplit(".", 1)[-1] for part in refusal.method.strip("/").split("/")[-2:])
-        self._append(Actor(name=refusal.token_name, role=refusal.role), peer=refusal.peer, method=method,
-                     target="", outcome=refusal.code.name, detail=refusal.message)
+        self._append(
+            Actor(name=refusal.token_name, role=refusal.role),
+            peer=refusal.peer,
+            method=method,
+            target="",
+            outcome=refusal.code.name,
+            detail=refusal.message,
+        )
 
     def _append(self, actor: Actor, *, peer: str, method: str, target: str, outcome: str, detail: str) -> None:
         if len(self._buffer) >= MAX_BUFFERED:
             self._dropped += 1
             return
-        self._buffer.append({
-            "at": time.time(), "token_name": actor.name[:100], "role": actor.role[:10],
-            "peer": peer[:200], "method": method[:100], "target": target[:400],
-            "outcome": outcome[:40], "detail": detail[:2000],
-        })
+        self._buffer.append(
+            {
+                "at": time.time(),
+                "token_name": actor.name[:100],
+                "role": actor.role[:10],
+                "peer": peer[:200],
+                "method": method[:100],
+                "target": target[:400],
+                "outcome": outcome[:40],
+                "detail": detail[:2000],
+            }
+        )
 
     async def _flush_loop(self) -> None:
         while True:
@@ -108,8 +122,9 @@ class AuditLog:
 
     async def _flush(self) -> None:
         if self._dropped:
-            log.warning("audit log: %d entries dropped (more than %d waiting to be written)", self._dropped,
-                        MAX_BUFFERED)
+            log.warning(
+                "audit log: %d entries dropped (more than %d waiting to be written)", self._dropped, MAX_BUFFERED
+            )
             self._dropped = 0
         entries, self._buffer = self._buffer, []
         if not entries:
@@ -129,8 +144,12 @@ class Audited(Protocol):
     audit: AuditLog
 
 
-def audited(service: str, *, target: Callable[[Any], str], detail: Callable[[Any], str] = lambda _: "",
-            ) -> Callable[[Callable[..., Awaitable[R]]], Callable[..., Awaitable[R]]]:
+def audited(
+    service: str,
+    *,
+    target: Callable[[Any], str],
+    detail: Callable[[Any], str] = lambda _: "",
+) -> Callable[[Callable[..., Awaitable[R]]], Callable[..., Awaitable[R]]]:
     """Record every call of a unary method, with its outcome; put it inside ``@to_status``."""
 
     def decorate(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:

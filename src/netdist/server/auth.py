@@ -45,8 +45,11 @@ log = logging.getLogger("netdist.server.auth")
 CLOSE_SECONDS = 2.0
 """How long a stream whose token was revoked gets to end in order before it is cancelled."""
 
-_ADMIN, _WORKER, _VIEWER = frozenset({Role.ADMIN}), frozenset({Role.ADMIN, Role.WORKER}), frozenset(
-    {Role.ADMIN, Role.VIEWER})
+_ADMIN, _WORKER, _VIEWER = (
+    frozenset({Role.ADMIN}),
+    frozenset({Role.ADMIN, Role.WORKER}),
+    frozenset({Role.ADMIN, Role.VIEWER}),
+)
 _ANY = frozenset(Role)
 
 
@@ -59,13 +62,26 @@ OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Healt
 
 METHOD_ROLES: Mapping[str, frozenset[Role]] = {
     **_service("netdist.api.v1.JobService", {"Connect": _WORKER}),
-    **_service("netdist.api.v1.PackageService", {
-        "Fetch": _WORKER, "List": _VIEWER, "Upload": _ADMIN, "Remove": _ADMIN}),
-    **_service("netdist.api.v1.AdminService", {
-        "GetStatus": _VIEWER, "ListHandlers": _VIEWER, "GetHandler": _VIEWER, "GetHandlerLog": _VIEWER,
-        "ListJobs": _VIEWER, "ListWorkers": _VIEWER, "ListAudit": _VIEWER,
-        "AddJobScript": _ADMIN, "ControlHandler": _ADMIN, "RemoveWorker": _ADMIN, "DisableWorker": _ADMIN,
-        "EnableWorker": _ADMIN}),
+    **_service(
+        "netdist.api.v1.PackageService", {"Fetch": _WORKER, "List": _VIEWER, "Upload": _ADMIN, "Remove": _ADMIN}
+    ),
+    **_service(
+        "netdist.api.v1.AdminService",
+        {
+            "GetStatus": _VIEWER,
+            "ListHandlers": _VIEWER,
+            "GetHandler": _VIEWER,
+            "GetHandlerLog": _VIEWER,
+            "ListJobs": _VIEWER,
+            "ListWorkers": _VIEWER,
+            "ListAudit": _VIEWER,
+            "AddJobScript": _ADMIN,
+            "ControlHandler": _ADMIN,
+            "RemoveWorker": _ADMIN,
+            "DisableWorker": _ADMIN,
+            "EnableWorker": _ADMIN,
+        },
+    ),
     **_service("grpc.health.v1.Health", {"List": _ANY}),
     **_service("grpc.reflection.v1alpha.ServerReflection", {"ServerReflectionInfo": _ANY}),
     **_service("grpc.reflection.v1.ServerReflection", {"ServerReflectionInfo": _ANY}),
@@ -142,8 +158,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         self._tokens = tokens
         self._on_refusal = on_refusal
 
-    async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]],
-                                details: grpc.HandlerCallDetails) -> Any:
+    async def intercept_service(
+        self, continuation: Callable[[Any], Awaitable[Any]], details: grpc.HandlerCallDetails
+    ) -> Any:
         method: str = details.method
         if method in OPEN_METHODS:
             return await continuation(details)
@@ -153,19 +170,36 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         short = method.rsplit(".", 1)[-1] if method.startswith("/") else method
         if not token:
             what = "this call carried no token" if token is None else "expected 'authorization: Bearer TOKEN'"
-            return self._refuse(handler, Refusal(method, grpc.StatusCode.UNAUTHENTICATED,
-                                                 f"{what}: {short} needs one; {advice(roles or _ADMIN)}"))
+            return self._refuse(
+                handler,
+                Refusal(
+                    method, grpc.StatusCode.UNAUTHENTICATED, f"{what}: {short} needs one; {advice(roles or _ADMIN)}"
+                ),
+            )
         known = self._tokens.lookup(token)
         if known is None:
-            return self._refuse(handler, Refusal(
-                method, grpc.StatusCode.UNAUTHENTICATED,
-                f"the token given is not known to this server (revoked, or another server's): "
-                f"{advice(roles or _ADMIN)}"))
+            return self._refuse(
+                handler,
+                Refusal(
+                    method,
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    f"the token given is not known to this server (revoked, or another server's): "
+                    f"{advice(roles or _ADMIN)}",
+                ),
+            )
         if known.role not in roles:
-            return self._refuse(handler, Refusal(
-                method, grpc.StatusCode.PERMISSION_DENIED,
-                f"the {known.role} token {known.name!r} may not call {short}; {advice(roles or _ADMIN)}"
-                if roles else f"{short} is open to no role", token_name=known.name, role=known.role))
+            return self._refuse(
+                handler,
+                Refusal(
+                    method,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"the {known.role} token {known.name!r} may not call {short}; {advice(roles or _ADMIN)}"
+                    if roles
+                    else f"{short} is open to no role",
+                    token_name=known.name,
+                    role=known.role,
+                ),
+            )
         _CALL.set(_Call(known))
         if handler is None or not (handler.request_streaming or handler.response_streaming):
             return handler
@@ -189,16 +223,21 @@ def _handler_like(handler: Any, behavior: Callable[..., Any]) -> Any:
     """An RpcMethodHandler of ``handler``'s kind (unary-unary for an unknown method) running ``behavior``."""
     if handler is None:
         return grpc.unary_unary_rpc_method_handler(behavior)
-    kind = {(False, False): grpc.unary_unary_rpc_method_handler, (False, True): grpc.unary_stream_rpc_method_handler,
-            (True, False): grpc.stream_unary_rpc_method_handler, (True, True): grpc.stream_stream_rpc_method_handler}
+    kind = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }
     make = kind[(bool(handler.request_streaming), bool(handler.response_streaming))]
-    return make(behavior, request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
+    return make(
+        behavior, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+    )
 
 
 def _guarded(handler: Any, tokens: TokenCache, token: KnownToken) -> Any:
     """``handler`` whose streaming behavior ends when ``token`` is revoked."""
-    inner = (handler.stream_stream or handler.unary_stream or handler.stream_unary)
+    inner = handler.stream_stream or handler.unary_stream or handler.stream_unary
     if not (inspect.iscoroutinefunction(inner) or inspect.isasyncgenfunction(inner)):
         return handler  # a synchronous servicer: none of ours
 
@@ -215,8 +254,9 @@ def _guarded(handler: Any, tokens: TokenCache, token: KnownToken) -> Any:
     return _handler_like(handler, guarded)
 
 
-async def _until_revoked(work: Awaitable[Any], tokens: TokenCache, token: KnownToken,
-                         context: grpc.aio.ServicerContext) -> Any:
+async def _until_revoked(
+    work: Awaitable[Any], tokens: TokenCache, token: KnownToken, context: grpc.aio.ServicerContext
+) -> Any:
     revoked = asyncio.Event()
     unwatch = tokens.watch(token.sha256, revoked.set)
     task = asyncio.ensure_future(work)  # copies the context: identify() works inside
@@ -236,8 +276,10 @@ async def _until_revoked(work: Awaitable[Any], tokens: TokenCache, token: KnownT
             await asyncio.wait((task,))
         if not task.cancelled() and isinstance(task.exception(), grpc.aio.AbortError):
             raise task.exception()  # type: ignore[misc]  # the stream had ended with its own status
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                            f"the token {token.name!r} was revoked: this stream ended; {advice(frozenset({token.role}))}")
+        await context.abort(
+            grpc.StatusCode.UNAUTHENTICATED,
+            f"the token {token.name!r} was revoked: this stream ended; {advice(frozenset({token.role}))}",
+        )
     finally:
         unwatch()
         waiter.cancel()

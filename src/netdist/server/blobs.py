@@ -89,7 +89,8 @@ class BlobStore:
         if cap is not None and self.used_bytes + self._reserved + nbytes > cap:
             raise ResourceExhaustedError(
                 f"the blob store is full: {self.used_bytes} bytes in use and {self._reserved} held for uploads "
-                f"in progress, {nbytes} more would pass its limit of {cap} bytes (--max-store-bytes)")
+                f"in progress, {nbytes} more would pass its limit of {cap} bytes (--max-store-bytes)"
+            )
 
     # -- writing ------------------------------------------------------------------------
 
@@ -243,5 +244,5 @@ def refuse_if_full(root: Path, exc: BaseException) -> None:
     """A full disk becomes the operator's error; any other error is raised as it is."""
     if isinstance(exc, OSError) and exc.errno in _FULL:
         raise DiskFullError(
-            f"the disk holding the data dir {root.resolve()} is full: {exc.strerror}; "
-            "free space there and try again") from exc
+            f"the disk holding the data dir {root.resolve()} is full: {exc.strerror}; free space there and try again"
+        ) from exc

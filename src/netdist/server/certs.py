@@ -133,27 +133,29 @@ def _san(names: Sequence[str]) -> x509.SubjectAlternativeName:
 
 def check_client_name(name: str) -> str:
     if not _CLIENT_NAME.match(name):
-        raise CertificateError(
-            f"--name {name!r}: use 1 to 64 letters, digits, '.', '_' or '-' (it names the files)")
+        raise CertificateError(f"--name {name!r}: use 1 to 64 letters, digits, '.', '_' or '-' (it names the files)")
     return name
 
 
 # -- the CA and what it issues ------------------------------------------------------------------
 
 
-def create_ca(files: TLSFiles, *, common_name: str, force: bool = False,
-              now: datetime.datetime | None = None) -> Issued:
+def create_ca(
+    files: TLSFiles, *, common_name: str, force: bool = False, now: datetime.datetime | None = None
+) -> Issued:
     """A new CA key and self-signed certificate; refuses to replace one unless ``force``."""
     existing = [p for p in (files.ca_key, files.ca_cert) if p.exists()]
     if existing and not force:
         raise CertificateError(
             f"a CA already exists at {existing[0]}: clients trust it. To renew the server's certificate "
             "from it run `netdist-server tls server`; --force replaces the CA (every client then needs "
-            "the new ca.crt, and every client certificate must be issued again)")
+            "the new ca.crt, and every client certificate must be issued again)"
+        )
     now = now or _now()
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "netdist")])
+    name = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, common_name), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "netdist")]
+    )
     not_after = now + datetime.timedelta(days=CA_DAYS)
     cert = (
         x509.CertificateBuilder()
@@ -164,39 +166,77 @@ def create_ca(files: TLSFiles, *, common_name: str, force: bool = False,
         .not_valid_before(now - CLOCK_SKEW)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
     _write_pair(files.ca_cert, files.ca_key, cert, key)
-    return Issued(cert_path=files.ca_cert, key_path=files.ca_key, subject=common_name, names=(),
-                  not_after=not_after)
+    return Issued(cert_path=files.ca_cert, key_path=files.ca_key, subject=common_name, names=(), not_after=not_after)
 
 
-def issue_server(files: TLSFiles, hosts: Sequence[str], *, days: int = DEFAULT_DAYS,
-                 now: datetime.datetime | None = None) -> Issued:
+def issue_server(
+    files: TLSFiles, hosts: Sequence[str], *, days: int = DEFAULT_DAYS, now: datetime.datetime | None = None
+) -> Issued:
     """A server certificate for ``hosts`` and the loopback names, signed by the CA (replaces the old one)."""
     names = server_names(hosts)
-    return _issue(files, subject=names[0], names=names, usage=ExtendedKeyUsageOID.SERVER_AUTH, days=days,
-                  cert_path=files.server_cert, key_path=files.server_key, now=now)
+    return _issue(
+        files,
+        subject=names[0],
+        names=names,
+        usage=ExtendedKeyUsageOID.SERVER_AUTH,
+        days=days,
+        cert_path=files.server_cert,
+        key_path=files.server_key,
+        now=now,
+    )
 
 
-def issue_client(files: TLSFiles, name: str, *, days: int = DEFAULT_DAYS, force: bool = False,
-                 now: datetime.datetime | None = None) -> Issued:
+def issue_client(
+    files: TLSFiles, name: str, *, days: int = DEFAULT_DAYS, force: bool = False, now: datetime.datetime | None = None
+) -> Issued:
     """A client certificate named ``name`` (its common name), for mutual TLS."""
     check_client_name(name)
     cert_path, key_path = files.client_cert(name), files.client_key(name)
     if cert_path.exists() and not force:
-        raise CertificateError(f"a client certificate named {name!r} exists already ({cert_path}); "
-                               "--force issues a new one in its place")
-    return _issue(files, subject=name, names=(), usage=ExtendedKeyUsageOID.CLIENT_AUTH, days=days,
-                  cert_path=cert_path, key_path=key_path, now=now)
+        raise CertificateError(
+            f"a client certificate named {name!r} exists already ({cert_path}); --force issues a new one in its place"
+        )
+    return _issue(
+        files,
+        subject=name,
+        names=(),
+        usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+        days=days,
+        cert_path=cert_path,
+        key_path=key_path,
+        now=now,
+    )
 
 
-def _issue(files: TLSFiles, *, subject: str, names: Sequence[str], usage: x509.ObjectIdentifier, days: int,
-           cert_path: Path, key_path: Path, now: datetime.datetime | None) -> Issued:
+def _issue(
+    files: TLSFiles,
+    *,
+    subject: str,
+    names: Sequence[str],
+    usage: x509.ObjectIdentifier,
+    days: int,
+    cert_path: Path,
+    key_path: Path,
+    now: datetime.datetime | None,
+) -> Issued:
     if days < 1:
         raise CertificateError(f"--days {days}: a certificate must be valid for at least one day")
     ca_cert, ca_key = load_ca(files)
@@ -205,17 +245,34 @@ def _issue(files: TLSFiles, *, subject: str, names: Sequence[str], usage: x509.O
     key = ec.generate_private_key(ec.SECP256R1())
     builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject),
-                                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, "netdist")]))
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.COMMON_NAME, subject),
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "netdist"),
+                ]
+            )
+        )
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - CLOCK_SKEW)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
@@ -224,8 +281,7 @@ def _issue(files: TLSFiles, *, subject: str, names: Sequence[str], usage: x509.O
         builder = builder.add_extension(_san(names), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
     _write_pair(cert_path, key_path, cert, key)
-    return Issued(cert_path=cert_path, key_path=key_path, subject=subject, names=tuple(names),
-                  not_after=not_after)
+    return Issued(cert_path=cert_path, key_path=key_path, subject=subject, names=tuple(names), not_after=not_after)
 
 
 def load_ca(files: TLSFiles) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
@@ -235,7 +291,8 @@ def load_ca(files: TLSFiles) -> tuple[x509.Certificate, ec.EllipticCurvePrivateK
         key = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
     except FileNotFoundError as exc:
         raise CertificateError(
-            f"no CA at {exc.filename}: run `netdist-server tls init` with this --data-dir first") from None
+            f"no CA at {exc.filename}: run `netdist-server tls init` with this --data-dir first"
+        ) from None
     except OSError as exc:
         raise CertificateError(f"cannot read the CA at {exc.filename}: {exc.strerror}") from None
     except ValueError as exc:
@@ -249,8 +306,9 @@ def load_ca(files: TLSFiles) -> tuple[x509.Certificate, ec.EllipticCurvePrivateK
 
 
 def _write_pair(cert_path: Path, key_path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     write_file(key_path, key_pem, KEY_MODE)
     write_file(cert_path, cert.public_bytes(serialization.Encoding.PEM), CERT_MODE)
 

@@ -84,8 +84,13 @@ class Problem:
         return f"{self.kind}: {', '.join(where)}: {self.message}" if where else f"{self.kind}: {self.message}"
 
     def to_json_dict(self) -> dict[str, Any]:
-        return {"kind": str(self.kind), "job_id": self.job_id, "handler_id": self.handler_id, "path": self.path,
-                "message": self.message}
+        return {
+            "kind": str(self.kind),
+            "job_id": self.job_id,
+            "handler_id": self.handler_id,
+            "path": self.path,
+            "message": self.message,
+        }
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,8 +107,13 @@ class Report:
         return not self.problems
 
     def to_json_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "jobs": self.jobs, "handlers": self.handlers, "blobs": self.blobs,
-                "problems": [p.to_json_dict() for p in self.problems]}
+        return {
+            "ok": self.ok,
+            "jobs": self.jobs,
+            "handlers": self.handlers,
+            "blobs": self.blobs,
+            "problems": [p.to_json_dict() for p in self.problems],
+        }
 
 
 def check(conn: Connection, data_dir: Path | None = None, *, limit: int = DEFAULT_LIMIT) -> Report:
@@ -131,6 +141,7 @@ def check(conn: Connection, data_dir: Path | None = None, *, limit: int = DEFAUL
 
 # -- the database ---------------------------------------------------------------------
 
+
 def expected_revision() -> str | None:
     """The newest migration of this netdist."""
     config = Config()
@@ -142,15 +153,27 @@ def check_schema(conn: Connection) -> list[Problem]:
     tables = set(inspect(conn).get_table_names())
     missing = {"alembic_version", "jobs", "handlers", "packages"} - tables
     if missing:
-        return [Problem(kind=Kind.SCHEMA, message=(
-            f"not a netdist store (no table {', '.join(sorted(missing))}); "
-            "check the URL, or start the server once to create it"))]
+        return [
+            Problem(
+                kind=Kind.SCHEMA,
+                message=(
+                    f"not a netdist store (no table {', '.join(sorted(missing))}); "
+                    "check the URL, or start the server once to create it"
+                ),
+            )
+        ]
     found = [r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))]
     want = expected_revision()
     if found != [want]:
-        return [Problem(kind=Kind.SCHEMA, message=(
-            f"the store is at revision {', '.join(found) or 'none'}, this netdist expects {want}: "
-            "start the server of this version once to migrate it (or use the netdist that wrote it)"))]
+        return [
+            Problem(
+                kind=Kind.SCHEMA,
+                message=(
+                    f"the store is at revision {', '.join(found) or 'none'}, this netdist expects {want}: "
+                    "start the server of this version once to migrate it (or use the netdist that wrote it)"
+                ),
+            )
+        ]
     return []
 
 
@@ -169,27 +192,42 @@ def check_handlers(conn: Connection) -> tuple[list[Problem], dict[str, int]]:
     problems: list[Problem] = []
     max_attempts: dict[str, int] = {}
     states = {s.value for s in HandlerState}
-    rows = conn.execute(select(handlers.c.id, handlers.c.state, handlers.c.settings_json,
-                               handlers.c.handler_state_json).order_by(handlers.c.id))
+    rows = conn.execute(
+        select(handlers.c.id, handlers.c.state, handlers.c.settings_json, handlers.c.handler_state_json).order_by(
+            handlers.c.id
+        )
+    )
     for hid, state, settings_json, state_json in rows:
         if state not in states:
-            problems.append(Problem(kind=Kind.HANDLER_STATE, handler_id=hid, message=(
-                f"unknown state {state!r} (one of {', '.join(sorted(states))})")))
+            problems.append(
+                Problem(
+                    kind=Kind.HANDLER_STATE,
+                    handler_id=hid,
+                    message=(f"unknown state {state!r} (one of {', '.join(sorted(states))})"),
+                )
+            )
         max_attempts[hid] = DEFAULT_MAX_ATTEMPTS
         settings = _json_object(settings_json)
         if settings is None:
-            problems.append(Problem(kind=Kind.HANDLER_DATA, handler_id=hid,
-                                    message="settings_json is not a JSON object"))
+            problems.append(
+                Problem(kind=Kind.HANDLER_DATA, handler_id=hid, message="settings_json is not a JSON object")
+            )
         else:
             value = settings.get(MAX_ATTEMPTS_KEY, DEFAULT_MAX_ATTEMPTS)
             if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
                 max_attempts[hid] = value
             else:
-                problems.append(Problem(kind=Kind.HANDLER_DATA, handler_id=hid, message=(
-                    f"settings_json: {MAX_ATTEMPTS_KEY} is {value!r}, not an integer >= 1")))
+                problems.append(
+                    Problem(
+                        kind=Kind.HANDLER_DATA,
+                        handler_id=hid,
+                        message=(f"settings_json: {MAX_ATTEMPTS_KEY} is {value!r}, not an integer >= 1"),
+                    )
+                )
         if _json_object(state_json) is None:
-            problems.append(Problem(kind=Kind.HANDLER_DATA, handler_id=hid,
-                                    message="handler_state_json is not a JSON object"))
+            problems.append(
+                Problem(kind=Kind.HANDLER_DATA, handler_id=hid, message="handler_state_json is not a JSON object")
+            )
     return problems, max_attempts
 
 
@@ -198,23 +236,36 @@ def check_jobs(conn: Connection, max_attempts: dict[str, int], *, limit: int = D
     c = jobs.c
     leased = c.status == JobStatus.LEASED
     checks: list[tuple[Kind, ColumnElement[bool], str]] = [
-        (Kind.JOB_STATUS, c.status.not_in([s.value for s in JobStatus]),
-         f"unknown status {{status!r}} (one of {', '.join(s.value for s in JobStatus)})"),
-        (Kind.JOB_LEASE, and_(leased, or_(c.worker_id.is_(None), c.worker_id == "")),
-         "leased without a worker id"),
+        (
+            Kind.JOB_STATUS,
+            c.status.not_in([s.value for s in JobStatus]),
+            f"unknown status {{status!r}} (one of {', '.join(s.value for s in JobStatus)})",
+        ),
+        (Kind.JOB_LEASE, and_(leased, or_(c.worker_id.is_(None), c.worker_id == "")), "leased without a worker id"),
         (Kind.JOB_LEASE, and_(leased, c.leased_at.is_(None)), "leased without leased_at"),
         (Kind.JOB_LEASE, and_(leased, c.lease_no < 1), "leased with lease_no {lease_no} (must be >= 1)"),
         (Kind.JOB_FINISHED, and_(c.status.in_(_FINISHED), c.finished_at.is_(None)), "{status} without finished_at"),
         (Kind.JOB_FINISHED, and_(c.status == JobStatus.SUCCEEDED, c.output.is_(None)), "succeeded without its output"),
-        (Kind.JOB_FINISHED, and_(c.status.in_([JobStatus.ERRORED, JobStatus.FAILED]), c.error_json.is_(None)),
-         "{status} without its error"),
+        (
+            Kind.JOB_FINISHED,
+            and_(c.status.in_([JobStatus.ERRORED, JobStatus.FAILED]), c.error_json.is_(None)),
+            "{status} without its error",
+        ),
         (Kind.JOB_ATTEMPTS, c.attempts < 0, "attempts {attempts} is negative"),
-        (Kind.JOB_ATTEMPTS, c.attempts > c.lease_no,
-         "attempts {attempts} exceed lease_no {lease_no}: an attempt was charged without a lease"),
+        (
+            Kind.JOB_ATTEMPTS,
+            c.attempts > c.lease_no,
+            "attempts {attempts} exceed lease_no {lease_no}: an attempt was charged without a lease",
+        ),
     ]
     for handler_id, most in sorted(max_attempts.items()):
-        checks.append((Kind.JOB_ATTEMPTS, and_(c.handler_id == handler_id, c.attempts > most),
-                       f"attempts {{attempts}} exceed the handler's max-attempts {most}"))
+        checks.append(
+            (
+                Kind.JOB_ATTEMPTS,
+                and_(c.handler_id == handler_id, c.attempts > most),
+                f"attempts {{attempts}} exceed the handler's max-attempts {most}",
+            )
+        )
     problems: list[Problem] = []
     for kind, where, message in checks:
         problems += _job_rows(conn, kind, where, message, limit)
@@ -222,11 +273,17 @@ def check_jobs(conn: Connection, max_attempts: dict[str, int], *, limit: int = D
         select(c.handler_id, func.count(), func.min(c.id))
         .select_from(jobs.outerjoin(handlers, handlers.c.id == c.handler_id))
         .where(handlers.c.id.is_(None))
-        .group_by(c.handler_id).order_by(c.handler_id)
+        .group_by(c.handler_id)
+        .order_by(c.handler_id)
     ).all()
     for handler_id, count, first in orphans[:limit]:
-        problems.append(Problem(kind=Kind.JOB_ORPHAN, handler_id=handler_id, message=(
-            f"{count} job(s) (the first is {first}) belong to no existing handler instance")))
+        problems.append(
+            Problem(
+                kind=Kind.JOB_ORPHAN,
+                handler_id=handler_id,
+                message=(f"{count} job(s) (the first is {first}) belong to no existing handler instance"),
+            )
+        )
     return problems
 
 
@@ -235,8 +292,10 @@ def _job_rows(conn: Connection, kind: Kind, where: ColumnElement[bool], message:
     rows = conn.execute(
         select(c.id, c.handler_id, c.status, c.lease_no, c.attempts).where(where).order_by(c.id).limit(limit + 1)
     ).all()
-    problems = [Problem(kind=kind, job_id=r.id, handler_id=r.handler_id, message=message.format(**r._mapping))
-                for r in rows[:limit]]
+    problems = [
+        Problem(kind=kind, job_id=r.id, handler_id=r.handler_id, message=message.format(**r._mapping))
+        for r in rows[:limit]
+    ]
     if len(rows) > limit:
         total = conn.execute(select(func.count()).select_from(jobs).where(where)).scalar_one()
         problems.append(Problem(kind=kind, message=f"... and {total - limit} more job(s) like the ones above"))
@@ -253,20 +312,26 @@ def _json_object(raw: str | None) -> dict[str, Any] | None:
 
 # -- the files --------------------------------------------------------------------------
 
+
 def referenced_blobs(conn: Connection) -> tuple[dict[str, str], list[Problem]]:
     """sha256 -> who names it (a package wheel or a job script), and unreadable package rows."""
     named: dict[str, str] = {}
     problems: list[Problem] = []
     for pid, name, version, wheel_json, deps_json in conn.execute(
-        select(packages.c.id, packages.c.name, packages.c.version, packages.c.wheel_json,
-               packages.c.dependencies_json).order_by(packages.c.id)
+        select(
+            packages.c.id, packages.c.name, packages.c.version, packages.c.wheel_json, packages.c.dependencies_json
+        ).order_by(packages.c.id)
     ):
         try:
             wheels = [json.loads(wheel_json), *json.loads(deps_json)]
             shas = [str(w["sha256"]) for w in wheels]
         except (ValueError, TypeError, KeyError):
-            problems.append(Problem(kind=Kind.PACKAGE_DATA, message=(
-                f"package {name} {version} (id {pid}): wheel_json or dependencies_json does not parse")))
+            problems.append(
+                Problem(
+                    kind=Kind.PACKAGE_DATA,
+                    message=(f"package {name} {version} (id {pid}): wheel_json or dependencies_json does not parse"),
+                )
+            )
             continue
         for sha in shas:
             named.setdefault(sha, f"a wheel of package {name} {version}")
@@ -283,8 +348,13 @@ def check_blobs(conn: Connection, data_dir: Path) -> tuple[list[Problem], int]:
     for path in _blob_files(root):
         rel = _rel(path, data_dir)
         if not _SHA256.match(path.name) or path.parent.name != path.name[:2]:
-            problems.append(Problem(kind=Kind.BLOB_CORRUPT, path=rel,
-                                    message="not a blob (its name is not the sha256 under its first two digits)"))
+            problems.append(
+                Problem(
+                    kind=Kind.BLOB_CORRUPT,
+                    path=rel,
+                    message="not a blob (its name is not the sha256 under its first two digits)",
+                )
+            )
             continue
         hashed += 1
         try:
@@ -316,8 +386,13 @@ def check_partial_files(data_dir: Path) -> list[Problem]:
         for entry in sorted(place.iterdir()):
             if entry.name.startswith(TEMP_PREFIX):
                 what = "directory" if entry.is_dir() else "file"
-                problems.append(Problem(kind=Kind.PARTIAL_FILE, path=_rel(entry, data_dir), message=(
-                    f"temporary {what} of an interrupted write (or one in progress on a live server)")))
+                problems.append(
+                    Problem(
+                        kind=Kind.PARTIAL_FILE,
+                        path=_rel(entry, data_dir),
+                        message=(f"temporary {what} of an interrupted write (or one in progress on a live server)"),
+                    )
+                )
     return problems
 
 

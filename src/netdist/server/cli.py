@@ -45,55 +45,164 @@ def main() -> None:
 
 
 @main.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="NETDIST_HOST", show_envvar=True,
-              help="Address to listen on (0.0.0.0 for every interface).")
-@click.option("--port", default=50051, show_default=True, type=click.IntRange(0, 65535), envvar="NETDIST_PORT",
-              show_envvar=True, help="Port; 0 takes a free one (the address is printed).")
-@click.option("--data-dir", default="netdist-data", show_default=True, type=click.Path(file_okay=False, path_type=Path),
-              envvar="NETDIST_DATA_DIR", show_envvar=True, help="Wheels, job scripts and the SQLite database.")
-@click.option("--db", "db_url", default=None, envvar="NETDIST_DB", show_envvar=True,
-              help="SQLAlchemy URL, e.g. postgresql+psycopg:///netdist (default: SQLite in the data dir).")
-@click.option("--heartbeat-interval", default=5.0, show_default=True, type=click.FloatRange(0.05, 600),
-              envvar="NETDIST_HEARTBEAT_INTERVAL", show_envvar=True,
-              help="Seconds between worker heartbeats; a worker silent for 3 intervals is gone.")
-@click.option("--reconnect-grace", default=2.0, show_default=True, type=click.FloatRange(0, 60),
-              envvar="NETDIST_RECONNECT_GRACE", show_envvar=True,
-              help="Seconds the leases of a worker whose stream ended without handing them back wait for it to "
-                   "reconnect; then they are requeued (an attempt charged only for jobs that had started).")
-@click.option("--handler-timeout", default=600.0, show_default=True, type=click.FloatRange(0.1, 86400),
-              envvar="NETDIST_HANDLER_TIMEOUT", show_envvar=True,
-              help="Seconds a handler call (create_more_jobs, a batch of process_result, a hook) may take; "
-                   "a handler that does not answer in time is killed and fails.")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]), envvar="NETDIST_LOG_LEVEL", show_envvar=True)
-@click.option("--tls-cert", type=_PEM_FILE, default=None, envvar="NETDIST_TLS_CERT", show_envvar=True,
-              help="The server's certificate (PEM, chain after it); with --tls-key, serve TLS "
-                   "(`netdist-server tls init` makes both).")
-@click.option("--tls-key", type=_PEM_FILE, default=None, envvar="NETDIST_TLS_KEY", show_envvar=True,
-              help="The private key of --tls-cert (PEM, unencrypted).")
-@click.option("--tls-client-ca", type=_PEM_FILE, default=None, envvar="NETDIST_TLS_CLIENT_CA", show_envvar=True,
-              help="Require client certificates (mutual TLS) that chain to these roots (PEM, e.g. the ca.crt "
-                   "of `tls init`).")
-@click.option("--insecure", is_flag=True, envvar="NETDIST_INSECURE", show_envvar=True,
-              help="Serve plaintext on an address other than loopback (warned on every start).")
-@click.option("--max-upload-bytes", default="512M", show_default=True, type=ByteSize(),
-              envvar="NETDIST_MAX_UPLOAD_BYTES", show_envvar=True,
-              help="Most bytes of one package upload, all its wheels together (512M, 2G, ...).")
-@click.option("--max-store-bytes", default="0", show_default=True, type=ByteSize(),
-              envvar="NETDIST_MAX_STORE_BYTES", show_envvar=True,
-              help="Most bytes of all stored wheels and job scripts; an upload that would pass it is refused "
-                   "(0: no limit).")
-@click.option("--max-unpacked-bytes", default="1G", show_default=True, type=ByteSize(),
-              envvar="NETDIST_MAX_UNPACKED_BYTES", show_envvar=True,
-              help="Most bytes one wheel may unpack to, as its zip directory declares and as unpacked.")
-@click.option("--max-compression-ratio", default=ziplimit.DEFAULT_MAX_RATIO, show_default=True,
-              type=click.FloatRange(1), envvar="NETDIST_MAX_COMPRESSION_RATIO", show_envvar=True,
-              help="Most unpacked bytes per compressed byte, of a wheel and of each member (those under 1 MiB "
-                   "unpacked are exempt): zip bombs are refused at upload.")
-def serve_command(host: str, port: int, data_dir: Path, db_url: str | None, heartbeat_interval: float,
-                  reconnect_grace: float, handler_timeout: float, log_level: str, tls_cert: Path | None,
-                  tls_key: Path | None, tls_client_ca: Path | None, insecure: bool, max_upload_bytes: int,
-                  max_store_bytes: int, max_unpacked_bytes: int, max_compression_ratio: float) -> None:
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="NETDIST_HOST",
+    show_envvar=True,
+    help="Address to listen on (0.0.0.0 for every interface).",
+)
+@click.option(
+    "--port",
+    default=50051,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    envvar="NETDIST_PORT",
+    show_envvar=True,
+    help="Port; 0 takes a free one (the address is printed).",
+)
+@click.option(
+    "--data-dir",
+    default="netdist-data",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="NETDIST_DATA_DIR",
+    show_envvar=True,
+    help="Wheels, job scripts and the SQLite database.",
+)
+@click.option(
+    "--db",
+    "db_url",
+    default=None,
+    envvar="NETDIST_DB",
+    show_envvar=True,
+    help="SQLAlchemy URL, e.g. postgresql+psycopg:///netdist (default: SQLite in the data dir).",
+)
+@click.option(
+    "--heartbeat-interval",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0.05, 600),
+    envvar="NETDIST_HEARTBEAT_INTERVAL",
+    show_envvar=True,
+    help="Seconds between worker heartbeats; a worker silent for 3 intervals is gone.",
+)
+@click.option(
+    "--reconnect-grace",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(0, 60),
+    envvar="NETDIST_RECONNECT_GRACE",
+    show_envvar=True,
+    help="Seconds the leases of a worker whose stream ended without handing them back wait for it to "
+    "reconnect; then they are requeued (an attempt charged only for jobs that had started).",
+)
+@click.option(
+    "--handler-timeout",
+    default=600.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 86400),
+    envvar="NETDIST_HANDLER_TIMEOUT",
+    show_envvar=True,
+    help="Seconds a handler call (create_more_jobs, a batch of process_result, a hook) may take; "
+    "a handler that does not answer in time is killed and fails.",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    envvar="NETDIST_LOG_LEVEL",
+    show_envvar=True,
+)
+@click.option(
+    "--tls-cert",
+    type=_PEM_FILE,
+    default=None,
+    envvar="NETDIST_TLS_CERT",
+    show_envvar=True,
+    help="The server's certificate (PEM, chain after it); with --tls-key, serve TLS "
+    "(`netdist-server tls init` makes both).",
+)
+@click.option(
+    "--tls-key",
+    type=_PEM_FILE,
+    default=None,
+    envvar="NETDIST_TLS_KEY",
+    show_envvar=True,
+    help="The private key of --tls-cert (PEM, unencrypted).",
+)
+@click.option(
+    "--tls-client-ca",
+    type=_PEM_FILE,
+    default=None,
+    envvar="NETDIST_TLS_CLIENT_CA",
+    show_envvar=True,
+    help="Require client certificates (mutual TLS) that chain to these roots (PEM, e.g. the ca.crt of `tls init`).",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    envvar="NETDIST_INSECURE",
+    show_envvar=True,
+    help="Serve plaintext on an address other than loopback (warned on every start).",
+)
+@click.option(
+    "--max-upload-bytes",
+    default="512M",
+    show_default=True,
+    type=ByteSize(),
+    envvar="NETDIST_MAX_UPLOAD_BYTES",
+    show_envvar=True,
+    help="Most bytes of one package upload, all its wheels together (512M, 2G, ...).",
+)
+@click.option(
+    "--max-store-bytes",
+    default="0",
+    show_default=True,
+    type=ByteSize(),
+    envvar="NETDIST_MAX_STORE_BYTES",
+    show_envvar=True,
+    help="Most bytes of all stored wheels and job scripts; an upload that would pass it is refused (0: no limit).",
+)
+@click.option(
+    "--max-unpacked-bytes",
+    default="1G",
+    show_default=True,
+    type=ByteSize(),
+    envvar="NETDIST_MAX_UNPACKED_BYTES",
+    show_envvar=True,
+    help="Most bytes one wheel may unpack to, as its zip directory declares and as unpacked.",
+)
+@click.option(
+    "--max-compression-ratio",
+    default=ziplimit.DEFAULT_MAX_RATIO,
+    show_default=True,
+    type=click.FloatRange(1),
+    envvar="NETDIST_MAX_COMPRESSION_RATIO",
+    show_envvar=True,
+    help="Most unpacked bytes per compressed byte, of a wheel and of each member (those under 1 MiB "
+    "unpacked are exempt): zip bombs are refused at upload.",
+)
+def serve_command(
+    host: str,
+    port: int,
+    data_dir: Path,
+    db_url: str | None,
+    heartbeat_interval: float,
+    reconnect_grace: float,
+    handler_timeout: float,
+    log_level: str,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_client_ca: Path | None,
+    insecure: bool,
+    max_upload_bytes: int,
+    max_store_bytes: int,
+    max_unpacked_bytes: int,
+    max_compression_ratio: float,
+) -> None:
     """Serve until SIGINT or SIGTERM.
 
     Plaintext only on loopback (127.0.0.0/8, ::1, localhost); any other --host,
@@ -103,15 +212,23 @@ def serve_command(host: str, port: int, data_dir: Path, db_url: str | None, hear
     if db_url is not None:
         checked_url(db_url)
     _check_data_dir(data_dir)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     _log_transport(host, server_tls)
-    config = ServerConfig(host=host, port=port, data_dir=data_dir, db_url=db_url,
-                          heartbeat_interval_seconds=heartbeat_interval, reconnect_grace_seconds=reconnect_grace,
-                          handler_call_timeout_seconds=handler_timeout, tls=server_tls,
-                          upload_limits=UploadLimits(max_upload_bytes=max_upload_bytes),
-                          zip_limits=ZipLimits(max_unpacked_bytes=max_unpacked_bytes, max_ratio=max_compression_ratio),
-                          max_store_bytes=max_store_bytes or None)
+    config = ServerConfig(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        db_url=db_url,
+        heartbeat_interval_seconds=heartbeat_interval,
+        reconnect_grace_seconds=reconnect_grace,
+        handler_call_timeout_seconds=handler_timeout,
+        tls=server_tls,
+        upload_limits=UploadLimits(max_upload_bytes=max_upload_bytes),
+        zip_limits=ZipLimits(max_unpacked_bytes=max_unpacked_bytes, max_ratio=max_compression_ratio),
+        max_store_bytes=max_store_bytes or None,
+    )
     try:
         asyncio.run(serve(config))
     except StoreUnavailableError as exc:
@@ -121,14 +238,30 @@ def serve_command(host: str, port: int, data_dir: Path, db_url: str | None, hear
 
 
 @main.command("check")
-@click.option("--db", "db_url", default=None, envvar="NETDIST_DB", show_envvar=True,
-              help="SQLAlchemy URL of the store (default: the SQLite file in --data-dir).")
-@click.option("--data-dir", default=None, type=click.Path(file_okay=False, path_type=Path),
-              envvar="NETDIST_DATA_DIR", show_envvar=True,
-              help="The server's data dir: its blobs are hashed and searched for leftovers of interrupted writes.")
+@click.option(
+    "--db",
+    "db_url",
+    default=None,
+    envvar="NETDIST_DB",
+    show_envvar=True,
+    help="SQLAlchemy URL of the store (default: the SQLite file in --data-dir).",
+)
+@click.option(
+    "--data-dir",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="NETDIST_DATA_DIR",
+    show_envvar=True,
+    help="The server's data dir: its blobs are hashed and searched for leftovers of interrupted writes.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
-@click.option("--limit", default=check.DEFAULT_LIMIT, show_default=True, type=click.IntRange(1),
-              help="Most problems listed per check.")
+@click.option(
+    "--limit",
+    default=check.DEFAULT_LIMIT,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Most problems listed per check.",
+)
 def check_command(db_url: str | None, data_dir: Path | None, as_json: bool, limit: int) -> None:
     """Check the store's invariants (read only; safe on a live server).
 
@@ -155,7 +288,8 @@ def check_command(db_url: str | None, data_dir: Path | None, as_json: bool, limi
         for problem in report.problems:
             click.echo(str(problem))
         checked = f"{_count(report.jobs, 'job')}, {_count(report.handlers, 'handler instance')}, " + (
-            _count(report.blobs, "blob") if report.blobs is not None else "no data dir")
+            _count(report.blobs, "blob") if report.blobs is not None else "no data dir"
+        )
         if report.ok:
             click.secho(f"ok: no problems ({checked} checked)", fg="green")
         else:
@@ -163,8 +297,9 @@ def check_command(db_url: str | None, data_dir: Path | None, as_json: bool, limi
     sys.exit(ExitCode.OK if report.ok else ExitCode.FAILED)
 
 
-def _server_tls(host: str, cert: Path | None, key: Path | None, client_ca: Path | None,
-                insecure: bool) -> ServerTLS | None:
+def _server_tls(
+    host: str, cert: Path | None, key: Path | None, client_ca: Path | None, insecure: bool
+) -> ServerTLS | None:
     """The TLS to serve with, or None for plaintext where that is allowed; exits 2 on a bad combination."""
     if (cert is None) != (key is None):
         fail("UsageError: --tls-cert and --tls-key go together: give both", ExitCode.USAGE)
@@ -172,8 +307,11 @@ def _server_tls(host: str, cert: Path | None, key: Path | None, client_ca: Path 
         if client_ca is not None:
             fail("UsageError: --tls-client-ca needs TLS: give --tls-cert and --tls-key too", ExitCode.USAGE)
         if not insecure and not is_loopback(host):
-            fail(f"UsageError: --host {host} is reachable from other machines and would serve plaintext: give "
-                 "--tls-cert and --tls-key (`netdist-server tls init` makes them), or --insecure", ExitCode.USAGE)
+            fail(
+                f"UsageError: --host {host} is reachable from other machines and would serve plaintext: give "
+                "--tls-cert and --tls-key (`netdist-server tls init` makes them), or --insecure",
+                ExitCode.USAGE,
+            )
         return None
     if insecure:
         fail("UsageError: --insecure serves plaintext; it does not go with --tls-cert and --tls-key", ExitCode.USAGE)
@@ -196,14 +334,22 @@ def _check_data_dir(data_dir: Path) -> None:
 def _log_transport(host: str, server_tls: ServerTLS | None) -> None:
     if server_tls is None:
         if not is_loopback(host):
-            log.warning("serving PLAINTEXT on %s (--insecure): anyone on the network can read every call and "
-                        "send their own; use --tls-cert and --tls-key", host)
+            log.warning(
+                "serving PLAINTEXT on %s (--insecure): anyone on the network can read every call and "
+                "send their own; use --tls-cert and --tls-key",
+                host,
+            )
         return
-    log.info("TLS certificate %s%s", server_tls.certificate,
-             "; client certificates required (mutual TLS)" if server_tls.mutual else "")
+    log.info(
+        "TLS certificate %s%s",
+        server_tls.certificate,
+        "; client certificates required (mutual TLS)" if server_tls.mutual else "",
+    )
     if server_tls.expires_soon(datetime.datetime.now(datetime.UTC)):
-        log.warning("the TLS certificate ends on %s: renew it (netdist-server tls server)",
-                    f"{server_tls.not_after:%Y-%m-%d %H:%M} UTC")
+        log.warning(
+            "the TLS certificate ends on %s: renew it (netdist-server tls server)",
+            f"{server_tls.not_after:%Y-%m-%d %H:%M} UTC",
+        )
 
 
 def _count(n: int, what: str) -> str:

@@ -68,8 +68,11 @@ class Dispatcher:
         self.writer = writer
         self.clock = clock
         self.heartbeat_interval_seconds = heartbeat_interval_seconds
-        self.table = LeaseTable(clock=clock, reconnect_grace_seconds=reconnect_grace_seconds,
-                                silent_after_seconds=heartbeat_interval_seconds * 3)
+        self.table = LeaseTable(
+            clock=clock,
+            reconnect_grace_seconds=reconnect_grace_seconds,
+            silent_after_seconds=heartbeat_interval_seconds * 3,
+        )
         self.links = WorkerLinks()
         self.refused: Counter[str] = Counter()  # results refused by fencing, by outcome (for the log and metrics)
         self._events: HandlerEvents | None = None  # None until start: nothing happens before it
@@ -88,9 +91,18 @@ class Dispatcher:
         usage.seed(await self.writer.run(job_store.run_time_since, usage.day_start()))
         now = self.clock.monotonic()
         for r in await self.writer.run(job_store.leased):
-            self.table.adopt(Lease(
-                job_id=r.id, lease_no=r.lease_no, handler_id=r.handler_id, worker_id=r.worker_id or "",
-                attempt=r.attempts + 1, input=r.input.encode(), leased_at=r.leased_at or 0.0, leased_mono=now))
+            self.table.adopt(
+                Lease(
+                    job_id=r.id,
+                    lease_no=r.lease_no,
+                    handler_id=r.handler_id,
+                    worker_id=r.worker_id or "",
+                    attempt=r.attempts + 1,
+                    input=r.input.encode(),
+                    leased_at=r.leased_at or 0.0,
+                    leased_mono=now,
+                )
+            )
         self._loops = [asyncio.create_task(self._dispatch_loop()), asyncio.create_task(self._timer_loop())]
 
     async def stop(self) -> None:
@@ -143,8 +155,16 @@ class Dispatcher:
 
     # -- workers ------------------------------------------------------------------
 
-    async def connect(self, link: WorkerLink, info: WorkerInfo, held: Iterable[Ref], *,
-                      hostname: str, version: str, credential: str = "") -> str | None:
+    async def connect(
+        self,
+        link: WorkerLink,
+        info: WorkerInfo,
+        held: Iterable[Ref],
+        *,
+        hostname: str,
+        version: str,
+        credential: str = "",
+    ) -> str | None:
         """Admit a worker's stream; the credential newly bound to its id, if one was issued.
 
         A Hello that may not speak for its worker id is refused before anything
@@ -152,21 +172,33 @@ class Dispatcher:
         """
         issued = new_credential()
         admission = await self.writer.run(
-            credentials.admit_worker, info.worker_id, name=info.name,
-            presented_sha256=digest(credential) if credential else None, issue_sha256=digest(issued))
+            credentials.admit_worker,
+            info.worker_id,
+            name=info.name,
+            presented_sha256=digest(credential) if credential else None,
+            issue_sha256=digest(issued),
+        )
         if admission == credentials.Admission.CLAIMED:
             raise PermissionDeniedError(
                 f"worker id {info.worker_id} belongs to another worker: this Hello carried "
                 f"{'a wrong' if credential else 'no'} credential (a worker keeps its own next to its id in its "
-                f"cache dir); netdist-admin workers remove {info.worker_id} frees the id")
+                f"cache dir); netdist-admin workers remove {info.worker_id} frees the id"
+            )
         if admission == credentials.Admission.DISABLED:
             raise PermissionDeniedError(
-                f"worker {info.name} ({info.worker_id}) is disabled: netdist-admin workers enable {info.worker_id}")
+                f"worker {info.name} ({info.worker_id}) is disabled: netdist-admin workers enable {info.worker_id}"
+            )
         self.links.attach(info.worker_id, link)
         requeued = self._act(self.table.connect(info, held))
         await self.writer.run(
-            catalog.worker_connected, worker_id=info.worker_id, name=info.name, labels=info.labels,
-            slots=info.slots, hostname=hostname, version=version)
+            catalog.worker_connected,
+            worker_id=info.worker_id,
+            name=info.name,
+            labels=info.labels,
+            slots=info.slots,
+            hostname=hostname,
+            version=version,
+        )
         if requeued is not None:
             await requeued
         self.kick()
@@ -251,8 +283,11 @@ class Dispatcher:
         self.links.send_leases(send, {q.handler_id: q.spec for q in self.table.handlers.values()})
         requeued = self._act(effects)
         if refused:
-            log.error("the store refused %d leases the lease table made (jobs %s); reading the store again",
-                      len(refused), [lease.job_id for lease in refused[:10]])
+            log.error(
+                "the store refused %d leases the lease table made (jobs %s); reading the store again",
+                len(refused),
+                [lease.job_id for lease in refused[:10]],
+            )
             await self._recount({lease.handler_id for lease in refused})
         if requeued is not None:
             await requeued
@@ -263,7 +298,9 @@ class Dispatcher:
         """Fence, store and acknowledge a batch of results from one worker."""
         verdicts, accepted, effects = self.table.settle(worker_id, results)
         at = self.clock.time()
-        write = self.writer.submit(job_store.store_settlements, accepted, at, dict(effects.streaks)) if accepted else None
+        write = (
+            self.writer.submit(job_store.store_settlements, accepted, at, dict(effects.streaks)) if accepted else None
+        )
         others = [r.ref for r, v in zip(results, verdicts, strict=True) if v == Verdict.NOT_CURRENT]
         classified = self.writer.submit(job_store.classify, worker_id, others) if others else None
         self._tell(effects)  # probation revokes go out before the acks
@@ -274,8 +311,9 @@ class Dispatcher:
             try:
                 stored = await write
             except Exception:
-                log.exception("could not store %d results from worker %s; it will send them again",
-                              len(accepted), worker_id)
+                log.exception(
+                    "could not store %d results from worker %s; it will send them again", len(accepted), worker_id
+                )
                 failed = True
         after = self.table.settled(accepted, stored)
         outcomes = await classified if classified is not None else {}
@@ -287,8 +325,13 @@ class Dispatcher:
                 outcome = AckOutcome(outcomes[result.ref])
                 self.refused[outcome] += 1
                 if outcome != AckOutcome.DUPLICATE:
-                    log.info("worker %s sent a result for job %d lease %d: %s (not its current lease); dropped",
-                             worker_id, result.job_id, result.lease_no, outcome)
+                    log.info(
+                        "worker %s sent a result for job %d lease %d: %s (not its current lease); dropped",
+                        worker_id,
+                        result.job_id,
+                        result.lease_no,
+                        outcome,
+                    )
                 acks.append((result.ref, outcome))
         link = self.links.get(worker_id)  # the worker's stream now: after a reconnect, the new one
         if link is not None and acks:
@@ -296,8 +339,7 @@ class Dispatcher:
         if failed and link is not None:
             link.close()  # the worker reconnects and sends again what was not acknowledged
         elif len(stored) < len(accepted) and not failed:
-            log.error("the store refused %d results the lease table accepted; recounting",
-                      len(accepted) - len(stored))
+            log.error("the store refused %d results the lease table accepted; recounting", len(accepted) - len(stored))
             await self._recount({s.handler_id for s in accepted if s.result.job_id not in stored})
         self._tell(after)
         if requeued is not None:
@@ -346,8 +388,9 @@ class Dispatcher:
     def _tell(self, effects: Effects) -> None:
         self.links.revoke(effects.revocations)
         for worker_id in effects.silent:
-            log.warning("worker %s sent nothing for %g s; dropping its stream", worker_id,
-                        self.table.silent_after_seconds)
+            log.warning(
+                "worker %s sent nothing for %g s; dropping its stream", worker_id, self.table.silent_after_seconds
+            )
             self.links.close(worker_id)  # its stream ends; disconnect() follows from there
         events = self._events
         if events is None:
@@ -365,8 +408,14 @@ class Dispatcher:
         write = self.writer.submit(job_store.requeue, requeues, self.clock.time())
         for q in requeues:
             if q.charged:
-                log.info("job %d (lease %d) of handler %s: %s%s", q.job_id, q.lease_no, q.handler_id,
-                         q.error.get("message", ""), "; out of attempts" if q.final else "")
+                log.info(
+                    "job %d (lease %d) of handler %s: %s%s",
+                    q.job_id,
+                    q.lease_no,
+                    q.handler_id,
+                    q.error.get("message", ""),
+                    "; out of attempts" if q.final else "",
+                )
 
         async def check() -> None:
             try:
@@ -376,8 +425,7 @@ class Dispatcher:
                 await self._recount({q.handler_id for q in requeues})
                 return
             if len(stored) < len(requeues):
-                log.error("the store refused %d requeues the lease table made; recounting",
-                          len(requeues) - len(stored))
+                log.error("the store refused %d requeues the lease table made; recounting", len(requeues) - len(stored))
                 await self._recount({q.handler_id for q in requeues if q.job_id not in stored})
 
         task = asyncio.ensure_future(check())
@@ -393,4 +441,3 @@ class Dispatcher:
             self.table.reset_counts(handler_id, stored)
             self.table.rescan(handler_id)
         self.kick()
-

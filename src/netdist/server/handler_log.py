@@ -21,8 +21,13 @@ log = logging.getLogger("netdist.server.manager")
 FLUSH_SECONDS = 0.2
 PRUNE_EVERY_FLUSHES = 300  # about once a minute
 MAX_MESSAGE = 10_000
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR,
-          "critical": logging.CRITICAL}
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
 
 
 class HandlerLog:
@@ -37,8 +42,15 @@ class HandlerLog:
     def __call__(self, handler_id: str, level: str, source: str, message: str) -> None:
         """Log one line (a ``LogSink``): to the server's own log at once, to the store with the next flush."""
         log.log(LEVELS.get(level, logging.INFO), "[%s] %s", handler_id, message)
-        self._buffer.append({"handler_id": handler_id, "at": self._clock.time(), "level": level,
-                             "source": source, "message": message[:MAX_MESSAGE]})
+        self._buffer.append(
+            {
+                "handler_id": handler_id,
+                "at": self._clock.time(),
+                "level": level,
+                "source": source,
+                "message": message[:MAX_MESSAGE],
+            }
+        )
 
     @property
     def pending(self) -> int:

@@ -28,8 +28,9 @@ log = logging.getLogger("netdist.server.host")
 _LINE_LIMIT = 256 * 1024 * 1024
 
 
-_KEPT = frozenset({"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "SYSTEMROOT",
-                   "PYTHONHOME", "LD_LIBRARY_PATH"})
+_KEPT = frozenset(
+    {"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "SYSTEMROOT", "PYTHONHOME", "LD_LIBRARY_PATH"}
+)
 """What Python and the C library need (SYSTEMROOT: Windows; PYTHONHOME and LD_LIBRARY_PATH: a Python
 that needs them to start at all); LC_* are kept too."""
 
@@ -65,9 +66,15 @@ class HostProcess:
         # Called on the server's event loop, in its main thread: the host's
         # PDEATHSIG fires when the thread that forked it ends (netdist.parent_death).
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "netdist.server.host_child", *child_args(),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=env, limit=_LINE_LIMIT,
+            sys.executable,
+            "-m",
+            "netdist.server.host_child",
+            *child_args(),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            limit=_LINE_LIMIT,
         )
         return cls(proc, on_log)
 

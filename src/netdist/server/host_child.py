@@ -56,8 +56,9 @@ class _Host:
     def _enqueue(self, job_input: Any, extra: Any) -> None:
         text = json.dumps(job_input)
         if len(text) > MAX_INPUT_BYTES:  # it could not travel to a worker in one message
-            raise ValueError(f"InputTooLarge: the job's input is {len(text)} bytes of JSON, "
-                             f"the limit is {MAX_INPUT_BYTES}")
+            raise ValueError(
+                f"InputTooLarge: the job's input is {len(text)} bytes of JSON, the limit is {MAX_INPUT_BYTES}"
+            )
         self.new_jobs.append(NewJob(text, json.dumps(extra)))
 
     def _update(self, invalid: tuple[int, ...] = ()) -> HandlerUpdate:
@@ -70,8 +71,11 @@ class _Host:
         if total is not None and type(total) is not int:
             raise TypeError(f"total_job_count() returned {total!r}, not an int or None")
         return HandlerUpdate(
-            jobs=tuple(jobs), state_json=json.dumps(handler.state),
-            summary="" if summary is None else str(summary), total=total, invalid=invalid,
+            jobs=tuple(jobs),
+            state_json=json.dumps(handler.state),
+            summary="" if summary is None else str(summary),
+            total=total,
+            invalid=invalid,
         )
 
     def handle(self, request: HostRequest) -> HandlerUpdate:
@@ -108,8 +112,12 @@ class _Host:
         log.propagate = False
         handler: Handler[Any] = obj()
         handler._bind(
-            handler_id=request.handler_id, job_name=request.job_name, raw_settings=request.settings,
-            log=log, enqueue=self._enqueue, state=json.loads(request.state_json),
+            handler_id=request.handler_id,
+            job_name=request.job_name,
+            raw_settings=request.settings,
+            log=log,
+            enqueue=self._enqueue,
+            state=json.loads(request.state_json),
         )
         handler.initialize()
         return handler
@@ -131,8 +139,10 @@ class _Host:
     def _process_failures(handler: Handler[Any], request: ProcessFailures) -> None:
         for item in request.items:
             failure = JobFailure(
-                type=item.error_type, message=item.error_message,
-                traceback=item.error_traceback, attempts=item.attempts,
+                type=item.error_type,
+                message=item.error_message,
+                traceback=item.error_traceback,
+                attempts=item.attempts,
             )
             handler.process_failure(json.loads(item.input_json), failure, json.loads(item.extra_json))
 

@@ -70,14 +70,25 @@ class Initialize:
     state_json: str
 
     def to_wire(self) -> dict[str, Any]:
-        return {"entry": self.entry, "handler": self.handler, "handler_id": self.handler_id,
-                "job_name": self.job_name, "settings": self.settings, "state": self.state_json}
+        return {
+            "entry": self.entry,
+            "handler": self.handler,
+            "handler_id": self.handler_id,
+            "job_name": self.job_name,
+            "settings": self.settings,
+            "state": self.state_json,
+        }
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> Initialize:
-        return cls(entry=get_str(obj, "entry"), handler=get_str(obj, "handler"),
-                   handler_id=get_str(obj, "handler_id"), job_name=get_str(obj, "job_name"),
-                   settings=get_object(obj, "settings"), state_json=get_str(obj, "state"))
+        return cls(
+            entry=get_str(obj, "entry"),
+            handler=get_str(obj, "handler"),
+            handler_id=get_str(obj, "handler_id"),
+            job_name=get_str(obj, "job_name"),
+            settings=get_object(obj, "settings"),
+            state_json=get_str(obj, "state"),
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,8 +170,12 @@ class ProcessFailures:
 
     def to_wire(self) -> dict[str, Any]:
         error = ("type", "message", "traceback")
-        return {"items": [[f.job_id, f.input_json, dict(zip(error, f[2:5], strict=True)), f.extra_json, f.attempts]
-                          for f in self.items]}
+        return {
+            "items": [
+                [f.job_id, f.input_json, dict(zip(error, f[2:5], strict=True)), f.extra_json, f.attempts]
+                for f in self.items
+            ]
+        }
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> ProcessFailures:
@@ -174,20 +189,39 @@ _REQUESTS: dict[str, type[HostRequest]] = {
 
 
 def _result(item: Any) -> StoredResult:
-    if not (type(item) is list and len(item) == 4 and type(item[0]) is int
-            and type(item[1]) is type(item[2]) is type(item[3]) is str):
+    if not (
+        type(item) is list
+        and len(item) == 4
+        and type(item[0]) is int
+        and type(item[1]) is type(item[2]) is type(item[3]) is str
+    ):
         raise MalformedLineError(f"a result item must be [job id, input, output, extra], not {preview(repr(item))}")
     return StoredResult(item[0], item[1], item[2], item[3])
 
 
 def _failure(item: Any) -> StoredFailure:
-    if not (isinstance(item, list) and len(item) == 5 and type(item[0]) is int and isinstance(item[1], str)
-            and isinstance(item[2], dict) and isinstance(item[3], str) and type(item[4]) is int):
+    if not (
+        isinstance(item, list)
+        and len(item) == 5
+        and type(item[0]) is int
+        and isinstance(item[1], str)
+        and isinstance(item[2], dict)
+        and isinstance(item[3], str)
+        and type(item[4]) is int
+    ):
         raise MalformedLineError(
-            f"a failure item must be [job id, input, error, extra, attempts], not {preview(repr(item))}")
+            f"a failure item must be [job id, input, error, extra, attempts], not {preview(repr(item))}"
+        )
     error = item[2]
-    return StoredFailure(item[0], item[1], get_str(error, "type"), get_str(error, "message"),
-                         get_str(error, "traceback"), item[3], item[4])
+    return StoredFailure(
+        item[0],
+        item[1],
+        get_str(error, "type"),
+        get_str(error, "message"),
+        get_str(error, "traceback"),
+        item[3],
+        item[4],
+    )
 
 
 # -- what the host writes ------------------------------------------------------------
@@ -212,8 +246,13 @@ class HandlerUpdate:
     """Results whose output was not JSON (``ProcessResults`` only)."""
 
     def to_wire(self) -> dict[str, Any]:
-        return {"jobs": self.jobs, "state": self.state_json, "summary": self.summary, "total": self.total,
-                "invalid": self.invalid}
+        return {
+            "jobs": self.jobs,
+            "state": self.state_json,
+            "summary": self.summary,
+            "total": self.total,
+            "invalid": self.invalid,
+        }
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> HandlerUpdate:
@@ -224,8 +263,13 @@ class HandlerUpdate:
         invalid = get_list(obj, "invalid")
         if not all(type(i) is int for i in invalid):
             raise MalformedLineError(f"'invalid' must hold job ids, not {preview(repr(invalid))}")
-        return cls(jobs=tuple([NewJob(i, e) for i, e in jobs]), state_json=get_str(obj, "state"),
-                   summary=get_str(obj, "summary"), total=get_optional_int(obj, "total"), invalid=tuple(invalid))
+        return cls(
+            jobs=tuple([NewJob(i, e) for i, e in jobs]),
+            state_json=get_str(obj, "state"),
+            summary=get_str(obj, "summary"),
+            total=get_optional_int(obj, "total"),
+            invalid=tuple(invalid),
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -68,16 +68,22 @@ class JobScriptIntake:
         package = await self._store.read(catalog.current_package, s.package)
         if package is None:
             raise InvalidArgumentError(
-                f"'package': no package named {s.package!r} is uploaded (netdist-admin upload-package)")
+                f"'package': no package named {s.package!r} is uploaded (netdist-admin upload-package)"
+            )
         if s.handler not in package.handlers:
             raise InvalidArgumentError(
                 f"'handler': package {s.package!r} has no handler {s.handler!r}; it has: "
-                f"{', '.join(package.handlers) or 'none'}")
+                f"{', '.join(package.handlers) or 'none'}"
+            )
         sha = await asyncio.to_thread(self._blobs.put, content)
         return CheckedScript(
-            filename=filename, source=source, sha256=sha, settings=s,
+            filename=filename,
+            source=source,
+            sha256=sha,
+            settings=s,
             settings_json=json.dumps(s.to_json_dict(), sort_keys=True),
-            custom_json=json.dumps(dict(script.custom), sort_keys=True))
+            custom_json=json.dumps(dict(script.custom), sort_keys=True),
+        )
 
     async def store(self, script: CheckedScript, *, uploaded_by: str) -> tuple[catalog.HandlerRecord, Outcome]:
         """Store it as the script of the instance it names, or as a new idle instance.
@@ -88,16 +94,37 @@ class JobScriptIntake:
             return existing, Outcome.UNCHANGED
         if existing is not None:
             await self._store.write(
-                catalog.update_handler, existing.id, script_sha256=script.sha256, script_source=script.source,
-                settings_json=script.settings_json, custom_json=script.custom_json, script_uploaded_by=uploaded_by)
-            self._log(existing.id, "info", "server",
-                      f"job script replaced ({script.filename}, sha256 {script.sha256[:12]})")
+                catalog.update_handler,
+                existing.id,
+                script_sha256=script.sha256,
+                script_source=script.source,
+                settings_json=script.settings_json,
+                custom_json=script.custom_json,
+                script_uploaded_by=uploaded_by,
+            )
+            self._log(
+                existing.id, "info", "server", f"job script replaced ({script.filename}, sha256 {script.sha256[:12]})"
+            )
             return await self._store.read(catalog.get_handler, existing.id), Outcome.REPLACED
         record = await self._store.write(
-            catalog.insert_handler, id=uuid.uuid4().hex[:12], package=s.package, handler=s.handler,
-            job_name=s.job, script_sha256=script.sha256, script_source=script.source,
-            settings_json=script.settings_json, custom_json=script.custom_json, state=HandlerState.IDLE,
-            message="", handler_state_json="{}", summary="", total=None, exhausted=False, sequenced_errors=0,
-            created_at=self._clock.time(), script_uploaded_by=uploaded_by)
+            catalog.insert_handler,
+            id=uuid.uuid4().hex[:12],
+            package=s.package,
+            handler=s.handler,
+            job_name=s.job,
+            script_sha256=script.sha256,
+            script_source=script.source,
+            settings_json=script.settings_json,
+            custom_json=script.custom_json,
+            state=HandlerState.IDLE,
+            message="",
+            handler_state_json="{}",
+            summary="",
+            total=None,
+            exhausted=False,
+            sequenced_errors=0,
+            created_at=self._clock.time(),
+            script_uploaded_by=uploaded_by,
+        )
         self._log(record.id, "info", "server", f"handler instance created from {script.filename}")
         return record, Outcome.CREATED

@@ -48,8 +48,13 @@ def _template(spec: HandlerSpec | None) -> tuple[jobs_pb2.Lease, int] | None:
     cached = _templates.get(spec.handler_id)
     if cached is not None and cached[0] is spec:
         return cached[1], cached[2]
-    template = jobs_pb2.Lease(handler_id=spec.handler_id, job_name=spec.job_name, script_sha256=spec.script_sha256,
-                              environment=spec.environment, timeout_seconds=spec.settings.job_timeout_seconds or 0.0)
+    template = jobs_pb2.Lease(
+        handler_id=spec.handler_id,
+        job_name=spec.job_name,
+        script_sha256=spec.script_sha256,
+        environment=spec.environment,
+        timeout_seconds=spec.settings.job_timeout_seconds or 0.0,
+    )
     _templates[spec.handler_id] = (spec, template, template.ByteSize())
     return template, template.ByteSize()
 
@@ -102,8 +107,11 @@ class StreamLink:
         self._put(jobs_pb2.ServerMessage(ack=ack))
 
     def send_revoke(self, refs: Sequence[Ref], reason: str) -> None:
-        self._put(jobs_pb2.ServerMessage(revoke=jobs_pb2.Revoke(
-            refs=[jobs_pb2.JobRef(job_id=j, lease_no=n) for j, n in refs], reason=reason)))
+        self._put(
+            jobs_pb2.ServerMessage(
+                revoke=jobs_pb2.Revoke(refs=[jobs_pb2.JobRef(job_id=j, lease_no=n) for j, n in refs], reason=reason)
+            )
+        )
 
     def send_drain(self, reason: str) -> None:
         self._put(jobs_pb2.ServerMessage(drain=jobs_pb2.Drain(reason=reason)))
@@ -128,21 +136,40 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         try:
             info = _worker_info(hello)
             issued = await self.dispatcher.connect(
-                link, info, [(r.job_id, r.lease_no) for r in hello.held], hostname=hello.hostname,
-                version=fields.clean_text(hello.version, fields.MAX_VERSION), credential=hello.credential)
+                link,
+                info,
+                [(r.job_id, r.lease_no) for r in hello.held],
+                hostname=hello.hostname,
+                version=fields.clean_text(hello.version, fields.MAX_VERSION),
+                credential=hello.credential,
+            )
         except NetDistError as exc:
             log.warning("refused a worker stream from %s: %s", context.peer(), exc.message)
             raise
         on_revoked(context, link.close)  # its token revoked: the stream ends in order
-        log.info("worker %s (%s) connected from %s with %d slot%s%s", info.name, info.worker_id,
-                 context.peer(), info.slots, "" if info.slots == 1 else "s",
-                 "; issued its credential" if issued else "")
-        await context.write(jobs_pb2.ServerMessage(welcome=jobs_pb2.Welcome(
-            worker_id=info.worker_id, heartbeat_interval_seconds=self.dispatcher.heartbeat_interval_seconds,
-            server_version=netdist.__version__, credential=issued or "")))
+        log.info(
+            "worker %s (%s) connected from %s with %d slot%s%s",
+            info.name,
+            info.worker_id,
+            context.peer(),
+            info.slots,
+            "" if info.slots == 1 else "s",
+            "; issued its credential" if issued else "",
+        )
+        await context.write(
+            jobs_pb2.ServerMessage(
+                welcome=jobs_pb2.Welcome(
+                    worker_id=info.worker_id,
+                    heartbeat_interval_seconds=self.dispatcher.heartbeat_interval_seconds,
+                    server_version=netdist.__version__,
+                    credential=issued or "",
+                )
+            )
+        )
         if issued is not None:  # its first message after this Welcome shows the worker has its credential
-            requests = _noting_first(requests, functools.partial(
-                self.dispatcher.credential_received, info.worker_id, issued))
+            requests = _noting_first(
+                requests, functools.partial(self.dispatcher.credential_received, info.worker_id, issued)
+            )
         reader = asyncio.create_task(self._read(requests, info.worker_id, link))
         try:
             while (message := await link.outbox.get()) is not None:
@@ -172,12 +199,23 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                 elif kind == "started":
                     d.started(worker_id, [(r.job_id, r.lease_no) for r in message.started.refs])
                 elif kind == "hand_back":
-                    d.hand_back(worker_id, [(r.job_id, r.lease_no) for r in message.hand_back.refs],
-                                fields.clean_text(message.hand_back.reason, fields.MAX_REASON))
+                    d.hand_back(
+                        worker_id,
+                        [(r.job_id, r.lease_no) for r in message.hand_back.refs],
+                        fields.clean_text(message.hand_back.reason, fields.MAX_REASON),
+                    )
                 elif kind == "progress":
-                    d.progress(worker_id, [((p.ref.job_id, p.ref.lease_no), p.percent,
-                                            fields.clean_text(p.text, fields.MAX_PROGRESS_TEXT))
-                                           for p in message.progress.items])
+                    d.progress(
+                        worker_id,
+                        [
+                            (
+                                (p.ref.job_id, p.ref.lease_no),
+                                p.percent,
+                                fields.clean_text(p.text, fields.MAX_PROGRESS_TEXT),
+                            )
+                            for p in message.progress.items
+                        ],
+                    )
                 elif kind == "heartbeat":
                     d.heartbeat(worker_id)
                 else:
@@ -204,8 +242,9 @@ async def _check_hello(requests: AsyncIterator[jobs_pb2.WorkerMessage]) -> jobs_
     return first.hello
 
 
-async def _noting_first(requests: AsyncIterator[jobs_pb2.WorkerMessage], on_first: Callable[[], None]
-                        ) -> AsyncIterator[jobs_pb2.WorkerMessage]:
+async def _noting_first(
+    requests: AsyncIterator[jobs_pb2.WorkerMessage], on_first: Callable[[], None]
+) -> AsyncIterator[jobs_pb2.WorkerMessage]:
     first = True
     async for message in requests:
         if first:
@@ -217,7 +256,9 @@ async def _noting_first(requests: AsyncIterator[jobs_pb2.WorkerMessage], on_firs
 def _results(items: Sequence[jobs_pb2.Result]) -> list[ResultIn]:
     return [
         ResultIn(
-            job_id=r.ref.job_id, lease_no=r.ref.lease_no, duration_seconds=r.duration_seconds,
+            job_id=r.ref.job_id,
+            lease_no=r.ref.lease_no,
+            duration_seconds=r.duration_seconds,
             output=None if r.HasField("error") else r.output.decode("utf-8", "replace"),
             error=_error(r.error) if r.HasField("error") else None,
         )
@@ -233,8 +274,11 @@ def _log_failure(task: asyncio.Task[None], worker_id: str, link: StreamLink) -> 
 
 def _error(error: jobs_pb2.JobError) -> dict[str, str]:
     """A failed job's error, clipped; its message and traceback keep their lines (the CLI shows them safely)."""
-    return {"type": fields.clean_text(error.type, fields.MAX_ERROR_TYPE),
-            "message": error.message[:fields.MAX_ERROR_MESSAGE], "traceback": error.traceback[:fields.MAX_TRACEBACK]}
+    return {
+        "type": fields.clean_text(error.type, fields.MAX_ERROR_TYPE),
+        "message": error.message[: fields.MAX_ERROR_MESSAGE],
+        "traceback": error.traceback[: fields.MAX_TRACEBACK],
+    }
 
 
 def _worker_info(hello: jobs_pb2.Hello) -> WorkerInfo:

@@ -35,8 +35,14 @@ EWMA_ALPHA = 0.2
 class LeaseBook:
     """The records: ``handlers`` (queues), ``workers`` and ``leases`` (by job id)."""
 
-    def __init__(self, *, clock: Clock, reconnect_grace_seconds: float, silent_after_seconds: float,
-                 usage: policy.DailyUsage | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        reconnect_grace_seconds: float,
+        silent_after_seconds: float,
+        usage: policy.DailyUsage | None = None,
+    ) -> None:
         """``reconnect_grace_seconds``: how long the leases of a stream that ended without handing
         them back wait for their worker; ``silent_after_seconds``: a connected worker that sends
         nothing for this long is taken as gone. Leases adopted after a restart wait this long, and
@@ -225,4 +231,3 @@ class LeaseBook:
             ran_seconds = self.clock.monotonic() - lease.started_mono
         if ran_seconds:
             self.usage.charge(lease.worker_id, lease.handler_id, ran_seconds)
-

@@ -31,7 +31,6 @@ Lease numbers grow with every lease and every requeue of a job, so a lease
 still on its way can never take a job that came back.
 """
 
-
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -77,7 +76,9 @@ class LeaseTable(LeaseBook):
         if state is None:
             state = self.workers[lease.worker_id] = WorkerState(
                 WorkerInfo(worker_id=lease.worker_id, name=lease.worker_id[:8], labels={}, slots=1),
-                connected=False, grace_until=self.clock.monotonic() + self.restart_grace_seconds)
+                connected=False,
+                grace_until=self.clock.monotonic() + self.restart_grace_seconds,
+            )
         state.jobs.add(lease.job_id)
         state.per_handler[lease.handler_id] += 1
 
@@ -92,8 +93,11 @@ class LeaseTable(LeaseBook):
             state.ewma_seconds, state.done, state.failed = old.ewma_seconds, old.done, old.failed
         self.workers[info.worker_id] = state
         holding = set(held)
-        lost = [lease for lease in self.leases_of(worker_id=info.worker_id)
-                if lease.stored and not lease.settling and lease.ref not in holding]
+        lost = [
+            lease
+            for lease in self.leases_of(worker_id=info.worker_id)
+            if lease.stored and not lease.settling and lease.ref not in holding
+        ]
         effects = Effects()
         self._requeue(lost, effects, reason={"type": "WorkerLost", "message": "the worker reconnected without it"})
         return effects
@@ -103,8 +107,9 @@ class LeaseTable(LeaseBook):
         effects = Effects()
         leases = self.leases_of(worker_id=worker_id)
         effects.revoke(leases, reason)
-        self._requeue(leases, effects, charge=False,
-                      reason={"type": "WorkerRemoved", "message": f"{reason} by the operator"})
+        self._requeue(
+            leases, effects, charge=False, reason={"type": "WorkerRemoved", "message": f"{reason} by the operator"}
+        )
         self.workers.pop(worker_id, None)
         return effects, len(leases)
 
@@ -128,8 +133,12 @@ class LeaseTable(LeaseBook):
             if lease is not None and lease.stored and not lease.settling:
                 leases.append(lease)
         effects = Effects()
-        self._requeue(leases, effects, charge=False,
-                      reason={"type": "HandedBack", "message": reason or "the worker handed it back"})
+        self._requeue(
+            leases,
+            effects,
+            charge=False,
+            reason={"type": "HandedBack", "message": reason or "the worker handed it back"},
+        )
         return effects
 
     # -- leasing -----------------------------------------------------------------------------------
@@ -174,8 +183,14 @@ class LeaseTable(LeaseBook):
     def _lease(self, queue: HandlerQueue, state: WorkerState, job: ReadyJob) -> Lease:
         now = self.clock.monotonic()
         lease = Lease(
-            job_id=job.job_id, lease_no=job.lease_no + 1, handler_id=queue.handler_id, worker_id=state.worker_id,
-            attempt=job.attempts + 1, input=job.input, leased_at=self.clock.time(), leased_mono=now,
+            job_id=job.job_id,
+            lease_no=job.lease_no + 1,
+            handler_id=queue.handler_id,
+            worker_id=state.worker_id,
+            attempt=job.attempts + 1,
+            input=job.input,
+            leased_at=self.clock.time(),
+            leased_mono=now,
         )
         timeout = queue.settings.job_timeout_seconds
         if timeout:  # counted from the start once the worker reports it; from the lease until then
@@ -250,7 +265,9 @@ class LeaseTable(LeaseBook):
             verdicts.append(Verdict.ACCEPTED)
             status = JobStatus.SUCCEEDED
             if result.error is not None:
-                status = JobStatus.ERRORED if lease.attempt >= self._max_attempts(lease.handler_id) else JobStatus.AVAILABLE
+                status = (
+                    JobStatus.ERRORED if lease.attempt >= self._max_attempts(lease.handler_id) else JobStatus.AVAILABLE
+                )
             accepted.append(Settlement(result=result, handler_id=lease.handler_id, worker_id=worker_id, status=status))
             queue = self.handlers.get(lease.handler_id)
             if queue is not None and (queue.streak or result.error is not None):  # else nothing changes
@@ -293,14 +310,18 @@ class LeaseTable(LeaseBook):
         """Job timeouts, reconnect graces that ran out, workers that fell silent."""
         now = self.clock.monotonic()
         effects = Effects()
-        expired = [lease for lease in self.leases.values()
-                   if lease.deadline is not None and lease.deadline <= now and lease.stored and not lease.settling]
+        expired = [
+            lease
+            for lease in self.leases.values()
+            if lease.deadline is not None and lease.deadline <= now and lease.stored and not lease.settling
+        ]
         if expired:
             effects.revoke(expired, "job timeout")
             # Charged only if it started: a lease that timed out before its start (say, its worker
             # was still fetching a large environment) never ran.
-            self._requeue(expired, effects,
-                          reason={"type": "JobTimeout", "message": "the job ran past its job-timeout"})
+            self._requeue(
+                expired, effects, reason={"type": "JobTimeout", "message": "the job ran past its job-timeout"}
+            )
         for state in list(self.workers.values()):
             if state.connected and now - state.last_seen > self.silent_after_seconds:
                 effects.silent.append(state.worker_id)
@@ -323,18 +344,23 @@ class LeaseTable(LeaseBook):
         if failed and before == 0:
             # Probation: the jobs of this handler queued on workers and not started come back,
             # so a failing handler burns at most one attempt per free slot until a success.
-            waiting = [lease for lease in self.leases_of(handler_id=handler_id)
-                       if lease.stored and lease.started_mono is None and not lease.settling]
+            waiting = [
+                lease
+                for lease in self.leases_of(handler_id=handler_id)
+                if lease.stored and lease.started_mono is None and not lease.settling
+            ]
             effects.revoke(waiting, "the handler's jobs are failing: jobs go out one per free slot")
-            self._requeue(waiting, effects, charge=False,
-                          reason={"type": "Revoked", "message": "probation after a failed result"})
+            self._requeue(
+                waiting, effects, charge=False, reason={"type": "Revoked", "message": "probation after a failed result"}
+            )
         limit = queue.settings.max_sequenced_errors
         if limit is not None and queue.streak >= limit and not queue.failing:
             queue.failing = True
             effects.failing[handler_id] = queue.streak
 
-    def _requeue(self, leases: Iterable[Lease], effects: Effects, *, reason: Mapping[str, str],
-                 charge: bool | None = None) -> None:
+    def _requeue(
+        self, leases: Iterable[Lease], effects: Effects, *, reason: Mapping[str, str], charge: bool | None = None
+    ) -> None:
         """End leases without a result. ``charge`` None: charged when the lease had started.
 
         Each job goes back to the front of its queue; newest first, so that they go out
@@ -350,9 +376,17 @@ class LeaseTable(LeaseBook):
             final = charged and lease.attempt >= self._max_attempts(lease.handler_id)
             self._drop(lease)
             queue = self.handlers.get(lease.handler_id)
-            effects.requeues.append(Requeue(
-                job_id=lease.job_id, lease_no=lease.lease_no, handler_id=lease.handler_id,
-                worker_id=lease.worker_id, charged=charged, final=final, error=reason))
+            effects.requeues.append(
+                Requeue(
+                    job_id=lease.job_id,
+                    lease_no=lease.lease_no,
+                    handler_id=lease.handler_id,
+                    worker_id=lease.worker_id,
+                    charged=charged,
+                    final=final,
+                    error=reason,
+                )
+            )
             if queue is None:
                 continue
             queue.counts[JobStatus.LEASED] -= 1
@@ -363,5 +397,3 @@ class LeaseTable(LeaseBook):
                 queue.counts[JobStatus.AVAILABLE] += 1
                 attempts = lease.attempt if charged else lease.attempt - 1
                 queue.push_front(ReadyJob(lease.job_id, lease.lease_no + 1, attempts, lease.input))
-
-

@@ -39,8 +39,15 @@ log = logging.getLogger("netdist.server.manager")
 
 
 class HandlerManager:
-    def __init__(self, store: Store, dispatcher: Dispatcher, blobs: BlobStore, *,
-                 handler_call_timeout_seconds: float, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self,
+        store: Store,
+        dispatcher: Dispatcher,
+        blobs: BlobStore,
+        *,
+        handler_call_timeout_seconds: float,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.store = store
         self.handler_call_timeout_seconds = handler_call_timeout_seconds
         self.dispatcher = dispatcher
@@ -80,8 +87,9 @@ class HandlerManager:
 
     # -- job scripts ---------------------------------------------------------------------
 
-    async def add_job_script(self, filename: str, content: bytes, *, uploaded_by: str = ""
-                             ) -> tuple[catalog.HandlerRecord, str]:
+    async def add_job_script(
+        self, filename: str, content: bytes, *, uploaded_by: str = ""
+    ) -> tuple[catalog.HandlerRecord, str]:
         """Store a job script (see JobScriptIntake); a running instance moves to it, a new one with
         ``auto-start`` starts."""
         script = await self.intake.check(filename, content)
@@ -147,16 +155,27 @@ class HandlerManager:
         except JobScriptError as exc:  # stored before a check was added or tightened
             raise FailedPreconditionError(f"its job script no longer passes the checks: {exc}") from None
         spec = HandlerSpec(
-            handler_id=record.id, job_name=record.job_name, settings=script.settings,
-            script_sha256=record.script_sha256, environment=tuple(package.environment),
+            handler_id=record.id,
+            job_name=record.job_name,
+            settings=script.settings,
+            script_sha256=record.script_sha256,
+            environment=tuple(package.environment),
         )
         counts = (await self.store.read(job_store.counts, record.id)).get(record.id, {})
         state = HandlerState.RUNNING if active else HandlerState.PAUSED
-        await self.store.write(catalog.update_handler, record.id, state=state, message="",
-                               started_at=self.clock.time(), finished_at=None)
+        await self.store.write(
+            catalog.update_handler, record.id, state=state, message="", started_at=self.clock.time(), finished_at=None
+        )
         runtime = RunningHandler(
-            record, package, spec, writer=self.store.writer, dispatcher=self.dispatcher, blobs=self.blobs,
-            log_sink=self.log, on_finished=self._finished, on_failed=self._failed,
+            record,
+            package,
+            spec,
+            writer=self.store.writer,
+            dispatcher=self.dispatcher,
+            blobs=self.blobs,
+            log_sink=self.log,
+            on_finished=self._finished,
+            on_failed=self._failed,
             call_timeout_seconds=self.handler_call_timeout_seconds,
         )
         self.runtimes[record.id] = runtime
@@ -175,8 +194,9 @@ class HandlerManager:
         self.dispatcher.unregister(handler_id)
         await self._launch(await self.store.read(catalog.get_handler, handler_id), active=active)
 
-    async def _halt(self, handler_id: str, state: HandlerState, message: str, *, revoke: bool = True,
-                    waits: bool = False) -> None:
+    async def _halt(
+        self, handler_id: str, state: HandlerState, message: str, *, revoke: bool = True, waits: bool = False
+    ) -> None:
         runtime = self.runtimes.pop(handler_id, None)
         self.dispatcher.set_active(handler_id, False)
         await self._set_state(handler_id, state, message, waits=waits)
@@ -193,8 +213,12 @@ class HandlerManager:
             values["finished_at"] = self.clock.time()
         write = self.store.writer.run if waits else self.store.write
         await write(catalog.update_handler, handler_id, **values)
-        self.log(handler_id, "error" if state == HandlerState.FAILED else "info", "server",
-                 f"state {state}" + (f": {message}" if message else ""))
+        self.log(
+            handler_id,
+            "error" if state == HandlerState.FAILED else "info",
+            "server",
+            f"state {state}" + (f": {message}" if message else ""),
+        )
 
     # -- what runtimes and the dispatcher report ------------------------------------------
 
@@ -222,9 +246,10 @@ class HandlerManager:
         if runtime is None:
             return
         limit = runtime.spec.settings.max_sequenced_errors
-        task = asyncio.create_task(self._failed(
-            handler_id, f"{errors_in_a_row} failed results in a row (max-sequenced-errors = {limit})"),
-            name=f"netdist-failing-{handler_id}")
+        task = asyncio.create_task(
+            self._failed(handler_id, f"{errors_in_a_row} failed results in a row (max-sequenced-errors = {limit})"),
+            name=f"netdist-failing-{handler_id}",
+        )
         self._failing.add(task)
         task.add_done_callback(self._failing_done)
 
@@ -241,9 +266,12 @@ class HandlerManager:
         moved = []
         for runtime in self.runtimes.values():
             if runtime.record.package == package.name and runtime.package.id != package.id:
-                self.log(runtime.handler_id, "info", "server",
-                         f"package {package.name} {package.version} uploaded: restarting the handler host")
+                self.log(
+                    runtime.handler_id,
+                    "info",
+                    "server",
+                    f"package {package.name} {package.version} uploaded: restarting the handler host",
+                )
                 runtime.reload(package)
                 moved.append(runtime.handler_id)
         return moved
-

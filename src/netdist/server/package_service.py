@@ -25,8 +25,15 @@ CHUNK = 1024 * 1024
 
 
 class PackageService(packages_pb2_grpc.PackageServiceServicer):
-    def __init__(self, store: Store, blobs: BlobStore, manager: HandlerManager, audit: AuditLog, *,
-                 limits: UploadLimits | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        blobs: BlobStore,
+        manager: HandlerManager,
+        audit: AuditLog,
+        *,
+        limits: UploadLimits | None = None,
+    ) -> None:
         self.store = store
         self.audit = audit
         self.blobs = blobs
@@ -40,27 +47,41 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
         try:
             record, created, detail = await self._upload(request_iterator, context)
         except NetDistError as exc:
-            self.audit.record(context, method="PackageService/Upload", target="package upload",
-                              outcome=exc.code.name, detail=exc.message)
+            self.audit.record(
+                context,
+                method="PackageService/Upload",
+                target="package upload",
+                outcome=exc.code.name,
+                detail=exc.message,
+            )
             raise
         moved = self.manager.reload_package(record)
-        self.audit.record(context, method="PackageService/Upload", target=f"package {record.name} {record.version}",
-                          detail=detail + (f"; restarted handlers {', '.join(moved)}" if moved else ""))
-        return packages_pb2.UploadPackageResponse(package=package_info(record), created=created,
-                                                  restarted_handlers=moved)
+        self.audit.record(
+            context,
+            method="PackageService/Upload",
+            target=f"package {record.name} {record.version}",
+            detail=detail + (f"; restarted handlers {', '.join(moved)}" if moved else ""),
+        )
+        return packages_pb2.UploadPackageResponse(
+            package=package_info(record), created=created, restarted_handlers=moved
+        )
 
-    async def _upload(self, requests: AsyncIterator[packages_pb2.UploadPackageRequest],
-                      context: grpc.aio.ServicerContext) -> tuple[catalog.PackageRecord, bool, str]:
+    async def _upload(
+        self, requests: AsyncIterator[packages_pb2.UploadPackageRequest], context: grpc.aio.ServicerContext
+    ) -> tuple[catalog.PackageRecord, bool, str]:
         """Receive, check and store the wheels; the package record, whether it is new, and what happened."""
         async with Upload(self.blobs, self.limits) as upload:  # no temporary file outlives the call
             received = await upload.receive(requests)
-            wheels = [await asyncio.to_thread(inspect_wheel, r.filename, r.blob.path, r.blob.sha256,
-                                              limits=self.blobs.limits) for r in received]
+            wheels = [
+                await asyncio.to_thread(inspect_wheel, r.filename, r.blob.path, r.blob.sha256, limits=self.blobs.limits)
+                for r in received
+            ]
             main = wheels[0]
             if not main.handlers:
                 raise InvalidArgumentError(
                     f"{main.filename}: declares no handlers (entry-point group 'netdist.handlers'); "
-                    "a package's first wheel must hold its handlers, dependencies follow it")
+                    "a package's first wheel must hold its handlers, dependencies follow it"
+                )
             for wheel, info in zip(received, wheels, strict=True):
                 await asyncio.to_thread(upload.adopt, wheel)
                 await asyncio.to_thread(self.blobs.unpacked, info.sha256)
@@ -69,33 +90,50 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
         replaces = ""
         if before is not None and before.uploaded_by != uploader:
             replaces = f"; replaces {before.version}, uploaded by {before.uploaded_by or 'an unnamed client'}"
-            log.warning("package %s %s uploaded by %s replaces %s uploaded by %s", main.distribution, main.version,
-                        uploader or "an unnamed client", before.version, before.uploaded_by or "an unnamed client")
+            log.warning(
+                "package %s %s uploaded by %s replaces %s uploaded by %s",
+                main.distribution,
+                main.version,
+                uploader or "an unnamed client",
+                before.version,
+                before.uploaded_by or "an unnamed client",
+            )
         record, created = await self.store.write(
-            catalog.add_package, name=main.distribution, version=main.version, wheel=main.to_json_dict(),
-            dependencies=[d.to_json_dict() for d in wheels[1:]], handler_entries=main.handlers,
-            uploaded_by=uploader)
+            catalog.add_package,
+            name=main.distribution,
+            version=main.version,
+            wheel=main.to_json_dict(),
+            dependencies=[d.to_json_dict() for d in wheels[1:]],
+            handler_entries=main.handlers,
+            uploaded_by=uploader,
+        )
         return record, created, ("uploaded" if created else "made current again") + replaces
 
     @to_status
-    async def List(self, request: packages_pb2.ListPackagesRequest, context: grpc.aio.ServicerContext
-                   ) -> packages_pb2.ListPackagesResponse:
+    async def List(
+        self, request: packages_pb2.ListPackagesRequest, context: grpc.aio.ServicerContext
+    ) -> packages_pb2.ListPackagesResponse:
         records = await self.store.read(catalog.list_packages, all_versions=request.all_versions)
         return packages_pb2.ListPackagesResponse(packages=[package_info(r) for r in records])
 
     @to_status
-    @audited("PackageService", target=lambda r: f"package {r.name}" + (f" {r.version}" if r.version else ""),
-             detail=lambda r: "remove")
-    async def Remove(self, request: packages_pb2.RemovePackageRequest, context: grpc.aio.ServicerContext
-                     ) -> packages_pb2.RemovePackageResponse:
+    @audited(
+        "PackageService",
+        target=lambda r: f"package {r.name}" + (f" {r.version}" if r.version else ""),
+        detail=lambda r: "remove",
+    )
+    async def Remove(
+        self, request: packages_pb2.RemovePackageRequest, context: grpc.aio.ServicerContext
+    ) -> packages_pb2.RemovePackageResponse:
         if not request.name:
             raise InvalidArgumentError("'name': give the package name to remove")
         removed = await self.store.write(catalog.remove_package, request.name, request.version or None)
         return packages_pb2.RemovePackageResponse(removed=removed)
 
     @to_status
-    async def Fetch(self, request: packages_pb2.FetchRequest, context: grpc.aio.ServicerContext
-                    ) -> AsyncIterator[packages_pb2.FetchResponse]:
+    async def Fetch(
+        self, request: packages_pb2.FetchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[packages_pb2.FetchResponse]:
         path = self.blobs.open(request.sha256)
         size = path.stat().st_size
         with path.open("rb") as f:
@@ -116,9 +154,12 @@ def _wheel(d: dict[str, object]) -> packages_pb2.WheelInfo:
 
 def package_info(r: catalog.PackageRecord) -> packages_pb2.PackageInfo:
     return packages_pb2.PackageInfo(
-        name=r.name, version=r.version, handlers=sorted(json.loads(r.handlers_json)), wheel=_wheel(r.wheel),
-        dependencies=[_wheel(d) for d in r.dependencies], current=r.current, uploaded_at=r.uploaded_at,
+        name=r.name,
+        version=r.version,
+        handlers=sorted(json.loads(r.handlers_json)),
+        wheel=_wheel(r.wheel),
+        dependencies=[_wheel(d) for d in r.dependencies],
+        current=r.current,
+        uploaded_at=r.uploaded_at,
         uploaded_by=r.uploaded_by,
     )
-
-

@@ -54,8 +54,10 @@ class DailyUsage:
             return
         today = datetime.fromtimestamp(now).astimezone().date()
         midnight = datetime.combine(today, datetime.min.time()).astimezone()
-        self._day_span = (midnight.timestamp(), datetime.combine(today + timedelta(days=1), datetime.min.time())
-                          .astimezone().timestamp())
+        self._day_span = (
+            midnight.timestamp(),
+            datetime.combine(today + timedelta(days=1), datetime.min.time()).astimezone().timestamp(),
+        )
         if today != self._day:
             self._day, self._seconds = today, defaultdict(float)
 
@@ -81,9 +83,11 @@ class DailyUsage:
 
 def client_allowed(settings: JobSettings, worker: WorkerView) -> bool:
     """Allowed selectors take precedence over denied ones, as in NetDist."""
+
     def matches(selectors: tuple[ClientSelector, ...]) -> bool:
-        return any(s.matches(worker_id=worker.worker_id, worker_name=worker.name, labels=worker.labels)
-                   for s in selectors)
+        return any(
+            s.matches(worker_id=worker.worker_id, worker_name=worker.name, labels=worker.labels) for s in selectors
+        )
 
     if settings.clients_allowed and matches(settings.clients_allowed):
         return True

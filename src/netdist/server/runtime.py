@@ -109,8 +109,7 @@ class RunningHandler:
         try:
             await asyncio.wait_for(asyncio.shield(self.task), STOP_GRACE_SECONDS)
         except TimeoutError:
-            self._log("warning", "server",
-                      f"handler host did not answer within {STOP_GRACE_SECONDS:g} s; killing it")
+            self._log("warning", "server", f"handler host did not answer within {STOP_GRACE_SECONDS:g} s; killing it")
             if self._host is not None:
                 self._host.kill()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -156,22 +155,31 @@ class RunningHandler:
     async def _start_host(self, package: catalog.PackageRecord) -> None:
         paths = [await self._unpacked(sha) for sha in package.environment]
         self._host = await HostProcess.start(
-            python_path=paths, on_log=lambda level, msg: self._log(level, "handler", msg))
+            python_path=paths, on_log=lambda level, msg: self._log(level, "handler", msg)
+        )
         entry = package.handlers.get(self.record.handler)
         if entry is None:
             raise HostDiedError(
                 f"package {package.name} {package.version} has no handler {self.record.handler!r} "
-                f"(it has: {', '.join(package.handlers) or 'none'})")
+                f"(it has: {', '.join(package.handlers) or 'none'})"
+            )
         state = await self._writer.run(catalog.get_handler, self.handler_id)
-        update = await self._call(Initialize(
-            entry=entry, handler=self.record.handler, handler_id=self.handler_id,
-            job_name=self.record.job_name, settings=json.loads(self.record.custom_json),
-            state_json=state.handler_state_json,
-        ))
+        update = await self._call(
+            Initialize(
+                entry=entry,
+                handler=self.record.handler,
+                handler_id=self.handler_id,
+                job_name=self.record.job_name,
+                settings=json.loads(self.record.custom_json),
+                state_json=state.handler_state_json,
+            )
+        )
         self.package = package
         self.spec = dataclasses.replace(self.spec, environment=tuple(package.environment))
         self._dispatcher.update_spec(self.spec)
-        self._log("info", "server", f"handler host started (pid {self._host.pid}) with {package.name} {package.version}")
+        self._log(
+            "info", "server", f"handler host started (pid {self._host.pid}) with {package.name} {package.version}"
+        )
         await self._save(update, processed=[], status=JobStatus.PROCESSED)
 
     async def _unpacked(self, sha256: str) -> Path:
@@ -222,8 +230,7 @@ class RunningHandler:
             update = await self._call(ProcessFailures(items=tuple(_failure(r) for r in rows)))
             final = JobStatus.FAILED
         await self._save(update, processed=[r.job_id for r in rows], status=final)
-        self._dispatcher.table.processed(
-            self.handler_id, was=status, count=len(rows), invalid=len(update.invalid))
+        self._dispatcher.table.processed(self.handler_id, was=status, count=len(rows), invalid=len(update.invalid))
         self._idle_call = False
         return True
 
@@ -251,8 +258,12 @@ class RunningHandler:
             return False
         stored = (await self._writer.run(job_store.counts, self.handler_id)).get(self.handler_id, {})
         if any(stored.get(s, 0) for s in _OPEN):
-            log.error("handler %s: the lease table counts %s but the store %s; using the store",
-                      self.handler_id, dict(counts), stored)
+            log.error(
+                "handler %s: the lease table counts %s but the store %s; using the store",
+                self.handler_id,
+                dict(counts),
+                stored,
+            )
             self._dispatcher.table.reset_counts(self.handler_id, stored)
             return False
         return True
@@ -260,9 +271,15 @@ class RunningHandler:
     async def _save(self, update: HandlerUpdate, *, processed: list[int], status: JobStatus) -> None:
         """Commit one call's work in one transaction: the results it processed, its new jobs, its state."""
         await self._writer.run(
-            job_store.record_batch, self.handler_id, processed=processed, processed_status=status,
-            invalid=update.invalid, new_jobs=update.jobs, handler_state=update.state_json,
-            summary=update.summary, total=update.total,
+            job_store.record_batch,
+            self.handler_id,
+            processed=processed,
+            processed_status=status,
+            invalid=update.invalid,
+            new_jobs=update.jobs,
+            handler_state=update.state_json,
+            summary=update.summary,
+            total=update.total,
         )
         self._dispatcher.jobs_added(self.handler_id, len(update.jobs))
 
@@ -274,6 +291,11 @@ def _failure(row: job_store.UnprocessedJob) -> StoredFailure:
     """A job that failed for good, its stored error (JSON text) read into its parts."""
     error = json.loads(row.outcome_json) or {}
     return StoredFailure(
-        row.job_id, row.input_json, str(error.get("type", "")), str(error.get("message", "")),
-        str(error.get("traceback", "")), row.extra_json, row.attempts,
+        row.job_id,
+        row.input_json,
+        str(error.get("type", "")),
+        str(error.get("message", "")),
+        str(error.get("traceback", "")),
+        row.extra_json,
+        row.attempts,
     )

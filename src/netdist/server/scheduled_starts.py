@@ -34,8 +34,9 @@ PASS_SECONDS = 0.5
 
 
 class ScheduledStarts:
-    def __init__(self, store: Store, *, clock: Clock, log_sink: LogSink,
-                 start: Callable[[str], Awaitable[object]]) -> None:
+    def __init__(
+        self, store: Store, *, clock: Clock, log_sink: LogSink, start: Callable[[str], Awaitable[object]]
+    ) -> None:
         """``start``: start a handler instance by id (FailedPreconditionError, NotFoundError when it cannot)."""
         self._store = store
         self._log = log_sink

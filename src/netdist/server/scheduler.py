@@ -62,7 +62,7 @@ FOLLOW_NEW_TIME_SECONDS = 3 * 3600
 """A backward jump beyond this sets the clock (cron(8)'s threshold): fixed-hour schedules follow it."""
 _PROBE_SECONDS = 6 * 3600  # no zone changes its UTC offset twice within this
 _LARGEST_CHANGE_SECONDS = 3 * 3600  # no offset change is larger (the largest in use, Antarctica/Troll's, is 2 h)
-_EPOCH = datetime(1970, 1, 1)
+_EPOCH = datetime(1970, 1, 1)  # noqa: DTZ001  (naive on purpose: the origin of wall-clock arithmetic in a zone)
 
 
 class Zone(Protocol):
@@ -246,8 +246,13 @@ class Scheduler:
         self.next_start[handler_id] = float(due)
 
     def _broken(self, handler_id: str, entry: _Entry, exc: Exception) -> _Entry:
-        log.warning("[%s] schedule %r (time-zone %s): no next start: %s",
-                    handler_id, entry.schedule.cron, entry.schedule.time_zone or "of the server", exc)
+        log.warning(
+            "[%s] schedule %r (time-zone %s): no next start: %s",
+            handler_id,
+            entry.schedule.cron,
+            entry.schedule.time_zone or "of the server",
+            exc,
+        )
         entry.rule = entry.due = None
         self.next_start.pop(handler_id, None)
         return entry

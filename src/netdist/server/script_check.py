@@ -60,9 +60,18 @@ class ScriptChecker:
 
 async def _run_child(source: bytes) -> dict[str, object]:
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-I", "-m", "netdist.pycheck", str(CPU_SECONDS), str(MEMORY_BYTES),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-        env={}, start_new_session=True)
+        sys.executable,
+        "-I",
+        "-m",
+        "netdist.pycheck",
+        str(CPU_SECONDS),
+        str(MEMORY_BYTES),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env={},
+        start_new_session=True,
+    )
     assert child.stdin is not None and child.stdout is not None
     try:
         try:

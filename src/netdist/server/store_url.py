@@ -26,8 +26,10 @@ def store_url(db_url: str | None, data_dir: Path | None) -> str:
     if data_dir is None:
         fail("UsageError: give the store: --db URL, or --data-dir DIR for its SQLite file", ExitCode.USAGE)
     if not data_dir.is_dir():
-        fail(f"UsageError: --data-dir {data_dir} is not a directory: give the server's data dir, or --db URL",
-             ExitCode.USAGE)
+        fail(
+            f"UsageError: --data-dir {data_dir} is not a directory: give the server's data dir, or --db URL",
+            ExitCode.USAGE,
+        )
     return default_url(data_dir)
 
 

@@ -22,15 +22,30 @@ from netdist.server import certs
 T = TypeVar("T")
 
 _data_dir_option = click.option(
-    "--data-dir", default="netdist-data", show_default=True, type=click.Path(file_okay=False, path_type=Path),
-    envvar="NETDIST_DATA_DIR", show_envvar=True, help="The server's data dir; the files go to DIR/tls/.")
+    "--data-dir",
+    default="netdist-data",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="NETDIST_DATA_DIR",
+    show_envvar=True,
+    help="The server's data dir; the files go to DIR/tls/.",
+)
 _days_option = click.option(
-    "--days", default=certs.DEFAULT_DAYS, show_default=True, type=click.IntRange(1, 3650),
-    help="Days the certificate is valid (never past the CA's end).")
+    "--days",
+    default=certs.DEFAULT_DAYS,
+    show_default=True,
+    type=click.IntRange(1, 3650),
+    help="Days the certificate is valid (never past the CA's end).",
+)
 _hosts_option = click.option(
-    "--host", "hosts", multiple=True, required=True, metavar="NAME",
+    "--host",
+    "hosts",
+    multiple=True,
+    required=True,
+    metavar="NAME",
     help="A DNS name or IP address clients reach the server by (repeatable). localhost, 127.0.0.1 and ::1 "
-         "are always added.")
+    "are always added.",
+)
 
 
 @click.group()
@@ -54,14 +69,19 @@ def init_command(data_dir: Path, hosts: Sequence[str], days: int, force: bool) -
     files = certs.TLSFiles.of(data_dir)
     names = _run(lambda: certs.server_names(hosts))  # a bad name is refused before a CA is made
     made = datetime.datetime.now(datetime.UTC)  # in the name: a CA made again is told apart from the old one
-    ca = _run(lambda: certs.create_ca(files, common_name=f"netdist CA {names[0]} {made:%Y-%m-%dT%H:%M:%SZ}",
-                                      force=force))
+    ca = _run(
+        lambda: certs.create_ca(files, common_name=f"netdist CA {names[0]} {made:%Y-%m-%dT%H:%M:%SZ}", force=force)
+    )
     server = _run(lambda: certs.issue_server(files, hosts, days=days))
     click.echo(f"created a private CA and a server certificate in {files.directory}:")
-    _rows([(ca.cert_path, "the CA's certificate: give it to every client (--tls-ca)"),
-           (ca.key_path, "the CA's key (mode 0600): stays here, it signs client certificates"),
-           (server.cert_path, f"for {', '.join(server.names)}; valid until {server.not_after:%Y-%m-%d}"),
-           (server.key_path, "the server's key (mode 0600)")])
+    _rows(
+        [
+            (ca.cert_path, "the CA's certificate: give it to every client (--tls-ca)"),
+            (ca.key_path, "the CA's key (mode 0600): stays here, it signs client certificates"),
+            (server.cert_path, f"for {', '.join(server.names)}; valid until {server.not_after:%Y-%m-%d}"),
+            (server.key_path, "the server's key (mode 0600)"),
+        ]
+    )
     _serve_hint(files, hosts[0])
 
 
@@ -77,8 +97,12 @@ def server_command(data_dir: Path, hosts: Sequence[str], days: int) -> None:
     files = certs.TLSFiles.of(data_dir)
     server = _run(lambda: certs.issue_server(files, hosts, days=days))
     click.echo(f"issued a server certificate from the CA in {files.directory}:")
-    _rows([(server.cert_path, f"for {', '.join(server.names)}; valid until {server.not_after:%Y-%m-%d}"),
-           (server.key_path, "the server's key (mode 0600)")])
+    _rows(
+        [
+            (server.cert_path, f"for {', '.join(server.names)}; valid until {server.not_after:%Y-%m-%d}"),
+            (server.key_path, "the server's key (mode 0600)"),
+        ]
+    )
     _serve_hint(files, hosts[0])
 
 
@@ -92,11 +116,16 @@ def client_command(data_dir: Path, name: str, days: int, force: bool) -> None:
     files = certs.TLSFiles.of(data_dir)
     client = _run(lambda: certs.issue_client(files, name, days=days, force=force))
     click.echo(f"issued a client certificate for {name!r}, valid until {client.not_after:%Y-%m-%d}:")
-    _rows([(client.cert_path, "the client's certificate"),
-           (client.key_path, "its key (mode 0600): copy both to that client only, with ca.crt")])
+    _rows(
+        [
+            (client.cert_path, "the client's certificate"),
+            (client.key_path, "its key (mode 0600): copy both to that client only, with ca.crt"),
+        ]
+    )
     click.echo("the client connects with:")
-    flags = (f"--tls-ca ca.crt --tls-cert {shlex.quote(client.cert_path.name)} "
-             f"--tls-key {shlex.quote(client.key_path.name)}")
+    flags = (
+        f"--tls-ca ca.crt --tls-cert {shlex.quote(client.cert_path.name)} --tls-key {shlex.quote(client.key_path.name)}"
+    )
     click.echo(f"  netdist-worker connect HOST:PORT {flags}")
     click.echo(f"  netdist-admin --server HOST:PORT {flags} status")
 

@@ -35,11 +35,23 @@ T = TypeVar("T")
 
 
 def _store_options(fn: F) -> F:
-    fn = click.option("--db", "db_url", default=None, envvar="NETDIST_DB", show_envvar=True,
-                      help="SQLAlchemy URL of the store (default: the SQLite file in --data-dir).")(fn)
-    return click.option("--data-dir", default="netdist-data", show_default=True,
-                        type=click.Path(file_okay=False, path_type=Path), envvar="NETDIST_DATA_DIR",
-                        show_envvar=True, help="The server's data dir (its SQLite store).")(fn)
+    fn = click.option(
+        "--db",
+        "db_url",
+        default=None,
+        envvar="NETDIST_DB",
+        show_envvar=True,
+        help="SQLAlchemy URL of the store (default: the SQLite file in --data-dir).",
+    )(fn)
+    return click.option(
+        "--data-dir",
+        default="netdist-data",
+        show_default=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="NETDIST_DATA_DIR",
+        show_envvar=True,
+        help="The server's data dir (its SQLite store).",
+    )(fn)
 
 
 @click.group("tokens")
@@ -54,19 +66,28 @@ def tokens() -> None:
 
 @tokens.command("create")
 @click.option("--role", required=True, type=click.Choice([r.value for r in Role]), help="What the token may do.")
-@click.option("--name", required=True, help="A unique name (letters, digits, . _ @ -), shown in listings and the audit.")
+@click.option(
+    "--name", required=True, help="A unique name (letters, digits, . _ @ -), shown in listings and the audit."
+)
 @_store_options
 def create_command(role: str, name: str, db_url: str | None, data_dir: Path) -> None:
     """Make a token and print it once (keep it in a file readable by you alone)."""
     if not NAME.fullmatch(name):
-        fail(f"UsageError: --name {name!r}: 1 to 100 letters, digits, '.', '_', '@' or '-', "
-             "starting with a letter or digit", ExitCode.USAGE)
+        fail(
+            f"UsageError: --name {name!r}: 1 to 100 letters, digits, '.', '_', '@' or '-', "
+            "starting with a letter or digit",
+            ExitCode.USAGE,
+        )
     token = new_token()
     with _writing(db_url, data_dir) as engine:
         _run(engine, credentials.add_token, name=name, role=role, sha256=digest(token))
     click.echo(token)
-    click.secho(f"made the {role} token {name!r}; it is shown only now: save it to a file only you can read "
-                "and give it with --token-file FILE", fg="green", err=True)
+    click.secho(
+        f"made the {role} token {name!r}; it is shown only now: save it to a file only you can read "
+        "and give it with --token-file FILE",
+        fg="green",
+        err=True,
+    )
 
 
 @tokens.command("list")
@@ -84,11 +105,19 @@ def list_command(as_json: bool, db_url: str | None, data_dir: Path) -> None:
     finally:
         engine.dispose()
     if as_json:
-        click.echo(json.dumps([{"name": r.name, "role": r.role, "created_at": r.created_at,
-                                "last_used_at": r.last_used_at} for r in records], indent=2))
+        click.echo(
+            json.dumps(
+                [
+                    {"name": r.name, "role": r.role, "created_at": r.created_at, "last_used_at": r.last_used_at}
+                    for r in records
+                ],
+                indent=2,
+            )
+        )
         return
     rows = [("NAME", "ROLE", "CREATED", "LAST USED")] + [
-        (r.name, r.role, _when(r.created_at), _when(r.last_used_at) if r.last_used_at else "never") for r in records]
+        (r.name, r.role, _when(r.created_at), _when(r.last_used_at) if r.last_used_at else "never") for r in records
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -91,8 +91,11 @@ async def make_first_tokens(store: Store, data_dir: Path) -> list[Path] | None:
         paths.append(path)
     records = {name: (Role(name).value, digest(value)) for name, value in values.items()}
     if not await store.writer.run(credentials.add_first_tokens, records):
-        log.warning("another server made the first tokens of this store at the same time: the token files in "
-                    "%s are not valid; make tokens with netdist-server tokens create", data_dir.resolve())
+        log.warning(
+            "another server made the first tokens of this store at the same time: the token files in "
+            "%s are not valid; make tokens with netdist-server tokens create",
+            data_dir,
+        )
         return None
     return paths
 
@@ -155,8 +158,13 @@ class TokenCache:
             self._used.pop(token.sha256, None)
             self._written.pop(token.sha256, None)
             watchers = self._watchers.pop(token.sha256, set())
-            log.info("token %r (%s) was revoked: %d open stream%s end", token.name, token.role, len(watchers),
-                     "" if len(watchers) == 1 else "s")
+            log.info(
+                "token %r (%s) was revoked: %d open stream%s end",
+                token.name,
+                token.role,
+                len(watchers),
+                "" if len(watchers) == 1 else "s",
+            )
             for on_revoked in list(watchers):
                 try:
                     on_revoked()
@@ -171,8 +179,12 @@ class TokenCache:
                 await self.write_last_used()
             except Exception as exc:
                 if not self._failing:
-                    log.warning("cannot reload the tokens from the store (%s: %s); the server keeps those it "
-                                "knows until it can", type(exc).__name__, exc)
+                    log.warning(
+                        "cannot reload the tokens from the store (%s: %s); the server keeps those it "
+                        "knows until it can",
+                        type(exc).__name__,
+                        exc,
+                    )
                 self._failing = True
             else:
                 self._failing = False
@@ -180,8 +192,11 @@ class TokenCache:
     async def write_last_used(self, *, force: bool = False) -> None:
         """Store when each token was last used: at most once a minute per token (``force``: every one now)."""
         now = self._clock.monotonic()
-        due = {sha: at for sha, at in self._used.items()
-               if force or sha not in self._written or now - self._written[sha] >= LAST_USED_EVERY_SECONDS}
+        due = {
+            sha: at
+            for sha, at in self._used.items()
+            if force or sha not in self._written or now - self._written[sha] >= LAST_USED_EVERY_SECONDS
+        }
         if not due:
             return
         await self._store.write(credentials.mark_used, due)

@@ -40,8 +40,10 @@ class ServerTLS:
 
     def credentials(self) -> grpc.ServerCredentials:
         return grpc.ssl_server_credentials(
-            [(self.private_key, self.cert_chain)], root_certificates=self.client_ca,
-            require_client_auth=self.client_ca is not None)
+            [(self.private_key, self.cert_chain)],
+            root_certificates=self.client_ca,
+            require_client_auth=self.client_ca is not None,
+        )
 
     def expires_soon(self, now: datetime.datetime) -> bool:
         return self.not_after is not None and self.not_after - now < EXPIRY_WARNING
@@ -54,8 +56,13 @@ def load_server_tls(cert: Path, key: Path, client_ca: Path | None = None) -> Ser
     """
     pair = pem.read_key_pair(cert, key, cert_option="--tls-cert", key_option="--tls-key")
     roots = pem.read_certificates(client_ca, option="--tls-client-ca") if client_ca is not None else None
-    return ServerTLS(cert_chain=pair.cert_chain, private_key=pair.private_key, client_ca=roots,
-                     certificate=pem.describe(pair.leaf), not_after=pair.leaf.not_valid_after_utc)
+    return ServerTLS(
+        cert_chain=pair.cert_chain,
+        private_key=pair.private_key,
+        client_ca=roots,
+        certificate=pem.describe(pair.leaf),
+        not_after=pair.leaf.not_valid_after_utc,
+    )
 
 
 def is_loopback(host: str) -> bool:

@@ -64,8 +64,9 @@ class Upload:
     async def __aenter__(self) -> Upload:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         for wheel in self.wheels:
             wheel.blob.discard()  # a no-op for those moved into the store
         self.blobs.release(self._reserved)
@@ -109,7 +110,8 @@ class Upload:
         if total > self.limits.max_upload_bytes:
             raise ResourceExhaustedError(
                 f"{filename}: {header.size} bytes would bring this upload to {total} bytes, over the limit of "
-                f"{self.limits.max_upload_bytes} (--max-upload-bytes)")
+                f"{self.limits.max_upload_bytes} (--max-upload-bytes)"
+            )
         self.blobs.reserve(header.size)
         self._reserved += header.size
         self._declared = total
@@ -120,7 +122,8 @@ class Upload:
     def _check_chunk(self, wheel: ReceivedWheel, chunk: bytes) -> None:
         if wheel.blob.size + len(chunk) > wheel.declared:
             raise ResourceExhaustedError(
-                f"{wheel.filename}: more than the {wheel.declared} bytes its header declared; upload cut off")
+                f"{wheel.filename}: more than the {wheel.declared} bytes its header declared; upload cut off"
+            )
         if len(wheel.head) < len(ZIP_SIGNATURE):
             wheel.head += chunk[: len(ZIP_SIGNATURE) - len(wheel.head)]
             if len(wheel.head) == len(ZIP_SIGNATURE) and wheel.head != ZIP_SIGNATURE:
@@ -129,7 +132,8 @@ class Upload:
     async def _finish(self, wheel: ReceivedWheel) -> None:
         if wheel.blob.size != wheel.declared:
             raise InvalidArgumentError(
-                f"{wheel.filename}: {wheel.blob.size} bytes arrived, its header declared {wheel.declared}")
+                f"{wheel.filename}: {wheel.blob.size} bytes arrived, its header declared {wheel.declared}"
+            )
         if wheel.head != ZIP_SIGNATURE:
             raise _not_a_zip(wheel.filename)
         await asyncio.to_thread(wheel.blob.finish)

@@ -29,7 +29,8 @@ MAX_TEXT_MEMBER_BYTES = 1024 * 1024
 """METADATA and entry_points.txt are read whole: at most this big."""
 FILENAME = re.compile(
     r"^(?P<name>[A-Za-z0-9_.]+)-(?P<version>[A-Za-z0-9_.!+]+)(-\d[A-Za-z0-9_.]*)?"
-    r"-[A-Za-z0-9_.]+-[A-Za-z0-9_.]+-[A-Za-z0-9_.]+\.whl$")
+    r"-[A-Za-z0-9_.]+-[A-Za-z0-9_.]+-[A-Za-z0-9_.]+\.whl$"
+)
 """name-version(-build)-python-abi-platform.whl, in the characters the wheel spec allows."""
 
 
@@ -55,8 +56,9 @@ class WheelInfo:
 def check_filename(filename: str) -> None:
     """Refuse a name that is not a wheel file name (checked on an upload's header, before its bytes)."""
     if len(filename) > MAX_FILENAME_CHARS or not FILENAME.match(filename):
-        raise WheelError(f"{filename[:MAX_FILENAME_CHARS]!r}: not a wheel file name "
-                         "(name-version-python-abi-platform.whl)")
+        raise WheelError(
+            f"{filename[:MAX_FILENAME_CHARS]!r}: not a wheel file name (name-version-python-abi-platform.whl)"
+        )
 
 
 def inspect_wheel(filename: str, wheel: bytes | Path, sha256: str, *, limits: ZipLimits | None = None) -> WheelInfo:
@@ -89,8 +91,12 @@ def inspect_wheel(filename: str, wheel: bytes | Path, sha256: str, *, limits: Zi
     for handler in handlers:
         _check_name(filename, "handler name", handler)
     return WheelInfo(
-        filename=filename, sha256=sha256, size=size,
-        distribution=name, version=version, handlers=handlers,
+        filename=filename,
+        sha256=sha256,
+        size=size,
+        distribution=name,
+        version=version,
+        handlers=handlers,
     )
 
 

@@ -42,8 +42,10 @@ def _safe(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]
 
 async def _refuse(context: grpc.aio.ServicerContext, method: str, reason: str) -> None:
     log.debug("%s: undecodable request: %s", method, reason)
-    await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                        f"the request to {method} is not a valid protobuf message of its type ({reason[:200]})")
+    await context.abort(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"the request to {method} is not a valid protobuf message of its type ({reason[:200]})",
+    )
 
 
 class _Stream:
@@ -68,6 +70,7 @@ class _Stream:
 
 def _guard_unary_request(method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
     if inspect.isasyncgenfunction(behaviour):
+
         async def stream_out(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             if isinstance(request, _Undecodable):
                 await _refuse(context, method, request.reason)
@@ -86,6 +89,7 @@ def _guard_unary_request(method: str, behaviour: Callable[..., Any]) -> Callable
 
 def _guard_request_stream(method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
     if inspect.isasyncgenfunction(behaviour):
+
         async def stream_out(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             stream = _Stream(requests)
             async for response in behaviour(stream, context):
@@ -106,16 +110,19 @@ def _guard_request_stream(method: str, behaviour: Callable[..., Any]) -> Callabl
 
 
 class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type stubs
-    async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]],
-                                handler_call_details: Any) -> Any:
+    async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: Any) -> Any:
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
         method = handler_call_details.method.rsplit("/", 2)[-2:]
         name = "/".join(part.rsplit(".", 1)[-1] for part in method)
-        kind = ("stream" if handler.request_streaming else "unary") + "_" + (
-            "stream" if handler.response_streaming else "unary")
+        kind = (
+            ("stream" if handler.request_streaming else "unary")
+            + "_"
+            + ("stream" if handler.response_streaming else "unary")
+        )
         behaviour = getattr(handler, kind)
         guard = _guard_request_stream if handler.request_streaming else _guard_unary_request
-        return handler._replace(request_deserializer=_safe(handler.request_deserializer),
-                                **{kind: guard(name, behaviour)})
+        return handler._replace(
+            request_deserializer=_safe(handler.request_deserializer), **{kind: guard(name, behaviour)}
+        )

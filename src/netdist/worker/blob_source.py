@@ -39,9 +39,7 @@ class BlobSource(Protocol):
 class PackageServiceSource:
     """Fetches blobs with ``PackageService.Fetch`` over a grpc.aio channel."""
 
-    def __init__(
-        self, channel: grpc.aio.Channel, *, metadata: Sequence[tuple[str, str]] = ()
-    ) -> None:
+    def __init__(self, channel: grpc.aio.Channel, *, metadata: Sequence[tuple[str, str]] = ()) -> None:
         self._stub = packages_pb2_grpc.PackageServiceStub(channel)
         self._metadata = tuple(metadata)
 
@@ -50,9 +48,7 @@ class PackageServiceSource:
         received = 0
         for attempt in range(1, FETCH_ATTEMPTS + 1):
             try:
-                call = self._stub.Fetch(
-                    packages_pb2.FetchRequest(sha256=sha256), metadata=self._metadata
-                )
+                call = self._stub.Fetch(packages_pb2.FetchRequest(sha256=sha256), metadata=self._metadata)
                 async for response in call:
                     if expected is None and response.total_size:
                         expected = response.total_size
@@ -61,20 +57,14 @@ class PackageServiceSource:
                 break
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
-                if (
-                    received == 0
-                    and code == grpc.StatusCode.UNAVAILABLE
-                    and attempt < FETCH_ATTEMPTS
-                ):
+                if received == 0 and code == grpc.StatusCode.UNAVAILABLE and attempt < FETCH_ATTEMPTS:
                     await asyncio.sleep(FETCH_RETRY_SECONDS * attempt)
                     continue
                 raise ArtifactError(
                     f"cannot fetch {short(sha256)} from the server: {code.name}: {exc.details()}"
                 ) from None
         if expected is not None and received != expected:
-            raise ArtifactError(
-                f"blob {short(sha256)} arrived with {received} of {expected} bytes"
-            )
+            raise ArtifactError(f"blob {short(sha256)} arrived with {received} of {expected} bytes")
 
 
 class DirectorySource:
@@ -116,9 +106,7 @@ async def write_verified(chunks: AsyncIterator[bytes], sha256: str, dest: Path) 
                 stream.write(chunk)
         actual = digest.hexdigest()
         if actual != sha256:
-            raise ArtifactError(
-                f"blob {short(sha256)} failed verification: its sha256 is {short(actual)}"
-            )
+            raise ArtifactError(f"blob {short(sha256)} failed verification: its sha256 is {short(actual)}")
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -114,9 +114,7 @@ class ArtifactCache:
     def env_path(self, sha256: str) -> Path:
         return self.root / "envs" / sha256
 
-    def cached_environment(
-        self, script_sha256: str, wheel_sha256s: Iterable[str]
-    ) -> Environment | None:
+    def cached_environment(self, script_sha256: str, wheel_sha256s: Iterable[str]) -> Environment | None:
         """The environment if it is ready and unchanged (no await, for the hot path).
 
         None sends the caller to :meth:`environment`, which verifies again
@@ -138,18 +136,14 @@ class ArtifactCache:
         del self._environments[key]
         return None
 
-    async def environment(
-        self, script_sha256: str, wheel_sha256s: Iterable[str]
-    ) -> Environment:
+    async def environment(self, script_sha256: str, wheel_sha256s: Iterable[str]) -> Environment:
         """Fetch, unpack and verify whatever needs it; the environment to run a job in."""
         wheels = tuple(wheel_sha256s)
         key = (script_sha256, wheels)
         ready = self.cached_environment(script_sha256, wheels)
         if ready is not None:
             return ready
-        script, *dirs = await asyncio.gather(
-            self.script(script_sha256), *(self.unpacked_wheel(sha) for sha in wheels)
-        )
+        script, *dirs = await asyncio.gather(self.script(script_sha256), *(self.unpacked_wheel(sha) for sha in wheels))
         environment = Environment(
             script_sha256=script_sha256,
             script_path=script,
@@ -175,9 +169,7 @@ class ArtifactCache:
         path = self.script_path(sha256)
         if self._unchanged(path, file_signature):
             return path
-        return await self._once(
-            f"script:{sha256}", lambda: self._verified_file(sha256, path, "job script")
-        )
+        return await self._once(f"script:{sha256}", lambda: self._verified_file(sha256, path, "job script"))
 
     async def unpacked_wheel(self, sha256: str) -> Path:
         """The wheel's verified unpacked tree."""
@@ -193,9 +185,7 @@ class ArtifactCache:
             try:
                 signature, damage = await asyncio.to_thread(check_tree, blob, dest, self.limits)
             except OSError as exc:
-                raise ArtifactError(
-                    f"cannot unpack {short(sha256)} in the cache: {exc}"
-                ) from None
+                raise ArtifactError(f"cannot unpack {short(sha256)} in the cache: {exc}") from None
             if damage is not None:
                 log.warning("unpacked wheel %s was damaged (%s): unpacked it again", short(sha256), damage)
                 self._repairs[dest] += 1
@@ -224,7 +214,9 @@ class ArtifactCache:
                 return path
             log.warning(
                 "cached %s %s failed verification (%s): deleted it, fetching it again",
-                what, short(sha256), problem,
+                what,
+                short(sha256),
+                problem,
             )
             remove(path)
             self._repairs[path] += 1
@@ -241,9 +233,7 @@ class ArtifactCache:
         except ArtifactError:
             raise
         except OSError as exc:
-            raise ArtifactError(
-                f"cannot store {short(sha256)} in the cache: {exc}"
-            ) from None
+            raise ArtifactError(f"cannot store {short(sha256)} in the cache: {exc}") from None
 
     async def _once(self, key: str, make: Callable[[], Awaitable[Path]]) -> Path:
         """Run ``make`` once per key at a time; every concurrent caller shares it."""

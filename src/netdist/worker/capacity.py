@@ -30,20 +30,14 @@ def prefetch(*, slots: int, max_prefetch: int, ewma_seconds: float | None) -> in
         return 0
     if ewma_seconds <= 0:
         return max_prefetch
-    return max(
-        0, min(max_prefetch, math.floor(slots * PREFETCH_SECONDS / ewma_seconds))
-    )
+    return max(0, min(max_prefetch, math.floor(slots * PREFETCH_SECONDS / ewma_seconds)))
 
 
-def wanted(
-    *, slots: int, max_prefetch: int, ewma_seconds: float | None, stopping: bool
-) -> int:
+def wanted(*, slots: int, max_prefetch: int, ewma_seconds: float | None, stopping: bool) -> int:
     """The capacity to ask for: slots plus prefetch, or 0 when stopping."""
     if stopping:
         return 0
-    return slots + prefetch(
-        slots=slots, max_prefetch=max_prefetch, ewma_seconds=ewma_seconds
-    )
+    return slots + prefetch(slots=slots, max_prefetch=max_prefetch, ewma_seconds=ewma_seconds)
 
 
 class CapacityGauge:

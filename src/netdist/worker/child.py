@@ -262,9 +262,7 @@ def _load_process(script: str, paths: list[str]) -> Process:
     spec.loader.exec_module(module)
     process = getattr(module, "process", None)
     if not callable(process):
-        raise AttributeError(
-            "the job script defines no process(job_input, ctx) function"
-        )
+        raise AttributeError("the job script defines no process(job_input, ctx) function")
     return cast(Process, process)  # a callable named process: the job script's own
 
 
@@ -294,9 +292,7 @@ class _Runner:
         self.filter = _JobFilter()
         self.log = logging.getLogger("netdist.job")
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s job %(job_id)s: %(message)s")
-        )
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s job %(job_id)s: %(message)s"))
         handler.addFilter(self.filter)
         self.log.addHandler(handler)
         self.log.setLevel(logging.INFO)
@@ -377,6 +373,7 @@ def main() -> None:
             runner.writer.send(JobSkipped(job.job_id, job.lease_no).encode())
             continue
         runner.run(job)
+
 
 if __name__ == "__main__":
     main()

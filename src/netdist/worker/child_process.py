@@ -120,7 +120,9 @@ class ChildProcess:
         if first:
             self.events.started(job.ref)
         ref = job.ref
-        self._write(RunJob(ref.job_id, ref.lease_no, job.attempt, job.handler_id, job.job_name, job.input_json).encode())
+        self._write(
+            RunJob(ref.job_id, ref.lease_no, job.attempt, job.handler_id, job.job_name, job.input_json).encode()
+        )
 
     def mark_revoked(self, entry: Entry) -> None:
         if not entry.revoked:
@@ -260,8 +262,11 @@ class ChildProcess:
             error = JobError(type=type_, message=text, traceback=tb)
             self.events.finished(JobResult(entry.job.ref, None, error, message.duration_seconds))
         elif isinstance(message, JobProgressed):
-            if self.entries and not (head := self.entries[0]).revoked and head.job.ref == (
-                message.job_id, message.lease_no):
+            if (
+                self.entries
+                and not (head := self.entries[0]).revoked
+                and head.job.ref == (message.job_id, message.lease_no)
+            ):
                 self.events.progress(JobProgress(ref=head.job.ref, percent=message.percent, text=message.text))
         elif isinstance(message, ChildReady):
             self.ready = True

@@ -130,7 +130,9 @@ def read_from_worker(stream: BinaryIO) -> WorkerMessage | None:
             if len(header) != 5:
                 raise MalformedLineError(_JOB_LINE)
             job_id, lease_no, attempt, handler_id, job_name = header
-            if not (type(job_id) is type(lease_no) is type(attempt) is int and type(handler_id) is type(job_name) is str):
+            if not (
+                type(job_id) is type(lease_no) is type(attempt) is int and type(handler_id) is type(job_name) is str
+            ):
                 raise MalformedLineError(_JOB_LINE)
             input_json = stream.readline()
             if input_json[-1:] != b"\n":
@@ -147,8 +149,11 @@ def read_from_worker(stream: BinaryIO) -> WorkerMessage | None:
             paths = get_list(init, "paths") if "paths" in init else []
             if not all(isinstance(p, str) for p in paths):
                 raise MalformedLineError("'paths' must hold strings")
-            return ChildInit(script=get_str(init, "script"), paths=tuple(paths),
-                             max_memory_bytes=get_optional_int(init, "max_memory_bytes"))
+            return ChildInit(
+                script=get_str(init, "script"),
+                paths=tuple(paths),
+                max_memory_bytes=get_optional_int(init, "max_memory_bytes"),
+            )
         raise MalformedLineError("neither a job nor 'cancel' nor 'init'")
     except ValueError as exc:  # MalformedLineError, or the header's JSON
         raise MalformedLineError(f"malformed line from the worker: {exc}: {preview(line)}") from None
@@ -208,11 +213,14 @@ class JobFailed(NamedTuple):
 
     def encode(self) -> bytes:
         error = self.error
-        return _line({
-            "job_id": self.job_id, "lease_no": self.lease_no,
-            "error": {"type": error.type, "message": error.message, "traceback": error.traceback},
-            "duration_seconds": self.duration_seconds,
-        })
+        return _line(
+            {
+                "job_id": self.job_id,
+                "lease_no": self.lease_no,
+                "error": {"type": error.type, "message": error.message, "traceback": error.traceback},
+                "duration_seconds": self.duration_seconds,
+            }
+        )
 
 
 class JobSkipped(NamedTuple):
@@ -237,8 +245,9 @@ def decode_from_child(line: bytes) -> ChildMessage:
         obj = load_object(line)
         if "progress" in obj:
             item = get_object(obj, "progress")
-            return JobProgressed(get_int(item, "job_id"), get_int(item, "lease_no"), get_float(item, "percent"),
-                                 get_str(item, "text"))
+            return JobProgressed(
+                get_int(item, "job_id"), get_int(item, "lease_no"), get_float(item, "percent"), get_str(item, "text")
+            )
         if obj.get("ready") is True:
             return ChildReady()
         job_id, lease_no = get_int(obj, "job_id"), get_int(obj, "lease_no")

@@ -47,9 +47,7 @@ log = logging.getLogger("netdist.worker")
 def _parse_target(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise click.BadParameter(
-            f"expected HOST:PORT, got {value!r}", param_hint="HOST:PORT"
-        )
+        raise click.BadParameter(f"expected HOST:PORT, got {value!r}", param_hint="HOST:PORT")
     return value
 
 
@@ -58,9 +56,7 @@ def _parse_labels(values: Sequence[str]) -> dict[str, str]:
     for value in values:
         key, sep, label = value.partition("=")
         if not sep or not key.strip():
-            raise click.BadParameter(
-                f"expected k=v, got {value!r}", param_hint="--label"
-            )
+            raise click.BadParameter(f"expected k=v, got {value!r}", param_hint="--label")
         key = _identifier("a label key", key.strip(), fields.MAX_LABEL_KEY, "--label")
         labels[key] = _identifier(f"label {key!r}", label.strip(), fields.MAX_LABEL_VALUE, "--label")
     if len(labels) > fields.MAX_LABELS:
@@ -277,9 +273,7 @@ def connect(
     sys.exit(code)
 
 
-async def run_worker(
-    config: WorkerConfig, *, worker_id: str, credential_path: Path | None = None
-) -> ExitCode:
+async def run_worker(config: WorkerConfig, *, worker_id: str, credential_path: Path | None = None) -> ExitCode:
     """Run until stopped by a signal; the exit code. Raises UnauthenticatedError
     when the server refuses the token."""
     session = WorkerSession(config, worker_id=worker_id, credential_path=credential_path)

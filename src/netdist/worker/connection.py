@@ -61,6 +61,7 @@ CLOSE_SECONDS = 5.0
 """After a half-close (drain or stop), the server gets this long to end the stream."""
 DEFAULT_HEARTBEAT_SECONDS = 10.0
 
+
 class StreamHandler(Protocol):
     """What the connection tells the session, and asks of it."""
 
@@ -98,9 +99,7 @@ class _Stream:
     """The state that lives exactly as long as one Connect stream."""
 
     call: grpc.aio.StreamStreamCall
-    outbox: asyncio.Queue[jobs_pb2.WorkerMessage | None] = dataclasses.field(
-        default_factory=asyncio.Queue
-    )
+    outbox: asyncio.Queue[jobs_pb2.WorkerMessage | None] = dataclasses.field(default_factory=asyncio.Queue)
     half_closed: bool = False
     closed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
@@ -160,9 +159,7 @@ class Connection:
         self._send(jobs_pb2.WorkerMessage(started=started))
 
     def send_hand_back(self, refs: Iterable[JobRef], reason: str) -> None:
-        hand_back = jobs_pb2.HandBack(
-            refs=[proto_ref(ref) for ref in refs], reason=reason
-        )
+        hand_back = jobs_pb2.HandBack(refs=[proto_ref(ref) for ref in refs], reason=reason)
         self._send(jobs_pb2.WorkerMessage(hand_back=hand_back))
 
     def send_progress(self, items: Iterable[JobProgress]) -> None:
@@ -273,9 +270,7 @@ class Connection:
         return "the server ended the stream"
 
     async def _open_stream(self) -> None:
-        call = jobs_pb2_grpc.JobServiceStub(self._channel).Connect(
-            metadata=self.config.security.metadata
-        )
+        call = jobs_pb2_grpc.JobServiceStub(self._channel).Connect(metadata=self.config.security.metadata)
         stream = _Stream(call=call)
         tasks: list[asyncio.Task[Any]] = []
         try:
@@ -285,9 +280,7 @@ class Connection:
                 try:
                     first = await anext(messages)
                 except StopAsyncIteration:
-                    raise ProtocolError(
-                        "the server closed the stream before its Welcome"
-                    ) from None
+                    raise ProtocolError("the server closed the stream before its Welcome") from None
             if first.WhichOneof("kind") != "welcome":
                 raise ProtocolError(f"expected Welcome, got {first.WhichOneof('kind')}")
             self._welcomed = True
@@ -298,12 +291,8 @@ class Connection:
             interval = welcome.heartbeat_interval_seconds or DEFAULT_HEARTBEAT_SECONDS
             tasks = [
                 asyncio.create_task(self._write_loop(stream), name="netdist-writer"),
-                asyncio.create_task(
-                    self._read_loop(stream, messages), name="netdist-reader"
-                ),
-                asyncio.create_task(
-                    self._heartbeat_loop(stream, interval), name="netdist-heartbeat"
-                ),
+                asyncio.create_task(self._read_loop(stream, messages), name="netdist-reader"),
+                asyncio.create_task(self._heartbeat_loop(stream, interval), name="netdist-heartbeat"),
                 asyncio.create_task(stream.closed.wait(), name="netdist-closer"),
             ]
             self._handler.on_welcome(welcome.server_version)
@@ -357,9 +346,7 @@ class Connection:
             else:
                 await stream.call.write(message)
 
-    async def _read_loop(
-        self, stream: _Stream, messages: AsyncIterator[jobs_pb2.ServerMessage]
-    ) -> None:
+    async def _read_loop(self, stream: _Stream, messages: AsyncIterator[jobs_pb2.ServerMessage]) -> None:
         handler = self._handler
         async for message in messages:
             kind = message.WhichOneof("kind")

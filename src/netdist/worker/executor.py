@@ -74,8 +74,11 @@ class Executor:
         self._children: list[ChildProcess | None] = [None] * slots
         self._retired: set[ChildProcess] = set()
         self._events = ChildEvents(
-            started=self._job_started, finished=self._job_finished, progress=self._job_progress,
-            freed=self._pump, exited=self._child_exited,
+            started=self._job_started,
+            finished=self._job_finished,
+            progress=self._job_progress,
+            freed=self._pump,
+            exited=self._child_exited,
         )
         self._ewma: float | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -98,9 +101,7 @@ class Executor:
         return len(self._pending)
 
     def child_pids(self) -> list[int]:
-        return [
-            pid for c in self._children if c is not None and (pid := c.pid) is not None
-        ]
+        return [pid for c in self._children if c is not None and (pid := c.pid) is not None]
 
     def submit(self, job: Job) -> None:
         if self._closed:
@@ -164,9 +165,7 @@ class Executor:
             return 1
         if self._ewma <= 0:
             return MAX_PIPELINE_DEPTH
-        return max(
-            1, min(MAX_PIPELINE_DEPTH, math.floor(PIPELINE_SECONDS / self._ewma))
-        )
+        return max(1, min(MAX_PIPELINE_DEPTH, math.floor(PIPELINE_SECONDS / self._ewma)))
 
     def _pump(self) -> None:
         if self._closed:
@@ -178,11 +177,7 @@ class Executor:
                 return
             job = self._pending.popleft()
             child = self._children[slot]
-            if (
-                child is None
-                or child.environment.key != job.environment.key
-                or child.gone
-            ):
+            if child is None or child.environment.key != job.environment.key or child.gone:
                 if child is not None:
                     self._retire(child)
                 child = ChildProcess(
@@ -227,11 +222,7 @@ class Executor:
 
     def _job_finished(self, result: JobResult) -> None:
         duration = max(0.0, result.duration_seconds)
-        self._ewma = (
-            duration
-            if self._ewma is None
-            else self._ewma + EWMA_ALPHA * (duration - self._ewma)
-        )
+        self._ewma = duration if self._ewma is None else self._ewma + EWMA_ALPHA * (duration - self._ewma)
         self._on_result(result)
         self._pump()
 
@@ -258,9 +249,7 @@ class Executor:
 
     def _ensure_watchdog(self) -> None:
         if self._watchdog is None or self._watchdog.done():
-            self._watchdog = asyncio.get_running_loop().create_task(
-                self._watch(), name="netdist-watchdog"
-            )
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch(), name="netdist-watchdog")
 
     async def _watch(self) -> None:
         while True:
@@ -285,4 +274,3 @@ class Executor:
                         timeout,
                     )
                     child.kill("timeout")
-

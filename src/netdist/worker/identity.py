@@ -55,9 +55,7 @@ def host_load(disk_path: Path) -> HostLoad:
         free = shutil.disk_usage(disk_path).free
     except OSError:
         free = 0
-    return HostLoad(
-        cpu_percent=cpu, memory_percent=memory_percent(), disk_free_bytes=free
-    )
+    return HostLoad(cpu_percent=cpu, memory_percent=memory_percent(), disk_free_bytes=free)
 
 
 def memory_percent(meminfo: Path = Path("/proc/meminfo")) -> float:

@@ -49,9 +49,7 @@ def _member_target(name: str) -> PurePosixPath | None:
     return path
 
 
-def unpack_wheel(
-    wheel: Path, dest: Path, *, replace: bool = False, limits: ZipLimits = WORKER_ZIP_LIMITS
-) -> Path:
+def unpack_wheel(wheel: Path, dest: Path, *, replace: bool = False, limits: ZipLimits = WORKER_ZIP_LIMITS) -> Path:
     """Unpack ``wheel`` into ``dest`` (atomic: a temp dir then os.replace).
 
     Idempotent unless ``replace``: then a tree already at ``dest`` is moved
@@ -185,9 +183,7 @@ def tree_damage(root: Path, manifest: Mapping[str, str]) -> str | None:
     return f"{missing[0]} is missing" if missing else None
 
 
-def check_tree(
-    wheel: Path, dest: Path, limits: ZipLimits = WORKER_ZIP_LIMITS
-) -> tuple[Signature, str | None]:
+def check_tree(wheel: Path, dest: Path, limits: ZipLimits = WORKER_ZIP_LIMITS) -> tuple[Signature, str | None]:
     """Verify ``dest`` against ``wheel``, unpacking it again if damaged or absent.
 
     Returns the tree's signature as it was verified (taken before hashing, so a

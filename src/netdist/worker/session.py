@@ -122,9 +122,7 @@ class WorkerSession:
             handler=self,
             credential_path=self.credential_path,
         )
-        connecting = asyncio.create_task(
-            self._connection.run(), name="netdist-connection"
-        )
+        connecting = asyncio.create_task(self._connection.run(), name="netdist-connection")
         refused: BaseException | None = None
         try:
             stop = asyncio.ensure_future(self._stop_requested.wait())
@@ -135,9 +133,7 @@ class WorkerSession:
             elif not self.aborted and await self._shut_down_gracefully():
                 self._connection.close()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        asyncio.shield(connecting), CLOSE_SECONDS + 1
-                    )
+                    await asyncio.wait_for(asyncio.shield(connecting), CLOSE_SECONDS + 1)
         finally:
             connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError, UnauthenticatedError):
@@ -154,9 +150,7 @@ class WorkerSession:
         refs = self._give_up_unstarted()
         self._flush()  # capacity 0 first, then what is waiting
         if refs:
-            log.info(
-                "stopping: handing back %d job(s) that have not started", len(refs)
-            )
+            log.info("stopping: handing back %d job(s) that have not started", len(refs))
             if self._connection is not None and self._connection.ready:
                 self._connection.send_hand_back(refs, STOPPING_REASON)
         self._check_idle()
@@ -247,9 +241,7 @@ class WorkerSession:
             if ack.outcome is AckOutcome.STALE:
                 stale.append(ack.ref)
         if stale:
-            names = ", ".join(
-                f"job {r.job_id} lease {r.lease_no}" for r in stale[:_STALE_NAMED]
-            )
+            names = ", ".join(f"job {r.job_id} lease {r.lease_no}" for r in stale[:_STALE_NAMED])
             more = len(stale) - _STALE_NAMED
             log.info(
                 "server dropped %d stale result(s), the lease no longer being this worker's: %s%s",
@@ -271,9 +263,7 @@ class WorkerSession:
                 else:
                     self._executor.revoke(ref)
         if stopped:
-            log.info(
-                "server revoked %d job(s): %s", stopped, reason or "no reason given"
-            )
+            log.info("server revoked %d job(s): %s", stopped, reason or "no reason given")
         self._check_idle()
 
     def on_drain(self, reason: str) -> None:
@@ -302,9 +292,7 @@ class WorkerSession:
             self._on_result(JobResult.failed(lease.ref, "InputNotJson", message))
             return
         assert self._cache is not None
-        environment = self._cache.cached_environment(
-            lease.script_sha256, lease.wheel_sha256s
-        )
+        environment = self._cache.cached_environment(lease.script_sha256, lease.wheel_sha256s)
         if environment is not None:
             self._executor.submit(lease.job(environment, input_json))
         else:
@@ -316,9 +304,7 @@ class WorkerSession:
         assert self._cache is not None
         ref = lease.ref
         try:
-            environment = await self._cache.environment(
-                lease.script_sha256, lease.wheel_sha256s
-            )
+            environment = await self._cache.environment(lease.script_sha256, lease.wheel_sha256s)
         except ArtifactError as exc:
             self._fetching.pop(ref, None)
             log.warning("job %s cannot run: %s", ref, exc.message)
@@ -352,12 +338,8 @@ class WorkerSession:
             return
         self._progress[progress.ref] = progress
         if self._progress_timer is None:
-            delay = max(
-                0.0, self._progress_sent_at + PROGRESS_FLUSH_SECONDS - time.monotonic()
-            )
-            self._progress_timer = asyncio.get_running_loop().call_later(
-                delay, self._flush_progress
-            )
+            delay = max(0.0, self._progress_sent_at + PROGRESS_FLUSH_SECONDS - time.monotonic())
+            self._progress_timer = asyncio.get_running_loop().call_later(delay, self._flush_progress)
 
     # -- sending -------------------------------------------------------------------------
 
@@ -365,9 +347,7 @@ class WorkerSession:
         if self._ledger.waiting_count >= FLUSH_BATCH_SIZE:
             self._flush()
         elif self._flush_timer is None:
-            self._flush_timer = asyncio.get_running_loop().call_later(
-                FLUSH_SECONDS, self._flush
-            )
+            self._flush_timer = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self._flush)
 
     def _flush(self) -> None:
         """Send the capacity if it moved, then results and starts; kept while no stream takes them."""
@@ -413,11 +393,17 @@ def fitting(result: JobResult) -> JobResult:
         message = f"the job's output is {len(output)} bytes of JSON, the limit is {MAX_OUTPUT_BYTES}"
         log.warning("job %s: %s", result.ref, message)
         return JobResult.failed(result.ref, "OutputTooLarge", message, duration_seconds=result.duration_seconds)
-    if error is not None and (len(error.type) > MAX_ERROR_TYPE_CHARS or len(error.message) > MAX_ERROR_MESSAGE_CHARS
-                              or len(error.traceback) > MAX_TRACEBACK_CHARS):
+    if error is not None and (
+        len(error.type) > MAX_ERROR_TYPE_CHARS
+        or len(error.message) > MAX_ERROR_MESSAGE_CHARS
+        or len(error.traceback) > MAX_TRACEBACK_CHARS
+    ):
         cut = len(error.traceback) - MAX_TRACEBACK_CHARS
-        return result._replace(error=JobError(
-            type=error.type[:MAX_ERROR_TYPE_CHARS],
-            message=error.message[:MAX_ERROR_MESSAGE_CHARS],
-            traceback=error.traceback if cut <= 0 else f"[{cut} characters cut]\n{error.traceback[cut:]}"))
+        return result._replace(
+            error=JobError(
+                type=error.type[:MAX_ERROR_TYPE_CHARS],
+                message=error.message[:MAX_ERROR_MESSAGE_CHARS],
+                traceback=error.traceback if cut <= 0 else f"[{cut} characters cut]\n{error.traceback[cut:]}",
+            )
+        )
     return result

@@ -38,8 +38,9 @@ def proto_ref(ref: JobRef) -> jobs_pb2.JobRef:
 
 
 def acks_from(ack: jobs_pb2.Ack) -> list[Ack]:
-    return [Ack(ref=job_ref(item.ref), outcome=ACK_OUTCOMES.get(item.outcome, AckOutcome.UNSPECIFIED))
-            for item in ack.items]
+    return [
+        Ack(ref=job_ref(item.ref), outcome=ACK_OUTCOMES.get(item.outcome, AckOutcome.UNSPECIFIED)) for item in ack.items
+    ]
 
 
 def lease_from(lease: jobs_pb2.Lease) -> Lease:

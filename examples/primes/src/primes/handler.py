@@ -32,13 +32,9 @@ class PrimeCounter(Handler[PrimeSettings]):
 
     def initialize(self) -> None:
         if self.settings.limit < 3:
-            raise SettingsError(
-                f"setting 'limit': must be at least 3, got {self.settings.limit}"
-            )
+            raise SettingsError(f"setting 'limit': must be at least 3, got {self.settings.limit}")
         if self.settings.chunk < 1:
-            raise SettingsError(
-                f"setting 'chunk': must be at least 1, got {self.settings.chunk}"
-            )
+            raise SettingsError(f"setting 'chunk': must be at least 1, got {self.settings.chunk}")
         self.state.setdefault("next", 2)  # first number of the next range to hand out
         self.state.setdefault("count", 0)
         self.state.setdefault("largest", None)
@@ -61,9 +57,7 @@ class PrimeCounter(Handler[PrimeSettings]):
     def process_result(self, job_input: Any, output: Any, extra: Any) -> None:
         self.state["count"] += output["count"]
         largest = output["largest"]
-        if largest is not None and (
-            self.state["largest"] is None or largest > self.state["largest"]
-        ):
+        if largest is not None and (self.state["largest"] is None or largest > self.state["largest"]):
             self.state["largest"] = largest
 
     def process_failure(self, job_input: Any, failure: JobFailure, extra: Any) -> None:

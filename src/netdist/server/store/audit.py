@@ -19,14 +19,14 @@ def add(conn: Connection, entries: Sequence[Mapping[str, Any]]) -> None:
 
 def newest(conn: Connection, *, since: float, limit: int) -> list[Any]:
     """Entries at or after ``since``, newest first."""
-    return list(conn.execute(
-        select(audit_log).where(audit_log.c.at >= since).order_by(audit_log.c.id.desc()).limit(limit)
-    ).all())
+    return list(
+        conn.execute(
+            select(audit_log).where(audit_log.c.at >= since).order_by(audit_log.c.id.desc()).limit(limit)
+        ).all()
+    )
 
 
 def prune(conn: Connection, keep: int = KEEP) -> None:
-    cutoff = conn.execute(
-        select(audit_log.c.id).order_by(audit_log.c.id.desc()).offset(keep).limit(1)
-    ).scalar()
+    cutoff = conn.execute(select(audit_log.c.id).order_by(audit_log.c.id.desc()).offset(keep).limit(1)).scalar()
     if cutoff is not None:
         conn.execute(delete(audit_log).where(audit_log.c.id <= cutoff))

@@ -91,15 +91,24 @@ _WORKER_COLUMNS = [workers.c[f.name] for f in dataclasses.fields(WorkerRecord)]
 
 # -- packages ---------------------------------------------------------------
 
-def add_package(conn: Connection, *, name: str, version: str, wheel: Mapping[str, Any],
-                dependencies: Sequence[Mapping[str, Any]], handler_entries: Mapping[str, str],
-                uploaded_by: str = "") -> tuple[PackageRecord, bool]:
+
+def add_package(
+    conn: Connection,
+    *,
+    name: str,
+    version: str,
+    wheel: Mapping[str, Any],
+    dependencies: Sequence[Mapping[str, Any]],
+    handler_entries: Mapping[str, str],
+    uploaded_by: str = "",
+) -> tuple[PackageRecord, bool]:
     """Store a package version and make it current; ``False`` if these exact wheels were stored."""
     wheel_json = json.dumps(dict(wheel), sort_keys=True)
     deps_json = json.dumps([dict(d) for d in dependencies], sort_keys=True)
     existing = conn.execute(
-        select(packages).where(packages.c.name == name, packages.c.wheel_json == wheel_json,
-                               packages.c.dependencies_json == deps_json)
+        select(packages).where(
+            packages.c.name == name, packages.c.wheel_json == wheel_json, packages.c.dependencies_json == deps_json
+        )
     ).first()
     conn.execute(update(packages).where(packages.c.name == name).values(current=False))
     if existing is not None:
@@ -107,8 +116,13 @@ def add_package(conn: Connection, *, name: str, version: str, wheel: Mapping[str
         return get_package(conn, existing.id), False
     pid = conn.execute(
         insert(packages).values(
-            name=name, version=version, wheel_json=wheel_json, dependencies_json=deps_json,
-            handlers_json=json.dumps(dict(handler_entries), sort_keys=True), uploaded_at=time.time(), current=True,
+            name=name,
+            version=version,
+            wheel_json=wheel_json,
+            dependencies_json=deps_json,
+            handlers_json=json.dumps(dict(handler_entries), sort_keys=True),
+            uploaded_at=time.time(),
+            current=True,
             uploaded_by=uploaded_by,
         )
     ).inserted_primary_key[0]  # type: ignore[index]
@@ -147,10 +161,12 @@ def remove_package(conn: Connection, name: str, version: str | None) -> int:
 
 # -- handler instances -----------------------------------------------------------
 
+
 def handler_by_key(conn: Connection, package: str, handler: str, job_name: str) -> HandlerRecord | None:
     row = conn.execute(
-        select(handlers).where(handlers.c.package == package, handlers.c.handler == handler,
-                               handlers.c.job_name == job_name)
+        select(handlers).where(
+            handlers.c.package == package, handlers.c.handler == handler, handlers.c.job_name == job_name
+        )
     ).first()
     return HandlerRecord(**row._mapping) if row else None
 
@@ -180,9 +196,7 @@ def resolve_handler(conn: Connection, ref: str) -> HandlerRecord:
     ref = ref.strip()
     if not ref:
         raise InvalidArgumentError("handler reference is empty: give an id, an id prefix or a job name")
-    rows = conn.execute(
-        select(handlers).where((handlers.c.id.startswith(ref)) | (handlers.c.job_name == ref))
-    ).all()
+    rows = conn.execute(select(handlers).where((handlers.c.id.startswith(ref)) | (handlers.c.job_name == ref))).all()
     exact = [r for r in rows if ref in (r.id, r.job_name)]
     found = exact or rows
     if not found:
@@ -202,11 +216,21 @@ def delete_handler(conn: Connection, handler_id: str) -> None:
 
 # -- workers -------------------------------------------------------------------
 
-def worker_connected(conn: Connection, *, worker_id: str, name: str, labels: Mapping[str, str], slots: int,
-                     hostname: str, version: str) -> None:
+
+def worker_connected(
+    conn: Connection, *, worker_id: str, name: str, labels: Mapping[str, str], slots: int, hostname: str, version: str
+) -> None:
     now = time.time()
-    values = {"name": name, "labels_json": json.dumps(dict(labels), sort_keys=True), "slots": slots,
-              "hostname": hostname, "version": version, "connected": True, "connected_since": now, "last_seen": now}
+    values = {
+        "name": name,
+        "labels_json": json.dumps(dict(labels), sort_keys=True),
+        "slots": slots,
+        "hostname": hostname,
+        "version": version,
+        "connected": True,
+        "connected_since": now,
+        "last_seen": now,
+    }
     if conn.execute(update(workers).where(workers.c.id == worker_id).values(**values)).rowcount == 0:
         conn.execute(insert(workers).values(id=worker_id, jobs_done=0, jobs_failed=0, **values))
 
@@ -234,6 +258,7 @@ def resolve_worker(conn: Connection, ref: str) -> WorkerRecord:
 
 # -- handler log ----------------------------------------------------------------------
 
+
 def add_log(conn: Connection, entries: Sequence[Mapping[str, Any]]) -> None:
     if entries:
         conn.execute(insert(handler_log), [dict(e) for e in entries])
@@ -249,8 +274,11 @@ def read_log(conn: Connection, handler_id: str, *, after_id: int = 0, tail: int 
 
 def prune_log(conn: Connection, handler_id: str, keep: int = LOG_KEEP) -> None:
     cutoff = conn.execute(
-        select(handler_log.c.id).where(handler_log.c.handler_id == handler_id)
-        .order_by(handler_log.c.id.desc()).offset(keep).limit(1)
+        select(handler_log.c.id)
+        .where(handler_log.c.handler_id == handler_id)
+        .order_by(handler_log.c.id.desc())
+        .offset(keep)
+        .limit(1)
     ).scalar()
     if cutoff is not None:
         conn.execute(delete(handler_log).where(handler_log.c.handler_id == handler_id, handler_log.c.id <= cutoff))
@@ -261,7 +289,8 @@ def add_worker_counts(conn: Connection, counts: Mapping[str, tuple[int, int]]) -
     now = time.time()
     for worker_id, (done, failed) in counts.items():
         conn.execute(
-            update(workers).where(workers.c.id == worker_id)
+            update(workers)
+            .where(workers.c.id == worker_id)
             .values(jobs_done=workers.c.jobs_done + done, jobs_failed=workers.c.jobs_failed + failed, last_seen=now)
         )
 

@@ -50,8 +50,13 @@ def add_first_tokens(conn: Connection, records: Mapping[str, tuple[str, str]]) -
         return False
     now = time.time()
     try:
-        conn.execute(insert(tokens), [{"name": name, "role": role, "sha256": sha256, "created_at": now}
-                                      for name, (role, sha256) in records.items()])
+        conn.execute(
+            insert(tokens),
+            [
+                {"name": name, "role": role, "sha256": sha256, "created_at": now}
+                for name, (role, sha256) in records.items()
+            ],
+        )
     except IntegrityError:  # another server on this store made its first tokens at the same moment
         return False
     return True
@@ -81,8 +86,9 @@ class Admission(enum.StrEnum):
     DISABLED = "disabled"
 
 
-def admit_worker(conn: Connection, worker_id: str, *, name: str, presented_sha256: str | None,
-                 issue_sha256: str) -> Admission:
+def admit_worker(
+    conn: Connection, worker_id: str, *, name: str, presented_sha256: str | None, issue_sha256: str
+) -> Admission:
     """Decide a Hello's worker id; writes only when it issues a credential.
 
     A credential stays unconfirmed until its worker's first message after the
@@ -90,8 +96,11 @@ def admit_worker(conn: Connection, worker_id: str, *, name: str, presented_sha25
     Welcome was lost on the way asks again without one and is issued another,
     instead of finding its own id taken for good.
     """
-    row = conn.execute(select(workers.c.disabled, workers.c.credential_sha256, workers.c.credential_confirmed)
-                       .where(workers.c.id == worker_id)).first()
+    row = conn.execute(
+        select(workers.c.disabled, workers.c.credential_sha256, workers.c.credential_confirmed).where(
+            workers.c.id == worker_id
+        )
+    ).first()
     stored = row.credential_sha256 if row is not None else None
     matches = stored is not None and presented_sha256 is not None and hmac.compare_digest(stored, presented_sha256)
     if stored is not None and row is not None and row.credential_confirmed and not matches:
@@ -111,11 +120,15 @@ def admit_worker(conn: Connection, worker_id: str, *, name: str, presented_sha25
 
 
 def confirm_credential(conn: Connection, worker_id: str, sha256: str) -> None:
-    conn.execute(update(workers).where(workers.c.id == worker_id, workers.c.credential_sha256 == sha256)
-                 .values(credential_confirmed=True))
+    conn.execute(
+        update(workers)
+        .where(workers.c.id == worker_id, workers.c.credential_sha256 == sha256)
+        .values(credential_confirmed=True)
+    )
 
 
 def forget_credential(conn: Connection, worker_id: str) -> None:
     """Free the worker id (``workers remove``): whoever connects with it next is issued a new credential."""
-    conn.execute(update(workers).where(workers.c.id == worker_id)
-                 .values(credential_sha256=None, credential_confirmed=False))
+    conn.execute(
+        update(workers).where(workers.c.id == worker_id).values(credential_sha256=None, credential_confirmed=False)
+    )

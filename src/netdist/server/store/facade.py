@@ -36,6 +36,7 @@ class Store:
 
     async def read(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """``fn(conn, *args, **kwargs)`` on a connection of its own, in a thread; an outage fails it."""
+
         def run() -> T:
             try:
                 with self.engine.connect() as conn:

@@ -25,7 +25,9 @@ _DONE = (JobStatus.SUCCEEDED, JobStatus.ERRORED, JobStatus.PROCESSED, JobStatus.
 # The statements run once per job go straight to the driver's executemany:
 # SQLAlchemy's per-row parameter processing was the largest cost left on the
 # writer thread. Written with "?" and adapted to the driver.
-_INSERT_SQL = "INSERT INTO jobs (handler_id, status, input, extra, attempts, lease_no) VALUES (?, 'available', ?, ?, 0, 0)"
+_INSERT_SQL = (
+    "INSERT INTO jobs (handler_id, status, input, extra, attempts, lease_no) VALUES (?, 'available', ?, ?, 0, 0)"
+)
 _LEASE_SQL = (
     "UPDATE jobs SET status = 'leased', lease_no = ?, worker_id = ?, leased_at = ?"
     " WHERE id = ? AND status = 'available' AND lease_no = ?"
@@ -67,7 +69,12 @@ def _all_changed(conn: Connection, changed: int, wanted: int) -> bool:
 
 
 _ROWS = select(
-    jobs.c.id, jobs.c.status, jobs.c.lease_no, jobs.c.worker_id, jobs.c.leased_at, jobs.c.finished_at,
+    jobs.c.id,
+    jobs.c.status,
+    jobs.c.lease_no,
+    jobs.c.worker_id,
+    jobs.c.leased_at,
+    jobs.c.finished_at,
 ).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
 
 
@@ -101,9 +108,13 @@ def lease(conn: Connection, leases: Sequence[Lease]) -> set[int]:
         return {x.job_id for x in leases}
     found = _rows(conn, (x.job_id for x in leases))
     return {
-        x.job_id for x in leases
-        if (r := found.get(x.job_id)) is not None and r.status == JobStatus.LEASED and r.lease_no == x.lease_no
-        and r.worker_id == x.worker_id and r.leased_at == x.leased_at
+        x.job_id
+        for x in leases
+        if (r := found.get(x.job_id)) is not None
+        and r.status == JobStatus.LEASED
+        and r.lease_no == x.lease_no
+        and r.worker_id == x.worker_id
+        and r.leased_at == x.leased_at
     }
 
 
@@ -122,8 +133,11 @@ def store_results(conn: Connection, settlements: Sequence[Settlement], at: float
             failed = (json.dumps(dict(r.error or {})), r.duration_seconds, at, *held)
             (errored if s.status == JobStatus.ERRORED else retried).append(failed)
     wanted = len(succeeded) + len(errored) + len(retried)
-    changed = sum(_many(conn, sql, rows) for sql, rows in
-                  ((_SUCCEED_SQL, succeeded), (_ERRORED_SQL, errored), (_RETRY_SQL, retried)) if rows)
+    changed = sum(
+        _many(conn, sql, rows)
+        for sql, rows in ((_SUCCEED_SQL, succeeded), (_ERRORED_SQL, errored), (_RETRY_SQL, retried))
+        if rows
+    )
     if _all_changed(conn, changed, wanted):
         return {s.result.job_id for s in settlements}
     found = _rows(conn, (s.result.job_id for s in settlements))
@@ -140,16 +154,22 @@ def requeue(conn: Connection, requeues: Sequence[Requeue], at: float) -> set[int
     """End leases without a result: the job is available again at the next lease number
     (an attempt charged if the lease had started), or errored when out of attempts."""
     back: list[tuple[object, ...]] = [
-        (json.dumps(dict(q.error)), at, int(q.charged), q.job_id, q.lease_no) for q in requeues if not q.final]
-    dead: list[tuple[object, ...]] = [(json.dumps(dict(q.error)), at, q.job_id, q.lease_no) for q in requeues if q.final]
+        (json.dumps(dict(q.error)), at, int(q.charged), q.job_id, q.lease_no) for q in requeues if not q.final
+    ]
+    dead: list[tuple[object, ...]] = [
+        (json.dumps(dict(q.error)), at, q.job_id, q.lease_no) for q in requeues if q.final
+    ]
     changed = sum(_many(conn, sql, rows) for sql, rows in ((_REQUEUE_SQL, back), (_DEAD_SQL, dead)) if rows)
     if _all_changed(conn, changed, len(requeues)):
         return {q.job_id for q in requeues}
     found = _rows(conn, (q.job_id for q in requeues))
     return {
-        q.job_id for q in requeues
-        if (r := found.get(q.job_id)) is not None and r.finished_at == at
-        and (r.status, r.lease_no) == ((JobStatus.ERRORED, q.lease_no) if q.final else (JobStatus.AVAILABLE, q.lease_no + 1))
+        q.job_id
+        for q in requeues
+        if (r := found.get(q.job_id)) is not None
+        and r.finished_at == at
+        and (r.status, r.lease_no)
+        == ((JobStatus.ERRORED, q.lease_no) if q.final else (JobStatus.AVAILABLE, q.lease_no + 1))
     }
 
 
@@ -159,8 +179,9 @@ def store_streaks(conn: Connection, streaks: Mapping[str, int]) -> None:
         _many(conn, _STREAK_SQL, [(n, h) for h, n in streaks.items()])
 
 
-def store_settlements(conn: Connection, settlements: Sequence[Settlement], at: float,
-                      streaks: Mapping[str, int]) -> set[int]:
+def store_settlements(
+    conn: Connection, settlements: Sequence[Settlement], at: float, streaks: Mapping[str, int]
+) -> set[int]:
     """A batch of results and the streaks they moved, in one transaction; the job ids stored."""
     stored = store_results(conn, settlements, at)
     store_streaks(conn, streaks)
@@ -187,11 +208,19 @@ def classify(conn: Connection, worker_id: str, refs: Collection[Ref]) -> dict[Re
 def leased(conn: Connection) -> list[Any]:
     """Every lease the store holds (to adopt after a restart): id, lease_no, handler_id,
     worker_id, attempts, input, leased_at."""
-    return list(conn.execute(
-        select(jobs.c.id, jobs.c.lease_no, jobs.c.handler_id, jobs.c.worker_id, jobs.c.attempts, jobs.c.input,
-               jobs.c.leased_at)
-        .where(jobs.c.status == JobStatus.LEASED)
-    ).all())
+    return list(
+        conn.execute(
+            select(
+                jobs.c.id,
+                jobs.c.lease_no,
+                jobs.c.handler_id,
+                jobs.c.worker_id,
+                jobs.c.attempts,
+                jobs.c.input,
+                jobs.c.leased_at,
+            ).where(jobs.c.status == JobStatus.LEASED)
+        ).all()
+    )
 
 
 class UnprocessedJob(NamedTuple):
@@ -219,9 +248,7 @@ def unprocessed(conn: Connection, handler_id: str, status: JobStatus, limit: int
 
 def mark_processed(conn: Connection, ids: Sequence[int], status: JobStatus) -> None:
     if ids:
-        conn.execute(
-            update(jobs).where(jobs.c.id.in_(ids)).values(status=status, output=None)
-        )
+        conn.execute(update(jobs).where(jobs.c.id.in_(ids)).values(status=status, output=None))
 
 
 def counts(conn: Connection, handler_id: str | None = None) -> dict[str, dict[str, int]]:
@@ -252,11 +279,13 @@ def record_batch(
     mark_processed(conn, [i for i in processed if i not in set(invalid)], processed_status)
     if invalid:
         err = json.dumps({"type": "InvalidOutput", "message": "the worker sent output that is not JSON"})
-        conn.execute(update(jobs).where(jobs.c.id.in_(invalid)).values(status=JobStatus.FAILED, error_json=err,
-                                                                        output=None))
+        conn.execute(
+            update(jobs).where(jobs.c.id.in_(invalid)).values(status=JobStatus.FAILED, error_json=err, output=None)
+        )
     insert(conn, handler_id, new_jobs)
     conn.execute(
-        update(handlers).where(handlers.c.id == handler_id)
+        update(handlers)
+        .where(handlers.c.id == handler_id)
         .values(handler_state_json=handler_state, summary=summary[:2000], total=total)
     )
 

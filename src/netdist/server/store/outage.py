@@ -43,9 +43,11 @@ class Outage:
         if self.kind == OutageKind.FULL:
             return DiskFullError(
                 f"the disk holding the database ({database}) is full: {self.reason}; "
-                "free space there: the server retries and resumes by itself")
+                "free space there: the server retries and resumes by itself"
+            )
         return StoreUnavailableError(
-            f"the store is unavailable ({self.reason}); the server retries and resumes by itself")
+            f"the store is unavailable ({self.reason}); the server retries and resumes by itself"
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

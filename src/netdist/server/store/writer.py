@@ -79,7 +79,7 @@ class _Item:
     waits: bool  # True: waits through an outage; False: fails fast
 
 
-class _Failed(Exception):
+class _BatchError(Exception):
     """A batch that did not commit (``xid`` None) or whose COMMIT outcome is unknown."""
 
     def __init__(self, error: Exception, *, xid: int | None = None, results: list[Any] | None = None) -> None:
@@ -90,9 +90,15 @@ class _Failed(Exception):
 
 
 class GroupCommitWriter:
-    def __init__(self, engine: Engine, *, database: str = "", on_change: HealthListener | None = None,
-                 first_delay_seconds: float = FIRST_DELAY_SECONDS,
-                 max_delay_seconds: float = MAX_DELAY_SECONDS) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        database: str = "",
+        on_change: HealthListener | None = None,
+        first_delay_seconds: float = FIRST_DELAY_SECONDS,
+        max_delay_seconds: float = MAX_DELAY_SECONDS,
+    ) -> None:
         self._engine = engine
         self.database = database or engine.url.render_as_string(hide_password=True)
         self._on_change = on_change
@@ -187,7 +193,7 @@ class GroupCommitWriter:
         while batch:
             try:
                 results = self._attempt(batch)
-            except _Failed as failed:
+            except _BatchError as failed:
                 outage = classify(failed.error)
                 if outage is None:
                     self._fail_alone(batch, failed)
@@ -206,7 +212,7 @@ class GroupCommitWriter:
             return
 
     def _attempt(self, batch: list[_Item]) -> list[Any]:
-        """Run the batch in one transaction and commit it; ``_Failed`` says how it failed."""
+        """Run the batch in one transaction and commit it; ``_BatchError`` says how it failed."""
         conn: Connection | None = None
         trans: RootTransaction | None = None
         xid: int | None = None
@@ -219,16 +225,16 @@ class GroupCommitWriter:
                 xid = conn.exec_driver_sql("SELECT txid_current_if_assigned()").scalar()
         except Exception as exc:
             _discard(conn)
-            raise _Failed(exc) from exc
+            raise _BatchError(exc) from exc
         try:
             trans.commit()
         except Exception as exc:
             _discard(conn)
-            raise _Failed(exc, xid=xid, results=results) from exc
+            raise _BatchError(exc, xid=xid, results=results) from exc
         conn.close()
         return results
 
-    def _fail_alone(self, batch: list[_Item], failed: _Failed) -> None:
+    def _fail_alone(self, batch: list[_Item], failed: _BatchError) -> None:
         """An operation's own error: one alone fails; several run one by one."""
         if len(batch) == 1:
             _settle(batch[0].future, error=failed.error)
@@ -236,23 +242,31 @@ class GroupCommitWriter:
         for item in batch:
             self._commit([item])
 
-    def _after_outage(self, batch: list[_Item], failed: _Failed, outage: Outage) -> list[_Item]:
+    def _after_outage(self, batch: list[_Item], failed: _BatchError, outage: Outage) -> list[_Item]:
         """What is left to run after an outage hit ``batch``: fail-fast items are answered now."""
         error = outage.error(self.database)
         if failed.xid is not None:  # COMMIT sent, outcome unknown: ask the database once it is back
             for item in batch:
                 if not item.waits:
-                    _settle(item.future, error=type(error)(
-                        f"{error.message} (the change was sent as the connection broke: "
-                        "check whether it was saved once the store is back)"))
+                    _settle(
+                        item.future,
+                        error=type(error)(
+                            f"{error.message} (the change was sent as the connection broke: "
+                            "check whether it was saved once the store is back)"
+                        ),
+                    )
             waiting = [(item, result) for item, result in zip(batch, failed.results, strict=True) if item.waits]
             if not waiting:
                 return []
             committed = self._resolve(failed.xid)
             if committed is None:  # stopping, or the database no longer knows
                 for item, _ in waiting:
-                    _settle(item.future, error=StoreUnavailableError(
-                        f"the store is unavailable ({outage.reason}); whether the change was saved is unknown"))
+                    _settle(
+                        item.future,
+                        error=StoreUnavailableError(
+                            f"the store is unavailable ({outage.reason}); whether the change was saved is unknown"
+                        ),
+                    )
                 if not self._stopping:
                     self._recover()
                 return []
@@ -268,8 +282,14 @@ class GroupCommitWriter:
             if item.waits and not self._stopping:
                 left.append(item)
             else:
-                _settle(item.future, error=error if not self._stopping else StoreUnavailableError(
-                    f"the store is unavailable ({outage.reason}) and the server is stopping"))
+                _settle(
+                    item.future,
+                    error=error
+                    if not self._stopping
+                    else StoreUnavailableError(
+                        f"the store is unavailable ({outage.reason}) and the server is stopping"
+                    ),
+                )
         return left
 
     def _resolve(self, xid: int) -> bool | None:
