@@ -12,7 +12,7 @@ from google.protobuf.message import Message
 from rich.console import Console, RenderableType
 
 from netdist import fields
-from netdist.adminctl import cli, dashboard, render, view
+from netdist.adminctl import cli, command_io, dashboard, render, view
 from netdist.adminctl.printable import printable, printable_json, printable_lines
 from netdist.api.v1 import admin_pb2, packages_pb2
 from netdist.errors import NetDistError
@@ -143,7 +143,7 @@ def test_json_output_is_printable_ascii_for_every_listing(capsys: pytest.Capture
         view.status_dict(hostile(admin_pb2.GetStatusResponse, HOSTILE)),
         [view.log_dict(hostile(admin_pb2.LogLine, HOSTILE))],
     ):
-        cli._emit_json(value)
+        command_io.emit_json(value)
         out = capsys.readouterr().out
         assert all(c == "\n" or " " <= c <= "~" for c in out)
         assert json.loads(out) == value  # and still the same data

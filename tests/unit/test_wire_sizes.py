@@ -20,7 +20,7 @@ from netdist.wire import (
     WORKER_MAX_RECEIVE_BYTES,
 )
 from netdist.worker.job import JobProgress, JobRef, JobResult
-from netdist.worker.session import fitting
+from netdist.worker.outbox import fitting
 from netdist.worker.stream_messages import (
     RESULT_BATCH_SIZE,
     progress_batches,

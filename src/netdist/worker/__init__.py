@@ -1,7 +1,8 @@
 """The netdist worker: connects to a server, runs jobs in executor child processes.
 
     cli.py              ``netdist-worker connect HOST:PORT``; builds the WorkerConfig
-    session.py          one run: leases to jobs, results and starts out, stop and drain
+    session.py          one run: leases to jobs, acks, revokes, stop and drain
+    outbox.py           what goes back: capacity, results and starts batched, progress coalesced
     connection.py       the JobService stream: hello, reconnect with backoff, keepalive
     stream_messages.py  its messages: protobuf to worker values and back, in batches
     channel_options.py  the gRPC channel's keepalive, reconnect and size options

@@ -3,12 +3,10 @@
 Leases become jobs once their artifacts are cached. The worker asks for an
 absolute capacity (:mod:`netdist.worker.capacity`) right after each Welcome and
 again only when the number it wants moved; the :class:`~netdist.worker.ledger.Ledger`
-keeps what it holds and what the server has yet to hear. Results and starts go
-out together, batched (256, or 2 ms after the first); a job whose result
-leaves in the same flush is not reported as started. Results are kept until
-the server acknowledges them, across reconnects, and each new stream is told
-again which held jobs are running. Progress is coalesced to one batch per
-0.5 s, latest value per job.
+keeps what it holds and what the server has yet to hear. The
+:class:`~netdist.worker.outbox.Outbox` sends results, starts and progress,
+batched. Results are kept until the server acknowledges them, across
+reconnects, and each new stream is told again which held jobs are running.
 
 Revoke stops jobs without a result. Drain (the server is shutting down): the
 worker hands back every lease that has not started, keeps the running ones and
@@ -22,42 +20,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from pathlib import Path
 
 from netdist.channel import aio_channel
 from netdist.errors import ArtifactError, UnauthenticatedError
-from netdist.wire import (
-    MAX_ERROR_MESSAGE_CHARS,
-    MAX_ERROR_TYPE_CHARS,
-    MAX_OUTPUT_BYTES,
-    MAX_TRACEBACK_CHARS,
-)
 from netdist.worker.blob_source import PackageServiceSource
 from netdist.worker.cache import ArtifactCache
-from netdist.worker.capacity import CapacityGauge, wanted
+from netdist.worker.capacity import wanted
 from netdist.worker.channel_options import CHANNEL_OPTIONS
 from netdist.worker.child_protocol import input_line
 from netdist.worker.config import WorkerConfig
 from netdist.worker.connection import CLOSE_SECONDS, Connection
 from netdist.worker.executor import Executor
-from netdist.worker.job import (
-    Ack,
-    AckOutcome,
-    JobError,
-    JobProgress,
-    JobRef,
-    JobResult,
-    Lease,
-)
+from netdist.worker.job import Ack, AckOutcome, JobRef, JobResult, Lease
 from netdist.worker.ledger import Ledger
+from netdist.worker.outbox import Outbox
 from netdist.ziplimit import ZipLimits
 
 log = logging.getLogger("netdist.worker")
 
-FLUSH_BATCH_SIZE = 256
-FLUSH_SECONDS = 0.002
-PROGRESS_FLUSH_SECONDS = 0.5
 STOPPING_REASON = "worker stopping"
 DRAINING_REASON = "server draining"
 _STALE_NAMED = 10
@@ -74,21 +55,17 @@ class WorkerSession:
         self.aborted = False
         self._connection: Connection | None = None
         self._cache: ArtifactCache | None = None
+        self._ledger = Ledger()
+        self._outbox = Outbox(self._ledger, slots=config.slots, want=self._wanted)
         max_memory = config.max_job_memory_mb
-        self._executor = Executor(
+        self._executor = Executor(  # reports straight to the outbox: no hop per job
             slots=config.slots,
-            on_result=self._on_result,
-            on_progress=self._on_progress,
-            on_started=self._on_started,
+            on_result=self._outbox.result,
+            on_progress=self._outbox.progress,
+            on_started=self._outbox.started,
             max_memory_bytes=None if max_memory is None else max_memory << 20,
         )
-        self._ledger = Ledger()
-        self._gauge = CapacityGauge(slots=config.slots)
         self._fetching: dict[JobRef, asyncio.Task[None]] = {}
-        self._progress: dict[JobRef, JobProgress] = {}
-        self._progress_sent_at = float("-inf")
-        self._flush_timer: asyncio.TimerHandle | None = None
-        self._progress_timer: asyncio.TimerHandle | None = None
         self._stopping = False
         self._stop_requested = asyncio.Event()
         self._abort_requested = asyncio.Event()
@@ -122,6 +99,7 @@ class WorkerSession:
             handler=self,
             credential_path=self.credential_path,
         )
+        self._outbox.connection = self._connection
         connecting = asyncio.create_task(self._connection.run(), name="netdist-connection")
         refused: BaseException | None = None
         try:
@@ -148,7 +126,7 @@ class WorkerSession:
         """True once everything is acknowledged; False when the grace ran out or on abort."""
         self._stopping = True
         refs = self._give_up_unstarted()
-        self._flush()  # capacity 0 first, then what is waiting
+        self._outbox.flush()  # capacity 0 first, then what is waiting
         if refs:
             log.info("stopping: handing back %d job(s) that have not started", len(refs))
             if self._connection is not None and self._connection.ready:
@@ -191,7 +169,7 @@ class WorkerSession:
         refs = self._ledger.hand_back()
         dropped = self._executor.drop_unstarted()
         for ref in refs:
-            self._progress.pop(ref, None)
+            self._outbox.drop_progress(ref)
             task = self._fetching.pop(ref, None)
             if task is not None:
                 task.cancel()
@@ -217,9 +195,7 @@ class WorkerSession:
             self._ledger.held_count,
             self._ledger.unacked_count,
         )
-        self._gauge.reset()
-        self._ledger.resend()
-        self._flush()
+        self._outbox.resend()
 
     def on_leases(self, leases: list[Lease]) -> None:
         log.debug("%d lease(s)", len(leases))
@@ -254,7 +230,7 @@ class WorkerSession:
     def on_revoke(self, refs: list[JobRef], reason: str) -> None:
         stopped = 0
         for ref in refs:
-            self._progress.pop(ref, None)
+            self._outbox.drop_progress(ref)
             if self._ledger.revoke(ref):
                 stopped += 1
                 task = self._fetching.pop(ref, None)
@@ -267,7 +243,7 @@ class WorkerSession:
         self._check_idle()
 
     def on_drain(self, reason: str) -> None:
-        self._flush()
+        self._outbox.flush()
         refs = self._give_up_unstarted()
         log.info(
             "server is draining (%s): handing back %d job(s) not started, keeping %d running; will reconnect",
@@ -277,8 +253,7 @@ class WorkerSession:
         )
         connection = self._connection
         if connection is not None and connection.ready:
-            self._gauge.update(0)
-            connection.send_capacity(0)  # or the server might refill what comes back
+            self._outbox.send_no_capacity()  # or the server might refill what comes back
             if refs:
                 connection.send_hand_back(refs, DRAINING_REASON)
 
@@ -289,7 +264,7 @@ class WorkerSession:
             input_json = input_line(lease.input_json)
         except ValueError as exc:
             message = f"the job's input is not JSON: {exc}"
-            self._on_result(JobResult.failed(lease.ref, "InputNotJson", message))
+            self._outbox.result(JobResult.failed(lease.ref, "InputNotJson", message))
             return
         assert self._cache is not None
         environment = self._cache.cached_environment(lease.script_sha256, lease.wheel_sha256s)
@@ -308,102 +283,23 @@ class WorkerSession:
         except ArtifactError as exc:
             self._fetching.pop(ref, None)
             log.warning("job %s cannot run: %s", ref, exc.message)
-            self._on_result(JobResult.failed(ref, "ArtifactError", exc.message))
+            self._outbox.result(JobResult.failed(ref, "ArtifactError", exc.message))
             return
         except Exception as exc:
             self._fetching.pop(ref, None)
             message = f"cannot prepare the job's code: {type(exc).__name__}: {exc}"
             log.exception("job %s cannot run", ref)
-            self._on_result(JobResult.failed(ref, "ArtifactError", message))
+            self._outbox.result(JobResult.failed(ref, "ArtifactError", message))
             return
         self._fetching.pop(ref, None)
         if self._ledger.holds(ref) and not self._stopping:
             self._executor.submit(lease.job(environment, input_json))
 
-    # -- executor events ----------------------------------------------------------------
-
-    def _on_started(self, ref: JobRef) -> None:
-        self._ledger.start(ref)
-        self._schedule_flush()
-
-    def _on_result(self, result: JobResult) -> None:
-        result = fitting(result)
-        if not self._ledger.finish(result):
-            return  # revoked or handed back meanwhile
-        self._progress.pop(result.ref, None)
-        self._schedule_flush()
-
-    def _on_progress(self, progress: JobProgress) -> None:
-        if not self._ledger.holds(progress.ref):
-            return
-        self._progress[progress.ref] = progress
-        if self._progress_timer is None:
-            delay = max(0.0, self._progress_sent_at + PROGRESS_FLUSH_SECONDS - time.monotonic())
-            self._progress_timer = asyncio.get_running_loop().call_later(delay, self._flush_progress)
-
-    # -- sending -------------------------------------------------------------------------
-
-    def _schedule_flush(self) -> None:
-        if self._ledger.waiting_count >= FLUSH_BATCH_SIZE:
-            self._flush()
-        elif self._flush_timer is None:
-            self._flush_timer = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self._flush)
-
-    def _flush(self) -> None:
-        """Send the capacity if it moved, then results and starts; kept while no stream takes them."""
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
-        connection = self._connection
-        if connection is None or not connection.ready:
-            return  # the ledger keeps them; the next stream gets them all
-        want = wanted(
+    def _wanted(self) -> int:
+        """The capacity to ask for now (the outbox sends it when it moved)."""
+        return wanted(
             slots=self.config.slots,
             max_prefetch=self.config.max_prefetch,
             ewma_seconds=self._executor.ewma_seconds,
             stopping=self._stopping,
         )
-        capacity = self._gauge.update(want)
-        if capacity is not None:
-            connection.send_capacity(capacity)
-        outgoing = self._ledger.flush()
-        if outgoing.results:
-            connection.send_results(outgoing.results)
-        if outgoing.started:
-            connection.send_started(outgoing.started)
-
-    def _flush_progress(self) -> None:
-        self._progress_timer = None
-        self._progress_sent_at = time.monotonic()
-        items, self._progress = self._progress, {}
-        connection = self._connection
-        if items and connection is not None and connection.ready:
-            connection.send_progress(items.values())
-
-
-def fitting(result: JobResult) -> JobResult:
-    """``result`` as it fits one message to the server.
-
-    An output past MAX_OUTPUT_BYTES fails the job (``OutputTooLarge``) rather
-    than a message the server would refuse, which would break the stream and,
-    re-sent after each reconnect, break it again; a failed job's texts are cut.
-    """
-    output, error = result.output_json, result.error
-    if output is not None and len(output) > MAX_OUTPUT_BYTES:
-        message = f"the job's output is {len(output)} bytes of JSON, the limit is {MAX_OUTPUT_BYTES}"
-        log.warning("job %s: %s", result.ref, message)
-        return JobResult.failed(result.ref, "OutputTooLarge", message, duration_seconds=result.duration_seconds)
-    if error is not None and (
-        len(error.type) > MAX_ERROR_TYPE_CHARS
-        or len(error.message) > MAX_ERROR_MESSAGE_CHARS
-        or len(error.traceback) > MAX_TRACEBACK_CHARS
-    ):
-        cut = len(error.traceback) - MAX_TRACEBACK_CHARS
-        return result._replace(
-            error=JobError(
-                type=error.type[:MAX_ERROR_TYPE_CHARS],
-                message=error.message[:MAX_ERROR_MESSAGE_CHARS],
-                traceback=error.traceback if cut <= 0 else f"[{cut} characters cut]\n{error.traceback[cut:]}",
-            )
-        )
-    return result

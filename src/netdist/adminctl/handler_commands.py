@@ -1,0 +1,154 @@
+"""``netdist-admin jobs`` and ``handlers``: job scripts, the handler instances they make, their jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from netdist.adminctl import render, view
+from netdist.adminctl.command_io import client, emit_json, json_option, out, show
+from netdist.adminctl.printable import printable
+from netdist.api.v1 import admin_pb2
+
+ACTIONS: dict[str, tuple[admin_pb2.HandlerAction.ValueType, str]] = {
+    "start": (admin_pb2.HANDLER_ACTION_START, "started"),
+    "stop": (admin_pb2.HANDLER_ACTION_STOP, "stopped"),
+    "pause": (admin_pb2.HANDLER_ACTION_PAUSE, "paused"),
+    "enable": (admin_pb2.HANDLER_ACTION_ENABLE, "enabled"),
+    "disable": (admin_pb2.HANDLER_ACTION_DISABLE, "disabled"),
+    "remove": (admin_pb2.HANDLER_ACTION_REMOVE, "removed"),
+}
+
+
+# -- jobs ---------------------------------------------------------------------
+
+
+@click.group()
+def jobs() -> None:
+    """Job scripts and the jobs of handlers."""
+
+
+@jobs.command("add")
+@click.argument(
+    "script",
+    type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
+)
+@click.pass_context
+def jobs_add(ctx: click.Context, script: Path) -> None:
+    """Upload a job SCRIPT: creates or updates one handler instance."""
+    reply = client(ctx).add_job_script(script)
+    h = reply.handler
+    text = render.text(f"{reply.outcome}: ", style="bold")
+    text.append(printable(f"handler {h.id} ('{h.job_name}': {h.package}/{h.handler}), state "))
+    text.append_text(render.state_text(h.state))
+    out().print(text)
+
+
+@jobs.command("list")
+@click.option(
+    "--handler",
+    "handler_ref",
+    default="",
+    metavar="REF",
+    help="Only jobs of this handler.",
+)
+@click.option(
+    "--status",
+    default="",
+    metavar="S",
+    help="Only jobs with this status: available, leased, succeeded, errored, processed or failed (default: leased, the running jobs).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="At most this many (0: no limit).",
+)
+@json_option
+@click.pass_context
+def jobs_list(ctx: click.Context, handler_ref: str, status: str, limit: int, as_json: bool) -> None:
+    """List jobs: by default the running ones, with their progress."""
+    items = client(ctx).list_jobs(handler_ref=handler_ref, status=status, limit=limit)
+    if as_json:
+        emit_json([view.job_dict(j) for j in items])
+    else:
+        show(render.jobs_table(items))
+
+
+# -- handlers -----------------------------------------------------------------
+
+
+@click.group()
+def handlers() -> None:
+    """Handler instances (one per job script). REF is an id, a unique id prefix, or a job name."""
+
+
+@handlers.command("list")
+@json_option
+@click.pass_context
+def handlers_list(ctx: click.Context, as_json: bool) -> None:
+    """List handler instances with their progress."""
+    items = client(ctx).list_handlers()
+    if as_json:
+        emit_json([view.handler_dict(h) for h in items])
+    else:
+        show(render.handlers_table(items))
+
+
+@handlers.command("show")
+@click.argument("ref")
+@json_option
+@click.pass_context
+def handlers_show(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Show every detail of one handler instance, settings included."""
+    h = client(ctx).get_handler(ref)
+    if as_json:
+        emit_json(view.handler_dict(h))
+    else:
+        show(render.handler_detail(h))
+
+
+def _control_command(name: str) -> Callable[..., None]:
+    action, done = ACTIONS[name]
+
+    @click.argument("ref")
+    @click.pass_context
+    def command(ctx: click.Context, ref: str) -> None:
+        h = client(ctx).control_handler(ref, action)
+        text = render.text(f"{done} handler {h.id or ref}")
+        if h.job_name:
+            text.append(printable(f" ('{h.job_name}')"))
+        if name != "remove":
+            text.append(", state ")
+            text.append_text(render.state_text(h.state))
+        out().print(text)
+
+    command.__doc__ = f"{name.capitalize()} handler REF."
+    return command
+
+
+for _name in ACTIONS:
+    handlers.command(_name)(_control_command(_name))
+
+
+@handlers.command("log")
+@click.argument("ref")
+@click.option(
+    "-n",
+    "--lines",
+    "tail",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Show the last N lines (0: all kept).",
+)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until Ctrl-C.")
+@click.pass_context
+def handlers_log(ctx: click.Context, ref: str, tail: int, follow: bool) -> None:
+    """Print the log of handler REF (its own log and the server's notes on it)."""
+    console = out()
+    for line in client(ctx).handler_log(ref, tail=tail, follow=follow):
+        console.print(render.log_line(line), soft_wrap=True)
