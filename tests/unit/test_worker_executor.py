@@ -15,6 +15,7 @@ from netdist.worker.executor import Executor
 from netdist.worker.job import Environment, Job, JobProgress, JobRef, JobResult
 
 SCRIPT = """
+import ctypes
 import os
 import sys
 import time
@@ -39,6 +40,8 @@ def process(job_input, ctx):
         return "slept"
     if kind == "exit":
         os._exit(job_input["code"])
+    if kind == "segv":
+        ctypes.string_at(0)
     if kind == "pid":
         return os.getpid()
     if kind == "progress":
@@ -231,6 +234,37 @@ def test_child_death_fails_the_job_and_requeues_the_rest(tmp_path: Path) -> None
         pids = {json.loads((await h.result(ref)).output_json or "") for ref in queued}
         assert pid_before not in pids
         assert all(h.results[ref.job_id].error is None for ref in queued)
+
+    run(tmp_path, scenario)
+
+
+@pytest.mark.parametrize(
+    ("death", "how"),
+    [({"kind": "exit", "code": 7}, "exited with code 7"), ({"kind": "segv"}, "killed by SIGSEGV")],
+    ids=["exit", "segv"],
+)
+def test_a_child_that_dies_keeps_the_results_of_the_jobs_before_it(
+    tmp_path: Path, death: dict[str, object], how: str
+) -> None:
+    """The results of jobs that finished in a child reach the worker even if the next job kills it at once:
+    only the job that was running is charged with the death (it used to wait in the child's writer thread)."""
+
+    async def scenario(h: Harness) -> None:
+        # Warm up with tiny jobs so the running average allows pipelining.
+        for ref in [h.submit({"kind": "echo"}) for _ in range(20)]:
+            await h.result(ref)
+        finished = [h.submit({"kind": "echo", "value": i}) for i in range(2)]
+        dying = h.submit(death)
+        assert h.executor.pending == 0  # all three are in the one child
+        error = (await h.result(dying)).error
+        assert error is not None
+        assert error.type == "WorkerChildDied"
+        assert how in error.message
+        for i, ref in enumerate(finished):
+            result = h.results[ref.job_id]
+            assert result.error is None, f"job {ref.job_id} finished before the death but was charged: {result.error}"
+            assert json.loads(result.output_json or "")["value"] == i
+        assert h.order.index(f"result {finished[-1].job_id}") < h.order.index(f"result {dying.job_id}")
 
     run(tmp_path, scenario)
 

@@ -16,8 +16,11 @@ The child is bound to one environment for its whole life: a new code version
 runs in a new process. The protocol gets a private copy of the original stdout;
 fd 1 then points at stderr, so ``print`` in a job cannot corrupt it. Jobs run
 one at a time, in order; a thread reads stdin so that a cancel can overtake the
-jobs queued before it, and another thread writes, so results of many short jobs
-leave in one write. End of stdin means the worker is gone: exit at once.
+jobs queued before it. Each job's result is in the pipe before the next job
+starts: a job that kills its child (``os._exit``, a segfault) takes no finished
+result along, and only that job is charged with the death. Another thread
+writes the running job's progress. End of stdin means the worker is gone: exit
+at once.
 """
 
 from __future__ import annotations
@@ -55,8 +58,6 @@ from netdist.worker.child_protocol import (
 
 PROGRESS_INTERVAL_SECONDS = 0.2
 """At most one progress line per job in this interval (the last one is always sent)."""
-
-_WAKE = b""
 
 Process = Callable[[Any, Any], Any]
 Ref = tuple[int, int]
@@ -118,40 +119,54 @@ class _ProgressGate:
 
 
 class _Writer:
-    """The only writer of the protocol stream; batches whatever is ready."""
+    """The only writer of the protocol stream (a file descriptor, unbuffered).
 
-    def __init__(self, stream: BinaryIO, progress: _ProgressGate) -> None:
-        self._stream = stream
+    The main thread writes each message itself, before it goes on to the next
+    job: nothing it sent waits in this process for a thread that a dying job
+    would stop. A thread writes the running job's progress when it is due. The
+    lock keeps lines whole and a job's progress before its result.
+    """
+
+    def __init__(self, fd: int, progress: _ProgressGate) -> None:
+        self._fd = fd
         self._progress = progress
-        self._queue: queue.SimpleQueue[bytes] = queue.SimpleQueue()
-        threading.Thread(target=self._run, name="netdist-writer", daemon=True).start()
+        self._lock = threading.Lock()
+        self._wakes: queue.SimpleQueue[None] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="netdist-progress", daemon=True).start()
 
     def send(self, line: bytes) -> None:
-        self._queue.put(line)
+        with self._lock:
+            self._write(line)
+
+    def finish(self, result: bytes) -> None:
+        """Write a job's result line, after its last unsent progress."""
+        with self._lock:
+            final = self._progress.take_final()
+            self._write(result if final is None else final + result)
 
     def wake(self) -> None:
-        self._queue.put(_WAKE)
+        """A progress value may be due: let the thread look."""
+        self._wakes.put(None)
 
     def _run(self) -> None:
         while True:
-            lines: list[bytes] = []
             with contextlib.suppress(queue.Empty):
-                lines.append(self._queue.get(timeout=self._progress.time_until_due()))
-            due = self._progress.take_due()
-            if due is not None:
-                lines.append(due)
-            while True:
-                try:
-                    lines.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            data = b"".join(lines)
-            if data:
-                try:
-                    self._stream.write(data)
-                    self._stream.flush()
-                except OSError:
-                    os._exit(0)  # the worker is gone
+                self._wakes.get(timeout=self._progress.time_until_due())
+            with self._lock:
+                due = self._progress.take_due()
+                if due is not None:
+                    self._write(due)
+
+    def _write(self, data: bytes) -> None:
+        """All of ``data`` (os.write writes less only when a signal interrupts it)."""
+        try:
+            written = os.write(self._fd, data)
+            if written < len(data):
+                view = memoryview(data)[written:]
+                while view:
+                    view = view[os.write(self._fd, view) :]
+        except OSError:
+            os._exit(0)  # the worker is gone
 
 
 class _Reader:
@@ -327,10 +342,7 @@ class _Runner:
                     message = JobFailed(job_id, lease_no, error, duration)
                 else:
                     message = JobOutput(job_id, lease_no, duration, text.encode())
-        final = self.progress.take_final()
-        if final is not None:
-            self.writer.send(final)
-        self.writer.send(message.encode())
+        self.writer.finish(message.encode())
         self.filter.job_id = None
 
     def _job_error(self, exc: BaseException) -> ChildError:
@@ -342,21 +354,21 @@ class _Runner:
         return error
 
 
-def _protocol_stream() -> BinaryIO:
+def _protocol_fd() -> int:
     """A private copy of the original stdout; fd 1 (``print``) goes to stderr from now on."""
     fd = os.dup(1)
     os.dup2(2, 1)
-    return os.fdopen(fd, "wb")
+    return fd
 
 
 def main() -> None:
     exit_with_parent(parent_pid_from(sys.argv[1:]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the worker to handle
-    stream = _protocol_stream()  # before any user code runs, import time included
+    protocol_fd = _protocol_fd()  # before any user code runs, import time included
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)
     progress = _ProgressGate(PROGRESS_INTERVAL_SECONDS)
-    runner = _Runner(_Writer(stream, progress), progress)
+    runner = _Runner(_Writer(protocol_fd, progress), progress)
     reader = _Reader(sys.stdin.buffer)
     init = reader.init
     if init.max_memory_bytes is not None:
