@@ -20,6 +20,13 @@ def test_a_worker_killed_mid_job_has_that_job_rerun_once_elsewhere(rig: Rig) -> 
     trace, gate = rig.root / "trace", rig.gate()
     hid = rig.add("kill9", count=12, sleep=0.02, gate=str(gate), gated=[3], gate_attempts=[1], trace=str(trace))
     wait_until(lambda: ("start", 3, 1) in [t[:3] for t in rig.traces(trace)], 30, what="job 3 to start on the victim")
+    # Killed only once the server has heard of the start (a start it never heard of is not charged):
+    # the worker sends a job's start before its progress, so the gate's progress text is the sign.
+    wait_until(
+        lambda: any(j.progress_text == "waiting at the gate" for h in rig.api.handlers() for j in h.running),
+        30,
+        what="the server to see job 3 running",
+    )
     rig.kill_worker(victim)  # SIGKILL, its job process with it
     rig.worker("rescuer", slots=2)
     rig.finish(hid)

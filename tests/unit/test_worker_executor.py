@@ -59,6 +59,14 @@ def process(job_input, ctx):
         return "unreachable"
     if kind == "big":
         return {"text": "x \\n" * job_input["size"], "input": job_input}
+    if kind == "meet":  # touch my file, then wait (up to 20 s) for the other job's
+        open(job_input["mine"], "w").close()
+        deadline = time.monotonic() + 20
+        while not os.path.exists(job_input["other"]):
+            if time.monotonic() > deadline:
+                return "alone"
+            time.sleep(0.01)
+        return "met"
     raise AssertionError(kind)
 """
 
@@ -406,12 +414,13 @@ def test_progress_is_coalesced_and_the_last_value_arrives_first(tmp_path: Path) 
 
 
 def test_slots_run_in_parallel(tmp_path: Path) -> None:
+    """Two jobs that each wait for the other to have started: they meet only if both run at once."""
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+
     async def scenario(h: Harness) -> None:
-        refs = [h.submit({"kind": "sleep", "seconds": 0.4}) for _ in range(2)]
-        started = time.monotonic()
-        for ref in refs:
-            await h.result(ref)
-        assert time.monotonic() - started < 0.75
+        refs = [h.submit({"kind": "meet", "mine": a, "other": b}), h.submit({"kind": "meet", "mine": b, "other": a})]
+        outputs = [(await h.result(ref)).output_json for ref in refs]
+        assert outputs == [b'"met"', b'"met"']
         assert len(h.executor.child_pids()) == 2
 
     run(tmp_path, scenario, slots=2)

@@ -6,7 +6,7 @@ behind the capacity whenever the wanted number moved (:mod:`netdist.worker.capac
 a job whose result leaves in the same flush is not reported as started. What
 no stream takes stays in the :class:`~netdist.worker.ledger.Ledger` until the
 next one (:meth:`Outbox.resend`). Progress is coalesced to one batch per 0.5 s,
-latest value per job, and is not kept across streams. A result is made to fit
+latest value per job, sent after any start waiting to go out, and is not kept across streams. A result is made to fit
 one message first (:func:`fitting`).
 """
 
@@ -117,6 +117,8 @@ class Outbox:
         items, self._progress = self._progress, {}
         connection = self.connection
         if items and connection is not None and connection.ready:
+            if self._flush_timer is not None:
+                self.flush()  # the starts first: progress from a job the server thinks unstarted would mislead
             connection.send_progress(items.values())
 
 
