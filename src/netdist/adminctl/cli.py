@@ -33,6 +33,7 @@ from netdist.adminctl.server_commands import audit, status, watch
 from netdist.adminctl.worker_commands import workers
 from netdist.channel import ClientSecurity
 from netdist.cli_boundary import OneLineGroup, say
+from netdist.client_tls_options import client_tls_options
 from netdist.errors import (
     CertificateError,
     NetDistError,
@@ -43,7 +44,6 @@ from netdist.exit_codes import ExitCode
 from netdist.token_file import find_token
 
 DEFAULT_SERVER = "127.0.0.1:50051"
-_PEM_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 def _fail(exc: NetDistError) -> ExitCode:
@@ -91,36 +91,12 @@ def _check_address(ctx: click.Context, param: click.Parameter, value: str) -> st
     show_envvar=True,
     help="Seconds to wait for each answer.",
 )
-@click.option(
-    "--tls",
-    is_flag=True,
-    envvar="NETDIST_TLS",
-    show_envvar=True,
-    help="Speak TLS, trusting the system's roots (implied by the --tls-* options).",
-)
-@click.option(
-    "--tls-ca",
-    type=_PEM_FILE,
-    default=None,
-    envvar="NETDIST_TLS_CA",
-    show_envvar=True,
-    help="Speak TLS, trusting these roots (PEM): the server's ca.crt from `tls init`.",
-)
-@click.option(
-    "--tls-cert",
-    type=_PEM_FILE,
-    default=None,
-    envvar="NETDIST_ADMIN_TLS_CERT",
-    show_envvar=True,
-    help="This client's certificate (PEM), for a server that requires one (mutual TLS).",
-)
-@click.option(
-    "--tls-key",
-    type=_PEM_FILE,
-    default=None,
-    envvar="NETDIST_ADMIN_TLS_KEY",
-    show_envvar=True,
-    help="The private key of --tls-cert (PEM, unencrypted).",
+@client_tls_options(
+    tls_env="NETDIST_TLS",
+    ca_env=("NETDIST_TLS_CA",),
+    cert_env="NETDIST_ADMIN_TLS_CERT",
+    key_env="NETDIST_ADMIN_TLS_KEY",
+    who="client",
 )
 @click.option(
     "--token-file",

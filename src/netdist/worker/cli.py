@@ -24,6 +24,7 @@ from netdist import fields
 from netdist.bytesize import ByteSize
 from netdist.channel import ClientSecurity
 from netdist.cli_boundary import OneLineGroup, fail
+from netdist.client_tls_options import client_tls_options
 from netdist.errors import (
     CertificateError,
     InvalidArgumentError,
@@ -35,8 +36,6 @@ from netdist.token_file import find_token
 from netdist.worker.config import WorkerConfig
 from netdist.worker.identity import claim_worker_id
 from netdist.worker.session import WorkerSession
-
-_PEM_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 MIN_JOB_MEMORY_MB = 64
 """An idle executor process already uses about 30 MB of data (thread stacks included)."""
@@ -157,36 +156,12 @@ def main(log_level: str) -> None:
     help="Most memory one executor process may allocate (its data size: heap and"
     " private mappings, Linux). A job past it fails with MemoryError. No limit by default.",
 )
-@click.option(
-    "--tls",
-    is_flag=True,
-    envvar="NETDIST_WORKER_TLS",
-    show_envvar=True,
-    help="Speak TLS, trusting the system's roots (implied by the --tls-* options).",
-)
-@click.option(
-    "--tls-ca",
-    type=_PEM_FILE,
-    default=None,
-    envvar=["NETDIST_WORKER_TLS_CA", "NETDIST_TLS_CA"],
-    show_envvar=True,
-    help="Speak TLS, trusting these roots (PEM): the server's ca.crt from `tls init`.",
-)
-@click.option(
-    "--tls-cert",
-    type=_PEM_FILE,
-    default=None,
-    envvar="NETDIST_WORKER_TLS_CERT",
-    show_envvar=True,
-    help="This worker's certificate (PEM), for a server that requires one (mutual TLS).",
-)
-@click.option(
-    "--tls-key",
-    type=_PEM_FILE,
-    default=None,
-    envvar="NETDIST_WORKER_TLS_KEY",
-    show_envvar=True,
-    help="The private key of --tls-cert (PEM, unencrypted).",
+@client_tls_options(
+    tls_env="NETDIST_WORKER_TLS",
+    ca_env=("NETDIST_WORKER_TLS_CA", "NETDIST_TLS_CA"),
+    cert_env="NETDIST_WORKER_TLS_CERT",
+    key_env="NETDIST_WORKER_TLS_KEY",
+    who="worker",
 )
 @click.option(
     "--max-unpacked-bytes",
