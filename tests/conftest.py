@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -56,3 +56,13 @@ def app_server(tmp_path: Path, db_url: str) -> Iterator[InProcessServer]:
         tmp_path / "data", log_dir=tmp_path / "logs", db_url=db_url, heartbeat_interval_seconds=0.3
     ) as server:
         yield server
+
+
+# Fixtures read request.node.rep_call to print the logs of a test that failed.
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -164,12 +164,3 @@ def rig(tmp_path: Path, db_url: str, request: pytest.FixtureRequest) -> Iterator
             bad = [(name, code) for name, code in codes if code != 0]
             assert not bad, f"processes did not stop cleanly: {bad}\n{cluster.logs()}"
             assert not cluster.leaks(), f"secrets leaked: {cluster.leaks()}"
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    setattr(item, f"rep_{report.when}", report)
-    return report

@@ -4,7 +4,7 @@ import dataclasses
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -235,15 +235,6 @@ def cluster(tmp_path: Path, db_url: str, request: pytest.FixtureRequest) -> Iter
         bad = [(name, code) for name, code in codes if code != 0]
         assert not bad, f"processes did not stop cleanly: {bad}\n{c.logs()}"
         assert not c.leaks(), f"secrets leaked: {c.leaks()}"
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    setattr(item, f"rep_{report.when}", report)
-    return report
 
 
 @pytest.fixture
