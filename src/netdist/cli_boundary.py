@@ -62,3 +62,11 @@ class OneLineGroup(click.Group):
         except click.Abort:  # click's own KeyboardInterrupt
             sys.exit(ExitCode.INTERRUPTED)
         sys.exit(code if isinstance(code, int) else ExitCode.OK)  # ctx.exit(code) comes back as a return value
+
+
+def server_address(value: str) -> str:
+    """``HOST:PORT`` as the clients take it (``[::1]:50051`` too), the port in 1-65535; else a usage error."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"expected HOST:PORT with a port from 1 to 65535, got {value!r}")
+    return value

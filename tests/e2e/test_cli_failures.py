@@ -115,6 +115,18 @@ CASES = [
         "CertificateError: ",
     ),
     (("netdist-server", "--no-such-option"), ExitCode.USAGE, "UsageError: No such option '--no-such-option'"),
+    # a port out of range is a usage error at once, not a connection failure later (was exit 3)
+    (
+        ("netdist-admin", "--server", "127.0.0.1:99999", "status"),
+        ExitCode.USAGE,
+        "UsageError: Invalid value for '--server' (env var: 'NETDIST_SERVER'): expected HOST:PORT with a port "
+        "from 1 to 65535, got '127.0.0.1:99999'",
+    ),
+    (
+        ("netdist-worker", "connect", "127.0.0.1:0"),
+        ExitCode.USAGE,
+        "UsageError: Invalid value for HOST:PORT: expected HOST:PORT with a port from 1 to 65535, got '127.0.0.1:0'",
+    ),
     # netdist-worker connect: refused before it connects
     (
         ("netdist-worker", "connect", REFUSED_PORT, "--token-file", "no-such.token"),
@@ -221,3 +233,9 @@ def test_each_documented_exit_code_is_what_a_real_command_returns(files: Path) -
         "INTERRUPTED": _interrupted(files)[0],
     }
     assert returned == _documented_codes()
+
+
+@pytest.mark.parametrize("argv", [("netdist-server",), ("netdist-admin",), ("netdist-worker",)])
+def test_every_command_takes_dash_h(files: Path, argv: tuple[str, ...]) -> None:
+    returncode, out, err = run(*argv, "-h", cwd=files)
+    assert returncode == ExitCode.OK and out.startswith(f"Usage: {argv[0]} "), err

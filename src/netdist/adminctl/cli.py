@@ -32,7 +32,7 @@ from netdist.adminctl.printable import printable
 from netdist.adminctl.server_commands import audit, status, watch
 from netdist.adminctl.worker_commands import workers
 from netdist.channel import ClientSecurity
-from netdist.cli_boundary import OneLineGroup, say
+from netdist.cli_boundary import OneLineGroup, say, server_address
 from netdist.client_tls_options import client_tls_options
 from netdist.errors import (
     CertificateError,
@@ -64,10 +64,7 @@ class _AdminGroup(OneLineGroup):
 
 
 def _check_address(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise click.BadParameter(f"expected HOST:PORT, got {value!r}")
-    return value
+    return server_address(value)
 
 
 @click.group(cls=_AdminGroup, context_settings={"help_option_names": ["-h", "--help"]})

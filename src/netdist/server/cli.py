@@ -39,7 +39,7 @@ log = logging.getLogger("netdist.server")
 _PEM_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
-@click.group(cls=OneLineGroup)
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """The netdist server: runs handlers, hands out jobs, keeps everything in its store."""
 

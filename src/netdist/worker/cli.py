@@ -23,7 +23,7 @@ import click
 from netdist import fields
 from netdist.bytesize import ByteSize
 from netdist.channel import ClientSecurity
-from netdist.cli_boundary import OneLineGroup, fail
+from netdist.cli_boundary import OneLineGroup, fail, server_address
 from netdist.client_tls_options import client_tls_options
 from netdist.errors import (
     CertificateError,
@@ -44,10 +44,11 @@ log = logging.getLogger("netdist.worker")
 
 
 def _parse_target(value: str) -> str:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise click.BadParameter(f"expected HOST:PORT, got {value!r}", param_hint="HOST:PORT")
-    return value
+    try:
+        return server_address(value)
+    except click.BadParameter as exc:
+        exc.param_hint = "HOST:PORT"
+        raise
 
 
 def _parse_labels(values: Sequence[str]) -> dict[str, str]:
