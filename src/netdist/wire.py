@@ -43,3 +43,6 @@ LEASE_BATCH_BYTES = 1 * MIB
 """Batches close at about this size; one item larger than it goes alone."""
 ITEM_OVERHEAD_BYTES = 64
 """Framing of one batch item beyond its payload (refs, tags, lengths, numbers), generously."""
+
+STREAM_END_KEY = "netdist-stream-end"
+"""Trailing metadata of a worker stream the server ended on purpose: why, in one line (e.g. removed)."""

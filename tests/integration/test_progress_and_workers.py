@@ -100,6 +100,13 @@ def test_workers_remove_revokes_and_returns_its_leases(cluster: Cluster, tmp_pat
     wait_until(
         lambda: "server revoked 2 job(s): worker removed" in doomed.output(), 15, what="the revoke on the worker"
     )
+    # It says why it lost the stream in the server's words, not "InvalidStateError: RPC already finished".
+    lost = wait_until(
+        lambda: next((ln for ln in doomed.output().splitlines() if "lost connection" in ln), None),
+        15,
+        what="the worker to say it lost the stream",
+    )
+    assert "InvalidStateError" not in lost and "removed by the operator" in lost, lost
     # The jobs went back to the queue; they are leased anew and finish.
     gate.touch()
     cluster.add_worker("rescuer")

@@ -221,7 +221,7 @@ class Dispatcher:
         # then it closes), so that the worker kills those jobs instead of finishing them.
         effects, count = self.table.remove_worker(worker_id, "worker removed")
         await self._apply(effects)
-        if self.links.drop(worker_id):
+        if self.links.drop(worker_id, "this worker was removed by the operator; it may connect again"):
             with contextlib.suppress(Exception):
                 await self.writer.run(catalog.worker_disconnected, worker_id)
         return count

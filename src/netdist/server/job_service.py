@@ -25,7 +25,7 @@ from netdist.server.lease_model import (
     ResultIn,
     WorkerInfo,
 )
-from netdist.wire import ITEM_OVERHEAD_BYTES, LEASE_BATCH_BYTES
+from netdist.wire import ITEM_OVERHEAD_BYTES, LEASE_BATCH_BYTES, STREAM_END_KEY
 
 log = logging.getLogger("netdist.server.workers")
 HELLO_TIMEOUT_SECONDS = 10.0
@@ -65,6 +65,7 @@ class StreamLink:
     def __init__(self) -> None:
         self.outbox: asyncio.Queue[jobs_pb2.ServerMessage | None] = asyncio.Queue()
         self._closed = False
+        self.close_reason = ""  # told to the worker as the stream ends (STREAM_END_KEY)
 
     @property
     def closed(self) -> bool:
@@ -116,9 +117,10 @@ class StreamLink:
     def send_drain(self, reason: str) -> None:
         self._put(jobs_pb2.ServerMessage(drain=jobs_pb2.Drain(reason=reason)))
 
-    def close(self) -> None:
+    def close(self, reason: str = "") -> None:
         if not self._closed:
             self._closed = True
+            self.close_reason = reason
             self.outbox.put_nowait(None)
 
 
@@ -174,6 +176,8 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         try:
             while (message := await link.outbox.get()) is not None:
                 await context.write(message)
+            if link.close_reason:  # an OK status carries no details in grpc aio: trailing metadata does
+                context.set_trailing_metadata(((STREAM_END_KEY, link.close_reason),))
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

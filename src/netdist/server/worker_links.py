@@ -24,7 +24,7 @@ class WorkerLink(Protocol):
     def send_acks(self, acks: Sequence[tuple[Ref, AckOutcome]]) -> None: ...
     def send_revoke(self, refs: Sequence[Ref], reason: str) -> None: ...
     def send_drain(self, reason: str) -> None: ...
-    def close(self) -> None: ...
+    def close(self, reason: str = "") -> None: ...
 
 
 class WorkerLinks:
@@ -57,12 +57,12 @@ class WorkerLinks:
         del self._links[worker_id]
         return True
 
-    def drop(self, worker_id: str) -> bool:
-        """Close and forget the worker's stream; whether it had one."""
+    def drop(self, worker_id: str, reason: str = "") -> bool:
+        """Close and forget the worker's stream, telling it ``reason``; whether it had one."""
         link = self._links.pop(worker_id, None)
         if link is None:
             return False
-        link.close()
+        link.close(reason)
         return True
 
     def close(self, worker_id: str) -> None:

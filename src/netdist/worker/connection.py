@@ -31,9 +31,11 @@ from typing import Any, Protocol
 import grpc
 
 import netdist
+from netdist import fields
 from netdist.api.v1 import jobs_pb2, jobs_pb2_grpc
 from netdist.channel import tls_failure
 from netdist.errors import ProtocolError, UnauthenticatedError
+from netdist.wire import STREAM_END_KEY
 from netdist.worker.config import WorkerConfig
 from netdist.worker.identity import (
     host_facts,
@@ -59,6 +61,8 @@ BACKOFF_MAX_SECONDS = 5.0
 WELCOME_TIMEOUT_SECONDS = 30.0
 CLOSE_SECONDS = 5.0
 """After a half-close (drain or stop), the server gets this long to end the stream."""
+MAX_SERVER_WORDS = 500
+"""How much of what a server says as it ends a stream the worker logs (cleaned of control characters)."""
 DEFAULT_HEARTBEAT_SECONDS = 10.0
 
 
@@ -244,8 +248,9 @@ class Connection:
         is retried: an operator may enable it again.)
         """
         self._tls_failed = False
+        said: str | None = None
         try:
-            await self._open_stream()
+            said = await self._open_stream()
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
                 raise UnauthenticatedError(
@@ -267,9 +272,10 @@ class Connection:
         except Exception as exc:  # a bug must not end the connection for good
             log.exception("worker %s: error on the stream", self.config.name)
             return f"{type(exc).__name__}: {exc}"
-        return "the server ended the stream"
+        return f"the server ended the stream: {said}" if said else "the server ended the stream"
 
-    async def _open_stream(self) -> None:
+    async def _open_stream(self) -> str | None:
+        """Run one stream; what the server said as it ended it (its status details), if anything."""
         call = jobs_pb2_grpc.JobServiceStub(self._channel).Connect(metadata=self.config.security.metadata)
         stream = _Stream(call=call)
         tasks: list[asyncio.Task[Any]] = []
@@ -302,6 +308,10 @@ class Connection:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()
+            if tasks[1] in done:  # the server ended the stream: its trailers have arrived
+                said = dict(await call.trailing_metadata() or ()).get(STREAM_END_KEY, "")
+                return fields.clean_text(str(said), MAX_SERVER_WORDS) or None
+            return None
         finally:
             self._stream = None
             for task in tasks:
@@ -344,7 +354,12 @@ class Connection:
                 await stream.call.done_writing()
                 await asyncio.Event().wait()  # the reader or the closer ends the stream
             else:
-                await stream.call.write(message)
+                try:
+                    await stream.call.write(message)
+                except asyncio.InvalidStateError:
+                    # The call has ended ("RPC already finished"): the reader ends with how it
+                    # ended (the server's status), which is what the operator should read.
+                    await asyncio.Event().wait()
 
     async def _read_loop(self, stream: _Stream, messages: AsyncIterator[jobs_pb2.ServerMessage]) -> None:
         handler = self._handler
