@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from netdist.adminctl.handler_commands import JOB_STATUSES
 from netdist.exit_codes import ExitCode
+from netdist.server.states import JobStatus
 from netdist.testing import wait_until
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
@@ -115,6 +117,11 @@ CASES = [
         "CertificateError: ",
     ),
     (("netdist-server", "--no-such-option"), ExitCode.USAGE, "UsageError: No such option '--no-such-option'"),
+    (
+        ("netdist-admin", "jobs", "list", "--status", "done"),
+        ExitCode.USAGE,
+        "UsageError: Invalid value for '--status': 'done' is not one of 'available', 'leased', 'succeeded', ",
+    ),
     # a port out of range is a usage error at once, not a connection failure later (was exit 3)
     (
         ("netdist-admin", "--server", "127.0.0.1:99999", "status"),
@@ -239,3 +246,7 @@ def test_each_documented_exit_code_is_what_a_real_command_returns(files: Path) -
 def test_every_command_takes_dash_h(files: Path, argv: tuple[str, ...]) -> None:
     returncode, out, err = run(*argv, "-h", cwd=files)
     assert returncode == ExitCode.OK and out.startswith(f"Usage: {argv[0]} "), err
+
+
+def test_the_job_statuses_jobs_list_offers_are_the_servers() -> None:
+    assert set(JOB_STATUSES) == {s.value for s in JobStatus}

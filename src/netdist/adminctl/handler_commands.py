@@ -12,6 +12,9 @@ from netdist.adminctl.command_io import client, emit_json, json_option, out, sho
 from netdist.adminctl.printable import printable
 from netdist.api.v1 import admin_pb2
 
+JOB_STATUSES = ("available", "leased", "succeeded", "errored", "processed", "failed")
+"""A job's states as the server stores them (netdist.server.states.JobStatus; a test keeps the two equal)."""
+
 ACTIONS: dict[str, tuple[admin_pb2.HandlerAction.ValueType, str]] = {
     "start": (admin_pb2.HANDLER_ACTION_START, "started"),
     "stop": (admin_pb2.HANDLER_ACTION_STOP, "stopped"),
@@ -56,9 +59,9 @@ def jobs_add(ctx: click.Context, script: Path) -> None:
 )
 @click.option(
     "--status",
-    default="",
-    metavar="S",
-    help="Only jobs with this status: available, leased, succeeded, errored, processed or failed (default: leased, the running jobs).",
+    type=click.Choice(JOB_STATUSES),
+    default=None,
+    help="Only jobs with this status (default: leased, the running jobs).",
 )
 @click.option(
     "--limit",
@@ -69,9 +72,9 @@ def jobs_add(ctx: click.Context, script: Path) -> None:
 )
 @json_option
 @click.pass_context
-def jobs_list(ctx: click.Context, handler_ref: str, status: str, limit: int, as_json: bool) -> None:
+def jobs_list(ctx: click.Context, handler_ref: str, status: str | None, limit: int, as_json: bool) -> None:
     """List jobs: by default the running ones, with their progress."""
-    items = client(ctx).list_jobs(handler_ref=handler_ref, status=status, limit=limit)
+    items = client(ctx).list_jobs(handler_ref=handler_ref, status=status or "", limit=limit)
     if as_json:
         emit_json([view.job_dict(j) for j in items])
     else:
