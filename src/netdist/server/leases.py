@@ -178,6 +178,8 @@ class LeaseTable(LeaseBook):
             return False
         if queue.on_probation and (prefetch or state.free_slots() <= 0):
             return False
+        if prefetch and queue.settings.max_parallel_jobs is not None:
+            return False  # a prefetched job would hold one of the few parallel places while it waits
         return policy.may_serve(queue, state, now_wall, self.usage)
 
     def _lease(self, queue: HandlerQueue, state: WorkerState, job: ReadyJob) -> Lease:

@@ -1,0 +1,44 @@
+"""Where the lease table puts a capped handler's jobs: on free slots, never waiting in a prefetch.
+
+Seen from outside: with ``max-parallel-jobs = 3`` all three leases went to one
+worker (one of them waiting at 0% behind its two slots) while another worker
+sat idle, because the first worker's prefetch took the third place.
+"""
+
+from __future__ import annotations
+
+from netdist.jobscript import JobSettings
+from netdist.server.lease_model import HandlerSpec, ReadyJob, WorkerInfo
+from netdist.server.leases import LeaseTable
+from tests.clock import ManualClock
+
+
+def table_with(settings: JobSettings, jobs: int) -> LeaseTable:
+    table = LeaseTable(clock=ManualClock(), reconnect_grace_seconds=2.0, silent_after_seconds=15.0)
+    spec = HandlerSpec(handler_id="h", job_name="h", script_sha256="0" * 64, environment=(), settings=settings)
+    table.add_handler(spec, counts={}, streak=0, active=True)
+    table.enqueued("h", jobs)
+    table.refilled("h", [ReadyJob(i, 0, 0, b"{}") for i in range(1, jobs + 1)], more=False)
+    return table
+
+
+def join(table: LeaseTable, worker_id: str, slots: int) -> None:
+    table.connect(WorkerInfo(worker_id=worker_id, name=worker_id, labels={}, slots=slots), [])
+    table.set_capacity(worker_id, slots + 4)
+    table.workers[worker_id].ewma_seconds = 0.01  # short jobs: the table would prefetch
+
+
+def test_a_capped_handler_leaves_its_last_place_for_a_free_slot_elsewhere() -> None:
+    table = table_with(JobSettings(package="p", handler="H", job="h", max_parallel_jobs=3), jobs=10)
+    join(table, "a", slots=2)
+    first = table.pick()
+    assert [x.worker_id for x in first] == ["a", "a"]  # its two slots, no prefetch
+    table.leases_stored(first, {x.job_id for x in first})
+    join(table, "b", slots=2)
+    assert [x.worker_id for x in table.pick()] == ["b"]  # the third place goes to a free slot
+
+
+def test_an_uncapped_handler_still_prefetches() -> None:
+    table = table_with(JobSettings(package="p", handler="H", job="h"), jobs=10)
+    join(table, "a", slots=2)
+    assert len(table.pick()) > 2
