@@ -24,8 +24,7 @@ Transitions:
 - ``hand_back``: the worker gives back leases it did not start: uncharged.
 - ``tick``: job timeouts (charged, revoked), reconnect graces that ran out
   (started leases charged, others not), silent workers.
-- ``revoke_handler`` / ``remove_worker``: the operator takes leases back,
-  uncharged.
+- ``revoke_handler`` / ``remove_worker``: the operator takes leases back, uncharged.
 
 Lease numbers grow with every lease and every requeue of a job, so a lease
 still on its way can never take a job that came back.
