@@ -18,10 +18,8 @@ from collections import Counter
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from netdist.errors import PermissionDeniedError
 from netdist.server.clock import Clock
 from netdist.server.lease_model import (
-    AckOutcome,
     Effects,
     HandlerSpec,
     Lease,
@@ -31,10 +29,12 @@ from netdist.server.lease_model import (
     WorkerInfo,
 )
 from netdist.server.leases import LeaseTable
+from netdist.server.result_acks import log_charged, result_acks
 from netdist.server.store import catalog, credentials
 from netdist.server.store import jobs as job_store
 from netdist.server.store.writer import GroupCommitWriter
-from netdist.server.tokens import digest, new_credential
+from netdist.server.tokens import digest
+from netdist.server.worker_admission import admit
 from netdist.server.worker_links import WorkerLink, WorkerLinks
 
 log = logging.getLogger("netdist.server.dispatcher")
@@ -165,29 +165,9 @@ class Dispatcher:
         version: str,
         credential: str = "",
     ) -> str | None:
-        """Admit a worker's stream; the credential newly bound to its id, if one was issued.
-
-        A Hello that may not speak for its worker id is refused before anything
-        changes: the worker holding the id keeps its stream and its leases.
-        """
-        issued = new_credential()
-        admission = await self.writer.run(
-            credentials.admit_worker,
-            info.worker_id,
-            name=info.name,
-            presented_sha256=digest(credential) if credential else None,
-            issue_sha256=digest(issued),
-        )
-        if admission == credentials.Admission.CLAIMED:
-            raise PermissionDeniedError(
-                f"worker id {info.worker_id} belongs to another worker: this Hello carried "
-                f"{'a wrong' if credential else 'no'} credential (a worker keeps its own next to its id in its "
-                f"cache dir); netdist-admin workers remove {info.worker_id} frees the id"
-            )
-        if admission == credentials.Admission.DISABLED:
-            raise PermissionDeniedError(
-                f"worker {info.name} ({info.worker_id}) is disabled: netdist-admin workers enable {info.worker_id}"
-            )
+        """Admit a worker's stream (:mod:`netdist.server.worker_admission`); the credential newly bound
+        to its id, if one was issued. A refused Hello changes nothing."""
+        issued = await admit(self.writer, info, credential)
         self.links.attach(info.worker_id, link)
         requeued = self._act(self.table.connect(info, held))
         await self.writer.run(
@@ -202,7 +182,7 @@ class Dispatcher:
         if requeued is not None:
             await requeued
         self.kick()
-        return issued if admission == credentials.Admission.ISSUED else None
+        return issued
 
     def credential_received(self, worker_id: str, credential: str) -> None:
         """The worker spoke after the Welcome that carried its new credential: it has it."""
@@ -317,22 +297,7 @@ class Dispatcher:
                 failed = True
         after = self.table.settled(accepted, stored)
         outcomes = await classified if classified is not None else {}
-        acks: list[tuple[Ref, AckOutcome]] = []
-        for result, verdict in zip(results, verdicts, strict=True):
-            if verdict == Verdict.ACCEPTED and result.job_id in stored:
-                acks.append((result.ref, AckOutcome.ACCEPTED))
-            elif verdict == Verdict.NOT_CURRENT:
-                outcome = AckOutcome(outcomes[result.ref])
-                self.refused[outcome] += 1
-                if outcome != AckOutcome.DUPLICATE:
-                    log.info(
-                        "worker %s sent a result for job %d lease %d: %s (not its current lease); dropped",
-                        worker_id,
-                        result.job_id,
-                        result.lease_no,
-                        outcome,
-                    )
-                acks.append((result.ref, outcome))
+        acks = result_acks(worker_id, results, verdicts, stored, outcomes, self.refused)
         link = self.links.get(worker_id)  # the worker's stream now: after a reconnect, the new one
         if link is not None and acks:
             link.send_acks(acks)
@@ -406,16 +371,7 @@ class Dispatcher:
         if not requeues:
             return None
         write = self.writer.submit(job_store.requeue, requeues, self.clock.time())
-        for q in requeues:
-            if q.charged:
-                log.info(
-                    "job %d (lease %d) of handler %s: %s%s",
-                    q.job_id,
-                    q.lease_no,
-                    q.handler_id,
-                    q.error.get("message", ""),
-                    "; out of attempts" if q.final else "",
-                )
+        log_charged(requeues)
 
         async def check() -> None:
             try:
