@@ -16,7 +16,7 @@ from netdist.exit_codes import ExitCode
 from netdist.jobscript import JobSettings
 from netdist.server import check, cli
 from netdist.server.blobs import BlobStore
-from netdist.server.check import Kind
+from netdist.server.check_findings import Kind, Report
 from netdist.server.store.engine import open_engine
 from netdist.server.store.schema import handlers, jobs, packages
 
@@ -33,7 +33,7 @@ class Store:
     script_sha: str
     ids: dict[str, int]  # one job of each kind a sound store holds
 
-    def report(self, *, files: bool = True, limit: int = check.DEFAULT_LIMIT) -> check.Report:
+    def report(self, *, files: bool = True, limit: int = check.DEFAULT_LIMIT) -> Report:
         with self.engine.connect() as conn:
             return check.check(conn, self.data_dir if files else None, limit=limit)
 
@@ -110,7 +110,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
     engine.dispose()
 
 
-def kinds(report: check.Report) -> list[tuple[Kind, int | None]]:
+def kinds(report: Report) -> list[tuple[Kind, int | None]]:
     return [(p.kind, p.job_id) for p in report.problems]
 
 

@@ -22,11 +22,7 @@ What holds in a sound store:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import re
-from collections.abc import Iterator
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -35,85 +31,15 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import ColumnElement, Connection, and_, func, inspect, or_, select, text
 
 from netdist.jobscript import JobSettings
+from netdist.server.check_files import check_blobs, check_partial_files
+from netdist.server.check_findings import Kind, Problem, Report
 from netdist.server.states import HandlerState, JobStatus
-from netdist.server.store.schema import handlers, jobs, packages
+from netdist.server.store.schema import handlers, jobs
 
-TEMP_PREFIX = ".tmp-"  # what BlobStore writes before os.replace (blobs.py)
 MAX_ATTEMPTS_KEY = "max-attempts"
 DEFAULT_MAX_ATTEMPTS: int = next(f.default for f in dataclasses.fields(JobSettings) if f.name == "max_attempts")  # type: ignore[assignment]
 DEFAULT_LIMIT = 100
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _FINISHED = (JobStatus.SUCCEEDED, JobStatus.ERRORED, JobStatus.PROCESSED, JobStatus.FAILED)
-_HASH_CHUNK = 1 << 20
-
-
-class Kind(StrEnum):
-    SCHEMA = "schema"  # not a netdist store, or not at this netdist's revision
-    INTEGRITY = "integrity"  # SQLite's integrity_check
-    JOB_STATUS = "job-status"
-    JOB_LEASE = "job-lease"
-    JOB_FINISHED = "job-finished"
-    JOB_ATTEMPTS = "job-attempts"
-    JOB_ORPHAN = "job-orphan"  # jobs of a handler instance that does not exist
-    HANDLER_STATE = "handler-state"
-    HANDLER_DATA = "handler-data"  # settings or handler state that do not parse
-    PACKAGE_DATA = "package-data"
-    BLOB_MISSING = "blob-missing"
-    BLOB_CORRUPT = "blob-corrupt"
-    PARTIAL_FILE = "partial-file"
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Problem:
-    """One thing wrong with the store."""
-
-    kind: Kind
-    message: str
-    job_id: int | None = None
-    handler_id: str | None = None
-    path: str | None = None
-
-    def __str__(self) -> str:
-        where = []
-        if self.job_id is not None:
-            where.append(f"job {self.job_id}")
-        if self.handler_id is not None:
-            where.append(f"handler {self.handler_id}")
-        if self.path is not None:
-            where.append(self.path)
-        return f"{self.kind}: {', '.join(where)}: {self.message}" if where else f"{self.kind}: {self.message}"
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return {
-            "kind": str(self.kind),
-            "job_id": self.job_id,
-            "handler_id": self.handler_id,
-            "path": self.path,
-            "message": self.message,
-        }
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Report:
-    """What a check found, and how much it looked at."""
-
-    problems: tuple[Problem, ...]
-    jobs: int
-    handlers: int
-    blobs: int | None  # None: the data dir was not checked
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "jobs": self.jobs,
-            "handlers": self.handlers,
-            "blobs": self.blobs,
-            "problems": [p.to_json_dict() for p in self.problems],
-        }
 
 
 def check(conn: Connection, data_dir: Path | None = None, *, limit: int = DEFAULT_LIMIT) -> Report:
@@ -308,112 +234,3 @@ def _json_object(raw: str | None) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
-
-
-# -- the files --------------------------------------------------------------------------
-
-
-def referenced_blobs(conn: Connection) -> tuple[dict[str, str], list[Problem]]:
-    """sha256 -> who names it (a package wheel or a job script), and unreadable package rows."""
-    named: dict[str, str] = {}
-    problems: list[Problem] = []
-    for pid, name, version, wheel_json, deps_json in conn.execute(
-        select(
-            packages.c.id, packages.c.name, packages.c.version, packages.c.wheel_json, packages.c.dependencies_json
-        ).order_by(packages.c.id)
-    ):
-        try:
-            wheels = [json.loads(wheel_json), *json.loads(deps_json)]
-            shas = [str(w["sha256"]) for w in wheels]
-        except (ValueError, TypeError, KeyError):
-            problems.append(
-                Problem(
-                    kind=Kind.PACKAGE_DATA,
-                    message=(f"package {name} {version} (id {pid}): wheel_json or dependencies_json does not parse"),
-                )
-            )
-            continue
-        for sha in shas:
-            named.setdefault(sha, f"a wheel of package {name} {version}")
-    for hid, sha in conn.execute(select(handlers.c.id, handlers.c.script_sha256).order_by(handlers.c.id)):
-        named.setdefault(sha, f"the job script of handler {hid}")
-    return named, problems
-
-
-def check_blobs(conn: Connection, data_dir: Path) -> tuple[list[Problem], int]:
-    """Every named blob exists; every blob file hashes to its name. Returns the problems and the files hashed."""
-    named, problems = referenced_blobs(conn)
-    root = data_dir / "blobs"
-    hashed = 0
-    for path in _blob_files(root):
-        rel = _rel(path, data_dir)
-        if not _SHA256.match(path.name) or path.parent.name != path.name[:2]:
-            problems.append(
-                Problem(
-                    kind=Kind.BLOB_CORRUPT,
-                    path=rel,
-                    message="not a blob (its name is not the sha256 under its first two digits)",
-                )
-            )
-            continue
-        hashed += 1
-        try:
-            actual = _sha256_of(path)
-        except OSError as exc:
-            problems.append(Problem(kind=Kind.BLOB_CORRUPT, path=rel, message=f"cannot be read: {exc.strerror or exc}"))
-            continue
-        if actual != path.name:
-            problems.append(Problem(kind=Kind.BLOB_CORRUPT, path=rel, message=f"its content hashes to {actual}"))
-    for sha, owner in sorted(named.items()):
-        path = root / sha[:2] / sha
-        if not _SHA256.match(sha):
-            problems.append(Problem(kind=Kind.PACKAGE_DATA, message=f"{owner} names {sha!r}, not a sha256"))
-        elif not path.is_file():
-            problems.append(Problem(kind=Kind.BLOB_MISSING, path=_rel(path, data_dir), message=f"{owner} is missing"))
-    return problems, hashed
-
-
-def check_partial_files(data_dir: Path) -> list[Problem]:
-    """Temporary files (``.tmp-*``) of writes that never finished, where the server writes them."""
-    places = [data_dir, data_dir / "envs", data_dir / "blobs"]
-    blobs = data_dir / "blobs"
-    if blobs.is_dir():
-        places += sorted(p for p in blobs.iterdir() if p.is_dir() and not p.name.startswith(TEMP_PREFIX))
-    problems = []
-    for place in places:
-        if not place.is_dir():
-            continue
-        for entry in sorted(place.iterdir()):
-            if entry.name.startswith(TEMP_PREFIX):
-                what = "directory" if entry.is_dir() else "file"
-                problems.append(
-                    Problem(
-                        kind=Kind.PARTIAL_FILE,
-                        path=_rel(entry, data_dir),
-                        message=(f"temporary {what} of an interrupted write (or one in progress on a live server)"),
-                    )
-                )
-    return problems
-
-
-def _blob_files(root: Path) -> Iterator[Path]:
-    if not root.is_dir():
-        return
-    for sub in sorted(root.iterdir()):
-        if sub.is_dir() and not sub.name.startswith(TEMP_PREFIX):
-            yield from (p for p in sorted(sub.iterdir()) if p.is_file() and not p.name.startswith(TEMP_PREFIX))
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _rel(path: Path, data_dir: Path) -> str:
-    try:
-        return path.relative_to(data_dir).as_posix()
-    except ValueError:
-        return str(path)
