@@ -96,6 +96,7 @@ def test_stop_revokes_leases_and_a_disabled_handler_starts_only_once_enabled(
     assert not running_ids(cluster, hid)
     assert not cluster.app.leases(handler_id=hid) and cluster.app.runtime(hid) is None
     assert info.jobs_available == 4 and info.jobs_pending == 0  # revoked jobs are available again
+    assert info.package_version == "1.0"  # no host runs it: the version it would start on
     wait_until(
         lambda: "server revoked 2 job(s): stopped by the operator" in worker.output(),
         15,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import grpc
 
@@ -143,7 +143,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.ListHandlersResponse:
         records = await self.store.read(catalog.list_handlers)
         counts = await self.store.read(job_store.counts)
-        return admin_pb2.ListHandlersResponse(handlers=[self._info_with(r, counts.get(r.id, {})) for r in records])
+        current = await self._current_versions()
+        return admin_pb2.ListHandlersResponse(
+            handlers=[self._info_with(r, counts.get(r.id, {}), current) for r in records]
+        )
 
     @to_status
     async def GetHandler(
@@ -299,9 +302,15 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
     async def _info(self, record: catalog.HandlerRecord) -> admin_pb2.HandlerInfo:
         counts = await self.store.read(job_store.counts, record.id)
-        return self._info_with(record, counts.get(record.id, {}))
+        return self._info_with(record, counts.get(record.id, {}), await self._current_versions())
 
-    def _info_with(self, r: catalog.HandlerRecord, counts: dict[str, int]) -> admin_pb2.HandlerInfo:
+    async def _current_versions(self) -> dict[str, str]:
+        """Each package's current version: what a handler that is not running would start on."""
+        return {p.name: p.version for p in await self.store.read(catalog.list_packages, all_versions=False)}
+
+    def _info_with(
+        self, r: catalog.HandlerRecord, counts: dict[str, int], current: Mapping[str, str]
+    ) -> admin_pb2.HandlerInfo:
         names = self._worker_names()
         running = self.dispatcher.table.leases_of(handler_id=r.id)
         return admin_pb2.HandlerInfo(
@@ -318,7 +327,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             jobs_failed=_failed(counts),
             jobs_total=r.total or 0,
             has_total=r.total is not None,
-            package_version=self._package_version(r.id),
+            package_version=self._package_version(r, current),
             script_sha256=r.script_sha256,
             settings_json=r.settings_json,
             custom_settings_json=r.custom_json,
@@ -333,9 +342,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     def _worker_names(self) -> dict[str, str]:
         return {w.worker_id: w.name for w in self.dispatcher.table.workers.values()}
 
-    def _package_version(self, handler_id: str) -> str:
-        runtime = self.manager.runtimes.get(handler_id)
-        return runtime.package.version if runtime else ""
+    def _package_version(self, r: catalog.HandlerRecord, current: Mapping[str, str]) -> str:
+        """The version its host runs; when none runs, the one it would start on."""
+        runtime = self.manager.runtimes.get(r.id)
+        return runtime.package.version if runtime else current.get(r.package, "")
 
 
 def _stored_labels(labels_json: str) -> dict[str, str]:
