@@ -16,7 +16,6 @@ does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 
 log = logging.getLogger("netdist.server")
@@ -27,12 +26,8 @@ THRESHOLD_BYTES = 128 * 1024  # glibc's defaults for both, before it moves them
 
 def pin_mmap_threshold() -> bool:
     """Pin glibc's mmap threshold; False where there is no glibc to tell."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own symbols: libc's, no library search
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
