@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Mapping
 
 import grpc
 
 import netdist
-from netdist import fields
-from netdist.api.v1 import admin_pb2, admin_pb2_grpc
+from netdist.api.v1 import admin_pb2
 from netdist.errors import InvalidArgumentError, NetDistError
 from netdist.fields import control_character
+from netdist.server.admin_workers import WorkerAdmin
 from netdist.server.audit import AuditLog, audited
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.grpc_errors import to_status
-from netdist.server.lease_model import Lease
+from netdist.server.job_views import MAX_LISTED_JOBS, MAX_RUNNING_LISTED, MAX_SHOWN_TEXT, running_job
 from netdist.server.manager import HandlerManager
 from netdist.server.states import HandlerState, JobStatus
 from netdist.server.store import audit as audit_store
-from netdist.server.store import catalog, credentials
+from netdist.server.store import catalog
 from netdist.server.store import jobs as job_store
 from netdist.server.store.facade import Store
 
@@ -29,13 +28,6 @@ MAX_SCRIPT_BYTES = 1024 * 1024
 MAX_FILENAME_CHARS = 255
 MAX_AUDIT = 1000
 _SERVICE = "AdminService"
-MAX_LISTED_JOBS = 500
-"""Most jobs one ListJobs answers: with their text clipped to MAX_SHOWN_TEXT, about 2 MB at most (a client
-takes 4 MiB)."""
-MAX_RUNNING_LISTED = 100
-"""Most running jobs one handler's or worker's entry lists (its count is exact)."""
-MAX_SHOWN_TEXT = 2000
-"""A job's input or error as listed: the start of it."""
 _ACTIONS = {
     admin_pb2.HANDLER_ACTION_START: "start",
     admin_pb2.HANDLER_ACTION_STOP: "stop",
@@ -46,7 +38,7 @@ _ACTIONS = {
 }
 
 
-class AdminService(admin_pb2_grpc.AdminServiceServicer):
+class AdminService(WorkerAdmin):
     def __init__(
         self,
         store: Store,
@@ -198,7 +190,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             leases = self.dispatcher.table.leases_of(handler_id=handler_id)
             return admin_pb2.ListJobsResponse(
                 jobs=[
-                    _running(lease, names) for lease in leases[: min(request.limit or MAX_LISTED_JOBS, MAX_LISTED_JOBS)]
+                    running_job(lease, names)
+                    for lease in leases[: min(request.limit or MAX_LISTED_JOBS, MAX_LISTED_JOBS)]
                 ]
             )
         limit = min(request.limit or 100, MAX_LISTED_JOBS)
@@ -218,65 +211,6 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 for r in rows
             ]
         )
-
-    @to_status
-    async def ListWorkers(
-        self, request: admin_pb2.ListWorkersRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.ListWorkersResponse:
-        records = await self.store.read(catalog.list_workers)
-        names = {r.id: r.name[: fields.MAX_NAME] for r in records}
-        out = []
-        for r in records:
-            connected = r.id in self.dispatcher.links
-            leases = self.dispatcher.table.leases_of(worker_id=r.id)
-            out.append(
-                admin_pb2.WorkerInfo(
-                    id=r.id,
-                    name=names[r.id],
-                    labels=_stored_labels(r.labels_json),
-                    slots=r.slots,
-                    connected=connected,
-                    connected_since=r.connected_since or 0.0,
-                    last_seen=time.time() if connected else (r.last_seen or 0.0),
-                    jobs_running=len(leases),
-                    jobs_done=r.jobs_done,
-                    jobs_failed=r.jobs_failed,
-                    hostname=r.hostname[: fields.MAX_HOSTNAME],
-                    version=r.version[: fields.MAX_VERSION],
-                    running=[_running(lease, names) for lease in leases[:MAX_RUNNING_LISTED]],
-                    disabled=r.disabled,
-                )
-            )
-        return admin_pb2.ListWorkersResponse(workers=out)
-
-    @to_status
-    @audited(_SERVICE, target=lambda r: f"worker {r.ref}", detail=lambda r: "remove")
-    async def RemoveWorker(
-        self, request: admin_pb2.RemoveWorkerRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.RemoveWorkerResponse:
-        record = await self.store.read(catalog.resolve_worker, request.ref)
-        await self.store.write(credentials.forget_credential, record.id)  # let go, not banned: the id is free
-        returned = await self.dispatcher.remove_worker(record.id)
-        return admin_pb2.RemoveWorkerResponse(leases_returned=returned)
-
-    @to_status
-    @audited(_SERVICE, target=lambda r: f"worker {r.ref}", detail=lambda r: "disable")
-    async def DisableWorker(
-        self, request: admin_pb2.DisableWorkerRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.DisableWorkerResponse:
-        record = await self.store.read(catalog.resolve_worker, request.ref)
-        await self.store.write(catalog.set_worker_disabled, record.id, True)
-        returned = await self.dispatcher.remove_worker(record.id)
-        return admin_pb2.DisableWorkerResponse(leases_returned=returned)
-
-    @to_status
-    @audited(_SERVICE, target=lambda r: f"worker {r.ref}", detail=lambda r: "enable")
-    async def EnableWorker(
-        self, request: admin_pb2.EnableWorkerRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.EnableWorkerResponse:
-        record = await self.store.read(catalog.resolve_worker, request.ref)
-        await self.store.write(catalog.set_worker_disabled, record.id, False)
-        return admin_pb2.EnableWorkerResponse()
 
     @to_status
     async def ListAudit(
@@ -314,7 +248,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         names = self._worker_names()
         running = self.dispatcher.table.leases_of(handler_id=r.id)
         return admin_pb2.HandlerInfo(
-            running=[_running(lease, names) for lease in running[:MAX_RUNNING_LISTED]],
+            running=[running_job(lease, names) for lease in running[:MAX_RUNNING_LISTED]],
             id=r.id,
             package=r.package,
             handler=r.handler,
@@ -348,33 +282,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         return runtime.package.version if runtime else current.get(r.package, "")
 
 
-def _stored_labels(labels_json: str) -> dict[str, str]:
-    """A worker's labels as stored, within the Hello limits: a row from before them cannot swell the reply."""
-    labels = json.loads(labels_json)
-    return {
-        str(k)[: fields.MAX_LABEL_KEY]: str(v)[: fields.MAX_LABEL_VALUE]
-        for k, v in sorted(labels.items())[: fields.MAX_LABELS]
-    }
-
-
 def _pending(counts: dict[str, int]) -> int:
     return sum(counts.get(s, 0) for s in (JobStatus.LEASED, JobStatus.SUCCEEDED, JobStatus.ERRORED))
 
 
 def _failed(counts: dict[str, int]) -> int:
     return counts.get(JobStatus.FAILED, 0)
-
-
-def _running(lease: Lease, names: dict[str, str]) -> admin_pb2.JobInfo:
-    return admin_pb2.JobInfo(
-        id=lease.job_id,
-        handler_id=lease.handler_id,
-        status=JobStatus.LEASED,
-        attempts=lease.attempt,
-        worker_id=lease.worker_id,
-        worker_name=names.get(lease.worker_id, ""),
-        progress_percent=lease.progress_percent,
-        progress_text=lease.progress_text,
-        leased_at=lease.leased_at,
-        input_json=lease.input[: 4 * MAX_SHOWN_TEXT].decode("utf-8", "replace")[:MAX_SHOWN_TEXT],
-    )
