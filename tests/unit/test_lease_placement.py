@@ -42,3 +42,17 @@ def test_an_uncapped_handler_still_prefetches() -> None:
     table = table_with(JobSettings(package="p", handler="H", job="h"), jobs=10)
     join(table, "a", slots=2)
     assert len(table.pick()) > 2
+
+
+def test_idle_workers_each_get_a_job_before_any_gets_a_second() -> None:
+    table = table_with(JobSettings(package="p", handler="H", job="h", max_parallel_jobs=3), jobs=10)
+    for name in ("a", "b", "c"):
+        join(table, name, slots=2)
+    assert sorted(x.worker_id for x in table.pick()) == ["a", "b", "c"]
+
+
+def test_free_slots_fill_round_by_round() -> None:
+    table = table_with(JobSettings(package="p", handler="H", job="h", max_parallel_jobs=5), jobs=10)
+    join(table, "a", slots=4)
+    join(table, "b", slots=2)
+    assert sorted(x.worker_id for x in table.pick()) == ["a", "a", "a", "b", "b"]

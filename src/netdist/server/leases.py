@@ -145,17 +145,25 @@ class LeaseTable(LeaseBook):
     def pick(self) -> list[Lease]:
         """Fill the connected workers' room with new leases, not yet stored.
 
-        First every worker's free slots, then prefetch, so that idle workers get
-        work before anyone gets a second job; handlers take turns by stride
-        scheduling on their priority."""
+        First the free slots, one per worker a round at a time, so that every idle
+        worker gets a job before any gets a second; then prefetch. Handlers take
+        turns by stride scheduling on their priority."""
         now_wall = self.clock.time()
         picked: list[Lease] = []
         workers = [w for w in self.workers.values() if w.connected and w.capacity > 0]
-        for prefetch in (False, True):
-            for state in workers:
-                room = state.room() if prefetch else min(state.room(), state.free_slots())
-                if room > 0:
-                    picked += self._pick_for(state, room, now_wall, prefetch=prefetch)
+        hungry = [w for w in workers if min(w.room(), w.free_slots()) > 0]
+        while hungry:
+            served = []
+            for state in hungry:
+                got = self._pick_for(state, 1, now_wall, prefetch=False)
+                picked += got
+                if got and min(state.room(), state.free_slots()) > 0:
+                    served.append(state)
+            hungry = served
+        for state in workers:
+            room = state.room()
+            if room > 0:
+                picked += self._pick_for(state, room, now_wall, prefetch=True)
         return picked
 
     def _pick_for(self, state: WorkerState, room: int, now_wall: float, *, prefetch: bool) -> list[Lease]:
