@@ -4,4 +4,4 @@ from __future__ import annotations
 
 from netdist.adminctl.cli import main
 
-main()
+main(prog_name="netdist-admin")

@@ -18,32 +18,25 @@ The commands, one click group per resource, live in modules named for it:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import click
 
 from netdist import __version__
-from netdist.adminctl.client import AdminClient
+from netdist.adminctl.connect import DEFAULT_SERVER, open_client
 from netdist.adminctl.handler_commands import handlers, jobs
 from netdist.adminctl.package_commands import packages, upload_package
 from netdist.adminctl.printable import printable
 from netdist.adminctl.server_commands import audit, status, watch
 from netdist.adminctl.worker_commands import workers
-from netdist.channel import ClientSecurity
 from netdist.cli_boundary import OneLineGroup, say, server_address
 from netdist.client_tls_options import client_tls_options
 from netdist.errors import (
-    CertificateError,
     NetDistError,
-    TokenFileError,
     UnavailableError,
 )
 from netdist.exit_codes import ExitCode
-from netdist.token_file import find_token
-
-DEFAULT_SERVER = "127.0.0.1:50051"
 
 
 def _fail(exc: NetDistError) -> ExitCode:
@@ -117,17 +110,16 @@ def main(
     token_file: Path | None,
 ) -> None:
     """Administer a netdist server: packages, job scripts, handlers, workers."""
-    try:
-        token = find_token(token_file=token_file, env=os.environ, variable="NETDIST_TOKEN", default_name="admin.token")
-    except TokenFileError as exc:
-        raise click.BadParameter(str(exc), param_hint="--token-file") from None
-    security = ClientSecurity(token=token.value, tls=tls, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
-    try:
-        security.check()
-    except CertificateError as exc:
-        raise click.UsageError(exc.message) from None
     ctx.obj = ctx.with_resource(
-        AdminClient(server, timeout_seconds=timeout_seconds, security=security, token_source=token.source)
+        open_client(
+            server=server,
+            timeout_seconds=timeout_seconds,
+            tls=tls,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            token_file=token_file,
+        )
     )
 
 

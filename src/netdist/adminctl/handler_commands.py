@@ -9,6 +9,7 @@ import click
 
 from netdist.adminctl import render, view
 from netdist.adminctl.command_io import client, emit_json, json_option, out, show
+from netdist.adminctl.completion import handler_names
 from netdist.adminctl.printable import printable
 from netdist.api.v1 import admin_pb2
 
@@ -55,6 +56,7 @@ def jobs_add(ctx: click.Context, script: Path) -> None:
     "handler_ref",
     default="",
     metavar="REF",
+    shell_complete=handler_names,
     help="Only jobs of this handler.",
 )
 @click.option(
@@ -102,7 +104,7 @@ def handlers_list(ctx: click.Context, as_json: bool) -> None:
 
 
 @handlers.command("show")
-@click.argument("ref")
+@click.argument("ref", shell_complete=handler_names)
 @json_option
 @click.pass_context
 def handlers_show(ctx: click.Context, ref: str, as_json: bool) -> None:
@@ -117,7 +119,7 @@ def handlers_show(ctx: click.Context, ref: str, as_json: bool) -> None:
 def _control_command(name: str) -> Callable[..., None]:
     action, done = ACTIONS[name]
 
-    @click.argument("ref")
+    @click.argument("ref", shell_complete=handler_names)
     @click.pass_context
     def command(ctx: click.Context, ref: str) -> None:
         h = client(ctx).control_handler(ref, action)
@@ -138,7 +140,7 @@ for _name in ACTIONS:
 
 
 @handlers.command("log")
-@click.argument("ref")
+@click.argument("ref", shell_complete=handler_names)
 @click.option(
     "-n",
     "--lines",

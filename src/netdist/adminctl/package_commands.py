@@ -9,6 +9,7 @@ import click
 
 from netdist.adminctl import render, view
 from netdist.adminctl.command_io import client, emit_json, json_option, out, show
+from netdist.adminctl.completion import package_names
 from netdist.adminctl.printable import printable
 
 
@@ -68,7 +69,7 @@ def packages_list(ctx: click.Context, all_versions: bool, as_json: bool) -> None
 
 
 @packages.command("remove")
-@click.argument("name")
+@click.argument("name", shell_complete=package_names)
 @click.option("--version", default="", help="Remove only this version (default: every version).")
 @click.pass_context
 def packages_remove(ctx: click.Context, name: str, version: str) -> None:

@@ -6,6 +6,7 @@ import click
 
 from netdist.adminctl import render, view
 from netdist.adminctl.command_io import client, emit_json, json_option, show
+from netdist.adminctl.completion import worker_names
 from netdist.adminctl.printable import printable
 
 
@@ -27,7 +28,7 @@ def workers_list(ctx: click.Context, as_json: bool) -> None:
 
 
 @workers.command("remove")
-@click.argument("ref")
+@click.argument("ref", shell_complete=worker_names)
 @click.pass_context
 def workers_remove(ctx: click.Context, ref: str) -> None:
     """Forget worker REF; its leased jobs go back to the queue."""
@@ -37,7 +38,7 @@ def workers_remove(ctx: click.Context, ref: str) -> None:
 
 
 @workers.command("disable")
-@click.argument("ref")
+@click.argument("ref", shell_complete=worker_names)
 @click.pass_context
 def workers_disable(ctx: click.Context, ref: str) -> None:
     """Disconnect worker REF and refuse it until enabled; its jobs go back to the queue."""
@@ -46,7 +47,7 @@ def workers_disable(ctx: click.Context, ref: str) -> None:
 
 
 @workers.command("enable")
-@click.argument("ref")
+@click.argument("ref", shell_complete=worker_names)
 @click.pass_context
 def workers_enable(ctx: click.Context, ref: str) -> None:
     """Let worker REF connect again."""
