@@ -54,3 +54,16 @@ def test_cli_against_an_unreachable_server_says_so_in_one_line() -> None:
     assert "Traceback" not in done.stderr and done.stdout == ""
     usage = admin("no-port", "status")
     assert usage.returncode == 2 and "expected HOST:PORT" in usage.stderr
+
+
+def test_the_server_log_counts_slots_in_the_singular_and_plural(cluster: Cluster) -> None:
+    cluster.add_worker("one", slots=1)
+    cluster.add_worker("two", slots=2)
+    wait_until(lambda: sum(w.connected for w in cluster.api.workers()) == 2, 15, what="both workers")
+
+    def both_logged() -> str | None:
+        text = cluster.logs()
+        return text if text.count(" connected from ") >= 2 else None
+
+    logs = wait_until(both_logged, 15, what="both connections logged")
+    assert "with 1 slot" in logs and "with 1 slots" not in logs and "with 2 slots" in logs, logs
