@@ -1,10 +1,10 @@
-# The one entry point: venv proto proto-check lint typecheck test demo bench
+# The one entry point: venv proto proto-check lint typecheck test demo bench bench-peers
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PROTO_SRC := $(wildcard protos/netdist/api/v1/*.proto)
 
-.PHONY: venv proto proto-check lint typecheck test test-fast demo bench clean
+.PHONY: venv proto proto-check lint typecheck test test-fast demo bench bench-peers clean
 
 $(BIN)/netdist-server: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -43,5 +43,16 @@ demo: venv
 bench: venv
 	$(BIN)/python bench/throughput.py
 
+PEERS_VENV := bench/.peers-venv
+
+$(PEERS_VENV)/bin/celery: bench/peers/requirements.txt
+	$(PY) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q -r bench/peers/requirements.txt
+	touch $@
+
+# Ray and Celery (+ Redis, if redis-server is installed) against netdist, interleaved, in one sitting.
+bench-peers: venv $(PEERS_VENV)/bin/celery
+	$(BIN)/python bench/peers.py --peers-python $(PEERS_VENV)/bin/python
+
 clean:
-	rm -rf $(VENV) build dist netdist-data demo-data
+	rm -rf $(VENV) $(PEERS_VENV) build dist netdist-data demo-data

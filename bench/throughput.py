@@ -50,8 +50,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from noop_package import bench_wheel, latency_script, noop_script
 
 BENCH_DIR = Path(__file__).resolve().parent
-PEERS = {"Ray": 1463.0, "Dask": 1337.0, "Celery+Redis": 487.0, "RQ": 306.0}
-PEER_NOTE = "peers measured on this machine with 2 worker processes for 20,000 no-op jobs"
 WORKERS_TIMEOUT = 60.0
 POLL_SECONDS = 0.2
 STOP_SECONDS = 15.0
@@ -349,7 +347,6 @@ def _throughput_figures(out: dict[str, Any], s: dict[str, Any]) -> None:
         if first_result and last > first_result:
             out["steady_jobs_per_s"] = round((out["jobs"] - 1) / (last - first_result), 1)
             out["first_result_ms"] = round(1000 * (first_result - first), 1)
-        out["vs_peers"] = {name: round(out["jobs_per_s"] / rate, 2) for name, rate in PEERS.items()}
     elif first and out["processed"]:
         out["partial_jobs_per_s"] = round(out["processed"] / max(1e-9, time.time() - first), 1)
 
@@ -439,11 +436,9 @@ def print_report(report: dict[str, Any]) -> None:
         "seconds",
         "cpu s server/workers",
         "load 1m",
-        *(f"x {p.split('+')[0]}" for p in PEERS),
     ):
         table.add_column(col, justify="right")
     for r in report["throughput"]:
-        ratios = [f"{r['vs_peers'][p]:.2f}" if "vs_peers" in r else "-" for p in PEERS]
         rate = (
             f"{r['jobs_per_s']:,.0f}"
             if "jobs_per_s" in r
@@ -458,12 +453,9 @@ def print_report(report: dict[str, Any]) -> None:
             f"{r.get('seconds', 0):.1f}",
             f"{cpu.get('server', 0):.1f} / {cpu.get('workers', 0):.1f}",
             "{} -> {}".format(*r.get("loadavg_1m", ["?", "?"])),
-            *ratios,
         )
     console.print(table)
-    console.print(
-        f"peers: {', '.join(f'{k} {v:,.0f}/s' for k, v in PEERS.items())} ({PEER_NOTE}); the like-for-like row is 2x1"
-    )
+    console.print("peers (Ray, Celery) in the same sitting: make bench-peers (bench/peers.py)")
     lat = report.get("latency")
     if lat:
         t = Table(title="dispatch latency, enqueue -> start of process() on the worker (one job in flight)")
@@ -519,8 +511,6 @@ def main(argv: list[str] | None = None) -> int:
         "timeout_s": args.timeout,
         "batch": args.batch,
         "warmup": args.warmup,
-        "peers_jobs_per_s": PEERS,
-        "peers_note": PEER_NOTE,
         "throughput": [],
     }
     try:
