@@ -1,7 +1,8 @@
 """What a worker sends back unasked: capacity, results and starts in batches, progress coalesced.
 
 The executor reports each job's start, result and progress here directly.
-Results and starts go out together, batched (256, or 2 ms after the first),
+Results and starts go out together, batched (256, or 2 ms after the first; at once
+when the worker holds no other job),
 behind the capacity whenever the wanted number moved (:mod:`netdist.worker.capacity`);
 a job whose result leaves in the same flush is not reported as started. What
 no stream takes stays in the :class:`~netdist.worker.ledger.Ledger` until the
@@ -60,7 +61,10 @@ class Outbox:
         if not self._ledger.finish(result):
             return  # revoked or handed back meanwhile
         self._progress.pop(result.ref, None)
-        self._schedule_flush()
+        if self._ledger.held_count == 0:
+            self.flush()  # nothing else held whose result it could wait for: a lone job's result goes at once
+        else:
+            self._schedule_flush()
 
     def progress(self, progress: JobProgress) -> None:
         if not self._ledger.holds(progress.ref):
