@@ -4,6 +4,7 @@ failed, a failed handler's error cleared by a fixed script, its saved state, and
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 from tests.e2e.conftest import admin, ok
@@ -125,3 +126,19 @@ def test_packages_remove_is_refused_while_a_handler_uses_the_package_unless_forc
     assert json.loads(ok(addr, "packages", "list", "--json")) == []
     missing = admin(addr, "packages", "remove", "counter")
     assert missing.returncode == 1 and missing.stderr.startswith("NotFoundError: "), missing
+
+
+def test_a_saved_state_over_the_reply_limit_is_not_sent_and_the_result_says_so(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    addr = _upload(cluster, tmp_path)
+    ok(addr, "jobs", "add", str(counter_script(tmp_path / "job.py", job="hoarder", count=1)))
+    (listed,) = json.loads(ok(addr, "handlers", "list", "--json"))
+    assert "handler_state" not in listed  # a list carries no states, however small
+    big = json.dumps({"samples": "x" * (300 * 1024)})
+    with sqlite3.connect(tmp_path / "netdist.db") as db:  # as a handler whose state grew past the limit leaves it
+        db.execute("UPDATE handlers SET handler_state_json = ? WHERE id = ?", (big, listed["id"]))
+    result = json.loads(ok(addr, "handlers", "result", "hoarder", "--json"))
+    assert (result["handler_state"], result["handler_state_shown"]) == (None, False)
+    assert result["handler_state_bytes"] == len(big)
+    assert "not shown: over the 256.0 KiB a reply carries" in wide(addr, "handlers", "result", "hoarder")
