@@ -7,6 +7,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+from netdist.testing import write_wheel
 from tests.e2e.conftest import admin, ok
 from tests.integration.conftest import Cluster
 from tests.support import counter_script, counter_wheel
@@ -142,3 +143,42 @@ def test_a_saved_state_over_the_reply_limit_is_not_sent_and_the_result_says_so(
     assert (result["handler_state"], result["handler_state_shown"]) == (None, False)
     assert result["handler_state_bytes"] == len(big)
     assert "not shown: over the 256.0 KiB a reply carries" in wide(addr, "handlers", "result", "hoarder")
+
+
+BROKEN = """
+from netdist.handler import Handler
+
+LIMIT = int("ten")  # a bug in the module: found when jobs add imports it
+
+
+class Broken(Handler):
+    pass
+"""
+
+
+def test_a_handler_that_raises_on_import_is_refused_at_jobs_add_with_its_own_line(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    assert cluster.server is not None
+    addr = cluster.server.address
+    wheel = write_wheel(
+        tmp_path / "broken",
+        name="broken",
+        version="1.0",
+        files={"broken/__init__.py": "", "broken/handler.py": BROKEN},
+        entry_points={"netdist.handlers": {"Broken": "broken.handler:Broken"}},
+    )
+    ok(addr, "upload-package", str(wheel))
+    script = tmp_path / "job.py"
+    script.write_text(
+        counter_script(tmp_path / "c.py", job="b")
+        .read_text()
+        .replace('"counter"', '"broken"')
+        .replace("Counter", "Broken")
+    )
+    refused = admin(addr, "jobs", "add", str(script))
+    assert refused.returncode == 1, refused
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("InvalidArgumentError: handler 'Broken' raised while checking its settings: ValueError: ")
+    assert line.endswith("broken/handler.py:4)") and "netdist" not in line.split("(at ")[1], line
+    assert json.loads(ok(addr, "handlers", "list", "--json")) == []
