@@ -45,13 +45,12 @@ def test_raising_and_dying_handlers_fail_alone_and_resume_exactly(cluster: Clust
         f"1.0 sum={expected_sum(60)} seen=60 failures=0"
     )
 
-    # Fixed script, enable, start: each instance finishes with every result
+    # Fixed script (it clears the error), start: each instance finishes with every result
     # counted exactly once (the failed batch was never committed).
     for hid, name in ((raising, "r.py"), (dying, "d.py")):
         job = "raising" if hid == raising else "dying"
         fixed = cluster.api.add_script(counter_script(tmp_path / name, job=job, settings=START, count=60))
-        assert fixed.outcome == "replaced" and fixed.handler.state == "failed"
-        assert cluster.api.control(hid, admin_pb2.HANDLER_ACTION_ENABLE).state == "idle"
+        assert fixed.outcome == "replaced" and (fixed.handler.state, fixed.handler.message) == ("stopped", "")
         cluster.api.control(hid, admin_pb2.HANDLER_ACTION_START)
     for hid in (raising, dying):
         info = cluster.api.wait_state(hid, "finished", timeout=60)

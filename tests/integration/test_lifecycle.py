@@ -113,7 +113,8 @@ def test_stop_revokes_leases_and_a_disabled_handler_starts_only_once_enabled(
     )
     assert cluster.api.handler(hid).state == "disabled"
 
-    assert cluster.api.control(hid, admin_pb2.HANDLER_ACTION_ENABLE).state == "idle"
+    # It had run and was stopped mid-way: enabled, it is stopped again (idle is for one that never ran).
+    assert cluster.api.control(hid, admin_pb2.HANDLER_ACTION_ENABLE).state == "stopped"
     assert cluster.api.control(hid, admin_pb2.HANDLER_ACTION_START).state == "running"
     # The killed children freed the slots: the jobs run again from the start.
     jobs = wait_until(
@@ -151,9 +152,9 @@ def test_failed_handler_does_not_start_again_until_enabled(cluster: Cluster, tmp
     info = cluster.api.handler(hid)
     assert info.state == "failed" and log_text(cluster, hid).count(SCHEDULED) == starts
 
-    # Enabled, it is idle again and its schedule starts it (and it fails again).
+    # Enabled, its error is cleared, it is stopped (it had run) and its schedule starts it (and it fails again).
     info = cluster.api.control(hid, admin_pb2.HANDLER_ACTION_ENABLE)
-    assert info.state == "idle" and info.message == ""
+    assert info.state == "stopped" and info.message == ""
     wait_until(lambda: log_text(cluster, hid).count(SCHEDULED) > starts, 15, what="a scheduled start")
     assert "max-sequenced-errors" in cluster.api.wait_state(hid, "failed", timeout=30).message
 

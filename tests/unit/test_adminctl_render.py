@@ -162,3 +162,22 @@ def test_dashboard_frame_when_empty() -> None:
     assert "no handlers" in out
     assert "no worker connected" in out
     assert "UnavailableError: x" in out
+
+
+def test_a_finished_handler_with_failed_jobs_reads_the_same_in_every_view() -> None:
+    label = "finished, all 4 jobs failed"
+    done = handler(state="finished", state_label=label, jobs_processed=0, jobs_failed=4, jobs_available=0)
+    assert render.handler_state(done).style == "bold red"
+    some = handler(state="finished", state_label="finished, 1 of 57 jobs failed", jobs_failed=1)
+    assert render.handler_state(some).style == "bold yellow"
+    assert render.handler_state(handler(state="finished", jobs_failed=0)).style == "bold green"
+    wide = Console(width=250, record=True, color_system=None)
+    for renderable in (
+        render.handlers_table([done]),
+        render.handler_detail(done),
+        dashboard.build([done], [], address="127.0.0.1:50051", error="", now=1.0),
+    ):
+        with wide.capture() as captured:
+            wide.print(renderable)
+        assert label in captured.get()
+    assert view.handler_dict(done)["state_label"] == label and view.handler_dict(done)["state"] == "finished"

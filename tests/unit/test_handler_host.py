@@ -12,6 +12,7 @@ from netdist.errors import HandlerCodeError, HostDiedError
 from netdist.server.host import HostProcess
 from netdist.server.host_protocol import (
     CallHook,
+    CheckSettings,
     CreateMoreJobs,
     Hook,
     Initialize,
@@ -117,6 +118,60 @@ def test_a_host_that_writes_garbage_is_killed_and_its_call_says_why() -> None:
             assert await asyncio.wait_for(proc.wait(), 10) != 0  # killed, not left running
             with pytest.raises(HostDiedError, match="malformed line"):
                 await host.call(CreateMoreJobs())
+        finally:
+            await host.close()
+
+    asyncio.run(main())
+
+
+SETTINGS_HANDLER = """
+import dataclasses
+from netdist.handler import Handler
+
+
+@dataclasses.dataclass
+class Settings:
+    samples: int = 10
+
+
+class Sampler(Handler):
+    settings_class = Settings
+
+    def initialize(self):
+        raise AssertionError("a settings check must not initialize")
+
+    def create_more_jobs(self):
+        self.helper()
+
+    def helper(self):
+        raise ValueError("no more samples")
+"""
+
+
+def test_a_settings_check_runs_the_settings_class_only_and_errors_show_the_handlers_frames(tmp_path: Path) -> None:
+    (tmp_path / "sampler.py").write_text(SETTINGS_HANDLER)
+
+    async def main() -> None:
+        host = await HostProcess.start(python_path=[tmp_path], on_log=lambda *line: None)
+        try:
+            ok = await host.call(CheckSettings(entry="sampler:Sampler", settings={"samples": 3}))
+            assert (ok.jobs, ok.state_json) == ((), "{}")  # no instance: initialize would have raised
+            with pytest.raises(HandlerCodeError) as bad:
+                await host.call(CheckSettings(entry="sampler:Sampler", settings={"samples": "lots"}))
+            assert bad.value.type == "SettingsError"
+            # Raised in netdist's parse_settings: none of its frames, only the one line.
+            assert (
+                bad.value.traceback
+                == "netdist.handler.SettingsError: setting 'samples': expected int, got str 'lots'\n"
+            )
+            with pytest.raises(HandlerCodeError) as raised:  # its frame is the handler's, the host's are gone
+                await host.call(
+                    Initialize(
+                        entry="sampler:Sampler", handler="s", handler_id="h", job_name="j", settings={}, state_json="{}"
+                    )
+                )
+            assert "sampler.py" in raised.value.traceback and "in initialize" in raised.value.traceback
+            assert "host_child" not in raised.value.traceback and "netdist" not in raised.value.traceback
         finally:
             await host.close()
 

@@ -20,7 +20,7 @@ NOTHING = Step(effect=E.NOTHING)
 LAUNCH = Step(effect=E.LAUNCH, target=S.RUNNING)
 STOP = Step(effect=E.HALT, target=S.STOPPED, message="stopped by the operator")
 DISABLE = Step(effect=E.HALT, target=S.DISABLED, message="disabled by the operator")
-RESET = Step(effect=E.RESET, target=S.IDLE)
+SETTLE = Step(effect=E.SETTLE)
 REMOVE = Step(effect=E.REMOVE, target=S.STOPPED, message="removed")
 PAUSE = Step(effect=E.PAUSE, target=S.PAUSED)
 RESUME = Step(effect=E.RESUME, target=S.RUNNING)
@@ -38,9 +38,9 @@ EXPECTED: dict[HandlerState, tuple[Step | str, ...]] = {
     S.RUNNING: (NOTHING, PAUSE, STOP, DISABLE, NOTHING, REMOVE),
     S.PAUSED: (RESUME, not_running("paused"), STOP, DISABLE, NOTHING, REMOVE),
     S.STOPPED: (LAUNCH, not_running("stopped"), NOTHING, DISABLE, NOTHING, REMOVE),
-    S.DISABLED: (DISABLED, not_running("disabled"), NOTHING, DISABLE, RESET, REMOVE),
+    S.DISABLED: (DISABLED, not_running("disabled"), NOTHING, DISABLE, SETTLE, REMOVE),
     S.FINISHED: (LAUNCH, not_running("finished"), NOTHING, DISABLE, NOTHING, REMOVE),
-    S.FAILED: (LAUNCH, not_running("failed"), NOTHING, DISABLE, RESET, REMOVE),
+    S.FAILED: (LAUNCH, not_running("failed"), NOTHING, DISABLE, SETTLE, REMOVE),
 }
 ORDER = (A.START, A.PAUSE, A.STOP, A.DISABLE, A.ENABLE, A.REMOVE)
 CASES = [(state, action, row[i]) for state, row in EXPECTED.items() for i, action in enumerate(ORDER)]
@@ -66,8 +66,10 @@ def test_each_action_in_each_state(state: HandlerState, action: HandlerAction, e
 def test_a_step_that_moves_leaves_a_different_state_or_removes() -> None:
     """No step claims to change what it leaves as it was (NOTHING is the only way to stay)."""
     for (state, _), outcome in lifecycle.TRANSITIONS.items():
-        if isinstance(outcome, Step) and outcome.effect not in (E.NOTHING, E.HALT, E.REMOVE):
+        if isinstance(outcome, Step) and outcome.effect not in (E.NOTHING, E.HALT, E.REMOVE, E.SETTLE):
             assert outcome.target is not None and outcome.target != state
+        if isinstance(outcome, Step) and outcome.effect == E.SETTLE:  # settled_state leaves neither of these
+            assert state in (S.DISABLED, S.FAILED)
 
 
 def test_actions_are_parsed_from_their_names_and_an_unknown_one_is_refused() -> None:
@@ -83,3 +85,9 @@ def test_active_states_are_resumed_and_schedules_leave_waiting_ones_alone() -> N
     # what a schedule does start, it starts by LAUNCH: never a refusal
     for state in set(HandlerState) - lifecycle.SCHEDULE_SKIPS:
         assert lifecycle.step("h1", state, A.START) == LAUNCH
+
+
+def test_enable_settles_where_the_last_run_got_to():
+    assert lifecycle.settled_state(ran=False, went_to_the_end=False) == S.IDLE
+    assert lifecycle.settled_state(ran=True, went_to_the_end=True) == S.FINISHED
+    assert lifecycle.settled_state(ran=True, went_to_the_end=False) == S.STOPPED

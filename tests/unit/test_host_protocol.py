@@ -9,6 +9,7 @@ import pytest
 from netdist.jsonline import MalformedLineError
 from netdist.server.host_protocol import (
     CallHook,
+    CheckSettings,
     CreateMoreJobs,
     HandlerRaised,
     HandlerUpdate,
@@ -38,6 +39,7 @@ REQUESTS: list[HostRequest] = [
         settings={"limit": 10, "nested": {"a": [1, 2]}},
         state_json='{"n": 3}',
     ),
+    CheckSettings(entry="pkg.mod:Handler", settings={"samples": "lots", "nested": {"a": [1]}}),
     *(CallHook(hook=hook) for hook in Hook),
     CreateMoreJobs(),
     ProcessResults(items=()),

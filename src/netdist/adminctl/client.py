@@ -215,8 +215,8 @@ class AdminClient:
         reply = self._call(lambda: self._packages.List(request, timeout=self.timeout_seconds))
         return list(reply.packages)
 
-    def remove_package(self, name: str, version: str = "") -> int:
-        request = packages_pb2.RemovePackageRequest(name=name, version=version)
+    def remove_package(self, name: str, version: str = "", *, force: bool = False) -> int:
+        request = packages_pb2.RemovePackageRequest(name=name, version=version, force=force)
         reply: packages_pb2.RemovePackageResponse = self._call(
             lambda: self._packages.Remove(request, timeout=self.timeout_seconds)
         )

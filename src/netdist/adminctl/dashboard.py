@@ -55,7 +55,7 @@ def _handlers(handlers: Sequence[admin_pb2.HandlerInfo]) -> Table:
             render.text(h.job_name)
             .append("\n")
             .append_text(render.text(f"{render.short_id(h.id)} {h.package}/{h.handler}", style="dim")),
-            render.state_text(h.state),
+            render.handler_state(h),
             render.handler_bar(h, width=24),
             render.progress_text(h),
             str(h.jobs_available),

@@ -46,7 +46,7 @@ def jobs_add(ctx: click.Context, script: Path) -> None:
     h = reply.handler
     text = render.text(f"{reply.outcome}: ", style="bold")
     text.append(printable(f"handler {h.id} ('{h.job_name}': {h.package}/{h.handler}), state "))
-    text.append_text(render.state_text(h.state))
+    text.append_text(render.handler_state(h))
     out().print(text)
 
 
@@ -111,9 +111,25 @@ def handlers_show(ctx: click.Context, ref: str, as_json: bool) -> None:
     """Show every detail of one handler instance, settings included."""
     h = client(ctx).get_handler(ref)
     if as_json:
-        emit_json(view.handler_dict(h))
+        emit_json(view.handler_dict(h, with_result=True))
     else:
         show(render.handler_detail(h))
+
+
+@handlers.command("result")
+@click.argument("ref")
+@json_option
+@click.pass_context
+def handlers_result(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Print the saved state (the handler's ``self.state``) and summary of handler REF.
+
+    The state is sent up to 256 KiB; past that only its size is (the handler keeps its answer too big
+    to show: write it to a file or a database from the handler instead)."""
+    h = client(ctx).get_handler(ref)
+    if as_json:
+        emit_json(view.result_dict(h))
+    else:
+        show(render.handler_result(h))
 
 
 def _control_command(name: str) -> Callable[..., None]:
@@ -128,7 +144,7 @@ def _control_command(name: str) -> Callable[..., None]:
             text.append(printable(f" ('{h.job_name}')"))
         if name != "remove":
             text.append(", state ")
-            text.append_text(render.state_text(h.state))
+            text.append_text(render.handler_state(h))
         out().print(text)
 
     command.__doc__ = f"{name.capitalize()} handler REF."

@@ -71,8 +71,11 @@ def packages_list(ctx: click.Context, all_versions: bool, as_json: bool) -> None
 @packages.command("remove")
 @click.argument("name", shell_complete=package_names)
 @click.option("--version", default="", help="Remove only this version (default: every version).")
+@click.option("--force", is_flag=True, help="Remove it even while handler instances use it.")
 @click.pass_context
-def packages_remove(ctx: click.Context, name: str, version: str) -> None:
-    """Remove package NAME (every version unless --version)."""
-    removed = client(ctx).remove_package(name, version)
+def packages_remove(ctx: click.Context, name: str, version: str, force: bool) -> None:
+    """Remove package NAME (every version unless --version).
+
+    Refused while a handler instance uses it (the refusal names them) unless --force."""
+    removed = client(ctx).remove_package(name, version, force=force)
     click.echo(f"removed {removed} version{'s' if removed != 1 else ''} of {printable(name)}")

@@ -86,6 +86,14 @@ def state_text(state: str) -> Text:
     return text(state or "-", style=STATE_STYLES.get(state, ""))
 
 
+def handler_state(h: admin_pb2.HandlerInfo) -> Text:
+    """A handler's state as the server labels it (``finished, 3 of 10 jobs failed``): a finished handler
+    with jobs that failed for good in yellow, in red when every job failed."""
+    if h.state == "finished" and h.jobs_failed:
+        return text(h.state_label or h.state, style="bold red" if h.jobs_processed == 0 else "bold yellow")
+    return state_text(h.state)
+
+
 def progress_text(h: admin_pb2.HandlerInfo) -> str:
     """``processed/total (pct%)`` or just the processed count when the total is unknown."""
     if h.has_total and h.jobs_total > 0:
@@ -107,7 +115,7 @@ def handlers_table(handlers: Iterable[admin_pb2.HandlerInfo]) -> Table:
             h.job_name,
             f"{h.package} {h.package_version}".strip(),
             h.handler,
-            state_text(h.state),
+            handler_state(h),
             progress_text(h),
             str(h.jobs_available),
             str(h.jobs_pending),
@@ -136,7 +144,7 @@ def handler_detail(h: admin_pb2.HandlerInfo) -> RenderableType:
         ("job", h.job_name),
         ("package", f"{h.package} {h.package_version}".strip()),
         ("handler", h.handler),
-        ("state", state_text(h.state)),
+        ("state", handler_state(h)),
         ("message", h.message or "-"),
         ("summary", h.result_summary or "-"),
         (
@@ -163,6 +171,25 @@ def handler_detail(h: admin_pb2.HandlerInfo) -> RenderableType:
         Text("\ncustom settings [tool.netdist.settings]", style="bold"),
         _json_block(h.custom_settings_json),
     )
+
+
+def handler_result(h: admin_pb2.HandlerInfo) -> RenderableType:
+    """What ``handlers result`` prints: the summary, then the saved state as JSON."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    add_row(grid, "handler", f"{h.id} ('{h.job_name}')")
+    add_row(grid, "state", handler_state(h))
+    add_row(grid, "summary", h.result_summary or "-")
+    title = Text(f"\nsaved state ({fmt_size(h.handler_state_bytes)})", style="bold")
+    if h.handler_state_bytes and not h.handler_state_json:
+        note = f"not shown: over the {fmt_size(MAX_SHOWN_STATE)} a reply carries"
+        return Group(grid, title, Text(note, style="yellow"))
+    return Group(grid, title, _json_block(h.handler_state_json or "{}"))
+
+
+MAX_SHOWN_STATE = 256 * 1024
+"""The server's limit (netdist.server.admin_service.MAX_SHOWN_STATE), for the note."""
 
 
 def _json_block(raw: str) -> RenderableType:
@@ -275,7 +302,7 @@ def status_table(s: admin_pb2.GetStatusResponse) -> Table:
         ("database", s.database),
         ("up since", fmt_time(s.started_at)),
         ("packages", str(s.packages)),
-        ("handlers", f"{s.handlers} ({s.handlers_running} running)"),
+        ("handlers", handlers_line(s)),
         ("workers", f"{s.workers_connected} connected"),
         (
             "jobs",
@@ -291,6 +318,13 @@ def status_table(s: admin_pb2.GetStatusResponse) -> Table:
             text(f"{s.store_state} since {fmt_time(s.store_unavailable_since)}: {s.store_problem}", style="red"),
         )
     return grid
+
+
+def handlers_line(s: admin_pb2.GetStatusResponse) -> Text:
+    line = text(f"{s.handlers} ({s.handlers_running} running")
+    if s.handlers_finished_with_failures:
+        line.append(f", {s.handlers_finished_with_failures} finished with failed jobs", style="bold yellow")
+    return line.append(")")
 
 
 LOG_INDENT = "    "

@@ -27,7 +27,10 @@ def parse_json(text: str) -> Any:
         return text
 
 
-def handler_dict(h: admin_pb2.HandlerInfo) -> dict[str, Any]:
+def handler_dict(h: admin_pb2.HandlerInfo, *, with_result: bool = False) -> dict[str, Any]:
+    """``with_result``: the saved state too (GetHandler sends it; ListHandlers does not)."""
+    shown = ("handler_state", "handler_state_bytes", "handler_state_shown") if with_result else ()
+    result = result_dict(h)
     return {
         "id": h.id,
         "package": h.package,
@@ -35,6 +38,7 @@ def handler_dict(h: admin_pb2.HandlerInfo) -> dict[str, Any]:
         "handler": h.handler,
         "job_name": h.job_name,
         "state": h.state,
+        "state_label": h.state_label or h.state,
         "message": h.message,
         "jobs_available": h.jobs_available,
         "jobs_pending": h.jobs_pending,
@@ -51,6 +55,22 @@ def handler_dict(h: admin_pb2.HandlerInfo) -> dict[str, Any]:
         "finished_at": when(h.finished_at),
         "next_start_at": when(h.next_start_at),
         "running": [job_dict(j) for j in h.running],
+        **{key: result[key] for key in shown},
+    }
+
+
+def result_dict(h: admin_pb2.HandlerInfo) -> dict[str, Any]:
+    """A handler's answer: its summary and saved state (``None`` when over the size the server sends)."""
+    shown = bool(h.handler_state_json) or h.handler_state_bytes == 0
+    return {
+        "id": h.id,
+        "job_name": h.job_name,
+        "state": h.state,
+        "state_label": h.state_label or h.state,
+        "result_summary": h.result_summary,
+        "handler_state": parse_json(h.handler_state_json) if shown else None,
+        "handler_state_bytes": h.handler_state_bytes,
+        "handler_state_shown": shown,
     }
 
 
@@ -126,6 +146,7 @@ def status_dict(s: admin_pb2.GetStatusResponse) -> dict[str, Any]:
         "jobs_pending": s.jobs_pending,
         "jobs_processed": s.jobs_processed,
         "jobs_failed": s.jobs_failed,
+        "handlers_finished_with_failures": s.handlers_finished_with_failures,
         "store_state": s.store_state,
         "store_problem": s.store_problem,
         "store_unavailable_since": when(s.store_unavailable_since) if s.store_unavailable_since else None,

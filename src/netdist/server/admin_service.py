@@ -18,7 +18,7 @@ from netdist.server.dispatcher import Dispatcher
 from netdist.server.grpc_errors import to_status
 from netdist.server.job_views import MAX_LISTED_JOBS, MAX_RUNNING_LISTED, MAX_SHOWN_TEXT, running_job
 from netdist.server.manager import HandlerManager
-from netdist.server.states import HandlerState, JobStatus
+from netdist.server.states import HandlerState, JobStatus, state_label
 from netdist.server.store import audit as audit_store
 from netdist.server.store import catalog
 from netdist.server.store import jobs as job_store
@@ -27,6 +27,8 @@ from netdist.server.store.facade import Store
 MAX_SCRIPT_BYTES = 1024 * 1024
 MAX_FILENAME_CHARS = 255
 MAX_AUDIT = 1000
+MAX_SHOWN_STATE = 256 * 1024
+"""A handler's saved state is sent (by GetHandler) up to this size; past it only its size is."""
 _SERVICE = "AdminService"
 _ACTIONS = {
     admin_pb2.HANDLER_ACTION_START: "start",
@@ -93,6 +95,9 @@ class AdminService(WorkerAdmin):
             jobs_pending=_pending(total),
             jobs_processed=total.get(JobStatus.PROCESSED, 0),
             jobs_failed=_failed(total),
+            handlers_finished_with_failures=sum(
+                1 for h in handlers if h.state == HandlerState.FINISHED and _failed(counts.get(h.id, {}))
+            ),
             store_state="ok",
         )
 
@@ -145,7 +150,11 @@ class AdminService(WorkerAdmin):
         self, request: admin_pb2.GetHandlerRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.GetHandlerResponse:
         record = await self.store.read(catalog.resolve_handler, request.ref)
-        return admin_pb2.GetHandlerResponse(handler=await self._info(record))
+        info = await self._info(record)
+        info.handler_state_bytes = len(record.handler_state_json.encode())
+        if info.handler_state_bytes <= MAX_SHOWN_STATE:
+            info.handler_state_json = record.handler_state_json
+        return admin_pb2.GetHandlerResponse(handler=info)
 
     @to_status
     @audited(_SERVICE, target=lambda r: f"handler {r.ref}", detail=lambda r: _ACTIONS.get(r.action, "?"))
@@ -254,6 +263,7 @@ class AdminService(WorkerAdmin):
             handler=r.handler,
             job_name=r.job_name,
             state=r.state,
+            state_label=state_label(r.state, processed=counts.get(JobStatus.PROCESSED, 0), failed=_failed(counts)),
             message=r.message,
             jobs_available=counts.get(JobStatus.AVAILABLE, 0),
             jobs_pending=_pending(counts),

@@ -16,10 +16,12 @@ import sys
 import traceback
 from typing import Any, BinaryIO, assert_never
 
-from netdist.handler import Handler, JobFailure
+import netdist
+from netdist.handler import Handler, JobFailure, parse_settings
 from netdist.parent_death import exit_with_parent, parent_pid_from
 from netdist.server.host_protocol import (
     CallHook,
+    CheckSettings,
     CreateMoreJobs,
     HandlerRaised,
     HandlerUpdate,
@@ -83,6 +85,11 @@ class _Host:
         if isinstance(request, Initialize):
             self.handler = self._initialize(request)
             return self._update()
+        if isinstance(request, CheckSettings):
+            settings_class = _handler_class(request.entry).settings_class
+            if settings_class is not None:
+                parse_settings(settings_class, request.settings)
+            return HandlerUpdate(state_json="{}", summary="", total=None)
         handler = self.handler
         if handler is None:
             raise RuntimeError(f"{type(request).__name__} before Initialize")
@@ -100,12 +107,7 @@ class _Host:
         assert_never(request)
 
     def _initialize(self, request: Initialize) -> Handler[Any]:
-        module_name, _, attr = request.entry.partition(":")
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-        if not (isinstance(obj, type) and issubclass(obj, Handler)):
-            raise TypeError(f"{request.entry} is not a subclass of netdist.handler.Handler")
+        obj = _handler_class(request.entry)
         log = logging.getLogger(f"netdist.handler.{request.handler}")
         log.setLevel(logging.INFO)
         log.addHandler(_ProtocolLog(self.out))
@@ -153,9 +155,44 @@ class _Host:
             try:
                 reply = self.handle(request)
             except Exception as exc:
-                reply = HandlerRaised(type=type(exc).__name__, message=str(exc), traceback=traceback.format_exc())
+                reply = HandlerRaised(type=type(exc).__name__, message=str(exc), traceback=handler_traceback(exc))
             self.out.write(encode_reply(request_id, reply))
             self.out.flush()
+
+
+def _handler_class(entry: str) -> type[Handler[Any]]:
+    module_name, _, attr = entry.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not (isinstance(obj, type) and issubclass(obj, Handler)):
+        raise TypeError(f"{entry} is not a subclass of netdist.handler.Handler")
+    return obj
+
+
+_OURS = os.path.dirname(netdist.__file__) + os.sep
+
+
+def _theirs(frame: traceback.FrameSummary) -> bool:
+    """A frame of the handler's code (or a library it calls), not netdist's nor the import machinery's."""
+    return not (frame.filename.startswith(_OURS) or frame.filename.startswith("<frozen "))
+
+
+def handler_traceback(exc: BaseException) -> str:
+    """The traceback of an error raised in handler code, with the handler's own frames only: netdist's
+    (this host, ``parse_settings``) and importlib's say nothing to the handler's author. An error with
+    no frame of theirs (a bad setting) is its one ``Type: message`` line."""
+    shown = traceback.TracebackException.from_exception(exc)
+    seen: set[int] = set()
+    todo = [shown]
+    while todo:
+        te = todo.pop()
+        if id(te) in seen:
+            continue
+        seen.add(id(te))
+        te.stack = traceback.StackSummary.from_list([f for f in te.stack if _theirs(f)])
+        todo.extend(t for t in (te.__cause__, te.__context__) if t is not None)
+    return "".join(shown.format())
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ requests and reads the rest, :mod:`netdist.server.host_child` the other way::
 
     server -> host   {"id": N, "op": "init", "entry", "handler", "handler_id", "job_name",
                                  "settings": {...}, "state": STATE_JSON}          Initialize
+                     {"id": N, "op": "check", "entry", "settings": {...}}        CheckSettings
                      {"id": N, "op": "call", "name": "on_start"}                  CallHook
                      {"id": N, "op": "more"}                                      CreateMoreJobs
                      {"id": N, "op": "results",
@@ -89,6 +90,24 @@ class Initialize:
             settings=get_object(obj, "settings"),
             state_json=get_str(obj, "state"),
         )
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CheckSettings:
+    """Import the handler class and check custom settings against its ``settings_class``; no instance is
+    made, ``initialize`` is not called. The reply is an empty HandlerUpdate, or HandlerRaised
+    (``SettingsError`` for a bad setting)."""
+
+    OP: ClassVar[str] = "check"
+    entry: str
+    settings: dict[str, Any]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"entry": self.entry, "settings": self.settings}
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> CheckSettings:
+        return cls(entry=get_str(obj, "entry"), settings=get_object(obj, "settings"))
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -182,9 +201,9 @@ class ProcessFailures:
         return cls(items=tuple(_failure(item) for item in get_list(obj, "items")))
 
 
-HostRequest = Initialize | CallHook | CreateMoreJobs | ProcessResults | ProcessFailures
+HostRequest = Initialize | CheckSettings | CallHook | CreateMoreJobs | ProcessResults | ProcessFailures
 _REQUESTS: dict[str, type[HostRequest]] = {
-    cls.OP: cls for cls in (Initialize, CallHook, CreateMoreJobs, ProcessResults, ProcessFailures)
+    cls.OP: cls for cls in (Initialize, CheckSettings, CallHook, CreateMoreJobs, ProcessResults, ProcessFailures)
 }
 
 

@@ -3,8 +3,9 @@ the new script of the instance it names (package, handler, job).
 
 Everything slow or hostile happens before the store is touched: the text must
 be UTF-8, its metadata parses (in a thread: linear time), its Python passes the
-script checker (in a child process), and the package and handler it names are
-uploaded. Starting, restarting or relaunching an instance is the manager's.
+script checker (in a child process), the package and handler it names are
+uploaded, and the handler's ``settings_class`` accepts its custom settings (in a
+handler host: :mod:`netdist.server.settings_check`). Starting, restarting or relaunching an instance is the manager's.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from netdist.server.blobs import BlobStore
 from netdist.server.clock import Clock
 from netdist.server.runtime import LogSink
 from netdist.server.script_check import ScriptChecker
+from netdist.server.settings_check import SettingsChecker
 from netdist.server.states import HandlerState
 from netdist.server.store import catalog
 from netdist.server.store.facade import Store
@@ -53,6 +55,7 @@ class JobScriptIntake:
         self._clock = clock
         self._log = log_sink
         self.checker = ScriptChecker()
+        self.settings_checker = SettingsChecker(blobs)
 
     async def check(self, filename: str, content: bytes) -> CheckedScript:
         """InvalidArgumentError (or JobScriptError) saying what is wrong; nothing is stored before this passed
@@ -75,6 +78,11 @@ class JobScriptIntake:
                 f"'handler': package {s.package!r} has no handler {s.handler!r}; it has: "
                 f"{', '.join(package.handlers) or 'none'}"
             )
+        try:
+            custom_json = json.dumps(dict(script.custom), sort_keys=True)
+        except (TypeError, ValueError) as exc:  # a TOML date or time: the handler host takes JSON
+            raise InvalidArgumentError(f"[tool.netdist.settings]: a value is not JSON ({exc})") from None
+        await self.settings_checker.check(package, s.handler, json.loads(custom_json))
         sha = await asyncio.to_thread(self._blobs.put, content)
         return CheckedScript(
             filename=filename,
@@ -82,7 +90,7 @@ class JobScriptIntake:
             sha256=sha,
             settings=s,
             settings_json=json.dumps(s.to_json_dict(), sort_keys=True),
-            custom_json=json.dumps(dict(script.custom), sort_keys=True),
+            custom_json=custom_json,
         )
 
     async def store(self, script: CheckedScript, *, uploaded_by: str) -> tuple[catalog.HandlerRecord, Outcome]:

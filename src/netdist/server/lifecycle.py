@@ -12,10 +12,15 @@ idle       launch      refused     nothing    halt        nothing    remove
 running    nothing     pause       halt       halt        nothing    remove
 paused     resume      refused     halt       halt        nothing    remove
 stopped    launch      refused     nothing    halt        nothing    remove
-disabled   refused     refused     nothing    halt        reset      remove
+disabled   refused     refused     nothing    halt        settle     remove
 finished   launch      refused     nothing    halt        nothing    remove
-failed     launch      refused     nothing    halt        reset      remove
+failed     launch      refused     nothing    halt        settle     remove
 =========  ==========  ==========  =========  ==========  =========  ========
+
+``settle`` clears the message and the failed results in a row and leaves the
+state :func:`settled_state` reads from the record: ``idle`` if it never ran,
+``finished`` if its last run went to the end, else ``stopped`` (start goes on
+where it was). A new job script for a failed handler settles it the same way.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ class Effect(StrEnum):
     RESUME = "resume"  # a paused handler hands out jobs again
     PAUSE = "pause"  # hands out nothing; outstanding leases stay
     HALT = "halt"  # stop the runtime, revoke every lease, unregister
-    RESET = "reset"  # back to idle, failed results in a row forgotten
+    SETTLE = "settle"  # back to where its last run got to (settled_state), error and streak forgotten
     REMOVE = "remove"  # halt, then delete the instance
 
 
@@ -77,7 +82,7 @@ _NOTHING = Step(effect=Effect.NOTHING)
 _LAUNCH = Step(effect=Effect.LAUNCH, target=HandlerState.RUNNING)
 _HALT_STOP = Step(effect=Effect.HALT, target=HandlerState.STOPPED, message="stopped by the operator")
 _HALT_DISABLE = Step(effect=Effect.HALT, target=HandlerState.DISABLED, message="disabled by the operator")
-_RESET = Step(effect=Effect.RESET, target=HandlerState.IDLE)
+_SETTLE = Step(effect=Effect.SETTLE)  # the target is settled_state's
 _REMOVE = Step(effect=Effect.REMOVE, target=HandlerState.STOPPED, message="removed")
 _NOT_RUNNING = Refusal("handler {handler_id} is {state}: only a running handler can be paused")
 _DISABLED = Refusal("handler {handler_id} is disabled: enable it first")
@@ -101,8 +106,8 @@ _OVERRIDES: dict[HandlerState, dict[HandlerAction, Step | Refusal]] = {
         HandlerAction.PAUSE: Step(effect=Effect.PAUSE, target=HandlerState.PAUSED),
     },
     HandlerState.PAUSED: {HandlerAction.START: Step(effect=Effect.RESUME, target=HandlerState.RUNNING)},
-    HandlerState.DISABLED: {HandlerAction.START: _DISABLED, HandlerAction.ENABLE: _RESET},
-    HandlerState.FAILED: {HandlerAction.ENABLE: _RESET},
+    HandlerState.DISABLED: {HandlerAction.START: _DISABLED, HandlerAction.ENABLE: _SETTLE},
+    HandlerState.FAILED: {HandlerAction.ENABLE: _SETTLE},
 }
 
 TRANSITIONS: dict[tuple[HandlerState, HandlerAction], Step | Refusal] = {
@@ -125,3 +130,11 @@ def step(handler_id: str, state: HandlerState, action: HandlerAction) -> Step:
     if isinstance(outcome, Refusal):
         raise outcome.error(handler_id, state)
     return outcome
+
+
+def settled_state(*, ran: bool, went_to_the_end: bool) -> HandlerState:
+    """Where ``enable`` leaves a disabled or failed handler (and a new job script a failed one):
+    ``idle`` if it never ran, ``finished`` if its last run went to the end, else ``stopped``."""
+    if not ran:
+        return HandlerState.IDLE
+    return HandlerState.FINISHED if went_to_the_end else HandlerState.STOPPED

@@ -98,6 +98,9 @@ class HandlerManager:
             if outcome == Outcome.REPLACED and record.id in self.runtimes:
                 await self._relaunch(record.id)
                 record = await self.store.read(catalog.get_handler, record.id)
+            elif outcome == Outcome.REPLACED and record.state == HandlerState.FAILED:
+                await self._settle(record, why="a new job script cleared the error; start it to run again")
+                record = await self.store.read(catalog.get_handler, record.id)
         if outcome == Outcome.CREATED and script.settings.auto_start:
             record = await self.control(record.id, HandlerAction.START)
         return record, outcome
@@ -133,15 +136,21 @@ class HandlerManager:
             case Effect.HALT:
                 assert step.target is not None
                 await self._halt(hid, step.target, step.message)
-            case Effect.RESET:
-                await self._set_state(hid, HandlerState.IDLE, "")
-                await self.store.write(catalog.update_handler, hid, sequenced_errors=0)
+            case Effect.SETTLE:
+                await self._settle(record)
             case Effect.REMOVE:
                 await self._halt(hid, HandlerState.STOPPED, step.message)
                 await self.store.write(catalog.delete_handler, hid)
                 self.next_start.pop(hid, None)
             case _ as unreachable:
                 assert_never(unreachable)
+
+    async def _settle(self, record: catalog.HandlerRecord, *, why: str = "") -> None:
+        """Enable, or a new job script for a failed handler: the error and the streak forgotten, the state
+        where its last run got to."""
+        state = lifecycle.settled_state(ran=record.started_at is not None, went_to_the_end=record.exhausted)
+        await self.store.write(catalog.update_handler, record.id, state=state, message="", sequenced_errors=0)
+        self.log(record.id, "info", "server", f"state {state}" + (f": {why}" if why else ""))
 
     async def _scheduled_start(self, handler_id: str) -> None:
         await self.control(handler_id, HandlerAction.START)
@@ -164,7 +173,13 @@ class HandlerManager:
         counts = (await self.store.read(job_store.counts, record.id)).get(record.id, {})
         state = HandlerState.RUNNING if active else HandlerState.PAUSED
         await self.store.write(
-            catalog.update_handler, record.id, state=state, message="", started_at=self.clock.time(), finished_at=None
+            catalog.update_handler,
+            record.id,
+            state=state,
+            message="",
+            started_at=self.clock.time(),
+            finished_at=None,
+            exhausted=False,
         )
         runtime = RunningHandler(
             record,
@@ -211,6 +226,8 @@ class HandlerManager:
         values: dict[str, object] = {"state": state, "message": message}
         if state in (HandlerState.FINISHED, HandlerState.FAILED):
             values["finished_at"] = self.clock.time()
+        if state == HandlerState.FINISHED:
+            values["exhausted"] = True  # its run went to the end: enable after disable says finished again
         write = self.store.writer.run if waits else self.store.write
         await write(catalog.update_handler, handler_id, **values)
         self.log(

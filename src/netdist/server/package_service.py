@@ -120,14 +120,21 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
     @audited(
         "PackageService",
         target=lambda r: f"package {r.name}" + (f" {r.version}" if r.version else ""),
-        detail=lambda r: "remove",
+        detail=lambda r: "remove --force" if r.force else "remove",
     )
     async def Remove(
         self, request: packages_pb2.RemovePackageRequest, context: grpc.aio.ServicerContext
     ) -> packages_pb2.RemovePackageResponse:
         if not request.name:
             raise InvalidArgumentError("'name': give the package name to remove")
-        removed = await self.store.write(catalog.remove_package, request.name, request.version or None)
+        running = frozenset(
+            hid
+            for hid, runtime in self.manager.runtimes.items()
+            if runtime.package.name == request.name and runtime.package.version == request.version
+        )
+        removed = await self.store.write(
+            catalog.remove_package, request.name, request.version or None, force=request.force, running=running
+        )
         return packages_pb2.RemovePackageResponse(removed=removed)
 
     @to_status

@@ -78,6 +78,7 @@ class GetStatusResponse(_message.Message):
     STORE_STATE_FIELD_NUMBER: _builtins.int
     STORE_PROBLEM_FIELD_NUMBER: _builtins.int
     STORE_UNAVAILABLE_SINCE_FIELD_NUMBER: _builtins.int
+    HANDLERS_FINISHED_WITH_FAILURES_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     address: _builtins.str
     database: _builtins.str
@@ -100,6 +101,8 @@ class GetStatusResponse(_message.Message):
     """the database's words, when not ok"""
     store_unavailable_since: _builtins.float
     """when the outage began (Unix time)"""
+    handlers_finished_with_failures: _builtins.int
+    """finished handlers with jobs that failed for good"""
     def __init__(
         self,
         *,
@@ -118,10 +121,11 @@ class GetStatusResponse(_message.Message):
         store_state: _builtins.str = ...,
         store_problem: _builtins.str = ...,
         store_unavailable_since: _builtins.float = ...,
+        handlers_finished_with_failures: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "database", b"database", "handlers", b"handlers", "handlers_running", b"handlers_running", "jobs_available", b"jobs_available", "jobs_failed", b"jobs_failed", "jobs_pending", b"jobs_pending", "jobs_processed", b"jobs_processed", "packages", b"packages", "started_at", b"started_at", "store_problem", b"store_problem", "store_state", b"store_state", "store_unavailable_since", b"store_unavailable_since", "version", b"version", "workers_connected", b"workers_connected"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "database", b"database", "handlers", b"handlers", "handlers_finished_with_failures", b"handlers_finished_with_failures", "handlers_running", b"handlers_running", "jobs_available", b"jobs_available", "jobs_failed", b"jobs_failed", "jobs_pending", b"jobs_pending", "jobs_processed", b"jobs_processed", "packages", b"packages", "started_at", b"started_at", "store_problem", b"store_problem", "store_state", b"store_state", "store_unavailable_since", b"store_unavailable_since", "version", b"version", "workers_connected", b"workers_connected"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -200,6 +204,9 @@ class HandlerInfo(_message.Message):
     RESULT_SUMMARY_FIELD_NUMBER: _builtins.int
     RUNNING_FIELD_NUMBER: _builtins.int
     SCRIPT_UPLOADED_BY_FIELD_NUMBER: _builtins.int
+    HANDLER_STATE_JSON_FIELD_NUMBER: _builtins.int
+    HANDLER_STATE_BYTES_FIELD_NUMBER: _builtins.int
+    STATE_LABEL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     package: _builtins.str
     handler: _builtins.str
@@ -228,6 +235,16 @@ class HandlerInfo(_message.Message):
     """the handler's own words on its results"""
     script_uploaded_by: _builtins.str
     """the name of the token that added the job script"""
+    handler_state_json: _builtins.str
+    """The handler's saved state (its self.state) as JSON text: GetHandler only, and only up to
+    MAX_SHOWN_STATE bytes (256 KiB); empty when larger (handler_state_bytes says how large).
+    """
+    handler_state_bytes: _builtins.int
+    """the size of the saved state, whether sent or not"""
+    state_label: _builtins.str
+    """The state as every view shows it: the state, and for a finished handler whose jobs
+    failed for good how many ("finished, 3 of 10 jobs failed", "finished, all 10 jobs failed").
+    """
     @_builtins.property
     def running(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobInfo]:
         """jobs out at workers, with their progress"""
@@ -258,10 +275,13 @@ class HandlerInfo(_message.Message):
         result_summary: _builtins.str = ...,
         running: _abc.Iterable[Global___JobInfo] | None = ...,
         script_uploaded_by: _builtins.str = ...,
+        handler_state_json: _builtins.str = ...,
+        handler_state_bytes: _builtins.int = ...,
+        state_label: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "custom_settings_json", b"custom_settings_json", "finished_at", b"finished_at", "handler", b"handler", "has_total", b"has_total", "id", b"id", "job_name", b"job_name", "jobs_available", b"jobs_available", "jobs_failed", b"jobs_failed", "jobs_pending", b"jobs_pending", "jobs_processed", b"jobs_processed", "jobs_total", b"jobs_total", "message", b"message", "next_start_at", b"next_start_at", "package", b"package", "package_version", b"package_version", "result_summary", b"result_summary", "running", b"running", "script_sha256", b"script_sha256", "script_uploaded_by", b"script_uploaded_by", "settings_json", b"settings_json", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "custom_settings_json", b"custom_settings_json", "finished_at", b"finished_at", "handler", b"handler", "handler_state_bytes", b"handler_state_bytes", "handler_state_json", b"handler_state_json", "has_total", b"has_total", "id", b"id", "job_name", b"job_name", "jobs_available", b"jobs_available", "jobs_failed", b"jobs_failed", "jobs_pending", b"jobs_pending", "jobs_processed", b"jobs_processed", "jobs_total", b"jobs_total", "message", b"message", "next_start_at", b"next_start_at", "package", b"package", "package_version", b"package_version", "result_summary", b"result_summary", "running", b"running", "script_sha256", b"script_sha256", "script_uploaded_by", b"script_uploaded_by", "settings_json", b"settings_json", "started_at", b"started_at", "state", b"state", "state_label", b"state_label"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
-from netdist.errors import InvalidArgumentError, NotFoundError
+from netdist.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from netdist.server.store.schema import handler_log, handlers, jobs, packages, workers
 
 LOG_KEEP = 5000
@@ -146,17 +146,50 @@ def list_packages(conn: Connection, *, all_versions: bool) -> list[PackageRecord
     return [PackageRecord(**r._mapping) for r in conn.execute(stmt)]
 
 
-def remove_package(conn: Connection, name: str, version: str | None) -> int:
+def remove_package(
+    conn: Connection, name: str, version: str | None, *, force: bool = False, running: frozenset[str] = frozenset()
+) -> int:
+    """Remove a package (every version, or one). Unless ``force``, FailedPreconditionError naming the
+    handler instances that use it: all of them when no version of the package would be left, else
+    those in ``running`` (the ids whose host runs the version removed)."""
     stmt = delete(packages).where(packages.c.name == name)
+    matching = select(func.count()).select_from(packages).where(packages.c.name == name)
     if version:
         stmt = stmt.where(packages.c.version == version)
-    removed = conn.execute(stmt).rowcount
-    if removed == 0:
+        matching = matching.where(packages.c.version == version)
+    if not conn.execute(matching).scalar():
         raise NotFoundError(f"no package {name!r}" + (f" version {version!r}" if version else ""))
+    if not force:
+        _refuse_if_used(conn, name, version, running)
+    removed = conn.execute(stmt).rowcount
     newest = conn.execute(select(func.max(packages.c.id)).where(packages.c.name == name)).scalar()
     if newest is not None:
         conn.execute(update(packages).where(packages.c.id == newest).values(current=True))
     return removed
+
+
+_NAMED_USERS = 10
+"""Most handler instances a refused removal names (the count is exact)."""
+
+
+def _refuse_if_used(conn: Connection, name: str, version: str | None, running: frozenset[str]) -> None:
+    users = [HandlerRecord(**r._mapping) for r in conn.execute(select(handlers).where(handlers.c.package == name))]
+    if not users:
+        return
+    others = select(func.count()).select_from(packages).where(packages.c.name == name)
+    if version:
+        others = others.where(packages.c.version != version)
+    if version and conn.execute(others).scalar():
+        users = [u for u in users if u.id in running]  # other versions stay: only a host running this one cares
+        if not users:
+            return
+    names = ", ".join(f"{u.job_name} ({u.id})" for u in users[:_NAMED_USERS])
+    more = f" and {len(users) - _NAMED_USERS} more" if len(users) > _NAMED_USERS else ""
+    what = f"package {name!r}" + (f" version {version!r}" if version else "")
+    raise FailedPreconditionError(
+        f"{what} is used by {len(users)} handler{'s' if len(users) != 1 else ''}: {names}{more}; "
+        "remove them first (netdist-admin handlers remove), or use --force"
+    )
 
 
 # -- handler instances -----------------------------------------------------------
