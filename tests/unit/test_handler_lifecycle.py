@@ -87,7 +87,7 @@ def test_active_states_are_resumed_and_schedules_leave_waiting_ones_alone() -> N
         assert lifecycle.step("h1", state, A.START) == LAUNCH
 
 
-def test_enable_settles_where_the_last_run_got_to():
+def test_enable_settles_where_the_last_run_got_to() -> None:
     assert lifecycle.settled_state(ran=False, went_to_the_end=False) == S.IDLE
     assert lifecycle.settled_state(ran=True, went_to_the_end=True) == S.FINISHED
     assert lifecycle.settled_state(ran=True, went_to_the_end=False) == S.STOPPED
