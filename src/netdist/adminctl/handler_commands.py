@@ -117,7 +117,7 @@ def handlers_show(ctx: click.Context, ref: str, as_json: bool) -> None:
 
 
 @handlers.command("result")
-@click.argument("ref")
+@click.argument("ref", shell_complete=handler_names)
 @json_option
 @click.pass_context
 def handlers_result(ctx: click.Context, ref: str, as_json: bool) -> None:
