@@ -113,7 +113,8 @@ class LogGate:
             self._first_at = None
 
     def add(self, at: float, level: str, text: str) -> bool:
-        """Keep one line of the running job (or count it dropped); True when a batch is due now."""
+        """Keep one line of the running job (or count it dropped); True when the writer thread should look
+        (a batch is due now, or the first line is waiting)."""
         if len(text) > MAX_JOB_LOG_LINE_CHARS:
             text = text[: MAX_JOB_LOG_LINE_CHARS - 1] + "…"
         with self._lock:
@@ -126,8 +127,9 @@ class LogGate:
             self._count += 1
             self._chars += len(text)
             self._lines.append((at, level, text))
-            if self._first_at is None:
+            if self._first_at is None:  # the writer thread sleeps without a deadline: give it one
                 self._first_at = time.monotonic()
+                return True
             return len(self._lines) >= LOG_BATCH_LINES
 
     def time_until_due(self) -> float | None:
