@@ -116,6 +116,11 @@ def test_three_lines_and_printed_output_show_in_jobs_log_and_interleave_in_handl
     ]
     done = admin(addr, "jobs", "log", "999999")
     assert done.returncode == 1 and done.stderr.startswith("NotFoundError: no job 999999"), done.stderr
+    # The lines go with their handler.
+    ok(addr, "handlers", "remove", hid)
+    assert stored(cluster, job_id) == []
+    gone = admin(addr, "jobs", "log", str(job_id))
+    assert gone.returncode == 1 and gone.stderr.startswith(f"NotFoundError: no job {job_id}"), gone.stderr
 
 
 def test_a_job_logging_past_the_bound_is_cut_with_one_marker(cluster: Cluster, tmp_path: Path) -> None:
