@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from netdist.wire import MAX_JOB_LOG_CHARS, MAX_JOB_LOG_LINE_CHARS, MAX_JOB_LOG_LINES
 from netdist.worker.child_protocol import JobLogged, JobProgressed
@@ -213,6 +213,11 @@ class CapturedStream(io.TextIOBase):
 
     def fileno(self) -> int:
         return self._through.fileno()
+
+    @property
+    def buffer(self) -> BinaryIO:
+        """The real stream's bytes: what is written there is not captured."""
+        return self._through.buffer
 
     def write(self, s: str) -> int:
         self._through.write(s)
