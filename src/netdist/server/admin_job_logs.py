@@ -18,6 +18,9 @@ from netdist.server.store.facade import Store
 
 FOLLOW_SECONDS = 0.3
 """How often a followed log looks for new lines."""
+MAX_JOB_LINES = 5000
+"""A handler's log with its jobs' lines shows at most the newest this many of those (the handler's own log
+keeps 5,000 lines too); a followed one reads at most this many new ones a pass."""
 
 
 class JobLogAdmin(admin_pb2_grpc.AdminServiceServicer):
@@ -51,7 +54,9 @@ class JobLogAdmin(admin_pb2_grpc.AdminServiceServicer):
     ) -> AsyncIterator[admin_pb2.LogLine]:
         """The handler's own log and its jobs' lines, by time (GetHandlerLog with ``jobs``)."""
         own = await self.store.read(catalog.read_log, handler_id, tail=tail)
-        jobs = await self.store.read(job_log_store.for_handler, handler_id, tail=tail)
+        jobs = await self.store.read(
+            job_log_store.for_handler, handler_id, tail=min(tail or MAX_JOB_LINES, MAX_JOB_LINES)
+        )
         lines = _merged(own, jobs)
         if tail:
             lines = lines[-tail:]
@@ -64,7 +69,7 @@ class JobLogAdmin(admin_pb2_grpc.AdminServiceServicer):
                 return
             await asyncio.sleep(FOLLOW_SECONDS)
             own = await self.store.read(catalog.read_log, handler_id, after_id=last_own)
-            jobs = await self.store.read(job_log_store.for_handler, handler_id, after_id=last_job)
+            jobs = await self.store.read(job_log_store.for_handler, handler_id, after_id=last_job, limit=MAX_JOB_LINES)
             last_own = own[-1].id if own else last_own
             last_job = jobs[-1].id if jobs else last_job
             lines = _merged(own, jobs)

@@ -136,12 +136,14 @@ def for_job(conn: Connection, job_id: int, *, after_id: int = 0, tail: int = 0) 
     return list(conn.execute(stmt.order_by(job_log.c.id)).all())
 
 
-def for_handler(conn: Connection, handler_id: str, *, after_id: int = 0, tail: int = 0) -> list[Any]:
-    """The lines of a handler's jobs in the order they came; the last ``tail`` only, if given."""
+def for_handler(conn: Connection, handler_id: str, *, after_id: int = 0, tail: int = 0, limit: int = 0) -> list[Any]:
+    """The lines of a handler's jobs in the order they came: the last ``tail``, or else the first ``limit``
+    after ``after_id`` (0: no limit)."""
     stmt = select(job_log).where(job_log.c.handler_id == handler_id, job_log.c.id > after_id)
     if tail:
         return list(reversed(conn.execute(stmt.order_by(job_log.c.id.desc()).limit(tail)).all()))
-    return list(conn.execute(stmt.order_by(job_log.c.id)).all())
+    stmt = stmt.order_by(job_log.c.id)
+    return list(conn.execute(stmt.limit(limit) if limit else stmt).all())
 
 
 def job_status(conn: Connection, job_id: int) -> str | None:
