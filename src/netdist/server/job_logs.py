@@ -42,18 +42,21 @@ class JobLogIntake:
     def take(self, worker_id: str, entries: Sequence[JobLogIn]) -> None:
         """Store what a worker's jobs logged, for its current leases only; returns at once."""
         held: list[JobLogIn] = []
+        stale: list[JobLogIn] = []
         for entry in entries:
             lease = self._table.current(worker_id, (entry.job_id, entry.lease_no))
-            if lease is not None and lease.stored:
-                held.append(entry)
-            else:
+            (held if lease is not None and lease.stored else stale).append(entry)
+        if stale:  # one line a message, however many it names
+            for entry in stale:
                 self._drop("stale", entry)
-                log.info(
-                    "worker %s sent log lines for job %d lease %d, not its current lease; dropped",
-                    worker_id,
-                    entry.job_id,
-                    entry.lease_no,
-                )
+            log.info(
+                "worker %s sent log lines for %d lease(s) it does not hold (job %d lease %d%s); dropped",
+                worker_id,
+                len(stale),
+                stale[0].job_id,
+                stale[0].lease_no,
+                ", ..." if len(stale) > 1 else "",
+            )
         if not held:
             return
         if self._in_flight >= MAX_WRITES_IN_FLIGHT:
