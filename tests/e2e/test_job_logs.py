@@ -5,7 +5,7 @@ A real server, real workers (and a stream driven by hand for the fencing), the C
 from __future__ import annotations
 
 import json
-import os
+import signal
 import subprocess
 import sys
 import threading
@@ -145,6 +145,19 @@ def test_a_job_logging_past_the_bound_is_cut_with_one_marker(cluster: Cluster, t
     assert f"… {5000 - MAX_JOB_LOG_LINES} lines dropped" in shown[-1]
 
 
+def following(addr: str, *args: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """``netdist-admin ARGS`` running on, and the lines it printed so far (a thread reads them)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "netdist.adminctl", "--server", addr, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: list[str] = []
+    threading.Thread(target=lambda: seen.extend(process.stdout or ()), daemon=True).start()
+    return process, seen
+
+
 def test_follow_shows_a_running_jobs_lines_and_ends_with_the_job(cluster: Cluster, tmp_path: Path) -> None:
     assert cluster.server is not None
     addr = cluster.server.address
@@ -159,29 +172,26 @@ def test_follow_shows_a_running_jobs_lines_and_ends_with_the_job(cluster: Cluste
     hid = add(cluster, tmp_path, "follow", body, gate=str(gate))
     cluster.add_worker("w1")
     (job_id,) = wait_until(lambda: job_ids(addr, hid, "leased") or None, 30, what="the job to run")
-    follow = subprocess.Popen(
-        [sys.executable, "-m", "netdist.adminctl", "--server", addr, "jobs", "log", str(job_id), "-f"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ),
-    )
-    seen: list[str] = []
-    reader = threading.Thread(target=lambda: seen.extend(follow.stdout or ()), daemon=True)
-    reader.start()
+    follow, seen = following(addr, "jobs", "log", str(job_id), "-f")
+    merged, merged_seen = following(addr, "handlers", "log", hid, "--jobs", "-f")
     try:
         wait_until(lambda: any("before the gate" in line for line in seen), 30, what="the running job's line")
+        wait_until(lambda: any("before the gate" in line for line in merged_seen), 30, what="it in the handler's")
         assert follow.poll() is None  # still following: the job runs
+        merged.send_signal(signal.SIGINT)  # the handler's log is followed until Ctrl-C
+        assert merged.wait(30) == 130
         gate.touch()
         assert follow.wait(60) == 0, follow.stderr.read() if follow.stderr else ""
-        reader.join(10)
     finally:
         gate.touch()
-        if follow.poll() is None:
-            follow.kill()
-            follow.wait()
-    OUTPUTS.extend(seen)
+        for process in (follow, merged):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    wait_until(lambda: any("after the gate" in line for line in seen), 10, what="the reader")
+    OUTPUTS.extend(seen + merged_seen)
     assert [line.split(": ", 1)[1].strip() for line in seen] == ["before the gate", "after the gate"]
+    assert sum("before the gate" in line for line in merged_seen) == 1  # each line once, however many polls
 
 
 def result(lease: jobs_pb2.Lease) -> jobs_pb2.Result:

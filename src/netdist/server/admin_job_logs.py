@@ -39,12 +39,13 @@ class JobLogAdmin(admin_pb2_grpc.AdminServiceServicer):
         rows = await self.store.read(job_log_store.for_job, job_id, tail=max(0, request.tail))
         if status is None and not rows:
             raise NotFoundError(f"no job {job_id} (never was, or its handler was removed)")
+        last = 0
         while True:
             for row in rows:
+                last = row.id
                 yield job_line(row)
             if not request.follow or job_log_store.ended(status):
                 return  # the status is read before the lines: an ended job's last lines are in them
-            last = rows[-1].id if rows else 0
             await asyncio.sleep(FOLLOW_SECONDS)
             status = await self.store.read(job_log_store.job_status, job_id)
             rows = await self.store.read(job_log_store.for_job, job_id, after_id=last)
