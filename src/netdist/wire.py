@@ -10,7 +10,9 @@ once. The server's limit is therefore what the protocol needs, not more:
   whose output is at most :data:`MAX_OUTPUT_BYTES` (a larger one fails its job
   with ``OutputTooLarge`` on the worker, so the stream never breaks on it);
 - progress batches: up to :data:`PROGRESS_BATCH_BYTES`, each text cut to
-  :data:`MAX_PROGRESS_TEXT_CHARS`.
+  :data:`MAX_PROGRESS_TEXT_CHARS`;
+- job log batches: up to :data:`JOB_LOG_BATCH_BYTES`, each line cut to
+  :data:`MAX_JOB_LOG_LINE_CHARS`.
 
 4 MiB is also gRPC's default receive limit, so any generic client fits.
 A job input is bounded like an output (:data:`MAX_INPUT_BYTES`, refused at
@@ -37,8 +39,16 @@ MAX_TRACEBACK_CHARS = 32 * KIB
 """A failed job's texts are cut to these (the traceback keeps its end, where the error is)."""
 MAX_PROGRESS_TEXT_CHARS = 500
 
+MAX_JOB_LOG_LINES = 1000
+MAX_JOB_LOG_CHARS = 256 * KIB
+"""What one lease of a job may log (ctx.log, captured output): lines and characters of text. Past either,
+lines are dropped and counted: the worker stops sending, the server stops storing."""
+MAX_JOB_LOG_LINE_CHARS = 8 * KIB
+"""One logged line (a message with its traceback) is cut to this."""
+
 RESULT_BATCH_BYTES = 1 * MIB
 PROGRESS_BATCH_BYTES = 1 * MIB
+JOB_LOG_BATCH_BYTES = 1 * MIB
 LEASE_BATCH_BYTES = 1 * MIB
 """Batches close at about this size; one item larger than it goes alone."""
 ITEM_OVERHEAD_BYTES = 64

@@ -52,6 +52,7 @@ VIEWER = {
     "AdminService/ListHandlers",
     "AdminService/GetHandler",
     "AdminService/GetHandlerLog",
+    "AdminService/GetJobLog",
     "AdminService/ListJobs",
     "AdminService/ListWorkers",
     "AdminService/ListAudit",
@@ -171,6 +172,11 @@ class Calls:
                 lambda: list(a.GetHandlerLog(log, timeout=t)),
                 lambda: list(a.GetHandlerLog(log, timeout=t)),
                 OK,
+            ),
+            "AdminService/GetJobLog": (
+                lambda: list(a.GetJobLog(admin_pb2.GetJobLogRequest(job_id=1, tail=5), timeout=t)),
+                lambda: list(a.GetJobLog(admin_pb2.GetJobLogRequest(job_id=10**9), timeout=t)),
+                grpc.StatusCode.NOT_FOUND,
             ),
             "AdminService/ListJobs": (
                 lambda: a.ListJobs(admin_pb2.ListJobsRequest(), timeout=t),

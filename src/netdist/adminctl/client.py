@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -153,11 +153,23 @@ class AdminClient:
         )
         return reply.handler
 
-    def handler_log(self, ref: str, *, tail: int = 0, follow: bool = False) -> Iterator[admin_pb2.LogLine]:
-        """Log lines of a handler; with ``follow`` the stream stays open (no timeout)."""
-        request = admin_pb2.GetHandlerLogRequest(ref=ref, tail=tail, follow=follow)
+    def handler_log(
+        self, ref: str, *, tail: int = 0, follow: bool = False, jobs: bool = False
+    ) -> Iterator[admin_pb2.LogLine]:
+        """Log lines of a handler (with ``jobs``, its jobs' lines too, by time); with ``follow`` the stream
+        stays open (no timeout)."""
+        request = admin_pb2.GetHandlerLogRequest(ref=ref, tail=tail, follow=follow, jobs=jobs)
         timeout = None if follow else self.timeout_seconds
-        stream = self._call(lambda: self._admin.GetHandlerLog(request, timeout=timeout))
+        return self._log_stream(lambda: self._admin.GetHandlerLog(request, timeout=timeout))
+
+    def job_log(self, job_id: int, *, tail: int = 0, follow: bool = False) -> Iterator[admin_pb2.LogLine]:
+        """What a job logged; with ``follow`` the stream stays open until the job has its result for good."""
+        request = admin_pb2.GetJobLogRequest(job_id=job_id, tail=tail, follow=follow)
+        timeout = None if follow else self.timeout_seconds
+        return self._log_stream(lambda: self._admin.GetJobLog(request, timeout=timeout))
+
+    def _log_stream(self, open_stream: Callable[[], Any]) -> Iterator[admin_pb2.LogLine]:
+        stream = self._call(open_stream)
         try:
             for line in stream:
                 self._answered = True

@@ -83,6 +83,26 @@ def jobs_list(ctx: click.Context, handler_ref: str, status: str | None, limit: i
         show(render.jobs_table(items))
 
 
+@jobs.command("log")
+@click.argument("job_id", metavar="ID", type=click.IntRange(min=1))
+@click.option(
+    "-n",
+    "--lines",
+    "tail",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Show the last N lines (0: all kept).",
+)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the job ends (or Ctrl-C).")
+@click.pass_context
+def jobs_log(ctx: click.Context, job_id: int, tail: int, follow: bool) -> None:
+    """Print what job ID logged (ctx.log), every attempt: time, level, attempt, line."""
+    console = out()
+    for line in client(ctx).job_log(job_id, tail=tail, follow=follow):
+        console.print(render.log_line(line), soft_wrap=True)
+
+
 # -- handlers -----------------------------------------------------------------
 
 
@@ -167,9 +187,10 @@ for _name in ACTIONS:
     help="Show the last N lines (0: all kept).",
 )
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until Ctrl-C.")
+@click.option("--jobs", "with_jobs", is_flag=True, help="Interleave what its jobs logged (ctx.log), by time.")
 @click.pass_context
-def handlers_log(ctx: click.Context, ref: str, tail: int, follow: bool) -> None:
+def handlers_log(ctx: click.Context, ref: str, tail: int, follow: bool, with_jobs: bool) -> None:
     """Print the log of handler REF (its own log and the server's notes on it)."""
     console = out()
-    for line in client(ctx).handler_log(ref, tail=tail, follow=follow):
+    for line in client(ctx).handler_log(ref, tail=tail, follow=follow, jobs=with_jobs):
         console.print(render.log_line(line), soft_wrap=True)

@@ -337,7 +337,8 @@ def log_line(line: admin_pb2.LogLine) -> Text:
     indented by :data:`LOG_INDENT`."""
     out = Text(f"{fmt_time(line.at)} ", style="dim")
     out.append(printable(f"{line.level:<7} "), style=LEVEL_STYLES.get(line.level.upper(), ""))
-    out.append(printable(f"{line.source}: "), style="dim")
+    source = f"job {line.job_id} attempt {line.attempt}" if line.job_id else line.source
+    out.append(printable(f"{source}: "), style="dim")
     out.append(printable_lines(line.message).replace("\n", "\n" + LOG_INDENT))
     return out
 

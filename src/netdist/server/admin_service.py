@@ -12,6 +12,7 @@ import netdist
 from netdist.api.v1 import admin_pb2
 from netdist.errors import InvalidArgumentError, NetDistError
 from netdist.fields import control_character
+from netdist.server.admin_job_logs import JobLogAdmin
 from netdist.server.admin_workers import WorkerAdmin
 from netdist.server.audit import AuditLog, audited
 from netdist.server.dispatcher import Dispatcher
@@ -40,7 +41,7 @@ _ACTIONS = {
 }
 
 
-class AdminService(WorkerAdmin):
+class AdminService(WorkerAdmin, JobLogAdmin):
     def __init__(
         self,
         store: Store,
@@ -172,6 +173,10 @@ class AdminService(WorkerAdmin):
         self, request: admin_pb2.GetHandlerLogRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[admin_pb2.LogLine]:
         record = await self.store.read(catalog.resolve_handler, request.ref)
+        if request.jobs:
+            async for line in self.handler_log_with_jobs(record.id, tail=max(0, request.tail), follow=request.follow):
+                yield line
+            return
         rows = await self.store.read(catalog.read_log, record.id, tail=max(0, request.tail))
         last = 0
         while True:

@@ -72,6 +72,7 @@ METHOD_ROLES: Mapping[str, frozenset[Role]] = {
             "ListHandlers": _VIEWER,
             "GetHandler": _VIEWER,
             "GetHandlerLog": _VIEWER,
+            "GetJobLog": _VIEWER,
             "ListJobs": _VIEWER,
             "ListWorkers": _VIEWER,
             "ListAudit": _VIEWER,

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 import grpc
@@ -17,6 +18,7 @@ from netdist.errors import InvalidArgumentError, NetDistError
 from netdist.server.auth import on_revoked
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.grpc_errors import to_status
+from netdist.server.job_logs import JobLogIntake
 from netdist.server.lease_model import (
     AckOutcome,
     HandlerSpec,
@@ -25,11 +27,21 @@ from netdist.server.lease_model import (
     ResultIn,
     WorkerInfo,
 )
-from netdist.wire import ITEM_OVERHEAD_BYTES, LEASE_BATCH_BYTES, STREAM_END_KEY
+from netdist.server.store.job_logs import JobLogIn
+from netdist.wire import (
+    ITEM_OVERHEAD_BYTES,
+    LEASE_BATCH_BYTES,
+    MAX_JOB_LOG_LINE_CHARS,
+    MAX_JOB_LOG_LINES,
+    STREAM_END_KEY,
+)
 
 log = logging.getLogger("netdist.server.workers")
 HELLO_TIMEOUT_SECONDS = 10.0
 MAX_CREDENTIAL = 200
+MAX_LOG_LEVEL = 10
+LOG_CLOCK_SKEW_SECONDS = 300.0
+"""A logged line's time may be this far ahead of the server's clock; later is taken as the server's now."""
 _ACK = {
     AckOutcome.ACCEPTED: jobs_pb2.ACK_OUTCOME_ACCEPTED,
     AckOutcome.DUPLICATE: jobs_pb2.ACK_OUTCOME_DUPLICATE,
@@ -127,6 +139,7 @@ class StreamLink:
 class JobService(jobs_pb2_grpc.JobServiceServicer):
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
+        self.job_logs = JobLogIntake(dispatcher.table, dispatcher.writer, clock=dispatcher.clock)
 
     @to_status
     async def Connect(  # type: ignore[override]
@@ -202,28 +215,8 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                     d.set_capacity(worker_id, message.capacity.jobs)
                 elif kind == "started":
                     d.started(worker_id, [(r.job_id, r.lease_no) for r in message.started.refs])
-                elif kind == "hand_back":
-                    d.hand_back(
-                        worker_id,
-                        [(r.job_id, r.lease_no) for r in message.hand_back.refs],
-                        fields.clean_text(message.hand_back.reason, fields.MAX_REASON),
-                    )
-                elif kind == "progress":
-                    d.progress(
-                        worker_id,
-                        [
-                            (
-                                (p.ref.job_id, p.ref.lease_no),
-                                p.percent,
-                                fields.clean_text(p.text, fields.MAX_PROGRESS_TEXT),
-                            )
-                            for p in message.progress.items
-                        ],
-                    )
-                elif kind == "heartbeat":
-                    d.heartbeat(worker_id)
                 else:
-                    log.warning("worker %s sent an unexpected %s message; ignored", worker_id, kind)
+                    self._take(worker_id, kind, message)
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
         except grpc.aio.AioRpcError:
@@ -232,6 +225,30 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
             log.exception("worker %s stream failed", worker_id)
         finally:
             link.close()
+
+    def _take(self, worker_id: str, kind: str | None, message: jobs_pb2.WorkerMessage) -> None:
+        """The messages that are not about a job's lease or its result: hand-backs, progress, logs, heartbeats."""
+        d = self.dispatcher
+        if kind == "hand_back":
+            d.hand_back(
+                worker_id,
+                [(r.job_id, r.lease_no) for r in message.hand_back.refs],
+                fields.clean_text(message.hand_back.reason, fields.MAX_REASON),
+            )
+        elif kind == "progress":
+            d.progress(
+                worker_id,
+                [
+                    ((p.ref.job_id, p.ref.lease_no), p.percent, fields.clean_text(p.text, fields.MAX_PROGRESS_TEXT))
+                    for p in message.progress.items
+                ],
+            )
+        elif kind == "logs":
+            self.job_logs.take(worker_id, _job_logs(message.logs.items, d.clock.time()))
+        elif kind == "heartbeat":
+            d.heartbeat(worker_id)
+        else:
+            log.warning("worker %s sent an unexpected %s message; ignored", worker_id, kind)
 
 
 async def _check_hello(requests: AsyncIterator[jobs_pb2.WorkerMessage]) -> jobs_pb2.Hello:
@@ -267,6 +284,28 @@ def _results(items: Sequence[jobs_pb2.Result]) -> list[ResultIn]:
             error=_error(r.error) if r.HasField("error") else None,
         )
         for r in items
+    ]
+
+
+def _job_logs(items: Sequence[jobs_pb2.JobLog], now: float) -> list[JobLogIn]:
+    """What a worker's jobs logged, cleaned: each line cut, its level one short word, its time sane.
+    The text keeps its lines (a traceback); the CLI shows it safely."""
+    latest = now + LOG_CLOCK_SKEW_SECONDS
+    return [
+        JobLogIn(
+            job_id=item.ref.job_id,
+            lease_no=item.ref.lease_no,
+            lines=[
+                (
+                    line.at if math.isfinite(line.at) and 0 < line.at <= latest else now,
+                    fields.clean_text(line.level, MAX_LOG_LEVEL).upper() or "INFO",
+                    line.text[:MAX_JOB_LOG_LINE_CHARS].replace("\x00", "\ufffd"),
+                )
+                for line in item.lines[:MAX_JOB_LOG_LINES]
+            ],
+            dropped=min(max(item.dropped, 0), 1 << 40) + max(0, len(item.lines) - MAX_JOB_LOG_LINES),
+        )
+        for item in items
     ]
 
 

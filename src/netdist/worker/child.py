@@ -50,14 +50,11 @@ from netdist.worker.child_protocol import (
     ChildReady,
     JobFailed,
     JobOutput,
-    JobProgressed,
     JobSkipped,
     RunJob,
     read_from_worker,
 )
-
-PROGRESS_INTERVAL_SECONDS = 0.2
-"""At most one progress line per job in this interval (the last one is always sent)."""
+from netdist.worker.child_reports import CapturedStream, CentralLogHandler, LogGate, ProgressGate
 
 Process = Callable[[Any, Any], Any]
 Ref = tuple[int, int]
@@ -66,70 +63,20 @@ Ref = tuple[int, int]
 _OUTPUT_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
 
-class _ProgressGate:
-    """Coalesces the progress of the running job to one line per interval."""
-
-    def __init__(self, interval_seconds: float) -> None:
-        self._interval = interval_seconds
-        self._lock = threading.Lock()
-        self._ref: Ref | None = None
-        self._pending: tuple[float, str] | None = None
-        self._last_sent = float("-inf")
-
-    def start(self, ref: Ref) -> None:
-        with self._lock:
-            self._ref = ref
-            self._pending = None
-            self._last_sent = float("-inf")
-
-    def offer(self, percent: float, text: str) -> bool:
-        """Record a value; True when it is due now (wake the writer)."""
-        with self._lock:
-            self._pending = (percent, text)
-            return time.monotonic() - self._last_sent >= self._interval
-
-    def time_until_due(self) -> float | None:
-        with self._lock:
-            if self._pending is None:
-                return None
-            return max(0.0, self._last_sent + self._interval - time.monotonic())
-
-    def take_due(self) -> bytes | None:
-        with self._lock:
-            now = time.monotonic()
-            if self._pending is None or now - self._last_sent < self._interval:
-                return None
-            self._last_sent = now
-            return self._take()
-
-    def take_final(self) -> bytes | None:
-        """The last unsent value of the job that just ended, if any."""
-        with self._lock:
-            line = self._take() if self._pending is not None else None
-            self._ref = None
-            return line
-
-    def _take(self) -> bytes | None:
-        pending, self._pending = self._pending, None
-        if pending is None or self._ref is None:
-            return None
-        percent, text = pending
-        job_id, lease_no = self._ref
-        return JobProgressed(job_id, lease_no, percent, text).encode()
-
-
 class _Writer:
     """The only writer of the protocol stream (a file descriptor, unbuffered).
 
     The main thread writes each message itself, before it goes on to the next
     job: nothing it sent waits in this process for a thread that a dying job
-    would stop. A thread writes the running job's progress when it is due. The
-    lock keeps lines whole and a job's progress before its result.
+    would stop. A thread writes the running job's progress and log lines when
+    they are due. The lock keeps lines whole and a job's progress and log
+    lines before its result.
     """
 
-    def __init__(self, fd: int, progress: _ProgressGate) -> None:
+    def __init__(self, fd: int, progress: ProgressGate, logs: LogGate) -> None:
         self._fd = fd
         self._progress = progress
+        self._logs = logs
         self._lock = threading.Lock()
         self._wakes: queue.SimpleQueue[None] = queue.SimpleQueue()
         threading.Thread(target=self._run, name="netdist-progress", daemon=True).start()
@@ -139,9 +86,12 @@ class _Writer:
             self._write(line)
 
     def finish(self, result: bytes) -> None:
-        """Write a job's result line, after its last unsent progress."""
+        """Write a job's result line, after its last unsent log lines and progress."""
         with self._lock:
+            logs = self._logs.take_final()
             final = self._progress.take_final()
+            if logs is not None:
+                final = logs if final is None else logs + final
             self._write(result if final is None else final + result)
 
     def wake(self) -> None:
@@ -150,12 +100,13 @@ class _Writer:
 
     def _run(self) -> None:
         while True:
+            waits = [t for t in (self._progress.time_until_due(), self._logs.time_until_due()) if t is not None]
             with contextlib.suppress(queue.Empty):
-                self._wakes.get(timeout=self._progress.time_until_due())
+                self._wakes.get(timeout=min(waits, default=None))
             with self._lock:
-                due = self._progress.take_due()
-                if due is not None:
-                    self._write(due)
+                for due in (self._logs.take_due(), self._progress.take_due()):
+                    if due is not None:
+                        self._write(due)
 
     def _write(self, data: bytes) -> None:
         """All of ``data`` (os.write writes less only when a signal interrupts it)."""
@@ -247,7 +198,7 @@ class _Context:
         *,
         job: RunJob,
         log: logging.Logger,
-        progress: _ProgressGate,
+        progress: ProgressGate,
         writer: _Writer,
     ) -> None:
         self.job_id = job.job_id
@@ -298,11 +249,13 @@ def _error(exc: BaseException, *, prefix: str = "", type_: str = "") -> ChildErr
 
 
 class _Runner:
-    def __init__(self, writer: _Writer, progress: _ProgressGate) -> None:
+    def __init__(self, writer: _Writer, progress: ProgressGate, logs: LogGate) -> None:
         self.process: Process | None = None
         self.load_error = ChildError(type="Exception", message="the job script is not loaded")
         self.max_memory_bytes: int | None = None
         self.progress = progress
+        self.logs = logs
+        self.captured: list[CapturedStream] = []
         self.writer = writer
         self.filter = _JobFilter()
         self.log = logging.getLogger("netdist.job")
@@ -310,6 +263,7 @@ class _Runner:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s job %(job_id)s: %(message)s"))
         handler.addFilter(self.filter)
         self.log.addHandler(handler)
+        self.log.addHandler(CentralLogHandler(logs, writer.wake))
         self.log.setLevel(logging.INFO)
         self.log.propagate = False
 
@@ -323,6 +277,7 @@ class _Runner:
             return
         self.filter.job_id = job_id
         self.progress.start((job_id, lease_no))
+        self.logs.start((job_id, lease_no))
         started = time.perf_counter()
         message: JobOutput | JobFailed
         if self.process is None:
@@ -342,6 +297,8 @@ class _Runner:
                     message = JobFailed(job_id, lease_no, error, duration)
                 else:
                     message = JobOutput(job_id, lease_no, duration, text.encode())
+        for stream in self.captured:
+            stream.end_job()
         self.writer.finish(message.encode())
         self.filter.job_id = None
 
@@ -367,10 +324,17 @@ def main() -> None:
     protocol_fd = _protocol_fd()  # before any user code runs, import time included
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)
-    progress = _ProgressGate(PROGRESS_INTERVAL_SECONDS)
-    runner = _Runner(_Writer(protocol_fd, progress), progress)
+    progress = ProgressGate()
+    logs = LogGate()
+    runner = _Runner(_Writer(protocol_fd, progress, logs), progress, logs)
     reader = _Reader(sys.stdin.buffer)
     init = reader.init
+    if init.capture_output:
+        runner.captured = [
+            CapturedStream("STDOUT", sys.stdout, logs, runner.writer.wake),
+            CapturedStream("STDERR", sys.stderr, logs, runner.writer.wake),
+        ]
+        sys.stdout, sys.stderr = runner.captured
     if init.max_memory_bytes is not None:
         runner.max_memory_bytes = init.max_memory_bytes
         _limit_memory(init.max_memory_bytes)

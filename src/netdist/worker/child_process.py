@@ -28,6 +28,7 @@ from netdist.worker.child_protocol import (
     ChildMessage,
     ChildReady,
     JobFailed,
+    JobLogged,
     JobOutput,
     JobProgressed,
     JobSkipped,
@@ -38,6 +39,7 @@ from netdist.worker.job import (
     Environment,
     Job,
     JobError,
+    JobLog,
     JobProgress,
     JobRef,
     JobResult,
@@ -57,6 +59,8 @@ class ChildEvents:
     """A job became the head of a child that is running jobs (it counts as started)."""
     finished: Callable[[JobResult], None]
     progress: Callable[[JobProgress], None]
+    logged: Callable[[JobLog], None]
+    """Lines the running job logged (before its result)."""
     freed: Callable[[], None]
     """A revoked or skipped job left without a result: there is room for another."""
     exited: Callable[[ChildProcess, int | None], None]
@@ -76,7 +80,13 @@ class ChildProcess:
     """One executor child process and the jobs queued in it, in order."""
 
     def __init__(
-        self, environment: Environment, events: ChildEvents, *, python: str, max_memory_bytes: int | None
+        self,
+        environment: Environment,
+        events: ChildEvents,
+        *,
+        python: str,
+        max_memory_bytes: int | None,
+        capture_output: bool = False,
     ) -> None:
         self.environment = environment
         self.events = events
@@ -99,6 +109,7 @@ class ChildProcess:
             script=str(environment.script_path),
             paths=tuple(str(p) for p in environment.wheel_dirs),
             max_memory_bytes=max_memory_bytes,
+            capture_output=capture_output,
         )
         self._write(init.encode())
         self.task = self._loop.create_task(self._run(), name="netdist-child")
@@ -261,19 +272,26 @@ class ChildProcess:
             type_, text, tb = message.error
             error = JobError(type=type_, message=text, traceback=tb)
             self.events.finished(JobResult(entry.job.ref, None, error, message.duration_seconds))
-        elif isinstance(message, JobProgressed):
-            if (
-                self.entries
-                and not (head := self.entries[0]).revoked
-                and head.job.ref == (message.job_id, message.lease_no)
-            ):
-                self.events.progress(JobProgress(ref=head.job.ref, percent=message.percent, text=message.text))
+        elif isinstance(message, JobProgressed | JobLogged):
+            self._report(message)
         elif isinstance(message, ChildReady):
             self.ready = True
             if self.entries:
                 self.head_started_at = time.monotonic()
         else:
             assert_never(message)
+
+    def _report(self, message: JobProgressed | JobLogged) -> None:
+        """Progress or log lines of the running job: passed on unless it was revoked (or is not the head)."""
+        if not self.entries:
+            return
+        head = self.entries[0]
+        if head.revoked or head.job.ref != (message.job_id, message.lease_no):
+            return
+        if isinstance(message, JobProgressed):
+            self.events.progress(JobProgress(ref=head.job.ref, percent=message.percent, text=message.text))
+        else:
+            self.events.logged(JobLog(head.job.ref, message.lines, message.dropped))
 
     def _pop(self, job_id: int, lease_no: int) -> Entry | None:
         """The head entry, which the child answered; None (and the child killed) if not."""

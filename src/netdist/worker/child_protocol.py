@@ -5,12 +5,15 @@ worker's side) and :mod:`netdist.worker.child` (the child) both go through the
 ``encode`` methods and the two decoders here::
 
     worker -> child  {"init": {"script": PATH, "paths": [WHEEL_DIR, ...],
-                               "max_memory_bytes": N}}                 ChildInit, once, first (N optional)
+                               "max_memory_bytes": N,                  ChildInit, once, first (N optional,
+                               "capture_output": true}}                capture_output optional)
                      [JOB_ID, LEASE_NO, ATTEMPT, HANDLER_ID, JOB_NAME]  RunJob: this line, then
                      INPUT                                              its input, JSON text as leased
                      {"cancel": [JOB_ID, LEASE_NO]}                    CancelJob: skip a queued job
     child -> worker  {"ready": true}                                   ChildReady: the script is loaded
                      {"progress": {"job_id", "lease_no", "percent", "text"}}   JobProgressed
+                     {"logs": {"job_id", "lease_no", "lines": [[AT, LEVEL, TEXT], ...],
+                               "dropped": N}}                          JobLogged: what the job logged
                      = JOB_ID LEASE_NO DURATION_SECONDS OUTPUT          JobOutput: OUTPUT is JSON text
                      {"job_id", "lease_no", "error": {"type", "message", "traceback"},
                       "duration_seconds"}                               JobFailed
@@ -81,11 +84,15 @@ class ChildInit(NamedTuple):
     paths: tuple[str, ...] = ()
     max_memory_bytes: int | None = None
     """The child caps its data size (RLIMIT_DATA) to this; None: no limit."""
+    capture_output: bool = False
+    """What jobs write to stdout and stderr is logged for the server too (``--capture-output``)."""
 
     def encode(self) -> bytes:
         init: dict[str, Any] = {"script": self.script, "paths": self.paths}
         if self.max_memory_bytes is not None:
             init["max_memory_bytes"] = self.max_memory_bytes
+        if self.capture_output:
+            init["capture_output"] = True
         return _line({"init": init})
 
 
@@ -153,6 +160,7 @@ def read_from_worker(stream: BinaryIO) -> WorkerMessage | None:
                 script=get_str(init, "script"),
                 paths=tuple(paths),
                 max_memory_bytes=get_optional_int(init, "max_memory_bytes"),
+                capture_output=init.get("capture_output") is True,
             )
         raise MalformedLineError("neither a job nor 'cancel' nor 'init'")
     except ValueError as exc:  # MalformedLineError, or the header's JSON
@@ -180,6 +188,20 @@ class JobProgressed(NamedTuple):
     def encode(self) -> bytes:
         item = {"job_id": self.job_id, "lease_no": self.lease_no, "percent": self.percent, "text": self.text}
         return _line({"progress": item})
+
+
+class JobLogged(NamedTuple):
+    """Lines the running job logged since the last such message, and how many it logged past the bound."""
+
+    job_id: int
+    lease_no: int
+    lines: tuple[tuple[float, str, str], ...]
+    """(Unix time, level, text) each."""
+    dropped: int = 0
+
+    def encode(self) -> bytes:
+        item = {"job_id": self.job_id, "lease_no": self.lease_no, "lines": self.lines, "dropped": self.dropped}
+        return _line({"logs": item})
 
 
 class JobOutput(NamedTuple):
@@ -233,7 +255,7 @@ class JobSkipped(NamedTuple):
         return b'{"job_id":%d,"lease_no":%d,"skipped":true}\n' % self
 
 
-ChildMessage = ChildReady | JobProgressed | JobOutput | JobFailed | JobSkipped
+ChildMessage = ChildReady | JobProgressed | JobLogged | JobOutput | JobFailed | JobSkipped
 
 
 def decode_from_child(line: bytes) -> ChildMessage:
@@ -248,6 +270,8 @@ def decode_from_child(line: bytes) -> ChildMessage:
             return JobProgressed(
                 get_int(item, "job_id"), get_int(item, "lease_no"), get_float(item, "percent"), get_str(item, "text")
             )
+        if "logs" in obj:
+            return _job_logged(get_object(obj, "logs"))
         if obj.get("ready") is True:
             return ChildReady()
         job_id, lease_no = get_int(obj, "job_id"), get_int(obj, "lease_no")
@@ -260,3 +284,22 @@ def decode_from_child(line: bytes) -> ChildMessage:
         raise MalformedLineError("neither 'error' nor 'skipped'")
     except ValueError as exc:  # MalformedLineError, or a number in an output line that is none
         raise MalformedLineError(f"malformed line from the executor child: {exc}: {preview(line)}") from None
+
+
+def _job_logged(item: dict[str, Any]) -> JobLogged:
+    lines = get_list(item, "lines")
+    for line in lines:
+        if not (
+            isinstance(line, list)
+            and len(line) == 3
+            and type(line[0]) in (int, float)
+            and type(line[1]) is str
+            and type(line[2]) is str
+        ):
+            raise MalformedLineError("'lines' must hold [time, level, text] entries")
+    return JobLogged(
+        get_int(item, "job_id"),
+        get_int(item, "lease_no"),
+        tuple((float(at), level, text) for at, level, text in lines),
+        get_int(item, "dropped"),
+    )

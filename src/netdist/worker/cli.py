@@ -157,6 +157,14 @@ def main(log_level: str) -> None:
     help="Most memory one executor process may allocate (its data size: heap and"
     " private mappings, Linux). A job past it fails with MemoryError. No limit by default.",
 )
+@click.option(
+    "--capture-output",
+    is_flag=True,
+    envvar="NETDIST_WORKER_CAPTURE_OUTPUT",
+    show_envvar=True,
+    help="Send what jobs print to stdout and stderr to the server's job log (netdist-admin jobs log),"
+    " as ctx.log lines are; it still shows on this worker's stderr.",
+)
 @client_tls_options(
     tls_env="NETDIST_WORKER_TLS",
     ca_env=("NETDIST_WORKER_TLS_CA", "NETDIST_TLS_CA"),
@@ -193,6 +201,7 @@ def connect(
     max_prefetch: int,
     grace_seconds: float,
     max_job_memory_mb: int | None,
+    capture_output: bool,
     tls: bool,
     tls_ca: Path | None,
     tls_cert: Path | None,
@@ -225,6 +234,7 @@ def connect(
         max_prefetch=max_prefetch,
         grace_seconds=grace_seconds,
         max_job_memory_mb=max_job_memory_mb,
+        capture_output=capture_output,
         security=security,
         max_unpacked_bytes=max_unpacked_bytes,
     )

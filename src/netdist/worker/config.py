@@ -24,6 +24,8 @@ class WorkerConfig:
     grace_seconds: float = 30.0
     max_job_memory_mb: int | None = None
     """Each executor child caps its data size (RLIMIT_DATA) to this; None: no cap."""
+    capture_output: bool = False
+    """What jobs print to stdout and stderr goes to the server's job log too, not only to the worker's stderr."""
     security: ClientSecurity = dataclasses.field(default_factory=ClientSecurity)
     """The worker token and TLS settings its channel is opened with."""
     max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES

@@ -43,11 +43,12 @@ from netdist.worker.identity import (
     load_credential,
     save_credential,
 )
-from netdist.worker.job import Ack, JobProgress, JobRef, JobResult, Lease
+from netdist.worker.job import Ack, JobLog, JobProgress, JobRef, JobResult, Lease
 from netdist.worker.stream_messages import (
     acks_from,
     job_ref,
     lease_from,
+    log_batches,
     progress_batches,
     proto_ref,
     result_batch,
@@ -165,6 +166,10 @@ class Connection:
     def send_hand_back(self, refs: Iterable[JobRef], reason: str) -> None:
         hand_back = jobs_pb2.HandBack(refs=[proto_ref(ref) for ref in refs], reason=reason)
         self._send(jobs_pb2.WorkerMessage(hand_back=hand_back))
+
+    def send_logs(self, items: Iterable[JobLog]) -> None:
+        for batch in log_batches(items):
+            self._send(jobs_pb2.WorkerMessage(logs=batch))
 
     def send_progress(self, items: Iterable[JobProgress]) -> None:
         for batch in progress_batches(items):

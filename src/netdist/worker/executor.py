@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 
 from netdist.worker.child_process import ChildEvents, ChildProcess
-from netdist.worker.job import Environment, Job, JobProgress, JobRef, JobResult
+from netdist.worker.job import Environment, Job, JobLog, JobProgress, JobRef, JobResult
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ EWMA_ALPHA = 0.2
 ResultCallback = Callable[[JobResult], None]
 ProgressCallback = Callable[[JobProgress], None]
 StartedCallback = Callable[[JobRef], None]
+LogCallback = Callable[[JobLog], None]
 
 
 class Executor:
@@ -58,8 +59,10 @@ class Executor:
         on_result: ResultCallback,
         on_progress: ProgressCallback | None = None,
         on_started: StartedCallback | None = None,
+        on_log: LogCallback | None = None,
         python: str = sys.executable,
         max_memory_bytes: int | None = None,
+        capture_output: bool = False,
     ) -> None:
         if slots < 1:
             raise ValueError("slots must be at least 1")
@@ -68,6 +71,9 @@ class Executor:
         self._on_result = on_result
         self._on_progress = on_progress
         self._on_started = on_started
+        self._on_log = on_log
+        self.capture_output = capture_output
+        """Children log what jobs write to stdout and stderr too (``--capture-output``)."""
         self.max_memory_bytes = max_memory_bytes
         """Each child limits its own data size (RLIMIT_DATA) to this; None: no limit."""
         self._pending: collections.deque[Job] = collections.deque()
@@ -77,6 +83,7 @@ class Executor:
             started=self._job_started,
             finished=self._job_finished,
             progress=self._job_progress,
+            logged=self._job_logged,
             freed=self._pump,
             exited=self._child_exited,
         )
@@ -181,7 +188,11 @@ class Executor:
                 if child is not None:
                     self._retire(child)
                 child = ChildProcess(
-                    job.environment, self._events, python=self.python, max_memory_bytes=self.max_memory_bytes
+                    job.environment,
+                    self._events,
+                    python=self.python,
+                    max_memory_bytes=self.max_memory_bytes,
+                    capture_output=self.capture_output,
                 )
                 self._children[slot] = child
             child.add(job)
@@ -229,6 +240,10 @@ class Executor:
     def _job_progress(self, progress: JobProgress) -> None:
         if self._on_progress is not None:
             self._on_progress(progress)
+
+    def _job_logged(self, logged: JobLog) -> None:
+        if self._on_log is not None:
+            self._on_log(logged)
 
     def _child_exited(self, child: ChildProcess, returncode: int | None) -> None:
         self._retired.discard(child)

@@ -120,6 +120,18 @@ class JobProgress:
     text: str = ""
 
 
+LogLine = tuple[float, str, str]
+"""One line a job logged: (Unix time, level, text)."""
+
+
+class JobLog(NamedTuple):
+    """Lines one lease of a job logged, and how many more it logged past the bound (dropped)."""
+
+    ref: JobRef
+    lines: tuple[LogLine, ...]
+    dropped: int = 0
+
+
 class AckOutcome(enum.StrEnum):
     """What the server did with a result; every outcome lets the worker forget it."""
 

@@ -8,7 +8,9 @@ a job whose result leaves in the same flush is not reported as started. What
 no stream takes stays in the :class:`~netdist.worker.ledger.Ledger` until the
 next one (:meth:`Outbox.resend`). Progress is coalesced to one batch per 0.5 s,
 latest value per job, sent after any start waiting to go out, and is not kept across streams. A result is made to fit
-one message first (:func:`fitting`).
+one message first (:func:`fitting`). Log lines (bounded per lease in the executor child) go out every
+0.25 s and always right before any result, so that the server takes them while the lease is still
+current; they wait for the next stream like results do, and are dropped with a revoked lease.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from netdist.wire import (
 )
 from netdist.worker.capacity import CapacityGauge
 from netdist.worker.connection import Connection
-from netdist.worker.job import JobError, JobProgress, JobRef, JobResult
+from netdist.worker.job import JobError, JobLog, JobProgress, JobRef, JobResult
 from netdist.worker.ledger import Ledger
 
 log = logging.getLogger("netdist.worker")
@@ -34,6 +36,7 @@ log = logging.getLogger("netdist.worker")
 FLUSH_BATCH_SIZE = 256
 FLUSH_SECONDS = 0.002
 PROGRESS_FLUSH_SECONDS = 0.5
+LOG_FLUSH_SECONDS = 0.25
 
 
 class Outbox:
@@ -49,6 +52,8 @@ class Outbox:
         self._progress_sent_at = float("-inf")
         self._flush_timer: asyncio.TimerHandle | None = None
         self._progress_timer: asyncio.TimerHandle | None = None
+        self._logs: dict[JobRef, JobLog] = {}
+        self._log_timer: asyncio.TimerHandle | None = None
 
     # -- the executor's events --------------------------------------------------------
 
@@ -74,9 +79,20 @@ class Outbox:
             delay = max(0.0, self._progress_sent_at + PROGRESS_FLUSH_SECONDS - time.monotonic())
             self._progress_timer = asyncio.get_running_loop().call_later(delay, self._flush_progress)
 
+    def log(self, logged: JobLog) -> None:
+        if not self._ledger.holds(logged.ref):
+            return
+        waiting = self._logs.get(logged.ref)
+        if waiting is not None:  # rare: a batch the child sent while the last one still waits here
+            logged = JobLog(logged.ref, waiting.lines + logged.lines, waiting.dropped + logged.dropped)
+        self._logs[logged.ref] = logged
+        if self._log_timer is None:
+            self._log_timer = asyncio.get_running_loop().call_later(LOG_FLUSH_SECONDS, self._flush_logs)
+
     def drop_progress(self, ref: JobRef) -> None:
-        """Send no more progress of ``ref`` (revoked or handed back)."""
+        """Send no more progress nor log lines of ``ref`` (revoked or handed back)."""
         self._progress.pop(ref, None)
+        self._logs.pop(ref, None)
 
     # -- the stream -----------------------------------------------------------------------
 
@@ -109,11 +125,23 @@ class Outbox:
         capacity = self._gauge.update(self._want())
         if capacity is not None:
             connection.send_capacity(capacity)
+        if self._logs:  # before the results: a result ends the lease the lines belong to
+            self._send_logs(connection)
         outgoing = self._ledger.flush()
         if outgoing.results:
             connection.send_results(outgoing.results)
         if outgoing.started:
             connection.send_started(outgoing.started)
+
+    def _flush_logs(self) -> None:
+        self._log_timer = None
+        connection = self.connection
+        if self._logs and connection is not None and connection.ready:
+            self._send_logs(connection)
+
+    def _send_logs(self, connection: Connection) -> None:
+        items, self._logs = self._logs, {}
+        connection.send_logs(items.values())
 
     def _flush_progress(self) -> None:
         self._progress_timer = None

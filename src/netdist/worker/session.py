@@ -63,7 +63,9 @@ class WorkerSession:
             on_result=self._outbox.result,
             on_progress=self._outbox.progress,
             on_started=self._outbox.started,
+            on_log=self._outbox.log,
             max_memory_bytes=None if max_memory is None else max_memory << 20,
+            capture_output=config.capture_output,
         )
         self._fetching: dict[JobRef, asyncio.Task[None]] = {}
         self._stopping = False

@@ -3,7 +3,7 @@
 Protobuf stops here and in :mod:`netdist.worker.connection`: the session hears
 and speaks only the values of :mod:`netdist.worker.job`. What the worker sends
 goes in batches sized to stay far under the server's receive limit
-(:mod:`netdist.wire`): results by count and bytes, progress by bytes.
+(:mod:`netdist.wire`): results by count and bytes, progress and job log lines by bytes.
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from netdist.api.v1 import jobs_pb2
 from netdist.wire import (
     ITEM_OVERHEAD_BYTES,
+    JOB_LOG_BATCH_BYTES,
+    MAX_JOB_LOG_LINE_CHARS,
     MAX_PROGRESS_TEXT_CHARS,
     PROGRESS_BATCH_BYTES,
     RESULT_BATCH_BYTES,
 )
-from netdist.worker.job import Ack, AckOutcome, JobProgress, JobRef, JobResult, Lease
+from netdist.worker.job import Ack, AckOutcome, JobLog, JobProgress, JobRef, JobResult, Lease
 
 RESULT_BATCH_SIZE = 256
 """Results per message at most; and at most about :data:`~netdist.wire.RESULT_BATCH_BYTES` of them."""
@@ -89,6 +91,31 @@ def progress_batches(items: Iterable[JobProgress]) -> Iterator[jobs_pb2.Progress
             batch, size = jobs_pb2.ProgressBatch(), 0
         batch.items.append(jobs_pb2.Progress(ref=proto_ref(p.ref), percent=p.percent, text=text))
         size += n
+    if batch.items:
+        yield batch
+
+
+def log_batches(items: Iterable[JobLog]) -> Iterator[jobs_pb2.JobLogBatch]:
+    """Job log lines in batches of about JOB_LOG_BATCH_BYTES (a job's lines may span batches, in order),
+    each line cut to what the server keeps."""
+    batch = jobs_pb2.JobLogBatch()
+    size = 0
+    for logged in items:
+        item = batch.items.add()
+        item.ref.job_id, item.ref.lease_no = logged.ref
+        for at, level, whole in logged.lines:
+            text = whole[:MAX_JOB_LOG_LINE_CHARS]
+            n = 4 * len(text) + len(level) + ITEM_OVERHEAD_BYTES
+            if size + n > JOB_LOG_BATCH_BYTES and size:
+                yield batch
+                batch, size = jobs_pb2.JobLogBatch(), 0
+                item = batch.items.add()
+                item.ref.job_id, item.ref.lease_no = logged.ref
+            line = item.lines.add()
+            line.at, line.level, line.text = at, level, text
+            size += n
+        item.dropped = logged.dropped  # with the last of its lines
+        size += ITEM_OVERHEAD_BYTES
     if batch.items:
         yield batch
 

@@ -411,20 +411,24 @@ class GetHandlerLogRequest(_message.Message):
     REF_FIELD_NUMBER: _builtins.int
     TAIL_FIELD_NUMBER: _builtins.int
     FOLLOW_FIELD_NUMBER: _builtins.int
+    JOBS_FIELD_NUMBER: _builtins.int
     ref: _builtins.str
     tail: _builtins.int
     """last N lines; 0: all kept"""
     follow: _builtins.bool
+    jobs: _builtins.bool
+    """with the lines its jobs logged, interleaved by time"""
     def __init__(
         self,
         *,
         ref: _builtins.str = ...,
         tail: _builtins.int = ...,
         follow: _builtins.bool = ...,
+        jobs: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow", b"follow", "ref", b"ref", "tail", b"tail"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow", b"follow", "jobs", b"jobs", "ref", b"ref", "tail", b"tail"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -438,11 +442,16 @@ class LogLine(_message.Message):
     LEVEL_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
     at: _builtins.float
     level: _builtins.str
     source: _builtins.str
-    """"handler" or "server" """
+    """"handler", "server" or "job" """
     message: _builtins.str
+    job_id: _builtins.int
+    """a job's line: which job, and its attempt"""
+    attempt: _builtins.int
     def __init__(
         self,
         *,
@@ -450,10 +459,12 @@ class LogLine(_message.Message):
         level: _builtins.str = ...,
         source: _builtins.str = ...,
         message: _builtins.str = ...,
+        job_id: _builtins.int = ...,
+        attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "level", b"level", "message", b"message", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "attempt", b"attempt", "job_id", b"job_id", "level", b"level", "message", b"message", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -872,3 +883,29 @@ class ListAuditResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAuditResponse: _TypeAlias = ListAuditResponse  # noqa: Y015
+
+@_typing.final
+class GetJobLogRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    TAIL_FIELD_NUMBER: _builtins.int
+    FOLLOW_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.int
+    tail: _builtins.int
+    """last N lines; 0: all kept"""
+    follow: _builtins.bool
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.int = ...,
+        tail: _builtins.int = ...,
+        follow: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow", b"follow", "job_id", b"job_id", "tail", b"tail"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJobLogRequest: _TypeAlias = GetJobLogRequest  # noqa: Y015

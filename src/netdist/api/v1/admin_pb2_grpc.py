@@ -95,6 +95,11 @@ class AdminServiceStub:
                 request_serializer=netdist_dot_api_dot_v1_dot_admin__pb2.ListAuditRequest.SerializeToString,
                 response_deserializer=netdist_dot_api_dot_v1_dot_admin__pb2.ListAuditResponse.FromString,
                 _registered_method=True)
+        self.GetJobLog = channel.unary_stream(
+                '/netdist.api.v1.AdminService/GetJobLog',
+                request_serializer=netdist_dot_api_dot_v1_dot_admin__pb2.GetJobLogRequest.SerializeToString,
+                response_deserializer=netdist_dot_api_dot_v1_dot_admin__pb2.LogLine.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -176,6 +181,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJobLog(self, request, context):
+        """What a job logged (ctx.log), every attempt, oldest first; with follow the
+        stream stays open until the job has its result for good.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -238,6 +251,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListAudit,
                     request_deserializer=netdist_dot_api_dot_v1_dot_admin__pb2.ListAuditRequest.FromString,
                     response_serializer=netdist_dot_api_dot_v1_dot_admin__pb2.ListAuditResponse.SerializeToString,
+            ),
+            'GetJobLog': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetJobLog,
+                    request_deserializer=netdist_dot_api_dot_v1_dot_admin__pb2.GetJobLogRequest.FromString,
+                    response_serializer=netdist_dot_api_dot_v1_dot_admin__pb2.LogLine.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -565,6 +583,33 @@ class AdminService:
             '/netdist.api.v1.AdminService/ListAudit',
             netdist_dot_api_dot_v1_dot_admin__pb2.ListAuditRequest.SerializeToString,
             netdist_dot_api_dot_v1_dot_admin__pb2.ListAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/netdist.api.v1.AdminService/GetJobLog',
+            netdist_dot_api_dot_v1_dot_admin__pb2.GetJobLogRequest.SerializeToString,
+            netdist_dot_api_dot_v1_dot_admin__pb2.LogLine.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,10 @@ class AdminServiceStub:
     EnableWorker: _grpc.UnaryUnaryMultiCallable[_admin_pb2.EnableWorkerRequest, _admin_pb2.EnableWorkerResponse]
     ListAudit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAuditRequest, _admin_pb2.ListAuditResponse]
     """Every state-changing call, newest first: who, when, from where, what, outcome."""
+    GetJobLog: _grpc.UnaryStreamMultiCallable[_admin_pb2.GetJobLogRequest, _admin_pb2.LogLine]
+    """What a job logged (ctx.log), every attempt, oldest first; with follow the
+    stream stays open until the job has its result for good.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -71,6 +75,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     EnableWorker: _aio.UnaryUnaryMultiCallable[_admin_pb2.EnableWorkerRequest, _admin_pb2.EnableWorkerResponse]  # type: ignore[assignment]
     ListAudit: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAuditRequest, _admin_pb2.ListAuditResponse]  # type: ignore[assignment]
     """Every state-changing call, newest first: who, when, from where, what, outcome."""
+    GetJobLog: _aio.UnaryStreamMultiCallable[_admin_pb2.GetJobLogRequest, _admin_pb2.LogLine]  # type: ignore[assignment]
+    """What a job logged (ctx.log), every attempt, oldest first; with follow the
+    stream stays open until the job has its result for good.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """AdminService: what netdist-admin speaks. Every view reads the store."""
@@ -162,5 +170,15 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListAuditResponse, _abc.Awaitable[_admin_pb2.ListAuditResponse]]:
         """Every state-changing call, newest first: who, when, from where, what, outcome."""
+
+    @_abc_1.abstractmethod
+    def GetJobLog(
+        self,
+        request: _admin_pb2.GetJobLogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_admin_pb2.LogLine], _abc.AsyncIterator[_admin_pb2.LogLine]]:
+        """What a job logged (ctx.log), every attempt, oldest first; with follow the
+        stream stays open until the job has its result for good.
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

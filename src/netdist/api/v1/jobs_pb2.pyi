@@ -63,6 +63,7 @@ class WorkerMessage(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     STARTED_FIELD_NUMBER: _builtins.int
     HAND_BACK_FIELD_NUMBER: _builtins.int
+    LOGS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
@@ -77,6 +78,8 @@ class WorkerMessage(_message.Message):
     def started(self) -> Global___Started: ...
     @_builtins.property
     def hand_back(self) -> Global___HandBack: ...
+    @_builtins.property
+    def logs(self) -> Global___JobLogBatch: ...
     def __init__(
         self,
         *,
@@ -87,12 +90,13 @@ class WorkerMessage(_message.Message):
         heartbeat: Global___Heartbeat | None = ...,
         started: Global___Started | None = ...,
         hand_back: Global___HandBack | None = ...,
+        logs: Global___JobLogBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "hand_back", b"hand_back", "heartbeat", b"heartbeat", "hello", b"hello", "kind", b"kind", "progress", b"progress", "results", b"results", "started", b"started"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "hand_back", b"hand_back", "heartbeat", b"heartbeat", "hello", b"hello", "kind", b"kind", "logs", b"logs", "progress", b"progress", "results", b"results", "started", b"started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "hand_back", b"hand_back", "heartbeat", b"heartbeat", "hello", b"hello", "kind", b"kind", "progress", b"progress", "results", b"results", "started", b"started"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "hand_back", b"hand_back", "heartbeat", b"heartbeat", "hello", b"hello", "kind", b"kind", "logs", b"logs", "progress", b"progress", "results", b"results", "started", b"started"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["hello", "capacity", "progress", "results", "heartbeat", "started", "hand_back"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["hello", "capacity", "progress", "results", "heartbeat", "started", "hand_back", "logs"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -659,3 +663,85 @@ class Drain(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Drain: _TypeAlias = Drain  # noqa: Y015
+
+@_typing.final
+class JobLogLine(_message.Message):
+    """What running jobs wrote through ctx.log (and, on a worker started with
+    --capture-output, their stdout and stderr), sent before the job's result.
+    The server keeps lines only for the job's current lease held by this worker,
+    at most a bounded number per lease (netdist.wire.MAX_JOB_LOG_LINES and
+    MAX_JOB_LOG_CHARS); the rest are counted in one "lines dropped" entry.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AT_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    at: _builtins.float
+    """Unix time the job logged it"""
+    level: _builtins.str
+    """DEBUG, INFO, WARNING, ERROR, CRITICAL, STDOUT or STDERR"""
+    text: _builtins.str
+    def __init__(
+        self,
+        *,
+        at: _builtins.float = ...,
+        level: _builtins.str = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "level", b"level", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobLogLine: _TypeAlias = JobLogLine  # noqa: Y015
+
+@_typing.final
+class JobLog(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
+    dropped: _builtins.int
+    """lines this lease logged past the bound since the last JobLog"""
+    @_builtins.property
+    def ref(self) -> Global___JobRef: ...
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobLogLine]: ...
+    def __init__(
+        self,
+        *,
+        ref: Global___JobRef | None = ...,
+        lines: _abc.Iterable[Global___JobLogLine] | None = ...,
+        dropped: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped", b"dropped", "lines", b"lines", "ref", b"ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobLog: _TypeAlias = JobLog  # noqa: Y015
+
+@_typing.final
+class JobLogBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobLog]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___JobLog] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobLogBatch: _TypeAlias = JobLogBatch  # noqa: Y015

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from netdist.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
-from netdist.server.store.schema import handler_log, handlers, jobs, packages, workers
+from netdist.server.store.schema import handler_log, handlers, job_log, jobs, packages, workers
 
 LOG_KEEP = 5000
 
@@ -244,6 +244,7 @@ def resolve_handler(conn: Connection, ref: str) -> HandlerRecord:
 def delete_handler(conn: Connection, handler_id: str) -> None:
     conn.execute(delete(jobs).where(jobs.c.handler_id == handler_id))
     conn.execute(delete(handler_log).where(handler_log.c.handler_id == handler_id))
+    conn.execute(delete(job_log).where(job_log.c.handler_id == handler_id))
     conn.execute(delete(handlers).where(handlers.c.id == handler_id))
 
 

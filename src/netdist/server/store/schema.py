@@ -117,6 +117,23 @@ class LogEntry(Base):
     message: Mapped[str] = mapped_column(Text)
 
 
+class JobLogEntry(Base):
+    """A line a job logged (ctx.log), kept for the lease that was current when it came; at most
+    MAX_JOB_LOG_LINES a lease, then one entry counting the lines dropped (``dropped`` > 0)."""
+
+    __tablename__ = "job_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(Integer)
+    handler_id: Mapped[str] = mapped_column(String(32), index=True)
+    lease_no: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[float] = mapped_column(Float)
+    level: Mapped[str] = mapped_column(String(10))
+    text: Mapped[str] = mapped_column(Text)
+    dropped: Mapped[int] = mapped_column(Integer, default=0)
+    __table_args__ = (Index("ix_job_log_job", "job_id", "lease_no", "id"),)
+
+
 class AuditEntry(Base):
     """One state-changing call: who (token name and role), from where, what, and how it ended."""
 
@@ -138,4 +155,5 @@ jobs = cast(Table, Job.__table__)
 workers = cast(Table, Worker.__table__)
 handler_log = cast(Table, LogEntry.__table__)
 audit_log = cast(Table, AuditEntry.__table__)
+job_log = cast(Table, JobLogEntry.__table__)
 tokens = cast(Table, Token.__table__)
