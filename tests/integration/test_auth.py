@@ -53,6 +53,7 @@ VIEWER = {
     "AdminService/GetHandler",
     "AdminService/GetHandlerLog",
     "AdminService/ListJobs",
+    "AdminService/GetJob",
     "AdminService/ListWorkers",
     "AdminService/ListAudit",
     "PackageService/List",
@@ -176,6 +177,11 @@ class Calls:
                 lambda: a.ListJobs(admin_pb2.ListJobsRequest(), timeout=t),
                 lambda: a.ListJobs(admin_pb2.ListJobsRequest(), timeout=t),
                 OK,
+            ),
+            "AdminService/GetJob": (
+                lambda: a.GetJob(admin_pb2.GetJobRequest(id=999999), timeout=t),
+                lambda: a.GetJob(admin_pb2.GetJobRequest(id=999999), timeout=t),
+                grpc.StatusCode.NOT_FOUND,
             ),
             "AdminService/ListWorkers": (
                 lambda: a.ListWorkers(admin_pb2.ListWorkersRequest(), timeout=t),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from netdist.adminctl import render, view
+from netdist.adminctl import job_render, render, view
 from netdist.adminctl.command_io import client, emit_json, json_option, out, show
 from netdist.adminctl.printable import printable
 from netdist.api.v1 import admin_pb2
@@ -79,6 +79,19 @@ def jobs_list(ctx: click.Context, handler_ref: str, status: str | None, limit: i
         emit_json([view.job_dict(j) for j in items])
     else:
         show(render.jobs_table(items))
+
+
+@jobs.command("show")
+@click.argument("job_id", metavar="ID", type=click.IntRange(min=1))
+@json_option
+@click.pass_context
+def jobs_show(ctx: click.Context, job_id: int, as_json: bool) -> None:
+    """Show job ID whole: input, output, extra, status, progress, and every attempt with its worker and error."""
+    job = client(ctx).get_job(job_id)
+    if as_json:
+        emit_json(view.job_detail_dict(job))
+    else:
+        show(job_render.job_detail(job))
 
 
 # -- handlers -----------------------------------------------------------------

@@ -73,6 +73,7 @@ METHOD_ROLES: Mapping[str, frozenset[Role]] = {
             "GetHandler": _VIEWER,
             "GetHandlerLog": _VIEWER,
             "ListJobs": _VIEWER,
+            "GetJob": _VIEWER,
             "ListWorkers": _VIEWER,
             "ListAudit": _VIEWER,
             "AddJobScript": _ADMIN,

@@ -76,7 +76,13 @@ class ChildProcess:
     """One executor child process and the jobs queued in it, in order."""
 
     def __init__(
-        self, environment: Environment, events: ChildEvents, *, python: str, max_memory_bytes: int | None
+        self,
+        environment: Environment,
+        events: ChildEvents,
+        *,
+        python: str,
+        max_memory_bytes: int | None,
+        script_name: str = "",
     ) -> None:
         self.environment = environment
         self.events = events
@@ -99,6 +105,7 @@ class ChildProcess:
             script=str(environment.script_path),
             paths=tuple(str(p) for p in environment.wheel_dirs),
             max_memory_bytes=max_memory_bytes,
+            script_name=script_name,
         )
         self._write(init.encode())
         self.task = self._loop.create_task(self._run(), name="netdist-child")

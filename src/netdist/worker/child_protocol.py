@@ -5,7 +5,8 @@ worker's side) and :mod:`netdist.worker.child` (the child) both go through the
 ``encode`` methods and the two decoders here::
 
     worker -> child  {"init": {"script": PATH, "paths": [WHEEL_DIR, ...],
-                               "max_memory_bytes": N}}                 ChildInit, once, first (N optional)
+                               "max_memory_bytes": N, "script_name": NAME}}
+                                                                        ChildInit, once, first (N, NAME optional)
                      [JOB_ID, LEASE_NO, ATTEMPT, HANDLER_ID, JOB_NAME]  RunJob: this line, then
                      INPUT                                              its input, JSON text as leased
                      {"cancel": [JOB_ID, LEASE_NO]}                    CancelJob: skip a queued job
@@ -81,11 +82,15 @@ class ChildInit(NamedTuple):
     paths: tuple[str, ...] = ()
     max_memory_bytes: int | None = None
     """The child caps its data size (RLIMIT_DATA) to this; None: no limit."""
+    script_name: str = ""
+    """The file name the script is compiled under (tracebacks show it); empty: its path."""
 
     def encode(self) -> bytes:
         init: dict[str, Any] = {"script": self.script, "paths": self.paths}
         if self.max_memory_bytes is not None:
             init["max_memory_bytes"] = self.max_memory_bytes
+        if self.script_name:
+            init["script_name"] = self.script_name
         return _line({"init": init})
 
 
@@ -153,6 +158,7 @@ def read_from_worker(stream: BinaryIO) -> WorkerMessage | None:
                 script=get_str(init, "script"),
                 paths=tuple(paths),
                 max_memory_bytes=get_optional_int(init, "max_memory_bytes"),
+                script_name=get_str(init, "script_name") if "script_name" in init else "",
             )
         raise MalformedLineError("neither a job nor 'cancel' nor 'init'")
     except ValueError as exc:  # MalformedLineError, or the header's JSON

@@ -181,7 +181,11 @@ class Executor:
                 if child is not None:
                     self._retire(child)
                 child = ChildProcess(
-                    job.environment, self._events, python=self.python, max_memory_bytes=self.max_memory_bytes
+                    job.environment,
+                    self._events,
+                    python=self.python,
+                    max_memory_bytes=self.max_memory_bytes,
+                    script_name=job.script_name,
                 )
                 self._children[slot] = child
             child.add(job)

@@ -49,6 +49,10 @@ class AdminServiceStub:
     EnableWorker: _grpc.UnaryUnaryMultiCallable[_admin_pb2.EnableWorkerRequest, _admin_pb2.EnableWorkerResponse]
     ListAudit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAuditRequest, _admin_pb2.ListAuditResponse]
     """Every state-changing call, newest first: who, when, from where, what, outcome."""
+    GetJob: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetJobRequest, _admin_pb2.GetJobResponse]
+    """One job whole: input, output, extra, status, progress and every attempt
+    (worker, times, error). NOT_FOUND for an id the store does not hold.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -71,6 +75,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     EnableWorker: _aio.UnaryUnaryMultiCallable[_admin_pb2.EnableWorkerRequest, _admin_pb2.EnableWorkerResponse]  # type: ignore[assignment]
     ListAudit: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAuditRequest, _admin_pb2.ListAuditResponse]  # type: ignore[assignment]
     """Every state-changing call, newest first: who, when, from where, what, outcome."""
+    GetJob: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetJobRequest, _admin_pb2.GetJobResponse]  # type: ignore[assignment]
+    """One job whole: input, output, extra, status, progress and every attempt
+    (worker, times, error). NOT_FOUND for an id the store does not hold.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """AdminService: what netdist-admin speaks. Every view reads the store."""
@@ -162,5 +170,15 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListAuditResponse, _abc.Awaitable[_admin_pb2.ListAuditResponse]]:
         """Every state-changing call, newest first: who, when, from where, what, outcome."""
+
+    @_abc_1.abstractmethod
+    def GetJob(
+        self,
+        request: _admin_pb2.GetJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetJobResponse, _abc.Awaitable[_admin_pb2.GetJobResponse]]:
+        """One job whole: input, output, extra, status, progress and every attempt
+        (worker, times, error). NOT_FOUND for an id the store does not hold.
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
