@@ -30,8 +30,18 @@ def attempt_block(a: admin_pb2.JobAttempt) -> RenderableType:
     if a.HasField("error"):
         lines.append(Text("  ") + text(error_line(a.error), style="red"))
         if a.error.traceback:
-            lines.append(Text("    " + printable_lines(a.error.traceback.rstrip()).replace("\n", "\n    ")))
+            lines.append(_quoted(a.error.traceback.rstrip()))
     return Group(*lines)
+
+
+def _quoted(block: str) -> Text:
+    """Text of several lines (a traceback) behind a gutter: each line printable, none passing for a line
+    of the view's own."""
+    out = Text()
+    for n, line in enumerate(printable_lines(block).split("\n")):
+        out.append(("\n" if n else "") + "    ┆ ", style="dim")
+        out.append(line)
+    return out
 
 
 def job_detail(job: admin_pb2.GetJobResponse) -> RenderableType:

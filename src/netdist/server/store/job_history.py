@@ -55,7 +55,7 @@ def worker_names(conn: Connection, ids: Iterable[str | None]) -> dict[str, str]:
     wanted = sorted({i for i in ids if i})
     if not wanted:
         return {}
-    return dict(conn.execute(select(workers.c.id, workers.c.name).where(workers.c.id.in_(wanted))).tuples().all())
+    return {r.id: r.name for r in conn.execute(select(workers.c.id, workers.c.name).where(workers.c.id.in_(wanted)))}
 
 
 def job_names(conn: Connection, ids: Iterable[str]) -> dict[str, str]:
@@ -63,6 +63,7 @@ def job_names(conn: Connection, ids: Iterable[str]) -> dict[str, str]:
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    return dict(
-        conn.execute(select(handlers.c.id, handlers.c.job_name).where(handlers.c.id.in_(wanted))).tuples().all()
-    )
+    return {
+        r.id: r.job_name
+        for r in conn.execute(select(handlers.c.id, handlers.c.job_name).where(handlers.c.id.in_(wanted)))
+    }
