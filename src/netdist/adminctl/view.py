@@ -75,7 +75,7 @@ def job_dict(j: admin_pb2.JobInfo) -> dict[str, Any]:
         "duration_seconds": j.duration_seconds if j.status != "leased" and j.finished_at else None,
         "input": parse_json(j.input_json),
         "output": parse_json(j.output_json),
-        "error": error_dict(j.error_info) if j.HasField("error_info") else None,
+        "error": {"type": j.error_info.type, "message": j.error_info.message} if j.HasField("error_info") else None,
     }
 
 

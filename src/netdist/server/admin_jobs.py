@@ -21,6 +21,9 @@ MAX_SHOWN_DOCUMENT = 256 * 1024
 """A job's input or output as ``jobs show`` gets it: the start of it (the reply stays well under 4 MiB)."""
 MAX_SHOWN_EXTRA = 64 * 1024
 MAX_SHOWN_TRACEBACK = 8000
+MAX_LISTED_RESULT = 1000
+"""A listed job's output or error message: the start of it. With its input (MAX_SHOWN_TEXT) and no
+traceback (``jobs show`` has it), a listing of MAX_LISTED_JOBS stays as large as it was before outputs."""
 MAX_SHOWN_ATTEMPTS = 50
 """The newest earlier attempts ``jobs show`` gets; it says how many older ones it left out."""
 _LOST = {
@@ -122,7 +125,9 @@ def _clip(text: str, limit: int) -> tuple[str, bool]:
     return (text, False) if len(text) <= limit else (text[:limit], True)
 
 
-def error_info(error_json: str | None, *, traceback_chars: int) -> admin_pb2.JobErrorInfo | None:
+def error_info(
+    error_json: str | None, *, traceback_chars: int, message_chars: int = MAX_SHOWN_TEXT
+) -> admin_pb2.JobErrorInfo | None:
     """A stored error (JSON text) as a structured error; whatever text is not an error object becomes its message."""
     if not error_json:
         return None
@@ -131,10 +136,10 @@ def error_info(error_json: str | None, *, traceback_chars: int) -> admin_pb2.Job
     except ValueError:
         value = None
     if not isinstance(value, dict):
-        return admin_pb2.JobErrorInfo(type="Error", message=error_json[:MAX_SHOWN_TEXT])
+        return admin_pb2.JobErrorInfo(type="Error", message=error_json[:message_chars])
     return admin_pb2.JobErrorInfo(
         type=str(value.get("type", ""))[:200],
-        message=str(value.get("message", ""))[:MAX_SHOWN_TEXT],
+        message=str(value.get("message", ""))[:message_chars],
         traceback=str(value.get("traceback", ""))[-traceback_chars:] if traceback_chars else "",
     )
 
@@ -198,6 +203,6 @@ def _listed(r: Any, names: dict[str, str], job_names: dict[str, str]) -> admin_p
         finished_at=r.finished_at or 0.0,
         duration_seconds=r.duration_seconds or 0.0,
         input_json=r.input[:MAX_SHOWN_TEXT],
-        output_json=(r.output or "")[:MAX_SHOWN_TEXT],
-        error_info=error_info(r.error_json, traceback_chars=MAX_SHOWN_TEXT),
+        output_json=(r.output or "")[:MAX_LISTED_RESULT],
+        error_info=error_info(r.error_json, traceback_chars=0, message_chars=MAX_LISTED_RESULT),
     )

@@ -507,7 +507,7 @@ class JobInfo(_message.Message):
     """its last attempt's run time, as the worker measured it"""
     @_builtins.property
     def error_info(self) -> Global___JobErrorInfo:
-        """the last attempt's error, if it failed"""
+        """the last attempt's error, if it failed (no traceback: GetJob has it)"""
 
     def __init__(
         self,
