@@ -131,7 +131,8 @@ def test_retention_deletes_in_batches_and_keeps_the_tally(engine: Engine) -> Non
         assert pruning.delete_jobs(conn, "h", JobStatus.PROCESSED, finished_before=None, keep_newest=2, batch=3) == 3
     with engine.begin() as conn:  # the newest row stays whatever the count says
         assert pruning.delete_jobs(conn, "h", JobStatus.PROCESSED, finished_before=None, keep_newest=0, batch=100) == 6
-        assert pruning.drop_outputs(conn, finished_before=6.0, batch=10) == 1
+        assert pruning.drop_outputs(conn, "h", after_id=0, finished_before=6.0, batch=10) == 10
+        assert pruning.drop_outputs(conn, "h", after_id=10, finished_before=6.0, batch=10) == 10
     with engine.connect() as conn:
         left = conn.execute(select(jobs.c.id, jobs.c.output)).all()
         tally = conn.execute(select(handlers.c.pruned_processed)).scalar_one()

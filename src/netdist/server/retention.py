@@ -66,6 +66,8 @@ class Pruner:
         self.retention = retention
         self.clock = clock
         self.deleted = 0  # jobs deleted since the start (for the log and tests)
+        self._outputs_after: dict[str, int] = {}  # per handler: outputs up to this job id are dropped
+        self._budget = 0  # transactions the running pass may still run
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -89,38 +91,63 @@ class Pruner:
                 log.exception("retention pass failed; the next one tries again")
 
     async def run_once(self) -> int:
-        """One pass; the rows it deleted or cleared."""
+        """One pass, at most MAX_BATCHES_PER_PASS transactions; the jobs and attempts it deleted."""
         r = self.retention
         now = self.clock.time()
-        budget = MAX_BATCHES_PER_PASS
+        self._budget = MAX_BATCHES_PER_PASS
+        handler_ids = await self.store.read(pruning.handler_ids)
         done = 0
         if r.keep_processed_seconds is not None or r.keep_processed_count is not None:
             before = now - r.keep_processed_seconds if r.keep_processed_seconds is not None else None
-            for handler_id in await self.store.writer.run(pruning.handler_ids):
+            for handler_id in handler_ids:
                 for status in (JobStatus.PROCESSED, JobStatus.FAILED):
-                    while budget > 0:
-                        budget -= 1
-                        n = await self.store.writer.run(
-                            pruning.delete_jobs,
-                            handler_id,
-                            status,
-                            finished_before=before,
-                            keep_newest=r.keep_processed_count,
-                            batch=BATCH,
-                        )
-                        done += n
-                        self.deleted += n
-                        if n < BATCH:
-                            break
+                    done += await self._delete_jobs(handler_id, status, before)
         if r.keep_outputs_seconds is not None:
             before = now - r.keep_outputs_seconds
-            for op in (pruning.drop_outputs, pruning.delete_attempts):
-                while budget > 0:
-                    budget -= 1
-                    n = await self.store.writer.run(op, finished_before=before, batch=BATCH)
-                    done += n
-                    if n < BATCH:
-                        break
+            for handler_id in handler_ids:
+                await self._drop_outputs(handler_id, before)
+            done += await self._delete_attempts(before)
         if done:
-            log.info("retention: %d rows deleted or cleared", done)
+            log.info("retention: %d jobs and attempts deleted", done)
+        return done
+
+    def _spend(self) -> bool:
+        """Whether this pass may run one more transaction."""
+        self._budget -= 1
+        return self._budget >= 0
+
+    async def _delete_jobs(self, handler_id: str, status: JobStatus, before: float | None) -> int:
+        done = 0
+        while self._spend():
+            n = await self.store.writer.run(
+                pruning.delete_jobs,
+                handler_id,
+                status,
+                finished_before=before,
+                keep_newest=self.retention.keep_processed_count,
+                batch=BATCH,
+            )
+            done += n
+            self.deleted += n
+            if n < BATCH:
+                break
+        return done
+
+    async def _drop_outputs(self, handler_id: str, before: float) -> None:
+        while self._spend():
+            after = self._outputs_after.get(handler_id, 0)
+            reached = await self.store.writer.run(
+                pruning.drop_outputs, handler_id, after_id=after, finished_before=before, batch=BATCH
+            )
+            self._outputs_after[handler_id] = reached
+            if reached == after:
+                break
+
+    async def _delete_attempts(self, before: float) -> int:
+        done = 0
+        while self._spend():
+            n = await self.store.writer.run(pruning.delete_attempts, finished_before=before, batch=BATCH)
+            done += n
+            if n < BATCH:
+                break
         return done

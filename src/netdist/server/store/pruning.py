@@ -31,14 +31,15 @@ def delete_jobs(
     batch: int,
 ) -> int:
     """Delete up to ``batch`` of the handler's jobs in ``status`` (processed or failed) that are past
-    retention: finished before ``finished_before``, or older than its ``keep_newest`` newest.
-    Their attempt history goes with them, and the handler's tally grows by as many. Returns how many."""
-    stmt = select(jobs.c.id).where(jobs.c.handler_id == handler_id, jobs.c.status == status)
+    retention: older than its ``keep_newest`` newest, or, among its ``batch`` oldest (by id, through
+    the (handler, status, id) index: no scan of the newer ones), those that finished before
+    ``finished_before``. Their attempt history goes with them, and the handler's tally grows by as
+    many. Returns how many."""
+    stmt = select(jobs.c.id, jobs.c.finished_at).where(jobs.c.handler_id == handler_id, jobs.c.status == status)
     by_count = keep_newest is not None
     stmt = stmt.order_by(jobs.c.id.desc()).offset(keep_newest) if by_count else stmt.order_by(jobs.c.id)
-    if finished_before is not None:
-        stmt = stmt.where(jobs.c.finished_at < finished_before)
-    ids = list(conn.execute(stmt.limit(batch)).scalars())
+    rows = conn.execute(stmt.limit(batch)).all()
+    ids = [r.id for r in rows if finished_before is None or (r.finished_at or 0.0) < finished_before]
     newest = conn.execute(select(func.max(jobs.c.id))).scalar()
     ids = [i for i in ids if i != newest]
     if not ids:
@@ -50,22 +51,24 @@ def delete_jobs(
     return int(gone)
 
 
-def drop_outputs(conn: Connection, *, finished_before: float, batch: int) -> int:
-    """Clear the outputs of up to ``batch`` processed jobs that finished before ``finished_before``."""
-    ids = list(
-        conn.execute(
-            select(jobs.c.id)
-            .where(
-                jobs.c.status == JobStatus.PROCESSED,
-                jobs.c.output.is_not(None),
-                jobs.c.finished_at < finished_before,
-            )
-            .limit(batch)
-        ).scalars()
-    )
-    if not ids:
-        return 0
-    return int(conn.execute(update(jobs).where(jobs.c.id.in_(ids)).values(output=None)).rowcount)
+def drop_outputs(conn: Connection, handler_id: str, *, after_id: int, finished_before: float, batch: int) -> int:
+    """Clear the outputs of the handler's processed jobs past ``after_id`` that finished before
+    ``finished_before``, oldest first, up to ``batch`` of them, stopping at the first newer one.
+    Returns the id to go on after next time (``after_id`` when nothing was old enough)."""
+    rows = conn.execute(
+        select(jobs.c.id, jobs.c.finished_at)
+        .where(jobs.c.handler_id == handler_id, jobs.c.status == JobStatus.PROCESSED, jobs.c.id > after_id)
+        .order_by(jobs.c.id)
+        .limit(batch)
+    ).all()
+    ids = []
+    for r in rows:
+        if (r.finished_at or 0.0) >= finished_before:
+            break
+        ids.append(r.id)
+    if ids:
+        conn.execute(update(jobs).where(jobs.c.id.in_(ids), jobs.c.output.is_not(None)).values(output=None))
+    return ids[-1] if ids else after_id
 
 
 def delete_attempts(conn: Connection, *, finished_before: float, batch: int) -> int:
