@@ -13,10 +13,6 @@ from netdist.api.v1 import admin_pb2
 _OUTCOME_STYLES = {"succeeded": "green", "running": "cyan", "errored": "red", "failed": "red"}
 
 
-def _duration(a: admin_pb2.JobAttempt) -> str:
-    return f"{a.duration_seconds:.3f}s" if a.has_duration else "-"
-
-
 def attempt_block(a: admin_pb2.JobAttempt) -> RenderableType:
     head = Text(f"attempt {a.attempt}: ", style="bold")
     head.append_text(text(a.outcome, style=_OUTCOME_STYLES.get(a.outcome, "yellow")))
@@ -25,7 +21,9 @@ def attempt_block(a: admin_pb2.JobAttempt) -> RenderableType:
     head.append_text(text(f" on {a.worker_name or short_id(a.worker_id) or '-'}"))
     head.append(f", started {fmt_time(a.started_at)}")
     if a.finished_at:
-        head.append(f", ended {fmt_time(a.finished_at)}, ran {_duration(a)}")
+        head.append(f", ended {fmt_time(a.finished_at)}")
+    if a.has_duration:
+        head.append(f", ran {a.duration_seconds:.3f}s")
     lines: list[RenderableType] = [head]
     if a.HasField("error"):
         lines.append(Text("  ") + text(error_line(a.error), style="red"))
