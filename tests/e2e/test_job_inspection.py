@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from netdist.testing import wait_until
 from tests.e2e.conftest import admin, ok
 from tests.integration.conftest import Cluster
-from tests.support import counter_wheel
+from tests.support import counter_script, counter_wheel
 
 SCRIPT = """# /// script
 # [tool.netdist]
@@ -94,3 +95,37 @@ def test_jobs_show_lists_every_attempt_with_worker_names_and_the_scripts_own_fil
         "NotFoundError: no job 999999 (never created, or removed with its handler or by retention)"
     ]
     assert admin(addr, "jobs", "show", "x").returncode == 2
+
+
+def test_a_lease_revoked_while_it_ran_shows_as_an_attempt_not_charged(cluster: Cluster, tmp_path: Path) -> None:
+    assert cluster.server is not None
+    addr = cluster.server.address
+    gate = tmp_path / "gate"
+    ok(addr, "upload-package", str(counter_wheel(tmp_path)))
+    ok(addr, "jobs", "add", str(counter_script(tmp_path / "gated.py", job="gated", count=1, gate=str(gate))))
+    ok(addr, "handlers", "start", "gated")
+    cluster.add_worker("w1")
+
+    def waiting() -> dict[str, object] | None:
+        running = json.loads(ok(addr, "jobs", "list", "--json"))
+        return running[0] if running and running[0]["progress_percent"] == 42 else None
+
+    job = wait_until(waiting, 30, what="the job to wait at its gate")
+    assert (job["worker_name"], job["job_name"], job["progress_text"]) == ("w1", "gated", "waiting at the gate")
+    running = json.loads(ok(addr, "jobs", "show", str(job["id"]), "--json"))
+    assert [(a["outcome"], a["worker_name"]) for a in running["attempt_history"]] == [("running", "w1")]
+    assert running["progress_percent"] == 42
+    ok(addr, "handlers", "stop", "gated")
+    stopped = json.loads(ok(addr, "jobs", "show", str(job["id"]), "--json"))
+    assert (stopped["status"], stopped["attempts"]) == ("available", 0)
+    (revoked,) = stopped["attempt_history"]
+    assert (revoked["outcome"], revoked["charged"], revoked["worker_name"]) == ("revoked", False, "w1")
+
+    gate.touch()
+    ok(addr, "handlers", "start", "gated")
+    cluster.api.wait_state("gated", "finished", timeout=60)
+    done = json.loads(ok(addr, "jobs", "show", str(job["id"]), "--json"))
+    assert [(a["attempt"], a["outcome"], a["charged"]) for a in done["attempt_history"]] == [
+        (1, "revoked", False),
+        (1, "succeeded", True),
+    ]
