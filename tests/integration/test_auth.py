@@ -54,6 +54,7 @@ VIEWER = {
     "AdminService/GetHandlerLog",
     "AdminService/GetJobLog",
     "AdminService/ListJobs",
+    "AdminService/GetJob",
     "AdminService/ListWorkers",
     "AdminService/ListAudit",
     "PackageService/List",
@@ -182,6 +183,11 @@ class Calls:
                 lambda: a.ListJobs(admin_pb2.ListJobsRequest(), timeout=t),
                 lambda: a.ListJobs(admin_pb2.ListJobsRequest(), timeout=t),
                 OK,
+            ),
+            "AdminService/GetJob": (
+                lambda: a.GetJob(admin_pb2.GetJobRequest(id=999999), timeout=t),
+                lambda: a.GetJob(admin_pb2.GetJobRequest(id=999999), timeout=t),
+                grpc.StatusCode.NOT_FOUND,
             ),
             "AdminService/ListWorkers": (
                 lambda: a.ListWorkers(admin_pb2.ListWorkersRequest(), timeout=t),

@@ -108,10 +108,10 @@ def test_megabyte_inputs_and_outputs_travel_and_an_oversized_output_fails_only_i
     assert info.result_summary == "outputs=7 failures=1"
     failed = cluster.api.admin.ListJobs(admin_pb2.ListJobsRequest(handler_ref=hid, status="failed", limit=10)).jobs
     assert len(failed) == 1
-    error = json.loads(failed[0].error)
-    assert error["type"] == "OutputTooLarge"
-    assert error["message"].startswith("the job's output is ")
-    assert error["message"].endswith(f" bytes of JSON, the limit is {MAX_OUTPUT_BYTES}")
+    error = failed[0].error_info
+    assert error.type == "OutputTooLarge"
+    assert error.message.startswith("the job's output is ")
+    assert error.message.endswith(f" bytes of JSON, the limit is {MAX_OUTPUT_BYTES}")
     assert worker.alive()
     assert "lost connection" not in worker.output() and "RESOURCE_EXHAUSTED" not in worker.output()
     [connected] = [w for w in cluster.api.workers() if w.name == "w1"]

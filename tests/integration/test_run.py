@@ -62,7 +62,7 @@ def test_failed_jobs_are_retried_then_given_to_process_failure(cluster: Cluster,
     assert "failures=4" in info.result_summary
     failed = cluster.api.admin.ListJobs(admin_pb2.ListJobsRequest(handler_ref=hid, status="failed")).jobs
     assert len(failed) == 4 and all(j.attempts == 2 for j in failed)
-    assert all("fails on purpose" in j.error for j in failed)
+    assert all("fails on purpose" in j.error_info.message and j.error_info.type == "ValueError" for j in failed)
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

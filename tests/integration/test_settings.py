@@ -176,7 +176,7 @@ def test_idle_time_hands_out_nothing_during_the_window(cluster: Cluster, tmp_pat
     )
     assert replaced.outcome == "replaced"
     info = cluster.api.wait_state(idle, "finished", timeout=30)
-    assert info.jobs_processed == 5, [j.error for j in jobs_with_status(cluster, idle, "failed")]
+    assert info.jobs_processed == 5, [j.error_info for j in jobs_with_status(cluster, idle, "failed")]
     assert cluster.api.handler(zoned).jobs_processed == 0
 
 
@@ -216,7 +216,7 @@ def test_job_timeout_on_every_attempt_fails_the_job_with_job_timeout(cluster: Cl
     info = cluster.api.wait_state(hid, "finished", timeout=30)
     assert info.jobs_failed == 3 and info.jobs_processed == 0 and "failures=3" in info.result_summary
     failed = jobs_with_status(cluster, hid, "failed")
-    assert len(failed) == 3 and all(j.attempts == 2 and "JobTimeout" in j.error for j in failed)
+    assert len(failed) == 3 and all(j.attempts == 2 and j.error_info.type == "JobTimeout" for j in failed)
     # process_failure ran for each (its warning is in the handler's log).
     wait_until(lambda: log_text(cluster, hid).count("failed for good") == 3, 10, what="three process_failure calls")
 

@@ -12,7 +12,7 @@ from google.protobuf.message import Message
 from rich.console import Console, RenderableType
 
 from netdist import fields
-from netdist.adminctl import cli, command_io, dashboard, render, view
+from netdist.adminctl import cli, command_io, dashboard, job_render, render, view
 from netdist.adminctl.printable import printable, printable_json, printable_lines
 from netdist.api.v1 import admin_pb2, packages_pb2
 from netdist.errors import NetDistError
@@ -24,7 +24,7 @@ HOSTILE = (
     "[bold]m[/bold] [link=http://x]l[/link] :warning: 日本 e\u0301\u2028FORGED"
 )
 SGR = re.compile("\x1b\\[[0-9;]*m")  # what rich itself writes for styles
-JSON_FIELDS = {"settings_json", "custom_settings_json", "input_json", "error"}
+JSON_FIELDS = {"settings_json", "custom_settings_json", "input_json", "output_json", "extra_json", "error"}
 M = TypeVar("M", bound=Message)
 
 
@@ -61,6 +61,7 @@ def views(json_value: str) -> list[RenderableType]:
     h = hostile(admin_pb2.HandlerInfo, json_value)
     w = hostile(admin_pb2.WorkerInfo, json_value)
     j = hostile(admin_pb2.JobInfo, json_value)
+    g = hostile(admin_pb2.GetJobResponse, json_value)
     p = hostile(packages_pb2.PackageInfo, json_value)
     s = hostile(admin_pb2.GetStatusResponse, json_value)
     s.store_state = HOSTILE  # not "ok": the store line shows too
@@ -68,6 +69,7 @@ def views(json_value: str) -> list[RenderableType]:
         render.handlers_table([h]),
         render.handler_detail(h),
         render.jobs_table([j]),
+        job_render.job_detail(g),
         render.workers_table([w]),
         render.packages_table([p]),
         render.status_table(s),

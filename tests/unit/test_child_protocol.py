@@ -30,6 +30,7 @@ ID, LEASE = 123456789012, 3
 FROM_WORKER: list[WorkerMessage] = [
     ChildInit(script="/cache/scripts/ab.py"),
     ChildInit(script="/s.py", paths=("/w/one", "/w/two ü"), max_memory_bytes=512 << 20),
+    ChildInit(script="/cache/scripts/ab.py", script_name="montecarlo.py"),
     RunJob(ID, LEASE, 2, "handler-1", 'a "quoted" name\twith tab ü', b'{"a": [1, 2]}'),
     RunJob(1, 0, 1, "h", "", b"null"),
     CancelJob(ID, LEASE),

@@ -28,7 +28,7 @@ from netdist.server.lease_model import Lease, Requeue, ResultIn, Settlement
 from netdist.server.states import JobStatus
 from netdist.server.store import jobs as job_store
 from netdist.server.store.engine import open_engine
-from netdist.server.store.schema import handlers, jobs
+from netdist.server.store.schema import handlers, job_attempts, jobs
 
 _dbs = itertools.count()
 _migrated: list[Path] = []
@@ -53,6 +53,8 @@ class Row:
     lease_no: int = 0
     worker: str | None = None
     attempts: int = 0
+    history: list[tuple[int, int, str]] = dataclasses.field(default_factory=list)
+    """Attempts that did not end the job: (attempt, lease_no, outcome), as job_attempts must hold them."""
 
 
 class JobStoreMachine(RuleBasedStateMachine):
@@ -155,13 +157,14 @@ class JobStoreMachine(RuleBasedStateMachine):
             row.attempts += 1
             row.status = outcome
             if outcome == JobStatus.AVAILABLE:
+                row.history.append((row.attempts, row.lease_no, "errored"))
                 row.lease_no += 1
             else:
                 self.finals[job_id] = self.finals.get(job_id, 0) + 1
 
     @precondition(lambda self: self.rows)
-    @rule(data=st.data(), charged=st.booleans(), final=st.booleans())
-    def requeue(self, data: st.DataObject, charged: bool, final: bool) -> None:
+    @rule(data=st.data(), charged=st.booleans(), final=st.booleans(), started=st.booleans())
+    def requeue(self, data: st.DataObject, charged: bool, final: bool, started: bool) -> None:
         job_id, row, lease_no, worker = self._pick(data)
         final = final and charged
         got = self._run(
@@ -175,6 +178,7 @@ class JobStoreMachine(RuleBasedStateMachine):
                     charged=charged,
                     final=final,
                     error={"type": "WorkerLost"},
+                    started=started or charged,
                 )
             ],
             self.at + 1,
@@ -182,6 +186,8 @@ class JobStoreMachine(RuleBasedStateMachine):
         current = (row.status, row.lease_no) == (JobStatus.LEASED, lease_no)
         assert got == ({job_id} if current else set())
         if current:
+            if not final and (charged or started):
+                row.history.append((row.attempts + 1, row.lease_no, "lost"))
             row.attempts += int(charged)
             if final:
                 row.status = JobStatus.ERRORED
@@ -212,6 +218,15 @@ class JobStoreMachine(RuleBasedStateMachine):
             if status == JobStatus.LEASED:
                 assert worker == model.worker
         assert all(n == 1 for n in self.finals.values())
+        history = self._run(
+            lambda c: c.execute(
+                select(
+                    job_attempts.c.job_id, job_attempts.c.attempt, job_attempts.c.lease_no, job_attempts.c.outcome
+                ).order_by(job_attempts.c.id)
+            ).all()
+        )
+        for job_id, model in self.rows.items():
+            assert [tuple(h[1:]) for h in history if h[0] == job_id] == model.history, job_id
 
 
 JobStoreMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=40, deadline=None)

@@ -184,6 +184,11 @@ class AdminClient:
         reply = self._call(lambda: self._admin.ListJobs(request, timeout=self.timeout_seconds))
         return list(reply.jobs)
 
+    def get_job(self, job_id: int) -> admin_pb2.GetJobResponse:
+        request = admin_pb2.GetJobRequest(id=job_id)
+        reply: admin_pb2.GetJobResponse = self._call(lambda: self._admin.GetJob(request, timeout=self.timeout_seconds))
+        return reply
+
     def list_audit(self, *, since: float = 0.0, limit: int = 0) -> list[admin_pb2.AuditEntry]:
         request = admin_pb2.ListAuditRequest(since=since, limit=limit)
         reply = self._call(lambda: self._admin.ListAudit(request, timeout=self.timeout_seconds))

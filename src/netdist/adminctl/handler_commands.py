@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from netdist.adminctl import render, view
+from netdist.adminctl import job_render, render, view
 from netdist.adminctl.command_io import client, emit_json, json_option, out, show
 from netdist.adminctl.completion import handler_names
 from netdist.adminctl.printable import printable
@@ -101,6 +101,19 @@ def jobs_log(ctx: click.Context, job_id: int, tail: int, follow: bool) -> None:
     console = out()
     for line in client(ctx).job_log(job_id, tail=tail, follow=follow):
         console.print(render.log_line(line), soft_wrap=True)
+
+
+@jobs.command("show")
+@click.argument("job_id", metavar="ID", type=click.IntRange(min=1))
+@json_option
+@click.pass_context
+def jobs_show(ctx: click.Context, job_id: int, as_json: bool) -> None:
+    """Show job ID whole: input, output, extra, status, progress, and every attempt with its worker and error."""
+    job = client(ctx).get_job(job_id)
+    if as_json:
+        emit_json(view.job_detail_dict(job))
+    else:
+        show(job_render.job_detail(job))
 
 
 # -- handlers -----------------------------------------------------------------

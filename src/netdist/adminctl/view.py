@@ -74,19 +74,63 @@ def result_dict(h: admin_pb2.HandlerInfo) -> dict[str, Any]:
     }
 
 
+def error_dict(e: admin_pb2.JobErrorInfo) -> dict[str, Any]:
+    return {"type": e.type, "message": e.message, "traceback": e.traceback}
+
+
 def job_dict(j: admin_pb2.JobInfo) -> dict[str, Any]:
+    done = j.status in ("succeeded", "processed")
     return {
         "id": j.id,
         "handler_id": j.handler_id,
+        "job_name": j.job_name or None,
         "status": j.status,
         "attempts": j.attempts,
         "worker_id": j.worker_id or None,
         "worker_name": j.worker_name or None,
-        "progress_percent": round(j.progress_percent, 2),
+        "progress_percent": round(j.progress_percent, 2) if j.status == "leased" or done else None,
         "progress_text": j.progress_text,
         "leased_at": when(j.leased_at),
+        "finished_at": when(j.finished_at) if j.status != "leased" else None,
+        "duration_seconds": j.duration_seconds if j.status != "leased" and j.finished_at else None,
         "input": parse_json(j.input_json),
-        "error": j.error or None,
+        "output": parse_json(j.output_json),
+        "error": {"type": j.error_info.type, "message": j.error_info.message} if j.HasField("error_info") else None,
+    }
+
+
+def attempt_dict(a: admin_pb2.JobAttempt) -> dict[str, Any]:
+    return {
+        "attempt": a.attempt,
+        "lease_no": a.lease_no,
+        "charged": a.charged,
+        "outcome": a.outcome,
+        "worker_id": a.worker_id or None,
+        "worker_name": a.worker_name or None,
+        "started_at": when(a.started_at),
+        "finished_at": when(a.finished_at),
+        "duration_seconds": a.duration_seconds if a.has_duration else None,
+        "error": error_dict(a.error) if a.HasField("error") else None,
+    }
+
+
+def job_detail_dict(j: admin_pb2.GetJobResponse) -> dict[str, Any]:
+    return {
+        "id": j.id,
+        "handler_id": j.handler_id,
+        "job_name": j.job_name,
+        "script_name": j.script_name,
+        "status": j.status,
+        "attempts": j.attempts,
+        "progress_percent": round(j.progress_percent, 2),
+        "progress_text": j.progress_text,
+        "input": parse_json(j.input_json),
+        "input_clipped": j.input_clipped,
+        "output": parse_json(j.output_json),
+        "output_clipped": j.output_clipped,
+        "extra": parse_json(j.extra_json),
+        "attempt_history": [attempt_dict(a) for a in j.attempt_history],
+        "attempts_not_shown": j.attempts_not_shown,
     }
 
 

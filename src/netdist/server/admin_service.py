@@ -13,11 +13,12 @@ from netdist.api.v1 import admin_pb2
 from netdist.errors import InvalidArgumentError, NetDistError
 from netdist.fields import control_character
 from netdist.server.admin_job_logs import JobLogAdmin
+from netdist.server.admin_jobs import JobAdmin
 from netdist.server.admin_workers import WorkerAdmin
 from netdist.server.audit import AuditLog, audited
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.grpc_errors import to_status
-from netdist.server.job_views import MAX_LISTED_JOBS, MAX_RUNNING_LISTED, MAX_SHOWN_TEXT, running_job
+from netdist.server.job_views import MAX_RUNNING_LISTED, running_job
 from netdist.server.manager import HandlerManager
 from netdist.server.states import HandlerState, JobStatus, state_label
 from netdist.server.store import audit as audit_store
@@ -41,7 +42,7 @@ _ACTIONS = {
 }
 
 
-class AdminService(WorkerAdmin, JobLogAdmin):
+class AdminService(JobAdmin, WorkerAdmin, JobLogAdmin):
     def __init__(
         self,
         store: Store,
@@ -94,10 +95,12 @@ class AdminService(WorkerAdmin, JobLogAdmin):
             workers_connected=len(self.dispatcher.links),
             jobs_available=total.get(JobStatus.AVAILABLE, 0),
             jobs_pending=_pending(total),
-            jobs_processed=total.get(JobStatus.PROCESSED, 0),
-            jobs_failed=_failed(total),
+            jobs_processed=total.get(JobStatus.PROCESSED, 0) + sum(h.pruned_processed for h in handlers),
+            jobs_failed=_failed(total) + sum(h.pruned_failed for h in handlers),
             handlers_finished_with_failures=sum(
-                1 for h in handlers if h.state == HandlerState.FINISHED and _failed(counts.get(h.id, {}))
+                1
+                for h in handlers
+                if h.state == HandlerState.FINISHED and _failed(counts.get(h.id, {})) + h.pruned_failed
             ),
             store_state="ok",
         )
@@ -189,44 +192,6 @@ class AdminService(WorkerAdmin, JobLogAdmin):
             rows = await self.store.read(catalog.read_log, record.id, after_id=last)
 
     @to_status
-    async def ListJobs(
-        self, request: admin_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
-    ) -> admin_pb2.ListJobsResponse:
-        handler_id = None
-        if request.handler_ref:
-            handler_id = (await self.store.read(catalog.resolve_handler, request.handler_ref)).id
-        if request.status and request.status not in {s.value for s in JobStatus}:
-            raise InvalidArgumentError(
-                f"'status': unknown job status {request.status!r}; one of {', '.join(s.value for s in JobStatus)}"
-            )
-        if request.status in ("", JobStatus.LEASED):
-            names = self._worker_names()
-            leases = self.dispatcher.table.leases_of(handler_id=handler_id)
-            return admin_pb2.ListJobsResponse(
-                jobs=[
-                    running_job(lease, names)
-                    for lease in leases[: min(request.limit or MAX_LISTED_JOBS, MAX_LISTED_JOBS)]
-                ]
-            )
-        limit = min(request.limit or 100, MAX_LISTED_JOBS)
-        rows = await self.store.read(job_store.listing, handler_id, request.status, limit)
-        return admin_pb2.ListJobsResponse(
-            jobs=[
-                admin_pb2.JobInfo(
-                    id=r.id,
-                    handler_id=r.handler_id,
-                    status=r.status,
-                    attempts=r.attempts,
-                    worker_id=r.worker_id or "",
-                    leased_at=r.leased_at or 0.0,
-                    input_json=r.input[:MAX_SHOWN_TEXT],
-                    error=(r.error_json or "")[:MAX_SHOWN_TEXT],
-                )
-                for r in rows
-            ]
-        )
-
-    @to_status
     async def ListAudit(
         self, request: admin_pb2.ListAuditRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListAuditResponse:
@@ -272,8 +237,8 @@ class AdminService(WorkerAdmin, JobLogAdmin):
             message=r.message,
             jobs_available=counts.get(JobStatus.AVAILABLE, 0),
             jobs_pending=_pending(counts),
-            jobs_processed=counts.get(JobStatus.PROCESSED, 0),
-            jobs_failed=_failed(counts),
+            jobs_processed=counts.get(JobStatus.PROCESSED, 0) + r.pruned_processed,
+            jobs_failed=_failed(counts) + r.pruned_failed,
             jobs_total=r.total or 0,
             has_total=r.total is not None,
             package_version=self._package_version(r, current),

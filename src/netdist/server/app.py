@@ -31,6 +31,7 @@ from netdist.server.dispatcher import Dispatcher
 from netdist.server.job_service import JobService
 from netdist.server.manager import HandlerManager
 from netdist.server.package_service import PackageService
+from netdist.server.retention import Pruner, Retention
 from netdist.server.store import catalog
 from netdist.server.store.engine import default_url, describe, open_engine
 from netdist.server.store.facade import Store
@@ -63,6 +64,7 @@ class ServerConfig:
     upload_limits: UploadLimits = dataclasses.field(default_factory=UploadLimits)
     zip_limits: ZipLimits = dataclasses.field(default_factory=ZipLimits)
     max_store_bytes: int | None = None
+    retention: Retention = dataclasses.field(default_factory=Retention)
 
 
 class NetDistServer:
@@ -155,6 +157,8 @@ class NetDistServer:
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
         await self.dispatcher.start(events=self.manager)
         self.audit.start()
+        self.pruner = Pruner(self.store, cfg.retention, SYSTEM_CLOCK)
+        self.pruner.start()
         await self.manager.startup()
         await self.server.start()
         for name in ("", *names):
@@ -166,6 +170,7 @@ class NetDistServer:
         log.info("stopping: draining workers and handler hosts")
         self.store.writer.stop_waiting()  # a store that is down now fails the last writes, not the stop
         await self.health.enter_graceful_shutdown()
+        await self.pruner.stop()
         await self.dispatcher.stop()
         await self.manager.shutdown()
         await self.audit.stop()

@@ -74,6 +74,7 @@ METHOD_ROLES: Mapping[str, frozenset[Role]] = {
             "GetHandlerLog": _VIEWER,
             "GetJobLog": _VIEWER,
             "ListJobs": _VIEWER,
+            "GetJob": _VIEWER,
             "ListWorkers": _VIEWER,
             "ListAudit": _VIEWER,
             "AddJobScript": _ADMIN,

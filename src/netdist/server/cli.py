@@ -27,6 +27,7 @@ from netdist.errors import CertificateError, StoreUnavailableError, first_line
 from netdist.exit_codes import ExitCode
 from netdist.server import check
 from netdist.server.app import ServerConfig, serve
+from netdist.server.retention import Retention, parse_duration
 from netdist.server.store.engine import describe, read_only_url
 from netdist.server.store_url import checked_url, store_url
 from netdist.server.tls_cli import tls
@@ -185,6 +186,34 @@ def main() -> None:
     help="Most unpacked bytes per compressed byte, of a wheel and of each member (those under 1 MiB "
     "unpacked are exempt): zip bombs are refused at upload.",
 )
+@click.option(
+    "--keep-outputs",
+    default=None,
+    metavar="DURATION",
+    envvar="NETDIST_KEEP_OUTPUTS",
+    show_envvar=True,
+    help="Drop the outputs of processed jobs and the attempt history older than this (90s, 30m, 12h, 7d, 2w). "
+    "Default: kept until the handler is removed.",
+)
+@click.option(
+    "--keep-processed",
+    default=None,
+    metavar="DURATION|COUNT",
+    envvar="NETDIST_KEEP_PROCESSED",
+    show_envvar=True,
+    help="Delete processed and failed jobs that finished longer ago than DURATION (12h, 7d), or all but the "
+    "newest COUNT of each per handler (10000); the handlers' counts keep them. Default: kept until the "
+    "handler is removed.",
+)
+@click.option(
+    "--retention-interval",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 86400),
+    envvar="NETDIST_RETENTION_INTERVAL",
+    show_envvar=True,
+    help="Seconds between two retention passes (with --keep-outputs or --keep-processed).",
+)
 def serve_command(
     host: str,
     port: int,
@@ -202,6 +231,9 @@ def serve_command(
     max_store_bytes: int,
     max_unpacked_bytes: int,
     max_compression_ratio: float,
+    keep_outputs: str | None,
+    keep_processed: str | None,
+    retention_interval: float,
 ) -> None:
     """Serve until SIGINT or SIGTERM.
 
@@ -209,6 +241,7 @@ def serve_command(
     0.0.0.0 and :: included, needs --tls-cert and --tls-key, or --insecure.
     """
     server_tls = _server_tls(host, tls_cert, tls_key, tls_client_ca, insecure)
+    retention = _retention(keep_outputs, keep_processed, retention_interval)
     if db_url is not None:
         checked_url(db_url)
     _check_data_dir(data_dir)
@@ -228,6 +261,7 @@ def serve_command(
         upload_limits=UploadLimits(max_upload_bytes=max_upload_bytes),
         zip_limits=ZipLimits(max_unpacked_bytes=max_unpacked_bytes, max_ratio=max_compression_ratio),
         max_store_bytes=max_store_bytes or None,
+        retention=retention,
     )
     try:
         asyncio.run(serve(config))
@@ -235,6 +269,29 @@ def serve_command(
         fail(f"StoreUnavailableError: {exc.message}", ExitCode.UNAVAILABLE)
     except OSError as exc:
         fail(f"{type(exc).__name__}: {exc}", ExitCode.FAILED)
+
+
+def _retention(keep_outputs: str | None, keep_processed: str | None, interval_seconds: float) -> Retention:
+    """The retention options as a policy; a value that is neither a duration nor a count is a usage error."""
+    outputs = processed_seconds = None
+    processed_count = None
+    try:
+        if keep_outputs is not None:
+            outputs = parse_duration(keep_outputs)
+        if keep_processed is not None:
+            if keep_processed.strip().isdigit():
+                processed_count = int(keep_processed)
+            else:
+                processed_seconds = parse_duration(keep_processed)
+    except ValueError as exc:
+        option = "--keep-outputs" if keep_outputs is not None and outputs is None else "--keep-processed"
+        raise click.BadParameter(str(exc), param_hint=option) from None
+    return Retention(
+        keep_outputs_seconds=outputs,
+        keep_processed_seconds=processed_seconds,
+        keep_processed_count=processed_count,
+        interval_seconds=interval_seconds,
+    )
 
 
 @main.command("check")

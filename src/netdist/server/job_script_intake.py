@@ -109,6 +109,7 @@ class JobScriptIntake:
                 settings_json=script.settings_json,
                 custom_json=script.custom_json,
                 script_uploaded_by=uploaded_by,
+                script_filename=_base_name(script.filename),
             )
             self._log(
                 existing.id, "info", "server", f"job script replaced ({script.filename}, sha256 {script.sha256[:12]})"
@@ -133,6 +134,12 @@ class JobScriptIntake:
             sequenced_errors=0,
             created_at=self._clock.time(),
             script_uploaded_by=uploaded_by,
+            script_filename=_base_name(script.filename),
         )
         self._log(record.id, "info", "server", f"handler instance created from {script.filename}")
         return record, Outcome.CREATED
+
+
+def _base_name(filename: str) -> str:
+    """The file name an upload gave, without any folder (tracebacks show it)."""
+    return filename.replace("\\", "/").rsplit("/", 1)[-1]

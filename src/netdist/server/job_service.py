@@ -66,6 +66,7 @@ def _template(spec: HandlerSpec | None) -> tuple[jobs_pb2.Lease, int] | None:
         script_sha256=spec.script_sha256,
         environment=spec.environment,
         timeout_seconds=spec.settings.job_timeout_seconds or 0.0,
+        script_name=spec.script_name,
     )
     _templates[spec.handler_id] = (spec, template, template.ByteSize())
     return template, template.ByteSize()

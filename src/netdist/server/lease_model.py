@@ -59,6 +59,7 @@ class HandlerSpec:
     settings: JobSettings
     script_sha256: str
     environment: tuple[str, ...]
+    script_name: str = ""  # the job script's file name, as the worker loads it
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,6 +127,7 @@ class Requeue:
     charged: bool  # the lease had started: it costs an attempt
     final: bool  # out of attempts: the job is errored
     error: Mapping[str, str]
+    started: bool = False  # the worker had begun to run it (kept in the job's attempt history)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

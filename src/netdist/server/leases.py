@@ -394,6 +394,7 @@ class LeaseTable(LeaseBook):
                     charged=charged,
                     final=final,
                     error=reason,
+                    started=lease.started_mono is not None,
                 )
             )
             if queue is None:

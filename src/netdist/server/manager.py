@@ -169,6 +169,7 @@ class HandlerManager:
             settings=script.settings,
             script_sha256=record.script_sha256,
             environment=tuple(package.environment),
+            script_name=record.script_name,
         )
         counts = (await self.store.read(job_store.counts, record.id)).get(record.id, {})
         state = HandlerState.RUNNING if active else HandlerState.PAUSED

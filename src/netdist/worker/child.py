@@ -29,6 +29,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import linecache
 import logging
 import math
 import os
@@ -217,7 +218,9 @@ class _Context:
             self._writer.wake()
 
 
-def _load_process(script: str, paths: list[str]) -> Process:
+def _load_process(script: str, paths: list[str], filename: str) -> Process:
+    """Import the job script from ``script`` (its cache path), compiled under ``filename``: the name
+    its frames show in tracebacks. Its source lines are put in ``linecache`` under that name."""
     sys.path[0:0] = paths
     name = "netdist_job_" + os.path.basename(script).removesuffix(".py")[:16]
     spec = importlib.util.spec_from_file_location(name, script)
@@ -225,11 +228,22 @@ def _load_process(script: str, paths: list[str]) -> Process:
         raise ImportError(f"cannot import job script {script}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    with open(script, "rb") as f:
+        source = f.read()
+    if filename != script:
+        text = source.decode("utf-8", "replace")
+        linecache.cache[filename] = (len(text), None, text.splitlines(keepends=True), filename)
+    exec(compile(source, filename, "exec", dont_inherit=True), module.__dict__)  # the admin's code, as uploaded
     process = getattr(module, "process", None)
     if not callable(process):
         raise AttributeError("the job script defines no process(job_input, ctx) function")
     return cast(Process, process)  # a callable named process: the job script's own
+
+
+def _script_name(name: str) -> str:
+    """A file name from the server as a bare name ("" if none): never a path the traceback could mislead with."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    return "".join(c for c in base if c.isprintable())
 
 
 def _limit_memory(limit_bytes: int) -> None:
@@ -240,11 +254,19 @@ def _limit_memory(limit_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, limit_bytes))
 
 
-def _error(exc: BaseException, *, prefix: str = "", type_: str = "") -> ChildError:
+def _error(exc: BaseException, *, prefix: str = "", type_: str = "", script: str = "") -> ChildError:
+    """``exc`` as a job error; with ``script``, its traceback starts at the script's first frame
+    (the worker's own frames above it say nothing to the script's author)."""
+    tb = exc.__traceback__
+    if script:
+        frame = tb
+        while frame is not None and frame.tb_frame.f_code.co_filename != script:
+            frame = frame.tb_next
+        tb = frame or tb
     return ChildError(
         type=type_ or type(exc).__name__,
         message=prefix + str(exc),
-        traceback="".join(traceback.format_exception(exc)),
+        traceback="".join(traceback.format_exception(type(exc), exc, tb)),
     )
 
 
@@ -253,6 +275,7 @@ class _Runner:
         self.process: Process | None = None
         self.load_error = ChildError(type="Exception", message="the job script is not loaded")
         self.max_memory_bytes: int | None = None
+        self.script_name = ""  # the job script's file name in its frames
         self.progress = progress
         self.logs = logs
         self.captured: list[CapturedStream] = []
@@ -303,7 +326,7 @@ class _Runner:
         self.filter.job_id = None
 
     def _job_error(self, exc: BaseException) -> ChildError:
-        error = _error(exc)
+        error = _error(exc, script=self.script_name)
         if isinstance(exc, MemoryError) and self.max_memory_bytes and not str(exc):
             limit_mb = self.max_memory_bytes >> 20
             message = f"the job ran out of memory (this worker allows {limit_mb} MB per job: --max-job-memory)"
@@ -338,10 +361,11 @@ def main() -> None:
     if init.max_memory_bytes is not None:
         runner.max_memory_bytes = init.max_memory_bytes
         _limit_memory(init.max_memory_bytes)
+    runner.script_name = _script_name(init.script_name) or init.script
     try:
-        runner.process = _load_process(init.script, list(init.paths))
+        runner.process = _load_process(init.script, list(init.paths), runner.script_name)
     except BaseException as exc:
-        runner.load_error = _error(exc, prefix="cannot load the job script: ")
+        runner.load_error = _error(exc, prefix="cannot load the job script: ", script=runner.script_name)
     runner.writer.send(ChildReady().encode())
     while True:
         job = reader.next()

@@ -87,6 +87,7 @@ class ChildProcess:
         python: str,
         max_memory_bytes: int | None,
         capture_output: bool = False,
+        script_name: str = "",
     ) -> None:
         self.environment = environment
         self.events = events
@@ -110,6 +111,7 @@ class ChildProcess:
             paths=tuple(str(p) for p in environment.wheel_dirs),
             max_memory_bytes=max_memory_bytes,
             capture_output=capture_output,
+            script_name=script_name,
         )
         self._write(init.encode())
         self.task = self._loop.create_task(self._run(), name="netdist-child")

@@ -5,7 +5,7 @@ worker's side) and :mod:`netdist.worker.child` (the child) both go through the
 ``encode`` methods and the two decoders here::
 
     worker -> child  {"init": {"script": PATH, "paths": [WHEEL_DIR, ...],
-                               "max_memory_bytes": N,                  ChildInit, once, first (N optional,
+                               "max_memory_bytes": N, "script_name": NAME,  ChildInit, once, first (N, NAME,
                                "capture_output": true}}                capture_output optional)
                      [JOB_ID, LEASE_NO, ATTEMPT, HANDLER_ID, JOB_NAME]  RunJob: this line, then
                      INPUT                                              its input, JSON text as leased
@@ -86,6 +86,8 @@ class ChildInit(NamedTuple):
     """The child caps its data size (RLIMIT_DATA) to this; None: no limit."""
     capture_output: bool = False
     """What jobs write to stdout and stderr is logged for the server too (``--capture-output``)."""
+    script_name: str = ""
+    """The file name the script is compiled under (tracebacks show it); empty: its path."""
 
     def encode(self) -> bytes:
         init: dict[str, Any] = {"script": self.script, "paths": self.paths}
@@ -93,6 +95,8 @@ class ChildInit(NamedTuple):
             init["max_memory_bytes"] = self.max_memory_bytes
         if self.capture_output:
             init["capture_output"] = True
+        if self.script_name:
+            init["script_name"] = self.script_name
         return _line({"init": init})
 
 
@@ -161,6 +165,7 @@ def read_from_worker(stream: BinaryIO) -> WorkerMessage | None:
                 paths=tuple(paths),
                 max_memory_bytes=get_optional_int(init, "max_memory_bytes"),
                 capture_output=init.get("capture_output") is True,
+                script_name=get_str(init, "script_name") if "script_name" in init else "",
             )
         raise MalformedLineError("neither a job nor 'cancel' nor 'init'")
     except ValueError as exc:  # MalformedLineError, or the header's JSON

@@ -193,6 +193,7 @@ class Executor:
                     python=self.python,
                     max_memory_bytes=self.max_memory_bytes,
                     capture_output=self.capture_output,
+                    script_name=job.script_name,
                 )
                 self._children[slot] = child
             child.add(job)

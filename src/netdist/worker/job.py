@@ -53,6 +53,8 @@ class Lease(NamedTuple):
     """The environment's wheels, package first."""
     input_json: bytes = b""
     timeout_seconds: float = 0.0
+    script_name: str = ""
+    """The job script's file name as uploaded (tracebacks show it); empty: the cache path."""
 
     def job(self, environment: Environment, input_json: bytes) -> Job:
         """The job to run, once its environment is cached and its input is one line."""
@@ -64,6 +66,7 @@ class Lease(NamedTuple):
             environment=environment,
             input_json=input_json,
             timeout_seconds=self.timeout_seconds,
+            script_name=self.script_name,
         )
 
 
@@ -78,6 +81,7 @@ class Job(NamedTuple):
     input_json: bytes
     """The job's input as the lease carried it: JSON text, passed to the child unparsed."""
     timeout_seconds: float = 0.0
+    script_name: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

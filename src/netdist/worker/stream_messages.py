@@ -55,6 +55,7 @@ def lease_from(lease: jobs_pb2.Lease) -> Lease:
         wheel_sha256s=tuple(lease.environment),
         input_json=lease.input,
         timeout_seconds=lease.timeout_seconds,
+        script_name=lease.script_name,
     )
 
 

@@ -511,6 +511,11 @@ class JobInfo(_message.Message):
     LEASED_AT_FIELD_NUMBER: _builtins.int
     INPUT_JSON_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    ERROR_INFO_FIELD_NUMBER: _builtins.int
+    OUTPUT_JSON_FIELD_NUMBER: _builtins.int
+    JOB_NAME_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    DURATION_SECONDS_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     handler_id: _builtins.str
     status: _builtins.str
@@ -522,6 +527,19 @@ class JobInfo(_message.Message):
     leased_at: _builtins.float
     input_json: _builtins.str
     error: _builtins.str
+    """unused since error_info: it held the error as JSON text"""
+    output_json: _builtins.str
+    """clipped, as input_json"""
+    job_name: _builtins.str
+    """its handler's job name"""
+    finished_at: _builtins.float
+    """when its last attempt ended"""
+    duration_seconds: _builtins.float
+    """its last attempt's run time, as the worker measured it"""
+    @_builtins.property
+    def error_info(self) -> Global___JobErrorInfo:
+        """the last attempt's error, if it failed (no traceback: GetJob has it)"""
+
     def __init__(
         self,
         *,
@@ -536,10 +554,15 @@ class JobInfo(_message.Message):
         leased_at: _builtins.float = ...,
         input_json: _builtins.str = ...,
         error: _builtins.str = ...,
+        error_info: Global___JobErrorInfo | None = ...,
+        output_json: _builtins.str = ...,
+        job_name: _builtins.str = ...,
+        finished_at: _builtins.float = ...,
+        duration_seconds: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error_info", b"error_info"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "error", b"error", "handler_id", b"handler_id", "id", b"id", "input_json", b"input_json", "leased_at", b"leased_at", "progress_percent", b"progress_percent", "progress_text", b"progress_text", "status", b"status", "worker_id", b"worker_id", "worker_name", b"worker_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "duration_seconds", b"duration_seconds", "error", b"error", "error_info", b"error_info", "finished_at", b"finished_at", "handler_id", b"handler_id", "id", b"id", "input_json", b"input_json", "job_name", b"job_name", "leased_at", b"leased_at", "output_json", b"output_json", "progress_percent", b"progress_percent", "progress_text", b"progress_text", "status", b"status", "worker_id", b"worker_id", "worker_name", b"worker_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -909,3 +932,185 @@ class GetJobLogRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetJobLogRequest: _TypeAlias = GetJobLogRequest  # noqa: Y015
+
+@_typing.final
+class JobErrorInfo(_message.Message):
+    """Why a job's attempt failed. The traceback names the job script by the file
+    name it was uploaded under.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    TRACEBACK_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    message: _builtins.str
+    traceback: _builtins.str
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        message: _builtins.str = ...,
+        traceback: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "traceback", b"traceback", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobErrorInfo: _TypeAlias = JobErrorInfo  # noqa: Y015
+
+@_typing.final
+class GetJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJobRequest: _TypeAlias = GetJobRequest  # noqa: Y015
+
+@_typing.final
+class JobAttempt(_message.Message):
+    """One lease of a job that ran (or was running): the attempts that did not end
+    the job, then the one that did or that runs now.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    LEASE_NO_FIELD_NUMBER: _builtins.int
+    CHARGED_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    WORKER_NAME_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    HAS_DURATION_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    attempt: _builtins.int
+    """the attempt number it ran as"""
+    lease_no: _builtins.int
+    charged: _builtins.bool
+    """counted against max-attempts (a lease revoked by the operator is not)"""
+    outcome: _builtins.str
+    """"running", "succeeded", "errored" (the job raised), "timed out",
+    "worker lost", "revoked", "worker removed", or "failed" (out of attempts)
+    """
+    worker_id: _builtins.str
+    worker_name: _builtins.str
+    started_at: _builtins.float
+    """when it was leased (Unix time)"""
+    finished_at: _builtins.float
+    """0 while running"""
+    duration_seconds: _builtins.float
+    """the worker's measure; 0 with has_duration false when none came"""
+    has_duration: _builtins.bool
+    @_builtins.property
+    def error(self) -> Global___JobErrorInfo:
+        """set when it failed"""
+
+    def __init__(
+        self,
+        *,
+        attempt: _builtins.int = ...,
+        lease_no: _builtins.int = ...,
+        charged: _builtins.bool = ...,
+        outcome: _builtins.str = ...,
+        worker_id: _builtins.str = ...,
+        worker_name: _builtins.str = ...,
+        started_at: _builtins.float = ...,
+        finished_at: _builtins.float = ...,
+        duration_seconds: _builtins.float = ...,
+        has_duration: _builtins.bool = ...,
+        error: Global___JobErrorInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "charged", b"charged", "duration_seconds", b"duration_seconds", "error", b"error", "finished_at", b"finished_at", "has_duration", b"has_duration", "lease_no", b"lease_no", "outcome", b"outcome", "started_at", b"started_at", "worker_id", b"worker_id", "worker_name", b"worker_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobAttempt: _TypeAlias = JobAttempt  # noqa: Y015
+
+@_typing.final
+class GetJobResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    HANDLER_ID_FIELD_NUMBER: _builtins.int
+    JOB_NAME_FIELD_NUMBER: _builtins.int
+    SCRIPT_NAME_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    INPUT_JSON_FIELD_NUMBER: _builtins.int
+    OUTPUT_JSON_FIELD_NUMBER: _builtins.int
+    EXTRA_JSON_FIELD_NUMBER: _builtins.int
+    INPUT_CLIPPED_FIELD_NUMBER: _builtins.int
+    OUTPUT_CLIPPED_FIELD_NUMBER: _builtins.int
+    PROGRESS_PERCENT_FIELD_NUMBER: _builtins.int
+    PROGRESS_TEXT_FIELD_NUMBER: _builtins.int
+    ATTEMPT_HISTORY_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_NOT_SHOWN_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    handler_id: _builtins.str
+    job_name: _builtins.str
+    script_name: _builtins.str
+    """the job script's file name, as tracebacks show it"""
+    status: _builtins.str
+    attempts: _builtins.int
+    """attempts charged"""
+    input_json: _builtins.str
+    output_json: _builtins.str
+    """empty: none (not finished, failed, or dropped by --keep-outputs)"""
+    extra_json: _builtins.str
+    input_clipped: _builtins.bool
+    """input_json holds only the start of the input"""
+    output_clipped: _builtins.bool
+    progress_percent: _builtins.float
+    """the running attempt's; 100 once succeeded"""
+    progress_text: _builtins.str
+    attempts_not_shown: _builtins.int
+    """older attempts left out of attempt_history"""
+    @_builtins.property
+    def attempt_history(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobAttempt]:
+        """oldest first"""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        handler_id: _builtins.str = ...,
+        job_name: _builtins.str = ...,
+        script_name: _builtins.str = ...,
+        status: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+        input_json: _builtins.str = ...,
+        output_json: _builtins.str = ...,
+        extra_json: _builtins.str = ...,
+        input_clipped: _builtins.bool = ...,
+        output_clipped: _builtins.bool = ...,
+        progress_percent: _builtins.float = ...,
+        progress_text: _builtins.str = ...,
+        attempt_history: _abc.Iterable[Global___JobAttempt] | None = ...,
+        attempts_not_shown: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_history", b"attempt_history", "attempts", b"attempts", "attempts_not_shown", b"attempts_not_shown", "extra_json", b"extra_json", "handler_id", b"handler_id", "id", b"id", "input_clipped", b"input_clipped", "input_json", b"input_json", "job_name", b"job_name", "output_clipped", b"output_clipped", "output_json", b"output_json", "progress_percent", b"progress_percent", "progress_text", b"progress_text", "script_name", b"script_name", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJobResponse: _TypeAlias = GetJobResponse  # noqa: Y015

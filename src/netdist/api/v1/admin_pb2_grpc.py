@@ -100,6 +100,11 @@ class AdminServiceStub:
                 request_serializer=netdist_dot_api_dot_v1_dot_admin__pb2.GetJobLogRequest.SerializeToString,
                 response_deserializer=netdist_dot_api_dot_v1_dot_admin__pb2.LogLine.FromString,
                 _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/netdist.api.v1.AdminService/GetJob',
+                request_serializer=netdist_dot_api_dot_v1_dot_admin__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=netdist_dot_api_dot_v1_dot_admin__pb2.GetJobResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -189,6 +194,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJob(self, request, context):
+        """One job whole: input, output, extra, status, progress and every attempt
+        (worker, times, error). NOT_FOUND for an id the store does not hold.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -256,6 +269,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetJobLog,
                     request_deserializer=netdist_dot_api_dot_v1_dot_admin__pb2.GetJobLogRequest.FromString,
                     response_serializer=netdist_dot_api_dot_v1_dot_admin__pb2.LogLine.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=netdist_dot_api_dot_v1_dot_admin__pb2.GetJobRequest.FromString,
+                    response_serializer=netdist_dot_api_dot_v1_dot_admin__pb2.GetJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -610,6 +628,33 @@ class AdminService:
             '/netdist.api.v1.AdminService/GetJobLog',
             netdist_dot_api_dot_v1_dot_admin__pb2.GetJobLogRequest.SerializeToString,
             netdist_dot_api_dot_v1_dot_admin__pb2.LogLine.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/netdist.api.v1.AdminService/GetJob',
+            netdist_dot_api_dot_v1_dot_admin__pb2.GetJobRequest.SerializeToString,
+            netdist_dot_api_dot_v1_dot_admin__pb2.GetJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

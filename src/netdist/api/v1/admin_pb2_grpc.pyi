@@ -53,6 +53,10 @@ class AdminServiceStub:
     """What a job logged (ctx.log), every attempt, oldest first; with follow the
     stream stays open until the job has its result for good.
     """
+    GetJob: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetJobRequest, _admin_pb2.GetJobResponse]
+    """One job whole: input, output, extra, status, progress and every attempt
+    (worker, times, error). NOT_FOUND for an id the store does not hold.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -78,6 +82,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     GetJobLog: _aio.UnaryStreamMultiCallable[_admin_pb2.GetJobLogRequest, _admin_pb2.LogLine]  # type: ignore[assignment]
     """What a job logged (ctx.log), every attempt, oldest first; with follow the
     stream stays open until the job has its result for good.
+    """
+    GetJob: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetJobRequest, _admin_pb2.GetJobResponse]  # type: ignore[assignment]
+    """One job whole: input, output, extra, status, progress and every attempt
+    (worker, times, error). NOT_FOUND for an id the store does not hold.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -179,6 +187,16 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_admin_pb2.LogLine], _abc.AsyncIterator[_admin_pb2.LogLine]]:
         """What a job logged (ctx.log), every attempt, oldest first; with follow the
         stream stays open until the job has its result for good.
+        """
+
+    @_abc_1.abstractmethod
+    def GetJob(
+        self,
+        request: _admin_pb2.GetJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetJobResponse, _abc.Awaitable[_admin_pb2.GetJobResponse]]:
+        """One job whole: input, output, extra, status, progress and every attempt
+        (worker, times, error). NOT_FOUND for an id the store does not hold.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

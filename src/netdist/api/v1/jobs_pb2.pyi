@@ -517,6 +517,7 @@ class Lease(_message.Message):
     ENVIRONMENT_FIELD_NUMBER: _builtins.int
     INPUT_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    SCRIPT_NAME_FIELD_NUMBER: _builtins.int
     handler_id: _builtins.str
     job_name: _builtins.str
     attempt: _builtins.int
@@ -525,6 +526,10 @@ class Lease(_message.Message):
     """JSON"""
     timeout_seconds: _builtins.float
     """0: no limit"""
+    script_name: _builtins.str
+    """The job script's file name as uploaded: the worker loads the script under
+    it, so tracebacks name it (not the cache path). Empty: an older server.
+    """
     @_builtins.property
     def ref(self) -> Global___JobRef: ...
     @_builtins.property
@@ -542,10 +547,11 @@ class Lease(_message.Message):
         environment: _abc.Iterable[_builtins.str] | None = ...,
         input: _builtins.bytes = ...,
         timeout_seconds: _builtins.float = ...,
+        script_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "environment", b"environment", "handler_id", b"handler_id", "input", b"input", "job_name", b"job_name", "ref", b"ref", "script_sha256", b"script_sha256", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "environment", b"environment", "handler_id", b"handler_id", "input", b"input", "job_name", b"job_name", "ref", b"ref", "script_name", b"script_name", "script_sha256", b"script_sha256", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

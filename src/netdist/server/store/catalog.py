@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from netdist.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
-from netdist.server.store.schema import handler_log, handlers, job_log, jobs, packages, workers
+from netdist.server.store.schema import handler_log, handlers, job_attempts, job_log, jobs, packages, workers
 
 LOG_KEEP = 5000
 
@@ -67,6 +67,14 @@ class HandlerRecord:
     started_at: float | None
     finished_at: float | None
     script_uploaded_by: str = ""  # the name of the token that added the job script
+    script_filename: str = ""  # the job script's file name as uploaded ("" before it was kept)
+    pruned_processed: int = 0  # processed jobs retention deleted
+    pruned_failed: int = 0  # failed jobs retention deleted
+
+    @property
+    def script_name(self) -> str:
+        """The name tracebacks give the job script: its uploaded file name, else ``<job name>.py``."""
+        return self.script_filename or f"{self.job_name}.py"
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -243,6 +251,7 @@ def resolve_handler(conn: Connection, ref: str) -> HandlerRecord:
 
 def delete_handler(conn: Connection, handler_id: str) -> None:
     conn.execute(delete(jobs).where(jobs.c.handler_id == handler_id))
+    conn.execute(delete(job_attempts).where(job_attempts.c.handler_id == handler_id))
     conn.execute(delete(handler_log).where(handler_log.c.handler_id == handler_id))
     conn.execute(delete(job_log).where(job_log.c.handler_id == handler_id))
     conn.execute(delete(handlers).where(handlers.c.id == handler_id))

@@ -6,6 +6,13 @@ a result also on the worker that holds the lease, so the store itself fences
 stale writers: a second server on the same store could not make two leases of
 one job count. ``attempts`` counts the attempts charged: a result, or a lease
 lost after it started; a lease is not an attempt until then.
+
+Attempt history: an attempt that does not end its job (an error that is
+retried, a lease lost after it started) is copied into ``job_attempts`` by
+the same transaction, and by the same compare-and-set, as the write that ends
+it (an INSERT ... SELECT from the job's row as it still is). The attempt that
+ends the job, or runs now, stays in the ``jobs`` row: a job that succeeds at
+once costs no extra row.
 """
 
 from __future__ import annotations
@@ -50,9 +57,17 @@ _REQUEUE_SQL = (
     " lease_no = lease_no + 1 WHERE id = ? AND status = 'leased' AND lease_no = ?"
 )
 _DEAD_SQL = (
-    "UPDATE jobs SET status = 'errored', error_json = ?, finished_at = ?, attempts = attempts + 1"
-    " WHERE id = ? AND status = 'leased' AND lease_no = ?"
+    "UPDATE jobs SET status = 'errored', error_json = ?, finished_at = ?, attempts = attempts + 1,"
+    " duration_seconds = NULL WHERE id = ? AND status = 'leased' AND lease_no = ?"
 )
+_ATTEMPT_SQL = (  # run before the write that ends the lease, under the same condition
+    "INSERT INTO job_attempts (job_id, handler_id, lease_no, attempt, charged, outcome, worker_id, started_at,"
+    " finished_at, duration_seconds, error_type, error_message, error_traceback)"
+    " SELECT id, handler_id, lease_no, attempts + 1, CAST(? AS BOOLEAN), CAST(? AS VARCHAR(10)), worker_id, leased_at,"
+    " CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT)"
+    " FROM jobs WHERE id = ? AND status = 'leased' AND lease_no = ?"
+)
+_ATTEMPT_HELD_SQL = _ATTEMPT_SQL + " AND worker_id = ?"
 _STREAK_SQL = "UPDATE handlers SET sequenced_errors = ? WHERE id = ?"
 
 
@@ -61,6 +76,10 @@ def _many(conn: Connection, sql: str, rows: Sequence[tuple[object, ...]]) -> int
     if conn.dialect.paramstyle != "qmark":
         sql = sql.replace("?", "%s")
     return conn.exec_driver_sql(sql, list(rows)).rowcount
+
+
+def _error_columns(error: Mapping[str, str]) -> tuple[str, str, str]:
+    return (str(error.get("type", "")), str(error.get("message", "")), str(error.get("traceback", "")))
 
 
 def _all_changed(conn: Connection, changed: int, wanted: int) -> bool:
@@ -124,14 +143,22 @@ def store_results(conn: Connection, settlements: Sequence[Settlement], at: float
     succeeded: list[tuple[object, ...]] = []
     errored: list[tuple[object, ...]] = []
     retried: list[tuple[object, ...]] = []
+    history: list[tuple[object, ...]] = []
     for s in settlements:
         r = s.result
         held = (r.job_id, r.lease_no, s.worker_id)
         if s.status == JobStatus.SUCCEEDED:
             succeeded.append((r.output, r.duration_seconds, at, *held))
         else:
-            failed = (json.dumps(dict(r.error or {})), r.duration_seconds, at, *held)
-            (errored if s.status == JobStatus.ERRORED else retried).append(failed)
+            error = dict(r.error or {})
+            failed = (json.dumps(error), r.duration_seconds, at, *held)
+            if s.status == JobStatus.ERRORED:
+                errored.append(failed)
+            else:
+                retried.append(failed)
+                history.append((True, "errored", at, r.duration_seconds, *_error_columns(error), *held))
+    if history:
+        _many(conn, _ATTEMPT_HELD_SQL, history)
     wanted = len(succeeded) + len(errored) + len(retried)
     changed = sum(
         _many(conn, sql, rows)
@@ -153,6 +180,13 @@ def store_results(conn: Connection, settlements: Sequence[Settlement], at: float
 def requeue(conn: Connection, requeues: Sequence[Requeue], at: float) -> set[int]:
     """End leases without a result: the job is available again at the next lease number
     (an attempt charged if the lease had started), or errored when out of attempts."""
+    history: list[tuple[object, ...]] = [
+        (q.charged, "lost", at, None, *_error_columns(q.error), q.job_id, q.lease_no)
+        for q in requeues
+        if not q.final and (q.charged or q.started)
+    ]
+    if history:
+        _many(conn, _ATTEMPT_SQL, history)
     back: list[tuple[object, ...]] = [
         (json.dumps(dict(q.error)), at, int(q.charged), q.job_id, q.lease_no) for q in requeues if not q.final
     ]
@@ -247,8 +281,10 @@ def unprocessed(conn: Connection, handler_id: str, status: JobStatus, limit: int
 
 
 def mark_processed(conn: Connection, ids: Sequence[int], status: JobStatus) -> None:
+    """The handler took these results (or final errors); their outputs stay for ``jobs show``
+    until retention drops them (server/retention.py)."""
     if ids:
-        conn.execute(update(jobs).where(jobs.c.id.in_(ids)).values(status=status, output=None))
+        conn.execute(update(jobs).where(jobs.c.id.in_(ids)).values(status=status))
 
 
 def counts(conn: Connection, handler_id: str | None = None) -> dict[str, dict[str, int]]:

@@ -50,6 +50,10 @@ class HandlerInstance(Base):
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     script_uploaded_by: Mapped[str] = mapped_column(String(100), default="", server_default="")  # token name
+    script_filename: Mapped[str] = mapped_column(String(255), default="", server_default="")  # as uploaded
+    # Processed and failed jobs that retention deleted: the counts shown add them back.
+    pruned_processed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    pruned_failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     __table_args__ = (Index("ix_handlers_key", "package", "handler", "job_name", unique=True),)
 
 
@@ -71,6 +75,29 @@ class Job(Base):
     duration_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     __table_args__ = (Index("ix_jobs_handler_status", "handler_id", "status", "id"),)
+
+
+class JobAttempt(Base):
+    """An attempt that did not end its job: an error that was retried, a timeout, a lost worker.
+    The attempt that ended the job (and the one running now) is in its ``jobs`` row, so a job
+    that succeeds at once costs no row here."""
+
+    __tablename__ = "job_attempts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(Integer)
+    handler_id: Mapped[str] = mapped_column(String(32), index=True)
+    lease_no: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)  # the job's attempt number this lease ran as
+    charged: Mapped[bool] = mapped_column(Boolean)  # whether it counted against max-attempts
+    outcome: Mapped[str] = mapped_column(String(10))  # "errored" (the job raised) or "lost" (no result)
+    worker_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # when it was leased
+    finished_at: Mapped[float] = mapped_column(Float, index=True)
+    duration_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)  # as the worker measured it
+    error_type: Mapped[str] = mapped_column(Text)
+    error_message: Mapped[str] = mapped_column(Text)
+    error_traceback: Mapped[str] = mapped_column(Text)
+    __table_args__ = (Index("ix_job_attempts_job", "job_id", "lease_no"),)
 
 
 class Worker(Base):
@@ -156,4 +183,5 @@ workers = cast(Table, Worker.__table__)
 handler_log = cast(Table, LogEntry.__table__)
 audit_log = cast(Table, AuditEntry.__table__)
 job_log = cast(Table, JobLogEntry.__table__)
+job_attempts = cast(Table, JobAttempt.__table__)
 tokens = cast(Table, Token.__table__)

@@ -1,0 +1,153 @@
+"""Retention: how long outputs, attempt history and processed jobs are kept.
+
+By default everything is kept until its handler is removed. ``--keep-outputs
+DURATION`` clears the outputs of processed jobs and deletes attempt history
+older than that; ``--keep-processed DURATION`` deletes processed and failed
+jobs that finished longer ago, ``--keep-processed COUNT`` keeps only the
+newest COUNT of each per handler. A background pass runs every
+``interval_seconds`` and deletes in batches of ``BATCH`` rows, each its own
+short transaction through the group-commit writer, yielding between them so
+that leases and results go on. Deleted jobs still count: each handler keeps a
+tally of the processed and failed jobs retention deleted (its counts add them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import re
+
+from netdist.server.clock import Clock
+from netdist.server.states import JobStatus
+from netdist.server.store import pruning
+from netdist.server.store.facade import Store
+
+log = logging.getLogger("netdist.server.retention")
+BATCH = 500
+"""Rows one transaction of a pass deletes or clears at most."""
+MAX_BATCHES_PER_PASS = 200
+"""A pass stops after this many batches; the next pass goes on."""
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+
+
+def parse_duration(text: str) -> float:
+    """``12h`` -> 43200.0; units s, m, h, d, w (a unit is required)."""
+    found = _DURATION.match(text)
+    if found is None:
+        raise ValueError(f"{text!r} is not a duration (e.g. 90s, 30m, 12h, 7d, 2w)")
+    return float(found.group(1)) * _UNITS[found.group(2).lower()]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Retention:
+    keep_outputs_seconds: float | None = None
+    """Outputs of processed jobs and attempt history older than this are dropped; None: kept."""
+    keep_processed_seconds: float | None = None
+    """Processed and failed jobs that finished longer ago are deleted; None: by count, or kept."""
+    keep_processed_count: int | None = None
+    """Only the newest this many processed (and as many failed) jobs per handler are kept; None: all."""
+    interval_seconds: float = 60.0
+
+    @property
+    def active(self) -> bool:
+        return any(
+            v is not None for v in (self.keep_outputs_seconds, self.keep_processed_seconds, self.keep_processed_count)
+        )
+
+
+class Pruner:
+    """Runs the retention passes in the background while the server serves."""
+
+    def __init__(self, store: Store, retention: Retention, clock: Clock) -> None:
+        self.store = store
+        self.retention = retention
+        self.clock = clock
+        self.deleted = 0  # jobs deleted since the start (for the log and tests)
+        self._outputs_after: dict[str, int] = {}  # per handler: outputs up to this job id are dropped
+        self._budget = 0  # transactions the running pass may still run
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self.retention.active:
+            self._task = asyncio.create_task(self._loop(), name="netdist-retention")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.retention.interval_seconds)
+            if not self.store.health.healthy:
+                continue  # the store is out: the server's own work comes first
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("retention pass failed; the next one tries again")
+
+    async def run_once(self) -> int:
+        """One pass, at most MAX_BATCHES_PER_PASS transactions; the jobs and attempts it deleted."""
+        r = self.retention
+        now = self.clock.time()
+        self._budget = MAX_BATCHES_PER_PASS
+        handler_ids = await self.store.read(pruning.handler_ids)
+        done = 0
+        if r.keep_processed_seconds is not None or r.keep_processed_count is not None:
+            before = now - r.keep_processed_seconds if r.keep_processed_seconds is not None else None
+            for handler_id in handler_ids:
+                for status in (JobStatus.PROCESSED, JobStatus.FAILED):
+                    done += await self._delete_jobs(handler_id, status, before)
+        if r.keep_outputs_seconds is not None:
+            before = now - r.keep_outputs_seconds
+            for handler_id in handler_ids:
+                await self._drop_outputs(handler_id, before)
+            done += await self._delete_attempts(before)
+        if done:
+            log.info("retention: %d jobs and attempts deleted", done)
+        return done
+
+    def _spend(self) -> bool:
+        """Whether this pass may run one more transaction."""
+        self._budget -= 1
+        return self._budget >= 0
+
+    async def _delete_jobs(self, handler_id: str, status: JobStatus, before: float | None) -> int:
+        done = 0
+        while self._spend():
+            n = await self.store.writer.run(
+                pruning.delete_jobs,
+                handler_id,
+                status,
+                finished_before=before,
+                keep_newest=self.retention.keep_processed_count,
+                batch=BATCH,
+            )
+            done += n
+            self.deleted += n
+            if n < BATCH:
+                break
+        return done
+
+    async def _drop_outputs(self, handler_id: str, before: float) -> None:
+        while self._spend():
+            after = self._outputs_after.get(handler_id, 0)
+            reached = await self.store.writer.run(
+                pruning.drop_outputs, handler_id, after_id=after, finished_before=before, batch=BATCH
+            )
+            self._outputs_after[handler_id] = reached
+            if reached == after:
+                break
+
+    async def _delete_attempts(self, before: float) -> int:
+        done = 0
+        while self._spend():
+            n = await self.store.writer.run(pruning.delete_attempts, finished_before=before, batch=BATCH)
+            done += n
+            if n < BATCH:
+                break
+        return done

@@ -1,0 +1,85 @@
+"""Retention's store operations: each deletes or clears at most one bounded batch, in one transaction.
+
+Run through the group-commit writer by :mod:`netdist.server.retention`, a batch
+at a time, so that no transaction holds the writer long. The newest job row is
+never deleted: SQLite gives a new row the highest id plus one, so deleting the
+newest could hand its id to the next job.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, delete, func, select, update
+
+from netdist.server.states import JobStatus
+from netdist.server.store import job_logs
+from netdist.server.store.schema import handlers, job_attempts, jobs
+
+PRUNED = {JobStatus.PROCESSED: handlers.c.pruned_processed, JobStatus.FAILED: handlers.c.pruned_failed}
+"""The statuses retention deletes (both handed to the handler already), and the tally each adds to."""
+
+
+def handler_ids(conn: Connection) -> list[str]:
+    return list(conn.execute(select(handlers.c.id)).scalars())
+
+
+def delete_jobs(
+    conn: Connection,
+    handler_id: str,
+    status: JobStatus,
+    *,
+    finished_before: float | None,
+    keep_newest: int | None,
+    batch: int,
+) -> int:
+    """Delete up to ``batch`` of the handler's jobs in ``status`` (processed or failed) that are past
+    retention: older than its ``keep_newest`` newest, or, among its ``batch`` oldest (by id, through
+    the (handler, status, id) index: no scan of the newer ones), those that finished before
+    ``finished_before``. Their attempt history and log lines go with them, and the handler's tally grows by as
+    many. Returns how many."""
+    stmt = select(jobs.c.id, jobs.c.finished_at).where(jobs.c.handler_id == handler_id, jobs.c.status == status)
+    by_count = keep_newest is not None
+    stmt = stmt.order_by(jobs.c.id.desc()).offset(keep_newest) if by_count else stmt.order_by(jobs.c.id)
+    rows = conn.execute(stmt.limit(batch)).all()
+    ids = [r.id for r in rows if finished_before is None or (r.finished_at or 0.0) < finished_before]
+    newest = conn.execute(select(func.max(jobs.c.id))).scalar()
+    ids = [i for i in ids if i != newest]
+    if not ids:
+        return 0
+    conn.execute(delete(job_attempts).where(job_attempts.c.job_id.in_(ids)))
+    job_logs.delete_for_jobs(conn, ids)
+    gone = conn.execute(delete(jobs).where(jobs.c.id.in_(ids), jobs.c.status == status)).rowcount
+    tally = PRUNED[status]
+    conn.execute(update(handlers).where(handlers.c.id == handler_id).values({tally: tally + gone}))
+    return int(gone)
+
+
+def drop_outputs(conn: Connection, handler_id: str, *, after_id: int, finished_before: float, batch: int) -> int:
+    """Clear the outputs of the handler's processed jobs past ``after_id`` that finished before
+    ``finished_before``, oldest first, up to ``batch`` of them, stopping at the first newer one.
+    Returns the id to go on after next time (``after_id`` when nothing was old enough)."""
+    rows = conn.execute(
+        select(jobs.c.id, jobs.c.finished_at)
+        .where(jobs.c.handler_id == handler_id, jobs.c.status == JobStatus.PROCESSED, jobs.c.id > after_id)
+        .order_by(jobs.c.id)
+        .limit(batch)
+    ).all()
+    ids = []
+    for r in rows:
+        if (r.finished_at or 0.0) >= finished_before:
+            break
+        ids.append(r.id)
+    if ids:
+        conn.execute(update(jobs).where(jobs.c.id.in_(ids), jobs.c.output.is_not(None)).values(output=None))
+    return ids[-1] if ids else after_id
+
+
+def delete_attempts(conn: Connection, *, finished_before: float, batch: int) -> int:
+    """Delete up to ``batch`` rows of attempt history that ended before ``finished_before``."""
+    ids = list(
+        conn.execute(
+            select(job_attempts.c.id).where(job_attempts.c.finished_at < finished_before).limit(batch)
+        ).scalars()
+    )
+    if not ids:
+        return 0
+    return int(conn.execute(delete(job_attempts).where(job_attempts.c.id.in_(ids))).rowcount)

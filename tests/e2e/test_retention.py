@@ -1,0 +1,76 @@
+"""Retention as an operator sets it: processed rows go, the counts shown stay right."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from netdist.testing import wait_until
+from tests.e2e.conftest import ok
+from tests.integration.conftest import Cluster
+from tests.support import counter_script, counter_wheel
+
+
+def test_keep_processed_bounds_the_store_and_the_counts_stay_right(cluster: Cluster, tmp_path: Path) -> None:
+    server = cluster.start_server(
+        extra_args=("--keep-processed", "0", "--keep-outputs", "1s", "--retention-interval", "0.2")
+    )
+    addr = server.address
+    ok(addr, "upload-package", str(counter_wheel(tmp_path)))
+    script = counter_script(tmp_path / "count.py", job="pruned", settings="max-attempts = 1", count=20, fail_every=5)
+    ok(addr, "jobs", "add", str(script))
+    ok(addr, "handlers", "start", "pruned")
+    cluster.add_worker("w1")
+    cluster.api.wait_state("pruned", "finished", timeout=60)
+
+    def pruned() -> list[object] | None:
+        left = json.loads(ok(addr, "jobs", "list", "--status", "processed", "--json", "--limit", "0"))
+        left += json.loads(ok(addr, "jobs", "list", "--status", "failed", "--json", "--limit", "0"))
+        return left if len(left) <= 1 else None  # the newest job row is kept: ids are never reused
+
+    wait_until(pruned, 30, what="retention to delete the processed jobs")
+    shown = json.loads(ok(addr, "handlers", "show", "pruned", "--json"))
+    assert (shown["jobs_processed"], shown["jobs_failed"], shown["jobs_total"]) == (16, 4, 20)
+    status = json.loads(ok(addr, "status", "--json"))
+    assert (status["jobs_processed"], status["jobs_failed"]) == (16, 4)
+
+
+def test_keep_outputs_drops_outputs_and_history_but_keeps_the_jobs(cluster: Cluster, tmp_path: Path) -> None:
+    server = cluster.start_server(extra_args=("--keep-outputs", "1s", "--retention-interval", "0.2"))
+    addr = server.address
+    ok(addr, "upload-package", str(counter_wheel(tmp_path)))
+    script = counter_script(tmp_path / "count.py", job="outputs", settings="max-attempts = 2", count=10, fail_every=5)
+    ok(addr, "jobs", "add", str(script))
+    ok(addr, "handlers", "start", "outputs")
+    cluster.add_worker("w1")
+    cluster.api.wait_state("outputs", "finished", timeout=60)
+
+    def dropped() -> list[dict[str, object]] | None:
+        jobs = json.loads(ok(addr, "jobs", "list", "--status", "processed", "--json", "--limit", "0"))
+        return jobs if all(j["output"] is None for j in jobs) else None
+
+    assert len(wait_until(dropped, 30, what="retention to drop the outputs")) == 8
+    (failed, *_) = json.loads(ok(addr, "jobs", "list", "--status", "failed", "--json"))
+
+    def history_gone() -> dict[str, Any] | None:
+        shown = json.loads(ok(addr, "jobs", "show", str(failed["id"]), "--json"))
+        return shown if len(shown["attempt_history"]) == 1 else None  # the last attempt is the job's own row
+
+    shown = wait_until(history_gone, 30, what="retention to delete the attempt history")
+    assert shown["attempt_history"][0]["error"]["type"] == "ValueError"
+
+
+def test_a_retention_value_that_is_neither_a_duration_nor_a_count_is_a_usage_error(tmp_path: Path) -> None:
+    for option, value in (("--keep-processed", "lots"), ("--keep-outputs", "10")):
+        done = subprocess.run(
+            [sys.executable, "-m", "netdist.server", "serve", "--data-dir", str(tmp_path), option, value],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 2, done.stderr
+        assert option in done.stderr and "is not a duration" in done.stderr
