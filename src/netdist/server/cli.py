@@ -185,7 +185,27 @@ def main() -> None:
     help="Most unpacked bytes per compressed byte, of a wheel and of each member (those under 1 MiB "
     "unpacked are exempt): zip bombs are refused at upload.",
 )
+@click.option(
+    "--metrics-port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    envvar="NETDIST_METRICS_PORT",
+    show_envvar=True,
+    help="Serve Prometheus metrics over HTTP at /metrics on this port (0 takes a free one; the address is "
+    "printed). Off by default; docs/metrics.md lists them.",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="NETDIST_METRICS_HOST",
+    show_envvar=True,
+    help="Address of the metrics endpoint (plain HTTP, no token: anyone who reaches it reads handler names "
+    "and counts).",
+)
+@click.pass_context
 def serve_command(
+    ctx: click.Context,
     host: str,
     port: int,
     data_dir: Path,
@@ -202,6 +222,8 @@ def serve_command(
     max_store_bytes: int,
     max_unpacked_bytes: int,
     max_compression_ratio: float,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Serve until SIGINT or SIGTERM.
 
@@ -209,6 +231,8 @@ def serve_command(
     0.0.0.0 and :: included, needs --tls-cert and --tls-key, or --insecure.
     """
     server_tls = _server_tls(host, tls_cert, tls_key, tls_client_ca, insecure)
+    if metrics_port is None and ctx.get_parameter_source("metrics_host") != click.core.ParameterSource.DEFAULT:
+        fail("UsageError: --metrics-host needs --metrics-port (metrics are off without it)", ExitCode.USAGE)
     if db_url is not None:
         checked_url(db_url)
     _check_data_dir(data_dir)
@@ -216,6 +240,10 @@ def serve_command(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     _log_transport(host, server_tls)
+    if metrics_port is not None and not is_loopback(metrics_host):
+        log.warning(
+            "serving metrics on %s: plain HTTP without a token; anyone on the network can read them", metrics_host
+        )
     config = ServerConfig(
         host=host,
         port=port,
@@ -228,6 +256,8 @@ def serve_command(
         upload_limits=UploadLimits(max_upload_bytes=max_upload_bytes),
         zip_limits=ZipLimits(max_unpacked_bytes=max_unpacked_bytes, max_ratio=max_compression_ratio),
         max_store_bytes=max_store_bytes or None,
+        metrics_host=metrics_host,
+        metrics_port=metrics_port,
     )
     try:
         asyncio.run(serve(config))
