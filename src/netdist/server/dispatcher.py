@@ -328,18 +328,15 @@ class Dispatcher:
         self.kick()
 
     def _count_results(self, accepted: Sequence[Settlement], stored: set[int]) -> None:
-        """The metrics' view of a stored batch: results by outcome and their run times (one pass)."""
-        seconds, failed = [], 0
-        for s in accepted:
-            result = s.result
-            if result.job_id in stored:
-                seconds.append(result.duration_seconds)
-                if result.error is not None:
-                    failed += 1
-        results = self.tally.results
-        results["succeeded"] += len(seconds) - failed
-        results["failed"] += failed
-        self.tally.job_seconds.observe_many(seconds)
+        """The metrics' view of a stored batch: results by outcome and their run times."""
+        if len(stored) == len(accepted):  # the store took them all: the usual case
+            results = [s.result for s in accepted]
+        else:
+            results = [s.result for s in accepted if s.result.job_id in stored]
+        failed = sum(1 for r in results if r.error is not None)
+        self.tally.results["succeeded"] += len(results) - failed
+        self.tally.results["failed"] += failed
+        self.tally.job_seconds.observe_many([r.duration_seconds for r in results])
 
     # -- timers -----------------------------------------------------------------
 
