@@ -194,12 +194,12 @@ class HandlerManager:
 
     async def _relaunch(self, handler_id: str) -> None:
         runtime = self.runtimes.pop(handler_id)
-        self._host_restarted(runtime.record, "script")
         queue = self.dispatcher.table.handlers.get(handler_id)
         active = queue is not None and queue.active
         await runtime.stop()
         self.dispatcher.unregister(handler_id)
         await self._launch(await self.store.read(catalog.get_handler, handler_id), active=active)
+        self._host_restarted(runtime.record, "script")
 
     async def _halt(
         self, handler_id: str, state: HandlerState, message: str, *, revoke: bool = True, waits: bool = False
