@@ -1,7 +1,7 @@
 """Throughput and dispatch latency of no-op jobs on a real server and real workers.
 
     .venv/bin/python bench/throughput.py [--jobs 20000] [--timeout 120] [--configs 1x1,2x1,4x1,2x2]
-                                         [--latency-samples 500] [--profile DIR]
+                                         [--latency-samples 500] [--profile DIR] [--metrics]
 
 Every run starts its own server (SQLite in a temp dir, loopback only) and its
 own worker processes, and stops them all at the end, also on Ctrl-C or error.
@@ -33,7 +33,9 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -94,21 +96,57 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+class Scraper:
+    """Scrapes the server's metrics every ``interval`` seconds on a thread, as Prometheus would, until stopped."""
+
+    def __init__(self, url: str, interval: float = 1.0) -> None:
+        self.url, self.interval = url, interval
+        self.scrapes, self.failures, self.seconds = 0, 0, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scraper", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            t0 = time.perf_counter()
+            try:
+                with urllib.request.urlopen(self.url, timeout=10) as answer:
+                    answer.read()
+                self.scrapes += 1
+            except OSError:
+                self.failures += 1
+            self.seconds += time.perf_counter() - t0
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join(15)
+        mean_ms = round(1000 * self.seconds / max(1, self.scrapes + self.failures), 1)
+        return {"scrapes": self.scrapes, "failures": self.failures, "mean_ms": mean_ms}
+
+
 class Cluster:
     """One server and its workers in a temp dir; ``close`` stops every process it started."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, metrics: bool = False) -> None:
         self.root = root
+        self.metrics = metrics
         self.processes: list[Process] = []
         self.server: Process | None = None
         self.admin: Admin | None = None
+        self.scraper: Scraper | None = None
         self.address = ""
 
     def start_server(self) -> None:
-        server = start_server(self.root / "data", log_dir=self.root / "logs")
+        extra = ["--metrics-port", "0"] if self.metrics else []
+        server = start_server(self.root / "data", log_dir=self.root / "logs", extra_args=extra)
         self.processes.append(server)
         self.server, self.address = server, server.address
         self.admin = Admin(server.address)
+        if self.metrics:
+            found = re.search(r"metrics on (http://\S+/metrics)", server.output())
+            if found is None:
+                raise RuntimeError(f"the server printed no metrics address:\n{server.output()[-3000:]}")
+            self.scraper = Scraper(found.group(1))
 
     def start_workers(self, count: int, slots: int) -> list[Process]:
         started = []
@@ -146,6 +184,8 @@ class Cluster:
                 raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.output()[-3000:]}")
 
     def close(self) -> None:
+        if self.scraper is not None:
+            self.scraper.stop()
         if self.admin is not None:
             with contextlib.suppress(Exception):
                 self.admin.close()
@@ -191,8 +231,8 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def cluster(workdir: Path, name: str) -> Iterator[Cluster]:
-    c = Cluster(workdir / name)
+def cluster(workdir: Path, name: str, *, metrics: bool = False) -> Iterator[Cluster]:
+    c = Cluster(workdir / name, metrics=metrics)
     try:
         c.start_server()
         c.api.upload(bench_wheel(workdir / "wheels"))
@@ -302,7 +342,7 @@ def run_throughput(workdir: Path, args: argparse.Namespace, workers: int, slots:
     label = f"{workers}x{slots}"
     out: dict[str, Any] = {"config": label, "workers": workers, "slots": slots, "jobs": args.jobs}
     console.print(f"[bold]throughput {label}[/]: {workers} worker process(es) x {slots} slot(s), {args.jobs} jobs")
-    with cluster(workdir, f"tp-{label}") as c:
+    with cluster(workdir, f"tp-{label}", metrics=args.metrics) as c:
         procs = c.start_workers(workers, slots)
         c.wait_workers(workers, WORKERS_TIMEOUT)
         assert c.server is not None
@@ -333,6 +373,8 @@ def run_throughput(workdir: Path, args: argparse.Namespace, workers: int, slots:
             out["status"] = f"failed: {info.message}"
         if profilers:
             out["profiles"] = {r: str(p.output) for r, p in profilers.items() if p is not None and p.output.exists()}
+        if c.scraper is not None:
+            out["metrics"] = c.scraper.stop()
     _throughput_figures(out, s)
     return out
 
@@ -354,7 +396,7 @@ def _throughput_figures(out: dict[str, Any], s: dict[str, Any]) -> None:
 def run_latency(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"samples": args.latency_samples, "workers": 1, "slots": 1}
     console.print(f"[bold]latency[/]: 1 worker x 1 slot, one job in flight, {args.latency_samples} samples")
-    with cluster(workdir, "latency") as c:
+    with cluster(workdir, "latency", metrics=args.metrics) as c:
         c.start_workers(1, 1)
         c.wait_workers(1, WORKERS_TIMEOUT)
         load0 = os.getloadavg()
@@ -488,6 +530,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile-config", default="4x1", help="the run to profile (default 4x1)")
     p.add_argument("--output", type=Path, default=BENCH_DIR / "results" / "latest.json")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, databases)")
+    p.add_argument(
+        "--metrics",
+        action="store_true",
+        help="serve metrics (--metrics-port 0) and scrape them every second during each run: their cost",
+    )
     args = p.parse_args(argv)
     try:
         args.config_list = [tuple(int(n) for n in c.split("x")) for c in args.configs.split(",") if c]
@@ -511,6 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         "timeout_s": args.timeout,
         "batch": args.batch,
         "warmup": args.warmup,
+        "metrics": args.metrics,
         "throughput": [],
     }
     try:

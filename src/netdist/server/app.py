@@ -26,10 +26,12 @@ from netdist.server.admin_service import AdminService
 from netdist.server.audit import AuditLog
 from netdist.server.auth import AuthInterceptor
 from netdist.server.blobs import BlobStore
+from netdist.server.call_refusals import CallRefusals
 from netdist.server.clock import SYSTEM_CLOCK
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.job_service import JobService
 from netdist.server.manager import HandlerManager
+from netdist.server.metrics import MetricsServer, Sources
 from netdist.server.package_service import PackageService
 from netdist.server.retention import Pruner, Retention
 from netdist.server.store import catalog
@@ -65,12 +67,17 @@ class ServerConfig:
     zip_limits: ZipLimits = dataclasses.field(default_factory=ZipLimits)
     max_store_bytes: int | None = None
     retention: Retention = dataclasses.field(default_factory=Retention)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+    """None: no metrics; 0: a free port (``NetDistServer.metrics_address`` says which)."""
 
 
 class NetDistServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.port = 0
+        self.metrics: MetricsServer | None = None
+        self.metrics_address = ""
         self._stopped = asyncio.Event()
 
     async def start(self) -> str:
@@ -121,7 +128,8 @@ class NetDistServer:
         ]
         self.audit = AuditLog(self.store.writer)
         auth = AuthInterceptor(self.tokens, on_refusal=self.audit.record_refusal)
-        self.server = grpc.aio.server(options=options, interceptors=[auth, DecodeGuard()])
+        self.refusals = CallRefusals()  # outermost: it sees the status every call ends with
+        self.server = grpc.aio.server(options=options, interceptors=[self.refusals, auth, DecodeGuard()])
         try:
             if cfg.tls is not None:
                 self.port = self.server.add_secure_port(f"{cfg.host}:{cfg.port}", cfg.tls.credentials())
@@ -134,14 +142,35 @@ class NetDistServer:
                 f"cannot listen on {cfg.host}:{cfg.port}: the port is taken, or the address is not this machine's"
             )
         address = f"{cfg.host}:{self.port}"
+        if cfg.metrics_port is not None:
+            self.metrics = MetricsServer(
+                Sources(
+                    dispatcher=self.dispatcher, manager=self.manager, writer=self.store.writer, refusals=self.refusals
+                )
+            )
+            self.metrics_address = self.metrics.start(cfg.metrics_host, cfg.metrics_port)
+            log.info("metrics on http://%s/metrics", self.metrics_address)
+        names = self._add_services(address, describe(url))
+        await self.dispatcher.start(events=self.manager)
+        self.audit.start()
+        self.pruner = Pruner(self.store, cfg.retention, SYSTEM_CLOCK)
+        self.pruner.start()
+        await self.manager.startup()
+        await self.server.start()
+        for name in ("", *names):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("database %s, data in %s", describe(url), cfg.data_dir.resolve())
+        return address
+
+    def _add_services(self, address: str, database: str) -> list[str]:
+        """Job, package, admin, health and reflection services on the gRPC server; the full names of ours."""
+        cfg = self.config
         jobs_pb2_grpc.add_JobServiceServicer_to_server(JobService(self.dispatcher), self.server)
         packages_pb2_grpc.add_PackageServiceServicer_to_server(
             PackageService(self.store, self.blobs, self.manager, self.audit, limits=cfg.upload_limits), self.server
         )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminService(
-                self.store, self.manager, self.dispatcher, self.audit, address=address, database=describe(url)
-            ),
+            AdminService(self.store, self.manager, self.dispatcher, self.audit, address=address, database=database),
             self.server,
         )
         self.health = health.aio.HealthServicer()
@@ -155,19 +184,12 @@ class NetDistServer:
             )
         ]
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
-        await self.dispatcher.start(events=self.manager)
-        self.audit.start()
-        self.pruner = Pruner(self.store, cfg.retention, SYSTEM_CLOCK)
-        self.pruner.start()
-        await self.manager.startup()
-        await self.server.start()
-        for name in ("", *names):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("database %s, data in %s", describe(url), cfg.data_dir.resolve())
-        return address
+        return names
 
     async def stop(self) -> None:
         log.info("stopping: draining workers and handler hosts")
+        if self.metrics is not None:
+            await self.metrics.stop()
         self.store.writer.stop_waiting()  # a store that is down now fails the last writes, not the stop
         await self.health.enter_graceful_shutdown()
         await self.pruner.stop()
@@ -193,6 +215,8 @@ async def serve(config: ServerConfig) -> None:
     address = await server.start()
     tls = config.tls
     mode = "plaintext" if tls is None else "TLS, client certificates required" if tls.mutual else "TLS"
+    if server.metrics_address:
+        print(f"metrics on http://{server.metrics_address}/metrics", flush=True)
     print(f"listening on {address} ({mode})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

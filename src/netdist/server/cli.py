@@ -27,7 +27,7 @@ from netdist.errors import CertificateError, StoreUnavailableError, first_line
 from netdist.exit_codes import ExitCode
 from netdist.server import check
 from netdist.server.app import ServerConfig, serve
-from netdist.server.retention import Retention, parse_duration
+from netdist.server.serve_options import metrics_options, retention_options, retention_policy
 from netdist.server.store.engine import describe, read_only_url
 from netdist.server.store_url import checked_url, store_url
 from netdist.server.tls_cli import tls
@@ -186,35 +186,11 @@ def main() -> None:
     help="Most unpacked bytes per compressed byte, of a wheel and of each member (those under 1 MiB "
     "unpacked are exempt): zip bombs are refused at upload.",
 )
-@click.option(
-    "--keep-outputs",
-    default=None,
-    metavar="DURATION",
-    envvar="NETDIST_KEEP_OUTPUTS",
-    show_envvar=True,
-    help="Drop the outputs of processed jobs and the attempt history older than this (90s, 30m, 12h, 7d, 2w). "
-    "Default: kept until the handler is removed.",
-)
-@click.option(
-    "--keep-processed",
-    default=None,
-    metavar="DURATION|COUNT",
-    envvar="NETDIST_KEEP_PROCESSED",
-    show_envvar=True,
-    help="Delete processed and failed jobs that finished longer ago than DURATION (12h, 7d), or all but the "
-    "newest COUNT of each per handler (10000); the handlers' counts keep them. Default: kept until the "
-    "handler is removed.",
-)
-@click.option(
-    "--retention-interval",
-    default=60.0,
-    show_default=True,
-    type=click.FloatRange(0.1, 86400),
-    envvar="NETDIST_RETENTION_INTERVAL",
-    show_envvar=True,
-    help="Seconds between two retention passes (with --keep-outputs or --keep-processed).",
-)
+@retention_options
+@metrics_options
+@click.pass_context
 def serve_command(
+    ctx: click.Context,
     host: str,
     port: int,
     data_dir: Path,
@@ -234,6 +210,8 @@ def serve_command(
     keep_outputs: str | None,
     keep_processed: str | None,
     retention_interval: float,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Serve until SIGINT or SIGTERM.
 
@@ -241,7 +219,9 @@ def serve_command(
     0.0.0.0 and :: included, needs --tls-cert and --tls-key, or --insecure.
     """
     server_tls = _server_tls(host, tls_cert, tls_key, tls_client_ca, insecure)
-    retention = _retention(keep_outputs, keep_processed, retention_interval)
+    retention = retention_policy(keep_outputs, keep_processed, retention_interval)
+    if metrics_port is None and ctx.get_parameter_source("metrics_host") != click.core.ParameterSource.DEFAULT:
+        fail("UsageError: --metrics-host needs --metrics-port (metrics are off without it)", ExitCode.USAGE)
     if db_url is not None:
         checked_url(db_url)
     _check_data_dir(data_dir)
@@ -249,6 +229,10 @@ def serve_command(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     _log_transport(host, server_tls)
+    if metrics_port is not None and not is_loopback(metrics_host):
+        log.warning(
+            "serving metrics on %s: plain HTTP without a token; anyone on the network can read them", metrics_host
+        )
     config = ServerConfig(
         host=host,
         port=port,
@@ -262,6 +246,8 @@ def serve_command(
         zip_limits=ZipLimits(max_unpacked_bytes=max_unpacked_bytes, max_ratio=max_compression_ratio),
         max_store_bytes=max_store_bytes or None,
         retention=retention,
+        metrics_host=metrics_host,
+        metrics_port=metrics_port,
     )
     try:
         asyncio.run(serve(config))
@@ -269,29 +255,6 @@ def serve_command(
         fail(f"StoreUnavailableError: {exc.message}", ExitCode.UNAVAILABLE)
     except OSError as exc:
         fail(f"{type(exc).__name__}: {exc}", ExitCode.FAILED)
-
-
-def _retention(keep_outputs: str | None, keep_processed: str | None, interval_seconds: float) -> Retention:
-    """The retention options as a policy; a value that is neither a duration nor a count is a usage error."""
-    outputs = processed_seconds = None
-    processed_count = None
-    try:
-        if keep_outputs is not None:
-            outputs = parse_duration(keep_outputs)
-        if keep_processed is not None:
-            if keep_processed.strip().isdigit():
-                processed_count = int(keep_processed)
-            else:
-                processed_seconds = parse_duration(keep_processed)
-    except ValueError as exc:
-        option = "--keep-outputs" if keep_outputs is not None and outputs is None else "--keep-processed"
-        raise click.BadParameter(str(exc), param_hint=option) from None
-    return Retention(
-        keep_outputs_seconds=outputs,
-        keep_processed_seconds=processed_seconds,
-        keep_processed_count=processed_count,
-        interval_seconds=interval_seconds,
-    )
 
 
 @main.command("check")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -25,6 +24,7 @@ from netdist.server.lease_model import (
     Lease,
     Ref,
     ResultIn,
+    Settlement,
     Verdict,
     WorkerInfo,
 )
@@ -33,6 +33,7 @@ from netdist.server.result_acks import log_charged, result_acks
 from netdist.server.store import catalog, credentials
 from netdist.server.store import jobs as job_store
 from netdist.server.store.writer import GroupCommitWriter
+from netdist.server.tallies import DispatchTally
 from netdist.server.tokens import digest
 from netdist.server.worker_admission import admit
 from netdist.server.worker_links import WorkerLink, WorkerLinks
@@ -74,7 +75,10 @@ class Dispatcher:
             silent_after_seconds=heartbeat_interval_seconds * 3,
         )
         self.links = WorkerLinks()
-        self.refused: Counter[str] = Counter()  # results refused by fencing, by outcome (for the log and metrics)
+        self.tally = DispatchTally()  # leases, results and refusals counted per batch, for the metrics
+        self.resting: dict[str, tuple[str, dict[str, int]]] = {}
+        """Handler id -> (job name, job counts) of handlers that stopped running since the server started:
+        their last counts, so the metrics still show a finished handler's totals."""
         self._events: HandlerEvents | None = None  # None until start: nothing happens before it
         self._kick = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -131,6 +135,7 @@ class Dispatcher:
     # -- handlers ---------------------------------------------------------------
 
     def register(self, spec: HandlerSpec, *, counts: Mapping[str, int], streak: int, active: bool) -> None:
+        self.resting.pop(spec.handler_id, None)
         self.table.add_handler(spec, counts=counts, streak=streak, active=active)
         self.kick()  # jobs already in the store (a restart, a start after stop) wait for a refill pass
 
@@ -138,7 +143,14 @@ class Dispatcher:
         self.table.update_spec(spec)
 
     def unregister(self, handler_id: str) -> None:
+        queue = self.table.handlers.get(handler_id)
+        if queue is not None:
+            self.resting[handler_id] = (queue.spec.job_name, {k: n for k, n in queue.counts.items() if n})
         self.table.remove_handler(handler_id)
+
+    def forget(self, handler_id: str) -> None:
+        """The handler was removed: its last counts go too."""
+        self.resting.pop(handler_id, None)
 
     def set_active(self, handler_id: str, active: bool) -> None:
         self.table.set_active(handler_id, active)
@@ -211,7 +223,7 @@ class Dispatcher:
         self.kick()
 
     def started(self, worker_id: str, refs: Iterable[Ref]) -> None:
-        self.table.started(worker_id, refs)
+        self.tally.dispatch_seconds.observe_many(self.table.started(worker_id, refs))
 
     def hand_back(self, worker_id: str, refs: Iterable[Ref], reason: str) -> None:
         self._act(self.table.hand_back(worker_id, refs, reason))
@@ -261,6 +273,7 @@ class Dispatcher:
             return
         send, refused, effects = self.table.leases_stored(leases, stored)
         self.links.send_leases(send, {q.handler_id: q.spec for q in self.table.handlers.values()})
+        self.tally.leases += len(send)
         requeued = self._act(effects)
         if refused:
             log.error(
@@ -277,6 +290,7 @@ class Dispatcher:
     async def on_results(self, worker_id: str, results: Sequence[ResultIn]) -> None:
         """Fence, store and acknowledge a batch of results from one worker."""
         verdicts, accepted, effects = self.table.settle(worker_id, results)
+        self.tally.dispatch_seconds.observe_many(effects.waited)
         at = self.clock.time()
         write = (
             self.writer.submit(job_store.store_settlements, accepted, at, dict(effects.streaks)) if accepted else None
@@ -297,7 +311,9 @@ class Dispatcher:
                 failed = True
         after = self.table.settled(accepted, stored)
         outcomes = await classified if classified is not None else {}
-        acks = result_acks(worker_id, results, verdicts, stored, outcomes, self.refused)
+        acks = result_acks(worker_id, results, verdicts, stored, outcomes, self.tally.refused)
+        if stored:
+            self._count_results(accepted, stored)
         link = self.links.get(worker_id)  # the worker's stream now: after a reconnect, the new one
         if link is not None and acks:
             link.send_acks(acks)
@@ -310,6 +326,17 @@ class Dispatcher:
         if requeued is not None:
             await requeued
         self.kick()
+
+    def _count_results(self, accepted: Sequence[Settlement], stored: set[int]) -> None:
+        """The metrics' view of a stored batch: results by outcome and their run times."""
+        if len(stored) == len(accepted):  # the store took them all: the usual case
+            results = [s.result for s in accepted]
+        else:
+            results = [s.result for s in accepted if s.result.job_id in stored]
+        failed = sum(1 for r in results if r.error is not None)
+        self.tally.results["succeeded"] += len(results) - failed
+        self.tally.results["failed"] += failed
+        self.tally.job_seconds.observe_many([r.duration_seconds for r in results])
 
     # -- timers -----------------------------------------------------------------
 

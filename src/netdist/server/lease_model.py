@@ -147,6 +147,8 @@ class Effects:
     failing: dict[str, int] = dataclasses.field(default_factory=dict)  # handlers that reached max-sequenced-errors
     wake: set[str] = dataclasses.field(default_factory=set)  # handlers with results or failures to process
     silent: list[str] = dataclasses.field(default_factory=list)  # connected workers that stopped talking
+    waited: list[float] = dataclasses.field(default_factory=list)
+    """Seconds from lease to start of the leases whose start a result told (for the metrics)."""
 
     def revoke(self, leases: Sequence[Lease], reason: str) -> None:
         by_worker: dict[str, list[Ref]] = {}

@@ -112,17 +112,21 @@ class LeaseTable(LeaseBook):
         self.workers.pop(worker_id, None)
         return effects, len(leases)
 
-    def started(self, worker_id: str, refs: Iterable[Ref]) -> None:
-        """The worker began to run these leases; their job timeout counts from now."""
+    def started(self, worker_id: str, refs: Iterable[Ref]) -> list[float]:
+        """The worker began to run these leases; their job timeout counts from now.
+        Returns how long each waited from its lease to its start, in seconds (for the metrics)."""
         now = self.clock.monotonic()
+        waited = []
         for ref in refs:
             lease = self.current(worker_id, ref)
             if lease is not None and lease.stored and lease.started_mono is None:
                 lease.started_mono = now
+                waited.append(now - lease.leased_mono)
                 timeout = self._timeout(lease.handler_id)
                 if timeout:
                     lease.deadline = now + timeout
         self.seen(worker_id)
+        return waited
 
     def hand_back(self, worker_id: str, refs: Iterable[Ref], reason: str) -> Effects:
         """The worker will not run these: they come back at once, uncharged (never a started one)."""
@@ -257,11 +261,15 @@ class LeaseTable(LeaseBook):
         """Decide each result: accepted only for the job's current, stored lease held by ``worker_id``.
 
         Accepted leases are marked settling until ``settled``; the streak of failed
-        results in a row moves now, in the order results arrive."""
+        results in a row moves now, in the order results arrive. A lease whose start
+        the worker never reported (it reports a start with the result when the job ends
+        within one of its sends) started, as far as ``Effects.waited`` tells, at the
+        result's arrival less the run time the worker reported."""
         verdicts: list[Verdict] = []
         accepted: list[Settlement] = []
         effects = Effects()
         self.seen(worker_id)
+        now = self.clock.monotonic()
         for result in results:
             lease = self.current(worker_id, result.ref)
             if lease is None or not lease.stored:
@@ -271,6 +279,8 @@ class LeaseTable(LeaseBook):
                 verdicts.append(Verdict.IN_FLIGHT)
                 continue
             lease.settling = True
+            if lease.started_mono is None:  # a job that ended before its worker reported the start
+                effects.waited.append(max(0.0, now - result.duration_seconds - lease.leased_mono))
             verdicts.append(Verdict.ACCEPTED)
             status = JobStatus.SUCCEEDED
             if result.error is not None:

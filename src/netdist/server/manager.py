@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from typing import assert_never
 
 from netdist import jobscript
@@ -61,6 +62,9 @@ class HandlerManager:
         self._lock = asyncio.Lock()
         self._failing: set[asyncio.Task[None]] = set()  # handlers being failed for max-sequenced-errors
         self._runtime_tasks: set[asyncio.Task[None]] = set()  # every runtime's loop until it ends
+        self.host_restarts: Counter[tuple[str, str, str]] = Counter()
+        """(handler id, job name, reason) -> handler hosts replaced while their handler ran on, for the
+        metrics: reason ``upgrade`` (a new package version) or ``script`` (its job script was replaced)."""
 
     # -- server life cycle -------------------------------------------------------------
 
@@ -142,6 +146,7 @@ class HandlerManager:
                 await self._halt(hid, HandlerState.STOPPED, step.message)
                 await self.store.write(catalog.delete_handler, hid)
                 self.next_start.pop(hid, None)
+                self.dispatcher.forget(hid)
             case _ as unreachable:
                 assert_never(unreachable)
 
@@ -192,6 +197,7 @@ class HandlerManager:
             log_sink=self.log,
             on_finished=self._finished,
             on_failed=self._failed,
+            on_restart=self._host_restarted,
             call_timeout_seconds=self.handler_call_timeout_seconds,
         )
         self.runtimes[record.id] = runtime
@@ -209,6 +215,7 @@ class HandlerManager:
         await runtime.stop()
         self.dispatcher.unregister(handler_id)
         await self._launch(await self.store.read(catalog.get_handler, handler_id), active=active)
+        self._host_restarted(runtime.record, "script")
 
     async def _halt(
         self, handler_id: str, state: HandlerState, message: str, *, revoke: bool = True, waits: bool = False
@@ -239,6 +246,9 @@ class HandlerManager:
         )
 
     # -- what runtimes and the dispatcher report ------------------------------------------
+
+    def _host_restarted(self, record: catalog.HandlerRecord, reason: str) -> None:
+        self.host_restarts[(record.id, record.job_name, reason)] += 1
 
     async def _finished(self, handler_id: str) -> None:
         if self.runtimes.pop(handler_id, None) is None:

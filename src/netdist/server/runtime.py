@@ -65,6 +65,7 @@ class RunningHandler:
         log_sink: LogSink,
         on_finished: Callable[[str], Awaitable[None]],
         on_failed: Callable[[str, str], Awaitable[None]],
+        on_restart: Callable[[catalog.HandlerRecord, str], None] | None = None,
         call_timeout_seconds: float,
     ) -> None:
         self.record = record
@@ -76,6 +77,7 @@ class RunningHandler:
         self._log_sink = log_sink
         self._on_finished = on_finished
         self._on_failed = on_failed
+        self._on_restart = on_restart
         self._call_timeout_seconds = call_timeout_seconds
         self._wake = asyncio.Event()
         self._stopping = False
@@ -201,6 +203,8 @@ class RunningHandler:
         await self._hook(Hook.ON_STOP)
         await self._close_host()
         await self._start_host(package)
+        if self._on_restart is not None:
+            self._on_restart(self.record, "upgrade")
         await self._hook(Hook.ON_START)
         self._idle_call = False
 

@@ -62,6 +62,7 @@ from sqlalchemy import Connection, Engine, RootTransaction, text
 
 from netdist.errors import StoreUnavailableError
 from netdist.server.store.outage import Outage, StoreHealth, classify
+from netdist.server.tallies import BATCH_SIZE_BUCKETS, LATENCY_SECONDS_BUCKETS, Histogram
 
 log = logging.getLogger("netdist.store")
 T = TypeVar("T")
@@ -113,6 +114,8 @@ class GroupCommitWriter:
         self.health = StoreHealth()
         self.commits = 0
         self.retries = 0
+        self.commit_seconds = Histogram(LATENCY_SECONDS_BUCKETS)  # a batch's transaction, begin to commit
+        self.commit_sizes = Histogram(BATCH_SIZE_BUCKETS)  # operations per committed batch
         self._thread = threading.Thread(target=self._run, name="netdist-store-writer", daemon=True)
         self._thread.start()
 
@@ -192,6 +195,7 @@ class GroupCommitWriter:
         """Commit ``batch``, through outages for the items that wait."""
         delay = self._first_delay
         while batch:
+            started = time.perf_counter()
             try:
                 results = self._attempt(batch)
             except _BatchError as failed:
@@ -207,6 +211,8 @@ class GroupCommitWriter:
                     delay = self._backoff(delay)
                 continue
             self.commits += 1
+            self.commit_seconds.observe(time.perf_counter() - started)
+            self.commit_sizes.observe(len(batch))
             self._recover()
             for item, result in zip(batch, results, strict=True):
                 _settle(item.future, result=result)
