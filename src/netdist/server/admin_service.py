@@ -12,6 +12,7 @@ import netdist
 from netdist.api.v1 import admin_pb2
 from netdist.errors import InvalidArgumentError, NetDistError
 from netdist.fields import control_character
+from netdist.server.admin_events import EventAdmin
 from netdist.server.admin_workers import WorkerAdmin
 from netdist.server.audit import AuditLog, audited
 from netdist.server.dispatcher import Dispatcher
@@ -38,7 +39,7 @@ _ACTIONS = {
 }
 
 
-class AdminService(WorkerAdmin):
+class AdminService(WorkerAdmin, EventAdmin):
     def __init__(
         self,
         store: Store,

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from netdist.server.clock import Clock
+from netdist.server.event_hub import EventHub, WorkerChange
 from netdist.server.lease_model import (
     Effects,
     HandlerSpec,
@@ -74,6 +75,7 @@ class Dispatcher:
             silent_after_seconds=heartbeat_interval_seconds * 3,
         )
         self.links = WorkerLinks()
+        self.hub = EventHub(self.table, clock=clock)  # what AdminService.Watch streams
         self.refused: Counter[str] = Counter()  # results refused by fencing, by outcome (for the log and metrics)
         self._events: HandlerEvents | None = None  # None until start: nothing happens before it
         self._kick = asyncio.Event()
@@ -108,6 +110,7 @@ class Dispatcher:
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
             await self._flush_worker_counts()
+        await self.hub.stop()
         self.links.drain_all("server shutting down")
         for task in self._loops:
             task.cancel()
@@ -138,6 +141,7 @@ class Dispatcher:
         self.table.update_spec(spec)
 
     def unregister(self, handler_id: str) -> None:
+        self.hub.handler_gone(handler_id)
         self.table.remove_handler(handler_id)
 
     def set_active(self, handler_id: str, active: bool) -> None:
@@ -179,6 +183,17 @@ class Dispatcher:
             hostname=hostname,
             version=version,
         )
+        self.hub.worker_changed(
+            WorkerChange(
+                worker_id=info.worker_id,
+                change="connected",
+                name=info.name,
+                slots=info.slots,
+                labels=info.labels,
+                hostname=hostname,
+                version=version,
+            )
+        )
         if requeued is not None:
             await requeued
         self.kick()
@@ -192,6 +207,10 @@ class Dispatcher:
         if not self.links.detach(worker_id, link):
             return  # a newer stream of this worker took over
         self.table.disconnect(worker_id)
+        state = self.table.workers.get(worker_id)
+        self.hub.worker_changed(
+            WorkerChange(worker_id=worker_id, change="disconnected", name=state.name if state else "")
+        )
         with contextlib.suppress(Exception):
             await self._flush_worker_counts()
             await self.writer.run(catalog.worker_disconnected, worker_id)

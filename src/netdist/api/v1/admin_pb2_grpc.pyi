@@ -49,6 +49,13 @@ class AdminServiceStub:
     EnableWorker: _grpc.UnaryUnaryMultiCallable[_admin_pb2.EnableWorkerRequest, _admin_pb2.EnableWorkerResponse]
     ListAudit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAuditRequest, _admin_pb2.ListAuditResponse]
     """Every state-changing call, newest first: who, when, from where, what, outcome."""
+    Watch: _grpc.UnaryStreamMultiCallable[_admin_pb2.WatchRequest, _admin_pb2.WatchResponse]
+    """A live stream of what changes: first a snapshot (every handler and
+    worker), then events. Job counts and progress are coalesced (at most one
+    update per handler or worker per interval). A watcher that falls too far
+    behind is ended with RESOURCE_EXHAUSTED; more than the server's cap of
+    watchers are refused with RESOURCE_EXHAUSTED.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -71,6 +78,13 @@ class AdminServiceAsyncStub(AdminServiceStub):
     EnableWorker: _aio.UnaryUnaryMultiCallable[_admin_pb2.EnableWorkerRequest, _admin_pb2.EnableWorkerResponse]  # type: ignore[assignment]
     ListAudit: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAuditRequest, _admin_pb2.ListAuditResponse]  # type: ignore[assignment]
     """Every state-changing call, newest first: who, when, from where, what, outcome."""
+    Watch: _aio.UnaryStreamMultiCallable[_admin_pb2.WatchRequest, _admin_pb2.WatchResponse]  # type: ignore[assignment]
+    """A live stream of what changes: first a snapshot (every handler and
+    worker), then events. Job counts and progress are coalesced (at most one
+    update per handler or worker per interval). A watcher that falls too far
+    behind is ended with RESOURCE_EXHAUSTED; more than the server's cap of
+    watchers are refused with RESOURCE_EXHAUSTED.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """AdminService: what netdist-admin speaks. Every view reads the store."""
@@ -162,5 +176,18 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListAuditResponse, _abc.Awaitable[_admin_pb2.ListAuditResponse]]:
         """Every state-changing call, newest first: who, when, from where, what, outcome."""
+
+    @_abc_1.abstractmethod
+    def Watch(
+        self,
+        request: _admin_pb2.WatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_admin_pb2.WatchResponse], _abc.AsyncIterator[_admin_pb2.WatchResponse]]:
+        """A live stream of what changes: first a snapshot (every handler and
+        worker), then events. Job counts and progress are coalesced (at most one
+        update per handler or worker per interval). A watcher that falls too far
+        behind is ended with RESOURCE_EXHAUSTED; more than the server's cap of
+        watchers are refused with RESOURCE_EXHAUSTED.
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
