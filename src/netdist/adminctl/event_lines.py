@@ -1,7 +1,7 @@
 """The event stream as lines for scripts (``netdist-admin events``): one JSON object, or one readable line,
 per snapshot entry and per event.
 
-Every JSON object has ``type`` (snapshot, handler, job_counts, worker, progress) and ``time`` (Unix
+Every JSON object has ``type`` (snapshot, handler, job_counts, summary, worker, progress) and ``time`` (Unix
 seconds). The snapshot is a ``snapshot`` line, then a ``handler`` and a ``worker`` line (``change``:
 ``snapshot``) for each; events follow, each in the order the server sent it.
 """
@@ -62,6 +62,13 @@ def event_object(event: admin_pb2.WatchEvent) -> dict[str, Any]:
                 "jobs_processed": c.jobs_processed,
                 "jobs_failed": c.jobs_failed,
             }
+        case "summary":
+            r = event.summary
+            return head | {
+                "handler_id": r.handler_id,
+                "jobs_total": r.jobs_total if r.has_total else None,
+                "result_summary": r.result_summary,
+            }
         case "worker":
             w = event.worker
             return head | {
@@ -116,6 +123,10 @@ def _event_line(event: admin_pb2.WatchEvent, model: LiveModel) -> str:
             c = event.job_counts
             counts = _counts(c.jobs_available, c.jobs_pending, c.jobs_processed, c.jobs_failed)
             return f"{at} counts    {_short(c.handler_id)} {model.handler_name(c.handler_id)!r}  {counts}"
+        case "summary":
+            r = event.summary
+            total = f"total {r.jobs_total}" if r.has_total else "total unknown"
+            return f"{at} summary   {_short(r.handler_id)} {model.handler_name(r.handler_id)!r}  {total}: {r.result_summary}"
         case "worker":
             w = event.worker
             name = w.name or model.worker_name(w.worker_id) or _short(w.worker_id)

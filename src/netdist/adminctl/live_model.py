@@ -38,6 +38,11 @@ class LiveModel:
                     h.jobs_pending = c.jobs_pending
                     h.jobs_processed = c.jobs_processed
                     h.jobs_failed = c.jobs_failed
+            case "summary":
+                r = event.summary
+                h = self.handlers.get(r.handler_id)
+                if h is not None:
+                    h.jobs_total, h.has_total, h.result_summary = r.jobs_total, r.has_total, r.result_summary
             case "worker":
                 self._worker(event.worker, event.at)
             case "progress":

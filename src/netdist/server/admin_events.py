@@ -18,8 +18,9 @@ import grpc
 from netdist.api.v1 import admin_pb2, admin_pb2_grpc
 from netdist.errors import ResourceExhaustedError
 from netdist.server.dispatcher import Dispatcher
-from netdist.server.event_hub import HandlerChange, JobCounts, Stamped, WorkerChange, WorkerProgress
+from netdist.server.event_hub import HandlerChange, HandlerSummary, JobCounts, Stamped, WorkerChange, WorkerProgress
 from netdist.server.grpc_errors import to_status
+from netdist.server.job_views import MAX_SHOWN_TEXT
 from netdist.server.states import JobStatus
 
 MAX_EVENTS_PER_MESSAGE = 500
@@ -100,6 +101,16 @@ def _event(item: Stamped) -> admin_pb2.WatchEvent:
                     jobs_pending=e.pending,
                     jobs_processed=e.processed,
                     jobs_failed=e.failed,
+                ),
+            )
+        case HandlerSummary():
+            return admin_pb2.WatchEvent(
+                at=item.at,
+                summary=admin_pb2.SummaryEvent(
+                    handler_id=e.handler_id,
+                    jobs_total=e.total or 0,
+                    has_total=e.total is not None,
+                    result_summary=e.summary[:MAX_SHOWN_TEXT],  # as the store keeps it
                 ),
             )
         case WorkerChange():

@@ -5,7 +5,8 @@ Two kinds of change reach it:
 - pushed: a handler created, replaced, changed state or removed; a worker
   connected, disconnected, disabled, enabled or removed. Each is an event of
   its own, never merged with another, in the order it happened.
-- sampled: job counts per handler and running jobs (with their progress) per
+- sampled: a handler's total and summary when it saved its work (the newest
+  wins, like the samples below), job counts per handler and running jobs (with their progress) per
   worker, read from the lease table in memory every ``interval_seconds`` while
   someone watches. At most one event per handler or worker per interval, and
   only when it changed: a busy dispatcher does not make an event per job, and
@@ -71,6 +72,15 @@ class JobCounts:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class HandlerSummary:
+    """What the handler says of itself: its total (None: unknown) and summary."""
+
+    handler_id: str
+    total: int | None
+    summary: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerChange:
     worker_id: str
     change: str  # connected, disconnected, disabled, enabled, removed
@@ -98,7 +108,7 @@ class WorkerProgress:
     running: tuple[RunningJob, ...]
 
 
-Event = HandlerChange | JobCounts | WorkerChange | WorkerProgress
+Event = HandlerChange | JobCounts | HandlerSummary | WorkerChange | WorkerProgress
 
 
 @dataclasses.dataclass(slots=True)
@@ -165,6 +175,7 @@ class EventHub:
         self._watchers: set[Watcher] = set()
         self._counts: dict[str, JobCounts] = {}  # as last sent, per handler
         self._progress: dict[str, WorkerProgress] = {}  # as last sent, per worker
+        self._summaries: dict[str, HandlerSummary] = {}  # as last sent, per handler
         self._sampler: asyncio.Task[None] | None = None
 
     @property
@@ -213,6 +224,13 @@ class EventHub:
         if self._watchers:
             self._sample_handler(handler_id)
         self._counts.pop(handler_id, None)
+        self._summaries.pop(handler_id, None)
+
+    def handler_summary(self, summary: HandlerSummary) -> None:
+        """The handler saved its work (a batch of results, new jobs): its total and summary, if changed."""
+        if self._watchers and self._summaries.get(summary.handler_id) != summary:
+            self._summaries[summary.handler_id] = summary
+            self._offer(("summary", summary.handler_id), summary)
 
     def worker_changed(self, change: WorkerChange) -> None:
         if not self._watchers:
@@ -236,6 +254,7 @@ class EventHub:
         finally:
             self._counts.clear()  # a watcher that comes later gets everything that differs from its snapshot
             self._progress.clear()
+            self._summaries.clear()
 
     def sample(self) -> None:
         """Counts of every handler in the lease table and running jobs of every worker, where changed."""

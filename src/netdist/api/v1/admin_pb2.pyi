@@ -935,6 +935,7 @@ class WatchEvent(_message.Message):
     JOB_COUNTS_FIELD_NUMBER: _builtins.int
     WORKER_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
     at: _builtins.float
     """Unix time"""
     @_builtins.property
@@ -945,6 +946,8 @@ class WatchEvent(_message.Message):
     def worker(self) -> Global___WorkerEvent: ...
     @_builtins.property
     def progress(self) -> Global___ProgressEvent: ...
+    @_builtins.property
+    def summary(self) -> Global___SummaryEvent: ...
     def __init__(
         self,
         *,
@@ -953,12 +956,13 @@ class WatchEvent(_message.Message):
         job_counts: Global___JobCountsEvent | None = ...,
         worker: Global___WorkerEvent | None = ...,
         progress: Global___ProgressEvent | None = ...,
+        summary: Global___SummaryEvent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["handler", b"handler", "job_counts", b"job_counts", "kind", b"kind", "progress", b"progress", "worker", b"worker"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["handler", b"handler", "job_counts", b"job_counts", "kind", b"kind", "progress", b"progress", "summary", b"summary", "worker", b"worker"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "handler", b"handler", "job_counts", b"job_counts", "kind", b"kind", "progress", b"progress", "worker", b"worker"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "handler", b"handler", "job_counts", b"job_counts", "kind", b"kind", "progress", b"progress", "summary", b"summary", "worker", b"worker"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["handler", "job_counts", "worker", "progress"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["handler", "job_counts", "worker", "progress", "summary"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -1119,3 +1123,33 @@ class ProgressEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProgressEvent: _TypeAlias = ProgressEvent  # noqa: Y015
+
+@_typing.final
+class SummaryEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HANDLER_ID_FIELD_NUMBER: _builtins.int
+    JOBS_TOTAL_FIELD_NUMBER: _builtins.int
+    HAS_TOTAL_FIELD_NUMBER: _builtins.int
+    RESULT_SUMMARY_FIELD_NUMBER: _builtins.int
+    handler_id: _builtins.str
+    jobs_total: _builtins.int
+    """the handler's total_job_count"""
+    has_total: _builtins.bool
+    result_summary: _builtins.str
+    """the handler's own words on its results"""
+    def __init__(
+        self,
+        *,
+        handler_id: _builtins.str = ...,
+        jobs_total: _builtins.int = ...,
+        has_total: _builtins.bool = ...,
+        result_summary: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["handler_id", b"handler_id", "has_total", b"has_total", "jobs_total", b"jobs_total", "result_summary", b"result_summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SummaryEvent: _TypeAlias = SummaryEvent  # noqa: Y015
