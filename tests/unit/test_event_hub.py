@@ -38,8 +38,8 @@ def test_counts_of_many_jobs_come_as_one_event_per_sample() -> None:
         watcher = hub.subscribe()
         leases = table.pick()
         table.leases_stored(leases, {x.job_id for x in leases})
-        hub.sample()
-        hub.sample()  # nothing changed since: nothing new
+        hub.tick()
+        hub.tick()  # nothing changed since: nothing new
         batch = await watcher.take()
         counts = [i.event for i in batch if isinstance(i.event, JobCounts)]
         progress = [i.event for i in batch if isinstance(i.event, WorkerProgress)]
@@ -64,6 +64,7 @@ def test_pushed_events_keep_their_order_and_sampled_ones_take_the_newest_value()
         hub.handler_changed(HandlerChange(handler_id="h", change="state", state="paused"))
         hub.handler_changed(HandlerChange(handler_id="h", change="state", state="running"))
         hub.worker_changed(WorkerChange(worker_id="w", change="disconnected"))
+        hub.tick()
         kinds = [type(i.event).__name__ for i in await watcher.take()]
         assert kinds == ["JobCounts", "WorkerProgress", "HandlerChange", "HandlerChange", "WorkerChange"]
         await hub.stop()
@@ -78,6 +79,7 @@ def test_a_watcher_that_falls_too_far_behind_is_cut_off_and_others_go_on() -> No
         for i in range(6):
             hub.handler_changed(HandlerChange(handler_id="h", change="state", state=f"s{i}"))
             if i % 2:
+                hub.tick()
                 assert len(await reader.take()) == 2
         assert stalled.overflowed and len(stalled) == 0
         assert await stalled.take() == []
@@ -101,6 +103,20 @@ def test_more_watchers_than_the_cap_are_refused_and_a_freed_place_is_taken_again
     run(body)
 
 
+def test_the_interval_grows_with_the_watchers_to_bound_what_all_of_them_are_sent() -> None:
+    async def body() -> None:
+        hub = EventHub(table_with_jobs(0), clock=ManualClock(), interval_seconds=0.05, max_sends_per_second=200)
+        for _ in range(10):
+            hub.subscribe()
+        assert hub.interval_seconds == 0.05
+        for _ in range(190):
+            hub.subscribe()
+        assert hub.interval_seconds == 1.0
+        await hub.stop()
+
+    run(body)
+
+
 def test_nothing_is_kept_while_no_one_watches() -> None:
     async def body() -> None:
         table = table_with_jobs(3)
@@ -110,7 +126,7 @@ def test_nothing_is_kept_while_no_one_watches() -> None:
         leases = table.pick()
         table.leases_stored(leases, {x.job_id for x in leases})
         watcher = hub.subscribe()  # what is now is the snapshot's: no event for it
-        hub.sample()
+        hub.tick()
         assert len(watcher) == 0
         await hub.stop()
 

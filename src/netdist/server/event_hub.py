@@ -12,6 +12,11 @@ Two kinds of change reach it:
   only when it changed: a busy dispatcher does not make an event per job, and
   nothing is sampled while no one watches.
 
+Watchers are woken once per interval (:meth:`EventHub.tick`), pushed events
+included, so each is sent at most one response per interval; the interval is
+50 ms and grows with the number of watchers so that all of them together get at
+most MAX_SENDS_PER_SECOND responses (200 watchers: one a second each).
+
 Each watcher has a bounded backlog (:class:`Watcher`): the events it has not
 taken yet, in order, where a sampled event replaces the pending one of the same
 handler or worker (the newest counts win). Publishing is a dict write per
@@ -41,8 +46,11 @@ from netdist.server.states import JobStatus
 log = logging.getLogger("netdist.server.event_hub")
 
 INTERVAL_SECONDS = 0.05
-"""How often counts and progress are sampled while someone watches: at most one update per handler
-and per worker this often."""
+"""How often counts and progress are sampled and watchers are sent what changed, while few watch."""
+MAX_SENDS_PER_SECOND = 200.0
+"""What all watchers together are sent at most per second: with more than 10 watchers the interval
+grows (200 watchers: one send each per second), so that hundreds of them cannot slow dispatch (each
+send costs the server's event loop about 0.1 ms)."""
 MAX_WATCHERS = 500
 """Watch streams one server serves at once; the next is refused with RESOURCE_EXHAUSTED."""
 MAX_BACKLOG = 10_000
@@ -128,6 +136,11 @@ class Watcher:
         self._serial = itertools.count()
         self._ready = asyncio.Event()
 
+    def flush(self) -> None:
+        """Wake the reader if anything is pending (once per interval, from the hub)."""
+        if self._pending:
+            self._ready.set()
+
     def __len__(self) -> int:
         return len(self._pending)
 
@@ -144,7 +157,6 @@ class Watcher:
             self._ready.set()
             return
         self._pending[next(self._serial) if key is None else key] = item
-        self._ready.set()
 
     async def take(self) -> list[Stamped]:
         """Every pending event, oldest first, once there is one (or the watcher overflowed: then [])."""
@@ -164,12 +176,14 @@ class EventHub:
         *,
         clock: Clock,
         interval_seconds: float = INTERVAL_SECONDS,
+        max_sends_per_second: float = MAX_SENDS_PER_SECOND,
         max_watchers: int = MAX_WATCHERS,
         max_backlog: int = MAX_BACKLOG,
     ) -> None:
         self.table = table
         self.clock = clock
-        self.interval_seconds = interval_seconds
+        self.min_interval_seconds = interval_seconds
+        self.max_sends_per_second = max_sends_per_second
         self.max_watchers = max_watchers
         self.max_backlog = max_backlog
         self._watchers: set[Watcher] = set()
@@ -181,6 +195,11 @@ class EventHub:
     @property
     def watchers(self) -> int:
         return len(self._watchers)
+
+    @property
+    def interval_seconds(self) -> float:
+        """Between two sends to a watcher: INTERVAL_SECONDS, longer with many watchers."""
+        return max(self.min_interval_seconds, len(self._watchers) / self.max_sends_per_second)
 
     # -- watchers ------------------------------------------------------------------------------
 
@@ -248,13 +267,19 @@ class EventHub:
         try:
             while self._watchers:
                 await asyncio.sleep(self.interval_seconds)
-                self.sample()
+                self.tick()
         except Exception:
             log.exception("event sampler failed")
         finally:
             self._counts.clear()  # a watcher that comes later gets everything that differs from its snapshot
             self._progress.clear()
             self._summaries.clear()
+
+    def tick(self) -> None:
+        """Sample, then wake every watcher that has something: one send each per interval at most."""
+        self.sample()
+        for watcher in self._watchers:
+            watcher.flush()
 
     def sample(self) -> None:
         """Counts of every handler in the lease table and running jobs of every worker, where changed."""
