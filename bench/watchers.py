@@ -29,6 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
+
+from netdist.api.v1 import admin_pb2, admin_pb2_grpc
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from noop_package import noop_script
 from throughput import (
@@ -52,10 +56,6 @@ READY_SECONDS = 60.0
 
 async def _hold(address: str, count: int) -> None:
     """``count`` Watch streams on one channel, each read to the end; 'ready' once every snapshot came."""
-    import grpc
-
-    from netdist.api.v1 import admin_pb2, admin_pb2_grpc
-
     token = os.environ["NETDIST_TOKEN"]
     received = 0
     snapshots = 0
