@@ -135,6 +135,7 @@ def run(workdir: Path, args: argparse.Namespace, watchers: int, name: str) -> di
             out["loadavg_1m"] = [round(load0[0], 2), round(os.getloadavg()[0], 2)]
         finally:
             if holder is not None:
+                out["watchers_cpu_seconds"] = round(cpu_seconds(holder.pid), 2)  # on the same cores
                 out["events_received"] = stop_watchers(holder)
         out["status"] = "ok" if state == "finished" else state
         del procs
