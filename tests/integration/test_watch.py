@@ -151,3 +151,13 @@ def test_watchers_past_the_cap_are_refused(cluster: Cluster, recorders: list[Rec
     assert second.error is not None and second.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "the most it takes" in (second.error.details() or "")
     assert first.error is None
+
+
+def test_the_stream_ends_in_order_when_the_server_stops(cluster: Cluster, recorders: list[Recorder]) -> None:
+    assert cluster.server is not None
+    watcher = Recorder(cluster.server.address)
+    recorders.append(watcher)
+    wait_until(lambda: watcher.replies, 10, what="the snapshot")
+    assert cluster.server.stop() == 0
+    watcher._thread.join(10)
+    assert not watcher._thread.is_alive() and watcher.error is None, watcher.error

@@ -52,6 +52,8 @@ class EventAdmin(admin_pb2_grpc.AdminServiceServicer):
             )
             while True:
                 batch = await watcher.take()
+                if watcher.closed:
+                    return
                 if watcher.overflowed:
                     raise ResourceExhaustedError(
                         f"this watcher fell more than {hub.max_backlog} events behind (it did not read its "

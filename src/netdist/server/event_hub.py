@@ -132,9 +132,14 @@ class Watcher:
     def __init__(self, max_backlog: int) -> None:
         self.max_backlog = max_backlog
         self.overflowed = False
+        self.closed = False  # the server is stopping: the stream ends
         self._pending: dict[Hashable, Stamped] = {}
         self._serial = itertools.count()
         self._ready = asyncio.Event()
+
+    def close(self) -> None:
+        self.closed = True
+        self._ready.set()
 
     def flush(self) -> None:
         """Wake the reader if anything is pending (once per interval, from the hub)."""
@@ -224,6 +229,9 @@ class EventHub:
         self._watchers.discard(watcher)
 
     async def stop(self) -> None:
+        """The server stops: every watch stream ends now (not at the end of the server's grace)."""
+        for watcher in self._watchers:
+            watcher.close()
         sampler, self._sampler = self._sampler, None
         if sampler is not None:
             sampler.cancel()
