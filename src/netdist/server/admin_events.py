@@ -32,6 +32,7 @@ class EventAdmin(admin_pb2_grpc.AdminServiceServicer):
     """Mixed into AdminService, which sets ``dispatcher``."""
 
     dispatcher: Dispatcher
+    _last_batch: tuple[list[Stamped], list[admin_pb2.WatchResponse]] = ([], [])
 
     @to_status
     async def Watch(
@@ -59,12 +60,23 @@ class EventAdmin(admin_pb2_grpc.AdminServiceServicer):
                         f"this watcher fell more than {hub.max_backlog} events behind (it did not read its "
                         "stream); watch again for a fresh snapshot"
                     )
-                for start in range(0, len(batch), MAX_EVENTS_PER_MESSAGE):
-                    yield admin_pb2.WatchResponse(
-                        events=[_wire(item) for item in batch[start : start + MAX_EVENTS_PER_MESSAGE]]
-                    )
+                for reply in self._replies(batch):
+                    yield reply
         finally:
             hub.unsubscribe(watcher)
+
+    def _replies(self, batch: list[Stamped]) -> list[admin_pb2.WatchResponse]:
+        """The responses that carry ``batch``. Watchers that keep up take the same events at the same
+        tick: they share the responses built for the first of them (built once, not once per watcher)."""
+        last, replies = self._last_batch
+        if len(last) == len(batch) and all(a is b for a, b in zip(last, batch, strict=True)):
+            return replies
+        replies = [
+            admin_pb2.WatchResponse(events=[_wire(item) for item in batch[start : start + MAX_EVENTS_PER_MESSAGE]])
+            for start in range(0, len(batch), MAX_EVENTS_PER_MESSAGE)
+        ]
+        self._last_batch = (batch, replies)
+        return replies
 
 
 async def _answer(reply: T | Awaitable[T]) -> T:

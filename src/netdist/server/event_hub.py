@@ -55,8 +55,9 @@ MAX_WATCHERS = 500
 """Watch streams one server serves at once; the next is refused with RESOURCE_EXHAUSTED."""
 MAX_BACKLOG = 10_000
 """Events a watcher may leave untaken before its stream is ended (RESOURCE_EXHAUSTED)."""
-MAX_RUNNING_SHOWN = 100
-"""Running jobs one progress event lists per worker (its count is exact)."""
+MAX_RUNNING_SHOWN = 20
+"""Running jobs one progress event lists per worker (its count is exact): what a dashboard shows, and
+small, since every watcher is sent it."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
