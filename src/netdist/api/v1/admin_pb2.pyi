@@ -1107,7 +1107,7 @@ class ProgressEvent(_message.Message):
     jobs_running: _builtins.int
     @_builtins.property
     def running(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobInfo]:
-        """its jobs with their progress (the first 100)"""
+        """its jobs with their progress (the first 20)"""
 
     def __init__(
         self,
