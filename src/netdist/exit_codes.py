@@ -11,7 +11,8 @@ from enum import IntEnum
 
 class ExitCode(IntEnum):
     OK = 0
-    """Done; the worker also after a graceful stop; ``check``: the store is sound."""
+    """Done; the worker also after a graceful stop; ``check``: the store is sound; ``watch`` and ``events
+    --follow`` also when ended by SIGTERM."""
     FAILED = 1
     """Refused or failed: the server said no, ``check`` found a problem, a file could not be written."""
     USAGE = 2

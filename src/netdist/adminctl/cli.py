@@ -10,6 +10,7 @@ server cannot be reached, 130 Ctrl-C; no traceback reaches the operator.
 The commands, one click group per resource, live in modules named for it:
 
     server_commands.py   status, watch, audit
+    event_commands.py    events
     package_commands.py  upload-package, packages
     handler_commands.py  jobs, handlers
     worker_commands.py   workers
@@ -25,6 +26,7 @@ import click
 
 from netdist import __version__
 from netdist.adminctl.connect import DEFAULT_SERVER, open_client
+from netdist.adminctl.event_commands import events
 from netdist.adminctl.handler_commands import handlers, jobs
 from netdist.adminctl.package_commands import packages, upload_package
 from netdist.adminctl.printable import printable
@@ -124,5 +126,5 @@ def main(
 
 
 # In the order they always were (click lists them sorted in --help either way).
-for _command in (status, upload_package, watch, packages, jobs, handlers, audit, workers):
+for _command in (status, upload_package, watch, packages, jobs, handlers, audit, workers, events):
     main.add_command(_command)

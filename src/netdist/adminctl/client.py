@@ -179,6 +179,18 @@ class AdminClient:
         finally:
             stream.cancel()
 
+    def watch(self) -> Iterator[admin_pb2.WatchResponse]:
+        """The server's event stream: a snapshot, then changes; open until closed (no timeout)."""
+        stream = self._call(lambda: self._admin.Watch(admin_pb2.WatchRequest(), timeout=None))
+        try:
+            for reply in stream:
+                self._answered = True
+                yield reply
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+        finally:
+            stream.cancel()
+
     def list_jobs(self, *, handler_ref: str = "", status: str = "", limit: int = 0) -> list[admin_pb2.JobInfo]:
         request = admin_pb2.ListJobsRequest(handler_ref=handler_ref, status=status, limit=limit)
         reply = self._call(lambda: self._admin.ListJobs(request, timeout=self.timeout_seconds))

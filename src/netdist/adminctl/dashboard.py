@@ -1,9 +1,9 @@
-"""``netdist-admin watch``: a live dashboard polling handlers and workers."""
+"""``netdist-admin watch``: a live dashboard of handlers and workers, drawn from the server's event stream."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -12,8 +12,13 @@ from rich.text import Text
 
 from netdist.adminctl import render
 from netdist.adminctl.client import AdminClient
+from netdist.adminctl.live_model import LiveModel
+from netdist.adminctl.stopping import sigterm_ends
 from netdist.api.v1 import admin_pb2
 from netdist.errors import NetDistError
+
+RETRY_SECONDS = 2.0
+PLAIN_WIDTH = 160
 
 
 def build(
@@ -23,6 +28,7 @@ def build(
     address: str,
     error: str = "",
     now: float | None = None,
+    footer: bool = True,
 ) -> RenderableType:
     """One frame of the dashboard."""
     now = time.time() if now is None else now
@@ -31,12 +37,10 @@ def build(
     if error:
         header.append("\n")
         header.append_text(render.text(error, style="red"))
-    return Group(
-        header,
-        _handlers(handlers),
-        _workers(workers, now=now),
-        Text("Ctrl-C to quit", style="dim"),
-    )
+    parts: list[RenderableType] = [header, _handlers(handlers), _workers(workers, now=now)]
+    if footer:
+        parts.append(Text("Ctrl-C to quit", style="dim"))
+    return Group(*parts)
 
 
 def _handlers(handlers: Sequence[admin_pb2.HandlerInfo]) -> Table:
@@ -71,10 +75,8 @@ def _handlers(handlers: Sequence[admin_pb2.HandlerInfo]) -> Table:
 def _workers(workers: Sequence[admin_pb2.WorkerInfo], *, now: float) -> Table:
     table = Table(title="Workers", title_justify="left", expand=True)
     table.add_column("Name", overflow="fold")
-    table.add_column("Slots", justify="right")
-    table.add_column("Done", justify="right")
-    table.add_column("Failed", justify="right")
-    table.add_column("Seen")
+    table.add_column("Running", justify="right")
+    table.add_column("Connected")
     table.add_column("Running jobs", overflow="fold", ratio=3)
     for w in workers:
         if not w.connected:
@@ -91,9 +93,7 @@ def _workers(workers: Sequence[admin_pb2.WorkerInfo], *, now: float) -> Table:
             table,
             w.name,
             f"{w.jobs_running}/{w.slots}",
-            str(w.jobs_done),
-            Text(str(w.jobs_failed), style="red" if w.jobs_failed else ""),
-            render.fmt_ago(w.last_seen, now=now),
+            render.fmt_ago(w.connected_since, now=now),
             running or Text("idle", style="dim"),
         )
     if not any(w.connected for w in workers):
@@ -105,21 +105,75 @@ def _workers(workers: Sequence[admin_pb2.WorkerInfo], *, now: float) -> Table:
 
 
 def run(client: AdminClient, *, interval_seconds: float, console: Console) -> None:
-    """Poll and redraw until interrupted. The first poll must succeed; later
-    failures show in the header while the last good data stays on screen."""
-    handlers = client.list_handlers()
-    workers = client.list_workers()
-    frame = build(handlers, workers, address=client.address)
-    with Live(frame, console=console, auto_refresh=False, screen=False) as live:
-        while True:
-            time.sleep(interval_seconds)
-            error = ""
-            try:
-                handlers = client.list_handlers()
-                workers = client.list_workers()
-            except NetDistError as exc:
-                error = f"{type(exc).__name__}: {exc.message} (retrying)"
-            live.update(
-                build(handlers, workers, address=client.address, error=error),
-                refresh=True,
-            )
+    """Follow the server's event stream and draw it until SIGINT (exit 130) or SIGTERM (exit 0).
+
+    On a terminal the screen is redrawn as events come (the server sends at most
+    one batch per 50 ms); otherwise plain frames are printed, at most one per
+    ``interval_seconds``, and the last one when it ends. The first answer must
+    come; if the stream breaks later the error shows in the header, the last
+    data stays, and it watches again (with a fresh snapshot) after a pause."""
+    model = LiveModel()
+    stream = client.watch()
+    model.apply(next(stream))
+    with sigterm_ends():
+        if console.is_terminal:
+            _on_terminal(client, stream, model, console)
+        else:  # a file or a pipe has no width of its own: not the 80 columns rich assumes, which fold the tables
+            wide = Console(file=console.file, width=PLAIN_WIDTH, highlight=False)
+            _plain(client, stream, model, wide, interval_seconds=interval_seconds)
+
+
+def _frame(model: LiveModel, client: AdminClient, error: str, *, footer: bool = True) -> RenderableType:
+    return build(
+        list(model.handlers.values()),
+        list(model.workers.values()),
+        address=client.address,
+        error=error,
+        footer=footer,
+    )
+
+
+def _on_terminal(
+    client: AdminClient, stream: Iterator[admin_pb2.WatchResponse], model: LiveModel, console: Console
+) -> None:
+    with Live(_frame(model, client, ""), console=console, auto_refresh=False, screen=False) as live:
+        for error in _follow(client, stream, model):
+            live.update(_frame(model, client, error), refresh=True)
+
+
+def _plain(
+    client: AdminClient,
+    stream: Iterator[admin_pb2.WatchResponse],
+    model: LiveModel,
+    console: Console,
+    *,
+    interval_seconds: float,
+) -> None:
+    console.print(_frame(model, client, "", footer=False))
+    printed = time.monotonic()
+    dirty, error = False, ""
+    try:
+        for error in _follow(client, stream, model):
+            dirty = True
+            if time.monotonic() - printed >= interval_seconds:
+                console.print(_frame(model, client, error, footer=False))
+                printed, dirty = time.monotonic(), False
+    finally:
+        if dirty:  # the last state, on the way out (SIGTERM, Ctrl-C)
+            console.print(_frame(model, client, error, footer=False))
+        console.file.flush()
+
+
+def _follow(client: AdminClient, stream: Iterator[admin_pb2.WatchResponse], model: LiveModel) -> Iterator[str]:
+    """Apply each answer to ``model``; yield after each, with the error of a broken stream ("" when none)."""
+    while True:
+        try:
+            for reply in stream:
+                model.apply(reply)
+                yield ""
+            problem = "the server ended the event stream"
+        except NetDistError as exc:
+            problem = f"{type(exc).__name__}: {exc.message}"
+        yield f"{problem} (watching again in {RETRY_SECONDS:g} s)"
+        time.sleep(RETRY_SECONDS)
+        stream = client.watch()

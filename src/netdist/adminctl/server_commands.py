@@ -28,14 +28,18 @@ def status(ctx: click.Context, as_json: bool) -> None:
 @click.option(
     "--interval",
     "interval_seconds",
-    type=click.FloatRange(min=0.1),
+    type=click.FloatRange(min=0.05),
     default=1.0,
     show_default=True,
-    help="Seconds between polls.",
+    help="When the output is not a terminal: seconds between the plain frames printed"
+    " (a terminal is redrawn as events come).",
 )
 @click.pass_context
 def watch(ctx: click.Context, interval_seconds: float) -> None:
-    """A live dashboard of handlers and workers (Ctrl-C to quit)."""
+    """A live dashboard of handlers and workers, from the server's event stream.
+
+    Ends on Ctrl-C (exit 130) or SIGTERM (exit 0). With the output redirected it
+    prints plain frames (no escape codes), and the last state when it ends."""
     dashboard.run(client(ctx), interval_seconds=interval_seconds, console=out())
 
 

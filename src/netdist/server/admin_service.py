@@ -12,6 +12,7 @@ import netdist
 from netdist.api.v1 import admin_pb2
 from netdist.errors import InvalidArgumentError, NetDistError
 from netdist.fields import control_character
+from netdist.server.admin_events import EventAdmin
 from netdist.server.admin_job_logs import JobLogAdmin
 from netdist.server.admin_jobs import JobAdmin
 from netdist.server.admin_workers import WorkerAdmin
@@ -20,11 +21,12 @@ from netdist.server.dispatcher import Dispatcher
 from netdist.server.grpc_errors import to_status
 from netdist.server.job_views import MAX_RUNNING_LISTED, running_job
 from netdist.server.manager import HandlerManager
-from netdist.server.states import HandlerState, JobStatus, state_label
+from netdist.server.states import HandlerState, JobStatus
 from netdist.server.store import audit as audit_store
 from netdist.server.store import catalog
 from netdist.server.store import jobs as job_store
 from netdist.server.store.facade import Store
+from netdist.state_labels import state_label
 
 MAX_SCRIPT_BYTES = 1024 * 1024
 MAX_FILENAME_CHARS = 255
@@ -42,7 +44,7 @@ _ACTIONS = {
 }
 
 
-class AdminService(JobAdmin, WorkerAdmin, JobLogAdmin):
+class AdminService(JobAdmin, WorkerAdmin, JobLogAdmin, EventAdmin):
     def __init__(
         self,
         store: Store,

@@ -11,6 +11,7 @@ from netdist import fields
 from netdist.api.v1 import admin_pb2, admin_pb2_grpc
 from netdist.server.audit import AuditLog, audited
 from netdist.server.dispatcher import Dispatcher
+from netdist.server.event_hub import WorkerChange
 from netdist.server.grpc_errors import to_status
 from netdist.server.job_views import MAX_RUNNING_LISTED, running_job
 from netdist.server.store import catalog, credentials
@@ -64,6 +65,7 @@ class WorkerAdmin(admin_pb2_grpc.AdminServiceServicer):
         record = await self.store.read(catalog.resolve_worker, request.ref)
         await self.store.write(credentials.forget_credential, record.id)  # let go, not banned: the id is free
         returned = await self.dispatcher.remove_worker(record.id)
+        _changed(self.dispatcher, record, "removed")
         return admin_pb2.RemoveWorkerResponse(leases_returned=returned)
 
     @to_status
@@ -74,6 +76,7 @@ class WorkerAdmin(admin_pb2_grpc.AdminServiceServicer):
         record = await self.store.read(catalog.resolve_worker, request.ref)
         await self.store.write(catalog.set_worker_disabled, record.id, True)
         returned = await self.dispatcher.remove_worker(record.id)
+        _changed(self.dispatcher, record, "disabled")
         return admin_pb2.DisableWorkerResponse(leases_returned=returned)
 
     @to_status
@@ -83,7 +86,23 @@ class WorkerAdmin(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.EnableWorkerResponse:
         record = await self.store.read(catalog.resolve_worker, request.ref)
         await self.store.write(catalog.set_worker_disabled, record.id, False)
+        _changed(self.dispatcher, record, "enabled")
         return admin_pb2.EnableWorkerResponse()
+
+
+def _changed(dispatcher: Dispatcher, record: catalog.WorkerRecord, change: str) -> None:
+    """Tell the watchers (:mod:`netdist.server.event_hub`)."""
+    dispatcher.hub.worker_changed(
+        WorkerChange(
+            worker_id=record.id,
+            change=change,
+            name=record.name[: fields.MAX_NAME],
+            slots=record.slots,
+            labels=_stored_labels(record.labels_json),
+            hostname=record.hostname[: fields.MAX_HOSTNAME],
+            version=record.version[: fields.MAX_VERSION],
+        )
+    )
 
 
 def _stored_labels(labels_json: str) -> dict[str, str]:

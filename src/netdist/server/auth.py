@@ -77,6 +77,7 @@ METHOD_ROLES: Mapping[str, frozenset[Role]] = {
             "GetJob": _VIEWER,
             "ListWorkers": _VIEWER,
             "ListAudit": _VIEWER,
+            "Watch": _VIEWER,
             "AddJobScript": _ADMIN,
             "ControlHandler": _ADMIN,
             "RemoveWorker": _ADMIN,

@@ -15,11 +15,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from netdist.server.clock import Clock
+from netdist.server.dispatch_effects import EffectWriter, HandlerEvents
+from netdist.server.event_hub import EventHub, WorkerChange
 from netdist.server.lease_model import (
-    Effects,
     HandlerSpec,
     Lease,
     Ref,
@@ -29,7 +30,7 @@ from netdist.server.lease_model import (
     WorkerInfo,
 )
 from netdist.server.leases import LeaseTable
-from netdist.server.result_acks import log_charged, result_acks
+from netdist.server.result_acks import result_acks
 from netdist.server.store import catalog, credentials
 from netdist.server.store import jobs as job_store
 from netdist.server.store.writer import GroupCommitWriter
@@ -45,19 +46,7 @@ TICK_SECONDS = 0.1
 COUNTS_FLUSH_SECONDS = 1.0
 
 
-class HandlerEvents(Protocol):
-    """What the dispatcher tells the handler side (the manager); given to ``start``."""
-
-    def wake(self, handler_id: str) -> None:
-        """Results or failures of the handler are stored: it has work."""
-        ...
-
-    def on_failing(self, handler_id: str, errors_in_a_row: int) -> None:
-        """The handler reached its max-sequenced-errors (the table hands out no more of its jobs)."""
-        ...
-
-
-class Dispatcher:
+class Dispatcher(EffectWriter):
     def __init__(
         self,
         writer: GroupCommitWriter,
@@ -79,6 +68,7 @@ class Dispatcher:
         self.resting: dict[str, tuple[str, dict[str, int]]] = {}
         """Handler id -> (job name, job counts) of handlers that stopped running since the server started:
         their last counts, so the metrics still show a finished handler's totals."""
+        self.hub = EventHub(self.table, clock=clock)  # what AdminService.Watch streams
         self._events: HandlerEvents | None = None  # None until start: nothing happens before it
         self._kick = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -112,6 +102,7 @@ class Dispatcher:
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
             await self._flush_worker_counts()
+        await self.hub.stop()
         self.links.drain_all("server shutting down")
         for task in self._loops:
             task.cancel()
@@ -146,6 +137,7 @@ class Dispatcher:
         queue = self.table.handlers.get(handler_id)
         if queue is not None:
             self.resting[handler_id] = (queue.spec.job_name, {k: n for k, n in queue.counts.items() if n})
+        self.hub.handler_gone(handler_id)
         self.table.remove_handler(handler_id)
 
     def forget(self, handler_id: str) -> None:
@@ -191,6 +183,17 @@ class Dispatcher:
             hostname=hostname,
             version=version,
         )
+        self.hub.worker_changed(
+            WorkerChange(
+                worker_id=info.worker_id,
+                change="connected",
+                name=info.name,
+                slots=info.slots,
+                labels=info.labels,
+                hostname=hostname,
+                version=version,
+            )
+        )
         if requeued is not None:
             await requeued
         self.kick()
@@ -204,6 +207,10 @@ class Dispatcher:
         if not self.links.detach(worker_id, link):
             return  # a newer stream of this worker took over
         self.table.disconnect(worker_id)
+        state = self.table.workers.get(worker_id)
+        self.hub.worker_changed(
+            WorkerChange(worker_id=worker_id, change="disconnected", name=state.name if state else "")
+        )
         with contextlib.suppress(Exception):
             await self._flush_worker_counts()
             await self.writer.run(catalog.worker_disconnected, worker_id)
@@ -355,72 +362,3 @@ class Dispatcher:
         counts = self.table.take_worker_counts()
         if counts:
             await self.writer.run(catalog.add_worker_counts, counts)
-
-    # -- effects ------------------------------------------------------------------
-
-    def _act(self, effects: Effects) -> asyncio.Future[None] | None:
-        """Tell workers and handlers what the table decided and submit its writes, at once.
-
-        Synchronous on purpose: a transition's writes must reach the writer's queue
-        before anything else can happen (an await would let a dispatch pass lease a
-        requeued job, and its lease write would reach the store before the requeue).
-        Returns the task that checks what the store did, or None when nothing was written."""
-        self._tell(effects)
-        requeued = self._write_requeues(effects)
-        if requeued is not None:
-            self.kick()
-        return requeued
-
-    async def _apply(self, effects: Effects) -> None:
-        """``_act``, then wait until the store has done it."""
-        requeued = self._act(effects)
-        if requeued is not None:
-            await requeued
-
-    def _tell(self, effects: Effects) -> None:
-        self.links.revoke(effects.revocations)
-        for worker_id in effects.silent:
-            log.warning(
-                "worker %s sent nothing for %g s; dropping its stream", worker_id, self.table.silent_after_seconds
-            )
-            self.links.close(worker_id)  # its stream ends; disconnect() follows from there
-        events = self._events
-        if events is None:
-            return
-        for handler_id in effects.wake:
-            events.wake(handler_id)
-        for handler_id, streak in effects.failing.items():
-            events.on_failing(handler_id, streak)
-
-    def _write_requeues(self, effects: Effects) -> asyncio.Future[None] | None:
-        """Submit the requeue write now (in decision order); the returned task checks what the store did."""
-        requeues = effects.requeues
-        if not requeues:
-            return None
-        write = self.writer.submit(job_store.requeue, requeues, self.clock.time())
-        log_charged(requeues)
-
-        async def check() -> None:
-            try:
-                stored = await write
-            except Exception:
-                log.exception("could not store %d requeued jobs", len(requeues))
-                await self._recount({q.handler_id for q in requeues})
-                return
-            if len(stored) < len(requeues):
-                log.error("the store refused %d requeues the lease table made; recounting", len(requeues) - len(stored))
-                await self._recount({q.handler_id for q in requeues if q.job_id not in stored})
-
-        task = asyncio.ensure_future(check())
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    async def _recount(self, handler_ids: set[str]) -> None:
-        """Memory and store disagree (a bug, or another writer): take the store's counts, and
-        read its available jobs again from the start, so that none is left out of the queue."""
-        for handler_id in handler_ids:
-            stored = (await self.writer.run(job_store.counts, handler_id)).get(handler_id, {})
-            self.table.reset_counts(handler_id, stored)
-            self.table.rescan(handler_id)
-        self.kick()

@@ -34,8 +34,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from netdist.server import policy
-from netdist.server.lease_book import LeaseBook
 from netdist.server.lease_model import (
     Effects,
     HandlerQueue,
@@ -49,10 +47,11 @@ from netdist.server.lease_model import (
     WorkerInfo,
     WorkerState,
 )
+from netdist.server.lease_picking import LeasePicker
 from netdist.server.states import JobStatus
 
 
-class LeaseTable(LeaseBook):
+class LeaseTable(LeasePicker):
     """The transitions; the records and their bookkeeping are the :class:`LeaseBook`'s."""
 
     # -- handlers ----------------------------------------------------------------------------------
@@ -145,76 +144,6 @@ class LeaseTable(LeaseBook):
         return effects
 
     # -- leasing -----------------------------------------------------------------------------------
-
-    def pick(self) -> list[Lease]:
-        """Fill the connected workers' room with new leases, not yet stored.
-
-        First the free slots, one per worker a round at a time, so that every idle
-        worker gets a job before any gets a second; then prefetch. Handlers take
-        turns by stride scheduling on their priority."""
-        now_wall = self.clock.time()
-        picked: list[Lease] = []
-        workers = [w for w in self.workers.values() if w.connected and w.capacity > 0]
-        hungry = [w for w in workers if min(w.room(), w.free_slots()) > 0]
-        while hungry:
-            served = []
-            for state in hungry:
-                got = self._pick_for(state, 1, now_wall, prefetch=False)
-                picked += got
-                if got and min(state.room(), state.free_slots()) > 0:
-                    served.append(state)
-            hungry = served
-        for state in workers:
-            room = state.room()
-            if room > 0:
-                picked += self._pick_for(state, room, now_wall, prefetch=True)
-        return picked
-
-    def _pick_for(self, state: WorkerState, room: int, now_wall: float, *, prefetch: bool) -> list[Lease]:
-        eligible = [q for q in self.handlers.values() if self._may_serve(q, state, now_wall, prefetch=prefetch)]
-        picked: list[Lease] = []
-        while len(picked) < room and eligible:
-            queue = min(eligible, key=lambda q: q.pass_value)
-            job = queue.pop()
-            if job is None:
-                eligible.remove(queue)
-                continue
-            picked.append(self._lease(queue, state, job))
-            if not self._may_serve(queue, state, now_wall, prefetch=prefetch):
-                eligible.remove(queue)
-        return picked
-
-    def _may_serve(self, queue: HandlerQueue, state: WorkerState, now_wall: float, *, prefetch: bool) -> bool:
-        if not queue.active or queue.failing or not queue.queued:
-            return False
-        if queue.on_probation and (prefetch or state.free_slots() <= 0):
-            return False
-        if prefetch and queue.settings.max_parallel_jobs is not None:
-            return False  # a prefetched job would hold one of the few parallel places while it waits
-        return policy.may_serve(queue, state, now_wall, self.usage)
-
-    def _lease(self, queue: HandlerQueue, state: WorkerState, job: ReadyJob) -> Lease:
-        now = self.clock.monotonic()
-        lease = Lease(
-            job_id=job.job_id,
-            lease_no=job.lease_no + 1,
-            handler_id=queue.handler_id,
-            worker_id=state.worker_id,
-            attempt=job.attempts + 1,
-            input=job.input,
-            leased_at=self.clock.time(),
-            leased_mono=now,
-        )
-        timeout = queue.settings.job_timeout_seconds
-        if timeout:  # counted from the start once the worker reports it; from the lease until then
-            lease.deadline = now + timeout
-        self.leases[job.job_id] = lease
-        state.jobs.add(job.job_id)
-        state.per_handler[queue.handler_id] += 1
-        queue.counts[JobStatus.AVAILABLE] -= 1
-        queue.counts[JobStatus.LEASED] += 1
-        queue.pass_value += 1.0 / queue.settings.priority
-        return lease
 
     def leases_stored(self, leases: Sequence[Lease], stored: set[int]) -> tuple[list[Lease], list[Lease], Effects]:
         """The lease write committed; ``stored`` holds the job ids the store took.

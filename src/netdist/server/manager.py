@@ -25,6 +25,7 @@ from netdist.server import lifecycle
 from netdist.server.blobs import BlobStore
 from netdist.server.clock import SYSTEM_CLOCK, Clock
 from netdist.server.dispatcher import Dispatcher
+from netdist.server.event_hub import HandlerChange
 from netdist.server.handler_log import HandlerLog
 from netdist.server.job_script_intake import JobScriptIntake, Outcome
 from netdist.server.lease_model import HandlerSpec
@@ -99,6 +100,8 @@ class HandlerManager:
         script = await self.intake.check(filename, content)
         async with self._lock:
             record, outcome = await self.intake.store(script, uploaded_by=uploaded_by)
+            if outcome in (Outcome.CREATED, Outcome.REPLACED):
+                self._changed(record, str(outcome), record.state, record.message)
             if outcome == Outcome.REPLACED and record.id in self.runtimes:
                 await self._relaunch(record.id)
                 record = await self.store.read(catalog.get_handler, record.id)
@@ -147,6 +150,7 @@ class HandlerManager:
                 await self.store.write(catalog.delete_handler, hid)
                 self.next_start.pop(hid, None)
                 self.dispatcher.forget(hid)
+                self._changed(record, "removed", HandlerState.STOPPED, step.message)
             case _ as unreachable:
                 assert_never(unreachable)
 
@@ -155,6 +159,7 @@ class HandlerManager:
         where its last run got to."""
         state = lifecycle.settled_state(ran=record.started_at is not None, went_to_the_end=record.exhausted)
         await self.store.write(catalog.update_handler, record.id, state=state, message="", sequenced_errors=0)
+        self._changed(record, "state", state, "")
         self.log(record.id, "info", "server", f"state {state}" + (f": {why}" if why else ""))
 
     async def _scheduled_start(self, handler_id: str) -> None:
@@ -187,6 +192,7 @@ class HandlerManager:
             finished_at=None,
             exhausted=False,
         )
+        self._changed(record, "state", state, "")
         runtime = RunningHandler(
             record,
             package,
@@ -238,11 +244,28 @@ class HandlerManager:
             values["exhausted"] = True  # its run went to the end: enable after disable says finished again
         write = self.store.writer.run if waits else self.store.write
         await write(catalog.update_handler, handler_id, **values)
+        self.dispatcher.hub.handler_changed(
+            HandlerChange(handler_id=handler_id, change="state", state=state, message=message)
+        )
         self.log(
             handler_id,
             "error" if state == HandlerState.FAILED else "info",
             "server",
             f"state {state}" + (f": {message}" if message else ""),
+        )
+
+    def _changed(self, record: catalog.HandlerRecord, change: str, state: str, message: str) -> None:
+        """Tell the watchers (:mod:`netdist.server.event_hub`)."""
+        self.dispatcher.hub.handler_changed(
+            HandlerChange(
+                handler_id=record.id,
+                change=change,
+                state=state,
+                message=message,
+                job_name=record.job_name,
+                package=record.package,
+                handler=record.handler,
+            )
         )
 
     # -- what runtimes and the dispatcher report ------------------------------------------

@@ -23,6 +23,7 @@ from netdist.errors import (
 )
 from netdist.server.blobs import BlobStore
 from netdist.server.dispatcher import Dispatcher
+from netdist.server.event_hub import HandlerSummary
 from netdist.server.host import HostProcess
 from netdist.server.host_protocol import (
     CallHook,
@@ -286,6 +287,9 @@ class RunningHandler:
             total=update.total,
         )
         self._dispatcher.jobs_added(self.handler_id, len(update.jobs))
+        self._dispatcher.hub.handler_summary(
+            HandlerSummary(handler_id=self.handler_id, total=update.total, summary=update.summary)
+        )
 
     def _log(self, level: str, source: str, message: str) -> None:
         self._log_sink(self.handler_id, level, source, message)

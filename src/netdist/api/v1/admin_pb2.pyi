@@ -1114,3 +1114,304 @@ class GetJobResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetJobResponse: _TypeAlias = GetJobResponse  # noqa: Y015
+
+@_typing.final
+class WatchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchRequest: _TypeAlias = WatchRequest  # noqa: Y015
+
+@_typing.final
+class WatchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def snapshot(self) -> Global___WatchSnapshot:
+        """The first response carries the snapshot; later ones carry events, oldest first."""
+
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___WatchEvent]: ...
+    def __init__(
+        self,
+        *,
+        snapshot: Global___WatchSnapshot | None = ...,
+        events: _abc.Iterable[Global___WatchEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["snapshot", b"snapshot"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "snapshot", b"snapshot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchResponse: _TypeAlias = WatchResponse  # noqa: Y015
+
+@_typing.final
+class WatchSnapshot(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AT_FIELD_NUMBER: _builtins.int
+    HANDLERS_FIELD_NUMBER: _builtins.int
+    WORKERS_FIELD_NUMBER: _builtins.int
+    INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    at: _builtins.float
+    """Unix time"""
+    interval_seconds: _builtins.float
+    """how often counts and progress are sent at most"""
+    @_builtins.property
+    def handlers(self) -> _containers.RepeatedCompositeFieldContainer[Global___HandlerInfo]: ...
+    @_builtins.property
+    def workers(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkerInfo]: ...
+    def __init__(
+        self,
+        *,
+        at: _builtins.float = ...,
+        handlers: _abc.Iterable[Global___HandlerInfo] | None = ...,
+        workers: _abc.Iterable[Global___WorkerInfo] | None = ...,
+        interval_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "handlers", b"handlers", "interval_seconds", b"interval_seconds", "workers", b"workers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchSnapshot: _TypeAlias = WatchSnapshot  # noqa: Y015
+
+@_typing.final
+class WatchEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AT_FIELD_NUMBER: _builtins.int
+    HANDLER_FIELD_NUMBER: _builtins.int
+    JOB_COUNTS_FIELD_NUMBER: _builtins.int
+    WORKER_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    at: _builtins.float
+    """Unix time"""
+    @_builtins.property
+    def handler(self) -> Global___HandlerEvent: ...
+    @_builtins.property
+    def job_counts(self) -> Global___JobCountsEvent: ...
+    @_builtins.property
+    def worker(self) -> Global___WorkerEvent: ...
+    @_builtins.property
+    def progress(self) -> Global___ProgressEvent: ...
+    @_builtins.property
+    def summary(self) -> Global___SummaryEvent: ...
+    def __init__(
+        self,
+        *,
+        at: _builtins.float = ...,
+        handler: Global___HandlerEvent | None = ...,
+        job_counts: Global___JobCountsEvent | None = ...,
+        worker: Global___WorkerEvent | None = ...,
+        progress: Global___ProgressEvent | None = ...,
+        summary: Global___SummaryEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["handler", b"handler", "job_counts", b"job_counts", "kind", b"kind", "progress", b"progress", "summary", b"summary", "worker", b"worker"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "handler", b"handler", "job_counts", b"job_counts", "kind", b"kind", "progress", b"progress", "summary", b"summary", "worker", b"worker"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["handler", "job_counts", "worker", "progress", "summary"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___WatchEvent: _TypeAlias = WatchEvent  # noqa: Y015
+
+@_typing.final
+class HandlerEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HANDLER_ID_FIELD_NUMBER: _builtins.int
+    CHANGE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    JOB_NAME_FIELD_NUMBER: _builtins.int
+    PACKAGE_FIELD_NUMBER: _builtins.int
+    HANDLER_FIELD_NUMBER: _builtins.int
+    handler_id: _builtins.str
+    change: _builtins.str
+    """created, replaced (a new job script), state (state or message changed), removed"""
+    state: _builtins.str
+    message: _builtins.str
+    job_name: _builtins.str
+    package: _builtins.str
+    handler: _builtins.str
+    def __init__(
+        self,
+        *,
+        handler_id: _builtins.str = ...,
+        change: _builtins.str = ...,
+        state: _builtins.str = ...,
+        message: _builtins.str = ...,
+        job_name: _builtins.str = ...,
+        package: _builtins.str = ...,
+        handler: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "handler", b"handler", "handler_id", b"handler_id", "job_name", b"job_name", "message", b"message", "package", b"package", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HandlerEvent: _TypeAlias = HandlerEvent  # noqa: Y015
+
+@_typing.final
+class JobCountsEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HANDLER_ID_FIELD_NUMBER: _builtins.int
+    JOBS_AVAILABLE_FIELD_NUMBER: _builtins.int
+    JOBS_PENDING_FIELD_NUMBER: _builtins.int
+    JOBS_PROCESSED_FIELD_NUMBER: _builtins.int
+    JOBS_FAILED_FIELD_NUMBER: _builtins.int
+    handler_id: _builtins.str
+    jobs_available: _builtins.int
+    jobs_pending: _builtins.int
+    jobs_processed: _builtins.int
+    jobs_failed: _builtins.int
+    def __init__(
+        self,
+        *,
+        handler_id: _builtins.str = ...,
+        jobs_available: _builtins.int = ...,
+        jobs_pending: _builtins.int = ...,
+        jobs_processed: _builtins.int = ...,
+        jobs_failed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["handler_id", b"handler_id", "jobs_available", b"jobs_available", "jobs_failed", b"jobs_failed", "jobs_pending", b"jobs_pending", "jobs_processed", b"jobs_processed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobCountsEvent: _TypeAlias = JobCountsEvent  # noqa: Y015
+
+@_typing.final
+class WorkerEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    CHANGE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    SLOTS_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    HOSTNAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    worker_id: _builtins.str
+    change: _builtins.str
+    """connected, disconnected, disabled, enabled, removed"""
+    name: _builtins.str
+    slots: _builtins.int
+    hostname: _builtins.str
+    version: _builtins.str
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        worker_id: _builtins.str = ...,
+        change: _builtins.str = ...,
+        name: _builtins.str = ...,
+        slots: _builtins.int = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        hostname: _builtins.str = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "hostname", b"hostname", "labels", b"labels", "name", b"name", "slots", b"slots", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkerEvent: _TypeAlias = WorkerEvent  # noqa: Y015
+
+@_typing.final
+class ProgressEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    JOBS_RUNNING_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    worker_id: _builtins.str
+    jobs_running: _builtins.int
+    @_builtins.property
+    def running(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobInfo]:
+        """its jobs with their progress (the first 20)"""
+
+    def __init__(
+        self,
+        *,
+        worker_id: _builtins.str = ...,
+        jobs_running: _builtins.int = ...,
+        running: _abc.Iterable[Global___JobInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs_running", b"jobs_running", "running", b"running", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProgressEvent: _TypeAlias = ProgressEvent  # noqa: Y015
+
+@_typing.final
+class SummaryEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HANDLER_ID_FIELD_NUMBER: _builtins.int
+    JOBS_TOTAL_FIELD_NUMBER: _builtins.int
+    HAS_TOTAL_FIELD_NUMBER: _builtins.int
+    RESULT_SUMMARY_FIELD_NUMBER: _builtins.int
+    handler_id: _builtins.str
+    jobs_total: _builtins.int
+    """the handler's total_job_count"""
+    has_total: _builtins.bool
+    result_summary: _builtins.str
+    """the handler's own words on its results"""
+    def __init__(
+        self,
+        *,
+        handler_id: _builtins.str = ...,
+        jobs_total: _builtins.int = ...,
+        has_total: _builtins.bool = ...,
+        result_summary: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["handler_id", b"handler_id", "has_total", b"has_total", "jobs_total", b"jobs_total", "result_summary", b"result_summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SummaryEvent: _TypeAlias = SummaryEvent  # noqa: Y015

@@ -105,6 +105,11 @@ class AdminServiceStub:
                 request_serializer=netdist_dot_api_dot_v1_dot_admin__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=netdist_dot_api_dot_v1_dot_admin__pb2.GetJobResponse.FromString,
                 _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/netdist.api.v1.AdminService/Watch',
+                request_serializer=netdist_dot_api_dot_v1_dot_admin__pb2.WatchRequest.SerializeToString,
+                response_deserializer=netdist_dot_api_dot_v1_dot_admin__pb2.WatchResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -202,6 +207,17 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Watch(self, request, context):
+        """A live stream of what changes: first a snapshot (every handler and
+        worker), then events. Job counts and progress are coalesced (at most one
+        update per handler or worker per interval). A watcher that falls too far
+        behind is ended with RESOURCE_EXHAUSTED; more than the server's cap of
+        watchers are refused with RESOURCE_EXHAUSTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -274,6 +290,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetJob,
                     request_deserializer=netdist_dot_api_dot_v1_dot_admin__pb2.GetJobRequest.FromString,
                     response_serializer=netdist_dot_api_dot_v1_dot_admin__pb2.GetJobResponse.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=netdist_dot_api_dot_v1_dot_admin__pb2.WatchRequest.FromString,
+                    response_serializer=netdist_dot_api_dot_v1_dot_admin__pb2.WatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -655,6 +676,33 @@ class AdminService:
             '/netdist.api.v1.AdminService/GetJob',
             netdist_dot_api_dot_v1_dot_admin__pb2.GetJobRequest.SerializeToString,
             netdist_dot_api_dot_v1_dot_admin__pb2.GetJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/netdist.api.v1.AdminService/Watch',
+            netdist_dot_api_dot_v1_dot_admin__pb2.WatchRequest.SerializeToString,
+            netdist_dot_api_dot_v1_dot_admin__pb2.WatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

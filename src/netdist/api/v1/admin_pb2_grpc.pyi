@@ -57,6 +57,13 @@ class AdminServiceStub:
     """One job whole: input, output, extra, status, progress and every attempt
     (worker, times, error). NOT_FOUND for an id the store does not hold.
     """
+    Watch: _grpc.UnaryStreamMultiCallable[_admin_pb2.WatchRequest, _admin_pb2.WatchResponse]
+    """A live stream of what changes: first a snapshot (every handler and
+    worker), then events. Job counts and progress are coalesced (at most one
+    update per handler or worker per interval). A watcher that falls too far
+    behind is ended with RESOURCE_EXHAUSTED; more than the server's cap of
+    watchers are refused with RESOURCE_EXHAUSTED.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -86,6 +93,13 @@ class AdminServiceAsyncStub(AdminServiceStub):
     GetJob: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetJobRequest, _admin_pb2.GetJobResponse]  # type: ignore[assignment]
     """One job whole: input, output, extra, status, progress and every attempt
     (worker, times, error). NOT_FOUND for an id the store does not hold.
+    """
+    Watch: _aio.UnaryStreamMultiCallable[_admin_pb2.WatchRequest, _admin_pb2.WatchResponse]  # type: ignore[assignment]
+    """A live stream of what changes: first a snapshot (every handler and
+    worker), then events. Job counts and progress are coalesced (at most one
+    update per handler or worker per interval). A watcher that falls too far
+    behind is ended with RESOURCE_EXHAUSTED; more than the server's cap of
+    watchers are refused with RESOURCE_EXHAUSTED.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -197,6 +211,19 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_pb2.GetJobResponse, _abc.Awaitable[_admin_pb2.GetJobResponse]]:
         """One job whole: input, output, extra, status, progress and every attempt
         (worker, times, error). NOT_FOUND for an id the store does not hold.
+        """
+
+    @_abc_1.abstractmethod
+    def Watch(
+        self,
+        request: _admin_pb2.WatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_admin_pb2.WatchResponse], _abc.AsyncIterator[_admin_pb2.WatchResponse]]:
+        """A live stream of what changes: first a snapshot (every handler and
+        worker), then events. Job counts and progress are coalesced (at most one
+        update per handler or worker per interval). A watcher that falls too far
+        behind is ended with RESOURCE_EXHAUSTED; more than the server's cap of
+        watchers are refused with RESOURCE_EXHAUSTED.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

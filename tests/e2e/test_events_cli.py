@@ -1,0 +1,118 @@
+"""``netdist-admin events`` and ``watch`` as subprocesses against a real server and a real worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from netdist.testing import wait_until
+from tests.e2e.conftest import OUTPUTS, ok
+from tests.integration.conftest import Cluster
+from tests.support import counter_script, counter_wheel
+
+
+def _start(address: str, out: Path, *args: str) -> subprocess.Popen[bytes]:
+    """``netdist-admin ARGS`` with its output to a file (not a terminal), as a script runs it."""
+    with out.open("wb") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "netdist.adminctl", "--server", address, *args],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: signal.Signals) -> int:
+    proc.send_signal(sig)
+    try:
+        return proc.wait(15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _json_lines(path: Path) -> list[dict[str, object]]:
+    text = path.read_text()
+    OUTPUTS.append(text)
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_events_follow_json_prints_a_run_as_json_lines(cluster: Cluster, tmp_path: Path) -> None:
+    assert cluster.server is not None
+    addr = cluster.server.address
+    out = tmp_path / "events.jsonl"
+    follow = _start(addr, out, "events", "--follow", "--json")
+    try:
+        wait_until(lambda: out.read_text().startswith('{"type": "snapshot"'), 15, what="the snapshot line")
+        ok(addr, "upload-package", str(counter_wheel(tmp_path)))
+        ok(addr, "jobs", "add", str(counter_script(tmp_path / "job.py", job="scripted", count=20)))
+        ok(addr, "handlers", "start", "scripted")
+        cluster.add_worker("w1")
+
+        def finished() -> bool:
+            return any(
+                o["type"] == "handler" and o["handler"]["state"] == "finished"  # type: ignore[index]
+                for o in _json_lines(out)
+                if '"handler"' in json.dumps(o)
+            )
+
+        wait_until(finished, 60, what="the finished event")
+    finally:
+        code = _stop(follow, signal.SIGTERM)
+    assert code == 0, out.read_text()
+    objects = _json_lines(out)  # every line parses
+    assert all(isinstance(o["type"], str) and isinstance(o["time"], float) for o in objects)
+    types = [o["type"] for o in objects]
+    assert types[0] == "snapshot" and {"handler", "job_counts", "worker", "progress"} <= set(types)
+    states = [o["handler"]["state"] for o in objects if o["type"] == "handler"]  # type: ignore[index]
+    assert states == ["idle", "running", "finished"]
+    final = [o for o in objects if o["type"] == "job_counts"][-1]
+    assert (final["jobs_processed"], final["jobs_pending"]) == (20, 0)
+
+    # without --follow: the snapshot, then it exits
+    snapshot = [json.loads(line) for line in ok(addr, "events", "--json").splitlines()]
+    assert [o["type"] for o in snapshot] == ["snapshot", "handler", "worker"]
+    assert snapshot[1]["change"] == "snapshot" and snapshot[1]["handler"]["jobs_processed"] == 20
+    assert snapshot[2]["worker"]["name"] == "w1"
+    readable = ok(addr, "events")
+    assert "snapshot  1 handler(s), 1 worker(s)" in readable and "'scripted' finished" in readable
+
+
+def test_watch_piped_prints_plain_frames_and_ends_cleanly_on_sigterm(cluster: Cluster, tmp_path: Path) -> None:
+    assert cluster.server is not None
+    addr = cluster.server.address
+    ok(addr, "upload-package", str(counter_wheel(tmp_path)))
+    ok(addr, "jobs", "add", str(counter_script(tmp_path / "job.py", job="on screen", count=3)))
+    out = tmp_path / "watch.txt"
+    watch = _start(addr, out, "watch")
+    try:
+        wait_until(lambda: "on screen" in out.read_text(), 15, what="the first frame")
+        ok(addr, "handlers", "start", "on screen")
+        cluster.add_worker("w1")
+        cluster.api.wait_state("on screen", "finished", timeout=60)
+    finally:
+        code = _stop(watch, signal.SIGTERM)
+    text = out.read_text()
+    OUTPUTS.append(text)
+    assert code == 0, text
+    assert "\x1b" not in text, "no escape codes when the output is not a terminal"
+    last = text[text.rindex("netdist at") :]  # the last frame: the state when it ended
+    assert "finished" in last and "3/3" in last and "w1" in last, text
+    assert "Traceback" not in text
+
+
+def test_watch_ends_with_130_on_ctrl_c(cluster: Cluster, tmp_path: Path) -> None:
+    assert cluster.server is not None
+    out = tmp_path / "watch.txt"
+    watch = _start(cluster.server.address, out, "watch")
+    try:
+        wait_until(lambda: "Handlers" in out.read_text(), 15, what="the first frame")
+    finally:
+        code = _stop(watch, signal.SIGINT)
+    OUTPUTS.append(out.read_text())
+    assert code == 130 and "Traceback" not in out.read_text()
