@@ -17,6 +17,7 @@ OUTSIDE_THE_TREE = {
     "netdist.handler.SettingsError",  # handler API: a ValueError raised in the host process, which imports no grpc
     "netdist.server.store.writer._BatchError",  # carries a batch's failure inside the writer; never leaves it
     "netdist.jsonline.MalformedLineError",  # a bad line on an internal channel; the child that decodes it imports no grpc
+    "netdist.adminctl.stopping.TerminatedError",  # SIGTERM as a BaseException (like KeyboardInterrupt): control flow, not an error
 }
 
 
