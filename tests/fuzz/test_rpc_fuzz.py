@@ -59,6 +59,9 @@ REFUSALS = {
     grpc.StatusCode.CANCELLED,  # we cancel streams we have read enough of
 }
 TABLES = ("packages", "handlers", "jobs")
+ENDLESS = {"Watch"}
+"""Server streams that go on until the client ends them: their first answer is read, then the call is
+cancelled (waiting for 20 would wait for events nobody makes, the whole deadline, every call)."""
 
 
 @dataclasses.dataclass
@@ -161,7 +164,7 @@ def _call(channel: grpc.Channel, method: MethodDescriptor, requests: list[Any], 
                 responses = channel.unary_stream(path, request_serializer=ser, response_deserializer=de)(
                     request, timeout=2
                 )
-                for _ in itertools.islice(responses, 20):
+                for _ in itertools.islice(responses, 1 if method.name in ENDLESS else 20):
                     pass
                 responses.cancel()
         else:  # the batch goes out at once, and every answer is checked

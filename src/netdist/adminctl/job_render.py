@@ -52,7 +52,7 @@ def job_detail(job: admin_pb2.GetJobResponse) -> RenderableType:
         ("script", job.script_name or "-"),
         ("status", job.status),
         ("attempts", str(job.attempts)),
-        ("progress", f"{job.progress_percent:.0f}% {job.progress_text}".strip()),
+        ("progress", _progress(job)),
         ("input", _document(job.input_json, job.input_clipped)),
         ("output", _document(job.output_json, job.output_clipped)),
         ("extra", _document(job.extra_json, False)),
@@ -73,3 +73,10 @@ def _document(raw: str, clipped: bool) -> Text:
     if clipped:
         shown.append(" … (clipped)", style="dim")
     return shown
+
+
+def _progress(job: admin_pb2.GetJobResponse) -> str:
+    """As ``jobs list`` shows it: a running job's percent and text, 100% once it succeeded, else ``-``."""
+    if job.status == "leased":
+        return f"{job.progress_percent:.0f}% {job.progress_text}".strip()
+    return "100%" if job.status in ("succeeded", "processed") else "-"
