@@ -66,6 +66,7 @@ def test_every_served_method_is_in_the_table_and_admin_may_call_all_of_it() -> N
         "ListJobs",
         "ListWorkers",
         "ListAudit",
+        "GetJobScriptDeps",
         "List",
     }
 

@@ -12,6 +12,7 @@ import netdist
 from netdist.api.v1 import admin_pb2
 from netdist.errors import InvalidArgumentError, NetDistError
 from netdist.fields import control_character
+from netdist.server.admin_deps import DepsAdmin
 from netdist.server.admin_workers import WorkerAdmin
 from netdist.server.audit import AuditLog, audited
 from netdist.server.dispatcher import Dispatcher
@@ -38,7 +39,7 @@ _ACTIONS = {
 }
 
 
-class AdminService(WorkerAdmin):
+class AdminService(WorkerAdmin, DepsAdmin):
     def __init__(
         self,
         store: Store,
@@ -111,7 +112,13 @@ class AdminService(WorkerAdmin):
                 )
             if (control := control_character(filename)) is not None:
                 raise InvalidArgumentError(f"'filename': holds the control character {control}")
-            record, outcome = await self.manager.add_job_script(filename, request.content, uploaded_by=actor.name)
+            record, outcome = await self.manager.add_job_script(
+                filename,
+                request.content,
+                uploaded_by=actor.name,
+                pinned_lock=request.lock if request.HasField("lock") else None,
+                refresh=request.refresh,
+            )
         except NetDistError as exc:
             self.audit.record(
                 context,

@@ -27,6 +27,7 @@ from netdist.server.audit import AuditLog
 from netdist.server.auth import AuthInterceptor
 from netdist.server.blobs import BlobStore
 from netdist.server.clock import SYSTEM_CLOCK
+from netdist.server.deps_resolver import ResolverConfig
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.job_service import JobService
 from netdist.server.manager import HandlerManager
@@ -63,6 +64,8 @@ class ServerConfig:
     upload_limits: UploadLimits = dataclasses.field(default_factory=UploadLimits)
     zip_limits: ZipLimits = dataclasses.field(default_factory=ZipLimits)
     max_store_bytes: int | None = None
+    resolver: ResolverConfig = dataclasses.field(default_factory=ResolverConfig)
+    """Where job scripts' dependencies are resolved from, and for how long at most."""
 
 
 class NetDistServer:
@@ -100,7 +103,11 @@ class NetDistServer:
             reconnect_grace_seconds=cfg.reconnect_grace_seconds,
         )
         self.manager = HandlerManager(
-            self.store, self.dispatcher, self.blobs, handler_call_timeout_seconds=cfg.handler_call_timeout_seconds
+            self.store,
+            self.dispatcher,
+            self.blobs,
+            handler_call_timeout_seconds=cfg.handler_call_timeout_seconds,
+            resolver=cfg.resolver,
         )
         options = [
             ("grpc.max_receive_message_length", SERVER_MAX_RECEIVE_BYTES),

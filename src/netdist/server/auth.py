@@ -75,6 +75,7 @@ METHOD_ROLES: Mapping[str, frozenset[Role]] = {
             "ListJobs": _VIEWER,
             "ListWorkers": _VIEWER,
             "ListAudit": _VIEWER,
+            "GetJobScriptDeps": _VIEWER,
             "AddJobScript": _ADMIN,
             "ControlHandler": _ADMIN,
             "RemoveWorker": _ADMIN,

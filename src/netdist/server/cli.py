@@ -27,6 +27,7 @@ from netdist.errors import CertificateError, StoreUnavailableError, first_line
 from netdist.exit_codes import ExitCode
 from netdist.server import check
 from netdist.server.app import ServerConfig, serve
+from netdist.server.deps_resolver import ResolverConfig
 from netdist.server.store.engine import describe, read_only_url
 from netdist.server.store_url import checked_url, store_url
 from netdist.server.tls_cli import tls
@@ -185,6 +186,31 @@ def main() -> None:
     help="Most unpacked bytes per compressed byte, of a wheel and of each member (those under 1 MiB "
     "unpacked are exempt): zip bombs are refused at upload.",
 )
+@click.option(
+    "--index-url",
+    default=None,
+    envvar="NETDIST_INDEX_URL",
+    show_envvar=True,
+    help="The package index job scripts' dependencies are resolved from (pip's --index-url). With it or "
+    "--find-links, pip's own configuration is ignored; with neither, pip's configuration applies.",
+)
+@click.option(
+    "--find-links",
+    multiple=True,
+    envvar="NETDIST_FIND_LINKS",
+    show_envvar=True,
+    help="A directory of wheels (or a URL of a page of links) to resolve dependencies from; repeatable. "
+    "Alone (no --index-url), nothing else is asked: an air-gapped server.",
+)
+@click.option(
+    "--resolve-timeout",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(1, 3600),
+    envvar="NETDIST_RESOLVE_TIMEOUT",
+    show_envvar=True,
+    help="Seconds resolving one job script's dependencies for one platform may take.",
+)
 def serve_command(
     host: str,
     port: int,
@@ -202,6 +228,9 @@ def serve_command(
     max_store_bytes: int,
     max_unpacked_bytes: int,
     max_compression_ratio: float,
+    index_url: str | None,
+    find_links: tuple[str, ...],
+    resolve_timeout: float,
 ) -> None:
     """Serve until SIGINT or SIGTERM.
 
@@ -228,6 +257,7 @@ def serve_command(
         upload_limits=UploadLimits(max_upload_bytes=max_upload_bytes),
         zip_limits=ZipLimits(max_unpacked_bytes=max_unpacked_bytes, max_ratio=max_compression_ratio),
         max_store_bytes=max_store_bytes or None,
+        resolver=ResolverConfig(index_url=index_url, find_links=find_links, timeout_seconds=resolve_timeout),
     )
     try:
         asyncio.run(serve(config))

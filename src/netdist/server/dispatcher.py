@@ -164,6 +164,7 @@ class Dispatcher:
         hostname: str,
         version: str,
         credential: str = "",
+        platform_json: str = "",
     ) -> str | None:
         """Admit a worker's stream (:mod:`netdist.server.worker_admission`); the credential newly bound
         to its id, if one was issued. A refused Hello changes nothing."""
@@ -178,6 +179,7 @@ class Dispatcher:
             slots=info.slots,
             hostname=hostname,
             version=version,
+            platform_json=platform_json,
         )
         if requeued is not None:
             await requeued

@@ -59,6 +59,8 @@ class HandlerSpec:
     settings: JobSettings
     script_sha256: str
     environment: tuple[str, ...]
+    environments: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    """Per worker platform key (netdist.platforms), where its wheels differ from ``environment``."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

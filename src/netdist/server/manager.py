@@ -23,6 +23,8 @@ from netdist.errors import FailedPreconditionError, JobScriptError
 from netdist.server import lifecycle
 from netdist.server.blobs import BlobStore
 from netdist.server.clock import SYSTEM_CLOCK, Clock
+from netdist.server.dependency_locks import DependencyLocker, environments
+from netdist.server.deps_resolver import Resolver, ResolverConfig
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.handler_log import HandlerLog
 from netdist.server.job_script_intake import JobScriptIntake, Outcome
@@ -47,6 +49,7 @@ class HandlerManager:
         *,
         handler_call_timeout_seconds: float,
         clock: Clock = SYSTEM_CLOCK,
+        resolver: ResolverConfig | None = None,
     ) -> None:
         self.store = store
         self.handler_call_timeout_seconds = handler_call_timeout_seconds
@@ -55,7 +58,8 @@ class HandlerManager:
         self.clock = clock
         self.runtimes: dict[str, RunningHandler] = {}
         self.log = HandlerLog(store.writer, clock=clock)
-        self.intake = JobScriptIntake(store, blobs, clock=clock, log_sink=self.log)
+        self.locker = DependencyLocker(Resolver(resolver or ResolverConfig(), blobs), clock=clock)
+        self.intake = JobScriptIntake(store, blobs, clock=clock, log_sink=self.log, locker=self.locker)
         self.schedules = ScheduledStarts(store, clock=clock, log_sink=self.log, start=self._scheduled_start)
         self.next_start = self.schedules.next_start  # handler id -> next scheduled start (Unix seconds)
         self._lock = asyncio.Lock()
@@ -88,11 +92,17 @@ class HandlerManager:
     # -- job scripts ---------------------------------------------------------------------
 
     async def add_job_script(
-        self, filename: str, content: bytes, *, uploaded_by: str = ""
+        self,
+        filename: str,
+        content: bytes,
+        *,
+        uploaded_by: str = "",
+        pinned_lock: str | None = None,
+        refresh: bool = False,
     ) -> tuple[catalog.HandlerRecord, str]:
-        """Store a job script (see JobScriptIntake); a running instance moves to it, a new one with
-        ``auto-start`` starts."""
-        script = await self.intake.check(filename, content)
+        """Store a job script (see JobScriptIntake) with its dependency lock; a running instance moves to it,
+        a new one with ``auto-start`` starts."""
+        script = await self.intake.check(filename, content, pinned_lock=pinned_lock, refresh=refresh)
         async with self._lock:
             record, outcome = await self.intake.store(script, uploaded_by=uploaded_by)
             if outcome == Outcome.REPLACED and record.id in self.runtimes:
@@ -154,12 +164,14 @@ class HandlerManager:
             script = await asyncio.to_thread(jobscript.parse, record.script_source, check_python=False)
         except JobScriptError as exc:  # stored before a check was added or tightened
             raise FailedPreconditionError(f"its job script no longer passes the checks: {exc}") from None
+        envs = environments(package, record.deps_lock_json)
         spec = HandlerSpec(
             handler_id=record.id,
             job_name=record.job_name,
             settings=script.settings,
             script_sha256=record.script_sha256,
-            environment=tuple(package.environment),
+            environment=envs[""],
+            environments=envs,
         )
         counts = (await self.store.read(job_store.counts, record.id)).get(record.id, {})
         state = HandlerState.RUNNING if active else HandlerState.PAUSED

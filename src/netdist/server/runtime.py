@@ -22,6 +22,7 @@ from netdist.errors import (
     StoreUnavailableError,
 )
 from netdist.server.blobs import BlobStore
+from netdist.server.dependency_locks import environments
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.host import HostProcess
 from netdist.server.host_protocol import (
@@ -175,7 +176,8 @@ class RunningHandler:
             )
         )
         self.package = package
-        self.spec = dataclasses.replace(self.spec, environment=tuple(package.environment))
+        envs = environments(package, self.record.deps_lock_json)
+        self.spec = dataclasses.replace(self.spec, environment=envs[""], environments=envs)
         self._dispatcher.update_spec(self.spec)
         self._log(
             "info", "server", f"handler host started (pid {self._host.pid}) with {package.name} {package.version}"

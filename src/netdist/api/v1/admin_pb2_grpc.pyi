@@ -49,6 +49,8 @@ class AdminServiceStub:
     EnableWorker: _grpc.UnaryUnaryMultiCallable[_admin_pb2.EnableWorkerRequest, _admin_pb2.EnableWorkerResponse]
     ListAudit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAuditRequest, _admin_pb2.ListAuditResponse]
     """Every state-changing call, newest first: who, when, from where, what, outcome."""
+    GetJobScriptDeps: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetJobScriptDepsRequest, _admin_pb2.GetJobScriptDepsResponse]
+    """A handler instance's dependency lock: the exact wheels per worker platform."""
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -71,6 +73,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
     EnableWorker: _aio.UnaryUnaryMultiCallable[_admin_pb2.EnableWorkerRequest, _admin_pb2.EnableWorkerResponse]  # type: ignore[assignment]
     ListAudit: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAuditRequest, _admin_pb2.ListAuditResponse]  # type: ignore[assignment]
     """Every state-changing call, newest first: who, when, from where, what, outcome."""
+    GetJobScriptDeps: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetJobScriptDepsRequest, _admin_pb2.GetJobScriptDepsResponse]  # type: ignore[assignment]
+    """A handler instance's dependency lock: the exact wheels per worker platform."""
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """AdminService: what netdist-admin speaks. Every view reads the store."""
@@ -162,5 +166,13 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListAuditResponse, _abc.Awaitable[_admin_pb2.ListAuditResponse]]:
         """Every state-changing call, newest first: who, when, from where, what, outcome."""
+
+    @_abc_1.abstractmethod
+    def GetJobScriptDeps(
+        self,
+        request: _admin_pb2.GetJobScriptDepsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetJobScriptDepsResponse, _abc.Awaitable[_admin_pb2.GetJobScriptDepsResponse]]:
+        """A handler instance's dependency lock: the exact wheels per worker platform."""
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

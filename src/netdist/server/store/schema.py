@@ -50,6 +50,8 @@ class HandlerInstance(Base):
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     script_uploaded_by: Mapped[str] = mapped_column(String(100), default="", server_default="")  # token name
+    # The job script's dependency lock (server/deps_lock.py), "" when it has no dependencies.
+    deps_lock_json: Mapped[str] = mapped_column(Text, default="", server_default="")
     __table_args__ = (Index("ix_handlers_key", "package", "handler", "job_name", unique=True),)
 
 
@@ -91,6 +93,8 @@ class Worker(Base):
     # Unconfirmed until the worker's first message after the Welcome that carried it.
     credential_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     credential_confirmed: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The platform it reported in Hello (netdist.platforms.Platform as JSON), "" before it reported one.
+    platform_json: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class Token(Base):
