@@ -15,7 +15,7 @@ import pytest
 
 from netdist.api.v1 import jobs_pb2
 from netdist.platforms import this_platform
-from netdist.testing import start_worker, write_wheel
+from netdist.testing import start_worker, wait_until, write_wheel
 from tests.integration.conftest import Cluster
 from tests.integration.test_protocol import HandWorker
 from tests.support import counter_wheel
@@ -199,3 +199,46 @@ def test_a_second_platform_gets_its_own_lock_or_is_shown_unservable(
     finally:
         hand.close()
     assert sys.platform == "linux"  # the only-linux wheel is this machine's
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_new_platform_is_resolved_in_the_background_and_an_unservable_one_gets_no_jobs(
+    cluster: Cluster, links: Path, tmp_path: Path
+) -> None:
+    serve(cluster, links, tmp_path)
+    for job, dep in (("portable", "tiny-calc"), ("linux", "only-linux")):
+        path = script(tmp_path / f"{job}.py", [dep], job=job, start=True)
+        path.write_text(
+            path.read_text()
+            .replace("import tiny_calc\nimport tiny_fmt\n", "")
+            .replace(
+                'assert tiny_fmt.fmt(1) == "<1>" and tiny_fmt.BASE == "1.0"\n    return {"double": tiny_calc.double(',
+                'return {"double": 2 * (',
+            )
+        )
+        done = cluster.admin_cli("jobs", "add", str(path))
+        assert done.returncode == 0, done.stderr
+    assert set(deps(cluster, "linux")["platforms"]) == {this_platform().key}
+    mac = jobs_pb2.WheelPlatform(implementation="cpython", python="3.12", os="darwin", machine="arm64")
+    hand = HandWorker(cluster, "mac-1", platform=mac, heartbeat_seconds=0.1)
+    try:
+        hand.send(jobs_pb2.WorkerMessage(capacity=jobs_pb2.Capacity(jobs=8)))
+
+        def resolved(job: str) -> dict | None:  # type: ignore[type-arg]
+            return deps(cluster, job)["platforms"].get("cp312-darwin-arm64")
+
+        assert wait_until(lambda: resolved("portable"), 60, what="the lock for the new platform")["servable"]
+        assert "only-linux" in wait_until(lambda: resolved("linux"), 60, what="the unservable platform")["error"]
+        shown = json.loads(cluster.admin_cli("handlers", "show", "linux", "--json").stdout)
+        assert shown["unservable_platforms"] == ["cp312-darwin-arm64"], shown
+        cluster.add_worker("native")  # the jobs of "linux" go to it, none to the Mac
+        assert cluster.api.wait_state("linux", "finished").result_summary == "1.0 sum=12 seen=4 failures=0"
+        listed = {w["name"]: w for w in json.loads(cluster.admin_cli("workers", "list", "--json").stdout)}
+        linux_id = cluster.api.handler("linux").id
+        assert listed["mac-1"]["platform"] == "cp312-darwin-arm64" and listed["mac-1"]["connected"]
+        assert listed["mac-1"]["unservable_handlers"] == [linux_id]
+        assert listed["native"]["platform"] == this_platform().key and not listed["native"]["unservable_handlers"]
+        # The Mac asked for 8 jobs before the native worker came: it holds only jobs of "portable".
+        assert all(j["handler_id"] != linux_id for j in listed["mac-1"]["running"]), listed["mac-1"]
+    finally:
+        hand.close()

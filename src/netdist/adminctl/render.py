@@ -152,6 +152,8 @@ def handler_detail(h: admin_pb2.HandlerInfo) -> RenderableType:
         ("finished", fmt_time(h.finished_at)),
         ("next start", fmt_time(h.next_start_at)),
     ]
+    if h.unservable_platforms:  # its dependencies have no wheels there: those workers get none of its jobs
+        rows.append(("unservable on", Text(printable(", ".join(h.unservable_platforms)), style="red")))
     for key, value in rows:
         add_row(grid, key, value)
     running: list[RenderableType] = [jobs_table(h.running)] if h.running else []
@@ -215,6 +217,7 @@ def workers_table(workers: Iterable[admin_pb2.WorkerInfo]) -> Table:
         table.add_column(name, justify="right")
     table.add_column("Last seen")
     table.add_column("Labels", overflow="fold")
+    table.add_column("Platform", overflow="fold")
     for w in workers:
         add_row(
             table,
@@ -228,8 +231,17 @@ def workers_table(workers: Iterable[admin_pb2.WorkerInfo]) -> Table:
             Text(str(w.jobs_failed), style="red" if w.jobs_failed else ""),
             fmt_ago(w.last_seen),
             ", ".join(f"{k}={v}" for k, v in sorted(w.labels.items())),
+            _platform(w),
         )
     return table
+
+
+def _platform(w: admin_pb2.WorkerInfo) -> Text:
+    """Its platform, and the handlers whose dependencies have no wheels for it."""
+    cell = Text(printable(w.platform or "-"))
+    if w.unservable_handlers:
+        cell.append(printable(f" (cannot serve {', '.join(w.unservable_handlers)})"), style="red")
+    return cell
 
 
 def _connected(w: admin_pb2.WorkerInfo) -> Text:

@@ -15,6 +15,7 @@ from netdist.fields import control_character
 from netdist.server.admin_deps import DepsAdmin
 from netdist.server.admin_workers import WorkerAdmin
 from netdist.server.audit import AuditLog, audited
+from netdist.server.deps_lock import unservable
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.grpc_errors import to_status
 from netdist.server.job_views import MAX_LISTED_JOBS, MAX_RUNNING_LISTED, MAX_SHOWN_TEXT, running_job
@@ -274,6 +275,7 @@ class AdminService(WorkerAdmin, DepsAdmin):
             custom_settings_json=r.custom_json,
             created_at=r.created_at,
             script_uploaded_by=r.script_uploaded_by,
+            unservable_platforms=unservable(r.deps_lock_json),
             started_at=r.started_at or 0.0,
             finished_at=r.finished_at or 0.0,
             next_start_at=self.manager.next_start.get(r.id, 0.0),

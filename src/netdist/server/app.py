@@ -139,7 +139,9 @@ class NetDistServer:
                 f"cannot listen on {cfg.host}:{cfg.port}: the port is taken, or the address is not this machine's"
             )
         address = f"{cfg.host}:{self.port}"
-        jobs_pb2_grpc.add_JobServiceServicer_to_server(JobService(self.dispatcher), self.server)
+        jobs_pb2_grpc.add_JobServiceServicer_to_server(
+            JobService(self.dispatcher, on_platform=self.manager.locks.platform_seen), self.server
+        )
         packages_pb2_grpc.add_PackageServiceServicer_to_server(
             PackageService(self.store, self.blobs, self.manager, self.audit, limits=cfg.upload_limits), self.server
         )

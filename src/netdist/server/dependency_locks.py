@@ -13,6 +13,7 @@ resolves the upload is refused.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import json
@@ -53,19 +54,33 @@ class DependencyLocker:
         key = lock_key(needs, pinned=pinned, package_sha256=package_sha)
         if key == previous.key and not refresh:
             return previous
-        pins = parse_pins(pinned)
-        targets = [self.native, *(p for p in platforms if p.key != self.native.key)]
+        lock = Lock(key=key, needs=needs, pinned=pinned, package_sha256=package_sha)
+        resolved, first_error = await self._resolve(lock, package, [self.native, *platforms])
+        if first_error is not None and not any(not p.error for p in resolved.values()):
+            raise first_error
+        return dataclasses.replace(lock, platforms=resolved)
+
+    async def extend(self, lock: Lock, package: catalog.PackageRecord, platforms: Sequence[Platform]) -> Lock:
+        """``lock`` with the platforms it lacks resolved (one that does not resolve is kept with pip's words)."""
+        missing = [p for p in platforms if p.key not in lock.platforms]
+        resolved, _ = await self._resolve(lock, package, missing)
+        return dataclasses.replace(lock, platforms={**lock.platforms, **resolved})
+
+    async def _resolve(
+        self, lock: Lock, package: catalog.PackageRecord, targets: Sequence[Platform]
+    ) -> tuple[dict[str, PlatformLock], DependencyError | None]:
+        pins = parse_pins(lock.pinned)
         resolved: dict[str, PlatformLock] = {}
         first_error: DependencyError | None = None
-        for target in dict((t.key, t) for t in targets).values():
+        for target in {t.key: t for t in targets}.values():
             try:
                 wheels = await self.resolver.resolve(
-                    needs=needs,
+                    needs=lock.needs,
                     pins=pins,
                     package=package.name,
                     package_wheels=package_wheels(package),
                     target=target,
-                    native=target is self.native,
+                    native=target.key == self.native.key,
                 )
                 resolved[target.key] = PlatformLock(
                     platform=target.to_json_dict(), wheels=wheels, resolved_at=self.clock.time()
@@ -75,9 +90,7 @@ class DependencyLocker:
                 resolved[target.key] = PlatformLock(
                     platform=target.to_json_dict(), error=exc.message, resolved_at=self.clock.time()
                 )
-        if first_error is not None and not any(not p.error for p in resolved.values()):
-            raise first_error
-        return Lock(key=key, needs=needs, pinned=pinned, package_sha256=package_sha, platforms=resolved)
+        return resolved, first_error
 
 
 def package_wheels(package: catalog.PackageRecord) -> list[PackageWheel]:

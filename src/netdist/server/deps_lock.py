@@ -25,9 +25,12 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
+from sqlalchemy import Connection, select
 
 from netdist import jobscript
 from netdist.errors import InvalidArgumentError, JobScriptError
+from netdist.platforms import Platform
+from netdist.server.store.schema import handlers
 
 MAX_DEPENDENCIES = 200
 MAX_REQUIREMENT_CHARS = 500
@@ -227,3 +230,26 @@ def environment(package_wheels: Sequence[Mapping[str, Any]], locked: Sequence[Lo
     first, *deps = package_wheels
     kept = [d["sha256"] for d in deps if canonicalize_name(str(d["distribution"])) not in names]
     return (first["sha256"], *kept, *(w.sha256 for w in locked if w.sha256 != first["sha256"]))
+
+
+def unservable(lock_json: str) -> list[str]:
+    """The platform keys a stored lock cannot serve."""
+    return sorted(k for k, p in Lock.from_json(lock_json).platforms.items() if p.error) if lock_json else []
+
+
+def platform_key(platform_json: str) -> str:
+    """The key of a platform stored as JSON (a worker's); "" for none."""
+    if not platform_json:
+        return ""
+    return Platform(**json.loads(platform_json)).key
+
+
+def unservable_handlers(conn: Connection) -> dict[str, list[str]]:
+    """Platform key -> the ids of the handler instances whose lock cannot serve it (a store read)."""
+    out: dict[str, list[str]] = {}
+    for hid, lock_json in conn.execute(
+        select(handlers.c.id, handlers.c.deps_lock_json).where(handlers.c.deps_lock_json != "")
+    ):
+        for key in unservable(lock_json):
+            out.setdefault(key, []).append(hid)
+    return out

@@ -133,8 +133,9 @@ class StreamLink:
 
 
 class JobService(jobs_pb2_grpc.JobServiceServicer):
-    def __init__(self, dispatcher: Dispatcher) -> None:
+    def __init__(self, dispatcher: Dispatcher, *, on_platform: Callable[[Platform], None] | None = None) -> None:
         self.dispatcher = dispatcher
+        self.on_platform = on_platform  # a worker of this platform connected (its locks may need resolving)
 
     @to_status
     async def Connect(  # type: ignore[override]
@@ -143,8 +144,9 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         requests = aiter(request_iterator)
         hello = await _check_hello(requests)
         try:
-            info = _worker_info(hello)
-            link = StreamLink(_platform(hello))
+            platform = _platform(hello)
+            info = _worker_info(hello, platform)
+            link = StreamLink(platform)
             issued = await self.dispatcher.connect(
                 link,
                 info,
@@ -158,6 +160,8 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
             log.warning("refused a worker stream from %s: %s", context.peer(), exc.message)
             raise
         on_revoked(context, link.close)  # its token revoked: the stream ends in order
+        if link.platform is not None and self.on_platform is not None:
+            self.on_platform(link.platform)
         log.info(
             "worker %s (%s) connected from %s with %d slot%s%s",
             info.name,
@@ -294,7 +298,7 @@ def _error(error: jobs_pb2.JobError) -> dict[str, str]:
     }
 
 
-def _worker_info(hello: jobs_pb2.Hello) -> WorkerInfo:
+def _worker_info(hello: jobs_pb2.Hello, platform: Platform | None = None) -> WorkerInfo:
     """The worker a Hello describes; InvalidArgumentError naming the field when an identifier is too long,
     empty where it may not be, or holds a control character. Nothing is stored before this passed."""
     fields.check_identifier("Hello.worker_id", hello.worker_id, fields.MAX_WORKER_ID, empty_ok=False)
@@ -310,7 +314,13 @@ def _worker_info(hello: jobs_pb2.Hello) -> WorkerInfo:
     if len(hello.credential) > MAX_CREDENTIAL:
         raise InvalidArgumentError(f"Hello.credential is longer than {MAX_CREDENTIAL} characters")
     name = hello.name or hello.hostname or hello.worker_id[:8]
-    return WorkerInfo(worker_id=hello.worker_id, name=name, labels=dict(hello.labels), slots=hello.slots)
+    return WorkerInfo(
+        worker_id=hello.worker_id,
+        name=name,
+        labels=dict(hello.labels),
+        slots=hello.slots,
+        platform=platform.key if platform is not None else "",
+    )
 
 
 def _platform(hello: jobs_pb2.Hello) -> Platform | None:

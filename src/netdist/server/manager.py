@@ -30,6 +30,7 @@ from netdist.server.handler_log import HandlerLog
 from netdist.server.job_script_intake import JobScriptIntake, Outcome
 from netdist.server.lease_model import HandlerSpec
 from netdist.server.lifecycle import Effect, HandlerAction
+from netdist.server.lock_upkeep import LockUpkeep
 from netdist.server.runtime import RunningHandler
 from netdist.server.scheduled_starts import ScheduledStarts
 from netdist.server.states import HandlerState
@@ -63,6 +64,7 @@ class HandlerManager:
         self.schedules = ScheduledStarts(store, clock=clock, log_sink=self.log, start=self._scheduled_start)
         self.next_start = self.schedules.next_start  # handler id -> next scheduled start (Unix seconds)
         self._lock = asyncio.Lock()
+        self.locks = LockUpkeep(store, self.locker, runtimes=self.runtimes, log_sink=self.log, guard=lambda: self._lock)
         self._failing: set[asyncio.Task[None]] = set()  # handlers being failed for max-sequenced-errors
         self._runtime_tasks: set[asyncio.Task[None]] = set()  # every runtime's loop until it ends
 
@@ -83,6 +85,7 @@ class HandlerManager:
         await self.schedules.stop()  # no start from here on
         while self._failing:  # a handler being failed ends failed, not stopped
             await asyncio.gather(*self._failing, return_exceptions=True)
+        await self.locks.stop()
         for runtime in list(self.runtimes.values()):
             await runtime.stop()
         # Runtimes that finished or failed by themselves may still be closing their hosts.
@@ -172,6 +175,7 @@ class HandlerManager:
             script_sha256=record.script_sha256,
             environment=envs[""],
             environments=envs,
+            platform_locked=bool(record.deps_lock_json),
         )
         counts = (await self.store.read(job_store.counts, record.id)).get(record.id, {})
         state = HandlerState.RUNNING if active else HandlerState.PAUSED
@@ -197,6 +201,8 @@ class HandlerManager:
         self._runtime_tasks.add(runtime.task)
         runtime.task.add_done_callback(self._runtime_tasks.discard)
         self.log(record.id, "info", "server", "started" if active else "resumed paused")
+        if record.deps_lock_json:
+            self.locks.check(record.id)  # a worker platform it lacks, a package changed since
 
     async def _relaunch(self, handler_id: str) -> None:
         runtime = self.runtimes.pop(handler_id)
@@ -286,4 +292,6 @@ class HandlerManager:
                 )
                 runtime.reload(package)
                 moved.append(runtime.handler_id)
+                if runtime.record.deps_lock_json:
+                    self.locks.check(runtime.handler_id)  # its lock resolved again with the new package
         return moved

@@ -214,6 +214,7 @@ class HandlerInfo(_message.Message):
     RESULT_SUMMARY_FIELD_NUMBER: _builtins.int
     RUNNING_FIELD_NUMBER: _builtins.int
     SCRIPT_UPLOADED_BY_FIELD_NUMBER: _builtins.int
+    UNSERVABLE_PLATFORMS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     package: _builtins.str
     handler: _builtins.str
@@ -246,6 +247,12 @@ class HandlerInfo(_message.Message):
     def running(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobInfo]:
         """jobs out at workers, with their progress"""
 
+    @_builtins.property
+    def unservable_platforms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Worker platforms its job script's dependencies have no wheels for: its
+        jobs go to other workers (`jobs deps` says why).
+        """
+
     def __init__(
         self,
         *,
@@ -272,10 +279,11 @@ class HandlerInfo(_message.Message):
         result_summary: _builtins.str = ...,
         running: _abc.Iterable[Global___JobInfo] | None = ...,
         script_uploaded_by: _builtins.str = ...,
+        unservable_platforms: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "custom_settings_json", b"custom_settings_json", "finished_at", b"finished_at", "handler", b"handler", "has_total", b"has_total", "id", b"id", "job_name", b"job_name", "jobs_available", b"jobs_available", "jobs_failed", b"jobs_failed", "jobs_pending", b"jobs_pending", "jobs_processed", b"jobs_processed", "jobs_total", b"jobs_total", "message", b"message", "next_start_at", b"next_start_at", "package", b"package", "package_version", b"package_version", "result_summary", b"result_summary", "running", b"running", "script_sha256", b"script_sha256", "script_uploaded_by", b"script_uploaded_by", "settings_json", b"settings_json", "started_at", b"started_at", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "custom_settings_json", b"custom_settings_json", "finished_at", b"finished_at", "handler", b"handler", "has_total", b"has_total", "id", b"id", "job_name", b"job_name", "jobs_available", b"jobs_available", "jobs_failed", b"jobs_failed", "jobs_pending", b"jobs_pending", "jobs_processed", b"jobs_processed", "jobs_total", b"jobs_total", "message", b"message", "next_start_at", b"next_start_at", "package", b"package", "package_version", b"package_version", "result_summary", b"result_summary", "running", b"running", "script_sha256", b"script_sha256", "script_uploaded_by", b"script_uploaded_by", "settings_json", b"settings_json", "started_at", b"started_at", "state", b"state", "unservable_platforms", b"unservable_platforms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -586,6 +594,8 @@ class WorkerInfo(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     RUNNING_FIELD_NUMBER: _builtins.int
     DISABLED_FIELD_NUMBER: _builtins.int
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    UNSERVABLE_HANDLERS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     slots: _builtins.int
@@ -598,10 +608,18 @@ class WorkerInfo(_message.Message):
     hostname: _builtins.str
     version: _builtins.str
     disabled: _builtins.bool
+    platform: _builtins.str
+    """its wheel platform: "cp311-linux-x86_64"; "" when it reported none"""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def running(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobInfo]: ...
+    @_builtins.property
+    def unservable_handlers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Handlers (ids) whose job script's dependencies have no wheels for its
+        platform: it gets none of their jobs.
+        """
+
     def __init__(
         self,
         *,
@@ -619,10 +637,12 @@ class WorkerInfo(_message.Message):
         version: _builtins.str = ...,
         running: _abc.Iterable[Global___JobInfo] | None = ...,
         disabled: _builtins.bool = ...,
+        platform: _builtins.str = ...,
+        unservable_handlers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "connected_since", b"connected_since", "disabled", b"disabled", "hostname", b"hostname", "id", b"id", "jobs_done", b"jobs_done", "jobs_failed", b"jobs_failed", "jobs_running", b"jobs_running", "labels", b"labels", "last_seen", b"last_seen", "name", b"name", "running", b"running", "slots", b"slots", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "connected_since", b"connected_since", "disabled", b"disabled", "hostname", b"hostname", "id", b"id", "jobs_done", b"jobs_done", "jobs_failed", b"jobs_failed", "jobs_running", b"jobs_running", "labels", b"labels", "last_seen", b"last_seen", "name", b"name", "platform", b"platform", "running", b"running", "slots", b"slots", "unservable_handlers", b"unservable_handlers", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
