@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import platform
+import socket
 import sys
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from netdist.platforms import this_platform
 from netdist.testing import start_worker, wait_until, write_wheel
 from tests.integration.conftest import Cluster
 from tests.integration.test_protocol import HandWorker
-from tests.support import counter_wheel
+from tests.support import HANDLER, counter_wheel
 
 pytestmark = pytest.mark.timeout(180)  # every jobs add runs pip (a second or two on a quiet machine)
 
@@ -242,3 +243,47 @@ def test_a_new_platform_is_resolved_in_the_background_and_an_unservable_one_gets
         assert all(j["handler_id"] != linux_id for j in listed["mac-1"]["running"]), listed["mac-1"]
     finally:
         hand.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_new_package_version_resolves_a_running_handlers_lock_again(
+    cluster: Cluster, links: Path, tmp_path: Path
+) -> None:
+    serve(cluster, links, tmp_path)
+    done = cluster.admin_cli("jobs", "add", str(script(tmp_path / "s.py", ["tiny-calc"], start=True)))
+    assert done.returncode == 0, done.stderr
+    assert wheels(deps(cluster, "deps")) == {"tiny-calc": "1.0"}
+    # Version 2.0 of the package needs tiny-base<2: the running handler's lock takes it in, in the background.
+    cluster.api.upload(
+        write_wheel(
+            tmp_path / "pkg2",
+            name="counter",
+            version="2.0",
+            files={"counter/__init__.py": "", "counter/handler.py": HANDLER.format(version="2.0")},
+            entry_points={"netdist.handlers": {"Counter": "counter.handler:Counter"}},
+            requires=["tiny-base<2"],
+        )
+    )
+    wait_until(
+        lambda: wheels(deps(cluster, "deps")) == {"tiny-base": "1.0", "tiny-calc": "1.0"},
+        60,
+        what="the lock resolved again with the new package",
+    )
+    assert any("dependencies locked" in line.message for line in cluster.api.log("deps"))
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_resolution_past_its_time_limit_is_refused_and_the_server_keeps_serving(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    with socket.socket() as silent:  # an index that accepts connections and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        index = f"http://127.0.0.1:{silent.getsockname()[1]}/simple"
+        cluster.start_server(extra_args=("--index-url", index, "--resolve-timeout", "2"))
+        cluster.api.upload(counter_wheel(tmp_path / "pkg"))
+        done = cluster.admin_cli("jobs", "add", str(script(tmp_path / "s.py", ["tiny-calc"])))
+    assert done.returncode == 1, done.stdout
+    assert "FailedPreconditionError" in done.stderr and "took over 2 s" in done.stderr, done.stderr
+    assert cluster.api.handlers() == []
+    assert cluster.admin_cli("status").returncode == 0

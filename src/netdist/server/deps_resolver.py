@@ -38,6 +38,8 @@ from netdist.server.deps_lock import LockedWheel, Pin, ScriptNeeds, constraints_
 from netdist.server.wheels import inspect_wheel
 
 DEFAULT_RESOLVE_TIMEOUT_SECONDS = 300.0
+MAX_CONCURRENT = 2
+"""Resolutions (pip processes) at once."""
 MAX_MESSAGE_CHARS = 2000
 _CHUNK = 1024 * 1024
 
@@ -65,6 +67,7 @@ class Resolver:
     def __init__(self, config: ResolverConfig, blobs: BlobStore) -> None:
         self.config = config
         self.blobs = blobs
+        self._running = asyncio.Semaphore(MAX_CONCURRENT)  # pip is heavy: more uploads wait their turn
 
     async def resolve(
         self,
@@ -83,6 +86,18 @@ class Resolver:
                 f"{target.key}: Python {target.python} does not satisfy the job script's "
                 f"requires-python {needs.requires_python!r}"
             )
+        async with self._running:
+            return await self._resolve(needs, pins, package, package_wheels, target, native)
+
+    async def _resolve(
+        self,
+        needs: ScriptNeeds,
+        pins: Mapping[str, Pin],
+        package: str,
+        package_wheels: Sequence[PackageWheel],
+        target: Platform,
+        native: bool,
+    ) -> tuple[LockedWheel, ...]:
         work = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="netdist-resolve-"))
         try:
             options = [] if native else target.pip_target_args()
@@ -120,9 +135,11 @@ class Resolver:
         return [*args, *options, "--", str(local / package_wheels[0].filename), *needs.dependencies]
 
     def _environ(self) -> dict[str, str]:
+        """The server's environment without its own settings (a --db URL may hold a password)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NETDIST_")}
         if not self.config.explicit:
-            return dict(os.environ)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+            return env
+        env = {k: v for k, v in env.items() if not k.startswith("PIP_")}
         env["PIP_CONFIG_FILE"] = os.devnull  # no pip.conf either: the index is the operator's
         return env
 
