@@ -8,6 +8,7 @@ in its leases. The key (``cp311-linux-x86_64``) is what locks are filed under.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import platform
 import sys
 
@@ -66,8 +67,9 @@ class Platform:
         return [f"{self.os}_{arch}"]
 
 
+@functools.cache
 def this_platform() -> Platform:
-    """The platform of the running interpreter."""
+    """The platform of the running interpreter (found once: reading the libc version scans the executable)."""
     os_version = ""
     if sys.platform == "linux":
         lib, version = platform.libc_ver()
