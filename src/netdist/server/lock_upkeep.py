@@ -81,8 +81,12 @@ class LockUpkeep:
         package = await self._store.read(catalog.current_package, record.package)
         if lock.empty or package is None:
             return
-        if lock.package_sha256 != package_digest(package):
-            try:
+        stale = lock.package_sha256 != package_digest(package)
+        missing = [p for p in self.platforms.values() if p.key not in lock.platforms]
+        if not stale and not missing:
+            return
+        try:
+            if stale:
                 new = await self._locker.lock(
                     source=record.script_source,
                     package=package,
@@ -91,20 +95,14 @@ class LockUpkeep:
                     refresh=False,
                     platforms=list(self.platforms.values()),
                 )
-            except NetDistError as exc:
-                self._log(
-                    handler_id,
-                    "error",
-                    "server",
-                    f"its dependencies do not resolve with package {package.name} {package.version}, "
-                    f"so the lock of the previous version stays: {exc.message}",
-                )
-                return
-        else:
-            missing = [p for p in self.platforms.values() if p.key not in lock.platforms]
-            if not missing:
-                return
-            new = await self._locker.extend(lock, package, missing)
+            else:
+                new = await self._locker.extend(lock, package, missing)
+        except NetDistError as exc:  # a dependency conflict with the new package, pip past its time limit
+            what = f"with package {package.name} {package.version}" if stale else "for a new worker platform"
+            self._log(
+                handler_id, "error", "server", f"its dependencies did not resolve {what}; its lock stays: {exc.message}"
+            )
+            return
         async with self._guard():
             current = await self._store.read(catalog.get_handler, handler_id)
             if current.deps_lock_json != record.deps_lock_json:
