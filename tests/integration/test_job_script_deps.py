@@ -121,7 +121,7 @@ def test_a_dependency_that_does_not_resolve_is_refused_and_nothing_is_stored(
     serve(cluster, links, tmp_path)
     cases = {
         "no-such-project": "no-such-project",  # unknown name
-        "tiny-base>=2": "conflict",  # tiny-fmt needs tiny-base<2
+        "tiny-base>=2": "tiny-fmt 1.0 depends on tiny-base<2",  # a conflict, and its cause
         "sdist-only": "wheels only",  # a source distribution is never taken
     }
     for dep, words in cases.items():

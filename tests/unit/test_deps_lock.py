@@ -120,6 +120,21 @@ def test_pips_error_in_one_paragraph() -> None:
     assert pip_message("") == "pip failed without a message"
 
 
+def test_pips_conflict_says_what_caused_it() -> None:
+    output = (
+        "Processing ./links/tiny_fmt-1.0-py3-none-any.whl\n"
+        "ERROR: Cannot install tiny-base>=2 and tiny-fmt==1.0 because these package versions have conflicting "
+        "dependencies.\n\nThe conflict is caused by:\n    The user requested tiny-base>=2\n"
+        "    tiny-fmt 1.0 depends on tiny-base<2\n\nTo fix this you could try to:\n1. loosen the range\n\n"
+        "ERROR: ResolutionImpossible: for help visit https://pip.pypa.io/\n"
+    )
+    assert pip_message(output) == (
+        "Cannot install tiny-base>=2 and tiny-fmt==1.0 because these package versions have conflicting "
+        "dependencies. The conflict is caused by: The user requested tiny-base>=2; tiny-fmt 1.0 depends on "
+        "tiny-base<2."
+    )
+
+
 def test_platform_tags_for_pip() -> None:
     linux = Platform(implementation="cpython", python="3.12", os="linux", machine="aarch64", os_version="2.28")
     assert linux.key == "cp312-linux-aarch64"

@@ -216,9 +216,23 @@ class Resolver:
 
 
 def pip_message(output: str) -> str:
-    """pip's error in one paragraph: its ERROR lines (or its last lines), whitespace collapsed, clipped."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    errors = [line.removeprefix("ERROR:").strip() for line in lines if line.startswith("ERROR:")]
+    """pip's error in one paragraph: its ERROR lines and what it says caused a conflict (or its last lines),
+    whitespace collapsed, clipped."""
+    raw = output.splitlines()
+    lines = [line.strip() for line in raw if line.strip()]
+    errors = [
+        line.removeprefix("ERROR:").strip()
+        for line in lines
+        if line.startswith("ERROR:") and not line.startswith("ERROR: ResolutionImpossible")
+    ]
+    if "The conflict is caused by:" in lines:
+        start = raw.index(next(r for r in raw if r.strip() == "The conflict is caused by:")) + 1
+        causes = []
+        for line in raw[start:]:
+            if not line.startswith(" ") or not line.strip():
+                break
+            causes.append(line.strip())
+        errors.insert(1, "The conflict is caused by: " + "; ".join(causes) + ".")
     text = " ".join(errors or lines[-5:])
     text = re.sub(r"\s+", " ", text).strip() or "pip failed without a message"
     if "from versions: none" in text:
