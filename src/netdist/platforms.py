@@ -2,7 +2,8 @@
 
 A worker reports its platform in Hello; the server resolves a job script's
 dependencies once per platform and names the wheels of the worker's platform
-in its leases. The key (``cp311-linux-x86_64``) is what locks are filed under.
+in its leases. The key (``cp311-linux-x86_64-glibc2.36``) is what locks are
+filed under.
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ class Platform:
 
     @property
     def key(self) -> str:
-        return f"{self.tag}-{self.os}-{self.machine}"
+        """``cp311-linux-x86_64-glibc2.36``: what decides which wheels run here. The C library's version
+        (macOS's major version) is part of it: a wheel built for a newer one does not load on an older one."""
+        key = f"{self.tag}-{self.os}-{self.machine}"
+        if self.os == "linux" and self.os_version:
+            return f"{key}-glibc{self.os_version}"
+        if self.os == "darwin" and self.os_version:
+            return f"{key}-macos{self.os_version.split('.')[0]}"
+        return key
 
     def to_json_dict(self) -> dict[str, str]:
         return dataclasses.asdict(self)

@@ -137,12 +137,13 @@ def test_pips_conflict_says_what_caused_it() -> None:
 
 def test_platform_tags_for_pip() -> None:
     linux = Platform(implementation="cpython", python="3.12", os="linux", machine="aarch64", os_version="2.28")
-    assert linux.key == "cp312-linux-aarch64"
+    assert linux.key == "cp312-linux-aarch64-glibc2.28"
     args = linux.pip_target_args()
     assert args[:6] == ["--implementation", "cp", "--python-version", "3.12", "--abi", "cp312"]
     assert "manylinux_2_28_aarch64" in args and "manylinux_2_17_aarch64" in args and "manylinux2014_aarch64" in args
     assert "manylinux1_aarch64" not in args and args[-1] == "linux_aarch64"
     mac = Platform(implementation="cpython", python="3.13", os="darwin", machine="arm64", os_version="14.2")
     assert mac.platform_tags() == ["macosx_14_2_arm64", "macosx_14_2_universal2"]
+    assert mac.key == "cp313-darwin-arm64-macos14"
     win = Platform(implementation="cpython", python="3.11", os="win32", machine="amd64")
-    assert win.platform_tags() == ["win_amd64"]
+    assert win.platform_tags() == ["win_amd64"] and win.key == "cp311-win32-amd64"

@@ -3,7 +3,7 @@
 A job script's PEP 723 ``dependencies`` and ``requires-python`` are read here
 (checked, never run); the lock the server resolves from them (see
 :mod:`netdist.server.deps_resolver`) is kept with the handler instance as
-JSON, one list of wheels per platform key (``cp311-linux-x86_64``), each
+JSON, one list of wheels per platform key (``cp311-linux-x86_64-glibc2.36``), each
 wheel by project name, version, file name and sha256. A handler's
 environment is its package's wheels with the lock's (the lock wins by
 project name).

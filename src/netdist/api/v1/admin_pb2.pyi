@@ -609,7 +609,7 @@ class WorkerInfo(_message.Message):
     version: _builtins.str
     disabled: _builtins.bool
     platform: _builtins.str
-    """its wheel platform: "cp311-linux-x86_64"; "" when it reported none"""
+    """its wheel platform: "cp311-linux-x86_64-glibc2.36"; "" when it reported none"""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -949,7 +949,7 @@ class PlatformLockInfo(_message.Message):
     RESOLVED_AT_FIELD_NUMBER: _builtins.int
     SERVER_FIELD_NUMBER: _builtins.int
     key: _builtins.str
-    """"cp311-linux-x86_64" """
+    """"cp311-linux-x86_64-glibc2.36" """
     error: _builtins.str
     """why this platform cannot be served; "" when it can"""
     resolved_at: _builtins.float
