@@ -4,6 +4,7 @@
     ├── InvalidArgumentError      INVALID_ARGUMENT     bad input: a wheel, a job script, a reference
     │   ├── JobScriptError        INVALID_ARGUMENT     metadata block of a job script
     │   ├── WheelError            INVALID_ARGUMENT     an uploaded wheel
+    │   ├── DependencyError       INVALID_ARGUMENT     a job script's dependencies do not resolve (pip's words)
     │   ├── CertificateError      INVALID_ARGUMENT     a TLS certificate or key file (local: tls init, --tls-*)
     │   └── TokenFileError        INVALID_ARGUMENT     a token file (local: --token-file, the data dir's)
     ├── NotFoundError             NOT_FOUND            no such handler, package, worker or blob
@@ -56,6 +57,10 @@ class JobScriptError(InvalidArgumentError):
 
 class WheelError(InvalidArgumentError):
     """An uploaded wheel is not a safe, valid wheel."""
+
+
+class DependencyError(InvalidArgumentError):
+    """A job script's dependencies do not resolve to wheels (unknown name, conflict, no wheel)."""
 
 
 class CertificateError(InvalidArgumentError):

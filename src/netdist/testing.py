@@ -70,14 +70,18 @@ def write_wheel(
     version: str,
     files: Mapping[str, str | bytes],
     entry_points: Mapping[str, Mapping[str, str]] | None = None,
+    requires: Sequence[str] = (),
+    tag: str = "py3-none-any",
 ) -> Path:
-    """Write a wheel holding ``files`` (path -> content) with the given metadata."""
+    """Write a wheel holding ``files`` (path -> content) with the given metadata: ``requires`` its
+    Requires-Dist, ``tag`` its compatibility tag (a platform wheel: ``cp311-cp311-linux_x86_64``)."""
     dist = re.sub(r"[-_.]+", "_", name)
     info = f"{dist}-{version}.dist-info"
     members = {k: v.encode() if isinstance(v, str) else v for k, v in files.items()}
-    members[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    members[f"{info}/METADATA"] = (meta + "".join(f"Requires-Dist: {r}\n" for r in requires)).encode()
     members[f"{info}/WHEEL"] = (
-        b"Wheel-Version: 1.0\nGenerator: netdist.testing\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        f"Wheel-Version: 1.0\nGenerator: netdist.testing\nRoot-Is-Purelib: true\nTag: {tag}\n".encode()
     )
     if entry_points:
         text = "".join(
@@ -92,7 +96,7 @@ def write_wheel(
     record.append(f"{info}/RECORD,,")
     members[f"{info}/RECORD"] = ("\n".join(record) + "\n").encode()
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"{dist}-{version}-py3-none-any.whl"
+    target = out_dir / f"{dist}-{version}-{tag}.whl"
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for path, data in members.items():
@@ -134,11 +138,18 @@ class Process:
         self.popen.wait()
 
 
-def _spawn(name: str, args: Sequence[str], log_dir: Path, env: Mapping[str, str] | None = None) -> Process:
+def _spawn(
+    name: str,
+    args: Sequence[str],
+    log_dir: Path,
+    env: Mapping[str, str] | None = None,
+    base_env: Mapping[str, str] | None = None,
+) -> Process:
+    """``env`` adds to ``base_env`` (default: this process's environment)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     out: IO[bytes] = log_path.open("wb")
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env = {**(os.environ if base_env is None else base_env), "PYTHONUNBUFFERED": "1", **(env or {})}
     popen = subprocess.Popen(
         [sys.executable, *args], stdout=out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
     )
@@ -247,9 +258,10 @@ def start_worker(
     extra_args: Sequence[str] = (),
     security: ClientSecurity | None = None,
     token_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Process:
     """Start ``netdist-worker connect``; with no ``token_file``, the worker token of the server at ``address``
-    (started by :func:`start_server`), if any."""
+    (started by :func:`start_server`), if any. ``environ``: its whole environment (default: this process's)."""
     args = [
         "-m",
         "netdist.worker",
@@ -269,7 +281,7 @@ def start_worker(
         args += ["--token-file", str(token_file)]
     for key, value in (labels or {}).items():
         args += ["--label", f"{key}={value}"]
-    return _spawn(name, args, log_dir)
+    return _spawn(name, args, log_dir, base_env=environ)
 
 
 def tls_args(security: ClientSecurity | None) -> list[str]:

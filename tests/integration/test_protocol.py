@@ -20,14 +20,23 @@ pytestmark = [pytest.mark.parametrize("db_url", ["sqlite"], indirect=True), pyte
 class HandWorker:
     """A worker stream whose every message the test writes itself."""
 
-    def __init__(self, cluster: Cluster, worker_id: str = "hand-1", *, heartbeat_seconds: float | None = None) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        worker_id: str = "hand-1",
+        *,
+        heartbeat_seconds: float | None = None,
+        platform: jobs_pb2.WheelPlatform | None = None,
+    ) -> None:
         """``heartbeat_seconds``: send heartbeats this often, for a test that outlasts the server's
-        silence limit (3 heartbeat intervals of the cluster, under a second)."""
+        silence limit (3 heartbeat intervals of the cluster, under a second). ``platform``: the wheel
+        platform its Hello reports."""
         self.outgoing: queue.Queue[jobs_pb2.WorkerMessage | None] = queue.Queue()
         self.leased: list[jobs_pb2.Lease] = []
         self._closed = threading.Event()
         stub = jobs_pb2_grpc.JobServiceStub(cluster.api.channel)
-        self.send(jobs_pb2.WorkerMessage(hello=jobs_pb2.Hello(worker_id=worker_id, name=worker_id, slots=4)))
+        hello = jobs_pb2.Hello(worker_id=worker_id, name=worker_id, slots=4, wheel_platform=platform)
+        self.send(jobs_pb2.WorkerMessage(hello=hello))
         self.incoming = stub.Connect(self._requests(), timeout=60)
         assert next(self.incoming).HasField("welcome")
         if heartbeat_seconds is not None:

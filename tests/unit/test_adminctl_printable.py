@@ -12,7 +12,7 @@ from google.protobuf.message import Message
 from rich.console import Console, RenderableType
 
 from netdist import fields
-from netdist.adminctl import cli, command_io, dashboard, job_render, render, view
+from netdist.adminctl import cli, command_io, dashboard, handler_render, job_render, render, view
 from netdist.adminctl.printable import printable, printable_json, printable_lines
 from netdist.api.v1 import admin_pb2, packages_pb2
 from netdist.errors import NetDistError
@@ -67,8 +67,8 @@ def views(json_value: str) -> list[RenderableType]:
     s.store_state = HOSTILE  # not "ok": the store line shows too
     return [
         render.handlers_table([h]),
-        render.handler_detail(h),
-        render.jobs_table([j]),
+        handler_render.handler_detail(h),
+        job_render.jobs_table([j]),
         job_render.job_detail(g),
         render.workers_table([w]),
         render.packages_table([p]),
@@ -111,7 +111,7 @@ def test_markup_and_emoji_codes_in_data_stay_literal_and_wide_text_stays() -> No
 
 def test_json_settings_stay_readable_json_with_escapes() -> None:
     h = admin_pb2.HandlerInfo(custom_settings_json=json.dumps({"name": "日本\u202e\x1b"}, ensure_ascii=False))
-    out = printed(render.handler_detail(h), color=False)
+    out = printed(handler_render.handler_detail(h), color=False)
     assert '"name": "日本\\u202e\\u001b"' in out
 
 

@@ -6,7 +6,7 @@ import json
 
 from rich.console import Console, RenderableType
 
-from netdist.adminctl import dashboard, render, view
+from netdist.adminctl import dashboard, handler_render, render, view
 from netdist.api.v1 import admin_pb2, packages_pb2
 
 REQUIRED_HANDLER_KEYS = {
@@ -131,7 +131,7 @@ def test_tables_print_names_literally_not_as_markup() -> None:
 
 
 def test_handler_detail_shows_every_field_and_pretty_settings() -> None:
-    out = text_of(render.handler_detail(handler()))
+    out = text_of(handler_render.handler_detail(handler()))
     assert "3f2a9c0d1e2b4a5c" in out
     assert "100 in total" in out
     assert '"job-timeout": 60.0' in out
@@ -174,7 +174,7 @@ def test_a_finished_handler_with_failed_jobs_reads_the_same_in_every_view() -> N
     wide = Console(width=250, record=True, color_system=None)
     for renderable in (
         render.handlers_table([done]),
-        render.handler_detail(done),
+        handler_render.handler_detail(done),
         dashboard.build([done], [], address="127.0.0.1:50051", error="", now=1.0),
     ):
         with wide.capture() as captured:

@@ -69,6 +69,7 @@ def test_every_served_method_is_in_the_table_and_admin_may_call_all_of_it() -> N
         "ListWorkers",
         "ListAudit",
         "Watch",
+        "GetJobScriptDeps",
         "List",
     }
 

@@ -35,6 +35,10 @@ UPLOAD_SECONDS_PER_MIB = 2.0
 T = TypeVar("T")
 
 
+ADD_TIMEOUT_SECONDS = 330.0
+"""What ``jobs add`` waits at least: longer than the server's default --resolve-timeout."""
+
+
 class AdminClient:
     """One channel to one server; use as a context manager or call :meth:`close`."""
 
@@ -127,10 +131,21 @@ class AdminClient:
         )
         return reply
 
-    def add_job_script(self, path: Path) -> admin_pb2.AddJobScriptResponse:
-        request = admin_pb2.AddJobScriptRequest(filename=path.name, content=path.read_bytes())
-        reply: admin_pb2.AddJobScriptResponse = self._call(
-            lambda: self._admin.AddJobScript(request, timeout=self.timeout_seconds)
+    def add_job_script(
+        self, path: Path, *, lock: str | None = None, refresh: bool = False
+    ) -> admin_pb2.AddJobScriptResponse:
+        """Waits at least ADD_TIMEOUT_SECONDS: the server may be resolving the script's dependencies."""
+        request = admin_pb2.AddJobScriptRequest(filename=path.name, content=path.read_bytes(), refresh=refresh)
+        if lock is not None:
+            request.lock = lock
+        timeout = max(self.timeout_seconds, ADD_TIMEOUT_SECONDS)
+        reply: admin_pb2.AddJobScriptResponse = self._call(lambda: self._admin.AddJobScript(request, timeout=timeout))
+        return reply
+
+    def job_script_deps(self, ref: str) -> admin_pb2.GetJobScriptDepsResponse:
+        request = admin_pb2.GetJobScriptDepsRequest(ref=ref)
+        reply: admin_pb2.GetJobScriptDepsResponse = self._call(
+            lambda: self._admin.GetJobScriptDeps(request, timeout=self.timeout_seconds)
         )
         return reply
 

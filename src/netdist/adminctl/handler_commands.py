@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from netdist.adminctl import job_render, render, view
+from netdist.adminctl import deps_view, handler_render, job_render, render, view
 from netdist.adminctl.command_io import client, emit_json, json_option, out, show
 from netdist.adminctl.completion import handler_names
 from netdist.adminctl.printable import printable
@@ -39,15 +39,44 @@ def jobs() -> None:
     "script",
     type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
 )
+@click.option(
+    "--lock",
+    "lock_file",
+    type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
+    default=None,
+    help="A pinned lock (name==version lines, --hash=sha256: optional, as `uv pip compile` or `pip freeze` "
+    "write) the script's dependencies must resolve to; kept for later uploads of the script.",
+)
+@click.option(
+    "--refresh",
+    is_flag=True,
+    help="Resolve the script's dependencies again though nothing changed (drops a kept pinned lock).",
+)
 @click.pass_context
-def jobs_add(ctx: click.Context, script: Path) -> None:
-    """Upload a job SCRIPT: creates or updates one handler instance."""
-    reply = client(ctx).add_job_script(script)
+def jobs_add(ctx: click.Context, script: Path, lock_file: Path | None, refresh: bool) -> None:
+    """Upload a job SCRIPT: creates or updates one handler instance.
+
+    The server resolves the script's PEP 723 `dependencies` into wheels (may take a while)."""
+    lock = lock_file.read_text(encoding="utf-8", errors="replace") if lock_file is not None else None
+    reply = client(ctx).add_job_script(script, lock=lock, refresh=refresh)
     h = reply.handler
     text = render.text(f"{reply.outcome}: ", style="bold")
     text.append(printable(f"handler {h.id} ('{h.job_name}': {h.package}/{h.handler}), state "))
     text.append_text(render.handler_state(h))
     out().print(text)
+
+
+@jobs.command("deps")
+@click.argument("ref", shell_complete=handler_names)
+@json_option
+@click.pass_context
+def jobs_deps(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Show the dependency lock of handler REF: the exact wheels per worker platform."""
+    reply = client(ctx).job_script_deps(ref)
+    if as_json:
+        emit_json(deps_view.deps_dict(reply))
+    else:
+        show(deps_view.deps_detail(reply))
 
 
 @jobs.command("list")
@@ -80,7 +109,7 @@ def jobs_list(ctx: click.Context, handler_ref: str, status: str | None, limit: i
     if as_json:
         emit_json([view.job_dict(j) for j in items])
     else:
-        show(render.jobs_table(items))
+        show(job_render.jobs_table(items))
 
 
 @jobs.command("log")
@@ -146,7 +175,7 @@ def handlers_show(ctx: click.Context, ref: str, as_json: bool) -> None:
     if as_json:
         emit_json(view.handler_dict(h, with_result=True))
     else:
-        show(render.handler_detail(h))
+        show(handler_render.handler_detail(h))
 
 
 @handlers.command("result")
@@ -162,7 +191,7 @@ def handlers_result(ctx: click.Context, ref: str, as_json: bool) -> None:
     if as_json:
         emit_json(view.result_dict(h))
     else:
-        show(render.handler_result(h))
+        show(handler_render.handler_result(h))
 
 
 def _control_command(name: str) -> Callable[..., None]:

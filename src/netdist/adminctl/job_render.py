@@ -1,13 +1,15 @@
-"""Rich renderables for one job whole (``jobs show``); the jobs table is render.jobs_table."""
+"""Rich renderables for jobs: the ``jobs list`` table, one line a job, and one job whole (``jobs show``)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from netdist.adminctl.printable import printable_lines
-from netdist.adminctl.render import add_row, error_line, fmt_time, short_id, text
+from netdist.adminctl.printable import printable, printable_lines
+from netdist.adminctl.render import add_row, fmt_time, short_id, text
 from netdist.api.v1 import admin_pb2
 
 _OUTCOME_STYLES = {"succeeded": "green", "running": "cyan", "errored": "red", "failed": "red"}
@@ -80,3 +82,62 @@ def _progress(job: admin_pb2.GetJobResponse) -> str:
     if job.status == "leased":
         return f"{job.progress_percent:.0f}% {job.progress_text}".strip()
     return "100%" if job.status in ("succeeded", "processed") else "-"
+
+
+_DONE = ("succeeded", "processed")
+INPUT_WIDTH = 24
+RESULT_WIDTH = 48
+
+
+def clip(value: str, width: int) -> str:
+    """One printable line of at most ``width`` characters."""
+    line = printable(value)
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _one_line(value: str, style: str = "") -> Text:
+    """A cell that never wraps: cut with an ellipsis to the width its column gets."""
+    return Text(value, style=style, no_wrap=True, overflow="ellipsis")
+
+
+def error_line(error: admin_pb2.JobErrorInfo) -> str:
+    """``Type: message``, the message's first line."""
+    message = error.message.strip().split("\n", 1)[0]
+    return f"{error.type}: {message}" if message else error.type
+
+
+def progress(j: admin_pb2.JobInfo) -> str:
+    """The running job's percent and text; 100% once it succeeded; blank otherwise."""
+    if j.status == "leased":
+        return f"{j.progress_percent:.0f}% {j.progress_text}".strip()
+    return "100%" if j.status in _DONE else ""
+
+
+def jobs_table(jobs: Iterable[admin_pb2.JobInfo]) -> Table:
+    table = Table(title="Jobs", title_justify="left")
+    table.add_column("Job", justify="right", no_wrap=True)
+    table.add_column("Handler", overflow="fold", min_width=8)
+    table.add_column("Status", no_wrap=True)
+    table.add_column("Try", justify="right", no_wrap=True)
+    table.add_column("Worker", overflow="fold", min_width=6)
+    table.add_column("Progress", overflow="fold", min_width=4)
+    # One line each, clipped to what the terminal leaves them: the whole job is in ``jobs show``.
+    table.add_column("Input", max_width=INPUT_WIDTH, min_width=8)
+    table.add_column("Output / error", max_width=RESULT_WIDTH, min_width=16)
+    for j in jobs:
+        if j.HasField("error_info") and j.status != "leased":
+            result = _one_line(clip(error_line(j.error_info), RESULT_WIDTH), style="red")
+        else:
+            result = _one_line(clip(j.output_json, RESULT_WIDTH))
+        add_row(
+            table,
+            str(j.id),
+            j.job_name or short_id(j.handler_id),
+            j.status,
+            str(j.attempts),
+            j.worker_name or short_id(j.worker_id) or "-",
+            progress(j) or "-",
+            _one_line(clip(j.input_json, INPUT_WIDTH)),
+            result,
+        )
+    return table

@@ -11,14 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from rich.console import Group, RenderableType
-from rich.highlighter import JSONHighlighter
+from rich.console import RenderableType
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from netdist.adminctl import view
-from netdist.adminctl.printable import printable, printable_json, printable_lines
+from netdist.adminctl.printable import printable, printable_lines
 from netdist.api.v1 import admin_pb2, packages_pb2
 
 STATE_STYLES = {
@@ -134,134 +132,6 @@ def summary_text(h: admin_pb2.HandlerInfo) -> Text:
     return summary
 
 
-def handler_detail(h: admin_pb2.HandlerInfo) -> RenderableType:
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column(overflow="fold")
-    total = str(h.jobs_total) if h.has_total else "unknown"
-    rows: list[tuple[str, str | Text]] = [
-        ("id", h.id),
-        ("job", h.job_name),
-        ("package", f"{h.package} {h.package_version}".strip()),
-        ("handler", h.handler),
-        ("state", handler_state(h)),
-        ("message", h.message or "-"),
-        ("summary", h.result_summary or "-"),
-        (
-            "jobs",
-            f"{h.jobs_available} available, {h.jobs_pending} pending, "
-            f"{h.jobs_processed} processed, {h.jobs_failed} failed, {total} in total",
-        ),
-        ("progress", progress_text(h)),
-        ("script sha256", h.script_sha256 or "-"),
-        ("script added by", h.script_uploaded_by or "-"),
-        ("created", fmt_time(h.created_at)),
-        ("started", fmt_time(h.started_at)),
-        ("finished", fmt_time(h.finished_at)),
-        ("next start", fmt_time(h.next_start_at)),
-    ]
-    for key, value in rows:
-        add_row(grid, key, value)
-    running: list[RenderableType] = [jobs_table(h.running)] if h.running else []
-    return Group(
-        grid,
-        *running,
-        Text("\nsettings [tool.netdist]", style="bold"),
-        _json_block(h.settings_json),
-        Text("\ncustom settings [tool.netdist.settings]", style="bold"),
-        _json_block(h.custom_settings_json),
-    )
-
-
-def handler_result(h: admin_pb2.HandlerInfo) -> RenderableType:
-    """What ``handlers result`` prints: the summary, then the saved state as JSON."""
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column(overflow="fold")
-    add_row(grid, "handler", f"{h.id} ('{h.job_name}')")
-    add_row(grid, "state", handler_state(h))
-    add_row(grid, "summary", h.result_summary or "-")
-    title = Text(f"\nsaved state ({fmt_size(h.handler_state_bytes)})", style="bold")
-    if h.handler_state_bytes and not h.handler_state_json:
-        note = f"not shown: over the {fmt_size(MAX_SHOWN_STATE)} a reply carries"
-        return Group(grid, title, Text(note, style="yellow"))
-    return Group(grid, title, _json_block(h.handler_state_json or "{}"))
-
-
-MAX_SHOWN_STATE = 256 * 1024
-"""The server's limit (netdist.server.admin_service.MAX_SHOWN_STATE), for the note."""
-
-
-def _json_block(raw: str) -> RenderableType:
-    value = view.parse_json(raw)
-    if value is None:
-        return Text("-")
-    if isinstance(value, str) and value == raw:  # not valid JSON: show as sent
-        return text(raw)
-    block = JSONHighlighter()(Text(printable_json(value)))  # rich.json.JSON would undo the escapes
-    block.no_wrap = True
-    return block
-
-
-_DONE = ("succeeded", "processed")
-INPUT_WIDTH = 24
-RESULT_WIDTH = 48
-
-
-def clip(value: str, width: int) -> str:
-    """One printable line of at most ``width`` characters."""
-    line = printable(value)
-    return line if len(line) <= width else line[: width - 1] + "…"
-
-
-def _one_line(value: str, style: str = "") -> Text:
-    """A cell that never wraps: cut with an ellipsis to the width its column gets."""
-    return Text(value, style=style, no_wrap=True, overflow="ellipsis")
-
-
-def error_line(error: admin_pb2.JobErrorInfo) -> str:
-    """``Type: message``, the message's first line."""
-    message = error.message.strip().split("\n", 1)[0]
-    return f"{error.type}: {message}" if message else error.type
-
-
-def progress(j: admin_pb2.JobInfo) -> str:
-    """The running job's percent and text; 100% once it succeeded; blank otherwise."""
-    if j.status == "leased":
-        return f"{j.progress_percent:.0f}% {j.progress_text}".strip()
-    return "100%" if j.status in _DONE else ""
-
-
-def jobs_table(jobs: Iterable[admin_pb2.JobInfo]) -> Table:
-    table = Table(title="Jobs", title_justify="left")
-    table.add_column("Job", justify="right", no_wrap=True)
-    table.add_column("Handler", overflow="fold", min_width=8)
-    table.add_column("Status", no_wrap=True)
-    table.add_column("Try", justify="right", no_wrap=True)
-    table.add_column("Worker", overflow="fold", min_width=6)
-    table.add_column("Progress", overflow="fold", min_width=4)
-    # One line each, clipped to what the terminal leaves them: the whole job is in ``jobs show``.
-    table.add_column("Input", max_width=INPUT_WIDTH, min_width=8)
-    table.add_column("Output / error", max_width=RESULT_WIDTH, min_width=16)
-    for j in jobs:
-        if j.HasField("error_info") and j.status != "leased":
-            result = _one_line(clip(error_line(j.error_info), RESULT_WIDTH), style="red")
-        else:
-            result = _one_line(clip(j.output_json, RESULT_WIDTH))
-        add_row(
-            table,
-            str(j.id),
-            j.job_name or short_id(j.handler_id),
-            j.status,
-            str(j.attempts),
-            j.worker_name or short_id(j.worker_id) or "-",
-            progress(j) or "-",
-            _one_line(clip(j.input_json, INPUT_WIDTH)),
-            result,
-        )
-    return table
-
-
 def workers_table(workers: Iterable[admin_pb2.WorkerInfo]) -> Table:
     table = Table(title="Workers", title_justify="left")
     for name in ("ID", "Name", "Host", "Connected"):
@@ -270,6 +140,7 @@ def workers_table(workers: Iterable[admin_pb2.WorkerInfo]) -> Table:
         table.add_column(name, justify="right")
     table.add_column("Last seen")
     table.add_column("Labels", overflow="fold")
+    table.add_column("Platform", overflow="fold")
     for w in workers:
         add_row(
             table,
@@ -283,8 +154,17 @@ def workers_table(workers: Iterable[admin_pb2.WorkerInfo]) -> Table:
             Text(str(w.jobs_failed), style="red" if w.jobs_failed else ""),
             fmt_ago(w.last_seen),
             ", ".join(f"{k}={v}" for k, v in sorted(w.labels.items())),
+            _platform(w),
         )
     return table
+
+
+def _platform(w: admin_pb2.WorkerInfo) -> Text:
+    """Its platform, and the handlers whose dependencies have no wheels for it."""
+    cell = Text(printable(w.platform or "-"))
+    if w.unservable_handlers:
+        cell.append(printable(f" (cannot serve {', '.join(w.unservable_handlers)})"), style="red")
+    return cell
 
 
 def _connected(w: admin_pb2.WorkerInfo) -> Text:

@@ -55,6 +55,7 @@ def handler_dict(h: admin_pb2.HandlerInfo, *, with_result: bool = False) -> dict
         "finished_at": when(h.finished_at),
         "next_start_at": when(h.next_start_at),
         "running": [job_dict(j) for j in h.running],
+        "unservable_platforms": list(h.unservable_platforms),
         **{key: result[key] for key in shown},
     }
 
@@ -150,6 +151,8 @@ def worker_dict(w: admin_pb2.WorkerInfo) -> dict[str, Any]:
         "jobs_done": w.jobs_done,
         "jobs_failed": w.jobs_failed,
         "running": [job_dict(j) for j in w.running],
+        "platform": w.platform or None,
+        "unservable_handlers": list(w.unservable_handlers),
     }
 
 

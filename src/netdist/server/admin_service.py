@@ -12,11 +12,13 @@ import netdist
 from netdist.api.v1 import admin_pb2
 from netdist.errors import InvalidArgumentError, NetDistError
 from netdist.fields import control_character
+from netdist.server.admin_deps import DepsAdmin
 from netdist.server.admin_events import EventAdmin
 from netdist.server.admin_job_logs import JobLogAdmin
 from netdist.server.admin_jobs import JobAdmin
 from netdist.server.admin_workers import WorkerAdmin
 from netdist.server.audit import AuditLog, audited
+from netdist.server.deps_lock import unservable
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.grpc_errors import to_status
 from netdist.server.job_views import MAX_RUNNING_LISTED, running_job
@@ -44,7 +46,7 @@ _ACTIONS = {
 }
 
 
-class AdminService(JobAdmin, WorkerAdmin, JobLogAdmin, EventAdmin):
+class AdminService(JobAdmin, WorkerAdmin, JobLogAdmin, EventAdmin, DepsAdmin):
     def __init__(
         self,
         store: Store,
@@ -122,7 +124,13 @@ class AdminService(JobAdmin, WorkerAdmin, JobLogAdmin, EventAdmin):
                 )
             if (control := control_character(filename)) is not None:
                 raise InvalidArgumentError(f"'filename': holds the control character {control}")
-            record, outcome = await self.manager.add_job_script(filename, request.content, uploaded_by=actor.name)
+            record, outcome = await self.manager.add_job_script(
+                filename,
+                request.content,
+                uploaded_by=actor.name,
+                pinned_lock=request.lock if request.HasField("lock") else None,
+                refresh=request.refresh,
+            )
         except NetDistError as exc:
             self.audit.record(
                 context,
@@ -249,6 +257,7 @@ class AdminService(JobAdmin, WorkerAdmin, JobLogAdmin, EventAdmin):
             custom_settings_json=r.custom_json,
             created_at=r.created_at,
             script_uploaded_by=r.script_uploaded_by,
+            unservable_platforms=unservable(r.deps_lock_json),
             started_at=r.started_at or 0.0,
             finished_at=r.finished_at or 0.0,
             next_start_at=self.manager.next_start.get(r.id, 0.0),

@@ -10,6 +10,7 @@ import grpc
 from netdist import fields
 from netdist.api.v1 import admin_pb2, admin_pb2_grpc
 from netdist.server.audit import AuditLog, audited
+from netdist.server.deps_lock import platform_key, unservable_handlers
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.event_hub import WorkerChange
 from netdist.server.grpc_errors import to_status
@@ -32,6 +33,7 @@ class WorkerAdmin(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.ListWorkersRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListWorkersResponse:
         records = await self.store.read(catalog.list_workers)
+        unservable_on = await self.store.read(unservable_handlers)
         names = {r.id: r.name[: fields.MAX_NAME] for r in records}
         out = []
         for r in records:
@@ -53,6 +55,8 @@ class WorkerAdmin(admin_pb2_grpc.AdminServiceServicer):
                     version=r.version[: fields.MAX_VERSION],
                     running=[running_job(lease, names) for lease in leases[:MAX_RUNNING_LISTED]],
                     disabled=r.disabled,
+                    platform=platform_key(r.platform_json),
+                    unservable_handlers=unservable_on.get(platform_key(r.platform_json), []),
                 )
             )
         return admin_pb2.ListWorkersResponse(workers=out)

@@ -28,6 +28,7 @@ from netdist.server.auth import AuthInterceptor
 from netdist.server.blobs import BlobStore
 from netdist.server.call_refusals import CallRefusals
 from netdist.server.clock import SYSTEM_CLOCK
+from netdist.server.deps_resolver import ResolverConfig
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.job_service import JobService
 from netdist.server.manager import HandlerManager
@@ -70,6 +71,8 @@ class ServerConfig:
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
     """None: no metrics; 0: a free port (``NetDistServer.metrics_address`` says which)."""
+    resolver: ResolverConfig = dataclasses.field(default_factory=ResolverConfig)
+    """Where job scripts' dependencies are resolved from, and for how long at most."""
 
 
 class NetDistServer:
@@ -109,7 +112,11 @@ class NetDistServer:
             reconnect_grace_seconds=cfg.reconnect_grace_seconds,
         )
         self.manager = HandlerManager(
-            self.store, self.dispatcher, self.blobs, handler_call_timeout_seconds=cfg.handler_call_timeout_seconds
+            self.store,
+            self.dispatcher,
+            self.blobs,
+            handler_call_timeout_seconds=cfg.handler_call_timeout_seconds,
+            resolver=cfg.resolver,
         )
         options = [
             ("grpc.max_receive_message_length", SERVER_MAX_RECEIVE_BYTES),
@@ -165,7 +172,9 @@ class NetDistServer:
     def _add_services(self, address: str, database: str) -> list[str]:
         """Job, package, admin, health and reflection services on the gRPC server; the full names of ours."""
         cfg = self.config
-        jobs_pb2_grpc.add_JobServiceServicer_to_server(JobService(self.dispatcher), self.server)
+        jobs_pb2_grpc.add_JobServiceServicer_to_server(
+            JobService(self.dispatcher, on_platform=self.manager.locks.platform_seen), self.server
+        )
         packages_pb2_grpc.add_PackageServiceServicer_to_server(
             PackageService(self.store, self.blobs, self.manager, self.audit, limits=cfg.upload_limits), self.server
         )

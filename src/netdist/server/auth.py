@@ -78,6 +78,7 @@ METHOD_ROLES: Mapping[str, frozenset[Role]] = {
             "ListWorkers": _VIEWER,
             "ListAudit": _VIEWER,
             "Watch": _VIEWER,
+            "GetJobScriptDeps": _VIEWER,
             "AddJobScript": _ADMIN,
             "ControlHandler": _ADMIN,
             "RemoveWorker": _ADMIN,

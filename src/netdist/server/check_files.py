@@ -3,6 +3,7 @@ every blob file hashes to its name, and no temporary file of an interrupted writ
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -41,8 +42,14 @@ def referenced_blobs(conn: Connection) -> tuple[dict[str, str], list[Problem]]:
             continue
         for sha in shas:
             named.setdefault(sha, f"a wheel of package {name} {version}")
-    for hid, sha in conn.execute(select(handlers.c.id, handlers.c.script_sha256).order_by(handlers.c.id)):
+    for hid, sha, lock_json in conn.execute(
+        select(handlers.c.id, handlers.c.script_sha256, handlers.c.deps_lock_json).order_by(handlers.c.id)
+    ):
         named.setdefault(sha, f"the job script of handler {hid}")
+        with contextlib.suppress(ValueError, TypeError, KeyError):  # a lock is the server's own JSON
+            for key, platform in json.loads(lock_json or "{}").get("platforms", {}).items():
+                for wheel in platform["wheels"]:
+                    named.setdefault(str(wheel["sha256"]), f"a wheel locked for handler {hid} on {key}")
     return named, problems
 
 

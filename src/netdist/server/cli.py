@@ -27,7 +27,8 @@ from netdist.errors import CertificateError, StoreUnavailableError, first_line
 from netdist.exit_codes import ExitCode
 from netdist.server import check
 from netdist.server.app import ServerConfig, serve
-from netdist.server.serve_options import metrics_options, retention_options, retention_policy
+from netdist.server.deps_resolver import ResolverConfig
+from netdist.server.serve_options import metrics_options, resolver_options, retention_options, retention_policy
 from netdist.server.store.engine import describe, read_only_url
 from netdist.server.store_url import checked_url, store_url
 from netdist.server.tls_cli import tls
@@ -188,6 +189,7 @@ def main() -> None:
 )
 @retention_options
 @metrics_options
+@resolver_options
 @click.pass_context
 def serve_command(
     ctx: click.Context,
@@ -212,6 +214,9 @@ def serve_command(
     retention_interval: float,
     metrics_port: int | None,
     metrics_host: str,
+    index_url: str | None,
+    find_links: tuple[str, ...],
+    resolve_timeout: float,
 ) -> None:
     """Serve until SIGINT or SIGTERM.
 
@@ -248,6 +253,7 @@ def serve_command(
         retention=retention,
         metrics_host=metrics_host,
         metrics_port=metrics_port,
+        resolver=ResolverConfig(index_url=index_url, find_links=find_links, timeout_seconds=resolve_timeout),
     )
     try:
         asyncio.run(serve(config))

@@ -168,6 +168,7 @@ class Dispatcher(EffectWriter):
         hostname: str,
         version: str,
         credential: str = "",
+        platform_json: str = "",
     ) -> str | None:
         """Admit a worker's stream (:mod:`netdist.server.worker_admission`); the credential newly bound
         to its id, if one was issued. A refused Hello changes nothing."""
@@ -182,6 +183,7 @@ class Dispatcher(EffectWriter):
             slots=info.slots,
             hostname=hostname,
             version=version,
+            platform_json=platform_json,
         )
         self.hub.worker_changed(
             WorkerChange(

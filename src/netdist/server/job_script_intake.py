@@ -18,8 +18,11 @@ from enum import StrEnum
 
 from netdist import jobscript
 from netdist.errors import InvalidArgumentError
+from netdist.platforms import Platform
 from netdist.server.blobs import BlobStore
 from netdist.server.clock import Clock
+from netdist.server.dependency_locks import DependencyLocker
+from netdist.server.deps_lock import Lock
 from netdist.server.runtime import LogSink
 from netdist.server.script_check import ScriptChecker
 from netdist.server.settings_check import SettingsChecker
@@ -46,20 +49,27 @@ class CheckedScript:
     settings: jobscript.JobSettings
     settings_json: str
     custom_json: str
+    lock: Lock = dataclasses.field(default_factory=Lock)  # its dependencies resolved (empty without any)
 
 
 class JobScriptIntake:
-    def __init__(self, store: Store, blobs: BlobStore, *, clock: Clock, log_sink: LogSink) -> None:
+    def __init__(
+        self, store: Store, blobs: BlobStore, *, clock: Clock, log_sink: LogSink, locker: DependencyLocker
+    ) -> None:
         self._store = store
         self._blobs = blobs
         self._clock = clock
         self._log = log_sink
         self.checker = ScriptChecker()
         self.settings_checker = SettingsChecker(blobs)
+        self.locker = locker
 
-    async def check(self, filename: str, content: bytes) -> CheckedScript:
+    async def check(
+        self, filename: str, content: bytes, *, pinned_lock: str | None = None, refresh: bool = False
+    ) -> CheckedScript:
         """InvalidArgumentError (or JobScriptError) saying what is wrong; nothing is stored before this passed
-        but the script's bytes in the blob store (content-addressed, harmless)."""
+        but the script's bytes in the blob store (content-addressed, harmless), and the wheels its
+        dependencies resolved to (content-addressed too, see :mod:`netdist.server.dependency_locks`)."""
         try:
             source = content.decode("utf-8")
         except UnicodeDecodeError:
@@ -83,8 +93,20 @@ class JobScriptIntake:
         except (TypeError, ValueError) as exc:  # a TOML date or time: the handler host takes JSON
             raise InvalidArgumentError(f"[tool.netdist.settings]: a value is not JSON ({exc})") from None
         await self.settings_checker.check(package, s.handler, json.loads(custom_json))
+        existing = await self._store.read(catalog.handler_by_key, s.package, s.handler, s.job)
+        previous = Lock.from_json(existing.deps_lock_json) if existing is not None else Lock()
+        platforms = [Platform(**p) for p in await self._store.read(catalog.worker_platforms)]
+        lock = await self.locker.lock(
+            source=source,
+            package=package,
+            previous=previous,
+            pinned=pinned_lock,
+            refresh=refresh,
+            platforms=platforms,
+        )
         sha = await asyncio.to_thread(self._blobs.put, content)
         return CheckedScript(
+            lock=lock,
             filename=filename,
             source=source,
             sha256=sha,
@@ -98,12 +120,14 @@ class JobScriptIntake:
         The caller holds the manager's lock (two uploads of one new script make one instance)."""
         s = script.settings
         existing = await self._store.read(catalog.handler_by_key, s.package, s.handler, s.job)
-        if existing is not None and existing.script_sha256 == script.sha256:
+        lock_json = script.lock.to_json()
+        if existing is not None and existing.script_sha256 == script.sha256 and existing.deps_lock_json == lock_json:
             return existing, Outcome.UNCHANGED
         if existing is not None:
             await self._store.write(
                 catalog.update_handler,
                 existing.id,
+                deps_lock_json=lock_json,
                 script_sha256=script.sha256,
                 script_source=script.source,
                 settings_json=script.settings_json,
@@ -135,6 +159,7 @@ class JobScriptIntake:
             created_at=self._clock.time(),
             script_uploaded_by=uploaded_by,
             script_filename=_base_name(script.filename),
+            deps_lock_json=lock_json,
         )
         self._log(record.id, "info", "server", f"handler instance created from {script.filename}")
         return record, Outcome.CREATED

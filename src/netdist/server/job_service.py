@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import math
+import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 import grpc
@@ -15,6 +17,7 @@ import netdist
 from netdist import fields
 from netdist.api.v1 import jobs_pb2, jobs_pb2_grpc
 from netdist.errors import InvalidArgumentError, NetDistError
+from netdist.platforms import Platform
 from netdist.server.auth import on_revoked
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.grpc_errors import to_status
@@ -50,32 +53,37 @@ _ACK = {
 }
 
 
-_templates: dict[str, tuple[HandlerSpec, jobs_pb2.Lease, int]] = {}
+_templates: dict[tuple[str, str], tuple[HandlerSpec, jobs_pb2.Lease, int]] = {}
+_PLATFORM_FIELD = re.compile(r"^[A-Za-z0-9_.+-]{0,40}$")
 
 
-def _template(spec: HandlerSpec | None) -> tuple[jobs_pb2.Lease, int] | None:
-    """The fields every lease of a handler shares and their size, built once per spec (a new spec, a new template)."""
+def _template(spec: HandlerSpec | None, platform_key: str = "") -> tuple[jobs_pb2.Lease, int] | None:
+    """The fields every lease of a handler shares and their size, built once per spec and worker platform
+    (a new spec, a new template): the environment is the wheels locked for the worker's platform."""
     if spec is None:
         return None
-    cached = _templates.get(spec.handler_id)
+    key = (spec.handler_id, platform_key)
+    cached = _templates.get(key)
     if cached is not None and cached[0] is spec:
         return cached[1], cached[2]
     template = jobs_pb2.Lease(
         handler_id=spec.handler_id,
         job_name=spec.job_name,
         script_sha256=spec.script_sha256,
-        environment=spec.environment,
+        environment=spec.environments.get(platform_key, spec.environment),
         timeout_seconds=spec.settings.job_timeout_seconds or 0.0,
         script_name=spec.script_name,
     )
-    _templates[spec.handler_id] = (spec, template, template.ByteSize())
+    _templates[key] = (spec, template, template.ByteSize())
     return template, template.ByteSize()
 
 
 class StreamLink:
     """One worker's Connect stream: what the dispatcher sends goes through an outbox, in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, platform: Platform | None = None) -> None:
+        self.platform = platform
+        self.platform_key = platform.key if platform is not None else ""
         self.outbox: asyncio.Queue[jobs_pb2.ServerMessage | None] = asyncio.Queue()
         self._closed = False
         self.close_reason = ""  # told to the worker as the stream ends (STREAM_END_KEY)
@@ -93,7 +101,7 @@ class StreamLink:
         batch = jobs_pb2.LeaseBatch()
         size = 0
         for lease in leases:
-            shared = _template(specs.get(lease.handler_id))
+            shared = _template(specs.get(lease.handler_id), self.platform_key)
             if shared is None:
                 continue  # the handler went away; its lease is revoked with it
             template, template_bytes = shared
@@ -138,9 +146,10 @@ class StreamLink:
 
 
 class JobService(jobs_pb2_grpc.JobServiceServicer):
-    def __init__(self, dispatcher: Dispatcher) -> None:
+    def __init__(self, dispatcher: Dispatcher, *, on_platform: Callable[[Platform], None] | None = None) -> None:
         self.dispatcher = dispatcher
         self.job_logs = JobLogIntake(dispatcher.table, dispatcher.writer, clock=dispatcher.clock)
+        self.on_platform = on_platform  # a worker of this platform connected (its locks may need resolving)
 
     @to_status
     async def Connect(  # type: ignore[override]
@@ -148,9 +157,10 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
     ) -> None:
         requests = aiter(request_iterator)
         hello = await _check_hello(requests)
-        link = StreamLink()
         try:
-            info = _worker_info(hello)
+            platform = _platform(hello)
+            info = _worker_info(hello, platform)
+            link = StreamLink(platform)
             issued = await self.dispatcher.connect(
                 link,
                 info,
@@ -158,11 +168,14 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                 hostname=hello.hostname,
                 version=fields.clean_text(hello.version, fields.MAX_VERSION),
                 credential=hello.credential,
+                platform_json=json.dumps(link.platform.to_json_dict(), sort_keys=True) if link.platform else "",
             )
         except NetDistError as exc:
             log.warning("refused a worker stream from %s: %s", context.peer(), exc.message)
             raise
         on_revoked(context, link.close)  # its token revoked: the stream ends in order
+        if link.platform is not None and self.on_platform is not None:
+            self.on_platform(link.platform)
         log.info(
             "worker %s (%s) connected from %s with %d slot%s%s",
             info.name,
@@ -325,7 +338,7 @@ def _error(error: jobs_pb2.JobError) -> dict[str, str]:
     }
 
 
-def _worker_info(hello: jobs_pb2.Hello) -> WorkerInfo:
+def _worker_info(hello: jobs_pb2.Hello, platform: Platform | None = None) -> WorkerInfo:
     """The worker a Hello describes; InvalidArgumentError naming the field when an identifier is too long,
     empty where it may not be, or holds a control character. Nothing is stored before this passed."""
     fields.check_identifier("Hello.worker_id", hello.worker_id, fields.MAX_WORKER_ID, empty_ok=False)
@@ -341,4 +354,25 @@ def _worker_info(hello: jobs_pb2.Hello) -> WorkerInfo:
     if len(hello.credential) > MAX_CREDENTIAL:
         raise InvalidArgumentError(f"Hello.credential is longer than {MAX_CREDENTIAL} characters")
     name = hello.name or hello.hostname or hello.worker_id[:8]
-    return WorkerInfo(worker_id=hello.worker_id, name=name, labels=dict(hello.labels), slots=hello.slots)
+    return WorkerInfo(
+        worker_id=hello.worker_id,
+        name=name,
+        labels=dict(hello.labels),
+        slots=hello.slots,
+        platform=platform.key if platform is not None else "",
+    )
+
+
+def _platform(hello: jobs_pb2.Hello) -> Platform | None:
+    """The wheel platform a Hello reports; None when it reports none (an older worker).
+    InvalidArgumentError naming the field when one is too long or holds other than [A-Za-z0-9_.+-]."""
+    if not hello.HasField("wheel_platform"):
+        return None
+    p = hello.wheel_platform
+    values = {f: getattr(p, f) for f in ("implementation", "python", "os", "machine", "os_version")}
+    for name, value in values.items():
+        if not _PLATFORM_FIELD.match(value):
+            raise InvalidArgumentError(f"Hello.wheel_platform.{name} must be up to 40 of [A-Za-z0-9_.+-]")
+    if not all(values[f] for f in ("implementation", "python", "os", "machine")):
+        return None
+    return Platform(**values)

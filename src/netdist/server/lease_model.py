@@ -60,6 +60,14 @@ class HandlerSpec:
     script_sha256: str
     environment: tuple[str, ...]
     script_name: str = ""  # the job script's file name, as the worker loads it
+    environments: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    """Per worker platform key (netdist.platforms), where its wheels differ from ``environment``."""
+    platform_locked: bool = False
+    """Its job script has a dependency lock: a worker that reported a platform the lock does not serve
+    (yet: being resolved; or not at all: no wheel for it) gets none of its jobs."""
+
+    def serves(self, platform_key: str) -> bool:
+        return not self.platform_locked or not platform_key or platform_key in self.environments
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,6 +76,7 @@ class WorkerInfo:
     name: str
     labels: Mapping[str, str]
     slots: int
+    platform: str = ""  # its wheel platform's key (netdist.platforms), "" when it reported none
 
 
 @dataclasses.dataclass(slots=True, kw_only=True)

@@ -58,6 +58,8 @@ class LeasePicker(LeaseBook):
             return False
         if prefetch and queue.settings.max_parallel_jobs is not None:
             return False  # a prefetched job would hold one of the few parallel places while it waits
+        if not queue.spec.serves(state.info.platform):
+            return False  # its dependencies are not (yet) locked for the worker's platform
         return policy.may_serve(queue, state, now_wall, self.usage)
 
     def _lease(self, queue: HandlerQueue, state: WorkerState, job: ReadyJob) -> Lease:

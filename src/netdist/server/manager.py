@@ -24,12 +24,15 @@ from netdist.errors import FailedPreconditionError, JobScriptError
 from netdist.server import lifecycle
 from netdist.server.blobs import BlobStore
 from netdist.server.clock import SYSTEM_CLOCK, Clock
+from netdist.server.dependency_locks import DependencyLocker, environments
+from netdist.server.deps_resolver import Resolver, ResolverConfig
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.event_hub import HandlerChange
 from netdist.server.handler_log import HandlerLog
 from netdist.server.job_script_intake import JobScriptIntake, Outcome
 from netdist.server.lease_model import HandlerSpec
 from netdist.server.lifecycle import Effect, HandlerAction
+from netdist.server.lock_upkeep import LockUpkeep
 from netdist.server.runtime import RunningHandler
 from netdist.server.scheduled_starts import ScheduledStarts
 from netdist.server.states import HandlerState
@@ -49,6 +52,7 @@ class HandlerManager:
         *,
         handler_call_timeout_seconds: float,
         clock: Clock = SYSTEM_CLOCK,
+        resolver: ResolverConfig | None = None,
     ) -> None:
         self.store = store
         self.handler_call_timeout_seconds = handler_call_timeout_seconds
@@ -57,10 +61,12 @@ class HandlerManager:
         self.clock = clock
         self.runtimes: dict[str, RunningHandler] = {}
         self.log = HandlerLog(store.writer, clock=clock)
-        self.intake = JobScriptIntake(store, blobs, clock=clock, log_sink=self.log)
+        self.locker = DependencyLocker(Resolver(resolver or ResolverConfig(), blobs), clock=clock)
+        self.intake = JobScriptIntake(store, blobs, clock=clock, log_sink=self.log, locker=self.locker)
         self.schedules = ScheduledStarts(store, clock=clock, log_sink=self.log, start=self._scheduled_start)
         self.next_start = self.schedules.next_start  # handler id -> next scheduled start (Unix seconds)
         self._lock = asyncio.Lock()
+        self.locks = LockUpkeep(store, self.locker, runtimes=self.runtimes, log_sink=self.log, guard=lambda: self._lock)
         self._failing: set[asyncio.Task[None]] = set()  # handlers being failed for max-sequenced-errors
         self._runtime_tasks: set[asyncio.Task[None]] = set()  # every runtime's loop until it ends
         self.host_restarts: Counter[tuple[str, str, str]] = Counter()
@@ -84,6 +90,7 @@ class HandlerManager:
         await self.schedules.stop()  # no start from here on
         while self._failing:  # a handler being failed ends failed, not stopped
             await asyncio.gather(*self._failing, return_exceptions=True)
+        await self.locks.stop()
         for runtime in list(self.runtimes.values()):
             await runtime.stop()
         # Runtimes that finished or failed by themselves may still be closing their hosts.
@@ -93,11 +100,17 @@ class HandlerManager:
     # -- job scripts ---------------------------------------------------------------------
 
     async def add_job_script(
-        self, filename: str, content: bytes, *, uploaded_by: str = ""
+        self,
+        filename: str,
+        content: bytes,
+        *,
+        uploaded_by: str = "",
+        pinned_lock: str | None = None,
+        refresh: bool = False,
     ) -> tuple[catalog.HandlerRecord, str]:
-        """Store a job script (see JobScriptIntake); a running instance moves to it, a new one with
-        ``auto-start`` starts."""
-        script = await self.intake.check(filename, content)
+        """Store a job script (see JobScriptIntake) with its dependency lock; a running instance moves to it,
+        a new one with ``auto-start`` starts."""
+        script = await self.intake.check(filename, content, pinned_lock=pinned_lock, refresh=refresh)
         async with self._lock:
             record, outcome = await self.intake.store(script, uploaded_by=uploaded_by)
             if outcome in (Outcome.CREATED, Outcome.REPLACED):
@@ -173,12 +186,15 @@ class HandlerManager:
             script = await asyncio.to_thread(jobscript.parse, record.script_source, check_python=False)
         except JobScriptError as exc:  # stored before a check was added or tightened
             raise FailedPreconditionError(f"its job script no longer passes the checks: {exc}") from None
+        envs = environments(package, record.deps_lock_json)
         spec = HandlerSpec(
             handler_id=record.id,
             job_name=record.job_name,
             settings=script.settings,
             script_sha256=record.script_sha256,
-            environment=tuple(package.environment),
+            environment=envs[""],
+            environments=envs,
+            platform_locked=bool(record.deps_lock_json),
             script_name=record.script_name,
         )
         counts = (await self.store.read(job_store.counts, record.id)).get(record.id, {})
@@ -213,6 +229,8 @@ class HandlerManager:
         self._runtime_tasks.add(runtime.task)
         runtime.task.add_done_callback(self._runtime_tasks.discard)
         self.log(record.id, "info", "server", "started" if active else "resumed paused")
+        if record.deps_lock_json:
+            self.locks.check(record.id)  # a worker platform it lacks, a package changed since
 
     async def _relaunch(self, handler_id: str) -> None:
         runtime = self.runtimes.pop(handler_id)
@@ -325,4 +343,6 @@ class HandlerManager:
                 )
                 runtime.reload(package)
                 moved.append(runtime.handler_id)
+                if runtime.record.deps_lock_json:
+                    self.locks.check(runtime.handler_id)  # its lock resolved again with the new package
         return moved

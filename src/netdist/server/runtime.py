@@ -22,6 +22,7 @@ from netdist.errors import (
     StoreUnavailableError,
 )
 from netdist.server.blobs import BlobStore
+from netdist.server.dependency_locks import environments
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.event_hub import HandlerSummary
 from netdist.server.host import HostProcess
@@ -178,12 +179,25 @@ class RunningHandler:
             )
         )
         self.package = package
-        self.spec = dataclasses.replace(self.spec, environment=tuple(package.environment))
+        self._set_environments(package)
         self._dispatcher.update_spec(self.spec)
         self._log(
             "info", "server", f"handler host started (pid {self._host.pid}) with {package.name} {package.version}"
         )
         await self._save(update, processed=[], status=JobStatus.PROCESSED)
+
+    def _set_environments(self, package: catalog.PackageRecord) -> None:
+        envs = environments(package, self.record.deps_lock_json)
+        self.spec = dataclasses.replace(
+            self.spec, environment=envs[""], environments=envs, platform_locked=bool(self.record.deps_lock_json)
+        )
+
+    def set_lock(self, lock_json: str) -> None:
+        """Its dependency lock changed (a platform resolved, the package's changed): new leases name its wheels."""
+        self.record = dataclasses.replace(self.record, deps_lock_json=lock_json)
+        self._set_environments(self.package)
+        self._dispatcher.update_spec(self.spec)
+        self._dispatcher.kick()
 
     async def _unpacked(self, sha256: str) -> Path:
         """A wheel unpacked for the host; on a full disk, wait for space (and say so once)."""

@@ -1,4 +1,4 @@
-"""The options of ``netdist-server serve`` that come in groups: retention and metrics."""
+"""The options of ``netdist-server serve`` that come in groups: retention, metrics, dependency resolution."""
 
 from __future__ import annotations
 
@@ -70,6 +70,35 @@ metrics_options = _all(
         show_envvar=True,
         help="Address of the metrics endpoint (plain HTTP, no token: anyone who reaches it reads handler names "
         "and counts).",
+    ),
+)
+
+
+resolver_options = _all(
+    click.option(
+        "--index-url",
+        default=None,
+        envvar="NETDIST_INDEX_URL",
+        show_envvar=True,
+        help="The package index job scripts' dependencies are resolved from (pip's --index-url). With it or "
+        "--find-links, pip's own configuration is ignored; with neither, pip's configuration applies.",
+    ),
+    click.option(
+        "--find-links",
+        multiple=True,
+        envvar="NETDIST_FIND_LINKS",
+        show_envvar=True,
+        help="A directory of wheels (or a URL of a page of links) to resolve dependencies from; repeatable. "
+        "Alone (no --index-url), nothing else is asked: an air-gapped server.",
+    ),
+    click.option(
+        "--resolve-timeout",
+        default=300.0,
+        show_default=True,
+        type=click.FloatRange(1, 3600),
+        envvar="NETDIST_RESOLVE_TIMEOUT",
+        show_envvar=True,
+        help="Seconds resolving one job script's dependencies for one platform may take.",
     ),
 )
 

@@ -35,6 +35,7 @@ from netdist import fields
 from netdist.api.v1 import jobs_pb2, jobs_pb2_grpc
 from netdist.channel import tls_failure
 from netdist.errors import ProtocolError, UnauthenticatedError
+from netdist.platforms import this_platform
 from netdist.wire import STREAM_END_KEY
 from netdist.worker.config import WorkerConfig
 from netdist.worker.identity import (
@@ -348,6 +349,7 @@ class Connection:
             python_version=facts.python_version,
             held=[proto_ref(ref) for ref in self._handler.held()],
             credential=self._credential,
+            wheel_platform=jobs_pb2.WheelPlatform(**this_platform().to_json_dict()),
         )
         hello.labels.update(self.config.labels)
         return hello

@@ -137,19 +137,33 @@ class AddJobScriptRequest(_message.Message):
 
     FILENAME_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
+    LOCK_FIELD_NUMBER: _builtins.int
+    REFRESH_FIELD_NUMBER: _builtins.int
     filename: _builtins.str
     content: _builtins.bytes
+    lock: _builtins.str
+    """A pinned lock (requirements text: name==version lines, --hash=sha256:
+    optional) the dependencies must resolve to; unset keeps the stored one.
+    """
+    refresh: _builtins.bool
+    """Resolve the dependencies again even if nothing they depend on changed
+    (and drop a stored pinned lock unless `lock` gives one).
+    """
     def __init__(
         self,
         *,
         filename: _builtins.str = ...,
         content: _builtins.bytes = ...,
+        lock: _builtins.str | None = ...,
+        refresh: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_lock", b"_lock", "lock", b"lock"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "filename", b"filename"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_lock", b"_lock", "content", b"content", "filename", b"filename", "lock", b"lock", "refresh", b"refresh"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__lock: _TypeAlias = _typing.Literal["lock"]  # noqa: Y015
+    _WhichOneofArgType__lock: _TypeAlias = _typing.Literal["_lock", b"_lock"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__lock) -> _WhichOneofReturnType__lock | None: ...
 
 Global___AddJobScriptRequest: _TypeAlias = AddJobScriptRequest  # noqa: Y015
 
@@ -207,6 +221,7 @@ class HandlerInfo(_message.Message):
     HANDLER_STATE_JSON_FIELD_NUMBER: _builtins.int
     HANDLER_STATE_BYTES_FIELD_NUMBER: _builtins.int
     STATE_LABEL_FIELD_NUMBER: _builtins.int
+    UNSERVABLE_PLATFORMS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     package: _builtins.str
     handler: _builtins.str
@@ -249,6 +264,12 @@ class HandlerInfo(_message.Message):
     def running(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobInfo]:
         """jobs out at workers, with their progress"""
 
+    @_builtins.property
+    def unservable_platforms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Worker platforms its job script's dependencies have no wheels for: its
+        jobs go to other workers (`jobs deps` says why).
+        """
+
     def __init__(
         self,
         *,
@@ -278,10 +299,11 @@ class HandlerInfo(_message.Message):
         handler_state_json: _builtins.str = ...,
         handler_state_bytes: _builtins.int = ...,
         state_label: _builtins.str = ...,
+        unservable_platforms: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "custom_settings_json", b"custom_settings_json", "finished_at", b"finished_at", "handler", b"handler", "handler_state_bytes", b"handler_state_bytes", "handler_state_json", b"handler_state_json", "has_total", b"has_total", "id", b"id", "job_name", b"job_name", "jobs_available", b"jobs_available", "jobs_failed", b"jobs_failed", "jobs_pending", b"jobs_pending", "jobs_processed", b"jobs_processed", "jobs_total", b"jobs_total", "message", b"message", "next_start_at", b"next_start_at", "package", b"package", "package_version", b"package_version", "result_summary", b"result_summary", "running", b"running", "script_sha256", b"script_sha256", "script_uploaded_by", b"script_uploaded_by", "settings_json", b"settings_json", "started_at", b"started_at", "state", b"state", "state_label", b"state_label"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "custom_settings_json", b"custom_settings_json", "finished_at", b"finished_at", "handler", b"handler", "handler_state_bytes", b"handler_state_bytes", "handler_state_json", b"handler_state_json", "has_total", b"has_total", "id", b"id", "job_name", b"job_name", "jobs_available", b"jobs_available", "jobs_failed", b"jobs_failed", "jobs_pending", b"jobs_pending", "jobs_processed", b"jobs_processed", "jobs_total", b"jobs_total", "message", b"message", "next_start_at", b"next_start_at", "package", b"package", "package_version", b"package_version", "result_summary", b"result_summary", "running", b"running", "script_sha256", b"script_sha256", "script_uploaded_by", b"script_uploaded_by", "settings_json", b"settings_json", "started_at", b"started_at", "state", b"state", "state_label", b"state_label", "unservable_platforms", b"unservable_platforms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -626,6 +648,8 @@ class WorkerInfo(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     RUNNING_FIELD_NUMBER: _builtins.int
     DISABLED_FIELD_NUMBER: _builtins.int
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    UNSERVABLE_HANDLERS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     slots: _builtins.int
@@ -638,10 +662,18 @@ class WorkerInfo(_message.Message):
     hostname: _builtins.str
     version: _builtins.str
     disabled: _builtins.bool
+    platform: _builtins.str
+    """its wheel platform: "cp311-linux-x86_64-glibc2.36"; "" when it reported none"""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def running(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobInfo]: ...
+    @_builtins.property
+    def unservable_handlers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Handlers (ids) whose job script's dependencies have no wheels for its
+        platform: it gets none of their jobs.
+        """
+
     def __init__(
         self,
         *,
@@ -659,10 +691,12 @@ class WorkerInfo(_message.Message):
         version: _builtins.str = ...,
         running: _abc.Iterable[Global___JobInfo] | None = ...,
         disabled: _builtins.bool = ...,
+        platform: _builtins.str = ...,
+        unservable_handlers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "connected_since", b"connected_since", "disabled", b"disabled", "hostname", b"hostname", "id", b"id", "jobs_done", b"jobs_done", "jobs_failed", b"jobs_failed", "jobs_running", b"jobs_running", "labels", b"labels", "last_seen", b"last_seen", "name", b"name", "running", b"running", "slots", b"slots", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "connected_since", b"connected_since", "disabled", b"disabled", "hostname", b"hostname", "id", b"id", "jobs_done", b"jobs_done", "jobs_failed", b"jobs_failed", "jobs_running", b"jobs_running", "labels", b"labels", "last_seen", b"last_seen", "name", b"name", "platform", b"platform", "running", b"running", "slots", b"slots", "unservable_handlers", b"unservable_handlers", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1415,3 +1449,132 @@ class SummaryEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SummaryEvent: _TypeAlias = SummaryEvent  # noqa: Y015
+
+@_typing.final
+class GetJobScriptDepsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REF_FIELD_NUMBER: _builtins.int
+    ref: _builtins.str
+    """handler id, unique id prefix, or job name"""
+    def __init__(
+        self,
+        *,
+        ref: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ref", b"ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJobScriptDepsRequest: _TypeAlias = GetJobScriptDepsRequest  # noqa: Y015
+
+@_typing.final
+class LockedWheelInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """canonical project name"""
+    version: _builtins.str
+    filename: _builtins.str
+    sha256: _builtins.str
+    size: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.str = ...,
+        filename: _builtins.str = ...,
+        sha256: _builtins.str = ...,
+        size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filename", b"filename", "name", b"name", "sha256", b"sha256", "size", b"size", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LockedWheelInfo: _TypeAlias = LockedWheelInfo  # noqa: Y015
+
+@_typing.final
+class PlatformLockInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    WHEELS_FIELD_NUMBER: _builtins.int
+    RESOLVED_AT_FIELD_NUMBER: _builtins.int
+    SERVER_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """"cp311-linux-x86_64-glibc2.36" """
+    error: _builtins.str
+    """why this platform cannot be served; "" when it can"""
+    resolved_at: _builtins.float
+    server: _builtins.bool
+    """the server's own platform"""
+    @_builtins.property
+    def wheels(self) -> _containers.RepeatedCompositeFieldContainer[Global___LockedWheelInfo]: ...
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        error: _builtins.str = ...,
+        wheels: _abc.Iterable[Global___LockedWheelInfo] | None = ...,
+        resolved_at: _builtins.float = ...,
+        server: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "key", b"key", "resolved_at", b"resolved_at", "server", b"server", "wheels", b"wheels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlatformLockInfo: _TypeAlias = PlatformLockInfo  # noqa: Y015
+
+@_typing.final
+class GetJobScriptDepsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HANDLER_ID_FIELD_NUMBER: _builtins.int
+    JOB_NAME_FIELD_NUMBER: _builtins.int
+    DEPENDENCIES_FIELD_NUMBER: _builtins.int
+    REQUIRES_PYTHON_FIELD_NUMBER: _builtins.int
+    PINNED_FIELD_NUMBER: _builtins.int
+    PINNED_LOCK_FIELD_NUMBER: _builtins.int
+    PLATFORMS_FIELD_NUMBER: _builtins.int
+    handler_id: _builtins.str
+    job_name: _builtins.str
+    requires_python: _builtins.str
+    pinned: _builtins.bool
+    """resolved within a pinned lock (jobs add --lock)"""
+    pinned_lock: _builtins.str
+    @_builtins.property
+    def dependencies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """as the job script gives them"""
+
+    @_builtins.property
+    def platforms(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlatformLockInfo]: ...
+    def __init__(
+        self,
+        *,
+        handler_id: _builtins.str = ...,
+        job_name: _builtins.str = ...,
+        dependencies: _abc.Iterable[_builtins.str] | None = ...,
+        requires_python: _builtins.str = ...,
+        pinned: _builtins.bool = ...,
+        pinned_lock: _builtins.str = ...,
+        platforms: _abc.Iterable[Global___PlatformLockInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dependencies", b"dependencies", "handler_id", b"handler_id", "job_name", b"job_name", "pinned", b"pinned", "pinned_lock", b"pinned_lock", "platforms", b"platforms", "requires_python", b"requires_python"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJobScriptDepsResponse: _TypeAlias = GetJobScriptDepsResponse  # noqa: Y015

@@ -110,6 +110,11 @@ class AdminServiceStub:
                 request_serializer=netdist_dot_api_dot_v1_dot_admin__pb2.WatchRequest.SerializeToString,
                 response_deserializer=netdist_dot_api_dot_v1_dot_admin__pb2.WatchResponse.FromString,
                 _registered_method=True)
+        self.GetJobScriptDeps = channel.unary_unary(
+                '/netdist.api.v1.AdminService/GetJobScriptDeps',
+                request_serializer=netdist_dot_api_dot_v1_dot_admin__pb2.GetJobScriptDepsRequest.SerializeToString,
+                response_deserializer=netdist_dot_api_dot_v1_dot_admin__pb2.GetJobScriptDepsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -218,6 +223,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJobScriptDeps(self, request, context):
+        """A handler instance's dependency lock: the exact wheels per worker platform.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -295,6 +307,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=netdist_dot_api_dot_v1_dot_admin__pb2.WatchRequest.FromString,
                     response_serializer=netdist_dot_api_dot_v1_dot_admin__pb2.WatchResponse.SerializeToString,
+            ),
+            'GetJobScriptDeps': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJobScriptDeps,
+                    request_deserializer=netdist_dot_api_dot_v1_dot_admin__pb2.GetJobScriptDepsRequest.FromString,
+                    response_serializer=netdist_dot_api_dot_v1_dot_admin__pb2.GetJobScriptDepsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -703,6 +720,33 @@ class AdminService:
             '/netdist.api.v1.AdminService/Watch',
             netdist_dot_api_dot_v1_dot_admin__pb2.WatchRequest.SerializeToString,
             netdist_dot_api_dot_v1_dot_admin__pb2.WatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobScriptDeps(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/netdist.api.v1.AdminService/GetJobScriptDeps',
+            netdist_dot_api_dot_v1_dot_admin__pb2.GetJobScriptDepsRequest.SerializeToString,
+            netdist_dot_api_dot_v1_dot_admin__pb2.GetJobScriptDepsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -64,6 +64,8 @@ class AdminServiceStub:
     behind is ended with RESOURCE_EXHAUSTED; more than the server's cap of
     watchers are refused with RESOURCE_EXHAUSTED.
     """
+    GetJobScriptDeps: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetJobScriptDepsRequest, _admin_pb2.GetJobScriptDepsResponse]
+    """A handler instance's dependency lock: the exact wheels per worker platform."""
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -101,6 +103,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
     behind is ended with RESOURCE_EXHAUSTED; more than the server's cap of
     watchers are refused with RESOURCE_EXHAUSTED.
     """
+    GetJobScriptDeps: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetJobScriptDepsRequest, _admin_pb2.GetJobScriptDepsResponse]  # type: ignore[assignment]
+    """A handler instance's dependency lock: the exact wheels per worker platform."""
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """AdminService: what netdist-admin speaks. Every view reads the store."""
@@ -225,5 +229,13 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         behind is ended with RESOURCE_EXHAUSTED; more than the server's cap of
         watchers are refused with RESOURCE_EXHAUSTED.
         """
+
+    @_abc_1.abstractmethod
+    def GetJobScriptDeps(
+        self,
+        request: _admin_pb2.GetJobScriptDepsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetJobScriptDepsResponse, _abc.Awaitable[_admin_pb2.GetJobScriptDepsResponse]]:
+        """A handler instance's dependency lock: the exact wheels per worker platform."""
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

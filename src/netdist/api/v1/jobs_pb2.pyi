@@ -139,6 +139,7 @@ class Hello(_message.Message):
     PYTHON_VERSION_FIELD_NUMBER: _builtins.int
     HELD_FIELD_NUMBER: _builtins.int
     CREDENTIAL_FIELD_NUMBER: _builtins.int
+    WHEEL_PLATFORM_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """stable, kept on the worker's disk"""
     name: _builtins.str
@@ -159,6 +160,13 @@ class Hello(_message.Message):
     def held(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobRef]:
         """Leases the worker still holds from an earlier stream (after a reconnect)."""
 
+    @_builtins.property
+    def wheel_platform(self) -> Global___WheelPlatform:
+        """What wheels this worker can run: the server resolves job scripts'
+        dependencies for it and names its platform's wheels in its leases.
+        Unset (an older worker): the server's own platform's wheels.
+        """
+
     def __init__(
         self,
         *,
@@ -173,10 +181,11 @@ class Hello(_message.Message):
         python_version: _builtins.str = ...,
         held: _abc.Iterable[Global___JobRef] | None = ...,
         credential: _builtins.str = ...,
+        wheel_platform: Global___WheelPlatform | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["wheel_platform", b"wheel_platform"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "held", b"held", "hostname", b"hostname", "labels", b"labels", "name", b"name", "pid", b"pid", "platform", b"platform", "python_version", b"python_version", "slots", b"slots", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "held", b"held", "hostname", b"hostname", "labels", b"labels", "name", b"name", "pid", b"pid", "platform", b"platform", "python_version", b"python_version", "slots", b"slots", "version", b"version", "wheel_platform", b"wheel_platform", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -751,3 +760,41 @@ class JobLogBatch(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobLogBatch: _TypeAlias = JobLogBatch  # noqa: Y015
+
+@_typing.final
+class WheelPlatform(_message.Message):
+    """A worker's interpreter, OS and architecture, as wheels are tagged for them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMPLEMENTATION_FIELD_NUMBER: _builtins.int
+    PYTHON_FIELD_NUMBER: _builtins.int
+    OS_FIELD_NUMBER: _builtins.int
+    MACHINE_FIELD_NUMBER: _builtins.int
+    OS_VERSION_FIELD_NUMBER: _builtins.int
+    implementation: _builtins.str
+    """sys.implementation.name: "cpython" """
+    python: _builtins.str
+    """major.minor: "3.11" """
+    os: _builtins.str
+    """sys.platform: "linux", "darwin", "win32" """
+    machine: _builtins.str
+    """platform.machine(), lower case: "x86_64", "aarch64", "arm64" """
+    os_version: _builtins.str
+    """glibc version on Linux ("2.36"), macOS version on darwin; "" unknown"""
+    def __init__(
+        self,
+        *,
+        implementation: _builtins.str = ...,
+        python: _builtins.str = ...,
+        os: _builtins.str = ...,
+        machine: _builtins.str = ...,
+        os_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["implementation", b"implementation", "machine", b"machine", "os", b"os", "os_version", b"os_version", "python", b"python"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WheelPlatform: _TypeAlias = WheelPlatform  # noqa: Y015

@@ -70,6 +70,7 @@ class HandlerRecord:
     script_filename: str = ""  # the job script's file name as uploaded ("" before it was kept)
     pruned_processed: int = 0  # processed jobs retention deleted
     pruned_failed: int = 0  # failed jobs retention deleted
+    deps_lock_json: str = ""  # its dependency lock (server/deps_lock.py)
 
     @property
     def script_name(self) -> str:
@@ -91,6 +92,7 @@ class WorkerRecord:
     jobs_done: int
     jobs_failed: int
     disabled: bool
+    platform_json: str = ""  # as reported in Hello (netdist.platforms.Platform)
 
 
 _WORKER_COLUMNS = [workers.c[f.name] for f in dataclasses.fields(WorkerRecord)]
@@ -261,7 +263,15 @@ def delete_handler(conn: Connection, handler_id: str) -> None:
 
 
 def worker_connected(
-    conn: Connection, *, worker_id: str, name: str, labels: Mapping[str, str], slots: int, hostname: str, version: str
+    conn: Connection,
+    *,
+    worker_id: str,
+    name: str,
+    labels: Mapping[str, str],
+    slots: int,
+    hostname: str,
+    version: str,
+    platform_json: str = "",
 ) -> None:
     now = time.time()
     values = {
@@ -270,6 +280,7 @@ def worker_connected(
         "slots": slots,
         "hostname": hostname,
         "version": version,
+        "platform_json": platform_json,
         "connected": True,
         "connected_since": now,
         "last_seen": now,
@@ -280,6 +291,12 @@ def worker_connected(
 
 def worker_disconnected(conn: Connection, worker_id: str) -> None:
     conn.execute(update(workers).where(workers.c.id == worker_id).values(connected=False, last_seen=time.time()))
+
+
+def worker_platforms(conn: Connection) -> list[dict[str, str]]:
+    """Every platform a worker has reported (netdist.platforms.Platform fields), each once."""
+    rows = conn.execute(select(workers.c.platform_json).where(workers.c.platform_json != "").distinct()).scalars()
+    return [json.loads(r) for r in sorted(set(rows))]
 
 
 def disconnect_all_workers(conn: Connection) -> None:

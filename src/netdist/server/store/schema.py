@@ -54,6 +54,8 @@ class HandlerInstance(Base):
     # Processed and failed jobs that retention deleted: the counts shown add them back.
     pruned_processed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     pruned_failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The job script's dependency lock (server/deps_lock.py), "" when it has no dependencies.
+    deps_lock_json: Mapped[str] = mapped_column(Text, default="", server_default="")
     __table_args__ = (Index("ix_handlers_key", "package", "handler", "job_name", unique=True),)
 
 
@@ -118,6 +120,8 @@ class Worker(Base):
     # Unconfirmed until the worker's first message after the Welcome that carried it.
     credential_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     credential_confirmed: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The platform it reported in Hello (netdist.platforms.Platform as JSON), "" before it reported one.
+    platform_json: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class Token(Base):
