@@ -132,6 +132,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.peers_python = str(Path(args.peers_python).absolute())  # the peers run with bench/peers as their cwd
     wanted = args.only or ["ray", "celery"]
     systems = ["netdist", *(name for name in ("ray", "celery") if name in wanted)]
     if "celery" in systems and shutil.which("redis-server") is None:
