@@ -111,7 +111,8 @@ def test_schedule_starts_the_handler_at_each_occurrence(cluster: Cluster, tmp_pa
         return check
 
     info = wait_until(handler_if(lambda i: i.next_start_at > 0), 5, what="a next start")
-    assert info.state == "idle" and 0 < info.next_start_at - time.time() <= 2.5
+    # -1: a start due this very moment may not have happened yet on a loaded machine
+    assert info.state == "idle" and -1 < info.next_start_at - time.time() <= 2.5
     assert int(info.next_start_at) % 2 == 0
 
     first = cluster.api.wait_state(hid, "finished", timeout=15)
