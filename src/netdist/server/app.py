@@ -224,13 +224,13 @@ async def serve(config: ServerConfig) -> None:
     address = await server.start()
     tls = config.tls
     mode = "plaintext" if tls is None else "TLS, client certificates required" if tls.mutual else "TLS"
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before "listening": a SIGTERM right after it stops in order
+        loop.add_signal_handler(sig, stop.set)
     if server.metrics_address:
         print(f"metrics on http://{server.metrics_address}/metrics", flush=True)
     print(f"listening on {address} ({mode})", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await server.stop()
     log.info("stopped")
