@@ -14,33 +14,14 @@ from netdist.server.store import job_history, pruning
 from netdist.server.store import jobs as job_store
 from netdist.server.store.engine import open_engine
 from netdist.server.store.schema import handlers, job_attempts, jobs, workers
+from tests.store_rows import insert_handler
 
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     engine = open_engine(db_url)
     with engine.begin() as conn:
-        conn.execute(
-            handlers.insert().values(
-                id="h",
-                package="p",
-                handler="H",
-                job_name="monte carlo",
-                script_sha256="0" * 64,
-                script_source="",
-                settings_json="{}",
-                custom_json="{}",
-                state="running",
-                message="",
-                handler_state_json="{}",
-                summary="",
-                total=None,
-                exhausted=False,
-                sequenced_errors=0,
-                created_at=0.0,
-                script_filename="montecarlo.py",
-            )
-        )
+        insert_handler(conn, job_name="monte carlo", script_filename="montecarlo.py")
         conn.execute(workers.insert().values(id="w1", name="lab-1"))
         job_store.insert(conn, "h", [('{"i": 0}', "null"), ('{"i": 1}', "null")])
     yield engine

@@ -28,7 +28,8 @@ from netdist.server.lease_model import Lease, Requeue, ResultIn, Settlement
 from netdist.server.states import JobStatus
 from netdist.server.store import jobs as job_store
 from netdist.server.store.engine import open_engine
-from netdist.server.store.schema import handlers, job_attempts, jobs
+from netdist.server.store.schema import job_attempts, jobs
+from tests.store_rows import insert_handler
 
 _dbs = itertools.count()
 _migrated: list[Path] = []
@@ -64,26 +65,7 @@ class JobStoreMachine(RuleBasedStateMachine):
         _fresh_store(self.path)
         self.engine: Engine = open_engine(f"sqlite:///{self.path}")
         with self.engine.begin() as conn:
-            conn.execute(
-                handlers.insert().values(
-                    id="h",
-                    package="p",
-                    handler="H",
-                    job_name="j",
-                    script_sha256="0" * 64,
-                    script_source="",
-                    settings_json="{}",
-                    custom_json="{}",
-                    state="running",
-                    message="",
-                    handler_state_json="{}",
-                    summary="",
-                    total=None,
-                    exhausted=False,
-                    sequenced_errors=0,
-                    created_at=0.0,
-                )
-            )
+            insert_handler(conn)
         self.rows: dict[int, Row] = {}
         self.finals: dict[int, int] = {}  # final results stored per job
         self.at = 100.0
