@@ -95,6 +95,12 @@ def test_watch_piped_prints_plain_frames_and_ends_cleanly_on_sigterm(cluster: Cl
         ok(addr, "handlers", "start", "on screen")
         cluster.add_worker("w1")
         cluster.api.wait_state("on screen", "finished", timeout=60)
+
+        def finished_drawn() -> bool:  # the last change is drawn within the interval, though none follows it
+            text = out.read_text()
+            return "netdist at" in text and "finished" in text[text.rindex("netdist at") :]
+
+        wait_until(finished_drawn, 15, what="a frame with the finished handler")
     finally:
         code = _stop(watch, signal.SIGTERM)
     text = out.read_text()

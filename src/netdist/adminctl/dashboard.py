@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Iterator, Sequence
 
@@ -137,7 +139,9 @@ def _on_terminal(
     client: AdminClient, stream: Iterator[admin_pb2.WatchResponse], model: LiveModel, console: Console
 ) -> None:
     with Live(_frame(model, client, ""), console=console, auto_refresh=False, screen=False) as live:
-        for error in _follow(client, stream, model):
+        for reply, error in _follow(client, [stream]):
+            if reply is not None:
+                model.apply(reply)
             live.update(_frame(model, client, error), refresh=True)
 
 
@@ -149,31 +153,57 @@ def _plain(
     *,
     interval_seconds: float,
 ) -> None:
+    """A frame at most every ``interval_seconds`` while things change, and one when a change is
+    ``interval_seconds`` old even if nothing follows it (the stream is read by a thread of its own, so a
+    quiet stream does not hold the last state back), and the last state on the way out."""
     console.print(_frame(model, client, "", footer=False))
     printed = time.monotonic()
     dirty, error = False, ""
+    updates: queue.Queue[tuple[admin_pb2.WatchResponse | None, str]] = queue.Queue()
+    current = [stream]  # the stream being read (the reader replaces it when it watches again)
+    ending = threading.Event()
+
+    def read() -> None:
+        try:
+            for item in _follow(client, current):
+                updates.put(item)
+        except Exception:
+            if not ending.is_set():  # the channel closed under it on the way out is no error
+                raise
+
+    threading.Thread(target=read, name="netdist-watch-reader", daemon=True).start()
     try:
-        for error in _follow(client, stream, model):
-            dirty = True
-            if time.monotonic() - printed >= interval_seconds:
+        while True:
+            try:
+                wait = max(0.0, printed + interval_seconds - time.monotonic()) if dirty else None
+                reply, error = updates.get(timeout=wait)
+                if reply is not None:
+                    model.apply(reply)
+                dirty = True
+            except queue.Empty:
+                pass
+            if dirty and time.monotonic() - printed >= interval_seconds:
                 console.print(_frame(model, client, error, footer=False))
                 printed, dirty = time.monotonic(), False
     finally:
+        ending.set()
         if dirty:  # the last state, on the way out (SIGTERM, Ctrl-C)
             console.print(_frame(model, client, error, footer=False))
         console.file.flush()
 
 
-def _follow(client: AdminClient, stream: Iterator[admin_pb2.WatchResponse], model: LiveModel) -> Iterator[str]:
-    """Apply each answer to ``model``; yield after each, with the error of a broken stream ("" when none)."""
+def _follow(
+    client: AdminClient, current: list[Iterator[admin_pb2.WatchResponse]]
+) -> Iterator[tuple[admin_pb2.WatchResponse | None, str]]:
+    """Each answer of ``current[0]`` with "" as its error; when the stream breaks, (None, the error), and it
+    watches again after a pause with a fresh stream (put in ``current[0]``)."""
     while True:
         try:
-            for reply in stream:
-                model.apply(reply)
-                yield ""
+            for reply in current[0]:
+                yield reply, ""
             problem = "the server ended the event stream"
         except NetDistError as exc:
             problem = f"{type(exc).__name__}: {exc.message}"
-        yield f"{problem} (watching again in {RETRY_SECONDS:g} s)"
+        yield None, f"{problem} (watching again in {RETRY_SECONDS:g} s)"
         time.sleep(RETRY_SECONDS)
-        stream = client.watch()
+        current[0] = client.watch()
