@@ -54,3 +54,27 @@ def test_jobs_taken_back_by_probation_go_out_again_in_enqueue_order() -> None:
     _, settlements, _ = table.settle("w", [ok])
     table.settled(settlements, {2})
     assert [x.job_id for x in table.pick()] == [3, 4, 5, 6]
+
+
+def test_an_enqueue_reads_the_refill_back_only_when_the_queue_runs_low_and_no_refill_is_on_the_way() -> None:
+    table = LeaseTable(clock=ManualClock(), reconnect_grace_seconds=2.0, silent_after_seconds=15.0)
+    spec = HandlerSpec(
+        handler_id="h",
+        job_name="h",
+        script_sha256="0" * 64,
+        environment=(),
+        settings=JobSettings(package="p", handler="H", job="h"),
+    )
+    table.add_handler(spec, counts={}, streak=0, active=True)
+    assert table.refill_with_enqueue("h", low_water=2) == 0  # from the start: nothing loaded yet
+    assert table.refill_with_enqueue("h", low_water=2) is None  # that refill is on the way
+    assert table.refills_wanted(2) == []  # and the dispatcher does not start another
+    table.enqueued("h", 3)
+    table.refilled("h", [ReadyJob(i, 0, 0, b"{}") for i in (1, 2, 3)], more=False)
+    assert table.refill_with_enqueue("h", low_water=2) is None  # three queued: enough
+    assert table.refill_with_enqueue("h", low_water=4) == 3  # below four: from the last job loaded
+    table.refill_failed("h")  # the write failed: the next may read again
+    assert table.refill_with_enqueue("h", low_water=4) == 3
+    table.refill_failed("h")
+    table.set_active("h", False)
+    assert table.refill_with_enqueue("h", low_water=4) is None  # paused: nothing is loaded for it

@@ -177,6 +177,22 @@ class LeaseTableMachine(RuleBasedStateMachine):
         self.table.enqueued(handler, n)
         self.dispatch()
 
+    @rule(handler=st.sampled_from(HANDLERS), n=st.integers(1, 6), fails=st.booleans())
+    def enqueue_reading_the_refill_back(self, handler: str, n: int, fails: bool) -> None:
+        """As the handler runtime enqueues: the transaction that adds the jobs reads the queue's refill."""
+        cursor = self.table.refill_with_enqueue(handler, low_water=1000)
+        if fails:  # the write failed: nothing was added
+            if cursor is not None:
+                self.table.refill_failed(handler)
+            self.dispatch()
+            return
+        self.store.insert(handler, n)
+        jobs = self.store.load_available(handler, cursor, 4) if cursor is not None else None
+        self.table.enqueued(handler, n)
+        if jobs is not None:
+            self.table.refilled(handler, jobs, more=len(jobs) == 4)
+        self.dispatch()
+
     @rule()
     def refill(self) -> None:
         for handler_id, cursor in self.table.refills_wanted(low_water=1000):

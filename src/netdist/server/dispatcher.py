@@ -23,6 +23,7 @@ from netdist.server.event_hub import EventHub, WorkerChange
 from netdist.server.lease_model import (
     HandlerSpec,
     Lease,
+    ReadyJob,
     Ref,
     ResultIn,
     Settlement,
@@ -148,9 +149,19 @@ class Dispatcher(EffectWriter):
         self.table.set_active(handler_id, active)
         self.kick()
 
-    def jobs_added(self, handler_id: str, count: int) -> None:
+    def refill_cursor(self, handler_id: str) -> int | None:
+        """Where the transaction that adds a handler's jobs reads its queue's refill from, or None (the
+        queue is full enough, or a refill is under way): see :meth:`jobs_added`."""
+        return self.table.refill_with_enqueue(handler_id, REFILL_BELOW)
+
+    def jobs_added(self, handler_id: str, count: int, refill: Sequence[ReadyJob] | None = None) -> None:
+        """``count`` jobs were committed; ``refill``: the available jobs their transaction read back
+        from the cursor :meth:`refill_cursor` gave (None: it gave none, or the write failed)."""
         if count:
             self.table.enqueued(handler_id, count)
+        if refill is not None:
+            self.table.refilled(handler_id, refill, more=len(refill) == REFILL_BATCH)
+        if count:
             self.kick()
 
     async def revoke_handler(self, handler_id: str, reason: str) -> None:

@@ -145,6 +145,15 @@ class LeaseBook:
                 wanted.append((queue.handler_id, queue.cursor))
         return wanted
 
+    def refill_with_enqueue(self, handler_id: str, low_water: int) -> int | None:
+        """The cursor to read available jobs from in the transaction that adds new ones, when the
+        handler's queue runs low and no refill is under way (then it is one: marked refilling)."""
+        queue = self.handlers.get(handler_id)
+        if queue is None or not queue.active or queue.refilling or len(queue.queued) >= low_water:
+            return None
+        queue.refilling = True
+        return queue.cursor
+
     def refilled(self, handler_id: str, jobs: Sequence[ReadyJob], *, more: bool) -> int:
         """Jobs read from the store as available; those leased meanwhile are skipped. Returns how many queued."""
         queue = self.handlers.get(handler_id)

@@ -23,7 +23,7 @@ from netdist.errors import (
 )
 from netdist.server.blobs import BlobStore
 from netdist.server.dependency_locks import environments
-from netdist.server.dispatcher import Dispatcher
+from netdist.server.dispatcher import REFILL_BATCH, Dispatcher
 from netdist.server.event_hub import HandlerSummary
 from netdist.server.host import HostProcess
 from netdist.server.host_protocol import (
@@ -85,6 +85,7 @@ class RunningHandler:
         self._stopping = False
         self._reload: catalog.PackageRecord | None = None
         self._idle_call = False  # the last create_more_jobs added nothing
+        self._saved: tuple[str, str, int | None] | None = None  # state, summary and total as last committed
         self._host: HostProcess | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -125,20 +126,24 @@ class RunningHandler:
         try:
             await self._start_host(self.package)
             await self._hook(Hook.ON_START)
+            look = True  # read the store for results even if the lease table counts none
             while not self._stopping:
                 if self._reload is not None:
                     await self._swap_host(self._reload)
-                progressed = await self._process(JobStatus.SUCCEEDED)
-                progressed |= await self._process(JobStatus.ERRORED)
+                progressed = await self._process(JobStatus.SUCCEEDED, look=look)
+                progressed |= await self._process(JobStatus.ERRORED, look=look)
                 if self._active():
                     await self._create_jobs()
                 if await self._is_finished():
                     await self._hook(Hook.ON_FINISHED)
                     await self._on_finished(self.handler_id)
                     return
+                look = False
                 if not progressed:
-                    with contextlib.suppress(TimeoutError):
+                    try:
                         await asyncio.wait_for(self._wake.wait(), 1.0)
+                    except TimeoutError:
+                        look = True  # a second with nothing: the store is asked, whatever the counts say
                     self._wake.clear()
             await self._hook(Hook.ON_STOP)
         except (HandlerCodeError, HostDiedError) as exc:
@@ -237,7 +242,12 @@ class RunningHandler:
         update = await self._call(CallHook(hook=hook))
         await self._save(update, processed=[], status=JobStatus.PROCESSED)
 
-    async def _process(self, status: JobStatus) -> bool:
+    async def _process(self, status: JobStatus, *, look: bool) -> bool:
+        """Hand a batch of stored results of ``status`` to the handler. The store is read only when the
+        lease table counts some (or ``look``): a read for nothing is a trip through the writer, which
+        the leases of the next job wait behind."""
+        if not look and not self._dispatcher.table.counts(self.handler_id)[status]:
+            return False
         rows = await self._writer.run(job_store.unprocessed, self.handler_id, status, RESULT_BATCH)
         if not rows:
             return False
@@ -288,19 +298,33 @@ class RunningHandler:
         return True
 
     async def _save(self, update: HandlerUpdate, *, processed: list[int], status: JobStatus) -> None:
-        """Commit one call's work in one transaction: the results it processed, its new jobs, its state."""
-        await self._writer.run(
-            job_store.record_batch,
-            self.handler_id,
-            processed=processed,
-            processed_status=status,
-            invalid=update.invalid,
-            new_jobs=update.jobs,
-            handler_state=update.state_json,
-            summary=update.summary,
-            total=update.total,
-        )
-        self._dispatcher.jobs_added(self.handler_id, len(update.jobs))
+        """Commit one call's work in one transaction: the results it processed, its new jobs, its state
+        (and, when the lease table's queue runs low, read its refill back in it). A call that changed
+        nothing (an idle ``create_more_jobs``) is not written."""
+        saved = (update.state_json, update.summary, update.total)
+        if not (processed or update.jobs or update.invalid) and saved == self._saved:
+            return
+        cursor = self._dispatcher.refill_cursor(self.handler_id) if update.jobs else None
+        try:
+            refill = await self._writer.run(
+                job_store.record_batch,
+                self.handler_id,
+                processed=processed,
+                processed_status=status,
+                invalid=update.invalid,
+                new_jobs=update.jobs,
+                handler_state=update.state_json,
+                summary=update.summary,
+                total=update.total,
+                refill_after=cursor,
+                refill_limit=REFILL_BATCH,
+            )
+        except BaseException:
+            if cursor is not None:
+                self._dispatcher.table.refill_failed(self.handler_id)
+            raise
+        self._saved = saved
+        self._dispatcher.jobs_added(self.handler_id, len(update.jobs), refill if cursor is not None else None)
         self._dispatcher.hub.handler_summary(
             HandlerSummary(handler_id=self.handler_id, total=update.total, summary=update.summary)
         )

@@ -309,9 +309,14 @@ def record_batch(
     handler_state: str,
     summary: str,
     total: int | None,
-) -> None:
+    refill_after: int | None = None,
+    refill_limit: int = 0,
+) -> list[ReadyJob]:
     """What one call of the handler host did, in one transaction: results
-    processed, jobs enqueued, the handler's state saved."""
+    processed, jobs enqueued, the handler's state saved. With ``refill_after``
+    (the lease table's cursor), the available jobs after it are read back in the
+    same transaction, the new ones among them, so that they are leased without a
+    trip of their own through the writer."""
     mark_processed(conn, [i for i in processed if i not in set(invalid)], processed_status)
     if invalid:
         err = json.dumps({"type": "InvalidOutput", "message": "the worker sent output that is not JSON"})
@@ -324,6 +329,7 @@ def record_batch(
         .where(handlers.c.id == handler_id)
         .values(handler_state_json=handler_state, summary=summary[:2000], total=total)
     )
+    return [] if refill_after is None else load_available(conn, handler_id, refill_after, refill_limit)
 
 
 def listing(conn: Connection, handler_id: str | None, status: str, limit: int) -> list[Any]:
