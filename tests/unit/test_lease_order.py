@@ -15,16 +15,22 @@ from netdist.server.leases import LeaseTable
 from tests.clock import ManualClock
 
 
-def test_jobs_taken_back_by_probation_go_out_again_in_enqueue_order() -> None:
+def _table(**settings: int) -> LeaseTable:
+    """A lease table with one active handler ``h``."""
     table = LeaseTable(clock=ManualClock(), reconnect_grace_seconds=2.0, silent_after_seconds=15.0)
     spec = HandlerSpec(
         handler_id="h",
         job_name="h",
         script_sha256="0" * 64,
         environment=(),
-        settings=JobSettings(package="p", handler="H", job="h", max_attempts=1),
+        settings=JobSettings(package="p", handler="H", job="h", **settings),  # type: ignore[arg-type]
     )
     table.add_handler(spec, counts={}, streak=0, active=True)
+    return table
+
+
+def test_jobs_taken_back_by_probation_go_out_again_in_enqueue_order() -> None:
+    table = _table(max_attempts=1)
     table.enqueued("h", 6)
     table.refilled("h", [ReadyJob(i, 0, 0, b"{}") for i in range(1, 7)], more=False)
     table.connect(WorkerInfo(worker_id="w", name="w", labels={}, slots=1), [])
@@ -57,15 +63,7 @@ def test_jobs_taken_back_by_probation_go_out_again_in_enqueue_order() -> None:
 
 
 def test_an_enqueue_reads_the_refill_back_only_when_the_queue_runs_low_and_no_refill_is_on_the_way() -> None:
-    table = LeaseTable(clock=ManualClock(), reconnect_grace_seconds=2.0, silent_after_seconds=15.0)
-    spec = HandlerSpec(
-        handler_id="h",
-        job_name="h",
-        script_sha256="0" * 64,
-        environment=(),
-        settings=JobSettings(package="p", handler="H", job="h"),
-    )
-    table.add_handler(spec, counts={}, streak=0, active=True)
+    table = _table()
     assert table.refill_with_enqueue("h", low_water=2) == 0  # from the start: nothing loaded yet
     assert table.refill_with_enqueue("h", low_water=2) is None  # that refill is on the way
     assert table.refills_wanted(2) == []  # and the dispatcher does not start another
