@@ -1,7 +1,8 @@
 """``make bench-peers``: netdist, Ray and Celery on the same workload, interleaved, in one sitting.
 
 Each round runs, one after the other on this machine: netdist (bench/throughput.py, 2 worker processes
-of 1 slot, SQLite with synchronous=FULL), Ray (bench/peers/ray_noop.py, num_cpus=2) and Celery with
+of 1 slot, SQLite with synchronous=FULL), netdist on PostgreSQL (``netdist-pg``: a fresh database of
+this machine's server on its unix socket; left out with a message when none answers), Ray (bench/peers/ray_noop.py, num_cpus=2) and Celery with
 Redis, results on (bench/peers/celery_noop.py, a prefork worker of 2 processes). Each does the same two
 things: N no-op jobs submitted at once, timed until the last result is in, and the single-job round trip
 (submit one, wait for its result) timed S times. The table shows the median of the rounds for each
@@ -33,11 +34,12 @@ BENCH_DIR = Path(__file__).resolve().parent
 console = Console(width=None if sys.stdout.isatty() else 150)
 
 
-def run_netdist(args: argparse.Namespace) -> dict[str, Any]:
+def run_netdist(args: argparse.Namespace, *, postgres: bool = False) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         subprocess.run(
             [sys.executable, str(BENCH_DIR / "throughput.py"), "--configs", "2x1", "--jobs", str(args.jobs),
-             "--latency-samples", str(args.latency_samples), "--output", out.name],
+             "--latency-samples", str(args.latency_samples), "--output", out.name,
+             *(["--postgres"] if postgres else [])],
             check=True, stdout=subprocess.DEVNULL, timeout=args.timeout,
         )  # fmt: skip
         report = json.loads(Path(out.name).read_text())
@@ -82,6 +84,8 @@ def summarize(rounds: list[dict[str, dict[str, Any]]], systems: list[str]) -> di
         }
         summary[name]["version"] = runs[0].get("version") if runs else None
     for name in systems[1:]:
+        if name.startswith("netdist"):
+            continue
         per_round = [r["netdist"]["jobs_per_s"] / r[name]["jobs_per_s"] for r in rounds if name in r]
         rtt = [r[name]["rtt_p50_ms"] / r["netdist"]["rtt_p50_ms"] for r in rounds if name in r]
         summary[f"netdist_vs_{name}"] = {
@@ -112,10 +116,12 @@ def print_table(summary: dict[str, Any], systems: list[str], rounds: int, args: 
             " ".join(f"{x}x" for x in ratio.get("throughput_ratio_per_round", [])),
         )
     console.print(table)
-    nd = summary["netdist"]
-    console.print(
-        f"netdist dispatch (enqueue -> process starts): p50 {nd['dispatch_p50_ms']} ms, p99 {nd['dispatch_p99_ms']} ms"
-    )
+    for name in (n for n in systems if n.startswith("netdist")):
+        nd = summary[name]
+        console.print(
+            f"{name} dispatch (enqueue -> process starts): p50 {nd['dispatch_p50_ms']} ms,"
+            f" p99 {nd['dispatch_p99_ms']} ms"
+        )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -126,6 +132,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per run (default 300)")
     p.add_argument("--peers-python", default=str(BENCH_DIR / ".peers-venv" / "bin" / "python"))
     p.add_argument("--only", choices=["ray", "celery"], action="append", help="run only these peers")
+    p.add_argument("--no-postgres", action="store_true", help="leave out netdist on PostgreSQL (netdist-pg)")
     p.add_argument("--output", type=Path, default=BENCH_DIR / "results" / "peers.json")
     return p.parse_args(argv)
 
@@ -138,12 +145,21 @@ def main(argv: list[str] | None = None) -> int:
     if "celery" in systems and shutil.which("redis-server") is None:
         console.print("[yellow]Celery skipped: no redis-server on PATH (apt-get install redis-server)[/]")
         systems.remove("celery")
+    if not args.no_postgres:
+        ready = shutil.which("pg_isready") and subprocess.run(["pg_isready", "-q"], check=False).returncode == 0
+        if ready and shutil.which("createdb"):
+            systems.insert(1, "netdist-pg")
+        else:
+            console.print("[yellow]netdist on PostgreSQL skipped: no PostgreSQL answers on the unix socket[/]")
     rounds: list[dict[str, dict[str, Any]]] = []
     for n in range(args.rounds):
         results: dict[str, dict[str, Any]] = {}
         for name in systems:
             console.print(f"round {n + 1}/{args.rounds}: {name} ...")
-            results[name] = run_netdist(args) if name == "netdist" else run_peer(args, f"{name}_noop.py")
+            if name.startswith("netdist"):
+                results[name] = run_netdist(args, postgres=name == "netdist-pg")
+            else:
+                results[name] = run_peer(args, f"{name}_noop.py")
             console.print(
                 f"  {results[name]['jobs_per_s']:,.0f} jobs/s, round trip p50 {results[name]['rtt_p50_ms']} ms"
             )

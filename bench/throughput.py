@@ -1,10 +1,12 @@
 """Throughput and dispatch latency of no-op jobs on a real server and real workers.
 
     .venv/bin/python bench/throughput.py [--jobs 20000] [--timeout 120] [--configs 1x1,2x1,4x1,2x2]
-                                         [--latency-samples 500] [--profile DIR] [--metrics]
+                                         [--latency-samples 500] [--profile DIR] [--metrics] [--postgres]
 
-Every run starts its own server (SQLite in a temp dir, loopback only) and its
-own worker processes, and stops them all at the end, also on Ctrl-C or error.
+Every run starts its own server (SQLite in a temp dir, loopback only; with
+``--postgres`` a fresh database of this machine's PostgreSQL, made with
+``createdb`` and dropped after) and its own worker processes, and stops them all
+at the end, also on Ctrl-C or error.
 
 Throughput: the ``Noop`` handler (bench/noop_package.py) runs a short warm-up,
 then times itself in the server's handler host from its first enqueue to its
@@ -127,9 +129,10 @@ class Scraper:
 class Cluster:
     """One server and its workers in a temp dir; ``close`` stops every process it started."""
 
-    def __init__(self, root: Path, *, metrics: bool = False) -> None:
+    def __init__(self, root: Path, *, metrics: bool = False, postgres: bool = False) -> None:
         self.root = root
         self.metrics = metrics
+        self.database = f"netdist_bench_{os.getpid()}_{root.name.replace('-', '_')}" if postgres else ""
         self.processes: list[Process] = []
         self.server: Process | None = None
         self.admin: Admin | None = None
@@ -138,7 +141,11 @@ class Cluster:
 
     def start_server(self) -> None:
         extra = ["--metrics-port", "0"] if self.metrics else []
-        server = start_server(self.root / "data", log_dir=self.root / "logs", extra_args=extra)
+        db_url = None
+        if self.database:  # a fresh database of this machine's PostgreSQL (unix socket), dropped at close
+            subprocess.run(["createdb", self.database], check=True, capture_output=True, timeout=60)
+            db_url = f"postgresql+psycopg:///{self.database}"
+        server = start_server(self.root / "data", log_dir=self.root / "logs", db_url=db_url, extra_args=extra)
         self.processes.append(server)
         self.server, self.address = server, server.address
         self.admin = Admin(server.address)
@@ -193,6 +200,8 @@ class Cluster:
         stop_all(workers)
         if self.server is not None:
             stop_all([self.server])
+        if self.database:
+            subprocess.run(["dropdb", "--if-exists", self.database], check=False, capture_output=True, timeout=60)
 
 
 def stop_all(processes: list[Process], timeout: float = STOP_SECONDS) -> None:
@@ -231,8 +240,8 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def cluster(workdir: Path, name: str, *, metrics: bool = False) -> Iterator[Cluster]:
-    c = Cluster(workdir / name, metrics=metrics)
+def cluster(workdir: Path, name: str, *, metrics: bool = False, postgres: bool = False) -> Iterator[Cluster]:
+    c = Cluster(workdir / name, metrics=metrics, postgres=postgres)
     try:
         c.start_server()
         c.api.upload(bench_wheel(workdir / "wheels"))
@@ -342,7 +351,7 @@ def run_throughput(workdir: Path, args: argparse.Namespace, workers: int, slots:
     label = f"{workers}x{slots}"
     out: dict[str, Any] = {"config": label, "workers": workers, "slots": slots, "jobs": args.jobs}
     console.print(f"[bold]throughput {label}[/]: {workers} worker process(es) x {slots} slot(s), {args.jobs} jobs")
-    with cluster(workdir, f"tp-{label}", metrics=args.metrics) as c:
+    with cluster(workdir, f"tp-{label}", metrics=args.metrics, postgres=args.postgres) as c:
         procs = c.start_workers(workers, slots)
         c.wait_workers(workers, WORKERS_TIMEOUT)
         assert c.server is not None
@@ -396,7 +405,7 @@ def _throughput_figures(out: dict[str, Any], s: dict[str, Any]) -> None:
 def run_latency(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"samples": args.latency_samples, "workers": 1, "slots": 1}
     console.print(f"[bold]latency[/]: 1 worker x 1 slot, one job in flight, {args.latency_samples} samples")
-    with cluster(workdir, "latency", metrics=args.metrics) as c:
+    with cluster(workdir, "latency", metrics=args.metrics, postgres=args.postgres) as c:
         c.start_workers(1, 1)
         c.wait_workers(1, WORKERS_TIMEOUT)
         load0 = os.getloadavg()
@@ -469,7 +478,10 @@ def print_report(report: dict[str, Any]) -> None:
         f"\n[bold]machine[/]: {m['cores']} cores ({m['cpu']}), Python {m['python']}, "
         f"SQLite {m['sqlite']}, grpcio {m['grpcio']}, netdist {m['netdist']} ({m['git']})"
     )
-    table = Table(title=f"no-op jobs, end to end (first enqueue -> last result processed), {report['jobs']} jobs")
+    table = Table(
+        title=f"no-op jobs, end to end (first enqueue -> last result processed), {report['jobs']} jobs,"
+        f" {report['store']}"
+    )
     for col in (
         "workers x slots",
         "status",
@@ -535,6 +547,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="serve metrics (--metrics-port 0) and scrape them every second during each run: their cost",
     )
+    p.add_argument(
+        "--postgres",
+        action="store_true",
+        help="store in this machine's PostgreSQL (unix socket; createdb and dropdb a fresh database per run)"
+        " instead of SQLite",
+    )
     args = p.parse_args(argv)
     try:
         args.config_list = [tuple(int(n) for n in c.split("x")) for c in args.configs.split(",") if c]
@@ -559,6 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch": args.batch,
         "warmup": args.warmup,
         "metrics": args.metrics,
+        "store": "postgresql" if args.postgres else "sqlite",
         "throughput": [],
     }
     try:
