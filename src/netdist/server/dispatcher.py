@@ -39,6 +39,7 @@ from netdist.server.tallies import DispatchTally
 from netdist.server.tokens import digest
 from netdist.server.worker_admission import admit
 from netdist.server.worker_links import WorkerLink, WorkerLinks
+from netdist.stage_trace import stamp
 
 log = logging.getLogger("netdist.server.dispatcher")
 REFILL_BATCH = 2000
@@ -291,8 +292,10 @@ class Dispatcher(EffectWriter):
             self.table.leases_failed(leases)
             self.kick()
             return
+        stamp("leases-committed")
         send, refused, effects = self.table.leases_stored(leases, stored)
         self.links.send_leases(send, {q.handler_id: q.spec for q in self.table.handlers.values()})
+        stamp("leases-sent")
         self.tally.leases += len(send)
         requeued = self._act(effects)
         if refused:
@@ -309,6 +312,7 @@ class Dispatcher(EffectWriter):
 
     async def on_results(self, worker_id: str, results: Sequence[ResultIn]) -> None:
         """Fence, store and acknowledge a batch of results from one worker."""
+        stamp("results-received")
         verdicts, accepted, effects = self.table.settle(worker_id, results)
         self.tally.dispatch_seconds.observe_many(effects.waited)
         at = self.clock.time()
@@ -324,6 +328,7 @@ class Dispatcher(EffectWriter):
         if write is not None:
             try:
                 stored = await write
+                stamp("results-committed")
             except Exception:
                 log.exception(
                     "could not store %d results from worker %s; it will send them again", len(accepted), worker_id

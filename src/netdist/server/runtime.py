@@ -43,6 +43,7 @@ from netdist.server.states import JobStatus
 from netdist.server.store import catalog
 from netdist.server.store import jobs as job_store
 from netdist.server.store.writer import GroupCommitWriter
+from netdist.stage_trace import stamp
 
 log = logging.getLogger("netdist.server.runtime")
 LOW_WATER = 5000
@@ -235,7 +236,9 @@ class RunningHandler:
 
     async def _call(self, request: HostRequest) -> HandlerUpdate:
         assert self._host is not None
-        return await self._host.call(request, timeout_seconds=self._call_timeout_seconds)
+        update = await self._host.call(request, timeout_seconds=self._call_timeout_seconds)
+        stamp("handler-returned")
+        return update
 
     async def _hook(self, hook: Hook) -> None:
         """Call a lifecycle hook and commit what it did (jobs it enqueued, its state)."""
@@ -249,6 +252,7 @@ class RunningHandler:
         if not look and not self._dispatcher.table.counts(self.handler_id)[status]:
             return False
         rows = await self._writer.run(job_store.unprocessed, self.handler_id, status, RESULT_BATCH)
+        stamp("results-read")
         if not rows:
             return False
         if status == JobStatus.SUCCEEDED:
@@ -324,6 +328,8 @@ class RunningHandler:
                 self._dispatcher.table.refill_failed(self.handler_id)
             raise
         self._saved = saved
+        if update.jobs:
+            stamp("jobs-committed")
         self._dispatcher.jobs_added(self.handler_id, len(update.jobs), refill if cursor is not None else None)
         self._dispatcher.hub.handler_summary(
             HandlerSummary(handler_id=self.handler_id, total=update.total, summary=update.summary)

@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from netdist.stage_trace import stamp
 from netdist.worker.child_process import ChildEvents, ChildProcess
 from netdist.worker.job import Environment, Job, JobLog, JobProgress, JobRef, JobResult
 
@@ -229,10 +230,12 @@ class Executor:
     # -- events from children --------------------------------------------
 
     def _job_started(self, ref: JobRef) -> None:
+        stamp("job-started")
         if self._on_started is not None:
             self._on_started(ref)
 
     def _job_finished(self, result: JobResult) -> None:
+        stamp("job-finished")
         duration = max(0.0, result.duration_seconds)
         self._ewma = duration if self._ewma is None else self._ewma + EWMA_ALPHA * (duration - self._ewma)
         self._on_result(result)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from netdist.channel import aio_channel
 from netdist.errors import ArtifactError, UnauthenticatedError
+from netdist.stage_trace import stamp
 from netdist.worker.blob_source import PackageServiceSource
 from netdist.worker.cache import ArtifactCache
 from netdist.worker.capacity import wanted
@@ -200,6 +201,7 @@ class WorkerSession:
         self._outbox.resend()
 
     def on_leases(self, leases: list[Lease]) -> None:
+        stamp("lease-received")
         log.debug("%d lease(s)", len(leases))
         refused: list[JobRef] = []
         for lease in leases:
