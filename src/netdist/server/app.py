@@ -30,6 +30,7 @@ from netdist.server.call_refusals import CallRefusals
 from netdist.server.clock import SYSTEM_CLOCK
 from netdist.server.deps_resolver import ResolverConfig
 from netdist.server.dispatcher import Dispatcher
+from netdist.server.fetch_frames import PassPreEncoded
 from netdist.server.job_service import JobService
 from netdist.server.manager import HandlerManager
 from netdist.server.metrics import MetricsServer, Sources
@@ -136,7 +137,9 @@ class NetDistServer:
         self.audit = AuditLog(self.store.writer)
         auth = AuthInterceptor(self.tokens, on_refusal=self.audit.record_refusal)
         self.refusals = CallRefusals()  # outermost: it sees the status every call ends with
-        self.server = grpc.aio.server(options=options, interceptors=[self.refusals, auth, DecodeGuard()])
+        self.server = grpc.aio.server(
+            options=options, interceptors=[self.refusals, auth, DecodeGuard(), PassPreEncoded()]
+        )
         try:
             if cfg.tls is not None:
                 self.port = self.server.add_secure_port(f"{cfg.host}:{cfg.port}", cfg.tls.credentials())

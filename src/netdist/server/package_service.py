@@ -13,6 +13,7 @@ from netdist.api.v1 import packages_pb2, packages_pb2_grpc
 from netdist.errors import InvalidArgumentError, NetDistError
 from netdist.server.audit import AuditLog, audited
 from netdist.server.blobs import BlobStore
+from netdist.server.fetch_frames import frame
 from netdist.server.grpc_errors import to_status
 from netdist.server.manager import HandlerManager
 from netdist.server.store import catalog
@@ -149,7 +150,7 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
                 chunk = await asyncio.to_thread(f.read, CHUNK)
                 if not chunk and not first:
                     return
-                yield packages_pb2.FetchResponse(chunk=chunk, total_size=size if first else 0)
+                yield frame(chunk, size if first else 0)  # type: ignore[misc]  # pre-encoded: fetch_frames.py
                 first = False
                 if not chunk:
                     return
