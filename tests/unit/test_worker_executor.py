@@ -510,3 +510,23 @@ def test_a_progress_that_is_not_a_number_fails_the_job_clearly(tmp_path: Path) -
         assert json.loads((await h.result(after)).output_json or "")["value"] == 1
 
     run(tmp_path, scenario)
+
+
+def test_a_warmed_spare_process_runs_the_next_job_and_is_killed_on_close_when_unused(tmp_path: Path) -> None:
+    spares: list[int] = []
+
+    async def scenario(h: Harness) -> None:
+        h.executor.warm()
+        h.executor.warm()  # one spare at a time
+        spare = h.executor._spare
+        assert spare is not None
+        pid = (await spare).pid
+        ref = h.submit({"kind": "pid"})
+        assert json.loads((await h.result(ref)).output_json or "") == pid  # the job ran in the spare
+        h.executor.warm()  # the next one, left unused
+        assert h.executor._spare is not None and h.executor._spare is not spare
+        spares.append((await h.executor._spare).pid)
+
+    run(tmp_path, scenario)
+    with pytest.raises(ProcessLookupError):
+        os.kill(spares[0], 0)  # close killed the spare no one took

@@ -88,8 +88,11 @@ class ChildProcess:
         max_memory_bytes: int | None,
         capture_output: bool = False,
         script_name: str = "",
+        spare: asyncio.Task[asyncio.subprocess.Process] | None = None,
     ) -> None:
+        """``spare``: a child process started ahead (:func:`spawn`), waiting for its ChildInit."""
         self.environment = environment
+        self._spare = spare
         self.events = events
         self.python = python
         self.entries: collections.deque[Entry] = collections.deque()
@@ -202,17 +205,7 @@ class ChildProcess:
     async def _run(self) -> None:
         returncode: int | None = None
         try:
-            # Forked on the event loop (the main thread): the child's PDEATHSIG
-            # fires when that thread ends (netdist.parent_death).
-            self.proc = await asyncio.create_subprocess_exec(
-                self.python,
-                "-m",
-                "netdist.worker.child",
-                *child_args(),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                limit=_STREAM_LIMIT,
-            )
+            self.proc = await self._adopt_spare() or await spawn(self.python)
             if self.kill_reason is not None:
                 self.proc.kill()
             self._flush()
@@ -236,6 +229,21 @@ class ChildProcess:
         finally:
             self.gone = True
         self.events.exited(self, returncode)
+
+    async def _adopt_spare(self) -> asyncio.subprocess.Process | None:
+        """The spare process, if one was given and it started and still runs."""
+        spare, self._spare = self._spare, None
+        if spare is None:
+            return None
+        try:
+            proc = await spare
+        except asyncio.CancelledError:
+            discard(spare)
+            raise
+        except Exception as exc:
+            log.warning("the spare executor child did not start (%s); starting one now", exc)
+            return None
+        return proc if proc.returncode is None else None
 
     async def _read(self, stdout: asyncio.StreamReader) -> None:
         """Handle each line the child writes, reading whatever it wrote at once."""
@@ -321,3 +329,28 @@ def _describe_exit(returncode: int | None) -> str:
             name = f"signal {-returncode}"
         return f"was killed by {name}"
     return f"exited with code {returncode}"
+
+
+async def spawn(python: str) -> asyncio.subprocess.Process:
+    """An executor child process, which waits for its ChildInit on stdin. Forked on the event loop (the
+    main thread): the child's PDEATHSIG fires when that thread ends (netdist.parent_death)."""
+    return await asyncio.create_subprocess_exec(
+        python,
+        "-m",
+        "netdist.worker.child",
+        *child_args(),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        limit=_STREAM_LIMIT,
+    )
+
+
+def discard(spare: asyncio.Task[asyncio.subprocess.Process]) -> None:
+    """A spare process no one will use: killed once it has started (now, if it has)."""
+
+    def kill(task: asyncio.Task[asyncio.subprocess.Process]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            with contextlib.suppress(ProcessLookupError):
+                task.result().kill()
+
+    spare.add_done_callback(kill)

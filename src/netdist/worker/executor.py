@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 
 from netdist.stage_trace import stamp
-from netdist.worker.child_process import ChildEvents, ChildProcess
+from netdist.worker.child_process import ChildEvents, ChildProcess, spawn
 from netdist.worker.job import Environment, Job, JobLog, JobProgress, JobRef, JobResult
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ class Executor:
         )
         self._ewma: float | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self._spare: asyncio.Task[asyncio.subprocess.Process] | None = None
         self._closed = False
 
     # -- public ----------------------------------------------------------
@@ -110,6 +111,15 @@ class Executor:
 
     def child_pids(self) -> list[int]:
         return [pid for c in self._children if c is not None and (pid := c.pid) is not None]
+
+    def warm(self) -> None:
+        """Start a child process now, unless one is waiting already, for the next child to take: it
+        boots (about 50-100 ms of Python start-up and imports) while the job's environment is fetched,
+        instead of after. It waits for its job script on stdin; at most one waits at a time."""
+        spare = self._spare
+        if self._closed or (spare is not None and (not spare.done() or _running(spare))):
+            return
+        self._spare = asyncio.get_running_loop().create_task(spawn(self.python), name="netdist-spare-child")
 
     def submit(self, job: Job) -> None:
         if self._closed:
@@ -157,6 +167,13 @@ class Executor:
         self._pending.clear()
         if self._watchdog is not None:
             self._watchdog.cancel()
+        spare, self._spare = self._spare, None
+        if spare is not None:  # started and never taken: ended and reaped before close returns
+            with contextlib.suppress(Exception):
+                proc = await spare
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
         children = [c for c in self._children if c is not None] + list(self._retired)
         for child in children:
             child.task.cancel()
@@ -195,7 +212,9 @@ class Executor:
                     max_memory_bytes=self.max_memory_bytes,
                     capture_output=self.capture_output,
                     script_name=job.script_name,
+                    spare=self._spare,
                 )
+                self._spare = None
                 self._children[slot] = child
             child.add(job)
 
@@ -293,3 +312,8 @@ class Executor:
                         timeout,
                     )
                     child.kill("timeout")
+
+
+def _running(spare: asyncio.Task[asyncio.subprocess.Process]) -> bool:
+    """A finished spawn task whose process still runs."""
+    return not spare.cancelled() and spare.exception() is None and spare.result().returncode is None

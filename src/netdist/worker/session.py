@@ -275,6 +275,7 @@ class WorkerSession:
         if environment is not None:
             self._executor.submit(lease.job(environment, input_json))
         else:
+            self._executor.warm()  # a child boots while the environment comes
             self._fetching[lease.ref] = asyncio.create_task(
                 self._fetch(lease, input_json), name=f"netdist-prepare-{lease.ref}"
             )
