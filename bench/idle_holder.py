@@ -1,0 +1,99 @@
+"""Hold N idle worker streams on a netdist server: the light client of bench/idle_streams.py.
+
+    .venv/bin/python bench/idle_holder.py ADDRESS TOKEN_FILE --streams N [--channels 100]
+
+Each stream is ``JobService.Connect`` as a worker opens it: a Hello (worker ``idle-<i>``, 1 slot), a Capacity
+of 1 (it holds credit), then a Heartbeat every ``--heartbeat`` seconds (the server drops a stream silent for
+three heartbeat intervals). The streams are spread over ``--channels`` gRPC channels (connections). It
+prints ``welcomed <n>`` as the Welcomes come (every 500 and at the end), then holds the streams until stdin
+closes or SIGTERM, and prints ``ended <n> <errors>``. Leases it is sent are never started (the bench's
+handler allows only the real workers, so none should come).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+
+from netdist.api.v1 import jobs_pb2, jobs_pb2_grpc
+
+
+async def hold(
+    stub: jobs_pb2_grpc.JobServiceStub, token: str, n: int, heartbeat: float, welcomed: list[int], errors: list[str]
+) -> None:
+    call = stub.Connect(metadata=(("authorization", f"Bearer {token}"),))
+    hello = jobs_pb2.Hello(worker_id=f"idle-{n:05d}", name=f"idle-{n:05d}", slots=1, version="bench", hostname="bench")
+    await call.write(jobs_pb2.WorkerMessage(hello=hello))
+    await call.write(jobs_pb2.WorkerMessage(capacity=jobs_pb2.Capacity(jobs=1)))
+    reader = asyncio.ensure_future(call.read())
+    try:
+        first = await reader
+        if first is grpc.aio.EOF or not first.HasField("welcome"):
+            errors.append(f"stream {n}: no Welcome")
+            return
+        welcomed[0] += 1
+        if welcomed[0] % 500 == 0:
+            print(f"welcomed {welcomed[0]}", flush=True)
+        reader = asyncio.ensure_future(call.read())
+        while True:
+            done, _ = await asyncio.wait({reader}, timeout=heartbeat)
+            if done:
+                if reader.result() is grpc.aio.EOF:
+                    errors.append(f"stream {n}: ended by the server")
+                    return
+                reader = asyncio.ensure_future(call.read())  # leases or acks: read, never acted on
+                continue
+            await call.write(jobs_pb2.WorkerMessage(heartbeat=jobs_pb2.Heartbeat()))
+    except grpc.aio.AioRpcError as exc:
+        errors.append(f"stream {n}: {exc.code().name}")
+    finally:
+        reader.cancel()
+        call.cancel()
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("address")
+    p.add_argument("token_file")
+    p.add_argument("--streams", type=int, required=True)
+    p.add_argument("--channels", type=int, default=100)
+    p.add_argument("--heartbeat", type=float, default=4.0)
+    args = p.parse_args()
+    token = Path(args.token_file).read_text().strip()  # noqa: ASYNC240  # once, before any stream
+    # A local subchannel pool each: otherwise gRPC shares one connection among equal channels, and one
+    # connection carries only so many streams at once (here about 2,500: the rest waited).
+    channels = [
+        grpc.aio.insecure_channel(args.address, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(args.channels)
+    ]
+    stubs = [jobs_pb2_grpc.JobServiceStub(ch) for ch in channels]
+    welcomed, errors = [0], []
+    tasks = [
+        asyncio.ensure_future(hold(stubs[n % len(stubs)], token, n, args.heartbeat, welcomed, errors))
+        for n in range(args.streams)
+    ]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not sys.stdin.buffer.read1(1) else None)
+    while welcomed[0] + len(errors) < args.streams and not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+    print(f"welcomed {welcomed[0]}", flush=True)
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    print(f"ended {welcomed[0]} {len(errors)} {errors[:3]}", flush=True)
+    for ch in channels:
+        await ch.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
