@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -76,6 +77,7 @@ def main() -> int:
     )
     p.add_argument("--output", type=Path, default=BENCH_DIR / "results" / "idle_streams.json")
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the cluster in the finally blocks
     workdir = Path(tempfile.mkdtemp(prefix="netdist-idle-"))
     report: dict[str, Any] = {"streams": args.streams, "channels": args.channels, "jobs": args.jobs}
     holder: subprocess.Popen[str] | None = None

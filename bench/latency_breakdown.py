@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -106,6 +107,7 @@ def main() -> int:
         "--output", type=Path, default=Path(__file__).resolve().parent / "results" / "latency_breakdown.json"
     )
     opts = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the cluster in the finally blocks
     args = throughput.parse_args(
         ["--configs", "", "--latency-samples", str(opts.samples), *(["--postgres"] if opts.postgres else [])]
     )
