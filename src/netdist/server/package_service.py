@@ -13,7 +13,7 @@ from netdist.api.v1 import packages_pb2, packages_pb2_grpc
 from netdist.errors import InvalidArgumentError, NetDistError
 from netdist.server.audit import AuditLog, audited
 from netdist.server.blobs import BlobStore
-from netdist.server.fetch_frames import frame
+from netdist.server.fetch_frames import read_frame
 from netdist.server.grpc_errors import to_status
 from netdist.server.manager import HandlerManager
 from netdist.server.store import catalog
@@ -144,15 +144,16 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
     ) -> AsyncIterator[packages_pb2.FetchResponse]:
         path = self.blobs.open(request.sha256)
         size = path.stat().st_size
-        with path.open("rb") as f:
+        buffer = bytearray(CHUNK)
+        with path.open("rb", buffering=0) as f:
             first = True
             while True:
-                chunk = await asyncio.to_thread(f.read, CHUNK)
-                if not chunk and not first:
+                framed = await asyncio.to_thread(read_frame, f, buffer, size if first else 0)
+                if not framed and not first:
                     return
-                yield frame(chunk, size if first else 0)  # type: ignore[misc]  # pre-encoded: fetch_frames.py
+                yield framed  # type: ignore[misc]  # pre-encoded: fetch_frames.py
                 first = False
-                if not chunk:
+                if not framed:
                     return
 
 
