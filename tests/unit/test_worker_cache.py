@@ -147,6 +147,7 @@ def test_environment_fetches_once_per_hash(tmp_path: Path) -> None:
         assert env.script_path.read_bytes() == script
         assert env.wheel_dirs == (tmp_path / "cache" / "envs" / sha(wheel),)
         assert (env.wheel_dirs[0] / "greet" / "__init__.py").is_file()
+        await cache.close()  # the wheel was unpacked from memory; close waits for its write to the cache
         assert (tmp_path / "cache" / "blobs" / sha(wheel)).read_bytes() == wheel
 
     asyncio.run(main())
@@ -268,7 +269,12 @@ class Worker:
     cache: ArtifactCache
 
     def run(self, script: str, wheels: list[str]) -> Environment:
-        return asyncio.run(self.cache.environment(script, wheels))
+        async def use() -> Environment:
+            environment = await self.cache.environment(script, wheels)
+            await self.cache.close()
+            return environment
+
+        return asyncio.run(use())
 
 
 @pytest.fixture

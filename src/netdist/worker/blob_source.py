@@ -14,9 +14,9 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import grpc
 
@@ -96,20 +96,27 @@ def check_sha256(sha256: str) -> None:
 
 async def write_verified(chunks: AsyncIterator[bytes], sha256: str, dest: Path) -> Path:
     """Stream ``chunks`` into ``dest`` if their sha256 matches; atomic via a temp file."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".fetch-")
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            async for chunk in chunks:
-                digest.update(chunk)
-                stream.write(chunk)
+    with replacing(dest) as stream:
+        async for chunk in chunks:
+            digest.update(chunk)
+            stream.write(chunk)
         actual = digest.hexdigest()
         if actual != sha256:
             raise ArtifactError(f"blob {short(sha256)} failed verification: its sha256 is {short(actual)}")
+    return dest
+
+
+@contextlib.contextmanager
+def replacing(dest: Path) -> Iterator[BinaryIO]:
+    """A temp file beside ``dest``, put in its place (``os.replace``) if the block ends without an error, else removed."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".fetch-")
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            yield stream
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    return dest

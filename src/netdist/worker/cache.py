@@ -8,7 +8,11 @@ Layout under the cache dir::
 
 Blobs come from the server's ``PackageService.Fetch`` (a
 :class:`~netdist.worker.blob_source.BlobSource`); concurrent requests for one
-hash share one fetch. This module decides what is fetched and checked when;
+hash share one fetch. A wheel not in the cache is held in memory as it
+arrives (within a budget, :mod:`netdist.worker.held_blob`), unpacked from
+there, and written to ``blobs/`` once its tree is in place: the first job in
+a new environment waits for its bytes to reach the disk once, not twice.
+:meth:`ArtifactCache.close` waits for those writes. This module decides what is fetched and checked when;
 :mod:`netdist.worker.blob_source` fetches, :mod:`netdist.worker.integrity`
 unpacks and checks. Any failure (not found,
 hash mismatch, unreachable, unsafe wheel) is an :class:`ArtifactError`, which
@@ -56,13 +60,16 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 from netdist.errors import ArtifactError
 from netdist.removal import remove
 from netdist.worker.blob_source import BlobSource, check_sha256, short, write_verified
+from netdist.worker.held_blob import HeldBlob, MemoryBudget, receive
 from netdist.worker.integrity import (
     WORKER_ZIP_LIMITS,
     Signature,
+    Wheel,
     check_tree,
     file_sha256,
     file_signature,
@@ -72,9 +79,13 @@ from netdist.worker.job import Environment
 from netdist.ziplimit import ZipLimits
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RECHECK_SECONDS = 1.0
 """How often the hot path compares an environment's stat signature, at most."""
+FETCHES_AT_ONCE = 2
+"""Blobs fetched at once: more share the server's same bytes per second, and none is ready to unpack
+until all are; two at a time, a wheel unpacks while the next ones arrive."""
 
 
 class ArtifactCache:
@@ -88,13 +99,16 @@ class ArtifactCache:
         recheck_seconds: float = RECHECK_SECONDS,
         monotonic: Callable[[], float] = time.monotonic,
         limits: ZipLimits = WORKER_ZIP_LIMITS,
+        memory: MemoryBudget | None = None,
     ) -> None:
         self.root = root
         self.limits = limits
+        self._memory = memory or MemoryBudget()
         self._source = source
         self._recheck_seconds = recheck_seconds
         self._monotonic = monotonic
         self._inflight: dict[str, asyncio.Task[Path]] = {}
+        self._fetches: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._environments: dict[tuple[str, tuple[str, ...]], Environment] = {}
         self._recheck_at: dict[tuple[str, tuple[str, ...]], float] = {}
         self._verified: dict[Path, Signature] = {}
@@ -179,20 +193,58 @@ class ArtifactCache:
             return dest
 
         async def verify() -> Path:
-            blob = await self.fetch(sha256)
+            blob = await self._wheel(sha256)
             if dest.exists():
                 self.full_checks += 1
+            started = time.perf_counter()
             try:
                 signature, damage = await asyncio.to_thread(check_tree, blob, dest, self.limits)
             except OSError as exc:
                 raise ArtifactError(f"cannot unpack {short(sha256)} in the cache: {exc}") from None
+            finally:
+                if isinstance(blob, HeldBlob):
+                    self._keep(blob)
             if damage is not None:
                 log.warning("unpacked wheel %s was damaged (%s): unpacked it again", short(sha256), damage)
                 self._repairs[dest] += 1
             self._verified[dest] = signature
+            log.info("checked the unpacked %s in %.0f ms", short(sha256), (time.perf_counter() - started) * 1000)
             return dest
 
         return await self._once(f"env:{sha256}", verify)
+
+    async def close(self) -> None:
+        """Wait for the fetches and writes under way (a held wheel's write among them)."""
+        while self._inflight:
+            await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+
+    async def _wheel(self, sha256: str) -> Wheel:
+        """The verified wheel: its file when the cache has one (or is writing it), else fetched into memory."""
+        path = self.blob_path(sha256)
+        if f"blob:{sha256}" in self._inflight or path.exists():
+            return await self.fetch(sha256)
+        return await self._fetching(sha256, lambda: receive(self._source.chunks(sha256), sha256, path, self._memory))
+
+    def _keep(self, blob: HeldBlob) -> None:
+        """Write a held wheel to the cache in the background, then let its memory go."""
+        path = self.blob_path(blob.sha256)
+
+        async def write() -> Path:
+            try:
+                await asyncio.to_thread(blob.write, path)
+            except OSError as exc:
+                log.warning(
+                    "cannot keep wheel %s in the cache (%s): it is fetched again when needed", short(blob.sha256), exc
+                )
+                raise ArtifactError(f"cannot store {short(blob.sha256)} in the cache: {exc}") from None
+            finally:
+                blob.release()
+            fresh = file_signature(path)
+            if fresh is not None:
+                self._verified[path] = fresh
+            return path
+
+        self._start(f"blob:{blob.sha256}", write)
 
     def _unchanged(self, path: Path, signature: Callable[[Path], Signature | None]) -> bool:
         """Verified in full by this process, and its stat signature is the same since."""
@@ -227,16 +279,31 @@ class ArtifactCache:
         return path
 
     async def _download(self, sha256: str, dest: Path) -> Path:
-        log.info("fetching %s", short(sha256))
+        return await self._fetching(sha256, lambda: write_verified(self._source.chunks(sha256), sha256, dest))
+
+    async def _fetching(self, sha256: str, receive: Callable[[], Awaitable[T]]) -> T:
+        """Run a blob's fetch in its turn, logging it; a local failure to store it is an ArtifactError."""
+        loop = asyncio.get_running_loop()
+        if self._fetches is None or self._fetches[0] is not loop:  # tests run one cache in several loops
+            self._fetches = (loop, asyncio.Semaphore(FETCHES_AT_ONCE))
         try:
-            return await write_verified(self._source.chunks(sha256), sha256, dest)
+            async with self._fetches[1]:
+                log.info("fetching %s", short(sha256))
+                started = time.perf_counter()
+                received = await receive()
         except ArtifactError:
             raise
         except OSError as exc:
             raise ArtifactError(f"cannot store {short(sha256)} in the cache: {exc}") from None
+        log.info("fetched %s in %.0f ms", short(sha256), (time.perf_counter() - started) * 1000)
+        return received
 
     async def _once(self, key: str, make: Callable[[], Awaitable[Path]]) -> Path:
         """Run ``make`` once per key at a time; every concurrent caller shares it."""
+        return await asyncio.shield(self._start(key, make))
+
+    def _start(self, key: str, make: Callable[[], Awaitable[Path]]) -> asyncio.Task[Path]:
+        """The task running ``make`` for ``key``: the one under way, or a new one."""
         task = self._inflight.get(key)
         if task is None:
 
@@ -249,7 +316,7 @@ class ArtifactCache:
             task = asyncio.get_running_loop().create_task(run(), name=f"netdist-{key}")
             task.add_done_callback(_consume_exception)
             self._inflight[key] = task
-        return await asyncio.shield(task)
+        return task
 
 
 def _consume_exception(task: asyncio.Task[Path]) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from netdist.errors import ArtifactError, UnpackLimitError, WheelError
 from netdist.worker.blob_source import short
+from netdist.worker.held_blob import HeldBlob
 from netdist.ziplimit import ZipLimits, check_directory, extract
 
 _HASH_CHUNK = 1 << 20
@@ -30,6 +31,8 @@ _IMPORTABLE = tuple(all_suffixes())
 WORKER_ZIP_LIMITS = ZipLimits(max_ratio=None)
 """A wheel's unpacked size is capped (the worker's disk); its ratio was judged by the server at upload."""
 
+Wheel = Path | HeldBlob
+"""A verified wheel: its file in the cache, or its bytes still in memory."""
 Signature = tuple[tuple[str, int, int, int, int, int], ...]
 """Per file: relative path, size, mtime_ns, ctime_ns, inode, mode; sorted."""
 
@@ -49,7 +52,7 @@ def _member_target(name: str) -> PurePosixPath | None:
     return path
 
 
-def unpack_wheel(wheel: Path, dest: Path, *, replace: bool = False, limits: ZipLimits = WORKER_ZIP_LIMITS) -> Path:
+def unpack_wheel(wheel: Wheel, dest: Path, *, replace: bool = False, limits: ZipLimits = WORKER_ZIP_LIMITS) -> Path:
     """Unpack ``wheel`` into ``dest`` (atomic: a temp dir then os.replace).
 
     Idempotent unless ``replace``: then a tree already at ``dest`` is moved
@@ -71,14 +74,15 @@ def unpack_wheel(wheel: Path, dest: Path, *, replace: bool = False, limits: ZipL
     return dest
 
 
-def _open_wheel(wheel: Path, limits: ZipLimits) -> zipfile.ZipFile:
+def _open_wheel(wheel: Wheel, limits: ZipLimits) -> zipfile.ZipFile:
     """The wheel's zip, its directory checked against ``limits`` before anything is inflated."""
     try:
-        archive = zipfile.ZipFile(wheel)
+        archive = zipfile.ZipFile(wheel.reader() if isinstance(wheel, HeldBlob) else wheel)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise ArtifactError(f"wheel {wheel.name} is not a zip file: {exc}") from None
+        raise ArtifactError(f"wheel {short(wheel.name)} is not a zip file: {exc}") from None
+    size = wheel.size if isinstance(wheel, HeldBlob) else wheel.stat().st_size
     try:
-        check_directory(f"wheel {short(wheel.name)}", archive.infolist(), wheel.stat().st_size, limits)
+        check_directory(f"wheel {short(wheel.name)}", archive.infolist(), size, limits)
     except (UnpackLimitError, WheelError) as exc:
         archive.close()
         raise ArtifactError(exc.message) from None
@@ -111,7 +115,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def wheel_manifest(wheel: Path, limits: ZipLimits = WORKER_ZIP_LIMITS) -> dict[str, str]:
+def wheel_manifest(wheel: Wheel, limits: ZipLimits = WORKER_ZIP_LIMITS) -> dict[str, str]:
     """What unpacking ``wheel`` puts on disk: relative path -> sha256 of its bytes."""
     manifest: dict[str, str] = {}
     with _open_wheel(wheel, limits) as archive:
@@ -183,7 +187,7 @@ def tree_damage(root: Path, manifest: Mapping[str, str]) -> str | None:
     return f"{missing[0]} is missing" if missing else None
 
 
-def check_tree(wheel: Path, dest: Path, limits: ZipLimits = WORKER_ZIP_LIMITS) -> tuple[Signature, str | None]:
+def check_tree(wheel: Wheel, dest: Path, limits: ZipLimits = WORKER_ZIP_LIMITS) -> tuple[Signature, str | None]:
     """Verify ``dest`` against ``wheel``, unpacking it again if damaged or absent.
 
     Returns the tree's signature as it was verified (taken before hashing, so a

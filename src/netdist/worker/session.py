@@ -121,6 +121,7 @@ class WorkerSession:
                 await connecting
             await self._executor.close()
             await channel.close()
+            await self._cache.close()  # a held wheel's write to the cache; fetches end with the channel
             log.info("worker %s stopped", self.config.name)
         if refused is not None:
             raise refused
