@@ -8,9 +8,11 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from netdist.api.v1 import admin_pb2, jobs_pb2, jobs_pb2_grpc
+from netdist.wire import STREAM_END_KEY
 from tests.integration.conftest import Cluster
 from tests.support import counter_script, counter_wheel
 
@@ -150,3 +152,20 @@ def test_a_started_job_past_its_timeout_is_revoked_and_leased_again_as_its_next_
         worker.close()
     info = cluster.api.wait_state(hid, "finished", timeout=20)
     assert (info.jobs_processed, info.jobs_failed) == (1, 0)
+
+
+def test_a_stream_the_server_ends_on_purpose_says_why_in_a_goodbye_before_its_status(cluster: Cluster) -> None:
+    # A worker write racing the end of the call turns the status a grpc.aio client sees into
+    # INTERNAL (grpc/grpc#36066): the reason must come in a message first, where no write can hide it.
+    worker = HandWorker(cluster, "leaving-1", heartbeat_seconds=0.02)
+    try:
+        reply = cluster.api.admin.RemoveWorker(admin_pb2.RemoveWorkerRequest(ref="leaving-1"), timeout=30)
+        assert reply.leases_returned == 0
+        goodbye = worker.next_of("goodbye")
+        assert "removed by the operator" in goodbye.goodbye.reason
+        with pytest.raises(StopIteration):
+            worker.next()
+        assert worker.incoming.code() == grpc.StatusCode.OK
+        assert dict(worker.incoming.trailing_metadata())[STREAM_END_KEY] == goodbye.goodbye.reason
+    finally:
+        worker.close()

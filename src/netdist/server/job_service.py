@@ -203,7 +203,8 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         try:
             while (message := await link.outbox.get()) is not None:
                 await context.write(message)
-            if link.close_reason:  # an OK status carries no details in grpc aio: trailing metadata does
+            if link.close_reason:  # said first in a message: a worker's write racing the end can hide the status
+                await context.write(jobs_pb2.ServerMessage(goodbye=jobs_pb2.Goodbye(reason=link.close_reason)))
                 context.set_trailing_metadata(((STREAM_END_KEY, link.close_reason),))
         finally:
             reader.cancel()

@@ -108,6 +108,8 @@ class _Stream:
     outbox: asyncio.Queue[jobs_pb2.WorkerMessage | None] = dataclasses.field(default_factory=asyncio.Queue)
     half_closed: bool = False
     closed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    goodbye: str | None = None
+    """Why the server ended the stream, from its Goodbye (cleaned), once one came."""
 
     def send(self, message: jobs_pb2.WorkerMessage) -> None:
         self.outbox.put_nowait(message)
@@ -313,7 +315,10 @@ class Connection:
                 stream.half_close()
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                task.result()
+                if stream.goodbye is None:  # else the server said why it ended the stream: that stands
+                    task.result()
+            if stream.goodbye is not None:
+                return stream.goodbye
             if tasks[1] in done:  # the server ended the stream: its trailers have arrived
                 said = dict(await call.trailing_metadata() or ()).get(STREAM_END_KEY, "")
                 return fields.clean_text(str(said), MAX_SERVER_WORDS) or None
@@ -367,6 +372,12 @@ class Connection:
                     # The call has ended ("RPC already finished"): the reader ends with how it
                     # ended (the server's status), which is what the operator should read.
                     await asyncio.Event().wait()
+                except grpc.aio.AioRpcError:
+                    # A write racing the server's end of the call fails with INTERNAL and hides the
+                    # server's status (grpc/grpc#36066): let the reader take in what came before it
+                    # (a Goodbye says why) and end the stream; this error only if it does not.
+                    await asyncio.sleep(CLOSE_SECONDS)
+                    raise
 
     async def _read_loop(self, stream: _Stream, messages: AsyncIterator[jobs_pb2.ServerMessage]) -> None:
         handler = self._handler
@@ -383,6 +394,8 @@ class Connection:
                 self._drained = True
                 handler.on_drain(message.drain.reason)
                 stream.half_close()
+            elif kind == "goodbye":
+                stream.goodbye = fields.clean_text(message.goodbye.reason, MAX_SERVER_WORDS) or None
             else:
                 log.debug("ignoring a server message of kind %s", kind)
 
