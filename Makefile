@@ -1,10 +1,10 @@
-# The one entry point: venv proto proto-check lint typecheck test demo bench bench-peers
+# The one entry point: venv proto proto-check lint typecheck test demo bench bench-peers bench-scale
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PROTO_SRC := $(wildcard protos/netdist/api/v1/*.proto)
 
-.PHONY: venv proto proto-check lint typecheck test test-fast demo bench bench-peers clean
+.PHONY: venv proto proto-check lint typecheck test test-fast demo bench bench-peers bench-scale clean
 
 $(BIN)/netdist-server: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,13 @@ demo: venv
 
 bench: venv
 	$(BIN)/python bench/throughput.py
+
+# The scale figures (about 20 minutes): bench/README.md, "Scale".
+bench-scale: venv
+	$(BIN)/python bench/scale.py payload
+	$(BIN)/python bench/scale.py handlers --handlers 100 --jobs 20000
+	$(BIN)/python bench/scale.py million
+	$(BIN)/python bench/idle_streams.py
 
 PEERS_VENV := bench/.peers-venv
 

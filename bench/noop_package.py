@@ -6,9 +6,10 @@ process) and reporting through ``summary()``, which reaches the bench as
 
 - ``Noop`` enqueues ``warmup`` jobs, waits for their results (so worker and
   executor start-up are out of the measurement), then enqueues ``count`` jobs
-  ``{"i": i}`` in batches of ``batch`` per ``create_more_jobs`` call. It records
-  ``time.time()`` of the first measured enqueue, of the first measured result
-  and of the last one.
+  ``{"i": i}`` (with ``payload_bytes`` of padding, returned as the output) in
+  batches of ``batch`` per ``create_more_jobs`` call. It records ``time.time()``
+  of the first measured enqueue, of the first measured result, of every
+  ``mark_every``-th (``marks``) and of the last one.
 - ``Latency`` keeps one job in flight: it enqueues one job ``{"t0": time.time()}``
   per result. The job script returns ``time.time() - t0`` taken at the start of
   ``process`` on the worker (same machine, same clock): the dispatch latency
@@ -38,6 +39,8 @@ class NoopSettings:
     count: int = 20000
     batch: int = 2000
     warmup: int = 0
+    mark_every: int = 0
+    payload_bytes: int = 0
 
 
 class Noop(Handler[NoopSettings]):
@@ -63,8 +66,9 @@ class Noop(Handler[NoopSettings]):
         stop = min(cfg.count, start + cfg.batch)
         if start == 0 and stop > 0:
             s["t_first_enqueue"] = time.time()
+        pad = "x" * cfg.payload_bytes
         for i in range(start, stop):
-            self.enqueue({"i": i})
+            self.enqueue({"i": i, "pad": pad} if pad else {"i": i})
         s["next"] = stop
 
     def process_result(self, job_input, output, extra):
@@ -75,11 +79,13 @@ class Noop(Handler[NoopSettings]):
         s["seen"] += 1
         if s["seen"] == 1:
             s["t_first_result"] = time.time()
+        if self.settings.mark_every and s["seen"] % self.settings.mark_every == 0:
+            s.setdefault("marks", []).append(time.time())
         if s["seen"] == self.settings.count:
             s["t_last_result"] = time.time()
 
     def summary(self):
-        keys = ("seen", "warm_seen", "t_first_enqueue", "t_first_result", "t_last_result")
+        keys = ("seen", "warm_seen", "t_first_enqueue", "t_first_result", "t_last_result", "marks")
         return json.dumps({k: self.state.get(k) for k in keys})
 
 
@@ -137,11 +143,13 @@ NOOP_SCRIPT = """# /// script
 # package = "netdistbench"
 # handler = "Noop"
 # job = "{job}"
-# auto-start = true
+# auto-start = {auto_start}
 # [tool.netdist.settings]
 # count = {count}
 # batch = {batch}
 # warmup = {warmup}
+# mark_every = {mark_every}
+# payload_bytes = {payload_bytes}
 # ///
 def process(job_input, ctx):
     return job_input
@@ -177,8 +185,25 @@ def bench_wheel(out_dir: Path) -> Path:
     )
 
 
-def noop_script(*, job: str, count: int, batch: int, warmup: int) -> str:
-    return NOOP_SCRIPT.format(job=job, count=count, batch=batch, warmup=warmup)
+def noop_script(
+    *,
+    job: str,
+    count: int,
+    batch: int,
+    warmup: int,
+    mark_every: int = 0,
+    payload_bytes: int = 0,
+    auto_start: bool = True,
+) -> str:
+    return NOOP_SCRIPT.format(
+        job=job,
+        count=count,
+        batch=batch,
+        warmup=warmup,
+        mark_every=mark_every,
+        payload_bytes=payload_bytes,
+        auto_start=str(auto_start).lower(),
+    )
 
 
 def latency_script(*, job: str, samples: int, warmup: int) -> str:

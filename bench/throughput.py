@@ -129,9 +129,12 @@ class Scraper:
 class Cluster:
     """One server and its workers in a temp dir; ``close`` stops every process it started."""
 
-    def __init__(self, root: Path, *, metrics: bool = False, postgres: bool = False) -> None:
+    def __init__(
+        self, root: Path, *, metrics: bool = False, postgres: bool = False, server_args: tuple[str, ...] = ()
+    ) -> None:
         self.root = root
         self.metrics = metrics
+        self.server_args = server_args
         self.database = f"netdist_bench_{os.getpid()}_{root.name.replace('-', '_')}" if postgres else ""
         self.processes: list[Process] = []
         self.server: Process | None = None
@@ -140,7 +143,7 @@ class Cluster:
         self.address = ""
 
     def start_server(self) -> None:
-        extra = ["--metrics-port", "0"] if self.metrics else []
+        extra = [*self.server_args, *(["--metrics-port", "0"] if self.metrics else [])]
         db_url = None
         if self.database:  # a fresh database of this machine's PostgreSQL (unix socket), dropped at close
             subprocess.run(["createdb", self.database], check=True, capture_output=True, timeout=60)
@@ -240,8 +243,10 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def cluster(workdir: Path, name: str, *, metrics: bool = False, postgres: bool = False) -> Iterator[Cluster]:
-    c = Cluster(workdir / name, metrics=metrics, postgres=postgres)
+def cluster(
+    workdir: Path, name: str, *, metrics: bool = False, postgres: bool = False, server_args: tuple[str, ...] = ()
+) -> Iterator[Cluster]:
+    c = Cluster(workdir / name, metrics=metrics, postgres=postgres, server_args=server_args)
     try:
         c.start_server()
         c.api.upload(bench_wheel(workdir / "wheels"))

@@ -1,0 +1,315 @@
+"""Scale figures on a real server (SQLite, synchronous=FULL) and 2 real worker processes of 1 slot.
+
+    .venv/bin/python bench/scale.py handlers [--handlers 100] [--jobs 100000]
+    .venv/bin/python bench/scale.py million [--jobs 1000000] [--keep 10000]
+    .venv/bin/python bench/scale.py payload [--kib 1024] [--jobs 300]
+
+(The fourth, idle worker streams, is bench/idle_streams.py.)
+
+- ``handlers``: ``--jobs`` no-op jobs through one ``Noop`` handler, then the same number split over
+  ``--handlers`` handlers (added without auto-start, then started one after the other), each on a fresh
+  server. Throughput of each (first enqueue to last
+  result), and fair share: the admin API's processed counts are sampled every half second; over the window
+  when every handler has started and none has finished, each handler's share of the jobs done is compared
+  with an equal share (the largest deviation, and Jain's index: 1.0 is perfectly fair).
+- ``million``: ``--jobs`` no-op jobs through one handler on a server that keeps only the newest ``--keep``
+  processed jobs per handler (``--keep-processed``, a retention pass every 5 s). The handler stamps every
+  100,000th result: the rate over the first and the last 100,000, and the store's size on disk
+  (database, WAL and shared memory) sampled every second: at 100,000 and at the end, and its peak.
+- ``payload``: ``--jobs`` jobs whose input carries ``--kib`` KiB and whose output returns it (the script
+  returns its input), so each job moves the payload twice: MB/s end to end, input and output together.
+  Raw gRPC on the same machine is the yardstick: bench/raw_echo.py (a grpc.aio server echoing bytes), called
+  with the same payload from 2 threads (as many as workers), the same number of times.
+
+Each run prints its figures as JSON and writes them to bench/results/scale_<kind>.json. Nothing is asserted:
+the goals are in issue 11 and bench/README.md. Stopped by Ctrl-C or SIGTERM, every process it started stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from netdist.api.v1 import admin_pb2
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from noop_package import noop_script
+from raw_echo import METHOD, OPTIONS
+from throughput import Cluster, _summary, _wait_handler, cluster, machine_facts, reap_strays
+
+BENCH_DIR = Path(__file__).resolve().parent
+WORKERS, SLOTS = 2, 1
+SAMPLE_SECONDS = 0.5
+MARK_EVERY = 100_000
+
+
+def started_cluster(c: Cluster) -> Cluster:
+    c.start_workers(WORKERS, SLOTS)
+    c.wait_workers(WORKERS, 60)
+    return c
+
+
+def progress(line: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {line}", file=sys.stderr, flush=True)
+
+
+def rate(jobs: int, s: dict[str, Any]) -> float | None:
+    first, last = s.get("t_first_enqueue"), s.get("t_last_result")
+    return round(jobs / (last - first), 1) if first and last and last > first else None
+
+
+# -- handlers -----------------------------------------------------------------------------------------------
+
+
+def run_handlers(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {"handlers": args.handlers, "jobs": args.jobs}
+    with cluster(workdir, "one-handler") as c:
+        started_cluster(c)
+        hid = c.api.add_script("one.py", noop_script(job="one", count=args.jobs, batch=2000, warmup=100)).handler.id
+        state, info = _wait_handler(c, hid, args.timeout)
+        out["one_handler"] = {"status": state, "jobs_per_s": rate(args.jobs, _summary(info))}
+        progress(f"one handler: {out['one_handler']}")
+    each = args.jobs // args.handlers
+    with cluster(workdir, "many-handlers") as c:
+        started_cluster(c)
+        adding = time.monotonic()
+        ids = [
+            c.api.add_script(
+                f"h{n}.py",
+                noop_script(job=f"h{n}", count=each, batch=min(2000, each), warmup=0, auto_start=False),
+            ).handler.id
+            for n in range(args.handlers)
+        ]
+        added_in = time.monotonic() - adding
+        starting = time.monotonic()
+        for hid in ids:
+            c.api.admin.ControlHandler(
+                admin_pb2.ControlHandlerRequest(ref=hid, action=admin_pb2.HANDLER_ACTION_START), timeout=60
+            )
+        started_in = time.monotonic() - starting
+        progress(f"{args.handlers} handlers added in {added_in:.1f} s, started in {started_in:.1f} s")
+        samples = sample_until_finished(c, set(ids), args.timeout)
+        infos = {h.id: h for h in c.api.handlers() if h.id in ids}
+    summaries = [_summary(infos[hid]) for hid in ids if hid in infos]
+    firsts = [s["t_first_enqueue"] for s in summaries if s.get("t_first_enqueue")]
+    lasts = [s["t_last_result"] for s in summaries if s.get("t_last_result")]
+    many: dict[str, Any] = {
+        "status": "ok" if all(infos[h].state == "finished" for h in ids if h in infos) else "not all finished",
+        "jobs_per_s": round(each * len(lasts) / (max(lasts) - min(firsts)), 1) if firsts and lasts else None,
+        "add_all_seconds": round(added_in, 2),
+        "start_all_seconds": round(started_in, 2),
+    }
+    many.update(fairness(samples, ids))
+    out["many_handlers"] = many
+    one = out["one_handler"]["jobs_per_s"]
+    if one and many["jobs_per_s"]:
+        out["many_over_one"] = round(many["jobs_per_s"] / one, 3)
+    return out
+
+
+def sample_until_finished(c: Cluster, ids: set[str], timeout: float) -> list[tuple[float, dict[str, tuple[str, int]]]]:
+    """(time, {handler id: (state, jobs processed)}) every SAMPLE_SECONDS until all are finished."""
+    samples = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        c.check_alive()
+        now = time.time()
+        seen = {h.id: (h.state, h.jobs_processed) for h in c.api.handlers() if h.id in ids}
+        samples.append((now, seen))
+        if len(samples) % 10 == 0:
+            states = sorted({state for state, _ in seen.values()})
+            progress(f"{sum(done for _, done in seen.values())} jobs processed; handlers {', '.join(states)}")
+        if len(seen) == len(ids) and all(state in ("finished", "failed") for state, _ in seen.values()):
+            break
+        time.sleep(SAMPLE_SECONDS)
+    return samples
+
+
+def fairness(samples: list[tuple[float, dict[str, tuple[str, int]]]], ids: list[str]) -> dict[str, Any]:
+    """Shares over the longest window where every handler had started (done > 0) and none had finished."""
+    window = [
+        (t, seen)
+        for t, seen in samples
+        if len(seen) == len(ids) and all(state == "running" for state, _ in seen.values())
+    ]
+    started = [(t, seen) for t, seen in window if all(done > 0 for _, done in seen.values())]
+    if len(started) < 2:
+        return {"fair_window_s": 0.0, "note": "no window with every handler running and none finished"}
+    (t0, a), (t1, b) = started[0], started[-1]
+    shares = [b[h][1] - a[h][1] for h in ids]
+    total = sum(shares)
+    if total <= 0:
+        return {"fair_window_s": round(t1 - t0, 2), "note": "no jobs done in the window"}
+    mean = total / len(shares)
+    jain = total**2 / (len(shares) * sum(x * x for x in shares))
+    return {
+        "fair_window_s": round(t1 - t0, 2),
+        "fair_window_jobs": total,
+        "share_min_max_over_mean": [round(min(shares) / mean, 3), round(max(shares) / mean, 3)],
+        "share_worst_deviation": round(max(abs(x / mean - 1) for x in shares), 3),
+        "jain_index": round(jain, 4),
+    }
+
+
+# -- a million ----------------------------------------------------------------------------------------------
+
+
+def store_bytes(data_dir: Path) -> int:
+    return sum(p.stat().st_size for p in data_dir.glob("netdist.db*") if p.is_file())
+
+
+def run_million(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {"jobs": args.jobs, "keep_processed": args.keep}
+    retention = ("--keep-processed", str(args.keep), "--retention-interval", "5")
+    with cluster(workdir, "million", server_args=retention) as c:
+        started_cluster(c)
+        script = noop_script(job="million", count=args.jobs, batch=2000, warmup=100, mark_every=MARK_EVERY)
+        hid = c.api.add_script("million.py", script).handler.id
+        sizes: list[tuple[int, int]] = []  # (processed, bytes on disk)
+        deadline = time.monotonic() + args.timeout
+        info = c.api.handler(hid)
+        while info.state not in ("finished", "failed") and time.monotonic() < deadline:
+            c.check_alive()
+            sizes.append((info.jobs_processed, store_bytes(c.root / "data")))
+            time.sleep(1.0)
+            info = c.api.handler(hid)
+        sizes.append((info.jobs_processed, store_bytes(c.root / "data")))
+        out["status"] = info.state if info.state in ("finished", "failed") else "timed out"
+        s = _summary(info)
+    marks = [s.get("t_first_enqueue"), *(s.get("marks") or [])]
+    if len(marks) >= 3 and marks[0]:
+        first, last = marks[1] - marks[0], marks[-1] - marks[-2]
+        out["first_100k_jobs_per_s"] = round(MARK_EVERY / first, 1)
+        out["last_100k_jobs_per_s"] = round(MARK_EVERY / last, 1)
+        out["last_over_first"] = round(first / last, 3)
+    out["jobs_per_s"] = rate(args.jobs, s)
+    near = min(sizes, key=lambda ps: abs(ps[0] - MARK_EVERY)) if sizes else (0, 0)
+    out["store_mb_at_100k"] = round(near[1] / 1e6, 1)
+    out["store_mb_at_end"] = round(sizes[-1][1] / 1e6, 1) if sizes else None
+    out["store_mb_peak"] = round(max(b for _, b in sizes) / 1e6, 1) if sizes else None
+    return out
+
+
+# -- payload ------------------------------------------------------------------------------------------------
+
+
+def run_payload(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    size = args.kib * 1024
+    pad = size - 40  # the rest of the JSON: {"i": n, "pad": "..."}
+    out: dict[str, Any] = {"jobs": args.jobs, "payload_kib": args.kib, "moved_per_job_mb": round(2 * size / 1e6, 3)}
+    with cluster(workdir, "payload") as c:
+        started_cluster(c)
+        script = noop_script(job="payload", count=args.jobs, batch=args.batch, warmup=4, payload_bytes=pad)
+        hid = c.api.add_script("payload.py", script).handler.id
+        state, info = _wait_handler(c, hid, args.timeout)
+        s = _summary(info)
+    jobs_per_s = rate(args.jobs, s)
+    out["netdist"] = {
+        "status": state,
+        "jobs_per_s": jobs_per_s,
+        "mb_per_s": round(jobs_per_s * 2 * size / 1e6, 1) if jobs_per_s else None,
+    }
+    out["raw_grpc"] = raw_echo(size, args.jobs)
+    if out["netdist"]["mb_per_s"] and out["raw_grpc"]["mb_per_s"]:
+        out["netdist_over_raw"] = round(out["netdist"]["mb_per_s"] / out["raw_grpc"]["mb_per_s"], 3)
+    return out
+
+
+def raw_echo(size: int, calls: int) -> dict[str, Any]:
+    """``calls`` echo calls of ``size`` bytes from WORKERS threads to bench/raw_echo.py; MB/s both ways."""
+    server = subprocess.Popen(
+        [sys.executable, str(BENCH_DIR / "raw_echo.py")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline().split()[1])
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=OPTIONS) as channel:
+            echo = channel.unary_unary(METHOD)
+            payload = os.urandom(size)
+            for _ in range(4):  # warm-up, as netdist's handler has
+                echo(payload, timeout=30)
+            start = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+                answers = list(pool.map(lambda _: len(echo(payload, timeout=30)), range(calls)))
+            seconds = time.perf_counter() - start
+        assert all(n == size for n in answers)
+        return {"calls_per_s": round(calls / seconds, 1), "mb_per_s": round(calls * 2 * size / seconds / 1e6, 1)}
+    finally:
+        if server.stdin is not None:
+            server.stdin.close()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+# -- main ---------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    kinds = p.add_subparsers(dest="kind", required=True)
+    h = kinds.add_parser("handlers", help="many handlers at once against one")
+    h.add_argument("--handlers", type=int, default=100)
+    h.add_argument("--jobs", type=int, default=100_000, help="in all, split evenly over the handlers")
+    h.add_argument("--timeout", type=float, default=600.0)
+    m = kinds.add_parser("million", help="a million jobs through one handler, processed ones pruned")
+    m.add_argument("--jobs", type=int, default=1_000_000)
+    m.add_argument("--keep", type=int, default=10_000, help="processed jobs kept per handler (--keep-processed)")
+    m.add_argument("--timeout", type=float, default=1800.0)
+    y = kinds.add_parser("payload", help="large job inputs and outputs against raw gRPC")
+    y.add_argument("--kib", type=int, default=1024, help="payload per job, each way")
+    y.add_argument("--jobs", type=int, default=300)
+    y.add_argument("--batch", type=int, default=10, help="jobs the handler enqueues per call")
+    y.add_argument("--timeout", type=float, default=600.0)
+    args = p.parse_args(argv)
+    if args.jobs < 1 or args.timeout <= 0:
+        p.error("--jobs and --timeout must be positive")
+    if args.kind == "handlers" and not 1 <= args.handlers <= args.jobs:
+        p.error("--handlers must be between 1 and --jobs")
+    if args.kind == "million" and args.jobs < 3 * MARK_EVERY:
+        p.error(f"--jobs must be at least {3 * MARK_EVERY} (the rates compare the first and last {MARK_EVERY})")
+    if args.kind == "payload" and not (1 <= args.kib <= 3 * 1024 and args.batch >= 1):
+        p.error("--kib must be between 1 and 3072 (a job's input and output stay under 4 MiB), --batch at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
+    workdir = Path(tempfile.mkdtemp(prefix="netdist-bench-scale-"))
+    report: dict[str, Any] = {
+        "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": machine_facts(),
+        "loadavg_1m_before": round(os.getloadavg()[0], 2),
+    }
+    run = {"handlers": run_handlers, "million": run_million, "payload": run_payload}[args.kind]
+    try:
+        report[args.kind] = run(workdir, args)
+    finally:
+        reap_strays()
+        shutil.rmtree(workdir, ignore_errors=True)
+    report["loadavg_1m_after"] = round(os.getloadavg()[0], 2)
+    print(json.dumps(report, indent=1))
+    out = BENCH_DIR / "results" / f"scale_{args.kind}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
