@@ -125,12 +125,21 @@ def server_dir(tmp_path: Path, *blobs: bytes) -> Path:
     return server
 
 
+SCRIPT = b"def process(job_input, ctx):\n    return 1\n"
+
+
+def cold_cache(tmp_path: Path, budget: MemoryBudget, *, chunk_size: int = 64 * 1024) -> tuple[ArtifactCache, bytes]:
+    """An empty cache whose source has SCRIPT and a wheel; the wheel's bytes."""
+    wheel = wheel_bytes()
+    source = DirectorySource(server_dir(tmp_path, SCRIPT, wheel), chunk_size=chunk_size)
+    return ArtifactCache(tmp_path / "cache", source, memory=budget), wheel
+
+
 def test_a_cold_wheel_is_unpacked_from_memory_then_written_to_the_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    script, wheel = b"def process(job_input, ctx):\n    return 1\n", wheel_bytes()
     budget = MemoryBudget(10_000)
-    cache = ArtifactCache(tmp_path / "cache", DirectorySource(server_dir(tmp_path, script, wheel)), memory=budget)
+    cache, wheel = cold_cache(tmp_path, budget)
     may_write = threading.Event()
     write = HeldBlob.write
 
@@ -141,7 +150,7 @@ def test_a_cold_wheel_is_unpacked_from_memory_then_written_to_the_cache(
     monkeypatch.setattr(HeldBlob, "write", gated_write)
 
     async def main() -> None:
-        env = await cache.environment(sha(script), [sha(wheel)])  # ready while the wheel's write waits
+        env = await cache.environment(sha(SCRIPT), [sha(wheel)])  # ready while the wheel's write waits
         assert (env.wheel_dirs[0] / "greet" / "__init__.py").read_text() == "HELLO = 'hi'\n"
         assert not cache.blob_path(sha(wheel)).exists()
         assert budget.left == 10_000 - len(wheel)  # still held
@@ -156,11 +165,9 @@ def test_a_cold_wheel_is_unpacked_from_memory_then_written_to_the_cache(
 
 
 def test_a_wheel_past_the_memory_budget_is_unpacked_from_its_file(tmp_path: Path) -> None:
-    script, wheel = b"def process(job_input, ctx):\n    return 1\n", wheel_bytes()
-    budget = MemoryBudget(len(wheel) // 2)
-    source = DirectorySource(server_dir(tmp_path, script, wheel), chunk_size=64)
-    cache = ArtifactCache(tmp_path / "cache", source, memory=budget)
-    env = asyncio.run(cache.environment(sha(script), [sha(wheel)]))
+    budget = MemoryBudget(len(wheel_bytes()) // 2)
+    cache, wheel = cold_cache(tmp_path, budget, chunk_size=64)
+    env = asyncio.run(cache.environment(sha(SCRIPT), [sha(wheel)]))
     assert (env.wheel_dirs[0] / "greet" / "__init__.py").is_file()
     assert cache.blob_path(sha(wheel)).read_bytes() == wheel
     assert budget.left == len(wheel) // 2
@@ -169,17 +176,16 @@ def test_a_wheel_past_the_memory_budget_is_unpacked_from_its_file(tmp_path: Path
 def test_a_held_wheel_the_cache_cannot_write_leaves_a_working_environment(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    script, wheel = b"def process(job_input, ctx):\n    return 1\n", wheel_bytes()
     budget = MemoryBudget(10_000)
-    cache = ArtifactCache(tmp_path / "cache", DirectorySource(server_dir(tmp_path, script, wheel)), memory=budget)
+    cache, wheel = cold_cache(tmp_path, budget)
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "blobs").write_text("a file where the directory should be")
 
     async def main() -> None:
-        env = await cache.environment(sha(script), [sha(wheel)])
+        env = await cache.environment(sha(SCRIPT), [sha(wheel)])
         await cache.close()
         assert (env.wheel_dirs[0] / "greet" / "__init__.py").is_file()
-        assert cache.cached_environment(sha(script), [sha(wheel)]) == env
+        assert cache.cached_environment(sha(SCRIPT), [sha(wheel)]) == env
 
     with caplog.at_level(logging.WARNING):
         asyncio.run(main())
@@ -208,18 +214,17 @@ class OverlapSource(DirectorySource):
 def test_a_new_environment_fetches_two_wheels_at_a_time_so_one_unpacks_while_the_next_arrives(
     tmp_path: Path,
 ) -> None:
-    script = b"def process(job_input, ctx):\n    return 1\n"
     wheels = []
     for n in range(5):
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w") as archive:
             archive.writestr(f"dep{n}/__init__.py", f"N = {n}\n")
         wheels.append(buffer.getvalue())
-    source = OverlapSource(server_dir(tmp_path, script, *wheels))
+    source = OverlapSource(server_dir(tmp_path, SCRIPT, *wheels))
     cache = ArtifactCache(tmp_path / "cache", source)
 
     async def main() -> None:
-        env = await cache.environment(sha(script), [sha(w) for w in wheels])
+        env = await cache.environment(sha(SCRIPT), [sha(w) for w in wheels])
         assert [(d / f"dep{n}" / "__init__.py").read_text() for n, d in enumerate(env.wheel_dirs)] == [
             f"N = {n}\n" for n in range(5)
         ]
