@@ -239,14 +239,25 @@ class Executor:
         if slot is not None and not self._needs_child(slot, head.environment):
             self._passing_over = None
             return 0, slot
-        now = time.monotonic()
+        if slot is None and self._runs(head.environment):
+            return None  # its environment's child is busy: it goes there next
+        now = time.monotonic()  # the head needs a new process
         if self._passing_over is None or self._passing_over[0] is not head:
             self._passing_over = (head, now)
         if now - self._passing_over[1] < SWITCH_AFTER_SECONDS:
-            for index, job in enumerate(itertools.islice(self._pending, 1, AFFINITY_SCAN), start=1):
-                running = self._place_running(job.environment, depth)
-                if running is not None:
-                    return index, running
+            open_slots = {
+                child.environment.key: index
+                for index, child in enumerate(self._children)
+                if child is not None
+                and not child.gone
+                and child.kill_reason is None
+                and (not child.entries or child.load < depth)
+            }
+            if open_slots:
+                for index, job in enumerate(itertools.islice(self._pending, 1, AFFINITY_SCAN), start=1):
+                    running = open_slots.get(job.environment.key)
+                    if running is not None:
+                        return index, running
         if slot is None:
             return None
         self._passing_over = None
@@ -256,14 +267,15 @@ class Executor:
         child = self._children[slot]
         return child is None or child.gone or child.environment.key != environment.key
 
-    def _place_running(self, environment: Environment, depth: int) -> int | None:
-        """A slot whose live child runs ``environment`` and can take a job now."""
-        for index, child in enumerate(self._children):
-            if child is None or child.gone or child.kill_reason is not None:
-                continue
-            if child.environment.key == environment.key and (not child.entries or child.load < depth):
-                return index
-        return None
+    def _runs(self, environment: Environment) -> bool:
+        """Some live child runs ``environment``."""
+        return any(
+            child is not None
+            and not child.gone
+            and child.kill_reason is None
+            and child.environment.key == environment.key
+            for child in self._children
+        )
 
     def _place(self, environment: Environment, depth: int) -> int | None:
         idle_other: int | None = None
