@@ -33,6 +33,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from typing import TypeGuard
 
 from netdist.stage_trace import stamp
 from netdist.worker.child_process import ChildEvents, ChildProcess, spawn
@@ -248,10 +249,7 @@ class Executor:
             open_slots = {
                 child.environment.key: index
                 for index, child in enumerate(self._children)
-                if child is not None
-                and not child.gone
-                and child.kill_reason is None
-                and (not child.entries or child.load < depth)
+                if _live(child) and (not child.entries or child.load < depth)
             }
             if open_slots:
                 for index, job in enumerate(itertools.islice(self._pending, 1, AFFINITY_SCAN), start=1):
@@ -269,13 +267,7 @@ class Executor:
 
     def _runs(self, environment: Environment) -> bool:
         """Some live child runs ``environment``."""
-        return any(
-            child is not None
-            and not child.gone
-            and child.kill_reason is None
-            and child.environment.key == environment.key
-            for child in self._children
-        )
+        return any(_live(child) and child.environment.key == environment.key for child in self._children)
 
     def _place(self, environment: Environment, depth: int) -> int | None:
         idle_other: int | None = None
@@ -371,6 +363,11 @@ class Executor:
                         timeout,
                     )
                     child.kill("timeout")
+
+
+def _live(child: ChildProcess | None) -> TypeGuard[ChildProcess]:
+    """A child that runs and is not being killed."""
+    return child is not None and not child.gone and child.kill_reason is None
 
 
 def _running(spare: asyncio.Task[asyncio.subprocess.Process]) -> bool:
