@@ -271,7 +271,12 @@ def test_a_new_package_version_resolves_a_running_handlers_lock_again(
         60,
         what="the lock resolved again with the new package",
     )
-    assert any("dependencies locked" in line.message for line in cluster.api.log("deps"))
+    # The server logs it just after it stores the lock: wait for the line, do not race it.
+    wait_until(
+        lambda: any("dependencies locked" in line.message for line in cluster.api.log("deps")),
+        10,
+        what="the handler log to say the dependencies were locked",
+    )
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
