@@ -151,9 +151,11 @@ class LeaseWatch:
         self._thread.join(10)
 
     def sample(self) -> None:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(jobs.c.id, jobs.c.lease_no, jobs.c.attempts)).all()
+        # The read is under the lock too: the test thread samples while the background one
+        # does, and an older read compared after a newer one would look like a regression.
         with self._lock:
+            with self.engine.connect() as conn:
+                rows = conn.execute(select(jobs.c.id, jobs.c.lease_no, jobs.c.attempts)).all()
             for job_id, lease_no, attempts in rows:
                 before = self.seen.get(job_id)
                 if before is not None and (lease_no < before[0] or attempts < before[1]):
