@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 from collections.abc import Iterator
@@ -14,11 +15,12 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
 from netdist.api.v1 import admin_pb2, jobs_pb2, packages_pb2
-from netdist.errors import TokenFileError
+from netdist.errors import PermissionDeniedError, TokenFileError
 from netdist.server import cli
 from netdist.server.auth import METHOD_ROLES, OPEN_METHODS, advice, bearer
 from netdist.server.host import handler_environment
-from netdist.server.store import credentials
+from netdist.server.lease_model import WorkerInfo
+from netdist.server.store import catalog, credentials
 from netdist.server.store.credentials import Admission
 from netdist.server.store.engine import default_url, open_engine
 from netdist.server.store.facade import Store
@@ -32,6 +34,7 @@ from netdist.server.tokens import (
     new_token,
     write_secret,
 )
+from netdist.server.worker_admission import admit
 from netdist.token_file import FoundToken, find_token
 from tests.clock import ManualClock
 
@@ -189,6 +192,27 @@ def test_a_worker_id_is_bound_to_the_credential_it_was_issued(store: Store) -> N
         conn.exec_driver_sql("UPDATE workers SET disabled = 1")
     assert admit("e" * 64, "f" * 64) == Admission.DISABLED
     assert admit(None, "f" * 64) == Admission.CLAIMED  # an impostor hears the id is taken, not that it is disabled
+
+
+def test_an_admitted_worker_is_stored_with_its_labels_in_the_same_write_and_a_refused_one_changes_nothing(
+    store: Store,
+) -> None:
+    # CI once listed a just-connected worker without its labels: the admission wrote the row, the labels came
+    # in a second transaction, and `workers list` read in between.
+    info = WorkerInfo(worker_id="w", name="gpu-box", labels={"gpu": "1"}, slots=2)
+
+    async def admit_once(credential: str) -> str | None:
+        return await admit(store.writer, info, credential, hostname="h", version="v", platform_json="")
+
+    issued = asyncio.run(admit_once(""))
+    assert issued is not None
+    (row,) = asyncio.run(store.read(catalog.list_workers))
+    assert (row.name, json.loads(row.labels_json), row.slots) == ("gpu-box", {"gpu": "1"}, 2)
+    asyncio.run(store.write(credentials.confirm_credential, "w", digest(issued)))
+    impostor = WorkerInfo(worker_id="w", name="impostor", labels={"gpu": "0"}, slots=9)
+    with pytest.raises(PermissionDeniedError):
+        asyncio.run(admit(store.writer, impostor, "", hostname="x", version="x", platform_json=""))
+    assert asyncio.run(store.read(catalog.list_workers)) == [row]
 
 
 def test_clients_find_their_token_flag_first_then_environment_then_data_dir(

@@ -184,19 +184,11 @@ class Dispatcher(EffectWriter):
     ) -> str | None:
         """Admit a worker's stream (:mod:`netdist.server.worker_admission`); the credential newly bound
         to its id, if one was issued. A refused Hello changes nothing."""
-        issued = await admit(self.writer, info, credential)
+        issued = await admit(
+            self.writer, info, credential, hostname=hostname, version=version, platform_json=platform_json
+        )
         self.links.attach(info.worker_id, link)
         requeued = self._act(self.table.connect(info, held))
-        await self.writer.run(
-            catalog.worker_connected,
-            worker_id=info.worker_id,
-            name=info.name,
-            labels=info.labels,
-            slots=info.slots,
-            hostname=hostname,
-            version=version,
-            platform_json=platform_json,
-        )
         self.hub.worker_changed(
             WorkerChange(
                 worker_id=info.worker_id,

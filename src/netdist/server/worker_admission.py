@@ -8,22 +8,32 @@ the worker holding the id keeps its stream and its leases.
 
 from __future__ import annotations
 
+from sqlalchemy import Connection
+
 from netdist.errors import PermissionDeniedError
 from netdist.server.lease_model import WorkerInfo
-from netdist.server.store import credentials
+from netdist.server.store import catalog, credentials
 from netdist.server.store.writer import GroupCommitWriter
 from netdist.server.tokens import digest, new_credential
 
 
-async def admit(writer: GroupCommitWriter, info: WorkerInfo, credential: str) -> str | None:
-    """Raise PermissionDeniedError unless the worker may connect; the credential newly bound to it, if any."""
+async def admit(
+    writer: GroupCommitWriter, info: WorkerInfo, credential: str, *, hostname: str, version: str, platform_json: str
+) -> str | None:
+    """Raise PermissionDeniedError unless the worker may connect; the credential newly bound to it, if any.
+
+    An admitted worker's row (name, labels, platform, connected) is written in
+    the same transaction, so no reader sees the worker without its labels.
+    """
     issued = new_credential()
     admission = await writer.run(
-        credentials.admit_worker,
-        info.worker_id,
-        name=info.name,
+        _admit_and_record,
+        info,
         presented_sha256=digest(credential) if credential else None,
         issue_sha256=digest(issued),
+        hostname=hostname,
+        version=version,
+        platform_json=platform_json,
     )
     if admission == credentials.Admission.CLAIMED:
         raise PermissionDeniedError(
@@ -36,3 +46,30 @@ async def admit(writer: GroupCommitWriter, info: WorkerInfo, credential: str) ->
             f"worker {info.name} ({info.worker_id}) is disabled: netdist-admin workers enable {info.worker_id}"
         )
     return issued if admission == credentials.Admission.ISSUED else None
+
+
+def _admit_and_record(
+    conn: Connection,
+    info: WorkerInfo,
+    *,
+    presented_sha256: str | None,
+    issue_sha256: str,
+    hostname: str,
+    version: str,
+    platform_json: str,
+) -> credentials.Admission:
+    admission = credentials.admit_worker(
+        conn, info.worker_id, name=info.name, presented_sha256=presented_sha256, issue_sha256=issue_sha256
+    )
+    if admission in (credentials.Admission.KNOWN, credentials.Admission.ISSUED):
+        catalog.worker_connected(
+            conn,
+            worker_id=info.worker_id,
+            name=info.name,
+            labels=info.labels,
+            slots=info.slots,
+            hostname=hostname,
+            version=version,
+            platform_json=platform_json,
+        )
+    return admission
