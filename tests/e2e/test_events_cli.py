@@ -50,7 +50,9 @@ def test_events_follow_json_prints_a_run_as_json_lines(cluster: Cluster, tmp_pat
     try:
         wait_until(lambda: out.read_text().startswith('{"type": "snapshot"'), 15, what="the snapshot line")
         ok(addr, "upload-package", str(counter_wheel(tmp_path)))
-        ok(addr, "jobs", "add", str(counter_script(tmp_path / "job.py", job="scripted", count=20)))
+        # Jobs of 50 ms: the running ones are sampled every 50 ms, and a no-op run can end between two samples.
+        script = counter_script(tmp_path / "job.py", job="scripted", count=20, sleep=0.05)
+        ok(addr, "jobs", "add", str(script))
         ok(addr, "handlers", "start", "scripted")
         cluster.add_worker("w1")
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 
 import grpc
 import pytest
 
-from netdist.api.v1 import packages_pb2
+from netdist.api.v1 import jobs_pb2, packages_pb2
 from netdist.testing import Admin, wait_until
 from tests.faults.conftest import Rig
+from tests.faults.hand import HandWorker, answer
 from tests.faults.tally import ballast_wheel, tally_wheel
 
 COUNT = 150
@@ -90,3 +92,46 @@ def test_server_killed_mid_upload_leaves_no_partial_blob_and_the_retry_succeeds(
     hid = rig.add("after-upload", count=5)
     rig.finish(hid)
     rig.verify(hid, count=5)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_lease_sent_before_its_commit_and_lost_with_the_server_is_never_handed_out_again(rig: Rig) -> None:
+    """A lease goes to its worker while its write is on the way. Here the write cannot commit (the
+    test holds the SQLite write lock) when the server is killed: the restarted server must refuse
+    that lease's result and lease the job again under a higher number."""
+    rig.upload()
+    hid = rig.add("early", count=3)
+    wait_until(lambda: len(rig.jobs(hid).by_status("available")) == 3, 30, what="3 jobs stored")
+    hand = HandWorker(rig.server.address, "hand")
+    hand.capacity(0)
+    database = str(rig.inv.engine.url.database)
+    lock = sqlite3.connect(database, timeout=30, isolation_level=None)
+    try:
+        lock.execute("BEGIN IMMEDIATE")  # the server's writer now waits on every write
+        hand.capacity(1)
+        (lease,) = hand.wait_leases(1)
+        job_id, sent_no = lease.ref.job_id, lease.ref.lease_no
+        stored = {j.id: j for j in rig.jobs(hid).jobs}[job_id]
+        assert (stored.status, stored.lease_no) == ("available", sent_no - 1), "the lease was not sent early"
+        port = rig.kill_server()
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    hand.close()
+    rig.restart_server(port)
+    rig.warmed_up()
+
+    again = HandWorker(rig.server.address, "hand", slots=3, held=[(job_id, sent_no)])
+    try:
+        # The lease it holds was never stored: its result is stale, and changes nothing.
+        assert [a.outcome for a in again.results(answer(lease))] == [jobs_pb2.ACK_OUTCOME_STALE]
+        again.capacity(3)
+        leases = again.wait_leases(3)
+        (job,) = [x for x in leases if x.ref.job_id == job_id]
+        assert job.ref.lease_no > sent_no, f"lease {sent_no} of job {job_id} was handed out again"
+        acks = again.results(*(answer(x) for x in leases))
+        assert [a.outcome for a in acks] == [jobs_pb2.ACK_OUTCOME_ACCEPTED] * 3
+    finally:
+        again.end()
+    rig.finish(hid)
+    rig.verify(hid, count=3)

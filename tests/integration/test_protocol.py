@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from netdist.api.v1 import admin_pb2, jobs_pb2, jobs_pb2_grpc
+from netdist.testing import wait_until
 from netdist.wire import STREAM_END_KEY
 from tests.integration.conftest import Cluster
 from tests.support import counter_script, counter_wheel
@@ -92,8 +93,12 @@ def test_credit_leases_results_acks_and_duplicates(cluster: Cluster, tmp_path: P
             leases += message.leases.items
         assert len(leases) == 2  # never more than the capacity
         table = cluster.app.leases(worker_id="hand-1")  # the lease table holds what was sent, no more
-        assert [(lease.job_id, lease.lease_no, lease.stored) for lease in table] == sorted(
+        assert [(lease.job_id, lease.lease_no, lease.sent) for lease in table] == sorted(
             (lease.ref.job_id, lease.ref.lease_no, True) for lease in leases
+        )
+        # Sent while their write was on the way (a job the store holds as it is): stored soon after.
+        wait_until(
+            lambda: all(lease.stored for lease in cluster.app.leases(worker_id="hand-1")), 10, what="the leases stored"
         )
         assert all(lease.script_sha256 and len(lease.environment) == 1 for lease in leases)
         worker.send(jobs_pb2.WorkerMessage(results=jobs_pb2.ResultBatch(items=[result(leases[0])])))

@@ -7,8 +7,11 @@ jump) and applies the writes the table asks for to ``ModelStore``, which
 follows the same compare-and-set rules as the SQL in store/jobs.py. After
 every step the table must agree with the store, job by job; and the promises
 hold: one accepted result per job, results only from the current lease's
-holder, attempts charged only for started leases, lease numbers only grow,
-no worker above its room, no prefetch while a handler is failing.
+holder, attempts charged only for started leases, lease numbers only grow
+(across a kill -9 of the server too: a lease goes to its worker before its
+commit, so a restarted server must never hand out a number that went out and
+was never stored), no worker above its room, no prefetch while a handler is
+failing.
 """
 
 from __future__ import annotations
@@ -79,11 +82,16 @@ class ModelStore:
         ]
         return found[:limit]
 
+    def skip_unstored_leases(self) -> None:
+        for r in self.rows.values():
+            if r.status == JobStatus.AVAILABLE:
+                r.lease_no += 1
+
     def lease(self, leases: list[Lease]) -> set[int]:
         done = set()
         for x in leases:
             r = self.rows[x.job_id]
-            if r.status == JobStatus.AVAILABLE and r.lease_no == x.lease_no - 1:
+            if r.status == JobStatus.AVAILABLE and r.lease_no < x.lease_no:
                 r.status, r.lease_no, r.worker_id = JobStatus.LEASED, x.lease_no, x.worker_id
                 done.add(x.job_id)
         return done
@@ -140,7 +148,8 @@ class LeaseTableMachine(RuleBasedStateMachine):
         self.clock = ManualClock()
         self.table = LeaseTable(clock=self.clock, reconnect_grace_seconds=GRACE, silent_after_seconds=SILENT)
         self.store = ModelStore()
-        self.last_lease_no: dict[int, int] = {}
+        self.specs: dict[str, HandlerSpec] = {}
+        self.last_lease_no: dict[int, int] = {}  # the highest lease number that went out, per job
         self.started_refs: set[tuple[int, int]] = set()  # leases the workers reported started
         self.charges: Counter[int] = Counter()  # attempts the model expects per job
 
@@ -162,6 +171,7 @@ class LeaseTableMachine(RuleBasedStateMachine):
                 environment=(),
                 settings=data.draw(st.composite(job_settings)(handler_id)),
             )
+            self.specs[handler_id] = spec
             self.table.add_handler(spec, counts={}, streak=0, active=True)
             self.enqueue(handler_id, data.draw(st.integers(1, 8)))
         for worker in WORKERS[:2]:
@@ -205,7 +215,7 @@ class LeaseTableMachine(RuleBasedStateMachine):
         slots), else a restarted one lost them."""
         if keep and worker in self.table.workers:
             slots = self.table.workers[worker].slots
-        held = [lease.ref for lease in self.table.leases_of(worker_id=worker) if keep and lease.stored]
+        held = [lease.ref for lease in self.table.leases_of(worker_id=worker) if keep and lease.sent]
         self.apply(self.table.connect(WorkerInfo(worker_id=worker, name=worker, labels={}, slots=slots), held))
         self.table.set_capacity(worker, slots + 2)
         self.dispatch()
@@ -222,14 +232,58 @@ class LeaseTableMachine(RuleBasedStateMachine):
 
     @rule()
     def failed_lease_write(self) -> None:
-        """A dispatch pass whose lease write fails: the jobs go back as they were."""
+        """A dispatch pass whose lease write fails: the leases, already sent, are revoked and the
+        jobs go back uncharged, never to be leased again at the numbers sent."""
         self.refill()
-        self.table.leases_failed(self.table.pick())
+        leases = self.table.pick()
+        self._sent(leases)
+        effects = self.table.leases_failed(leases)
+        assert {r for v in effects.revocations for r in v.refs} == {x.ref for x in leases if x.sent}
+        self.apply(effects)
 
-    @rule(data=st.data(), event=st.sampled_from(["revoke", "remove", "hand_back", "result", "reconnect", "lost"]))
-    def events_while_a_lease_write_is_on_the_way(self, data: st.DataObject, event: str) -> None:
-        """Something happens between the pick and the commit of its leases (a fresh worker
-        joins, so that there is room for new leases)."""
+    @rule(some_stored=st.booleans(), requeue_lost=st.booleans(), data=st.data())
+    def server_killed_while_leases_are_on_the_way(
+        self, some_stored: bool, requeue_lost: bool, data: st.DataObject
+    ) -> None:
+        """kill -9 of the server after it sent leases and before their commit (``some_stored``: a
+        part of them reached the store; ``requeue_lost``: the write that took a handler's leases
+        back was on its way too, and its jobs were leased again). A new table is built from the
+        store, as a restarted server builds it; its workers come back holding what they were
+        sent. No lease number that went out may be handed out again (``_sent`` asserts that
+        lease numbers only grow)."""
+        if requeue_lost:
+            self.table.revoke_handler(HANDLERS[0], "stopped")  # its requeue write never commits
+        leases = self._new_leases()
+        if some_stored and leases:
+            self.store.lease(data.draw(st.lists(st.sampled_from(leases), unique_by=lambda x: x.job_id)))
+        holding = {w: [x.ref for x in self.table.leases_of(worker_id=w) if x.sent] for w in self.table.workers}
+        connected = {w: s.slots for w, s in self.table.workers.items() if s.connected}
+        self.table = LeaseTable(clock=self.clock, reconnect_grace_seconds=GRACE, silent_after_seconds=SILENT)
+        self.store.skip_unstored_leases()
+        for handler_id, spec in self.specs.items():
+            self.table.add_handler(spec, counts=self.store.counts(handler_id), streak=0, active=True)
+        for job_id, row in sorted(self.store.rows.items()):
+            if row.status == JobStatus.LEASED:
+                self.table.adopt(
+                    Lease(
+                        job_id=job_id,
+                        lease_no=row.lease_no,
+                        handler_id=row.handler_id,
+                        worker_id=row.worker_id or "",
+                        attempt=row.attempts + 1,
+                        input=b"{}",
+                        leased_at=self.clock.time(),
+                        leased_mono=self.clock.monotonic(),
+                    )
+                )
+        for worker, slots in connected.items():
+            info = WorkerInfo(worker_id=worker, name=worker, labels={}, slots=slots)
+            self.apply(self.table.connect(info, holding.get(worker, [])))
+            self.table.set_capacity(worker, slots + 2)
+        self.dispatch()
+
+    def _new_leases(self) -> list[Lease]:
+        """A pick with room for new leases (a fresh worker joins, new jobs come), not yet stored."""
         self.apply(self.table.remove_worker("w3", "make room")[0])
         self.apply(self.table.connect(WorkerInfo(worker_id="w3", name="w3", labels={}, slots=3), []))
         self.table.set_capacity("w3", 5)
@@ -238,20 +292,38 @@ class LeaseTableMachine(RuleBasedStateMachine):
         self.table.enqueued(HANDLERS[0], 3)
         self.refill()
         leases = self.table.pick()
+        self._sent(leases)
+        return leases
+
+    def _sent(self, leases: list[Lease]) -> None:
+        """Leases of a pick, or stored and sent after it: the ones marked sent went to their workers."""
+        for lease in [x for x in leases if x.sent]:  # their numbers only grow, whatever became of the ones before
+            assert lease.lease_no > self.last_lease_no.get(lease.job_id, 0), (lease, self.last_lease_no)
+            self.last_lease_no[lease.job_id] = lease.lease_no
+
+    @rule(data=st.data(), event=st.sampled_from(["revoke", "remove", "hand_back", "result", "reconnect", "lost"]))
+    def events_while_a_lease_write_is_on_the_way(self, data: st.DataObject, event: str) -> None:
+        """Something happens between the pick and the commit of its leases (a fresh worker
+        joins, so that there is room for new leases)."""
+        leases = self._new_leases()
         if not leases:
             return
         some = data.draw(st.sampled_from(leases))
+        accepted: list[Settlement] = []
         if event == "revoke":
             self.apply(self.table.revoke_handler(some.handler_id, "stopped"))
         elif event == "remove":
             self.apply(self.table.remove_worker(some.worker_id, "removed")[0])
-        elif event == "hand_back":  # a worker cannot know these yet: nothing happens
-            effects = self.table.hand_back(some.worker_id, [x.ref for x in leases], "guess")
+        elif event == "hand_back":  # the worker has those sent already: they come back once stored
+            effects = self.table.hand_back(some.worker_id, [x.ref for x in leases], "not now")
             assert not effects.requeues
-        elif event == "result":
+        elif event == "result":  # a fast job: its result is stored after its lease (the writer's order)
             result = ResultIn(job_id=some.job_id, lease_no=some.lease_no, output="1", error=None, duration_seconds=0.01)
-            verdicts, accepted, _ = self.table.settle(some.worker_id, [result])
-            assert verdicts == [Verdict.NOT_CURRENT] and not accepted
+            verdicts, accepted, effects = self.table.settle(some.worker_id, [result])
+            assert verdicts == ([Verdict.ACCEPTED] if some.sent else [Verdict.NOT_CURRENT])
+            if accepted:
+                self.started_refs.add(result.ref)
+            self.apply(effects)
         elif event == "reconnect":
             self.connect(some.worker_id, slots=3, keep=True)
         else:
@@ -259,9 +331,12 @@ class LeaseTableMachine(RuleBasedStateMachine):
             self.clock.advance(GRACE + 0.5)
             self.apply(self.table.tick())
         stored = self.store.lease(leases)
-        _, refused, effects = self.table.leases_stored(leases, stored)
+        send, refused, effects = self.table.leases_stored(leases, stored)
+        self._sent(send)
         assert not refused
         self.apply(effects)
+        if accepted:
+            self._store(accepted)
         self.dispatch()
 
     def dispatch(self) -> None:
@@ -287,23 +362,23 @@ class LeaseTableMachine(RuleBasedStateMachine):
         for queue in self.table.handlers.values():
             limit = queue.settings.max_parallel_jobs
             assert limit is None or queue.counts[JobStatus.LEASED] <= limit
+        self._sent(leases)
         stored = self.store.lease(leases)
         assert stored == {lease.job_id for lease in leases}, "the table leased what the store did not have"
-        for lease in leases:  # lease numbers only grow
-            assert lease.lease_no > self.last_lease_no.get(lease.job_id, 0)
-            self.last_lease_no[lease.job_id] = lease.lease_no
-        _, refused, effects = self.table.leases_stored(leases, stored)
+        send, refused, effects = self.table.leases_stored(leases, stored)
+        self._sent(send)
         assert not refused
+        assert all(lease.sent for lease in leases if self.table.leases.get(lease.job_id) is lease)
         self.apply(effects)
 
     @rule(data=st.data())
     def start(self, data: st.DataObject) -> None:
         worker = data.draw(st.sampled_from(WORKERS))
-        mine = [lease.ref for lease in self.table.leases_of(worker_id=worker) if lease.stored]
+        mine = [lease.ref for lease in self.table.leases_of(worker_id=worker) if lease.sent]
         refs = data.draw(st.lists(st.sampled_from(mine), unique=True)) if mine else []
         guess = (data.draw(st.integers(1, 50)), data.draw(st.integers(0, 9)))  # usually no lease of this worker
         lease = self.table.current(worker, guess)
-        if lease is not None and lease.stored:
+        if lease is not None and lease.sent:
             self.started_refs.add(guess)
         self.table.started(worker, [*refs, guess])
         self.started_refs.update(refs)
@@ -427,7 +502,9 @@ class LeaseTableMachine(RuleBasedStateMachine):
             for job in queue.ready:
                 if job.job_id in queue.queued:
                     row = self.store.rows[job.job_id]
-                    assert (row.status, row.lease_no, row.attempts) == (JobStatus.AVAILABLE, job.lease_no, job.attempts)
+                    # at the store's number, or above it when a lease write failed (its number went out)
+                    assert (row.status, row.attempts) == (JobStatus.AVAILABLE, job.attempts)
+                    assert row.lease_no == job.lease_no if job.stored else row.lease_no <= job.lease_no
         for lease in self.table.leases.values():
             row = self.store.rows[lease.job_id]
             if lease.stored:
@@ -449,9 +526,7 @@ class LeaseTableMachine(RuleBasedStateMachine):
             if not queue.on_probation:
                 continue
             waiting = Counter(
-                x.worker_id
-                for x in self.table.leases_of(handler_id=queue.handler_id)
-                if x.stored and x.started_mono is None
+                x.worker_id for x in self.table.leases_of(handler_id=queue.handler_id) if x.started_mono is None
             )
             for worker_id, n in waiting.items():
                 assert n <= self.table.workers[worker_id].slots, (queue.handler_id, worker_id, n)

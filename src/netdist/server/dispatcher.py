@@ -1,9 +1,11 @@
 """The dispatcher: the lease table's hands. It feeds the table events, writes what
 the table decided to the store, and tells the workers.
 
-Leases reach a worker only after they are committed, results are acknowledged
-only after they are committed, and the store writes go to the group-commit
-writer in the order the table decided them. The table (server/leases.py)
+A lease of a job the store holds as it is goes to its worker as soon as its
+write is queued (that write commits before any later write about the lease:
+the writer keeps the order), any other once committed; results
+are acknowledged only after they are committed, and the store writes go to the
+group-commit writer in the order the table decided them. The table (server/leases.py)
 decides everything about leases; nothing here keeps a second copy of it.
 Protobuf stays in the servicer: workers are reached through their ``WorkerLink``
 (:mod:`netdist.server.worker_links`).
@@ -85,6 +87,7 @@ class Dispatcher(EffectWriter):
         self._events = events
         usage = self.table.usage
         usage.seed(await self.writer.run(job_store.run_time_since, usage.day_start()))
+        await self.writer.run(job_store.skip_unstored_leases)
         now = self.clock.monotonic()
         for r in await self.writer.run(job_store.leased):
             self.table.adopt(
@@ -264,8 +267,16 @@ class Dispatcher(EffectWriter):
         for handler_id, cursor in self.table.refills_wanted(REFILL_BELOW):
             self._spawn(self._refill(handler_id, cursor))
         leases = self.table.pick()
-        if leases:  # one write for every worker's leases of this pass
-            self._spawn(self._commit_leases(leases, self.writer.submit(job_store.lease, leases)))
+        if leases:  # one write for every worker's leases of this pass; most go out while it commits
+            write = self.writer.submit(job_store.lease, leases)
+            self._send([lease for lease in leases if lease.sent])
+            self._spawn(self._commit_leases(leases, write))
+
+    def _send(self, leases: list[Lease]) -> None:
+        if leases:
+            self.links.send_leases(leases, {q.handler_id: q.spec for q in self.table.handlers.values()})
+            stamp("leases-sent")
+            self.tally.leases += len(leases)
 
     async def _refill(self, handler_id: str, cursor: int) -> None:
         try:
@@ -280,15 +291,13 @@ class Dispatcher(EffectWriter):
         try:
             stored = await write
         except Exception:
-            log.exception("could not store %d leases; they go back to the queue", len(leases))
-            self.table.leases_failed(leases)
+            log.exception("could not store %d leases; revoked, they go back to the queue", len(leases))
+            self._act(self.table.leases_failed(leases))
             self.kick()
             return
         stamp("leases-committed")
         send, refused, effects = self.table.leases_stored(leases, stored)
-        self.links.send_leases(send, {q.handler_id: q.spec for q in self.table.handlers.values()})
-        stamp("leases-sent")
-        self.tally.leases += len(send)
+        self._send(send)
         requeued = self._act(effects)
         if refused:
             log.error(

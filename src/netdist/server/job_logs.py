@@ -45,7 +45,7 @@ class JobLogIntake:
         stale: list[JobLogIn] = []
         for entry in entries:
             lease = self._table.current(worker_id, (entry.job_id, entry.lease_no))
-            (held if lease is not None and lease.stored else stale).append(entry)
+            (held if lease is not None and lease.sent else stale).append(entry)
         if stale:  # one line a message, however many it names
             for entry in stale:
                 self._drop("stale", entry)

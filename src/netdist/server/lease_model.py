@@ -30,9 +30,13 @@ class ReadyJob:
     """An available job as queued in memory: what a lease needs to go out."""
 
     job_id: int
-    lease_no: int  # its current lease number; the next lease takes lease_no + 1
+    lease_no: int  # its lease number (or one sent and never stored); the next lease takes lease_no + 1
     attempts: int  # attempts charged so far
     input: bytes
+    stored: bool = True
+    """The store holds it available at exactly this lease number, so its next lease may go to the
+    worker before that lease's commit (see :mod:`netdist.server.leases`). False while the write that
+    put it back is on the way, or after a lease write failed."""
 
 
 class AckOutcome(StrEnum):
@@ -91,7 +95,8 @@ class Lease:
     leased_mono: float
     started_mono: float | None = None
     deadline: float | None = None  # monotonic; job timeout
-    stored: bool = False  # committed to the store, so sent to the worker
+    stored: bool = False  # committed to the store
+    sent: bool = False  # on its way to the worker (at once when its job was stored as it is, else once stored)
     settling: bool = False  # a result for it is being stored
     cancelled: Mapping[str, str] | None = None  # ended while its write was on the way: requeued once stored
     progress_percent: float = 0.0
@@ -162,7 +167,7 @@ class Effects:
     def revoke(self, leases: Sequence[Lease], reason: str) -> None:
         by_worker: dict[str, list[Ref]] = {}
         for lease in leases:
-            if lease.stored:  # an unsent lease is not the worker's to stop
+            if lease.sent:  # an unsent lease is not the worker's to stop
                 by_worker.setdefault(lease.worker_id, []).append(lease.ref)
         self.revocations += [Revocation(worker_id=w, refs=tuple(r), reason=reason) for w, r in by_worker.items()]
 

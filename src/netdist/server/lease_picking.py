@@ -14,7 +14,8 @@ class LeasePicker(LeaseBook):
     other transitions."""
 
     def pick(self) -> list[Lease]:
-        """Fill the connected workers' room with new leases, not yet stored.
+        """Fill the connected workers' room with new leases, not yet stored; those marked ``sent``
+        go to their workers now, the others once stored.
 
         First the free slots, one per worker a round at a time, so that every idle
         worker gets a job before any gets a second; then prefetch. Handlers take
@@ -73,6 +74,7 @@ class LeasePicker(LeaseBook):
             input=job.input,
             leased_at=self.clock.time(),
             leased_mono=now,
+            sent=job.stored,
         )
         timeout = queue.settings.job_timeout_seconds
         if timeout:  # counted from the start once the worker reports it; from the lease until then

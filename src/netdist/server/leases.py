@@ -14,8 +14,14 @@ Transitions:
 
 - ``pick``: fill every connected worker's room with leases (fair share
   between handlers, within their settings); ``leases_stored`` /
-  ``leases_failed`` after the lease write committed or failed. A lease
-  reaches its worker only once stored.
+  ``leases_failed`` after the lease write committed or failed. A lease of
+  a job the store holds as it is (``ReadyJob.stored``) goes to its worker as
+  soon as it is made, while its write is on the way (``Lease.sent``): the
+  write is queued first, so every later write about it (a result, a
+  requeue) commits after it. Other leases (their job's requeue is still on
+  the way) go once stored, so at most one lease of a job is ever out
+  beyond what the store holds, one number above it. A sent lease the store
+  refuses, or whose write fails, is revoked at its worker.
 - ``started``: the worker began to run these; only from now on does losing
   the lease charge the job an attempt.
 - ``settle`` / ``settled``: a result counts only for the job's current lease
@@ -27,7 +33,11 @@ Transitions:
 - ``revoke_handler`` / ``remove_worker``: the operator takes leases back, uncharged.
 
 Lease numbers grow with every lease and every requeue of a job, so a lease
-still on its way can never take a job that came back.
+still on its way can never take a job that came back. A lease sent and never
+stored (its write failed, or the server died first) is not in the store, so
+its number would come round again: a failed write puts its jobs back at the
+number it sent, and a server starting raises the lease number of every
+available job by one before it leases anything (``jobs.skip_unstored_leases``).
 """
 
 from __future__ import annotations
@@ -68,7 +78,7 @@ class LeaseTable(LeasePicker):
 
     def adopt(self, lease: Lease) -> None:
         """A lease the store holds from before a restart: its worker gets the grace to come back."""
-        lease.stored = True
+        lease.stored = lease.sent = True
         self.leases[lease.job_id] = lease
         state = self.workers.get(lease.worker_id)
         if state is None:
@@ -81,7 +91,7 @@ class LeaseTable(LeasePicker):
         state.per_handler[lease.handler_id] += 1
 
     def connect(self, info: WorkerInfo, held: Iterable[Ref]) -> Effects:
-        """A worker's stream said Hello. Leases it still holds continue; stored leases it does not
+        """A worker's stream said Hello. Leases it still holds continue; leases it does not
         name were lost on the way or with its process: they come back (charged only if started)."""
         now = self.clock.monotonic()
         old = self.workers.get(info.worker_id)
@@ -94,7 +104,7 @@ class LeaseTable(LeasePicker):
         lost = [
             lease
             for lease in self.leases_of(worker_id=info.worker_id)
-            if lease.stored and not lease.settling and lease.ref not in holding
+            if lease.sent and not lease.settling and lease.ref not in holding
         ]
         effects = Effects()
         self._requeue(lost, effects, reason={"type": "WorkerLost", "message": "the worker reconnected without it"})
@@ -118,7 +128,7 @@ class LeaseTable(LeasePicker):
         waited = []
         for ref in refs:
             lease = self.current(worker_id, ref)
-            if lease is not None and lease.stored and lease.started_mono is None:
+            if lease is not None and lease.sent and lease.started_mono is None:
                 lease.started_mono = now
                 waited.append(now - lease.leased_mono)
                 timeout = self._timeout(lease.handler_id)
@@ -132,7 +142,7 @@ class LeaseTable(LeasePicker):
         leases = []
         for ref in refs:
             lease = self.current(worker_id, ref)
-            if lease is not None and lease.stored and not lease.settling:
+            if lease is not None and lease.sent and not lease.settling:
                 leases.append(lease)
         effects = Effects()
         self._requeue(
@@ -148,11 +158,12 @@ class LeaseTable(LeasePicker):
     def leases_stored(self, leases: Sequence[Lease], stored: set[int]) -> tuple[list[Lease], list[Lease], Effects]:
         """The lease write committed; ``stored`` holds the job ids the store took.
 
-        Returns (to send, refused, effects): the leases still current go to their
-        workers; a lease cancelled while its write was on the way is requeued now
-        (uncharged); those the store refused (it did not have the job available at
-        that lease number: memory and store disagree) are dropped, and the caller
-        recounts their handlers from the store."""
+        Returns (to send, refused, effects): the leases not sent yet and still current
+        go to their workers now; a lease cancelled while its write was on the way is
+        requeued now (uncharged), unless a result for it is being stored (the result
+        settles it); those the store refused (it did not have the job available below
+        that lease number: memory and store disagree) are dropped and revoked at their
+        workers, and the caller recounts their handlers from the store."""
         send, refused = [], []
         effects = Effects()
         for lease in leases:
@@ -167,27 +178,33 @@ class LeaseTable(LeasePicker):
                 continue
             lease.stored = True
             if lease.cancelled is not None:
-                self._requeue([lease], effects, charge=False, reason=lease.cancelled)
-            else:
+                if not lease.settling:
+                    self._requeue([lease], effects, charge=False, reason=lease.cancelled)
+            elif not lease.sent:
+                lease.sent = True
                 send.append(lease)
+        effects.revoke(refused, "the store did not take this lease")
         return send, refused, effects
 
-    def leases_failed(self, leases: Sequence[Lease]) -> None:
-        """The lease write failed: the jobs go back to the front of their queues, as they were."""
-        for lease in leases:
-            if self.leases.get(lease.job_id) is not lease:
-                continue
+    def leases_failed(self, leases: Sequence[Lease]) -> Effects:
+        """The lease write failed: the leases are revoked at their workers and the jobs go back to
+        the front of their queues, uncharged, at the lease number that was sent (never sent again)."""
+        effects = Effects()
+        gone = [lease for lease in leases if self.leases.get(lease.job_id) is lease]
+        effects.revoke(gone, "the server could not store this lease")
+        for lease in gone:
             self._drop(lease)
             queue = self.handlers.get(lease.handler_id)
             if queue is not None:
                 queue.counts[JobStatus.LEASED] -= 1
                 queue.counts[JobStatus.AVAILABLE] += 1
-                queue.push_front(ReadyJob(lease.job_id, lease.lease_no - 1, lease.attempt - 1, lease.input))
+                queue.push_front(ReadyJob(lease.job_id, lease.lease_no, lease.attempt - 1, lease.input, stored=False))
+        return effects
 
     # -- results -----------------------------------------------------------------------------------
 
     def settle(self, worker_id: str, results: Sequence[ResultIn]) -> tuple[list[Verdict], list[Settlement], Effects]:
-        """Decide each result: accepted only for the job's current, stored lease held by ``worker_id``.
+        """Decide each result: accepted only for the job's current lease held by ``worker_id`` (sent, not cancelled).
 
         Accepted leases are marked settling until ``settled``; the streak of failed
         results in a row moves now, in the order results arrive. A lease whose start
@@ -201,7 +218,7 @@ class LeaseTable(LeasePicker):
         now = self.clock.monotonic()
         for result in results:
             lease = self.current(worker_id, result.ref)
-            if lease is None or not lease.stored:
+            if lease is None or not lease.sent or lease.cancelled is not None:
                 verdicts.append(Verdict.NOT_CURRENT)
                 continue
             if lease.settling:
@@ -295,7 +312,7 @@ class LeaseTable(LeasePicker):
             waiting = [
                 lease
                 for lease in self.leases_of(handler_id=handler_id)
-                if lease.stored and lease.started_mono is None and not lease.settling
+                if lease.started_mono is None and not lease.settling
             ]
             effects.revoke(waiting, "the handler's jobs are failing: jobs go out one per free slot")
             self._requeue(
@@ -345,4 +362,4 @@ class LeaseTable(LeasePicker):
             else:
                 queue.counts[JobStatus.AVAILABLE] += 1
                 attempts = lease.attempt if charged else lease.attempt - 1
-                queue.push_front(ReadyJob(lease.job_id, lease.lease_no + 1, attempts, lease.input))
+                queue.push_front(ReadyJob(lease.job_id, lease.lease_no + 1, attempts, lease.input, stored=False))

@@ -35,9 +35,9 @@ _DONE = (JobStatus.SUCCEEDED, JobStatus.ERRORED, JobStatus.PROCESSED, JobStatus.
 _INSERT_SQL = (
     "INSERT INTO jobs (handler_id, status, input, extra, attempts, lease_no) VALUES (?, 'available', ?, ?, 0, 0)"
 )
-_LEASE_SQL = (
+_LEASE_SQL = (  # below, not at, the number before: a lease sent and never stored skipped one
     "UPDATE jobs SET status = 'leased', lease_no = ?, worker_id = ?, leased_at = ?"
-    " WHERE id = ? AND status = 'available' AND lease_no = ?"
+    " WHERE id = ? AND status = 'available' AND lease_no < ?"
 )
 _HELD = " WHERE id = ? AND status = 'leased' AND lease_no = ? AND worker_id = ?"
 _SUCCEED_SQL = (
@@ -107,6 +107,19 @@ def insert(conn: Connection, handler_id: str, items: Sequence[tuple[str, str]]) 
     return len(items)
 
 
+def skip_unstored_leases(conn: Connection) -> int:
+    """At start, before any lease: raise the lease number of every available job by one.
+
+    A lease may go to its worker before its commit (server/leases.py), at the job's stored
+    number plus one, and a server killed in between leaves it out there, unstored; this makes
+    sure no number such a lease carried is handed out again. Returns the jobs raised."""
+    return int(
+        conn.execute(
+            update(jobs).where(jobs.c.status == JobStatus.AVAILABLE).values(lease_no=jobs.c.lease_no + 1)
+        ).rowcount
+    )
+
+
 def load_available(conn: Connection, handler_id: str, after_id: int, limit: int) -> list[ReadyJob]:
     rows = conn.execute(
         select(jobs.c.id, jobs.c.lease_no, jobs.c.attempts, jobs.c.input)
@@ -118,11 +131,11 @@ def load_available(conn: Connection, handler_id: str, after_id: int, limit: int)
 
 
 def lease(conn: Connection, leases: Sequence[Lease]) -> set[int]:
-    """Store new leases, each only if its job is still available at the lease number before.
+    """Store new leases, each only if its job is still available at a lower lease number.
     Returns the job ids leased. Only when some row did not match does it read back which did."""
     if not leases:
         return set()
-    rows = [(x.lease_no, x.worker_id, x.leased_at, x.job_id, x.lease_no - 1) for x in leases]
+    rows = [(x.lease_no, x.worker_id, x.leased_at, x.job_id, x.lease_no) for x in leases]
     if _all_changed(conn, _many(conn, _LEASE_SQL, rows), len(rows)):
         return {x.job_id for x in leases}
     found = _rows(conn, (x.job_id for x in leases))
