@@ -42,8 +42,8 @@ STEPS = [
     ("job-started", "job-finished", "the no-op job ran; its result is back in the worker"),
     ("job-finished", "results-received", "the server has the result (gRPC)"),
     ("results-received", "results-committed", "the result committed"),
-    ("results-committed", "results-read", "read back for the handler"),
-    ("results-read", "handler-returned", "process_result returned (handler host)"),
+    ("results-committed", "results-taken", "taken by the handler's runtime (from memory, or the store)"),
+    ("results-taken", "handler-returned", "process_result returned (handler host)"),
 ]
 ASIDE = ("jobs-committed", "leases-committed", "(alongside: its lease committed)")
 """A lease goes out while its write is on the way: its commit is not a step on the job's path."""

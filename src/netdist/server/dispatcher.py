@@ -34,6 +34,7 @@ from netdist.server.lease_model import (
 )
 from netdist.server.leases import LeaseTable
 from netdist.server.result_acks import result_acks
+from netdist.server.result_inbox import ResultInbox
 from netdist.server.store import catalog, credentials
 from netdist.server.store import jobs as job_store
 from netdist.server.store.writer import GroupCommitWriter
@@ -68,6 +69,7 @@ class Dispatcher(EffectWriter):
             silent_after_seconds=heartbeat_interval_seconds * 3,
         )
         self.links = WorkerLinks()
+        self.inbox = ResultInbox()  # committed results for the handlers' runtimes
         self.tally = DispatchTally()  # leases, results and refusals counted per batch, for the metrics
         self.resting: dict[str, tuple[str, dict[str, int]]] = {}
         """Handler id -> (job name, job counts) of handlers that stopped running since the server started:
@@ -328,8 +330,11 @@ class Dispatcher(EffectWriter):
         failed = False
         if write is not None:
             try:
-                stored = await write
+                batch = await write
                 stamp("results-committed")
+                stored = batch.stored
+                for handler_id, items in batch.succeeded.items():
+                    self.inbox.put(handler_id, batch.seq, items)
             except Exception:
                 log.exception(
                     "could not store %d results from worker %s; it will send them again", len(accepted), worker_id

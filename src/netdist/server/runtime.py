@@ -160,6 +160,7 @@ class RunningHandler:
             log.exception("handler %s runtime failed", self.handler_id)
             await self._on_failed(self.handler_id, f"internal error: {exc!r}")
         finally:
+            self._dispatcher.inbox.forget(self.handler_id)
             await self._close_host()
 
     async def _start_host(self, package: catalog.PackageRecord) -> None:
@@ -246,13 +247,24 @@ class RunningHandler:
         await self._save(update, processed=[], status=JobStatus.PROCESSED)
 
     async def _process(self, status: JobStatus, *, look: bool) -> bool:
-        """Hand a batch of stored results of ``status`` to the handler. The store is read only when the
-        lease table counts some (or ``look``): a read for nothing is a trip through the writer, which
-        the leases of the next job wait behind."""
+        """Hand a batch of stored results of ``status`` to the handler: succeeded ones as the result
+        write handed them over (server/result_inbox.py), else read from the store. The store is read
+        only when the lease table counts some (or ``look``): a read for nothing is a trip through the
+        writer, which the leases of the next job wait behind."""
+        inbox = self._dispatcher.inbox
+        if status == JobStatus.SUCCEEDED and not look and (taken := inbox.take(self.handler_id, RESULT_BATCH)):
+            stamp("results-taken")
+            update = await self._call(ProcessResults(items=tuple(taken)))
+            await self._save(update, processed=[r.job_id for r in taken], status=JobStatus.PROCESSED)
+            self._processed(status, len(taken), update)
+            return True
         if not look and not self._dispatcher.table.counts(self.handler_id)[status]:
             return False
-        rows = await self._writer.run(job_store.unprocessed, self.handler_id, status, RESULT_BATCH)
-        stamp("results-read")
+        read = await self._writer.run(job_store.unprocessed, self.handler_id, status, RESULT_BATCH)
+        stamp("results-taken")
+        rows = read.rows
+        if status == JobStatus.SUCCEEDED:
+            inbox.read_store(self.handler_id, read.seq)
         if not rows:
             return False
         if status == JobStatus.SUCCEEDED:
@@ -263,9 +275,12 @@ class RunningHandler:
             update = await self._call(ProcessFailures(items=tuple(_failure(r) for r in rows)))
             final = JobStatus.FAILED
         await self._save(update, processed=[r.job_id for r in rows], status=final)
-        self._dispatcher.table.processed(self.handler_id, was=status, count=len(rows), invalid=len(update.invalid))
-        self._idle_call = False
+        self._processed(status, len(rows), update)
         return True
+
+    def _processed(self, status: JobStatus, count: int, update: HandlerUpdate) -> None:
+        self._dispatcher.table.processed(self.handler_id, was=status, count=count, invalid=len(update.invalid))
+        self._idle_call = False
 
     def _active(self) -> bool:
         queue = self._dispatcher.table.handlers.get(self.handler_id)

@@ -17,17 +17,25 @@ once costs no extra row.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, func, select, update
 
+from netdist.server.host_protocol import StoredResult
 from netdist.server.lease_model import Lease, ReadyJob, Ref, Requeue, Settlement
 from netdist.server.states import JobStatus
 from netdist.server.store.schema import handlers, jobs
 
 _DONE = (JobStatus.SUCCEEDED, JobStatus.ERRORED, JobStatus.PROCESSED, JobStatus.FAILED)
+_IDS_PER_READ = 500
+
+writer_seq = itertools.count(1)
+"""Numbers result writes and reads of unprocessed results in the order they run: only the writer
+thread runs them, one after the other, so a read sees every result write numbered below it
+(server/result_inbox.py)."""
 
 # The statements run once per job go straight to the driver's executemany:
 # SQLAlchemy's per-row parameter processing was the largest cost left on the
@@ -226,13 +234,35 @@ def store_streaks(conn: Connection, streaks: Mapping[str, int]) -> None:
         _many(conn, _STREAK_SQL, [(n, h) for h, n in streaks.items()])
 
 
+class StoredSettlements(NamedTuple):
+    stored: set[int]
+    """The job ids stored."""
+    seq: int
+    """The write's number (:data:`writer_seq`)."""
+    succeeded: dict[str, list[StoredResult]]
+    """Per handler, the results stored as succeeded, as its runtime hands them to the handler."""
+
+
 def store_settlements(
     conn: Connection, settlements: Sequence[Settlement], at: float, streaks: Mapping[str, int]
-) -> set[int]:
-    """A batch of results and the streaks they moved, in one transaction; the job ids stored."""
+) -> StoredSettlements:
+    """A batch of results and the streaks they moved, in one transaction; with the succeeded ones
+    read back for their handlers (server/result_inbox.py)."""
     stored = store_results(conn, settlements, at)
     store_streaks(conn, streaks)
-    return stored
+    ok = [s for s in settlements if s.status == JobStatus.SUCCEEDED and s.result.job_id in stored]
+    found: dict[int, Any] = {}
+    for start in range(0, len(ok), _IDS_PER_READ):
+        ids = [s.result.job_id for s in ok[start : start + _IDS_PER_READ]]
+        found.update(
+            (r[0], r) for r in conn.execute(select(jobs.c.id, jobs.c.input, jobs.c.extra).where(jobs.c.id.in_(ids)))
+        )
+    succeeded: dict[str, list[StoredResult]] = {}
+    for s in ok:
+        row = found[s.result.job_id]
+        item = StoredResult(s.result.job_id, row[1], s.result.output or "null", row[2])
+        succeeded.setdefault(s.handler_id, []).append(item)
+    return StoredSettlements(stored, next(writer_seq), succeeded)
 
 
 def classify(conn: Connection, worker_id: str, refs: Collection[Ref]) -> dict[Ref, str]:
@@ -281,7 +311,13 @@ class UnprocessedJob(NamedTuple):
     attempts: int
 
 
-def unprocessed(conn: Connection, handler_id: str, status: JobStatus, limit: int) -> list[UnprocessedJob]:
+class Unprocessed(NamedTuple):
+    seq: int
+    """The read's number (:data:`writer_seq`)."""
+    rows: list[UnprocessedJob]
+
+
+def unprocessed(conn: Connection, handler_id: str, status: JobStatus, limit: int) -> Unprocessed:
     """Results (``SUCCEEDED``) or final errors (``ERRORED``) waiting for the handler, oldest first."""
     value = jobs.c.output if status == JobStatus.SUCCEEDED else jobs.c.error_json
     rows = conn.execute(
@@ -290,7 +326,7 @@ def unprocessed(conn: Connection, handler_id: str, status: JobStatus, limit: int
         .order_by(jobs.c.id)
         .limit(limit)
     ).all()
-    return [UnprocessedJob(r[0], r[1], r[2] or "null", r[3], r[4]) for r in rows]
+    return Unprocessed(next(writer_seq), [UnprocessedJob(r[0], r[1], r[2] or "null", r[3], r[4]) for r in rows])
 
 
 def mark_processed(conn: Connection, ids: Sequence[int], status: JobStatus) -> None:

@@ -1,0 +1,85 @@
+"""Committed results handed to their handler's runtime from memory, instead of read back.
+
+The result write reads back, in its own transaction, what the handler needs
+(input, extra) and the dispatcher puts it here; the runtime takes it from here
+and reads the store only when this is empty and the lease table still counts
+results, or once a quiet second. A result must never reach the handler twice,
+so memory and the store's reads are ordered by the writer: every result write
+and every read of unprocessed results draws a number (``jobs.writer_seq``) as
+the one writer thread runs it. A read at number R saw every result written
+below R, so entries below R are dropped when it happens and refused if they
+arrive later; an entry above R was not in that read. The runtime takes a batch,
+and commits it processed, before it reads again (its loop is one task).
+
+Dropping an entry is always safe: its job stays succeeded in the store, and
+a later read hands it over. So the inbox is bounded (entries per handler,
+bytes in all) and what does not fit is simply left to the store.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+from netdist.server.host_protocol import StoredResult
+
+MAX_PER_HANDLER = 2000
+"""Results one handler's inbox holds; four of the runtime's batches."""
+MAX_BYTES = 64 * 1024 * 1024
+"""Bytes of input, output and extra all inboxes hold together."""
+
+
+def _size(item: StoredResult) -> int:
+    return len(item.input_json) + len(item.output_json) + len(item.extra_json) + 64
+
+
+class ResultInbox:
+    def __init__(self, *, max_per_handler: int = MAX_PER_HANDLER, max_bytes: int = MAX_BYTES) -> None:
+        self._max_per_handler = max_per_handler
+        self._max_bytes = max_bytes
+        self._items: dict[str, deque[tuple[int, StoredResult]]] = {}
+        self._read_at: dict[str, int] = {}  # per handler, the number of its last read of the store
+        self.nbytes = 0
+
+    def put(self, handler_id: str, seq: int, items: Iterable[StoredResult]) -> None:
+        """Results committed by the write numbered ``seq``."""
+        if seq < self._read_at.get(handler_id, 0):
+            return  # a read of the store saw them: it hands them over
+        queue = self._items.setdefault(handler_id, deque())
+        for item in items:
+            size = _size(item)
+            if len(queue) >= self._max_per_handler or self.nbytes + size > self._max_bytes:
+                break  # left to the store
+            queue.append((seq, item))
+            self.nbytes += size
+        if not queue:
+            del self._items[handler_id]
+
+    def take(self, handler_id: str, limit: int) -> list[StoredResult]:
+        """Up to ``limit`` results, in the order they were committed."""
+        queue = self._items.get(handler_id)
+        out: list[StoredResult] = []
+        while queue and len(out) < limit:
+            out.append(queue.popleft()[1])
+        self.nbytes -= sum(_size(item) for item in out)
+        if queue is not None and not queue:
+            del self._items[handler_id]
+        return out
+
+    def read_store(self, handler_id: str, seq: int) -> None:
+        """The runtime read the handler's unprocessed results from the store at number ``seq``."""
+        self._read_at[handler_id] = max(seq, self._read_at.get(handler_id, 0))
+        queue = self._items.get(handler_id)
+        while queue and queue[0][0] < seq:
+            self.nbytes -= _size(queue.popleft()[1])
+        if queue is not None and not queue:
+            del self._items[handler_id]
+
+    def forget(self, handler_id: str) -> None:
+        """The handler's runtime ended (stopped, failed, removed): the store has them all. Its last
+        read's number stays (an int per handler): a late entry from before it is still refused."""
+        for _, item in self._items.pop(handler_id, ()):
+            self.nbytes -= _size(item)
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._items.values())
