@@ -103,13 +103,15 @@ def _pct(values, q):
 
 
 class Latency(Handler[LatencySettings]):
+    # The samples stay out of the state, and the summary is worked out once they are all in: the
+    # state is saved and the summary asked for after every call, both on the path being timed.
+
     settings_class = LatencySettings
 
     def initialize(self):
         for key in ("sent", "seen"):
             self.state.setdefault(key, 0)
-        self.state.setdefault("lat", [])
-        self.state.setdefault("rtt", [])
+        self.lat, self.rtt = [], []  # lost with the host; a benchmark starts afresh
 
     def total_job_count(self):
         return self.settings.samples + self.settings.warmup
@@ -125,12 +127,14 @@ class Latency(Handler[LatencySettings]):
         s = self.state
         s["seen"] += 1
         if job_input["k"] >= self.settings.warmup:
-            s["lat"].append(output["latency"])
-            s["rtt"].append(time.time() - job_input["t0"])
+            self.lat.append(output["latency"])
+            self.rtt.append(time.time() - job_input["t0"])
 
     def summary(self):
-        lat, rtt = self.state["lat"], self.state["rtt"]
+        lat, rtt = self.lat, self.rtt
         out = {"n": len(lat)}
+        if len(lat) < self.settings.samples:
+            return json.dumps(out)
         for name, values in (("lat", lat), ("rtt", rtt)):
             for q in (50, 90, 99, 100):
                 out[f"{name}_p{q}"] = _pct(values, q)
