@@ -253,10 +253,12 @@ def store_settlements(
     ok = [s for s in settlements if s.status == JobStatus.SUCCEEDED and s.result.job_id in stored]
     found: dict[int, Any] = {}
     for start in range(0, len(ok), _IDS_PER_READ):
-        ids = [s.result.job_id for s in ok[start : start + _IDS_PER_READ]]
-        found.update(
-            (r[0], r) for r in conn.execute(select(jobs.c.id, jobs.c.input, jobs.c.extra).where(jobs.c.id.in_(ids)))
-        )
+        ids = tuple(s.result.job_id for s in ok[start : start + _IDS_PER_READ])
+        sql = f"SELECT id, input, extra FROM jobs WHERE id IN ({', '.join('?' * len(ids))})"
+        if conn.dialect.paramstyle != "qmark":
+            sql = sql.replace("?", "%s")
+        # At the driver: an IN list built by SQLAlchemy was compiled anew for every batch.
+        found.update((r[0], r) for r in conn.exec_driver_sql(sql, ids))
     succeeded: dict[str, list[StoredResult]] = {}
     for s in ok:
         row = found[s.result.job_id]
