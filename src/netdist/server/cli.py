@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gc
 import json
 import logging
 import sys
@@ -38,6 +39,11 @@ from netdist.server.upload import UploadLimits
 from netdist.ziplimit import ZipLimits
 
 log = logging.getLogger("netdist.server")
+GC_THRESHOLDS = (50_000, 20, 50)
+"""The collector's thresholds (Python's are 700, 10, 10): the hot path makes a few short-lived objects per job,
+and with the defaults a collection ran every few hundred jobs, a full one (over the lease table and every
+queued job) every 100,000 allocations."""
+
 _PEM_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
@@ -255,6 +261,8 @@ def serve_command(
         metrics_port=metrics_port,
         resolver=ResolverConfig(index_url=index_url, find_links=find_links, timeout_seconds=resolve_timeout),
     )
+    gc.freeze()  # what start-up made (modules, classes) is never collected: full collections skip it
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         asyncio.run(serve(config))
     except StoreUnavailableError as exc:
