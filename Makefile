@@ -33,6 +33,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy src
 	$(BIN)/mypy tests
+	$(BIN)/mypy bench/*.py  # bench/peers/ imports Ray and Celery, which live in their own venv
 
 test: venv proto-check lint typecheck
 	$(BIN)/python -m pytest -q

@@ -75,9 +75,11 @@ def main() -> None:
             name = f"cold-{r}"
             worker = start_worker(server.address, name=name, log_dir=root / "logs", cache_dir=root / "cache" / name)
             workers.append(worker)
-            wait_until(
-                lambda n=name: any(w.name == n and w.connected for w in admin.workers()), 30, what=f"worker {name}"
-            )
+
+            def connected(n: str = name) -> bool:
+                return any(w.name == n and w.connected for w in admin.workers())
+
+            wait_until(connected, 30, what=f"worker {name}")
             text = latency_script(job=name, samples=1, warmup=0)
             if not args.uploaded:
                 text = text.replace("# [tool.netdist]", f"# dependencies = {json.dumps(deps)}\n# [tool.netdist]", 1)

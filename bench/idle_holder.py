@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from pathlib import Path
@@ -73,7 +74,8 @@ async def main() -> None:
         for _ in range(args.channels)
     ]
     stubs = [jobs_pb2_grpc.JobServiceStub(ch) for ch in channels]
-    welcomed, errors = [0], []
+    welcomed: list[int] = [0]
+    errors: list[str] = []
     tasks = [
         asyncio.ensure_future(hold(stubs[n % len(stubs)], token, n, args.heartbeat, welcomed, errors))
         for n in range(args.streams)
@@ -81,7 +83,13 @@ async def main() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not sys.stdin.buffer.read1(1) else None)
+    stdin = sys.stdin.fileno()
+
+    def on_stdin() -> None:
+        if not os.read(stdin, 1):  # b"" once the bench closes it: stop
+            stop.set()
+
+    loop.add_reader(stdin, on_stdin)
     while welcomed[0] + len(errors) < args.streams and not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.5)

@@ -139,8 +139,8 @@ def main() -> int:
         f"dispatch p50 (enqueue in the handler -> process starts) {dispatch} ms; the steps up to process() "
         f"started add up to {to_start:.2f} ms (medians); round trip p50 {latency.get('rtt_p50_ms')} ms"
     )
-    report = {"store": "postgresql" if opts.postgres else "sqlite", "jobs": len(jobs), "latency": latency}
-    report["steps"] = rows
+    report: dict[str, Any] = {"store": "postgresql" if opts.postgres else "sqlite", "jobs": len(jobs)}
+    report |= {"latency": latency, "steps": rows}
     opts.output.parent.mkdir(parents=True, exist_ok=True)
     opts.output.write_text(json.dumps(report, indent=1) + "\n")
     console.print(f"written to {opts.output}")

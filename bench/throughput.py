@@ -48,7 +48,7 @@ from rich.console import Console
 from rich.table import Table
 
 import netdist
-from netdist.testing import Admin, Process, start_server, start_worker
+from netdist.testing import Admin, Process, ServerProcess, start_server, start_worker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from noop_package import bench_wheel, latency_script, noop_script
@@ -78,7 +78,8 @@ def _descendants(root: int) -> list[int]:
         for entry in os.listdir("/proc"):
             if entry.isdigit() and (stat := _proc_stat(int(entry))) is not None:
                 children.setdefault(int(stat[1]), []).append(int(entry))
-    out, todo = [], [root]
+    out: list[int] = []
+    todo = [root]
     while todo and len(out) < 10_000:
         for child in children.get(todo.pop(), []):
             out.append(child)
@@ -137,7 +138,7 @@ class Cluster:
         self.server_args = server_args
         self.database = f"netdist_bench_{os.getpid()}_{root.name.replace('-', '_')}" if postgres else ""
         self.processes: list[Process] = []
-        self.server: Process | None = None
+        self.server: ServerProcess | None = None
         self.admin: Admin | None = None
         self.scraper: Scraper | None = None
         self.address = ""
