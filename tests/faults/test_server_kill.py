@@ -123,7 +123,9 @@ def test_a_lease_sent_before_its_commit_and_lost_with_the_server_is_never_handed
 
     again = HandWorker(rig.server.address, "hand", slots=3, held=[(job_id, sent_no)])
     try:
-        # The lease it holds was never stored: its result is stale, and changes nothing.
+        # The lease it holds was never stored: the server takes it back at once, and its result is
+        # stale and changes nothing.
+        wait_until(lambda: again.revoked == [(job_id, sent_no)], 10, what="the lost lease revoked")
         assert [a.outcome for a in again.results(answer(lease))] == [jobs_pb2.ACK_OUTCOME_STALE]
         again.capacity(3)
         leases = again.wait_leases(3)

@@ -278,7 +278,12 @@ class LeaseTableMachine(RuleBasedStateMachine):
                 )
         for worker, slots in connected.items():
             info = WorkerInfo(worker_id=worker, name=worker, labels={}, slots=slots)
-            self.apply(self.table.connect(info, holding.get(worker, [])))
+            adopted = {x.ref for x in self.table.leases_of(worker_id=worker)}
+            effects = self.table.connect(info, holding.get(worker, []))
+            # What it holds that the store never took is revoked at once: that job runs elsewhere.
+            revoked = {r for v in effects.revocations for r in v.refs}
+            assert revoked == set(holding.get(worker, [])) - adopted, (revoked, holding.get(worker), adopted)
+            self.apply(effects)
             self.table.set_capacity(worker, slots + 2)
         self.dispatch()
 

@@ -52,6 +52,7 @@ from netdist.server.lease_model import (
     Ref,
     Requeue,
     ResultIn,
+    Revocation,
     Settlement,
     Verdict,
     WorkerInfo,
@@ -92,7 +93,10 @@ class LeaseTable(LeasePicker):
 
     def connect(self, info: WorkerInfo, held: Iterable[Ref]) -> Effects:
         """A worker's stream said Hello. Leases it still holds continue; leases it does not
-        name were lost on the way or with its process: they come back (charged only if started)."""
+        name were lost on the way or with its process: they come back (charged only if started).
+        What it names that is not its lease (it ended while the worker was away, or went out before
+        its commit and was lost with a server) is revoked: the worker stops that job, whose result
+        would only be refused."""
         now = self.clock.monotonic()
         old = self.workers.get(info.worker_id)
         state = WorkerState(info, last_seen=now)
@@ -108,6 +112,12 @@ class LeaseTable(LeasePicker):
         ]
         effects = Effects()
         self._requeue(lost, effects, reason={"type": "WorkerLost", "message": "the worker reconnected without it"})
+        known = {lease.ref for lease in self.leases_of(worker_id=info.worker_id) if lease.cancelled is None}
+        stale = tuple(sorted(holding - known))
+        if stale:
+            effects.revocations.append(
+                Revocation(worker_id=info.worker_id, refs=stale, reason="this lease is no longer this worker's")
+            )
         return effects
 
     def remove_worker(self, worker_id: str, reason: str) -> tuple[Effects, int]:
