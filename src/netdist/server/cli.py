@@ -42,7 +42,7 @@ log = logging.getLogger("netdist.server")
 GC_THRESHOLDS = (50_000, 20, 50)
 """The collector's thresholds (Python's are 700, 10, 10): the hot path makes a few short-lived objects per job,
 and with the defaults a collection ran every few hundred jobs, a full one (over the lease table and every
-queued job) every 100,000 allocations."""
+queued job) about every 70,000 allocations."""
 
 _PEM_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
