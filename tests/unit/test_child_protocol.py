@@ -18,6 +18,7 @@ from netdist.worker.child_protocol import (
     JobOutput,
     JobProgressed,
     JobSkipped,
+    LoadScript,
     RunJob,
     WorkerMessage,
     decode_from_child,
@@ -28,11 +29,12 @@ from netdist.worker.child_protocol import (
 ID, LEASE = 123456789012, 3
 
 FROM_WORKER: list[WorkerMessage] = [
-    ChildInit(script="/cache/scripts/ab.py"),
-    ChildInit(script="/s.py", paths=("/w/one", "/w/two ü"), max_memory_bytes=512 << 20),
-    ChildInit(script="/cache/scripts/ab.py", script_name="montecarlo.py"),
-    RunJob(ID, LEASE, 2, "handler-1", 'a "quoted" name\twith tab ü', b'{"a": [1, 2]}'),
-    RunJob(1, 0, 1, "h", "", b"null"),
+    ChildInit(),
+    ChildInit(paths=("/w/one", "/w/two ü"), max_memory_bytes=512 << 20, capture_output=True),
+    LoadScript(0, "/cache/scripts/ab.py"),
+    LoadScript(7, "/cache/scripts/ab.py", script_name="montecarlo.py"),
+    RunJob(ID, LEASE, 2, 0, "handler-1", 'a "quoted" name\twith tab ü', b'{"a": [1, 2]}'),
+    RunJob(1, 0, 1, 3, "h", "", b"null"),
     CancelJob(ID, LEASE),
 ]
 
@@ -68,11 +70,12 @@ def test_messages_from_the_child_round_trip(message: ChildMessage) -> None:
 
 
 def test_the_wire_format_is_the_documented_one() -> None:
-    assert RunJob(7, 1, 2, "h", "n", b"[1]").encode() == b'[7,1,2,"h","n"]\n[1]\n'
+    assert RunJob(7, 1, 2, 0, "h", "n", b"[1]").encode() == b'[7,1,2,0,"h","n"]\n[1]\n'
     assert CancelJob(7, 1).encode() == b'{"cancel":[7,1]}\n'
     assert JobOutput(7, 1, 0.25, b'"x"').encode() == b'= 7 1 0.25 "x"\n'
     assert JobSkipped(7, 1).encode() == b'{"job_id":7,"lease_no":1,"skipped":true}\n'
-    assert json.loads(ChildInit(script="s.py").encode()) == {"init": {"script": "s.py", "paths": []}}
+    assert json.loads(ChildInit().encode()) == {"init": {"paths": []}}
+    assert json.loads(LoadScript(2, "s.py").encode()) == {"load": {"no": 2, "script": "s.py"}}
 
 
 def test_an_output_holding_spaces_and_equals_signs_stays_whole() -> None:
@@ -110,15 +113,19 @@ def test_a_malformed_line_from_the_child_is_refused_with_a_clear_error(line: byt
     ("data", "says"),
     [
         (b"garbage\n", "not JSON"),
-        (b'[1, 2, 3, "h"]\nnull\n', "a job line must be [job id, lease no, attempt, handler id, job name]"),
-        (b'[1, 2, "3", "h", "n"]\nnull\n', "a job line must be"),
-        (b'[1, 2, 3, "h", "n"]\n', "the job's input line is missing"),
-        (b'[1, 2, 3, "h", "n"]\nnull', "the job's input line is missing"),
+        (
+            b'[1, 2, 3, "h", "n"]\nnull\n',
+            "a job line must be [job id, lease no, attempt, script no, handler id, job name]",
+        ),
+        (b'[1, 2, 3, "0", "h", "n"]\nnull\n', "a job line must be"),
+        (b'[1, 2, 3, 0, "h", "n"]\n', "the job's input line is missing"),
+        (b'[1, 2, 3, 0, "h", "n"]\nnull', "the job's input line is missing"),
         (b'{"cancel": [1]}\n', "'cancel' must be [job id, lease no]"),
-        (b'{"init": {"paths": []}}\n', "no 'script'"),
-        (b'{"init": {"script": "s.py", "paths": [1]}}\n', "'paths' must hold strings"),
-        (b'{"init": {"script": "s.py", "max_memory_bytes": "1G"}}\n', "'max_memory_bytes' must be an integer"),
-        (b'{"stop": true}\n', "neither a job nor 'cancel' nor 'init'"),
+        (b'{"load": {"no": 1}}\n', "no 'script'"),
+        (b'{"load": {"no": "1", "script": "s.py"}}\n', "'no' must be an integer"),
+        (b'{"init": {"paths": [1]}}\n', "'paths' must hold strings"),
+        (b'{"init": {"max_memory_bytes": "1G"}}\n', "'max_memory_bytes' must be an integer"),
+        (b'{"stop": true}\n', "neither a job nor 'cancel' nor 'load' nor 'init'"),
     ],
 )
 def test_a_malformed_line_from_the_worker_is_refused_with_a_clear_error(data: bytes, says: str) -> None:

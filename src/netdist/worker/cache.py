@@ -163,7 +163,8 @@ class ArtifactCache:
             script_path=script,
             wheel_sha256s=wheels,
             wheel_dirs=tuple(dirs),
-            generation=sum(self._repairs[path] for path in (script, *dirs)),
+            script_generation=self._repairs[script],
+            wheels_generation=sum(self._repairs[path] for path in dirs),
         )
         self._environments[key] = environment
         self._recheck_at[key] = self._monotonic() + self._recheck_seconds

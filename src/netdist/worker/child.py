@@ -1,4 +1,4 @@
-"""The executor child: runs one job script's ``process`` for jobs read from stdin.
+"""The executor child: runs job scripts' ``process`` for jobs read from stdin.
 
 Started by the executor as ``[sys.executable, "-m", "netdist.worker.child",
 "--parent-pid", PID]``; it dies with the worker (:mod:`netdist.parent_death`).
@@ -12,8 +12,11 @@ allocates past it gets a ``MemoryError`` (or its child dies) instead of pushing
 the machine into swap or the OOM killer. ``RLIMIT_AS`` would not do: the
 address space of an idle Python with two threads is already over 200 MB.
 
-The child is bound to one environment for its whole life: a new code version
-runs in a new process. The protocol gets a private copy of the original stdout;
+The child is bound to one set of wheels (``sys.path``) for its whole life: a
+new package version runs in a new process. The job scripts that run on those
+wheels are loaded into it one by one as jobs need them (``LoadScript``), each
+as its own module, so that handlers sharing a package share a process instead
+of starting one each time a worker switches between their jobs. The protocol gets a private copy of the original stdout;
 fd 1 then points at stderr, so ``print`` in a job cannot corrupt it. Jobs run
 one at a time, in order; a thread reads stdin so that a cancel can overtake the
 jobs queued before it. Each job's result is in the pipe before the next job
@@ -41,7 +44,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, NamedTuple, cast
 
 from netdist.parent_death import exit_with_parent, parent_pid_from
 from netdist.worker.child_protocol import (
@@ -52,6 +55,7 @@ from netdist.worker.child_protocol import (
     JobFailed,
     JobOutput,
     JobSkipped,
+    LoadScript,
     RunJob,
     read_from_worker,
 )
@@ -122,11 +126,11 @@ class _Writer:
 
 
 class _Reader:
-    """Reads stdin in a thread: jobs queue up in order, cancels apply at once."""
+    """Reads stdin in a thread: jobs and script loads queue up in order, cancels apply at once."""
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
-        self._queue: queue.SimpleQueue[RunJob] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[RunJob | LoadScript] = queue.SimpleQueue()
         self._cancelled: set[Ref] = set()
         self._lock = threading.Lock()
         first = read_from_worker(stream)
@@ -137,8 +141,8 @@ class _Reader:
         self.init = first
         threading.Thread(target=self._run, name="netdist-reader", daemon=True).start()
 
-    def next(self) -> RunJob:
-        """The next job."""
+    def next(self) -> RunJob | LoadScript:
+        """The next job or script to load."""
         return self._queue.get()
 
     def take_cancelled(self, ref: Ref) -> bool:
@@ -160,7 +164,7 @@ class _Reader:
 
     def _read(self) -> None:
         while (message := read_from_worker(self._stream)) is not None:
-            if isinstance(message, RunJob):
+            if isinstance(message, RunJob | LoadScript):
                 self._queue.put(message)
             elif isinstance(message, CancelJob):
                 with self._lock:
@@ -218,10 +222,9 @@ class _Context:
             self._writer.wake()
 
 
-def _load_process(script: str, paths: list[str], filename: str) -> Process:
+def _load_process(script: str, filename: str) -> Process:
     """Import the job script from ``script`` (its cache path), compiled under ``filename``: the name
     its frames show in tracebacks. Its source lines are put in ``linecache`` under that name."""
-    sys.path[0:0] = paths
     name = "netdist_job_" + os.path.basename(script).removesuffix(".py")[:16]
     spec = importlib.util.spec_from_file_location(name, script)
     if spec is None or spec.loader is None:
@@ -270,12 +273,18 @@ def _error(exc: BaseException, *, prefix: str = "", type_: str = "", script: str
     )
 
 
+class _Script(NamedTuple):
+    """A loaded job script: its ``process`` or why it did not load, and its file name in frames."""
+
+    process: Process | None
+    error: ChildError | None
+    name: str
+
+
 class _Runner:
     def __init__(self, writer: _Writer, progress: ProgressGate, logs: LogGate) -> None:
-        self.process: Process | None = None
-        self.load_error = ChildError(type="Exception", message="the job script is not loaded")
+        self.scripts: dict[int, _Script] = {}
         self.max_memory_bytes: int | None = None
-        self.script_name = ""  # the job script's file name in its frames
         self.progress = progress
         self.logs = logs
         self.captured: list[CapturedStream] = []
@@ -290,6 +299,16 @@ class _Runner:
         self.log.setLevel(logging.INFO)
         self.log.propagate = False
 
+    def load(self, load: LoadScript) -> None:
+        """Import a job script; its jobs fail with the error if it does not load."""
+        name = _script_name(load.script_name) or load.script
+        try:
+            script = _Script(_load_process(load.script, name), None, name)
+        except BaseException as exc:
+            script = _Script(None, _error(exc, prefix="cannot load the job script: ", script=name), name)
+        self.scripts[load.no] = script
+        self.writer.send(ChildReady().encode())
+
     def run(self, job: RunJob) -> None:
         job_id, lease_no = job.job_id, job.lease_no
         try:
@@ -303,14 +322,17 @@ class _Runner:
         self.logs.start((job_id, lease_no))
         started = time.perf_counter()
         message: JobOutput | JobFailed
-        if self.process is None:
-            message = JobFailed(job_id, lease_no, self.load_error, time.perf_counter() - started)
+        script = self.scripts.get(job.script_no)
+        if script is None or script.process is None:
+            missing = ChildError(type="Exception", message=f"job script {job.script_no} is not loaded")
+            failure = script.error if script is not None else None
+            message = JobFailed(job_id, lease_no, failure or missing, time.perf_counter() - started)
         else:
             ctx = _Context(job=job, log=self.log, progress=self.progress, writer=self.writer)
             try:
-                output = self.process(job_input, ctx)
+                output = script.process(job_input, ctx)
             except BaseException as exc:
-                message = JobFailed(job_id, lease_no, self._job_error(exc), time.perf_counter() - started)
+                message = JobFailed(job_id, lease_no, self._job_error(exc, script.name), time.perf_counter() - started)
             else:
                 duration = time.perf_counter() - started
                 try:
@@ -325,8 +347,8 @@ class _Runner:
         self.writer.finish(message.encode())
         self.filter.job_id = None
 
-    def _job_error(self, exc: BaseException) -> ChildError:
-        error = _error(exc, script=self.script_name)
+    def _job_error(self, exc: BaseException, script_name: str) -> ChildError:
+        error = _error(exc, script=script_name)
         if isinstance(exc, MemoryError) and self.max_memory_bytes and not str(exc):
             limit_mb = self.max_memory_bytes >> 20
             message = f"the job ran out of memory (this worker allows {limit_mb} MB per job: --max-job-memory)"
@@ -361,14 +383,12 @@ def main() -> None:
     if init.max_memory_bytes is not None:
         runner.max_memory_bytes = init.max_memory_bytes
         _limit_memory(init.max_memory_bytes)
-    runner.script_name = _script_name(init.script_name) or init.script
-    try:
-        runner.process = _load_process(init.script, list(init.paths), runner.script_name)
-    except BaseException as exc:
-        runner.load_error = _error(exc, prefix="cannot load the job script: ", script=runner.script_name)
-    runner.writer.send(ChildReady().encode())
+    sys.path[0:0] = init.paths
     while True:
         job = reader.next()
+        if isinstance(job, LoadScript):
+            runner.load(job)
+            continue
         if reader.take_cancelled((job.job_id, job.lease_no)):
             runner.writer.send(JobSkipped(job.job_id, job.lease_no).encode())
             continue

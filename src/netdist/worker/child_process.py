@@ -1,6 +1,8 @@
 """The worker's side of one executor child process: the jobs queued in it, in order.
 
-The executor places jobs; a :class:`ChildProcess` writes them to its child
+A child runs on one set of wheels (:attr:`~netdist.worker.job.Environment.wheels_key`) and loads
+the job scripts of its jobs as they come (at most :data:`MAX_SCRIPTS`); the time a script takes to
+load is not the job's (the timeout starts after it). The executor places jobs; a :class:`ChildProcess` writes them to its child
 (:mod:`netdist.worker.child_protocol`), reads what the child answers and
 reports it through :class:`ChildEvents`. What the worker writes to a child in
 one turn of the event loop leaves in one write; what a child writes is read in
@@ -32,6 +34,7 @@ from netdist.worker.child_protocol import (
     JobOutput,
     JobProgressed,
     JobSkipped,
+    LoadScript,
     RunJob,
     decode_from_child,
 )
@@ -49,6 +52,8 @@ log = logging.getLogger("netdist.worker.executor")
 
 _STREAM_LIMIT = 1 << 30
 _READ_SIZE = 1 << 16
+MAX_SCRIPTS = 200
+"""Job scripts one child loads at most; a job of another script then needs a fresh child."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,6 +77,8 @@ class Entry:
     """A job written (or about to be written) to a child."""
 
     job: Job
+    loads: int = 0
+    """Scripts the child must have loaded before it runs this job (every LoadScript sent before it)."""
     revoked: bool = False
     cancel_sent_at: float | None = None
 
@@ -87,34 +94,37 @@ class ChildProcess:
         python: str,
         max_memory_bytes: int | None,
         capture_output: bool = False,
-        script_name: str = "",
         spare: asyncio.Task[asyncio.subprocess.Process] | None = None,
     ) -> None:
-        """``spare``: a child process started ahead (:func:`spawn`), waiting for its ChildInit."""
-        self.environment = environment
+        """``environment``: its wheels are the child's; ``spare``: a child process started ahead
+        (:func:`spawn`), waiting for its ChildInit."""
+        self.wheels_key = environment.wheels_key
+        self._scripts: dict[str, tuple[int, int]] = {}
+        """Script sha256 -> (its number in the child, its generation)."""
+        self._loads_sent = 0
+        self._loads_done = 0
         self._spare = spare
         self.events = events
         self.python = python
         self.entries: collections.deque[Entry] = collections.deque()
         self.proc: asyncio.subprocess.Process | None = None
-        self.ready = False
         self.head_started_at: float | None = None
+        """When the head job started running; None while the child still loads a script before it."""
         self.kill_reason: str | None = None
         self.broken: str | None = None
         """Why the child was killed for breaking the protocol, if it was."""
         self.gone = False
-        self.created_at = time.monotonic()
+        self.loading_since = time.monotonic()
+        """When the child started on the script load the head waits for (while ``head_started_at`` is None)."""
         self.revoked = 0
         """Entries marked revoked (still queued until the child answers or dies)."""
         self._loop = asyncio.get_running_loop()
         self._outbox: list[bytes] = []
         self._flush_scheduled = False
         init = ChildInit(
-            script=str(environment.script_path),
             paths=tuple(str(p) for p in environment.wheel_dirs),
             max_memory_bytes=max_memory_bytes,
             capture_output=capture_output,
-            script_name=script_name,
         )
         self._write(init.encode())
         self.task = self._loop.create_task(self._run(), name="netdist-child")
@@ -128,17 +138,45 @@ class ChildProcess:
         """Jobs in this child that still count (not revoked)."""
         return len(self.entries) - self.revoked
 
+    def accepts(self, environment: Environment) -> bool:
+        """Jobs of ``environment`` can run here: the same wheels, and its script loaded (as the cache holds
+        it now) or room to load it."""
+        if environment.wheels_key != self.wheels_key:
+            return False
+        known = self._scripts.get(environment.script_sha256)
+        if known is None:
+            return len(self._scripts) < MAX_SCRIPTS
+        return known[1] == environment.script_generation
+
     def add(self, job: Job) -> None:
+        """Queue ``job`` (which this child :meth:`accepts`), loading its script first if it is new here."""
+        environment = job.environment
+        known = self._scripts.get(environment.script_sha256)
+        if known is None:
+            known = self._scripts[environment.script_sha256] = (len(self._scripts), environment.script_generation)
+            self._loads_sent += 1
+            self._write(LoadScript(known[0], str(environment.script_path), job.script_name).encode())
         first = not self.entries
-        if first and self.ready:
-            self.head_started_at = time.monotonic()
-        self.entries.append(Entry(job=job))
+        self.entries.append(Entry(job=job, loads=self._loads_sent))
         if first:
+            self._new_head()
             self.events.started(job.ref)
         ref = job.ref
         self._write(
-            RunJob(ref.job_id, ref.lease_no, job.attempt, job.handler_id, job.job_name, job.input_json).encode()
+            RunJob(
+                ref.job_id, ref.lease_no, job.attempt, known[0], job.handler_id, job.job_name, job.input_json
+            ).encode()
         )
+
+    def _new_head(self) -> None:
+        """The head entry changed, or a script load finished: the head runs now unless a load is before it."""
+        now = time.monotonic()
+        entries = self.entries
+        if entries and entries[0].loads <= self._loads_done:
+            self.head_started_at = now
+        else:
+            self.head_started_at = None
+            self.loading_since = now
 
     def mark_revoked(self, entry: Entry) -> None:
         if not entry.revoked:
@@ -285,9 +323,12 @@ class ChildProcess:
         elif isinstance(message, JobProgressed | JobLogged):
             self._report(message)
         elif isinstance(message, ChildReady):
-            self.ready = True
-            if self.entries:
-                self.head_started_at = time.monotonic()
+            self._loads_done += 1
+            if self._loads_done > self._loads_sent:
+                log.error("executor child answered a script load it was not asked for; replacing it")
+                self.kill("protocol")
+            elif self.head_started_at is None:
+                self._new_head()
         else:
             assert_never(message)
 
@@ -311,7 +352,7 @@ class ChildProcess:
             self.kill("protocol")
             return None
         entry = entries.popleft()
-        self.head_started_at = time.monotonic() if entries else None
+        self._new_head()
         if entry.revoked:
             self.revoked -= 1
         if entries and not entries[0].revoked:

@@ -4,13 +4,16 @@ Newline-delimited, never pickle. :mod:`netdist.worker.child_process` (the
 worker's side) and :mod:`netdist.worker.child` (the child) both go through the
 ``encode`` methods and the two decoders here::
 
-    worker -> child  {"init": {"script": PATH, "paths": [WHEEL_DIR, ...],
-                               "max_memory_bytes": N, "script_name": NAME,  ChildInit, once, first (N, NAME,
-                               "capture_output": true}}                capture_output optional)
-                     [JOB_ID, LEASE_NO, ATTEMPT, HANDLER_ID, JOB_NAME]  RunJob: this line, then
+    worker -> child  {"init": {"paths": [WHEEL_DIR, ...],             ChildInit, once, first (N and
+                               "max_memory_bytes": N,                   capture_output optional)
+                               "capture_output": true}}
+                     {"load": {"no": N, "script": PATH,               LoadScript: import job script
+                               "script_name": NAME}}                   number N (NAME optional)
+                     [JOB_ID, LEASE_NO, ATTEMPT, N, HANDLER_ID,        RunJob: this line (N: its
+                      JOB_NAME]                                         script), then
                      INPUT                                              its input, JSON text as leased
                      {"cancel": [JOB_ID, LEASE_NO]}                    CancelJob: skip a queued job
-    child -> worker  {"ready": true}                                   ChildReady: the script is loaded
+    child -> worker  {"ready": true}                                   ChildReady: a LoadScript is done
                      {"progress": {"job_id", "lease_no", "percent", "text"}}   JobProgressed
                      {"logs": {"job_id", "lease_no", "lines": [[AT, LEVEL, TEXT], ...],
                                "dropped": N}}                          JobLogged: what the job logged
@@ -78,26 +81,36 @@ def input_line(raw: bytes) -> bytes:
 
 
 class ChildInit(NamedTuple):
-    """The child's one environment: load this job script with these wheels on ``sys.path``."""
+    """The child's one set of wheels, on ``sys.path`` for its whole life, and its limits."""
 
-    script: str
     paths: tuple[str, ...] = ()
     max_memory_bytes: int | None = None
     """The child caps its data size (RLIMIT_DATA) to this; None: no limit."""
     capture_output: bool = False
     """What jobs write to stdout and stderr is logged for the server too (``--capture-output``)."""
-    script_name: str = ""
-    """The file name the script is compiled under (tracebacks show it); empty: its path."""
 
     def encode(self) -> bytes:
-        init: dict[str, Any] = {"script": self.script, "paths": self.paths}
+        init: dict[str, Any] = {"paths": self.paths}
         if self.max_memory_bytes is not None:
             init["max_memory_bytes"] = self.max_memory_bytes
         if self.capture_output:
             init["capture_output"] = True
-        if self.script_name:
-            init["script_name"] = self.script_name
         return _line({"init": init})
+
+
+class LoadScript(NamedTuple):
+    """Import a job script as number ``no`` (after the jobs sent before); the child answers ChildReady."""
+
+    no: int
+    script: str
+    script_name: str = ""
+    """The file name the script is compiled under (tracebacks show it); empty: its path."""
+
+    def encode(self) -> bytes:
+        load: dict[str, Any] = {"no": self.no, "script": self.script}
+        if self.script_name:
+            load["script_name"] = self.script_name
+        return _line({"load": load})
 
 
 class RunJob(NamedTuple):
@@ -106,14 +119,17 @@ class RunJob(NamedTuple):
     job_id: int
     lease_no: int
     attempt: int
+    script_no: int
+    """The :class:`LoadScript` whose ``process`` runs it."""
     handler_id: str
     job_name: str
     input_json: bytes
     """One line of JSON text (see :func:`input_line`); the child parses it."""
 
     def encode(self) -> bytes:
+        numbers = f"{self.job_id},{self.lease_no},{self.attempt},{self.script_no}"
         names = f"{json.dumps(self.handler_id)},{json.dumps(self.job_name)}"
-        return f"[{self.job_id},{self.lease_no},{self.attempt},{names}]\n".encode() + self.input_json + b"\n"
+        return f"[{numbers},{names}]\n".encode() + self.input_json + b"\n"
 
 
 class CancelJob(NamedTuple):
@@ -126,8 +142,8 @@ class CancelJob(NamedTuple):
         return b'{"cancel":[%d,%d]}\n' % self
 
 
-WorkerMessage = ChildInit | RunJob | CancelJob
-_JOB_LINE = "a job line must be [job id, lease no, attempt, handler id, job name]"
+WorkerMessage = ChildInit | LoadScript | RunJob | CancelJob
+_JOB_LINE = "a job line must be [job id, lease no, attempt, script no, handler id, job name]"
 
 
 def read_from_worker(stream: BinaryIO) -> WorkerMessage | None:
@@ -138,36 +154,42 @@ def read_from_worker(stream: BinaryIO) -> WorkerMessage | None:
     try:
         if line[:1] == b"[":  # the common case first
             header = json.loads(line)
-            if len(header) != 5:
+            if len(header) != 6:
                 raise MalformedLineError(_JOB_LINE)
-            job_id, lease_no, attempt, handler_id, job_name = header
+            job_id, lease_no, attempt, script_no, handler_id, job_name = header
             if not (
-                type(job_id) is type(lease_no) is type(attempt) is int and type(handler_id) is type(job_name) is str
+                type(job_id) is type(lease_no) is type(attempt) is type(script_no) is int
+                and type(handler_id) is type(job_name) is str
             ):
                 raise MalformedLineError(_JOB_LINE)
             input_json = stream.readline()
             if input_json[-1:] != b"\n":
                 raise MalformedLineError("the job's input line is missing")
-            return RunJob(job_id, lease_no, attempt, handler_id, job_name, input_json[:-1])
+            return RunJob(job_id, lease_no, attempt, script_no, handler_id, job_name, input_json[:-1])
         obj = load_object(line)
         if "cancel" in obj:
             ref = get_list(obj, "cancel")
             if not (len(ref) == 2 and type(ref[0]) is int and type(ref[1]) is int):
                 raise MalformedLineError("'cancel' must be [job id, lease no]")
             return CancelJob(ref[0], ref[1])
+        if "load" in obj:
+            load = get_object(obj, "load")
+            return LoadScript(
+                no=get_int(load, "no"),
+                script=get_str(load, "script"),
+                script_name=get_str(load, "script_name") if "script_name" in load else "",
+            )
         if "init" in obj:
             init = get_object(obj, "init")
             paths = get_list(init, "paths") if "paths" in init else []
             if not all(isinstance(p, str) for p in paths):
                 raise MalformedLineError("'paths' must hold strings")
             return ChildInit(
-                script=get_str(init, "script"),
                 paths=tuple(paths),
                 max_memory_bytes=get_optional_int(init, "max_memory_bytes"),
                 capture_output=init.get("capture_output") is True,
-                script_name=get_str(init, "script_name") if "script_name" in init else "",
             )
-        raise MalformedLineError("neither a job nor 'cancel' nor 'init'")
+        raise MalformedLineError("neither a job nor 'cancel' nor 'load' nor 'init'")
     except ValueError as exc:  # MalformedLineError, or the header's JSON
         raise MalformedLineError(f"malformed line from the worker: {exc}: {preview(line)}") from None
 
@@ -176,7 +198,8 @@ def read_from_worker(stream: BinaryIO) -> WorkerMessage | None:
 
 
 class ChildReady(NamedTuple):
-    """The child imported the job script (or failed to: its jobs then fail)."""
+    """The child imported the job script of the oldest LoadScript not answered yet (or failed to: its jobs
+    then fail)."""
 
     def encode(self) -> bytes:
         return b'{"ready":true}\n'

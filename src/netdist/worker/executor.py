@@ -1,10 +1,12 @@
 """Runs jobs in executor child processes, one per slot.
 
-Each child is bound to one :class:`Environment`; a job for another environment
-replaces an idle child with a fresh process (new code never meets old modules).
-A fresh process costs 50-100 ms, so when jobs of several environments wait
-(several handlers' jobs leased to one worker), a slot takes the oldest waiting
-job that its child's environment can run before one that needs a new child,
+Each child is bound to one set of wheels (a package version and its
+dependencies) and loads the job scripts that run on them as their jobs come
+(:meth:`ChildProcess.accepts`); a job on other wheels replaces an idle child
+with a fresh process (new code never meets old modules). A fresh process costs
+50-100 ms, so when jobs of several environments wait (several packages' jobs
+leased to one worker), a slot takes the oldest waiting job that its child can
+run before one that needs a new child,
 for up to :data:`SWITCH_AFTER_SECONDS`; then the oldest job goes next whatever
 it needs, so no environment waits long behind another.
 Short jobs are pipelined: a child may hold several queued jobs (about 10 ms of
@@ -47,7 +49,7 @@ MAX_PIPELINE_DEPTH = 16
 REVOKE_KILL_DELAY_SECONDS = 0.5
 """A cancelled job that started anyway (a race) is stopped by killing its child after this."""
 LOAD_ALLOWANCE_SECONDS = 60.0
-"""A child still importing the job script this long after it started counts against the timeout."""
+"""A child still importing a job script this long after it started on it counts against the timeout."""
 WATCHDOG_INTERVAL_SECONDS = 0.05
 SWITCH_AFTER_SECONDS = 0.5
 """The oldest waiting job is passed over for jobs of a running child's environment this long, at most."""
@@ -217,7 +219,7 @@ class Executor:
             job = self._pending[index]
             del self._pending[index]
             child = self._children[slot]
-            if child is None or child.environment.key != job.environment.key or child.gone:
+            if child is None or child.gone or not child.accepts(job.environment):
                 if child is not None:
                     self._retire(child)
                 child = ChildProcess(
@@ -226,7 +228,6 @@ class Executor:
                     python=self.python,
                     max_memory_bytes=self.max_memory_bytes,
                     capture_output=self.capture_output,
-                    script_name=job.script_name,
                     spare=self._spare,
                 )
                 self._spare = None
@@ -246,16 +247,16 @@ class Executor:
         if self._passing_over is None or self._passing_over[0] is not head:
             self._passing_over = (head, now)
         if now - self._passing_over[1] < SWITCH_AFTER_SECONDS:
-            open_slots = {
-                child.environment.key: index
-                for index, child in enumerate(self._children)
+            open_slots = [
+                (slot, child)
+                for slot, child in enumerate(self._children)
                 if _live(child) and (not child.entries or child.load < depth)
-            }
+            ]
             if open_slots:
                 for index, job in enumerate(itertools.islice(self._pending, 1, AFFINITY_SCAN), start=1):
-                    running = open_slots.get(job.environment.key)
-                    if running is not None:
-                        return index, running
+                    for slot, child in open_slots:
+                        if child.accepts(job.environment):
+                            return index, slot
         if slot is None:
             return None
         self._passing_over = None
@@ -263,11 +264,11 @@ class Executor:
 
     def _needs_child(self, slot: int, environment: Environment) -> bool:
         child = self._children[slot]
-        return child is None or child.gone or child.environment.key != environment.key
+        return child is None or child.gone or not child.accepts(environment)
 
     def _runs(self, environment: Environment) -> bool:
-        """Some live child runs ``environment``."""
-        return any(_live(child) and child.environment.key == environment.key for child in self._children)
+        """Some live child can run ``environment``'s jobs."""
+        return any(_live(child) and child.accepts(environment) for child in self._children)
 
     def _place(self, environment: Environment, depth: int) -> int | None:
         idle_other: int | None = None
@@ -279,7 +280,7 @@ class Executor:
                 idle_empty = index if idle_empty is None else idle_empty
             elif child.kill_reason is not None:
                 continue
-            elif child.environment.key == environment.key:
+            elif child.accepts(environment):
                 if not child.entries:
                     return index
                 load = child.load
@@ -348,8 +349,8 @@ class Executor:
                 if child is None or not child.entries or child.kill_reason is not None:
                     continue
                 started = child.head_started_at
-                if started is None:  # still loading the job script
-                    started = child.created_at + LOAD_ALLOWANCE_SECONDS
+                if started is None:  # still loading a job script
+                    started = child.loading_since + LOAD_ALLOWANCE_SECONDS
                 head = child.entries[0]
                 timeout = head.job.timeout_seconds
                 if head.revoked:

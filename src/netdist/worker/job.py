@@ -32,13 +32,24 @@ class Environment:
     script_path: Path
     wheel_sha256s: tuple[str, ...] = ()
     wheel_dirs: tuple[Path, ...] = ()
-    generation: int = 0
-    """Grows each time the cache repairs these files: a child started before may have loaded damaged code."""
+    script_generation: int = 0
+    """Grows each time the cache repairs the script: a child that loaded it before may hold damaged code."""
+    wheels_generation: int = 0
+    """Grows each time the cache repairs one of the wheels' trees (the same, for the code they hold)."""
+
+    @property
+    def generation(self) -> int:
+        return self.script_generation + self.wheels_generation
 
     @property
     def key(self) -> tuple[str, tuple[str, ...], int]:
-        """Children are bound to this key: another key means another process."""
+        """The script and wheels as the cache checked them: another key is other code."""
         return (self.script_sha256, self.wheel_sha256s, self.generation)
+
+    @property
+    def wheels_key(self) -> tuple[tuple[str, ...], int]:
+        """Children are bound to this: other wheels (or repaired ones) mean another process."""
+        return (self.wheel_sha256s, self.wheels_generation)
 
 
 class Lease(NamedTuple):
