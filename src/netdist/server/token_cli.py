@@ -25,7 +25,7 @@ from netdist.cli_boundary import fail
 from netdist.errors import NetDistError, first_line
 from netdist.exit_codes import ExitCode
 from netdist.server.store import credentials
-from netdist.server.store.engine import describe, open_engine, read_only_url
+from netdist.server.store.engine import describe, for_writing, open_engine, read_only_url
 from netdist.server.store_url import checked_url, store_url
 from netdist.server.tokens import Role, digest, new_token
 
@@ -157,8 +157,7 @@ def _run(engine: Engine, fn: Callable[..., T], /, *args: Any, read_only: bool = 
         with engine.connect() as conn:
             if read_only:
                 return fn(conn, *args, **kwargs)
-            conn.info["write"] = True  # SQLite: BEGIN IMMEDIATE (see server/store/engine.py)
-            with conn.begin():
+            with for_writing(conn).begin():
                 return fn(conn, *args, **kwargs)
     except NetDistError as exc:
         fail(f"{type(exc).__name__}: {exc.message}", ExitCode.FAILED)

@@ -8,12 +8,24 @@ from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 
 
 def default_url(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / 'netdist.db').resolve()}"
+
+
+_WRITES = "netdist_writes"
+
+
+def for_writing(conn: Connection) -> Connection:
+    """``conn`` (just checked out) begins its transactions for writing: SQLite takes the write lock at
+    BEGIN (IMMEDIATE), so a transaction never fails for a lock halfway through.
+
+    An option of this checkout only: the pooled connection forgets it, and a read that gets the same
+    connection later begins a plain read transaction, which in WAL mode never waits for the writer."""
+    return conn.execution_options(**{_WRITES: True})
 
 
 def open_engine(url: str) -> Engine:
@@ -41,8 +53,8 @@ def open_engine(url: str) -> Engine:
             cur.close()
 
         @event.listens_for(engine, "begin")
-        def _begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITES) else "BEGIN")
 
     migrate(engine)
     return engine

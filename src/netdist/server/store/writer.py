@@ -59,6 +59,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, RootTransaction, text
 
 from netdist.errors import StoreUnavailableError
+from netdist.server.store.engine import for_writing
 from netdist.server.store.outage import Outage, StoreHealth, classify
 from netdist.server.tallies import BATCH_SIZE_BUCKETS, LATENCY_SECONDS_BUCKETS, Histogram
 
@@ -222,8 +223,7 @@ class GroupCommitWriter:
         trans: RootTransaction | None = None
         xid: int | None = None
         try:
-            conn = self._engine.connect()
-            conn.info["write"] = True
+            conn = for_writing(self._engine.connect())
             trans = conn.begin()
             results = [item.op(conn) for item in batch]
             if self._pg:  # None when the batch wrote nothing
