@@ -85,6 +85,9 @@ def test_a_host_answers_each_request_with_what_the_handler_did(tmp_path: Path) -
             )
             assert results.invalid == (2,)
             assert results.summary == "2 seen"
+            assert results.more_jobs is None  # not asked for more: create_more_jobs was not called
+            both = await host.call(ProcessResults(items=(StoredResult(3, "3", "3", "null"),), more=True))
+            assert both.summary == "3 seen" and both.more_jobs == 0 and both.jobs == ()  # it made its two already
             failures = await host.call(ProcessFailures(items=(StoredFailure(3, "3", "E", "m", "tb", "null", 4),)))
             assert '"failed": ["E", "m", 4]' in failures.state_json
             with pytest.raises(HandlerCodeError, match="RuntimeError: finished badly") as raised:

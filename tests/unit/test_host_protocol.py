@@ -44,6 +44,7 @@ REQUESTS: list[HostRequest] = [
     CreateMoreJobs(),
     ProcessResults(items=()),
     ProcessResults(items=(StoredResult(1, '{"a": 1}', "[1,2]", "null"), StoredResult(2, "3", "not json", '"x"'))),
+    ProcessResults(items=(StoredResult(1, "1", "2", "null"),), more=True),
     ProcessFailures(items=(StoredFailure(7, "{}", "ValueError", "bad\nline", "Traceback ...", "null", 3),)),
 ]
 
@@ -56,6 +57,8 @@ REPLIES: list[HostReply] = [
         total=100,
         invalid=(3, 5),
     ),
+    HandlerUpdate(jobs=(NewJob("1", "null"),), state_json="{}", summary="", total=None, more_jobs=1),
+    HandlerUpdate(state_json="{}", summary="", total=None, more_jobs=0),
     HandlerRaised(type="KeyError", message="'x'", traceback="Traceback (most recent call last):\n..."),
 ]
 

@@ -63,7 +63,7 @@ class _Host:
             )
         self.new_jobs.append(NewJob(text, json.dumps(extra)))
 
-    def _update(self, invalid: tuple[int, ...] = ()) -> HandlerUpdate:
+    def _update(self, invalid: tuple[int, ...] = (), more_jobs: int | None = None) -> HandlerUpdate:
         """What the handler did since the last reply: its new jobs, its state, its figures."""
         handler = self.handler
         assert handler is not None
@@ -78,6 +78,7 @@ class _Host:
             summary="" if summary is None else str(summary),
             total=total,
             invalid=invalid,
+            more_jobs=more_jobs,
         )
 
     def handle(self, request: HostRequest) -> HandlerUpdate:
@@ -100,7 +101,12 @@ class _Host:
             handler.create_more_jobs()
             return self._update()
         if isinstance(request, ProcessResults):
-            return self._update(invalid=self._process_results(handler, request))
+            invalid = self._process_results(handler, request)
+            if not request.more:
+                return self._update(invalid=invalid)
+            before = len(self.new_jobs)
+            handler.create_more_jobs()
+            return self._update(invalid=invalid, more_jobs=len(self.new_jobs) - before)
         if isinstance(request, ProcessFailures):
             self._process_failures(handler, request)
             return self._update()

@@ -167,17 +167,22 @@ class StoredFailure(NamedTuple):
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ProcessResults:
-    """Hand stored results to ``process_result``, in order."""
+    """Hand stored results to ``process_result``, in order; with ``more``, call ``create_more_jobs``
+    after them (one round trip where two would go; the reply's ``more_jobs`` counts what it added)."""
 
     OP: ClassVar[str] = "results"
     items: tuple[StoredResult, ...]
+    more: bool = False
 
     def to_wire(self) -> dict[str, Any]:
-        return {"items": self.items}  # NamedTuples encode as JSON lists
+        wire: dict[str, Any] = {"items": self.items}  # NamedTuples encode as JSON lists
+        if self.more:
+            wire["more"] = True
+        return wire
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> ProcessResults:
-        return cls(items=tuple([_result(item) for item in get_list(obj, "items")]))
+        return cls(items=tuple([_result(item) for item in get_list(obj, "items")]), more=obj.get("more") is True)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -263,15 +268,20 @@ class HandlerUpdate:
     total: int | None
     invalid: tuple[int, ...] = ()
     """Results whose output was not JSON (``ProcessResults`` only)."""
+    more_jobs: int | None = None
+    """Of ``jobs``, how many ``create_more_jobs`` added (``ProcessResults`` with ``more`` only)."""
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire = {
             "jobs": self.jobs,
             "state": self.state_json,
             "summary": self.summary,
             "total": self.total,
             "invalid": self.invalid,
         }
+        if self.more_jobs is not None:
+            wire["more_jobs"] = self.more_jobs
+        return wire
 
     @classmethod
     def from_wire(cls, obj: dict[str, Any]) -> HandlerUpdate:
@@ -288,6 +298,7 @@ class HandlerUpdate:
             summary=get_str(obj, "summary"),
             total=get_optional_int(obj, "total"),
             invalid=tuple(invalid),
+            more_jobs=get_optional_int(obj, "more_jobs"),
         )
 
 

@@ -55,6 +55,11 @@ class ResultInbox:
         if not queue:
             del self._items[handler_id]
 
+    def count(self, handler_id: str) -> int:
+        """Results waiting for ``handler_id``."""
+        queue = self._items.get(handler_id)
+        return 0 if queue is None else len(queue)
+
     def take(self, handler_id: str, limit: int) -> list[StoredResult]:
         """Up to ``limit`` results, in the order they were committed."""
         queue = self._items.get(handler_id)

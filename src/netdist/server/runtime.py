@@ -48,6 +48,13 @@ from netdist.stage_trace import stamp
 log = logging.getLogger("netdist.server.runtime")
 LOW_WATER = 5000
 RESULT_BATCH = 500
+LINGER_SECONDS_PER_HANDLER = 0.0025
+"""A handler's next batch of results waits this long per other running handler after its last one
+(unless a full batch waits), at most MAX_LINGER_SECONDS: with many handlers, each gets its results a few
+at a time, and every call of its host and every commit of what it did costs the same whatever the batch
+holds. So all handlers together call their hosts about 400 times a second at most, however many run.
+Alone, or after a quiet spell, a handler gets each result at once."""
+MAX_LINGER_SECONDS = 0.25
 _MORE_CALLS_PER_TURN = 20
 STOP_GRACE_SECONDS = 5.0
 _OPEN = (JobStatus.AVAILABLE, JobStatus.LEASED, JobStatus.SUCCEEDED, JobStatus.ERRORED)
@@ -88,6 +95,8 @@ class RunningHandler:
         self._idle_call = False  # the last create_more_jobs added nothing
         self._saved: tuple[str, str, int | None] | None = None  # state, summary and total as last committed
         self._host: HostProcess | None = None
+        self._results_called_at = 0.0
+        """When the host was last handed results from the inbox (the event loop's clock)."""
         self.task: asyncio.Task[None] | None = None
 
     @property
@@ -252,9 +261,12 @@ class RunningHandler:
         only when the lease table counts some (or ``look``): a read for nothing is a trip through the
         writer, which the leases of the next job wait behind."""
         inbox = self._dispatcher.inbox
+        if status == JobStatus.SUCCEEDED and not look and inbox.count(self.handler_id):
+            await self._linger()
         if status == JobStatus.SUCCEEDED and not look and (taken := inbox.take(self.handler_id, RESULT_BATCH)):
+            self._results_called_at = asyncio.get_running_loop().time()
             stamp("results-taken")
-            update = await self._call(ProcessResults(items=tuple(taken)))
+            update = await self._call(ProcessResults(items=tuple(taken), more=self._wants_jobs()))
             await self._save(update, processed=[r.job_id for r in taken], status=JobStatus.PROCESSED)
             self._processed(status, len(taken), update)
             return True
@@ -269,7 +281,7 @@ class RunningHandler:
             return False
         if status == JobStatus.SUCCEEDED:
             results = tuple(StoredResult(r.job_id, r.input_json, r.outcome_json, r.extra_json) for r in rows)
-            update = await self._call(ProcessResults(items=results))
+            update = await self._call(ProcessResults(items=results, more=self._wants_jobs()))
             final = JobStatus.PROCESSED
         else:
             update = await self._call(ProcessFailures(items=tuple(_failure(r) for r in rows)))
@@ -278,18 +290,34 @@ class RunningHandler:
         self._processed(status, len(rows), update)
         return True
 
+    async def _linger(self) -> None:
+        """Let results gather before the next batch, while other handlers run too (see
+        LINGER_SECONDS_PER_HANDLER); not past a full batch, nor while stopping."""
+        others = len(self._dispatcher.table.handlers) - 1
+        if others <= 0 or self._dispatcher.inbox.count(self.handler_id) >= RESULT_BATCH:
+            return
+        linger = min(MAX_LINGER_SECONDS, others * LINGER_SECONDS_PER_HANDLER)
+        wait = self._results_called_at + linger - asyncio.get_running_loop().time()
+        if wait > 0 and not self._stopping:
+            await asyncio.sleep(wait)
+
     def _processed(self, status: JobStatus, count: int, update: HandlerUpdate) -> None:
         self._dispatcher.table.processed(self.handler_id, was=status, count=count, invalid=len(update.invalid))
-        self._idle_call = False
+        # Results may give the handler new jobs to make: ask again, unless it was just asked with them.
+        self._idle_call = update.more_jobs == 0
 
     def _active(self) -> bool:
         queue = self._dispatcher.table.handlers.get(self.handler_id)
         return queue is not None and queue.active
 
-    async def _create_jobs(self) -> None:
+    def _wants_jobs(self) -> bool:
+        """The handler is to be asked for more jobs now: running and its queue below LOW_WATER."""
         counts = self._dispatcher.table.counts(self.handler_id)
+        return self._active() and counts[JobStatus.AVAILABLE] + counts[JobStatus.LEASED] < LOW_WATER
+
+    async def _create_jobs(self) -> None:
         for _ in range(_MORE_CALLS_PER_TURN):
-            if self._idle_call or counts[JobStatus.AVAILABLE] + counts[JobStatus.LEASED] >= LOW_WATER:
+            if self._idle_call or not self._wants_jobs():
                 return
             update = await self._call(CreateMoreJobs())
             await self._save(update, processed=[], status=JobStatus.PROCESSED)
