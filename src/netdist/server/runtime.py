@@ -266,7 +266,7 @@ class RunningHandler:
         if status == JobStatus.SUCCEEDED and not look and (taken := inbox.take(self.handler_id, RESULT_BATCH)):
             self._results_called_at = asyncio.get_running_loop().time()
             stamp("results-taken")
-            update = await self._call(ProcessResults(items=tuple(taken), more=self._wants_jobs()))
+            update = await self._call(ProcessResults(items=tuple(taken), more=self._more_with_results()))
             await self._save(update, processed=[r.job_id for r in taken], status=JobStatus.PROCESSED)
             self._processed(status, len(taken), update)
             return True
@@ -281,7 +281,7 @@ class RunningHandler:
             return False
         if status == JobStatus.SUCCEEDED:
             results = tuple(StoredResult(r.job_id, r.input_json, r.outcome_json, r.extra_json) for r in rows)
-            update = await self._call(ProcessResults(items=results, more=self._wants_jobs()))
+            update = await self._call(ProcessResults(items=results, more=self._more_with_results()))
             final = JobStatus.PROCESSED
         else:
             update = await self._call(ProcessFailures(items=tuple(_failure(r) for r in rows)))
@@ -290,10 +290,21 @@ class RunningHandler:
         self._processed(status, len(rows), update)
         return True
 
+    def _others(self) -> int:
+        """Other handlers running on this server (paused ones included)."""
+        return len(self._dispatcher.table.handlers) - 1
+
+    def _more_with_results(self) -> bool:
+        """Ask for more jobs in the call that hands over results: only while other handlers run, where
+        host calls are what many handlers cost. Alone, a handler's processed results are committed
+        first and the jobs it makes next in a commit of their own, which is the shorter way to a worker
+        (the job's commit carries less)."""
+        return self._others() > 0 and self._wants_jobs()
+
     async def _linger(self) -> None:
         """Let results gather before the next batch, while other handlers run too (see
         LINGER_SECONDS_PER_HANDLER); not past a full batch, nor while stopping."""
-        others = len(self._dispatcher.table.handlers) - 1
+        others = self._others()
         if others <= 0 or self._dispatcher.inbox.count(self.handler_id) >= RESULT_BATCH:
             return
         linger = min(MAX_LINGER_SECONDS, others * LINGER_SECONDS_PER_HANDLER)
