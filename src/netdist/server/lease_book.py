@@ -67,9 +67,10 @@ class LeaseBook:
         if worker_id is not None:
             state = self.workers.get(worker_id)
             found = [self.leases[j] for j in sorted(state.jobs) if j in self.leases] if state else []
-        else:
-            found = sorted(self.leases.values(), key=lambda lease: lease.job_id)
-        return [lease for lease in found if handler_id is None or lease.handler_id == handler_id]
+            return [lease for lease in found if handler_id is None or lease.handler_id == handler_id]
+        # One handler's first, then sorted: `handlers list` asks this for every handler.
+        chosen = (x for x in self.leases.values() if handler_id is None or x.handler_id == handler_id)
+        return sorted(chosen, key=lambda lease: lease.job_id)
 
     def current(self, worker_id: str, ref: Ref) -> Lease | None:
         """The lease ``ref`` if it is current and held by ``worker_id``."""
