@@ -124,6 +124,7 @@ class Harness:
         timeout: float = 0.0,
         environment: Environment | None = None,
         raw: bytes | None = None,
+        script_name: str = "",
     ) -> JobRef:
         self._next_id += 1
         ref = JobRef(job_id=self._next_id, lease_no=1)
@@ -135,6 +136,7 @@ class Harness:
             environment=environment or self.environment,
             input_json=json.dumps(job_input).encode() if raw is None else raw,
             timeout_seconds=timeout,
+            script_name=script_name,
         )
         self.executor.submit(job)
         return ref
@@ -310,6 +312,23 @@ def test_scripts_sharing_a_child_keep_their_own_globals_and_tracebacks(tmp_path:
         assert outputs == ["one", "two", "one", "two"]
         error = (await h.result(h.submit(True, environment=two))).error
         assert error is not None and error.message == "two" and "two.py" in error.traceback
+
+    run(tmp_path, scenario)
+
+
+def test_two_versions_of_a_script_in_one_child_show_their_own_lines_in_tracebacks(tmp_path: Path) -> None:
+    version = "def process(job_input, ctx):\n    raise ValueError({v!r})  # version {v}\n"
+
+    async def scenario(h: Harness) -> None:
+        one, two = (h.script(f"v{v}.py", version.format(v=v)) for v in (1, 2))
+        errors = []
+        for env in (one, two, one):  # the first again once both are loaded
+            error = (await h.result(h.submit(None, environment=env, script_name="montecarlo.py"))).error
+            assert error is not None
+            errors.append(error.traceback)
+        assert 'File "montecarlo.py", line 2' in errors[0] and "# version 1" in errors[0]
+        assert f'File "montecarlo.py@{two.script_sha256[:12]}", line 2' in errors[1] and "# version 2" in errors[1]
+        assert errors[2] == errors[0]
 
     run(tmp_path, scenario)
 

@@ -16,7 +16,8 @@ The child is bound to one set of wheels (``sys.path``) for its whole life: a
 new package version runs in a new process. The job scripts that run on those
 wheels are loaded into it one by one as jobs need them (``LoadScript``), each
 as its own module, so that handlers sharing a package share a process instead
-of starting one each time a worker switches between their jobs. The protocol gets a private copy of the original stdout;
+of starting one each time a worker switches between their jobs. The protocol
+gets a private copy of the original stdout;
 fd 1 then points at stderr, so ``print`` in a job cannot corrupt it. Jobs run
 one at a time, in order; a thread reads stdin so that a cancel can overtake the
 jobs queued before it. Each job's result is in the pipe before the next job

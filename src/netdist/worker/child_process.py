@@ -2,7 +2,8 @@
 
 A child runs on one set of wheels (:attr:`~netdist.worker.job.Environment.wheels_key`) and loads
 the job scripts of its jobs as they come (at most :data:`MAX_SCRIPTS`); the time a script takes to
-load is not the job's (the timeout starts after it). The executor places jobs; a :class:`ChildProcess` writes them to its child
+load is not the job's (the timeout starts after it). The executor places jobs; a
+:class:`ChildProcess` writes them to its child
 (:mod:`netdist.worker.child_protocol`), reads what the child answers and
 reports it through :class:`ChildEvents`. What the worker writes to a child in
 one turn of the event loop leaves in one write; what a child writes is read in
@@ -101,6 +102,8 @@ class ChildProcess:
         self.wheels_key = environment.wheels_key
         self._scripts: dict[str, tuple[int, int]] = {}
         """Script sha256 -> (its number in the child, its generation)."""
+        self._names: set[str] = set()
+        """The file names the loaded scripts are compiled under (none given: their cache path)."""
         self._loads_sent = 0
         self._loads_done = 0
         self._spare = spare
@@ -155,7 +158,11 @@ class ChildProcess:
         if known is None:
             known = self._scripts[environment.script_sha256] = (len(self._scripts), environment.script_generation)
             self._loads_sent += 1
-            self._write(LoadScript(known[0], str(environment.script_path), job.script_name).encode())
+            name = job.script_name
+            if name and name in self._names:  # another script by that name is here: tracebacks tell them apart
+                name = f"{name}@{environment.script_sha256[:12]}"
+            self._names.add(name)
+            self._write(LoadScript(known[0], str(environment.script_path), name).encode())
         first = not self.entries
         self.entries.append(Entry(job=job, loads=self._loads_sent))
         if first:
