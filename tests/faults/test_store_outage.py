@@ -243,3 +243,25 @@ def test_a_commit_cut_off_on_postgres_is_resolved_by_the_database_not_reapplied(
         assert conn.exec_driver_sql("SELECT last_value FROM commits").scalar_one() == 2  # cut once, then committed
     engine.dispose()
     assert seen == [("ok", "unavailable"), ("unavailable", "ok")]
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_a_transaction_id_the_restarted_postgres_never_logged_counts_as_not_committed(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Seen in the fault suite: PostgreSQL stopped with "immediate" mid-run came back without the
+    interrupted transaction in its log, and txid_status raised "transaction ID 848 is in the future".
+    The writer logged it as an error with a traceback and failed the batch as "unknown"; it is simply
+    not committed, and the batch runs again."""
+    engine = open_engine(db_url)
+    writer = GroupCommitWriter(engine, first_delay_seconds=0.01, max_delay_seconds=0.05)
+    try:
+        with engine.begin() as conn:
+            future = conn.exec_driver_sql("SELECT txid_current()").scalar_one() + 1_000_000
+        with caplog.at_level(logging.INFO, logger="netdist.store"):
+            assert writer._resolve(future) is False
+        assert "never reached the database's log: not committed" in caplog.text
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    finally:
+        writer.close()
+        engine.dispose()

@@ -305,6 +305,9 @@ class GroupCommitWriter:
                 with self._engine.connect() as conn:
                     status = conn.execute(text("SELECT txid_status(:xid)"), {"xid": xid}).scalar()
             except Exception as exc:
+                if _beyond_restarted_database(exc):
+                    log.info("a commit interrupted by the outage never reached the database's log: not committed")
+                    return False
                 outage = classify(exc)
                 if outage is None:
                     log.error("cannot tell whether transaction %d committed", xid, exc_info=exc)
@@ -398,3 +401,12 @@ def _settle(future: asyncio.Future[Any], *, result: Any = None, error: BaseExcep
         loop.call_soon_threadsafe(apply)
     except RuntimeError:  # loop closed during shutdown
         log.debug("store result dropped: event loop closed")
+
+
+def _beyond_restarted_database(exc: Exception) -> bool:
+    """PostgreSQL's txid_status said "transaction ID ... is in the future": the database restarted
+    after a crash without the transaction in its log (a commit logged would have moved its counter
+    past it), so it never committed. Asked before the writer starts anything new, the ID is not yet
+    another transaction's."""
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) == "22023" and "is in the future" in str(orig)
