@@ -87,3 +87,21 @@ def test_workers_sharing_a_cache_dir_are_distinct_workers(cluster: Cluster, tmp_
     workers = cluster.api.workers()
     assert len({w.id for w in workers}) == 2 and all(w.connected for w in workers)
     wait_until(lambda: all(w.jobs_done > 0 for w in cluster.api.workers()), 10, what="both to have worked")
+
+
+def test_two_handlers_of_one_package_at_once_each_process_every_result_once(cluster: Cluster, tmp_path: Path) -> None:
+    # With other handlers running, a handler's results wait a little to gather (runtime.py linger), and
+    # the call that hands them over asks for more jobs too (ProcessResults.more): neither may lose a
+    # result, hand one over twice, or leave a handler waiting to be asked for its next jobs.
+    cluster.api.upload(counter_wheel(tmp_path))
+    cluster.add_worker("w1", slots=2)
+    ids = [
+        cluster.api.add_script(counter_script(tmp_path / f"{job}.py", job=job, count=count)).handler.id
+        for job, count in (("a", 400), ("b", 250))
+    ]
+    for hid in ids:
+        cluster.api.control(hid, admin_pb2.HANDLER_ACTION_START)
+    for hid, count in zip(ids, (400, 250), strict=True):
+        info = cluster.api.wait_state(hid, "finished", timeout=60)
+        assert info.jobs_processed == count and info.jobs_failed == 0
+        assert info.result_summary == f"1.0 sum={expected_sum(count)} seen={count} failures=0"
