@@ -140,7 +140,7 @@ def test_environment_fetches_once_per_hash(tmp_path: Path) -> None:
             await asyncio.sleep(0)
         source.go.set()
         environments = await asyncio.gather(*waiting)
-        assert len({e.key for e in environments}) == 1
+        assert len(set(environments)) == 1
         assert cache.cached_environment(sha(script), [sha(wheel)]) == environments[0]
         env = environments[0]
         assert env.script_path == tmp_path / "cache" / "scripts" / f"{sha(script)}.py"
@@ -319,7 +319,7 @@ def test_a_modified_unpacked_module_is_unpacked_again_when_a_worker_starts(
     env = populated.use(worker)
     assert module.read_text() == WHEEL_MEMBERS["greet/__init__.py"]
     assert source.calls == []  # the verified wheel on disk was enough
-    assert env.generation == 1
+    assert env.wheels_generation == 1 and env.script_generation == 0
     [warning] = warnings_in(caplog)
     assert warning == (
         f"unpacked wheel {sha(populated.wheel)[:12]} was damaged (greet/__init__.py was modified): unpacked it again"
@@ -340,7 +340,7 @@ def test_a_module_modified_under_a_running_worker_is_found_by_its_stat_and_unpac
     assert populated.hot(worker) is None  # its stat changed: back through the full checks
     after = populated.use(worker)
     assert module.read_text() == "VALUE = 42\n"
-    assert after.key != before.key  # new children: the old ones may have loaded VALUE = 43
+    assert after.wheels_key != before.wheels_key  # new children: the old ones may have loaded VALUE = 43
     assert "extra_mod.py was modified" in warnings_in(caplog)[0]
 
 
@@ -366,7 +366,12 @@ def test_bytecode_caches_and_other_stray_files_are_not_damage(
     (populated.env / "greet" / "notes.txt").write_text("left by someone\n")
     worker, source = populated.restart()
     env = populated.use(worker)
-    assert env.generation == 0 and pyc.exists() and warnings_in(caplog) == [] and source.calls == []
+    assert (
+        env.script_generation == env.wheels_generation == 0
+        and pyc.exists()
+        and warnings_in(caplog) == []
+        and source.calls == []
+    )
 
 
 def test_a_modified_cached_script_is_fetched_again(populated: Populated, caplog: pytest.LogCaptureFixture) -> None:
@@ -375,7 +380,7 @@ def test_a_modified_cached_script_is_fetched_again(populated: Populated, caplog:
     env = populated.use(worker)
     assert source.calls == [sha(populated.script)]
     assert env.script_path.read_bytes() == populated.script
-    assert env.generation == 1
+    assert env.script_generation == 1 and env.wheels_generation == 0
     [warning] = warnings_in(caplog)
     assert f"cached job script {sha(populated.script)[:12]} failed verification" in warning
 
@@ -389,7 +394,8 @@ def test_a_script_modified_under_a_running_worker_is_fetched_again(populated: Po
     assert populated.hot(worker) is None
     after = populated.use(worker)
     assert source.calls == [sha(populated.script)]
-    assert after.script_path.read_bytes() == populated.script and after.key != before.key
+    assert after.script_path.read_bytes() == populated.script
+    assert after.script_generation != before.script_generation  # children that loaded the edit load it again
 
 
 def test_an_intact_cache_is_verified_once_per_process_not_per_use(populated: Populated) -> None:

@@ -44,8 +44,9 @@ What is verified when (nothing on disk is trusted because it is there):
   that leaves stat alone (a bit flipped on the disk) is found when the next
   worker process starts.
 - An environment whose script or tree was repaired gets a new
-  :attr:`~netdist.worker.job.Environment.generation`, so jobs go to fresh
-  executor children, not to ones that may have loaded the damaged code.
+  :attr:`~netdist.worker.job.Environment.script_generation` or
+  ``wheels_generation``, so its jobs go to fresh executor children, not to
+  ones that may have loaded the damaged code.
 
 Workers sharing a cache dir may repair the same entry at once: each puts a
 complete, verified copy in place with ``os.replace``, so the last one wins and

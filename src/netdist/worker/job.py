@@ -38,15 +38,6 @@ class Environment:
     """Grows each time the cache repairs one of the wheels' trees (the same, for the code they hold)."""
 
     @property
-    def generation(self) -> int:
-        return self.script_generation + self.wheels_generation
-
-    @property
-    def key(self) -> tuple[str, tuple[str, ...], int]:
-        """The script and wheels as the cache checked them: another key is other code."""
-        return (self.script_sha256, self.wheel_sha256s, self.generation)
-
-    @property
     def wheels_key(self) -> tuple[tuple[str, ...], int]:
         """Children are bound to this: other wheels (or repaired ones) mean another process."""
         return (self.wheel_sha256s, self.wheels_generation)
