@@ -23,7 +23,7 @@ def engine(db_url: str) -> Iterator[Engine]:
     with engine.begin() as conn:
         insert_handler(conn, job_name="monte carlo", script_filename="montecarlo.py")
         conn.execute(workers.insert().values(id="w1", name="lab-1"))
-        job_store.insert(conn, "h", [('{"i": 0}', "null"), ('{"i": 1}', "null")])
+        job_store.insert(conn, "h", job_store.reserve_job_ids(conn, 2), [('{"i": 0}', "null"), ('{"i": 1}', "null")])
     yield engine
     engine.dispose()
 
@@ -106,7 +106,7 @@ def test_attempts_that_did_not_end_the_job_are_kept_in_order_and_fenced(engine: 
 
 def test_retention_deletes_in_batches_and_keeps_the_tally(engine: Engine) -> None:
     with engine.begin() as conn:
-        job_store.insert(conn, "h", [("{}", "null")] * 8)
+        job_store.insert(conn, "h", job_store.reserve_job_ids(conn, 8), [("{}", "null")] * 8)
         conn.execute(jobs.update().values(status=JobStatus.PROCESSED, finished_at=5.0, output="1"))
     with engine.begin() as conn:
         assert pruning.delete_jobs(conn, "h", JobStatus.PROCESSED, finished_before=None, keep_newest=2, batch=3) == 3

@@ -90,7 +90,7 @@ class JobStoreMachine(RuleBasedStateMachine):
 
     @rule(n=st.integers(1, 4))
     def enqueue(self, n: int) -> None:
-        self._run(job_store.insert, "h", [("{}", "null")] * n)
+        self._run(lambda c: job_store.insert(c, "h", job_store.reserve_job_ids(c, n), [("{}", "null")] * n))
         for job_id in self._run(lambda c: c.execute(select(jobs.c.id)).scalars().all()):
             self.rows.setdefault(job_id, Row())
 

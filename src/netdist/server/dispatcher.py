@@ -22,6 +22,7 @@ from typing import Any
 from netdist.server.clock import Clock
 from netdist.server.dispatch_effects import EffectWriter, HandlerEvents
 from netdist.server.event_hub import EventHub, WorkerChange
+from netdist.server.job_ids import JobIds
 from netdist.server.lease_model import (
     HandlerSpec,
     Lease,
@@ -70,6 +71,7 @@ class Dispatcher(EffectWriter):
         )
         self.links = WorkerLinks()
         self.inbox = ResultInbox()  # committed results for the handlers' runtimes
+        self.job_ids = JobIds(writer)
         self.tally = DispatchTally()  # leases, results and refusals counted per batch, for the metrics
         self.resting: dict[str, tuple[str, dict[str, int]]] = {}
         """Handler id -> (job name, job counts) of handlers that stopped running since the server started:
@@ -87,6 +89,7 @@ class Dispatcher(EffectWriter):
         """Adopt the leases the store holds from before a restart, and today's run time per worker;
         from now on, ``events`` hears of the handlers' results and failing streaks."""
         self._events = events
+        self.job_ids.prefetch()
         usage = self.table.usage
         usage.seed(await self.writer.run(job_store.run_time_since, usage.day_start()))
         await self.writer.run(job_store.skip_unstored_leases)

@@ -362,6 +362,7 @@ class RunningHandler:
         saved = (update.state_json, update.summary, update.total)
         if not (processed or update.jobs or update.invalid) and saved == self._saved:
             return
+        ids = await self._dispatcher.job_ids.take(len(update.jobs)) if update.jobs else []
         cursor = self._dispatcher.refill_cursor(self.handler_id) if update.jobs else None
         try:
             refill = await self._writer.run(
@@ -371,6 +372,7 @@ class RunningHandler:
                 processed_status=status,
                 invalid=update.invalid,
                 new_jobs=update.jobs,
+                new_ids=ids,
                 handler_state=update.state_json,
                 summary=update.summary,
                 total=update.total,

@@ -27,7 +27,7 @@ from sqlalchemy import Connection, bindparam, func, select, update
 from netdist.server.host_protocol import StoredResult
 from netdist.server.lease_model import Lease, ReadyJob, Ref, Requeue, Settlement
 from netdist.server.states import JobStatus
-from netdist.server.store.schema import handlers, jobs
+from netdist.server.store.schema import counters, handlers, jobs
 
 _DONE = (JobStatus.SUCCEEDED, JobStatus.ERRORED, JobStatus.PROCESSED, JobStatus.FAILED)
 _IDS_PER_READ = 500
@@ -41,7 +41,7 @@ thread runs them, one after the other, so a read sees every result write numbere
 # SQLAlchemy's per-row parameter processing was the largest cost left on the
 # writer thread. Written with "?" and adapted to the driver.
 _INSERT_SQL = (
-    "INSERT INTO jobs (handler_id, status, input, extra, attempts, lease_no) VALUES (?, 'available', ?, ?, 0, 0)"
+    "INSERT INTO jobs (id, handler_id, status, input, extra, attempts, lease_no) VALUES (?, ?, 'available', ?, ?, 0, 0)"
 )
 _LEASE_SQL = (  # below, not at, the number before: a lease sent and never stored skipped one
     "UPDATE jobs SET status = 'leased', lease_no = ?, worker_id = ?, leased_at = ?"
@@ -109,9 +109,23 @@ def _rows(conn: Connection, ids: Iterable[int]) -> dict[int, Any]:
     return {r.id: r for r in conn.execute(_ROWS, {"ids": sorted(set(ids))})}
 
 
-def insert(conn: Connection, handler_id: str, items: Sequence[tuple[str, str]]) -> int:
+def reserve_job_ids(conn: Connection, count: int) -> range:
+    """The next ``count`` job ids, never handed out before nor again (server/job_ids.py says why)."""
+    end = conn.execute(
+        update(counters)
+        .where(counters.c.name == "next_job_id")
+        .values(value=counters.c.value + count)
+        .returning(counters.c.value)
+    ).scalar_one()
+    return range(end - count, end)
+
+
+def insert(conn: Connection, handler_id: str, ids: Sequence[int], items: Sequence[tuple[str, str]]) -> int:
+    """New jobs, available, under ids from :func:`reserve_job_ids` (one per item)."""
+    if len(ids) != len(items):
+        raise ValueError(f"{len(items)} jobs with {len(ids)} ids")
     if items:
-        _many(conn, _INSERT_SQL, [(handler_id, i, e) for i, e in items])
+        _many(conn, _INSERT_SQL, [(job_id, handler_id, i, e) for job_id, (i, e) in zip(ids, items, strict=True)])
     return len(items)
 
 
@@ -357,6 +371,7 @@ def record_batch(
     processed_status: JobStatus,
     invalid: Sequence[int],
     new_jobs: Sequence[tuple[str, str]],
+    new_ids: Sequence[int],
     handler_state: str,
     summary: str,
     total: int | None,
@@ -374,7 +389,7 @@ def record_batch(
         conn.execute(
             update(jobs).where(jobs.c.id.in_(invalid)).values(status=JobStatus.FAILED, error_json=err, output=None)
         )
-    insert(conn, handler_id, new_jobs)
+    insert(conn, handler_id, new_ids, new_jobs)
     conn.execute(
         update(handlers)
         .where(handlers.c.id == handler_id)

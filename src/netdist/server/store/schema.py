@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from sqlalchemy import Boolean, Float, Index, Integer, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Float, Index, Integer, String, Table, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -180,6 +180,15 @@ class AuditEntry(Base):
     detail: Mapped[str] = mapped_column(Text)
 
 
+class CounterRow(Base):
+    """Numbers the server hands out and never twice: ``next_job_id``, the first id no job has had
+    (store/jobs.py ``reserve_job_ids``)."""
+
+    __tablename__ = "counters"
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
 packages = cast(Table, Package.__table__)
 handlers = cast(Table, HandlerInstance.__table__)
 jobs = cast(Table, Job.__table__)
@@ -189,3 +198,4 @@ audit_log = cast(Table, AuditEntry.__table__)
 job_log = cast(Table, JobLogEntry.__table__)
 job_attempts = cast(Table, JobAttempt.__table__)
 tokens = cast(Table, Token.__table__)
+counters = cast(Table, CounterRow.__table__)

@@ -25,9 +25,12 @@ PostgreSQL connection is lost during COMMIT the outcome is unknown: the batch
 noted its transaction id before committing, and once the database is back
 ``txid_status`` says whether it committed (its results are then handed out)
 or not (it is run again). This matters because several operations are not
-idempotent: ``jobs.record_batch`` inserts the jobs a handler created,
-``catalog.add_log`` and ``job_logs.append`` append log lines,
-``catalog.add_worker_counts`` adds counts: run twice, they would duplicate them. The job transitions of the lease table (``jobs.lease``, ``jobs.store_results``,
+idempotent: ``jobs.record_batch`` inserts the jobs a handler created (under
+ids reserved for them: run twice, it would fail on them),
+``jobs.reserve_job_ids`` moves a counter, ``catalog.add_log`` and
+``job_logs.append`` append log lines, ``catalog.add_worker_counts`` adds
+counts: run twice, they would duplicate them. The job transitions of the lease
+table (``jobs.lease``, ``jobs.store_results``,
 ``jobs.requeue``) are compare-and-set on (status, lease_no[, worker_id]): a
 second run changes nothing, and their read-back still reports the jobs the
 first run stored (it matches the timestamp the operation carries).

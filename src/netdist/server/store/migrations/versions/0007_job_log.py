@@ -1,7 +1,7 @@
 """Central job logs: what jobs log through ctx.log, kept per lease.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Job script dependencies: each handler instance's lock, each worker's platform.
 
-Revision ID: 0009
-Revises: 0005
+Revision ID: 0008
+Revises: 0007
 """
 
 from __future__ import annotations
