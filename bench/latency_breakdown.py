@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import throughput
 
 STEPS = [
-    ("handler-returned", "jobs-committed", "the new job committed (with its handler's state)"),
-    ("jobs-committed", "leases-sent", "its lease picked and written to the worker's stream"),
+    ("handler-returned", "jobs-queued", "the new job queued: its insert to the writer, itself to the lease table"),
+    ("jobs-queued", "leases-sent", "its lease picked and written to the worker's stream"),
     ("leases-sent", "lease-received", "the worker has it (gRPC)"),
     ("lease-received", "job-started", "process() started (worker, child process)"),
     ("job-started", "job-finished", "the no-op job ran; its result is back in the worker"),
@@ -45,8 +45,12 @@ STEPS = [
     ("results-committed", "results-taken", "taken by the handler's runtime (from memory, or the store)"),
     ("results-taken", "handler-returned", "process_result returned (handler host)"),
 ]
-ASIDE = ("jobs-committed", "leases-committed", "(alongside: its lease committed)")
-"""A lease goes out while its write is on the way: its commit is not a step on the job's path."""
+ASIDE = [
+    ("jobs-queued", "jobs-committed", "(alongside: the new job committed, with its handler's state)"),
+    ("jobs-queued", "leases-committed", "(alongside: its lease committed)"),
+]
+"""A job is leased while its insert is on the way, and its lease goes out while the lease's write is:
+neither commit is a step on the job's path (the result's commit queues behind both)."""
 WARMUP = 20
 
 
@@ -61,18 +65,19 @@ def read_stamps(logs: Path) -> list[tuple[float, str]]:
 
 
 def cycles(stamps: list[tuple[float, str]]) -> list[dict[str, float]]:
-    """Each job's stages: from the handler call whose jobs were committed, each next stage in order."""
+    """Each job's stages: from the handler call whose jobs were queued, each next stage in order."""
     found = []
     for i, (at, stage) in enumerate(stamps):
-        if stage != "jobs-committed":
+        if stage != "jobs-queued":
             continue
         before = [t for t, s in stamps[:i] if s == "handler-returned"]
         if not before:
             continue
-        cycle = {"handler-returned": before[-1], "jobs-committed": at}
-        committed = next((t for t, s in stamps[i + 1 :] if s == ASIDE[1]), None)
-        if committed is not None:
-            cycle[ASIDE[1]] = committed
+        cycle = {"handler-returned": before[-1], "jobs-queued": at}
+        for _, aside, _ in ASIDE:
+            committed = next((t for t, s in stamps[i + 1 :] if s == aside), None)
+            if committed is not None:
+                cycle[aside] = committed
         j = i + 1
         for _, want, _ in STEPS[1:]:
             while j < len(stamps) and stamps[j][1] != want:
@@ -81,14 +86,14 @@ def cycles(stamps: list[tuple[float, str]]) -> list[dict[str, float]]:
                 break
             cycle[want if want != "handler-returned" else "processed"] = stamps[j][0]
             j += 1
-        if "processed" in cycle and ASIDE[1] in cycle:
+        if "processed" in cycle and all(aside in cycle for _, aside, _ in ASIDE):
             found.append(cycle)
     return found[WARMUP:]
 
 
 def breakdown(jobs: list[dict[str, float]]) -> list[dict[str, Any]]:
     rows = []
-    for start, stage, what in [*STEPS, ASIDE]:
+    for start, stage, what in [*STEPS, *ASIDE]:
         end = "processed" if stage == "handler-returned" else stage
         gaps = sorted(1000 * (job[end] - job[start]) for job in jobs)
         rows.append(

@@ -8,14 +8,17 @@ stopped cleanly (processes the test killed on purpose excepted).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from netdist.api.v1 import admin_pb2
 from netdist.testing import Admin, Process, ServerProcess, wait_until
@@ -107,6 +110,29 @@ class Rig:
     def restart_server(self, port: int, **kwargs: Any) -> ServerProcess:
         self.cluster.start_server(port=port, **kwargs)
         return self.cluster.process
+
+    @contextlib.contextmanager
+    def store_write_lock(self) -> Iterator[None]:
+        """Hold the store's write lock: the server's writer waits at its next write to the jobs
+        (reads, the test's and the server's, go on)."""
+        url = make_url(self.inv.db_url)
+        if url.get_backend_name() == "sqlite":
+            lock = sqlite3.connect(str(url.database), timeout=30, isolation_level=None)
+            lock.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            finally:
+                lock.execute("ROLLBACK")
+                lock.close()
+            return
+        import psycopg
+
+        with psycopg.connect(dbname=url.database) as pg:  # in a transaction until the block ends
+            pg.execute("LOCK TABLE jobs IN EXCLUSIVE MODE")
+            try:
+                yield
+            finally:
+                pg.rollback()
 
     def kill_worker(self, worker: Process) -> None:
         """SIGKILL a worker and its job processes (its whole process group)."""

@@ -20,6 +20,7 @@ from typing import Any
 from netdist.testing import write_wheel
 
 HANDLER = """
+import os
 import time
 from dataclasses import dataclass, field
 from netdist.handler import Handler
@@ -47,6 +48,8 @@ class Settings:
     raise_at: int = -1  # process_result raises for this job (a handler bug)
     process_sleep: float = 0.0  # process_result takes this long per result
     batch: int = 25
+    create_gate: str = ""  # create_more_jobs, from job `create_gate_from` on, touches this path + ".waiting",
+    create_gate_from: int = -1  # then waits until the path exists before it enqueues
 
 
 class Tally(Handler[Settings]):
@@ -63,6 +66,11 @@ class Tally(Handler[Settings]):
         s = self.settings
         start = self.state["next"]
         stop = min(s.count, start + s.batch)
+        if s.create_gate and 0 <= s.create_gate_from <= start < stop:
+            open(s.create_gate + ".waiting", "a").close()
+            deadline = time.monotonic() + 90
+            while not os.path.exists(s.create_gate) and time.monotonic() < deadline:
+                time.sleep(0.02)
         for i in range(start, stop):
             job = {"i": i, "sleep": s.sleep, "pad": s.pad, "trace": s.trace, "fail": s.fail_all,
                    "poison": s.poison.get(str(i), "")}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 
 import grpc
@@ -94,46 +93,69 @@ def test_server_killed_mid_upload_leaves_no_partial_blob_and_the_retry_succeeds(
     rig.verify(hid, count=5)
 
 
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("db_url", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 def test_a_lease_sent_before_its_commit_and_lost_with_the_server_is_never_handed_out_again(rig: Rig) -> None:
     """A lease goes to its worker while its write is on the way. Here the write cannot commit (the
-    test holds the SQLite write lock) when the server is killed: the restarted server must refuse
+    test holds the store's write lock) when the server is killed: the restarted server must refuse
     that lease's result and lease the job again under a higher number."""
     rig.upload()
     hid = rig.add("early", count=3)
     wait_until(lambda: len(rig.jobs(hid).by_status("available")) == 3, 30, what="3 jobs stored")
     hand = HandWorker(rig.server.address, "hand")
-    hand.capacity(0)
-    database = str(rig.inv.engine.url.database)
-    lock = sqlite3.connect(database, timeout=30, isolation_level=None)
-    try:
-        lock.execute("BEGIN IMMEDIATE")  # the server's writer now waits on every write
+    with rig.store_write_lock():
         hand.capacity(1)
         (lease,) = hand.wait_leases(1)
         job_id, sent_no = lease.ref.job_id, lease.ref.lease_no
         stored = {j.id: j for j in rig.jobs(hid).jobs}[job_id]
         assert (stored.status, stored.lease_no) == ("available", sent_no - 1), "the lease was not sent early"
         port = rig.kill_server()
-    finally:
-        lock.execute("ROLLBACK")
-        lock.close()
     hand.close()
+    leases = _back_holding_a_lost_lease(rig, port, hid, lease, refused_as=jobs_pb2.ACK_OUTCOME_STALE)
+    (job,) = [x for x in leases if x.ref.job_id == job_id]
+    assert job.ref.lease_no > sent_no, f"lease {sent_no} of job {job_id} was handed out again"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_a_job_leased_before_its_commit_and_lost_with_the_server_never_existed(rig: Rig) -> None:
+    """A new job goes to a worker while the transaction that stores it commits. Here it cannot commit
+    (the test holds the store's write lock) when the server is killed: the job never existed, the
+    restarted server refuses its lease and its result, and no later job gets its id."""
+    rig.upload()
+    gate = rig.gate("create")
+    hand = HandWorker(rig.server.address, "hand")
+    hand.capacity(1)
+    hid = rig.add("unstored", count=3, batch=3, create_gate=str(gate), create_gate_from=0)
+    waiting = gate.with_name(gate.name + ".waiting")
+    wait_until(waiting.exists, 30, what="the handler making its jobs")
+    with rig.store_write_lock():  # its state and hooks are stored; its jobs will not be
+        gate.touch()
+        (lease,) = hand.wait_leases(1)
+        assert rig.jobs(hid).jobs == [], "the job was stored before it was leased"
+        port = rig.kill_server()
+    hand.close()
+    leases = _back_holding_a_lost_lease(rig, port, hid, lease, refused_as=jobs_pb2.ACK_OUTCOME_UNKNOWN)
+    assert min(x.ref.job_id for x in leases) > lease.ref.job_id, "a new job got the lost job's id"
+
+
+def _back_holding_a_lost_lease(
+    rig: Rig, port: int, handler_id: str, lease: jobs_pb2.Lease, *, refused_as: int
+) -> list[jobs_pb2.Lease]:
+    """The server restarts and the worker comes back holding ``lease``, lost with the killed server:
+    it is revoked at once and its result answered ``refused_as``, changing nothing; then the worker
+    runs the handler's three jobs, each accepted, and the run adds up. Returns their leases."""
     rig.restart_server(port)
     rig.warmed_up()
-
-    again = HandWorker(rig.server.address, "hand", slots=3, held=[(job_id, sent_no)])
+    ref = (lease.ref.job_id, lease.ref.lease_no)
+    again = HandWorker(rig.server.address, "hand", slots=3, held=[ref])
     try:
-        # The lease it holds was never stored: the server takes it back at once, and its result is
-        # stale and changes nothing.
-        wait_until(lambda: again.revoked == [(job_id, sent_no)], 10, what="the lost lease revoked")
-        assert [a.outcome for a in again.results(answer(lease))] == [jobs_pb2.ACK_OUTCOME_STALE]
+        wait_until(lambda: again.revoked == [ref], 10, what="the lost lease revoked")
+        assert [a.outcome for a in again.results(answer(lease))] == [refused_as]
         again.capacity(3)
         leases = again.wait_leases(3)
-        (job,) = [x for x in leases if x.ref.job_id == job_id]
-        assert job.ref.lease_no > sent_no, f"lease {sent_no} of job {job_id} was handed out again"
         acks = again.results(*(answer(x) for x in leases))
         assert [a.outcome for a in acks] == [jobs_pb2.ACK_OUTCOME_ACCEPTED] * 3
     finally:
         again.end()
-    rig.finish(hid)
-    rig.verify(hid, count=3)
+    rig.finish(handler_id)
+    rig.verify(handler_id, count=3)
+    return leases

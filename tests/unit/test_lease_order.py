@@ -76,3 +76,42 @@ def test_an_enqueue_reads_the_refill_back_only_when_the_queue_runs_low_and_no_re
     table.refill_failed("h")
     table.set_active("h", False)
     assert table.refill_with_enqueue("h", low_water=4) is None  # paused: nothing is loaded for it
+
+
+def _queue(table: LeaseTable, ids: range | list[int], limit: int = 10) -> bool:
+    if not table.may_queue_unstored("h", len(ids), limit):
+        return False
+    table.queue_unstored("h", [ReadyJob(i, 0, 0, b"{}") for i in ids])
+    return True
+
+
+def test_new_jobs_join_the_queue_before_their_commit_only_when_it_holds_all_the_store_has() -> None:
+    table = _table()
+    assert not _queue(table, [1, 2])  # nothing loaded yet: older jobs may wait in the store
+    table.refilled("h", [], more=False)  # the store has none
+    assert _queue(table, [1, 2])
+    assert table.counts("h")["available"] == 2
+    assert not _queue(table, range(3, 12))  # past the limit,
+    table.enqueued("h", 9)  # so those go through the store, and a refill brings them
+    assert not _queue(table, [12])  # which comes first
+    table.refilled("h", [ReadyJob(i, 0, 0, b"{}") for i in range(3, 12)], more=False)
+    assert _queue(table, [12], limit=20)
+    table.set_active("h", False)
+    assert not _queue(table, [13], limit=20)  # paused: into the store
+    table.set_active("h", True)
+    table.connect(WorkerInfo(worker_id="w", name="w", labels={}, slots=3), held=())
+    table.set_capacity("w", 3)
+    assert [x.job_id for x in table.pick()] == [1, 2, 3]  # in the order they were made
+
+
+def test_jobs_whose_insert_failed_leave_the_queue() -> None:
+    table = _table()
+    table.refilled("h", [], more=False)
+    assert _queue(table, [1, 2, 3])
+    table.connect(WorkerInfo(worker_id="w", name="w", labels={}, slots=1), held=())
+    table.set_capacity("w", 1)
+    (leased,) = table.pick()
+    table.withdraw("h", [1, 2, 3])  # the leased one is the store's to refuse
+    assert table.counts("h")["available"] == 0
+    table.set_capacity("w", 5)
+    assert leased.job_id == 1 and table.pick() == []

@@ -3,7 +3,8 @@ the table decided to the store, and tells the workers.
 
 A lease of a job the store holds as it is goes to its worker as soon as its
 write is queued (that write commits before any later write about the lease:
-the writer keeps the order), any other once committed; results
+the writer keeps the order), any other once committed; a new job counts as
+held as soon as its insert is queued (``jobs_queued``); results
 are acknowledged only after they are committed, and the store writes go to the
 group-commit writer in the order the table decided them. The table (server/leases.py)
 decides everything about leases; nothing here keeps a second copy of it.
@@ -22,6 +23,7 @@ from typing import Any
 from netdist.server.clock import Clock
 from netdist.server.dispatch_effects import EffectWriter, HandlerEvents
 from netdist.server.event_hub import EventHub, WorkerChange
+from netdist.server.host_protocol import NewJob
 from netdist.server.job_ids import JobIds
 from netdist.server.lease_model import (
     HandlerSpec,
@@ -173,6 +175,25 @@ class Dispatcher(EffectWriter):
         if count:
             self.kick()
 
+    def may_queue_unstored(self, handler_id: str, count: int) -> bool:
+        """Whether a handler's ``count`` new jobs may be queued and leased before their insert commits:
+        when its queue in the lease table is caught up with the store (``LeaseBook.may_queue_unstored``).
+        Otherwise they come from the store after the commit, as ``jobs_added`` says."""
+        return self.table.may_queue_unstored(handler_id, count, REFILL_BATCH)
+
+    def jobs_queued(self, handler_id: str, ids: Sequence[int], jobs: Sequence[NewJob]) -> None:
+        """New jobs whose insert the writer has just queued (``may_queue_unstored`` allowed it) join
+        the lease table and are leased at once: their leases' write queues right behind the insert,
+        mostly into its transaction, and every later write about them behind both."""
+        self.table.queue_unstored(
+            handler_id, [ReadyJob(job_id, 0, 0, job.input_json.encode()) for job_id, job in zip(ids, jobs, strict=True)]
+        )
+        self._dispatch_now()
+
+    def jobs_not_stored(self, handler_id: str, job_ids: Sequence[int]) -> None:
+        """The insert of jobs queued by :meth:`jobs_queued` failed."""
+        self.table.withdraw(handler_id, job_ids)
+
     async def revoke_handler(self, handler_id: str, reason: str) -> None:
         """Take back every lease of a handler (stopped or removed); the jobs stay available, uncharged."""
         await self._apply(self.table.revoke_handler(handler_id, reason))
@@ -263,10 +284,13 @@ class Dispatcher(EffectWriter):
         while True:
             await self._kick.wait()
             self._kick.clear()
-            try:
-                self._dispatch_once()
-            except Exception:
-                log.exception("dispatch pass failed")
+            self._dispatch_now()
+
+    def _dispatch_now(self) -> None:
+        try:
+            self._dispatch_once()
+        except Exception:
+            log.exception("dispatch pass failed")
 
     def _dispatch_once(self) -> None:
         for handler_id, cursor in self.table.refills_wanted(REFILL_BELOW):

@@ -177,6 +177,39 @@ class LeaseBook:
         if queue is not None:
             queue.refilling = False
 
+    def may_queue_unstored(self, handler_id: str, count: int, limit: int) -> bool:
+        """Whether ``count`` new jobs, their insert queued in the store's writer (ahead of any write
+        about them), may join the handler's queue before that commit: when it holds every available
+        job the store has, and stays within ``limit``. Else they wait in the store for a refill."""
+        queue = self.handlers.get(handler_id)
+        return (
+            queue is not None
+            and count > 0
+            and queue.active
+            and not queue.refilling
+            and not queue.more_in_store
+            and len(queue.queued) + count <= limit
+        )
+
+    def queue_unstored(self, handler_id: str, jobs: Sequence[ReadyJob]) -> None:
+        """Queue new jobs :meth:`may_queue_unstored` allowed, in the order they were made."""
+        queue = self.handlers[handler_id]
+        for job in jobs:
+            queue.queued.add(job.job_id)
+            queue.ready.append(job)
+        queue.cursor = max(queue.cursor, jobs[-1].job_id)
+        queue.counts[JobStatus.AVAILABLE] += len(jobs)
+
+    def withdraw(self, handler_id: str, job_ids: Sequence[int]) -> None:
+        """Jobs queued by :meth:`queue_unstored` whose insert failed: those not leased yet leave the
+        queue (a lease already made is refused by the store and revoked)."""
+        queue = self.handlers.get(handler_id)
+        if queue is None:
+            return
+        gone = [job_id for job_id in job_ids if job_id in queue.queued]
+        queue.queued.difference_update(gone)
+        queue.counts[JobStatus.AVAILABLE] -= len(gone)
+
     # -- workers -----------------------------------------------------------------------------------
 
     def disconnect(self, worker_id: str) -> None:

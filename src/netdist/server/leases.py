@@ -18,7 +18,8 @@ Transitions:
   a job the store holds as it is (``ReadyJob.stored``) goes to its worker as
   soon as it is made, while its write is on the way (``Lease.sent``): the
   write is queued first, so every later write about it (a result, a
-  requeue) commits after it. Other leases (their job's requeue is still on
+  requeue) commits after it. A new job whose insert is queued counts as
+  held (``queue_unstored``): its lease is queued behind that insert. Other leases (their job's requeue is still on
   the way) go once stored, so at most one lease of a job is ever out
   beyond what the store holds, one number above it. A sent lease the store
   refuses, or whose write fails, is revoked at its worker.
@@ -38,6 +39,9 @@ stored (its write failed, or the server died first) is not in the store, so
 its number would come round again: a failed write puts its jobs back at the
 number it sent, and a server starting raises the lease number of every
 available job by one before it leases anything (``jobs.skip_unstored_leases``).
+A job leased before its own insert committed and lost with the server never
+existed: its id is never given to another job (server/job_ids.py), so its
+lease is unknown to every later server.
 """
 
 from __future__ import annotations

@@ -358,35 +358,47 @@ class RunningHandler:
     async def _save(self, update: HandlerUpdate, *, processed: list[int], status: JobStatus) -> None:
         """Commit one call's work in one transaction: the results it processed, its new jobs, its state
         (and, when the lease table's queue runs low, read its refill back in it). A call that changed
-        nothing (an idle ``create_more_jobs``) is not written."""
+        nothing (an idle ``create_more_jobs``) is not written.
+
+        New jobs go to the lease table as soon as their insert is queued, when its queue is caught up
+        with the store (``Dispatcher.jobs_queued``): a worker may run a job while it commits. If the
+        server dies first, the job never existed and its lease is refused; its id is never used again
+        (server/job_ids.py)."""
         saved = (update.state_json, update.summary, update.total)
         if not (processed or update.jobs or update.invalid) and saved == self._saved:
             return
         ids = await self._dispatcher.job_ids.take(len(update.jobs)) if update.jobs else []
-        cursor = self._dispatcher.refill_cursor(self.handler_id) if update.jobs else None
+        queued = self._dispatcher.may_queue_unstored(self.handler_id, len(ids))
+        cursor = self._dispatcher.refill_cursor(self.handler_id) if ids and not queued else None
+        write = self._writer.submit(
+            job_store.record_batch,
+            self.handler_id,
+            processed=processed,
+            processed_status=status,
+            invalid=update.invalid,
+            new_jobs=update.jobs,
+            new_ids=ids,
+            handler_state=update.state_json,
+            summary=update.summary,
+            total=update.total,
+            refill_after=cursor,
+            refill_limit=REFILL_BATCH,
+        )
+        if queued:  # no await since may_queue_unstored: its answer holds
+            stamp("jobs-queued")
+            self._dispatcher.jobs_queued(self.handler_id, ids, update.jobs)
         try:
-            refill = await self._writer.run(
-                job_store.record_batch,
-                self.handler_id,
-                processed=processed,
-                processed_status=status,
-                invalid=update.invalid,
-                new_jobs=update.jobs,
-                new_ids=ids,
-                handler_state=update.state_json,
-                summary=update.summary,
-                total=update.total,
-                refill_after=cursor,
-                refill_limit=REFILL_BATCH,
-            )
+            refill = await write
         except BaseException:
             if cursor is not None:
                 self._dispatcher.table.refill_failed(self.handler_id)
+            if queued and write.done() and not write.cancelled():  # the insert failed (cancelled: it may not have)
+                self._dispatcher.jobs_not_stored(self.handler_id, ids)
             raise
         self._saved = saved
         if update.jobs:
             stamp("jobs-committed")
-        self._dispatcher.jobs_added(self.handler_id, len(update.jobs), refill if cursor is not None else None)
+        self._dispatcher.jobs_added(self.handler_id, 0 if queued else len(ids), refill if cursor is not None else None)
         self._dispatcher.hub.handler_summary(
             HandlerSummary(handler_id=self.handler_id, total=update.total, summary=update.summary)
         )
