@@ -110,11 +110,15 @@ def test_retention_deletes_in_batches_and_keeps_the_tally(engine: Engine) -> Non
         conn.execute(jobs.update().values(status=JobStatus.PROCESSED, finished_at=5.0, output="1"))
     with engine.begin() as conn:
         assert pruning.delete_jobs(conn, "h", JobStatus.PROCESSED, finished_before=None, keep_newest=2, batch=3) == 3
-    with engine.begin() as conn:  # the newest row stays whatever the count says
-        assert pruning.delete_jobs(conn, "h", JobStatus.PROCESSED, finished_before=None, keep_newest=0, batch=100) == 6
+    with engine.begin() as conn:
+        assert pruning.delete_jobs(conn, "h", JobStatus.PROCESSED, finished_before=None, keep_newest=1, batch=100) == 6
         assert pruning.drop_outputs(conn, "h", after_id=0, finished_before=6.0, batch=10) == 10
         assert pruning.drop_outputs(conn, "h", after_id=10, finished_before=6.0, batch=10) == 10
     with engine.connect() as conn:
         left = conn.execute(select(jobs.c.id, jobs.c.output)).all()
         tally = conn.execute(select(handlers.c.pruned_processed)).scalar_one()
     assert [(i, o) for i, o in left] == [(10, None)] and tally == 9
+    with engine.begin() as conn:  # the newest row may go too: job ids come from a counter
+        assert pruning.delete_jobs(conn, "h", JobStatus.PROCESSED, finished_before=None, keep_newest=0, batch=100) == 1
+        job_store.insert(conn, "h", job_store.reserve_job_ids(conn, 1), [("{}", "null")])
+        assert conn.execute(select(jobs.c.id)).scalar_one() == 11

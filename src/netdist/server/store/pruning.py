@@ -1,14 +1,13 @@
 """Retention's store operations: each deletes or clears at most one bounded batch, in one transaction.
 
 Run through the group-commit writer by :mod:`netdist.server.retention`, a batch
-at a time, so that no transaction holds the writer long. The newest job row is
-never deleted: SQLite gives a new row the highest id plus one, so deleting the
-newest could hand its id to the next job.
+at a time, so that no transaction holds the writer long. Any job row may go:
+job ids come from a counter, never from the highest id left (server/job_ids.py).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, delete, select, update
 
 from netdist.server.states import JobStatus
 from netdist.server.store import job_logs
@@ -41,8 +40,6 @@ def delete_jobs(
     stmt = stmt.order_by(jobs.c.id.desc()).offset(keep_newest) if by_count else stmt.order_by(jobs.c.id)
     rows = conn.execute(stmt.limit(batch)).all()
     ids = [r.id for r in rows if finished_before is None or (r.finished_at or 0.0) < finished_before]
-    newest = conn.execute(select(func.max(jobs.c.id))).scalar()
-    ids = [i for i in ids if i != newest]
     if not ids:
         return 0
     conn.execute(delete(job_attempts).where(job_attempts.c.job_id.in_(ids)))
