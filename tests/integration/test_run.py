@@ -5,13 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, select, update
 
 from netdist.api.v1 import admin_pb2
+from netdist.server.store.schema import counters, jobs
 from netdist.testing import start_worker, wait_until
 from tests.integration.conftest import Cluster
 from tests.support import counter_script, counter_wheel, expected_sum
 
 pytestmark = pytest.mark.in_process
+FAR = 5_000_000_000  # past 2**32
 
 
 def test_job_script_runs_to_completion(cluster: Cluster, tmp_path: Path) -> None:
@@ -105,3 +108,24 @@ def test_two_handlers_of_one_package_at_once_each_process_every_result_once(clus
         info = cluster.api.wait_state(hid, "finished", timeout=60)
         assert info.jobs_processed == count and info.jobs_failed == 0
         assert info.result_summary == f"1.0 sum={expected_sum(count)} seen={count} failures=0"
+
+
+def test_jobs_with_ids_past_32_bits_run_and_are_shown(cluster: Cluster, tmp_path: Path) -> None:
+    """Job ids are 64-bit from the store to the worker and back (PostgreSQL's INTEGER columns stopped
+    at 2**31 - 1, a day and a quarter of work at 20,000 jobs a second)."""
+    engine = create_engine(cluster.db_url)
+    with engine.begin() as conn:
+        conn.execute(update(counters).where(counters.c.name == "next_job_id").values(value=FAR))
+    cluster.start_server()  # a new server takes its ids from the counter
+    cluster.api.upload(counter_wheel(tmp_path))
+    cluster.add_worker("w1")
+    hid = cluster.api.add_script(counter_script(tmp_path / "far.py", job="far", count=20)).handler.id
+    cluster.api.control(hid, admin_pb2.HANDLER_ACTION_START)
+    info = cluster.api.wait_state(hid, "finished", timeout=60)
+    assert info.jobs_processed == 20 and info.result_summary.startswith(f"1.0 sum={expected_sum(20)} seen=20")
+    with engine.connect() as conn:
+        ids = sorted(conn.execute(select(jobs.c.id)).scalars())
+    engine.dispose()
+    assert len(ids) == 20 and ids[0] >= FAR
+    shown = cluster.api.admin.GetJob(admin_pb2.GetJobRequest(id=ids[-1]))
+    assert shown.id == ids[-1] and shown.status == "processed"

@@ -78,8 +78,9 @@ def test_open_leases_give_back_the_attempt_charged_when_they_were_made(tmp_path:
 
 
 @pytest.mark.parametrize("db_url", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
-def test_job_ids_go_on_past_every_id_the_store_has_seen(db_url: str) -> None:
-    """0009 starts the job id counter past the jobs, the logs of pruned jobs, and PostgreSQL's sequence."""
+def test_job_ids_go_on_past_every_id_the_store_has_seen_and_past_32_bits(db_url: str) -> None:
+    """0009 starts the job id counter past the jobs, the logs of pruned jobs, and PostgreSQL's sequence;
+    0010 widens job ids on PostgreSQL (SQLite's are 64-bit already)."""
     _old_database(
         db_url,
         "0008",
@@ -96,8 +97,23 @@ def test_job_ids_go_on_past_every_id_the_store_has_seen(db_url: str) -> None:
     )
 
     upgraded = open_engine(db_url)
-    with upgraded.connect() as conn:
+    with upgraded.begin() as conn:
         first = conn.execute(text("SELECT value FROM counters WHERE name = 'next_job_id'")).scalar_one()
+        # and from 0010 they may pass 32 bits, with the rows kept beside a job
+        far = 2**40
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, handler_id, status, input, extra, attempts, lease_no)"
+                f" VALUES ({far}, 'h', 'available', '{{}}', 'null', 0, 0)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO job_log (job_id, handler_id, lease_no, attempt, at, level, text, dropped)"
+                f" VALUES ({far}, 'h', 1, 1, 0, 'INFO', 'a far job', 0)"
+            )
+        )
+        assert conn.execute(text("SELECT MAX(job_id) FROM job_log")).scalar_one() == far
     upgraded.dispose()
     # PostgreSQL's sequence remembers 3; SQLite reuses a pruned rowid, so the log is all that says 2.
     assert first == (4 if db_url.startswith("postgresql") else 3)

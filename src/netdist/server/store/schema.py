@@ -12,6 +12,12 @@ class Base(DeclarativeBase):
     pass
 
 
+ID64 = BigInteger().with_variant(Integer(), "sqlite")
+"""Job ids and the ids of the rows kept per job: BIGINT on PostgreSQL (its INTEGER stops at 2**31 - 1,
+a day and a quarter of work at 20,000 jobs a second); SQLite's INTEGER is 64-bit, and as a primary
+key it stays the rowid."""
+
+
 class Package(Base):
     """One uploaded version of a package: its wheel and dependency wheels."""
 
@@ -63,7 +69,7 @@ class Job(Base):
     """Every job, its status and its current lease; the result until processed."""
 
     __tablename__ = "jobs"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(ID64, primary_key=True, autoincrement=True)
     handler_id: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(12))
     input: Mapped[str] = mapped_column(Text)
@@ -85,8 +91,8 @@ class JobAttempt(Base):
     that succeeds at once costs no row here."""
 
     __tablename__ = "job_attempts"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    job_id: Mapped[int] = mapped_column(Integer)
+    id: Mapped[int] = mapped_column(ID64, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ID64)
     handler_id: Mapped[str] = mapped_column(String(32), index=True)
     lease_no: Mapped[int] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer)  # the job's attempt number this lease ran as
@@ -153,8 +159,8 @@ class JobLogEntry(Base):
     MAX_JOB_LOG_LINES a lease, then one entry counting the lines dropped (``dropped`` > 0)."""
 
     __tablename__ = "job_log"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    job_id: Mapped[int] = mapped_column(Integer)
+    id: Mapped[int] = mapped_column(ID64, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ID64)
     handler_id: Mapped[str] = mapped_column(String(32), index=True)
     lease_no: Mapped[int] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer)
