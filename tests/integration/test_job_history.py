@@ -122,3 +122,14 @@ def test_retention_deletes_in_batches_and_keeps_the_tally(engine: Engine) -> Non
         assert pruning.delete_jobs(conn, "h", JobStatus.PROCESSED, finished_before=None, keep_newest=0, batch=100) == 1
         job_store.insert(conn, "h", job_store.reserve_job_ids(conn, 1), [("{}", "null")])
         assert conn.execute(select(jobs.c.id)).scalar_one() == 11
+
+
+def test_a_tally_reads_a_handlers_counts_and_what_retention_deleted_together(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(handlers.update().values(pruned_processed=5, pruned_failed=2))
+        insert_handler(conn, id="empty", job_name="nothing yet")
+    with engine.connect() as conn:
+        assert job_store.tally(conn, "h") == ({"available": 2}, (5, 2))
+        assert job_store.tally(conn, "empty") == ({}, (0, 0))
+        assert job_store.counts(conn, ["h", "empty"]) == {"h": {"available": 2}}
+        assert job_store.counts(conn, []) == {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import grpc
 
@@ -22,6 +22,7 @@ from netdist.server.deps_lock import unservable
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.grpc_errors import to_status
 from netdist.server.job_views import MAX_RUNNING_LISTED, running_job
+from netdist.server.lease_model import shown_counts
 from netdist.server.manager import HandlerManager
 from netdist.server.states import HandlerState, JobStatus
 from netdist.server.store import audit as audit_store
@@ -81,8 +82,8 @@ class AdminService(JobAdmin, WorkerAdmin, JobLogAdmin, EventAdmin, DepsAdmin):
                 store_problem=health.outage.reason if health.outage else "",
                 store_unavailable_since=health.since,
             )
-        counts = await self.store.read(job_store.counts)
         handlers = await self.store.read(catalog.list_handlers)
+        counts = await self._shown_counts(handlers)
         packages = await self.store.read(catalog.list_packages, all_versions=False)
         total: dict[str, int] = {}
         for per in counts.values():
@@ -99,12 +100,10 @@ class AdminService(JobAdmin, WorkerAdmin, JobLogAdmin, EventAdmin, DepsAdmin):
             workers_connected=len(self.dispatcher.links),
             jobs_available=total.get(JobStatus.AVAILABLE, 0),
             jobs_pending=_pending(total),
-            jobs_processed=total.get(JobStatus.PROCESSED, 0) + sum(h.pruned_processed for h in handlers),
-            jobs_failed=_failed(total) + sum(h.pruned_failed for h in handlers),
+            jobs_processed=total.get(JobStatus.PROCESSED, 0),
+            jobs_failed=_failed(total),
             handlers_finished_with_failures=sum(
-                1
-                for h in handlers
-                if h.state == HandlerState.FINISHED and _failed(counts.get(h.id, {})) + h.pruned_failed
+                1 for h in handlers if h.state == HandlerState.FINISHED and _failed(counts.get(h.id, {}))
             ),
             store_state="ok",
         )
@@ -153,7 +152,7 @@ class AdminService(JobAdmin, WorkerAdmin, JobLogAdmin, EventAdmin, DepsAdmin):
         self, request: admin_pb2.ListHandlersRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListHandlersResponse:
         records = await self.store.read(catalog.list_handlers)
-        counts = await self.store.read(job_store.counts)
+        counts = await self._shown_counts(records)
         current = await self._current_versions()
         return admin_pb2.ListHandlersResponse(
             handlers=[self._info_with(r, counts.get(r.id, {}), current) for r in records]
@@ -224,8 +223,20 @@ class AdminService(JobAdmin, WorkerAdmin, JobLogAdmin, EventAdmin, DepsAdmin):
         )
 
     async def _info(self, record: catalog.HandlerRecord) -> admin_pb2.HandlerInfo:
-        counts = await self.store.read(job_store.counts, record.id)
-        return self._info_with(record, counts.get(record.id, {}), await self._current_versions())
+        counts = await self._shown_counts([record])
+        return self._info_with(record, counts[record.id], await self._current_versions())
+
+    async def _shown_counts(self, records: Sequence[catalog.HandlerRecord]) -> dict[str, dict[str, int]]:
+        """Each handler's jobs per status as shown: processed and failed with those retention deleted.
+        A running or paused handler's come from the lease table, in memory; only the others' are
+        counted in the store (a GROUP BY over their jobs alone)."""
+        queues = self.dispatcher.table.handlers
+        shown = {r.id: queues[r.id].shown() for r in records if r.id in queues}
+        rest = [r for r in records if r.id not in shown]
+        stored = await self.store.read(job_store.counts, [r.id for r in rest]) if rest else {}
+        for r in rest:
+            shown[r.id] = shown_counts(stored.get(r.id, {}), (r.pruned_processed, r.pruned_failed))
+        return shown
 
     async def _current_versions(self) -> dict[str, str]:
         """Each package's current version: what a handler that is not running would start on."""
@@ -247,8 +258,8 @@ class AdminService(JobAdmin, WorkerAdmin, JobLogAdmin, EventAdmin, DepsAdmin):
             message=r.message,
             jobs_available=counts.get(JobStatus.AVAILABLE, 0),
             jobs_pending=_pending(counts),
-            jobs_processed=counts.get(JobStatus.PROCESSED, 0) + r.pruned_processed,
-            jobs_failed=_failed(counts) + r.pruned_failed,
+            jobs_processed=counts.get(JobStatus.PROCESSED, 0),
+            jobs_failed=_failed(counts),
             jobs_total=r.total or 0,
             has_total=r.total is not None,
             package_version=self._package_version(r, current),

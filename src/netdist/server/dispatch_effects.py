@@ -108,7 +108,7 @@ class EffectWriter:
         """Memory and store disagree (a bug, or another writer): take the store's counts, and
         read its available jobs again from the start, so that none is left out of the queue."""
         for handler_id in handler_ids:
-            stored = (await self.writer.run(job_store.counts, handler_id)).get(handler_id, {})
-            self.table.reset_counts(handler_id, stored)
+            stored = await self.writer.run(job_store.tally, handler_id)
+            self.table.reset_counts(handler_id, stored.counts, stored.pruned)
             self.table.rescan(handler_id)
         self.kick()

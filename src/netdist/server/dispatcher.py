@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any
 
 from netdist.server.clock import Clock
@@ -137,9 +137,9 @@ class Dispatcher(EffectWriter):
 
     # -- handlers ---------------------------------------------------------------
 
-    def register(self, spec: HandlerSpec, *, counts: Mapping[str, int], streak: int, active: bool) -> None:
+    def register(self, spec: HandlerSpec, *, tally: job_store.Tally, streak: int, active: bool) -> None:
         self.resting.pop(spec.handler_id, None)
-        self.table.add_handler(spec, counts=counts, streak=streak, active=active)
+        self.table.add_handler(spec, counts=tally.counts, streak=streak, active=active, pruned=tally.pruned)
         self.kick()  # jobs already in the store (a restart, a start after stop) wait for a refill pass
 
     def update_spec(self, spec: HandlerSpec) -> None:

@@ -304,12 +304,13 @@ class EventHub:
         if queue is None:
             return
         c = queue.counts
+        processed, failed = queue.pruned  # as ListHandlers shows them: with those retention deleted
         counts = JobCounts(
             handler_id=handler_id,
             available=c[JobStatus.AVAILABLE],
             pending=c[JobStatus.LEASED] + c[JobStatus.SUCCEEDED] + c[JobStatus.ERRORED],
-            processed=c[JobStatus.PROCESSED],
-            failed=c[JobStatus.FAILED],
+            processed=c[JobStatus.PROCESSED] + processed,
+            failed=c[JobStatus.FAILED] + failed,
         )
         if self._counts.get(handler_id) != counts:
             self._counts[handler_id] = counts

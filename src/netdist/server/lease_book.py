@@ -81,10 +81,21 @@ class LeaseBook:
 
     # -- handler queues ----------------------------------------------------------------------------
 
-    def add_handler(self, spec: HandlerSpec, *, counts: Mapping[str, int], streak: int, active: bool) -> None:
-        """A handler starts (or resumes after a restart) with its counts and streak as stored."""
+    def add_handler(
+        self,
+        spec: HandlerSpec,
+        *,
+        counts: Mapping[str, int],
+        streak: int,
+        active: bool,
+        pruned: tuple[int, int] = (0, 0),
+    ) -> None:
+        """A handler starts (or resumes after a restart) with its counts, retention's tallies and its
+        streak as stored."""
         running = [q.pass_value for q in self.handlers.values() if q.active]
-        queue = HandlerQueue(spec=spec, active=active, pass_value=min(running, default=0.0), streak=streak)
+        queue = HandlerQueue(
+            spec=spec, active=active, pass_value=min(running, default=0.0), streak=streak, pruned=pruned
+        )
         queue.counts.update(counts)
         self.handlers[spec.handler_id] = queue
 
@@ -123,11 +134,12 @@ class LeaseBook:
         queue.counts[done] += count - invalid
         queue.counts[JobStatus.FAILED] += invalid
 
-    def reset_counts(self, handler_id: str, counts: Mapping[str, int]) -> None:
+    def reset_counts(self, handler_id: str, counts: Mapping[str, int], pruned: tuple[int, int]) -> None:
         queue = self.handlers.get(handler_id)
         if queue is not None:
             queue.counts.clear()
             queue.counts.update(counts)
+            queue.pruned = pruned
 
     def rescan(self, handler_id: str) -> None:
         """Read the handler's available jobs from the store again from the start (after memory and

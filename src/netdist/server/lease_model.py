@@ -172,6 +172,16 @@ class Effects:
         self.revocations += [Revocation(worker_id=w, refs=tuple(r), reason=reason) for w, r in by_worker.items()]
 
 
+def shown_counts(counts: Mapping[str, int], pruned: tuple[int, int]) -> dict[str, int]:
+    """A handler's jobs per status as an operator sees them: processed and failed include the ones
+    retention deleted (``pruned``: processed, failed), so the numbers shown never drop."""
+    shown = {status: n for status, n in counts.items() if n}
+    for status, n in zip((JobStatus.PROCESSED, JobStatus.FAILED), pruned, strict=True):
+        if n:
+            shown[status] = shown.get(status, 0) + n
+    return shown
+
+
 @dataclasses.dataclass(slots=True)
 class HandlerQueue:
     """A running handler instance as the table sees it: its queue, counts and streak."""
@@ -184,6 +194,9 @@ class HandlerQueue:
     more_in_store: bool = True
     refilling: bool = False
     counts: Counter[str] = dataclasses.field(default_factory=Counter)
+    pruned: tuple[int, int] = (0, 0)
+    """Processed and failed jobs retention had deleted when ``counts`` were taken from the store (it
+    deletes rows, not what the table counted since): the shown totals add them (:meth:`shown`)."""
     pass_value: float = 0.0  # stride scheduling: the lowest goes next
     streak: int = 0  # failed results in a row
     failing: bool = False  # reached max-sequenced-errors: hands out nothing
@@ -195,6 +208,9 @@ class HandlerQueue:
     @property
     def settings(self) -> JobSettings:
         return self.spec.settings
+
+    def shown(self) -> dict[str, int]:
+        return shown_counts(self.counts, self.pruned)
 
     @property
     def on_probation(self) -> bool:

@@ -197,7 +197,7 @@ class HandlerManager:
             platform_locked=bool(record.deps_lock_json),
             script_name=record.script_name,
         )
-        counts = (await self.store.read(job_store.counts, record.id)).get(record.id, {})
+        tally = await self.store.read(job_store.tally, record.id)
         state = HandlerState.RUNNING if active else HandlerState.PAUSED
         await self.store.write(
             catalog.update_handler,
@@ -223,7 +223,7 @@ class HandlerManager:
             call_timeout_seconds=self.handler_call_timeout_seconds,
         )
         self.runtimes[record.id] = runtime
-        self.dispatcher.register(spec, counts=counts, streak=record.sequenced_errors, active=active)
+        self.dispatcher.register(spec, tally=tally, streak=record.sequenced_errors, active=active)
         runtime.start()
         assert runtime.task is not None
         self._runtime_tasks.add(runtime.task)

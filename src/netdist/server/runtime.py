@@ -343,15 +343,15 @@ class RunningHandler:
         counts = self._dispatcher.table.counts(self.handler_id)
         if any(counts[s] for s in _OPEN):
             return False
-        stored = (await self._writer.run(job_store.counts, self.handler_id)).get(self.handler_id, {})
-        if any(stored.get(s, 0) for s in _OPEN):
+        stored = await self._writer.run(job_store.tally, self.handler_id)
+        if any(stored.counts.get(s, 0) for s in _OPEN):
             log.error(
                 "handler %s: the lease table counts %s but the store %s; using the store",
                 self.handler_id,
                 dict(counts),
-                stored,
+                stored.counts,
             )
-            self._dispatcher.table.reset_counts(self.handler_id, stored)
+            self._dispatcher.table.reset_counts(self.handler_id, stored.counts, stored.pruned)
             return False
         return True
 

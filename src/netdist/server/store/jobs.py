@@ -352,15 +352,39 @@ def mark_processed(conn: Connection, ids: Sequence[int], status: JobStatus) -> N
         conn.execute(update(jobs).where(jobs.c.id.in_(ids)).values(status=status))
 
 
-def counts(conn: Connection, handler_id: str | None = None) -> dict[str, dict[str, int]]:
-    """Jobs per status per handler."""
+def counts(conn: Connection, handler_id: str | Collection[str] | None = None) -> dict[str, dict[str, int]]:
+    """Jobs per status per handler: of one handler, of several, or (None) of every one."""
+    if handler_id is not None and not isinstance(handler_id, str) and not handler_id:
+        return {}
     stmt = select(jobs.c.handler_id, jobs.c.status, func.count()).group_by(jobs.c.handler_id, jobs.c.status)
-    if handler_id is not None:
+    if isinstance(handler_id, str):
         stmt = stmt.where(jobs.c.handler_id == handler_id)
+    elif handler_id is not None:
+        stmt = stmt.where(jobs.c.handler_id.in_(sorted(handler_id)))
     out: dict[str, dict[str, int]] = {}
     for hid, status, n in conn.execute(stmt):
         out.setdefault(hid, {})[status] = n
     return out
+
+
+class Tally(NamedTuple):
+    """A handler's jobs per status as stored, and retention's tallies of those it deleted, as of one
+    moment: what the lease table counts from (its shown processed and failed add the tallies)."""
+
+    counts: dict[str, int]
+    pruned: tuple[int, int]  # processed, failed
+
+
+def tally(conn: Connection, handler_id: str) -> Tally:
+    """One statement, so one snapshot: a retention pass committing meanwhile is in both or neither."""
+    rows = conn.execute(
+        select(jobs.c.status, func.count(jobs.c.id), handlers.c.pruned_processed, handlers.c.pruned_failed)
+        .select_from(handlers.outerjoin(jobs, jobs.c.handler_id == handlers.c.id))
+        .where(handlers.c.id == handler_id)
+        .group_by(jobs.c.status, handlers.c.pruned_processed, handlers.c.pruned_failed)
+    ).all()
+    found = {status: n for status, n, _, _ in rows if status is not None}
+    return Tally(found, (rows[0][2], rows[0][3]) if rows else (0, 0))
 
 
 def record_batch(
