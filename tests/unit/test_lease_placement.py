@@ -7,7 +7,9 @@ sat idle, because the first worker's prefetch took the third place.
 
 from __future__ import annotations
 
-from netdist.jobscript import JobSettings
+import dataclasses
+
+from netdist.jobscript import ClientSelector, JobSettings
 from netdist.server.lease_model import HandlerSpec, ReadyJob, WorkerInfo
 from netdist.server.leases import LeaseTable
 from tests.clock import ManualClock
@@ -56,3 +58,21 @@ def test_free_slots_fill_round_by_round() -> None:
     join(table, "a", slots=4)
     join(table, "b", slots=2)
     assert sorted(x.worker_id for x in table.pick()) == ["a", "a", "a", "b", "b"]
+
+
+def test_who_a_handler_may_serve_follows_its_workers_and_its_settings() -> None:
+    """``pick`` looks only at the workers a handler's clients-allowed lets in (with 10,000 idle
+    streams of other workers it looked at every one, every pass): a worker that comes back with
+    other labels, and a handler whose settings change, are seen at once."""
+    gpu_only = JobSettings(package="p", handler="H", job="h", clients_allowed=(ClientSelector(label="gpu"),))
+    table = table_with(gpu_only, jobs=10)
+    join(table, "plain", slots=1)
+    assert table.pick() == []  # not allowed
+    table.connect(WorkerInfo(worker_id="plain", name="plain", labels={"gpu": "1"}, slots=1), [])
+    table.set_capacity("plain", 1)
+    assert [x.worker_id for x in table.pick()] == ["plain"]  # back with the label
+    join(table, "other", slots=1)
+    assert table.pick() == []
+    spec = table.handlers["h"].spec
+    table.update_spec(dataclasses.replace(spec, settings=dataclasses.replace(gpu_only, clients_allowed=())))
+    assert {x.worker_id for x in table.pick()} == {"other"}  # anyone, now

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 
 import grpc
 
@@ -245,10 +245,10 @@ class AdminService(JobAdmin, WorkerAdmin, JobLogAdmin, EventAdmin, DepsAdmin):
     def _info_with(
         self, r: catalog.HandlerRecord, counts: dict[str, int], current: Mapping[str, str]
     ) -> admin_pb2.HandlerInfo:
-        names = self._worker_names()
-        running = self.dispatcher.table.leases_of(handler_id=r.id)
+        running = self.dispatcher.table.leases_of(handler_id=r.id)[:MAX_RUNNING_LISTED]
+        names = self._worker_names(lease.worker_id for lease in running)
         return admin_pb2.HandlerInfo(
-            running=[running_job(lease, names) for lease in running[:MAX_RUNNING_LISTED]],
+            running=[running_job(lease, names) for lease in running],
             id=r.id,
             package=r.package,
             handler=r.handler,
@@ -275,8 +275,10 @@ class AdminService(JobAdmin, WorkerAdmin, JobLogAdmin, EventAdmin, DepsAdmin):
             result_summary=r.summary,
         )
 
-    def _worker_names(self) -> dict[str, str]:
-        return {w.worker_id: w.name for w in self.dispatcher.table.workers.values()}
+    def _worker_names(self, worker_ids: Iterable[str]) -> dict[str, str]:
+        """The names of these workers (not of every one connected: there may be thousands)."""
+        workers = self.dispatcher.table.workers
+        return {i: w.name for i in set(worker_ids) if (w := workers.get(i)) is not None}
 
     def _package_version(self, r: catalog.HandlerRecord, current: Mapping[str, str]) -> str:
         """The version its host runs; when none runs, the one it would start on."""

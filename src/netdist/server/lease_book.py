@@ -56,6 +56,15 @@ class LeaseBook:
         self.handlers: dict[str, HandlerQueue] = {}
         self.workers: dict[str, WorkerState] = {}
         self.leases: dict[int, Lease] = {}
+        self.counted: set[str] = set()
+        """Workers whose ``done`` or ``failed`` grew since ``take_worker_counts``: a flush looks at these
+        only (it runs at every disconnect, and 10,000 streams ending made it quadratic)."""
+        self._servable: dict[str, set[str]] = {}
+        self._joined: dict[str, int] = {}  # worker id -> the order it first connected in: pick's order
+        """Per handler, the workers its settings allow by name, labels and platform (what does not
+        change while both are here): filled when ``pick`` first needs it, kept as workers come and go,
+        dropped when the handler's spec changes. With thousands of workers that a handler may not
+        serve, ``pick`` looks at the others only."""
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -98,15 +107,50 @@ class LeaseBook:
         )
         queue.counts.update(counts)
         self.handlers[spec.handler_id] = queue
+        self._servable.pop(spec.handler_id, None)
 
     def update_spec(self, spec: HandlerSpec) -> None:
         queue = self.handlers.get(spec.handler_id)
         if queue is not None:
             queue.spec = spec
+        self._servable.pop(spec.handler_id, None)
 
     def remove_handler(self, handler_id: str) -> None:
         """Forget a handler's queue (after ``revoke_handler``, or once it finished)."""
         self.handlers.pop(handler_id, None)
+        self._servable.pop(handler_id, None)
+
+    def candidates(self, queues: Sequence[HandlerQueue]) -> list[WorkerState]:
+        """The connected workers with capacity that some of ``queues`` may serve by name, labels and
+        platform, in the order they first connected: what ``pick`` looks at."""
+        ids = set().union(*(self.servable(q) for q in queues))
+        found = [w for i in ids if (w := self.workers.get(i)) is not None and w.connected and w.capacity > 0]
+        found.sort(key=lambda w: self._joined.get(w.worker_id, -1))
+        return found
+
+    def servable(self, queue: HandlerQueue) -> set[str]:
+        """The workers ``queue``'s handler may serve by name, labels and platform (``_servable``)."""
+        found = self._servable.get(queue.handler_id)
+        if found is None:
+            found = {w.worker_id for w in self.workers.values() if _may_ever_serve(queue, w)}
+            self._servable[queue.handler_id] = found
+        return found
+
+    def _worker_joined(self, state: WorkerState) -> None:
+        """A worker (re)connected, maybe with another name, labels or platform."""
+        self._joined.setdefault(state.worker_id, len(self._joined))
+        for handler_id, ids in self._servable.items():
+            queue = self.handlers.get(handler_id)
+            if queue is not None and _may_ever_serve(queue, state):
+                ids.add(state.worker_id)
+            else:
+                ids.discard(state.worker_id)
+
+    def _worker_left(self, worker_id: str) -> None:
+        self.workers.pop(worker_id, None)
+        self._joined.pop(worker_id, None)
+        for ids in self._servable.values():
+            ids.discard(worker_id)
 
     def set_active(self, handler_id: str, active: bool) -> None:
         queue = self.handlers.get(handler_id)
@@ -246,10 +290,12 @@ class LeaseBook:
     def take_worker_counts(self) -> dict[str, tuple[int, int]]:
         """(done, failed) results per worker since the last call, for the store; zeroed here."""
         counts = {}
-        for state in self.workers.values():
-            if state.done or state.failed:
-                counts[state.worker_id] = (state.done, state.failed)
+        for worker_id in self.counted:
+            state = self.workers.get(worker_id)
+            if state is not None and (state.done or state.failed):
+                counts[worker_id] = (state.done, state.failed)
                 state.done = state.failed = 0
+        self.counted.clear()
         return counts
 
     def progress(self, worker_id: str, ref: Ref, percent: float, text: str) -> None:
@@ -286,3 +332,9 @@ class LeaseBook:
             ran_seconds = self.clock.monotonic() - lease.started_mono
         if ran_seconds:
             self.usage.charge(lease.worker_id, lease.handler_id, ran_seconds)
+
+
+def _may_ever_serve(queue: HandlerQueue, state: WorkerState) -> bool:
+    """The rules of ``policy.may_serve`` that depend on the handler's settings and the worker's
+    identity only, and its platform: while neither changes, neither does the answer."""
+    return queue.spec.serves(state.info.platform) and policy.client_allowed(queue.settings, state)

@@ -22,7 +22,10 @@ class LeasePicker(LeaseBook):
         turns by stride scheduling on their priority."""
         now_wall = self.clock.time()
         picked: list[Lease] = []
-        workers = [w for w in self.workers.values() if w.connected and w.capacity > 0]
+        serving = [q for q in self.handlers.values() if q.active and q.queued and not q.failing]
+        if not serving:
+            return picked
+        workers = self.candidates(serving)
         hungry = [w for w in workers if min(w.room(), w.free_slots()) > 0]
         while hungry:
             served = []

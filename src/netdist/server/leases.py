@@ -108,6 +108,7 @@ class LeaseTable(LeasePicker):
             state.jobs, state.per_handler = old.jobs, old.per_handler
             state.ewma_seconds, state.done, state.failed = old.ewma_seconds, old.done, old.failed
         self.workers[info.worker_id] = state
+        self._worker_joined(state)
         holding = set(held)
         lost = [
             lease
@@ -132,7 +133,7 @@ class LeaseTable(LeasePicker):
         self._requeue(
             leases, effects, charge=False, reason={"type": "WorkerRemoved", "message": f"{reason} by the operator"}
         )
-        self.workers.pop(worker_id, None)
+        self._worker_left(worker_id)
         return effects, len(leases)
 
     def started(self, worker_id: str, refs: Iterable[Ref]) -> list[float]:
@@ -272,6 +273,7 @@ class LeaseTable(LeasePicker):
                     state.done += 1
                 else:
                     state.failed += 1
+                self.counted.add(state.worker_id)
             queue = self.handlers.get(s.handler_id)
             if queue is None:
                 continue
@@ -309,7 +311,7 @@ class LeaseTable(LeasePicker):
                 lost = [lease for lease in self.leases_of(worker_id=state.worker_id) if not lease.settling]
                 self._requeue(lost, effects, reason={"type": "WorkerLost", "message": "the worker disappeared"})
                 if not state.jobs:
-                    del self.workers[state.worker_id]
+                    self._worker_left(state.worker_id)
         return effects
 
     # -- internals ---------------------------------------------------------------------------------
