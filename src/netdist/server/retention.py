@@ -5,7 +5,8 @@ DURATION`` clears the outputs of processed jobs and deletes attempt history
 older than that; ``--keep-processed DURATION`` deletes processed and failed
 jobs that finished longer ago, ``--keep-processed COUNT`` keeps only the
 newest COUNT of each per handler. A background pass runs every
-``interval_seconds`` and deletes in batches of ``BATCH`` rows, each its own
+``interval_seconds`` (sooner after one that stopped at its limit with more to
+delete) and deletes in batches of ``BATCH`` rows, each its own
 short transaction through the group-commit writer, yielding between them so
 that leases and results go on. Deleted jobs still count: each handler keeps a
 tally of the processed and failed jobs retention deleted (its counts add them).
@@ -29,6 +30,10 @@ BATCH = 500
 """Rows one transaction of a pass deletes or clears at most."""
 MAX_BATCHES_PER_PASS = 200
 """A pass stops after this many batches; the next pass goes on."""
+CATCH_UP_SECONDS = 0.5
+"""The wait before the next pass when one stopped at its batch limit with more to delete: a pass
+deletes at most 100,000 rows, and a server finishing thousands of jobs a second makes more than
+that between two passes a minute apart (its store grew without bound under --keep-processed)."""
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 
@@ -61,13 +66,17 @@ class Retention:
 class Pruner:
     """Runs the retention passes in the background while the server serves."""
 
-    def __init__(self, store: Store, retention: Retention, clock: Clock) -> None:
+    def __init__(
+        self, store: Store, retention: Retention, clock: Clock, *, max_batches: int = MAX_BATCHES_PER_PASS
+    ) -> None:
         self.store = store
         self.retention = retention
         self.clock = clock
+        self.max_batches = max_batches
         self.deleted = 0  # jobs deleted since the start (for the log and tests)
         self._outputs_after: dict[str, int] = {}  # per handler: outputs up to this job id are dropped
-        self._budget = 0  # transactions the running pass may still run
+        self._budget = 0  # batches that change something the running pass may still run
+        self._cut = False  # the last pass stopped at its budget, with more maybe to do
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -82,7 +91,8 @@ class Pruner:
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(self.retention.interval_seconds)
+            await asyncio.sleep(self.next_wait())
+            self._cut = False
             if not self.store.health.healthy:
                 continue  # the store is out: the server's own work comes first
             try:
@@ -90,11 +100,19 @@ class Pruner:
             except Exception:
                 log.exception("retention pass failed; the next one tries again")
 
+    def next_wait(self) -> float:
+        """Seconds until the next pass: soon when the last stopped at its limit with more to do."""
+        interval = self.retention.interval_seconds
+        return min(interval, CATCH_UP_SECONDS) if self._cut else interval
+
     async def run_once(self) -> int:
-        """One pass, at most MAX_BATCHES_PER_PASS transactions; the jobs and attempts it deleted."""
+        """One pass, at most ``max_batches`` transactions that change something (a check that finds
+        nothing to do is not counted: a store of many handlers would use the budget up on them); the
+        jobs and attempts it deleted."""
         r = self.retention
         now = self.clock.time()
-        self._budget = MAX_BATCHES_PER_PASS
+        self._budget = self.max_batches
+        self._cut = False
         handler_ids = await self.store.read(pruning.handler_ids)
         done = 0
         if r.keep_processed_seconds is not None or r.keep_processed_count is not None:
@@ -111,14 +129,20 @@ class Pruner:
             log.info("retention: %d jobs and attempts deleted", done)
         return done
 
-    def _spend(self) -> bool:
-        """Whether this pass may run one more transaction."""
-        self._budget -= 1
-        return self._budget >= 0
+    def _may_go_on(self) -> bool:
+        """Whether this pass may run one more batch; when not, it is cut short (``_cut``)."""
+        if self._budget > 0:
+            return True
+        self._cut = True
+        return False
+
+    def _spent(self, changed: bool) -> None:
+        if changed:
+            self._budget -= 1
 
     async def _delete_jobs(self, handler_id: str, status: JobStatus, before: float | None) -> int:
         done = 0
-        while self._spend():
+        while self._may_go_on():
             n = await self.store.writer.run(
                 pruning.delete_jobs,
                 handler_id,
@@ -127,6 +151,7 @@ class Pruner:
                 keep_newest=self.retention.keep_processed_count,
                 batch=BATCH,
             )
+            self._spent(n > 0)
             done += n
             self.deleted += n
             if n < BATCH:
@@ -134,19 +159,21 @@ class Pruner:
         return done
 
     async def _drop_outputs(self, handler_id: str, before: float) -> None:
-        while self._spend():
+        while self._may_go_on():
             after = self._outputs_after.get(handler_id, 0)
             reached = await self.store.writer.run(
                 pruning.drop_outputs, handler_id, after_id=after, finished_before=before, batch=BATCH
             )
+            self._spent(reached != after)
             self._outputs_after[handler_id] = reached
             if reached == after:
                 break
 
     async def _delete_attempts(self, before: float) -> int:
         done = 0
-        while self._spend():
+        while self._may_go_on():
             n = await self.store.writer.run(pruning.delete_attempts, finished_before=before, batch=BATCH)
+            self._spent(n > 0)
             done += n
             if n < BATCH:
                 break
