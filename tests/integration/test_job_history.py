@@ -108,10 +108,16 @@ def test_retention_deletes_in_batches_and_keeps_the_tally(engine: Engine) -> Non
     with engine.begin() as conn:
         job_store.insert(conn, "h", job_store.reserve_job_ids(conn, 8), [("{}", "null")] * 8)
         conn.execute(jobs.update().values(status=JobStatus.PROCESSED, finished_at=5.0, output="1"))
+    processed = JobStatus.PROCESSED
+    with engine.begin() as conn:  # ten processed: past the newest two are 1..8
+        upto = pruning.newest_past(conn, "h", processed, 2)
+        assert upto == 8
+        assert pruning.delete_jobs(conn, "h", processed, finished_before=None, upto_id=upto, batch=3) == 3
     with engine.begin() as conn:
-        assert pruning.delete_jobs(conn, "h", JobStatus.PROCESSED, finished_before=None, keep_newest=2, batch=3) == 3
-    with engine.begin() as conn:
-        assert pruning.delete_jobs(conn, "h", JobStatus.PROCESSED, finished_before=None, keep_newest=1, batch=100) == 6
+        assert pruning.delete_jobs(conn, "h", processed, finished_before=None, upto_id=upto, batch=100) == 5
+        assert pruning.newest_past(conn, "h", processed, 2) is None  # two are left
+        upto = pruning.newest_past(conn, "h", processed, 1)
+        assert pruning.delete_jobs(conn, "h", processed, finished_before=None, upto_id=upto, batch=100) == 1
         assert pruning.drop_outputs(conn, "h", after_id=0, finished_before=6.0, batch=10) == 10
         assert pruning.drop_outputs(conn, "h", after_id=10, finished_before=6.0, batch=10) == 10
     with engine.connect() as conn:
@@ -119,7 +125,8 @@ def test_retention_deletes_in_batches_and_keeps_the_tally(engine: Engine) -> Non
         tally = conn.execute(select(handlers.c.pruned_processed)).scalar_one()
     assert [(i, o) for i, o in left] == [(10, None)] and tally == 9
     with engine.begin() as conn:  # the newest row may go too: job ids come from a counter
-        assert pruning.delete_jobs(conn, "h", JobStatus.PROCESSED, finished_before=None, keep_newest=0, batch=100) == 1
+        upto = pruning.newest_past(conn, "h", processed, 0)
+        assert pruning.delete_jobs(conn, "h", processed, finished_before=None, upto_id=upto, batch=100) == 1
         job_store.insert(conn, "h", job_store.reserve_job_ids(conn, 1), [("{}", "null")])
         assert conn.execute(select(jobs.c.id)).scalar_one() == 11
 

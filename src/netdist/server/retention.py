@@ -142,14 +142,15 @@ class Pruner:
 
     async def _delete_jobs(self, handler_id: str, status: JobStatus, before: float | None) -> int:
         done = 0
+        keep = self.retention.keep_processed_count
+        upto = None
+        if keep is not None:  # jobs processed during the pass stay: a few more than the count are kept
+            upto = await self.store.read(pruning.newest_past, handler_id, status, keep)
+            if upto is None:
+                return 0
         while self._may_go_on():
             n = await self.store.writer.run(
-                pruning.delete_jobs,
-                handler_id,
-                status,
-                finished_before=before,
-                keep_newest=self.retention.keep_processed_count,
-                batch=BATCH,
+                pruning.delete_jobs, handler_id, status, finished_before=before, upto_id=upto, batch=BATCH
             )
             self._spent(n > 0)
             done += n

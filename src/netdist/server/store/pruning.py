@@ -21,24 +21,39 @@ def handler_ids(conn: Connection) -> list[str]:
     return list(conn.execute(select(handlers.c.id)).scalars())
 
 
+def newest_past(conn: Connection, handler_id: str, status: JobStatus, keep_newest: int) -> int | None:
+    """The id of the newest of the handler's jobs in ``status`` that is not among its ``keep_newest``
+    newest (it and every older one are past retention), or None when it has no more than those. Read
+    once a pass: each batch that skipped the kept ones itself walked ``keep_newest`` index entries."""
+    stmt = (
+        select(jobs.c.id)
+        .where(jobs.c.handler_id == handler_id, jobs.c.status == status)
+        .order_by(jobs.c.id.desc())
+        .offset(keep_newest)
+        .limit(1)
+    )
+    found = conn.execute(stmt).scalar()
+    return None if found is None else int(found)
+
+
 def delete_jobs(
     conn: Connection,
     handler_id: str,
     status: JobStatus,
     *,
     finished_before: float | None,
-    keep_newest: int | None,
+    upto_id: int | None,
     batch: int,
 ) -> int:
     """Delete up to ``batch`` of the handler's jobs in ``status`` (processed or failed) that are past
-    retention: older than its ``keep_newest`` newest, or, among its ``batch`` oldest (by id, through
-    the (handler, status, id) index: no scan of the newer ones), those that finished before
-    ``finished_before``. Their attempt history and log lines go with them, and the handler's tally grows by as
-    many. Returns how many."""
+    retention: among its ``batch`` oldest (by id, through the (handler, status, id) index: no scan of
+    the newer ones) up to ``upto_id`` (from :func:`newest_past`), those that finished before
+    ``finished_before``. Their attempt history and log lines go with them, and the handler's tally grows
+    by as many. Returns how many."""
     stmt = select(jobs.c.id, jobs.c.finished_at).where(jobs.c.handler_id == handler_id, jobs.c.status == status)
-    by_count = keep_newest is not None
-    stmt = stmt.order_by(jobs.c.id.desc()).offset(keep_newest) if by_count else stmt.order_by(jobs.c.id)
-    rows = conn.execute(stmt.limit(batch)).all()
+    if upto_id is not None:
+        stmt = stmt.where(jobs.c.id <= upto_id)
+    rows = conn.execute(stmt.order_by(jobs.c.id).limit(batch)).all()
     ids = [r.id for r in rows if finished_before is None or (r.finished_at or 0.0) < finished_before]
     if not ids:
         return 0
