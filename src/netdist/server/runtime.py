@@ -55,6 +55,11 @@ at a time, and every call of its host and every commit of what it did costs the 
 holds. So all handlers together call their hosts about 400 times a second at most, however many run.
 Alone, or after a quiet spell, a handler gets each result at once."""
 MAX_LINGER_SECONDS = 0.25
+MAX_UNPROCESSED = 10_000
+"""A handler is asked for more jobs only while fewer of its results than this wait for its
+``process_result``: when workers return results faster than it takes them, its new jobs would
+only pile up more results in the store (a million no-op jobs at 17,000 jobs/s left 76,000 waiting,
+and the store grew with them). Its jobs then go out as fast as it processes their results."""
 _MORE_CALLS_PER_TURN = 20
 STOP_GRACE_SECONDS = 5.0
 _OPEN = (JobStatus.AVAILABLE, JobStatus.LEASED, JobStatus.SUCCEEDED, JobStatus.ERRORED)
@@ -322,9 +327,14 @@ class RunningHandler:
         return queue is not None and queue.active
 
     def _wants_jobs(self) -> bool:
-        """The handler is to be asked for more jobs now: running and its queue below LOW_WATER."""
+        """The handler is to be asked for more jobs now: running, its queue below LOW_WATER and its
+        results waiting for it below MAX_UNPROCESSED."""
         counts = self._dispatcher.table.counts(self.handler_id)
-        return self._active() and counts[JobStatus.AVAILABLE] + counts[JobStatus.LEASED] < LOW_WATER
+        return (
+            self._active()
+            and counts[JobStatus.AVAILABLE] + counts[JobStatus.LEASED] < LOW_WATER
+            and counts[JobStatus.SUCCEEDED] < MAX_UNPROCESSED
+        )
 
     async def _create_jobs(self) -> None:
         for _ in range(_MORE_CALLS_PER_TURN):
