@@ -19,8 +19,9 @@ Transitions:
   soon as it is made, while its write is on the way (``Lease.sent``): the
   write is queued first, so every later write about it (a result, a
   requeue) commits after it. A new job whose insert is queued counts as
-  held (``queue_unstored``): its lease is queued behind that insert. Other leases (their job's requeue is still on
-  the way) go once stored, so at most one lease of a job is ever out
+  held (``queue_unstored``): its lease is queued behind that insert.
+  Other leases (their job's requeue is still on the way) go once
+  stored, so at most one lease of a job is ever out
   beyond what the store holds, one number above it. A sent lease the store
   refuses, or whose write fails, is revoked at its worker.
 - ``started``: the worker began to run these; only from now on does losing

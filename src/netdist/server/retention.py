@@ -29,7 +29,7 @@ log = logging.getLogger("netdist.server.retention")
 BATCH = 500
 """Rows one transaction of a pass deletes or clears at most."""
 MAX_BATCHES_PER_PASS = 200
-"""A pass stops after this many batches; the next pass goes on."""
+"""A pass stops after this many batches that deleted or cleared something; the next pass goes on."""
 CATCH_UP_SECONDS = 0.5
 """The wait before the next pass when one stopped at its batch limit with more to delete: a pass
 deletes at most 100,000 rows, and a server finishing thousands of jobs a second makes more than
