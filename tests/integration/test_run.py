@@ -31,11 +31,17 @@ def test_job_script_runs_to_completion(cluster: Cluster, tmp_path: Path) -> None
     assert info.jobs_processed == 300 and info.jobs_total == 300 and info.has_total
     assert info.jobs_available == info.jobs_pending == info.jobs_failed == 0
     assert info.result_summary == f"1.0 sum={expected_sum(300)} seen=300 failures=0"
-    assert {w.name for w in cluster.api.workers()} == {"w1", "w2"}
-    # Per-worker counts reach the store within about a second.
-    wait_until(lambda: sum(w.jobs_done for w in cluster.api.workers()) == 300, 10, what="worker counts")
-    log = "\n".join(line.message for line in cluster.api.log(hid))
-    assert "counter 1.0 initialized at 0" in log  # the handler's own line reached the server
+    workers = cluster.api.workers()
+    assert {w.name for w in workers} == {"w1", "w2"}
+    # Every result was counted for its worker before the handler saw it: the counts are whole at
+    # once, those not yet flushed to the store (once a second) included.
+    assert sum(w.jobs_done for w in workers) == 300
+    # the handler's own line reaches the server's log (written in batches, a moment later)
+    wait_until(
+        lambda: "counter 1.0 initialized at 0" in "\n".join(line.message for line in cluster.api.log(hid)),
+        10,
+        what="the handler's log line",
+    )
 
 
 def test_same_script_again_needs_no_update_and_a_new_job_name_is_a_new_instance(

@@ -39,6 +39,10 @@ class WorkerAdmin(admin_pb2_grpc.AdminServiceServicer):
         for r in records:
             connected = r.id in self.dispatcher.links
             leases = self.dispatcher.table.leases_of(worker_id=r.id)
+            # The results counted since the last flush to the store (once a second) count too: read
+            # after the store, a count is in one of them, never both.
+            state = self.dispatcher.table.workers.get(r.id)
+            done, failed = (state.done, state.failed) if state is not None else (0, 0)
             out.append(
                 admin_pb2.WorkerInfo(
                     id=r.id,
@@ -49,8 +53,8 @@ class WorkerAdmin(admin_pb2_grpc.AdminServiceServicer):
                     connected_since=r.connected_since or 0.0,
                     last_seen=time.time() if connected else (r.last_seen or 0.0),
                     jobs_running=len(leases),
-                    jobs_done=r.jobs_done,
-                    jobs_failed=r.jobs_failed,
+                    jobs_done=r.jobs_done + done,
+                    jobs_failed=r.jobs_failed + failed,
                     hostname=r.hostname[: fields.MAX_HOSTNAME],
                     version=r.version[: fields.MAX_VERSION],
                     running=[running_job(lease, names) for lease in leases[:MAX_RUNNING_LISTED]],
