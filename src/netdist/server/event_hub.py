@@ -303,14 +303,13 @@ class EventHub:
         queue = self.table.handlers.get(handler_id)
         if queue is None:
             return
-        c = queue.counts
-        processed, failed = queue.pruned  # as ListHandlers shows them: with those retention deleted
+        c = queue.shown()  # as ListHandlers shows them: with those retention deleted
         counts = JobCounts(
             handler_id=handler_id,
-            available=c[JobStatus.AVAILABLE],
-            pending=c[JobStatus.LEASED] + c[JobStatus.SUCCEEDED] + c[JobStatus.ERRORED],
-            processed=c[JobStatus.PROCESSED] + processed,
-            failed=c[JobStatus.FAILED] + failed,
+            available=c.get(JobStatus.AVAILABLE, 0),
+            pending=sum(c.get(s, 0) for s in (JobStatus.LEASED, JobStatus.SUCCEEDED, JobStatus.ERRORED)),
+            processed=c.get(JobStatus.PROCESSED, 0),
+            failed=c.get(JobStatus.FAILED, 0),
         )
         if self._counts.get(handler_id) != counts:
             self._counts[handler_id] = counts

@@ -60,11 +60,11 @@ class LeaseBook:
         """Workers whose ``done`` or ``failed`` grew since ``take_worker_counts``: a flush looks at these
         only (it runs at every disconnect, and 10,000 streams ending made it quadratic)."""
         self._servable: dict[str, set[str]] = {}
-        self._joined: dict[str, int] = {}  # worker id -> the order it first connected in: pick's order
         """Per handler, the workers its settings allow by name, labels and platform (what does not
         change while both are here): filled when ``pick`` first needs it, kept as workers come and go,
         dropped when the handler's spec changes. With thousands of workers that a handler may not
         serve, ``pick`` looks at the others only."""
+        self._joined: dict[str, int] = {}  # worker id -> the order it first connected in: pick's order
 
     # -- reading -----------------------------------------------------------------------------------
 
