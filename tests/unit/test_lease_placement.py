@@ -76,3 +76,24 @@ def test_who_a_handler_may_serve_follows_its_workers_and_its_settings() -> None:
     spec = table.handlers["h"].spec
     table.update_spec(dataclasses.replace(spec, settings=dataclasses.replace(gpu_only, clients_allowed=())))
     assert {x.worker_id for x in table.pick()} == {"other"}  # anyone, now
+
+
+def test_handlers_take_turns_by_priority_and_in_table_order_on_a_tie() -> None:
+    """Stride scheduling over many handlers (``pick`` keeps them in a heap by pass value: a minimum
+    over every handler for each job cost 100 comparisons a job with 100 handlers)."""
+    table = LeaseTable(clock=ManualClock(), reconnect_grace_seconds=2.0, silent_after_seconds=15.0)
+    for n in range(20):
+        hid = f"h{n:02d}"
+        settings = JobSettings(package="p", handler="H", job=hid, priority=3.0 if n == 7 else 1.0)
+        spec = HandlerSpec(handler_id=hid, job_name=hid, script_sha256="0" * 64, environment=(), settings=settings)
+        table.add_handler(spec, counts={}, streak=0, active=True)
+        table.enqueued(hid, 100)
+        table.refilled(hid, [ReadyJob(n * 1000 + i, 0, 0, b"{}") for i in range(1, 101)], more=False)
+    join(table, "a", slots=216)  # room for 220: 10 turns of 19 handlers and 30 of the heavy one
+    picked = [x.handler_id for x in table.pick()]
+    # All at pass 0: table order; then the heavy one, whose pass (1/3) is the lowest, twice more.
+    assert picked[:22] == [f"h{n:02d}" for n in range(20)] + ["h07", "h07"]
+    assert len(picked) == 220
+    shares = {hid: picked.count(hid) for hid in set(picked)}
+    assert shares.pop("h07") == 30
+    assert set(shares.values()) == {10}

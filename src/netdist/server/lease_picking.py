@@ -3,6 +3,8 @@ jobs, how many, and in what order. Pure, as the whole table (:mod:`netdist.serve
 
 from __future__ import annotations
 
+import heapq
+
 from netdist.server import policy
 from netdist.server.lease_book import LeaseBook
 from netdist.server.lease_model import HandlerQueue, Lease, ReadyJob, WorkerState
@@ -42,17 +44,27 @@ class LeasePicker(LeaseBook):
         return picked
 
     def _pick_for(self, state: WorkerState, room: int, now_wall: float, *, prefetch: bool) -> list[Lease]:
-        eligible = [q for q in self.handlers.values() if self._may_serve(q, state, now_wall, prefetch=prefetch)]
+        """Up to ``room`` leases for one worker, each from the eligible handler of the lowest pass
+        value (the first of them in the table's order on a tie): a heap, as the pass value moves only
+        for the handler that just gave a job."""
+        eligible = [
+            (q.pass_value, i, q)
+            for i, q in enumerate(self.handlers.values())
+            if self._may_serve(q, state, now_wall, prefetch=prefetch)
+        ]
+        heapq.heapify(eligible)
         picked: list[Lease] = []
         while len(picked) < room and eligible:
-            queue = min(eligible, key=lambda q: q.pass_value)
+            _, order, queue = eligible[0]
             job = queue.pop()
             if job is None:
-                eligible.remove(queue)
+                heapq.heappop(eligible)
                 continue
             picked.append(self._lease(queue, state, job))
-            if not self._may_serve(queue, state, now_wall, prefetch=prefetch):
-                eligible.remove(queue)
+            if self._may_serve(queue, state, now_wall, prefetch=prefetch):
+                heapq.heapreplace(eligible, (queue.pass_value, order, queue))
+            else:
+                heapq.heappop(eligible)
         return picked
 
     def _may_serve(self, queue: HandlerQueue, state: WorkerState, now_wall: float, *, prefetch: bool) -> bool:
@@ -62,9 +74,9 @@ class LeasePicker(LeaseBook):
             return False
         if prefetch and queue.settings.max_parallel_jobs is not None:
             return False  # a prefetched job would hold one of the few parallel places while it waits
-        if not queue.spec.serves(state.info.platform):
-            return False  # its dependencies are not (yet) locked for the worker's platform
-        return policy.may_serve(queue, state, now_wall, self.usage)
+        if state.worker_id not in self.servable(queue):
+            return False  # not by name, labels or platform (its dependencies not locked for it yet)
+        return policy.may_serve_now(queue, state, now_wall, self.usage)
 
     def _lease(self, queue: HandlerQueue, state: WorkerState, job: ReadyJob) -> Lease:
         now = self.clock.monotonic()

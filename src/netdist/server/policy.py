@@ -106,6 +106,12 @@ def in_idle_window(settings: JobSettings, now: float) -> bool:
 
 def may_serve(handler: HandlerView, worker: WorkerView, now: float, usage: DailyUsage) -> bool:
     """Whether ``handler`` may give ``worker`` one more job at wall time ``now``."""
+    return client_allowed(handler.settings, worker) and may_serve_now(handler, worker, now, usage)
+
+
+def may_serve_now(handler: HandlerView, worker: WorkerView, now: float, usage: DailyUsage) -> bool:
+    """``may_serve`` but for the clients allowed and denied: the rules whose answer changes while
+    neither the settings nor the worker's identity do (the lease table keeps the others' answer)."""
     s = handler.settings
     if s.max_parallel_jobs is not None and handler.counts.get(JobStatus.LEASED, 0) >= s.max_parallel_jobs:
         return False
@@ -115,6 +121,4 @@ def may_serve(handler: HandlerView, worker: WorkerView, now: float, usage: Daily
         usage.used(worker.worker_id, handler.handler_id) >= s.max_time_per_client_per_day_seconds
     ):
         return False
-    if in_idle_window(s, now):
-        return False
-    return client_allowed(s, worker)
+    return not in_idle_window(s, now)
