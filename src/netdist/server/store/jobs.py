@@ -77,6 +77,7 @@ _ATTEMPT_SQL = (  # run before the write that ends the lease, under the same con
 )
 _ATTEMPT_HELD_SQL = _ATTEMPT_SQL + " AND worker_id = ?"
 _STREAK_SQL = "UPDATE handlers SET sequenced_errors = ? WHERE id = ?"
+_SAVE_HANDLER_SQL = "UPDATE handlers SET handler_state_json = ?, summary = ?, total = ? WHERE id = ?"
 
 
 def _many(conn: Connection, sql: str, rows: Sequence[tuple[object, ...]]) -> int:
@@ -84,6 +85,18 @@ def _many(conn: Connection, sql: str, rows: Sequence[tuple[object, ...]]) -> int
     if conn.dialect.paramstyle != "qmark":
         sql = sql.replace("?", "%s")
     return conn.exec_driver_sql(sql, list(rows)).rowcount
+
+
+def _in_chunks(conn: Connection, sql: str, before: Sequence[object], ids: Sequence[int]) -> Iterable[Any]:
+    """Run ``sql`` (ending in ``IN ({})``, with ``?`` placeholders) at the driver once per
+    _IDS_PER_READ of ``ids``, ``before`` bound ahead of them; yields each run's result. An IN list
+    built by SQLAlchemy is compiled anew for every length, which the hot path paid per call."""
+    for start in range(0, len(ids), _IDS_PER_READ):
+        chunk = tuple(ids[start : start + _IDS_PER_READ])
+        text = sql.format(", ".join("?" * len(chunk)))
+        if conn.dialect.paramstyle != "qmark":
+            text = text.replace("?", "%s")
+        yield conn.exec_driver_sql(text, (*before, *chunk))
 
 
 def _error_columns(error: Mapping[str, str]) -> tuple[str, str, str]:
@@ -266,13 +279,10 @@ def store_settlements(
     store_streaks(conn, streaks)
     ok = [s for s in settlements if s.status == JobStatus.SUCCEEDED and s.result.job_id in stored]
     found: dict[int, Any] = {}
-    for start in range(0, len(ok), _IDS_PER_READ):
-        ids = tuple(s.result.job_id for s in ok[start : start + _IDS_PER_READ])
-        sql = f"SELECT id, input, extra FROM jobs WHERE id IN ({', '.join('?' * len(ids))})"
-        if conn.dialect.paramstyle != "qmark":
-            sql = sql.replace("?", "%s")
-        # At the driver: an IN list built by SQLAlchemy was compiled anew for every batch.
-        found.update((r[0], r) for r in conn.exec_driver_sql(sql, ids))
+    for rows in _in_chunks(
+        conn, "SELECT id, input, extra FROM jobs WHERE id IN ({})", (), [s.result.job_id for s in ok]
+    ):
+        found.update((r[0], r) for r in rows)
     succeeded: dict[str, list[StoredResult]] = {}
     for s in ok:
         row = found[s.result.job_id]
@@ -348,8 +358,8 @@ def unprocessed(conn: Connection, handler_id: str, status: JobStatus, limit: int
 def mark_processed(conn: Connection, ids: Sequence[int], status: JobStatus) -> None:
     """The handler took these results (or final errors); their outputs stay for ``jobs show``
     until retention drops them (server/retention.py)."""
-    if ids:
-        conn.execute(update(jobs).where(jobs.c.id.in_(ids)).values(status=status))
+    for _ in _in_chunks(conn, "UPDATE jobs SET status = ? WHERE id IN ({})", (status.value,), ids):
+        pass  # each run is the update: nothing to read
 
 
 def counts(conn: Connection, handler_id: str | Collection[str] | None = None) -> dict[str, dict[str, int]]:
@@ -407,18 +417,15 @@ def record_batch(
     (the lease table's cursor), the available jobs after it are read back in the
     same transaction, the new ones among them, so that they are leased without a
     trip of their own through the writer."""
-    mark_processed(conn, [i for i in processed if i not in set(invalid)], processed_status)
+    bad = set(invalid)
+    mark_processed(conn, [i for i in processed if i not in bad], processed_status)
     if invalid:
         err = json.dumps({"type": "InvalidOutput", "message": "the worker sent output that is not JSON"})
         conn.execute(
             update(jobs).where(jobs.c.id.in_(invalid)).values(status=JobStatus.FAILED, error_json=err, output=None)
         )
     insert(conn, handler_id, new_ids, new_jobs)
-    conn.execute(
-        update(handlers)
-        .where(handlers.c.id == handler_id)
-        .values(handler_state_json=handler_state, summary=summary[:2000], total=total)
-    )
+    _many(conn, _SAVE_HANDLER_SQL, [(handler_state, summary[:2000], total, handler_id)])
     return [] if refill_after is None else load_available(conn, handler_id, refill_after, refill_limit)
 
 
