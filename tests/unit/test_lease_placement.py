@@ -97,3 +97,24 @@ def test_handlers_take_turns_by_priority_and_in_table_order_on_a_tie() -> None:
     shares = {hid: picked.count(hid) for hid in set(picked)}
     assert shares.pop("h07") == 30
     assert set(shares.values()) == {10}
+
+
+def test_a_handler_without_jobs_for_a_while_joins_the_turns_without_credit() -> None:
+    """Seen in bench/scale.py: of 100 handlers started 8 at a time, one whose handler host was
+    slow to make its first jobs kept the pass value it started with, and once its jobs came it
+    took every worker until it caught up: a share of 1.4 of an equal one."""
+    table = LeaseTable(clock=ManualClock(), reconnect_grace_seconds=2.0, silent_after_seconds=15.0)
+    for hid in ("a", "b", "late"):
+        settings = JobSettings(package="p", handler="H", job=hid)
+        spec = HandlerSpec(handler_id=hid, job_name=hid, script_sha256="0" * 64, environment=(), settings=settings)
+        table.add_handler(spec, counts={}, streak=0, active=True)
+    for n, hid in enumerate(("a", "b")):
+        table.enqueued(hid, 100)
+        table.refilled(hid, [ReadyJob(n * 1000 + i, 0, 0, b"{}") for i in range(1, 101)], more=False)
+    join(table, "first", slots=36)  # room for 40
+    assert {x.handler_id for x in table.pick()} == {"a", "b"}  # 20 each: "late" has no job yet
+    table.enqueued("late", 100)
+    table.refilled("late", [ReadyJob(5000 + i, 0, 0, b"{}") for i in range(1, 101)], more=False)
+    join(table, "second", slots=26)  # room for 30
+    picked = [x.handler_id for x in table.pick()]
+    assert {hid: picked.count(hid) for hid in ("a", "b", "late")} == {"a": 10, "b": 10, "late": 10}

@@ -65,6 +65,9 @@ class LeaseBook:
         dropped when the handler's spec changes. With thousands of workers that a handler may not
         serve, ``pick`` looks at the others only."""
         self._joined: dict[str, int] = {}  # worker id -> the order it first connected in: pick's order
+        self._serving: set[str] = set()
+        """The handlers that had jobs to give at the last ``pick``: one that was not among them joins
+        the turns without credit for the time it sat out (``LeasePicker._join_turns``)."""
 
     # -- reading -----------------------------------------------------------------------------------
 

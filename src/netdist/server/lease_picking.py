@@ -25,6 +25,7 @@ class LeasePicker(LeaseBook):
         now_wall = self.clock.time()
         picked: list[Lease] = []
         serving = [q for q in self.handlers.values() if q.active and q.queued and not q.failing]
+        self._join_turns(serving)
         if not serving:
             return picked
         workers = self.candidates(serving)
@@ -42,6 +43,21 @@ class LeasePicker(LeaseBook):
             if room > 0:
                 picked += self._pick_for(state, room, now_wall, prefetch=True)
         return picked
+
+    def _join_turns(self, serving: list[HandlerQueue]) -> None:
+        """A handler that had no job to give at the last pick (its first jobs not made yet, paused,
+        failing, its queue run dry) starts at the lowest pass value of those that kept giving, if it
+        is below it: no credit for the time it sat out. Without this, 100 handlers started 8 at a
+        time: each started at the lowest pass value of the running ones, which were often others
+        whose first jobs were still being made, and once its own jobs came it took every worker
+        until it caught up (a share of 1.4 of an equal one over the window where all ran)."""
+        kept = [q.pass_value for q in serving if q.handler_id in self._serving]
+        if kept and len(kept) < len(serving):
+            floor = min(kept)
+            for queue in serving:
+                if queue.handler_id not in self._serving and queue.pass_value < floor:
+                    queue.pass_value = floor
+        self._serving = {q.handler_id for q in serving}
 
     def _pick_for(self, state: WorkerState, room: int, now_wall: float, *, prefetch: bool) -> list[Lease]:
         """Up to ``room`` leases for one worker, each from the eligible handler of the lowest pass
