@@ -17,7 +17,7 @@
   the start, the first handlers finished before the last ones had started, and no such window was left.
 - ``million``: ``--jobs`` no-op jobs through one handler on a server that keeps only the newest ``--keep``
   processed jobs per handler (``--keep-processed``, a retention pass every 5 s). The handler stamps every
-  100,000th result: the rate over the first and the last 100,000, and the store's size on disk
+  100,000th result: the rate over each 100,000 (the first from the first enqueue), and the store's size on disk
   (database, WAL and shared memory) sampled every second: at 100,000 and at the end, and its peak.
 - ``payload``: ``--jobs`` jobs whose input carries ``--kib`` KiB and whose output returns it (the script
   returns its input), so each job moves the payload twice: MB/s end to end, input and output together.
@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import datetime
+import itertools
 import json
 import os
 import shutil
@@ -210,6 +211,7 @@ def run_million(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
         out["first_100k_jobs_per_s"] = round(MARK_EVERY / first, 1)
         out["last_100k_jobs_per_s"] = round(MARK_EVERY / last, 1)
         out["last_over_first"] = round(first / last, 3)
+        out["each_100k_jobs_per_s"] = [round(MARK_EVERY / (b - a)) for a, b in itertools.pairwise(marks)]
     out["jobs_per_s"] = rate(args.jobs, s)
     near = min(sizes, key=lambda ps: abs(ps[0] - MARK_EVERY)) if sizes else (0, 0)
     out["store_mb_at_100k"] = round(near[1] / 1e6, 1)
