@@ -1,0 +1,66 @@
+"""``jobs.record_batch``, the write that ends every handler host call, on a real SQLite file and
+PostgreSQL database: its statements go to the driver (an IN list in chunks), not through
+SQLAlchemy's expression layer, so each driver's placeholders and the chunk edges are checked here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from netdist.server.states import JobStatus
+from netdist.server.store import jobs as job_store
+from netdist.server.store.engine import open_engine
+from netdist.server.store.schema import handlers, jobs
+from tests.store_rows import insert_handler
+
+SUCCEEDED = 1201  # more than two IN lists of 500
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = open_engine(db_url)
+    with engine.begin() as conn:
+        insert_handler(conn)
+        job_store.insert(conn, "h", range(1, SUCCEEDED + 2), [("{}", "null")] * (SUCCEEDED + 1))
+        conn.execute(jobs.update().where(jobs.c.id <= SUCCEEDED).values(status=JobStatus.SUCCEEDED, output="1"))
+    yield engine
+    engine.dispose()
+
+
+def statuses(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all()
+    return {status: n for status, n in rows}
+
+
+def test_a_save_marks_every_processed_result_and_the_invalid_ones_failed(engine: Engine) -> None:
+    invalid = [7, 500, 501, 1000]
+    with engine.begin() as conn:
+        job_store.record_batch(
+            conn,
+            "h",
+            processed=list(range(1, SUCCEEDED + 1)),
+            processed_status=JobStatus.PROCESSED,
+            invalid=invalid,
+            new_jobs=[],
+            new_ids=[],
+            handler_state='{"n": 1}',
+            summary="s" * 3000,
+            total=42,
+        )
+    assert statuses(engine) == {
+        JobStatus.PROCESSED: SUCCEEDED - len(invalid),
+        JobStatus.FAILED: len(invalid),
+        JobStatus.AVAILABLE: 1,  # not among the processed: untouched
+    }
+    with engine.connect() as conn:
+        saved = conn.execute(select(handlers.c.handler_state_json, handlers.c.summary, handlers.c.total)).one()
+    assert (saved.handler_state_json, len(saved.summary), saved.total) == ('{"n": 1}', 2000, 42)
+
+
+def test_a_save_that_processed_nothing_changes_no_job(engine: Engine) -> None:
+    with engine.begin() as conn:
+        job_store.mark_processed(conn, [], JobStatus.PROCESSED)
+    assert statuses(engine) == {JobStatus.SUCCEEDED: SUCCEEDED, JobStatus.AVAILABLE: 1}
