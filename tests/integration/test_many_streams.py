@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from netdist.api.v1 import jobs_pb2, jobs_pb2_grpc
-from netdist.testing import known_token
+from netdist.testing import known_token, wait_until
 from tests.integration.conftest import Cluster
 
 STREAMS = 4000
@@ -57,3 +57,11 @@ def test_four_thousand_workers_connecting_at_once_are_all_welcomed(cluster: Clus
     assert token is not None
     welcomed, failed = asyncio.run(_connect_all(address, token))
     assert welcomed == STREAMS, f"{len(failed)} streams failed, e.g. {sorted(set(failed))[:3]}"
+    # And the server lets go of every one of them: the clients cancelled their streams (a loaded
+    # server notices some only as silent, after three heartbeat intervals). Waited for here, not
+    # left to the teardown's SIGTERM: once, in CI, the server had not stopped 15 s after it.
+    wait_until(
+        lambda: not any(w.connected for w in cluster.api.workers()),
+        60,
+        what="the server to see all 4,000 streams end",
+    )
