@@ -338,6 +338,6 @@ class LeaseBook:
 
 
 def _may_ever_serve(queue: HandlerQueue, state: WorkerState) -> bool:
-    """The rules of ``policy.may_serve`` that depend on the handler's settings and the worker's
-    identity only, and its platform: while neither changes, neither does the answer."""
+    """The rules of serving that depend on the handler's settings and the worker's identity only
+    (``policy.client_allowed``), and its platform: while neither changes, neither does the answer."""
     return queue.spec.serves(state.info.platform) and policy.client_allowed(queue.settings, state)

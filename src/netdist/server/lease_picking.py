@@ -92,7 +92,7 @@ class LeasePicker(LeaseBook):
             return False  # a prefetched job would hold one of the few parallel places while it waits
         if state.worker_id not in self.servable(queue):
             return False  # not by name, labels or platform (its dependencies not locked for it yet)
-        return policy.may_serve_now(queue, state, now_wall, self.usage)
+        return policy.may_serve(queue, state, now_wall, self.usage)
 
     def _lease(self, queue: HandlerQueue, state: WorkerState, job: ReadyJob) -> Lease:
         now = self.clock.monotonic()

@@ -105,13 +105,10 @@ def in_idle_window(settings: JobSettings, now: float) -> bool:
 
 
 def may_serve(handler: HandlerView, worker: WorkerView, now: float, usage: DailyUsage) -> bool:
-    """Whether ``handler`` may give ``worker`` one more job at wall time ``now``."""
-    return client_allowed(handler.settings, worker) and may_serve_now(handler, worker, now, usage)
-
-
-def may_serve_now(handler: HandlerView, worker: WorkerView, now: float, usage: DailyUsage) -> bool:
-    """``may_serve`` but for the clients allowed and denied: the rules whose answer changes while
-    neither the settings nor the worker's identity do (the lease table keeps the others' answer)."""
+    """Whether ``handler`` may give ``worker`` one more job at wall time ``now``, by the rules whose
+    answer changes while neither the settings nor the worker's identity do. The others,
+    ``client_allowed`` and the platform, the lease table asks once per worker and handler and keeps
+    (``LeaseBook.servable``)."""
     s = handler.settings
     if s.max_parallel_jobs is not None and handler.counts.get(JobStatus.LEASED, 0) >= s.max_parallel_jobs:
         return False
