@@ -27,7 +27,7 @@ def test_the_server_notices_a_frozen_worker_and_requeues_its_job(rig: Rig) -> No
     frozen = rig.worker("frozen")
     worker_id = rig.worker_id(frozen)
     gate = rig.gate()
-    hid = rig.add("held", count=1, gate=str(gate))
+    hid = rig.add("held", count=1, gate=str(gate), gated=[0])  # held running until the gate opens
     wait_until(lambda: rig.api.running_jobs(hid), 30, what="the job to run on the worker")
     rig.warmed_up()
 
