@@ -25,6 +25,7 @@ class Settings:
     raise_at: int = -1  # process_result raises for this job (a bug in the handler)
     exit_at: int = -1  # process_result kills the handler host for this job
     hang_at: int = -1  # process_result never returns for this job
+    process_sleep: float = 0.0  # process_result takes this long; each call logs how many it took
 
 
 class Counter(Handler[Settings]):
@@ -38,6 +39,7 @@ class Counter(Handler[Settings]):
         self.state.setdefault("seen", 0)
         self.state.setdefault("failures", 0)
         self.log.info("counter %s initialized at %d", VERSION, self.state["next"])
+        self.in_call = 0  # results taken since the last summary(), which ends every call
 
     def total_job_count(self):
         return self.settings.count
@@ -65,6 +67,10 @@ class Counter(Handler[Settings]):
             import time
             self.log.warning("hanging at %d", job_input["i"])
             time.sleep(3600)
+        if self.settings.process_sleep:
+            import time
+            time.sleep(self.settings.process_sleep)
+            self.in_call += 1
         self.state["sum"] += output["double"]
         self.state["seen"] += 1
         self.state.setdefault("versions", {{}})
@@ -75,6 +81,9 @@ class Counter(Handler[Settings]):
         self.log.warning("job %d failed for good: %s", job_input["i"], failure.message)
 
     def summary(self):
+        if self.in_call:
+            self.log.info("took %d results in one call", self.in_call)
+            self.in_call = 0
         return f"{{VERSION}} sum={{self.state['sum']}} seen={{self.state['seen']}} failures={{self.state['failures']}}"
 '''
 

@@ -23,8 +23,8 @@ from collections.abc import Iterable
 
 from netdist.server.host_protocol import StoredResult
 
-MAX_PER_HANDLER = 2000
-"""Results one handler's inbox holds; four of the runtime's batches."""
+MAX_PER_HANDLER = 8000
+"""Results one handler's inbox holds; four of the runtime's largest batches (runtime.RESULT_BATCH)."""
 MAX_BYTES = 64 * 1024 * 1024
 """Bytes of input, output and extra all inboxes hold together."""
 

@@ -47,7 +47,14 @@ from netdist.stage_trace import stamp
 
 log = logging.getLogger("netdist.server.runtime")
 LOW_WATER = 5000
-RESULT_BATCH = 500
+RESULT_BATCH = 2000
+"""Results (or failures) handed to a handler in one call at most."""
+FIRST_RESULT_BATCH = 16
+RESULT_CALL_SECONDS = 0.2
+"""A batch of results is sized so that its call takes about this long, from how long the handler's
+last call took per result (:func:`next_batch`): a handler whose ``process_result`` takes 1 ms gets 200
+at a time, a no-op one RESULT_BATCH. Short calls keep a stop (which waits for the call at hand, at most
+STOP_GRACE_SECONDS) and the handler's commits coming; long ones cost fewer trips per result."""
 LINGER_SECONDS_PER_HANDLER = 0.0025
 """A handler's next batch of results waits this long per other running handler after its last one
 (unless a full batch waits), at most MAX_LINGER_SECONDS: with many handlers, each gets its results a few
@@ -102,6 +109,8 @@ class RunningHandler:
         self._host: HostProcess | None = None
         self._results_called_at = 0.0
         """When the host was last handed results from the inbox (the event loop's clock)."""
+        self._batch = FIRST_RESULT_BATCH
+        """Results (or failures) the next call hands over at most (:func:`next_batch`)."""
         self.task: asyncio.Task[None] | None = None
 
     @property
@@ -268,16 +277,16 @@ class RunningHandler:
         inbox = self._dispatcher.inbox
         if status == JobStatus.SUCCEEDED and not look and inbox.count(self.handler_id):
             await self._linger()
-        if status == JobStatus.SUCCEEDED and not look and (taken := inbox.take(self.handler_id, RESULT_BATCH)):
+        if status == JobStatus.SUCCEEDED and not look and (taken := inbox.take(self.handler_id, self._batch)):
             self._results_called_at = asyncio.get_running_loop().time()
             stamp("results-taken")
-            update = await self._call(ProcessResults(items=tuple(taken), more=self._more_with_results()))
+            update = await self._timed(ProcessResults(items=tuple(taken), more=self._more_with_results()))
             await self._save(update, processed=[r.job_id for r in taken], status=JobStatus.PROCESSED)
             self._processed(status, len(taken), update)
             return True
         if not look and not self._dispatcher.table.counts(self.handler_id)[status]:
             return False
-        read = await self._writer.run(job_store.unprocessed, self.handler_id, status, RESULT_BATCH)
+        read = await self._writer.run(job_store.unprocessed, self.handler_id, status, self._batch)
         stamp("results-taken")
         rows = read.rows
         if status == JobStatus.SUCCEEDED:
@@ -286,14 +295,22 @@ class RunningHandler:
             return False
         if status == JobStatus.SUCCEEDED:
             results = tuple(StoredResult(r.job_id, r.input_json, r.outcome_json, r.extra_json) for r in rows)
-            update = await self._call(ProcessResults(items=results, more=self._more_with_results()))
+            update = await self._timed(ProcessResults(items=results, more=self._more_with_results()))
             final = JobStatus.PROCESSED
         else:
-            update = await self._call(ProcessFailures(items=tuple(_failure(r) for r in rows)))
+            update = await self._timed(ProcessFailures(items=tuple(_failure(r) for r in rows)))
             final = JobStatus.FAILED
         await self._save(update, processed=[r.job_id for r in rows], status=final)
         self._processed(status, len(rows), update)
         return True
+
+    async def _timed(self, request: ProcessResults | ProcessFailures) -> HandlerUpdate:
+        """A call with a batch of results or failures; the next batch is sized from how long it took."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        update = await self._call(request)
+        self._batch = next_batch(self._batch, len(request.items), loop.time() - started)
+        return update
 
     def _others(self) -> int:
         """Other handlers running on this server (paused ones included)."""
@@ -310,7 +327,7 @@ class RunningHandler:
         """Let results gather before the next batch, while other handlers run too (see
         LINGER_SECONDS_PER_HANDLER); not past a full batch, nor while stopping."""
         others = self._others()
-        if others <= 0 or self._dispatcher.inbox.count(self.handler_id) >= RESULT_BATCH:
+        if others <= 0 or self._dispatcher.inbox.count(self.handler_id) >= self._batch:
             return
         linger = min(MAX_LINGER_SECONDS, others * LINGER_SECONDS_PER_HANDLER)
         wait = self._results_called_at + linger - asyncio.get_running_loop().time()
@@ -415,6 +432,16 @@ class RunningHandler:
 
     def _log(self, level: str, source: str, message: str) -> None:
         self._log_sink(self.handler_id, level, source, message)
+
+
+def next_batch(batch: int, count: int, seconds: float) -> int:
+    """The next batch's size after a call handed ``count`` items in ``seconds``: what takes about
+    RESULT_CALL_SECONDS at that pace, between 1 and RESULT_BATCH, and at most four times the larger of
+    ``batch`` and ``count`` (a handler that was fast on a few results may be slow on the next)."""
+    if count <= 0:
+        return batch
+    fits = RESULT_BATCH if seconds <= 0 else int(RESULT_CALL_SECONDS * count / seconds)
+    return max(1, min(RESULT_BATCH, fits, 4 * max(batch, count)))
 
 
 def _failure(row: job_store.UnprocessedJob) -> StoredFailure:
