@@ -23,6 +23,6 @@ def test_a_fast_handler_grows_at_most_fourfold_per_call_up_to_the_cap() -> None:
     assert next_batch(100, 100, 0.002) == 400
 
 
-def test_a_call_without_items_or_time_changes_nothing_it_cannot_measure() -> None:
+def test_a_call_without_items_keeps_the_size_and_one_too_quick_to_time_grows_it() -> None:
     assert next_batch(64, 0, 5.0) == 64
     assert next_batch(64, 10, 0.0) == 256
