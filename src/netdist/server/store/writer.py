@@ -113,6 +113,10 @@ class GroupCommitWriter:
         self._held: list[_Item] = []  # waiting items taken from the queue during an outage
         self._stopping = False  # no more waiting through outages: the server is stopping
         self._closing = False
+        self._conn: Connection | None = None
+        """SQLite's write connection, kept from one batch to the next (dropped after a failure). A
+        PostgreSQL one goes back to the pool after each batch: the server may close an idle session,
+        and the pool's check on checkout reconnects without an outage."""
         self.health = StoreHealth()
         self.commits = 0
         self.retries = 0
@@ -162,6 +166,8 @@ class GroupCommitWriter:
                 self._commit(batch)
             if self._closing and not self._held:
                 self._fail_queued()
+                if self._conn is not None:
+                    self._conn.close()
                 return
 
     def _take(self) -> list[_Item]:
@@ -226,21 +232,29 @@ class GroupCommitWriter:
         trans: RootTransaction | None = None
         xid: int | None = None
         try:
-            conn = for_writing(self._engine.connect())
+            conn = self._conn
+            if conn is None:
+                conn = self._conn = for_writing(self._engine.connect())
             trans = conn.begin()
             results = [item.op(conn) for item in batch]
             if self._pg:  # None when the batch wrote nothing
                 xid = conn.exec_driver_sql("SELECT txid_current_if_assigned()").scalar()
         except Exception as exc:
-            _discard(conn)
+            self._drop_connection()
             raise _BatchError(exc) from exc
         try:
             trans.commit()
         except Exception as exc:
-            _discard(conn)
+            self._drop_connection()
             raise _BatchError(exc, xid=xid, results=results) from exc
-        conn.close()
+        if self._pg:
+            self._conn = None
+            conn.close()
         return results
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        _discard(conn)
 
     def _fail_alone(self, batch: list[_Item], failed: _BatchError) -> None:
         """An operation's own error: one alone fails; several run one by one."""
