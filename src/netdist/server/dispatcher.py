@@ -362,6 +362,8 @@ class Dispatcher(EffectWriter):
                 stored = batch.stored
                 for handler_id, items in batch.succeeded.items():
                     self.inbox.put(handler_id, batch.seq, items)
+                    if self._events is not None:  # before the acks: their gRPC write is off the result's path
+                        self._events.wake(handler_id)
             except Exception:
                 log.exception(
                     "could not store %d results from worker %s; it will send them again", len(accepted), worker_id

@@ -165,7 +165,8 @@ class RunningHandler:
                 look = False
                 if not progressed:
                     try:
-                        await asyncio.wait_for(self._wake.wait(), 1.0)
+                        async with asyncio.timeout(1.0):  # not wait_for: its inner task costs loop turns
+                            await self._wake.wait()
                     except TimeoutError:
                         look = True  # a second with nothing: the store is asked, whatever the counts say
                     self._wake.clear()
