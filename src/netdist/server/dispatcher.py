@@ -52,6 +52,10 @@ REFILL_BATCH = 2000
 REFILL_BELOW = 500
 TICK_SECONDS = 0.1
 COUNTS_FLUSH_SECONDS = 1.0
+SOON_RESULTS = 16
+"""A batch of results this small is written by the event loop itself when the store's writer is idle
+(``GroupCommitWriter.submit_soon``): a lone job's result reaches its handler sooner. Larger ones, and
+any when the writer is busy, go through its thread."""
 
 
 class Dispatcher(EffectWriter):
@@ -346,9 +350,8 @@ class Dispatcher(EffectWriter):
         verdicts, accepted, effects = self.table.settle(worker_id, results)
         self.tally.dispatch_seconds.observe_many(effects.waited)
         at = self.clock.time()
-        write = (
-            self.writer.submit(job_store.store_settlements, accepted, at, dict(effects.streaks)) if accepted else None
-        )
+        submit = self.writer.submit_soon if len(accepted) <= SOON_RESULTS else self.writer.submit
+        write = submit(job_store.store_settlements, accepted, at, dict(effects.streaks)) if accepted else None
         others = [r.ref for r, v in zip(results, verdicts, strict=True) if v == Verdict.NOT_CURRENT]
         classified = self.writer.submit(job_store.classify, worker_id, others) if others else None
         self._tell(effects)  # probation revokes go out before the acks

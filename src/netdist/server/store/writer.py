@@ -1,10 +1,14 @@
-"""Group commit: one thread owns the write connection and commits in batches.
+"""Group commit: one writer owns the write connection and commits in batches, on its thread.
 
 Async code submits an operation (a function of a Connection) and awaits its
 result. The thread takes every operation waiting, runs them all in one
 transaction and commits once; if that transaction fails with the operation's
 own error, it runs each operation alone so that one bad operation fails only
 its own caller.
+
+A small write on the way of a job's round trip may instead run on the event
+loop, when the thread has nothing queued nor running (``submit_soon``): one
+batch runs at a time either way, in the order submitted.
 
 Outages. When the database cannot be reached or its disk is full
 (``outage.classify``), the batch is kept and tried again with backoff (0.1 s
@@ -74,6 +78,10 @@ _MAX_OPS = 512
 FIRST_DELAY_SECONDS = 0.1
 MAX_DELAY_SECONDS = 5.0
 _WAKE = object()  # put on the queue to end a backoff wait early
+SOON_SLOW_SECONDS = 0.005
+SOON_PAUSE_SECONDS = 10.0
+"""A batch the loop ran that took longer than SOON_SLOW_SECONDS (a slow disk), or failed, keeps
+``submit_soon`` on the thread for SOON_PAUSE_SECONDS: the loop serves everyone meanwhile."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -117,6 +125,10 @@ class GroupCommitWriter:
         """SQLite's write connection, kept from one batch to the next (dropped after a failure). A
         PostgreSQL one goes back to the pool after each batch: the server may close an idle session,
         and the pool's check on checkout reconnects without an outage."""
+        self._submitted = 0  # items put on the queue (the event loop counts)
+        self._settled = 0  # items answered (the thread counts): equal, the thread has nothing
+        self._soon: list[_Item] | None = None  # a batch to run on the event loop at the end of this turn
+        self._soon_paused_until = 0.0
         self.health = StoreHealth()
         self.commits = 0
         self.retries = 0
@@ -135,8 +147,58 @@ class GroupCommitWriter:
         operations run in the order submitted, so callers that must keep an order
         (the lease table's writes) submit synchronously. Call from the event loop."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put(_Item(lambda conn: fn(conn, *args, **kwargs), future, True))
+        self._enqueue(_Item(lambda conn: fn(conn, *args, **kwargs), future, True))
         return future
+
+    def submit_soon(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Future[T]:
+        """Like ``submit``, for a small write on the way of a job's round trip: when the writer has
+        nothing queued nor running (SQLite), it runs on the event loop at the end of this turn, with
+        whatever else is submitted in the turn, instead of on the writer's thread. Waking that thread
+        and hearing back from it cost the round trip 0.1-0.2 ms; the loop waits for the commit
+        instead, which is about as long, with nothing else to do. Under load the thread is busy and
+        this is ``submit``. If the batch fails, nothing was written, and the thread runs it again
+        the usual way (outages and an operation's own error alike)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        item = _Item(lambda conn: fn(conn, *args, **kwargs), future, True)
+        if (
+            self._soon is None
+            and not self._pg
+            and not self._stopping
+            and self._submitted == self._settled
+            and time.monotonic() >= self._soon_paused_until
+        ):
+            self._soon = [item]
+            loop.call_soon(self._run_soon)
+        else:
+            self._enqueue(item)
+        return future
+
+    def _enqueue(self, item: _Item) -> None:
+        if self._soon is not None:  # a batch waits to run on the loop: what follows it joins it, in order
+            self._soon.append(item)
+            return
+        self._submitted += 1
+        self._queue.put(item)
+
+    def _run_soon(self) -> None:
+        batch, self._soon = self._soon, None
+        if not batch:
+            return  # closed meanwhile: the thread took it
+        started = time.perf_counter()
+        try:
+            results = self._attempt(batch, wait_for_lock=False)
+        except _BatchError:
+            self._soon_paused_until = time.monotonic() + SOON_PAUSE_SECONDS
+            for item in batch:
+                self._enqueue(item)
+            return
+        self._committed(batch, started)
+        if time.perf_counter() - started > SOON_SLOW_SECONDS:
+            self._soon_paused_until = time.monotonic() + SOON_PAUSE_SECONDS
+        for item, result in zip(batch, results, strict=True):
+            if not item.future.done():
+                item.future.set_result(result)
 
     async def run_or_fail(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Like ``run``, but an outage fails it at once (an operator's call)."""
@@ -144,7 +206,7 @@ class GroupCommitWriter:
         if outage is not None:
             raise outage.error(self.database)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put(_Item(lambda conn: fn(conn, *args, **kwargs), future, False))
+        self._enqueue(_Item(lambda conn: fn(conn, *args, **kwargs), future, False))
         return await future
 
     def stop_waiting(self) -> None:
@@ -154,6 +216,9 @@ class GroupCommitWriter:
 
     def close(self) -> None:
         self.stop_waiting()
+        batch, self._soon = self._soon, None
+        for item in batch or ():
+            self._enqueue(item)  # the thread answers it, as it stops
         self._queue.put(None)
         self._thread.join(timeout=30)
 
@@ -197,7 +262,7 @@ class GroupCommitWriter:
             except queue.Empty:
                 return
             if isinstance(item, _Item):
-                _settle(item.future, error=StoreUnavailableError("the server is stopping"))
+                self._settle(item, error=StoreUnavailableError("the server is stopping"))
 
     def _commit(self, batch: list[_Item]) -> None:
         """Commit ``batch``, through outages for the items that wait."""
@@ -218,16 +283,27 @@ class GroupCommitWriter:
                     self.retries += 1
                     delay = self._backoff(delay)
                 continue
-            self.commits += 1
-            self.commit_seconds.observe(time.perf_counter() - started)
-            self.commit_sizes.observe(len(batch))
+            self._committed(batch, started)
             self._recover()
             for item, result in zip(batch, results, strict=True):
-                _settle(item.future, result=result)
+                self._settle(item, result=result)
             return
 
-    def _attempt(self, batch: list[_Item]) -> list[Any]:
-        """Run the batch in one transaction and commit it; ``_BatchError`` says how it failed."""
+    def _committed(self, batch: list[_Item], started: float) -> None:
+        self.commits += 1
+        self.commit_seconds.observe(time.perf_counter() - started)
+        self.commit_sizes.observe(len(batch))
+
+    def _settle(self, item: _Item, *, result: Any = None, error: BaseException | None = None) -> None:
+        """Answer an item from the thread. Counted after its answer is on the loop's way, so that a
+        batch the loop runs next (``submit_soon``) is answered after it."""
+        _answer(item.future, result=result, error=error)
+        self._settled += 1
+
+    def _attempt(self, batch: list[_Item], *, wait_for_lock: bool = True) -> list[Any]:
+        """Run the batch in one transaction and commit it; ``_BatchError`` says how it failed.
+        ``wait_for_lock=False`` (SQLite): fail at once, not after the busy timeout, if another
+        process holds the write lock; the event loop must not stall on it."""
         conn: Connection | None = None
         trans: RootTransaction | None = None
         xid: int | None = None
@@ -235,7 +311,7 @@ class GroupCommitWriter:
             conn = self._conn
             if conn is None:
                 conn = self._conn = for_writing(self._engine.connect())
-            trans = conn.begin()
+            trans = conn.begin() if wait_for_lock else _begin_at_once(conn)
             results = [item.op(conn) for item in batch]
             if self._pg:  # None when the batch wrote nothing
                 xid = conn.exec_driver_sql("SELECT txid_current_if_assigned()").scalar()
@@ -259,7 +335,7 @@ class GroupCommitWriter:
     def _fail_alone(self, batch: list[_Item], failed: _BatchError) -> None:
         """An operation's own error: one alone fails; several run one by one."""
         if len(batch) == 1:
-            _settle(batch[0].future, error=failed.error)
+            self._settle(batch[0], error=failed.error)
             return
         for item in batch:
             self._commit([item])
@@ -270,8 +346,8 @@ class GroupCommitWriter:
         if failed.xid is not None:  # COMMIT sent, outcome unknown: ask the database once it is back
             for item in batch:
                 if not item.waits:
-                    _settle(
-                        item.future,
+                    self._settle(
+                        item,
                         error=type(error)(
                             f"{error.message} (the change was sent as the connection broke: "
                             "check whether it was saved once the store is back)"
@@ -283,8 +359,8 @@ class GroupCommitWriter:
             committed = self._resolve(failed.xid)
             if committed is None:  # stopping, or the database no longer knows
                 for item, _ in waiting:
-                    _settle(
-                        item.future,
+                    self._settle(
+                        item,
                         error=StoreUnavailableError(
                             f"the store is unavailable ({outage.reason}); whether the change was saved is unknown"
                         ),
@@ -296,7 +372,7 @@ class GroupCommitWriter:
                 self.commits += 1
                 self._recover()
                 for item, result in waiting:
-                    _settle(item.future, result=result)
+                    self._settle(item, result=result)
                 return []
             return [item for item, _ in waiting]
         left = []
@@ -304,8 +380,8 @@ class GroupCommitWriter:
             if item.waits and not self._stopping:
                 left.append(item)
             else:
-                _settle(
-                    item.future,
+                self._settle(
+                    item,
                     error=error
                     if not self._stopping
                     else StoreUnavailableError(
@@ -361,7 +437,7 @@ class GroupCommitWriter:
                 if item.waits or outage is None:
                     self._held.append(item)
                 else:
-                    _settle(item.future, error=outage.error(self.database))
+                    self._settle(item, error=outage.error(self.database))
         return min(delay * 2, self._max_delay)
 
     # -- health -------------------------------------------------------------------------
@@ -392,6 +468,18 @@ class GroupCommitWriter:
             log.exception("store health listener failed")
 
 
+def _begin_at_once(conn: Connection) -> RootTransaction:
+    """SQLite's BEGIN IMMEDIATE with no wait for a write lock held elsewhere (it fails instead)."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    patience = int(driver.execute("PRAGMA busy_timeout").fetchone()[0])
+    driver.execute("PRAGMA busy_timeout = 0")
+    try:
+        return conn.begin()
+    finally:
+        driver.execute(f"PRAGMA busy_timeout = {patience}")
+
+
 def _discard(conn: Connection | None) -> None:
     """Drop a connection after a failure: its transaction is rolled back and it is not pooled again."""
     if conn is None:
@@ -403,7 +491,7 @@ def _discard(conn: Connection | None) -> None:
         log.debug("closing a failed connection failed", exc_info=True)
 
 
-def _settle(future: asyncio.Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
+def _answer(future: asyncio.Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
     loop = future.get_loop()
 
     def apply() -> None:
