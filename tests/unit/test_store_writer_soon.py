@@ -37,9 +37,11 @@ def test_an_idle_writer_lets_the_loop_commit_a_small_write_with_what_follows_in_
         before = writer.commits
         soon = writer.submit_soon(noting(where, "a"))
         after = writer.submit(noting(where, "b"))  # the same turn: it joins the batch, after it
-        assert not soon.done()  # at the end of the turn, not inside submit_soon
+        # What the turn set going runs first (a lease's send to its worker, in the server).
+        asyncio.get_running_loop().call_soon(lambda: where.append(("callback", threading.current_thread().name)))
+        assert not soon.done()
         assert await soon == 1 and await after == 1
-        assert where == [("a", loop_thread), ("b", loop_thread)]
+        assert where == [("callback", loop_thread), ("a", loop_thread), ("b", loop_thread)]
         assert writer.commits == before + 1
 
     try:

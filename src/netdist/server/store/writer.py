@@ -152,12 +152,13 @@ class GroupCommitWriter:
 
     def submit_soon(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Future[T]:
         """Like ``submit``, for a small write on the way of a job's round trip: when the writer has
-        nothing queued nor running (SQLite), it runs on the event loop at the end of this turn, with
-        whatever else is submitted in the turn, instead of on the writer's thread. Waking that thread
-        and hearing back from it cost the round trip 0.1-0.2 ms; the loop waits for the commit
-        instead, which is about as long, with nothing else to do. Under load the thread is busy and
-        this is ``submit``. If the batch fails, nothing was written, and the thread runs it again
-        the usual way (outages and an operation's own error alike)."""
+        nothing queued nor running (SQLite), it runs on the event loop once this turn and the
+        callbacks it scheduled have run (a lease's send to its worker goes first), with whatever else
+        is submitted meanwhile, instead of on the writer's thread. Waking that thread and hearing back
+        from it cost the round trip 0.1-0.2 ms, and the thread's hold on the GIL slowed the loop's
+        gRPC meanwhile; the loop waits for the commit instead, with nothing else to do. Under load
+        the thread is busy and this is ``submit``. If the batch fails, nothing was written, and the
+        thread runs it again the usual way (outages and an operation's own error alike)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         item = _Item(lambda conn: fn(conn, *args, **kwargs), future, True)
@@ -169,7 +170,7 @@ class GroupCommitWriter:
             and time.monotonic() >= self._soon_paused_until
         ):
             self._soon = [item]
-            loop.call_soon(self._run_soon)
+            loop.call_soon(loop.call_soon, self._run_soon)  # after what this turn set going, too
         else:
             self._enqueue(item)
         return future
