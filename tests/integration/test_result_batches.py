@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from netdist.api.v1 import admin_pb2
-from netdist.server.runtime import FIRST_RESULT_BATCH
 from netdist.testing import wait_until
 from tests.integration.conftest import Cluster
 from tests.support import counter_script, counter_wheel, expected_sum
@@ -53,4 +52,35 @@ def test_a_slow_process_result_gets_small_batches_and_stops_at_once(cluster: Clu
     wait_until(lambda: sum(_batches(cluster, hid)) >= COUNT, 10, what="every call's line in the handler's log")
     batches = _batches(cluster, hid)
     assert sum(batches) == COUNT  # each result once: no call was cut short by a kill
-    assert max(batches) <= FIRST_RESULT_BATCH, batches
+    assert max(batches) <= 4, batches  # 0.2 s of calls at 50 ms a result
+
+
+@pytest.mark.in_process
+def test_the_first_call_after_a_start_hands_over_one_result(cluster: Cluster, tmp_path: Path) -> None:
+    """Nothing is known of a handler's pace when it starts: at 0.4 s a result, a first batch of 16
+    would be a 6.4 s call, and a stop during it would kill the host (a stop waits 5 s)."""
+    cluster.api.upload(counter_wheel(tmp_path))
+    cluster.add_worker("w1", slots=2)
+    count = 12
+    hid = cluster.api.add_script(
+        counter_script(
+            tmp_path / "slower.py", job="slower", settings="auto-start = true", count=count, process_sleep=0.4
+        )
+    ).handler.id
+
+    def all_ran() -> bool:
+        info = cluster.api.handler(hid)
+        return info.jobs_available == 0 and not cluster.api.running_jobs(hid) and info.jobs_processed >= 1
+
+    wait_until(all_ran, 30, what="every job run and a result processed")
+    assert cluster.api.control(hid, admin_pb2.HANDLER_ACTION_STOP).state == "stopped"
+    processed = cluster.api.handler(hid).jobs_processed
+    assert count - processed >= 2  # more than one result waits for the first call after the start
+    wait_until(lambda: sum(_batches(cluster, hid)) == processed, 10, what="every call's line in the log")
+    before = len(_batches(cluster, hid))
+
+    cluster.api.control(hid, admin_pb2.HANDLER_ACTION_START)
+    wait_until(lambda: len(_batches(cluster, hid)) > before, 20, what="the first call after the start")
+    assert _batches(cluster, hid)[before] == 1  # of the 2 or more waiting
+    assert cluster.api.control(hid, admin_pb2.HANDLER_ACTION_STOP).state == "stopped"
+    assert "did not answer within" not in "\n".join(line.message for line in cluster.api.log(hid))
