@@ -51,6 +51,27 @@ def test_an_idle_writer_lets_the_loop_commit_a_small_write_with_what_follows_in_
     assert tags(engine) == ["a", "b"]
 
 
+def test_a_write_from_a_later_turn_sends_the_waiting_batch_to_the_thread_first(engine: Engine) -> None:
+    # Only what the same turn submits joins a batch bound for the loop: a later write, of any size (a
+    # dispatch pass's leases, a retention batch), must not run on the loop, nor overtake it.
+    writer = make_writer(engine, Transitions())
+    where: list[tuple[str, str]] = []
+
+    async def main() -> None:
+        soon = writer.submit_soon(noting(where, "soon"))
+        await asyncio.sleep(0)  # the next turn: the batch has not run yet
+        assert not soon.done()
+        later = writer.submit(noting(where, "later"))
+        assert await soon == 1 and await later == 1
+
+    try:
+        run(main)
+    finally:
+        writer.close()
+    assert where == [("soon", "netdist-store-writer"), ("later", "netdist-store-writer")]
+    assert tags(engine) == ["soon", "later"]
+
+
 def test_a_small_write_waits_its_turn_behind_what_the_writers_thread_holds(engine: Engine) -> None:
     writer = make_writer(engine, Transitions())
     where: list[tuple[str, str]] = []

@@ -128,6 +128,7 @@ class GroupCommitWriter:
         self._submitted = 0  # items put on the queue (the event loop counts)
         self._settled = 0  # items answered (the thread counts): equal, the thread has nothing
         self._soon: list[_Item] | None = None  # a batch to run on the event loop at the end of this turn
+        self._soon_sealed = False  # the turn that began it is over: a later turn's submit does not join it
         self._soon_paused_until = 0.0
         self.health = StoreHealth()
         self.commits = 0
@@ -154,7 +155,8 @@ class GroupCommitWriter:
         """Like ``submit``, for a small write on the way of a job's round trip: when the writer has
         nothing queued nor running (SQLite), it runs on the event loop once this turn and the
         callbacks it scheduled have run (a lease's send to its worker goes first), with whatever else
-        is submitted meanwhile, instead of on the writer's thread. Waking that thread and hearing back
+        this turn submits (a later turn's write sends the batch to the thread first), instead of on the
+        writer's thread. Waking that thread and hearing back
         from it cost the round trip 0.1-0.2 ms, and the thread's hold on the GIL slowed the loop's
         gRPC meanwhile; the loop waits for the commit instead, with nothing else to do. Under load
         the thread is busy and this is ``submit``. If the batch fails, nothing was written, and the
@@ -170,17 +172,31 @@ class GroupCommitWriter:
             and time.monotonic() >= self._soon_paused_until
         ):
             self._soon = [item]
+            self._soon_sealed = False
+            loop.call_soon(self._seal_soon)
             loop.call_soon(loop.call_soon, self._run_soon)  # after what this turn set going, too
         else:
             self._enqueue(item)
         return future
 
     def _enqueue(self, item: _Item) -> None:
-        if self._soon is not None:  # a batch waits to run on the loop: what follows it joins it, in order
-            self._soon.append(item)
-            return
+        if self._soon is not None:
+            if not self._soon_sealed:  # the same turn: it joins the batch waiting to run on the loop
+                self._soon.append(item)
+                return
+            self._hand_over()  # a later turn's write, of any size: the thread takes both, in order
         self._submitted += 1
         self._queue.put(item)
+
+    def _seal_soon(self) -> None:
+        self._soon_sealed = True
+
+    def _hand_over(self) -> None:
+        """The batch waiting to run on the loop goes to the thread instead (its turn to run finds none)."""
+        batch, self._soon = self._soon, None
+        for item in batch or ():
+            self._submitted += 1
+            self._queue.put(item)
 
     def _run_soon(self) -> None:
         batch, self._soon = self._soon, None
@@ -191,8 +207,8 @@ class GroupCommitWriter:
             results = self._attempt(batch, wait_for_lock=False)
         except _BatchError:
             self._soon_paused_until = time.monotonic() + SOON_PAUSE_SECONDS
-            for item in batch:
-                self._enqueue(item)
+            self._soon = batch
+            self._hand_over()
             return
         self._committed(batch, started)
         if time.perf_counter() - started > SOON_SLOW_SECONDS:
@@ -217,9 +233,7 @@ class GroupCommitWriter:
 
     def close(self) -> None:
         self.stop_waiting()
-        batch, self._soon = self._soon, None
-        for item in batch or ():
-            self._enqueue(item)  # the thread answers it, as it stops
+        self._hand_over()  # the thread answers it, as it stops
         self._queue.put(None)
         self._thread.join(timeout=30)
 
