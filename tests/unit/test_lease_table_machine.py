@@ -537,6 +537,12 @@ class LeaseTableMachine(RuleBasedStateMachine):
                 assert n <= self.table.workers[worker_id].slots, (queue.handler_id, worker_id, n)
 
     @invariant()
+    def handlers_list_sees_each_handlers_leases_as_one_handler_does(self) -> None:
+        grouped = self.table.leases_by_handler(2)
+        handlers = {lease.handler_id for lease in self.table.leases.values()}
+        assert grouped == {h: self.table.leases_of(handler_id=h)[:2] for h in handlers}
+
+    @invariant()
     def each_worker_holds_what_its_leases_say(self) -> None:
         for worker_id, state in self.table.workers.items():
             assert state.jobs == {j for j, lease in self.table.leases.items() if lease.worker_id == worker_id}

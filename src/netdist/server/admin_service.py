@@ -22,7 +22,7 @@ from netdist.server.deps_lock import unservable
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.grpc_errors import to_status
 from netdist.server.job_views import MAX_RUNNING_LISTED, running_job
-from netdist.server.lease_model import shown_counts
+from netdist.server.lease_model import Lease, shown_counts
 from netdist.server.manager import HandlerManager
 from netdist.server.states import HandlerState, JobStatus
 from netdist.server.store import audit as audit_store
@@ -154,8 +154,9 @@ class AdminService(JobAdmin, WorkerAdmin, JobLogAdmin, EventAdmin, DepsAdmin):
         records = await self.store.read(catalog.list_handlers)
         counts = await self._shown_counts(records)
         current = await self._current_versions()
+        running = self.dispatcher.table.leases_by_handler(MAX_RUNNING_LISTED)
         return admin_pb2.ListHandlersResponse(
-            handlers=[self._info_with(r, counts.get(r.id, {}), current) for r in records]
+            handlers=[self._info_with(r, counts.get(r.id, {}), current, running.get(r.id, [])) for r in records]
         )
 
     @to_status
@@ -243,9 +244,16 @@ class AdminService(JobAdmin, WorkerAdmin, JobLogAdmin, EventAdmin, DepsAdmin):
         return {p.name: p.version for p in await self.store.read(catalog.list_packages, all_versions=False)}
 
     def _info_with(
-        self, r: catalog.HandlerRecord, counts: dict[str, int], current: Mapping[str, str]
+        self,
+        r: catalog.HandlerRecord,
+        counts: dict[str, int],
+        current: Mapping[str, str],
+        running: list[Lease] | None = None,
     ) -> admin_pb2.HandlerInfo:
-        running = self.dispatcher.table.leases_of(handler_id=r.id)[:MAX_RUNNING_LISTED]
+        """``running``: the handler's leases as the table holds them, if already at hand (at most
+        MAX_RUNNING_LISTED, by job id)."""
+        if running is None:
+            running = self.dispatcher.table.leases_of(handler_id=r.id)[:MAX_RUNNING_LISTED]
         names = self._worker_names(lease.worker_id for lease in running)
         return admin_pb2.HandlerInfo(
             running=[running_job(lease, names) for lease in running],

@@ -10,6 +10,7 @@ capacity and last sign of life, a lease forgotten. The transitions that decide
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -83,6 +84,15 @@ class LeaseBook:
         # One handler's first, then sorted: `handlers list` asks this for every handler.
         chosen = (x for x in self.leases.values() if handler_id is None or x.handler_id == handler_id)
         return sorted(chosen, key=lambda lease: lease.job_id)
+
+    def leases_by_handler(self, limit: int) -> dict[str, list[Lease]]:
+        """Every handler's leases, each handler's first ``limit`` by job id, in one pass over the table:
+        ``handlers list`` of 100 handlers asked :meth:`leases_of` once per handler, each a pass over
+        every lease (a tenth of the loop's time under load, polled every half second)."""
+        grouped: dict[str, list[Lease]] = {}
+        for lease in self.leases.values():
+            grouped.setdefault(lease.handler_id, []).append(lease)
+        return {h: heapq.nsmallest(limit, found, key=_job_id) for h, found in grouped.items()}
 
     def current(self, worker_id: str, ref: Ref) -> Lease | None:
         """The lease ``ref`` if it is current and held by ``worker_id``."""
@@ -335,6 +345,10 @@ class LeaseBook:
             ran_seconds = self.clock.monotonic() - lease.started_mono
         if ran_seconds:
             self.usage.charge(lease.worker_id, lease.handler_id, ran_seconds)
+
+
+def _job_id(lease: Lease) -> int:
+    return lease.job_id
 
 
 def _may_ever_serve(queue: HandlerQueue, state: WorkerState) -> bool:
