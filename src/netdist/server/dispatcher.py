@@ -40,7 +40,7 @@ from netdist.server.result_acks import result_acks
 from netdist.server.result_inbox import ResultInbox
 from netdist.server.store import catalog, credentials
 from netdist.server.store import jobs as job_store
-from netdist.server.store.writer import GroupCommitWriter
+from netdist.server.store.writer import SOON_ITEMS, GroupCommitWriter
 from netdist.server.tallies import DispatchTally
 from netdist.server.tokens import digest
 from netdist.server.worker_admission import admit
@@ -52,10 +52,6 @@ REFILL_BATCH = 2000
 REFILL_BELOW = 500
 TICK_SECONDS = 0.1
 COUNTS_FLUSH_SECONDS = 1.0
-SOON_RESULTS = 16
-"""A batch of results this small is written by the event loop itself when the store's writer is idle
-(``GroupCommitWriter.submit_soon``): a lone job's result reaches its handler sooner. Larger ones, and
-any when the writer is busy, go through its thread."""
 
 
 class Dispatcher(EffectWriter):
@@ -350,7 +346,8 @@ class Dispatcher(EffectWriter):
         verdicts, accepted, effects = self.table.settle(worker_id, results)
         self.tally.dispatch_seconds.observe_many(effects.waited)
         at = self.clock.time()
-        submit = self.writer.submit_soon if len(accepted) <= SOON_RESULTS else self.writer.submit
+        # A few results (a lone job's): written by the loop itself if the writer is idle, reaching the handler sooner.
+        submit = self.writer.submit_soon if len(accepted) <= SOON_ITEMS else self.writer.submit
         write = submit(job_store.store_settlements, accepted, at, dict(effects.streaks)) if accepted else None
         others = [r.ref for r, v in zip(results, verdicts, strict=True) if v == Verdict.NOT_CURRENT]
         classified = self.writer.submit(job_store.classify, worker_id, others) if others else None

@@ -42,7 +42,7 @@ from netdist.server.lease_model import HandlerSpec
 from netdist.server.states import JobStatus
 from netdist.server.store import catalog
 from netdist.server.store import jobs as job_store
-from netdist.server.store.writer import GroupCommitWriter
+from netdist.server.store.writer import SOON_ITEMS, GroupCommitWriter
 from netdist.stage_trace import stamp
 
 log = logging.getLogger("netdist.server.runtime")
@@ -71,11 +71,6 @@ MAX_UNPROCESSED = 10_000
 only pile up more results in the store (a million no-op jobs at 17,000 jobs/s left 76,000 waiting,
 and the store grew with them). Its jobs then go out as fast as it processes their results."""
 _MORE_CALLS_PER_TURN = 20
-SOON_ITEMS = 16
-"""A call's commit holding this few results and new jobs (or none: a hook, a state), and no refill of the
-lease table's queue to read, is run by the event loop itself when the store's writer is idle
-(``GroupCommitWriter.submit_soon``): a handler that keeps one job in flight makes its next one sooner, and
-the new job's commit is not slowed by the thread."""
 STOP_GRACE_SECONDS = 5.0
 _OPEN = (JobStatus.AVAILABLE, JobStatus.LEASED, JobStatus.SUCCEEDED, JobStatus.ERRORED)
 
@@ -406,6 +401,8 @@ class RunningHandler:
         ids = await self._dispatcher.job_ids.take(len(update.jobs)) if update.jobs else []
         queued = self._dispatcher.may_queue_unstored(self.handler_id, len(ids))
         cursor = self._dispatcher.refill_cursor(self.handler_id) if ids and not queued else None
+        # A small commit with no refill to read: run by the loop itself if the writer is idle
+        # (submit_soon), so a handler with one job in flight makes its next one sooner.
         small = len(processed) + len(update.jobs) <= SOON_ITEMS and cursor is None
         write = (self._writer.submit_soon if small else self._writer.submit)(
             job_store.record_batch,

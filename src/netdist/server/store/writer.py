@@ -78,6 +78,9 @@ _MAX_OPS = 512
 FIRST_DELAY_SECONDS = 0.1
 MAX_DELAY_SECONDS = 5.0
 _WAKE = object()  # put on the queue to end a backoff wait early
+SOON_ITEMS = 16
+"""A write small enough for ``submit_soon``: rows of results and new jobs its callers pass at most (a
+lone job's result, a handler call with a few results and jobs). Larger ones go to the thread."""
 SOON_SLOW_SECONDS = 0.005
 SOON_PAUSE_SECONDS = 10.0
 """A batch the loop ran that took longer than SOON_SLOW_SECONDS (a slow disk), or failed, keeps
@@ -156,11 +159,11 @@ class GroupCommitWriter:
         nothing queued nor running (SQLite), it runs on the event loop once this turn and the
         callbacks it scheduled have run (a lease's send to its worker goes first), with whatever else
         this turn submits (a later turn's write sends the batch to the thread first), instead of on the
-        writer's thread. Waking that thread and hearing back
-        from it cost the round trip 0.1-0.2 ms, and the thread's hold on the GIL slowed the loop's
-        gRPC meanwhile; the loop waits for the commit instead, with nothing else to do. Under load
-        the thread is busy and this is ``submit``. If the batch fails, nothing was written, and the
-        thread runs it again the usual way (outages and an operation's own error alike)."""
+        writer's thread. Waking that thread and hearing back from it cost the round trip 0.1-0.2 ms,
+        and the thread's hold on the GIL slowed the loop's gRPC meanwhile; the loop waits for the
+        commit instead, with nothing else to do. Under load the thread is busy and this is ``submit``.
+        If the batch fails, nothing was written, and the thread runs it again the usual way (outages
+        and an operation's own error alike). For writes of at most SOON_ITEMS rows."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         item = _Item(lambda conn: fn(conn, *args, **kwargs), future, True)
