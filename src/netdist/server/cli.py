@@ -26,6 +26,7 @@ from netdist.bytesize import ByteSize
 from netdist.cli_boundary import OneLineGroup, fail
 from netdist.errors import CertificateError, StoreUnavailableError, first_line
 from netdist.exit_codes import ExitCode
+from netdist.malloc_tuning import keep_freed_memory
 from netdist.server import check
 from netdist.server.app import ServerConfig, serve
 from netdist.server.deps_resolver import ResolverConfig
@@ -261,6 +262,7 @@ def serve_command(
         metrics_port=metrics_port,
         resolver=ResolverConfig(index_url=index_url, find_links=find_links, timeout_seconds=resolve_timeout),
     )
+    keep_freed_memory()
     gc.freeze()  # what start-up made (modules, classes) is never collected: full collections skip it
     gc.set_threshold(*GC_THRESHOLDS)
     try:
