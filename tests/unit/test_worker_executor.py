@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +57,15 @@ def process(job_input, ctx):
         return ctx.job_name
     if kind == "alloc":
         return len(bytearray(job_input["mb"] << 20))
+    if kind == "faults":  # large buffers made and dropped in turn: the page faults of the second round
+        import json, resource
+        def rounds():
+            for _ in range(20):
+                json.loads(json.dumps({"items": ["x" * (1 << 20)] * 10}).encode())
+        rounds()
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        rounds()
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
     if kind == "nan-progress":
         ctx.progress(float("nan"))
         return "unreachable"
@@ -496,6 +506,26 @@ def test_a_job_past_the_memory_limit_fails_and_the_slot_recovers(
         assert (await h.result(again)).output_json == str(8 << 20).encode()
 
     run(tmp_path, scenario, max_memory_bytes=128 << 20)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a glibc malloc setting")
+def test_a_child_without_a_memory_limit_keeps_freed_memory_and_one_with_a_limit_does_not(tmp_path: Path) -> None:
+    """netdist.malloc_tuning in the child: large buffers in turn fault far fewer pages, except under
+    --max-job-memory, where the pad would count against the job's limit."""
+    faults: dict[str, int] = {}
+
+    def measure(name: str) -> Callable[[Harness], object]:
+        async def scenario(h: Harness) -> None:
+            result = await h.result(h.submit({"kind": "faults"}))
+            assert result.output_json is not None, result.error
+            faults[name] = int(result.output_json)
+
+        return scenario
+
+    for name, limit in (("free", None), ("limited", 4 << 30)):
+        (tmp_path / name).mkdir()
+        run(tmp_path / name, measure(name), max_memory_bytes=limit)
+    assert faults["free"] * 2 < faults["limited"], faults
 
 
 def test_progress_is_coalesced_and_the_last_value_arrives_first(tmp_path: Path) -> None:

@@ -47,6 +47,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, BinaryIO, NamedTuple, cast
 
+from netdist.malloc_tuning import keep_freed_memory
 from netdist.parent_death import exit_with_parent, parent_pid_from
 from netdist.worker.child_protocol import (
     CancelJob,
@@ -384,6 +385,8 @@ def main() -> None:
     if init.max_memory_bytes is not None:
         runner.max_memory_bytes = init.max_memory_bytes
         _limit_memory(init.max_memory_bytes)
+    else:  # under a data limit the pad would count against the job's memory
+        keep_freed_memory()
     sys.path[0:0] = init.paths
     while True:
         job = reader.next()
