@@ -41,7 +41,9 @@ class HandWorker:
         hello = jobs_pb2.Hello(worker_id=worker_id, name=worker_id, slots=4, wheel_platform=platform)
         self.send(jobs_pb2.WorkerMessage(hello=hello))
         self.incoming = stub.Connect(self._requests(), timeout=60)
-        assert next(self.incoming).HasField("welcome")
+        first = next(self.incoming)
+        assert first.HasField("welcome"), first
+        self.welcome = first.welcome
         if heartbeat_seconds is not None:
             threading.Thread(target=self._beat, args=(heartbeat_seconds,), daemon=True).start()
 

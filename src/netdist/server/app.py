@@ -31,6 +31,7 @@ from netdist.server.clock import SYSTEM_CLOCK
 from netdist.server.deps_resolver import ResolverConfig
 from netdist.server.dispatcher import Dispatcher
 from netdist.server.fetch_frames import PassPreEncoded
+from netdist.server.heartbeat_pace import HeartbeatPace
 from netdist.server.job_service import JobService
 from netdist.server.manager import HandlerManager
 from netdist.server.metrics import MetricsServer, Sources
@@ -66,6 +67,9 @@ class ServerConfig:
     data_dir: Path = Path("netdist-data")
     db_url: str | None = None
     heartbeat_interval_seconds: float = 5.0
+    max_heartbeats_per_second: float = 500.0
+    """The heartbeat interval grows past ``heartbeat_interval_seconds`` to keep every connected
+    worker's heartbeats together under this (:mod:`netdist.server.heartbeat_pace`)."""
     reconnect_grace_seconds: float = 2.0
     handler_call_timeout_seconds: float = 600.0
     grace_seconds: float = 5.0
@@ -115,7 +119,7 @@ class NetDistServer:
         self.dispatcher = Dispatcher(
             self.store.writer,
             clock=SYSTEM_CLOCK,
-            heartbeat_interval_seconds=cfg.heartbeat_interval_seconds,
+            heartbeat=HeartbeatPace(cfg.heartbeat_interval_seconds, cfg.max_heartbeats_per_second),
             reconnect_grace_seconds=cfg.reconnect_grace_seconds,
         )
         self.manager = HandlerManager(

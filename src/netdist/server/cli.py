@@ -98,6 +98,16 @@ def main() -> None:
     help="Seconds between worker heartbeats; a worker silent for 3 intervals is gone.",
 )
 @click.option(
+    "--max-heartbeats-per-second",
+    default=500.0,
+    show_default=True,
+    type=click.FloatRange(1, 100_000),
+    envvar="NETDIST_MAX_HEARTBEATS_PER_SECOND",
+    show_envvar=True,
+    help="Past this many workers per heartbeat interval, the interval grows so that all of them "
+    "together send at most this many heartbeats a second.",
+)
+@click.option(
     "--reconnect-grace",
     default=2.0,
     show_default=True,
@@ -205,6 +215,7 @@ def serve_command(
     data_dir: Path,
     db_url: str | None,
     heartbeat_interval: float,
+    max_heartbeats_per_second: float,
     reconnect_grace: float,
     handler_timeout: float,
     log_level: str,
@@ -251,6 +262,7 @@ def serve_command(
         data_dir=data_dir,
         db_url=db_url,
         heartbeat_interval_seconds=heartbeat_interval,
+        max_heartbeats_per_second=max_heartbeats_per_second,
         reconnect_grace_seconds=reconnect_grace,
         handler_call_timeout_seconds=handler_timeout,
         tls=server_tls,

@@ -68,9 +68,9 @@ class EffectWriter:
     def _tell(self, effects: Effects) -> None:
         self.links.revoke(effects.revocations)
         for worker_id in effects.silent:
-            log.warning(
-                "worker %s sent nothing for %g s; dropping its stream", worker_id, self.table.silent_after_seconds
-            )
+            state = self.table.workers.get(worker_id)
+            silent = state.silent_after_seconds if state is not None else self.table.silent_after_seconds
+            log.warning("worker %s sent nothing for %g s; dropping its stream", worker_id, silent)
             self.links.close(worker_id)  # its stream ends; disconnect() follows from there
         events = self._events
         if events is None:

@@ -23,6 +23,7 @@ from typing import Any
 from netdist.server.clock import Clock
 from netdist.server.dispatch_effects import EffectWriter, HandlerEvents
 from netdist.server.event_hub import EventHub, WorkerChange
+from netdist.server.heartbeat_pace import SILENT_INTERVALS, HeartbeatPace
 from netdist.server.host_protocol import NewJob
 from netdist.server.job_ids import JobIds
 from netdist.server.lease_model import (
@@ -60,16 +61,16 @@ class Dispatcher(EffectWriter):
         writer: GroupCommitWriter,
         *,
         clock: Clock,
-        heartbeat_interval_seconds: float,
+        heartbeat: HeartbeatPace,
         reconnect_grace_seconds: float,
     ) -> None:
         self.writer = writer
         self.clock = clock
-        self.heartbeat_interval_seconds = heartbeat_interval_seconds
+        self.heartbeat_pace = heartbeat
         self.table = LeaseTable(
             clock=clock,
             reconnect_grace_seconds=reconnect_grace_seconds,
-            silent_after_seconds=heartbeat_interval_seconds * 3,
+            silent_after_seconds=heartbeat.base_seconds * SILENT_INTERVALS,
         )
         self.links = WorkerLinks()
         self.inbox = ResultInbox()  # committed results for the handlers' runtimes
@@ -218,6 +219,7 @@ class Dispatcher(EffectWriter):
         )
         self.links.attach(info.worker_id, link)
         requeued = self._act(self.table.connect(info, held))
+        self._pace_heartbeats(info.worker_id)
         self.hub.worker_changed(
             WorkerChange(
                 worker_id=info.worker_id,
@@ -233,6 +235,27 @@ class Dispatcher(EffectWriter):
             await requeued
         self.kick()
         return issued
+
+    def heartbeat_interval(self, worker_id: str) -> float:
+        """The heartbeat interval the connected worker was told."""
+        state = self.table.workers.get(worker_id)
+        if state is None or not state.connected:
+            return self.heartbeat_pace.base_seconds
+        return state.silent_after_seconds / SILENT_INTERVALS
+
+    def _pace_heartbeats(self, worker_id: str) -> None:
+        """A worker joined: its heartbeat interval, and a longer one for the others if their number
+        grew enough (:mod:`netdist.server.heartbeat_pace`)."""
+        interval, everyone = self.heartbeat_pace.joined(len(self.links))
+        self.table.set_silent_after(worker_id, interval * SILENT_INTERVALS)
+        if everyone is None:
+            return
+        for other in self.table.silent_after_below(everyone * SILENT_INTERVALS):
+            link = self.links.get(other)
+            if link is not None:
+                link.send_heartbeat_interval(everyone)
+                self.table.set_silent_after(other, everyone * SILENT_INTERVALS)
+        log.info("%d workers connected: their heartbeat interval is now %g s", len(self.links), everyone)
 
     def credential_received(self, worker_id: str, credential: str) -> None:
         """The worker spoke after the Welcome that carried its new credential: it has it."""

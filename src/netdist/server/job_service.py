@@ -138,6 +138,9 @@ class StreamLink:
     def send_drain(self, reason: str) -> None:
         self._put(jobs_pb2.ServerMessage(drain=jobs_pb2.Drain(reason=reason)))
 
+    def send_heartbeat_interval(self, seconds: float) -> None:
+        self._put(jobs_pb2.ServerMessage(settings=jobs_pb2.StreamSettings(heartbeat_interval_seconds=seconds)))
+
     def close(self, reason: str = "") -> None:
         if not self._closed:
             self._closed = True
@@ -189,7 +192,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
             jobs_pb2.ServerMessage(
                 welcome=jobs_pb2.Welcome(
                     worker_id=info.worker_id,
-                    heartbeat_interval_seconds=self.dispatcher.heartbeat_interval_seconds,
+                    heartbeat_interval_seconds=self.dispatcher.heartbeat_interval(info.worker_id),
                     server_version=netdist.__version__,
                     credential=issued or "",
                 )

@@ -295,6 +295,17 @@ class LeaseBook:
             state.capacity = max(0, jobs)
             state.last_seen = self.clock.monotonic()
 
+    def set_silent_after(self, worker_id: str, seconds: float) -> None:
+        """The connected worker is gone when it sends nothing for ``seconds`` (its heartbeat interval
+        changed)."""
+        state = self.workers.get(worker_id)
+        if state is not None and state.connected:
+            state.silent_after_seconds = seconds
+
+    def silent_after_below(self, seconds: float) -> list[str]:
+        """The connected workers that are given less than ``seconds`` of silence."""
+        return [w.worker_id for w in self.workers.values() if w.connected and w.silent_after_seconds < seconds]
+
     def seen(self, worker_id: str) -> None:
         state = self.workers.get(worker_id)
         if state is not None:

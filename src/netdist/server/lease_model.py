@@ -239,6 +239,7 @@ class WorkerState:
     jobs: set[int] = dataclasses.field(default_factory=set)  # job ids of its leases
     per_handler: Counter[str] = dataclasses.field(default_factory=Counter)
     last_seen: float = 0.0  # monotonic
+    silent_after_seconds: float = math.inf  # connected: gone when it sends nothing for this long
     grace_until: float | None = None  # disconnected: its leases wait for it until then
     ewma_seconds: float | None = None  # job run time as the worker reports it
     done: int = 0  # results accepted since the counts were last flushed to the store

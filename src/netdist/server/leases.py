@@ -104,7 +104,7 @@ class LeaseTable(LeasePicker):
         would only be refused."""
         now = self.clock.monotonic()
         old = self.workers.get(info.worker_id)
-        state = WorkerState(info, last_seen=now)
+        state = WorkerState(info, last_seen=now, silent_after_seconds=self.silent_after_seconds)
         if old is not None:
             state.jobs, state.per_handler = old.jobs, old.per_handler
             state.ewma_seconds, state.done, state.failed = old.ewma_seconds, old.done, old.failed
@@ -305,7 +305,7 @@ class LeaseTable(LeasePicker):
                 expired, effects, reason={"type": "JobTimeout", "message": "the job ran past its job-timeout"}
             )
         for state in list(self.workers.values()):
-            if state.connected and now - state.last_seen > self.silent_after_seconds:
+            if state.connected and now - state.last_seen > state.silent_after_seconds:
                 effects.silent.append(state.worker_id)
                 self.disconnect(state.worker_id)
             elif not state.connected and state.grace_until is not None and state.grace_until <= now:

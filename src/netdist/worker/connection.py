@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import random
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
@@ -66,6 +67,8 @@ CLOSE_SECONDS = 5.0
 MAX_SERVER_WORDS = 500
 """How much of what a server says as it ends a stream the worker logs (cleaned of control characters)."""
 DEFAULT_HEARTBEAT_SECONDS = 10.0
+MAX_HEARTBEAT_SECONDS = 3600.0
+"""A longer heartbeat interval from a server is taken as this."""
 
 
 class StreamHandler(Protocol):
@@ -110,6 +113,8 @@ class _Stream:
     closed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     goodbye: str | None = None
     """Why the server ended the stream, from its Goodbye (cleaned), once one came."""
+    heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
+    """As the Welcome, or a later StreamSettings, said."""
 
     def send(self, message: jobs_pb2.WorkerMessage) -> None:
         self.outbox.put_nowait(message)
@@ -302,11 +307,13 @@ class Connection:
             if welcome.credential:  # kept before this stream says anything more
                 self._keep_credential(welcome.credential)
             self._stream = stream
-            interval = welcome.heartbeat_interval_seconds or DEFAULT_HEARTBEAT_SECONDS
+            stream.heartbeat_seconds = (
+                server_heartbeat_seconds(welcome.heartbeat_interval_seconds) or DEFAULT_HEARTBEAT_SECONDS
+            )
             tasks = [
                 asyncio.create_task(self._write_loop(stream), name="netdist-writer"),
                 asyncio.create_task(self._read_loop(stream, messages), name="netdist-reader"),
-                asyncio.create_task(self._heartbeat_loop(stream, interval), name="netdist-heartbeat"),
+                asyncio.create_task(self._heartbeat_loop(stream), name="netdist-heartbeat"),
                 asyncio.create_task(stream.closed.wait(), name="netdist-closer"),
             ]
             self._handler.on_welcome(welcome.server_version)
@@ -396,12 +403,19 @@ class Connection:
                 stream.half_close()
             elif kind == "goodbye":
                 stream.goodbye = fields.clean_text(message.goodbye.reason, MAX_SERVER_WORDS) or None
+            elif kind == "settings":
+                seconds = server_heartbeat_seconds(message.settings.heartbeat_interval_seconds)
+                if seconds is not None and seconds != stream.heartbeat_seconds:
+                    log.info(
+                        "the server asks for a heartbeat every %g s (it was %g s)", seconds, stream.heartbeat_seconds
+                    )
+                    stream.heartbeat_seconds = seconds
             else:
                 log.debug("ignoring a server message of kind %s", kind)
 
-    async def _heartbeat_loop(self, stream: _Stream, interval_seconds: float) -> None:
+    async def _heartbeat_loop(self, stream: _Stream) -> None:
         while True:
-            await asyncio.sleep(interval_seconds)
+            await asyncio.sleep(stream.heartbeat_seconds)
             load = host_load(self.config.cache_dir)
             heartbeat = jobs_pb2.Heartbeat(
                 cpu_percent=load.cpu_percent,
@@ -410,3 +424,11 @@ class Connection:
             )
             if not stream.half_closed:
                 stream.send(jobs_pb2.WorkerMessage(heartbeat=heartbeat))
+
+
+def server_heartbeat_seconds(value: float) -> float | None:
+    """A heartbeat interval the server sent, within bounds; None when it is no interval (0 from an old
+    server, or not a positive number)."""
+    if not math.isfinite(value) or value <= 0:
+        return None
+    return min(value, MAX_HEARTBEAT_SECONDS)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19netdist/api/v1/jobs.proto\x12\x0enetdist.api.v1\"\x96\x03\n\rWorkerMessage\x12&\n\x05hello\x18\x01 \x01(\x0b\x32\x15.netdist.api.v1.HelloH\x00\x12,\n\x08\x63\x61pacity\x18\x08 \x01(\x0b\x32\x18.netdist.api.v1.CapacityH\x00\x12\x31\n\x08progress\x18\x03 \x01(\x0b\x32\x1d.netdist.api.v1.ProgressBatchH\x00\x12.\n\x07results\x18\x04 \x01(\x0b\x32\x1b.netdist.api.v1.ResultBatchH\x00\x12.\n\theartbeat\x18\x05 \x01(\x0b\x32\x19.netdist.api.v1.HeartbeatH\x00\x12*\n\x07started\x18\x06 \x01(\x0b\x32\x17.netdist.api.v1.StartedH\x00\x12-\n\thand_back\x18\x07 \x01(\x0b\x32\x18.netdist.api.v1.HandBackH\x00\x12+\n\x04logs\x18\t \x01(\x0b\x32\x1b.netdist.api.v1.JobLogBatchH\x00\x42\x06\n\x04kindJ\x04\x08\x02\x10\x03R\x06\x63redit\"\xe4\x02\n\x05Hello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x31\n\x06labels\x18\x03 \x03(\x0b\x32!.netdist.api.v1.Hello.LabelsEntry\x12\r\n\x05slots\x18\x04 \x01(\x05\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x10\n\x08hostname\x18\x06 \x01(\t\x12\x0b\n\x03pid\x18\x07 \x01(\x05\x12\x10\n\x08platform\x18\x08 \x01(\t\x12\x16\n\x0epython_version\x18\t \x01(\t\x12$\n\x04held\x18\n \x03(\x0b\x32\x16.netdist.api.v1.JobRef\x12\x12\n\ncredential\x18\x0b \x01(\t\x12\x35\n\x0ewheel_platform\x18\x0c \x01(\x0b\x32\x1d.netdist.api.v1.WheelPlatform\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x18\n\x08\x43\x61pacity\x12\x0c\n\x04jobs\x18\x01 \x01(\x05\"/\n\x07Started\x12$\n\x04refs\x18\x01 \x03(\x0b\x32\x16.netdist.api.v1.JobRef\"@\n\x08HandBack\x12$\n\x04refs\x18\x01 \x03(\x0b\x32\x16.netdist.api.v1.JobRef\x12\x0e\n\x06reason\x18\x02 \x01(\t\"*\n\x06JobRef\x12\x0e\n\x06job_id\x18\x01 \x01(\x03\x12\x10\n\x08lease_no\x18\x02 \x01(\x03\"N\n\x08Progress\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.netdist.api.v1.JobRef\x12\x0f\n\x07percent\x18\x02 \x01(\x02\x12\x0c\n\x04text\x18\x03 \x01(\t\"8\n\rProgressBatch\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.netdist.api.v1.Progress\"<\n\x08JobError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\"\x80\x01\n\x06Result\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.netdist.api.v1.JobRef\x12\x0e\n\x06output\x18\x02 \x01(\x0c\x12\'\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x18.netdist.api.v1.JobError\x12\x18\n\x10\x64uration_seconds\x18\x04 \x01(\x01\"4\n\x0bResultBatch\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.netdist.api.v1.Result\"Q\n\tHeartbeat\x12\x13\n\x0b\x63pu_percent\x18\x01 \x01(\x01\x12\x16\n\x0ememory_percent\x18\x02 \x01(\x01\x12\x17\n\x0f\x64isk_free_bytes\x18\x03 \x01(\x03\"\x93\x02\n\rServerMessage\x12*\n\x07welcome\x18\x01 \x01(\x0b\x32\x17.netdist.api.v1.WelcomeH\x00\x12,\n\x06leases\x18\x02 \x01(\x0b\x32\x1a.netdist.api.v1.LeaseBatchH\x00\x12\"\n\x03\x61\x63k\x18\x03 \x01(\x0b\x32\x13.netdist.api.v1.AckH\x00\x12(\n\x06revoke\x18\x04 \x01(\x0b\x32\x16.netdist.api.v1.RevokeH\x00\x12&\n\x05\x64rain\x18\x05 \x01(\x0b\x32\x15.netdist.api.v1.DrainH\x00\x12*\n\x07goodbye\x18\x06 \x01(\x0b\x32\x17.netdist.api.v1.GoodbyeH\x00\x42\x06\n\x04kind\"l\n\x07Welcome\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x01\x12\x16\n\x0eserver_version\x18\x03 \x01(\t\x12\x12\n\ncredential\x18\x04 \x01(\t\"\xcc\x01\n\x05Lease\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.netdist.api.v1.JobRef\x12\x12\n\nhandler_id\x18\x02 \x01(\t\x12\x10\n\x08job_name\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x15\n\rscript_sha256\x18\x05 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x06 \x03(\t\x12\r\n\x05input\x18\x07 \x01(\x0c\x12\x17\n\x0ftimeout_seconds\x18\x08 \x01(\x01\x12\x13\n\x0bscript_name\x18\t \x01(\t\"2\n\nLeaseBatch\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.netdist.api.v1.Lease\"]\n\tResultAck\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.netdist.api.v1.JobRef\x12+\n\x07outcome\x18\x02 \x01(\x0e\x32\x1a.netdist.api.v1.AckOutcome\"/\n\x03\x41\x63k\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.netdist.api.v1.ResultAck\">\n\x06Revoke\x12$\n\x04refs\x18\x01 \x03(\x0b\x32\x16.netdist.api.v1.JobRef\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x17\n\x05\x44rain\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x19\n\x07Goodbye\x12\x0e\n\x06reason\x18\x01 \x01(\t\"5\n\nJobLogLine\x12\n\n\x02\x61t\x18\x01 \x01(\x01\x12\r\n\x05level\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"i\n\x06JobLog\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.netdist.api.v1.JobRef\x12)\n\x05lines\x18\x02 \x03(\x0b\x32\x1a.netdist.api.v1.JobLogLine\x12\x0f\n\x07\x64ropped\x18\x03 \x01(\x03\"4\n\x0bJobLogBatch\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.netdist.api.v1.JobLog\"h\n\rWheelPlatform\x12\x16\n\x0eimplementation\x18\x01 \x01(\t\x12\x0e\n\x06python\x18\x02 \x01(\t\x12\n\n\x02os\x18\x03 \x01(\t\x12\x0f\n\x07machine\x18\x04 \x01(\t\x12\x12\n\nos_version\x18\x05 \x01(\t*\x8e\x01\n\nAckOutcome\x12\x1b\n\x17\x41\x43K_OUTCOME_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41\x43K_OUTCOME_ACCEPTED\x10\x01\x12\x19\n\x15\x41\x43K_OUTCOME_DUPLICATE\x10\x02\x12\x17\n\x13\x41\x43K_OUTCOME_UNKNOWN\x10\x03\x12\x15\n\x11\x41\x43K_OUTCOME_STALE\x10\x04\x32Y\n\nJobService\x12K\n\x07\x43onnect\x12\x1d.netdist.api.v1.WorkerMessage\x1a\x1d.netdist.api.v1.ServerMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19netdist/api/v1/jobs.proto\x12\x0enetdist.api.v1\"\x96\x03\n\rWorkerMessage\x12&\n\x05hello\x18\x01 \x01(\x0b\x32\x15.netdist.api.v1.HelloH\x00\x12,\n\x08\x63\x61pacity\x18\x08 \x01(\x0b\x32\x18.netdist.api.v1.CapacityH\x00\x12\x31\n\x08progress\x18\x03 \x01(\x0b\x32\x1d.netdist.api.v1.ProgressBatchH\x00\x12.\n\x07results\x18\x04 \x01(\x0b\x32\x1b.netdist.api.v1.ResultBatchH\x00\x12.\n\theartbeat\x18\x05 \x01(\x0b\x32\x19.netdist.api.v1.HeartbeatH\x00\x12*\n\x07started\x18\x06 \x01(\x0b\x32\x17.netdist.api.v1.StartedH\x00\x12-\n\thand_back\x18\x07 \x01(\x0b\x32\x18.netdist.api.v1.HandBackH\x00\x12+\n\x04logs\x18\t \x01(\x0b\x32\x1b.netdist.api.v1.JobLogBatchH\x00\x42\x06\n\x04kindJ\x04\x08\x02\x10\x03R\x06\x63redit\"\xe4\x02\n\x05Hello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x31\n\x06labels\x18\x03 \x03(\x0b\x32!.netdist.api.v1.Hello.LabelsEntry\x12\r\n\x05slots\x18\x04 \x01(\x05\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x10\n\x08hostname\x18\x06 \x01(\t\x12\x0b\n\x03pid\x18\x07 \x01(\x05\x12\x10\n\x08platform\x18\x08 \x01(\t\x12\x16\n\x0epython_version\x18\t \x01(\t\x12$\n\x04held\x18\n \x03(\x0b\x32\x16.netdist.api.v1.JobRef\x12\x12\n\ncredential\x18\x0b \x01(\t\x12\x35\n\x0ewheel_platform\x18\x0c \x01(\x0b\x32\x1d.netdist.api.v1.WheelPlatform\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x18\n\x08\x43\x61pacity\x12\x0c\n\x04jobs\x18\x01 \x01(\x05\"/\n\x07Started\x12$\n\x04refs\x18\x01 \x03(\x0b\x32\x16.netdist.api.v1.JobRef\"@\n\x08HandBack\x12$\n\x04refs\x18\x01 \x03(\x0b\x32\x16.netdist.api.v1.JobRef\x12\x0e\n\x06reason\x18\x02 \x01(\t\"*\n\x06JobRef\x12\x0e\n\x06job_id\x18\x01 \x01(\x03\x12\x10\n\x08lease_no\x18\x02 \x01(\x03\"N\n\x08Progress\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.netdist.api.v1.JobRef\x12\x0f\n\x07percent\x18\x02 \x01(\x02\x12\x0c\n\x04text\x18\x03 \x01(\t\"8\n\rProgressBatch\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.netdist.api.v1.Progress\"<\n\x08JobError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\"\x80\x01\n\x06Result\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.netdist.api.v1.JobRef\x12\x0e\n\x06output\x18\x02 \x01(\x0c\x12\'\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x18.netdist.api.v1.JobError\x12\x18\n\x10\x64uration_seconds\x18\x04 \x01(\x01\"4\n\x0bResultBatch\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.netdist.api.v1.Result\"Q\n\tHeartbeat\x12\x13\n\x0b\x63pu_percent\x18\x01 \x01(\x01\x12\x16\n\x0ememory_percent\x18\x02 \x01(\x01\x12\x17\n\x0f\x64isk_free_bytes\x18\x03 \x01(\x03\"\xc7\x02\n\rServerMessage\x12*\n\x07welcome\x18\x01 \x01(\x0b\x32\x17.netdist.api.v1.WelcomeH\x00\x12,\n\x06leases\x18\x02 \x01(\x0b\x32\x1a.netdist.api.v1.LeaseBatchH\x00\x12\"\n\x03\x61\x63k\x18\x03 \x01(\x0b\x32\x13.netdist.api.v1.AckH\x00\x12(\n\x06revoke\x18\x04 \x01(\x0b\x32\x16.netdist.api.v1.RevokeH\x00\x12&\n\x05\x64rain\x18\x05 \x01(\x0b\x32\x15.netdist.api.v1.DrainH\x00\x12*\n\x07goodbye\x18\x06 \x01(\x0b\x32\x17.netdist.api.v1.GoodbyeH\x00\x12\x32\n\x08settings\x18\x07 \x01(\x0b\x32\x1e.netdist.api.v1.StreamSettingsH\x00\x42\x06\n\x04kind\"4\n\x0eStreamSettings\x12\"\n\x1aheartbeat_interval_seconds\x18\x01 \x01(\x01\"l\n\x07Welcome\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x01\x12\x16\n\x0eserver_version\x18\x03 \x01(\t\x12\x12\n\ncredential\x18\x04 \x01(\t\"\xcc\x01\n\x05Lease\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.netdist.api.v1.JobRef\x12\x12\n\nhandler_id\x18\x02 \x01(\t\x12\x10\n\x08job_name\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x15\n\rscript_sha256\x18\x05 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x06 \x03(\t\x12\r\n\x05input\x18\x07 \x01(\x0c\x12\x17\n\x0ftimeout_seconds\x18\x08 \x01(\x01\x12\x13\n\x0bscript_name\x18\t \x01(\t\"2\n\nLeaseBatch\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.netdist.api.v1.Lease\"]\n\tResultAck\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.netdist.api.v1.JobRef\x12+\n\x07outcome\x18\x02 \x01(\x0e\x32\x1a.netdist.api.v1.AckOutcome\"/\n\x03\x41\x63k\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.netdist.api.v1.ResultAck\">\n\x06Revoke\x12$\n\x04refs\x18\x01 \x03(\x0b\x32\x16.netdist.api.v1.JobRef\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x17\n\x05\x44rain\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x19\n\x07Goodbye\x12\x0e\n\x06reason\x18\x01 \x01(\t\"5\n\nJobLogLine\x12\n\n\x02\x61t\x18\x01 \x01(\x01\x12\r\n\x05level\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"i\n\x06JobLog\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.netdist.api.v1.JobRef\x12)\n\x05lines\x18\x02 \x03(\x0b\x32\x1a.netdist.api.v1.JobLogLine\x12\x0f\n\x07\x64ropped\x18\x03 \x01(\x03\"4\n\x0bJobLogBatch\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.netdist.api.v1.JobLog\"h\n\rWheelPlatform\x12\x16\n\x0eimplementation\x18\x01 \x01(\t\x12\x0e\n\x06python\x18\x02 \x01(\t\x12\n\n\x02os\x18\x03 \x01(\t\x12\x0f\n\x07machine\x18\x04 \x01(\t\x12\x12\n\nos_version\x18\x05 \x01(\t*\x8e\x01\n\nAckOutcome\x12\x1b\n\x17\x41\x43K_OUTCOME_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41\x43K_OUTCOME_ACCEPTED\x10\x01\x12\x19\n\x15\x41\x43K_OUTCOME_DUPLICATE\x10\x02\x12\x17\n\x13\x41\x43K_OUTCOME_UNKNOWN\x10\x03\x12\x15\n\x11\x41\x43K_OUTCOME_STALE\x10\x04\x32Y\n\nJobService\x12K\n\x07\x43onnect\x12\x1d.netdist.api.v1.WorkerMessage\x1a\x1d.netdist.api.v1.ServerMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_HELLO_LABELSENTRY']._loaded_options = None
   _globals['_HELLO_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_ACKOUTCOME']._serialized_start=2696
-  _globals['_ACKOUTCOME']._serialized_end=2838
+  _globals['_ACKOUTCOME']._serialized_start=2802
+  _globals['_ACKOUTCOME']._serialized_end=2944
   _globals['_WORKERMESSAGE']._serialized_start=46
   _globals['_WORKERMESSAGE']._serialized_end=452
   _globals['_HELLO']._serialized_start=455
@@ -62,31 +62,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEARTBEAT']._serialized_start=1383
   _globals['_HEARTBEAT']._serialized_end=1464
   _globals['_SERVERMESSAGE']._serialized_start=1467
-  _globals['_SERVERMESSAGE']._serialized_end=1742
-  _globals['_WELCOME']._serialized_start=1744
-  _globals['_WELCOME']._serialized_end=1852
-  _globals['_LEASE']._serialized_start=1855
-  _globals['_LEASE']._serialized_end=2059
-  _globals['_LEASEBATCH']._serialized_start=2061
-  _globals['_LEASEBATCH']._serialized_end=2111
-  _globals['_RESULTACK']._serialized_start=2113
-  _globals['_RESULTACK']._serialized_end=2206
-  _globals['_ACK']._serialized_start=2208
-  _globals['_ACK']._serialized_end=2255
-  _globals['_REVOKE']._serialized_start=2257
-  _globals['_REVOKE']._serialized_end=2319
-  _globals['_DRAIN']._serialized_start=2321
-  _globals['_DRAIN']._serialized_end=2344
-  _globals['_GOODBYE']._serialized_start=2346
-  _globals['_GOODBYE']._serialized_end=2371
-  _globals['_JOBLOGLINE']._serialized_start=2373
-  _globals['_JOBLOGLINE']._serialized_end=2426
-  _globals['_JOBLOG']._serialized_start=2428
-  _globals['_JOBLOG']._serialized_end=2533
-  _globals['_JOBLOGBATCH']._serialized_start=2535
-  _globals['_JOBLOGBATCH']._serialized_end=2587
-  _globals['_WHEELPLATFORM']._serialized_start=2589
-  _globals['_WHEELPLATFORM']._serialized_end=2693
-  _globals['_JOBSERVICE']._serialized_start=2840
-  _globals['_JOBSERVICE']._serialized_end=2929
+  _globals['_SERVERMESSAGE']._serialized_end=1794
+  _globals['_STREAMSETTINGS']._serialized_start=1796
+  _globals['_STREAMSETTINGS']._serialized_end=1848
+  _globals['_WELCOME']._serialized_start=1850
+  _globals['_WELCOME']._serialized_end=1958
+  _globals['_LEASE']._serialized_start=1961
+  _globals['_LEASE']._serialized_end=2165
+  _globals['_LEASEBATCH']._serialized_start=2167
+  _globals['_LEASEBATCH']._serialized_end=2217
+  _globals['_RESULTACK']._serialized_start=2219
+  _globals['_RESULTACK']._serialized_end=2312
+  _globals['_ACK']._serialized_start=2314
+  _globals['_ACK']._serialized_end=2361
+  _globals['_REVOKE']._serialized_start=2363
+  _globals['_REVOKE']._serialized_end=2425
+  _globals['_DRAIN']._serialized_start=2427
+  _globals['_DRAIN']._serialized_end=2450
+  _globals['_GOODBYE']._serialized_start=2452
+  _globals['_GOODBYE']._serialized_end=2477
+  _globals['_JOBLOGLINE']._serialized_start=2479
+  _globals['_JOBLOGLINE']._serialized_end=2532
+  _globals['_JOBLOG']._serialized_start=2534
+  _globals['_JOBLOG']._serialized_end=2639
+  _globals['_JOBLOGBATCH']._serialized_start=2641
+  _globals['_JOBLOGBATCH']._serialized_end=2693
+  _globals['_WHEELPLATFORM']._serialized_start=2695
+  _globals['_WHEELPLATFORM']._serialized_end=2799
+  _globals['_JOBSERVICE']._serialized_start=2946
+  _globals['_JOBSERVICE']._serialized_end=3035
 # @@protoc_insertion_point(module_scope)

@@ -454,6 +454,7 @@ class ServerMessage(_message.Message):
     REVOKE_FIELD_NUMBER: _builtins.int
     DRAIN_FIELD_NUMBER: _builtins.int
     GOODBYE_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___Welcome: ...
     @_builtins.property
@@ -466,6 +467,8 @@ class ServerMessage(_message.Message):
     def drain(self) -> Global___Drain: ...
     @_builtins.property
     def goodbye(self) -> Global___Goodbye: ...
+    @_builtins.property
+    def settings(self) -> Global___StreamSettings: ...
     def __init__(
         self,
         *,
@@ -475,16 +478,42 @@ class ServerMessage(_message.Message):
         revoke: Global___Revoke | None = ...,
         drain: Global___Drain | None = ...,
         goodbye: Global___Goodbye | None = ...,
+        settings: Global___StreamSettings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "drain", b"drain", "goodbye", b"goodbye", "kind", b"kind", "leases", b"leases", "revoke", b"revoke", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "drain", b"drain", "goodbye", b"goodbye", "kind", b"kind", "leases", b"leases", "revoke", b"revoke", "settings", b"settings", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "drain", b"drain", "goodbye", b"goodbye", "kind", b"kind", "leases", b"leases", "revoke", b"revoke", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "drain", b"drain", "goodbye", b"goodbye", "kind", b"kind", "leases", b"leases", "revoke", b"revoke", "settings", b"settings", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["welcome", "leases", "ack", "revoke", "drain", "goodbye"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["welcome", "leases", "ack", "revoke", "drain", "goodbye", "settings"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___ServerMessage: _TypeAlias = ServerMessage  # noqa: Y015
+
+@_typing.final
+class StreamSettings(_message.Message):
+    """Sent when the server changes what it asks of an open stream. The heartbeat
+    interval grows with the number of connected streams, so that all of them
+    together send at most the server's --max-heartbeats-per-second; the worker
+    uses the new interval from its next heartbeat on.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    heartbeat_interval_seconds: _builtins.float
+    def __init__(
+        self,
+        *,
+        heartbeat_interval_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_seconds", b"heartbeat_interval_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamSettings: _TypeAlias = StreamSettings  # noqa: Y015
 
 @_typing.final
 class Welcome(_message.Message):
@@ -496,6 +525,9 @@ class Welcome(_message.Message):
     CREDENTIAL_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     heartbeat_interval_seconds: _builtins.float
+    """How often to send a Heartbeat; a worker silent for three intervals is
+    dropped. A later StreamSettings may lengthen it.
+    """
     server_version: _builtins.str
     credential: _builtins.str
     """Set when the server issued this worker a new credential (its first join,
