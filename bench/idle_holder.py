@@ -3,8 +3,9 @@
     .venv/bin/python bench/idle_holder.py ADDRESS TOKEN_FILE --streams N [--channels 100]
 
 Each stream is ``JobService.Connect`` as a worker opens it: a Hello (worker ``idle-<i>``, 1 slot), a Capacity
-of 1 (it holds credit), then a Heartbeat every ``--heartbeat`` seconds (the server drops a stream silent for
-three heartbeat intervals). The streams are spread over ``--channels`` gRPC channels (connections). It
+of 1 (it holds credit), then a Heartbeat at the interval the server's Welcome gives and its StreamSettings
+messages change, as a real worker does (``--heartbeat``: every so many seconds instead; the server drops a
+stream silent for three of the intervals it gave). The streams are spread over ``--channels`` gRPC channels (connections). It
 prints ``welcomed <n>`` as the Welcomes come (every 500 and at the end), then holds the streams until stdin
 closes or SIGTERM, and prints ``ended <n> <errors>``. Leases it is sent are never started (the bench's
 handler allows only the real workers, so none should come).
@@ -26,7 +27,12 @@ from netdist.api.v1 import jobs_pb2, jobs_pb2_grpc
 
 
 async def hold(
-    stub: jobs_pb2_grpc.JobServiceStub, token: str, n: int, heartbeat: float, welcomed: list[int], errors: list[str]
+    stub: jobs_pb2_grpc.JobServiceStub,
+    token: str,
+    n: int,
+    heartbeat: float | None,
+    welcomed: list[int],
+    errors: list[str],
 ) -> None:
     call = stub.Connect(metadata=(("authorization", f"Bearer {token}"),))
     hello = jobs_pb2.Hello(worker_id=f"idle-{n:05d}", name=f"idle-{n:05d}", slots=1, version="bench", hostname="bench")
@@ -41,16 +47,24 @@ async def hold(
         welcomed[0] += 1
         if welcomed[0] % 500 == 0:
             print(f"welcomed {welcomed[0]}", flush=True)
+        interval = heartbeat or first.welcome.heartbeat_interval_seconds
+        loop = asyncio.get_running_loop()
+        due = loop.time() + interval
         reader = asyncio.ensure_future(call.read())
         while True:
-            done, _ = await asyncio.wait({reader}, timeout=heartbeat)
+            done, _ = await asyncio.wait({reader}, timeout=max(0.0, due - loop.time()))
             if done:
-                if reader.result() is grpc.aio.EOF:
+                message = reader.result()
+                if message is grpc.aio.EOF:
                     errors.append(f"stream {n}: ended by the server")
                     return
+                if message.HasField("settings") and heartbeat is None:
+                    due += message.settings.heartbeat_interval_seconds - interval
+                    interval = message.settings.heartbeat_interval_seconds
                 reader = asyncio.ensure_future(call.read())  # leases or acks: read, never acted on
                 continue
             await call.write(jobs_pb2.WorkerMessage(heartbeat=jobs_pb2.Heartbeat()))
+            due = loop.time() + interval
     except grpc.aio.AioRpcError as exc:
         errors.append(f"stream {n}: {exc.code().name}")
     finally:
@@ -64,7 +78,7 @@ async def main() -> None:
     p.add_argument("token_file")
     p.add_argument("--streams", type=int, required=True)
     p.add_argument("--channels", type=int, default=100)
-    p.add_argument("--heartbeat", type=float, default=4.0)
+    p.add_argument("--heartbeat", type=float, default=None, help="seconds (default: as the server says)")
     args = p.parse_args()
     token = Path(args.token_file).read_text().strip()  # noqa: ASYNC240  # once, before any stream
     # A local subchannel pool each: otherwise gRPC shares one connection among equal channels, and one
