@@ -123,7 +123,9 @@ def test_cut_after_n_bytes_up_delivers_exactly_n_then_cuts(proxy: Proxy) -> None
         sock.sendall(b"y" * 200_000)
         drain(sock)
     wait_until(lambda: received, 5, what="the server to see the cut")
-    assert received == [70_000] and proxy.bytes_up == 70_000
+    # The proxy wrote exactly 70,000 bytes; the reset that follows drops what the server had not read
+    # yet (once in CI it had read 65,536), so the server counts at most that many, never more.
+    assert proxy.bytes_up == 70_000 and len(received) == 1 and 0 < received[0] <= 70_000
     assert proxy.cuts == 1 and not proxy.armed and proxy.open_connections == 0
 
 
