@@ -7,6 +7,7 @@ interval is 0.3 s and its rate 4 heartbeats a second, so the third stream stretc
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -45,6 +46,11 @@ def test_a_growing_fleet_is_told_a_longer_interval_and_given_the_silence_it_allo
         # The real worker, beating every 0.75 s now, and hand-2 every 0.6 s stay.
         assert {"w1", "hand-2"} <= connected(cluster)
         assert cluster.logs().count("sent nothing for") == 1  # hand-1 alone
+        # The operator sees the interval the workers were told (2 streams would be 0.5 s for a newcomer).
+        status = cluster.admin_cli("status")
+        assert "2 connected, heartbeat every 0.75 s" in status.stdout, status.stdout + status.stderr
+        listed = json.loads(cluster.admin_cli("status", "--json").stdout)
+        assert (listed["workers_connected"], listed["heartbeat_interval_seconds"]) == (2, 0.75)
     finally:
         first.close()
         second.close()

@@ -211,7 +211,7 @@ def status_table(s: admin_pb2.GetStatusResponse) -> Table:
         ("up since", fmt_time(s.started_at)),
         ("packages", str(s.packages)),
         ("handlers", handlers_line(s)),
-        ("workers", f"{s.workers_connected} connected"),
+        ("workers", workers_line(s)),
         (
             "jobs",
             f"{s.jobs_available} available, {s.jobs_pending} pending, "
@@ -226,6 +226,13 @@ def status_table(s: admin_pb2.GetStatusResponse) -> Table:
             text(f"{s.store_state} since {fmt_time(s.store_unavailable_since)}: {s.store_problem}", style="red"),
         )
     return grid
+
+
+def workers_line(s: admin_pb2.GetStatusResponse) -> str:
+    line = f"{s.workers_connected} connected"
+    if s.heartbeat_interval_seconds > 0:  # 0: a server from before the interval was shown
+        line += f", heartbeat every {s.heartbeat_interval_seconds:g} s"
+    return line
 
 
 def handlers_line(s: admin_pb2.GetStatusResponse) -> Text:

@@ -189,6 +189,7 @@ def status_dict(s: admin_pb2.GetStatusResponse) -> dict[str, Any]:
         "handlers": s.handlers,
         "handlers_running": s.handlers_running,
         "workers_connected": s.workers_connected,
+        "heartbeat_interval_seconds": s.heartbeat_interval_seconds,
         "jobs_available": s.jobs_available,
         "jobs_pending": s.jobs_pending,
         "jobs_processed": s.jobs_processed,

@@ -236,6 +236,12 @@ class Dispatcher(EffectWriter):
         self.kick()
         return issued
 
+    def longest_heartbeat_interval(self) -> float:
+        """The longest heartbeat interval a connected worker was told (a worker that hangs is dropped
+        after three of them); the configured one when none is connected."""
+        told = (w.silent_after_seconds for w in self.table.workers.values() if w.connected)
+        return max(told, default=self.table.silent_after_seconds) / SILENT_INTERVALS
+
     def heartbeat_interval(self, worker_id: str) -> float:
         """The heartbeat interval the connected worker was told."""
         state = self.table.workers.get(worker_id)

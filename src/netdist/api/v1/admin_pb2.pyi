@@ -79,6 +79,7 @@ class GetStatusResponse(_message.Message):
     STORE_PROBLEM_FIELD_NUMBER: _builtins.int
     STORE_UNAVAILABLE_SINCE_FIELD_NUMBER: _builtins.int
     HANDLERS_FINISHED_WITH_FAILURES_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     address: _builtins.str
     database: _builtins.str
@@ -103,6 +104,11 @@ class GetStatusResponse(_message.Message):
     """when the outage began (Unix time)"""
     handlers_finished_with_failures: _builtins.int
     """finished handlers with jobs that failed for good"""
+    heartbeat_interval_seconds: _builtins.float
+    """The longest heartbeat interval a connected worker was told: the server's
+    --heartbeat-interval, stretched past --max-heartbeats-per-second. A
+    worker silent for three of its intervals is dropped.
+    """
     def __init__(
         self,
         *,
@@ -122,10 +128,11 @@ class GetStatusResponse(_message.Message):
         store_problem: _builtins.str = ...,
         store_unavailable_since: _builtins.float = ...,
         handlers_finished_with_failures: _builtins.int = ...,
+        heartbeat_interval_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "database", b"database", "handlers", b"handlers", "handlers_finished_with_failures", b"handlers_finished_with_failures", "handlers_running", b"handlers_running", "jobs_available", b"jobs_available", "jobs_failed", b"jobs_failed", "jobs_pending", b"jobs_pending", "jobs_processed", b"jobs_processed", "packages", b"packages", "started_at", b"started_at", "store_problem", b"store_problem", "store_state", b"store_state", "store_unavailable_since", b"store_unavailable_since", "version", b"version", "workers_connected", b"workers_connected"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "database", b"database", "handlers", b"handlers", "handlers_finished_with_failures", b"handlers_finished_with_failures", "handlers_running", b"handlers_running", "heartbeat_interval_seconds", b"heartbeat_interval_seconds", "jobs_available", b"jobs_available", "jobs_failed", b"jobs_failed", "jobs_pending", b"jobs_pending", "jobs_processed", b"jobs_processed", "packages", b"packages", "started_at", b"started_at", "store_problem", b"store_problem", "store_state", b"store_state", "store_unavailable_since", b"store_unavailable_since", "version", b"version", "workers_connected", b"workers_connected"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
