@@ -50,6 +50,9 @@ def open_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
+            # Debian's and others' SQLite is built to zero every freed page (SECURE_DELETE), which
+            # doubles what rewriting a large job row writes; FAST zeroes only where it costs no I/O.
+            cur.execute("PRAGMA secure_delete=FAST")
             cur.close()
 
         @event.listens_for(engine, "begin")
