@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 
@@ -100,19 +101,81 @@ def test_a_host_answers_each_request_with_what_the_handler_did(tmp_path: Path) -
     assert ("info", "started count") in logs
 
 
+BIG_HANDLER = """
+from netdist.handler import Handler
+
+
+class Echo(Handler):
+    def process_result(self, job_input, output, extra):
+        self.state["last"] = [len(job_input["pad"]), output[:3], len(output), extra]
+
+    def create_more_jobs(self):
+        self.enqueue({"pad": "y" * 2_000_000, "quote": '"'}, extra="é" * 5000)
+"""
+
+
+def test_megabyte_texts_cross_a_real_host_both_ways(tmp_path: Path) -> None:
+    """An input and output of megabytes go to the host as raw bytes after the request's line, and its
+    new job's input and its state come back the same way (host_protocol's texts), intact."""
+    (tmp_path / "echo.py").write_text(BIG_HANDLER)
+    big_input = json.dumps({"pad": "x" * 3_000_000})
+    big_output = json.dumps("ü" * 1_000_000, ensure_ascii=False)
+
+    async def main() -> None:
+        host = await HostProcess.start(python_path=[tmp_path], on_log=lambda *line: None)
+        try:
+            await host.call(
+                Initialize(
+                    entry="echo:Echo", handler="echo", handler_id="h1", job_name="e", settings={}, state_json="{}"
+                )
+            )
+            item = StoredResult(1, big_input, big_output, json.dumps("ä" * 5000))
+            update = await host.call(ProcessResults(items=(item,), more=True))
+            assert json.loads(update.state_json) == {"last": [3_000_000, "üüü", 1_000_000, "ä" * 5000]}
+            assert update.more_jobs == 1 and update.invalid == ()
+            (job,) = update.jobs
+            assert json.loads(job.input_json) == {"pad": "y" * 2_000_000, "quote": '"'}
+            assert json.loads(job.extra_json) == "é" * 5000
+        finally:
+            await host.close()
+
+    asyncio.run(main())
+
+
+async def fake_host(script: str) -> tuple[asyncio.subprocess.Process, HostProcess]:
+    """A HostProcess around ``python -c script`` instead of a handler host."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        script,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    return proc, HostProcess(proc, on_log=lambda level, message: None)
+
+
+def test_a_host_that_ends_in_the_middle_of_a_frame_fails_its_call() -> None:
+    """A reply line that promises texts, then an exit before they all came: the call says the host exited."""
+    line = '{"id": 1, "ok": {"jobs": [], "state": 0, "summary": "", "total": null, "invalid": []}, "texts": [100]}'
+    script = f"import sys; sys.stdin.readline(); sys.stdout.write({line!r} + chr(10) + 'abc'); sys.stdout.flush()"
+
+    async def main() -> None:
+        _, host = await fake_host(script)
+        try:
+            with pytest.raises(HostDiedError, match="handler host exited with code 0"):
+                await host.call(CreateMoreJobs(), timeout_seconds=30)
+        finally:
+            await host.close()
+
+    asyncio.run(main())
+
+
 def test_a_host_that_writes_garbage_is_killed_and_its_call_says_why() -> None:
     script = "import sys; sys.stdin.readline(); print('Segmentation fault?', flush=True); sys.stdin.readline()"
 
     async def main() -> None:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            script,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        host = HostProcess(proc, on_log=lambda level, message: None)
+        proc, host = await fake_host(script)
         try:
             with pytest.raises(HostDiedError) as died:
                 await host.call(CreateMoreJobs(), timeout_seconds=30)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -11,6 +13,7 @@ from netdist.server.host_protocol import (
     CallHook,
     CheckSettings,
     CreateMoreJobs,
+    Frame,
     HandlerRaised,
     HandlerUpdate,
     Hook,
@@ -28,6 +31,8 @@ from netdist.server.host_protocol import (
     encode_log,
     encode_reply,
     encode_request,
+    host_frame,
+    request_frame,
 )
 
 REQUESTS: list[HostRequest] = [
@@ -95,6 +100,94 @@ def test_the_wire_format_is_the_documented_one() -> None:
         "id": 3,
         "ok": {"jobs": [["1", "null"]], "state": "{}", "summary": "s", "total": 1, "invalid": []},
     }
+
+
+BIG_INPUT = json.dumps({"pad": "x" * 1_000_000, "quoted": '"\\'})
+BIG_OUTPUT = json.dumps("ü" * 5000, ensure_ascii=False)  # 5,002 characters, 10,002 bytes of UTF-8
+REQUESTS_WITH_TEXTS: list[HostRequest] = [
+    ProcessResults(
+        items=(StoredResult(1, BIG_INPUT, BIG_OUTPUT, "null"), StoredResult(2, "1", "2", "null")), more=True
+    ),
+    ProcessFailures(items=(StoredFailure(7, BIG_INPUT, "E", "m", "tb", BIG_OUTPUT, 3),)),
+    Initialize(entry="m:C", handler="h", handler_id="h-1", job_name="j", settings={}, state_json=BIG_INPUT),
+]
+REPLY_WITH_TEXTS = HandlerUpdate(
+    jobs=(NewJob(BIG_INPUT, "null"), NewJob("1", "2")), state_json=BIG_OUTPUT, summary="", total=None
+)
+
+
+def assert_read_both_ways(frame: bytes, read: Callable[[bytes], Frame], decode: Callable[..., Any], want: Any) -> None:
+    """A frame with long texts: its line holds none of them, the texts follow it as the line sizes them,
+    and it decodes to ``want`` whole, or as the readers take it: the line, then the bytes it says."""
+    line, _, texts = frame.partition(b"\n")
+    assert len(line) < 300
+    sizes = json.loads(line)["texts"]
+    assert texts.startswith(BIG_INPUT.encode()) or texts.startswith(BIG_OUTPUT.encode())
+    assert sum(sizes) == len(texts) and set(sizes) <= {len(BIG_INPUT), len(BIG_OUTPUT.encode())}
+    assert decode(frame) == want
+    header = read(line + b"\n")
+    assert header.text_bytes == len(texts)
+    assert decode(header, texts) == want
+
+
+@pytest.mark.parametrize("request_", REQUESTS_WITH_TEXTS, ids=lambda r: type(r).__name__)
+def test_long_texts_travel_after_the_line_as_raw_bytes(request_: HostRequest) -> None:
+    """Texts of TEXT_INLINE_MAX characters or more are not escaped into the line: their UTF-8 bytes follow it."""
+    assert_read_both_ways(encode_request(3, request_), request_frame, decode_request, (3, request_))
+
+
+def test_a_replys_long_texts_travel_after_its_line_too() -> None:
+    assert_read_both_ways(encode_reply(3, REPLY_WITH_TEXTS), host_frame, decode_from_host, (3, REPLY_WITH_TEXTS))
+
+
+def test_a_results_frame_is_the_documented_one() -> None:
+    request = ProcessResults(items=(StoredResult(41, BIG_INPUT, BIG_OUTPUT, "null"),))
+    line, _, texts = encode_request(7, request).partition(b"\n")
+    assert json.loads(line) == {
+        "id": 7,
+        "op": "results",
+        "items": [[41, 0, 1, "null"]],
+        "texts": [len(BIG_INPUT), len(BIG_OUTPUT.encode())],
+    }
+    assert texts == BIG_INPUT.encode() + BIG_OUTPUT.encode()
+
+
+UPDATE = b'"ok": {"jobs": [], "state": "{}", "summary": "", "total": null, "invalid": []}'
+
+
+@pytest.mark.parametrize(
+    ("frame", "says"),
+    [
+        (b'{"id": 1, ' + UPDATE + b', "texts": [-1]}\n', "'texts' must be a list of sizes, not '[-1]'"),
+        (b'{"id": 1, ' + UPDATE + b', "texts": "12"}\n', "'texts' must be a list of sizes"),
+        (b'{"id": 1, ' + UPDATE + b', "texts": [3]}\nab', "2 bytes of texts after the line, where it says 3"),
+        (
+            b'{"id": 1, "ok": {"jobs": [[0, 1]], "state": "{}", "summary": "", "total": null, "invalid": []},'
+            b' "texts": [1]}\n1',
+            "a new job must be [input, extra], not '[0, 1]'",
+        ),
+        (
+            b'{"id": 1, "ok": {"jobs": [], "state": 0, "summary": "", "total": null, "invalid": []},'
+            b' "texts": [2]}\n\xff\xfe',
+            "text 0 after the line is not UTF-8",
+        ),
+        (
+            b'{"id": 1, "ok": {"jobs": [], "state": null, "summary": "", "total": null, "invalid": []}}\n',
+            "'state' must be a string or the number of a text after the line, not 'None'",
+        ),
+        (b'{"id": 1, ' + UPDATE + b', "texts": [268435456, 1]}\n', "268435457 bytes, over the 268435456 allowed"),
+    ],
+)
+def test_a_frame_whose_texts_do_not_add_up_is_refused(frame: bytes, says: str) -> None:
+    with pytest.raises(MalformedLineError, match="malformed line from the handler host") as caught:
+        decode_from_host(frame)
+    assert says in str(caught.value)
+
+
+def test_a_results_item_naming_a_text_that_is_not_there_is_refused() -> None:
+    frame = b'{"id": 1, "op": "results", "items": [[1, 0, 2, "null"]], "texts": [1, 1]}\n12'
+    with pytest.raises(MalformedLineError, match="a result item must be"):
+        decode_request(frame)
 
 
 @pytest.mark.parametrize(

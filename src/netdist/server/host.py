@@ -15,6 +15,7 @@ from netdist.errors import HandlerCodeError, HostDiedError
 from netdist.jsonline import MalformedLineError
 from netdist.parent_death import child_args
 from netdist.server.host_protocol import (
+    MAX_TEXT_BYTES,
     HandlerRaised,
     HandlerUpdate,
     HostLog,
@@ -22,10 +23,11 @@ from netdist.server.host_protocol import (
     HostRequest,
     decode_from_host,
     encode_request,
+    host_frame,
 )
 
 log = logging.getLogger("netdist.server.host")
-_LINE_LIMIT = 256 * 1024 * 1024
+_LINE_LIMIT = MAX_TEXT_BYTES
 
 
 _KEPT = frozenset(
@@ -113,7 +115,11 @@ class HostProcess:
         try:
             async for line in self._proc.stdout:
                 try:
-                    message = decode_from_host(line)
+                    frame = host_frame(line)
+                    texts = await self._proc.stdout.readexactly(frame.text_bytes) if frame.text_bytes else b""
+                    message = decode_from_host(frame, texts)
+                except asyncio.IncompleteReadError:
+                    return  # it ended mid-frame: its calls fail as it exits
                 except MalformedLineError as exc:  # not our handler host any more: end it, fail its calls
                     log.error("%s; killing handler host %d", exc, self.pid)
                     self._broken = str(exc)

@@ -35,6 +35,7 @@ from netdist.server.host_protocol import (
     decode_request,
     encode_log,
     encode_reply,
+    request_frame,
 )
 from netdist.wire import MAX_INPUT_BYTES
 
@@ -156,7 +157,11 @@ class _Host:
 
     def serve(self, requests: BinaryIO) -> None:
         for line in requests:
-            request_id, request = decode_request(line)  # a malformed request is a bug of the server: exit
+            frame = request_frame(line)  # a malformed request is a bug of the server: exit
+            texts = requests.read(frame.text_bytes) if frame.text_bytes else b""
+            if len(texts) < frame.text_bytes:
+                return  # the server closed the pipe mid-frame: it is gone
+            request_id, request = decode_request(frame, texts)
             reply: HostReply
             try:
                 reply = self.handle(request)
