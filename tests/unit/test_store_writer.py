@@ -300,3 +300,38 @@ def test_operators_calls_alone_fail_without_declaring_an_outage(engine: Engine) 
         writer.close()
     assert tags(engine) == ["operator"]
     assert transitions.seen == [] and writer.retries == 0
+
+
+def bytes_read_by_this_process() -> int:
+    """Bytes through read(2) and pread(2) so far, from the page cache or not (Linux's rchar)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="Linux's per-process I/O counters")
+def test_the_writer_reads_back_a_large_row_it_wrote_from_its_own_cache(engine: Engine) -> None:
+    """A job's input of a megabyte is written by one batch and read back by the next (its lease, its
+    result): SQLite's default 2 MiB page cache had let it go, and the writer read it from the file."""
+    writer = make_writer(engine, Transitions())
+    pad = "y" * 1_000_000
+
+    def write(conn: Connection) -> None:
+        conn.execute(text("INSERT INTO rows (id, tag, pad) VALUES (1, 'big', :pad)"), {"pad": pad})
+        conn.execute(text("INSERT INTO rows (tag, pad) SELECT 'filler', :pad FROM rows"), {"pad": "z" * 3_000_000})
+
+    def read_back(conn: Connection) -> int:
+        return len(conn.execute(text("SELECT pad FROM rows WHERE id = 1")).scalar_one())
+
+    async def main() -> None:
+        await writer.run(write)
+        before = bytes_read_by_this_process()
+        assert await writer.run(read_back) == len(pad)
+        read = bytes_read_by_this_process() - before
+        assert read < 100_000, f"reading the row back read {read} bytes of the file"
+
+    try:
+        run(main)
+    finally:
+        writer.close()

@@ -28,6 +28,22 @@ def for_writing(conn: Connection) -> Connection:
     return conn.execution_options(**{_WRITES: True})
 
 
+WRITER_CACHE_KIB = 64 * 1024
+"""The store writer's SQLite page cache (SQLite's default: 2 MiB for each connection)."""
+
+
+def writer_connection(engine: Engine) -> Connection:
+    """The store writer's own connection, kept from one batch to the next: ``for_writing``, and on
+    SQLite a page cache of WRITER_CACHE_KIB, so that what a batch wrote is read back from memory by
+    the next (a large job's input, read back for its lease and again for its result, was most of the
+    writer's reads of the file). Only this connection's: the pool's readers keep the default."""
+    conn = for_writing(engine.connect())
+    driver = conn.connection.driver_connection
+    if conn.dialect.name == "sqlite" and driver is not None:
+        driver.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
+    return conn
+
+
 def open_engine(url: str) -> Engine:
     """An engine with SQLite set to WAL and full fsync; migrations applied."""
     is_sqlite = make_url(url).get_backend_name() == "sqlite"

@@ -66,7 +66,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, RootTransaction, text
 
 from netdist.errors import StoreUnavailableError
-from netdist.server.store.engine import for_writing
+from netdist.server.store.engine import writer_connection
 from netdist.server.store.outage import Outage, StoreHealth, classify
 from netdist.server.tallies import BATCH_SIZE_BUCKETS, LATENCY_SECONDS_BUCKETS, Histogram
 
@@ -328,7 +328,7 @@ class GroupCommitWriter:
         try:
             conn = self._conn
             if conn is None:
-                conn = self._conn = for_writing(self._engine.connect())
+                conn = self._conn = writer_connection(self._engine)
             trans = conn.begin() if wait_for_lock else _begin_at_once(conn)
             results = [item.op(conn) for item in batch]
             if self._pg:  # None when the batch wrote nothing
