@@ -10,6 +10,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 
+from netdist.server.store import jobs as job_store
 from netdist.server.store.engine import open_engine
 from netdist.server.store.schema import Base
 
@@ -117,3 +118,31 @@ def test_job_ids_go_on_past_every_id_the_store_has_seen_and_past_32_bits(db_url:
     upgraded.dispose()
     # PostgreSQL's sequence remembers 3; SQLite reuses a pruned rowid, so the log is all that says 2.
     assert first == (4 if db_url.startswith("postgresql") else 3)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_inputs_kept_apart_since_0011_go_back_into_their_rows_on_a_downgrade(db_url: str) -> None:
+    """0011 adds ``job_inputs``; rows stored before it keep their inputs, and a downgrade puts the
+    inputs kept apart back into their rows before it drops the table."""
+    long_input = '{"pad": "' + "x" * 5000 + '"}'
+    _old_database(
+        db_url,
+        "0010",
+        "INSERT INTO jobs (id, handler_id, status, input, extra, attempts, lease_no)"
+        " VALUES (1, 'h', 'available', '{\"old\": 1}', 'null', 0, 0)",
+    )
+    upgraded = open_engine(db_url)
+    with upgraded.begin() as conn:
+        job_store.insert(conn, "h", [2], [(long_input, "null")])
+        assert [r.input for r in job_store.load_available(conn, "h", 0, 10)] == [b'{"old": 1}', long_input.encode()]
+    upgraded.dispose()
+    config = _config()
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0010")
+    with engine.connect() as conn:
+        inputs: dict[int, str] = dict(conn.execute(text("SELECT id, input FROM jobs ORDER BY id")).all())
+        assert "job_inputs" not in inspect(conn).get_table_names()
+    engine.dispose()
+    assert inputs == {1: '{"old": 1}', 2: long_input}

@@ -11,7 +11,16 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from netdist.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
-from netdist.server.store.schema import handler_log, handlers, job_attempts, job_log, jobs, packages, workers
+from netdist.server.store.schema import (
+    handler_log,
+    handlers,
+    job_attempts,
+    job_inputs,
+    job_log,
+    jobs,
+    packages,
+    workers,
+)
 
 LOG_KEEP = 5000
 
@@ -252,6 +261,8 @@ def resolve_handler(conn: Connection, ref: str) -> HandlerRecord:
 
 
 def delete_handler(conn: Connection, handler_id: str) -> None:
+    its_jobs = select(jobs.c.id).where(jobs.c.handler_id == handler_id)
+    conn.execute(delete(job_inputs).where(job_inputs.c.job_id.in_(its_jobs)))
     conn.execute(delete(jobs).where(jobs.c.handler_id == handler_id))
     conn.execute(delete(job_attempts).where(job_attempts.c.handler_id == handler_id))
     conn.execute(delete(handler_log).where(handler_log.c.handler_id == handler_id))

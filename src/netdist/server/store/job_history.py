@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, func, select
 
+from netdist.server.store.jobs import JOB_COLUMNS
 from netdist.server.store.schema import handlers, job_attempts, jobs, workers
 
 
@@ -28,7 +29,7 @@ class JobRecord(NamedTuple):
 
 def read_job(conn: Connection, job_id: int, *, max_attempts: int) -> JobRecord | None:
     """The job and at most ``max_attempts`` of its newest earlier attempts; None if no such job."""
-    row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+    row = conn.execute(select(*JOB_COLUMNS).where(jobs.c.id == job_id)).first()
     if row is None:
         return None
     handler = conn.execute(

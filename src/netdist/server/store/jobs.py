@@ -22,14 +22,32 @@ import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, case, func, literal, select, update
 
 from netdist.server.host_protocol import StoredResult
 from netdist.server.lease_model import Lease, ReadyJob, Ref, Requeue, Settlement
 from netdist.server.states import JobStatus
-from netdist.server.store.schema import counters, handlers, jobs
+from netdist.server.store.schema import counters, handlers, job_inputs, jobs
 
 _DONE = (JobStatus.SUCCEEDED, JobStatus.ERRORED, JobStatus.PROCESSED, JobStatus.FAILED)
+
+INPUT_APART_CHARS = 4096
+"""A job's input this long or longer is kept in ``job_inputs``, its ``jobs`` row holding ``""`` (no
+input is empty: it is JSON text). The row changes size with each lease and result, and SQLite then
+writes it anew, with whatever it holds."""
+INPUT = case(
+    (
+        jobs.c.input == literal(""),
+        func.coalesce(select(job_inputs.c.input).where(job_inputs.c.job_id == jobs.c.id).scalar_subquery(), ""),
+    ),
+    else_=jobs.c.input,
+).label("input")
+"""A job's input, wherever it is kept: read in ``job_inputs`` only for the rows that point there."""
+_INPUT_SQL = (
+    "CASE WHEN input = '' THEN COALESCE((SELECT input FROM job_inputs WHERE job_id = jobs.id), '') ELSE input END"
+)
+JOB_COLUMNS = [INPUT if c.name == "input" else c for c in jobs.c]
+"""Every column of ``jobs``, the input read wherever it is kept."""
 _IDS_PER_READ = 500
 
 writer_seq = itertools.count(1)
@@ -138,7 +156,12 @@ def insert(conn: Connection, handler_id: str, ids: Sequence[int], items: Sequenc
     if len(ids) != len(items):
         raise ValueError(f"{len(items)} jobs with {len(ids)} ids")
     if items:
-        _many(conn, _INSERT_SQL, [(job_id, handler_id, i, e) for job_id, (i, e) in zip(ids, items, strict=True)])
+        rows = [(job_id, handler_id, i, e) for job_id, (i, e) in zip(ids, items, strict=True)]
+        apart = [(job_id, i) for job_id, _, i, _ in rows if len(i) >= INPUT_APART_CHARS]
+        if apart:
+            _many(conn, "INSERT INTO job_inputs (job_id, input) VALUES (?, ?)", apart)
+            rows = [(job_id, h, "" if len(i) >= INPUT_APART_CHARS else i, e) for job_id, h, i, e in rows]
+        _many(conn, _INSERT_SQL, rows)
     return len(items)
 
 
@@ -157,7 +180,7 @@ def skip_unstored_leases(conn: Connection) -> int:
 
 def load_available(conn: Connection, handler_id: str, after_id: int, limit: int) -> list[ReadyJob]:
     rows = conn.execute(
-        select(jobs.c.id, jobs.c.lease_no, jobs.c.attempts, jobs.c.input)
+        select(jobs.c.id, jobs.c.lease_no, jobs.c.attempts, INPUT)
         .where(jobs.c.handler_id == handler_id, jobs.c.status == JobStatus.AVAILABLE, jobs.c.id > after_id)
         .order_by(jobs.c.id)
         .limit(limit)
@@ -280,7 +303,7 @@ def store_settlements(
     ok = [s for s in settlements if s.status == JobStatus.SUCCEEDED and s.result.job_id in stored]
     found: dict[int, Any] = {}
     for rows in _in_chunks(
-        conn, "SELECT id, input, extra FROM jobs WHERE id IN ({})", (), [s.result.job_id for s in ok]
+        conn, f"SELECT id, {_INPUT_SQL}, extra FROM jobs WHERE id IN ({{}})", (), [s.result.job_id for s in ok]
     ):
         found.update((r[0], r) for r in rows)
     succeeded: dict[str, list[StoredResult]] = {}
@@ -319,7 +342,7 @@ def leased(conn: Connection) -> list[Any]:
                 jobs.c.handler_id,
                 jobs.c.worker_id,
                 jobs.c.attempts,
-                jobs.c.input,
+                INPUT,
                 jobs.c.leased_at,
             ).where(jobs.c.status == JobStatus.LEASED)
         ).all()
@@ -347,7 +370,7 @@ def unprocessed(conn: Connection, handler_id: str, status: JobStatus, limit: int
     """Results (``SUCCEEDED``) or final errors (``ERRORED``) waiting for the handler, oldest first."""
     value = jobs.c.output if status == JobStatus.SUCCEEDED else jobs.c.error_json
     rows = conn.execute(
-        select(jobs.c.id, jobs.c.input, value, jobs.c.extra, jobs.c.attempts)
+        select(jobs.c.id, INPUT, value, jobs.c.extra, jobs.c.attempts)
         .where(jobs.c.handler_id == handler_id, jobs.c.status == status)
         .order_by(jobs.c.id)
         .limit(limit)
@@ -430,7 +453,7 @@ def record_batch(
 
 
 def listing(conn: Connection, handler_id: str | None, status: str, limit: int) -> list[Any]:
-    stmt = select(jobs).where(jobs.c.status == status).order_by(jobs.c.id.desc()).limit(limit)
+    stmt = select(*JOB_COLUMNS).where(jobs.c.status == status).order_by(jobs.c.id.desc()).limit(limit)
     if handler_id is not None:
         stmt = stmt.where(jobs.c.handler_id == handler_id)
     return list(conn.execute(stmt).all())

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, delete, select, update
 
 from netdist.server.states import JobStatus
 from netdist.server.store import job_logs
-from netdist.server.store.schema import handlers, job_attempts, jobs
+from netdist.server.store.schema import handlers, job_attempts, job_inputs, jobs
 
 PRUNED = {JobStatus.PROCESSED: handlers.c.pruned_processed, JobStatus.FAILED: handlers.c.pruned_failed}
 """The statuses retention deletes (both handed to the handler already), and the tally each adds to."""
@@ -58,6 +58,7 @@ def delete_jobs(
     if not ids:
         return 0
     conn.execute(delete(job_attempts).where(job_attempts.c.job_id.in_(ids)))
+    conn.execute(delete(job_inputs).where(job_inputs.c.job_id.in_(ids)))
     job_logs.delete_for_jobs(conn, ids)
     gone = conn.execute(delete(jobs).where(jobs.c.id.in_(ids), jobs.c.status == status)).rowcount
     tally = PRUNED[status]

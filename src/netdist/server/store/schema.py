@@ -66,7 +66,8 @@ class HandlerInstance(Base):
 
 
 class Job(Base):
-    """Every job, its status and its current lease; the result until processed."""
+    """Every job, its status and its current lease; the result until processed. Its input, or ``""``
+    when the input is long and kept in ``job_inputs`` (read with ``store.jobs.INPUT``)."""
 
     __tablename__ = "jobs"
     id: Mapped[int] = mapped_column(ID64, primary_key=True, autoincrement=True)
@@ -83,6 +84,16 @@ class Job(Base):
     duration_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     __table_args__ = (Index("ix_jobs_handler_status", "handler_id", "status", "id"),)
+
+
+class JobInput(Base):
+    """A job's input of INPUT_APART_CHARS or more, whose ``jobs`` row holds ``""`` instead
+    (store/jobs.py). The row changes size with each lease and result, and SQLite then writes
+    it anew, input and all: a 1 MiB input was written again for each (a few KB now)."""
+
+    __tablename__ = "job_inputs"
+    job_id: Mapped[int] = mapped_column(ID64, primary_key=True, autoincrement=False)
+    input: Mapped[str] = mapped_column(Text)
 
 
 class JobAttempt(Base):
@@ -198,6 +209,7 @@ class CounterRow(Base):
 packages = cast(Table, Package.__table__)
 handlers = cast(Table, HandlerInstance.__table__)
 jobs = cast(Table, Job.__table__)
+job_inputs = cast(Table, JobInput.__table__)
 workers = cast(Table, Worker.__table__)
 handler_log = cast(Table, LogEntry.__table__)
 audit_log = cast(Table, AuditEntry.__table__)
