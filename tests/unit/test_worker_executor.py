@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from netdist.worker import child_process
-from netdist.worker.executor import Executor
+from netdist.worker.executor import MAX_PIPELINE_DEPTH, Executor
 from netdist.worker.job import Environment, Job, JobProgress, JobRef, JobResult
 
 SCRIPT = """
@@ -476,9 +476,9 @@ def test_drop_unstarted_returns_exactly_the_jobs_not_started(tmp_path: Path) -> 
             await h.result(ref)
         h.started.clear()
         running = h.submit({"kind": "sleep", "seconds": 0.3})
-        # Some queue in the child behind it (pipelined), the rest stay pending.
-        waiting = [h.submit({"kind": "echo"}) for _ in range(20)]
-        assert 0 < h.executor.pending < 20
+        # Some queue in the child behind it (pipelined, at most MAX_PIPELINE_DEPTH), the rest stay pending.
+        waiting = [h.submit({"kind": "echo"}) for _ in range(2 * MAX_PIPELINE_DEPTH)]
+        assert 0 < h.executor.pending < len(waiting)
         assert h.started == [running]
         assert sorted(h.executor.drop_unstarted()) == waiting
         assert h.executor.pending == 0
