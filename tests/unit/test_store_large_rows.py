@@ -40,6 +40,16 @@ def store(tmp_path: Path) -> Iterator[tuple[Engine, Path]]:
     engine.dispose()
 
 
+@pytest.fixture
+def any_store(db_url: str) -> Iterator[Engine]:
+    """A store on SQLite, and on PostgreSQL (where the reads' SQL differs in its placeholders)."""
+    engine = open_engine(db_url)
+    with for_writing(engine.connect()) as conn, conn.begin():
+        insert_handler(conn)
+    yield engine
+    engine.dispose()
+
+
 def write(engine: Engine, fn: Callable[[Connection], Any]) -> Any:
     with for_writing(engine.connect()) as conn, conn.begin():
         return fn(conn)
@@ -82,8 +92,8 @@ def test_a_large_input_is_written_once_and_its_lease_and_result_do_not_write_it_
     assert kept == {1: "", 2: SMALL} and apart == {1: INPUT}  # only the large one apart
 
 
-def test_every_read_of_a_jobs_input_finds_it_where_it_is_kept(store: tuple[Engine, Path]) -> None:
-    engine, _ = store
+def test_every_read_of_a_jobs_input_finds_it_where_it_is_kept(any_store: Engine) -> None:
+    engine = any_store
     write(engine, lambda conn: job_store.insert(conn, "h", [1, 2], [(INPUT, '"e1"'), (SMALL, '"e2"')]))
     ready = write(engine, lambda conn: job_store.load_available(conn, "h", 0, 10))
     assert [(r.job_id, r.input) for r in ready] == [(1, INPUT.encode()), (2, SMALL.encode())]
@@ -104,8 +114,8 @@ def test_every_read_of_a_jobs_input_finds_it_where_it_is_kept(store: tuple[Engin
     assert shown is not None and shown.row.input == INPUT and shown.row.output == OUTPUT
 
 
-def test_a_deleted_job_takes_its_input_along(store: tuple[Engine, Path]) -> None:
-    engine, _ = store
+def test_a_deleted_job_takes_its_input_along(any_store: Engine) -> None:
+    engine = any_store
     write(engine, lambda conn: insert_handler(conn, id="g", job_name="other"))
     write(engine, lambda conn: job_store.insert(conn, "h", [1, 2], [(INPUT, "null"), (INPUT, "null")]))
     write(engine, lambda conn: job_store.insert(conn, "g", [3], [(INPUT, "null")]))
