@@ -92,6 +92,24 @@ def test_a_large_input_is_written_once_and_its_lease_and_result_do_not_write_it_
     assert kept == {1: "", 2: SMALL} and apart == {1: INPUT}  # only the large one apart
 
 
+def test_pruning_a_job_with_a_large_input_does_not_write_the_input_again_as_zeros(store: tuple[Engine, Path]) -> None:
+    """Built with SECURE_DELETE (Debian's SQLite is), deleting a row overwrote its freed pages with zeros,
+    which all went to the WAL: 1 MB for a pruned job's 1 MB input (the store sets secure_delete=FAST)."""
+    engine, path = store
+    write(engine, lambda conn: job_store.insert(conn, "h", [1], [(INPUT, "null")]))
+    write(engine, lambda conn: job_store.lease(conn, [lease_of(1)]))
+    write(engine, lambda conn: job_store.store_results(conn, [success(1)], at=2.0))
+    write(engine, lambda conn: job_store.mark_processed(conn, [1], JobStatus.PROCESSED))
+
+    def pruned(conn: Connection) -> int:
+        return pruning.delete_jobs(conn, "h", JobStatus.PROCESSED, finished_before=None, upto_id=None, batch=10)
+
+    deleted = wal_bytes_of(engine, path, pruned)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(job_inputs)).scalar_one() == 0
+    assert deleted < 100_000, f"pruning the job wrote {deleted} bytes of WAL"
+
+
 def test_every_read_of_a_jobs_input_finds_it_where_it_is_kept(any_store: Engine) -> None:
     engine = any_store
     write(engine, lambda conn: job_store.insert(conn, "h", [1, 2], [(INPUT, '"e1"'), (SMALL, '"e2"')]))
