@@ -73,6 +73,18 @@ def success(job_id: int) -> Settlement:
     return Settlement(ResultIn(job_id, 1, OUTPUT, None, 0.25), "h", "w-1", JobStatus.SUCCEEDED)
 
 
+def run_to_processed(engine: Engine, job_id: int) -> None:
+    """Lease the job, store its result, and mark it processed, as the server would."""
+    write(engine, lambda conn: job_store.lease(conn, [lease_of(job_id)]))
+    write(engine, lambda conn: job_store.store_results(conn, [success(job_id)], at=2.0))
+    write(engine, lambda conn: job_store.mark_processed(conn, [job_id], JobStatus.PROCESSED))
+
+
+def prune_processed(conn: Connection) -> int:
+    """Retention's deletion of handler h's processed jobs, all of them."""
+    return pruning.delete_jobs(conn, "h", JobStatus.PROCESSED, finished_before=None, upto_id=None, batch=10)
+
+
 def test_a_large_input_is_written_once_and_its_lease_and_result_do_not_write_it_again(
     store: tuple[Engine, Path],
 ) -> None:
@@ -97,14 +109,8 @@ def test_pruning_a_job_with_a_large_input_does_not_write_the_input_again_as_zero
     which all went to the WAL: 1 MB for a pruned job's 1 MB input (the store sets secure_delete=FAST)."""
     engine, path = store
     write(engine, lambda conn: job_store.insert(conn, "h", [1], [(INPUT, "null")]))
-    write(engine, lambda conn: job_store.lease(conn, [lease_of(1)]))
-    write(engine, lambda conn: job_store.store_results(conn, [success(1)], at=2.0))
-    write(engine, lambda conn: job_store.mark_processed(conn, [1], JobStatus.PROCESSED))
-
-    def pruned(conn: Connection) -> int:
-        return pruning.delete_jobs(conn, "h", JobStatus.PROCESSED, finished_before=None, upto_id=None, batch=10)
-
-    deleted = wal_bytes_of(engine, path, pruned)
+    run_to_processed(engine, 1)
+    deleted = wal_bytes_of(engine, path, prune_processed)
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(job_inputs)).scalar_one() == 0
     assert deleted < 100_000, f"pruning the job wrote {deleted} bytes of WAL"
@@ -137,14 +143,8 @@ def test_a_deleted_job_takes_its_input_along(any_store: Engine) -> None:
     write(engine, lambda conn: insert_handler(conn, id="g", job_name="other"))
     write(engine, lambda conn: job_store.insert(conn, "h", [1, 2], [(INPUT, "null"), (INPUT, "null")]))
     write(engine, lambda conn: job_store.insert(conn, "g", [3], [(INPUT, "null")]))
-    write(engine, lambda conn: job_store.lease(conn, [lease_of(1)]))
-    write(engine, lambda conn: job_store.store_results(conn, [success(1)], at=2.0))
-    write(engine, lambda conn: job_store.mark_processed(conn, [1], JobStatus.PROCESSED))
-
-    def pruned(conn: Connection) -> int:
-        return pruning.delete_jobs(conn, "h", JobStatus.PROCESSED, finished_before=None, upto_id=None, batch=10)
-
-    assert write(engine, pruned) == 1
+    run_to_processed(engine, 1)
+    assert write(engine, prune_processed) == 1
     with engine.connect() as conn:
         assert sorted(conn.execute(select(job_inputs.c.job_id)).scalars()) == [2, 3]
     write(engine, lambda conn: catalog.delete_handler(conn, "h"))
