@@ -22,12 +22,12 @@ import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, bindparam, case, func, literal, select, update
+from sqlalchemy import Connection, Text, bindparam, func, literal_column, select, update
 
 from netdist.server.host_protocol import StoredResult
 from netdist.server.lease_model import Lease, ReadyJob, Ref, Requeue, Settlement
 from netdist.server.states import JobStatus
-from netdist.server.store.schema import counters, handlers, job_inputs, jobs
+from netdist.server.store.schema import counters, handlers, jobs
 
 _DONE = (JobStatus.SUCCEEDED, JobStatus.ERRORED, JobStatus.PROCESSED, JobStatus.FAILED)
 
@@ -35,17 +35,13 @@ INPUT_APART_CHARS = 4096
 """A job's input this long or longer is kept in ``job_inputs``, its ``jobs`` row holding ``""`` (no
 input is empty: it is JSON text). The row changes size with each lease and result, and SQLite then
 writes it anew, with whatever it holds."""
-INPUT = case(
-    (
-        jobs.c.input == literal(""),
-        func.coalesce(select(job_inputs.c.input).where(job_inputs.c.job_id == jobs.c.id).scalar_subquery(), ""),
-    ),
-    else_=jobs.c.input,
-).label("input")
-"""A job's input, wherever it is kept: read in ``job_inputs`` only for the rows that point there."""
 _INPUT_SQL = (
-    "CASE WHEN input = '' THEN COALESCE((SELECT input FROM job_inputs WHERE job_id = jobs.id), '') ELSE input END"
+    "CASE WHEN jobs.input = '' THEN COALESCE((SELECT i.input FROM job_inputs AS i WHERE i.job_id = jobs.id), '')"
+    " ELSE jobs.input END"
 )
+INPUT = literal_column(_INPUT_SQL, Text).label("input")
+"""A job's input, wherever it is kept: read in ``job_inputs`` only for the rows that point there. The
+same SQL in the driver-level read of results (``store_settlements``) and in SQLAlchemy's selects."""
 JOB_COLUMNS = [INPUT if c.name == "input" else c for c in jobs.c]
 """Every column of ``jobs``, the input read wherever it is kept."""
 _IDS_PER_READ = 500
