@@ -42,7 +42,7 @@ FROM_CHILD: list[ChildMessage] = [
     ChildReady(),
     JobProgressed(ID, LEASE, 42.5, "step 3\nof 4"),
     JobProgressed(ID, LEASE, 100.0, ""),
-    JobOutput(ID, LEASE, 0.000123456789, b'{"value":1,"text":"a b\\n"}'),
+    JobOutput(ID, LEASE, 0.000123457, b'{"value":1,"text":"a b\\n"}'),  # durations travel in whole nanoseconds
     JobOutput(ID, LEASE, 0.0, b"null"),
     JobFailed(ID, LEASE, ChildError("ValueError", "bad input", "Traceback ...\n  x\n"), 1.5),
     JobFailed(ID, LEASE, ChildError("InputNotJson", "the job's input is not JSON: ..."), 0.0),
@@ -72,10 +72,16 @@ def test_messages_from_the_child_round_trip(message: ChildMessage) -> None:
 def test_the_wire_format_is_the_documented_one() -> None:
     assert RunJob(7, 1, 2, 0, "h", "n", b"[1]").encode() == b'[7,1,2,0,"h","n"]\n[1]\n'
     assert CancelJob(7, 1).encode() == b'{"cancel":[7,1]}\n'
-    assert JobOutput(7, 1, 0.25, b'"x"').encode() == b'= 7 1 0.25 "x"\n'
+    assert JobOutput(7, 1, 0.25, b'"x"').encode() == b'= 7 1 250000000 "x"\n'
     assert JobSkipped(7, 1).encode() == b'{"job_id":7,"lease_no":1,"skipped":true}\n'
     assert json.loads(ChildInit().encode()) == {"init": {"paths": []}}
     assert json.loads(LoadScript(2, "s.py").encode()) == {"load": {"no": 2, "script": "s.py"}}
+
+
+def test_a_duration_keeps_its_nanoseconds() -> None:
+    decoded = decode_from_child(JobOutput(ID, LEASE, 1.0000000014, b"null").encode()[:-1])
+    assert isinstance(decoded, JobOutput)
+    assert decoded.duration_seconds == 1.000000001
 
 
 def test_an_output_holding_spaces_and_equals_signs_stays_whole() -> None:
@@ -90,7 +96,8 @@ def test_an_output_holding_spaces_and_equals_signs_stays_whole() -> None:
         (b"", "not JSON"),
         (b"= 1 2", "not enough values to unpack"),
         (b"= one 2 0.1 null", "invalid literal for int()"),
-        (b"= 1 2 fast null", "could not convert string to float"),
+        (b"= 1 2 fast null", "invalid literal for int()"),
+        (b"= 1 2 0.5 null", "invalid literal for int()"),
         (b"[1, 2]", "not a JSON object but list"),
         (b'{"ready": false}', "no 'job_id'"),
         (b'{"job_id": 1, "lease_no": 1}', "neither 'error' nor 'skipped'"),

@@ -17,7 +17,7 @@ worker's side) and :mod:`netdist.worker.child` (the child) both go through the
                      {"progress": {"job_id", "lease_no", "percent", "text"}}   JobProgressed
                      {"logs": {"job_id", "lease_no", "lines": [[AT, LEVEL, TEXT], ...],
                                "dropped": N}}                          JobLogged: what the job logged
-                     = JOB_ID LEASE_NO DURATION_SECONDS OUTPUT          JobOutput: OUTPUT is JSON text
+                     = JOB_ID LEASE_NO DURATION_NS OUTPUT               JobOutput: OUTPUT is JSON text
                      {"job_id", "lease_no", "error": {"type", "message", "traceback"},
                       "duration_seconds"}                               JobFailed
                      {"job_id", "lease_no", "skipped": true}            JobSkipped: cancelled in time
@@ -42,6 +42,7 @@ every new child pays for its imports.
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring_ascii
 from typing import Any, BinaryIO, NamedTuple
 
 from netdist.jsonline import (
@@ -57,6 +58,7 @@ from netdist.jsonline import (
 )
 
 _OUTPUT_PREFIX = b"="
+_DECODER = json.JSONDecoder()
 
 
 def _line(message: dict[str, Any]) -> bytes:
@@ -128,7 +130,7 @@ class RunJob(NamedTuple):
 
     def encode(self) -> bytes:
         numbers = f"{self.job_id},{self.lease_no},{self.attempt},{self.script_no}"
-        names = f"{json.dumps(self.handler_id)},{json.dumps(self.job_name)}"
+        names = f"{encode_basestring_ascii(self.handler_id)},{encode_basestring_ascii(self.job_name)}"
         return f"[{numbers},{names}]\n".encode() + self.input_json + b"\n"
 
 
@@ -153,7 +155,7 @@ def read_from_worker(stream: BinaryIO) -> WorkerMessage | None:
         return None
     try:
         if line[:1] == b"[":  # the common case first
-            header = json.loads(line)
+            header = _DECODER.decode(line.decode())  # from str: bytes cost an encoding guess
             if len(header) != 6:
                 raise MalformedLineError(_JOB_LINE)
             job_id, lease_no, attempt, script_no, handler_id, job_name = header
@@ -241,8 +243,8 @@ class JobOutput(NamedTuple):
     output_json: bytes
 
     def encode(self) -> bytes:
-        head = f"= {self.job_id} {self.lease_no} {self.duration_seconds!r} "
-        return head.encode() + self.output_json + b"\n"
+        head = b"= %d %d %d " % (self.job_id, self.lease_no, round(self.duration_seconds * 1e9))
+        return head + self.output_json + b"\n"
 
 
 class ChildError(NamedTuple):
@@ -290,8 +292,8 @@ def decode_from_child(line: bytes) -> ChildMessage:
     """One line the child wrote, without its newline."""
     try:
         if line[:1] == _OUTPUT_PREFIX:  # the common case first
-            _, id_text, lease_text, duration, output = line.split(b" ", 4)
-            return JobOutput(int(id_text), int(lease_text), float(duration), output)
+            _, id_text, lease_text, nanoseconds, output = line.split(b" ", 4)
+            return JobOutput(int(id_text), int(lease_text), int(nanoseconds) / 1e9, output)
         obj = load_object(line)
         if "progress" in obj:
             item = get_object(obj, "progress")
