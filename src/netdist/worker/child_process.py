@@ -102,6 +102,8 @@ class ChildProcess:
         self.wheels_key = environment.wheels_key
         self._scripts: dict[str, tuple[int, int]] = {}
         """Script sha256 -> (its number in the child, its generation)."""
+        self._loaded: Environment | None = None
+        """The environment last found with its script loaded here (environments are immutable)."""
         self._names: set[str] = set()
         """The file names the loaded scripts are compiled under (none given: their cache path)."""
         self._loads_sent = 0
@@ -144,12 +146,17 @@ class ChildProcess:
     def accepts(self, environment: Environment) -> bool:
         """Jobs of ``environment`` can run here: the same wheels, and its script loaded (as the cache holds
         it now) or room to load it."""
+        if environment is self._loaded:  # the common case: the environment of the jobs before
+            return True
         if environment.wheels_key != self.wheels_key:
             return False
         known = self._scripts.get(environment.script_sha256)
         if known is None:
             return len(self._scripts) < MAX_SCRIPTS
-        return known[1] == environment.script_generation
+        if known[1] != environment.script_generation:
+            return False
+        self._loaded = environment  # its script is loaded here for good: accepted from now on
+        return True
 
     def add(self, job: Job) -> None:
         """Queue ``job`` (which this child :meth:`accepts`), loading its script first if it is new here."""

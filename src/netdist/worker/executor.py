@@ -211,7 +211,7 @@ class Executor:
         return max(1, min(MAX_PIPELINE_DEPTH, math.floor(PIPELINE_SECONDS / self._ewma)))
 
     def _pump(self) -> None:
-        if self._closed:
+        if self._closed or not self._pending:
             return
         depth = self._depth()
         while self._pending:
@@ -240,11 +240,11 @@ class Executor:
     def _choose(self, depth: int) -> tuple[int, int] | None:
         """Which waiting job goes to which slot next: (index in the queue, slot), or None."""
         head = self._pending[0]
-        slot = self._place(head.environment, depth)
+        slot, runs = self._place(head.environment, depth)
         if slot is not None and not self._needs_child(slot, head.environment):
             self._passing_over = None
             return 0, slot
-        if slot is None and self._runs(head.environment):
+        if slot is None and runs:
             return None  # its environment's child is busy: it goes there next
         now = time.monotonic()  # the head needs a new process
         if self._passing_over is None or self._passing_over[0] is not head:
@@ -269,15 +269,14 @@ class Executor:
         child = self._children[slot]
         return child is None or child.gone or not child.accepts(environment)
 
-    def _runs(self, environment: Environment) -> bool:
-        """Some live child can run ``environment``'s jobs."""
-        return any(_live(child) and child.accepts(environment) for child in self._children)
-
-    def _place(self, environment: Environment, depth: int) -> int | None:
+    def _place(self, environment: Environment, depth: int) -> tuple[int | None, bool]:
+        """The slot for a job of ``environment`` (None: none has room), and whether some live child can
+        run its jobs (one pass over the children, for every job)."""
         idle_other: int | None = None
         idle_empty: int | None = None
         busy_match: int | None = None
         busy_load = depth
+        runs = False
         for index, child in enumerate(self._children):
             if child is None or child.gone:
                 idle_empty = index if idle_empty is None else idle_empty
@@ -285,7 +284,8 @@ class Executor:
                 continue
             elif child.accepts(environment):
                 if not child.entries:
-                    return index
+                    return index, True
+                runs = True
                 load = child.load
                 if load < busy_load:
                     busy_match, busy_load = index, load
@@ -293,8 +293,8 @@ class Executor:
                 idle_other = index
         for choice in (idle_empty, idle_other, busy_match):
             if choice is not None:
-                return choice
-        return None
+                return choice, runs
+        return None, runs
 
     def _retire(self, child: ChildProcess) -> None:
         child.kill("retired")
