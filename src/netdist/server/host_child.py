@@ -17,6 +17,7 @@ import traceback
 from typing import Any, BinaryIO, assert_never
 
 import netdist
+from netdist import json_codec
 from netdist.handler import Handler, JobFailure, parse_settings
 from netdist.parent_death import exit_with_parent, parent_pid_from
 from netdist.server.host_protocol import (
@@ -57,12 +58,12 @@ class _Host:
         self.new_jobs: list[NewJob] = []
 
     def _enqueue(self, job_input: Any, extra: Any) -> None:
-        text = json.dumps(job_input)
+        text = json_codec.dumps(job_input)
         if len(text) > MAX_INPUT_BYTES:  # it could not travel to a worker in one message
             raise ValueError(
                 f"InputTooLarge: the job's input is {len(text)} bytes of JSON, the limit is {MAX_INPUT_BYTES}"
             )
-        self.new_jobs.append(NewJob(text, json.dumps(extra)))
+        self.new_jobs.append(NewJob(text, json_codec.dumps(extra)))
 
     def _update(self, invalid: tuple[int, ...] = (), more_jobs: int | None = None) -> HandlerUpdate:
         """What the handler did since the last reply: its new jobs, its state, its figures."""
@@ -135,13 +136,14 @@ class _Host:
     def _process_results(handler: Handler[Any], request: ProcessResults) -> tuple[int, ...]:
         """Feed the results to the handler; returns those whose output is not JSON."""
         invalid = []
+        decode = json_codec.decode
         for job_id, job_input, output, extra in request.items:
             try:
-                value = json.loads(output)
+                value = decode(output)
             except ValueError:
                 invalid.append(job_id)
                 continue
-            handler.process_result(json.loads(job_input), value, json.loads(extra))
+            handler.process_result(decode(job_input), value, decode(extra))
         return tuple(invalid)
 
     @staticmethod

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
-import json
 import linecache
 import logging
 import math
@@ -45,9 +44,10 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, BinaryIO, NamedTuple, cast
 
+from netdist import json_codec
+from netdist.json_codec import Encoder
 from netdist.malloc_tuning import keep_freed_memory
 from netdist.parent_death import exit_with_parent, parent_pid_from
 from netdist.worker.child_protocol import (
@@ -68,41 +68,7 @@ Process = Callable[[Any, Any], Any]
 Ref = tuple[int, int]
 """A job's id and lease number."""
 
-_INPUT_DECODER = json.JSONDecoder()
-
-
-class OutputEncoder:
-    """A job's output as compact JSON text, as ``json.JSONEncoder(allow_nan=False, separators=(",", ":"))``
-    makes it, without building that encoder's C half anew for every job (a third of its cost for a small
-    output). That half keeps its circular-reference markers between calls and may hold stale ones after
-    an error: it is built again then."""
-
-    def __init__(self) -> None:
-        self._encode = self._build()
-
-    @staticmethod
-    def _build() -> Callable[[Any, int], Any]:
-        if c_make_encoder is None:  # an interpreter without the C accelerator
-            python = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
-            return lambda value, _level: (python.encode(value),)
-        return cast(
-            Callable[[Any, int], Any],
-            c_make_encoder({}, _not_json, encode_basestring_ascii, None, ":", ",", False, False, False),
-        )
-
-    def encode(self, value: Any) -> str:
-        try:
-            return "".join(self._encode(value, 0))
-        except BaseException:
-            self._encode = self._build()
-            raise
-
-
-def _not_json(value: Any) -> Any:
-    raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
-
-
-_OUTPUT_ENCODER = OutputEncoder()
+_OUTPUT_ENCODER = Encoder(allow_nan=False, separators=(",", ":"))
 
 
 class _Writer:
@@ -349,7 +315,7 @@ class _Runner:
     def run(self, job: RunJob) -> None:
         job_id, lease_no = job.job_id, job.lease_no
         try:
-            job_input = _INPUT_DECODER.decode(job.input_json.decode())  # from str: bytes cost an encoding guess
+            job_input = json_codec.decode(job.input_json.decode())  # from str: bytes cost an encoding guess
         except ValueError as exc:
             error = ChildError(type="InputNotJson", message=f"the job's input is not JSON: {exc}")
             self.writer.send(JobFailed(job_id, lease_no, error, 0.0).encode())

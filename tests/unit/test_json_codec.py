@@ -1,4 +1,4 @@
-"""The executor child's encoder of a job's output: the text ``json.JSONEncoder`` makes, and its errors."""
+"""netdist.json_codec: the text and errors of the json module's encoder, with its C half kept."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from netdist.worker.child import OutputEncoder
+from netdist.json_codec import Encoder, decode, dumps
 
 REFERENCE = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
@@ -28,7 +28,7 @@ VALUES: list[Any] = [
 
 @pytest.mark.parametrize("value", VALUES, ids=repr)
 def test_an_output_is_the_text_the_standard_encoder_makes(value: Any) -> None:
-    assert OutputEncoder().encode(value) == REFERENCE.encode(value)
+    assert Encoder(allow_nan=False, separators=(",", ":")).encode(value) == REFERENCE.encode(value)
 
 
 @pytest.mark.parametrize(
@@ -44,7 +44,7 @@ def test_an_output_is_the_text_the_standard_encoder_makes(value: Any) -> None:
 )
 def test_what_is_not_json_raises_what_the_standard_encoder_raises(value: Any, error: type[Exception]) -> None:
     with pytest.raises(error) as ours:
-        OutputEncoder().encode(value)
+        Encoder(allow_nan=False, separators=(",", ":")).encode(value)
     with pytest.raises(error) as theirs:
         REFERENCE.encode(value)
     assert str(ours.value) == str(theirs.value)
@@ -53,7 +53,7 @@ def test_what_is_not_json_raises_what_the_standard_encoder_raises(value: Any, er
 def test_after_a_failed_output_the_next_ones_encode_as_before() -> None:
     """A failed output leaves the encoder's circular-reference markers behind; the encoder after it
     starts clean, so the same objects, fixed, are not taken for a cycle."""
-    encoder = OutputEncoder()
+    encoder = Encoder(allow_nan=False, separators=(",", ":"))
     holder: dict[str, list[Any]] = {"a": [float("nan")]}
     with pytest.raises(ValueError, match="Out of range float"):
         encoder.encode(holder)
@@ -65,3 +65,22 @@ def test_after_a_failed_output_the_next_ones_encode_as_before() -> None:
         encoder.encode(circular)
     circular.clear()
     assert encoder.encode(circular) == "[]"
+
+
+@pytest.mark.parametrize("value", [*VALUES, float("nan"), {"k": float("inf")}], ids=repr)
+def test_dumps_is_json_dumps(value: Any) -> None:
+    assert dumps(value) == json.dumps(value)
+
+
+@pytest.mark.parametrize("text", ["null", '{"a": [1, 2.5, "x"]}', " [true] ", "NaN", '"\\u00e9"'])
+def test_decode_is_json_loads(text: str) -> None:
+    assert json.dumps(decode(text)) == json.dumps(json.loads(text))
+
+
+@pytest.mark.parametrize("text", ["", "{", "[1] [2]", "nul"])
+def test_decode_refuses_what_json_loads_refuses(text: str) -> None:
+    with pytest.raises(json.JSONDecodeError) as ours:
+        decode(text)
+    with pytest.raises(json.JSONDecodeError) as theirs:
+        json.loads(text)
+    assert str(ours.value) == str(theirs.value)
