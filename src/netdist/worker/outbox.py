@@ -1,7 +1,7 @@
 """What a worker sends back unasked: capacity, results and starts in batches, progress coalesced.
 
 The executor reports each job's start, result and progress here directly.
-Results and starts go out together, batched (256, or 2 ms after the first; at once
+Results and starts go out together, batched (256, or 5 ms after the first; at once
 when the worker holds no other job),
 behind the capacity whenever the wanted number moved (:mod:`netdist.worker.capacity`);
 a job whose result leaves in the same flush is not reported as started. What
@@ -34,7 +34,10 @@ from netdist.worker.ledger import Ledger
 log = logging.getLogger("netdist.worker")
 
 FLUSH_BATCH_SIZE = 256
-FLUSH_SECONDS = 0.002
+FLUSH_SECONDS = 0.005
+"""How long the first result or start waits for others while the worker holds more jobs. Each message
+costs both ends about the same whatever it holds (a gRPC write alone is about 75 µs of CPU here), and
+each results message is answered by an Ack: at 2 ms, messages held about 96 results on average."""
 PROGRESS_FLUSH_SECONDS = 0.5
 LOG_FLUSH_SECONDS = 0.25
 
