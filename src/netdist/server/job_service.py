@@ -112,8 +112,9 @@ class StreamLink:
             size += n
             item = batch.items.add()
             item.MergeFrom(template)  # the handler's fields, copied in C: half the cost of building them
-            item.ref.job_id = lease.job_id
-            item.ref.lease_no = lease.lease_no
+            ref = item.ref
+            ref.job_id = lease.job_id
+            ref.lease_no = lease.lease_no
             item.attempt = lease.attempt
             item.input = lease.input
         if batch.items:
@@ -121,11 +122,11 @@ class StreamLink:
 
     def send_acks(self, acks: Sequence[tuple[Ref, AckOutcome]]) -> None:
         ack = jobs_pb2.Ack()
+        add = ack.items.add
         for (job_id, lease_no), outcome in acks:
-            item = ack.items.add()
-            item.ref.job_id = job_id
-            item.ref.lease_no = lease_no
-            item.outcome = _ACK[outcome]
+            ref = add(outcome=_ACK[outcome]).ref  # each sub-message looked up once: this runs for every job
+            ref.job_id = job_id
+            ref.lease_no = lease_no
         self._put(jobs_pb2.ServerMessage(ack=ack))
 
     def send_revoke(self, refs: Sequence[Ref], reason: str) -> None:
@@ -293,16 +294,16 @@ async def _noting_first(
 
 
 def _results(items: Sequence[jobs_pb2.Result]) -> list[ResultIn]:
-    return [
-        ResultIn(
-            job_id=r.ref.job_id,
-            lease_no=r.ref.lease_no,
-            duration_seconds=r.duration_seconds,
-            output=None if r.HasField("error") else r.output.decode("utf-8", "replace"),
-            error=_error(r.error) if r.HasField("error") else None,
-        )
-        for r in items
-    ]
+    out = []
+    for r in items:  # each field read once, positional arguments: this runs for every job
+        ref = r.ref
+        if r.HasField("error"):
+            out.append(ResultIn(ref.job_id, ref.lease_no, None, _error(r.error), r.duration_seconds))
+        else:
+            out.append(
+                ResultIn(ref.job_id, ref.lease_no, r.output.decode("utf-8", "replace"), None, r.duration_seconds)
+            )
+    return out
 
 
 def _job_logs(items: Sequence[jobs_pb2.JobLog], now: float) -> list[JobLogIn]:

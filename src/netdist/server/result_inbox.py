@@ -37,7 +37,8 @@ class ResultInbox:
     def __init__(self, *, max_per_handler: int = MAX_PER_HANDLER, max_bytes: int = MAX_BYTES) -> None:
         self._max_per_handler = max_per_handler
         self._max_bytes = max_bytes
-        self._items: dict[str, deque[tuple[int, StoredResult]]] = {}
+        self._items: dict[str, deque[tuple[int, StoredResult, int]]] = {}
+        """Per handler: (the write's number, the result, its size) each."""
         self._read_at: dict[str, int] = {}  # per handler, the number of its last read of the store
         self.nbytes = 0
 
@@ -50,7 +51,7 @@ class ResultInbox:
             size = _size(item)
             if len(queue) >= self._max_per_handler or self.nbytes + size > self._max_bytes:
                 break  # left to the store
-            queue.append((seq, item))
+            queue.append((seq, item, size))
             self.nbytes += size
         if not queue:
             del self._items[handler_id]
@@ -65,8 +66,9 @@ class ResultInbox:
         queue = self._items.get(handler_id)
         out: list[StoredResult] = []
         while queue and len(out) < limit:
-            out.append(queue.popleft()[1])
-        self.nbytes -= sum(_size(item) for item in out)
+            _, item, size = queue.popleft()
+            out.append(item)
+            self.nbytes -= size
         if queue is not None and not queue:
             del self._items[handler_id]
         return out
@@ -76,15 +78,15 @@ class ResultInbox:
         self._read_at[handler_id] = max(seq, self._read_at.get(handler_id, 0))
         queue = self._items.get(handler_id)
         while queue and queue[0][0] < seq:
-            self.nbytes -= _size(queue.popleft()[1])
+            self.nbytes -= queue.popleft()[2]
         if queue is not None and not queue:
             del self._items[handler_id]
 
     def forget(self, handler_id: str) -> None:
         """The handler's runtime ended (stopped, failed, removed): the store has them all. Its last
         read's number stays (an int per handler): a late entry from before it is still refused."""
-        for _, item in self._items.pop(handler_id, ()):
-            self.nbytes -= _size(item)
+        for _, _, size in self._items.pop(handler_id, ()):
+            self.nbytes -= size
 
     def __len__(self) -> int:
         return sum(len(q) for q in self._items.values())

@@ -181,7 +181,7 @@ def load_available(conn: Connection, handler_id: str, after_id: int, limit: int)
         .order_by(jobs.c.id)
         .limit(limit)
     ).all()
-    return [ReadyJob(r.id, r.lease_no, r.attempts, r.input.encode()) for r in rows]
+    return [ReadyJob(job_id, lease_no, attempts, text.encode()) for job_id, lease_no, attempts, text in rows]
 
 
 def lease(conn: Connection, leases: Sequence[Lease]) -> set[int]:
