@@ -40,22 +40,27 @@ def proto_ref(ref: JobRef) -> jobs_pb2.JobRef:
 
 
 def acks_from(ack: jobs_pb2.Ack) -> list[Ack]:
-    return [
-        Ack(ref=job_ref(item.ref), outcome=ACK_OUTCOMES.get(item.outcome, AckOutcome.UNSPECIFIED)) for item in ack.items
-    ]
+    outcome = ACK_OUTCOMES.get
+    unspecified = AckOutcome.UNSPECIFIED
+    out = []
+    for item in ack.items:  # positional arguments, each sub-message looked up once: this runs for every job
+        ref = item.ref
+        out.append(Ack(JobRef(ref.job_id, ref.lease_no), outcome(item.outcome, unspecified)))
+    return out
 
 
 def lease_from(lease: jobs_pb2.Lease) -> Lease:
-    return Lease(
-        ref=job_ref(lease.ref),
-        handler_id=lease.handler_id,
-        job_name=lease.job_name,
-        attempt=lease.attempt,
-        script_sha256=lease.script_sha256,
-        wheel_sha256s=tuple(lease.environment),
-        input_json=lease.input,
-        timeout_seconds=lease.timeout_seconds,
-        script_name=lease.script_name,
+    ref = lease.ref
+    return Lease(  # positional, in Lease's order: this runs for every job
+        JobRef(ref.job_id, ref.lease_no),
+        lease.handler_id,
+        lease.job_name,
+        lease.attempt,
+        lease.script_sha256,
+        tuple(lease.environment),
+        lease.input,
+        lease.timeout_seconds,
+        lease.script_name,
     )
 
 
@@ -125,7 +130,8 @@ def result_batch(results: Sequence[JobResult]) -> jobs_pb2.ResultBatch:
     batch = jobs_pb2.ResultBatch()
     for result in results:
         message = batch.items.add()  # filled in place: no keyword parsing, no sub-message copies
-        message.ref.job_id, message.ref.lease_no = result.ref
+        ref = message.ref
+        ref.job_id, ref.lease_no = result.ref
         message.duration_seconds = result.duration_seconds
         if result.error is not None:
             message.error.type = result.error.type
