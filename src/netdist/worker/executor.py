@@ -105,6 +105,8 @@ class Executor:
             exited=self._child_exited,
         )
         self._ewma: float | None = None
+        self._depth = 1
+        """Jobs a child may hold (:meth:`_set_depth`)."""
         self._passing_over: tuple[Job, float] | None = None
         """The oldest waiting job while jobs of running environments go before it, and since when."""
         self._watchdog: asyncio.Task[None] | None = None
@@ -203,17 +205,21 @@ class Executor:
 
     # -- placement -------------------------------------------------------
 
-    def _depth(self) -> int:
-        if self._ewma is None or self._ewma >= PIPELINE_SECONDS:
-            return 1
-        if self._ewma <= 0:
-            return MAX_PIPELINE_DEPTH
-        return max(1, min(MAX_PIPELINE_DEPTH, math.floor(PIPELINE_SECONDS / self._ewma)))
+    def _set_depth(self) -> None:
+        """How many jobs a child may hold, from the running average of their durations (moved by every
+        finished job; worked out then, not at every placement)."""
+        ewma = self._ewma
+        if ewma is None or ewma >= PIPELINE_SECONDS:
+            self._depth = 1
+        elif ewma <= 0:
+            self._depth = MAX_PIPELINE_DEPTH
+        else:
+            self._depth = max(1, min(MAX_PIPELINE_DEPTH, math.floor(PIPELINE_SECONDS / ewma)))
 
     def _pump(self) -> None:
         if self._closed or not self._pending:
             return
-        depth = self._depth()
+        depth = self._depth
         while self._pending:
             chosen = self._choose(depth)
             if chosen is None:
@@ -312,6 +318,7 @@ class Executor:
         stamp("job-finished")
         duration = max(0.0, result.duration_seconds)
         self._ewma = duration if self._ewma is None else self._ewma + EWMA_ALPHA * (duration - self._ewma)
+        self._set_depth()
         self._on_result(result)
         self._pump()
 
