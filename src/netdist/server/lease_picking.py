@@ -76,7 +76,7 @@ class LeasePicker(LeaseBook):
             if job is None:
                 heapq.heappop(eligible)
                 continue
-            picked.append(self._lease(queue, state, job))
+            picked.append(self._lease(queue, state, job, now_wall))
             if self._may_serve(queue, state, now_wall, prefetch=prefetch):
                 heapq.heapreplace(eligible, (queue.pass_value, order, queue))
             else:
@@ -94,26 +94,29 @@ class LeasePicker(LeaseBook):
             return False  # not by name, labels or platform (its dependencies not locked for it yet)
         return policy.may_serve(queue, state, now_wall, self.usage)
 
-    def _lease(self, queue: HandlerQueue, state: WorkerState, job: ReadyJob) -> Lease:
+    def _lease(self, queue: HandlerQueue, state: WorkerState, job: ReadyJob, now_wall: float) -> Lease:
+        """Runs for every job: the properties it needs read once."""
         now = self.clock.monotonic()
+        handler_id, settings = queue.spec.handler_id, queue.spec.settings
         lease = Lease(
             job_id=job.job_id,
             lease_no=job.lease_no + 1,
-            handler_id=queue.handler_id,
-            worker_id=state.worker_id,
+            handler_id=handler_id,
+            worker_id=state.info.worker_id,
             attempt=job.attempts + 1,
             input=job.input,
-            leased_at=self.clock.time(),
+            leased_at=now_wall,
             leased_mono=now,
             sent=job.stored,
         )
-        timeout = queue.settings.job_timeout_seconds
+        timeout = settings.job_timeout_seconds
         if timeout:  # counted from the start once the worker reports it; from the lease until then
             lease.deadline = now + timeout
         self.leases[job.job_id] = lease
         state.jobs.add(job.job_id)
-        state.per_handler[queue.handler_id] += 1
-        queue.counts[JobStatus.AVAILABLE] -= 1
-        queue.counts[JobStatus.LEASED] += 1
-        queue.pass_value += 1.0 / queue.settings.priority
+        state.per_handler[handler_id] += 1
+        counts = queue.counts
+        counts[JobStatus.AVAILABLE] -= 1
+        counts[JobStatus.LEASED] += 1
+        queue.pass_value += 1.0 / settings.priority
         return lease

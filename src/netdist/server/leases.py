@@ -232,9 +232,16 @@ class LeaseTable(LeasePicker):
         effects = Effects()
         self.seen(worker_id)
         now = self.clock.monotonic()
-        for result in results:
-            lease = self.current(worker_id, result.ref)
-            if lease is None or not lease.sent or lease.cancelled is not None:
+        leases = self.leases
+        for result in results:  # runs for every job: ``current`` inlined, the tuples it takes not made
+            lease = leases.get(result.job_id)
+            if (
+                lease is None
+                or lease.lease_no != result.lease_no
+                or lease.worker_id != worker_id
+                or not lease.sent
+                or lease.cancelled is not None
+            ):
                 verdicts.append(Verdict.NOT_CURRENT)
                 continue
             if lease.settling:
@@ -249,7 +256,7 @@ class LeaseTable(LeasePicker):
                 status = (
                     JobStatus.ERRORED if lease.attempt >= self._max_attempts(lease.handler_id) else JobStatus.AVAILABLE
                 )
-            accepted.append(Settlement(result=result, handler_id=lease.handler_id, worker_id=worker_id, status=status))
+            accepted.append(Settlement(result, lease.handler_id, worker_id, status))
             queue = self.handlers.get(lease.handler_id)
             if queue is not None and (queue.streak or result.error is not None):  # else nothing changes
                 self._count_streak(queue, failed=result.error is not None, effects=effects)
@@ -259,32 +266,52 @@ class LeaseTable(LeasePicker):
         """The results in ``stored`` (job ids) are committed: the leases end and the counts move.
         The others (the write failed) are open again: the worker re-sends them after a reconnect."""
         effects = Effects()
-        for s in settlements:
-            lease = self.leases.get(s.result.job_id)
-            if lease is None or lease.ref != s.result.ref:
+        leases, workers, handlers = self.leases, self.workers, self.handlers
+        ran: dict[tuple[str, str], float] = {}  # run time per (worker, handler), charged once per batch
+        state: WorkerState | None = None
+        for s in settlements:  # runs for every job: what _drop does, inlined, the lookups shared
+            result = s.result
+            job_id = result.job_id
+            lease = leases.get(job_id)
+            if lease is None or lease.lease_no != result.lease_no:
                 continue
-            if s.result.job_id not in stored:
+            if job_id not in stored:
                 lease.settling = False
                 continue
-            self._drop(lease, ran_seconds=s.result.duration_seconds)
-            state = self.workers.get(s.worker_id)
+            del leases[job_id]
+            if state is None or state.worker_id != lease.worker_id:
+                state = workers.get(lease.worker_id)
+            seconds = result.duration_seconds
             if state is not None:
-                self._note_duration(state, s.result.duration_seconds)
-                if s.result.error is None:
-                    state.done += 1
-                else:
-                    state.failed += 1
-                self.counted.add(state.worker_id)
-            queue = self.handlers.get(s.handler_id)
+                self._worker_settled(state, lease, result)
+            if seconds > 0:  # what DailyUsage.charge would take of it (not negative, not NaN)
+                key = (lease.worker_id, lease.handler_id)
+                ran[key] = ran.get(key, 0.0) + seconds
+            queue = handlers.get(s.handler_id)
             if queue is None:
                 continue
-            queue.counts[JobStatus.LEASED] -= 1
-            queue.counts[s.status] += 1
+            counts = queue.counts
+            counts[JobStatus.LEASED] -= 1
+            counts[s.status] += 1
             if s.status == JobStatus.AVAILABLE:
                 queue.push_front(ReadyJob(lease.job_id, lease.lease_no + 1, lease.attempt, lease.input))
             else:
                 effects.wake.add(s.handler_id)
+        for (worker_id, handler_id), seconds in ran.items():
+            self.usage.charge(worker_id, handler_id, seconds)
         return effects
+
+    def _worker_settled(self, state: WorkerState, lease: Lease, result: ResultIn) -> None:
+        """The holder's side of a settled lease: it holds the job no more, and its figures move."""
+        if lease.job_id in state.jobs:
+            state.jobs.discard(lease.job_id)
+            state.per_handler[lease.handler_id] -= 1
+        self._note_duration(state, result.duration_seconds)
+        if result.error is None:
+            state.done += 1
+        else:
+            state.failed += 1
+        self.counted.add(state.worker_id)
 
     # -- time --------------------------------------------------------------------------------------
 
