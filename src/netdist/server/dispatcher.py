@@ -35,6 +35,7 @@ from netdist.server.lease_model import (
     Settlement,
     Verdict,
     WorkerInfo,
+    short_extra,
 )
 from netdist.server.leases import LeaseTable
 from netdist.server.result_acks import result_acks
@@ -187,7 +188,11 @@ class Dispatcher(EffectWriter):
         the lease table and are leased at once: their leases' write queues right behind the insert,
         mostly into its transaction, and every later write about them behind both."""
         self.table.queue_unstored(
-            handler_id, [ReadyJob(job_id, 0, 0, job.input_json.encode()) for job_id, job in zip(ids, jobs, strict=True)]
+            handler_id,
+            [
+                ReadyJob(job_id, 0, 0, job.input_json.encode(), True, short_extra(job.extra_json))
+                for job_id, job in zip(ids, jobs, strict=True)
+            ],
         )
         self._dispatch_now()
 

@@ -37,6 +37,18 @@ class ReadyJob(NamedTuple):
     """The store holds it available at exactly this lease number, so its next lease may go to the
     worker before that lease's commit (see :mod:`netdist.server.leases`). False while the write that
     put it back is on the way, or after a lease write failed."""
+    extra: str | None = None
+    """Its extra (JSON text) when short (:func:`short_extra`), so that its result reaches the handler
+    without reading the job back; None: read back."""
+
+
+EXTRA_KEPT_CHARS = 256
+"""An extra this long at most goes along with its job in memory (most are ``null``)."""
+
+
+def short_extra(extra: str) -> str | None:
+    """``extra`` if it is short enough to keep with its job in memory, else None."""
+    return extra if len(extra) <= EXTRA_KEPT_CHARS else None
 
 
 class AckOutcome(StrEnum):
@@ -101,6 +113,7 @@ class Lease:
     cancelled: Mapping[str, str] | None = None  # ended while its write was on the way: requeued once stored
     progress_percent: float = 0.0
     progress_text: str = ""
+    extra: str | None = None  # the job's short extra (ReadyJob.extra); None: read back with its result
 
     @property
     def ref(self) -> Ref:
@@ -128,6 +141,10 @@ class Settlement(NamedTuple):
     handler_id: str
     worker_id: str
     status: JobStatus  # SUCCEEDED, ERRORED (out of attempts) or AVAILABLE (to be retried)
+    input: bytes | None = None
+    """The job's input as leased, and its extra (both known: its handler gets the result without the
+    job being read back)."""
+    extra: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -108,6 +108,7 @@ class LeasePicker(LeaseBook):
             leased_at=now_wall,
             leased_mono=now,
             sent=job.stored,
+            extra=job.extra,
         )
         timeout = settings.job_timeout_seconds
         if timeout:  # counted from the start once the worker reports it; from the lease until then

@@ -214,7 +214,9 @@ class LeaseTable(LeasePicker):
             if queue is not None:
                 queue.counts[JobStatus.LEASED] -= 1
                 queue.counts[JobStatus.AVAILABLE] += 1
-                queue.push_front(ReadyJob(lease.job_id, lease.lease_no, lease.attempt - 1, lease.input, stored=False))
+                queue.push_front(
+                    ReadyJob(lease.job_id, lease.lease_no, lease.attempt - 1, lease.input, False, lease.extra)
+                )
         return effects
 
     # -- results -----------------------------------------------------------------------------------
@@ -256,7 +258,7 @@ class LeaseTable(LeasePicker):
                 status = (
                     JobStatus.ERRORED if lease.attempt >= self._max_attempts(lease.handler_id) else JobStatus.AVAILABLE
                 )
-            accepted.append(Settlement(result, lease.handler_id, worker_id, status))
+            accepted.append(Settlement(result, lease.handler_id, worker_id, status, lease.input, lease.extra))
             queue = self.handlers.get(lease.handler_id)
             if queue is not None and (queue.streak or result.error is not None):  # else nothing changes
                 self._count_streak(queue, failed=result.error is not None, effects=effects)
@@ -294,7 +296,9 @@ class LeaseTable(LeasePicker):
             counts[JobStatus.LEASED] -= 1
             counts[s.status] += 1
             if s.status == JobStatus.AVAILABLE:
-                queue.push_front(ReadyJob(lease.job_id, lease.lease_no + 1, lease.attempt, lease.input))
+                queue.push_front(
+                    ReadyJob(lease.job_id, lease.lease_no + 1, lease.attempt, lease.input, True, lease.extra)
+                )
             else:
                 effects.wake.add(s.handler_id)
         for (worker_id, handler_id), seconds in ran.items():
@@ -406,4 +410,4 @@ class LeaseTable(LeasePicker):
             else:
                 queue.counts[JobStatus.AVAILABLE] += 1
                 attempts = lease.attempt if charged else lease.attempt - 1
-                queue.push_front(ReadyJob(lease.job_id, lease.lease_no + 1, attempts, lease.input, stored=False))
+                queue.push_front(ReadyJob(lease.job_id, lease.lease_no + 1, attempts, lease.input, False, lease.extra))

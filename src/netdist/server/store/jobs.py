@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, Text, bindparam, func, literal_column, select, update
 
 from netdist.server.host_protocol import StoredResult
-from netdist.server.lease_model import Lease, ReadyJob, Ref, Requeue, Settlement
+from netdist.server.lease_model import EXTRA_KEPT_CHARS, Lease, ReadyJob, Ref, Requeue, Settlement
 from netdist.server.states import JobStatus
 from netdist.server.store.schema import counters, handlers, jobs
 
@@ -43,6 +43,10 @@ INPUT = literal_column(_INPUT_SQL, Text).label("input")
 """A job's input, wherever it is kept: read in ``job_inputs`` only for the rows that point there. The
 same SQL in the driver-level read of results (``store_settlements``) and in SQLAlchemy's selects."""
 JOB_COLUMNS = [INPUT if c.name == "input" else c for c in jobs.c]
+_SHORT_EXTRA = literal_column(f"CASE WHEN length(jobs.extra) <= {EXTRA_KEPT_CHARS} THEN jobs.extra END", Text).label(
+    "extra"
+)
+"""A job's extra when it is short enough to go along with the job in memory (lease_model.short_extra), else NULL."""
 """Every column of ``jobs``, the input read wherever it is kept."""
 _IDS_PER_READ = 500
 
@@ -175,13 +179,17 @@ def skip_unstored_leases(conn: Connection) -> int:
 
 
 def load_available(conn: Connection, handler_id: str, after_id: int, limit: int) -> list[ReadyJob]:
+    """Available jobs after ``after_id``, oldest first, each with its extra when it is short."""
     rows = conn.execute(
-        select(jobs.c.id, jobs.c.lease_no, jobs.c.attempts, INPUT)
+        select(jobs.c.id, jobs.c.lease_no, jobs.c.attempts, INPUT, _SHORT_EXTRA)
         .where(jobs.c.handler_id == handler_id, jobs.c.status == JobStatus.AVAILABLE, jobs.c.id > after_id)
         .order_by(jobs.c.id)
         .limit(limit)
     ).all()
-    return [ReadyJob(job_id, lease_no, attempts, text.encode()) for job_id, lease_no, attempts, text in rows]
+    return [
+        ReadyJob(job_id, lease_no, attempts, text.encode(), True, extra)
+        for job_id, lease_no, attempts, text, extra in rows
+    ]
 
 
 def lease(conn: Connection, leases: Sequence[Lease]) -> set[int]:
@@ -297,15 +305,18 @@ def store_settlements(
     stored = store_results(conn, settlements, at)
     store_streaks(conn, streaks)
     ok = [s for s in settlements if s.status == JobStatus.SUCCEEDED and s.result.job_id in stored]
+    unknown = [s.result.job_id for s in ok if s.input is None or s.extra is None]  # the lease did not carry them
     found: dict[int, Any] = {}
-    for rows in _in_chunks(
-        conn, f"SELECT id, {_INPUT_SQL}, extra FROM jobs WHERE id IN ({{}})", (), [s.result.job_id for s in ok]
-    ):
+    for rows in _in_chunks(conn, f"SELECT id, {_INPUT_SQL}, extra FROM jobs WHERE id IN ({{}})", (), unknown):
         found.update((r[0], r) for r in rows)
     succeeded: dict[str, list[StoredResult]] = {}
     for s in ok:
-        row = found[s.result.job_id]
-        item = StoredResult(s.result.job_id, row[1], s.result.output or "null", row[2])
+        job_id = s.result.job_id
+        if s.input is not None and s.extra is not None:
+            item = StoredResult(job_id, s.input.decode(), s.result.output or "null", s.extra)
+        else:
+            row = found[job_id]
+            item = StoredResult(job_id, row[1], s.result.output or "null", row[2])
         succeeded.setdefault(s.handler_id, []).append(item)
     return StoredSettlements(stored, next(writer_seq), succeeded)
 
