@@ -23,6 +23,7 @@ from netdist.worker.job import JobProgress, JobRef, JobResult
 from netdist.worker.outbox import fitting
 from netdist.worker.stream_messages import (
     RESULT_BATCH_SIZE,
+    leases_from,
     progress_batches,
     result_batch,
     result_batches,
@@ -140,3 +141,37 @@ def test_lease_batches_are_split_by_bytes(input_bytes: int) -> None:
         assert len(message.leases.items) == 1 or size <= LEASE_BATCH_BYTES
     if input_bytes == 10:
         assert len(messages) == 1  # small leases still travel together
+
+
+def sent(link: StreamLink) -> list[jobs_pb2.ServerMessage]:
+    messages = []
+    while not link.outbox.empty():
+        message = link.outbox.get_nowait()
+        assert message is not None
+        messages.append(message)
+    return messages
+
+
+def test_a_worker_that_shares_lease_fields_gets_each_handlers_fields_once_per_run_and_reads_the_same_leases() -> None:
+    """Seen from outside: every lease of a batch carried its handler's fields (job name, script hash,
+    the wheels' hashes): about 220 bytes a no-op lease, 24 of them its own. To a worker whose Hello
+    says it shares them, only the first lease of each run of one handler carries them."""
+    specs = {"a": spec("a"), "b": spec("b")}
+    leases = [lease(i, handler, 10) for i, handler in enumerate("aaabba")]
+    full, shared = StreamLink(), StreamLink(shares_lease_fields=True)
+    full.send_leases(leases, specs)
+    shared.send_leases(leases, specs)
+    (whole,), (compact,) = sent(full), sent(shared)
+    assert [item.handler_id for item in whole.leases.items] == list("aaabba")
+    assert [item.handler_id for item in compact.leases.items] == ["a", "", "", "b", "", "a"]
+    assert compact.ByteSize() < 0.55 * whole.ByteSize()  # three items of six carry them
+    assert leases_from(compact.leases) == leases_from(whole.leases)
+    assert [x.ref.job_id for x in leases_from(compact.leases)] == list(range(6))
+
+
+def test_a_batch_starting_with_a_lease_with_no_handler_is_read_as_it_is() -> None:
+    """A server never sends it; the lease comes out with empty fields (its job then fails to fetch
+    its code) instead of the worker failing the whole batch."""
+    batch = jobs_pb2.LeaseBatch(items=[jobs_pb2.Lease(ref=jobs_pb2.JobRef(job_id=1, lease_no=1), input=b"1")])
+    (only,) = leases_from(batch)
+    assert (only.ref, only.handler_id, only.script_sha256, only.input_json) == (JobRef(1, 1), "", "", b"1")

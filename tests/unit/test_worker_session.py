@@ -14,7 +14,7 @@ from netdist.worker.child_protocol import input_line
 from netdist.worker.cli import main
 from netdist.worker.connection import BACKOFF_MAX_SECONDS, backoff_delays
 from netdist.worker.job import JobRef, JobResult
-from netdist.worker.stream_messages import lease_from, result_batch
+from netdist.worker.stream_messages import leases_from, result_batch
 
 
 def test_backoff_doubles_to_five_seconds_with_jitter() -> None:
@@ -49,16 +49,20 @@ def test_result_messages() -> None:
 
 
 def test_leases_become_plain_values() -> None:
-    lease = lease_from(
-        jobs_pb2.Lease(
-            ref=jobs_pb2.JobRef(job_id=7, lease_no=3),
-            handler_id="h",
-            job_name="j",
-            attempt=2,
-            script_sha256="s" * 64,
-            environment=["a" * 64, "b" * 64],
-            input=b'{"x": 1}',
-            timeout_seconds=1.5,
+    (lease,) = leases_from(
+        jobs_pb2.LeaseBatch(
+            items=[
+                jobs_pb2.Lease(
+                    ref=jobs_pb2.JobRef(job_id=7, lease_no=3),
+                    handler_id="h",
+                    job_name="j",
+                    attempt=2,
+                    script_sha256="s" * 64,
+                    environment=["a" * 64, "b" * 64],
+                    input=b'{"x": 1}',
+                    timeout_seconds=1.5,
+                )
+            ]
         )
     )
     assert lease.ref == JobRef(7, 3)

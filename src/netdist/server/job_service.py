@@ -81,9 +81,11 @@ def _template(spec: HandlerSpec | None, platform_key: str = "") -> tuple[jobs_pb
 class StreamLink:
     """One worker's Connect stream: what the dispatcher sends goes through an outbox, in order."""
 
-    def __init__(self, platform: Platform | None = None) -> None:
+    def __init__(self, platform: Platform | None = None, *, shares_lease_fields: bool = False) -> None:
         self.platform = platform
         self.platform_key = platform.key if platform is not None else ""
+        self.shares_lease_fields = shares_lease_fields
+        """The worker reads an item with no handler as another of the item before it (its Hello said so)."""
         self.outbox: asyncio.Queue[jobs_pb2.ServerMessage | None] = asyncio.Queue()
         self._closed = False
         self.close_reason = ""  # told to the worker as the stream ends (STREAM_END_KEY)
@@ -100,6 +102,7 @@ class StreamLink:
         """Leases in batches of about LEASE_BATCH_BYTES (one larger lease alone), far under the worker's limit."""
         batch = jobs_pb2.LeaseBatch()
         size = 0
+        last: jobs_pb2.Lease | None = None  # the template of the batch's last item, to a worker that shares
         for lease in leases:
             shared = _template(specs.get(lease.handler_id), self.platform_key)
             if shared is None:
@@ -108,10 +111,13 @@ class StreamLink:
             n = template_bytes + len(lease.input) + ITEM_OVERHEAD_BYTES
             if size + n > LEASE_BATCH_BYTES and batch.items:
                 self._put(jobs_pb2.ServerMessage(leases=batch))
-                batch, size = jobs_pb2.LeaseBatch(), 0
+                batch, size, last = jobs_pb2.LeaseBatch(), 0, None
             size += n
             item = batch.items.add()
-            item.MergeFrom(template)  # the handler's fields, copied in C: half the cost of building them
+            if template is not last:
+                item.MergeFrom(template)  # the handler's fields, copied in C: half the cost of building them
+                if self.shares_lease_fields:
+                    last = template
             ref = item.ref
             ref.job_id = lease.job_id
             ref.lease_no = lease.lease_no
@@ -164,7 +170,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         try:
             platform = _platform(hello)
             info = _worker_info(hello, platform)
-            link = StreamLink(platform)
+            link = StreamLink(platform, shares_lease_fields=hello.shares_lease_fields)
             issued = await self.dispatcher.connect(
                 link,
                 info,

@@ -49,7 +49,7 @@ from netdist.worker.job import Ack, JobLog, JobProgress, JobRef, JobResult, Leas
 from netdist.worker.stream_messages import (
     acks_from,
     job_ref,
-    lease_from,
+    leases_from,
     log_batches,
     progress_batches,
     proto_ref,
@@ -362,6 +362,7 @@ class Connection:
             held=[proto_ref(ref) for ref in self._handler.held()],
             credential=self._credential,
             wheel_platform=jobs_pb2.WheelPlatform(**this_platform().to_json_dict()),
+            shares_lease_fields=True,
         )
         hello.labels.update(self.config.labels)
         return hello
@@ -391,7 +392,7 @@ class Connection:
         async for message in messages:
             kind = message.WhichOneof("kind")
             if kind == "leases":
-                handler.on_leases([lease_from(lease) for lease in message.leases.items])
+                handler.on_leases(leases_from(message.leases))
             elif kind == "ack":
                 handler.on_acks(acks_from(message.ack))
             elif kind == "revoke":

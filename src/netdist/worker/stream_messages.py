@@ -49,19 +49,41 @@ def acks_from(ack: jobs_pb2.Ack) -> list[Ack]:
     return out
 
 
-def lease_from(lease: jobs_pb2.Lease) -> Lease:
-    ref = lease.ref
-    return Lease(  # positional, in Lease's order: this runs for every job
-        JobRef(ref.job_id, ref.lease_no),
-        lease.handler_id,
-        lease.job_name,
-        lease.attempt,
-        lease.script_sha256,
-        tuple(lease.environment),
-        lease.input,
-        lease.timeout_seconds,
-        lease.script_name,
-    )
+def leases_from(batch: jobs_pb2.LeaseBatch) -> list[Lease]:
+    """The batch's leases. An item with no handler is another job of the item before it, whose
+    handler's fields it shares (the worker's Hello says it reads them so: ``shares_lease_fields``)."""
+    out: list[Lease] = []
+    last: Lease | None = None
+    for item in batch.items:  # positional, in Lease's order: this runs for every job
+        ref = item.ref
+        if item.handler_id or last is None:
+            last = Lease(
+                JobRef(ref.job_id, ref.lease_no),
+                item.handler_id,
+                item.job_name,
+                item.attempt,
+                item.script_sha256,
+                tuple(item.environment),
+                item.input,
+                item.timeout_seconds,
+                item.script_name,
+            )
+            out.append(last)
+        else:
+            out.append(
+                Lease(
+                    JobRef(ref.job_id, ref.lease_no),
+                    last.handler_id,
+                    last.job_name,
+                    item.attempt,
+                    last.script_sha256,
+                    last.wheel_sha256s,
+                    item.input,
+                    last.timeout_seconds,
+                    last.script_name,
+                )
+            )
+    return out
 
 
 def result_bytes(result: JobResult) -> int:

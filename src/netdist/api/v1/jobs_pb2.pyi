@@ -140,6 +140,7 @@ class Hello(_message.Message):
     HELD_FIELD_NUMBER: _builtins.int
     CREDENTIAL_FIELD_NUMBER: _builtins.int
     WHEEL_PLATFORM_FIELD_NUMBER: _builtins.int
+    SHARES_LEASE_FIELDS_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """stable, kept on the worker's disk"""
     name: _builtins.str
@@ -153,6 +154,12 @@ class Hello(_message.Message):
     """This worker's own credential, bound to its worker_id, as a Welcome issued
     it; empty on its first join. A Hello naming a worker_id that has a
     credential must carry it, or the stream is refused (PERMISSION_DENIED).
+    """
+    shares_lease_fields: _builtins.bool
+    """The worker reads a LeaseBatch item with an empty handler_id as another
+    job of the item before it: the server then sends a handler's fields
+    (Lease fields 2, 3, 5, 6, 8, 9) once per run of its items in a batch.
+    Unset (an older worker): every item carries them.
     """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
@@ -182,10 +189,11 @@ class Hello(_message.Message):
         held: _abc.Iterable[Global___JobRef] | None = ...,
         credential: _builtins.str = ...,
         wheel_platform: Global___WheelPlatform | None = ...,
+        shares_lease_fields: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["wheel_platform", b"wheel_platform"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "held", b"held", "hostname", b"hostname", "labels", b"labels", "name", b"name", "pid", b"pid", "platform", b"platform", "python_version", b"python_version", "slots", b"slots", "version", b"version", "wheel_platform", b"wheel_platform", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "held", b"held", "hostname", b"hostname", "labels", b"labels", "name", b"name", "pid", b"pid", "platform", b"platform", "python_version", b"python_version", "shares_lease_fields", b"shares_lease_fields", "slots", b"slots", "version", b"version", "wheel_platform", b"wheel_platform", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -564,6 +572,9 @@ class Lease(_message.Message):
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     SCRIPT_NAME_FIELD_NUMBER: _builtins.int
     handler_id: _builtins.str
+    """Empty (to a worker whose Hello said shares_lease_fields): the handler of
+    the item before it in the batch, whose fields 3, 5, 6, 8 and 9 it shares.
+    """
     job_name: _builtins.str
     attempt: _builtins.int
     script_sha256: _builtins.str
