@@ -104,6 +104,31 @@ def test_new_jobs_join_the_queue_before_their_commit_only_when_it_holds_all_the_
     assert [x.job_id for x in table.pick()] == [1, 2, 3]  # in the order they were made
 
 
+def test_new_jobs_join_the_queue_in_memory_only_within_its_bound_of_input_bytes() -> None:
+    """A queue in memory holds jobs' inputs: new jobs join it while those stay within a bound of
+    bytes (a handler of 1 MB inputs would otherwise hold thousands of them); a job leased, or
+    withdrawn and passed over, frees its bytes."""
+    table = _table()
+    table.refilled("h", [], more=False)
+    queue = table.handlers["h"]
+
+    def offer(ids: list[int], size: int) -> bool:
+        if not table.may_queue_unstored("h", len(ids), 100, nbytes=size * len(ids), max_bytes=1000):
+            return False
+        table.queue_unstored("h", [ReadyJob(i, 0, 0, b"x" * size) for i in ids])
+        return True
+
+    assert offer([1, 2], 400)
+    assert queue.ready_bytes == 800
+    assert not offer([3], 400)  # 1,200 bytes: over the bound
+    assert queue.pop() is not None  # leased: its input leaves the queue
+    assert queue.ready_bytes == 400
+    table.withdraw("h", [2])  # its insert failed: it stays in the deque until passed over
+    assert queue.pop() is None
+    assert queue.ready_bytes == 0
+    assert offer([4, 5], 500)
+
+
 def test_jobs_whose_insert_failed_leave_the_queue() -> None:
     table = _table()
     table.refilled("h", [], more=False)

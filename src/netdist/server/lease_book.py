@@ -233,8 +233,7 @@ class LeaseBook:
         added = 0
         for job in jobs:
             if job.job_id not in self.leases and job.job_id not in queue.queued:
-                queue.queued.add(job.job_id)
-                queue.ready.append(job)
+                queue.push_back(job)
                 added += 1
         if jobs:
             queue.cursor = max(queue.cursor, jobs[-1].job_id)
@@ -246,10 +245,13 @@ class LeaseBook:
         if queue is not None:
             queue.refilling = False
 
-    def may_queue_unstored(self, handler_id: str, count: int, limit: int) -> bool:
-        """Whether ``count`` new jobs, their insert queued in the store's writer (ahead of any write
-        about them), may join the handler's queue before that commit: when it holds every available
-        job the store has, and stays within ``limit``. Else they wait in the store for a refill."""
+    def may_queue_unstored(
+        self, handler_id: str, count: int, limit: int, *, nbytes: int = 0, max_bytes: int | None = None
+    ) -> bool:
+        """Whether ``count`` new jobs (``nbytes`` of inputs), their insert queued in the store's writer
+        (ahead of any write about them), may join the handler's queue before that commit: when it holds
+        every available job the store has, and stays within ``limit`` jobs and ``max_bytes`` of inputs.
+        Else they wait in the store for a refill."""
         queue = self.handlers.get(handler_id)
         return (
             queue is not None
@@ -258,14 +260,14 @@ class LeaseBook:
             and not queue.refilling
             and not queue.more_in_store
             and len(queue.queued) + count <= limit
+            and (max_bytes is None or queue.ready_bytes + nbytes <= max_bytes)
         )
 
     def queue_unstored(self, handler_id: str, jobs: Sequence[ReadyJob]) -> None:
         """Queue new jobs :meth:`may_queue_unstored` allowed, in the order they were made."""
         queue = self.handlers[handler_id]
         for job in jobs:
-            queue.queued.add(job.job_id)
-            queue.ready.append(job)
+            queue.push_back(job)
         queue.cursor = max(queue.cursor, jobs[-1].job_id)
         queue.counts[JobStatus.AVAILABLE] += len(jobs)
 

@@ -207,6 +207,7 @@ class HandlerQueue:
     active: bool = False  # running, not paused: may hand out jobs
     ready: deque[ReadyJob] = dataclasses.field(default_factory=deque)
     queued: set[int] = dataclasses.field(default_factory=set)  # job ids in ``ready`` (pop skips the others)
+    ready_bytes: int = 0  # the inputs' bytes of every job in ``ready``, skipped ones included
     cursor: int = 0  # the highest job id loaded from the store
     more_in_store: bool = True
     refilling: bool = False
@@ -238,10 +239,17 @@ class HandlerQueue:
         if job.job_id not in self.queued:
             self.queued.add(job.job_id)
             self.ready.appendleft(job)
+            self.ready_bytes += len(job.input)
+
+    def push_back(self, job: ReadyJob) -> None:
+        self.queued.add(job.job_id)
+        self.ready.append(job)
+        self.ready_bytes += len(job.input)
 
     def pop(self) -> ReadyJob | None:
         while self.ready:
             job = self.ready.popleft()
+            self.ready_bytes -= len(job.input)
             if job.job_id in self.queued:
                 self.queued.discard(job.job_id)
                 return job

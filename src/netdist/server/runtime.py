@@ -399,7 +399,7 @@ class RunningHandler:
         if not (processed or update.jobs or update.invalid) and saved == self._saved:
             return
         ids = await self._dispatcher.job_ids.take(len(update.jobs)) if update.jobs else []
-        queued = self._dispatcher.may_queue_unstored(self.handler_id, len(ids))
+        queued = self._dispatcher.may_queue_unstored(self.handler_id, update.jobs)
         cursor = self._dispatcher.refill_cursor(self.handler_id) if ids and not queued else None
         # A small commit with no refill to read: run by the loop itself if the writer is idle
         # (submit_soon), so a handler with one job in flight makes its next one sooner.
