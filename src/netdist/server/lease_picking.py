@@ -72,15 +72,22 @@ class LeasePicker(LeaseBook):
         picked: list[Lease] = []
         while len(picked) < room and eligible:
             _, order, queue = eligible[0]
-            job = queue.pop()
-            if job is None:
-                heapq.heappop(eligible)
-                continue
-            picked.append(self._lease(queue, state, job, now_wall))
-            if self._may_serve(queue, state, now_wall, prefetch=prefetch):
-                heapq.heapreplace(eligible, (queue.pass_value, order, queue))
-            else:
-                heapq.heappop(eligible)
+            # The handler at the top gives jobs until its pass value passes the next in turn's (a child
+            # of the heap's root): the heap moves once per run of its jobs, not once per job.
+            runner_up = min(eligible[1:3], default=None)
+            limits_move = not _steady(queue)
+            while True:
+                job = queue.pop()
+                if job is None:
+                    heapq.heappop(eligible)
+                    break
+                picked.append(self._lease(queue, state, job, now_wall))
+                if not (self._may_serve(queue, state, now_wall, prefetch=prefetch) if limits_move else queue.queued):
+                    heapq.heappop(eligible)
+                    break
+                if len(picked) >= room or (runner_up is not None and (queue.pass_value, order) > runner_up[:2]):
+                    heapq.heapreplace(eligible, (queue.pass_value, order, queue))
+                    break
         return picked
 
     def _may_serve(self, queue: HandlerQueue, state: WorkerState, now_wall: float, *, prefetch: bool) -> bool:
@@ -121,3 +128,12 @@ class LeasePicker(LeaseBook):
         counts[JobStatus.LEASED] += 1
         queue.pass_value += 1.0 / settings.priority
         return lease
+
+
+def _steady(queue: HandlerQueue) -> bool:
+    """Whether what ``_may_serve`` says of ``queue`` stays true during a pick while it has jobs: none of
+    the limits that a lease moves (parallel jobs, jobs per client, probation's free slots) applies. The
+    others (active, failing, who may be served, the idle window at the pick's time, the day's budget)
+    hold for the whole pick."""
+    settings = queue.settings
+    return settings.max_parallel_jobs is None and settings.max_jobs_per_client is None and not queue.on_probation
