@@ -47,7 +47,6 @@ from collections.abc import Callable
 from typing import Any, BinaryIO, NamedTuple, cast
 
 from netdist import json_codec
-from netdist.json_codec import Encoder
 from netdist.malloc_tuning import keep_freed_memory
 from netdist.parent_death import exit_with_parent, parent_pid_from
 from netdist.worker.child_protocol import (
@@ -68,7 +67,7 @@ Process = Callable[[Any, Any], Any]
 Ref = tuple[int, int]
 """A job's id and lease number."""
 
-_OUTPUT_ENCODER = Encoder(allow_nan=False, separators=(",", ":"))
+_OUTPUT_ENCODER = json_codec.Encoder(allow_nan=False, separators=(",", ":"))
 
 
 class _Writer:

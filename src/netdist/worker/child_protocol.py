@@ -45,6 +45,7 @@ import json
 from json.encoder import encode_basestring_ascii
 from typing import Any, BinaryIO, NamedTuple
 
+from netdist import json_codec
 from netdist.jsonline import (
     MalformedLineError,
     get_float,
@@ -58,7 +59,6 @@ from netdist.jsonline import (
 )
 
 _OUTPUT_PREFIX = b"="
-_DECODER = json.JSONDecoder()
 
 
 def _line(message: dict[str, Any]) -> bytes:
@@ -155,7 +155,7 @@ def read_from_worker(stream: BinaryIO) -> WorkerMessage | None:
         return None
     try:
         if line[:1] == b"[":  # the common case first
-            header = _DECODER.decode(line.decode())  # from str: bytes cost an encoding guess
+            header = json_codec.decode(line.decode())  # from str: bytes cost an encoding guess
             if len(header) != 6:
                 raise MalformedLineError(_JOB_LINE)
             job_id, lease_no, attempt, script_no, handler_id, job_name = header

@@ -53,36 +53,32 @@ def leases_from(batch: jobs_pb2.LeaseBatch) -> list[Lease]:
     """The batch's leases. An item with no handler is another job of the item before it, whose
     handler's fields it shares (the worker's Hello says it reads them so: ``shares_lease_fields``)."""
     out: list[Lease] = []
-    last: Lease | None = None
+    shared: tuple[str, str, str, tuple[str, ...], float, str] | None = None
     for item in batch.items:  # positional, in Lease's order: this runs for every job
-        ref = item.ref
-        if item.handler_id or last is None:
-            last = Lease(
-                JobRef(ref.job_id, ref.lease_no),
+        if item.handler_id or shared is None:
+            shared = (
                 item.handler_id,
                 item.job_name,
-                item.attempt,
                 item.script_sha256,
                 tuple(item.environment),
-                item.input,
                 item.timeout_seconds,
                 item.script_name,
             )
-            out.append(last)
-        else:
-            out.append(
-                Lease(
-                    JobRef(ref.job_id, ref.lease_no),
-                    last.handler_id,
-                    last.job_name,
-                    item.attempt,
-                    last.script_sha256,
-                    last.wheel_sha256s,
-                    item.input,
-                    last.timeout_seconds,
-                    last.script_name,
-                )
+        handler_id, job_name, script_sha256, wheels, timeout, script_name = shared
+        ref = item.ref
+        out.append(
+            Lease(
+                JobRef(ref.job_id, ref.lease_no),
+                handler_id,
+                job_name,
+                item.attempt,
+                script_sha256,
+                wheels,
+                item.input,
+                timeout,
+                script_name,
             )
+        )
     return out
 
 

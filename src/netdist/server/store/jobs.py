@@ -43,11 +43,11 @@ INPUT = literal_column(_INPUT_SQL, Text).label("input")
 """A job's input, wherever it is kept: read in ``job_inputs`` only for the rows that point there. The
 same SQL in the driver-level read of results (``store_settlements``) and in SQLAlchemy's selects."""
 JOB_COLUMNS = [INPUT if c.name == "input" else c for c in jobs.c]
+"""Every column of ``jobs``, the input read wherever it is kept."""
 _SHORT_EXTRA = literal_column(f"CASE WHEN length(jobs.extra) <= {EXTRA_KEPT_CHARS} THEN jobs.extra END", Text).label(
     "extra"
 )
 """A job's extra when it is short enough to go along with the job in memory (lease_model.short_extra), else NULL."""
-"""Every column of ``jobs``, the input read wherever it is kept."""
 _IDS_PER_READ = 500
 
 writer_seq = itertools.count(1)
