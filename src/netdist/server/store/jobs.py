@@ -27,6 +27,8 @@ from sqlalchemy import Connection, Text, bindparam, func, literal_column, select
 from netdist.server.host_protocol import StoredResult
 from netdist.server.lease_model import EXTRA_KEPT_CHARS, Lease, ReadyJob, Ref, Requeue, Settlement
 from netdist.server.states import JobStatus
+from netdist.server.store.rows_at_once import RowsSql, rows_at_once
+from netdist.server.store.rows_at_once import many as _many  # the driver's executemany, for the other writes
 from netdist.server.store.schema import counters, handlers, jobs
 
 _DONE = (JobStatus.SUCCEEDED, JobStatus.ERRORED, JobStatus.PROCESSED, JobStatus.FAILED)
@@ -70,6 +72,28 @@ _SUCCEED_SQL = (
     "UPDATE jobs SET status = 'succeeded', output = ?, error_json = NULL, duration_seconds = ?, finished_at = ?,"
     " attempts = attempts + 1" + _HELD
 )
+# The same three as one statement per many rows, for SQLite (rows_at_once.py says why): the rows'
+# values in order are v.column1, v.column2, ... ("{}" is where the VALUES rows go).
+_INSERT_ROWS = RowsSql(
+    _INSERT_SQL,
+    "INSERT INTO jobs (id, handler_id, status, input, extra, attempts, lease_no)"
+    " SELECT v.column1, v.column2, 'available', v.column3, v.column4, 0, 0 FROM (VALUES {}) AS v"
+    " WHERE v.column1 IS NOT NULL",
+    4,
+)
+_LEASE_ROWS = RowsSql(
+    _LEASE_SQL,
+    "UPDATE jobs SET status = 'leased', lease_no = v.column1, worker_id = v.column2, leased_at = v.column3"
+    " FROM (VALUES {}) AS v WHERE jobs.id = v.column4 AND jobs.status = 'available' AND jobs.lease_no < v.column5",
+    5,
+)
+_SUCCEED_ROWS = RowsSql(
+    _SUCCEED_SQL,
+    "UPDATE jobs SET status = 'succeeded', output = v.column1, error_json = NULL, duration_seconds = v.column2,"
+    " finished_at = v.column3, attempts = jobs.attempts + 1 FROM (VALUES {}) AS v"
+    " WHERE jobs.id = v.column4 AND jobs.status = 'leased' AND jobs.lease_no = v.column5 AND jobs.worker_id = v.column6",
+    6,
+)
 _ERRORED_SQL = (
     "UPDATE jobs SET status = 'errored', error_json = ?, duration_seconds = ?, finished_at = ?,"
     " attempts = attempts + 1" + _HELD
@@ -96,13 +120,6 @@ _ATTEMPT_SQL = (  # run before the write that ends the lease, under the same con
 _ATTEMPT_HELD_SQL = _ATTEMPT_SQL + " AND worker_id = ?"
 _STREAK_SQL = "UPDATE handlers SET sequenced_errors = ? WHERE id = ?"
 _SAVE_HANDLER_SQL = "UPDATE handlers SET handler_state_json = ?, summary = ?, total = ? WHERE id = ?"
-
-
-def _many(conn: Connection, sql: str, rows: Sequence[tuple[object, ...]]) -> int:
-    """Driver-level executemany of ``sql`` (with ``?`` placeholders); returns the rows changed."""
-    if conn.dialect.paramstyle != "qmark":
-        sql = sql.replace("?", "%s")
-    return conn.exec_driver_sql(sql, list(rows)).rowcount
 
 
 def _in_chunks(conn: Connection, sql: str, before: Sequence[object], ids: Sequence[int]) -> Iterable[Any]:
@@ -161,7 +178,7 @@ def insert(conn: Connection, handler_id: str, ids: Sequence[int], items: Sequenc
         if apart:
             _many(conn, "INSERT INTO job_inputs (job_id, input) VALUES (?, ?)", apart)
             rows = [(job_id, h, "" if len(i) >= INPUT_APART_CHARS else i, e) for job_id, h, i, e in rows]
-        _many(conn, _INSERT_SQL, rows)
+        rows_at_once(conn, _INSERT_ROWS, rows)
     return len(items)
 
 
@@ -198,7 +215,7 @@ def lease(conn: Connection, leases: Sequence[Lease]) -> set[int]:
     if not leases:
         return set()
     rows = [(x.lease_no, x.worker_id, x.leased_at, x.job_id, x.lease_no) for x in leases]
-    if _all_changed(conn, _many(conn, _LEASE_SQL, rows), len(rows)):
+    if _all_changed(conn, rows_at_once(conn, _LEASE_ROWS, rows), len(rows)):
         return {x.job_id for x in leases}
     found = _rows(conn, (x.job_id for x in leases))
     return {
@@ -235,11 +252,8 @@ def store_results(conn: Connection, settlements: Sequence[Settlement], at: float
     if history:
         _many(conn, _ATTEMPT_HELD_SQL, history)
     wanted = len(succeeded) + len(errored) + len(retried)
-    changed = sum(
-        _many(conn, sql, rows)
-        for sql, rows in ((_SUCCEED_SQL, succeeded), (_ERRORED_SQL, errored), (_RETRY_SQL, retried))
-        if rows
-    )
+    changed = rows_at_once(conn, _SUCCEED_ROWS, succeeded) if succeeded else 0
+    changed += sum(_many(conn, sql, rows) for sql, rows in ((_ERRORED_SQL, errored), (_RETRY_SQL, retried)) if rows)
     if _all_changed(conn, changed, wanted):
         return {s.result.job_id for s in settlements}
     found = _rows(conn, (s.result.job_id for s in settlements))
