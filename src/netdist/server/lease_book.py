@@ -353,6 +353,7 @@ class LeaseBook:
         state = self.workers.get(lease.worker_id)
         if state is not None and lease.job_id in state.jobs:
             state.jobs.discard(lease.job_id)
+            state.answered.discard(lease.job_id)
             state.per_handler[lease.handler_id] -= 1
         if ran_seconds is None and lease.started_mono is not None:
             ran_seconds = self.clock.monotonic() - lease.started_mono

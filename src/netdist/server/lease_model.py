@@ -262,6 +262,8 @@ class WorkerState:
     connected: bool = True
     capacity: int = 0  # what the worker asked to hold
     jobs: set[int] = dataclasses.field(default_factory=set)  # job ids of its leases
+    answered: set[int] = dataclasses.field(default_factory=set)
+    """Of ``jobs``, those whose result is being stored: the worker runs them no more (see ``room``)."""
     per_handler: Counter[str] = dataclasses.field(default_factory=Counter)
     last_seen: float = 0.0  # monotonic
     silent_after_seconds: float = math.inf  # connected: gone when it sends nothing for this long
@@ -287,12 +289,18 @@ class WorkerState:
         return self.info.slots
 
     def room(self) -> int:
-        """How many more leases it may hold: what it asked, capped by slots plus a prefetch bound."""
+        """How many more leases it may hold: what it asked, capped by slots plus a prefetch bound.
+
+        A lease whose result is being stored takes no room, up to as many as that bound again: the
+        worker is done with it, and waiting for the commit (a group commit's fsync, longer under load)
+        before it gets the next job would leave it idle with a full window of answered jobs. Their
+        results wait in its memory until acknowledged, so they are bounded too."""
         bound = 0
         if self.ewma_seconds is not None:
             per_slot = PREFETCH_SECONDS / self.ewma_seconds if self.ewma_seconds > 0 else math.inf
             bound = int(min(MAX_PREFETCH, self.slots * per_slot))
-        return min(self.capacity, self.slots + bound) - len(self.jobs)
+        window = min(self.capacity, self.slots + bound)
+        return window - len(self.jobs) + min(len(self.answered), window)
 
     def free_slots(self) -> int:
-        return self.slots - len(self.jobs)
+        return self.slots - len(self.jobs) + len(self.answered)

@@ -106,7 +106,7 @@ class LeaseTable(LeasePicker):
         old = self.workers.get(info.worker_id)
         state = WorkerState(info, last_seen=now, silent_after_seconds=self.silent_after_seconds)
         if old is not None:
-            state.jobs, state.per_handler = old.jobs, old.per_handler
+            state.jobs, state.answered, state.per_handler = old.jobs, old.answered, old.per_handler
             state.ewma_seconds, state.done, state.failed = old.ewma_seconds, old.done, old.failed
         self.workers[info.worker_id] = state
         self._worker_joined(state)
@@ -235,6 +235,8 @@ class LeaseTable(LeasePicker):
         self.seen(worker_id)
         now = self.clock.monotonic()
         leases = self.leases
+        state = self.workers.get(worker_id)
+        answered = state.answered if state is not None else set()
         for result in results:  # runs for every job: ``current`` inlined, the tuples it takes not made
             lease = leases.get(result.job_id)
             if (
@@ -250,6 +252,7 @@ class LeaseTable(LeasePicker):
                 verdicts.append(Verdict.IN_FLIGHT)
                 continue
             lease.settling = True
+            answered.add(lease.job_id)
             if lease.started_mono is None:  # a job that ended before its worker reported the start
                 effects.waited.append(max(0.0, now - result.duration_seconds - lease.leased_mono))
             verdicts.append(Verdict.ACCEPTED)
@@ -279,6 +282,9 @@ class LeaseTable(LeasePicker):
                 continue
             if job_id not in stored:
                 lease.settling = False
+                holder = workers.get(lease.worker_id)
+                if holder is not None:
+                    holder.answered.discard(job_id)
                 continue
             del leases[job_id]
             if state is None or state.worker_id != lease.worker_id:
@@ -309,6 +315,7 @@ class LeaseTable(LeasePicker):
         """The holder's side of a settled lease: it holds the job no more, and its figures move."""
         if lease.job_id in state.jobs:
             state.jobs.discard(lease.job_id)
+            state.answered.discard(lease.job_id)
             state.per_handler[lease.handler_id] -= 1
         self._note_duration(state, result.duration_seconds)
         if result.error is None:
