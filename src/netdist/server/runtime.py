@@ -65,6 +65,8 @@ at a time, and every call of its host and every commit of what it did costs the 
 holds. So all handlers together call their hosts about 400 times a second at most, however many run.
 Alone, or after a quiet spell, a handler gets each result at once."""
 MAX_LINGER_SECONDS = 0.25
+MORE_WITH_RESULTS = 64
+"""A batch of results this large is handed over with a call for more jobs (``_more_with_results``)."""
 MAX_UNPROCESSED = 10_000
 """A handler is asked for more jobs only while fewer of its results than this wait for its
 ``process_result``: when workers return results faster than it takes them, its new jobs would
@@ -284,7 +286,7 @@ class RunningHandler:
         if status == JobStatus.SUCCEEDED and not look and (taken := inbox.take(self.handler_id, self._batch)):
             self._results_called_at = asyncio.get_running_loop().time()
             stamp("results-taken")
-            update = await self._timed(ProcessResults(items=tuple(taken), more=self._more_with_results()))
+            update = await self._timed(ProcessResults(items=tuple(taken), more=self._more_with_results(len(taken))))
             await self._save(update, processed=[r.job_id for r in taken], status=JobStatus.PROCESSED)
             self._processed(status, len(taken), update)
             return True
@@ -299,7 +301,7 @@ class RunningHandler:
             return False
         if status == JobStatus.SUCCEEDED:
             results = tuple(StoredResult(r.job_id, r.input_json, r.outcome_json, r.extra_json) for r in rows)
-            update = await self._timed(ProcessResults(items=results, more=self._more_with_results()))
+            update = await self._timed(ProcessResults(items=results, more=self._more_with_results(len(results))))
             final = JobStatus.PROCESSED
         else:
             update = await self._timed(ProcessFailures(items=tuple(_failure(r) for r in rows)))
@@ -320,12 +322,14 @@ class RunningHandler:
         """Other handlers running on this server (paused ones included)."""
         return len(self._dispatcher.table.handlers) - 1
 
-    def _more_with_results(self) -> bool:
-        """Ask for more jobs in the call that hands over results: only while other handlers run, where
-        host calls are what many handlers cost. Alone, a handler's processed results are committed
-        first and the jobs it makes next in a commit of their own, which is the shorter way to a worker
-        (the job's commit carries less)."""
-        return self._others() > 0 and self._wants_jobs()
+    def _more_with_results(self, count: int) -> bool:
+        """Ask for more jobs in the call that hands over ``count`` results: while other handlers run,
+        where host calls are what many handlers cost, and with a batch of MORE_WITH_RESULTS or more,
+        where the handler's loop is what feeds its workers (one call and one commit where two would
+        go: each waits for a group commit, tens of ms under load). A few results alone (one job in
+        flight) are committed first and the jobs the handler makes next in a commit of their own,
+        which is the shorter way to a worker (the job's commit carries less)."""
+        return (self._others() > 0 or count >= MORE_WITH_RESULTS) and self._wants_jobs()
 
     async def _linger(self) -> None:
         """Let results gather before the next batch, while other handlers run too (see
