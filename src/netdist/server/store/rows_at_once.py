@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 from sqlalchemy import Connection
 
-CHUNK_ROWS = (1, 4, 16, 64, 256)
+CHUNK_ROWS = (4, 16, 64, 256)
 """The sizes a chunk is padded to; the last is the most rows per statement (its variables stay under
 SQLite's limit of 32,766)."""
 UPDATE_FROM_SQLITE = (3, 33, 0)
@@ -54,7 +54,7 @@ def many(conn: Connection, sql: str, rows: Sequence[tuple[object, ...]]) -> int:
 
 def rows_at_once(conn: Connection, form: RowsSql, rows: Sequence[tuple[object, ...]]) -> int:
     """Write ``rows`` with ``form``; returns the rows changed (inserted, updated)."""
-    if not _at_once(conn):
+    if len(rows) <= 1 or not _at_once(conn):  # one row: the plain statement, as a lone job's writes were
         return many(conn, form.each, rows)
     changed = 0
     start, count, width = 0, len(rows), form.width
