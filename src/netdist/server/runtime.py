@@ -38,7 +38,7 @@ from netdist.server.host_protocol import (
     StoredFailure,
     StoredResult,
 )
-from netdist.server.lease_model import HandlerSpec
+from netdist.server.lease_model import HandlerSpec, ReadyJob
 from netdist.server.states import JobStatus
 from netdist.server.store import catalog
 from netdist.server.store import jobs as job_store
@@ -111,6 +111,7 @@ class RunningHandler:
         self._reload: catalog.PackageRecord | None = None
         self._idle_call = False  # the last create_more_jobs added nothing
         self._saved: tuple[str, str, int | None] | None = None  # state, summary and total as last committed
+        self._committing: asyncio.Future[None] | None = None  # the last call's save, on its way (see _save)
         self._host: HostProcess | None = None
         self._results_called_at = 0.0
         """When the host was last handed results from the inbox (the event loop's clock)."""
@@ -274,6 +275,7 @@ class RunningHandler:
         """Call a lifecycle hook and commit what it did (jobs it enqueued, its state)."""
         update = await self._call(CallHook(hook=hook))
         await self._save(update, processed=[], status=JobStatus.PROCESSED)
+        await self._committed()  # what a hook did is in the store before what follows it (a stop, the end)
 
     async def _process(self, status: JobStatus, *, look: bool) -> bool:
         """Hand a batch of stored results of ``status`` to the handler: succeeded ones as the result
@@ -375,6 +377,7 @@ class RunningHandler:
         when; the store confirms (a disagreement would be a bug: it is logged)."""
         if not (self._idle_call and self._active()):
             return False
+        await self._committed()
         counts = self._dispatcher.table.counts(self.handler_id)
         if any(counts[s] for s in _OPEN):
             return False
@@ -395,10 +398,17 @@ class RunningHandler:
         (and, when the lease table's queue runs low, read its refill back in it). A call that changed
         nothing (an idle ``create_more_jobs``) is not written.
 
+        The handler's next call goes while this commit is on its way: the commit is awaited before the
+        next one is submitted (``_committed``), so a call whose commit failed is the last one made (the
+        handler fails, and restarts from what was committed), and the writer commits them in order. A
+        handler's loop that waited for each commit (a group commit, tens of ms under load) left its
+        workers idle with every job done.
+
         New jobs go to the lease table as soon as their insert is queued, when its queue is caught up
         with the store (``Dispatcher.jobs_queued``): a worker may run a job while it commits. If the
         server dies first, the job never existed and its lease is refused; its id is never used again
         (server/job_ids.py)."""
+        await self._committed()
         saved = (update.state_json, update.summary, update.total)
         if not (processed or update.jobs or update.invalid) and saved == self._saved:
             return
@@ -425,6 +435,26 @@ class RunningHandler:
         if queued:  # no await since may_queue_unstored: its answer holds
             stamp("jobs-queued")
             self._dispatcher.jobs_queued(self.handler_id, ids, update.jobs)
+        self._saved = saved
+        committing = asyncio.ensure_future(self._after_commit(write, update, ids=ids, queued=queued, cursor=cursor))
+        committing.add_done_callback(_retrieved)  # a runtime cancelled meanwhile never awaits it
+        self._committing = committing
+
+    async def _committed(self) -> None:
+        """Wait for the last call's commit; raise if it failed."""
+        committing, self._committing = self._committing, None
+        if committing is not None:
+            await committing
+
+    async def _after_commit(
+        self,
+        write: asyncio.Future[list[ReadyJob]],
+        update: HandlerUpdate,
+        *,
+        ids: list[int],
+        queued: bool,
+        cursor: int | None,
+    ) -> None:
         try:
             refill = await write
         except BaseException:
@@ -433,7 +463,6 @@ class RunningHandler:
             if queued and write.done() and not write.cancelled():  # the insert failed (cancelled: it may not have)
                 self._dispatcher.jobs_not_stored(self.handler_id, ids)
             raise
-        self._saved = saved
         if update.jobs:
             stamp("jobs-committed")
         self._dispatcher.jobs_added(self.handler_id, 0 if queued else len(ids), refill if cursor is not None else None)
@@ -443,6 +472,12 @@ class RunningHandler:
 
     def _log(self, level: str, source: str, message: str) -> None:
         self._log_sink(self.handler_id, level, source, message)
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    """Marks a commit's failure as seen: the runtime that awaits it reports it (or has ended)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def next_batch(batch: int, count: int, seconds: float) -> int:
