@@ -439,6 +439,8 @@ class RunningHandler:
         committing = asyncio.ensure_future(self._after_commit(write, update, ids=ids, queued=queued, cursor=cursor))
         committing.add_done_callback(_retrieved)  # a runtime cancelled meanwhile never awaits it
         self._committing = committing
+        if small:  # a lone job's: nothing to overlap, and its next step waits for it anyway
+            await self._committed()
 
     async def _committed(self) -> None:
         """Wait for the last call's commit; raise if it failed."""
