@@ -19,7 +19,7 @@ from netdist.server.states import JobStatus
 Ref = tuple[int, int]
 """(job id, lease number): names exactly one lease of one job."""
 
-MAX_PREFETCH = 4096
+MAX_PREFETCH = 1024
 """The most leases beyond its slots the server lets a worker hold, whatever it asks."""
 PREFETCH_SECONDS = 0.05
 """A worker may hold about this much queued work per slot beyond its slots."""
