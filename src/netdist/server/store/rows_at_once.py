@@ -15,7 +15,8 @@ which the rows' values are ``v.column1``, ``v.column2``, ... A chunk is padded
 with rows of NULLs to one of a few sizes, so SQLite compiles a handful of
 statements once (the driver keeps them prepared) instead of one per count;
 the statement ignores those rows (an id of NULL matches no row, and an insert
-skips them). Elsewhere (PostgreSQL, an older SQLite) it is the driver's
+skips them). One row alone goes as the plain statement, as before (a lone job's
+writes). Elsewhere (PostgreSQL, an older SQLite) it is the driver's
 ``executemany``, whose rows the statement's "?" form takes.
 """
 
