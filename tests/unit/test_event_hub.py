@@ -8,23 +8,14 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from netdist.errors import ResourceExhaustedError
-from netdist.jobscript import JobSettings
 from netdist.server.event_hub import EventHub, HandlerChange, JobCounts, WorkerChange, WorkerProgress
-from netdist.server.lease_model import HandlerSpec, ReadyJob, WorkerInfo
 from netdist.server.leases import LeaseTable
 from tests.clock import ManualClock
+from tests.lease_tables import table_with_worker
 
 
 def table_with_jobs(jobs: int) -> LeaseTable:
-    table = LeaseTable(clock=ManualClock(), reconnect_grace_seconds=2.0, silent_after_seconds=15.0)
-    settings = JobSettings(package="p", handler="H", job="h")
-    spec = HandlerSpec(handler_id="h", job_name="h", script_sha256="0" * 64, environment=(), settings=settings)
-    table.add_handler(spec, counts={}, streak=0, active=True)
-    table.enqueued("h", jobs)
-    table.refilled("h", [ReadyJob(i, 0, 0, b"{}") for i in range(1, jobs + 1)], more=False)
-    table.connect(WorkerInfo(worker_id="w", name="w", labels={}, slots=4), [])
-    table.set_capacity("w", 4)
-    return table
+    return table_with_worker(jobs, slots=4)
 
 
 def run(body: Callable[[], Awaitable[None]]) -> None:

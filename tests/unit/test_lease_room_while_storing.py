@@ -9,22 +9,9 @@ memory until acknowledged, so they take no room only up to the window again.
 
 from __future__ import annotations
 
-from netdist.jobscript import JobSettings
-from netdist.server.lease_model import HandlerSpec, ReadyJob, ResultIn, Settlement, WorkerInfo
+from netdist.server.lease_model import ResultIn, Settlement
 from netdist.server.leases import LeaseTable
-from tests.clock import ManualClock
-
-
-def table_with_worker(jobs: int) -> LeaseTable:
-    table = LeaseTable(clock=ManualClock(), reconnect_grace_seconds=2.0, silent_after_seconds=15.0)
-    settings = JobSettings(package="p", handler="H", job="h")
-    spec = HandlerSpec(handler_id="h", job_name="h", script_sha256="0" * 64, environment=(), settings=settings)
-    table.add_handler(spec, counts={}, streak=0, active=True)
-    table.enqueued("h", jobs)
-    table.refilled("h", [ReadyJob(i, 0, 0, b"{}") for i in range(1, jobs + 1)], more=False)
-    table.connect(WorkerInfo(worker_id="w", name="w", labels={}, slots=1), [])
-    table.set_capacity("w", 1)  # one slot, no prefetch: a window of one lease
-    return table
+from tests.lease_tables import table_with_worker
 
 
 def answer(table: LeaseTable, job_id: int) -> list[Settlement]:
@@ -34,7 +21,7 @@ def answer(table: LeaseTable, job_id: int) -> list[Settlement]:
 
 
 def test_an_answered_lease_makes_room_before_its_commit_up_to_the_window_again() -> None:
-    table = table_with_worker(jobs=5)
+    table = table_with_worker(5, slots=1)  # one slot, no prefetch: a window of one lease
     [first] = table.pick()
     table.leases_stored([first], {first.job_id})
     assert table.pick() == []  # its one slot is taken
@@ -52,7 +39,7 @@ def test_an_answered_lease_makes_room_before_its_commit_up_to_the_window_again()
 
 
 def test_a_result_the_store_did_not_take_holds_its_room_again() -> None:
-    table = table_with_worker(jobs=5)
+    table = table_with_worker(5, slots=1)  # one slot, no prefetch: a window of one lease
     [first] = table.pick()
     table.leases_stored([first], {first.job_id})
     storing = answer(table, first.job_id)
