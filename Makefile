@@ -47,7 +47,7 @@ bench: venv
 # The scale figures (about 20 minutes): bench/README.md, "Scale".
 bench-scale: venv
 	$(BIN)/python bench/scale.py payload
-	$(BIN)/python bench/scale.py handlers --handlers 100 --jobs 20000
+	$(BIN)/python bench/scale.py handlers --handlers 100
 	$(BIN)/python bench/scale.py million
 	$(BIN)/python bench/idle_streams.py
 
