@@ -35,19 +35,27 @@ def lease(job_id: int, lease_no: int = 1, worker_id: str = "w") -> Lease:
 
 def result(job_id: int, lease_no: int = 1, worker_id: str = "w") -> Settlement:
     return Settlement(
-        ResultIn(job_id, lease_no, f'{{"out": {job_id}}}', None, 0.25), "h", worker_id, JobStatus.SUCCEEDED
+        ResultIn(job_id, lease_no, f'{{"out": {job_id}}}', None, 0.25),
+        "h",
+        worker_id,
+        JobStatus.SUCCEEDED,
+        leased_at=2.5,
     )
 
 
 def write_all(engine: Engine) -> tuple[set[int], set[int]]:
     """Insert COUNT jobs, lease them (every seventh at a lease number not above the stored one, which must
-    not take), then store a result for each (every fifth from another worker, which must not count)."""
+    not take), then store a result for each (every fifth from another worker, which must not count). The
+    seventh ones stay available at lease number 0, as a lease held lazily finds them: a result at lease
+    number 1 counts, from whichever worker (the lease table fences the worker), one at 0 (every
+    fourteenth) does not."""
     ids = list(range(1, COUNT + 1))
     with for_writing(engine.connect()) as conn, conn.begin():
         insert_handler(conn)
         job_store.insert(conn, "h", ids, [(f'{{"i": {i}, "s": "é\\u0000"}}', "null") for i in ids])
         leased = job_store.lease(conn, [lease(i, 0 if i % 7 == 0 else 1) for i in ids])
-        stored = job_store.store_results(conn, [result(i, worker_id="x" if i % 5 == 0 else "w") for i in ids], 9.5)
+        results = [result(i, 0 if i % 14 == 0 else 1, "x" if i % 5 == 0 else "w") for i in ids]
+        stored = job_store.store_results(conn, results, 9.5)
     return leased, stored
 
 
@@ -68,7 +76,7 @@ def test_each_row_is_its_own_compare_and_set(engine: Engine) -> None:
 
     ids = set(range(1, COUNT + 1))
     assert leased == {i for i in ids if i % 7}
-    assert stored == {i for i in leased if i % 5}
+    assert stored == {i for i in leased if i % 5} | {i for i in ids if i % 7 == 0 and i % 14}
     got = {r.id: r for r in rows(engine)}
     assert sorted(got) == sorted(ids)
     for i, r in got.items():
@@ -77,7 +85,7 @@ def test_each_row_is_its_own_compare_and_set(engine: Engine) -> None:
             assert (r.status, r.lease_no, r.worker_id, r.output, r.attempts) == (
                 "succeeded",
                 1,
-                "w",
+                "x" if i % 5 == 0 else "w",
                 f'{{"out": {i}}}',
                 1,
             )

@@ -107,7 +107,11 @@ class Lease:
     leased_mono: float
     started_mono: float | None = None
     deadline: float | None = None  # monotonic; job timeout
-    stored: bool = False  # committed to the store
+    stored: bool = False  # committed to the store, or held lazily (``written`` False)
+    written: bool = True
+    """The store's row shows this lease. False: held lazily (its job stored available one number
+    below it, as when it was leased), written only if it outlives LAZY_LEASE_SECONDS or its job logs
+    (server/leases.py)."""
     sent: bool = False  # on its way to the worker (at once when its job was stored as it is, else once stored)
     settling: bool = False  # a result for it is being stored
     cancelled: Mapping[str, str] | None = None  # ended while its write was on the way: requeued once stored
@@ -145,6 +149,9 @@ class Settlement(NamedTuple):
     """The job's input as leased, and its extra (both known: its handler gets the result without the
     job being read back)."""
     extra: str | None = None
+    leased_at: float | None = None
+    """The lease's wall time, written with the result (a lease held lazily has none in the store); None:
+    the store's is kept."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,6 +166,7 @@ class Requeue:
     final: bool  # out of attempts: the job is errored
     error: Mapping[str, str]
     started: bool = False  # the worker had begun to run it (kept in the job's attempt history)
+    leased_at: float | None = None  # the lease's wall time (for a lease held lazily); None: the store's
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

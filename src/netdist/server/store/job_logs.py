@@ -80,9 +80,10 @@ def append(conn: Connection, worker_id: str, entries: Sequence[JobLogIn], now: f
         (e, r)
         for e in entries
         if (r := found.get(e.job_id)) is not None
-        and r.status == JobStatus.LEASED
-        and r.lease_no == e.lease_no
-        and r.worker_id == worker_id
+        and (
+            (r.status == JobStatus.LEASED and r.lease_no == e.lease_no and r.worker_id == worker_id)
+            or (r.status == JobStatus.AVAILABLE and r.lease_no < e.lease_no)  # held lazily (server/leases.py)
+        )
     ]
     if not held:
         return 0

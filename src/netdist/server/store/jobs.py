@@ -67,10 +67,22 @@ _LEASE_SQL = (  # below, not at, the number before: a lease sent and never store
     "UPDATE jobs SET status = 'leased', lease_no = ?, worker_id = ?, leased_at = ?"
     " WHERE id = ? AND status = 'available' AND lease_no < ?"
 )
-_HELD = " WHERE id = ? AND status = 'leased' AND lease_no = ? AND worker_id = ?"
+# A lease is current in the store when its row shows it (leased at that number, by that worker for a
+# result), or when it is held lazily: its job still available below its number (server/leases.py).
+# Each write that ends a lease therefore sets the lease's number, worker and time itself.
+_HELD = (
+    " WHERE id = ? AND ((status = 'leased' AND lease_no = ? AND worker_id = ?)"
+    " OR (status = 'available' AND lease_no < ?))"
+)
+_HELD_ROWS = (
+    " WHERE jobs.id = v.column7 AND ((jobs.status = 'leased' AND jobs.lease_no = v.column4"
+    " AND jobs.worker_id = v.column5) OR (jobs.status = 'available' AND jobs.lease_no < v.column4))"
+)
+_CURRENT = " WHERE id = ? AND ((status = 'leased' AND lease_no = ?) OR (status = 'available' AND lease_no < ?))"
+_LEASE_COLUMNS = "lease_no = ?, worker_id = ?, leased_at = COALESCE(?, leased_at)"
 _SUCCEED_SQL = (
     "UPDATE jobs SET status = 'succeeded', output = ?, error_json = NULL, duration_seconds = ?, finished_at = ?,"
-    " attempts = attempts + 1" + _HELD
+    " attempts = attempts + 1, " + _LEASE_COLUMNS + _HELD
 )
 # The same three as one statement per many rows, for SQLite (rows_at_once.py says why): the rows'
 # values in order are v.column1, v.column2, ... ("{}" is where the VALUES rows go).
@@ -87,37 +99,38 @@ _LEASE_ROWS = RowsSql(
     " FROM (VALUES {}) AS v WHERE jobs.id = v.column4 AND jobs.status = 'available' AND jobs.lease_no < v.column5",
     5,
 )
-_SUCCEED_ROWS = RowsSql(
+_SUCCEED_ROWS = RowsSql(  # a row's last three values repeat three before them: the one-row form's "?" take them
     _SUCCEED_SQL,
     "UPDATE jobs SET status = 'succeeded', output = v.column1, error_json = NULL, duration_seconds = v.column2,"
-    " finished_at = v.column3, attempts = jobs.attempts + 1 FROM (VALUES {}) AS v"
-    " WHERE jobs.id = v.column4 AND jobs.status = 'leased' AND jobs.lease_no = v.column5 AND jobs.worker_id = v.column6",
-    6,
+    " finished_at = v.column3, attempts = jobs.attempts + 1, lease_no = v.column4, worker_id = v.column5,"
+    " leased_at = COALESCE(v.column6, jobs.leased_at) FROM (VALUES {}) AS v" + _HELD_ROWS,
+    10,
 )
 _ERRORED_SQL = (
     "UPDATE jobs SET status = 'errored', error_json = ?, duration_seconds = ?, finished_at = ?,"
-    " attempts = attempts + 1" + _HELD
+    " attempts = attempts + 1, " + _LEASE_COLUMNS + _HELD
 )
 _RETRY_SQL = (  # a new lease number, so that no lease still in flight can take it
     "UPDATE jobs SET status = 'available', error_json = ?, duration_seconds = ?, finished_at = ?,"
-    " attempts = attempts + 1, lease_no = lease_no + 1" + _HELD
+    " attempts = attempts + 1, " + _LEASE_COLUMNS + _HELD
 )
 _REQUEUE_SQL = (
-    "UPDATE jobs SET status = 'available', error_json = ?, finished_at = ?, attempts = attempts + ?,"
-    " lease_no = lease_no + 1 WHERE id = ? AND status = 'leased' AND lease_no = ?"
+    "UPDATE jobs SET status = 'available', error_json = ?, finished_at = ?, attempts = attempts + ?, "
+    + _LEASE_COLUMNS
+    + _CURRENT
 )
 _DEAD_SQL = (
     "UPDATE jobs SET status = 'errored', error_json = ?, finished_at = ?, attempts = attempts + 1,"
-    " duration_seconds = NULL WHERE id = ? AND status = 'leased' AND lease_no = ?"
+    " duration_seconds = NULL, " + _LEASE_COLUMNS + _CURRENT
 )
 _ATTEMPT_SQL = (  # run before the write that ends the lease, under the same condition
     "INSERT INTO job_attempts (job_id, handler_id, lease_no, attempt, charged, outcome, worker_id, started_at,"
     " finished_at, duration_seconds, error_type, error_message, error_traceback)"
-    " SELECT id, handler_id, lease_no, attempts + 1, CAST(? AS BOOLEAN), CAST(? AS VARCHAR(10)), worker_id, leased_at,"
+    " SELECT id, handler_id, CAST(? AS INTEGER), attempts + 1, CAST(? AS BOOLEAN), CAST(? AS VARCHAR(10)),"
+    " CAST(? AS VARCHAR(64)), COALESCE(CAST(? AS DOUBLE PRECISION), leased_at),"
     " CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT)"
-    " FROM jobs WHERE id = ? AND status = 'leased' AND lease_no = ?"
+    " FROM jobs"
 )
-_ATTEMPT_HELD_SQL = _ATTEMPT_SQL + " AND worker_id = ?"
 _STREAK_SQL = "UPDATE handlers SET sequenced_errors = ? WHERE id = ?"
 _SAVE_HANDLER_SQL = "UPDATE handlers SET handler_state_json = ?, summary = ?, total = ? WHERE id = ?"
 
@@ -238,19 +251,22 @@ def store_results(conn: Connection, settlements: Sequence[Settlement], at: float
     history: list[tuple[object, ...]] = []
     for s in settlements:
         r = s.result
-        held = (r.job_id, r.lease_no, s.worker_id)
+        lease = (r.lease_no, s.worker_id, s.leased_at)
+        held = (r.job_id, r.lease_no, s.worker_id, r.lease_no)
         if s.status == JobStatus.SUCCEEDED:
-            succeeded.append((r.output, r.duration_seconds, at, *held))
+            succeeded.append((r.output, r.duration_seconds, at, *lease, *held))
         else:
             error = dict(r.error or {})
-            failed = (json.dumps(error), r.duration_seconds, at, *held)
+            failed = (json.dumps(error), r.duration_seconds, at)
             if s.status == JobStatus.ERRORED:
-                errored.append(failed)
+                errored.append((*failed, *lease, *held))
             else:
-                retried.append(failed)
-                history.append((True, "errored", at, r.duration_seconds, *_error_columns(error), *held))
+                retried.append((*failed, r.lease_no + 1, *lease[1:], *held))
+                history.append(
+                    (*lease[:1], True, "errored", *lease[1:], at, r.duration_seconds, *_error_columns(error), *held)
+                )
     if history:
-        _many(conn, _ATTEMPT_HELD_SQL, history)
+        _many(conn, _ATTEMPT_SQL + _HELD, history)
     wanted = len(succeeded) + len(errored) + len(retried)
     changed = rows_at_once(conn, _SUCCEED_ROWS, succeeded) if succeeded else 0
     changed += sum(_many(conn, sql, rows) for sql, rows in ((_ERRORED_SQL, errored), (_RETRY_SQL, retried)) if rows)
@@ -270,17 +286,19 @@ def requeue(conn: Connection, requeues: Sequence[Requeue], at: float) -> set[int
     """End leases without a result: the job is available again at the next lease number
     (an attempt charged if the lease had started), or errored when out of attempts."""
     history: list[tuple[object, ...]] = [
-        (q.charged, "lost", at, None, *_error_columns(q.error), q.job_id, q.lease_no)
+        (q.lease_no, q.charged, "lost", q.worker_id, q.leased_at, at, None, *_error_columns(q.error), *_current(q))
         for q in requeues
         if not q.final and (q.charged or q.started)
     ]
     if history:
-        _many(conn, _ATTEMPT_SQL, history)
+        _many(conn, _ATTEMPT_SQL + _CURRENT, history)
     back: list[tuple[object, ...]] = [
-        (json.dumps(dict(q.error)), at, int(q.charged), q.job_id, q.lease_no) for q in requeues if not q.final
+        (json.dumps(dict(q.error)), at, int(q.charged), q.lease_no + 1, q.worker_id, q.leased_at, *_current(q))
+        for q in requeues
+        if not q.final
     ]
     dead: list[tuple[object, ...]] = [
-        (json.dumps(dict(q.error)), at, q.job_id, q.lease_no) for q in requeues if q.final
+        (json.dumps(dict(q.error)), at, q.lease_no, q.worker_id, q.leased_at, *_current(q)) for q in requeues if q.final
     ]
     changed = sum(_many(conn, sql, rows) for sql, rows in ((_REQUEUE_SQL, back), (_DEAD_SQL, dead)) if rows)
     if _all_changed(conn, changed, len(requeues)):
@@ -294,6 +312,11 @@ def requeue(conn: Connection, requeues: Sequence[Requeue], at: float) -> set[int
         and (r.status, r.lease_no)
         == ((JobStatus.ERRORED, q.lease_no) if q.final else (JobStatus.AVAILABLE, q.lease_no + 1))
     }
+
+
+def _current(q: Requeue) -> tuple[object, ...]:
+    """The values of _CURRENT for a requeue."""
+    return (q.job_id, q.lease_no, q.lease_no)
 
 
 def store_streaks(conn: Connection, streaks: Mapping[str, int]) -> None:
