@@ -34,8 +34,8 @@ def test_server_killed_while_leasing_while_results_flow_and_while_the_handler_pr
         rig.warmed_up()
         rig.verify(hid, count=COUNT, finished=False)  # after each fault: the books balance mid-run
 
-    # 1. While the first leases are being written and sent.
-    wait_until(lambda: rig.jobs(hid).by_status("leased"), 30, interval=0.01, what="the first leases")
+    # 1. While the first leases are out (held lazily: the store does not show them; the lease table does).
+    wait_until(lambda: rig.api.running_jobs(hid), 30, interval=0.01, what="the first leases")
     restart(rig.kill_server())
     # 2. While results flow.
     wait_until(lambda: stored() >= 30, 60, interval=0.02, what="results flowing")

@@ -100,8 +100,8 @@ def test_server_killed_mid_run_finishes_with_no_job_lost(cluster: Cluster, tmp_p
     )
     # Workers name the leases whose results wait for an ack in their Hello, and adopted
     # leases wait for their workers: no result for a lease the store held was thrown away.
-    # (A lease goes out while its write is on the way: one the server died before storing
-    # never counts, and its result is stale.)
+    # (Most leases are held lazily, never written: one the server died holding never counts,
+    # and its result is stale.)
     stale = {
         (int(j), int(n)) for j, n in re.findall(r"result for job (\d+) lease (\d+): stale", cluster.process.output())
     }

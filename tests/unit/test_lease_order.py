@@ -136,7 +136,11 @@ def test_jobs_whose_insert_failed_leave_the_queue() -> None:
     table.connect(WorkerInfo(worker_id="w", name="w", labels={}, slots=1), held=())
     table.set_capacity("w", 1)
     (leased,) = table.pick()
-    table.withdraw("h", [1, 2, 3])  # the leased one is the store's to refuse
-    assert table.counts("h")["available"] == 0
+    assert leased.sent and not leased.written  # held lazily: no write of its own to refuse it
+    effects = table.withdraw("h", [1, 2, 3])
+    assert [(r.worker_id, r.refs) for r in effects.revocations] == [("w", ((1, leased.lease_no),))]
+    assert not effects.requeues  # the job never existed: nothing to write
+    assert table.counts("h")["available"] == 0 and table.counts("h")["leased"] == 0
+    assert table.leases == {} and table.workers["w"].jobs == set()
     table.set_capacity("w", 5)
     assert leased.job_id == 1 and table.pick() == []

@@ -17,6 +17,7 @@ failing.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import Counter
 
 import hypothesis.strategies as st
@@ -60,6 +61,10 @@ class Row:
     worker_id: str | None = None
     attempts: int = 0
 
+    def lazily_held(self, lease_no: int) -> bool:
+        """Whether a lease of this number may be held lazily: the job available below it."""
+        return self.status == JobStatus.AVAILABLE and self.lease_no < lease_no
+
 
 class ModelStore:
     """The jobs table, with the compare-and-set rules of store/jobs.py."""
@@ -100,10 +105,11 @@ class ModelStore:
         done = set()
         for s in settlements:
             r = self.rows[s.result.job_id]
-            if (r.status, r.lease_no, r.worker_id) != (JobStatus.LEASED, s.result.lease_no, s.worker_id):
+            held = (r.status, r.lease_no, r.worker_id) == (JobStatus.LEASED, s.result.lease_no, s.worker_id)
+            if not held and not r.lazily_held(s.result.lease_no):
                 continue
             r.attempts += 1
-            r.status = s.status
+            r.status, r.lease_no, r.worker_id = s.status, s.result.lease_no, s.worker_id
             if s.status == JobStatus.AVAILABLE:
                 r.lease_no += 1
             else:
@@ -115,8 +121,9 @@ class ModelStore:
         done = set()
         for q in requeues:
             r = self.rows[q.job_id]
-            if (r.status, r.lease_no) != (JobStatus.LEASED, q.lease_no):
+            if (r.status, r.lease_no) != (JobStatus.LEASED, q.lease_no) and not r.lazily_held(q.lease_no):
                 continue
+            r.lease_no, r.worker_id = q.lease_no, q.worker_id
             if q.final:
                 r.status, r.attempts = JobStatus.ERRORED, r.attempts + 1
                 self.accepted[q.job_id] += 1
@@ -235,10 +242,26 @@ class LeaseTableMachine(RuleBasedStateMachine):
         """A dispatch pass whose lease write fails: the leases, already sent, are revoked and the
         jobs go back uncharged, never to be leased again at the numbers sent."""
         self.refill()
-        leases = self.table.pick()
+        leases = [x for x in self.table.pick() if not x.stored]  # the others are held lazily: not written
         self._sent(leases)
         effects = self.table.leases_failed(leases)
         assert {r for v in effects.revocations for r in v.refs} == {x.ref for x in leases if x.sent}
+        self.apply(effects)
+
+    @rule(fails=st.booleans())
+    def write_leases_held_lazily(self, fails: bool) -> None:
+        """The timer writes the leases held lazily that lasted (here: all of them), or the server
+        stops and writes them; the store takes each, or the write fails and they wait."""
+        due = self.table.due_leases(math.inf)
+        assert all(x.sent and x.stored and not x.settling for x in due)
+        if fails:
+            self.table.write_later(due)
+            assert all(not x.written for x in due)
+            return
+        stored = self.store.lease(due)
+        assert stored == {x.job_id for x in due}
+        send, refused, effects = self.table.leases_stored(due, stored)
+        assert not send and not refused
         self.apply(effects)
 
     @rule(some_stored=st.booleans(), requeue_lost=st.booleans(), data=st.data())
@@ -319,9 +342,10 @@ class LeaseTableMachine(RuleBasedStateMachine):
             self.apply(self.table.revoke_handler(some.handler_id, "stopped"))
         elif event == "remove":
             self.apply(self.table.remove_worker(some.worker_id, "removed")[0])
-        elif event == "hand_back":  # the worker has those sent already: they come back once stored
+        elif event == "hand_back":  # those written come back once stored, those held lazily at once
             effects = self.table.hand_back(some.worker_id, [x.ref for x in leases], "not now")
-            assert not effects.requeues
+            assert {q.job_id for q in effects.requeues} <= {x.job_id for x in leases if not x.written}
+            self.apply(effects)
         elif event == "result":  # a fast job: its result is stored after its lease (the writer's order)
             result = ResultIn(job_id=some.job_id, lease_no=some.lease_no, output="1", error=None, duration_seconds=0.01)
             verdicts, accepted, effects = self.table.settle(some.worker_id, [result])
@@ -335,8 +359,9 @@ class LeaseTableMachine(RuleBasedStateMachine):
             self.table.disconnect(some.worker_id)
             self.clock.advance(GRACE + 0.5)
             self.apply(self.table.tick())
-        stored = self.store.lease(leases)
-        send, refused, effects = self.table.leases_stored(leases, stored)
+        written = [x for x in leases if x.written]
+        stored = self.store.lease(written)
+        send, refused, effects = self.table.leases_stored(written, stored)
         self._sent(send)
         assert not refused
         self.apply(effects)
@@ -368,9 +393,10 @@ class LeaseTableMachine(RuleBasedStateMachine):
             limit = queue.settings.max_parallel_jobs
             assert limit is None or queue.counts[JobStatus.LEASED] <= limit
         self._sent(leases)
-        stored = self.store.lease(leases)
-        assert stored == {lease.job_id for lease in leases}, "the table leased what the store did not have"
-        send, refused, effects = self.table.leases_stored(leases, stored)
+        written = [lease for lease in leases if not lease.stored]  # the others are held lazily
+        stored = self.store.lease(written)
+        assert stored == {lease.job_id for lease in written}, "the table leased what the store did not have"
+        send, refused, effects = self.table.leases_stored(written, stored)
         self._sent(send)
         assert not refused
         assert all(lease.sent for lease in leases if self.table.leases.get(lease.job_id) is lease)
@@ -419,7 +445,8 @@ class LeaseTableMachine(RuleBasedStateMachine):
         holder = self.table.current(worker, result.ref)
         verdicts, accepted, effects = self.table.settle(worker, [result])
         current = (row.status, row.lease_no, row.worker_id) == (JobStatus.LEASED, lease_no, worker)
-        assert (verdicts == [Verdict.ACCEPTED]) == (current and holder is not None and holder.stored)
+        lazy = holder is not None and not holder.written and row.lazily_held(lease_no)
+        assert (verdicts == [Verdict.ACCEPTED]) == ((current or lazy) and holder is not None and holder.stored)
         if verdicts == [Verdict.ACCEPTED]:
             self.started_refs.add(result.ref)  # a result implies a start
             if twice:
@@ -501,8 +528,11 @@ class LeaseTableMachine(RuleBasedStateMachine):
 
     @invariant()
     def the_table_agrees_with_the_store(self) -> None:
+        lazy = Counter(x.handler_id for x in self.table.leases.values() if not x.written)  # available in the store
         for handler_id, queue in self.table.handlers.items():
             stored = self.store.counts(handler_id)
+            stored[JobStatus.AVAILABLE] -= lazy[handler_id]
+            stored[JobStatus.LEASED] += lazy[handler_id]
             assert +queue.counts == +stored, (handler_id, dict(queue.counts), dict(stored))
             for job in queue.ready:
                 if job.job_id in queue.queued:
@@ -512,11 +542,13 @@ class LeaseTableMachine(RuleBasedStateMachine):
                     assert row.lease_no == job.lease_no if job.stored else row.lease_no <= job.lease_no
         for lease in self.table.leases.values():
             row = self.store.rows[lease.job_id]
-            if lease.stored:
+            if lease.stored and lease.written:
                 assert (row.status, row.lease_no, row.worker_id) == (JobStatus.LEASED, lease.lease_no, lease.worker_id)
+            elif lease.stored:  # held lazily: its job stays available, one number below it
+                assert (row.status, row.lease_no) == (JobStatus.AVAILABLE, lease.lease_no - 1)
             assert lease.attempt == row.attempts + 1
         leased = {j for j, r in self.store.rows.items() if r.status == JobStatus.LEASED}
-        assert leased == {j for j, lease in self.table.leases.items() if lease.stored}
+        assert leased == {j for j, lease in self.table.leases.items() if lease.stored and lease.written}
 
     @invariant()
     def one_final_result_per_job_and_attempts_only_for_starts(self) -> None:

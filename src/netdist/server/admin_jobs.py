@@ -83,19 +83,29 @@ class JobAdmin(admin_pb2_grpc.AdminServiceServicer):
         names = record.worker_names
         history = [_earlier(a, names) for a in record.earlier]
         percent, text = (100.0, "") if r.status in _DONE else (0.0, "")
-        if r.status == JobStatus.LEASED:
-            lease = self.dispatcher.table.leases.get(r.id)
-            if lease is not None and lease.lease_no == r.lease_no:
+        lease = self.dispatcher.table.leases.get(r.id)
+        if lease is not None and not (
+            (r.status == JobStatus.LEASED and lease.lease_no == r.lease_no)
+            or (r.status == JobStatus.AVAILABLE and lease.lease_no > r.lease_no)  # held lazily (server/leases.py)
+        ):
+            lease = None
+        status = JobStatus.LEASED if lease is not None else r.status
+        if status == JobStatus.LEASED:
+            worker_id, lease_no, started_at = r.worker_id or "", r.lease_no, r.leased_at or 0.0
+            if lease is not None:
                 percent, text = lease.progress_percent, lease.progress_text
+                worker_id, lease_no, started_at = lease.worker_id, lease.lease_no, lease.leased_at
+                holder = self.dispatcher.table.workers.get(worker_id)
+                names.setdefault(worker_id, holder.name if holder is not None else "")
             history.append(
                 admin_pb2.JobAttempt(
                     attempt=r.attempts + 1,
-                    lease_no=r.lease_no,
+                    lease_no=lease_no,
                     charged=True,
                     outcome="running",
-                    worker_id=r.worker_id or "",
-                    worker_name=names.get(r.worker_id or "", ""),
-                    started_at=r.leased_at or 0.0,
+                    worker_id=worker_id,
+                    worker_name=names.get(worker_id, ""),
+                    started_at=started_at,
                 )
             )
         elif r.status in _DONE or r.status in _FAILED:
@@ -107,7 +117,7 @@ class JobAdmin(admin_pb2_grpc.AdminServiceServicer):
             handler_id=r.handler_id,
             job_name=record.job_name,
             script_name=record.script_name,
-            status=r.status,
+            status=status,
             attempts=r.attempts,
             input_json=input_json,
             input_clipped=input_clipped,

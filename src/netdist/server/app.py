@@ -29,7 +29,7 @@ from netdist.server.blobs import BlobStore
 from netdist.server.call_refusals import CallRefusals
 from netdist.server.clock import SYSTEM_CLOCK
 from netdist.server.deps_resolver import ResolverConfig
-from netdist.server.dispatcher import Dispatcher
+from netdist.server.dispatcher import LAZY_LEASE_SECONDS, Dispatcher
 from netdist.server.fetch_frames import PassPreEncoded
 from netdist.server.heartbeat_pace import HeartbeatPace
 from netdist.server.job_service import JobService
@@ -71,6 +71,8 @@ class ServerConfig:
     """The heartbeat interval grows past ``heartbeat_interval_seconds`` to keep every connected
     worker's heartbeats together under this (:mod:`netdist.server.heartbeat_pace`)."""
     reconnect_grace_seconds: float = 2.0
+    lease_write_delay_seconds: float = LAZY_LEASE_SECONDS
+    """A lease is written once it has been out this long (server/leases.py); 0: at once."""
     handler_call_timeout_seconds: float = 600.0
     grace_seconds: float = 5.0
     tls: ServerTLS | None = None
@@ -121,6 +123,7 @@ class NetDistServer:
             clock=SYSTEM_CLOCK,
             heartbeat=HeartbeatPace(cfg.heartbeat_interval_seconds, cfg.max_heartbeats_per_second),
             reconnect_grace_seconds=cfg.reconnect_grace_seconds,
+            lazy_lease_seconds=cfg.lease_write_delay_seconds,
         )
         self.manager = HandlerManager(
             self.store,

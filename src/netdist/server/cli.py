@@ -118,6 +118,17 @@ def main() -> None:
     "reconnect; then they are requeued (an attempt charged only for jobs that had started).",
 )
 @click.option(
+    "--lease-write-delay",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    envvar="NETDIST_LEASE_WRITE_DELAY",
+    show_envvar=True,
+    help="Seconds a lease is out before it is written to the store. A shorter job's lease is never "
+    "written (its result says it all; the job's lease number fences it), and a restarted server runs "
+    "it again; a longer one is adopted after a restart. 0: write every lease when it is made.",
+)
+@click.option(
     "--handler-timeout",
     default=600.0,
     show_default=True,
@@ -217,6 +228,7 @@ def serve_command(
     heartbeat_interval: float,
     max_heartbeats_per_second: float,
     reconnect_grace: float,
+    lease_write_delay: float,
     handler_timeout: float,
     log_level: str,
     tls_cert: Path | None,
@@ -264,6 +276,7 @@ def serve_command(
         heartbeat_interval_seconds=heartbeat_interval,
         max_heartbeats_per_second=max_heartbeats_per_second,
         reconnect_grace_seconds=reconnect_grace,
+        lease_write_delay_seconds=lease_write_delay,
         handler_call_timeout_seconds=handler_timeout,
         tls=server_tls,
         upload_limits=UploadLimits(max_upload_bytes=max_upload_bytes),

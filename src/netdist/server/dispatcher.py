@@ -1,9 +1,9 @@
 """The dispatcher: the lease table's hands. It feeds the table events, writes what
 the table decided to the store, and tells the workers.
 
-A lease of a job the store holds as it is goes to its worker as soon as its
-write is queued (that write commits before any later write about the lease:
-the writer keeps the order), any other once committed; a new job counts as
+A lease of a job the store holds as it is goes to its worker at once, held
+lazily (written only if it lasts, server/leases.py), any other once its write
+committed; a new job counts as
 held as soon as its insert is queued (``jobs_queued``); results
 are acknowledged only after they are committed, and the store writes go to the
 group-commit writer in the order the table decided them. The table (server/leases.py)
@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any
 
@@ -59,6 +60,10 @@ refill. At REFILL_BATCH, a handler that enqueued faster than its jobs ran (most 
 nearly every job written, read back and only then leased: a fifth of the writer's time at 20,000 jobs/s."""
 QUEUED_UNSTORED_BYTES = 8 * 1024 * 1024
 TICK_SECONDS = 0.1
+LAZY_LEASE_SECONDS = 1.0
+"""A lease held lazily (server/leases.py) is written once it has lasted this long, so that a server
+restarted while its job runs adopts it; a shorter job's lease is never written: its result's write
+says it all. 0: every lease is written when it is made."""
 COUNTS_FLUSH_SECONDS = 1.0
 
 
@@ -70,14 +75,17 @@ class Dispatcher(EffectWriter):
         clock: Clock,
         heartbeat: HeartbeatPace,
         reconnect_grace_seconds: float,
+        lazy_lease_seconds: float = LAZY_LEASE_SECONDS,
     ) -> None:
         self.writer = writer
         self.clock = clock
         self.heartbeat_pace = heartbeat
+        self.lazy_lease_seconds = lazy_lease_seconds
         self.table = LeaseTable(
             clock=clock,
             reconnect_grace_seconds=reconnect_grace_seconds,
             silent_after_seconds=heartbeat.base_seconds * SILENT_INTERVALS,
+            lazy_leases=lazy_lease_seconds > 0,
         )
         self.links = WorkerLinks()
         self.inbox = ResultInbox()  # committed results for the handlers' runtimes
@@ -120,6 +128,8 @@ class Dispatcher(EffectWriter):
         self._loops = [asyncio.create_task(self._dispatch_loop()), asyncio.create_task(self._timer_loop())]
 
     async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._write_lazy_leases(self.table.due_leases(math.inf))  # the next server adopts them
         with contextlib.suppress(Exception):
             await self._flush_worker_counts()
         await self.hub.stop()
@@ -211,7 +221,7 @@ class Dispatcher(EffectWriter):
 
     def jobs_not_stored(self, handler_id: str, job_ids: Sequence[int]) -> None:
         """The insert of jobs queued by :meth:`jobs_queued` failed."""
-        self.table.withdraw(handler_id, job_ids)
+        self._act(self.table.withdraw(handler_id, job_ids))
 
     async def revoke_handler(self, handler_id: str, reason: str) -> None:
         """Take back every lease of a handler (stopped or removed); the jobs stay available, uncharged."""
@@ -343,10 +353,24 @@ class Dispatcher(EffectWriter):
         for handler_id, cursor in self.table.refills_wanted(REFILL_BELOW):
             self._spawn(self._refill(handler_id, cursor))
         leases = self.table.pick()
-        if leases:  # one write for every worker's leases of this pass; most go out while it commits
-            write = self.writer.submit(job_store.lease, leases)
+        if leases:  # most are held lazily; one write for the others, of every worker, queued before any is sent
+            unstored = [lease for lease in leases if not lease.stored]
+            if unstored:
+                self._spawn(self._commit_leases(unstored, self.writer.submit(job_store.lease, unstored)))
             self._send([lease for lease in leases if lease.sent])
-            self._spawn(self._commit_leases(leases, write))
+
+    async def _write_lazy_leases(self, due: list[Lease]) -> None:
+        """Write leases held lazily (``LeaseTable.due_leases``): a restarted server adopts them."""
+        if not due:
+            return
+        write = self.writer.submit(job_store.lease, due)
+        try:
+            await write
+        except Exception:
+            log.exception("could not write %d leases held lazily; trying again", len(due))
+            self.table.write_later(due)
+            return
+        await self._commit_leases(due, write)  # the store refused none of them, unless memory and store disagree
 
     def _send(self, leases: list[Lease]) -> None:
         if leases:
@@ -452,6 +476,9 @@ class Dispatcher(EffectWriter):
             await asyncio.sleep(TICK_SECONDS)
             try:
                 await self._apply(self.table.tick())
+                due = self.table.due_leases(self.clock.monotonic() - self.lazy_lease_seconds)
+                if due:
+                    self._spawn(self._write_lazy_leases(due))
                 if self.clock.monotonic() - self._last_flush >= COUNTS_FLUSH_SECONDS:
                     self._last_flush = self.clock.monotonic()
                     await self._flush_worker_counts()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 
 from netdist.server import policy
@@ -43,11 +43,14 @@ class LeaseBook:
         reconnect_grace_seconds: float,
         silent_after_seconds: float,
         usage: policy.DailyUsage | None = None,
+        lazy_leases: bool = True,
     ) -> None:
         """``reconnect_grace_seconds``: how long the leases of a stream that ended without handing
         them back wait for their worker; ``silent_after_seconds``: a connected worker that sends
         nothing for this long is taken as gone. Leases adopted after a restart wait this long, and
-        at least RESTART_GRACE_SECONDS, since workers reconnect with a backoff."""
+        at least RESTART_GRACE_SECONDS, since workers reconnect with a backoff. ``lazy_leases``: a
+        lease of a job the store holds as it is is held lazily (server/leases.py); False: every
+        lease is written."""
         self.clock = clock
         self.reconnect_grace_seconds = reconnect_grace_seconds
         # Workers reconnect to a restarted server with a backoff of up to about 6 s.
@@ -57,6 +60,10 @@ class LeaseBook:
         self.handlers: dict[str, HandlerQueue] = {}
         self.workers: dict[str, WorkerState] = {}
         self.leases: dict[int, Lease] = {}
+        self.lazy_leases = lazy_leases
+        self.unwritten: deque[Lease] = deque()
+        """The leases held lazily, oldest first (some since ended or written): ``due_leases`` takes
+        those that lasted long enough to be written."""
         self.counted: set[str] = set()
         """Workers whose ``done`` or ``failed`` grew since ``take_worker_counts``: a flush looks at these
         only (it runs at every disconnect, and 10,000 streams ending made it quadratic)."""
@@ -271,9 +278,9 @@ class LeaseBook:
         queue.cursor = max(queue.cursor, jobs[-1].job_id)
         queue.counts[JobStatus.AVAILABLE] += len(jobs)
 
-    def withdraw(self, handler_id: str, job_ids: Sequence[int]) -> None:
+    def unqueue(self, handler_id: str, job_ids: Sequence[int]) -> None:
         """Jobs queued by :meth:`queue_unstored` whose insert failed: those not leased yet leave the
-        queue (a lease already made is refused by the store and revoked)."""
+        queue (``LeaseTable.withdraw`` ends the leases made of the others)."""
         queue = self.handlers.get(handler_id)
         if queue is None:
             return

@@ -16,8 +16,8 @@ class LeasePicker(LeaseBook):
     other transitions."""
 
     def pick(self) -> list[Lease]:
-        """Fill the connected workers' room with new leases, not yet stored; those marked ``sent``
-        go to their workers now, the others once stored.
+        """Fill the connected workers' room with new leases; those marked ``sent`` go to their workers
+        now (held lazily, or written), the others once stored.
 
         First the free slots, one per worker a round at a time, so that every idle
         worker gets a job before any gets a second; then prefetch. Handlers take
@@ -117,6 +117,9 @@ class LeasePicker(LeaseBook):
             sent=job.stored,
             extra=job.extra,
         )
+        if job.stored and self.lazy_leases:  # held lazily: no write unless it lasts (server/leases.py)
+            lease.stored, lease.written = True, False
+            self.unwritten.append(lease)
         timeout = settings.job_timeout_seconds
         if timeout:  # counted from the start once the worker reports it; from the lease until then
             lease.deadline = now + timeout

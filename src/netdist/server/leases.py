@@ -13,17 +13,22 @@ could never make two leases of one job both count.
 Transitions:
 
 - ``pick``: fill every connected worker's room with leases (fair share
-  between handlers, within their settings); ``leases_stored`` /
-  ``leases_failed`` after the lease write committed or failed. A lease of
-  a job the store holds as it is (``ReadyJob.stored``) goes to its worker as
-  soon as it is made, while its write is on the way (``Lease.sent``): the
-  write is queued first, so every later write about it (a result, a
-  requeue) commits after it. A new job whose insert is queued counts as
-  held (``queue_unstored``): its lease is queued behind that insert.
-  Other leases (their job's requeue is still on the way) go once
-  stored, so at most one lease of a job is ever out
-  beyond what the store holds, one number above it. A sent lease the store
-  refuses, or whose write fails, is revoked at its worker.
+  between handlers, within their settings). A lease of a job the store
+  holds as it is (``ReadyJob.stored``) goes to its worker as soon as it is
+  made and is held lazily: nothing is written for it (``Lease.written``
+  False). The job's row, still available one number below the lease, is
+  enough to fence it: the write that ends the lease (its result, a
+  requeue) is a compare-and-set on "leased at this number" or "available
+  below it", and sets the lease's number, worker and time itself. A lease
+  that lasts LAZY_LEASE_SECONDS (``due_leases``), and every one held when
+  the server stops, is written then, so that a restarted server adopts it.
+  A new job whose insert is queued counts as held (``queue_unstored``):
+  every write about its lease queues behind that insert, and if the
+  insert fails the lease ends (``withdraw``). Other leases (their job's
+  requeue is still on the way) are written first and go once stored
+  (``leases_stored`` / ``leases_failed``), so at most one lease of a job is
+  ever out beyond what the store holds, one number above it. A sent lease
+  the store refuses, or whose write fails, is revoked at its worker.
 - ``started``: the worker began to run these; only from now on does losing
   the lease charge the job an attempt.
 - ``settle`` / ``settled``: a result counts only for the job's current lease
@@ -36,7 +41,7 @@ Transitions:
 
 Lease numbers grow with every lease and every requeue of a job, so a lease
 still on its way can never take a job that came back. A lease sent and never
-stored (its write failed, or the server died first) is not in the store, so
+stored (held lazily, its write failed, or the server died first) is not in the store, so
 its number would come round again: a failed write puts its jobs back at the
 number it sent, and a server starting raises the lease number of every
 available job by one before it leases anything (``jobs.skip_unstored_leases``).
@@ -78,6 +83,25 @@ class LeaseTable(LeasePicker):
         leases = self.leases_of(handler_id=handler_id)
         effects.revoke(leases, reason)
         self._requeue(leases, effects, charge=False, reason={"type": "Revoked", "message": reason})
+        return effects
+
+    def withdraw(self, handler_id: str, job_ids: Sequence[int]) -> Effects:
+        """Jobs queued by ``queue_unstored`` whose insert failed: those not leased yet leave the
+        queue; the leases made of them end, revoked at their workers (nothing to write: the jobs
+        never existed; a lease whose write was queued is refused by the store and dropped then)."""
+        self.unqueue(handler_id, job_ids)
+        gone = [
+            lease
+            for job_id in job_ids
+            if (lease := self.leases.get(job_id)) is not None and lease.handler_id == handler_id
+        ]
+        effects = Effects()
+        effects.revoke(gone, "the server could not store this job")
+        queue = self.handlers.get(handler_id)
+        for lease in gone:
+            self._drop(lease)
+            if queue is not None:
+                queue.counts[JobStatus.LEASED] -= 1
         return effects
 
     # -- workers -----------------------------------------------------------------------------------
@@ -202,6 +226,31 @@ class LeaseTable(LeasePicker):
         effects.revoke(refused, "the store did not take this lease")
         return send, refused, effects
 
+    def due_leases(self, leased_before: float) -> list[Lease]:
+        """The leases held lazily since before ``leased_before`` (monotonic; all of them: ``math.inf``)
+        that are still out and not being settled: the caller writes them now (``written`` is set here,
+        so each is taken once) and hands the write's outcome to ``leases_stored``."""
+        due: list[Lease] = []
+        settling: list[Lease] = []  # their result is on its way to the store; looked at again later
+        waiting, leases = self.unwritten, self.leases
+        while waiting and waiting[0].leased_mono < leased_before:
+            lease = waiting.popleft()
+            if lease.written or leases.get(lease.job_id) is not lease:
+                continue
+            if lease.settling:
+                settling.append(lease)
+            else:
+                lease.written = True
+                due.append(lease)
+        waiting.extend(settling)
+        return due
+
+    def write_later(self, leases: Sequence[Lease]) -> None:
+        """The write of leases from ``due_leases`` failed: they stay held lazily, to be written later."""
+        for lease in leases:
+            lease.written = False
+        self.unwritten.extend(leases)
+
     def leases_failed(self, leases: Sequence[Lease]) -> Effects:
         """The lease write failed: the leases are revoked at their workers and the jobs go back to
         the front of their queues, uncharged, at the lease number that was sent (never sent again)."""
@@ -261,7 +310,9 @@ class LeaseTable(LeasePicker):
                 status = (
                     JobStatus.ERRORED if lease.attempt >= self._max_attempts(lease.handler_id) else JobStatus.AVAILABLE
                 )
-            accepted.append(Settlement(result, lease.handler_id, worker_id, status, lease.input, lease.extra))
+            accepted.append(
+                Settlement(result, lease.handler_id, worker_id, status, lease.input, lease.extra, lease.leased_at)
+            )
             queue = self.handlers.get(lease.handler_id)
             if queue is not None and (queue.streak or result.error is not None):  # else nothing changes
                 self._count_streak(queue, failed=result.error is not None, effects=effects)
@@ -406,6 +457,7 @@ class LeaseTable(LeasePicker):
                     final=final,
                     error=reason,
                     started=lease.started_mono is not None,
+                    leased_at=lease.leased_at,
                 )
             )
             if queue is None:
