@@ -58,6 +58,9 @@ def test_a_lease_held_lazily_is_not_written_and_only_its_holder_can_end_it(rig: 
         shown = rig.api.admin.GetJob(admin_pb2.GetJobRequest(id=job_id), timeout=30)
         assert (shown.status, shown.attempt_history[-1].lease_no) == ("leased", lease_no)
         assert shown.attempt_history[-1].worker_name == "hand"
+        listed = rig.api.admin.ListJobs(admin_pb2.ListJobsRequest(handler_ref=hid, status="available"), timeout=30)
+        assert job_id not in {j.id for j in listed.jobs} and len(listed.jobs) == 1  # out, not waiting
+        assert [j.id for j in rig.api.running_jobs(hid)] == [job_id]
         assert [a.outcome for a in other.results(answer(mine))] == [STALE]
         assert _row(rig, hid, job_id) == ("available", lease_no - 1, None)
         assert [a.outcome for a in hand.results(answer(mine))] == [ACCEPTED]

@@ -68,6 +68,9 @@ class JobAdmin(admin_pb2_grpc.AdminServiceServicer):
             return admin_pb2.ListJobsResponse(jobs=out)
         limit = min(request.limit or 100, MAX_LISTED_JOBS)
         rows = await self.store.read(job_store.listing, handler_id, request.status, limit)
+        if request.status == JobStatus.AVAILABLE:  # not those held lazily (server/leases.py): they are out
+            current = self.dispatcher.table.leases
+            rows = [r for r in rows if (held := current.get(r.id)) is None or held.lease_no <= r.lease_no]
         names = await self.store.read(job_history.worker_names, (r.worker_id for r in rows))
         job_names = await self.store.read(job_history.job_names, {r.handler_id for r in rows})
         return admin_pb2.ListJobsResponse(jobs=[_listed(r, names, job_names) for r in rows])
