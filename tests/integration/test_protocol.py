@@ -30,15 +30,22 @@ class HandWorker:
         *,
         heartbeat_seconds: float | None = None,
         platform: jobs_pb2.WheelPlatform | None = None,
+        reads_accepted_refs: bool = False,
     ) -> None:
         """``heartbeat_seconds``: send heartbeats this often, for a test that outlasts the server's
         silence limit (3 heartbeat intervals of the cluster, under a second). ``platform``: the wheel
-        platform its Hello reports."""
+        platform its Hello reports; ``reads_accepted_refs``: what its Hello says of acks."""
         self.outgoing: queue.Queue[jobs_pb2.WorkerMessage | None] = queue.Queue()
         self.leased: list[jobs_pb2.Lease] = []
         self._closed = threading.Event()
         stub = jobs_pb2_grpc.JobServiceStub(cluster.api.channel)
-        hello = jobs_pb2.Hello(worker_id=worker_id, name=worker_id, slots=4, wheel_platform=platform)
+        hello = jobs_pb2.Hello(
+            worker_id=worker_id,
+            name=worker_id,
+            slots=4,
+            wheel_platform=platform,
+            reads_accepted_refs=reads_accepted_refs,
+        )
         self.send(jobs_pb2.WorkerMessage(hello=hello))
         self.incoming = stub.Connect(self._requests(), timeout=60)
         first = next(self.incoming)
@@ -98,7 +105,7 @@ def test_credit_leases_results_acks_and_duplicates(cluster: Cluster, tmp_path: P
         assert [(lease.job_id, lease.lease_no, lease.sent) for lease in table] == sorted(
             (lease.ref.job_id, lease.ref.lease_no, True) for lease in leases
         )
-        # Sent while their write was on the way (a job the store holds as it is): stored soon after.
+        # Held lazily (a job the store holds as it is): nothing to write before they count as stored.
         wait_until(
             lambda: all(lease.stored for lease in cluster.app.leases(worker_id="hand-1")), 10, what="the leases stored"
         )
@@ -121,6 +128,38 @@ def test_credit_leases_results_acks_and_duplicates(cluster: Cluster, tmp_path: P
         assert sorted(r.job_id for r in revoke.revoke.refs) == sorted(out)
         assert not cluster.app.leases(handler_id=hid)  # revoked means gone from the table, not only told
         assert cluster.app.runtime(hid) is None
+    finally:
+        worker.close()
+
+
+def test_a_worker_that_reads_accepted_refs_gets_them_as_two_lists(cluster: Cluster, tmp_path: Path) -> None:
+    """Its Hello said so: accepted results come back as packed numbers, the others as items, in one Ack
+    (a worker that did not say so gets every ack as an item, in the order of its results: the tests
+    around this one)."""
+    cluster.api.upload(counter_wheel(tmp_path))
+    cluster.api.add_script(counter_script(tmp_path / "s.py", settings="auto-start = true", count=3))
+    worker = HandWorker(cluster, reads_accepted_refs=True)
+    try:
+        worker.send(jobs_pb2.WorkerMessage(capacity=jobs_pb2.Capacity(jobs=3)))
+        leases: list[jobs_pb2.Lease] = []
+        while len(leases) < 3:
+            leases += worker.next_of("leases").leases.items
+        first = [result(lease) for lease in leases[:2]]
+        worker.send(jobs_pb2.WorkerMessage(results=jobs_pb2.ResultBatch(items=first)))
+        ack = worker.next_of("ack").ack
+        refs = sorted(zip(ack.accepted_job_ids, ack.accepted_lease_nos, strict=True))
+        assert refs == sorted((x.ref.job_id, x.ref.lease_no) for x in leases[:2]) and not ack.items
+        ghost = jobs_pb2.Result(ref=jobs_pb2.JobRef(job_id=10**9, lease_no=1), output=b"1")
+        again = [first[0], ghost, result(leases[2])]
+        worker.send(jobs_pb2.WorkerMessage(results=jobs_pb2.ResultBatch(items=again)))
+        ack = worker.next_of("ack").ack
+        assert list(zip(ack.accepted_job_ids, ack.accepted_lease_nos, strict=True)) == [
+            (leases[2].ref.job_id, leases[2].ref.lease_no)
+        ]
+        assert [(a.ref.job_id, a.outcome) for a in ack.items] == [
+            (leases[0].ref.job_id, jobs_pb2.ACK_OUTCOME_DUPLICATE),
+            (10**9, jobs_pb2.ACK_OUTCOME_UNKNOWN),
+        ]
     finally:
         worker.close()
 

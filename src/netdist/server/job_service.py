@@ -30,6 +30,7 @@ from netdist.server.lease_model import (
     ResultIn,
     WorkerInfo,
 )
+from netdist.server.result_acks import ResultAcks
 from netdist.server.store.job_logs import JobLogIn
 from netdist.wire import (
     ITEM_OVERHEAD_BYTES,
@@ -81,11 +82,15 @@ def _template(spec: HandlerSpec | None, platform_key: str = "") -> tuple[jobs_pb
 class StreamLink:
     """One worker's Connect stream: what the dispatcher sends goes through an outbox, in order."""
 
-    def __init__(self, platform: Platform | None = None, *, shares_lease_fields: bool = False) -> None:
+    def __init__(
+        self, platform: Platform | None = None, *, shares_lease_fields: bool = False, reads_accepted_refs: bool = False
+    ) -> None:
         self.platform = platform
         self.platform_key = platform.key if platform is not None else ""
         self.shares_lease_fields = shares_lease_fields
         """The worker reads an item with no handler as another of the item before it (its Hello said so)."""
+        self.reads_accepted_refs = reads_accepted_refs
+        """The worker reads an Ack's accepted results as two lists of numbers (its Hello said so)."""
         self.outbox: asyncio.Queue[jobs_pb2.ServerMessage | None] = asyncio.Queue()
         self._closed = False
         self.close_reason = ""  # told to the worker as the stream ends (STREAM_END_KEY)
@@ -126,10 +131,17 @@ class StreamLink:
         if batch.items:
             self._put(jobs_pb2.ServerMessage(leases=batch))
 
-    def send_acks(self, acks: Sequence[tuple[Ref, AckOutcome]]) -> None:
+    def send_acks(self, acks: ResultAcks) -> None:
         ack = jobs_pb2.Ack()
         add = ack.items.add
-        for (job_id, lease_no), outcome in acks:
+        items = acks.ordered or []
+        if self.reads_accepted_refs:  # the accepted as two packed lists, built in C
+            ack.accepted_job_ids.extend([r.job_id for r in acks.accepted])
+            ack.accepted_lease_nos.extend([r.lease_no for r in acks.accepted])
+            items = [x for x in items if x[1] is not AckOutcome.ACCEPTED]
+        elif acks.ordered is None:
+            items = [(r.ref, AckOutcome.ACCEPTED) for r in acks.accepted]
+        for (job_id, lease_no), outcome in items:
             ref = add(outcome=_ACK[outcome]).ref  # each sub-message looked up once: this runs for every job
             ref.job_id = job_id
             ref.lease_no = lease_no
@@ -170,7 +182,11 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
         try:
             platform = _platform(hello)
             info = _worker_info(hello, platform)
-            link = StreamLink(platform, shares_lease_fields=hello.shares_lease_fields)
+            link = StreamLink(
+                platform,
+                shares_lease_fields=hello.shares_lease_fields,
+                reads_accepted_refs=hello.reads_accepted_refs,
+            )
             issued = await self.dispatcher.connect(
                 link,
                 info,

@@ -5,10 +5,24 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 from netdist.server.lease_model import AckOutcome, Ref, Requeue, ResultIn, Verdict
 
 log = logging.getLogger("netdist.server.dispatcher")
+
+
+class ResultAcks(NamedTuple):
+    """What a worker hears back for a batch of results."""
+
+    accepted: Sequence[ResultIn]
+    """The results stored for their lease."""
+    ordered: list[tuple[Ref, AckOutcome]] | None
+    """Every ack in the order of the results: those stored (ACCEPTED) and those the store classified
+    (STALE, UNKNOWN, DUPLICATE). None when every result was accepted: ``accepted`` says it all."""
+
+    def __bool__(self) -> bool:
+        return bool(self.accepted or self.ordered)
 
 
 def result_acks(
@@ -18,15 +32,19 @@ def result_acks(
     stored: set[int],
     outcomes: Mapping[Ref, str],
     refused: Counter[str],
-) -> list[tuple[Ref, AckOutcome]]:
-    """An ack per result the store took (ACCEPTED) or classified (STALE, UNKNOWN, DUPLICATE), in order.
+) -> ResultAcks:
+    """An ack for each result the store took (accepted) or classified (the others), in order.
 
     A result the table accepted but the store did not take gets no ack: the
     worker sends it again. ``refused`` counts the others by outcome.
     """
+    if len(stored) == len(results) and all([v is Verdict.ACCEPTED for v in verdicts]):
+        return ResultAcks(results, None)  # every one accepted and stored: the usual case, nothing built per result
+    accepted: list[ResultIn] = []
     acks: list[tuple[Ref, AckOutcome]] = []
     for result, verdict in zip(results, verdicts, strict=True):
         if verdict == Verdict.ACCEPTED and result.job_id in stored:
+            accepted.append(result)
             acks.append((result.ref, AckOutcome.ACCEPTED))
         elif verdict == Verdict.NOT_CURRENT:
             outcome = AckOutcome(outcomes[result.ref])
@@ -40,7 +58,7 @@ def result_acks(
                     outcome,
                 )
             acks.append((result.ref, outcome))
-    return acks
+    return ResultAcks(accepted, acks)
 
 
 def log_charged(requeues: Sequence[Requeue]) -> None:

@@ -363,6 +363,7 @@ class Connection:
             credential=self._credential,
             wheel_platform=jobs_pb2.WheelPlatform(**this_platform().to_json_dict()),
             shares_lease_fields=True,
+            reads_accepted_refs=True,
         )
         hello.labels.update(self.config.labels)
         return hello

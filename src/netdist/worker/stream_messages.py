@@ -40,9 +40,12 @@ def proto_ref(ref: JobRef) -> jobs_pb2.JobRef:
 
 
 def acks_from(ack: jobs_pb2.Ack) -> list[Ack]:
+    """The acks an Ack holds: its accepted results, as two lists of numbers (the worker's Hello said it
+    reads them; lists of different lengths pair up as far as both go), and its items."""
+    accepted = AckOutcome.ACCEPTED
+    out = [Ack(JobRef(j, n), accepted) for j, n in zip(ack.accepted_job_ids, ack.accepted_lease_nos, strict=False)]
     outcome = ACK_OUTCOMES.get
     unspecified = AckOutcome.UNSPECIFIED
-    out = []
     for item in ack.items:  # positional arguments, each sub-message looked up once: this runs for every job
         ref = item.ref
         out.append(Ack(JobRef(ref.job_id, ref.lease_no), outcome(item.outcome, unspecified)))

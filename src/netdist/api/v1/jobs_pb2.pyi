@@ -141,6 +141,7 @@ class Hello(_message.Message):
     CREDENTIAL_FIELD_NUMBER: _builtins.int
     WHEEL_PLATFORM_FIELD_NUMBER: _builtins.int
     SHARES_LEASE_FIELDS_FIELD_NUMBER: _builtins.int
+    READS_ACCEPTED_REFS_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """stable, kept on the worker's disk"""
     name: _builtins.str
@@ -160,6 +161,10 @@ class Hello(_message.Message):
     job of the item before it: the server then sends a handler's fields
     (Lease fields 2, 3, 5, 6, 8, 9) once per run of its items in a batch.
     Unset (an older worker): every item carries them.
+    """
+    reads_accepted_refs: _builtins.bool
+    """The worker reads an Ack's accepted_job_ids and accepted_lease_nos. Unset
+    (an older worker): every result is acknowledged as an item.
     """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
@@ -190,10 +195,11 @@ class Hello(_message.Message):
         credential: _builtins.str = ...,
         wheel_platform: Global___WheelPlatform | None = ...,
         shares_lease_fields: _builtins.bool = ...,
+        reads_accepted_refs: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["wheel_platform", b"wheel_platform"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "held", b"held", "hostname", b"hostname", "labels", b"labels", "name", b"name", "pid", b"pid", "platform", b"platform", "python_version", b"python_version", "shares_lease_fields", b"shares_lease_fields", "slots", b"slots", "version", b"version", "wheel_platform", b"wheel_platform", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "held", b"held", "hostname", b"hostname", "labels", b"labels", "name", b"name", "pid", b"pid", "platform", b"platform", "python_version", b"python_version", "reads_accepted_refs", b"reads_accepted_refs", "shares_lease_fields", b"shares_lease_fields", "slots", b"slots", "version", b"version", "wheel_platform", b"wheel_platform", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -665,16 +671,30 @@ class Ack(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ITEMS_FIELD_NUMBER: _builtins.int
+    ACCEPTED_JOB_IDS_FIELD_NUMBER: _builtins.int
+    ACCEPTED_LEASE_NOS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResultAck]: ...
+    @_builtins.property
+    def accepted_job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Results accepted, as pairs (accepted_job_ids[i], accepted_lease_nos[i]):
+        to a worker whose Hello set reads_accepted_refs; items then hold only the
+        others (stale, unknown, duplicate). Two packed lists cost a fraction of a
+        ResultAck message per result, on both ends.
+        """
+
+    @_builtins.property
+    def accepted_lease_nos(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     def __init__(
         self,
         *,
         items: _abc.Iterable[Global___ResultAck] | None = ...,
+        accepted_job_ids: _abc.Iterable[_builtins.int] | None = ...,
+        accepted_lease_nos: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_job_ids", b"accepted_job_ids", "accepted_lease_nos", b"accepted_lease_nos", "items", b"items"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
