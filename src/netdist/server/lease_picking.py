@@ -105,6 +105,7 @@ class LeasePicker(LeaseBook):
         """Runs for every job: the properties it needs read once."""
         now = self.clock.monotonic()
         handler_id, settings = queue.spec.handler_id, queue.spec.settings
+        lazy = job.stored and self.lazy_leases  # held lazily: no write unless it lasts (server/leases.py)
         lease = Lease(
             job_id=job.job_id,
             lease_no=job.lease_no + 1,
@@ -114,11 +115,12 @@ class LeasePicker(LeaseBook):
             input=job.input,
             leased_at=now_wall,
             leased_mono=now,
+            stored=lazy,
+            written=not lazy,
             sent=job.stored,
             extra=job.extra,
         )
-        if job.stored and self.lazy_leases:  # held lazily: no write unless it lasts (server/leases.py)
-            lease.stored, lease.written = True, False
+        if lazy:
             self.unwritten.append(lease)
         timeout = settings.job_timeout_seconds
         if timeout:  # counted from the start once the worker reports it; from the lease until then
