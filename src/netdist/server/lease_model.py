@@ -109,9 +109,9 @@ class Lease:
     deadline: float | None = None  # monotonic; job timeout
     stored: bool = False  # committed to the store, or held lazily (``written`` False)
     written: bool = True
-    """The store's row shows this lease. False: held lazily (its job stored available one number
-    below it, as when it was leased), written only if it outlives LAZY_LEASE_SECONDS or its job logs
-    (server/leases.py)."""
+    """The store's row shows this lease, or will once its write commits. False: held lazily (its job
+    stored available one number below it, as when it was leased), written only if it outlasts
+    --lease-write-delay or the server stops (server/leases.py)."""
     sent: bool = False  # on its way to the worker (at once when its job was stored as it is, else once stored)
     settling: bool = False  # a result for it is being stored
     cancelled: Mapping[str, str] | None = None  # ended while its write was on the way: requeued once stored

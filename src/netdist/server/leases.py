@@ -20,7 +20,7 @@ Transitions:
   enough to fence it: the write that ends the lease (its result, a
   requeue) is a compare-and-set on "leased at this number" or "available
   below it", and sets the lease's number, worker and time itself. A lease
-  that lasts LAZY_LEASE_SECONDS (``due_leases``), and every one held when
+  that lasts --lease-write-delay (``due_leases``), and every one held when
   the server stops, is written then, so that a restarted server adopts it.
   A new job whose insert is queued counts as held (``queue_unstored``):
   every write about its lease queues behind that insert, and if the
