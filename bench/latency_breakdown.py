@@ -50,7 +50,9 @@ ASIDE = [
     ("jobs-queued", "leases-committed", "(alongside: its lease committed)"),
 ]
 """A job is leased while its insert is on the way, and its lease goes out while the lease's write is:
-neither commit is a step on the job's path (the result's commit queues behind both)."""
+neither commit is a step on the job's path (the result's commit queues behind both). A lease held lazily
+(the default, ``--lease-write-delay``) is never written for a job this short: its row is left out unless
+every job's lease was (``NETDIST_LEASE_WRITE_DELAY=0``)."""
 WARMUP = 20
 
 
@@ -86,14 +88,15 @@ def cycles(stamps: list[tuple[float, str]]) -> list[dict[str, float]]:
                 break
             cycle[want if want != "handler-returned" else "processed"] = stamps[j][0]
             j += 1
-        if "processed" in cycle and all(aside in cycle for _, aside, _ in ASIDE):
+        if "processed" in cycle:
             found.append(cycle)
     return found[WARMUP:]
 
 
 def breakdown(jobs: list[dict[str, float]]) -> list[dict[str, Any]]:
     rows = []
-    for start, stage, what in [*STEPS, *ASIDE]:
+    asides = [step for step in ASIDE if all(step[1] in job for job in jobs)]
+    for start, stage, what in [*STEPS, *asides]:
         end = "processed" if stage == "handler-returned" else stage
         gaps = sorted(1000 * (job[end] - job[start]) for job in jobs)
         rows.append(
