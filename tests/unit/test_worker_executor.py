@@ -470,6 +470,26 @@ def test_a_job_starts_when_it_reaches_an_idle_child_or_the_head_of_one(
     run(tmp_path, scenario)
 
 
+def test_a_job_for_an_idle_child_reaches_it_before_the_worker_places_the_rest_of_its_batch(
+    tmp_path: Path,
+) -> None:
+    # A batch of leases is placed in one turn of the worker's loop (thousands of them take milliseconds):
+    # the first job goes to the idle child at once, not when the turn ends.
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    other.touch()
+
+    async def scenario(h: Harness) -> None:
+        await h.result(h.submit({"kind": "echo"}))  # the child is up and idle
+        ref = h.submit({"kind": "meet", "mine": str(mine), "other": str(other)})
+        deadline = time.monotonic() + 10
+        while not mine.exists():  # the loop is held here, in the turn that submitted the job
+            assert time.monotonic() < deadline, "the job did not start while the worker's turn went on"
+            time.sleep(0.005)  # noqa: ASYNC251 -- holding the loop is the point
+        assert (await h.result(ref)).output_json == b'"met"'
+
+    run(tmp_path, scenario)
+
+
 def test_drop_unstarted_returns_exactly_the_jobs_not_started(tmp_path: Path) -> None:
     async def scenario(h: Harness) -> None:
         for ref in [h.submit({"kind": "echo"}) for _ in range(20)]:

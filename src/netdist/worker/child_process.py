@@ -6,8 +6,8 @@ load is not the job's (the timeout starts after it). The executor places jobs; a
 :class:`ChildProcess` writes them to its child
 (:mod:`netdist.worker.child_protocol`), reads what the child answers and
 reports it through :class:`ChildEvents`. What the worker writes to a child in
-one turn of the event loop leaves in one write; what a child writes is read in
-chunks. A child that writes a line that is not a message of the protocol is
+one turn of the event loop leaves in one write (a job for an idle child at
+once); what a child writes is read in chunks. A child that writes a line that is not a message of the protocol is
 killed: its running job fails with ``WorkerChildDied`` saying why.
 """
 
@@ -181,6 +181,8 @@ class ChildProcess:
                 ref.job_id, ref.lease_no, job.attempt, known[0], job.handler_id, job.job_name, job.input_json
             ).encode()
         )
+        if first:  # an idle child starts on it now, not after the rest of this turn (a batch of leases)
+            self._flush()
 
     def _new_head(self) -> None:
         """The head entry changed, or a script load finished: the head runs now unless a load is before it."""
@@ -238,7 +240,8 @@ class ChildProcess:
         )
 
     def _write(self, data: bytes) -> None:
-        """Queue ``data``; everything queued in this turn of the loop leaves in one write."""
+        """Queue ``data``; everything queued in this turn of the loop leaves in one write (a job for an
+        idle child at once: :meth:`add`)."""
         self._outbox.append(data)
         if self.proc is not None and not self._flush_scheduled:
             self._flush_scheduled = True
