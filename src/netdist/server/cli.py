@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import gc
 import json
 import logging
 import sys
@@ -26,6 +25,7 @@ from netdist.bytesize import ByteSize
 from netdist.cli_boundary import OneLineGroup, fail
 from netdist.errors import CertificateError, StoreUnavailableError, first_line
 from netdist.exit_codes import ExitCode
+from netdist.gc_tuning import tune_collector
 from netdist.malloc_tuning import keep_freed_memory
 from netdist.server import check
 from netdist.server.app import ServerConfig, serve
@@ -40,11 +40,6 @@ from netdist.server.upload import UploadLimits
 from netdist.ziplimit import ZipLimits
 
 log = logging.getLogger("netdist.server")
-GC_THRESHOLDS = (50_000, 20, 50)
-"""The collector's thresholds (Python's are 700, 10, 10): the hot path makes a few short-lived objects per job,
-and with the defaults a collection ran every few hundred jobs, a full one (over the lease table and every
-queued job) about every 70,000 allocations."""
-
 _PEM_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
@@ -288,8 +283,7 @@ def serve_command(
         resolver=ResolverConfig(index_url=index_url, find_links=find_links, timeout_seconds=resolve_timeout),
     )
     keep_freed_memory()
-    gc.freeze()  # what start-up made (modules, classes) is never collected: full collections skip it
-    gc.set_threshold(*GC_THRESHOLDS)
+    tune_collector()
     try:
         asyncio.run(serve(config))
     except StoreUnavailableError as exc:

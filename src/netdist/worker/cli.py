@@ -32,6 +32,7 @@ from netdist.errors import (
     UnauthenticatedError,
 )
 from netdist.exit_codes import ExitCode
+from netdist.gc_tuning import tune_collector
 from netdist.token_file import find_token
 from netdist.worker.config import WorkerConfig
 from netdist.worker.identity import claim_worker_id
@@ -243,6 +244,7 @@ def connect(
         seat = claim_worker_id(cache_dir)  # held until the process exits
     except OSError as exc:
         fail(f"CacheDirError: cannot use {cache_dir}: {exc.strerror or exc}", ExitCode.USAGE)
+    tune_collector()
     try:
         code = asyncio.run(
             run_worker(
