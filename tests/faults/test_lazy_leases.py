@@ -77,6 +77,31 @@ def test_a_lease_held_lazily_is_not_written_and_only_its_holder_can_end_it(rig: 
     rig.verify(hid, count=2, acked=[(job_id, lease_no), (last.ref.job_id, last.ref.lease_no)])
 
 
+def test_jobs_held_lazily_never_make_a_page_of_available_jobs_short(rig: Rig) -> None:
+    """The oldest job handed back waits while the two newer ones are held lazily (their rows show
+    them available too): `jobs list --status available --limit 1` lists the one that waits, not an
+    empty page."""
+    hid = _stored_jobs(rig, "pages", 3, *NEVER)
+    hand = HandWorker(rig.server.address, "hand", slots=3)
+    try:
+        hand.capacity(3)
+        held = sorted(hand.wait_leases(3), key=lambda lease: lease.ref.job_id)
+        hand.capacity(2)  # no room for the job handed back: it waits
+        first = held[0].ref
+        hand.send(jobs_pb2.WorkerMessage(hand_back=jobs_pb2.HandBack(refs=[first], reason="test")))
+        wait_until(lambda: len(rig.api.running_jobs(hid)) == 2, 30, what="the first job back")
+
+        def available(limit: int) -> list[int]:
+            request = admin_pb2.ListJobsRequest(handler_ref=hid, status="available", limit=limit)
+            return [j.id for j in rig.api.admin.ListJobs(request, timeout=30).jobs]
+
+        assert available(1) == [first.job_id]
+        assert available(100) == [first.job_id]
+        assert {_row(rig, hid, lease.ref.job_id)[0] for lease in held[1:]} == {"available"}  # in the store
+    finally:
+        hand.end()
+
+
 def test_a_lease_held_lazily_that_comes_back_takes_the_next_number(rig: Rig) -> None:
     """Its worker gone past the reconnect grace, the lease comes back: the row goes to the number
     after it, the old lease's result is stale, and the job goes out again above it."""

@@ -24,6 +24,8 @@ MAX_SHOWN_TRACEBACK = 8000
 MAX_LISTED_RESULT = 1000
 """A listed job's output or error message: the start of it. With its input (MAX_SHOWN_TEXT) and no
 traceback (``jobs show`` has it), a listing of MAX_LISTED_JOBS stays as large as it was before outputs."""
+WAITING_PAGE = 1000
+"""Rows read at a time for ``jobs list --status available`` (the jobs held lazily are left out of each)."""
 MAX_SHOWN_ATTEMPTS = 50
 """The newest earlier attempts ``jobs show`` gets; it says how many older ones it left out."""
 _LOST = {
@@ -67,13 +69,31 @@ class JobAdmin(admin_pb2_grpc.AdminServiceServicer):
                 out.append(info)
             return admin_pb2.ListJobsResponse(jobs=out)
         limit = min(request.limit or 100, MAX_LISTED_JOBS)
-        rows = await self.store.read(job_store.listing, handler_id, request.status, limit)
-        if request.status == JobStatus.AVAILABLE:  # not those held lazily (server/leases.py): they are out
-            current = self.dispatcher.table.leases
-            rows = [r for r in rows if (held := current.get(r.id)) is None or held.lease_no <= r.lease_no]
+        if request.status == JobStatus.AVAILABLE:
+            rows = await self._waiting(handler_id, limit)
+        else:
+            rows = await self.store.read(job_store.listing, handler_id, request.status, limit)
         names = await self.store.read(job_history.worker_names, (r.worker_id for r in rows))
         job_names = await self.store.read(job_history.job_names, {r.handler_id for r in rows})
         return admin_pb2.ListJobsResponse(jobs=[_listed(r, names, job_names) for r in rows])
+
+    async def _waiting(self, handler_id: str | None, limit: int) -> list[Any]:
+        """Up to ``limit`` available jobs, newest first, leaving out those held lazily (server/leases.py):
+        the store shows them available, but they are out. Read a page at a time until ``limit`` are
+        found or the store has no more, so that jobs held lazily never make a page short."""
+        current = self.dispatcher.table.leases
+        page_size = max(limit, WAITING_PAGE)
+        out: list[Any] = []
+        before: int | None = None
+        while len(out) < limit:
+            page = await self.store.read(
+                job_store.listing, handler_id, JobStatus.AVAILABLE, page_size, before_id=before
+            )
+            out.extend(r for r in page if (held := current.get(r.id)) is None or held.lease_no <= r.lease_no)
+            if len(page) < page_size:
+                break
+            before = page[-1].id
+        return out[:limit]
 
     @to_status
     async def GetJob(

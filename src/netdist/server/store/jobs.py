@@ -496,10 +496,15 @@ def record_batch(
     return [] if refill_after is None else load_available(conn, handler_id, refill_after, refill_limit)
 
 
-def listing(conn: Connection, handler_id: str | None, status: str, limit: int) -> list[Any]:
+def listing(
+    conn: Connection, handler_id: str | None, status: str, limit: int, *, before_id: int | None = None
+) -> list[Any]:
+    """Up to ``limit`` jobs in ``status``, newest first; with ``before_id``, only older ones (the next page)."""
     stmt = select(*JOB_COLUMNS).where(jobs.c.status == status).order_by(jobs.c.id.desc()).limit(limit)
     if handler_id is not None:
         stmt = stmt.where(jobs.c.handler_id == handler_id)
+    if before_id is not None:
+        stmt = stmt.where(jobs.c.id < before_id)
     return list(conn.execute(stmt).all())
 
 
