@@ -74,7 +74,12 @@ def test_a_killed_worker_leaves_no_executor_child_behind(cluster: Cluster, tmp_p
     gate.touch()
 
 
-def test_server_killed_mid_run_finishes_with_no_job_lost(cluster: Cluster, tmp_path: Path) -> None:
+@pytest.mark.parametrize("write_delay", ["0", "default"], ids=["every-lease-written", "leases-held-lazily"])
+def test_server_killed_mid_run_finishes_with_no_job_lost(cluster: Cluster, tmp_path: Path, write_delay: str) -> None:
+    # With --lease-write-delay 0 the store holds every lease out when the server dies, and each must
+    # be adopted; with the default most are held lazily and never written (their jobs run again).
+    delay_args = ("--lease-write-delay", write_delay) if write_delay != "default" else ()
+    cluster.start_server(extra_args=delay_args)
     cluster.api.upload(counter_wheel(tmp_path))
     cluster.add_worker("w1", slots=2)
     cluster.add_worker("w2", slots=2)
@@ -87,7 +92,9 @@ def test_server_killed_mid_run_finishes_with_no_job_lost(cluster: Cluster, tmp_p
     with engine.connect() as conn:  # the leases the store held when the server died
         held = {(r.id, r.lease_no) for r in conn.execute(text("SELECT id, lease_no FROM jobs WHERE status = 'leased'"))}
     engine.dispose()
-    cluster.start_server(port=port)
+    if delay_args:
+        assert held, "no lease in the store when the server died: nothing to adopt"
+    cluster.start_server(port=port, extra_args=delay_args)
     info = cluster.api.wait_state(hid, "finished", timeout=120)
     # Each result was processed exactly once: the handler's state is saved
     # in the same transaction as the results it processed.
@@ -100,8 +107,8 @@ def test_server_killed_mid_run_finishes_with_no_job_lost(cluster: Cluster, tmp_p
     )
     # Workers name the leases whose results wait for an ack in their Hello, and adopted
     # leases wait for their workers: no result for a lease the store held was thrown away.
-    # (Most leases are held lazily, never written: one the server died holding never counts,
-    # and its result is stale.)
+    # (A lease held lazily, never written, that the server died holding never counts: its
+    # result is stale.)
     stale = {
         (int(j), int(n)) for j, n in re.findall(r"result for job (\d+) lease (\d+): stale", cluster.process.output())
     }
