@@ -6,12 +6,15 @@ messages), almost none of them in reference cycles. With Python's thresholds
 object start-up made (gRPC, protobuf, SQLAlchemy, their modules and classes),
 every 70,000 allocations: 25-37 ms each in a worker, a pause on whatever jobs it
 held. Measured with ``gc.callbacks`` over 100,000 no-op jobs on two workers
-(bench/README.md): the collector took 7% of each worker's CPU and 5.5% of the
-handler host's.
+(bench/README.md): the collector took 7% of each worker's CPU.
 
-The server, the worker and the handler host call :func:`tune_collector` once
-start-up has imported what they run on; the executor child, where jobs run and
-which collects little, keeps Python's defaults.
+The server and the worker call :func:`tune_collector` once start-up has imported
+what they run on. The processes that run user code keep Python's defaults: the
+executor child (which collected for 0.3% of its CPU) and the handler host (5.5%):
+with the host tuned too, 100 handlers at once ran 6-8% slower than before in
+three alternating rounds of ``bench/scale.py handlers``, and 5-10% faster in two
+without it; that benchmark moves about that much from run to run, so the host
+was left as it was.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ from typing import Any, BinaryIO, assert_never
 
 import netdist
 from netdist import json_codec
-from netdist.gc_tuning import tune_collector
 from netdist.handler import Handler, JobFailure, parse_settings
 from netdist.parent_death import exit_with_parent, parent_pid_from
 from netdist.server.host_protocol import (
@@ -216,7 +215,6 @@ def main() -> None:
     protocol = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    tune_collector()
     _Host(protocol).serve(sys.stdin.buffer)
 
 
