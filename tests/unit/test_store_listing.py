@@ -1,4 +1,4 @@
-"""The store's job listing, a page at a time (``jobs list``)."""
+"""The store's available jobs, a page of ids at a time, then their rows (`jobs list --status available`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from netdist.server.states import JobStatus
 from netdist.server.store import jobs as job_store
 from netdist.server.store.engine import for_writing, open_engine
 from tests.store_rows import insert_handler
@@ -20,13 +19,19 @@ def _store(tmp_path: Path, count: int) -> Engine:
     return engine
 
 
-def test_pages_go_on_below_the_last_id_seen_newest_first(tmp_path: Path) -> None:
+def test_pages_of_available_jobs_go_on_below_the_last_id_seen_newest_first(tmp_path: Path) -> None:
     engine = _store(tmp_path, 7)
     try:
         with engine.connect() as conn:
-            first = [r.id for r in job_store.listing(conn, "h", JobStatus.AVAILABLE, 3)]
-            second = [r.id for r in job_store.listing(conn, "h", JobStatus.AVAILABLE, 3, before_id=first[-1])]
-            last = [r.id for r in job_store.listing(conn, None, JobStatus.AVAILABLE, 3, before_id=second[-1])]
+            first = job_store.available_refs(conn, "h", 3)
+            second = job_store.available_refs(conn, "h", 3, before_id=first[-1][0])
+            last = job_store.available_refs(conn, None, 3, before_id=second[-1][0])
+            rows = job_store.listed_rows(conn, [2, 6, 4])
     finally:
         engine.dispose()
-    assert (first, second, last) == ([7, 6, 5], [4, 3, 2], [1])
+    assert (first, second, last) == ([(7, 0), (6, 0), (5, 0)], [(4, 0), (3, 0), (2, 0)], [(1, 0)])
+    assert [(r.id, r.status, r.input) for r in rows] == [
+        (6, "available", '{"n": 1}'),
+        (4, "available", '{"n": 1}'),
+        (2, "available", '{"n": 1}'),
+    ]

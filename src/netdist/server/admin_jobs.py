@@ -25,7 +25,7 @@ MAX_LISTED_RESULT = 1000
 """A listed job's output or error message: the start of it. With its input (MAX_SHOWN_TEXT) and no
 traceback (``jobs show`` has it), a listing of MAX_LISTED_JOBS stays as large as it was before outputs."""
 WAITING_PAGE = 1000
-"""Rows read at a time for ``jobs list --status available`` (the jobs held lazily are left out of each)."""
+"""Ids read at a time for ``jobs list --status available`` (the jobs held lazily are left out of each)."""
 MAX_SHOWN_ATTEMPTS = 50
 """The newest earlier attempts ``jobs show`` gets; it says how many older ones it left out."""
 _LOST = {
@@ -79,21 +79,19 @@ class JobAdmin(admin_pb2_grpc.AdminServiceServicer):
 
     async def _waiting(self, handler_id: str | None, limit: int) -> list[Any]:
         """Up to ``limit`` available jobs, newest first, leaving out those held lazily (server/leases.py):
-        the store shows them available, but they are out. Read a page at a time until ``limit`` are
-        found or the store has no more, so that jobs held lazily never make a page short."""
+        the store shows them available, but they are out. Their ids are read a page at a time until
+        ``limit`` are found or the store has no more (jobs held lazily never make a page short), then
+        the rows of those found."""
         current = self.dispatcher.table.leases
-        page_size = max(limit, WAITING_PAGE)
-        out: list[Any] = []
+        waiting: list[int] = []
         before: int | None = None
-        while len(out) < limit:
-            page = await self.store.read(
-                job_store.listing, handler_id, JobStatus.AVAILABLE, page_size, before_id=before
-            )
-            out.extend(r for r in page if (held := current.get(r.id)) is None or held.lease_no <= r.lease_no)
-            if len(page) < page_size:
+        while len(waiting) < limit:
+            page = await self.store.read(job_store.available_refs, handler_id, WAITING_PAGE, before_id=before)
+            waiting.extend(j for j, n in page if (held := current.get(j)) is None or held.lease_no <= n)
+            if len(page) < WAITING_PAGE:
                 break
-            before = page[-1].id
-        return out[:limit]
+            before = page[-1][0]
+        return await self.store.read(job_store.listed_rows, waiting[:limit])
 
     @to_status
     async def GetJob(

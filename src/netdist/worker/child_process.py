@@ -7,8 +7,9 @@ load is not the job's (the timeout starts after it). The executor places jobs; a
 (:mod:`netdist.worker.child_protocol`), reads what the child answers and
 reports it through :class:`ChildEvents`. What the worker writes to a child in
 one turn of the event loop leaves in one write (a job for an idle child at
-once); what a child writes is read in chunks. A child that writes a line that is not a message of the protocol is
-killed: its running job fails with ``WorkerChildDied`` saying why.
+once); what a child writes is read in chunks. A child that writes a line that
+is not a message of the protocol is killed: its running job fails with
+``WorkerChildDied`` saying why.
 """
 
 from __future__ import annotations

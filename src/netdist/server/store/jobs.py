@@ -496,16 +496,31 @@ def record_batch(
     return [] if refill_after is None else load_available(conn, handler_id, refill_after, refill_limit)
 
 
-def listing(
-    conn: Connection, handler_id: str | None, status: str, limit: int, *, before_id: int | None = None
-) -> list[Any]:
-    """Up to ``limit`` jobs in ``status``, newest first; with ``before_id``, only older ones (the next page)."""
+def listing(conn: Connection, handler_id: str | None, status: str, limit: int) -> list[Any]:
     stmt = select(*JOB_COLUMNS).where(jobs.c.status == status).order_by(jobs.c.id.desc()).limit(limit)
+    if handler_id is not None:
+        stmt = stmt.where(jobs.c.handler_id == handler_id)
+    return list(conn.execute(stmt).all())
+
+
+def available_refs(
+    conn: Connection, handler_id: str | None, limit: int, *, before_id: int | None = None
+) -> list[tuple[int, int]]:
+    """(id, lease number) of up to ``limit`` available jobs, newest first; with ``before_id``, only older
+    ones (the next page). No input is read: most of a page may be jobs held lazily, left out after."""
+    stmt = select(jobs.c.id, jobs.c.lease_no).where(jobs.c.status == JobStatus.AVAILABLE)
     if handler_id is not None:
         stmt = stmt.where(jobs.c.handler_id == handler_id)
     if before_id is not None:
         stmt = stmt.where(jobs.c.id < before_id)
-    return list(conn.execute(stmt).all())
+    return [(r.id, r.lease_no) for r in conn.execute(stmt.order_by(jobs.c.id.desc()).limit(limit))]
+
+
+def listed_rows(conn: Connection, ids: Sequence[int]) -> list[Any]:
+    """The jobs ``ids`` (every column, the input wherever it is kept), newest first."""
+    if not ids:
+        return []
+    return list(conn.execute(select(*JOB_COLUMNS).where(jobs.c.id.in_(ids)).order_by(jobs.c.id.desc())).all())
 
 
 def run_time_since(conn: Connection, since: float) -> dict[tuple[str, str], float]:
