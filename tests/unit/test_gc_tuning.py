@@ -17,6 +17,6 @@ def test_tuning_freezes_what_start_up_made_and_raises_the_thresholds() -> None:
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
     before, after, frozen = json.loads(out.stdout)
-    assert tuple(before) == (700, 10, 10)
+    assert tuple(before) != GC_THRESHOLDS  # Python's own (700, 10, 10 on 3.11)
     assert tuple(after) == GC_THRESHOLDS
     assert frozen > 1000  # the modules and classes imported so far are out of every collection
