@@ -142,7 +142,7 @@ def sample_until_finished(c: Cluster, ids: set[str], timeout: float) -> list[tup
     while time.monotonic() < deadline:
         c.check_alive()
         now = time.time()
-        seen = {h.id: (h.state, h.jobs_processed) for h in c.api.handlers() if h.id in ids}
+        seen = {h.id: (h.state, h.jobs_processed) for h in c.api.handlers(running=False) if h.id in ids}
         samples.append((now, seen))
         if len(samples) % 10 == 0:
             states = sorted({state for state, _ in seen.values()})

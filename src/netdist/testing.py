@@ -329,8 +329,10 @@ class Admin:
             admin_pb2.AddJobScriptRequest(filename=path.name, content=text.encode()), timeout=30
         )
 
-    def handlers(self) -> list[admin_pb2.HandlerInfo]:
-        return list(self.admin.ListHandlers(admin_pb2.ListHandlersRequest(), timeout=30).handlers)
+    def handlers(self, *, running: bool = True) -> list[admin_pb2.HandlerInfo]:
+        """Every handler; ``running=False``: without their running jobs (states and counts only)."""
+        request = admin_pb2.ListHandlersRequest(without_running=not running)
+        return list(self.admin.ListHandlers(request, timeout=30).handlers)
 
     def handler(self, ref: str) -> admin_pb2.HandlerInfo:
         return self.admin.GetHandler(admin_pb2.GetHandlerRequest(ref=ref), timeout=30).handler  # type: ignore[no-any-return]

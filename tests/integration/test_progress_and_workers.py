@@ -64,6 +64,11 @@ def test_progress_reaches_the_jobs_and_workers_listings(cluster: Cluster, tmp_pa
     }
     detail = admin_cli(cluster, "handlers", "show", hid)
     assert detail.returncode == 0 and "42%" in detail.stdout, detail.stdout
+    # So does the listing of every handler, unless the caller reads states and counts alone.
+    (full,) = [h for h in cluster.api.handlers() if h.id == hid]
+    (bare,) = [h for h in cluster.api.handlers(running=False) if h.id == hid]
+    assert sorted(r.id for r in full.running) == sorted(j.id for j in jobs) and list(bare.running) == []
+    assert (bare.state, bare.jobs_pending, bare.jobs_available) == (full.state, full.jobs_pending, full.jobs_available)
 
     gate.touch()
     assert cluster.api.wait_state(hid, "finished", timeout=30).jobs_processed == 3

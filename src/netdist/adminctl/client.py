@@ -149,8 +149,9 @@ class AdminClient:
         )
         return reply
 
-    def list_handlers(self) -> list[admin_pb2.HandlerInfo]:
-        request = admin_pb2.ListHandlersRequest()
+    def list_handlers(self, *, running: bool = True) -> list[admin_pb2.HandlerInfo]:
+        """Every handler; ``running=False``: without their running jobs (what a table or a completion shows)."""
+        request = admin_pb2.ListHandlersRequest(without_running=not running)
         reply = self._call(lambda: self._admin.ListHandlers(request, timeout=self.timeout_seconds))
         return list(reply.handlers)
 

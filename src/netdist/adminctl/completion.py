@@ -40,7 +40,7 @@ def handler_names(ctx: click.Context, param: click.Parameter, incomplete: str) -
     """Job names, then ids, of the server's handlers."""
 
     def ask(admin: AdminClient) -> Iterable[tuple[str, str]]:
-        handlers = admin.list_handlers()
+        handlers = admin.list_handlers(running=False)
         yield from ((h.job_name, f"{h.package}/{h.handler}, {h.state}") for h in handlers)
         yield from ((h.id, h.job_name) for h in handlers)
 

@@ -158,7 +158,7 @@ def handlers() -> None:
 @click.pass_context
 def handlers_list(ctx: click.Context, as_json: bool) -> None:
     """List handler instances with their progress."""
-    items = client(ctx).list_handlers()
+    items = client(ctx).list_handlers(running=as_json)  # the table shows no running job
     if as_json:
         emit_json([view.handler_dict(h) for h in items])
     else:

@@ -156,7 +156,7 @@ class AdminService(JobAdmin, WorkerAdmin, JobLogAdmin, EventAdmin, DepsAdmin):
         records = await self.store.read(catalog.list_handlers)
         counts = await self._shown_counts(records)
         current = await self._current_versions()
-        running = self.dispatcher.table.leases_by_handler(MAX_RUNNING_LISTED)
+        running = {} if request.without_running else self.dispatcher.table.leases_by_handler(MAX_RUNNING_LISTED)
         return admin_pb2.ListHandlersResponse(
             handlers=[self._info_with(r, counts.get(r.id, {}), current, running.get(r.id, [])) for r in records]
         )

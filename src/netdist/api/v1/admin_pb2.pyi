@@ -320,12 +320,19 @@ Global___HandlerInfo: _TypeAlias = HandlerInfo  # noqa: Y015
 class ListHandlersRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    WITHOUT_RUNNING_FIELD_NUMBER: _builtins.int
+    without_running: _builtins.bool
+    """Leave each handler's running jobs out (HandlerInfo.running; the counts stay): a poller that
+    reads only states and counts does not have the server build up to 100 entries per handler.
+    """
     def __init__(
         self,
+        *,
+        without_running: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["without_running", b"without_running"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
