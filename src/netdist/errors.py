@@ -20,6 +20,7 @@
     │   └── StoreUnavailableError UNAVAILABLE          the server cannot reach its database (for now)
     ├── HandlerCodeError          UNKNOWN              a handler's own code raised (in its host process)
     ├── HostDiedError             INTERNAL             a handler's host process exited or stopped answering
+    ├── ResultsNotStoredError     INTERNAL             results a handler had before their commit were not stored
     └── ProtocolError             INTERNAL             the server broke the worker stream's protocol (worker side)
 
 DiskFullError and StoreUnavailableError answer an operator's call at once
@@ -132,6 +133,12 @@ class HostDiedError(NetDistError):
     """The handler host process exited (or was killed for not answering)."""
 
     code = grpc.StatusCode.INTERNAL  # the call could not complete and retrying it does not help
+
+
+class ResultsNotStoredError(NetDistError):
+    """Results a handler took before their commit were not stored after all: what it did with them must not be."""
+
+    code = grpc.StatusCode.INTERNAL  # the server's own work; never an answer to a call
 
 
 class ProtocolError(NetDistError):

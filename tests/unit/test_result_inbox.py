@@ -8,6 +8,7 @@ step at a time, and restarts.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import hypothesis.strategies as st
@@ -23,6 +24,14 @@ LIMIT = 3  # results per handler call
 
 def item(job_id: int, size: int = 0) -> StoredResult:
     return StoredResult(job_id, "{}", "x" * size, "null")
+
+
+def counted() -> asyncio.Future[None]:
+    """A write's answer (never awaited here: the model's writes are committed when put)."""
+    return asyncio.Future(loop=_LOOP)
+
+
+_LOOP = asyncio.new_event_loop()
 
 
 class InboxMachine(RuleBasedStateMachine):
@@ -55,13 +64,13 @@ class InboxMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def dispatcher_puts(self, data: st.DataObject) -> None:
         seq, items = self.on_the_way.pop(data.draw(st.integers(0, len(self.on_the_way) - 1)))
-        self.inbox.put(H, seq, items)
+        self.inbox.put(H, seq, items, counted())
 
     @rule(look=st.booleans())
     def runtime_step(self, look: bool) -> None:
         look = look or self.must_read
         self.must_read = False
-        if not look and (taken := self.inbox.take(H, LIMIT)):
+        if not look and (taken := self.inbox.take(H, LIMIT).items):
             self._deliver([t.job_id for t in taken])
             return
         seq = self._draw_seq()
@@ -89,7 +98,7 @@ class InboxMachine(RuleBasedStateMachine):
 
     def dispatcher_puts_all(self) -> None:
         seq, items = self.on_the_way.pop()
-        self.inbox.put(H, seq, items)
+        self.inbox.put(H, seq, items, counted())
 
 
 InboxMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
@@ -99,9 +108,11 @@ test_results_reach_the_handler_exactly_once = InboxMachine.TestCase
 def test_a_late_batch_older_than_a_read_of_the_store_is_refused() -> None:
     inbox = ResultInbox()
     inbox.read_store(H, 5)
-    inbox.put(H, 4, [item(1)])  # committed before the read, so that read handed it over
-    inbox.put(H, 6, [item(2)])
-    assert [r.job_id for r in inbox.take(H, 10)] == [2]
+    inbox.put(H, 4, [item(1)], counted())  # committed before the read, so that read handed it over
+    later = counted()
+    inbox.put(H, 6, [item(2)], later)
+    taken = inbox.take(H, 10)
+    assert [r.job_id for r in taken.items] == [2] and taken.stored == [later]
     inbox.forget(H)
-    inbox.put(H, 3, [item(3)])  # still refused after the runtime ended
-    assert inbox.take(H, 10) == []
+    inbox.put(H, 3, [item(3)], counted())  # still refused after the runtime ended
+    assert inbox.take(H, 10).items == []

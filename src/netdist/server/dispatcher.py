@@ -21,6 +21,7 @@ import math
 from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any
 
+from netdist.errors import ResultsNotStoredError
 from netdist.server.clock import Clock
 from netdist.server.dispatch_effects import EffectWriter, HandlerEvents
 from netdist.server.event_hub import EventHub, WorkerChange
@@ -419,28 +420,43 @@ class Dispatcher(EffectWriter):
         at = self.clock.time()
         # A few results (a lone job's): written by the loop itself if the writer is idle, reaching the handler sooner.
         submit = self.writer.submit_soon if len(accepted) <= SOON_ITEMS else self.writer.submit
-        write = submit(job_store.store_settlements, accepted, at, dict(effects.streaks)) if accepted else None
+        counted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        write = (
+            submit(
+                job_store.store_settlements,
+                accepted,
+                at,
+                dict(effects.streaks),
+                early=lambda batch: self._to_handlers(batch, counted),
+            )
+            if accepted
+            else None
+        )
         others = [r.ref for r, v in zip(results, verdicts, strict=True) if v == Verdict.NOT_CURRENT]
         classified = self.writer.submit(job_store.classify, worker_id, others) if others else None
         self._tell(effects)  # probation revokes go out before the acks
         requeued = self._write_requeues(effects)
         stored: set[int] = set()
         failed = False
-        if write is not None:
-            try:
-                batch = await write
-                stamp("results-committed")
-                stored = batch.stored
-                for handler_id, items in batch.succeeded.items():
-                    self.inbox.put(handler_id, batch.seq, items)
-                    if self._events is not None:  # before the acks: their gRPC write is off the result's path
-                        self._events.wake(handler_id)
-            except Exception:
-                log.exception(
-                    "could not store %d results from worker %s; it will send them again", len(accepted), worker_id
-                )
-                failed = True
-        after = self.table.settled(accepted, stored)
+        try:
+            if write is not None:
+                try:
+                    batch = await write
+                    stamp("results-committed")
+                    stored = batch.stored
+                except Exception:
+                    log.exception(
+                        "could not store %d results from worker %s; it will send them again", len(accepted), worker_id
+                    )
+                    failed = True
+            after = self.table.settled(accepted, stored)
+        except BaseException:  # cancelled (the server stops): they may not be stored
+            _not_stored(counted, "the server stopped before they were stored")
+            raise
+        if failed:
+            _not_stored(counted, "their write failed")
+        else:
+            counted.set_result(None)
         outcomes = await classified if classified is not None else {}
         acks = result_acks(worker_id, results, verdicts, stored, outcomes, self.tally.refused)
         if stored:
@@ -457,6 +473,14 @@ class Dispatcher(EffectWriter):
         if requeued is not None:
             await requeued
         self.kick()
+
+    def _to_handlers(self, batch: job_store.StoredSettlements, counted: asyncio.Future[None]) -> None:
+        """A result write ran (its commit is on its way): its succeeded results to their handlers now,
+        with ``counted``, which answers once the lease table counted them stored (server/result_inbox.py)."""
+        for handler_id, items in batch.succeeded.items():
+            self.inbox.put(handler_id, batch.seq, items, counted)
+            if self._events is not None:  # before the acks: their gRPC write is off the result's path
+                self._events.wake(handler_id)
 
     def _count_results(self, accepted: Sequence[Settlement], stored: set[int]) -> None:
         """The metrics' view of a stored batch: results by outcome and their run times."""
@@ -489,3 +513,9 @@ class Dispatcher(EffectWriter):
         counts = self.table.take_worker_counts()
         if counts:
             await self.writer.run(catalog.add_worker_counts, counts)
+
+
+def _not_stored(counted: asyncio.Future[None], why: str) -> None:
+    """Tell the runtimes that took results early that those results are not stored."""
+    counted.set_exception(ResultsNotStoredError(f"results handed to the handler were not stored: {why}"))
+    counted.exception()  # retrieved: no runtime may have taken any

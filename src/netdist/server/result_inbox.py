@@ -1,7 +1,12 @@
-"""Committed results handed to their handler's runtime from memory, instead of read back.
+"""Stored results handed to their handler's runtime from memory, instead of read back.
 
 The result write reads back, in its own transaction, what the handler needs
-(input, extra) and the dispatcher puts it here; the runtime takes it from here
+(input, extra) and the dispatcher puts it here as soon as the write ran, before
+its commit, with a future that answers once the lease table counted the
+write's results stored (or raises: they were not). The handler may process them
+while the commit waits for the disk; its runtime awaits that future before it
+commits what the handler did (``Taken.stored``), so nothing the handler did with
+a result is stored before the result. The runtime takes it from here
 and reads the store only when this is empty and the lease table still counts
 results, or once a quiet second. A result must never reach the handler twice,
 so memory and the store's reads are ordered by the writer: every result write
@@ -18,8 +23,10 @@ bytes in all) and what does not fit is simply left to the store.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from netdist.server.host_protocol import StoredResult
 
@@ -27,6 +34,13 @@ MAX_PER_HANDLER = 8000
 """Results one handler's inbox holds; four of the runtime's largest batches (runtime.RESULT_BATCH)."""
 MAX_BYTES = 64 * 1024 * 1024
 """Bytes of input, output and extra all inboxes hold together."""
+
+
+class Taken(NamedTuple):
+    """Results taken for the handler, and the answers of the writes that store them."""
+
+    items: list[StoredResult]
+    stored: list[asyncio.Future[None]]
 
 
 def _size(item: StoredResult) -> int:
@@ -37,13 +51,13 @@ class ResultInbox:
     def __init__(self, *, max_per_handler: int = MAX_PER_HANDLER, max_bytes: int = MAX_BYTES) -> None:
         self._max_per_handler = max_per_handler
         self._max_bytes = max_bytes
-        self._items: dict[str, deque[tuple[int, StoredResult, int]]] = {}
-        """Per handler: (the write's number, the result, its size) each."""
+        self._items: dict[str, deque[tuple[int, StoredResult, int, asyncio.Future[None]]]] = {}
+        """Per handler: (the write's number, the result, its size, the write's answer) each."""
         self._read_at: dict[str, int] = {}  # per handler, the number of its last read of the store
         self.nbytes = 0
 
-    def put(self, handler_id: str, seq: int, items: Iterable[StoredResult]) -> None:
-        """Results committed by the write numbered ``seq``."""
+    def put(self, handler_id: str, seq: int, items: Iterable[StoredResult], stored: asyncio.Future[None]) -> None:
+        """Results of the write numbered ``seq``; ``stored`` answers when they are committed and counted."""
         if seq < self._read_at.get(handler_id, 0):
             return  # a read of the store saw them: it hands them over
         queue = self._items.setdefault(handler_id, deque())
@@ -51,7 +65,7 @@ class ResultInbox:
             size = _size(item)
             if len(queue) >= self._max_per_handler or self.nbytes + size > self._max_bytes:
                 break  # left to the store
-            queue.append((seq, item, size))
+            queue.append((seq, item, size, stored))
             self.nbytes += size
         if not queue:
             del self._items[handler_id]
@@ -61,17 +75,20 @@ class ResultInbox:
         queue = self._items.get(handler_id)
         return 0 if queue is None else len(queue)
 
-    def take(self, handler_id: str, limit: int) -> list[StoredResult]:
-        """Up to ``limit`` results, in the order they were committed."""
+    def take(self, handler_id: str, limit: int) -> Taken:
+        """Up to ``limit`` results, in the order they were written."""
         queue = self._items.get(handler_id)
         out: list[StoredResult] = []
+        stored: list[asyncio.Future[None]] = []
         while queue and len(out) < limit:
-            _, item, size = queue.popleft()
+            _, item, size, write = queue.popleft()
             out.append(item)
+            if not stored or stored[-1] is not write:
+                stored.append(write)
             self.nbytes -= size
         if queue is not None and not queue:
             del self._items[handler_id]
-        return out
+        return Taken(out, stored)
 
     def read_store(self, handler_id: str, seq: int) -> None:
         """The runtime read the handler's unprocessed results from the store at number ``seq``."""
@@ -85,7 +102,7 @@ class ResultInbox:
     def forget(self, handler_id: str) -> None:
         """The handler's runtime ended (stopped, failed, removed): the store has them all. Its last
         read's number stays (an int per handler): a late entry from before it is still refused."""
-        for _, _, size in self._items.pop(handler_id, ()):
+        for _, _, size, _ in self._items.pop(handler_id, ()):
             self.nbytes -= size
 
     def __len__(self) -> int:

@@ -19,6 +19,7 @@ from netdist.errors import (
     DiskFullError,
     HandlerCodeError,
     HostDiedError,
+    ResultsNotStoredError,
     StoreUnavailableError,
 )
 from netdist.server.blobs import BlobStore
@@ -154,34 +155,17 @@ class RunningHandler:
 
     async def _main(self) -> None:
         try:
-            await self._start_host(self.package)
-            await self._hook(Hook.ON_START)
-            look = True  # read the store for results even if the lease table counts none
-            while not self._stopping:
-                if self._reload is not None:
-                    await self._swap_host(self._reload)
-                progressed = await self._process(JobStatus.SUCCEEDED, look=look)
-                progressed |= await self._process(JobStatus.ERRORED, look=look)
-                if self._active():
-                    await self._create_jobs()
-                if await self._is_finished():
-                    await self._hook(Hook.ON_FINISHED)
-                    await self._on_finished(self.handler_id)
-                    return
-                look = False
-                if not progressed:
-                    try:
-                        async with asyncio.timeout(1.0):  # not wait_for: its inner task costs loop turns
-                            await self._wake.wait()
-                    except TimeoutError:
-                        look = True  # a second with nothing: the store is asked, whatever the counts say
-                    self._wake.clear()
-            await self._hook(Hook.ON_STOP)
+            await self._serve()
         except (HandlerCodeError, HostDiedError) as exc:
             detail = getattr(exc, "traceback", "")
             if detail:
                 self._log("error", "server", detail.rstrip())
             await self._on_failed(self.handler_id, str(exc))
+        except ResultsNotStoredError as exc:  # what the handler did with them dies with its host
+            if self._stopping:
+                self._log("warning", "server", f"stopped: {exc}")
+            else:
+                await self._on_failed(self.handler_id, f"{exc}; start it again to resume from what was stored")
         except StoreUnavailableError:
             # Only when the server stops during a store outage: the handler's state stays as
             # stored, and it resumes when the server starts again.
@@ -192,6 +176,31 @@ class RunningHandler:
         finally:
             self._dispatcher.inbox.forget(self.handler_id)
             await self._close_host()
+
+    async def _serve(self) -> None:
+        await self._start_host(self.package)
+        await self._hook(Hook.ON_START)
+        look = True  # read the store for results even if the lease table counts none
+        while not self._stopping:
+            if self._reload is not None:
+                await self._swap_host(self._reload)
+            progressed = await self._process(JobStatus.SUCCEEDED, look=look)
+            progressed |= await self._process(JobStatus.ERRORED, look=look)
+            if self._active():
+                await self._create_jobs()
+            if await self._is_finished():
+                await self._hook(Hook.ON_FINISHED)
+                await self._on_finished(self.handler_id)
+                return
+            look = False
+            if not progressed:
+                try:
+                    async with asyncio.timeout(1.0):  # not wait_for: its inner task costs loop turns
+                        await self._wake.wait()
+                except TimeoutError:
+                    look = True  # a second with nothing: the store is asked, whatever the counts say
+                self._wake.clear()
+        await self._hook(Hook.ON_STOP)
 
     async def _start_host(self, package: catalog.PackageRecord) -> None:
         paths = [await self._unpacked(sha) for sha in package.environment]
@@ -285,12 +294,15 @@ class RunningHandler:
         inbox = self._dispatcher.inbox
         if status == JobStatus.SUCCEEDED and not look and inbox.count(self.handler_id):
             await self._linger()
-        if status == JobStatus.SUCCEEDED and not look and (taken := inbox.take(self.handler_id, self._batch)):
+        if status == JobStatus.SUCCEEDED and not look and (taken := inbox.take(self.handler_id, self._batch)).items:
+            items = taken.items
             self._results_called_at = asyncio.get_running_loop().time()
             stamp("results-taken")
-            update = await self._timed(ProcessResults(items=tuple(taken), more=self._more_with_results(len(taken))))
-            await self._save(update, processed=[r.job_id for r in taken], status=JobStatus.PROCESSED)
-            self._processed(status, len(taken), update)
+            update = await self._timed(ProcessResults(items=tuple(items), more=self._more_with_results(len(items))))
+            for counted in taken.stored:  # the handler may have had them before their commit: not its work
+                await counted
+            await self._save(update, processed=[r.job_id for r in items], status=JobStatus.PROCESSED)
+            self._processed(status, len(items), update)
             return True
         if not look and not self._dispatcher.table.counts(self.handler_id)[status]:
             return False

@@ -10,6 +10,12 @@ A small write on the way of a job's round trip may instead run on the event
 loop, when the thread has nothing queued nor running (``submit_soon``): one
 batch runs at a time either way, in the order submitted.
 
+An operation may ask for an early call (``early``): what it returned, on the loop, as soon as its
+batch ran, before the COMMIT, and once (a batch run again after a failed commit does not call it
+again). The result write hands its results to their handlers with it, so that a handler works while
+the commit waits for the disk (server/result_inbox.py); what it hands on is not durable until the
+write answers. A batch the loop ran with such an operation is committed by the thread.
+
 Outages. When the database cannot be reached or its disk is full
 (``outage.classify``), the batch is kept and tried again with backoff (0.1 s
 doubling to 5 s, jittered) until it commits. Each operation says how its
@@ -92,6 +98,18 @@ class _Item:
     op: Op
     future: asyncio.Future[Any]
     waits: bool  # True: waits through an outage; False: fails fast
+    early: Callable[[Any], None] | None = None
+    """Called on the event loop with the operation's result once it ran, before its commit (once)."""
+
+
+@dataclasses.dataclass(slots=True)
+class _Committing:
+    """A batch whose operations the event loop ran: the thread commits its open transaction."""
+
+    batch: list[_Item]
+    trans: RootTransaction
+    results: list[Any]
+    started: float
 
 
 class _BatchError(Exception):
@@ -133,6 +151,7 @@ class GroupCommitWriter:
         self._soon: list[_Item] | None = None  # a batch to run on the event loop at the end of this turn
         self._soon_sealed = False  # the turn that began it is over: a later turn's submit does not join it
         self._soon_paused_until = 0.0
+        self._committing: _Committing | None = None  # taken from the queue behind a batch (see _take)
         self.health = StoreHealth()
         self.commits = 0
         self.retries = 0
@@ -146,15 +165,23 @@ class GroupCommitWriter:
         Waits through an outage of the store (the server's own work)."""
         return await self.submit(fn, *args, **kwargs)
 
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Future[T]:
+    def submit(
+        self, fn: Callable[..., T], /, *args: Any, early: Callable[[T], None] | None = None, **kwargs: Any
+    ) -> asyncio.Future[T]:
         """Queue ``fn(conn, *args, **kwargs)`` now, waiting through outages like ``run``:
         operations run in the order submitted, so callers that must keep an order
-        (the lease table's writes) submit synchronously. Call from the event loop."""
+        (the lease table's writes) submit synchronously. Call from the event loop.
+
+        ``early`` is called on the loop with what ``fn`` returned as soon as its batch ran, before the
+        commit, once: what it hands on is not durable until the future answers (a failed commit is
+        run again, and may fail for good)."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Item(lambda conn: fn(conn, *args, **kwargs), future, True))
+        self._enqueue(_Item(lambda conn: fn(conn, *args, **kwargs), future, True, early))
         return future
 
-    def submit_soon(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Future[T]:
+    def submit_soon(
+        self, fn: Callable[..., T], /, *args: Any, early: Callable[[T], None] | None = None, **kwargs: Any
+    ) -> asyncio.Future[T]:
         """Like ``submit``, for a small write on the way of a job's round trip: when the writer has
         nothing queued nor running (SQLite), it runs on the event loop once this turn and the
         callbacks it scheduled have run (a lease's send to its worker goes first), with whatever else
@@ -163,10 +190,14 @@ class GroupCommitWriter:
         and the thread's hold on the GIL slowed the loop's gRPC meanwhile; the loop waits for the
         commit instead, with nothing else to do. Under load the thread is busy and this is ``submit``.
         If the batch fails, nothing was written, and the thread runs it again the usual way (outages
-        and an operation's own error alike). For writes of at most SOON_ITEMS rows."""
+        and an operation's own error alike). For writes of at most SOON_ITEMS rows.
+
+        A batch with an ``early`` item (a result write) is committed by the thread instead, once the
+        loop ran it: the loop calls ``early`` and goes on (the result to its handler) while the commit
+        waits for the disk."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        item = _Item(lambda conn: fn(conn, *args, **kwargs), future, True)
+        item = _Item(lambda conn: fn(conn, *args, **kwargs), future, True, early)
         if (
             self._soon is None
             and not self._pg
@@ -206,16 +237,26 @@ class GroupCommitWriter:
         if not batch:
             return  # closed meanwhile: the thread took it
         started = time.perf_counter()
+        early = any(item.early is not None for item in batch)
         try:
-            results = self._attempt(batch, wait_for_lock=False)
+            if early:
+                trans, results = self._run_ops(batch, wait_for_lock=False)
+            else:
+                results = self._attempt(batch, wait_for_lock=False)
         except _BatchError:
             self._soon_paused_until = time.monotonic() + SOON_PAUSE_SECONDS
             self._soon = batch
             self._hand_over()
             return
-        self._committed(batch, started)
         if time.perf_counter() - started > SOON_SLOW_SECONDS:
             self._soon_paused_until = time.monotonic() + SOON_PAUSE_SECONDS
+        if early:  # the thread commits; the loop hands the results on meanwhile
+            self._submitted += len(batch)
+            self._queue.put(_Committing(batch, trans, results, started))
+            for item, result in zip(batch, results, strict=True):
+                _call_early(item, result)
+            return
+        self._committed(batch, started)
         for item, result in zip(batch, results, strict=True):
             if not item.future.done():
                 item.future.set_result(result)
@@ -245,7 +286,9 @@ class GroupCommitWriter:
     def _run(self) -> None:
         while True:
             batch = self._take()
-            if batch:
+            if isinstance(batch, _Committing):
+                self._finish(batch)
+            elif batch:
                 self._commit(batch)
             if self._closing and not self._held:
                 self._fail_queued()
@@ -253,22 +296,27 @@ class GroupCommitWriter:
                     self._conn.close()
                 return
 
-    def _take(self) -> list[_Item]:
+    def _take(self) -> list[_Item] | _Committing:
+        """The next batch: what is held, then what is queued; or a batch the loop ran, which comes alone
+        (it is put only while the thread has nothing: nothing is queued before it)."""
+        committing, self._committing = self._committing, None
+        if committing is not None:
+            return committing
         batch, self._held = self._held[:_MAX_OPS], self._held[_MAX_OPS:]
-        if not batch and not self._closing:
-            first = self._queue.get()
-            if first is None:
-                self._closing = True
-                return []
-            if isinstance(first, _Item):
-                batch.append(first)
+        wait = not batch
         while len(batch) < _MAX_OPS and not self._closing:
             try:
-                item = self._queue.get_nowait()
+                item = self._queue.get() if wait else self._queue.get_nowait()
             except queue.Empty:
                 break
+            wait = False
             if item is None:
                 self._closing = True
+            elif isinstance(item, _Committing):
+                if not batch:
+                    return item
+                self._committing = item  # never seen: it would come right after what is taken
+                break
             elif isinstance(item, _Item):
                 batch.append(item)
         return batch
@@ -307,6 +355,19 @@ class GroupCommitWriter:
                 self._settle(item, result=result)
             return
 
+    def _finish(self, committing: _Committing) -> None:
+        """Commit the transaction of a batch the loop ran; if that fails, nothing was written (SQLite):
+        the batch runs again the usual way (its early calls are not made twice)."""
+        try:
+            committing.trans.commit()
+        except Exception:
+            self._drop_connection()
+            self._commit(committing.batch)
+            return
+        self._committed(committing.batch, committing.started)
+        for item, result in zip(committing.batch, committing.results, strict=True):
+            self._settle(item, result=result)
+
     def _committed(self, batch: list[_Item], started: float) -> None:
         self.commits += 1
         self.commit_seconds.observe(time.perf_counter() - started)
@@ -322,20 +383,18 @@ class GroupCommitWriter:
         """Run the batch in one transaction and commit it; ``_BatchError`` says how it failed.
         ``wait_for_lock=False`` (SQLite): fail at once, not after the busy timeout, if another
         process holds the write lock; the event loop must not stall on it."""
-        conn: Connection | None = None
-        trans: RootTransaction | None = None
+        trans, results = self._run_ops(batch, wait_for_lock=wait_for_lock)
+        conn = trans.connection
         xid: int | None = None
-        try:
-            conn = self._conn
-            if conn is None:
-                conn = self._conn = writer_connection(self._engine)
-            trans = conn.begin() if wait_for_lock else _begin_at_once(conn)
-            results = [item.op(conn) for item in batch]
-            if self._pg:  # None when the batch wrote nothing
+        if self._pg:  # None when the batch wrote nothing
+            try:
                 xid = conn.exec_driver_sql("SELECT txid_current_if_assigned()").scalar()
-        except Exception as exc:
-            self._drop_connection()
-            raise _BatchError(exc) from exc
+            except Exception as exc:
+                self._drop_connection()
+                raise _BatchError(exc) from exc
+        for item, result in zip(batch, results, strict=True):
+            if item.early is not None:
+                _answer_early(item, result)
         try:
             trans.commit()
         except Exception as exc:
@@ -345,6 +404,18 @@ class GroupCommitWriter:
             self._conn = None
             conn.close()
         return results
+
+    def _run_ops(self, batch: list[_Item], *, wait_for_lock: bool) -> tuple[RootTransaction, list[Any]]:
+        """Begin a transaction and run the batch's operations in it, uncommitted."""
+        try:
+            conn = self._conn
+            if conn is None:
+                conn = self._conn = writer_connection(self._engine)
+            trans = conn.begin() if wait_for_lock else _begin_at_once(conn)
+            return trans, [item.op(conn) for item in batch]
+        except Exception as exc:
+            self._drop_connection()
+            raise _BatchError(exc) from exc
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -524,6 +595,24 @@ def _answer(future: asyncio.Future[Any], *, result: Any = None, error: BaseExcep
         loop.call_soon_threadsafe(apply)
     except RuntimeError:  # loop closed during shutdown
         log.debug("store result dropped: event loop closed")
+
+
+def _call_early(item: _Item, result: Any) -> None:
+    """Make an item's early call, on the loop, once."""
+    early, item.early = item.early, None
+    if early is not None and not item.future.done():
+        try:
+            early(result)
+        except Exception:
+            log.exception("a store write's early call failed")
+
+
+def _answer_early(item: _Item, result: Any) -> None:
+    """``_call_early`` from the thread: ahead of the item's answer, which goes after the commit."""
+    try:
+        item.future.get_loop().call_soon_threadsafe(_call_early, item, result)
+    except RuntimeError:  # loop closed during shutdown
+        log.debug("store early call dropped: event loop closed")
 
 
 def _beyond_restarted_database(exc: Exception) -> bool:
