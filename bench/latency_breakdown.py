@@ -41,16 +41,17 @@ STEPS = [
     ("lease-received", "job-started", "process() started (worker, child process)"),
     ("job-started", "job-finished", "the no-op job ran; its result is back in the worker"),
     ("job-finished", "results-received", "the server has the result (gRPC)"),
-    ("results-received", "results-committed", "the result committed"),
-    ("results-committed", "results-taken", "taken by the handler's runtime (from memory, or the store)"),
+    ("results-received", "results-taken", "its write ran; taken by the handler's runtime (from memory)"),
     ("results-taken", "handler-returned", "process_result returned (handler host)"),
 ]
 ASIDE = [
     ("jobs-queued", "jobs-committed", "(alongside: the new job committed, with its handler's state)"),
     ("jobs-queued", "leases-committed", "(alongside: its lease committed)"),
+    ("results-received", "results-committed", "(alongside: the result committed, before the handler's call is)"),
 ]
-"""A job is leased while its insert is on the way, and its lease goes out while the lease's write is:
-neither commit is a step on the job's path (the result's commit queues behind both). A lease held lazily
+"""A job is leased while its insert is on the way, and its lease goes out while the lease's write is;
+the result goes to the handler while its write commits: no commit is a step on the job's path (the
+result's commit queues behind the other two, and the handler's call commits after it). A lease held lazily
 (the default, ``--lease-write-delay``) is never written for a job this short: its row is left out unless
 every job's lease was (``NETDIST_LEASE_WRITE_DELAY=0``)."""
 WARMUP = 20
