@@ -450,8 +450,9 @@ class Dispatcher(EffectWriter):
                     )
                     failed = True
             after = self.table.settled(accepted, stored)
-        except BaseException:  # cancelled (the server stops): they may not be stored
-            _not_stored(counted, "the server stopped before they were stored")
+        except BaseException as exc:  # cancelled (the server stops), or a bug: they may not be counted stored
+            why = "the server stopped first" if isinstance(exc, asyncio.CancelledError) else f"internal error: {exc!r}"
+            _not_stored(counted, why)
             raise
         if failed:
             _not_stored(counted, "their write failed")
