@@ -161,23 +161,3 @@ def test_a_commit_that_fails_for_good_after_the_early_call_fails_the_write(engin
         writer.close()
     assert calls == [1]  # handed on before the commit: the caller must wait for the answer
     assert tags(engine) == []
-
-
-@pytest.mark.parametrize("closing", ["stop_waiting", "close"])
-def test_a_loop_batch_with_an_early_call_pending_when_the_writer_closes_is_answered(
-    engine: Engine, closing: str
-) -> None:
-    writer = make_writer(engine, Transitions())
-    calls: list[int] = []
-
-    async def main() -> None:
-        soon = writer.submit_soon(insert, "late", early=calls.append)
-        getattr(writer, closing)()  # in the same turn, before the batch ran
-        assert await asyncio.wait_for(soon, 10) == 1  # committed once (the loop's turn, or the thread's)
-
-    try:
-        run(main)
-    finally:
-        writer.close()
-    assert calls == [1]
-    assert tags(engine) == ["late"]

@@ -141,12 +141,15 @@ def test_a_loop_batch_that_meets_a_full_disk_waits_it_out_on_the_thread_and_comm
     assert transitions.seen == [("ok", "full"), ("full", "ok")]
 
 
+@pytest.mark.parametrize("early", [False, True], ids=["plain", "early"])
 @pytest.mark.parametrize("closing", ["stop_waiting", "close"])
-def test_a_loop_batch_pending_when_the_writer_closes_is_answered(engine: Engine, closing: str) -> None:
+def test_a_loop_batch_pending_when_the_writer_closes_is_answered(engine: Engine, closing: str, early: bool) -> None:
+    # With an early call (a result write's), the batch is committed by the thread: it is answered all the same.
     writer = make_writer(engine, Transitions())
+    calls: list[int] = []
 
     async def main() -> None:
-        soon = writer.submit_soon(insert, "late")
+        soon = writer.submit_soon(insert, "late", early=calls.append if early else None)
         getattr(writer, closing)()  # in the same turn, before the batch ran
         assert await asyncio.wait_for(soon, 10) == 1  # committed once (the loop's turn, or the thread's)
 
@@ -154,6 +157,7 @@ def test_a_loop_batch_pending_when_the_writer_closes_is_answered(engine: Engine,
         run(main)
     finally:
         writer.close()
+    assert calls == ([1] if early else [])
     assert tags(engine) == ["late"]
 
 
