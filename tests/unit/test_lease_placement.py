@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from netdist.jobscript import ClientSelector, JobSettings
+from netdist.server import lease_picking
 from netdist.server.lease_model import HandlerSpec, ReadyJob, WorkerInfo
 from netdist.server.leases import LeaseTable
 from tests.clock import ManualClock
@@ -78,9 +81,11 @@ def test_who_a_handler_may_serve_follows_its_workers_and_its_settings() -> None:
     assert {x.worker_id for x in table.pick()} == {"other"}  # anyone, now
 
 
-def test_handlers_take_turns_by_priority_and_in_table_order_on_a_tie() -> None:
+def test_handlers_take_turns_by_priority_and_in_table_order_on_a_tie(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stride scheduling over many handlers (``pick`` keeps them in a heap by pass value: a minimum
-    over every handler for each job cost 100 comparisons a job with 100 handlers)."""
+    over every handler for each job cost 100 comparisons a job with 100 handlers), one job at a time
+    (runs of jobs: tests/unit/test_lease_turns.py)."""
+    monkeypatch.setattr(lease_picking, "RUN_JOBS", 1)
     table = LeaseTable(clock=ManualClock(), reconnect_grace_seconds=2.0, silent_after_seconds=15.0)
     for n in range(20):
         hid = f"h{n:02d}"
