@@ -242,3 +242,46 @@ def test_a_settings_check_runs_the_settings_class_only_and_errors_show_the_handl
             await host.close()
 
     asyncio.run(main())
+
+
+TIMED_HANDLER = """
+import time
+
+from netdist.handler import Handler
+
+
+class Slow(Handler):
+    def process_result(self, job_input, output, extra):
+        time.sleep(0.02)
+
+    def process_failure(self, job_input, failure, extra):
+        time.sleep(0.02)
+
+    def create_more_jobs(self):
+        time.sleep(0.3)
+"""
+
+
+def test_a_batchs_reply_says_how_long_the_handlers_code_took_over_it(tmp_path: Path) -> None:
+    """The runtime sizes the next batch by ``seconds`` (runtime.next_batch): the handler's own time over
+    the items, not the call's way to and from the host, nor the create_more_jobs that rides along."""
+    (tmp_path / "slow.py").write_text(TIMED_HANDLER)
+
+    async def main() -> None:
+        host = await HostProcess.start(python_path=[tmp_path], on_log=lambda *line: None)
+        try:
+            init = await host.call(
+                Initialize(
+                    entry="slow:Slow", handler="slow", handler_id="h1", job_name="s", settings={}, state_json="{}"
+                )
+            )
+            assert init.seconds is None  # not a batch
+            items = tuple(StoredResult(n, "1", "2", "null") for n in range(3))
+            results = await host.call(ProcessResults(items=items, more=True))
+            assert results.seconds is not None and 0.06 <= results.seconds < 0.3
+            failures = await host.call(ProcessFailures(items=(StoredFailure(7, "{}", "E", "m", "tb", "null", 1),)))
+            assert failures.seconds is not None and 0.02 <= failures.seconds < 0.3
+        finally:
+            await host.close()
+
+    asyncio.run(main())

@@ -64,6 +64,7 @@ REPLIES: list[HostReply] = [
     ),
     HandlerUpdate(jobs=(NewJob("1", "null"),), state_json="{}", summary="", total=None, more_jobs=1),
     HandlerUpdate(state_json="{}", summary="", total=None, more_jobs=0),
+    HandlerUpdate(state_json="{}", summary="", total=None, more_jobs=0, seconds=0.0125),
     HandlerRaised(type="KeyError", message="'x'", traceback="Traceback (most recent call last):\n..."),
 ]
 
@@ -176,6 +177,18 @@ UPDATE = b'"ok": {"jobs": [], "state": "{}", "summary": "", "total": null, "inva
             "'state' must be a string or the number of a text after the line, not 'None'",
         ),
         (b'{"id": 1, ' + UPDATE + b', "texts": [268435456, 1]}\n', "268435457 bytes, over the 268435456 allowed"),
+        (
+            b'{"id": 1, "ok": {"jobs": [], "state": "{}", "summary": "", "total": null, "invalid": [], "seconds": -1}}\n',
+            "'seconds' must be a duration, not '-1.0'",
+        ),
+        (
+            b'{"id": 1, "ok": {"jobs": [], "state": "{}", "summary": "", "total": null, "invalid": [], "seconds": 1e999}}\n',
+            "'seconds' must be a duration, not 'inf'",
+        ),
+        (
+            b'{"id": 1, "ok": {"jobs": [], "state": "{}", "summary": "", "total": null, "invalid": [], "seconds": "1"}}\n',
+            "'seconds' must be a number",
+        ),
     ],
 )
 def test_a_frame_whose_texts_do_not_add_up_is_refused(frame: bytes, says: str) -> None:

@@ -26,3 +26,12 @@ def test_a_fast_handler_grows_at_most_fourfold_per_call_up_to_the_cap() -> None:
 def test_a_call_without_items_keeps_the_size_and_one_too_quick_to_time_grows_it() -> None:
     assert next_batch(64, 0, 5.0) == 64
     assert next_batch(64, 10, 0.0) == 256
+
+
+def test_one_result_a_call_grows_when_the_handler_is_quick_however_slow_the_call() -> None:
+    """A no-op handler on a busy machine: a call of one result took 0.3 s (the host waited for a core,
+    the server's loop for its turn) but the handler's code 20 µs of it. Sized by the call, the batch
+    stayed at one result a call and its results piled up (bench/README.md); sized by the handler's time
+    (``HandlerUpdate.seconds``), it grows fourfold a call."""
+    assert next_batch(1, 1, 0.3) == 1
+    assert next_batch(1, 1, 0.00002) == 4

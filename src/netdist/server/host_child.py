@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 from typing import Any, BinaryIO, assert_never
 
@@ -65,7 +66,9 @@ class _Host:
             )
         self.new_jobs.append(NewJob(text, json_codec.dumps(extra)))
 
-    def _update(self, invalid: tuple[int, ...] = (), more_jobs: int | None = None) -> HandlerUpdate:
+    def _update(
+        self, invalid: tuple[int, ...] = (), more_jobs: int | None = None, seconds: float | None = None
+    ) -> HandlerUpdate:
         """What the handler did since the last reply: its new jobs, its state, its figures."""
         handler = self.handler
         assert handler is not None
@@ -81,6 +84,7 @@ class _Host:
             total=total,
             invalid=invalid,
             more_jobs=more_jobs,
+            seconds=seconds,
         )
 
     def handle(self, request: HostRequest) -> HandlerUpdate:
@@ -103,15 +107,18 @@ class _Host:
             handler.create_more_jobs()
             return self._update()
         if isinstance(request, ProcessResults):
+            started = time.perf_counter()
             invalid = self._process_results(handler, request)
+            seconds = time.perf_counter() - started
             if not request.more:
-                return self._update(invalid=invalid)
+                return self._update(invalid=invalid, seconds=seconds)
             before = len(self.new_jobs)
             handler.create_more_jobs()
-            return self._update(invalid=invalid, more_jobs=len(self.new_jobs) - before)
+            return self._update(invalid=invalid, more_jobs=len(self.new_jobs) - before, seconds=seconds)
         if isinstance(request, ProcessFailures):
+            started = time.perf_counter()
             self._process_failures(handler, request)
-            return self._update()
+            return self._update(seconds=time.perf_counter() - started)
         assert_never(request)
 
     def _initialize(self, request: Initialize) -> Handler[Any]:

@@ -15,7 +15,8 @@ requests and reads the rest, :mod:`netdist.server.host_child` the other way::
                                  EXTRA_JSON, ATTEMPTS], ...]}                     ProcessFailures
     host -> server   {"id": N, "ok": {"jobs": [[INPUT_JSON, EXTRA_JSON], ...], "state": STATE_JSON,
                                       "summary": TEXT, "total": N | null,
-                                      "invalid": [JOB_ID, ...]}}                  HandlerUpdate
+                                      "invalid": [JOB_ID, ...], "more_jobs": N,   HandlerUpdate (the
+                                      "seconds": S}}                               last two optional)
                      {"id": N, "error": {"type", "message", "traceback"}}         HandlerRaised
                      {"log": {"level", "message"}}                                HostLog
 
@@ -42,10 +43,12 @@ import contextlib
 import dataclasses
 import enum
 import json
+import math
 from typing import Any, ClassVar, NamedTuple
 
 from netdist.jsonline import (
     MalformedLineError,
+    get_float,
     get_int,
     get_list,
     get_object,
@@ -338,6 +341,11 @@ class HandlerUpdate:
     """Results whose output was not JSON (``ProcessResults`` only)."""
     more_jobs: int | None = None
     """Of ``jobs``, how many ``create_more_jobs`` added (``ProcessResults`` with ``more`` only)."""
+    seconds: float | None = None
+    """How long the handler's code took over the batch (``ProcessResults``, ``ProcessFailures``), timed in
+    the host: what the next batch is sized by, without the call's way to and from the host, which on a
+    busy machine (a host waiting for a core, the server's loop for its turn) can take longer than the
+    handler's work and does not grow with the batch."""
 
     def to_wire(self, texts: TextsOut) -> dict[str, Any]:
         jobs: Any = self.jobs  # NamedTuples encode as JSON lists
@@ -352,6 +360,8 @@ class HandlerUpdate:
         }
         if self.more_jobs is not None:
             wire["more_jobs"] = self.more_jobs
+        if self.seconds is not None:
+            wire["seconds"] = self.seconds
         return wire
 
     @classmethod
@@ -371,7 +381,17 @@ class HandlerUpdate:
             total=get_optional_int(obj, "total"),
             invalid=tuple(invalid),
             more_jobs=get_optional_int(obj, "more_jobs"),
+            seconds=_optional_seconds(obj),
         )
+
+
+def _optional_seconds(obj: dict[str, Any]) -> float | None:
+    if obj.get("seconds") is None:
+        return None
+    seconds = get_float(obj, "seconds")
+    if not 0.0 <= seconds < math.inf:
+        raise MalformedLineError(f"'seconds' must be a duration, not {preview(repr(seconds))}")
+    return seconds
 
 
 def _new_job(item: Any, texts: TextsIn) -> NewJob:

@@ -56,8 +56,8 @@ a handler taking 0.4 s a result made a first call of 6.4 s, and a stop then kill
 STOP_GRACE_SECONDS); a quick handler reaches RESULT_BATCH in six calls from 1."""
 RESULT_CALL_SECONDS = 0.2
 """A batch of results is sized so that its call takes about this long, from how long the handler's
-last call took per result (:func:`next_batch`): a handler whose ``process_result`` takes 1 ms gets 200
-at a time, a no-op one RESULT_BATCH. Short calls keep a stop (which waits for the call at hand, at most
+code took per result in its last call, timed in its host (:func:`next_batch`, ``HandlerUpdate.seconds``):
+a handler whose ``process_result`` takes 1 ms gets 200 at a time, a no-op one RESULT_BATCH. Short calls keep a stop (which waits for the call at hand, at most
 STOP_GRACE_SECONDS) and the handler's commits coming; long ones cost fewer trips per result."""
 LINGER_SECONDS_PER_HANDLER = 0.0025
 """A handler's next batch of results waits this long per other running handler after its last one
@@ -325,11 +325,13 @@ class RunningHandler:
         return True
 
     async def _timed(self, request: ProcessResults | ProcessFailures) -> HandlerUpdate:
-        """A call with a batch of results or failures; the next batch is sized from how long it took."""
+        """A call with a batch of results or failures; the next batch is sized from how long the
+        handler's code took over it (``HandlerUpdate.seconds``), else from how long the call took."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         update = await self._call(request)
-        self._batch = next_batch(self._batch, len(request.items), loop.time() - started)
+        seconds = update.seconds if update.seconds is not None else loop.time() - started
+        self._batch = next_batch(self._batch, len(request.items), seconds)
         return update
 
     def _others(self) -> int:
