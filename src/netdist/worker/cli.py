@@ -131,7 +131,7 @@ def main(log_level: str) -> None:
 @click.option(
     "--max-prefetch",
     type=click.IntRange(min=0),
-    default=1024,
+    default=4096,
     show_default=True,
     envvar="NETDIST_WORKER_MAX_PREFETCH",
     show_envvar=True,

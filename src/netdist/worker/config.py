@@ -20,7 +20,7 @@ class WorkerConfig:
     slots: int
     cache_dir: Path
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    max_prefetch: int = 1024
+    max_prefetch: int = 4096
     grace_seconds: float = 30.0
     max_job_memory_mb: int | None = None
     """Each executor child caps its data size (RLIMIT_DATA) to this; None: no cap."""
