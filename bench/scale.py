@@ -1,6 +1,6 @@
 """Scale figures on a real server (SQLite, synchronous=FULL) and 2 real worker processes of 1 slot.
 
-    .venv/bin/python bench/scale.py handlers [--handlers 100] [--jobs 300000]
+    .venv/bin/python bench/scale.py handlers [--handlers 100] [--jobs 600000]
     .venv/bin/python bench/scale.py million [--jobs 1000000] [--keep 10000]
     .venv/bin/python bench/scale.py payload [--kib 1024] [--jobs 300]
 
@@ -281,10 +281,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     kinds = p.add_subparsers(dest="kind", required=True)
     h = kinds.add_parser("handlers", help="many handlers at once against one")
     h.add_argument("--handlers", type=int, default=100)
-    # 300,000: a window of 25-30 s while all run. At 100,000 it was 7-9 s, and each handler's ~900 jobs in it
-    # moved by a few percent with where the half-second samples fell and its results' batches (the worst
-    # share 4-14% off an equal one over 14 runs, 1.7-4.4% in 3 runs of 300,000).
-    h.add_argument("--jobs", type=int, default=300_000, help="in all, split evenly over the handlers")
+    # 600,000: a window of 20-25 s while all run. A handler's first results reach it up to a second after the
+    # others' (its batches start at one result and grow fourfold a call), and it catches up inside the window:
+    # the shorter the window, the more that counts. At 100,000 jobs the window was 7-9 s (the worst share
+    # 4-14% off an equal one over 14 runs); at 300,000 it was 25-30 s while 100 handlers ran at 10,000-15,000
+    # jobs/s, and 9-12 s once they ran at 20,000-28,000 (2026-12-06: 5.5-12.6% off in 4 runs, 5.3% and 5.7%
+    # in 2 runs of 600,000).
+    h.add_argument("--jobs", type=int, default=600_000, help="in all, split evenly over the handlers")
     h.add_argument("--timeout", type=float, default=600.0)
     m = kinds.add_parser("million", help="a million jobs through one handler, processed ones pruned")
     m.add_argument("--jobs", type=int, default=1_000_000)
