@@ -22,9 +22,9 @@ Ref = tuple[int, int]
 MAX_PREFETCH = 4096
 """The most leases beyond its slots the server lets a worker hold, whatever it asks. Reached only by jobs
 shorter than about 12 µs (PREFETCH_SECONDS per slot by their run time), whose way through the worker
-costs more than their run: 4,096 of them are 0.2-0.4 s of a worker's work, enough to ride out the
+costs more than their run: 4,096 of them are 0.3-0.4 s of a worker's work, enough to ride out the
 server's pauses (a group commit, a handler's batch). At 1,024 a worker ran dry between lease batches
-(bench/README.md: 14-23% fewer jobs/s in 20,000-job runs)."""
+(bench/README.md: 12-19% fewer jobs/s in 20,000-job runs)."""
 PREFETCH_SECONDS = 0.05
 """A worker may hold about this much queued work per slot beyond its slots."""
 
