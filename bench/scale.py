@@ -285,8 +285,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # others' (its batches start at one result and grow fourfold a call), and it catches up inside the window:
     # the shorter the window, the more that counts. At 100,000 jobs the window was 7-9 s (the worst share
     # 4-14% off an equal one over 14 runs); at 300,000 it was 25-30 s while 100 handlers ran at 10,000-15,000
-    # jobs/s, and 9-12 s once they ran at 20,000-28,000 (2026-12-06: 5.5-12.6% off in 4 runs, 5.3% and 5.7%
-    # in 2 runs of 600,000).
+    # jobs/s, and 9-12 s once they ran at 20,000-28,000 (2026-12-06: 5.5-12.6% off in 4 runs, 3.8-5.7% in 3
+    # runs of 600,000).
     h.add_argument("--jobs", type=int, default=600_000, help="in all, split evenly over the handlers")
     h.add_argument("--timeout", type=float, default=600.0)
     m = kinds.add_parser("million", help="a million jobs through one handler, processed ones pruned")

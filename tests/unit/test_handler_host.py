@@ -258,7 +258,7 @@ class Slow(Handler):
         time.sleep(0.02)
 
     def create_more_jobs(self):
-        time.sleep(0.3)
+        time.sleep(1.0)
 """
 
 
@@ -278,9 +278,9 @@ def test_a_batchs_reply_says_how_long_the_handlers_code_took_over_it(tmp_path: P
             assert init.seconds is None  # not a batch
             items = tuple(StoredResult(n, "1", "2", "null") for n in range(3))
             results = await host.call(ProcessResults(items=items, more=True))
-            assert results.seconds is not None and 0.06 <= results.seconds < 0.3
+            assert results.seconds is not None and 0.06 <= results.seconds < 1.0
             failures = await host.call(ProcessFailures(items=(StoredFailure(7, "{}", "E", "m", "tb", "null", 1),)))
-            assert failures.seconds is not None and 0.02 <= failures.seconds < 0.3
+            assert failures.seconds is not None and 0.02 <= failures.seconds < 1.0
         finally:
             await host.close()
 
