@@ -42,22 +42,31 @@ def test_counts_of_many_jobs_come_as_one_event_per_sample() -> None:
     run(body)
 
 
-def test_pushed_events_keep_their_order_and_sampled_ones_take_the_newest_value() -> None:
+def test_pushed_events_keep_their_order_and_sampled_ones_take_the_newest_value_in_time_order() -> None:
     async def body() -> None:
         table = table_with_jobs(10)
-        hub = EventHub(table, clock=ManualClock(), interval_seconds=3600)
+        clock = ManualClock()
+        hub = EventHub(table, clock=clock, interval_seconds=3600)
         watcher = hub.subscribe()
         for _ in range(3):  # three samples while the watcher does not read: one counts event, the newest
             leases = table.pick()
             table.leases_stored(leases, {x.job_id for x in leases})
             hub.sample()
+            clock.advance(1)
             table.hand_back("w", [x.ref for x in leases], "test")
-        hub.handler_changed(HandlerChange(handler_id="h", change="state", state="paused"))
+        hub.handler_changed(HandlerChange(handler_id="h", change="state", state="paused"))  # counts first
+        clock.advance(1)
         hub.handler_changed(HandlerChange(handler_id="h", change="state", state="running"))
-        hub.worker_changed(WorkerChange(worker_id="w", change="disconnected"))
+        clock.advance(1)
+        hub.worker_changed(WorkerChange(worker_id="w", change="disconnected"))  # its progress first
         hub.tick()
-        kinds = [type(i.event).__name__ for i in await watcher.take()]
-        assert kinds == ["JobCounts", "WorkerProgress", "HandlerChange", "HandlerChange", "WorkerChange"]
+        batch = await watcher.take()
+        kinds = [type(i.event).__name__ for i in batch]
+        # The counts and the progress sampled last replaced the pending ones and went last, as new ones
+        # would: a replaced event kept in its old place came before older ones (a watch test saw it).
+        assert kinds == ["JobCounts", "HandlerChange", "HandlerChange", "WorkerProgress", "WorkerChange"]
+        assert [i.at for i in batch] == sorted(i.at for i in batch)
+        assert [p.event.jobs_running for p in batch if isinstance(p.event, WorkerProgress)] == [0]
         await hub.stop()
 
     run(body)

@@ -151,10 +151,12 @@ class Watcher:
         return len(self._pending)
 
     def offer(self, key: Hashable | None, item: Stamped) -> None:
-        """``key`` None: a pushed event, kept on its own; else it replaces the pending one of that key."""
+        """``key`` None: a pushed event, kept on its own; else it replaces the pending one of that key, and
+        goes where a new one would: last, so that what the watcher is sent stays in the order of ``at``."""
         if self.overflowed:
             return
         if key is not None and key in self._pending:
+            del self._pending[key]
             self._pending[key] = item
             return
         if len(self._pending) >= self.max_backlog:
