@@ -57,8 +57,9 @@ STOP_GRACE_SECONDS); a quick handler reaches RESULT_BATCH in six calls from 1.""
 RESULT_CALL_SECONDS = 0.2
 """A batch of results is sized so that its call takes about this long, from how long the handler's
 code took per result in its last call, timed in its host (:func:`next_batch`, ``HandlerUpdate.seconds``):
-a handler whose ``process_result`` takes 1 ms gets 200 at a time, a no-op one RESULT_BATCH. Short calls keep a stop (which waits for the call at hand, at most
-STOP_GRACE_SECONDS) and the handler's commits coming; long ones cost fewer trips per result."""
+a handler whose ``process_result`` takes 1 ms gets 200 at a time, a no-op one RESULT_BATCH. Short calls
+keep a stop (which waits for the call at hand, at most STOP_GRACE_SECONDS) and the handler's commits
+coming; long ones cost fewer trips per result."""
 LINGER_SECONDS_PER_HANDLER = 0.0025
 """A handler's next batch of results waits this long per other running handler after its last one
 (unless a full batch waits), at most MAX_LINGER_SECONDS: with many handlers, each gets its results a few
