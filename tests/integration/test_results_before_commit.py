@@ -3,8 +3,9 @@ commits after it, and only if it commits (server/result_inbox.py, store/writer.p
 
 The latency breakdown had the lone job's result commit (0.42 ms) and its trip to the handler host
 (0.35 ms) one after the other on the round trip. The result write now hands its results to the
-handler as soon as it ran, before its COMMIT; the handler's runtime waits for that commit before it
-commits the handler's call. Slowed or failed on purpose here, in the real server's store.
+handler as soon as it ran, before its COMMIT; the handler's call is written behind it, and only if the
+results were stored (``record_batch``'s ``handed``). Slowed or failed on purpose here, in the real
+server's store.
 """
 
 from __future__ import annotations
@@ -29,13 +30,15 @@ HOLD_SECONDS = 1.0
 
 class ResultWrites:
     """Notes, in order and from any thread, what result writes, their commits, the handler's calls
-    and its saves did, each with the job ids it was about; holds or fails the commits of result writes."""
+    and the commits of its saves did, each with the job ids it was about; holds or fails the commits of
+    result writes."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, cluster: Cluster, *, fail: bool = False) -> None:
         self.lock = threading.Lock()
         self.noted = threading.Condition(self.lock)
         self.events: list[tuple[str, frozenset[int]]] = []
         self.pending: frozenset[int] = frozenset()  # ids of the result write whose commit comes next
+        self.pending_save: frozenset[int] = frozenset()  # ids a save in the transaction marks processed
         self.fail = fail
         """Every commit of the first result write fails, alone or not, until this is set False."""
         self.failing: frozenset[int] | None = None
@@ -54,9 +57,10 @@ class ResultWrites:
             return stored
 
         def save(conn: Any, handler_id: str, **kwargs: Any) -> Any:
-            if kwargs["processed"]:
-                self.note("save", frozenset(kwargs["processed"]))
-            return original_save(conn, handler_id, **kwargs)
+            saved = original_save(conn, handler_id, **kwargs)
+            with self.lock:
+                self.pending_save |= frozenset(kwargs["processed"])
+            return saved
 
         async def call(runtime: RunningHandler, request: Any) -> Any:
             if isinstance(request, ProcessResults):
@@ -66,10 +70,13 @@ class ResultWrites:
         def commit(_conn: Any) -> None:
             with self.lock:
                 ids, self.pending = self.pending, frozenset()
+                saves, self.pending_save = self.pending_save, frozenset()
                 if ids and self.fail and self.failing is None:
                     self.failing = ids
                 failing = self.fail and self.failing is not None and bool(ids & self.failing)
             if not ids:
+                if saves:
+                    self.note("save", saves)
                 return
             # A slow disk: the commit ends once the handler has the results (or after a while).
             with self.lock:
@@ -78,11 +85,18 @@ class ResultWrites:
                 self.note("failed", ids)
                 raise RuntimeError("this commit of results fails on purpose")
             self.note("committing", ids)
+            if saves:
+                self.note("save", saves)
+
+        def rollback(_conn: Any) -> None:
+            with self.lock:
+                self.pending, self.pending_save = frozenset(), frozenset()
 
         monkeypatch.setattr(job_store, "store_settlements", store)
         monkeypatch.setattr(job_store, "record_batch", save)
         monkeypatch.setattr(RunningHandler, "_call", call)
         event.listen(cluster.app.dispatcher.writer._engine, "commit", commit)
+        event.listen(cluster.app.dispatcher.writer._engine, "rollback", rollback)
 
     def note(self, what: str, ids: frozenset[int]) -> None:
         with self.lock:
@@ -132,7 +146,7 @@ def test_results_whose_write_fails_after_their_handler_had_them_are_not_its_work
     assert "results handed to the handler were not stored: their write failed" in info.message
     assert "start it again" in info.message
     failed = writes.failing
-    assert failed and not [ids for kind, ids in writes.events if kind == "save" and ids & failed]
+    assert failed and not [ids for kind, ids in writes.events if kind == "save" and ids & failed]  # none committed
     assert writes.first("call", min(failed)) < writes.first("failed", min(failed))  # the handler had them
 
     writes.fail = False

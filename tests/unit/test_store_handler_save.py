@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, func, select
 
+from netdist.errors import ResultsNotStoredError
 from netdist.server.states import JobStatus
 from netdist.server.store import jobs as job_store
 from netdist.server.store.engine import open_engine
@@ -64,3 +65,47 @@ def test_a_save_that_processed_nothing_changes_no_job(engine: Engine) -> None:
     with engine.begin() as conn:
         job_store.mark_processed(conn, [], JobStatus.PROCESSED)
     assert statuses(engine) == {JobStatus.SUCCEEDED: SUCCEEDED, JobStatus.AVAILABLE: 1}
+
+
+def test_a_save_of_results_handed_as_succeeded_refuses_any_that_are_not(engine: Engine) -> None:
+    """The handler had them before their write committed; that write failed, so its work with them
+    must not count: nothing of the save is written (its transaction rolls back)."""
+    refused = pytest.raises(ResultsNotStoredError, match=r"not stored: 1 of 3 are not succeeded in the store")
+    with refused, engine.begin() as conn:
+        job_store.record_batch(
+            conn,
+            "h",
+            processed=[1, 2, SUCCEEDED + 1],  # the last one is still available: its result was not stored
+            processed_status=JobStatus.PROCESSED,
+            invalid=[],
+            new_jobs=[("{}", "null")],
+            new_ids=[SUCCEEDED + 2],
+            handler_state='{"n": 2}',
+            summary="",
+            total=None,
+            handed=JobStatus.SUCCEEDED,
+        )
+    assert statuses(engine) == {JobStatus.SUCCEEDED: SUCCEEDED, JobStatus.AVAILABLE: 1}
+
+
+def test_a_save_of_results_handed_as_succeeded_marks_them_when_they_are(engine: Engine) -> None:
+    with engine.begin() as conn:
+        job_store.record_batch(
+            conn,
+            "h",
+            processed=[1, 2, 3],
+            processed_status=JobStatus.PROCESSED,
+            invalid=[3],
+            new_jobs=[],
+            new_ids=[],
+            handler_state="{}",
+            summary="",
+            total=None,
+            handed=JobStatus.SUCCEEDED,
+        )
+    assert statuses(engine) == {
+        JobStatus.PROCESSED: 2,
+        JobStatus.FAILED: 1,
+        JobStatus.SUCCEEDED: SUCCEEDED - 3,
+        JobStatus.AVAILABLE: 1,
+    }

@@ -261,6 +261,38 @@ def test_an_operations_own_error_fails_only_that_operation_at_once(engine: Engin
     assert transitions.seen == [] and writer.retries == 0
 
 
+def test_a_failed_operations_on_error_runs_before_the_operations_queued_after_it(engine: Engine) -> None:
+    """In one batch and alone after it (the batch fails, and its operations run one by one): the
+    later operation sees the mark the failed one's ``on_error`` left, and only the failed one has it."""
+    writer = make_writer(engine, Transitions())
+    failed: list[str] = []
+    seen: list[list[str]] = []
+
+    def broken(conn: Connection) -> None:
+        conn.execute(text("INSERT INTO no_such_table VALUES (1)"))
+
+    def later(conn: Connection) -> int:
+        seen.append(list(failed))
+        return insert(conn, "later")
+
+    async def main() -> None:
+        first = writer.submit(insert, "first", on_error=lambda: failed.append("first"))
+        bad = writer.submit(broken, on_error=lambda: failed.append("broken"))
+        after = writer.submit(later)
+        assert await first == 1
+        with pytest.raises(Exception, match="no such table"):
+            await bad
+        assert await after == 1
+
+    try:
+        run(main)
+    finally:
+        writer.close()
+    assert failed == ["broken"]
+    assert seen[-1] == ["broken"]  # the last run of ``later``, the one that committed
+    assert sorted(tags(engine)) == ["first", "later"]
+
+
 def test_a_stopping_server_stops_waiting_for_the_store(engine: Engine) -> None:
     disk, transitions = Disk(engine), Transitions()
     writer = make_writer(engine, transitions)

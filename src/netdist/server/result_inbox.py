@@ -4,9 +4,11 @@ The result write reads back, in its own transaction, what the handler needs
 (input, extra) and the dispatcher puts it here as soon as the write ran, before
 its commit, with a future that answers once the lease table counted the
 write's results stored (or raises: they were not). The handler may process them
-while the commit waits for the disk; its runtime awaits that future before it
-commits what the handler did (``Taken.stored``), so nothing the handler did with
-a result is stored before the result. The runtime takes it from here
+while the commit waits for the disk; what it did with them is written behind that
+write, and only if they are stored as succeeded by then (``jobs.record_batch``'s
+``handed``), so nothing the handler did with a result is stored before the
+result; the runtime awaits the future (``Taken.stored``) before it counts them
+processed. The runtime takes it from here
 and reads the store only when this is empty and the lease table still counts
 results, or once a quiet second. A result must never reach the handler twice,
 so memory and the store's reads are ordered by the writer: every result write
@@ -14,7 +16,8 @@ and every read of unprocessed results draws a number (``jobs.writer_seq``) as
 the one writer thread runs it. A read at number R saw every result written
 below R, so entries below R are dropped when it happens and refused if they
 arrive later; an entry above R was not in that read. The runtime takes a batch,
-and commits it processed, before it reads again (its loop is one task).
+and queues the write that marks it processed, before it reads again (its loop is
+one task): the writer runs that write before the read.
 
 Dropping an entry is always safe: its job stays succeeded in the store, and
 a later read hands it over. So the inbox is bounded (entries per handler,

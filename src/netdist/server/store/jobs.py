@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Text, bindparam, func, literal_column, select, update
 
+from netdist.errors import ResultsNotStoredError
 from netdist.server.host_protocol import StoredResult
 from netdist.server.lease_model import EXTRA_KEPT_CHARS, Lease, ReadyJob, Ref, Requeue, Settlement
 from netdist.server.states import JobStatus
@@ -422,11 +423,17 @@ def unprocessed(conn: Connection, handler_id: str, status: JobStatus, limit: int
     return Unprocessed(next(writer_seq), [UnprocessedJob(r[0], r[1], r[2] or "null", r[3], r[4]) for r in rows])
 
 
-def mark_processed(conn: Connection, ids: Sequence[int], status: JobStatus) -> None:
+def mark_processed(conn: Connection, ids: Sequence[int], status: JobStatus, was: JobStatus | None = None) -> int:
     """The handler took these results (or final errors); their outputs stay for ``jobs show``
-    until retention drops them (server/retention.py)."""
-    for _ in _in_chunks(conn, "UPDATE jobs SET status = ? WHERE id IN ({})", (status.value,), ids):
-        pass  # each run is the update: nothing to read
+    until retention drops them (server/retention.py). With ``was``, only rows in that status change.
+    Returns how many rows changed."""
+    if was is None:
+        runs = _in_chunks(conn, "UPDATE jobs SET status = ? WHERE id IN ({})", (status.value,), ids)
+    else:
+        runs = _in_chunks(
+            conn, "UPDATE jobs SET status = ? WHERE status = ? AND id IN ({})", (status.value, was.value), ids
+        )
+    return sum(run.rowcount for run in runs)
 
 
 def counts(conn: Connection, handler_id: str | Collection[str] | None = None) -> dict[str, dict[str, int]]:
@@ -478,18 +485,31 @@ def record_batch(
     total: int | None,
     refill_after: int | None = None,
     refill_limit: int = 0,
+    handed: JobStatus | None = None,
 ) -> list[ReadyJob]:
     """What one call of the handler host did, in one transaction: results
     processed, jobs enqueued, the handler's state saved. With ``refill_after``
     (the lease table's cursor), the available jobs after it are read back in the
     same transaction, the new ones among them, so that they are leased without a
-    trip of their own through the writer."""
+    trip of their own through the writer.
+
+    ``handed``: the status the results were handed to the handler in. Each must be stored so (by a
+    write before this one) or the call is not saved: ResultsNotStoredError. A handler gets results
+    before their write commits (server/result_inbox.py), and what it did with them is written behind
+    that write without waiting for it; this keeps it from counting if the results did not."""
     bad = set(invalid)
-    mark_processed(conn, [i for i in processed if i not in bad], processed_status)
+    good = [i for i in processed if i not in bad]
+    changed = mark_processed(conn, good, processed_status, handed)
     if invalid:
         err = json.dumps({"type": "InvalidOutput", "message": "the worker sent output that is not JSON"})
-        conn.execute(
-            update(jobs).where(jobs.c.id.in_(invalid)).values(status=JobStatus.FAILED, error_json=err, output=None)
+        stmt = update(jobs).where(jobs.c.id.in_(invalid))
+        if handed is not None:
+            stmt = stmt.where(jobs.c.status == handed)
+        changed += conn.execute(stmt.values(status=JobStatus.FAILED, error_json=err, output=None)).rowcount
+    if handed is not None and changed != len(good) + len(set(invalid)):
+        raise ResultsNotStoredError(
+            f"results handed to the handler were not stored: {len(good) + len(set(invalid)) - changed} of "
+            f"{len(good) + len(set(invalid))} are not {handed.value} in the store"
         )
     insert(conn, handler_id, new_ids, new_jobs)
     _many(conn, _SAVE_HANDLER_SQL, [(handler_state, summary[:2000], total, handler_id)])

@@ -100,6 +100,8 @@ class _Item:
     waits: bool  # True: waits through an outage; False: fails fast
     early: Callable[[Any], None] | None = None
     """Called on the event loop with the operation's result once it ran, before its commit (once)."""
+    on_error: Callable[[], None] | None = None
+    """Called on the writer's thread when the item fails for good, before any item after it runs."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -166,7 +168,13 @@ class GroupCommitWriter:
         return await self.submit(fn, *args, **kwargs)
 
     def submit(
-        self, fn: Callable[..., T], /, *args: Any, early: Callable[[T], None] | None = None, **kwargs: Any
+        self,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        early: Callable[[T], None] | None = None,
+        on_error: Callable[[], None] | None = None,
+        **kwargs: Any,
     ) -> asyncio.Future[T]:
         """Queue ``fn(conn, *args, **kwargs)`` now, waiting through outages like ``run``:
         operations run in the order submitted, so callers that must keep an order
@@ -174,13 +182,21 @@ class GroupCommitWriter:
 
         ``early`` is called on the loop with what ``fn`` returned as soon as its batch ran, before the
         commit, once: what it hands on is not durable until the future answers (a failed commit is
-        run again, and may fail for good)."""
+        run again, and may fail for good). ``on_error`` is called on the writer's thread when the
+        operation fails for good, before the thread runs anything submitted after it: a caller whose
+        later writes must not commit without this one (a handler's calls) marks them so there."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Item(lambda conn: fn(conn, *args, **kwargs), future, True, early))
+        self._enqueue(_Item(lambda conn: fn(conn, *args, **kwargs), future, True, early, on_error))
         return future
 
     def submit_soon(
-        self, fn: Callable[..., T], /, *args: Any, early: Callable[[T], None] | None = None, **kwargs: Any
+        self,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        early: Callable[[T], None] | None = None,
+        on_error: Callable[[], None] | None = None,
+        **kwargs: Any,
     ) -> asyncio.Future[T]:
         """Like ``submit``, for a small write on the way of a job's round trip: when the writer has
         nothing queued nor running (SQLite), it runs on the event loop once this turn and the
@@ -197,7 +213,7 @@ class GroupCommitWriter:
         waits for the disk."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        item = _Item(lambda conn: fn(conn, *args, **kwargs), future, True, early)
+        item = _Item(lambda conn: fn(conn, *args, **kwargs), future, True, early, on_error)
         if (
             self._soon is None
             and not self._pg
@@ -376,6 +392,8 @@ class GroupCommitWriter:
     def _settle(self, item: _Item, *, result: Any = None, error: BaseException | None = None) -> None:
         """Answer an item from the thread. Counted after its answer is on the loop's way, so that a
         batch the loop runs next (``submit_soon``) is answered after it."""
+        if error is not None and item.on_error is not None:
+            item.on_error()
         _answer(item.future, result=result, error=error)
         self._settled += 1
 
