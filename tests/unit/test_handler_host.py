@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -169,6 +172,28 @@ def test_a_host_that_ends_in_the_middle_of_a_frame_fails_its_call() -> None:
             await host.close()
 
     asyncio.run(main())
+
+
+def test_an_event_loop_that_ends_with_a_host_still_open_ends_and_takes_the_host_along() -> None:
+    """A server whose loop stops before its hosts were closed (its own bug, on the way out) must still
+    end: the host's reader task, cancelled with the loop's tasks, used to wait for the host to exit,
+    and the host, its stdin still open, waited for a request: the loop's end hung for good."""
+    pids: list[int] = []
+
+    async def main() -> None:
+        _, host = await fake_host("import sys; sys.stdin.readline()")
+        pids.append(host.pid)  # never closed
+
+    ended = threading.Event()
+    thread = threading.Thread(target=lambda: (asyncio.run(main()), ended.set()), daemon=True)
+    thread.start()
+    try:
+        assert ended.wait(30), "the event loop did not end"
+        with pytest.raises(ProcessLookupError):  # killed and reaped
+            os.kill(pids[0], 0)
+    finally:
+        if not ended.is_set():
+            os.kill(pids[0], signal.SIGKILL)
 
 
 def test_a_host_that_writes_garbage_is_killed_and_its_call_says_why() -> None:

@@ -132,6 +132,9 @@ class HostProcess:
                 future = self._pending.pop(req_id, None)
                 if future is not None and not future.done():
                     future.set_result(reply)
+        except asyncio.CancelledError:  # the loop ends with the host open: nothing will close it now
+            self.kill()
+            raise
         finally:
             code = await self._proc.wait()
             for future in self._pending.values():
