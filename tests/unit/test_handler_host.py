@@ -185,8 +185,12 @@ def test_an_event_loop_that_ends_with_a_host_still_open_ends_and_takes_the_host_
         pids.append(host.pid)  # never closed
 
     ended = threading.Event()
-    thread = threading.Thread(target=lambda: (asyncio.run(main()), ended.set()), daemon=True)
-    thread.start()
+
+    def run() -> None:
+        asyncio.run(main())
+        ended.set()
+
+    threading.Thread(target=run, daemon=True).start()
     try:
         assert ended.wait(30), "the event loop did not end"
         with pytest.raises(ProcessLookupError):  # killed and reaped
