@@ -506,10 +506,11 @@ def record_batch(
         if handed is not None:
             stmt = stmt.where(jobs.c.status == handed)
         changed += conn.execute(stmt.values(status=JobStatus.FAILED, error_json=err, output=None)).rowcount
-    if handed is not None and changed != len(good) + len(set(invalid)):
+    wanted = len(set(good)) + len(bad)  # rows, each changed once however often it is named
+    if handed is not None and changed != wanted:
         raise ResultsNotStoredError(
-            f"results handed to the handler were not stored: {len(good) + len(set(invalid)) - changed} of "
-            f"{len(good) + len(set(invalid))} are not {handed.value} in the store"
+            f"results handed to the handler were not stored: {wanted - changed} of {wanted} are not "
+            f"{handed.value} in the store"
         )
     insert(conn, handler_id, new_ids, new_jobs)
     _many(conn, _SAVE_HANDLER_SQL, [(handler_state, summary[:2000], total, handler_id)])
