@@ -219,6 +219,28 @@ def test_a_host_that_writes_garbage_is_killed_and_its_call_says_why() -> None:
     asyncio.run(main())
 
 
+def test_a_host_that_names_results_it_was_not_handed_as_invalid_is_killed() -> None:
+    """Its save would mark those jobs failed, whoever's they are: the call fails instead, and no later one
+    is made to it. Named among those it was handed, an invalid result is the reply it should be."""
+    reply = '{"id": %d, "ok": {"jobs": [], "state": "{}", "summary": "", "total": null, "invalid": %s}}'
+    lines = [reply % (1, "[7]"), reply % (2, "[7, 99]")]
+    script = "import sys\n" + "".join(f"sys.stdin.readline(); print({line!r}, flush=True)\n" for line in lines)
+    script += "sys.stdin.readline()\n"
+    handed = ProcessResults(items=(StoredResult(7, "{}", "not json", "null"), StoredResult(8, "{}", "1", "null")))
+
+    async def main() -> None:
+        proc, host = await fake_host(script)
+        try:
+            assert (await host.call(handed, timeout_seconds=30)).invalid == (7,)
+            with pytest.raises(HostDiedError, match=r"named results it was not handed as not JSON \(jobs \[99\]\)"):
+                await host.call(handed, timeout_seconds=30)
+            assert await asyncio.wait_for(proc.wait(), 10) != 0  # killed
+        finally:
+            await host.close()
+
+    asyncio.run(main())
+
+
 SETTINGS_HANDLER = """
 import dataclasses
 from netdist.handler import Handler

@@ -21,6 +21,7 @@ from netdist.server.host_protocol import (
     HostLog,
     HostReply,
     HostRequest,
+    ProcessResults,
     decode_from_host,
     encode_request,
     host_frame,
@@ -108,6 +109,13 @@ class HostProcess:
                 ) from None
         if isinstance(reply, HandlerRaised):
             raise HandlerCodeError(reply.type, reply.message, reply.traceback)
+        if reply.invalid:
+            handed = {item.job_id for item in request.items} if isinstance(request, ProcessResults) else set()
+            foreign = sorted(set(reply.invalid) - handed)
+            if foreign:  # its save would mark other jobs failed, another handler's as well
+                self._broken = f"it named results it was not handed as not JSON (jobs {foreign[:5]})"
+                self.kill()
+                raise HostDiedError(self._exit_message(None))
         return reply
 
     async def _read(self) -> None:
