@@ -3,8 +3,10 @@
 ``json.dumps`` and ``JSONEncoder.encode`` build the encoder's C half anew for each value: for a small
 job input or output that is two thirds of the cost (1.5 µs for ``None`` against 0.35 µs with the C
 half kept). ``json.loads`` checks its keyword arguments first, and on bytes guesses their encoding
-in Python. :class:`Encoder` keeps one C encoder; :data:`decode` is a decoder's own method, for str.
-Both give the same text, values and errors as the json module's functions.
+in Python; ``JSONDecoder.decode`` then matches whitespace before and after the value with two regular
+expressions, which cost more than the C scanner's parse of a small value. :class:`Encoder` keeps one
+C encoder; :func:`decode` calls the decoder's C scanner itself. Both give the same text, values and
+errors as the json module's functions.
 """
 
 from __future__ import annotations
@@ -17,8 +19,21 @@ from json.encoder import (  # type: ignore[attr-defined]
 )
 from typing import Any, cast
 
-decode: Callable[[str], Any] = json.JSONDecoder().decode
-"""``json.loads`` for a str."""
+_DECODER = json.JSONDecoder()
+_scan_once: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+_decode = _DECODER.decode
+
+
+def decode(text: str) -> Any:
+    """``json.loads`` for a str. A text that is one value and nothing around it (what the hot paths
+    carry) is the scanner's alone: 0.24 µs against 0.75 for a small one. Anything else (whitespace
+    around it, more after it, nothing) goes the decoder's whole way, for its errors; an error in the
+    value itself is the scanner's, which that way would raise the same."""
+    try:
+        value, end = _scan_once(text, 0)
+    except StopIteration:  # no value at the start
+        return _decode(text)
+    return value if end == len(text) else _decode(text)
 
 
 class Encoder:

@@ -72,12 +72,32 @@ def test_dumps_is_json_dumps(value: Any) -> None:
     assert dumps(value) == json.dumps(value)
 
 
-@pytest.mark.parametrize("text", ["null", '{"a": [1, 2.5, "x"]}', " [true] ", "NaN", '"\\u00e9"'])
+DECODED = [
+    "null",
+    '{"a": [1, 2.5, "x"]}',
+    " [true] ",
+    "[true] ",
+    "\t[true]",
+    "NaN",
+    "-Infinity",
+    '"\\u00e9"',
+    '"\\ud800"',
+    "123456789012345678901234567890",
+    "1e400",
+    "-0",
+    '{"a":1,"a":2}',
+    '{"i":5}',
+    "[" * 50 + "]" * 50,
+]
+
+
+@pytest.mark.parametrize("text", DECODED)
 def test_decode_is_json_loads(text: str) -> None:
-    assert json.dumps(decode(text)) == json.dumps(json.loads(text))
+    ours, theirs = decode(text), json.loads(text)
+    assert repr(ours) == repr(theirs) and type(ours) is type(theirs)
 
 
-@pytest.mark.parametrize("text", ["", "{", "[1] [2]", "nul"])
+@pytest.mark.parametrize("text", ["", " ", "{", "[1,", "[1] [2]", "1 2", "nul", '{"a" 1}', "[1]x", '"\x01"'])
 def test_decode_refuses_what_json_loads_refuses(text: str) -> None:
     with pytest.raises(json.JSONDecodeError) as ours:
         decode(text)
