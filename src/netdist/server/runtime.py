@@ -83,8 +83,9 @@ SAVES_IN_FLIGHT = 4
 """Calls of a handler whose work may be on its way to the store at once (``_save``). At 1, each call
 waited for the commit of the one before it, and for the commit of the results it was handed: the
 handler's loop waited for the disk between calls, and its workers for the jobs it had not made yet.
-In one sitting (bench/README.md), 20,000 no-op jobs ran 1.04x as fast in median over 12 alternating
-pairs (8 won) on SQLite, and 1.10-1.16x on PostgreSQL (4 of 4), whose commits take longer."""
+Against the code before, alternating 20,000 no-op job runs (bench/README.md): 1.10-1.36x on PostgreSQL,
+whose commits take longer (5 of 5 pairs, median 1.19x); on SQLite inside the machine's noise (6 of 10,
+median 1.01x)."""
 STOP_GRACE_SECONDS = 5.0
 _OPEN = (JobStatus.AVAILABLE, JobStatus.LEASED, JobStatus.SUCCEEDED, JobStatus.ERRORED)
 
