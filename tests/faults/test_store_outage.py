@@ -157,7 +157,10 @@ def test_a_full_disk_refuses_uploads_clearly_holds_the_jobs_and_resumes_when_spa
     with running_cluster(tmp_path, f"sqlite:///{db}") as cluster:
         cluster.api.upload(counter_wheel(tmp_path))
         cluster.add_worker("w1", slots=2)
-        hid = cluster.api.add_script(counter_script(tmp_path / "count.py", settings=START, count=count)).handler.id
+        # 2 ms a job keeps the run going for 12 s or more: without it 12,000 no-op jobs end in
+        # under a second, before the disk is full.
+        script = counter_script(tmp_path / "count.py", settings=START, count=count, sleep=0.002)
+        hid = cluster.api.add_script(script).handler.id
         wait_until(lambda: cluster.api.handler(hid).jobs_processed >= 500, 60, what="results to flow")
 
         filler = data / "filler"
