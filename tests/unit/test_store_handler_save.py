@@ -109,3 +109,34 @@ def test_a_save_of_results_handed_as_succeeded_marks_them_when_they_are(engine: 
         JobStatus.SUCCEEDED: SUCCEEDED - 3,
         JobStatus.AVAILABLE: 1,
     }
+
+
+def test_a_save_fails_as_invalid_only_results_it_processed_of_its_own_handler(engine: Engine) -> None:
+    """A second guard behind the host's check (host.py): ids named invalid that the call was not
+    handed, or that are another handler's, are left as they are."""
+    with engine.begin() as conn:
+        insert_handler(conn, id="other", job_name="other")
+        job_store.insert(conn, "other", [SUCCEEDED + 10], [("{}", "null")])
+        conn.execute(jobs.update().where(jobs.c.id == SUCCEEDED + 10).values(status=JobStatus.SUCCEEDED))
+        job_store.record_batch(
+            conn,
+            "h",
+            processed=[1, 2, SUCCEEDED + 10],  # another handler's job, as a buggy runtime might name it
+            processed_status=JobStatus.PROCESSED,
+            invalid=[2, 3, SUCCEEDED + 10],  # 3 was not handed to this call
+            new_jobs=[],
+            new_ids=[],
+            handler_state="{}",
+            summary="",
+            total=None,
+        )
+    with engine.connect() as conn:
+        rows = dict(
+            conn.execute(select(jobs.c.id, jobs.c.status).where(jobs.c.id.in_([1, 2, 3, SUCCEEDED + 10]))).all()
+        )
+    assert rows == {
+        1: JobStatus.PROCESSED,
+        2: JobStatus.FAILED,
+        3: JobStatus.SUCCEEDED,
+        SUCCEEDED + 10: JobStatus.SUCCEEDED,
+    }

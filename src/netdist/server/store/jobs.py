@@ -496,13 +496,16 @@ def record_batch(
     ``handed``: the status the results were handed to the handler in. Each must be stored so (by a
     write before this one) or the call is not saved: ResultsNotStoredError. A handler gets results
     before their write commits (server/result_inbox.py), and what it did with them is written behind
-    that write without waiting for it; this keeps it from counting if the results did not."""
-    bad = set(invalid)
+    that write without waiting for it; this keeps it from counting if the results did not.
+
+    ``invalid``: of ``processed``, the results whose output the handler could not read (not JSON); they
+    fail. An id there that is not among ``processed``, or not this handler's, changes nothing."""
+    bad = set(invalid).intersection(processed)  # the host checks this too (host.py): here, a second guard
     good = [i for i in processed if i not in bad]
     changed = mark_processed(conn, good, processed_status, handed)
-    if invalid:
+    if bad:
         err = json.dumps({"type": "InvalidOutput", "message": "the worker sent output that is not JSON"})
-        stmt = update(jobs).where(jobs.c.id.in_(invalid))
+        stmt = update(jobs).where(jobs.c.id.in_(sorted(bad)), jobs.c.handler_id == handler_id)
         if handed is not None:
             stmt = stmt.where(jobs.c.status == handed)
         changed += conn.execute(stmt.values(status=JobStatus.FAILED, error_json=err, output=None)).rowcount
