@@ -4,7 +4,7 @@ Every failure an operator can cause (a bad option, a missing file, a database
 that cannot be opened, a server that says no) ends the command with one line
 on stderr, ``ErrorName: message``, one line whatever the message holds (line
 breaks as spaces, control characters dropped; netdist-admin shows a server's
-text with visible escapes first, :mod:`netdist.adminctl.printable`), and an
+text with visible escapes first, :mod:`netdist.printable`), and an
 :class:`~netdist.exit_codes.ExitCode`; never a traceback. A traceback means a
 bug. Click's own usage errors go through :class:`OneLineGroup`, the group
 class of each command; the commands call :func:`fail` for the rest.

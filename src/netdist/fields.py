@@ -14,7 +14,7 @@ and paragraph separators. Wide and combining characters are ordinary text.
 Job-script names and settings are refused on the same set (jobscript.py).
 
 The admin CLI shows what the server sends through
-:mod:`netdist.adminctl.printable`, which uses the same set, so that text
+:mod:`netdist.printable`, which uses the same set, so that text
 stored before these limits, or sent by a hostile server, is safe too.
 """
 

@@ -29,7 +29,6 @@ from netdist.adminctl.connect import DEFAULT_SERVER, open_client
 from netdist.adminctl.event_commands import events
 from netdist.adminctl.handler_commands import handlers, jobs
 from netdist.adminctl.package_commands import packages, upload_package
-from netdist.adminctl.printable import printable
 from netdist.adminctl.server_commands import audit, status, watch
 from netdist.adminctl.worker_commands import workers
 from netdist.cli_boundary import OneLineGroup, say, server_address
@@ -39,6 +38,7 @@ from netdist.errors import (
     UnavailableError,
 )
 from netdist.exit_codes import ExitCode
+from netdist.printable import printable
 
 
 def _fail(exc: NetDistError) -> ExitCode:

@@ -14,8 +14,8 @@ from typing import Any
 
 from netdist.adminctl import view
 from netdist.adminctl.live_model import LiveModel
-from netdist.adminctl.printable import printable
 from netdist.api.v1 import admin_pb2
+from netdist.printable import printable
 
 
 def json_objects(reply: admin_pb2.WatchResponse) -> Iterator[dict[str, Any]]:

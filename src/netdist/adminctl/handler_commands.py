@@ -10,8 +10,8 @@ import click
 from netdist.adminctl import deps_view, handler_render, job_render, render, view
 from netdist.adminctl.command_io import client, emit_json, json_option, out, show
 from netdist.adminctl.completion import handler_names
-from netdist.adminctl.printable import printable
 from netdist.api.v1 import admin_pb2
+from netdist.printable import printable
 
 JOB_STATUSES = ("available", "leased", "succeeded", "errored", "processed", "failed")
 """A job's states as the server stores them (netdist.server.states.JobStatus; a test keeps the two equal)."""

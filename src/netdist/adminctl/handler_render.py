@@ -9,9 +9,9 @@ from rich.text import Text
 
 from netdist.adminctl import view
 from netdist.adminctl.job_render import jobs_table
-from netdist.adminctl.printable import printable, printable_json
 from netdist.adminctl.render import add_row, fmt_size, fmt_time, handler_state, progress_text, text
 from netdist.api.v1 import admin_pb2
+from netdist.printable import printable, printable_json
 
 
 def handler_detail(h: admin_pb2.HandlerInfo) -> RenderableType:

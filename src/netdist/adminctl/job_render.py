@@ -8,9 +8,9 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from netdist.adminctl.printable import printable, printable_lines
 from netdist.adminctl.render import add_row, fmt_time, short_id, text
 from netdist.api.v1 import admin_pb2
+from netdist.printable import printable, printable_lines
 
 _OUTCOME_STYLES = {"succeeded": "green", "running": "cyan", "errored": "red", "failed": "red"}
 

@@ -10,7 +10,7 @@ import click
 from netdist.adminctl import render, view
 from netdist.adminctl.command_io import client, emit_json, json_option, out, show
 from netdist.adminctl.completion import package_names
-from netdist.adminctl.printable import printable
+from netdist.printable import printable
 
 
 def _wheel_path(ctx: click.Context, param: click.Parameter, value: Sequence[Path]) -> Sequence[Path]:

@@ -3,7 +3,7 @@
 Functions take protobuf messages and return renderables; nothing here prints
 or talks to the server, so the tables are tested without one. Every string
 from the server reaches a renderable through :func:`add_row` or :func:`text`,
-which make it printable (see :mod:`netdist.adminctl.printable`).
+which make it printable (see :mod:`netdist.printable`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from netdist.adminctl.printable import printable, printable_lines
 from netdist.api.v1 import admin_pb2, packages_pb2
+from netdist.printable import printable, printable_lines
 
 STATE_STYLES = {
     "running": "green",

@@ -7,7 +7,7 @@ import click
 from netdist.adminctl import render, view
 from netdist.adminctl.command_io import client, emit_json, json_option, show
 from netdist.adminctl.completion import worker_names
-from netdist.adminctl.printable import printable
+from netdist.printable import printable
 
 
 @click.group()

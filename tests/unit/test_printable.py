@@ -13,10 +13,10 @@ from rich.console import Console, RenderableType
 
 from netdist import fields
 from netdist.adminctl import cli, command_io, dashboard, handler_render, job_render, render, view
-from netdist.adminctl.printable import printable, printable_json, printable_lines
 from netdist.api.v1 import admin_pb2, packages_pb2
 from netdist.errors import NetDistError
 from netdist.exit_codes import ExitCode
+from netdist.printable import printable, printable_json, printable_lines
 
 # Clear the screen, set the window title, forge a row, flip the text, CSI as one C1 byte, DEL, markup, emoji.
 HOSTILE = (
