@@ -17,7 +17,7 @@ import pytest
 from netdist.adminctl.handler_commands import JOB_STATUSES
 from netdist.exit_codes import ExitCode
 from netdist.server.states import JobStatus
-from netdist.testing import wait_until
+from netdist.testing import Admin, start_server, wait_until
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 BIN = Path(sys.executable).parent  # the commands pip installed next to this Python
@@ -190,6 +190,28 @@ def test_a_server_that_cannot_listen_says_so_in_its_last_line(files: Path) -> No
     assert err.splitlines()[-1] == (
         f"OSError: cannot listen on 127.0.0.1:{port}: the port is taken, or the address is not this machine's"
     )
+
+
+def test_a_second_server_on_a_data_dir_in_use_refuses_to_start_and_the_first_serves_on(files: Path) -> None:
+    """Two servers on one data dir (one SQLite file) each leased the same jobs and refused the other's
+    results; stopping one failed the handler the other ran. The lock goes with its holder, kill -9 too."""
+    data = files / "data"
+    first = start_server(data, log_dir=files / "logs", name="first")
+    try:
+        returncode, out, err = run("netdist-server", "serve", "--data-dir", "data", "--port", "0", cwd=files)
+        assert (returncode, out) == (ExitCode.USAGE, ""), err
+        assert one_line(err) == (
+            f"DataDirError: --data-dir data is in use by another netdist server (pid {first.popen.pid}): "
+            "stop it first, or give this one its own --data-dir"
+        )
+        assert first.alive()
+        with contextlib.closing(Admin(first.address)) as admin:  # the first still answers
+            assert admin.handlers() == []
+        first.kill()  # SIGKILL: the kernel lets go of the lock
+        again = start_server(data, log_dir=files / "logs", name="again")
+        assert again.stop() == 0
+    finally:
+        first.kill()
 
 
 def _documented_codes() -> dict[str, int]:

@@ -29,6 +29,7 @@ from netdist.gc_tuning import tune_collector
 from netdist.malloc_tuning import keep_freed_memory
 from netdist.server import check
 from netdist.server.app import ServerConfig, serve
+from netdist.server.data_dir_lock import DataDirInUseError, lock_data_dir
 from netdist.server.deps_resolver import ResolverConfig
 from netdist.server.serve_options import metrics_options, resolver_options, retention_options, retention_policy
 from netdist.server.store.engine import describe, read_only_url
@@ -255,6 +256,10 @@ def serve_command(
     if db_url is not None:
         checked_url(db_url)
     _check_data_dir(data_dir)
+    try:
+        lock = lock_data_dir(data_dir)  # held until this process ends
+    except DataDirInUseError as exc:
+        fail(f"DataDirError: {exc}", ExitCode.USAGE)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
@@ -290,6 +295,8 @@ def serve_command(
         fail(f"StoreUnavailableError: {exc.message}", ExitCode.UNAVAILABLE)
     except OSError as exc:
         fail(f"{type(exc).__name__}: {exc}", ExitCode.FAILED)
+    finally:
+        lock.close()
 
 
 @main.command("check")
