@@ -1,4 +1,5 @@
-"""Server text made safe to print: the one gate between what a server sends and the terminal.
+"""Text from a peer made safe to print: the one gate between what a server sends and the terminal
+(netdist-admin), and between what workers send and the server's log (:mod:`netdist.log_format`).
 
 Whatever the server sends (an old server, a hostile one, rows stored before
 the field limits), a string reaches the terminal only through these

@@ -170,3 +170,23 @@ def test_listings_show_hostile_stored_text_as_visible_escapes(cluster: Cluster, 
     # A reference with escapes in an error message comes back printable too.
     done = admin(addr, "handlers", "show", "no\x1b[2Jsuch")
     assert done.returncode == 1 and "\\x1b[2J" in done.stderr and "\x1b" not in done.stderr
+
+
+def test_the_server_log_shows_a_jobs_hostile_error_as_visible_escapes(cluster: Cluster, tmp_path: Path) -> None:
+    """A job's error message is a worker's text: the handler logs it (``process_failure``) and the
+    server's log quotes it, escapes shown, line breaks as continuation lines that start no record."""
+    cluster.api.upload(counter_wheel(tmp_path))
+    cluster.add_worker("w1")
+    script = tmp_path / "hostile.py"
+    script.write_text(
+        "# /// script\n# [tool.netdist]\n# package = \"counter\"\n# handler = \"Counter\"\n# job = \"hostile\"\n"
+        "# auto-start = true\n# max-attempts = 1\n# [tool.netdist.settings]\n# count = 1\n# ///\n"
+        f"def process(job_input, ctx):\n    raise ValueError({HOSTILE!r})\n"
+    )
+    hid = cluster.api.add_script(script).handler.id
+    cluster.api.wait_state(hid, "finished", timeout=60)
+    assert cluster.server is not None
+    log = cluster.server.output()
+    assert "failed for good: calm\\x1b[2J\\x1b]0;pwned\\x07\n  FORGED │ row │\\u202eevil" in log, log
+    assert not [c for c in RAW if c in log], log
+    assert "\nFORGED" not in log, log

@@ -20,7 +20,7 @@ import click
 from sqlalchemy import create_engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from netdist import ziplimit
+from netdist import log_format, ziplimit
 from netdist.bytesize import ByteSize
 from netdist.cli_boundary import OneLineGroup, fail
 from netdist.errors import CertificateError, StoreUnavailableError, first_line
@@ -260,9 +260,7 @@ def serve_command(
         lock = lock_data_dir(data_dir)  # held until this process ends
     except DataDirInUseError as exc:
         fail(f"DataDirError: {exc}", ExitCode.USAGE)
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    log_format.configure(log_level.upper())
     _log_transport(host, server_tls)
     if metrics_port is not None and not is_loopback(metrics_host):
         log.warning(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from netdist import fields
+from netdist import fields, log_format
 from netdist.bytesize import ByteSize
 from netdist.channel import ClientSecurity
 from netdist.cli_boundary import OneLineGroup, fail, server_address
@@ -84,11 +84,7 @@ def _identifier(field: str, value: str, limit: int, hint: str) -> str:
 )
 def main(log_level: str) -> None:
     """The netdist worker: runs jobs for a netdist server."""
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    log_format.configure(log_level.upper())
 
 
 @main.command()
