@@ -179,7 +179,7 @@ def test_the_server_log_shows_a_jobs_hostile_error_as_visible_escapes(cluster: C
     cluster.add_worker("w1")
     script = tmp_path / "hostile.py"
     script.write_text(
-        "# /// script\n# [tool.netdist]\n# package = \"counter\"\n# handler = \"Counter\"\n# job = \"hostile\"\n"
+        '# /// script\n# [tool.netdist]\n# package = "counter"\n# handler = "Counter"\n# job = "hostile"\n'
         "# auto-start = true\n# max-attempts = 1\n# [tool.netdist.settings]\n# count = 1\n# ///\n"
         f"def process(job_input, ctx):\n    raise ValueError({HOSTILE!r})\n"
     )
