@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Select, bindparam, delete, func, insert, select, update
 
 from netdist.server.lease_model import Ref
 from netdist.server.states import JobStatus
@@ -158,7 +158,10 @@ def ended(status: str | None) -> bool:
     return status is None or status in _DONE
 
 
-def delete_for_jobs(conn: Connection, job_ids: Collection[int]) -> None:
-    """Forget what these jobs logged (whoever removes jobs calls this with them)."""
-    if job_ids:
+def delete_for_jobs(conn: Connection, job_ids: Collection[int] | Select[tuple[int]]) -> None:
+    """Forget what these jobs logged (whoever removes jobs calls this with them); ``job_ids`` may be a
+    query of their ids."""
+    if isinstance(job_ids, Select):
+        conn.execute(delete(job_log).where(job_log.c.job_id.in_(job_ids)))
+    elif job_ids:
         conn.execute(delete(job_log).where(job_log.c.job_id.in_(sorted(job_ids))))
