@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select
 
 from netdist.server.clock import SYSTEM_CLOCK
-from netdist.server.retention import BATCH, CATCH_UP_SECONDS, Pruner, Retention
+from netdist.server.retention import BATCH, CATCH_UP_SECONDS, IN_FLIGHT, Pruner, Retention
 from netdist.server.states import JobStatus
 from netdist.server.store import jobs as job_store
 from netdist.server.store.engine import default_url, open_engine
@@ -46,4 +47,36 @@ def test_a_pass_cut_short_is_followed_soon_and_empty_checks_cost_nothing(tmp_pat
     assert seen == [(BATCH, CATCH_UP_SECONDS), (BATCH, CATCH_UP_SECONDS), (200, 60.0), (0, 60.0)]
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(jobs)).scalar_one() == 0
+    engine.dispose()
+
+
+def test_a_pass_keeps_several_batches_on_their_way_to_the_writer(tmp_path: Path) -> None:
+    """One batch at a time, each waited its turn behind the results in a busy writer and retention fell
+    behind a server at 20,000 jobs/s (the store 54-70 MB against 35 over 600,000 jobs). IN_FLIGHT go at
+    once; the writer runs them in order, so each still finds the next rows and the budget holds."""
+    engine = open_engine(default_url(tmp_path))
+    count = 7 * BATCH + 100
+    with engine.begin() as conn:
+        insert_handler(conn, id="z", job_name="busy")
+        job_store.insert(conn, "z", job_store.reserve_job_ids(conn, count), [("{}", "null")] * count)
+        conn.execute(jobs.update().values(status=JobStatus.PROCESSED, finished_at=1.0, output="1"))
+    store = Store(engine)
+    pruner = Pruner(store, Retention(keep_processed_count=0, interval_seconds=60.0), SYSTEM_CLOCK, max_batches=7)
+    submit, waiting, most = store.writer.submit, set(), 0
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal most
+        write = submit(*args, **kwargs)
+        waiting.add(write)
+        write.add_done_callback(waiting.discard)
+        most = max(most, len(waiting))
+        return write
+
+    store.writer.submit = counted  # type: ignore[method-assign]
+    try:
+        deleted = [asyncio.run(pruner.run_once()), asyncio.run(pruner.run_once())]
+    finally:
+        store.writer.close()
+    assert deleted == [7 * BATCH, 100]  # the budget of 7 batches holds, the rest in the next pass
+    assert most == IN_FLIGHT
     engine.dispose()
