@@ -35,7 +35,7 @@ def test_jobs_taken_back_by_probation_go_out_again_in_enqueue_order() -> None:
     table.refilled("h", [ReadyJob(i, 0, 0, b"{}") for i in range(1, 7)], more=False)
     table.connect(WorkerInfo(worker_id="w", name="w", labels={}, slots=1), [])
     table.set_capacity("w", 4)  # one slot and three prefetched,
-    table.workers["w"].ewma_seconds = 0.01  # as the table allows for jobs of 10 ms
+    table.workers["w"].ewma_seconds = table.handlers["h"].ewma_seconds = 0.01  # as it allows for jobs of 10 ms
 
     leases = table.pick()
     assert [x.job_id for x in leases] == [1, 2, 3, 4]

@@ -31,6 +31,8 @@ def join(table: LeaseTable, worker_id: str, slots: int) -> None:
     table.connect(WorkerInfo(worker_id=worker_id, name=worker_id, labels={}, slots=slots), [])
     table.set_capacity(worker_id, slots + 4)
     table.workers[worker_id].ewma_seconds = 0.01  # short jobs: the table would prefetch
+    for queue in table.handlers.values():
+        queue.ewma_seconds = 0.01
 
 
 def test_a_capped_handler_leaves_its_last_place_for_a_free_slot_elsewhere() -> None:

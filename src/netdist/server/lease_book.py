@@ -347,11 +347,15 @@ class LeaseBook:
         queue = self.handlers.get(handler_id)
         return queue.settings.max_attempts if queue is not None else 1
 
-    def _note_duration(self, state: WorkerState, seconds: float) -> None:
+    def _note_duration(self, state: WorkerState, queue: HandlerQueue | None, seconds: float) -> None:
+        """A job's run time as its worker reported it, into the worker's average and its handler's."""
         if not math.isfinite(seconds) or seconds < 0:
             return
         prev = state.ewma_seconds
         state.ewma_seconds = seconds if prev is None else prev + EWMA_ALPHA * (seconds - prev)
+        if queue is not None:
+            prev = queue.ewma_seconds
+            queue.ewma_seconds = seconds if prev is None else prev + EWMA_ALPHA * (seconds - prev)
 
     def _drop(self, lease: Lease, *, ran_seconds: float | None = None) -> None:
         """Forget a lease; charge its worker's daily budget with the run time (reported, or since the start)."""

@@ -29,6 +29,15 @@ PREFETCH_SECONDS = 0.05
 """A worker may hold about this much queued work per slot beyond its slots."""
 
 
+def prefetch_bound(slots: int, ewma_seconds: float | None) -> int:
+    """Leases beyond ``slots`` for jobs of this run time: about PREFETCH_SECONDS of them per slot, at most
+    MAX_PREFETCH; none while the run time is unknown."""
+    if ewma_seconds is None:
+        return 0
+    per_slot = PREFETCH_SECONDS / ewma_seconds if ewma_seconds > 0 else math.inf
+    return int(min(MAX_PREFETCH, slots * per_slot))
+
+
 class ReadyJob(NamedTuple):
     """An available job as queued in memory: what a lease needs to go out (a NamedTuple: built once
     per job, a third of a frozen dataclass's cost)."""
@@ -230,6 +239,8 @@ class HandlerQueue:
     pass_value: float = 0.0  # stride scheduling: the lowest goes next
     streak: int = 0  # failed results in a row
     failing: bool = False  # reached max-sequenced-errors: hands out nothing
+    ewma_seconds: float | None = None
+    """Its jobs' run time as workers report it, any worker: bounds the prefetch of its jobs (``room_for``)."""
 
     @property
     def handler_id(self) -> str:
@@ -307,12 +318,16 @@ class WorkerState:
         worker is done with it, and waiting for the commit (a group commit's fsync, longer under load)
         before it gets the next job would leave it idle with a full window of answered jobs. Their
         results wait in its memory until acknowledged, so they are bounded too."""
-        bound = 0
-        if self.ewma_seconds is not None:
-            per_slot = PREFETCH_SECONDS / self.ewma_seconds if self.ewma_seconds > 0 else math.inf
-            bound = int(min(MAX_PREFETCH, self.slots * per_slot))
-        window = min(self.capacity, self.slots + bound)
+        window = min(self.capacity, self.slots + prefetch_bound(self.slots, self.ewma_seconds))
         return window - len(self.jobs) + min(len(self.answered), window)
+
+    def room_for(self, queue: HandlerQueue) -> int:
+        """Of its :meth:`room`, how many more of ``queue``'s jobs: their own run time bounds their prefetch.
+        A worker's run time is that of whatever it ran last; sized by short jobs of one handler, its window
+        took 78-273 five-second jobs of another on 2 slots (stranded there for minutes, while a worker that
+        joined later got none). None beyond its slots before one of them ran anywhere."""
+        window = self.slots + prefetch_bound(self.slots, queue.ewma_seconds)
+        return window - self.per_handler[queue.handler_id] + min(len(self.answered), window)
 
     def free_slots(self) -> int:
         return self.slots - len(self.jobs) + len(self.answered)

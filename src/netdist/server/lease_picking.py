@@ -85,7 +85,11 @@ class LeasePicker(LeaseBook):
             runner_up = min(eligible[1:3], default=None)
             given = 0
             limits_move = not _steady(queue)
+            mine = state.room_for(queue) if prefetch else room  # a free slot takes any handler's job
             while True:
+                if given >= mine:
+                    heapq.heappop(eligible)
+                    break
                 job = queue.pop()
                 if job is None:
                     heapq.heappop(eligible)

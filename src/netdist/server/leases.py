@@ -368,7 +368,7 @@ class LeaseTable(LeasePicker):
             state.jobs.discard(lease.job_id)
             state.answered.discard(lease.job_id)
             state.per_handler[lease.handler_id] -= 1
-        self._note_duration(state, result.duration_seconds)
+        self._note_duration(state, self.handlers.get(lease.handler_id), result.duration_seconds)
         if result.error is None:
             state.done += 1
         else:

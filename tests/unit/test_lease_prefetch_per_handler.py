@@ -1,0 +1,56 @@
+"""A handler's own job run time bounds how many of its jobs a worker holds beyond its slots.
+
+Seen from outside (an operator's walk-through, 2 slots): after a job script of short jobs, a worker took
+78 (another, 273) five-second jobs of the next one, its window sized by the short ones. Those jobs sat
+there for minutes, a pause let them run for 40 s more, and a worker that joined later got none of them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from netdist.jobscript import JobSettings
+from netdist.server.lease_model import MAX_PREFETCH, HandlerSpec, ReadyJob, ResultIn, WorkerInfo
+from netdist.server.leases import LeaseTable
+from tests.clock import ManualClock
+
+
+def add_handler(table: LeaseTable, handler_id: str, first_id: int, jobs: int) -> None:
+    settings = JobSettings(package="p", handler="H", job=handler_id)
+    spec = HandlerSpec(
+        handler_id=handler_id, job_name=handler_id, script_sha256="0" * 64, environment=(), settings=settings
+    )
+    table.add_handler(spec, counts={}, streak=0, active=True)
+    table.enqueued(handler_id, jobs)
+    table.refilled(handler_id, [ReadyJob(i, 0, 0, b"{}") for i in range(first_id, first_id + jobs)], more=False)
+
+
+def test_a_window_sized_by_short_jobs_takes_no_more_than_its_slots_of_long_ones() -> None:
+    table = LeaseTable(clock=ManualClock(), reconnect_grace_seconds=2.0, silent_after_seconds=15.0)
+    add_handler(table, "slow", 1, 100)
+    table.connect(WorkerInfo(worker_id="w", name="w", labels={}, slots=2), [])
+    table.set_capacity("w", 2 + MAX_PREFETCH)
+    table.workers["w"].ewma_seconds = 0.0001  # it ran short jobs before: a window of 1,000 by its own average
+
+    first = table.pick()
+    assert len(first) == 2  # its slots: how long these jobs take is not known yet
+    table.leases_stored(first, {x.job_id for x in first})
+    _, accepted, _ = table.settle("w", [ResultIn(x.job_id, x.lease_no, "null", None, 5.0) for x in first])
+    table.settled(accepted, {s.result.job_id for s in accepted})
+    assert table.handlers["slow"].ewma_seconds == 5.0
+    again = table.pick()
+    assert len(again) == 2  # 5 s a job: 50 ms of them is none beyond the slots
+
+
+def test_short_jobs_of_one_handler_fill_the_window_and_long_ones_of_another_only_the_slots() -> None:
+    table = LeaseTable(clock=ManualClock(), reconnect_grace_seconds=2.0, silent_after_seconds=15.0)
+    add_handler(table, "fast", 1, 500)
+    add_handler(table, "slow", 1001, 500)
+    table.handlers["fast"].ewma_seconds = 0.0001
+    table.handlers["slow"].ewma_seconds = 5.0
+    table.connect(WorkerInfo(worker_id="w", name="w", labels={}, slots=2), [])
+    table.set_capacity("w", 2 + MAX_PREFETCH)
+    table.workers["w"].ewma_seconds = 0.0001
+
+    picked = Counter(x.handler_id for x in table.pick())
+    assert picked["slow"] <= 2 and picked["fast"] >= 498  # taking turns, the slow ones stop at the slots
