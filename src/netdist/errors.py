@@ -9,7 +9,8 @@
     │   └── TokenFileError        INVALID_ARGUMENT     a token file (local: --token-file, the data dir's)
     ├── NotFoundError             NOT_FOUND            no such handler, package, worker or blob
     ├── FailedPreconditionError   FAILED_PRECONDITION  the request does not fit the current state
-    │   └── ArtifactError         FAILED_PRECONDITION  a job's script or wheel cannot be had (worker side)
+    │   ├── ArtifactError         FAILED_PRECONDITION  a job's script or wheel cannot be had (worker side)
+    │   └── DataDirInUseError     FAILED_PRECONDITION  another server holds the data dir (serve, local)
     ├── ResourceExhaustedError    RESOURCE_EXHAUSTED   over a size limit
     │   ├── UnpackLimitError      RESOURCE_EXHAUSTED   a zip would unpack past a limit (size, ratio, members)
     │   └── DiskFullError         RESOURCE_EXHAUSTED   the disk holding the database or the data dir is full
@@ -108,6 +109,10 @@ class UnauthenticatedError(NetDistError):
 
 class PermissionDeniedError(NetDistError):
     code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class DataDirInUseError(FailedPreconditionError):
+    """Another running server holds the data dir (server/data_dir_lock.py); never an answer to a call."""
 
 
 class UnavailableError(NetDistError):

@@ -23,13 +23,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from netdist import log_format, ziplimit
 from netdist.bytesize import ByteSize
 from netdist.cli_boundary import OneLineGroup, fail
-from netdist.errors import CertificateError, StoreUnavailableError, first_line
+from netdist.errors import CertificateError, DataDirInUseError, StoreUnavailableError, first_line
 from netdist.exit_codes import ExitCode
 from netdist.gc_tuning import tune_collector
 from netdist.malloc_tuning import keep_freed_memory
 from netdist.server import check
 from netdist.server.app import ServerConfig, serve
-from netdist.server.data_dir_lock import DataDirInUseError, lock_data_dir
+from netdist.server.data_dir_lock import lock_data_dir
 from netdist.server.deps_resolver import ResolverConfig
 from netdist.server.serve_options import metrics_options, resolver_options, retention_options, retention_policy
 from netdist.server.store.engine import describe, read_only_url

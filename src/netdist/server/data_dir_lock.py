@@ -16,11 +16,9 @@ import os
 from pathlib import Path
 from typing import IO
 
+from netdist.errors import DataDirInUseError
+
 LOCK_FILE = "server.lock"
-
-
-class DataDirInUseError(Exception):
-    """Another running server holds the data dir."""
 
 
 def lock_data_dir(data_dir: Path) -> IO[str]:
