@@ -163,9 +163,7 @@ class NetDistServer:
         except RuntimeError:  # grpc's "Failed to bind": the CLI says it in one line
             self.port = 0
         if self.port == 0:
-            raise OSError(
-                f"cannot listen on {cfg.host}:{cfg.port}: the port is taken, or the address is not this machine's"
-            )
+            raise OSError(cannot_listen(cfg.host, cfg.port))
         address = f"{cfg.host}:{self.port}"
         if cfg.metrics_port is not None:
             self.metrics = MetricsServer(
@@ -252,3 +250,7 @@ async def serve(config: ServerConfig) -> None:
     await stop.wait()
     await server.stop()
     log.info("stopped")
+
+
+def cannot_listen(host: str, port: int) -> str:
+    return f"cannot listen on {host}:{port}: the port is taken, or the address is not this machine's"

@@ -12,6 +12,7 @@ import asyncio
 import datetime
 import json
 import logging
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +29,7 @@ from netdist.exit_codes import ExitCode
 from netdist.gc_tuning import tune_collector
 from netdist.malloc_tuning import keep_freed_memory
 from netdist.server import check
-from netdist.server.app import ServerConfig, serve
+from netdist.server.app import ServerConfig, cannot_listen, serve
 from netdist.server.data_dir_lock import lock_data_dir
 from netdist.server.deps_resolver import ResolverConfig
 from netdist.server.serve_options import metrics_options, resolver_options, retention_options, retention_policy
@@ -255,6 +256,7 @@ def serve_command(
         fail("UsageError: --metrics-host needs --metrics-port (metrics are off without it)", ExitCode.USAGE)
     if db_url is not None:
         checked_url(db_url)
+    _check_port(host, port)
     _check_data_dir(data_dir)
     try:
         lock = lock_data_dir(data_dir)  # held until this process ends
@@ -379,6 +381,27 @@ def _server_tls(
         return load_server_tls(cert, key, client_ca)
     except CertificateError as exc:
         fail(f"CertificateError: {exc.message}", ExitCode.USAGE)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Exits 1 when ``host:port`` cannot be listened on, before the store is opened or migrated and
+    before a first start writes its tokens (gRPC's own failure comes after them, with a line of its core's
+    log). As gRPC does: the port is refused only when none of the host's addresses takes it."""
+    if port == 0:
+        return
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return  # not resolvable: gRPC says so where it binds
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC: a port in TIME_WAIT is free
+            try:
+                probe.bind(address)
+            except OSError:
+                continue
+            return
+    fail(f"OSError: {cannot_listen(host, port)}", ExitCode.FAILED)
 
 
 def _check_data_dir(data_dir: Path) -> None:
