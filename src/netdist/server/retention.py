@@ -164,7 +164,11 @@ class Pruner:
                 )
                 for _ in range(min(IN_FLIGHT, self._budget))
             ]
-            counts = await asyncio.gather(*writes)
+            answers = await asyncio.gather(*writes, return_exceptions=True)  # none left unawaited
+            failed = [a for a in answers if isinstance(a, BaseException)]
+            if failed:
+                raise failed[0]
+            counts = [a for a in answers if not isinstance(a, BaseException)]
             for n in counts:
                 self._spent(n > 0)
                 done += n
