@@ -16,13 +16,30 @@ from netdist.printable import printable
 JOB_STATUSES = ("available", "leased", "succeeded", "errored", "processed", "failed")
 """A job's states as the server stores them (netdist.server.states.JobStatus; a test keeps the two equal)."""
 
-ACTIONS: dict[str, tuple[admin_pb2.HandlerAction.ValueType, str]] = {
-    "start": (admin_pb2.HANDLER_ACTION_START, "started"),
-    "stop": (admin_pb2.HANDLER_ACTION_STOP, "stopped"),
-    "pause": (admin_pb2.HANDLER_ACTION_PAUSE, "paused"),
-    "enable": (admin_pb2.HANDLER_ACTION_ENABLE, "enabled"),
-    "disable": (admin_pb2.HANDLER_ACTION_DISABLE, "disabled"),
-    "remove": (admin_pb2.HANDLER_ACTION_REMOVE, "removed"),
+ACTIONS: dict[str, tuple[admin_pb2.HandlerAction.ValueType, str, str]] = {
+    "start": (admin_pb2.HANDLER_ACTION_START, "started", "Start handler REF, or resume it: it hands out jobs."),
+    "stop": (
+        admin_pb2.HANDLER_ACTION_STOP,
+        "stopped",
+        "Stop handler REF: it hands out nothing, and its leased jobs are taken back from the workers, "
+        "running ones too (not charged as attempts). `start` goes on from where it stopped.",
+    ),
+    "pause": (
+        admin_pb2.HANDLER_ACTION_PAUSE,
+        "paused",
+        "Pause handler REF: it hands out nothing, and its leased jobs finish. `start` resumes it.",
+    ),
+    "enable": (
+        admin_pb2.HANDLER_ACTION_ENABLE,
+        "enabled",
+        "Enable handler REF: it may start again (by hand, schedule or auto-start); a failed one's error is cleared.",
+    ),
+    "disable": (
+        admin_pb2.HANDLER_ACTION_DISABLE,
+        "disabled",
+        "Disable handler REF: it does not start, by hand, schedule or auto-start, until enabled.",
+    ),
+    "remove": (admin_pb2.HANDLER_ACTION_REMOVE, "removed", "Remove handler REF and its jobs."),
 }
 
 
@@ -183,7 +200,7 @@ def handlers_show(ctx: click.Context, ref: str, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def handlers_result(ctx: click.Context, ref: str, as_json: bool) -> None:
-    """Print the saved state (the handler's ``self.state``) and summary of handler REF.
+    """Print the saved state (the handler's `self.state`) and summary of handler REF.
 
     The state is sent up to 256 KiB; past that only its size is (the handler keeps its answer too big
     to show: write it to a file or a database from the handler instead)."""
@@ -195,7 +212,7 @@ def handlers_result(ctx: click.Context, ref: str, as_json: bool) -> None:
 
 
 def _control_command(name: str) -> Callable[..., None]:
-    action, done = ACTIONS[name]
+    action, done, doc = ACTIONS[name]
 
     @click.argument("ref", shell_complete=handler_names)
     @click.pass_context
@@ -209,7 +226,7 @@ def _control_command(name: str) -> Callable[..., None]:
             text.append_text(render.handler_state(h))
         out().print(text)
 
-    command.__doc__ = f"{name.capitalize()} handler REF."
+    command.__doc__ = doc
     return command
 
 
