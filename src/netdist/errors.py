@@ -10,7 +10,8 @@
     ├── NotFoundError             NOT_FOUND            no such handler, package, worker or blob
     ├── FailedPreconditionError   FAILED_PRECONDITION  the request does not fit the current state
     │   ├── ArtifactError         FAILED_PRECONDITION  a job's script or wheel cannot be had (worker side)
-    │   └── DataDirInUseError     FAILED_PRECONDITION  another server holds the data dir (serve, local)
+    │   ├── DataDirInUseError     FAILED_PRECONDITION  another server holds the data dir (serve, local)
+    │   └── StoreInUseError       FAILED_PRECONDITION  another server holds the PostgreSQL database (serve)
     ├── ResourceExhaustedError    RESOURCE_EXHAUSTED   over a size limit
     │   ├── UnpackLimitError      RESOURCE_EXHAUSTED   a zip would unpack past a limit (size, ratio, members)
     │   └── DiskFullError         RESOURCE_EXHAUSTED   the disk holding the database or the data dir is full
@@ -113,6 +114,10 @@ class PermissionDeniedError(NetDistError):
 
 class DataDirInUseError(FailedPreconditionError):
     """Another running server holds the data dir (server/data_dir_lock.py); never an answer to a call."""
+
+
+class StoreInUseError(FailedPreconditionError):
+    """Another running server holds the PostgreSQL database (server/store_lock.py); never an answer to a call."""
 
 
 class UnavailableError(NetDistError):

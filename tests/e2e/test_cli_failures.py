@@ -216,6 +216,28 @@ def test_a_second_server_on_a_data_dir_in_use_refuses_to_start_and_the_first_ser
         first.kill()
 
 
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_a_second_server_on_a_postgres_database_in_use_refuses_to_start(files: Path, db_url: str) -> None:
+    """As on one data dir, with a data dir of its own: the database's advisory lock names the holder."""
+    first = start_server(files / "a", log_dir=files / "logs", db_url=db_url, name="first")
+    try:
+        returncode, out, err = run("netdist-server", "serve", "--data-dir", "b", "--db", db_url, cwd=files)
+        assert (returncode, out) == (ExitCode.USAGE, "")
+        line = one_line(err)
+        assert line.startswith(f"StoreInUseError: the store {db_url.split('///')[0]}"), line
+        assert line.endswith(
+            f"is in use by another netdist server (netdist-server {socket.gethostname()} pid {first.popen.pid}): "
+            "stop it first, or give this one its own database"
+        ), line
+        with contextlib.closing(Admin(first.address)) as admin:  # the first still answers
+            assert admin.handlers() == []
+        first.kill()  # SIGKILL: PostgreSQL lets go of the lock with the session
+        again = start_server(files / "b", log_dir=files / "logs", db_url=db_url, name="again")
+        assert again.stop() == 0
+    finally:
+        first.kill()
+
+
 def _documented_codes() -> dict[str, int]:
     """The table under '## Exit codes' in docs/cli.md: `| 2 | `USAGE` | ... |` rows."""
     section = DOCS.read_text().split("## Exit codes", 1)[1].split("\n## ", 1)[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import signal
@@ -11,6 +12,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from netdist.api.v1 import (
@@ -41,6 +43,7 @@ from netdist.server.store import catalog
 from netdist.server.store.engine import default_url, describe, open_engine
 from netdist.server.store.facade import Store
 from netdist.server.store.outage import StoreHealth
+from netdist.server.store_lock import lock_store
 from netdist.server.tokens import TokenCache, make_first_tokens
 from netdist.server.transport import ServerTLS
 from netdist.server.upload import UploadLimits
@@ -95,12 +98,14 @@ class NetDistServer:
         self.metrics: MetricsServer | None = None
         self.metrics_address = ""
         self._stopped = asyncio.Event()
+        self._store_lock: Connection | None = None  # PostgreSQL: the connection holding the database's lock
 
     async def start(self) -> str:
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         url = cfg.db_url or default_url(cfg.data_dir)
         try:
+            self._store_lock = await asyncio.to_thread(lock_store, url, describe(url))
             engine = await asyncio.to_thread(open_engine, url)
         except SQLAlchemyError as exc:  # nothing runs yet: the caller says so and stops
             raise StoreUnavailableError(f"cannot open the store at {describe(url)}: {first_line(exc)}") from exc
@@ -223,6 +228,9 @@ class NetDistServer:
         await self.audit.stop()
         await self.server.stop(self.config.grace_seconds)
         await self.tokens.stop()
+        if self._store_lock is not None:
+            with contextlib.suppress(SQLAlchemyError):  # lost with a database that restarted: nothing to let go
+                await asyncio.to_thread(self._store_lock.close)
         await asyncio.to_thread(self.store.close)
         self._stopped.set()
 

@@ -24,7 +24,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from netdist import log_format, ziplimit
 from netdist.bytesize import ByteSize
 from netdist.cli_boundary import OneLineGroup, fail
-from netdist.errors import CertificateError, DataDirInUseError, StoreUnavailableError, first_line
+from netdist.errors import (
+    CertificateError,
+    DataDirInUseError,
+    StoreInUseError,
+    StoreUnavailableError,
+    first_line,
+)
 from netdist.exit_codes import ExitCode
 from netdist.gc_tuning import tune_collector
 from netdist.malloc_tuning import keep_freed_memory
@@ -293,6 +299,8 @@ def serve_command(
         asyncio.run(serve(config))
     except StoreUnavailableError as exc:
         fail(f"StoreUnavailableError: {exc.message}", ExitCode.UNAVAILABLE)
+    except StoreInUseError as exc:
+        fail(f"StoreInUseError: {exc.message}", ExitCode.USAGE)
     except OSError as exc:
         fail(f"{type(exc).__name__}: {exc}", ExitCode.FAILED)
     finally:
