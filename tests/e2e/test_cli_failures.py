@@ -224,7 +224,7 @@ def test_a_second_server_on_a_postgres_database_in_use_refuses_to_start(files: P
         returncode, out, err = run("netdist-server", "serve", "--data-dir", "b", "--db", db_url, cwd=files)
         assert (returncode, out) == (ExitCode.USAGE, "")
         line = one_line(err)
-        assert line.startswith(f"StoreInUseError: the store {db_url.split('///')[0]}"), line
+        assert line.startswith(f"StoreInUseError: the store {db_url.split('///', maxsplit=1)[0]}"), line
         assert line.endswith(
             f"is in use by another netdist server (netdist-server {socket.gethostname()} pid {first.popen.pid}): "
             "stop it first, or give this one its own database"
