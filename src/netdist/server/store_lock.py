@@ -6,8 +6,8 @@ would each run the same handlers and lease the same jobs, as two on one data dir
 now refuses to start, naming the holder by the ``application_name`` its lock connection set.
 
 The lock lives as long as its connection: PostgreSQL lets go of it when the server process ends, kill -9
-included. A connection lost while the server runs (the database restarted) takes the lock with it; the
-server goes on without it.
+included, and within about 40 s when its machine dies (``KEEPALIVES``). A connection lost while the server
+runs (the database restarted) takes the lock with it; the server goes on without it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,11 @@ from netdist.printable import printable
 
 KEY = (0x6E657464, 1)
 """The advisory lock's two int4 keys ("netd", 1): one per database."""
+
+KEEPALIVES = (("tcp_keepalives_idle", "20"), ("tcp_keepalives_interval", "5"), ("tcp_keepalives_count", "4"))
+"""The database probes this session's TCP connection after 20 s of quiet, every 5 s, and ends it after 4
+unanswered probes: the lock of a server whose machine died (no FIN ever comes) is let go within about
+40 s, not after the system's two hours. Ignored on a unix socket, where the two ends share a machine."""
 
 _HOLDER = text(
     "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
@@ -43,6 +48,8 @@ def lock_store(url: str, database: str) -> Connection | None:
     try:
         name = f"netdist-server {socket.gethostname()} pid {os.getpid()}"[:63]
         conn.execute(text("SELECT set_config('application_name', :name, false)"), {"name": name})
+        for setting, value in KEEPALIVES:
+            conn.execute(text("SELECT set_config(:setting, :value, false)"), {"setting": setting, "value": value})
         got = conn.execute(text("SELECT pg_try_advisory_lock(:k1, :k2)"), {"k1": KEY[0], "k2": KEY[1]}).scalar()
         holder = None if got else conn.execute(_HOLDER, {"k1": KEY[0], "k2": KEY[1]}).scalar()
         conn.commit()  # the lock is the session's: no transaction stays open on this connection
