@@ -6,9 +6,9 @@ older than that; ``--keep-processed DURATION`` deletes processed and failed
 jobs that finished longer ago, ``--keep-processed COUNT`` keeps only the
 newest COUNT of each per handler. A background pass runs every
 ``interval_seconds`` (sooner after one that stopped at its limit with more to
-delete) and deletes in batches of ``BATCH`` rows, each its own
-short transaction through the group-commit writer, yielding between them so
-that leases and results go on. Deleted jobs still count: each handler keeps a
+delete) and deletes in batches of ``BATCH`` rows through the group-commit
+writer, ``IN_FLIGHT`` of them queued at once, so that leases and results go on
+between them. Deleted jobs still count: each handler keeps a
 tally of the processed and failed jobs retention deleted (its counts add them).
 """
 
@@ -164,16 +164,15 @@ class Pruner:
                 )
                 for _ in range(min(IN_FLIGHT, self._budget))
             ]
-            answers = await asyncio.gather(*writes, return_exceptions=True)  # none left unawaited
-            failed = [a for a in answers if isinstance(a, BaseException)]
-            if failed:
-                raise failed[0]
-            counts = [a for a in answers if not isinstance(a, BaseException)]
-            for n in counts:
+            n = 0
+            for answer in await asyncio.gather(*writes, return_exceptions=True):  # none left unawaited
+                if isinstance(answer, BaseException):
+                    raise answer
+                n = answer
                 self._spent(n > 0)
                 done += n
                 self.deleted += n
-            if counts[-1] < BATCH:
+            if n < BATCH:  # the last batch found fewer: nothing more to delete
                 break
         return done
 

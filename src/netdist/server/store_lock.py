@@ -39,9 +39,9 @@ def lock_store(url: str, database: str) -> Connection | None:
     """Take the database's lock, before any migration, on a connection of its own kept open (returned:
     close it to let go), or raise StoreInUseError naming the holder. None for SQLite (the data dir's
     lock covers it)."""
-    if make_url(url).get_backend_name() != "postgresql":
-        return None
     parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return None
     args = {} if "connect_timeout" in parsed.query else {"connect_timeout": 10}  # as open_engine: no hang
     engine = create_engine(parsed, poolclass=NullPool, connect_args=args)  # one connection, closed with the lock
     conn = engine.connect()
