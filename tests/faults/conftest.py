@@ -189,4 +189,5 @@ def rig(tmp_path: Path, db_url: str, request: pytest.FixtureRequest) -> Iterator
         else:
             bad = [(name, code) for name, code in codes if code != 0]
             assert not bad, f"processes did not stop cleanly: {bad}\n{cluster.logs()}"
+            Invariants.worker_caches_are_whole(cluster.workers)
             assert not cluster.leaks(), f"secrets leaked: {cluster.leaks()}"

@@ -233,8 +233,8 @@ class Invariants:
         self.watch.sample()
         assert not self.watch.regressions, self.watch.regressions[:10]
         assert all(j.attempts >= 1 for j in snap.by_status("processed")), "a job was processed without an attempt"
-        if finished:  # mid-run a fetch may be under way
-            self._worker_caches_are_whole(workers)
+        if finished:
+            self.worker_caches_are_whole(workers)
         self._server_is_healthy(server)
         return snap
 
@@ -306,10 +306,15 @@ class Invariants:
             )
 
     @staticmethod
-    def _worker_caches_are_whole(workers: Iterable[Process]) -> None:
+    def worker_caches_are_whole(workers: Iterable[Process]) -> None:
+        """No partial file in the cache of a worker that stopped cleanly.
+
+        A running worker may be mid-fetch (one just thawed from SIGSTOP still
+        fetches for a job it lost); a killed one leaves its leftovers for its
+        next start to clean."""
         for worker in workers:
-            if worker.popen.returncode not in (None, 0):
-                continue  # killed: its leftovers are for its next start to clean
+            if worker.popen.returncode != 0:
+                continue
             cache = worker.log_path.parent.parent / "cache" / worker.name
             if cache.is_dir():
                 partial = [p for p in cache.rglob("*") if p.name.startswith(_WORKER_TEMP_PREFIXES)]
