@@ -216,6 +216,19 @@ def test_a_second_server_on_a_data_dir_in_use_refuses_to_start_and_the_first_ser
         first.kill()
 
 
+def test_a_new_store_is_one_line_of_the_log_and_a_current_one_none(files: Path) -> None:
+    """Found by an operator: the first start printed thirteen lines of alembic's INFO log, one per
+    revision, before the server's own."""
+    first = start_server(files / "data", log_dir=files / "logs", name="first")
+    assert first.stop() == 0
+    lines = first.output().splitlines()
+    assert not [line for line in lines if "alembic" in line], lines
+    assert len([line for line in lines if "created the schema (revision " in line]) == 1, lines
+    again = start_server(files / "data", log_dir=files / "logs", name="again")
+    assert again.stop() == 0
+    assert not [line for line in again.output().splitlines() if "schema" in line or "alembic" in line]
+
+
 @pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 def test_a_second_server_on_a_postgres_database_in_use_refuses_to_start(files: Path, db_url: str) -> None:
     """As on one data dir, with a data dir of its own: the database's advisory lock names the holder."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 
@@ -79,12 +81,29 @@ def open_engine(url: str) -> Engine:
     return engine
 
 
+log = logging.getLogger("netdist.server.store")
+
+
 def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision; one log line when that changed it.
+
+    Alembic's own INFO lines (one per revision, a dozen on a new store) stay out of the server's log."""
     config = Config()
     config.set_main_option("script_location", "netdist.server.store:migrations")
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+    alembic_log = logging.getLogger("alembic")
+    level = alembic_log.level
+    alembic_log.setLevel(max(logging.WARNING, level))
+    try:
+        with engine.begin() as conn:
+            before = MigrationContext.configure(conn).get_current_revision()
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+            after = MigrationContext.configure(conn).get_current_revision()
+    finally:
+        alembic_log.setLevel(level)
+    if after != before:
+        what = "created the schema" if before is None else f"upgraded the schema from revision {before}"
+        log.info("%s (revision %s)", what, after)
 
 
 def read_only_url(url: URL, *, what: str = "a check") -> URL:
