@@ -23,7 +23,8 @@ DEFAULT_DATA_DIR = Path("netdist-data")
 class FoundToken:
     value: str | None = dataclasses.field(default=None, repr=False)
     source: str = "no token"
-    """Where it came from, for messages: ``--token-file FILE``, the variable's name, a file's path."""
+    """Where it came from, for messages: ``--token-file FILE``, the variable's name, a file's path;
+    with no token, where the client looked."""
 
 
 def read_token_file(path: Path) -> str:
@@ -47,4 +48,4 @@ def find_token(*, token_file: Path | None, env: Mapping[str, str], variable: str
     path = data_dir / default_name
     if path.is_file():
         return FoundToken(read_token_file(path), str(path))
-    return FoundToken()
+    return FoundToken(source=f"none found: no --token-file, {variable} unset, no {path}")

@@ -363,6 +363,13 @@ def test_the_admin_cli_says_no_in_one_red_line_and_exits_1(cluster: Cluster) -> 
     assert line.startswith("UnauthenticatedError: the token given is not known to this server") and line.endswith(
         "(the token given came from NETDIST_TOKEN)"
     ), line
+    nowhere = cluster.root / "no-tokens-here"
+    none = cluster.admin_cli("status", env={"NETDIST_DATA_DIR": str(nowhere), "NETDIST_TOKEN": ""})
+    assert (none.returncode, none.stdout) == (1, "")
+    (line,) = none.stderr.splitlines()  # it said "(the token given came from no token)"
+    assert line.startswith("UnauthenticatedError: this call carried no token") and line.endswith(
+        f"(none found: no --token-file, NETDIST_TOKEN unset, no {nowhere / 'admin.token'})"
+    ), line
 
 
 def test_a_revoked_token_ends_its_open_worker_stream_and_followed_log(cluster: Cluster, tmp_path: Path) -> None:

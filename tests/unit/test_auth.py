@@ -234,7 +234,10 @@ def test_clients_find_their_token_flag_first_then_environment_then_data_dir(
     assert find(NETDIST_TOKEN="ndt_env", NETDIST_DATA_DIR=str(other)).value == "ndt_env"
     assert find(NETDIST_DATA_DIR=str(other)).value == "ndt_other"
     assert find() == FoundToken("ndt_local", os.path.join("netdist-data", "admin.token"))
-    assert find(NETDIST_DATA_DIR=str(tmp_path / "none")) == FoundToken()
+    none = tmp_path / "none" / "admin.token"
+    assert find(NETDIST_DATA_DIR=str(none.parent)) == FoundToken(
+        None, f"none found: no --token-file, NETDIST_TOKEN unset, no {none}"
+    )
     assert "ndt_flag" not in repr(find(flag))
     flag.write_text("two words\n")
     with pytest.raises(TokenFileError, match="does not hold one token"):

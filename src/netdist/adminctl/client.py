@@ -102,7 +102,8 @@ class AdminClient:
         if sent is not None:  # the server's own error (a store outage is UNAVAILABLE too)
             return sent(details or code.name)
         if code is grpc.StatusCode.UNAUTHENTICATED and self.token_source:
-            return UnauthenticatedError(f"{details} (the token given came from {self.token_source})")
+            given = "the token given came from " if self.security.token else ""
+            return UnauthenticatedError(f"{details} ({given}{self.token_source})")
         if code is grpc.StatusCode.UNAVAILABLE:
             reason = tls_failure(details, self.security) or details
             return UnavailableError(f"cannot reach the netdist server at {self.address}: {reason}")

@@ -252,7 +252,7 @@ def connect(
     except KeyboardInterrupt:
         code = ExitCode.INTERRUPTED
     except UnauthenticatedError as exc:
-        hint = f" (the token given came from {token.source})" if token.value else ""
+        hint = f" (the token given came from {token.source})" if token.value else f" ({token.source})"
         fail(f"UnauthenticatedError: {exc.message}{hint}", ExitCode.FAILED)
     sys.exit(code)
 
