@@ -12,11 +12,13 @@ class of each command; the commands call :func:`fail` for the rest.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import click
+from click.core import ParameterSource
 
 from netdist.exit_codes import ExitCode
 from netdist.fields import clean_text
@@ -55,6 +57,8 @@ class OneLineGroup(click.Group):
             exc.show()  # the help itself, asked for by giving no command
             sys.exit(exc.exit_code)
         except click.UsageError as exc:
+            if isinstance(exc, click.BadParameter):
+                _name_the_source(exc)
             hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
             fail(f"UsageError: {exc.format_message().rstrip('.')}{hint}", ExitCode.USAGE)
         except click.ClickException as exc:  # click.FileError: a file named on the command line
@@ -62,6 +66,21 @@ class OneLineGroup(click.Group):
         except click.Abort:  # click's own KeyboardInterrupt
             sys.exit(ExitCode.INTERRUPTED)
         sys.exit(code if isinstance(code, int) else ExitCode.OK)  # ctx.exit(code) comes back as a return value
+
+
+def _name_the_source(exc: click.BadParameter) -> None:
+    """A bad option value is named where it came from: the option typed, or the variable set.
+
+    Click names an option with an environment variable as ``'--server' (env var: 'NETDIST_SERVER')``
+    wherever its value came from, which sends the operator to a variable that is not set."""
+    param, ctx = exc.param, exc.ctx
+    if exc.param_hint is not None or not isinstance(param, click.Option) or not param.envvar or ctx is None:
+        return
+    if param.name is not None and ctx.get_parameter_source(param.name) is ParameterSource.ENVIRONMENT:
+        names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar)
+        exc.param_hint = next((f"the environment variable {name}" for name in names if os.environ.get(name)), None)
+    else:
+        exc.param_hint = " / ".join(f"'{opt}'" for opt in param.opts)
 
 
 def server_address(value: str) -> str:

@@ -87,13 +87,13 @@ CASES = [
     (
         ("netdist-server", "serve", "--tls-cert", "no-such.pem", "--tls-key", "bad.pem"),
         ExitCode.USAGE,
-        "UsageError: Invalid value for '--tls-cert' (env var: 'NETDIST_TLS_CERT'): File 'no-such.pem' does not exist "
+        "UsageError: Invalid value for '--tls-cert': File 'no-such.pem' does not exist "
         "(see netdist-server serve --help)",
     ),
     (
         ("netdist-server", "serve", "--port", "99999"),
         ExitCode.USAGE,
-        "UsageError: Invalid value for '--port' (env var: 'NETDIST_PORT'): 99999 is not in the range",
+        "UsageError: Invalid value for '--port': 99999 is not in the range",
     ),
     (
         ("netdist-server", "check", "--db", UNREACHABLE_POSTGRES),
@@ -126,7 +126,7 @@ CASES = [
     (
         ("netdist-admin", "--server", "127.0.0.1:99999", "status"),
         ExitCode.USAGE,
-        "UsageError: Invalid value for '--server' (env var: 'NETDIST_SERVER'): expected HOST:PORT with a port "
+        "UsageError: Invalid value for '--server': expected HOST:PORT with a port "
         "from 1 to 65535, got '127.0.0.1:99999'",
     ),
     (
@@ -179,6 +179,43 @@ def test_a_refused_command_says_why_in_one_line(files: Path, argv: tuple[str, ..
     assert one_line(err).startswith(line)
     if code == ExitCode.USAGE:
         assert not (files / "netdist-data").exists()  # refused before anything is made (serve's default data dir)
+
+
+@pytest.mark.parametrize(
+    ("argv", "variable", "value", "line"),
+    [
+        (
+            ("netdist-admin", "status"),
+            "NETDIST_SERVER",
+            "bogus:xx",
+            "UsageError: Invalid value for the environment variable NETDIST_SERVER: expected HOST:PORT with a port "
+            "from 1 to 65535, got 'bogus:xx' (see netdist-admin --help)",
+        ),
+        (
+            ("netdist-server", "serve"),
+            "NETDIST_PORT",
+            "99999",
+            "UsageError: Invalid value for the environment variable NETDIST_PORT: 99999 is not in the range "
+            "0<=x<=65535 (see netdist-server serve --help)",
+        ),
+    ],
+)
+def test_a_bad_value_from_the_environment_is_named_by_its_variable(
+    files: Path, argv: tuple[str, ...], variable: str, value: str, line: str
+) -> None:
+    """Found by an operator: a bad --server typed on the command line was reported as
+    "'--server' (env var: 'NETDIST_SERVER')", a variable that was not set; and the other way round."""
+    proc = subprocess.Popen(
+        [BIN / argv[0], *argv[1:]],
+        cwd=files,
+        env={**_env(), variable: value},
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out) == (ExitCode.USAGE, ""), err
+    assert one_line(err) == line
 
 
 def test_a_server_that_cannot_listen_says_so_in_one_line_and_makes_nothing(files: Path) -> None:
