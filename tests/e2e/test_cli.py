@@ -67,3 +67,17 @@ def test_the_server_log_counts_slots_in_the_singular_and_plural(cluster: Cluster
 
     logs = wait_until(both_logged, 15, what="both connections logged")
     assert "with 1 slot" in logs and "with 1 slots" not in logs and "with 2 slots" in logs, logs
+
+
+def test_tables_through_a_pipe_keep_each_row_on_one_line(cluster: Cluster, tmp_path: Path) -> None:
+    """Found by an operator: piped into grep or a file, tables folded to rich's default of 80 columns."""
+    assert cluster.server is not None
+    addr = cluster.server.address
+    ok(addr, "upload-package", str(counter_wheel(tmp_path)))
+    name = "a job name long enough that eighty columns fold it"
+    ok(addr, "jobs", "add", str(counter_script(tmp_path / "job.py", job=name, count=1)))
+    listed = admin(addr, "handlers", "list", env={"COLUMNS": ""})  # not a terminal, no width given
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [line for line in listed.stdout.splitlines() if name in line]
+    assert "counter" in row and "idle" in row, listed.stdout
+    assert max(len(line) for line in listed.stdout.splitlines()) > 80

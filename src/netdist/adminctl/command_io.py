@@ -8,6 +8,7 @@ stdout, and the ``--json`` option that picks between them.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import click
@@ -25,10 +26,18 @@ def client(ctx: click.Context) -> AdminClient:
     return found
 
 
+PLAIN_WIDTH = 160
+"""Columns of the tables written to a file or a pipe, which has no width of its own: not the 80 that rich
+assumes, which fold every row of a table of handlers or jobs. ``COLUMNS`` set overrides it."""
+
+
 def out() -> Console:
     """A console on stdout."""
     # Built per call: click's test runner swaps sys.stdout while a command runs.
-    return Console(highlight=False)
+    console = Console(highlight=False)
+    if console.is_terminal or os.environ.get("COLUMNS", "").isdigit():
+        return console
+    return Console(highlight=False, width=PLAIN_WIDTH)
 
 
 def emit_json(value: Any) -> None:

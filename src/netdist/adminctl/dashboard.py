@@ -14,13 +14,13 @@ from rich.text import Text
 
 from netdist.adminctl import render
 from netdist.adminctl.client import AdminClient
+from netdist.adminctl.command_io import PLAIN_WIDTH
 from netdist.adminctl.live_model import LiveModel
 from netdist.adminctl.stopping import sigterm_ends
 from netdist.api.v1 import admin_pb2
 from netdist.errors import NetDistError
 
 RETRY_SECONDS = 2.0
-PLAIN_WIDTH = 160
 
 
 def build(
