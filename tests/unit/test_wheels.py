@@ -85,3 +85,39 @@ def test_corrupted_member_fails_its_crc() -> None:
     data[at] = ord("y")
     with pytest.raises(WheelError, match=r"CRC|not a valid zip"):
         inspect(bytes(data))
+
+
+def test_a_file_name_that_disagrees_with_metadata_is_refused_naming_both(tmp_path: Path) -> None:
+    wheel = write_wheel(tmp_path, name="netdist-example-primes", version="0.1.1", files={"primes/__init__.py": ""})
+    renamed = "netdist_example_primes-0.2.0-py3-none-any.whl"  # the same bytes, a new name
+    with pytest.raises(WheelError) as err:
+        inspect(wheel.read_bytes(), renamed)
+    assert err.value.code.name == "INVALID_ARGUMENT"
+    assert "file name says netdist_example_primes 0.2.0" in err.value.message
+    assert "METADATA says netdist-example-primes 0.1.1" in err.value.message
+    with pytest.raises(WheelError, match=r"METADATA says netdist-example-primes 0\.1\.1"):
+        inspect(wheel.read_bytes(), "other_package-0.1.1-py3-none-any.whl")
+
+
+@pytest.mark.parametrize(
+    ("filename", "name", "version"),
+    [
+        ("demo_pkg-1.0-py3-none-any.whl", "Demo.Pkg", "1.0"),  # PEP 503 names: case, dots, dashes
+        ("demo_pkg-1.0.0-py3-none-any.whl", "demo-pkg", "1.0"),  # PEP 440 versions: 1.0.0 == 1.0
+        ("demo_pkg-1.0rc1-1-py3-none-any.whl", "demo-pkg", "1.0-rc.1"),  # normalized, with a build tag
+    ],
+)
+def test_a_file_name_that_agrees_with_metadata_once_normalized_is_taken(
+    tmp_path: Path, filename: str, name: str, version: str
+) -> None:
+    data = write_wheel(tmp_path, name=name, version=version, files={"demo/__init__.py": ""}).read_bytes()
+    info = inspect(data, filename)
+    assert (info.distribution, info.version) == (name, version)
+
+
+def test_requires_dist_is_read_and_checked(tmp_path: Path) -> None:
+    wheel = write_wheel(tmp_path, name="a", version="1", files={}, requires=["b>=2", 'c; sys_platform == "win32"'])
+    assert inspect(wheel.read_bytes(), wheel.name).requires == ("b>=2", 'c; sys_platform == "win32"')
+    bad = write_wheel(tmp_path / "bad", name="a", version="1", files={}, requires=["b >= = 2"])
+    with pytest.raises(WheelError, match="Requires-Dist 'b >= = 2' is not a requirement"):
+        inspect(bad.read_bytes(), bad.name)

@@ -31,7 +31,9 @@ def upload_package(ctx: click.Context, package: Path, dependencies: tuple[Path, 
     """Upload PACKAGE (a wheel with handlers) and the wheels it DEPENDS on.
 
     Workers get all of them on sys.path when they run a job of this package.
-    Handler instances of an older version move to the new one.
+    A Requires-Dist left out is met by a dependency wheel stored with an earlier
+    version when its version satisfies it (carried over); one met by nothing is
+    refused. Handler instances of an older version move to the new one.
     """
     reply = client(ctx).upload([package, *dependencies])
     p = reply.package
@@ -41,6 +43,9 @@ def upload_package(ctx: click.Context, package: Path, dependencies: tuple[Path, 
     console.print(render.text(f"  handlers: {', '.join(p.handlers) or '-'}"))
     if p.dependencies:
         console.print(render.text(f"  dependencies: {', '.join(d.filename for d in p.dependencies)}"))
+    if reply.carried_over:
+        kept = ", ".join(d.filename for d in reply.carried_over)
+        console.print(render.text(f"  carried over (stored with an earlier version): {kept}"))
     if reply.restarted_handlers:
         console.print(render.text(f"  restarted handlers: {', '.join(reply.restarted_handlers)}"))
 

@@ -1,25 +1,39 @@
-"""PackageService: wheels in (streamed to disk, validated, content-addressed), blobs out by hash."""
+"""PackageService: wheels in (streamed to disk, validated, content-addressed), blobs out by hash.
+
+An upload's Requires-Dist must be met before a handler instance moves to it
+(:mod:`netdist.server.package_requirements`): by its own wheels, by dependency
+wheels stored with an earlier version of the package (carried over), or else
+by the index, and only when every handler instance of the package has a
+dependency lock that takes it from there (an instance without one gets the
+package's wheels alone). Otherwise FAILED_PRECONDITION, naming the requirement.
+A package no instance runs on yet is taken as before: a job script's
+``dependencies`` may meet its requirements from the index when it is added.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
 
 import grpc
 
 from netdist.api.v1 import packages_pb2, packages_pb2_grpc
-from netdist.errors import InvalidArgumentError, NetDistError
+from netdist.errors import FailedPreconditionError, InvalidArgumentError, NetDistError
 from netdist.server.audit import AuditLog, audited
 from netdist.server.blobs import BlobStore
+from netdist.server.deps_lock import ScriptNeeds
+from netdist.server.deps_resolver import PackageWheel
 from netdist.server.fetch_frames import read_frame
 from netdist.server.grpc_errors import to_status
 from netdist.server.manager import HandlerManager
+from netdist.server.package_requirements import Completion, Unmet, complete
 from netdist.server.store import catalog
 from netdist.server.store.facade import Store
 from netdist.server.upload import Upload, UploadLimits
-from netdist.server.wheels import inspect_wheel
+from netdist.server.wheels import WheelInfo, inspect_wheel, read_requires
 
 log = logging.getLogger("netdist.server.packages")
 CHUNK = 1024 * 1024
@@ -46,7 +60,7 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
         self, request_iterator: AsyncIterator[packages_pb2.UploadPackageRequest], context: grpc.aio.ServicerContext
     ) -> packages_pb2.UploadPackageResponse:
         try:
-            record, created, detail = await self._upload(request_iterator, context)
+            record, created, carried, detail = await self._upload(request_iterator, context)
         except NetDistError as exc:
             self.audit.record(
                 context,
@@ -64,13 +78,18 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
             detail=detail + (f"; restarted handlers {', '.join(moved)}" if moved else ""),
         )
         return packages_pb2.UploadPackageResponse(
-            package=package_info(record), created=created, restarted_handlers=moved
+            package=package_info(record),
+            created=created,
+            restarted_handlers=moved,
+            carried_over=[_wheel(d) for d in carried],
         )
 
     async def _upload(
         self, requests: AsyncIterator[packages_pb2.UploadPackageRequest], context: grpc.aio.ServicerContext
-    ) -> tuple[catalog.PackageRecord, bool, str]:
-        """Receive, check and store the wheels; the package record, whether it is new, and what happened."""
+    ) -> tuple[catalog.PackageRecord, bool, list[dict[str, Any]], str]:
+        """Receive, check and store the wheels; the package record, whether it is new, the stored dependency
+        wheels it carries over, and what happened. Nothing is stored (but content-addressed blobs) unless
+        every check passed."""
         async with Upload(self.blobs, self.limits) as upload:  # no temporary file outlives the call
             received = await upload.receive(requests)
             wheels = [
@@ -83,9 +102,16 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
                     f"{main.filename}: declares no handlers (entry-point group 'netdist.handlers'); "
                     "a package's first wheel must hold its handlers, dependencies follow it"
                 )
+            completion = await self._complete(wheels)
+            locked = await self._refuse_for_instances_without_a_lock(main, completion.unmet) if completion.unmet else 0
             for wheel, info in zip(received, wheels, strict=True):
                 await asyncio.to_thread(upload.adopt, wheel)
                 await asyncio.to_thread(self.blobs.unpacked, info.sha256)
+            if locked:
+                await self._refuse_unless_the_index_meets(wheels, completion)
+        carried = [dict(w) for w in completion.carried]
+        for kept_wheel in carried:
+            await asyncio.to_thread(self.blobs.unpacked, kept_wheel["sha256"])
         uploader = self.audit.identify(context).name
         before = await self.store.read(catalog.current_package, main.distribution)
         replaces = ""
@@ -104,11 +130,59 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
             name=main.distribution,
             version=main.version,
             wheel=main.to_json_dict(),
-            dependencies=[d.to_json_dict() for d in wheels[1:]],
+            dependencies=[*(d.to_json_dict() for d in wheels[1:]), *carried],
             handler_entries=main.handlers,
             uploaded_by=uploader,
         )
-        return record, created, ("uploaded" if created else "made current again") + replaces
+        kept = f"; carried over {', '.join(w['filename'] for w in carried)}" if carried else ""
+        return record, created, carried, ("uploaded" if created else "made current again") + kept + replaces
+
+    async def _complete(self, wheels: list[WheelInfo]) -> Completion:
+        """The upload's requirements met by its wheels, or by dependency wheels stored with earlier versions."""
+        stored = await self.store.read(catalog.stored_dependencies, wheels[0].distribution)
+        present = [w for w in stored if self.blobs.path(str(w["sha256"])).exists()]
+
+        def requires_of(wheel: Mapping[str, Any]) -> tuple[str, ...]:
+            return read_requires(str(wheel["filename"]), self.blobs.open(str(wheel["sha256"])))
+
+        return await asyncio.to_thread(complete, wheels, present, requires_of)
+
+    async def _refuse_for_instances_without_a_lock(self, main: WheelInfo, unmet: Sequence[Unmet]) -> int:
+        """A handler instance without a dependency lock gets the package's wheels alone: what they do not
+        meet, its jobs would not find. Returns how many instances have a lock (0: none runs on the package
+        yet, and the upload is taken as before: a job script with ``dependencies`` may meet it later)."""
+        instances = await self.store.read(catalog.package_handlers, main.distribution)
+        bare = [h for h in instances if not h.deps_lock_json]
+        if not bare:
+            return len(instances)
+        named = ", ".join(f"{h.id} ({h.job_name!r})" for h in bare[:_NAMED])
+        more = f" and {len(bare) - _NAMED} more" if len(bare) > _NAMED else ""
+        raise FailedPreconditionError(
+            f"{_unmet_text(main, unmet)}; handler instance{'s' if len(bare) != 1 else ''} {named}{more} "
+            f"of {main.distribution} {'have' if len(bare) != 1 else 'has'} no dependency lock to take it from "
+            f"the index. {_fix(main)}"
+        )
+
+    async def _refuse_unless_the_index_meets(self, wheels: list[WheelInfo], completion: Completion) -> None:
+        """Every handler instance has a dependency lock, resolved from the index with the package's
+        Requires-Dist (docs/job-scripts.md#dependencies): the index must meet what the wheels do not."""
+        main = wheels[0]
+        locker = self.manager.locker
+        offered = [*wheels, *(WheelInfo(handlers={}, **w) for w in completion.carried)]
+        try:
+            await locker.resolver.resolve(
+                needs=ScriptNeeds(),
+                pins={},
+                package=main.distribution,
+                package_wheels=[PackageWheel(filename=w.filename, sha256=w.sha256) for w in offered],
+                target=locker.native,
+                native=True,
+            )
+        except NetDistError as exc:
+            raise FailedPreconditionError(
+                f"{_unmet_text(main, completion.unmet)}, and the server's index does not meet it either "
+                f"({exc.message}). {_fix(main)}"
+            ) from None
 
     @to_status
     async def List(
@@ -155,6 +229,25 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
                 first = False
                 if not framed:
                     return
+
+
+_NAMED = 10
+"""Most handler instances a refusal names (the count is exact)."""
+
+
+def _unmet_text(main: WheelInfo, unmet: Sequence[Unmet]) -> str:
+    package = f"{main.distribution} {main.version}"
+    return (
+        f"{package} requires {', '.join(u.describe(package) for u in unmet)}, which no wheel of this upload "
+        "satisfies, nor any dependency wheel stored with an earlier version"
+    )
+
+
+def _fix(main: WheelInfo) -> str:
+    return (
+        f"Upload the dependency wheel with the package: netdist-admin upload-package {main.filename} DEPENDENCY.whl "
+        "(nothing was stored, no handler restarted)"
+    )
 
 
 def _wheel(d: dict[str, object]) -> packages_pb2.WheelInfo:

@@ -4,7 +4,9 @@ A wheel is judged by its zip directory first (:mod:`netdist.ziplimit`: sizes,
 ratios, methods, member paths, links), and only then read: its CRCs checked,
 its METADATA and entry points parsed. Names that reach logs and terminals (the
 file name, the distribution's Name and Version, handler names) must be
-printable.
+printable. The file name's name and version must be the METADATA's (names
+compared as PEP 503 normalizes them, versions as PEP 440 reads them): pip
+refuses a wheel whose file name says otherwise, and so does the server.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ import re
 import stat
 import zipfile
 from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from netdist.errors import WheelError
 from netdist.fields import control_character
@@ -42,6 +48,7 @@ class WheelInfo:
     distribution: str
     version: str
     handlers: dict[str, str]  # handler name -> "module:attr"
+    requires: tuple[str, ...] = ()  # its METADATA's Requires-Dist, each a valid requirement
 
     def to_json_dict(self) -> dict[str, object]:
         return {
@@ -87,6 +94,8 @@ def inspect_wheel(filename: str, wheel: bytes | Path, sha256: str, *, limits: Zi
             raise WheelError(f"{filename}: {dist_info}/METADATA lacks Name or Version")
         _check_name(filename, "Name", name)
         _check_name(filename, "Version", version)
+        check_filename_matches(filename, name, version)
+        requires = _requires(filename, meta.get_all("Requires-Dist") or [])
         handlers = _entry_points(zf, f"{dist_info}/entry_points.txt")
     for handler in handlers:
         _check_name(filename, "handler name", handler)
@@ -97,7 +106,44 @@ def inspect_wheel(filename: str, wheel: bytes | Path, sha256: str, *, limits: Zi
         distribution=name,
         version=version,
         handlers=handlers,
+        requires=requires,
     )
+
+
+def check_filename_matches(filename: str, name: str, version: str) -> None:
+    """WheelError unless the file name's name and version are the METADATA's ``name`` and ``version``."""
+    found = FILENAME.match(filename)
+    assert found is not None  # check_filename passed
+    file_name, file_version = found["name"], found["version"]
+    if canonicalize_name(file_name) != canonicalize_name(name) or not _same_version(file_version, version):
+        raise WheelError(
+            f"{filename}: its file name says {file_name} {file_version}, its METADATA says {name} {version}; "
+            "pip refuses such a wheel too: rebuild it, or give the file its own name and version"
+        )
+
+
+def _same_version(file_version: str, version: str) -> bool:
+    try:
+        return Version(file_version) == Version(version)
+    except InvalidVersion:
+        return file_version.replace("-", "_") == version.replace("-", "_")
+
+
+def _requires(filename: str, lines: list[str]) -> tuple[str, ...]:
+    for line in lines:
+        try:
+            Requirement(line)
+        except InvalidRequirement as exc:
+            raise WheelError(f"{filename}: its Requires-Dist {line[:100]!r} is not a requirement ({exc})") from None
+    return tuple(line.strip() for line in lines)
+
+
+def read_requires(filename: str, wheel: Path) -> tuple[str, ...]:
+    """The Requires-Dist of a wheel checked before (one in the blob store); () when it has none."""
+    with zipfile.ZipFile(wheel) as zf:
+        dist_info = _dist_info_dir(filename, zf.infolist())
+        meta = email.parser.Parser().parsestr(_read_text(zf, f"{dist_info}/METADATA") or "")
+    return _requires(filename, meta.get_all("Requires-Dist") or [])
 
 
 def _check_name(filename: str, what: str, value: str) -> None:

@@ -148,6 +148,7 @@ class UploadPackageResponse(_message.Message):
     PACKAGE_FIELD_NUMBER: _builtins.int
     CREATED_FIELD_NUMBER: _builtins.int
     RESTARTED_HANDLERS_FIELD_NUMBER: _builtins.int
+    CARRIED_OVER_FIELD_NUMBER: _builtins.int
     created: _builtins.bool
     """false: this exact version was already stored"""
     @_builtins.property
@@ -156,16 +157,23 @@ class UploadPackageResponse(_message.Message):
     def restarted_handlers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """handler instances moved to it"""
 
+    @_builtins.property
+    def carried_over(self) -> _containers.RepeatedCompositeFieldContainer[Global___WheelInfo]:
+        """Dependency wheels stored with an earlier version that this one reuses for a Requires-Dist the
+        upload did not carry (also listed in package.dependencies).
+        """
+
     def __init__(
         self,
         *,
         package: Global___PackageInfo | None = ...,
         created: _builtins.bool = ...,
         restarted_handlers: _abc.Iterable[_builtins.str] | None = ...,
+        carried_over: _abc.Iterable[Global___WheelInfo] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["package", b"package"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "package", b"package", "restarted_handlers", b"restarted_handlers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carried_over", b"carried_over", "created", b"created", "package", b"package", "restarted_handlers", b"restarted_handlers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

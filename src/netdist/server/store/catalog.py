@@ -158,6 +158,24 @@ def current_package(conn: Connection, name: str) -> PackageRecord | None:
     return PackageRecord(**row._mapping) if row else None
 
 
+def stored_dependencies(conn: Connection, name: str) -> list[dict[str, Any]]:
+    """The dependency wheels stored with every version of package ``name``, each once: the newest upload's first."""
+    seen: dict[str, dict[str, Any]] = {}
+    rows = conn.execute(
+        select(packages.c.dependencies_json).where(packages.c.name == name).order_by(packages.c.id.desc())
+    ).scalars()
+    for deps_json in rows:
+        for wheel in json.loads(deps_json):
+            seen.setdefault(wheel["sha256"], wheel)
+    return list(seen.values())
+
+
+def package_handlers(conn: Connection, name: str) -> list[HandlerRecord]:
+    """The handler instances of package ``name``."""
+    stmt = select(handlers).where(handlers.c.package == name).order_by(handlers.c.created_at)
+    return [HandlerRecord(**r._mapping) for r in conn.execute(stmt)]
+
+
 def list_packages(conn: Connection, *, all_versions: bool) -> list[PackageRecord]:
     stmt = select(packages).order_by(packages.c.name, packages.c.id)
     if not all_versions:
