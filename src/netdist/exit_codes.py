@@ -14,7 +14,8 @@ class ExitCode(IntEnum):
     """Done; the worker also after a graceful stop; ``check``: the store is sound; ``watch`` and ``events
     --follow`` also when ended by SIGTERM."""
     FAILED = 1
-    """Refused or failed: the server said no, ``check`` found a problem, a file could not be written."""
+    """Refused or failed: the server said no, a handler failed as ``handlers start`` started it, ``check`` found
+    a problem, a file could not be written."""
     USAGE = 2
     """A bad command line or local input: an unknown option, a missing or bad file, a bad URL or data dir."""
     UNAVAILABLE = 3

@@ -11,6 +11,8 @@ from netdist.adminctl import deps_view, handler_render, job_render, render, view
 from netdist.adminctl.command_io import client, emit_json, json_option, out, show
 from netdist.adminctl.completion import handler_names
 from netdist.api.v1 import admin_pb2
+from netdist.cli_boundary import say
+from netdist.exit_codes import ExitCode
 from netdist.printable import printable
 
 JOB_STATUSES = ("available", "leased", "succeeded", "errored", "processed", "failed")
@@ -80,6 +82,8 @@ def jobs_add(ctx: click.Context, script: Path, lock_file: Path | None, refresh: 
     text = render.text(f"{reply.outcome}: ", style="bold")
     text.append(printable(f"handler {h.id} ('{h.job_name}': {h.package}/{h.handler}), state "))
     text.append_text(render.handler_state(h))
+    if h.state == "failed" and h.message:  # its auto-start, or the move to the new script, failed: say why
+        text.append(printable(f": {h.message}"))
     out().print(text)
 
 
@@ -218,6 +222,10 @@ def _control_command(name: str) -> Callable[..., None]:
     @click.pass_context
     def command(ctx: click.Context, ref: str) -> None:
         h = client(ctx).control_handler(ref, action)
+        if name == "start" and h.state == "failed":  # initialize or on_start raised, or its host died
+            why = f"handler {h.id} ('{h.job_name}') failed as it started, state failed: {h.message}"
+            say(printable(f"HandlerFailedError: {why}"))
+            ctx.exit(ExitCode.FAILED)
         text = render.text(f"{done} handler {h.id or ref}")
         if h.job_name:
             text.append(printable(f" ('{h.job_name}')"))

@@ -15,7 +15,9 @@ failed, the log) waits for the store and goes on by itself (``writer.run``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 from collections import Counter
 from typing import assert_never
 
@@ -41,6 +43,11 @@ from netdist.server.store import jobs as job_store
 from netdist.server.store.facade import Store
 
 log = logging.getLogger("netdist.server.manager")
+START_WAIT_SECONDS = 5.0
+"""How long an operator's start (``handlers start``, a job script's ``auto-start``, a running handler moved
+to a new job script) waits at most for the handler's host to come up, so that its answer says ``failed``
+when ``initialize`` or ``on_start`` raised. A slower handler is answered ``running`` meanwhile (the
+default CLI timeout is 10 s)."""
 
 
 class HandlerManager:
@@ -107,37 +114,60 @@ class HandlerManager:
         uploaded_by: str = "",
         pinned_lock: str | None = None,
         refresh: bool = False,
+        deadline: float = math.inf,
     ) -> tuple[catalog.HandlerRecord, str]:
         """Store a job script (see JobScriptIntake) with its dependency lock; a running instance moves to it,
-        a new one with ``auto-start`` starts."""
+        a new one with ``auto-start`` starts. Either waits for its new host to come up (``control``)."""
         script = await self.intake.check(filename, content, pinned_lock=pinned_lock, refresh=refresh)
+        relaunched: RunningHandler | None = None
         async with self._lock:
             record, outcome = await self.intake.store(script, uploaded_by=uploaded_by)
             if outcome in (Outcome.CREATED, Outcome.REPLACED):
                 self._changed(record, str(outcome), record.state, record.message)
             if outcome == Outcome.REPLACED and record.id in self.runtimes:
                 await self._relaunch(record.id)
-                record = await self.store.read(catalog.get_handler, record.id)
+                relaunched = self.runtimes[record.id]
             elif outcome == Outcome.REPLACED and record.state == HandlerState.FAILED:
                 await self._settle(record, why="a new job script cleared the error; start it to run again")
                 record = await self.store.read(catalog.get_handler, record.id)
+        if relaunched is not None:
+            await self._wait_up(relaunched, deadline)
+            record = await self.store.read(catalog.get_handler, record.id)
         if outcome == Outcome.CREATED and script.settings.auto_start:
-            record = await self.control(record.id, HandlerAction.START)
+            record = await self.control(record.id, HandlerAction.START, wait=True, deadline=deadline)
         return record, outcome
 
     # -- control -------------------------------------------------------------------------
 
-    async def control(self, ref: str, action: str) -> catalog.HandlerRecord:
+    async def control(
+        self, ref: str, action: str, *, wait: bool = False, deadline: float = math.inf
+    ) -> catalog.HandlerRecord:
         """Carry out ``action`` (a HandlerAction) on the instance ``ref`` names; its record as it is now
         (as it was, for remove). InvalidArgumentError for an unknown action, FailedPreconditionError
-        when the life cycle refuses it; nothing changes then."""
+        when the life cycle refuses it; nothing changes then.
+
+        ``wait``: a start answers once the handler's host came up (``initialize`` and ``on_start`` ran), or
+        failed (the record then says ``failed`` and why), at most START_WAIT_SECONDS and not past ``deadline``
+        (the event loop's time; the caller's answer is due then). A host that was up already (a running
+        handler's, a paused one's) is answered at once."""
         act = lifecycle.parse_action(action)
         record = await self.store.read(catalog.resolve_handler, ref)
         async with self._lock:
             await self._carry_out(record, lifecycle.step(record.id, HandlerState(record.state), act))
+            runtime = self.runtimes.get(record.id) if act == HandlerAction.START else None
         if act == HandlerAction.REMOVE:
             return record
+        if wait and runtime is not None:
+            await self._wait_up(runtime, deadline)
         return await self.store.read(catalog.get_handler, record.id)
+
+    async def _wait_up(self, runtime: RunningHandler, deadline: float) -> None:
+        """Wait (outside the lock: other calls go on) until ``runtime``'s host came up or its loop ended,
+        at most START_WAIT_SECONDS and not past ``deadline`` (event loop time)."""
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(min(deadline, loop.time() + START_WAIT_SECONDS)):
+                await runtime.wait_up()
 
     async def _carry_out(self, record: catalog.HandlerRecord, step: lifecycle.Step) -> None:
         hid = record.id

@@ -133,6 +133,9 @@ class RunningHandler:
         """When the host was last handed results from the inbox (the event loop's clock)."""
         self._batch = FIRST_RESULT_BATCH
         """Results (or failures) the next call hands over at most (:func:`next_batch`)."""
+        self._up = asyncio.Event()
+        """Set once its first host came up (``initialize`` and ``on_start`` ran, what they did committed), or
+        once its loop ended without that: a failure is stored by then (:meth:`wait_up`)."""
         self.task: asyncio.Task[None] | None = None
 
     @property
@@ -144,6 +147,11 @@ class RunningHandler:
 
     def wake(self) -> None:
         self._wake.set()
+
+    async def wait_up(self) -> None:
+        """Return once its host came up, or its loop ended before that (failed, with the failure stored, or
+        stopped): what a start answers with is then in the store. The caller bounds the wait."""
+        await self._up.wait()
 
     def reload(self, package: catalog.PackageRecord) -> None:
         """Move to a new package version at the next safe point."""
@@ -189,12 +197,14 @@ class RunningHandler:
             log.exception("handler %s runtime failed", self.handler_id)
             await self._on_failed(self.handler_id, f"internal error: {exc!r}")
         finally:
+            self._up.set()
             self._dispatcher.inbox.forget(self.handler_id)
             await self._close_host()
 
     async def _serve(self) -> None:
         await self._start_host(self.package)
         await self._hook(Hook.ON_START)
+        self._up.set()
         look = True  # read the store for results even if the lease table counts none
         while not self._stopping:
             if self._reload is not None:
