@@ -68,6 +68,13 @@ class OneLineGroup(click.Group):
         sys.exit(code if isinstance(code, int) else ExitCode.OK)  # ctx.exit(code) comes back as a return value
 
 
+class IntRange(click.IntRange):
+    """click's IntRange, named "integer": its refusal of ``abc`` says "'abc' is not a valid integer", not
+    "... not a valid integer range", and help shows INTEGER with the range beside it."""
+
+    name = "integer"
+
+
 def _name_the_source(exc: click.BadParameter) -> None:
     """A bad option value is named where it came from: the option typed, or the variable set.
 

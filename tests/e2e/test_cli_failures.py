@@ -122,6 +122,12 @@ CASES = [
         ExitCode.USAGE,
         "UsageError: Invalid value for '--status': 'done' is not one of 'available', 'leased', 'succeeded', ",
     ),
+    # it said "'abc' is not a valid integer range"
+    (
+        ("netdist-admin", "jobs", "show", "abc"),
+        ExitCode.USAGE,
+        "UsageError: Invalid value for 'ID': 'abc' is not a valid integer (see netdist-admin jobs show --help)",
+    ),
     # a port out of range is a usage error at once, not a connection failure later (was exit 3)
     (
         ("netdist-admin", "--server", "127.0.0.1:99999", "status"),

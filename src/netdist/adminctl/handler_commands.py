@@ -11,7 +11,7 @@ from netdist.adminctl import deps_view, handler_render, job_render, render, view
 from netdist.adminctl.command_io import client, emit_json, json_option, out, show
 from netdist.adminctl.completion import handler_names
 from netdist.api.v1 import admin_pb2
-from netdist.cli_boundary import say
+from netdist.cli_boundary import IntRange, say
 from netdist.exit_codes import ExitCode
 from netdist.printable import printable
 
@@ -117,7 +117,7 @@ def jobs_deps(ctx: click.Context, ref: str, as_json: bool) -> None:
 )
 @click.option(
     "--limit",
-    type=click.IntRange(min=0),
+    type=IntRange(min=0),
     default=100,
     show_default=True,
     help="At most this many (0: no limit).",
@@ -134,12 +134,12 @@ def jobs_list(ctx: click.Context, handler_ref: str, status: str | None, limit: i
 
 
 @jobs.command("log")
-@click.argument("job_id", metavar="ID", type=click.IntRange(min=1))
+@click.argument("job_id", metavar="ID", type=IntRange(min=1))
 @click.option(
     "-n",
     "--lines",
     "tail",
-    type=click.IntRange(min=0),
+    type=IntRange(min=0),
     default=0,
     show_default=True,
     help="Show the last N lines (0: all kept).",
@@ -154,7 +154,7 @@ def jobs_log(ctx: click.Context, job_id: int, tail: int, follow: bool) -> None:
 
 
 @jobs.command("show")
-@click.argument("job_id", metavar="ID", type=click.IntRange(min=1))
+@click.argument("job_id", metavar="ID", type=IntRange(min=1))
 @json_option
 @click.pass_context
 def jobs_show(ctx: click.Context, job_id: int, as_json: bool) -> None:
@@ -248,7 +248,7 @@ for _name in ACTIONS:
     "-n",
     "--lines",
     "tail",
-    type=click.IntRange(min=0),
+    type=IntRange(min=0),
     default=50,
     show_default=True,
     help="Show the last N lines (0: all kept).",

@@ -10,6 +10,7 @@ import click
 
 from netdist.adminctl import dashboard, render, view
 from netdist.adminctl.command_io import client, emit_json, json_option, out, show
+from netdist.cli_boundary import IntRange
 
 
 @click.command()
@@ -75,7 +76,7 @@ def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> flo
 )
 @click.option(
     "--limit",
-    type=click.IntRange(1, 1000),
+    type=IntRange(1, 1000),
     default=100,
     show_default=True,
     help="At most this many entries, newest first.",

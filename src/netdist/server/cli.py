@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from netdist import log_format, ziplimit
 from netdist.bytesize import ByteSize
-from netdist.cli_boundary import OneLineGroup, fail
+from netdist.cli_boundary import IntRange, OneLineGroup, fail
 from netdist.errors import (
     CertificateError,
     DataDirInUseError,
@@ -69,7 +69,7 @@ def main() -> None:
     "--port",
     default=50051,
     show_default=True,
-    type=click.IntRange(0, 65535),
+    type=IntRange(0, 65535),
     envvar="NETDIST_PORT",
     show_envvar=True,
     help="Port; 0 takes a free one (the address is printed).",
@@ -329,7 +329,7 @@ def serve_command(
     "--limit",
     default=check.DEFAULT_LIMIT,
     show_default=True,
-    type=click.IntRange(1),
+    type=IntRange(1),
     help="Most problems listed per check.",
 )
 def check_command(db_url: str | None, data_dir: Path | None, as_json: bool, limit: int) -> None:

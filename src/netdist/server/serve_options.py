@@ -7,6 +7,7 @@ from typing import TypeVar
 
 import click
 
+from netdist.cli_boundary import IntRange
 from netdist.server.retention import Retention, parse_duration
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -56,7 +57,7 @@ metrics_options = _all(
     click.option(
         "--metrics-port",
         default=None,
-        type=click.IntRange(0, 65535),
+        type=IntRange(0, 65535),
         envvar="NETDIST_METRICS_PORT",
         show_envvar=True,
         help="Serve Prometheus metrics over HTTP at /metrics on this port (0 takes a free one; the address is "

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import click
 
-from netdist.cli_boundary import fail
+from netdist.cli_boundary import IntRange, fail
 from netdist.errors import CertificateError
 from netdist.exit_codes import ExitCode
 from netdist.server import certs
@@ -34,7 +34,7 @@ _days_option = click.option(
     "--days",
     default=certs.DEFAULT_DAYS,
     show_default=True,
-    type=click.IntRange(1, 3650),
+    type=IntRange(1, 3650),
     help="Days the certificate is valid (never past the CA's end).",
 )
 _hosts_option = click.option(
