@@ -23,7 +23,7 @@ import click
 from netdist import fields, log_format
 from netdist.bytesize import ByteSize
 from netdist.channel import ClientSecurity
-from netdist.cli_boundary import OneLineGroup, fail, server_address
+from netdist.cli_boundary import IntRange, OneLineGroup, fail, server_address
 from netdist.client_tls_options import client_tls_options
 from netdist.errors import (
     CertificateError,
@@ -99,7 +99,7 @@ def main(log_level: str) -> None:
 )
 @click.option(
     "--slots",
-    type=click.IntRange(min=1),
+    type=IntRange(min=1),
     default=lambda: os.cpu_count() or 1,
     show_default="CPU count",
     envvar="NETDIST_WORKER_SLOTS",
@@ -126,7 +126,7 @@ def main(log_level: str) -> None:
 )
 @click.option(
     "--max-prefetch",
-    type=click.IntRange(min=0),
+    type=IntRange(min=0),
     default=4096,
     show_default=True,
     envvar="NETDIST_WORKER_MAX_PREFETCH",
@@ -146,7 +146,7 @@ def main(log_level: str) -> None:
 @click.option(
     "--max-job-memory",
     "max_job_memory_mb",
-    type=click.IntRange(min=MIN_JOB_MEMORY_MB),
+    type=IntRange(min=MIN_JOB_MEMORY_MB),
     default=None,
     metavar="MB",
     envvar="NETDIST_WORKER_MAX_JOB_MEMORY",
