@@ -7,6 +7,7 @@
     stream_messages.py  its messages: protobuf to worker values and back, in batches
     channel_options.py  the gRPC channel's keepalive, reconnect and size options
     ledger.py           leases held, started, unacked, unsent (pure)
+    result_file.py      unacked results kept on disk from one run to the next
     capacity.py         how many leases to ask for: slots plus a short prefetch (pure)
     identity.py         the machine's facts for Hello, the worker id's lock, the credential
     cache.py            content-addressed artifacts (wheels, job scripts) fetched by hash

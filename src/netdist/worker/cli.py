@@ -247,6 +247,7 @@ def connect(
                 config,
                 worker_id=seat.worker_id,
                 credential_path=seat.credential_path,
+                results_path=seat.results_path,
             )
         )
     except KeyboardInterrupt:
@@ -257,10 +258,12 @@ def connect(
     sys.exit(code)
 
 
-async def run_worker(config: WorkerConfig, *, worker_id: str, credential_path: Path | None = None) -> ExitCode:
+async def run_worker(
+    config: WorkerConfig, *, worker_id: str, credential_path: Path | None = None, results_path: Path | None = None
+) -> ExitCode:
     """Run until stopped by a signal; the exit code. Raises UnauthenticatedError
     when the server refuses the token."""
-    session = WorkerSession(config, worker_id=worker_id, credential_path=credential_path)
+    session = WorkerSession(config, worker_id=worker_id, credential_path=credential_path, results_path=results_path)
     loop = asyncio.get_running_loop()
     received: list[signal.Signals] = []
 

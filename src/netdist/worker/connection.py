@@ -12,7 +12,9 @@ refused for a TLS reason is logged on every attempt, in words
 (:func:`netdist.channel.tls_failure`). gRPC keepalive
 pings (every 5 s, 4 s to answer) notice a silently dead peer within 10 s, on
 this channel and on the server's side alike. Drain: the handler has its say,
-then the worker half-closes and reconnects after the server's restart.
+then the worker half-closes and reconnects after the server's restart. The
+handler hears when a welcomed stream ends (``on_stream_end``): a stopping
+worker waits for no acknowledgement once no stream can carry one.
 ``close()`` half-closes for good (a stopping worker); the server then ends the
 stream, or it is cut after a few seconds.
 """
@@ -88,6 +90,10 @@ class StreamHandler(Protocol):
 
     def on_drain(self, reason: str) -> None:
         """Called while the stream still takes messages; it half-closes right after."""
+        ...
+
+    def on_stream_end(self) -> None:
+        """A welcomed stream ended (the server ended it, or it broke): nothing more is acknowledged on it."""
         ...
 
 
@@ -331,10 +337,12 @@ class Connection:
                 return fields.clean_text(str(said), MAX_SERVER_WORDS) or None
             return None
         finally:
-            self._stream = None
+            welcomed, self._stream = self._stream is stream, None
             for task in tasks:
                 task.cancel()
             call.cancel()
+            if welcomed:
+                self._handler.on_stream_end()
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def _keep_credential(self, credential: str) -> None:

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 _WORKER_ID_FILE = "worker-id"
 _CREDENTIAL_SUFFIX = ".credential"
+_RESULTS_SUFFIX = ".results"
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,6 +86,8 @@ class WorkerSeat:
     lock: IO[str]
     credential_path: Path | None = None
     """Where this seat keeps the credential the server bound to its id (next to the id, mode 0600)."""
+    results_path: Path | None = None
+    """Where this seat keeps the results the server has not acknowledged between runs (worker/result_file.py)."""
 
 
 def claim_worker_id(cache_dir: Path) -> WorkerSeat:
@@ -104,7 +107,9 @@ def claim_worker_id(cache_dir: Path) -> WorkerSeat:
             lock.close()
             continue
         worker_id = load_worker_id(cache_dir, name)
-        return WorkerSeat(worker_id, lock, cache_dir / f"{name}{_CREDENTIAL_SUFFIX}")
+        return WorkerSeat(
+            worker_id, lock, cache_dir / f"{name}{_CREDENTIAL_SUFFIX}", cache_dir / f"{name}{_RESULTS_SUFFIX}"
+        )
     raise OSError(f"more than {_MAX_SEATS} workers share {cache_dir}")
 
 

@@ -11,7 +11,8 @@ acknowledges it, and *unsent* until it leaves on the current stream.
 After a reconnect (:meth:`Ledger.resend`) every unacked result is unsent
 again and every running lease is reported again, so nothing depends on what
 an earlier stream managed to carry. On stop or drain, :meth:`Ledger.hand_back`
-gives up every held lease that has not started.
+gives up every held lease that has not started. Results an earlier run of the
+worker kept unacknowledged come back with :meth:`Ledger.restore`.
 
 Pure and synchronous: no stream, no event loop, no protobuf. The session
 calls it on every event and sends what :meth:`Ledger.flush` returns.
@@ -20,6 +21,7 @@ calls it on every event and sends what :meth:`Ledger.flush` returns.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 from netdist.worker.job import JobRef, JobResult
 
@@ -73,6 +75,17 @@ class Ledger:
         self._unacked[ref] = result
         self._unsent[ref] = None
         return True
+
+    def restore(self, results: Iterable[JobResult]) -> int:
+        """Results an earlier run left unacknowledged: unacked and unsent again; how many were new."""
+        restored = 0
+        for result in results:
+            ref = result.ref
+            if ref not in self._held and ref not in self._unacked:
+                self._unacked[ref] = result
+                self._unsent[ref] = None
+                restored += 1
+        return restored
 
     def revoke(self, ref: JobRef) -> bool:
         """The server took the lease back; True if it was held (then stop its job).
@@ -156,6 +169,11 @@ class Ledger:
     def waiting_count(self) -> int:
         """Results and starts waiting for the next flush."""
         return len(self._unsent) + len(self._unreported)
+
+    @property
+    def unacked(self) -> list[JobResult]:
+        """Every result the server has yet to acknowledge, oldest first."""
+        return list(self._unacked.values())
 
     @property
     def idle(self) -> bool:

@@ -45,11 +45,20 @@ LOG_FLUSH_SECONDS = 0.25
 class Outbox:
     """Batches what the jobs report into messages on the current stream, if any."""
 
-    def __init__(self, ledger: Ledger, *, slots: int, want: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        slots: int,
+        want: Callable[[], int],
+        on_nothing_held: Callable[[], None] = lambda: None,
+    ) -> None:
         self.connection: Connection | None = None
         """The stream's sender; set once the worker session made it."""
         self._ledger = ledger
         self._want = want
+        self._on_nothing_held = on_nothing_held
+        """Called when a result leaves the worker holding no lease (a stopping worker may leave then)."""
         self._gauge = CapacityGauge(slots=slots)
         self._progress: dict[JobRef, JobProgress] = {}
         self._progress_sent_at = float("-inf")
@@ -71,6 +80,7 @@ class Outbox:
         self._progress.pop(result.ref, None)
         if self._ledger.held_count == 0:
             self.flush()  # nothing else held whose result it could wait for: a lone job's result goes at once
+            self._on_nothing_held()
         else:
             self._schedule_flush()
 

@@ -12,7 +12,11 @@ Revoke stops jobs without a result. Drain (the server is shutting down): the
 worker hands back every lease that has not started, keeps the running ones and
 reconnects later. ``stop()``: capacity 0, every lease not started is handed
 back at once, running jobs finish within the grace period, their results are
-acknowledged, then the stream is closed. ``abort()`` ends at once.
+acknowledged, then the stream is closed. A stopping worker waits for
+acknowledgements only while a stream can carry them: once its stream ended or
+the server said it drains, it leaves as soon as no job runs. ``abort()`` ends
+at once. Whatever is unacknowledged when the worker ends is kept on disk and
+sent first by its next run (:mod:`netdist.worker.result_file`).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from netdist.worker.executor import Executor
 from netdist.worker.job import Ack, AckOutcome, JobRef, JobResult, Lease
 from netdist.worker.ledger import Ledger
 from netdist.worker.outbox import Outbox
+from netdist.worker.result_file import load_results, save_results
 from netdist.ziplimit import ZipLimits
 
 log = logging.getLogger("netdist.worker")
@@ -49,15 +54,24 @@ _STALE_NAMED = 10
 class WorkerSession:
     """Runs one worker until stopped."""
 
-    def __init__(self, config: WorkerConfig, *, worker_id: str, credential_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        *,
+        worker_id: str,
+        credential_path: Path | None = None,
+        results_path: Path | None = None,
+    ) -> None:
         self.config = config
         self.worker_id = worker_id
         self.credential_path = credential_path
+        self.results_path = results_path
+        """Where results left unacknowledged wait for the next run (None: they are not kept)."""
         self.aborted = False
         self._connection: Connection | None = None
         self._cache: ArtifactCache | None = None
         self._ledger = Ledger()
-        self._outbox = Outbox(self._ledger, slots=config.slots, want=self._wanted)
+        self._outbox = Outbox(self._ledger, slots=config.slots, want=self._wanted, on_nothing_held=self._check_idle)
         max_memory = config.max_job_memory_mb
         self._executor = Executor(  # reports straight to the outbox: no hop per job
             slots=config.slots,
@@ -70,6 +84,7 @@ class WorkerSession:
         )
         self._fetching: dict[JobRef, asyncio.Task[None]] = {}
         self._stopping = False
+        self._draining = False  # the server said it drains this stream: it acknowledges nothing more on it
         self._stop_requested = asyncio.Event()
         self._abort_requested = asyncio.Event()
         self._idle = asyncio.Event()
@@ -88,6 +103,7 @@ class WorkerSession:
 
     async def run(self) -> None:
         """Run until stopped; raises UnauthenticatedError when the server refuses the token."""
+        self._restore_results()
         security = self.config.security
         channel = aio_channel(self.config.target, security, options=CHANNEL_OPTIONS)
         self._cache = ArtifactCache(
@@ -111,8 +127,8 @@ class WorkerSession:
             stop.cancel()
             if connecting.done():  # the server refused the token: no use going on
                 refused = None if connecting.cancelled() else connecting.exception()
-            elif not self.aborted and await self._shut_down_gracefully():
-                self._connection.close()
+            elif not self.aborted and await self._shut_down_gracefully() and self._connection.ready:
+                self._connection.close()  # else no stream to end in order: the connection is cancelled
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(connecting), CLOSE_SECONDS + 1)
         finally:
@@ -122,12 +138,14 @@ class WorkerSession:
             await self._executor.close()
             await channel.close()
             await self._cache.close()  # a held wheel's write to the cache; fetches end with the channel
+            self._keep_results()
             log.info("worker %s stopped", self.config.name)
         if refused is not None:
             raise refused
 
     async def _shut_down_gracefully(self) -> bool:
-        """True once everything is acknowledged; False when the grace ran out or on abort."""
+        """True once no job runs and every result is acknowledged, or none can be (:meth:`_check_idle`);
+        False when the grace ran out or on abort."""
         self._stopping = True
         refs = self._give_up_unstarted()
         self._outbox.flush()  # capacity 0 first, then what is waiting
@@ -138,10 +156,11 @@ class WorkerSession:
         self._check_idle()
         if not self._idle.is_set():
             log.info(
-                "stopping: waiting up to %g s for %d running job(s) and %d unacknowledged result(s)",
+                "stopping: waiting up to %g s for %d running job(s) and %d unacknowledged result(s)%s",
                 self.config.grace_seconds,
                 self._ledger.held_count,
                 self._ledger.unacked_count,
+                "" if self._acks_may_come() else " (not connected: their acknowledgements are not waited for)",
             )
         idle = asyncio.create_task(self._idle.wait())
         abort = asyncio.create_task(self._abort_requested.wait())
@@ -165,8 +184,49 @@ class WorkerSession:
         return False
 
     def _check_idle(self) -> None:
-        if self._stopping and self._ledger.idle:
+        """A stopping worker may leave once no job runs and every result is acknowledged, or
+        no acknowledgement can come (no stream, or the server drains it): those wait on disk."""
+        ledger = self._ledger
+        if self._stopping and (ledger.idle or (not ledger.held_count and not self._acks_may_come())):
             self._idle.set()
+
+    def _acks_may_come(self) -> bool:
+        """Whether the server may still acknowledge results: a welcomed stream it is not draining."""
+        return self._connection is not None and self._connection.ready and not self._draining
+
+    def _restore_results(self) -> None:
+        """Results an earlier run of this worker left unacknowledged: sent first, named in each Hello."""
+        if self.results_path is None:
+            return
+        restored = self._ledger.restore(load_results(self.results_path, self.config.target))
+        if restored:
+            log.info(
+                "%d result(s) an earlier run left unacknowledged (kept in %s): sending them once connected",
+                restored,
+                self.results_path,
+            )
+
+    def _keep_results(self) -> None:
+        """What the server has not acknowledged, kept for the next run (an empty file goes)."""
+        if self.results_path is None:
+            return
+        unacked = self._ledger.unacked
+        try:
+            save_results(self.results_path, unacked, self.config.target)
+        except OSError as exc:
+            log.error(
+                "cannot keep %d unacknowledged result(s) in %s: %s; their jobs will run again",
+                len(unacked),
+                self.results_path,
+                exc.strerror or exc,
+            )
+            return
+        if unacked:
+            log.warning(
+                "%d result(s) not acknowledged by the server are kept in %s: the next run sends them",
+                len(unacked),
+                self.results_path,
+            )
 
     def _give_up_unstarted(self) -> list[JobRef]:
         """Forget every held lease that has not started; they are to be handed back."""
@@ -199,6 +259,7 @@ class WorkerSession:
             self._ledger.held_count,
             self._ledger.unacked_count,
         )
+        self._draining = False
         self._outbox.resend()
 
     def on_leases(self, leases: list[Lease]) -> None:
@@ -261,6 +322,11 @@ class WorkerSession:
             self._outbox.send_no_capacity()  # or the server might refill what comes back
             if refs:
                 connection.send_hand_back(refs, DRAINING_REASON)
+        self._draining = True  # results sent from here on are not read: they wait for the next stream
+        self._check_idle()
+
+    def on_stream_end(self) -> None:
+        self._check_idle()
 
     # -- leases to jobs -----------------------------------------------------------------
 
