@@ -144,14 +144,16 @@ def _spawn(
     log_dir: Path,
     env: Mapping[str, str] | None = None,
     base_env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Process:
-    """``env`` adds to ``base_env`` (default: this process's environment)."""
+    """``env`` adds to ``base_env`` (default: this process's environment); ``cwd``: where it starts (default:
+    this process's)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     out: IO[bytes] = log_path.open("wb")
     full_env = {**(os.environ if base_env is None else base_env), "PYTHONUNBUFFERED": "1", **(env or {})}
     popen = subprocess.Popen(
-        [sys.executable, *args], stdout=out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
+        [sys.executable, *args], stdout=out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True, cwd=cwd
     )
     out.close()
     return Process(name=name, popen=popen, log_path=log_path)
@@ -212,6 +214,7 @@ def start_server(
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
     tls_client_ca: Path | None = None,
+    cwd: Path | None = None,
 ) -> ServerProcess:
     """Start ``netdist-server serve`` and wait for the address it prints.
 
@@ -234,7 +237,7 @@ def start_server(
     for flag, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key), ("--tls-client-ca", tls_client_ca)):
         if path is not None:
             args += [flag, str(path)]
-    proc = _spawn(name, [*args, *extra_args], log_dir, env)
+    proc = _spawn(name, [*args, *extra_args], log_dir, env, cwd=cwd)
 
     def address() -> str | None:
         if not proc.alive():
@@ -259,9 +262,11 @@ def start_worker(
     security: ClientSecurity | None = None,
     token_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Process:
     """Start ``netdist-worker connect``; with no ``token_file``, the worker token of the server at ``address``
-    (started by :func:`start_server`), if any. ``environ``: its whole environment (default: this process's)."""
+    (started by :func:`start_server`), if any. ``environ``: its whole environment (default: this process's);
+    ``cwd``: where it starts."""
     args = [
         "-m",
         "netdist.worker",
@@ -281,7 +286,7 @@ def start_worker(
         args += ["--token-file", str(token_file)]
     for key, value in (labels or {}).items():
         args += ["--label", f"{key}={value}"]
-    return _spawn(name, args, log_dir, base_env=environ)
+    return _spawn(name, args, log_dir, base_env=environ, cwd=cwd)
 
 
 def tls_args(security: ClientSecurity | None) -> list[str]:

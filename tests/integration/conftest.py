@@ -48,16 +48,22 @@ class Cluster:
     """What CLIs the test ran printed (a new token's one printing excepted)."""
 
     def start_server(
-        self, port: int = 0, *, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None, **options: Any
+        self,
+        port: int = 0,
+        *,
+        extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        **options: Any,
     ) -> ServerProcess | InProcessServer:
-        """(Re)start the server on the same store; ``extra_args`` and ``env`` for a process,
+        """(Re)start the server on the same store; ``extra_args``, ``env`` and ``cwd`` for a process,
         ``options`` (:class:`ServerConfig` fields) for one in the test process."""
         if self.server is not None and self.server.alive():
             self.server.stop()
         self.generation += 1
         name = f"server-{self.generation}"
         if self.in_process:
-            assert not extra_args and env is None, "an in-process server takes ServerConfig fields, not a CLI"
+            assert not extra_args and env is None and cwd is None, "an in-process server takes ServerConfig fields"
             self.server = start_in_process(
                 self.root / "data",
                 log_dir=self.root / "logs",
@@ -78,6 +84,7 @@ class Cluster:
                 name=name,
                 extra_args=extra_args,
                 env=env,
+                cwd=cwd,
             )
         if self.admin is not None:
             self.admin.close()
@@ -110,9 +117,10 @@ class Cluster:
         target: str | None = None,
         extra_args: tuple[str, ...] = (),
         token_file: Path | None = None,
+        cwd: Path | None = None,
     ) -> Process:
         """A worker of the server, or of ``target`` (a proxy in front of it); the server's worker token
-        unless ``token_file`` says otherwise."""
+        unless ``token_file`` says otherwise; started in ``cwd``."""
         assert self.server is not None
         worker = start_worker(
             target or self.server.address,
@@ -123,6 +131,7 @@ class Cluster:
             labels=labels,
             extra_args=extra_args,
             token_file=token_file or self.server.worker_token_file,
+            cwd=cwd,
         )
         self.workers.append(worker)
         return worker

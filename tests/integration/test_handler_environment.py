@@ -74,3 +74,82 @@ def test_a_handler_sees_neither_the_servers_settings_nor_a_token(cluster: Cluste
     assert "SOME_SERVICE_PASSWORD" not in seen
     assert seen["PATH"] == os.environ["PATH"] and seen["TZ"] == "Europe/Zurich"  # what Python needs stays
     assert (tmp_path / "data" / "envs").as_posix() in seen["PYTHONPATH"]  # the package's wheels, unpacked
+
+
+CWD_PROBE = '''
+import importlib.util
+import json
+import os
+import sys
+
+from netdist.handler import Handler
+
+
+def seen():
+    """What this process imports from: its start directory must not be on the path."""
+    return {"found": importlib.util.find_spec("shadowme") is not None, "on_path": os.getcwd() in sys.path}
+
+
+class CwdProbe(Handler):
+    """One job; its summary is what the host and the job each saw."""
+
+    def initialize(self):
+        self.state.setdefault("made", False)
+
+    def total_job_count(self):
+        return 1
+
+    def create_more_jobs(self):
+        if not self.state["made"]:
+            self.enqueue({})
+            self.state["made"] = True
+
+    def process_result(self, job_input, output, extra):
+        self.state["job"] = output
+
+    def summary(self):
+        return json.dumps({"host": seen(), "job": self.state.get("job")})
+'''
+
+CWD_SCRIPT = """# /// script
+# [tool.netdist]
+# package = "cwdprobe"
+# handler = "CwdProbe"
+# job = "cwd"
+# auto-start = true
+# ///
+import importlib.util
+import os
+import sys
+
+
+def process(job_input, ctx):
+    return {"found": importlib.util.find_spec("shadowme") is not None, "on_path": os.getcwd() in sys.path}
+"""
+
+
+def test_neither_a_handler_nor_a_job_imports_from_the_directory_its_process_started_in(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Found in a walk-through: a worker started in a folder holding a copy of a dependency's source ran
+    jobs against that copy, not the wheel the server sent (``python -m`` puts the start directory first
+    on the path, before the wheels and the standard library)."""
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "shadowme.py").write_text("WHERE = 'the start directory'\n")
+    cluster.start_server(cwd=here)
+    cluster.api.upload(
+        write_wheel(
+            tmp_path / "wheels",
+            name="cwdprobe",
+            version="1.0",
+            files={"cwdprobe/__init__.py": "", "cwdprobe/probe.py": CWD_PROBE},
+            entry_points={"netdist.handlers": {"CwdProbe": "cwdprobe.probe:CwdProbe"}},
+        )
+    )
+    script = tmp_path / "cwd.py"
+    script.write_text(CWD_SCRIPT)
+    hid = cluster.api.add_script(script).handler.id
+    cluster.add_worker("w1", cwd=here)
+    seen = json.loads(cluster.api.wait_state(hid, "finished", timeout=60).result_summary)
+    assert seen == {"host": {"found": False, "on_path": False}, "job": {"found": False, "on_path": False}}

@@ -120,7 +120,7 @@ class Resolver:
         for wheel in package_wheels:
             shutil.copyfile(self.blobs.open(wheel.sha256), local / wheel.filename)
         cfg = self.config
-        args = [cfg.python, "-m", "pip", "download", "--only-binary=:all:", "--dest", str(work / "wheels")]
+        args = [cfg.python, "-P", "-m", "pip", "download", "--only-binary=:all:", "--dest", str(work / "wheels")]
         args += ["--disable-pip-version-check", "--no-input", "--progress-bar", "off"]
         if cfg.explicit:
             args += ["--isolated"]

@@ -67,9 +67,11 @@ class HostProcess:
     async def start(cls, *, python_path: list[Path], on_log: Callable[[str, str], None]) -> HostProcess:
         env = handler_environment(os.environ, python_path)
         # Called on the server's event loop, in its main thread: the host's
-        # PDEATHSIG fires when the thread that forked it ends (netdist.parent_death).
+        # PDEATHSIG fires when the thread that forked it ends (netdist.parent_death). -P: the server's
+        # start directory is not put on the path, where it would come before the package's wheels.
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
+            "-P",
             "-m",
             "netdist.server.host_child",
             *child_args(),

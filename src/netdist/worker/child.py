@@ -1,6 +1,6 @@
 """The executor child: runs job scripts' ``process`` for jobs read from stdin.
 
-Started by the executor as ``[sys.executable, "-m", "netdist.worker.child",
+Started by the executor as ``[sys.executable, "-P", "-m", "netdist.worker.child",
 "--parent-pid", PID]``; it dies with the worker (:mod:`netdist.parent_death`).
 It speaks :mod:`netdist.worker.child_protocol` (newline-delimited, never
 pickle): it parses each job's input (``InputNotJson`` if it is not JSON) and

@@ -392,9 +392,11 @@ def _describe_exit(returncode: int | None) -> str:
 
 async def spawn(python: str) -> asyncio.subprocess.Process:
     """An executor child process, which waits for its ChildInit on stdin. Forked on the event loop (the
-    main thread): the child's PDEATHSIG fires when that thread ends (netdist.parent_death)."""
+    main thread): the child's PDEATHSIG fires when that thread ends (netdist.parent_death). ``-P``: the
+    worker's start directory is not put on the path, where it would come before the job's wheels."""
     return await asyncio.create_subprocess_exec(
         python,
+        "-P",
         "-m",
         "netdist.worker.child",
         *child_args(),
