@@ -193,3 +193,32 @@ def test_start_answers_once_initialize_returned_and_a_slow_one_within_the_caller
     assert lazy.returncode == 0 and lazy.stdout.rstrip().endswith("('lazy'), state running"), lazy
     later.touch()
     wait_until(lambda: _shown(addr, "lazy")["result_summary"] == "started", 30, what="lazy to come up")
+
+
+def test_an_upload_that_moves_a_running_handler_shows_it_failed_when_its_new_host_does(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The upload moved the handler to the new version and said only 'restarted handlers'; the handler
+    failed on it a moment later, seen only in handlers list."""
+    addr = _upload(cluster, tmp_path)
+    ok(addr, "jobs", "add", str(_script(tmp_path / "run.py", job="run", settings=_custom(limit=1000))))
+    assert "state running" in ok(addr, "handlers", "start", "run")  # no worker: it stays running
+    hid = _shown(addr, "run")["id"]
+    broken = HANDLER.replace(
+        "    def initialize(self):\n",
+        "    def initialize(self):\n        raise RuntimeError('2.0 cannot start\\x1b[2J')\n",
+    )
+    assert broken != HANDLER
+    wheel = write_wheel(
+        tmp_path / "wheel2",
+        name="fussy",
+        version="2.0",
+        files={"fussy/__init__.py": "", "fussy/handler.py": broken},
+        entry_points={"netdist.handlers": {"Fussy": "fussy.handler:Fussy"}},
+    )
+    uploaded = admin(addr, "upload-package", str(wheel))
+    assert uploaded.returncode == 0, uploaded  # the package is stored: that is what the upload does
+    lines = uploaded.stdout.splitlines()
+    assert f"  restarted handlers: {hid}" in lines, lines
+    assert f"  handler {hid} ('run') failed on it, state failed: RuntimeError: 2.0 cannot start\\x1b[2J" in lines, lines
+    assert _shown(addr, "run")["state"] == "failed"

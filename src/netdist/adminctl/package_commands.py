@@ -33,7 +33,8 @@ def upload_package(ctx: click.Context, package: Path, dependencies: tuple[Path, 
     Workers get all of them on sys.path when they run a job of this package.
     A Requires-Dist left out is met by a dependency wheel stored with an earlier
     version when its version satisfies it (carried over); one met by nothing is
-    refused. Handler instances of an older version move to the new one.
+    refused. Handler instances of an older version move to the new one; one
+    whose new host fails as it comes up is shown with its error.
     """
     reply = client(ctx).upload([package, *dependencies])
     p = reply.package
@@ -48,6 +49,9 @@ def upload_package(ctx: click.Context, package: Path, dependencies: tuple[Path, 
         console.print(render.text(f"  carried over (stored with an earlier version): {kept}"))
     if reply.restarted_handlers:
         console.print(render.text(f"  restarted handlers: {', '.join(reply.restarted_handlers)}"))
+    for h in reply.failed_handlers:  # its new host failed as it came up: the upload itself is stored (exit 0)
+        line = f"  handler {h.id} ('{h.job_name}') failed on it, state failed: {h.message}"
+        console.print(render.text(line, style="red"))
 
 
 @click.group()

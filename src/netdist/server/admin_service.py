@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 
@@ -25,6 +24,7 @@ from netdist.server.grpc_errors import to_status
 from netdist.server.job_views import MAX_RUNNING_LISTED, running_job
 from netdist.server.lease_model import Lease, shown_counts
 from netdist.server.manager import HandlerManager
+from netdist.server.reply_deadline import answer_by
 from netdist.server.states import HandlerState, JobStatus
 from netdist.server.store import audit as audit_store
 from netdist.server.store import catalog
@@ -37,9 +37,6 @@ MAX_FILENAME_CHARS = 255
 MAX_AUDIT = 1000
 MAX_SHOWN_STATE = 256 * 1024
 """A handler's saved state is sent (by GetHandler) up to this size; past it only its size is."""
-REPLY_MARGIN_SECONDS = 1.0
-"""A call that waits for a handler host to come up (a start) answers this long before the caller's
-deadline: time for reading the record it answers with and for the reply's trip."""
 _SERVICE = "AdminService"
 _ACTIONS = {
     admin_pb2.HANDLER_ACTION_START: "start",
@@ -135,7 +132,7 @@ class AdminService(JobAdmin, WorkerAdmin, JobLogAdmin, EventAdmin, DepsAdmin):
                 uploaded_by=actor.name,
                 pinned_lock=request.lock if request.HasField("lock") else None,
                 refresh=request.refresh,
-                deadline=_answer_by(context),
+                deadline=answer_by(context),
             )
         except NetDistError as exc:
             self.audit.record(
@@ -185,7 +182,7 @@ class AdminService(JobAdmin, WorkerAdmin, JobLogAdmin, EventAdmin, DepsAdmin):
         action = _ACTIONS.get(request.action)
         if action is None:
             raise InvalidArgumentError(f"'action': unknown handler action {request.action}")
-        record = await self.manager.control(request.ref, action, wait=True, deadline=_answer_by(context))
+        record = await self.manager.control(request.ref, action, wait=True, deadline=answer_by(context))
         return admin_pb2.ControlHandlerResponse(handler=await self._info(record))
 
     @to_status
@@ -299,15 +296,6 @@ class AdminService(JobAdmin, WorkerAdmin, JobLogAdmin, EventAdmin, DepsAdmin):
         """The version its host runs; when none runs, the one it would start on."""
         runtime = self.manager.runtimes.get(r.id)
         return runtime.package.version if runtime else current.get(r.package, "")
-
-
-def _answer_by(context: grpc.aio.ServicerContext) -> float:
-    """When (event loop time) a call that waits for a handler host answers at the latest: REPLY_MARGIN_SECONDS
-    before the caller's deadline, if it set one."""
-    remaining: float | None = context.time_remaining()
-    if remaining is None:
-        return math.inf
-    return asyncio.get_running_loop().time() + remaining - REPLY_MARGIN_SECONDS
 
 
 def _pending(counts: dict[str, int]) -> int:

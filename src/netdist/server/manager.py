@@ -45,9 +45,9 @@ from netdist.server.store.facade import Store
 log = logging.getLogger("netdist.server.manager")
 START_WAIT_SECONDS = 5.0
 """How long an operator's start (``handlers start``, a job script's ``auto-start``, a running handler moved
-to a new job script) waits at most for the handler's host to come up, so that its answer says ``failed``
-when ``initialize`` or ``on_start`` raised. A slower handler is answered ``running`` meanwhile (the
-default CLI timeout is 10 s)."""
+to a new job script or package version) waits at most for the handler's host to come up, so that its
+answer says ``failed`` when ``initialize`` or ``on_start`` raised. A slower handler is answered ``running``
+meanwhile (the default CLI timeout is 10 s)."""
 
 
 class HandlerManager:
@@ -160,6 +160,15 @@ class HandlerManager:
         if wait and runtime is not None:
             await self._wait_up(runtime, deadline)
         return await self.store.read(catalog.get_handler, record.id)
+
+    async def wait_moved(self, handler_ids: list[str], deadline: float) -> None:
+        """Wait until the instances a package upload moved (:meth:`reload_package`) run on their new
+        hosts, or failed, at most START_WAIT_SECONDS and not past ``deadline`` (event loop time)."""
+        moving = [runtime.wait_moved() for hid in handler_ids if (runtime := self.runtimes.get(hid)) is not None]
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(min(deadline, loop.time() + START_WAIT_SECONDS)):
+                await asyncio.gather(*moving)
 
     async def _wait_up(self, runtime: RunningHandler, deadline: float) -> None:
         """Wait (outside the lock: other calls go on) until ``runtime``'s host came up or its loop ended,

@@ -30,6 +30,8 @@ from netdist.server.fetch_frames import read_frame
 from netdist.server.grpc_errors import to_status
 from netdist.server.manager import HandlerManager
 from netdist.server.package_requirements import Completion, Unmet, complete
+from netdist.server.reply_deadline import answer_by
+from netdist.server.states import HandlerState
 from netdist.server.store import catalog
 from netdist.server.store.facade import Store
 from netdist.server.upload import Upload, UploadLimits
@@ -71,6 +73,12 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
             )
             raise
         moved = self.manager.reload_package(record)
+        await self.manager.wait_moved(moved, answer_by(context))
+        failed = [
+            h
+            for h in [await self.store.read(catalog.get_handler, hid) for hid in moved]
+            if h.state == HandlerState.FAILED
+        ]
         self.audit.record(
             context,
             method="PackageService/Upload",
@@ -82,6 +90,9 @@ class PackageService(packages_pb2_grpc.PackageServiceServicer):
             created=created,
             restarted_handlers=moved,
             carried_over=[_wheel(d) for d in carried],
+            failed_handlers=[
+                packages_pb2.FailedHandler(id=h.id, job_name=h.job_name, message=h.message or "") for h in failed
+            ],
         )
 
     async def _upload(

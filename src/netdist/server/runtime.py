@@ -133,6 +133,9 @@ class RunningHandler:
         """When the host was last handed results from the inbox (the event loop's clock)."""
         self._batch = FIRST_RESULT_BATCH
         """Results (or failures) the next call hands over at most (:func:`next_batch`)."""
+        self._moved = asyncio.Event()
+        """Clear from a package upload (:meth:`reload`) until its new host came up, or the loop ended."""
+        self._moved.set()
         self._up = asyncio.Event()
         """Set once its first host came up (``initialize`` and ``on_start`` ran, what they did committed), or
         once its loop ended without that: a failure is stored by then (:meth:`wait_up`)."""
@@ -153,9 +156,15 @@ class RunningHandler:
         stopped): what a start answers with is then in the store. The caller bounds the wait."""
         await self._up.wait()
 
+    async def wait_moved(self) -> None:
+        """Return once a move to a new package version (:meth:`reload`) is done: its new host came up, or
+        the loop ended (failed, the failure stored). The caller bounds the wait."""
+        await self._moved.wait()
+
     def reload(self, package: catalog.PackageRecord) -> None:
         """Move to a new package version at the next safe point."""
         self._reload = package
+        self._moved.clear()
         self.wake()
 
     async def stop(self) -> None:
@@ -198,6 +207,7 @@ class RunningHandler:
             await self._on_failed(self.handler_id, f"internal error: {exc!r}")
         finally:
             self._up.set()
+            self._moved.set()
             self._dispatcher.inbox.forget(self.handler_id)
             await self._close_host()
 
@@ -293,6 +303,8 @@ class RunningHandler:
             self._on_restart(self.record, "upgrade")
         await self._hook(Hook.ON_START)
         self._idle_call = False
+        if self._reload is None:  # not asked to move again meanwhile
+            self._moved.set()
 
     async def _close_host(self) -> None:
         host, self._host = self._host, None

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dnetdist/api/v1/packages.proto\x12\x0enetdist.api.v1\"-\n\x0bWheelHeader\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\"^\n\x14UploadPackageRequest\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1b.netdist.api.v1.WheelHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04kind\"b\n\tWheelInfo\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x14\n\x0c\x64istribution\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\"\xd4\x01\n\x0bPackageInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08handlers\x18\x03 \x03(\t\x12(\n\x05wheel\x18\x04 \x01(\x0b\x32\x19.netdist.api.v1.WheelInfo\x12/\n\x0c\x64\x65pendencies\x18\x05 \x03(\x0b\x32\x19.netdist.api.v1.WheelInfo\x12\x0f\n\x07\x63urrent\x18\x06 \x01(\x08\x12\x13\n\x0buploaded_at\x18\x07 \x01(\x01\x12\x13\n\x0buploaded_by\x18\x08 \x01(\t\"\xa3\x01\n\x15UploadPackageResponse\x12,\n\x07package\x18\x01 \x01(\x0b\x32\x1b.netdist.api.v1.PackageInfo\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x1a\n\x12restarted_handlers\x18\x03 \x03(\t\x12/\n\x0c\x63\x61rried_over\x18\x04 \x03(\x0b\x32\x19.netdist.api.v1.WheelInfo\"+\n\x13ListPackagesRequest\x12\x14\n\x0c\x61ll_versions\x18\x01 \x01(\x08\"E\n\x14ListPackagesResponse\x12-\n\x08packages\x18\x01 \x03(\x0b\x32\x1b.netdist.api.v1.PackageInfo\"D\n\x14RemovePackageRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"(\n\x15RemovePackageResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x05\"\x1e\n\x0c\x46\x65tchRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"2\n\rFetchResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x12\x12\n\ntotal_size\x18\x02 \x01(\x03\x32\xdb\x02\n\x0ePackageService\x12W\n\x06Upload\x12$.netdist.api.v1.UploadPackageRequest\x1a%.netdist.api.v1.UploadPackageResponse(\x01\x12Q\n\x04List\x12#.netdist.api.v1.ListPackagesRequest\x1a$.netdist.api.v1.ListPackagesResponse\x12U\n\x06Remove\x12$.netdist.api.v1.RemovePackageRequest\x1a%.netdist.api.v1.RemovePackageResponse\x12\x46\n\x05\x46\x65tch\x12\x1c.netdist.api.v1.FetchRequest\x1a\x1d.netdist.api.v1.FetchResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dnetdist/api/v1/packages.proto\x12\x0enetdist.api.v1\"-\n\x0bWheelHeader\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\"^\n\x14UploadPackageRequest\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1b.netdist.api.v1.WheelHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04kind\"b\n\tWheelInfo\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x14\n\x0c\x64istribution\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\"\xd4\x01\n\x0bPackageInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08handlers\x18\x03 \x03(\t\x12(\n\x05wheel\x18\x04 \x01(\x0b\x32\x19.netdist.api.v1.WheelInfo\x12/\n\x0c\x64\x65pendencies\x18\x05 \x03(\x0b\x32\x19.netdist.api.v1.WheelInfo\x12\x0f\n\x07\x63urrent\x18\x06 \x01(\x08\x12\x13\n\x0buploaded_at\x18\x07 \x01(\x01\x12\x13\n\x0buploaded_by\x18\x08 \x01(\t\"\xdb\x01\n\x15UploadPackageResponse\x12,\n\x07package\x18\x01 \x01(\x0b\x32\x1b.netdist.api.v1.PackageInfo\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x1a\n\x12restarted_handlers\x18\x03 \x03(\t\x12/\n\x0c\x63\x61rried_over\x18\x04 \x03(\x0b\x32\x19.netdist.api.v1.WheelInfo\x12\x36\n\x0f\x66\x61iled_handlers\x18\x05 \x03(\x0b\x32\x1d.netdist.api.v1.FailedHandler\">\n\rFailedHandler\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08job_name\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"+\n\x13ListPackagesRequest\x12\x14\n\x0c\x61ll_versions\x18\x01 \x01(\x08\"E\n\x14ListPackagesResponse\x12-\n\x08packages\x18\x01 \x03(\x0b\x32\x1b.netdist.api.v1.PackageInfo\"D\n\x14RemovePackageRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"(\n\x15RemovePackageResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x05\"\x1e\n\x0c\x46\x65tchRequest\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"2\n\rFetchResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x12\x12\n\ntotal_size\x18\x02 \x01(\x03\x32\xdb\x02\n\x0ePackageService\x12W\n\x06Upload\x12$.netdist.api.v1.UploadPackageRequest\x1a%.netdist.api.v1.UploadPackageResponse(\x01\x12Q\n\x04List\x12#.netdist.api.v1.ListPackagesRequest\x1a$.netdist.api.v1.ListPackagesResponse\x12U\n\x06Remove\x12$.netdist.api.v1.RemovePackageRequest\x1a%.netdist.api.v1.RemovePackageResponse\x12\x46\n\x05\x46\x65tch\x12\x1c.netdist.api.v1.FetchRequest\x1a\x1d.netdist.api.v1.FetchResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,19 +40,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PACKAGEINFO']._serialized_start=293
   _globals['_PACKAGEINFO']._serialized_end=505
   _globals['_UPLOADPACKAGERESPONSE']._serialized_start=508
-  _globals['_UPLOADPACKAGERESPONSE']._serialized_end=671
-  _globals['_LISTPACKAGESREQUEST']._serialized_start=673
-  _globals['_LISTPACKAGESREQUEST']._serialized_end=716
-  _globals['_LISTPACKAGESRESPONSE']._serialized_start=718
-  _globals['_LISTPACKAGESRESPONSE']._serialized_end=787
-  _globals['_REMOVEPACKAGEREQUEST']._serialized_start=789
-  _globals['_REMOVEPACKAGEREQUEST']._serialized_end=857
-  _globals['_REMOVEPACKAGERESPONSE']._serialized_start=859
-  _globals['_REMOVEPACKAGERESPONSE']._serialized_end=899
-  _globals['_FETCHREQUEST']._serialized_start=901
-  _globals['_FETCHREQUEST']._serialized_end=931
-  _globals['_FETCHRESPONSE']._serialized_start=933
-  _globals['_FETCHRESPONSE']._serialized_end=983
-  _globals['_PACKAGESERVICE']._serialized_start=986
-  _globals['_PACKAGESERVICE']._serialized_end=1333
+  _globals['_UPLOADPACKAGERESPONSE']._serialized_end=727
+  _globals['_FAILEDHANDLER']._serialized_start=729
+  _globals['_FAILEDHANDLER']._serialized_end=791
+  _globals['_LISTPACKAGESREQUEST']._serialized_start=793
+  _globals['_LISTPACKAGESREQUEST']._serialized_end=836
+  _globals['_LISTPACKAGESRESPONSE']._serialized_start=838
+  _globals['_LISTPACKAGESRESPONSE']._serialized_end=907
+  _globals['_REMOVEPACKAGEREQUEST']._serialized_start=909
+  _globals['_REMOVEPACKAGEREQUEST']._serialized_end=977
+  _globals['_REMOVEPACKAGERESPONSE']._serialized_start=979
+  _globals['_REMOVEPACKAGERESPONSE']._serialized_end=1019
+  _globals['_FETCHREQUEST']._serialized_start=1021
+  _globals['_FETCHREQUEST']._serialized_end=1051
+  _globals['_FETCHRESPONSE']._serialized_start=1053
+  _globals['_FETCHRESPONSE']._serialized_end=1103
+  _globals['_PACKAGESERVICE']._serialized_start=1106
+  _globals['_PACKAGESERVICE']._serialized_end=1453
 # @@protoc_insertion_point(module_scope)

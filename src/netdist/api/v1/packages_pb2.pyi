@@ -149,6 +149,7 @@ class UploadPackageResponse(_message.Message):
     CREATED_FIELD_NUMBER: _builtins.int
     RESTARTED_HANDLERS_FIELD_NUMBER: _builtins.int
     CARRIED_OVER_FIELD_NUMBER: _builtins.int
+    FAILED_HANDLERS_FIELD_NUMBER: _builtins.int
     created: _builtins.bool
     """false: this exact version was already stored"""
     @_builtins.property
@@ -163,6 +164,12 @@ class UploadPackageResponse(_message.Message):
         upload did not carry (also listed in package.dependencies).
         """
 
+    @_builtins.property
+    def failed_handlers(self) -> _containers.RepeatedCompositeFieldContainer[Global___FailedHandler]:
+        """Restarted handlers whose new host failed as it came up (initialize or on_start raised, or it
+        died), as far as the server waited for them (at most 5 s).
+        """
+
     def __init__(
         self,
         *,
@@ -170,14 +177,41 @@ class UploadPackageResponse(_message.Message):
         created: _builtins.bool = ...,
         restarted_handlers: _abc.Iterable[_builtins.str] | None = ...,
         carried_over: _abc.Iterable[Global___WheelInfo] | None = ...,
+        failed_handlers: _abc.Iterable[Global___FailedHandler] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["package", b"package"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["carried_over", b"carried_over", "created", b"created", "package", b"package", "restarted_handlers", b"restarted_handlers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carried_over", b"carried_over", "created", b"created", "failed_handlers", b"failed_handlers", "package", b"package", "restarted_handlers", b"restarted_handlers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UploadPackageResponse: _TypeAlias = UploadPackageResponse  # noqa: Y015
+
+@_typing.final
+class FailedHandler(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    JOB_NAME_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    job_name: _builtins.str
+    message: _builtins.str
+    """the handler's error, as handlers show gives it"""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        job_name: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "job_name", b"job_name", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FailedHandler: _TypeAlias = FailedHandler  # noqa: Y015
 
 @_typing.final
 class ListPackagesRequest(_message.Message):
