@@ -124,3 +124,78 @@ def test_watch_ends_with_130_on_ctrl_c(cluster: Cluster, tmp_path: Path) -> None
         code = _stop(watch, signal.SIGINT)
     OUTPUTS.append(out.read_text())
     assert code == 130 and "Traceback" not in out.read_text()
+
+
+def _ended(proc: subprocess.Popen[bytes], what: str) -> int:
+    wait_until(lambda: proc.poll() is not None, 20, what=what)
+    return proc.returncode
+
+
+def test_events_follow_ends_with_3_when_the_server_stops(cluster: Cluster, tmp_path: Path) -> None:
+    """Found by an operator: on a clean server stop it exited 0 with nothing said, as a requested end does;
+    a pipeline following events stopped and looked fine."""
+    assert cluster.server is not None
+    out = tmp_path / "events.txt"
+    proc = _start(cluster.server.address, out, "events", "--follow")
+    try:
+        wait_until(lambda: out.read_text().strip(), 20, what="the snapshot")
+        assert cluster.server.stop() == 0
+        assert _ended(proc, "events --follow to end") == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert out.read_text().splitlines()[-1] == (
+        "UnavailableError: the server ended the event stream (it stopped or restarted); nothing more follows"
+    )
+
+
+def test_watch_with_a_token_revoked_under_it_ends_with_1(cluster: Cluster, tmp_path: Path) -> None:
+    """Found by an operator: watch kept printing its stale frame, retrying every 2 s with the refused
+    token (an audit entry each time); a refused token does not heal by retrying."""
+    assert cluster.server is not None
+    out = tmp_path / "watch.txt"
+    env = {**os.environ, "NETDIST_TOKEN": cluster.make_token("viewer", "dash")}
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "netdist.adminctl",
+                "--server",
+                cluster.server.address,
+                "watch",
+                "--interval",
+                "0.2",
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        wait_until(lambda: "Handlers" in out.read_text(), 20, what="the first frame")
+        cluster.revoke_token("dash")
+        assert _ended(proc, "watch to end") == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    refusals = [line for line in out.read_text().splitlines() if "UnauthenticatedError" in line]
+    assert len(refusals) == 1 and refusals[0].startswith("UnauthenticatedError: "), out.read_text()[-2000:]
+
+
+def test_a_followed_handler_log_ends_when_the_handler_is_removed(cluster: Cluster, tmp_path: Path) -> None:
+    """Found by an operator: 'handlers log REF -f' went on polling the log of a removed handler, silent."""
+    assert cluster.server is not None
+    addr = cluster.server.address
+    ok(addr, "upload-package", str(counter_wheel(tmp_path)))
+    ok(addr, "jobs", "add", str(counter_script(tmp_path / "c.py", job="c", count=1)))
+    out = tmp_path / "log.txt"
+    proc = _start(addr, out, "handlers", "log", "c", "--follow")
+    try:
+        wait_until(lambda: "created" in out.read_text(), 20, what="the log's first line")
+        ok(addr, "handlers", "remove", "c")
+        assert _ended(proc, "the followed log to end") == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert out.read_text().splitlines()[-1].startswith("NotFoundError: handler ")
+    assert out.read_text().splitlines()[-1].endswith(" was removed; its log ends here")

@@ -18,7 +18,7 @@ from netdist.adminctl.command_io import PLAIN_WIDTH
 from netdist.adminctl.live_model import LiveModel
 from netdist.adminctl.stopping import sigterm_ends
 from netdist.api.v1 import admin_pb2
-from netdist.errors import NetDistError
+from netdist.errors import NetDistError, PermissionDeniedError, UnauthenticatedError
 
 RETRY_SECONDS = 2.0
 
@@ -159,7 +159,7 @@ def _plain(
     console.print(_frame(model, client, "", footer=False))
     printed = time.monotonic()
     dirty, error = False, ""
-    updates: queue.Queue[tuple[admin_pb2.WatchResponse | None, str]] = queue.Queue()
+    updates: queue.Queue[tuple[admin_pb2.WatchResponse | None, str | NetDistError]] = queue.Queue()
     current = [stream]  # the stream being read (the reader replaces it when it watches again)
     ending = threading.Event()
 
@@ -167,6 +167,8 @@ def _plain(
         try:
             for item in _follow(client, current):
                 updates.put(item)
+        except NetDistError as exc:  # one that watching again cannot mend: the command ends with it
+            updates.put((None, exc))
         except Exception:
             if not ending.is_set():  # the channel closed under it on the way out is no error
                 raise
@@ -176,7 +178,10 @@ def _plain(
         while True:
             try:
                 wait = max(0.0, printed + interval_seconds - time.monotonic()) if dirty else None
-                reply, error = updates.get(timeout=wait)
+                reply, said = updates.get(timeout=wait)
+                if isinstance(said, NetDistError):
+                    raise said
+                error = said
                 if reply is not None:
                     model.apply(reply)
                 dirty = True
@@ -202,6 +207,8 @@ def _follow(
             for reply in current[0]:
                 yield reply, ""
             problem = "the server ended the event stream"
+        except (UnauthenticatedError, PermissionDeniedError):
+            raise  # a refused token does not heal by watching again
         except NetDistError as exc:
             problem = f"{type(exc).__name__}: {exc.message}"
         yield None, f"{problem} (watching again in {RETRY_SECONDS:g} s)"

@@ -11,6 +11,7 @@ from netdist.adminctl import event_lines
 from netdist.adminctl.command_io import client
 from netdist.adminctl.live_model import LiveModel
 from netdist.adminctl.stopping import sigterm_ends
+from netdist.errors import UnavailableError
 
 
 @click.command()
@@ -37,3 +38,6 @@ def events(ctx: click.Context, follow: bool, as_json: bool) -> None:
                 click.echo(line)
             if not follow:
                 return
+        # The server ended the stream: it stopped (a kill or a broken connection raises instead). Not a
+        # requested end: a pipeline that follows events must not take it for one.
+        raise UnavailableError("the server ended the event stream (it stopped or restarted); nothing more follows")

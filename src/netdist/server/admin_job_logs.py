@@ -74,6 +74,13 @@ class JobLogAdmin(admin_pb2_grpc.AdminServiceServicer):
             last_own = own[-1].id if own else last_own
             last_job = jobs[-1].id if jobs else last_job
             lines = _merged(own, jobs)
+            if not lines:
+                await self.still_there(handler_id)
+
+    async def still_there(self, handler_id: str) -> None:
+        """NotFoundError once the handler was removed: a followed log of it ends, saying so."""
+        if not await self.store.read(catalog.handler_exists, handler_id):
+            raise NotFoundError(f"handler {handler_id} was removed; its log ends here")
 
 
 def job_line(row: Any) -> admin_pb2.LogLine:

@@ -204,6 +204,8 @@ class AdminService(JobAdmin, WorkerAdmin, JobLogAdmin, EventAdmin, DepsAdmin):
                 return
             await asyncio.sleep(0.3)
             rows = await self.store.read(catalog.read_log, record.id, after_id=last)
+            if not rows:
+                await self.still_there(record.id)
 
     @to_status
     async def ListAudit(

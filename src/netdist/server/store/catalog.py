@@ -257,6 +257,10 @@ def get_handler(conn: Connection, handler_id: str) -> HandlerRecord:
     return HandlerRecord(**row._mapping)
 
 
+def handler_exists(conn: Connection, handler_id: str) -> bool:
+    return conn.execute(select(handlers.c.id).where(handlers.c.id == handler_id)).first() is not None
+
+
 def list_handlers(conn: Connection) -> list[HandlerRecord]:
     return [HandlerRecord(**r._mapping) for r in conn.execute(select(handlers).order_by(handlers.c.created_at))]
 
