@@ -37,6 +37,9 @@ def test_disabled_worker_is_refused_until_enabled(cluster: Cluster, tmp_path: Pa
     workers = by_name(cluster)
     assert workers["shady"].disabled and not workers["shady"].connected
     wait_until(lambda: "disabled" in shady.output(), 20, what="the worker to be told why")
+    # It was told it was removed and may connect again, then refused as disabled.
+    assert "disabled by the operator: it may not connect until enabled" in shady.output()
+    assert "removed by the operator" not in shady.output()
 
     cluster.api.admin.EnableWorker(admin_pb2.EnableWorkerRequest(ref="shady"), timeout=10)
 

@@ -83,7 +83,9 @@ class WorkerAdmin(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.DisableWorkerResponse:
         record = await self.store.read(catalog.resolve_worker, request.ref)
         await self.store.write(catalog.set_worker_disabled, record.id, True)
-        returned = await self.dispatcher.remove_worker(record.id)
+        returned = await self.dispatcher.remove_worker(
+            record.id, "this worker was disabled by the operator: it may not connect until enabled"
+        )
         _changed(self.dispatcher, record, "disabled")
         return admin_pb2.DisableWorkerResponse(leases_returned=returned)
 

@@ -308,12 +308,15 @@ class Dispatcher(EffectWriter):
             await self._flush_worker_counts()
             await self.writer.run(catalog.worker_disconnected, worker_id)
 
-    async def remove_worker(self, worker_id: str) -> int:
+    async def remove_worker(
+        self, worker_id: str, why: str = "this worker was removed by the operator; it may connect again"
+    ) -> int:
+        """End the worker's stream, telling it ``why``, and take its leases back; how many."""
         # Revoke while the stream is still open (messages are written in order,
         # then it closes), so that the worker kills those jobs instead of finishing them.
         effects, count = self.table.remove_worker(worker_id, "worker removed")
         await self._apply(effects)
-        if self.links.drop(worker_id, "this worker was removed by the operator; it may connect again"):
+        if self.links.drop(worker_id, why):
             with contextlib.suppress(Exception):
                 await self.writer.run(catalog.worker_disconnected, worker_id)
         return count
