@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -257,6 +258,24 @@ def test_a_second_server_on_a_data_dir_in_use_refuses_to_start_and_the_first_ser
         assert again.stop() == 0
     finally:
         first.kill()
+
+
+def test_a_new_data_dir_is_the_servers_alone_and_an_open_one_is_warned_of(files: Path) -> None:
+    """Found by an operator: the data dir was made 0755 and netdist.db 0644, so every local user could read
+    every job's input and output."""
+    first = start_server(files / "data", log_dir=files / "logs", name="first")
+    assert first.stop() == 0
+    assert stat.S_IMODE((files / "data").stat().st_mode) == 0o700
+    assert "open to other users" not in first.output()
+    (files / "shared").mkdir(mode=0o755)
+    (files / "shared").chmod(0o755)  # whatever the umask
+    opened = start_server(files / "shared", log_dir=files / "logs", name="opened")
+    assert opened.stop() == 0
+    (line,) = [line for line in opened.output().splitlines() if "open to other users" in line]
+    assert line.endswith(
+        f"the data dir {files / 'shared'} is open to other users (mode 0755): the store in it holds every "
+        f"job's input and output; chmod 700 {files / 'shared'}"
+    ), line
 
 
 def test_a_new_store_is_one_line_of_the_log_and_a_current_one_none(files: Path) -> None:

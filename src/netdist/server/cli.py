@@ -13,6 +13,7 @@ import datetime
 import json
 import logging
 import socket
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -263,12 +264,14 @@ def serve_command(
     if db_url is not None:
         checked_url(db_url)
     _check_port(host, port)
-    _check_data_dir(data_dir)
+    open_to_others = _check_data_dir(data_dir)
     try:
         lock = lock_data_dir(data_dir)  # held until this process ends
     except DataDirInUseError as exc:
         fail(f"DataDirError: {exc}", ExitCode.USAGE)
     log_format.configure(log_level.upper())
+    if open_to_others:
+        log.warning("%s", open_to_others)
     _log_transport(host, server_tls)
     if metrics_port is not None and not is_loopback(metrics_host):
         log.warning(
@@ -412,14 +415,24 @@ def _check_port(host: str, port: int) -> None:
     fail(f"OSError: {cannot_listen(host, port)}", ExitCode.FAILED)
 
 
-def _check_data_dir(data_dir: Path) -> None:
-    """Exits 2 when the server could not make its files in ``data_dir`` (a file there, no permission, read only)."""
+def _check_data_dir(data_dir: Path) -> str:
+    """Exits 2 when the server could not make its files in ``data_dir`` (a file there, no permission, read only).
+
+    A new data dir is for the server's user alone (0700): the store in it holds every job's input and output,
+    and its tokens. One that others may enter is used; returns the warning to log then ("" if none)."""
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=data_dir):
             pass
+        mode = stat.S_IMODE(data_dir.stat().st_mode)
     except OSError as exc:
         fail(f"DataDirError: cannot use --data-dir {data_dir}: {exc.strerror or exc}", ExitCode.USAGE)
+    if not mode & 0o077:
+        return ""
+    return (
+        f"the data dir {data_dir} is open to other users (mode {mode:04o}): the store in it holds every job's "
+        f"input and output; chmod 700 {data_dir}"
+    )
 
 
 def _log_transport(host: str, server_tls: ServerTLS | None) -> None:
