@@ -88,6 +88,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
     for name in ("ours", "theirs"):
         made = run("netdist.server", "tls", "init", "--data-dir", str(root / name), "--host", "lab.example.org")
         assert made.returncode == 0, made.stderr
+        # The serve line it prints serves this data dir (it left --data-dir out: another store, run as printed).
+        assert f"netdist-server serve --host 0.0.0.0 --data-dir {(root / name).resolve()} --tls-cert" in made.stdout
     return PKI(files=TLSFiles.of(root / "ours"), other=TLSFiles.of(root / "theirs"))
 
 

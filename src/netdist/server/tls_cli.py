@@ -21,9 +21,11 @@ from netdist.server import certs
 
 T = TypeVar("T")
 
+DEFAULT_DATA_DIR = "netdist-data"
+"""serve's default --data-dir too."""
 _data_dir_option = click.option(
     "--data-dir",
-    default="netdist-data",
+    default=DEFAULT_DATA_DIR,
     show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
     envvar="NETDIST_DATA_DIR",
@@ -133,8 +135,10 @@ def client_command(data_dir: Path, name: str, days: int, force: bool) -> None:
 def _serve_hint(files: certs.TLSFiles, host: str) -> None:
     cert, key, ca = (shlex.quote(str(p.resolve())) for p in (files.server_cert, files.server_key, files.ca_cert))
     address = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    data_dir = files.server_cert.parent.parent.resolve()  # DIR/tls/server.crt
+    on = "" if data_dir == Path(DEFAULT_DATA_DIR).resolve() else f" --data-dir {shlex.quote(str(data_dir))}"
     click.echo("serve with:")
-    click.echo(f"  netdist-server serve --host 0.0.0.0 --tls-cert {cert} --tls-key {key}")
+    click.echo(f"  netdist-server serve --host 0.0.0.0{on} --tls-cert {cert} --tls-key {key}")
     click.echo(f"  (add --tls-client-ca {ca} to require client certificates: `netdist-server tls client`)")
     click.echo("clients connect by one of the names above and trust ca.crt:")
     click.echo(f"  netdist-worker connect {address}:50051 --tls-ca ca.crt")
