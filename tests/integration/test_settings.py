@@ -218,6 +218,11 @@ def test_job_timeout_on_every_attempt_fails_the_job_with_job_timeout(cluster: Cl
     assert info.jobs_failed == 3 and info.jobs_processed == 0 and "failures=3" in info.result_summary
     failed = jobs_with_status(cluster, hid, "failed")
     assert len(failed) == 3 and all(j.attempts == 2 and j.error_info.type == "JobTimeout" for j in failed)
+    # Every attempt is "timed out", whoever stopped it: the worker's watchdog (which reports an error) or the
+    # server's deadline (which ends the lease). It showed "errored" for the first and "timed out" for the last.
+    for job in failed:
+        shown = cluster.api.admin.GetJob(admin_pb2.GetJobRequest(id=job.id), timeout=10)
+        assert [a.outcome for a in shown.attempt_history] == ["timed out", "timed out"], shown.attempt_history
     # process_failure ran for each (its warning is in the handler's log).
     wait_until(lambda: log_text(cluster, hid).count("failed for good") == 3, 10, what="three process_failure calls")
 

@@ -181,6 +181,14 @@ def _outcome(error: admin_pb2.JobErrorInfo | None) -> str:
     return _LOST.get(error.type, "errored")
 
 
+def _earlier_outcome(outcome: str, error_type: str) -> str:
+    """An earlier attempt's outcome as the latest one's is named: a job the worker stopped at its job-timeout
+    (an error it reported) "timed out", as one whose lease the server ended at it."""
+    if outcome == "errored":
+        return "timed out" if error_type == "JobTimeout" else "errored"
+    return _LOST.get(error_type, "lost")
+
+
 def _earlier(a: Any, names: dict[str, str]) -> admin_pb2.JobAttempt:
     error = admin_pb2.JobErrorInfo(
         type=a.error_type[:200],
@@ -191,7 +199,7 @@ def _earlier(a: Any, names: dict[str, str]) -> admin_pb2.JobAttempt:
         attempt=a.attempt,
         lease_no=a.lease_no,
         charged=a.charged,
-        outcome="errored" if a.outcome == "errored" else _LOST.get(a.error_type, "lost"),
+        outcome=_earlier_outcome(a.outcome, a.error_type),
         worker_id=a.worker_id or "",
         worker_name=names.get(a.worker_id or "", ""),
         started_at=a.started_at or 0.0,
