@@ -146,6 +146,12 @@ class Handler(Generic[S]):
     log: logging.Logger
     job_name: str
     handler_id: str
+    new_run: bool = False
+    """True when this start begins a run: the instance's first, or one after its last run went to the end
+    (a ``schedule``'s start, or ``handlers start``, of a finished instance). False when it goes on with a
+    run that did not end: resumed after a stop or pause, a server restart, a new package version or job
+    script. ``self.state`` is kept either way: a handler that keeps its place in it (a cursor) starts over
+    in ``initialize`` or ``on_start`` when this is True."""
 
     def _bind(
         self,
@@ -156,8 +162,10 @@ class Handler(Generic[S]):
         log: logging.Logger,
         enqueue: Callable[[JsonValue, JsonValue], None],
         state: dict[str, JsonValue],
+        new_run: bool = False,
     ) -> None:
         self.handler_id = handler_id
+        self.new_run = new_run
         self.job_name = job_name
         self.log = log
         self._sink = enqueue

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from netdist.testing import write_wheel
+from netdist.api.v1 import admin_pb2
+from netdist.testing import wait_until, write_wheel
 from tests.integration.conftest import Cluster
 
 PROBE = '''
@@ -153,3 +154,73 @@ def test_neither_a_handler_nor_a_job_imports_from_the_directory_its_process_star
     cluster.add_worker("w1", cwd=here)
     seen = json.loads(cluster.api.wait_state(hid, "finished", timeout=60).result_summary)
     assert seen == {"host": {"found": False, "on_path": False}, "job": {"found": False, "on_path": False}}
+
+
+RUNS = '''
+from netdist.handler import Handler
+
+
+class Runs(Handler):
+    """Three jobs a run; its place (``next``) kept in its state, started over when a run begins."""
+
+    def initialize(self):
+        for key in ("next", "runs", "seen"):
+            self.state.setdefault(key, 0)
+
+    def on_start(self):
+        if self.new_run:
+            self.state["next"] = 0
+            self.state["runs"] += 1
+
+    def total_job_count(self):
+        return 3
+
+    def create_more_jobs(self):
+        if self.state["next"] < 3:
+            self.enqueue({"i": self.state["next"]})
+            self.state["next"] += 1
+
+    def process_result(self, job_input, output, extra):
+        self.state["seen"] += 1
+
+    def summary(self):
+        return f"runs={self.state['runs']} seen={self.state['seen']}"
+'''
+
+RUNS_SCRIPT = """# /// script
+# [tool.netdist]
+# package = "runs"
+# handler = "Runs"
+# job = "nightly"
+# auto-start = true
+# ///
+def process(job_input, ctx):
+    return job_input
+"""
+
+
+def test_a_start_of_a_finished_instance_begins_a_run_the_handler_can_start_over(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Found by an operator: a schedule's second start of a finished instance ran nothing (its cursor in
+    self.state was at the end) and the log read like a run. Handler.new_run tells a new run from one that
+    goes on."""
+    cluster.api.upload(
+        write_wheel(
+            tmp_path / "wheels",
+            name="runs",
+            version="1.0",
+            files={"runs/__init__.py": "", "runs/handler.py": RUNS},
+            entry_points={"netdist.handlers": {"Runs": "runs.handler:Runs"}},
+        )
+    )
+    script = tmp_path / "nightly.py"
+    script.write_text(RUNS_SCRIPT)
+    hid = cluster.api.add_script(script).handler.id
+    cluster.add_worker("w1")
+    assert cluster.api.wait_state(hid, "finished", timeout=60).result_summary == "runs=1 seen=3"
+    cluster.api.control(hid, admin_pb2.HANDLER_ACTION_START)  # as a schedule starts it
+    wait_until(
+        lambda: cluster.api.handler(hid).result_summary == "runs=2 seen=6", 30, what="the second run's three jobs"
+    )
+    assert cluster.api.wait_state(hid, "finished", timeout=30).jobs_processed == 6

@@ -135,6 +135,7 @@ class _Host:
             log=log,
             enqueue=self._enqueue,
             state=json.loads(request.state_json),
+            new_run=request.new_run,
         )
         handler.initialize()
         return handler

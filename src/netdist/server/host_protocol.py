@@ -133,6 +133,8 @@ class Initialize:
     job_name: str
     settings: dict[str, Any]
     state_json: str
+    new_run: bool = False
+    """This start begins a run (``Handler.new_run``)."""
 
     def to_wire(self, texts: TextsOut) -> dict[str, Any]:
         return {
@@ -142,6 +144,7 @@ class Initialize:
             "job_name": self.job_name,
             "settings": self.settings,
             "state": texts.put(self.state_json),
+            "new_run": self.new_run,
         }
 
     @classmethod
@@ -153,6 +156,7 @@ class Initialize:
             job_name=get_str(obj, "job_name"),
             settings=get_object(obj, "settings"),
             state_json=texts.get(obj.get("state"), "'state'"),
+            new_run=obj.get("new_run") is True,
         )
 
 

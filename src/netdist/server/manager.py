@@ -260,6 +260,7 @@ class HandlerManager:
             on_failed=self._failed,
             on_restart=self._host_restarted,
             call_timeout_seconds=self.handler_call_timeout_seconds,
+            new_run=record.state in (HandlerState.IDLE, HandlerState.FINISHED),
         )
         self.runtimes[record.id] = runtime
         self.dispatcher.register(spec, tally=tally, streak=record.sequenced_errors, active=active)

@@ -107,8 +107,11 @@ class RunningHandler:
         on_failed: Callable[[str, str], Awaitable[None]],
         on_restart: Callable[[catalog.HandlerRecord, str], None] | None = None,
         call_timeout_seconds: float,
+        new_run: bool = False,
     ) -> None:
         self.record = record
+        self._new_run = new_run
+        """This launch begins a run (``Handler.new_run``): told to its first host only."""
         self.package = package
         self.spec = spec
         self._writer = writer
@@ -257,8 +260,10 @@ class RunningHandler:
                 job_name=self.record.job_name,
                 settings=json.loads(self.record.custom_json),
                 state_json=state.handler_state_json,
+                new_run=self._new_run,
             )
         )
+        self._new_run = False  # a later host (a new version, a restart) goes on with this run
         self.package = package
         self._set_environments(package)
         self._dispatcher.update_spec(self.spec)
