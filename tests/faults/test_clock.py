@@ -13,9 +13,7 @@ CI installs libfaketime (`apt-get install faketime`, .ci/run).
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -24,39 +22,13 @@ from netdist.server.store.schema import jobs
 from netdist.testing import wait_until
 from tests.faults.conftest import Rig
 from tests.faults.hand import HandWorker
+from tests.faults.wall_clock import faketime_env
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
-LIBFAKETIME = next(
-    (
-        p
-        for pattern in ("/usr/lib/*/faketime/libfaketimeMT.so.1", "/usr/*lib*/faketime/libfaketimeMT.so.1")
-        for p in sorted(Path("/").glob(pattern.lstrip("/")))
-    ),
-    None,
-)
-SHIM = Path(__file__).parent / "faketime"  # its sitecustomize.py works around a libfaketime bug
 JOB_TIMEOUT = 5.0
 HOUR = 3600.0
 COUNT = 60  # with sleep=0.5 on 2 slots: about 15 s of work, longer than both phases
-
-
-def faketime_env(offset_file: Path) -> dict[str, str]:
-    if LIBFAKETIME is None:
-        if os.environ.get("CI"):
-            raise RuntimeError("libfaketimeMT.so.1 is missing: CI installs faketime (.ci/run)")
-        pytest.skip("libfaketime is not installed (apt-get install faketime); CI never skips")
-    offset_file.write_text("+0\n")
-    python_path = [str(SHIM), *filter(None, [os.environ.get("PYTHONPATH")])]
-    return {
-        "LD_PRELOAD": str(LIBFAKETIME),
-        "FAKETIME_TIMESTAMP_FILE": str(offset_file),
-        "FAKETIME_CACHE_DURATION": "1",  # the file is read again at most every second
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-        "FAKETIME_DISABLE_SHM": "1",  # nothing left in /dev/shm by a killed process
-        "NO_FAKE_STAT": "1",
-        "PYTHONPATH": os.pathsep.join(python_path),  # the sitecustomize next to this file
-    }
 
 
 def last_finished_at(rig: Rig) -> float:

@@ -181,3 +181,17 @@ def test_a_finished_handler_with_failed_jobs_reads_the_same_in_every_view() -> N
             wide.print(renderable)
         assert label in captured.get()
     assert view.handler_dict(done)["state_label"] == label and view.handler_dict(done)["state"] == "finished"
+
+
+def test_why_jobs_wait_shows_in_every_view_and_prints_safely() -> None:
+    """``waiting`` names workers as they named themselves: escape codes reach no terminal."""
+    reason = (
+        'no connected worker is allowed (clients-allowed = [{ label = "tpu" }]; 1 connected: w\x1b[2J1 [no labels])'
+    )
+    h = handler(waiting=reason)
+    for out in (text_of(render.handlers_table([h])), text_of(handler_render.handler_detail(h))):
+        assert "\x1b" not in out and "w\\x1b[2J1" in out, out
+    assert "waiting: no connected worker is allowed" in text_of(render.handlers_table([h]))
+    assert view.handler_dict(h)["waiting"] == reason
+    assert view.handler_dict(handler())["waiting"] is None
+    assert "waiting" not in text_of(handler_render.handler_detail(handler()))

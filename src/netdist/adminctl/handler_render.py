@@ -26,6 +26,7 @@ def handler_detail(h: admin_pb2.HandlerInfo) -> RenderableType:
         ("handler", h.handler),
         ("state", handler_state(h)),
         ("message", h.message or "-"),
+        *([("waiting", text(h.waiting, style="yellow"))] if h.waiting else []),
         ("summary", h.result_summary or "-"),
         (
             "jobs",

@@ -124,11 +124,16 @@ def handlers_table(handlers: Iterable[admin_pb2.HandlerInfo]) -> Table:
 
 
 def summary_text(h: admin_pb2.HandlerInfo) -> Text:
+    """The handler's summary, its message, and why its available jobs wait (``waiting: ...``)."""
     summary = text(h.result_summary)
-    if h.message:
-        if summary:
-            summary.append("\n")
-        summary.append_text(text(h.message, style="red" if h.state == "failed" else "italic"))
+    for line in (
+        text(h.message, style="red" if h.state == "failed" else "italic") if h.message else None,
+        text(f"waiting: {h.waiting}", style="yellow") if h.waiting else None,
+    ):
+        if line is not None:
+            if summary:
+                summary.append("\n")
+            summary.append_text(line)
     return summary
 
 

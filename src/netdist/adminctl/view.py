@@ -56,6 +56,7 @@ def handler_dict(h: admin_pb2.HandlerInfo, *, with_result: bool = False) -> dict
         "next_start_at": when(h.next_start_at),
         "running": [job_dict(j) for j in h.running],
         "unservable_platforms": list(h.unservable_platforms),
+        "waiting": h.waiting or None,
         **{key: result[key] for key in shown},
     }
 

@@ -30,6 +30,7 @@ from netdist.server.store import audit as audit_store
 from netdist.server.store import catalog
 from netdist.server.store import jobs as job_store
 from netdist.server.store.facade import Store
+from netdist.server.waiting import waiting_reason
 from netdist.state_labels import state_label
 
 MAX_SCRIPT_BYTES = 1024 * 1024
@@ -287,7 +288,14 @@ class AdminService(JobAdmin, WorkerAdmin, JobLogAdmin, EventAdmin, DepsAdmin):
             finished_at=r.finished_at or 0.0,
             next_start_at=self.manager.next_start.get(r.id, 0.0),
             result_summary=r.summary,
+            waiting=self._waiting_reason(r, counts),
         )
+
+    def _waiting_reason(self, r: catalog.HandlerRecord, counts: dict[str, int]) -> str:
+        """Why a running handler's available jobs go to no worker (server/waiting.py); "" otherwise."""
+        if r.state != HandlerState.RUNNING or not counts.get(JobStatus.AVAILABLE, 0):
+            return ""
+        return waiting_reason(self.dispatcher.table, r.id, now=self.dispatcher.clock.time())
 
     def _worker_names(self, worker_ids: Iterable[str]) -> dict[str, str]:
         """The names of these workers (not of every one connected: there may be thousands)."""

@@ -40,6 +40,7 @@ from netdist.server.lease_model import (
     short_extra,
 )
 from netdist.server.leases import LeaseTable
+from netdist.server.policy_wake import PolicyWake
 from netdist.server.result_acks import result_acks
 from netdist.server.result_inbox import ResultInbox
 from netdist.server.store import catalog, credentials
@@ -101,6 +102,7 @@ class Dispatcher(EffectWriter):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._last_flush = clock.monotonic()
+        self.policy_wake = PolicyWake(clock=clock)  # picks when an idle window ends or a day starts
 
     # -- life cycle -----------------------------------------------------------
 
@@ -159,10 +161,12 @@ class Dispatcher(EffectWriter):
     def register(self, spec: HandlerSpec, *, tally: job_store.Tally, streak: int, active: bool) -> None:
         self.resting.pop(spec.handler_id, None)
         self.table.add_handler(spec, counts=tally.counts, streak=streak, active=active, pruned=tally.pruned)
+        self.policy_wake.changed()
         self.kick()  # jobs already in the store (a restart, a start after stop) wait for a refill pass
 
     def update_spec(self, spec: HandlerSpec) -> None:
         self.table.update_spec(spec)
+        self.policy_wake.changed()
 
     def unregister(self, handler_id: str) -> None:
         queue = self.table.handlers.get(handler_id)
@@ -177,6 +181,7 @@ class Dispatcher(EffectWriter):
 
     def set_active(self, handler_id: str, active: bool) -> None:
         self.table.set_active(handler_id, active)
+        self.policy_wake.changed()
         self.kick()
 
     def refill_cursor(self, handler_id: str) -> int | None:
@@ -504,6 +509,8 @@ class Dispatcher(EffectWriter):
             await asyncio.sleep(TICK_SECONDS)
             try:
                 await self._apply(self.table.tick())
+                if self.policy_wake.due(self.table.handlers.values()):
+                    self.kick()  # a rule that reads the clock may let jobs go now (server/policy_wake.py)
                 due = self.table.due_leases(self.clock.monotonic() - self.lazy_lease_seconds)
                 if due:
                     self._spawn(self._write_lazy_leases(due))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import zoneinfo
 from collections import defaultdict
 from collections.abc import Mapping
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Protocol
 
 from netdist.jobscript import ClientSelector, JobSettings
@@ -102,6 +102,44 @@ def in_idle_window(settings: JobSettings, now: float) -> bool:
     zone = zoneinfo.ZoneInfo(settings.time_zone) if settings.time_zone else None
     moment = datetime.fromtimestamp(now, zone).time()
     return settings.idle_time.contains(moment)
+
+
+def idle_window_end(settings: JobSettings, now: float) -> float | None:
+    """The first instant after ``now`` (wall time) at which the handler's idle window ends, in its zone;
+    None without a window. An end that daylight saving skips or repeats comes out an hour off at worst:
+    the dispatcher looks again at least every POLICY_RECHECK_SECONDS anyway (server/policy_wake.py)."""
+    window = settings.idle_time
+    if window is None:
+        return None
+    zone = zoneinfo.ZoneInfo(settings.time_zone) if settings.time_zone else None
+    today = datetime.fromtimestamp(now, zone).date()
+    for day in (today - timedelta(days=1), today, today + timedelta(days=1), today + timedelta(days=2)):
+        end = _wall_instant(day, window.end, zone)
+        if end > now:
+            return end
+    return None
+
+
+def next_day_start(now: float) -> float:
+    """The instant of the next midnight in the server's zone after ``now``: daily budgets start again then."""
+    tomorrow = datetime.fromtimestamp(now).astimezone().date() + timedelta(days=1)
+    return _wall_instant(tomorrow, datetime.min.time(), None)
+
+
+def next_change(settings: JobSettings, now: float) -> float | None:
+    """The first instant after ``now`` at which the rules that read the clock may let the handler give
+    jobs it did not give before: its idle window ends, or a new day starts its workers' daily budget."""
+    found = [idle_window_end(settings, now)]
+    if settings.max_time_per_client_per_day_seconds is not None:
+        found.append(next_day_start(now))
+    return min((t for t in found if t is not None and t > now), default=None)
+
+
+def _wall_instant(day: date, moment: time, zone: zoneinfo.ZoneInfo | None) -> float:
+    """Unix time of ``moment`` on ``day`` in ``zone`` (None: the server's zone)."""
+    if zone is None:
+        return datetime.combine(day, moment).astimezone().timestamp()
+    return datetime.combine(day, moment, tzinfo=zone).timestamp()
 
 
 def may_serve(handler: HandlerView, worker: WorkerView, now: float, usage: DailyUsage) -> bool:

@@ -229,6 +229,7 @@ class HandlerInfo(_message.Message):
     HANDLER_STATE_BYTES_FIELD_NUMBER: _builtins.int
     STATE_LABEL_FIELD_NUMBER: _builtins.int
     UNSERVABLE_PLATFORMS_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     package: _builtins.str
     handler: _builtins.str
@@ -266,6 +267,12 @@ class HandlerInfo(_message.Message):
     state_label: _builtins.str
     """The state as every view shows it: the state, and for a finished handler whose jobs
     failed for good how many ("finished, 3 of 10 jobs failed", "finished, all 10 jobs failed").
+    """
+    waiting: _builtins.str
+    """Why a running handler's available jobs go to no worker, when a rule of its job script or the
+    lack of workers holds them back ("idle-time window until 22:38", "no worker connected", "no connected worker
+    is allowed (...)", "every allowed worker reached max-time-per-client-per-day (until 00:00)");
+    empty otherwise. Worker names and labels in it are as the workers sent them.
     """
     @_builtins.property
     def running(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobInfo]:
@@ -307,10 +314,11 @@ class HandlerInfo(_message.Message):
         handler_state_bytes: _builtins.int = ...,
         state_label: _builtins.str = ...,
         unservable_platforms: _abc.Iterable[_builtins.str] | None = ...,
+        waiting: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "custom_settings_json", b"custom_settings_json", "finished_at", b"finished_at", "handler", b"handler", "handler_state_bytes", b"handler_state_bytes", "handler_state_json", b"handler_state_json", "has_total", b"has_total", "id", b"id", "job_name", b"job_name", "jobs_available", b"jobs_available", "jobs_failed", b"jobs_failed", "jobs_pending", b"jobs_pending", "jobs_processed", b"jobs_processed", "jobs_total", b"jobs_total", "message", b"message", "next_start_at", b"next_start_at", "package", b"package", "package_version", b"package_version", "result_summary", b"result_summary", "running", b"running", "script_sha256", b"script_sha256", "script_uploaded_by", b"script_uploaded_by", "settings_json", b"settings_json", "started_at", b"started_at", "state", b"state", "state_label", b"state_label", "unservable_platforms", b"unservable_platforms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "custom_settings_json", b"custom_settings_json", "finished_at", b"finished_at", "handler", b"handler", "handler_state_bytes", b"handler_state_bytes", "handler_state_json", b"handler_state_json", "has_total", b"has_total", "id", b"id", "job_name", b"job_name", "jobs_available", b"jobs_available", "jobs_failed", b"jobs_failed", "jobs_pending", b"jobs_pending", "jobs_processed", b"jobs_processed", "jobs_total", b"jobs_total", "message", b"message", "next_start_at", b"next_start_at", "package", b"package", "package_version", b"package_version", "result_summary", b"result_summary", "running", b"running", "script_sha256", b"script_sha256", "script_uploaded_by", b"script_uploaded_by", "settings_json", b"settings_json", "started_at", b"started_at", "state", b"state", "state_label", b"state_label", "unservable_platforms", b"unservable_platforms", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
