@@ -65,7 +65,9 @@ class ClientSecurity:
         if self.tls_ca is not None:
             pem.read_certificates(self.tls_ca, option="--tls-ca")
         if self.tls_cert is not None and self.tls_key is not None:
-            pem.read_key_pair(self.tls_cert, self.tls_key, cert_option="--tls-cert", key_option="--tls-key")
+            pem.read_key_pair(
+                self.tls_cert, self.tls_key, cert_option="--tls-cert", key_option="--tls-key", purpose="client"
+            )
 
     def channel_credentials(self) -> grpc.ChannelCredentials:
         def read(path: Path | None) -> bytes | None:
@@ -129,7 +131,7 @@ def tls_failure(details: str | None, security: ClientSecurity) -> str | None:
     if "Hostname Verification Check failed" in text:
         return (
             "TLS: the server's certificate is not for the name or address connected to: use one it was "
-            "issued for (netdist-server tls init --host)"
+            "issued for, or make one for this name too (netdist-server tls server --host NAME ...)"
         )
     found = _SSL_REASON.search(text)
     reason = found.group(1) if found else ""
@@ -166,7 +168,7 @@ def tls_failure(details: str | None, security: ClientSecurity) -> str | None:
         )
     return (
         f"TLS: the server closed the connection in the handshake: it probably does not accept the client "
-        f"certificate {security.tls_cert} (issued by another CA, or expired)"
+        f"certificate {security.tls_cert} (issued by another CA, or not for a client)"
     )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from netdist.errors import CertificateError
 
@@ -35,8 +36,14 @@ def read_certificates(path: Path, *, option: str) -> bytes:
     return data
 
 
-def read_key_pair(cert_path: Path, key_path: Path, *, cert_option: str, key_option: str) -> KeyPair:
-    """A certificate and its key, checked to belong together and to be valid now."""
+_PURPOSES = {"client": ExtendedKeyUsageOID.CLIENT_AUTH, "server": ExtendedKeyUsageOID.SERVER_AUTH}
+
+
+def read_key_pair(
+    cert_path: Path, key_path: Path, *, cert_option: str, key_option: str, purpose: str | None = None
+) -> KeyPair:
+    """A certificate and its key, checked to belong together and to be valid now; with ``purpose`` ("client"
+    or "server"), checked to be for it when it says what it is for (its extended key usage)."""
     cert_data, key_data = _read(cert_path, cert_option), _read(key_path, key_option)
     leaf = _certificates(cert_data, cert_path, cert_option)[0]
     try:
@@ -57,7 +64,26 @@ def read_key_pair(cert_path: Path, key_path: Path, *, cert_option: str, key_opti
         raise CertificateError(
             f"{cert_option} {cert_path}: the certificate expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
         )
+    if purpose is not None:
+        _check_purpose(leaf, purpose, f"{cert_option} {cert_path}")
     return KeyPair(cert_chain=cert_data, private_key=key_data, leaf=leaf)
+
+
+def _check_purpose(cert: x509.Certificate, purpose: str, named: str) -> None:
+    """CertificateError when ``cert`` names what it is for and ``purpose`` is not among it: TLS would refuse
+    it in the handshake, and the peer could not say why."""
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return  # for any purpose
+    if _PURPOSES[purpose] in usage or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in usage:
+        return
+    said = ", ".join(sorted(getattr(oid, "_name", oid.dotted_string) for oid in usage)) or "nothing"
+    make = "netdist-server tls client --name NAME" if purpose == "client" else "netdist-server tls server"
+    raise CertificateError(
+        f"{named}: not a {purpose} certificate (its extended key usage allows {said}): TLS refuses it as one; "
+        f"use a {purpose} certificate ({make} makes one)"
+    )
 
 
 def describe(cert: x509.Certificate) -> str:

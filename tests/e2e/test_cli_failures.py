@@ -170,7 +170,7 @@ CASES = [
         ExitCode.USAGE,
         "UsageError: Invalid value for --token-file: cannot read the token file no-such.token",
     ),
-    (("netdist-admin", "--tls-ca", "bad.pem", "status"), ExitCode.USAGE, "UsageError: --tls-ca bad.pem: "),
+    (("netdist-admin", "--tls-ca", "bad.pem", "status"), ExitCode.USAGE, "CertificateError: --tls-ca bad.pem: "),
     (
         ("netdist-admin", "--server", REFUSED_PORT, "status"),
         ExitCode.UNAVAILABLE,

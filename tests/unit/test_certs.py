@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from netdist import pem
 from netdist.errors import CertificateError
 from netdist.server import certs
 from netdist.server.cli import main
@@ -168,3 +169,27 @@ def test_tls_init_cli_writes_everything_and_prints_the_serve_flags(tmp_path: Pat
     assert client.exit_code == 0 and "--tls-cert w1.crt --tls-key w1.key" in client.output
     bad = runner.invoke(main, ["tls", "client", "--data-dir", str(data), "--name", "../w1"])
     assert bad.exit_code == 2 and "CertificateError: --name '../w1'" in bad.output
+
+
+def test_a_certificate_for_the_other_side_is_refused_before_any_handshake(files: certs.TLSFiles) -> None:
+    """Found by an operator: server.crt given as a client certificate failed in the handshake, which the
+    client could only guess at ('issued by another CA, or expired'; neither was true)."""
+    server = certs.issue_server(files, ["lab.example.org"])
+    client = certs.issue_client(files, "lab-1")
+    for issued, purpose in ((server, "server"), (client, "client")):
+        pem.read_key_pair(issued.cert_path, issued.key_path, cert_option="--tls-cert", key_option="--tls-key")
+        pem.read_key_pair(
+            issued.cert_path, issued.key_path, cert_option="--tls-cert", key_option="--tls-key", purpose=purpose
+        )
+    with pytest.raises(CertificateError) as as_client:
+        pem.read_key_pair(
+            server.cert_path, server.key_path, cert_option="--tls-cert", key_option="--tls-key", purpose="client"
+        )
+    assert as_client.value.message == (
+        f"--tls-cert {server.cert_path}: not a client certificate (its extended key usage allows serverAuth): "
+        "TLS refuses it as one; use a client certificate (netdist-server tls client --name NAME makes one)"
+    )
+    with pytest.raises(CertificateError, match=r"not a server certificate .* allows clientAuth"):
+        pem.read_key_pair(
+            client.cert_path, client.key_path, cert_option="--tls-cert", key_option="--tls-key", purpose="server"
+        )

@@ -16,7 +16,9 @@ import click
 
 from netdist.adminctl.client import AdminClient
 from netdist.channel import ClientSecurity
+from netdist.cli_boundary import fail
 from netdist.errors import CertificateError, TokenFileError
+from netdist.exit_codes import ExitCode
 from netdist.token_file import find_token
 
 DEFAULT_SERVER = "127.0.0.1:50051"
@@ -40,8 +42,8 @@ def open_client(
     security = ClientSecurity(token=token.value, tls=tls, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
     try:
         security.check()
-    except CertificateError as exc:
-        raise click.UsageError(exc.message) from None
+    except CertificateError as exc:  # named as netdist-worker and netdist-server name it
+        fail(f"CertificateError: {exc.message}", ExitCode.USAGE)
     return AdminClient(server, timeout_seconds=timeout_seconds, security=security, token_source=token.source)
 
 

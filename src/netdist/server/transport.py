@@ -54,7 +54,7 @@ def load_server_tls(cert: Path, key: Path, client_ca: Path | None = None) -> Ser
 
     Raises :class:`~netdist.errors.CertificateError` naming the option and the file.
     """
-    pair = pem.read_key_pair(cert, key, cert_option="--tls-cert", key_option="--tls-key")
+    pair = pem.read_key_pair(cert, key, cert_option="--tls-cert", key_option="--tls-key", purpose="server")
     roots = pem.read_certificates(client_ca, option="--tls-client-ca") if client_ca is not None else None
     return ServerTLS(
         cert_chain=pair.cert_chain,
