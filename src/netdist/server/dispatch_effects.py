@@ -55,7 +55,7 @@ class EffectWriter:
         Returns the task that checks what the store did, or None when nothing was written."""
         self._tell(effects)
         requeued = self._write_requeues(effects)
-        if requeued is not None:
+        if requeued is not None or effects.pick:
             self.kick()
         return requeued
 

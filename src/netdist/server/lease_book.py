@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from netdist.server import policy
 from netdist.server.clock import Clock
 from netdist.server.lease_model import (
+    RETRY_ELSEWHERE_SECONDS,
     HandlerQueue,
     HandlerSpec,
     Lease,
@@ -76,6 +77,9 @@ class LeaseBook:
         self._serving: set[str] = set()
         """The handlers that had jobs to give at the last ``pick``: one that was not among them joins
         the turns without credit for the time it sat out (``LeasePicker._join_turns``)."""
+        self._releases: list[float] = []
+        """A heap of the times (monotonic) jobs held away from the workers they failed on may go to
+        those too (``HandlerQueue.held``): ``tick`` asks for a pick then."""
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -336,6 +340,48 @@ class LeaseBook:
         if lease is not None:
             lease.progress_percent = max(0.0, min(100.0, percent)) if math.isfinite(percent) else 0.0
             lease.progress_text = text
+
+    # -- jobs that failed on a worker ---------------------------------------------------------------
+
+    def _hold(self, queue: HandlerQueue, job: ReadyJob, worker_id: str | None) -> None:
+        """Queue a job again that failed on ``worker_id`` (None: its lease ended uncharged, say handed
+        back, while it had failed before): other workers take it first (``HandlerQueue.held``). A job
+        that never failed goes back to the front of the ready queue."""
+        failed_on = queue.failed_on.pop(job.job_id, frozenset())
+        if worker_id is not None:
+            failed_on |= {worker_id}
+        if not failed_on:
+            queue.push_front(job)
+            return
+        until = self.clock.monotonic() + RETRY_ELSEWHERE_SECONDS
+        queue.hold(job, failed_on, until)
+        heapq.heappush(self._releases, until)
+
+    def releases_due(self) -> bool:
+        """Whether a held job's wait for other workers ended since the last call (``tick`` picks then)."""
+        releases, now, due = self._releases, self.clock.monotonic(), False
+        while releases and releases[0] <= now:
+            heapq.heappop(releases)
+            due = True
+        return due
+
+    def forget_failures(self) -> None:
+        """Forget which workers a job failed on once it is not leased any more (it ended, or is held
+        again with them): ``failed_on`` keeps them only while its lease runs."""
+        leases = self.leases
+        for queue in self.handlers.values():
+            if queue.failed_on:
+                for job_id in [j for j in queue.failed_on if j not in leases]:
+                    del queue.failed_on[job_id]
+
+    def others_may_take(self, queue: HandlerQueue, failed_on: frozenset[str]) -> bool:
+        """Whether a connected worker with room to ask for jobs, that ``queue`` may serve by name,
+        labels and platform, is not among ``failed_on``: a job that failed on those waits for it."""
+        workers = self.workers
+        return any(
+            w not in failed_on and (state := workers.get(w)) is not None and state.connected and state.capacity > 0
+            for w in self.servable(queue)
+        )
 
     # -- internals ---------------------------------------------------------------------------------
 

@@ -27,6 +27,11 @@ server's pauses (a group commit, a handler's batch). At 1,024 a worker ran dry b
 (bench/README.md: 12-19% fewer jobs/s in 20,000-job runs)."""
 PREFETCH_SECONDS = 0.05
 """A worker may hold about this much queued work per slot beyond its slots."""
+RETRY_ELSEWHERE_SECONDS = 5.0
+"""A job that failed on a worker (it raised, ran past its job-timeout, or was lost with the worker) waits
+this long at most for another eligible worker before it may go back to one it failed on: a broken host
+would otherwise burn every attempt of the jobs it fails (they go back to the front of the queue, and it
+is the first to have room again, having just ended them)."""
 
 
 def prefetch_bound(slots: int, ewma_seconds: float | None) -> int:
@@ -53,6 +58,13 @@ class ReadyJob(NamedTuple):
     extra: str | None = None
     """Its extra (JSON text) when short (:func:`short_extra`), so that its result reaches the handler
     without reading the job back; None: read back."""
+
+
+class Retry(NamedTuple):
+    """A job that failed on a worker, held aside (``HandlerQueue.held``) until another one takes it."""
+
+    job: ReadyJob
+    until: float  # monotonic: from then on the workers it failed on may take it too
 
 
 EXTRA_KEPT_CHARS = 256
@@ -201,6 +213,7 @@ class Effects:
     silent: list[str] = dataclasses.field(default_factory=list)  # connected workers that stopped talking
     waited: list[float] = dataclasses.field(default_factory=list)
     """Seconds from lease to start of the leases whose start a result told (for the metrics)."""
+    pick: bool = False  # a job held away from the workers it failed on may go to them now: pick again
 
     def revoke(self, leases: Sequence[Lease], reason: str) -> None:
         by_worker: dict[str, list[Ref]] = {}
@@ -227,7 +240,15 @@ class HandlerQueue:
     spec: HandlerSpec
     active: bool = False  # running, not paused: may hand out jobs
     ready: deque[ReadyJob] = dataclasses.field(default_factory=deque)
-    queued: set[int] = dataclasses.field(default_factory=set)  # job ids in ``ready`` (pop skips the others)
+    queued: set[int] = dataclasses.field(default_factory=set)
+    """Job ids in ``ready`` or ``held`` (both skip the others: a job leaves this set when it is leased)."""
+    held: dict[frozenset[str], dict[int, Retry]] = dataclasses.field(default_factory=dict)
+    """Jobs that failed on a worker, by the workers they failed on, oldest first: out of ``ready``, so that
+    its pop costs nothing more while no job failed. ``LeasePicker`` gives them first, each to a worker it
+    did not fail on, or to one it did after RETRY_ELSEWHERE_SECONDS or when no other is there to take it."""
+    failed_on: dict[int, frozenset[str]] = dataclasses.field(default_factory=dict)
+    """Jobs out of ``held`` on a lease: the workers they failed on, added to if the lease fails too
+    (``LeaseBook._hold``); forgotten once the job is no longer leased (``LeaseBook.forget_failures``)."""
     ready_bytes: int = 0  # the inputs' bytes of every job in ``ready``, skipped ones included
     cursor: int = 0  # the highest job id loaded from the store
     more_in_store: bool = True
@@ -268,6 +289,12 @@ class HandlerQueue:
         self.queued.add(job.job_id)
         self.ready.append(job)
         self.ready_bytes += len(job.input)
+
+    def hold(self, job: ReadyJob, failed_on: frozenset[str], until: float) -> None:
+        """Queue a job that failed on the workers ``failed_on``: held away from them until ``until``."""
+        if job.job_id not in self.queued:
+            self.queued.add(job.job_id)
+            self.held.setdefault(failed_on, {})[job.job_id] = Retry(job, until)
 
     def pop(self) -> ReadyJob | None:
         while self.ready:

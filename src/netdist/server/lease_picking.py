@@ -4,6 +4,7 @@ jobs, how many, and in what order. Pure, as the whole table (:mod:`netdist.serve
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 
 from netdist.server import policy
 from netdist.server.lease_book import LeaseBook
@@ -86,11 +87,12 @@ class LeasePicker(LeaseBook):
             given = 0
             limits_move = not _steady(queue)
             mine = state.room_for(queue) if prefetch else room  # a free slot takes any handler's job
+            pop = queue.pop if not queue.held else self._retries_first(queue, state)  # some of its jobs failed
             while True:
                 if given >= mine:
                     heapq.heappop(eligible)
                     break
-                job = queue.pop()
+                job = pop()
                 if job is None:
                     heapq.heappop(eligible)
                     break
@@ -105,6 +107,62 @@ class LeasePicker(LeaseBook):
                     heapq.heapreplace(eligible, (queue.pass_value, order, queue))
                     break
         return picked
+
+    def _retries_first(self, queue: HandlerQueue, state: WorkerState) -> Callable[[], ReadyJob | None]:
+        """``queue.pop`` for ``state`` while some of its jobs are held after failing (``HandlerQueue.held``):
+        the oldest of them this worker may take first, then the ready ones. It may take one that failed on
+        it once the wait for others ran out (RETRY_ELSEWHERE_SECONDS), or when no other connected worker
+        the handler may serve is there (one worker alone still retries)."""
+        now = self.clock.monotonic()
+        worker_id = state.worker_id
+        others: dict[frozenset[str], bool] = {}
+        exhausted = False  # nothing held is for this worker: nothing becomes so during this pick
+
+        def pop() -> ReadyJob | None:
+            nonlocal exhausted
+            if not exhausted:
+                job = self._take_held(queue, worker_id, now, others)
+                if job is not None:
+                    return job
+                exhausted = True
+            return queue.pop()
+
+        return pop
+
+    def _take_held(
+        self, queue: HandlerQueue, worker_id: str, now: float, others: dict[frozenset[str], bool]
+    ) -> ReadyJob | None:
+        """The oldest held job ``worker_id`` may take, out of the queue; None if there is none. Each group
+        of ``held`` (jobs that failed on the same workers) is in the order its jobs came, which is that of
+        their waits' ends: its first job tells for the group."""
+        best: tuple[float, frozenset[str], int, ReadyJob] | None = None
+        for failed_on, group in list(queue.held.items()):
+            while group:  # a job no longer queued (leased from elsewhere) is left behind here: drop it
+                job_id, retry = next(iter(group.items()))
+                if job_id in queue.queued:
+                    break
+                del group[job_id]
+            if not group:
+                del queue.held[failed_on]
+                continue
+            if worker_id in failed_on and retry.until > now:
+                wait = others.get(failed_on)
+                if wait is None:
+                    wait = others[failed_on] = self.others_may_take(queue, failed_on)
+                if wait:
+                    continue
+            if best is None or retry.until < best[0]:
+                best = (retry.until, failed_on, job_id, retry.job)
+        if best is None:
+            return None
+        _, failed_on, job_id, job = best
+        group = queue.held[failed_on]
+        del group[job_id]
+        if not group:
+            del queue.held[failed_on]
+        queue.queued.discard(job_id)
+        queue.failed_on[job_id] = failed_on  # a failure of this lease adds its worker (LeaseBook._hold)
+        return job
 
     def _may_serve(self, queue: HandlerQueue, state: WorkerState, now_wall: float, *, prefetch: bool) -> bool:
         if not queue.active or queue.failing or not queue.queued:

@@ -36,7 +36,8 @@ Transitions:
   the store to classify (duplicate, stale, unknown) and changes nothing.
 - ``hand_back``: the worker gives back leases it did not start: uncharged.
 - ``tick``: job timeouts (charged, revoked), reconnect graces that ran out
-  (started leases charged, others not), silent workers.
+  (started leases charged, others not), silent workers, and the end of a failed
+  job's wait for another worker (below).
 - ``revoke_handler`` / ``remove_worker``: the operator takes leases back, uncharged.
 
 Lease numbers grow with every lease and every requeue of a job, so a lease
@@ -48,6 +49,16 @@ available job by one before it leases anything (``jobs.skip_unstored_leases``).
 A job leased before its own insert committed and lost with the server never
 existed: its id is never given to another job (server/job_ids.py), so its
 lease is unknown to every later server.
+
+A job whose lease failed on a worker (an error result it is retried after, or a
+charged requeue: a job timeout, a lost worker) is held aside
+(``HandlerQueue.held``) with the workers it failed on: ``pick`` gives it first to
+any other eligible worker, and to one of those only once no other connected
+worker may serve its handler, or after RETRY_ELSEWHERE_SECONDS (``tick`` picks
+again then). A lease of it that ends uncharged puts it back as held as before.
+This lives in memory only: after a restart, such a job may go once more to a
+worker it failed on (the store's attempt history says where, but reading it with
+each refill would cost every job).
 """
 
 from __future__ import annotations
@@ -263,8 +274,10 @@ class LeaseTable(LeasePicker):
             if queue is not None:
                 queue.counts[JobStatus.LEASED] -= 1
                 queue.counts[JobStatus.AVAILABLE] += 1
-                queue.push_front(
-                    ReadyJob(lease.job_id, lease.lease_no, lease.attempt - 1, lease.input, False, lease.extra)
+                self._hold(  # back to the front, or held as before if it had failed
+                    queue,
+                    ReadyJob(lease.job_id, lease.lease_no, lease.attempt - 1, lease.input, False, lease.extra),
+                    None,
                 )
         return effects
 
@@ -352,9 +365,11 @@ class LeaseTable(LeasePicker):
             counts = queue.counts
             counts[JobStatus.LEASED] -= 1
             counts[s.status] += 1
-            if s.status == JobStatus.AVAILABLE:
-                queue.push_front(
-                    ReadyJob(lease.job_id, lease.lease_no + 1, lease.attempt, lease.input, True, lease.extra)
+            if s.status == JobStatus.AVAILABLE:  # it failed and is retried: on another worker if one takes it
+                self._hold(
+                    queue,
+                    ReadyJob(lease.job_id, lease.lease_no + 1, lease.attempt, lease.input, True, lease.extra),
+                    lease.worker_id,
                 )
             else:
                 effects.wake.add(s.handler_id)
@@ -402,6 +417,9 @@ class LeaseTable(LeasePicker):
                 self._requeue(lost, effects, reason={"type": "WorkerLost", "message": "the worker disappeared"})
                 if not state.jobs:
                     self._worker_left(state.worker_id)
+        if self._releases and self.releases_due():
+            effects.pick = True
+        self.forget_failures()
         return effects
 
     # -- internals ---------------------------------------------------------------------------------
@@ -469,4 +487,6 @@ class LeaseTable(LeasePicker):
             else:
                 queue.counts[JobStatus.AVAILABLE] += 1
                 attempts = lease.attempt if charged else lease.attempt - 1
-                queue.push_front(ReadyJob(lease.job_id, lease.lease_no + 1, attempts, lease.input, False, lease.extra))
+                job = ReadyJob(lease.job_id, lease.lease_no + 1, attempts, lease.input, False, lease.extra)
+                # A charged lease failed on its worker (timed out, lost with it): others take the job first.
+                self._hold(queue, job, lease.worker_id if charged else None)
