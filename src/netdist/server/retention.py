@@ -9,7 +9,9 @@ newest COUNT of each per handler. A background pass runs every
 delete) and deletes in batches of ``BATCH`` rows through the group-commit
 writer, ``IN_FLIGHT`` of them queued at once, so that leases and results go on
 between them. Deleted jobs still count: each handler keeps a
-tally of the processed and failed jobs retention deleted (its counts add them).
+tally of the processed and failed jobs retention deleted (its counts add them),
+and the run time of those that finished today is kept per worker, so that a
+restarted server still holds each worker to ``max-time-per-client-per-day``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import contextlib
 import dataclasses
 import logging
 import re
+from datetime import datetime
 
 from netdist.server.clock import Clock
 from netdist.server.states import JobStatus
@@ -51,6 +54,13 @@ def parse_duration(text: str) -> float:
     if found is None:
         raise ValueError(f"{text!r} is not a duration (e.g. 90s, 30m, 12h, 7d, 2w)")
     return float(found.group(1)) * _UNITS[found.group(2).lower()]
+
+
+def day_start(now: float) -> float:
+    """Unix time of the midnight that began the day of ``now``, in the server's time zone: the day
+    ``policy.DailyUsage`` counts run time in."""
+    today = datetime.fromtimestamp(now).astimezone().date()
+    return datetime.combine(today, datetime.min.time()).astimezone().timestamp()  # as DailyUsage.day_start
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,7 +170,13 @@ class Pruner:
             # next), so each finds the next rows.
             writes = [
                 self.store.writer.submit(
-                    pruning.delete_jobs, handler_id, status, finished_before=before, upto_id=upto, batch=BATCH
+                    pruning.delete_jobs,
+                    handler_id,
+                    status,
+                    finished_before=before,
+                    upto_id=upto,
+                    batch=BATCH,
+                    day_start=day_start(self.clock.time()),
                 )
                 for _ in range(min(IN_FLIGHT, self._budget))
             ]

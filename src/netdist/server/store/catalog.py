@@ -19,6 +19,7 @@ from netdist.server.store.schema import (
     job_log,
     jobs,
     packages,
+    pruned_run_time,
     workers,
 )
 
@@ -289,6 +290,7 @@ def delete_handler(conn: Connection, handler_id: str) -> None:
     conn.execute(delete(job_attempts).where(job_attempts.c.handler_id == handler_id))
     conn.execute(delete(handler_log).where(handler_log.c.handler_id == handler_id))
     conn.execute(delete(job_log).where(job_log.c.handler_id == handler_id))
+    conn.execute(delete(pruned_run_time).where(pruned_run_time.c.handler_id == handler_id))
     conn.execute(delete(handlers).where(handlers.c.id == handler_id))
 
 

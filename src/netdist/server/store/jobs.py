@@ -30,7 +30,7 @@ from netdist.server.lease_model import EXTRA_KEPT_CHARS, Lease, ReadyJob, Ref, R
 from netdist.server.states import JobStatus
 from netdist.server.store.rows_at_once import RowsSql, rows_at_once
 from netdist.server.store.rows_at_once import many as _many  # the driver's executemany, for the other writes
-from netdist.server.store.schema import counters, handlers, jobs
+from netdist.server.store.schema import counters, handlers, jobs, pruned_run_time
 
 _DONE = (JobStatus.SUCCEEDED, JobStatus.ERRORED, JobStatus.PROCESSED, JobStatus.FAILED)
 
@@ -548,10 +548,19 @@ def listed_rows(conn: Connection, ids: Sequence[int]) -> list[Any]:
 
 
 def run_time_since(conn: Connection, since: float) -> dict[tuple[str, str], float]:
-    """Seconds of job run time per (worker, handler) in results stored since ``since``."""
+    """Seconds of job run time per (worker, handler) in results stored since ``since`` (a day's start),
+    with that of the jobs retention deleted since (``pruned_run_time``, store/pruning.py)."""
     rows = conn.execute(
         select(jobs.c.worker_id, jobs.c.handler_id, func.sum(jobs.c.duration_seconds))
         .where(jobs.c.finished_at >= since, jobs.c.worker_id.is_not(None), jobs.c.duration_seconds.is_not(None))
         .group_by(jobs.c.worker_id, jobs.c.handler_id)
     ).all()
-    return {(r[0], r[1]): float(r[2] or 0.0) for r in rows}
+    pruned = conn.execute(
+        select(pruned_run_time.c.worker_id, pruned_run_time.c.handler_id, func.sum(pruned_run_time.c.seconds))
+        .where(pruned_run_time.c.day_start >= since)
+        .group_by(pruned_run_time.c.worker_id, pruned_run_time.c.handler_id)
+    ).all()
+    found: dict[tuple[str, str], float] = {}
+    for worker_id, handler_id, seconds in [*rows, *pruned]:
+        found[(worker_id, handler_id)] = found.get((worker_id, handler_id), 0.0) + float(seconds or 0.0)
+    return found

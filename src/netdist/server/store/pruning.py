@@ -7,11 +7,11 @@ job ids come from a counter, never from the highest id left (server/job_ids.py).
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, Select, delete, select, update
+from sqlalchemy import Connection, Select, delete, func, select, update
 
 from netdist.server.states import JobStatus
 from netdist.server.store import job_logs
-from netdist.server.store.schema import handlers, job_attempts, job_inputs, jobs
+from netdist.server.store.schema import handlers, job_attempts, job_inputs, jobs, pruned_run_time
 
 PRUNED = {JobStatus.PROCESSED: handlers.c.pruned_processed, JobStatus.FAILED: handlers.c.pruned_failed}
 """The statuses retention deletes (both handed to the handler already), and the tally each adds to."""
@@ -44,6 +44,7 @@ def delete_jobs(
     finished_before: float | None,
     upto_id: int | None,
     batch: int,
+    day_start: float | None = None,
 ) -> int:
     """Delete up to ``batch`` of the handler's jobs in ``status`` (processed or failed) that are past
     retention: among its ``batch`` oldest (by id, through the (handler, status, id) index: no scan of
@@ -53,7 +54,11 @@ def delete_jobs(
 
     The statements name the jobs by that query, not by a list of their ids, when all of them go (always
     by count): 2.0 against 7.5 µs of the writer's CPU a job on SQLite, where the ids bound 2,000 parameters
-    in each of four statements (a server finishing 20,000 jobs/s deletes as many)."""
+    in each of four statements (a server finishing 20,000 jobs/s deletes as many).
+
+    ``day_start`` (today's midnight, server time): the run time of those that finished since goes to
+    ``pruned_run_time`` first, so that a restarted server still counts it against the day's
+    max-time-per-client-per-day (:func:`keep_run_time`)."""
     oldest = select(jobs.c.id).where(jobs.c.handler_id == handler_id, jobs.c.status == status)
     if upto_id is not None:
         oldest = oldest.where(jobs.c.id <= upto_id)
@@ -66,6 +71,8 @@ def delete_jobs(
             return 0
         if len(chosen) == len(rows):  # all of them: the query names them in fewer bytes than their ids
             chosen = oldest
+    if day_start is not None:
+        keep_run_time(conn, handler_id, status, chosen, day_start)
     conn.execute(delete(job_attempts).where(job_attempts.c.job_id.in_(chosen)))
     conn.execute(delete(job_inputs).where(job_inputs.c.job_id.in_(chosen)))
     job_logs.delete_for_jobs(conn, chosen)
@@ -75,6 +82,40 @@ def delete_jobs(
     tally = PRUNED[status]
     conn.execute(update(handlers).where(handlers.c.id == handler_id).values({tally: tally + gone}))
     return int(gone)
+
+
+def keep_run_time(
+    conn: Connection, handler_id: str, status: JobStatus, chosen: Select[tuple[int]] | list[int], day_start: float
+) -> None:
+    """Add the run time of the ``chosen`` jobs (about to be deleted) that finished since ``day_start`` to
+    the handler's row per worker in ``pruned_run_time`` for that day; rows of earlier days go."""
+    found = conn.execute(
+        select(jobs.c.worker_id, func.sum(jobs.c.duration_seconds))
+        .where(
+            jobs.c.id.in_(chosen),
+            jobs.c.status == status,
+            jobs.c.finished_at >= day_start,
+            jobs.c.worker_id.is_not(None),
+            jobs.c.duration_seconds.is_not(None),
+        )
+        .group_by(jobs.c.worker_id)
+    ).all()
+    if not found:
+        return
+    conn.execute(delete(pruned_run_time).where(pruned_run_time.c.day_start < day_start))
+    for worker_id, seconds in found:
+        key = (
+            pruned_run_time.c.handler_id == handler_id,
+            pruned_run_time.c.worker_id == worker_id,
+            pruned_run_time.c.day_start == day_start,
+        )
+        added = conn.execute(update(pruned_run_time).where(*key).values(seconds=pruned_run_time.c.seconds + seconds))
+        if not added.rowcount:
+            conn.execute(
+                pruned_run_time.insert().values(
+                    handler_id=handler_id, worker_id=worker_id, day_start=day_start, seconds=float(seconds or 0.0)
+                )
+            )
 
 
 def drop_outputs(conn: Connection, handler_id: str, *, after_id: int, finished_before: float, batch: int) -> int:

@@ -206,6 +206,19 @@ class CounterRow(Base):
     value: Mapped[int] = mapped_column(BigInteger)
 
 
+class PrunedRunTime(Base):
+    """Run time of jobs that retention deleted, per handler and worker, of the day they finished in
+    (``day_start``: its midnight in the server's time zone, Unix time); only the current day's is kept.
+    A restarted server adds it to the run time of the jobs still stored, so that
+    ``max-time-per-client-per-day`` holds whatever retention deleted (store/jobs.py ``run_time_since``)."""
+
+    __tablename__ = "pruned_run_time"
+    handler_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    worker_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day_start: Mapped[float] = mapped_column(Float, primary_key=True)
+    seconds: Mapped[float] = mapped_column(Float)
+
+
 packages = cast(Table, Package.__table__)
 handlers = cast(Table, HandlerInstance.__table__)
 jobs = cast(Table, Job.__table__)
@@ -217,3 +230,4 @@ job_log = cast(Table, JobLogEntry.__table__)
 job_attempts = cast(Table, JobAttempt.__table__)
 tokens = cast(Table, Token.__table__)
 counters = cast(Table, CounterRow.__table__)
+pruned_run_time = cast(Table, PrunedRunTime.__table__)
