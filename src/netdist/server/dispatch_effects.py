@@ -27,8 +27,9 @@ class HandlerEvents(Protocol):
         """Results or failures of the handler are stored: it has work."""
         ...
 
-    def on_failing(self, handler_id: str, errors_in_a_row: int) -> None:
-        """The handler reached its max-sequenced-errors (the table hands out no more of its jobs)."""
+    def on_failing(self, handler_id: str, errors_in_a_row: int, last_error: str) -> None:
+        """The handler reached its max-sequenced-errors (the table hands out no more of its jobs);
+        ``last_error``: the last failed result's ``Type: message``."""
         ...
 
 
@@ -77,8 +78,8 @@ class EffectWriter:
             return
         for handler_id in effects.wake:
             events.wake(handler_id)
-        for handler_id, streak in effects.failing.items():
-            events.on_failing(handler_id, streak)
+        for handler_id, (streak, last_error) in effects.failing.items():
+            events.on_failing(handler_id, streak, last_error)
 
     def _write_requeues(self, effects: Effects) -> asyncio.Future[None] | None:
         """Submit the requeue write now (in decision order); the returned task checks what the store did."""

@@ -208,7 +208,9 @@ class Effects:
     requeues: list[Requeue] = dataclasses.field(default_factory=list)
     revocations: list[Revocation] = dataclasses.field(default_factory=list)
     streaks: dict[str, int] = dataclasses.field(default_factory=dict)  # handler -> failed in a row, to store
-    failing: dict[str, int] = dataclasses.field(default_factory=dict)  # handlers that reached max-sequenced-errors
+    failing: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)
+    """Handlers that reached max-sequenced-errors: the failed results in a row, and the last one's error as
+    ``Type: message``."""
     wake: set[str] = dataclasses.field(default_factory=set)  # handlers with results or failures to process
     silent: list[str] = dataclasses.field(default_factory=list)  # connected workers that stopped talking
     waited: list[float] = dataclasses.field(default_factory=list)

@@ -328,7 +328,7 @@ class LeaseTable(LeasePicker):
             )
             queue = self.handlers.get(lease.handler_id)
             if queue is not None and (queue.streak or result.error is not None):  # else nothing changes
-                self._count_streak(queue, failed=result.error is not None, effects=effects)
+                self._count_streak(queue, failed=result.error, effects=effects)
         return verdicts, accepted, effects
 
     def settled(self, settlements: Sequence[Settlement], stored: set[int]) -> Effects:
@@ -424,13 +424,14 @@ class LeaseTable(LeasePicker):
 
     # -- internals ---------------------------------------------------------------------------------
 
-    def _count_streak(self, queue: HandlerQueue, *, failed: bool, effects: Effects) -> None:
+    def _count_streak(self, queue: HandlerQueue, *, failed: Mapping[str, str] | None, effects: Effects) -> None:
+        """``failed``: the result's error (None: it succeeded)."""
         handler_id = queue.handler_id
         before = queue.streak
-        queue.streak = before + 1 if failed else 0
+        queue.streak = before + 1 if failed is not None else 0
         if queue.streak != before:
             effects.streaks[handler_id] = queue.streak
-        if failed and before == 0:
+        if failed is not None and before == 0:
             # Probation: the jobs of this handler queued on workers and not started come back,
             # so a failing handler burns at most one attempt per free slot until a success.
             waiting = [
@@ -445,7 +446,8 @@ class LeaseTable(LeasePicker):
         limit = queue.settings.max_sequenced_errors
         if limit is not None and queue.streak >= limit and not queue.failing:
             queue.failing = True
-            effects.failing[handler_id] = queue.streak
+            error = dict(failed or {})
+            effects.failing[handler_id] = (queue.streak, f"{error.get('type', '')}: {error.get('message', '')}")
 
     def _requeue(
         self, leases: Iterable[Lease], effects: Effects, *, reason: Mapping[str, str], charge: bool | None = None

@@ -348,7 +348,7 @@ class HandlerManager:
         if runtime is not None:
             runtime.wake()
 
-    def on_failing(self, handler_id: str, errors_in_a_row: int) -> None:
+    def on_failing(self, handler_id: str, errors_in_a_row: int, last_error: str) -> None:
         """The lease table saw max-sequenced-errors failed results in a row (and hands out no more).
         Called synchronously by the dispatcher: the failing runs as a task, awaited on shutdown."""
         runtime = self.runtimes.get(handler_id)
@@ -356,7 +356,10 @@ class HandlerManager:
             return
         limit = runtime.spec.settings.max_sequenced_errors
         task = asyncio.create_task(
-            self._failed(handler_id, f"{errors_in_a_row} failed results in a row (max-sequenced-errors = {limit})"),
+            self._failed(
+                handler_id,
+                f"{errors_in_a_row} failed results in a row (max-sequenced-errors = {limit}); the last: {last_error}",
+            ),
             name=f"netdist-failing-{handler_id}",
         )
         self._failing.add(task)
