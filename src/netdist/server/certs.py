@@ -18,9 +18,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import ipaddress
-import os
 import re
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from netdist.atomic_file import write_atomically
 from netdist.errors import CertificateError
 
 CA_DAYS = 3650
@@ -314,20 +313,9 @@ def _write_pair(cert_path: Path, key_path: Path, cert: x509.Certificate, key: ec
 
 
 def write_file(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` with exactly ``mode``, atomically: never readable by others, even briefly."""
+    """Write ``data`` to ``path`` with exactly ``mode``, atomically, its directory made for this user alone."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)  # the umask may have taken bits away (0644 for a certificate)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomically(path, data, mode)
 
 
 def _now() -> datetime.datetime:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import fcntl
 import logging
@@ -14,6 +13,8 @@ import tempfile
 import uuid
 from pathlib import Path
 from typing import IO
+
+from netdist.atomic_file import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -143,15 +144,4 @@ def load_credential(path: Path) -> str:
 
 def save_credential(path: Path, credential: str) -> None:
     """Keep a credential the server issued, readable by this user alone (created 0600, then renamed in place)."""
-    tmp = path.with_name(f".{path.name}-{uuid.uuid4().hex[:8]}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as stream:
-            stream.write(credential + "\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    write_atomically(path, (credential + "\n").encode(), 0o600)

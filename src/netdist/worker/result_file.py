@@ -26,12 +26,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from netdist.atomic_file import write_atomically
 from netdist.worker.job import JobError, JobRef, JobResult
 
 log = logging.getLogger("netdist.worker")
@@ -81,18 +80,7 @@ def save_results(path: Path, results: Iterable[JobResult], server: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         return
-    tmp = path.with_name(f".{path.name}-{uuid.uuid4().hex[:8]}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.writelines(lines)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    write_atomically(path, "".join(lines).encode("utf-8"), 0o600)
 
 
 def _encode(result: JobResult) -> dict[str, Any]:
