@@ -54,18 +54,16 @@ def test_a_handler_sees_neither_the_servers_settings_nor_a_token(cluster: Cluste
         "TZ": "Europe/Zurich",
     }
     cluster.start_server(env=secret_env)  # the same store, started with secrets in its environment
-    cluster.api.upload(
-        write_wheel(
-            tmp_path / "wheels",
-            name="envprobe",
-            version="1.0",
-            files={"envprobe/__init__.py": "", "envprobe/probe.py": PROBE},
-            entry_points={"netdist.handlers": {"Probe": "envprobe.probe:Probe"}},
-        )
+    hid = _run_handler(
+        cluster,
+        tmp_path,
+        package="envprobe",
+        module="probe",
+        source=PROBE,
+        handler="Probe",
+        script=SCRIPT,
+        filename="probe.py",
     )
-    script = tmp_path / "probe.py"
-    script.write_text(SCRIPT)
-    hid = cluster.api.add_script(script).handler.id
     seen: dict[str, str] = json.loads(cluster.api.wait_state(hid, "finished", timeout=60).result_summary)
 
     assert not [k for k in seen if k.startswith("NETDIST")], sorted(seen)
@@ -139,18 +137,16 @@ def test_neither_a_handler_nor_a_job_imports_from_the_directory_its_process_star
     here.mkdir()
     (here / "shadowme.py").write_text("WHERE = 'the start directory'\n")
     cluster.start_server(cwd=here)
-    cluster.api.upload(
-        write_wheel(
-            tmp_path / "wheels",
-            name="cwdprobe",
-            version="1.0",
-            files={"cwdprobe/__init__.py": "", "cwdprobe/probe.py": CWD_PROBE},
-            entry_points={"netdist.handlers": {"CwdProbe": "cwdprobe.probe:CwdProbe"}},
-        )
+    hid = _run_handler(
+        cluster,
+        tmp_path,
+        package="cwdprobe",
+        module="probe",
+        source=CWD_PROBE,
+        handler="CwdProbe",
+        script=CWD_SCRIPT,
+        filename="cwd.py",
     )
-    script = tmp_path / "cwd.py"
-    script.write_text(CWD_SCRIPT)
-    hid = cluster.api.add_script(script).handler.id
     cluster.add_worker("w1", cwd=here)
     seen = json.loads(cluster.api.wait_state(hid, "finished", timeout=60).result_summary)
     assert seen == {"host": {"found": False, "on_path": False}, "job": {"found": False, "on_path": False}}
@@ -205,18 +201,16 @@ def test_a_start_of_a_finished_instance_begins_a_run_the_handler_can_start_over(
     """Found by an operator: a schedule's second start of a finished instance ran nothing (its cursor in
     self.state was at the end) and the log read like a run. Handler.new_run tells a new run from one that
     goes on."""
-    cluster.api.upload(
-        write_wheel(
-            tmp_path / "wheels",
-            name="runs",
-            version="1.0",
-            files={"runs/__init__.py": "", "runs/handler.py": RUNS},
-            entry_points={"netdist.handlers": {"Runs": "runs.handler:Runs"}},
-        )
+    hid = _run_handler(
+        cluster,
+        tmp_path,
+        package="runs",
+        module="handler",
+        source=RUNS,
+        handler="Runs",
+        script=RUNS_SCRIPT,
+        filename="nightly.py",
     )
-    script = tmp_path / "nightly.py"
-    script.write_text(RUNS_SCRIPT)
-    hid = cluster.api.add_script(script).handler.id
     cluster.add_worker("w1")
     assert cluster.api.wait_state(hid, "finished", timeout=60).result_summary == "runs=1 seen=3"
     cluster.api.control(hid, admin_pb2.HANDLER_ACTION_START)  # as a schedule starts it
@@ -224,3 +218,29 @@ def test_a_start_of_a_finished_instance_begins_a_run_the_handler_can_start_over(
         lambda: cluster.api.handler(hid).result_summary == "runs=2 seen=6", 30, what="the second run's three jobs"
     )
     assert cluster.api.wait_state(hid, "finished", timeout=30).jobs_processed == 6
+
+
+def _run_handler(
+    cluster: Cluster,
+    tmp_path: Path,
+    *,
+    package: str,
+    module: str,
+    source: str,
+    handler: str,
+    script: str,
+    filename: str,
+) -> str:
+    """Upload a one-handler package whose ``package/module.py`` is ``source``; add ``script``; its handler id."""
+    cluster.api.upload(
+        write_wheel(
+            tmp_path / "wheels",
+            name=package,
+            version="1.0",
+            files={f"{package}/__init__.py": "", f"{package}/{module}.py": source},
+            entry_points={"netdist.handlers": {handler: f"{package}.{module}:{handler}"}},
+        )
+    )
+    path = tmp_path / filename
+    path.write_text(script)
+    return cluster.api.add_script(path).handler.id
