@@ -15,14 +15,15 @@ from tests.integration.conftest import Cluster
 from tests.support import counter_script, counter_wheel
 
 
-def _start(address: str, out: Path, *args: str) -> subprocess.Popen[bytes]:
-    """``netdist-admin ARGS`` with its output to a file (not a terminal), as a script runs it."""
+def _start(address: str, out: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``netdist-admin ARGS`` with its output to a file (not a terminal), as a script runs it; ``env`` adds to
+    this process's environment."""
     with out.open("wb") as sink:
         return subprocess.Popen(
             [sys.executable, "-m", "netdist.adminctl", "--server", address, *args],
             stdout=sink,
             stderr=subprocess.STDOUT,
-            env=os.environ.copy(),
+            env={**os.environ, **(env or {})},
         )
 
 
@@ -154,23 +155,8 @@ def test_watch_with_a_token_revoked_under_it_ends_with_1(cluster: Cluster, tmp_p
     token (an audit entry each time); a refused token does not heal by retrying."""
     assert cluster.server is not None
     out = tmp_path / "watch.txt"
-    env = {**os.environ, "NETDIST_TOKEN": cluster.make_token("viewer", "dash")}
-    with out.open("wb") as sink:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "netdist.adminctl",
-                "--server",
-                cluster.server.address,
-                "watch",
-                "--interval",
-                "0.2",
-            ],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+    token = cluster.make_token("viewer", "dash")
+    proc = _start(cluster.server.address, out, "watch", "--interval", "0.2", env={"NETDIST_TOKEN": token})
     try:
         wait_until(lambda: "Handlers" in out.read_text(), 20, what="the first frame")
         cluster.revoke_token("dash")

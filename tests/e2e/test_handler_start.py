@@ -81,16 +81,19 @@ def _custom(**values: object) -> str:
     return "[tool.netdist.settings]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in values.items())
 
 
-def _upload(cluster: Cluster, tmp_path: Path) -> str:
-    assert cluster.server is not None
-    wheel = write_wheel(
-        tmp_path / "wheel",
+def _fussy_wheel(out: Path, version: str, handler: str = HANDLER) -> Path:
+    return write_wheel(
+        out / version,
         name="fussy",
-        version="1.0",
-        files={"fussy/__init__.py": "", "fussy/handler.py": HANDLER},
+        version=version,
+        files={"fussy/__init__.py": "", "fussy/handler.py": handler},
         entry_points={"netdist.handlers": {"Fussy": "fussy.handler:Fussy"}},
     )
-    ok(cluster.server.address, "upload-package", str(wheel))
+
+
+def _upload(cluster: Cluster, tmp_path: Path) -> str:
+    assert cluster.server is not None
+    ok(cluster.server.address, "upload-package", str(_fussy_wheel(tmp_path, "1.0")))
     return cluster.server.address
 
 
@@ -209,14 +212,7 @@ def test_an_upload_that_moves_a_running_handler_shows_it_failed_when_its_new_hos
         "    def initialize(self):\n        raise RuntimeError('2.0 cannot start\\x1b[2J')\n",
     )
     assert broken != HANDLER
-    wheel = write_wheel(
-        tmp_path / "wheel2",
-        name="fussy",
-        version="2.0",
-        files={"fussy/__init__.py": "", "fussy/handler.py": broken},
-        entry_points={"netdist.handlers": {"Fussy": "fussy.handler:Fussy"}},
-    )
-    uploaded = admin(addr, "upload-package", str(wheel))
+    uploaded = admin(addr, "upload-package", str(_fussy_wheel(tmp_path, "2.0", broken)))
     assert uploaded.returncode == 0, uploaded  # the package is stored: that is what the upload does
     lines = uploaded.stdout.splitlines()
     assert f"  restarted handlers: {hid}" in lines, lines
