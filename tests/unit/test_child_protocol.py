@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
@@ -20,10 +19,10 @@ from netdist.worker.child_protocol import (
     JobSkipped,
     LoadScript,
     RunJob,
+    WorkerDecoder,
     WorkerMessage,
     decode_from_child,
     input_line,
-    read_from_worker,
 )
 
 ID, LEASE = 123456789012, 3
@@ -52,12 +51,22 @@ FROM_CHILD: list[ChildMessage] = [
 
 @pytest.mark.parametrize("message", FROM_WORKER, ids=lambda m: type(m).__name__)
 def test_messages_from_the_worker_round_trip(message: WorkerMessage) -> None:
-    stream = io.BytesIO(message.encode() + message.encode())
-    for _ in range(2):
-        decoded = read_from_worker(stream)
-        assert decoded == message
-        assert type(decoded) is type(message)
-    assert read_from_worker(stream) is None
+    decoder = WorkerDecoder()
+    decoded = decoder.feed(message.encode() + message.encode())
+    assert decoded == [message, message]
+    assert all(type(d) is type(message) for d in decoded)
+    decoder.end()  # nothing left inside a message
+
+
+def test_messages_from_the_worker_come_whole_however_the_stream_is_cut() -> None:
+    """A pipe's reads cut anywhere: inside a job line, between a job line and its input, inside the input."""
+    data = b"".join(m.encode() for m in FROM_WORKER) * 3
+    expected = FROM_WORKER * 3
+    for size in (1, 2, 7, 64, len(data)):
+        decoder = WorkerDecoder()
+        decoded = [m for at in range(0, len(data), size) for m in decoder.feed(data[at : at + size])]
+        decoder.end()
+        assert decoded == expected, size
 
 
 @pytest.mark.parametrize("message", FROM_CHILD, ids=lambda m: type(m).__name__)
@@ -133,12 +142,20 @@ def test_a_malformed_line_from_the_child_is_refused_with_a_clear_error(line: byt
         (b'{"init": {"paths": [1]}}\n', "'paths' must hold strings"),
         (b'{"init": {"max_memory_bytes": "1G"}}\n', "'max_memory_bytes' must be an integer"),
         (b'{"stop": true}\n', "neither a job nor 'cancel' nor 'load' nor 'init'"),
+        (b'{"cancel": [1, 2]}', "the line does not end"),
     ],
 )
 def test_a_malformed_line_from_the_worker_is_refused_with_a_clear_error(data: bytes, says: str) -> None:
     with pytest.raises(MalformedLineError, match="malformed line from the worker") as caught:
-        read_from_worker(io.BytesIO(data))
+        _decode_all(data)
     assert says in str(caught.value)
+
+
+def _decode_all(data: bytes) -> list[WorkerMessage]:
+    decoder = WorkerDecoder()
+    messages = decoder.feed(data)
+    decoder.end()
+    return messages
 
 
 def test_input_lines_are_one_line_of_the_leased_text() -> None:

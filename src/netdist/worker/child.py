@@ -29,6 +29,7 @@ at once.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import importlib.util
 import io
@@ -44,7 +45,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, BinaryIO, NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 from netdist import json_codec
 from netdist.malloc_tuning import keep_freed_memory
@@ -59,7 +60,8 @@ from netdist.worker.child_protocol import (
     JobSkipped,
     LoadScript,
     RunJob,
-    read_from_worker,
+    WorkerDecoder,
+    WorkerMessage,
 )
 from netdist.worker.child_reports import CapturedStream, CentralLogHandler, LogGate, ProgressGate
 
@@ -67,6 +69,7 @@ Process = Callable[[Any, Any], Any]
 Ref = tuple[int, int]
 """A job's id and lease number."""
 
+_READ_SIZE = 1 << 16
 _OUTPUT_ENCODER = json_codec.Encoder(allow_nan=False, separators=(",", ":"))
 
 
@@ -128,24 +131,38 @@ class _Writer:
 
 
 class _Reader:
-    """Reads stdin in a thread: jobs and script loads queue up in order, cancels apply at once."""
+    """Reads stdin in a thread: jobs and script loads queue up in order, cancels apply at once.
 
-    def __init__(self, stream: BinaryIO) -> None:
-        self._stream = stream
-        self._queue: queue.SimpleQueue[RunJob | LoadScript] = queue.SimpleQueue()
+    What one read brings (a write of the worker: up to the child's queue of jobs) goes to the main
+    thread in one hand-over, not one per job: each hand-over costs both threads a wake-up."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._decoder = WorkerDecoder()
+        self._queue: queue.SimpleQueue[list[RunJob | LoadScript]] = queue.SimpleQueue()
+        self._ready: collections.deque[RunJob | LoadScript] = collections.deque()
+        """Jobs and loads handed over, not yet taken (the main thread's own)."""
         self._cancelled: set[Ref] = set()
         self._lock = threading.Lock()
-        first = read_from_worker(stream)
-        if first is None:
-            os._exit(0)  # the worker is gone before it sent the init line
+        messages: list[WorkerMessage] = []
+        while not messages:
+            chunk = os.read(fd, _READ_SIZE)
+            if not chunk:
+                os._exit(0)  # the worker is gone before it sent the init line
+            messages = self._decoder.feed(chunk)
+        first = messages[0]
         if not isinstance(first, ChildInit):
             raise ValueError(f"the worker's first message is {type(first).__name__}, not ChildInit")
         self.init = first
+        self._ready.extend(self._sort(messages[1:]))
         threading.Thread(target=self._run, name="netdist-reader", daemon=True).start()
 
     def next(self) -> RunJob | LoadScript:
         """The next job or script to load."""
-        return self._queue.get()
+        ready = self._ready
+        while not ready:
+            ready.extend(self._queue.get())
+        return ready.popleft()
 
     def take_cancelled(self, ref: Ref) -> bool:
         if not self._cancelled:  # the common case, without the lock
@@ -165,14 +182,24 @@ class _Reader:
         os._exit(0)  # end of stdin: the worker closed us or died
 
     def _read(self) -> None:
-        while (message := read_from_worker(self._stream)) is not None:
+        while chunk := os.read(self._fd, _READ_SIZE):
+            runnable = self._sort(self._decoder.feed(chunk))
+            if runnable:
+                self._queue.put(runnable)
+        self._decoder.end()
+
+    def _sort(self, messages: list[WorkerMessage]) -> list[RunJob | LoadScript]:
+        """The jobs and loads among ``messages``, in order; their cancels noted first."""
+        runnable: list[RunJob | LoadScript] = []
+        for message in messages:
             if isinstance(message, RunJob | LoadScript):
-                self._queue.put(message)
+                runnable.append(message)
             elif isinstance(message, CancelJob):
                 with self._lock:
                     self._cancelled.add((message.job_id, message.lease_no))
             else:
                 raise ValueError("the worker sent ChildInit twice")
+        return runnable
 
 
 class _JobFilter(logging.Filter):
@@ -374,7 +401,7 @@ def main() -> None:
     progress = ProgressGate()
     logs = LogGate()
     runner = _Runner(_Writer(protocol_fd, progress, logs), progress, logs)
-    reader = _Reader(sys.stdin.buffer)
+    reader = _Reader(sys.stdin.fileno())
     init = reader.init
     if init.capture_output:
         runner.captured = [

@@ -2,7 +2,7 @@
 
 Newline-delimited, never pickle. :mod:`netdist.worker.child_process` (the
 worker's side) and :mod:`netdist.worker.child` (the child) both go through the
-``encode`` methods and the two decoders here::
+``encode`` methods and the two decoders here (:class:`WorkerDecoder`, :func:`decode_from_child`)::
 
     worker -> child  {"init": {"paths": [WHEEL_DIR, ...],             ChildInit, once, first (N and
                                "max_memory_bytes": N,                   capture_output optional)
@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import json
 from json.encoder import encode_basestring_ascii
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, NamedTuple
 
 from netdist import json_codec
 from netdist.jsonline import (
@@ -148,26 +148,78 @@ WorkerMessage = ChildInit | LoadScript | RunJob | CancelJob
 _JOB_LINE = "a job line must be [job id, lease no, attempt, script no, handler id, job name]"
 
 
-def read_from_worker(stream: BinaryIO) -> WorkerMessage | None:
-    """The next message the worker sent; None at the end of the stream."""
-    line = stream.readline()
-    if not line:
-        return None
+class WorkerDecoder:
+    """Decodes what the worker writes, chunk by chunk: :meth:`feed` returns every message the chunks fed
+    so far complete, so that the child hands its reader's work to its main thread once per chunk (one
+    write of the worker holds up to a child's queue of jobs), not once per job."""
+
+    __slots__ = ("_header", "_partial")
+
+    def __init__(self) -> None:
+        self._partial: list[bytes] = []
+        """The start of a line not complete yet, in pieces (a long input comes in many chunks)."""
+        self._header: tuple[bytes, tuple[int, int, int, int, str, str]] | None = None
+        """A job line whose input line has not come yet (the line, and what it says)."""
+
+    def feed(self, chunk: bytes) -> list[WorkerMessage]:
+        """The messages ``chunk`` completes, in order; raises MalformedLineError at the first bad line."""
+        if b"\n" not in chunk:
+            if chunk:
+                self._partial.append(chunk)
+            return []
+        if self._partial:
+            self._partial.append(chunk)
+            chunk = b"".join(self._partial)
+            self._partial.clear()
+        lines = chunk.split(b"\n")
+        tail = lines.pop()
+        if tail:
+            self._partial.append(tail)
+        out: list[WorkerMessage] = []
+        header = self._header
+        for line in lines:  # this runs for every job
+            if header is not None:
+                out.append(RunJob(*header[1], line))
+                header = None
+            elif line[:1] == b"[":
+                header = (line, _job_header(line))
+            else:
+                out.append(_control(line))
+        self._header = header
+        return out
+
+    def end(self) -> None:
+        """The stream ended: raises MalformedLineError if it ended inside a message."""
+        if self._header is not None:
+            raise _malformed("the job's input line is missing", self._header[0])
+        if self._partial:
+            raise _malformed("the line does not end", b"".join(self._partial))
+
+
+def _malformed(why: object, line: bytes) -> MalformedLineError:
+    return MalformedLineError(f"malformed line from the worker: {why}: {preview(line)}")
+
+
+def _job_header(line: bytes) -> tuple[int, int, int, int, str, str]:
+    """A job line's numbers and names (its input is the next line)."""
     try:
-        if line[:1] == b"[":  # the common case first
-            header = json_codec.decode(line.decode())  # from str: bytes cost an encoding guess
-            if len(header) != 6:
-                raise MalformedLineError(_JOB_LINE)
-            job_id, lease_no, attempt, script_no, handler_id, job_name = header
-            if not (
-                type(job_id) is type(lease_no) is type(attempt) is type(script_no) is int
-                and type(handler_id) is type(job_name) is str
-            ):
-                raise MalformedLineError(_JOB_LINE)
-            input_json = stream.readline()
-            if input_json[-1:] != b"\n":
-                raise MalformedLineError("the job's input line is missing")
-            return RunJob(job_id, lease_no, attempt, script_no, handler_id, job_name, input_json[:-1])
+        header = json_codec.decode(line.decode())  # from str: bytes cost an encoding guess
+    except ValueError as exc:
+        raise _malformed(exc, line) from None
+    if type(header) is not list or len(header) != 6:
+        raise _malformed(_JOB_LINE, line)
+    job_id, lease_no, attempt, script_no, handler_id, job_name = header
+    if not (
+        type(job_id) is type(lease_no) is type(attempt) is type(script_no) is int
+        and type(handler_id) is type(job_name) is str
+    ):
+        raise _malformed(_JOB_LINE, line)
+    return job_id, lease_no, attempt, script_no, handler_id, job_name
+
+
+def _control(line: bytes) -> CancelJob | LoadScript | ChildInit:
+    """A line that is not a job's: a cancel, a script load or the init."""
+    try:
         obj = load_object(line)
         if "cancel" in obj:
             ref = get_list(obj, "cancel")
@@ -192,8 +244,8 @@ def read_from_worker(stream: BinaryIO) -> WorkerMessage | None:
                 capture_output=init.get("capture_output") is True,
             )
         raise MalformedLineError("neither a job nor 'cancel' nor 'load' nor 'init'")
-    except ValueError as exc:  # MalformedLineError, or the header's JSON
-        raise MalformedLineError(f"malformed line from the worker: {exc}: {preview(line)}") from None
+    except ValueError as exc:  # MalformedLineError, or the line's JSON
+        raise _malformed(exc, line) from None
 
 
 # -- child -> worker ------------------------------------------------------------------
