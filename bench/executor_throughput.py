@@ -25,6 +25,7 @@ from netdist.worker.job import Environment, Job, JobRef, JobResult
 
 NOOP_SCRIPT = "def process(job_input, ctx):\n    return job_input\n"
 WARM_UP_JOBS = 200
+SUBMIT_BATCH = 1000
 
 
 async def _round(environment: Environment, *, jobs: int, slots: int) -> tuple[float, float, int]:
@@ -40,15 +41,16 @@ async def _round(environment: Environment, *, jobs: int, slots: int) -> tuple[fl
 
     executor = Executor(slots=slots, on_result=on_result)
     try:
-        for i in range(WARM_UP_JOBS):
-            executor.submit(_job(environment, i))
+        executor.submit(*(_job(environment, i) for i in range(WARM_UP_JOBS)))
         await done.wait()
         done.clear()
         results.clear()
         target = jobs
         started, cpu_started = time.perf_counter(), time.process_time()
-        for i in range(jobs):
-            executor.submit(_job(environment, WARM_UP_JOBS + i))
+        for first in range(0, jobs, SUBMIT_BATCH):  # as the worker submits each batch of leases
+            executor.submit(
+                *(_job(environment, WARM_UP_JOBS + i) for i in range(first, min(jobs, first + SUBMIT_BATCH)))
+            )
         await done.wait()
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     finally:

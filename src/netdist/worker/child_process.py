@@ -69,7 +69,7 @@ class ChildEvents:
     logged: Callable[[JobLog], None]
     """Lines the running job logged (before its result)."""
     freed: Callable[[], None]
-    """A revoked or skipped job left without a result: there is room for another."""
+    """What the child wrote at once is handled: the jobs it finished (or skipped) left room for others."""
     exited: Callable[[ChildProcess, int | None], None]
     """The process ended (its return code; None if it never started)."""
 
@@ -318,22 +318,20 @@ class ChildProcess:
                 self._handle(decode_from_child(line))
             if tail:
                 partial.append(tail)
+            self.events.freed()  # one placement pass for the chunk's finished jobs
 
     def _handle(self, message: ChildMessage) -> None:
         if isinstance(message, JobOutput):  # the common case first
             entry = self._pop(message.job_id, message.lease_no)
             if entry is None:
                 return
-            if entry.revoked:
-                self.events.freed()
-                return
-            self.events.finished(JobResult(entry.job.ref, message.output_json, None, message.duration_seconds))
+            if not entry.revoked:
+                self.events.finished(JobResult(entry.job.ref, message.output_json, None, message.duration_seconds))
         elif isinstance(message, JobFailed | JobSkipped):
             entry = self._pop(message.job_id, message.lease_no)
             if entry is None:
                 return
             if isinstance(message, JobSkipped) or entry.revoked:
-                self.events.freed()
                 return
             type_, text, tb = message.error
             error = JobError(type=type_, message=text, traceback=tb)

@@ -105,8 +105,6 @@ class Executor:
             exited=self._child_exited,
         )
         self._ewma: float | None = None
-        self._depth = 1
-        """Jobs a child may hold (:meth:`_set_depth`)."""
         self._passing_over: tuple[Job, float] | None = None
         """The oldest waiting job while jobs of running environments go before it, and since when."""
         self._watchdog: asyncio.Task[None] | None = None
@@ -126,6 +124,11 @@ class Executor:
         return sum(len(c.entries) for c in self._children if c is not None)
 
     @property
+    def idle(self) -> bool:
+        """Some slot has no job: a job submitted now starts at once (if its environment fits)."""
+        return any(c is None or not c.entries for c in self._children)
+
+    @property
     def pending(self) -> int:
         return len(self._pending)
 
@@ -141,11 +144,12 @@ class Executor:
             return
         self._spare = asyncio.get_running_loop().create_task(spawn(self.python), name="netdist-spare-child")
 
-    def submit(self, job: Job) -> None:
+    def submit(self, *jobs: Job) -> None:
+        """Queue ``jobs`` (a batch of leases at once: they are placed in one pass)."""
         if self._closed:
             raise RuntimeError("executor is closed")
         self._ensure_watchdog()
-        self._pending.append(job)
+        self._pending.extend(jobs)
         self._pump()
 
     def revoke(self, ref: JobRef) -> bool:
@@ -205,21 +209,22 @@ class Executor:
 
     # -- placement -------------------------------------------------------
 
-    def _set_depth(self) -> None:
-        """How many jobs a child may hold, from the running average of their durations (moved by every
-        finished job; worked out then, not at every placement)."""
+    def _depth(self) -> int:
+        """How many jobs a child may hold, from the running average of their durations (worked out once
+        per placement pass)."""
         ewma = self._ewma
         if ewma is None or ewma >= PIPELINE_SECONDS:
-            self._depth = 1
-        elif ewma <= 0:
-            self._depth = MAX_PIPELINE_DEPTH
-        else:
-            self._depth = max(1, min(MAX_PIPELINE_DEPTH, math.floor(PIPELINE_SECONDS / ewma)))
+            return 1
+        if ewma <= 0:
+            return MAX_PIPELINE_DEPTH
+        return max(1, min(MAX_PIPELINE_DEPTH, math.floor(PIPELINE_SECONDS / ewma)))
 
     def _pump(self) -> None:
+        """Place waiting jobs where they fit: after a batch is submitted, and once per chunk a child wrote
+        (``ChildEvents.freed``), not once per finished job."""
         if self._closed or not self._pending:
             return
-        depth = self._depth
+        depth = self._depth()
         while self._pending:
             chosen = self._choose(depth)
             if chosen is None:
@@ -318,9 +323,7 @@ class Executor:
         stamp("job-finished")
         duration = max(0.0, result.duration_seconds)
         self._ewma = duration if self._ewma is None else self._ewma + EWMA_ALPHA * (duration - self._ewma)
-        self._set_depth()
-        self._on_result(result)
-        self._pump()
+        self._on_result(result)  # the slot is refilled once the child's chunk is read (ChildEvents.freed)
 
     def _job_progress(self, progress: JobProgress) -> None:
         if self._on_progress is not None:

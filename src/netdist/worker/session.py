@@ -37,7 +37,7 @@ from netdist.worker.child_protocol import input_line
 from netdist.worker.config import WorkerConfig
 from netdist.worker.connection import CLOSE_SECONDS, Connection
 from netdist.worker.executor import Executor
-from netdist.worker.job import Ack, AckOutcome, JobRef, JobResult, Lease
+from netdist.worker.job import Ack, AckOutcome, Job, JobRef, JobResult, Lease
 from netdist.worker.ledger import Ledger
 from netdist.worker.outbox import Outbox
 from netdist.worker.result_file import load_results, save_results
@@ -49,6 +49,9 @@ STOPPING_REASON = "worker stopping"
 DRAINING_REASON = "server draining"
 _STALE_NAMED = 10
 """A stale-results log line names at most this many."""
+_SUBMIT_BATCH = 128
+"""Leases handed to the executor at once: placed in one pass (one per lease cost a pass each), the
+first at once while a child is idle (a batch of thousands takes milliseconds to prepare)."""
 
 
 class WorkerSession:
@@ -266,12 +269,18 @@ class WorkerSession:
         stamp("lease-received")
         log.debug("%d lease(s)", len(leases))
         refused: list[JobRef] = []
+        ready: list[Job] = []
         for lease in leases:
             if self._stopping:  # sent before our Capacity(0) arrived
                 if not self._ledger.holds(lease.ref):
                     refused.append(lease.ref)
-            elif self._ledger.take(lease.ref):
-                self._prepare(lease)
+            elif self._ledger.take(lease.ref) and (job := self._prepare(lease)) is not None:
+                ready.append(job)
+                if len(ready) >= _SUBMIT_BATCH or self._executor.idle:
+                    self._executor.submit(*ready)
+                    ready.clear()
+        if ready:
+            self._executor.submit(*ready)
         if refused and self._connection is not None and self._connection.ready:
             self._connection.send_hand_back(refused, STOPPING_REASON)
 
@@ -330,22 +339,24 @@ class WorkerSession:
 
     # -- leases to jobs -----------------------------------------------------------------
 
-    def _prepare(self, lease: Lease) -> None:
+    def _prepare(self, lease: Lease) -> Job | None:
+        """The lease's job when its code is cached (the caller submits it); else None, and it is fetched
+        first (or it failed)."""
         try:
             input_json = input_line(lease.input_json)
         except ValueError as exc:
             message = f"the job's input is not JSON: {exc}"
             self._outbox.result(JobResult.failed(lease.ref, "InputNotJson", message))
-            return
+            return None
         assert self._cache is not None
         environment = self._cache.cached_environment(lease.script_sha256, lease.wheel_sha256s)
         if environment is not None:
-            self._executor.submit(lease.job(environment, input_json))
-        else:
-            self._executor.warm()  # a child boots while the environment comes
-            self._fetching[lease.ref] = asyncio.create_task(
-                self._fetch(lease, input_json), name=f"netdist-prepare-{lease.ref}"
-            )
+            return lease.job(environment, input_json)
+        self._executor.warm()  # a child boots while the environment comes
+        self._fetching[lease.ref] = asyncio.create_task(
+            self._fetch(lease, input_json), name=f"netdist-prepare-{lease.ref}"
+        )
+        return None
 
     async def _fetch(self, lease: Lease, input_json: bytes) -> None:
         assert self._cache is not None
