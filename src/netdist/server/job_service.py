@@ -9,7 +9,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 
 import grpc
 
@@ -79,11 +79,75 @@ def _template(spec: HandlerSpec | None, platform_key: str = "") -> tuple[jobs_pb
     return template, template.ByteSize()
 
 
+class _Run:
+    """A run of one handler's leases, gathered in lists: added to a batch in a few calls, in C."""
+
+    __slots__ = ("attempts", "ids", "inputs", "lease_nos", "template")
+
+    def __init__(self, template: jobs_pb2.Lease) -> None:
+        self.template = template
+        self.ids: list[int] = []
+        self.lease_nos: list[int] = []
+        self.attempts: list[int] = []
+        self.inputs: list[bytes] = []
+
+    def add_to(self, batch: jobs_pb2.LeaseBatch) -> None:
+        run = batch.runs.add()
+        run.handler.MergeFrom(self.template)
+        run.job_ids.extend(self.ids)
+        run.lease_nos.extend(self.lease_nos)
+        run.attempts.extend(self.attempts)
+        run.inputs.extend(self.inputs)
+
+
+def _lease_runs(
+    leases: Sequence[Lease], specs: Mapping[str, HandlerSpec], platform_key: str
+) -> Iterator[jobs_pb2.LeaseBatch]:
+    """``leases`` as batches of runs of about LEASE_BATCH_BYTES (one larger lease alone); a handler that
+    went away is left out (its leases are revoked with it)."""
+    batch = jobs_pb2.LeaseBatch()
+    size = 0
+    run: _Run | None = None
+    for lease in leases:  # runs for every job
+        shared = _template(specs.get(lease.handler_id), platform_key)
+        if shared is None:
+            continue
+        template, template_bytes = shared
+        n = len(lease.input) + ITEM_OVERHEAD_BYTES
+        if run is None or run.template is not template:
+            n += template_bytes
+        if size + n > LEASE_BATCH_BYTES and (run is not None or batch.runs):
+            if run is not None:
+                run.add_to(batch)
+                run = None
+            yield batch
+            batch, size = jobs_pb2.LeaseBatch(), 0
+            n = len(lease.input) + ITEM_OVERHEAD_BYTES + template_bytes
+        if run is None or run.template is not template:
+            if run is not None:
+                run.add_to(batch)
+            run = _Run(template)
+        run.ids.append(lease.job_id)
+        run.lease_nos.append(lease.lease_no)
+        run.attempts.append(lease.attempt)
+        run.inputs.append(lease.input)
+        size += n
+    if run is not None:
+        run.add_to(batch)
+    if batch.runs:
+        yield batch
+
+
 class StreamLink:
     """One worker's Connect stream: what the dispatcher sends goes through an outbox, in order."""
 
     def __init__(
-        self, platform: Platform | None = None, *, shares_lease_fields: bool = False, reads_accepted_refs: bool = False
+        self,
+        platform: Platform | None = None,
+        *,
+        shares_lease_fields: bool = False,
+        reads_accepted_refs: bool = False,
+        reads_lease_runs: bool = False,
     ) -> None:
         self.platform = platform
         self.platform_key = platform.key if platform is not None else ""
@@ -91,6 +155,8 @@ class StreamLink:
         """The worker reads an item with no handler as another of the item before it (its Hello said so)."""
         self.reads_accepted_refs = reads_accepted_refs
         """The worker reads an Ack's accepted results as two lists of numbers (its Hello said so)."""
+        self.reads_lease_runs = reads_lease_runs
+        """The worker reads leases as runs of one handler's jobs, in lists (its Hello said so)."""
         self.outbox: asyncio.Queue[jobs_pb2.ServerMessage | None] = asyncio.Queue()
         self._closed = False
         self.close_reason = ""  # told to the worker as the stream ends (STREAM_END_KEY)
@@ -105,6 +171,10 @@ class StreamLink:
 
     def send_leases(self, leases: Sequence[Lease], specs: Mapping[str, HandlerSpec]) -> None:
         """Leases in batches of about LEASE_BATCH_BYTES (one larger lease alone), far under the worker's limit."""
+        if self.reads_lease_runs:
+            for runs in _lease_runs(leases, specs, self.platform_key):
+                self._put(jobs_pb2.ServerMessage(leases=runs))
+            return
         batch = jobs_pb2.LeaseBatch()
         size = 0
         last: jobs_pb2.Lease | None = None  # the template of the batch's last item, to a worker that shares
@@ -186,6 +256,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                 platform,
                 shares_lease_fields=hello.shares_lease_fields,
                 reads_accepted_refs=hello.reads_accepted_refs,
+                reads_lease_runs=hello.reads_lease_runs,
             )
             issued = await self.dispatcher.connect(
                 link,
@@ -218,6 +289,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                     heartbeat_interval_seconds=self.dispatcher.heartbeat_interval(info.worker_id),
                     server_version=netdist.__version__,
                     credential=issued or "",
+                    reads_result_lists=True,
                 )
             )
         )
@@ -248,7 +320,7 @@ class JobService(jobs_pb2_grpc.JobServiceServicer):
                     break
                 kind = message.WhichOneof("kind")
                 if kind == "results":
-                    task = asyncio.create_task(d.on_results(worker_id, _results(message.results.items)))
+                    task = asyncio.create_task(d.on_results(worker_id, results_from(message.results)))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
                     task.add_done_callback(lambda t: _log_failure(t, worker_id, link))
@@ -315,9 +387,15 @@ async def _noting_first(
         yield message
 
 
-def _results(items: Sequence[jobs_pb2.Result]) -> list[ResultIn]:
-    out = []
-    for r in items:  # each field read once, positional arguments: this runs for every job
+def results_from(batch: jobs_pb2.ResultBatch) -> list[ResultIn]:
+    """The batch's results: its lists (jobs that succeeded), then its items."""
+    out = [
+        ResultIn(job_id, lease_no, output.decode("utf-8", "replace"), None, seconds)
+        for job_id, lease_no, output, seconds in zip(
+            batch.job_ids, batch.lease_nos, batch.outputs, batch.duration_seconds, strict=False
+        )
+    ]
+    for r in batch.items:  # each field read once, positional arguments: this runs for every job
         ref = r.ref
         if r.HasField("error"):
             out.append(ResultIn(ref.job_id, ref.lease_no, None, _error(r.error), r.duration_seconds))

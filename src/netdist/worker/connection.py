@@ -121,6 +121,8 @@ class _Stream:
     """Why the server ended the stream, from its Goodbye (cleaned), once one came."""
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
     """As the Welcome, or a later StreamSettings, said."""
+    result_lists: bool = False
+    """The server reads results as lists (its Welcome said so)."""
 
     def send(self, message: jobs_pb2.WorkerMessage) -> None:
         self.outbox.put_nowait(message)
@@ -170,8 +172,10 @@ class Connection:
         log.debug("capacity %d", jobs)
 
     def send_results(self, results: Sequence[JobResult]) -> None:
+        stream = self._stream
+        lists = stream is not None and stream.result_lists
         for batch in result_batches(results):
-            self._send(jobs_pb2.WorkerMessage(results=result_batch(batch)))
+            self._send(jobs_pb2.WorkerMessage(results=result_batch(batch, lists=lists)))
 
     def send_started(self, refs: Iterable[JobRef]) -> None:
         started = jobs_pb2.Started(refs=[proto_ref(ref) for ref in refs])
@@ -316,6 +320,7 @@ class Connection:
             stream.heartbeat_seconds = (
                 server_heartbeat_seconds(welcome.heartbeat_interval_seconds) or DEFAULT_HEARTBEAT_SECONDS
             )
+            stream.result_lists = welcome.reads_result_lists
             tasks = [
                 asyncio.create_task(self._write_loop(stream), name="netdist-writer"),
                 asyncio.create_task(self._read_loop(stream, messages), name="netdist-reader"),
@@ -372,6 +377,7 @@ class Connection:
             wheel_platform=jobs_pb2.WheelPlatform(**this_platform().to_json_dict()),
             shares_lease_fields=True,
             reads_accepted_refs=True,
+            reads_lease_runs=True,
         )
         hello.labels.update(self.config.labels)
         return hello

@@ -53,8 +53,9 @@ def acks_from(ack: jobs_pb2.Ack) -> list[Ack]:
 
 
 def leases_from(batch: jobs_pb2.LeaseBatch) -> list[Lease]:
-    """The batch's leases. An item with no handler is another job of the item before it, whose
-    handler's fields it shares (the worker's Hello says it reads them so: ``shares_lease_fields``)."""
+    """The batch's leases: its items, then its runs (``reads_lease_runs``). An item with no handler is
+    another job of the item before it, whose handler's fields it shares (the worker's Hello says it
+    reads them so: ``shares_lease_fields``)."""
     out: list[Lease] = []
     shared: tuple[str, str, str, tuple[str, ...], float, str] | None = None
     for item in batch.items:  # positional, in Lease's order: this runs for every job
@@ -82,6 +83,26 @@ def leases_from(batch: jobs_pb2.LeaseBatch) -> list[Lease]:
                 script_name,
             )
         )
+    for run in batch.runs:
+        h = run.handler
+        handler_id, job_name, script_sha256 = h.handler_id, h.job_name, h.script_sha256
+        wheels, timeout, script_name = tuple(h.environment), h.timeout_seconds, h.script_name
+        out += [  # positional, in Lease's order: this runs for every job
+            Lease(
+                JobRef(job_id, lease_no),
+                handler_id,
+                job_name,
+                attempt,
+                script_sha256,
+                wheels,
+                text,
+                timeout,
+                script_name,
+            )
+            for job_id, lease_no, attempt, text in zip(
+                run.job_ids, run.lease_nos, run.attempts, run.inputs, strict=False
+            )
+        ]
     return out
 
 
@@ -147,8 +168,16 @@ def log_batches(items: Iterable[JobLog]) -> Iterator[jobs_pb2.JobLogBatch]:
         yield batch
 
 
-def result_batch(results: Sequence[JobResult]) -> jobs_pb2.ResultBatch:
+def result_batch(results: Sequence[JobResult], *, lists: bool = False) -> jobs_pb2.ResultBatch:
+    """``results`` as one message; with ``lists`` (the server's Welcome said it reads them) and no failed
+    job among them, as four lists of the jobs' fields."""
     batch = jobs_pb2.ResultBatch()
+    if lists and all([result.error is None for result in results]):
+        batch.job_ids.extend([result.ref.job_id for result in results])
+        batch.lease_nos.extend([result.ref.lease_no for result in results])
+        batch.outputs.extend([result.output_json or b"null" for result in results])
+        batch.duration_seconds.extend([result.duration_seconds for result in results])
+        return batch
     for result in results:
         message = batch.items.add()  # filled in place: no keyword parsing, no sub-message copies
         ref = message.ref

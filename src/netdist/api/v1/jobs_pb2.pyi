@@ -142,6 +142,7 @@ class Hello(_message.Message):
     WHEEL_PLATFORM_FIELD_NUMBER: _builtins.int
     SHARES_LEASE_FIELDS_FIELD_NUMBER: _builtins.int
     READS_ACCEPTED_REFS_FIELD_NUMBER: _builtins.int
+    READS_LEASE_RUNS_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """stable, kept on the worker's disk"""
     name: _builtins.str
@@ -165,6 +166,10 @@ class Hello(_message.Message):
     reads_accepted_refs: _builtins.bool
     """The worker reads an Ack's accepted_job_ids and accepted_lease_nos. Unset
     (an older worker): every result is acknowledged as an item.
+    """
+    reads_lease_runs: _builtins.bool
+    """The worker reads a LeaseBatch's runs. Unset (an older worker): every
+    lease is an item.
     """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
@@ -196,10 +201,11 @@ class Hello(_message.Message):
         wheel_platform: Global___WheelPlatform | None = ...,
         shares_lease_fields: _builtins.bool = ...,
         reads_accepted_refs: _builtins.bool = ...,
+        reads_lease_runs: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["wheel_platform", b"wheel_platform"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "held", b"held", "hostname", b"hostname", "labels", b"labels", "name", b"name", "pid", b"pid", "platform", b"platform", "python_version", b"python_version", "reads_accepted_refs", b"reads_accepted_refs", "shares_lease_fields", b"shares_lease_fields", "slots", b"slots", "version", b"version", "wheel_platform", b"wheel_platform", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "held", b"held", "hostname", b"hostname", "labels", b"labels", "name", b"name", "pid", b"pid", "platform", b"platform", "python_version", b"python_version", "reads_accepted_refs", b"reads_accepted_refs", "reads_lease_runs", b"reads_lease_runs", "shares_lease_fields", b"shares_lease_fields", "slots", b"slots", "version", b"version", "wheel_platform", b"wheel_platform", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -418,16 +424,40 @@ class ResultBatch(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ITEMS_FIELD_NUMBER: _builtins.int
+    JOB_IDS_FIELD_NUMBER: _builtins.int
+    LEASE_NOS_FIELD_NUMBER: _builtins.int
+    OUTPUTS_FIELD_NUMBER: _builtins.int
+    DURATION_SECONDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___Result]: ...
+    @_builtins.property
+    def job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Results of jobs that succeeded, as lists: result i is job job_ids[i],
+        lease lease_nos[i], output outputs[i] (JSON), duration_seconds[i]; lists
+        of different lengths pair up as far as all go. From a worker whose
+        Welcome set reads_result_lists, for a batch with no failed job (failed
+        ones are items, so that the server reads results in the order they came).
+        Four lists cost a fraction of a Result message per job, on both ends.
+        """
+
+    @_builtins.property
+    def lease_nos(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def outputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    @_builtins.property
+    def duration_seconds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
     def __init__(
         self,
         *,
         items: _abc.Iterable[Global___Result] | None = ...,
+        job_ids: _abc.Iterable[_builtins.int] | None = ...,
+        lease_nos: _abc.Iterable[_builtins.int] | None = ...,
+        outputs: _abc.Iterable[_builtins.bytes] | None = ...,
+        duration_seconds: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_seconds", b"duration_seconds", "items", b"items", "job_ids", b"job_ids", "lease_nos", b"lease_nos", "outputs", b"outputs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -537,6 +567,7 @@ class Welcome(_message.Message):
     HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
     SERVER_VERSION_FIELD_NUMBER: _builtins.int
     CREDENTIAL_FIELD_NUMBER: _builtins.int
+    READS_RESULT_LISTS_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     heartbeat_interval_seconds: _builtins.float
     """How often to send a Heartbeat; a worker silent for three intervals is
@@ -548,6 +579,10 @@ class Welcome(_message.Message):
     or after `workers remove`): keep it privately and present it in every
     later Hello.
     """
+    reads_result_lists: _builtins.bool
+    """The server reads a ResultBatch's lists. Unset (an older server): every
+    result is an item.
+    """
     def __init__(
         self,
         *,
@@ -555,10 +590,11 @@ class Welcome(_message.Message):
         heartbeat_interval_seconds: _builtins.float = ...,
         server_version: _builtins.str = ...,
         credential: _builtins.str = ...,
+        reads_result_lists: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "heartbeat_interval_seconds", b"heartbeat_interval_seconds", "server_version", b"server_version", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "heartbeat_interval_seconds", b"heartbeat_interval_seconds", "reads_result_lists", b"reads_result_lists", "server_version", b"server_version", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -624,20 +660,72 @@ class LeaseBatch(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ITEMS_FIELD_NUMBER: _builtins.int
+    RUNS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___Lease]: ...
+    @_builtins.property
+    def runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseRun]:
+        """To a worker whose Hello set reads_lease_runs: leases as runs of one
+        handler's jobs, instead of items.
+        """
+
     def __init__(
         self,
         *,
         items: _abc.Iterable[Global___Lease] | None = ...,
+        runs: _abc.Iterable[Global___LeaseRun] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "runs", b"runs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LeaseBatch: _TypeAlias = LeaseBatch  # noqa: Y015
+
+@_typing.final
+class LeaseRun(_message.Message):
+    """Leases of one handler's jobs: job i is job_ids[i] under lease lease_nos[i],
+    its attempt attempts[i], its input inputs[i] (JSON); lists of different
+    lengths pair up as far as all go. A Lease message per job cost more to build
+    and to read than the job itself.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HANDLER_FIELD_NUMBER: _builtins.int
+    JOB_IDS_FIELD_NUMBER: _builtins.int
+    LEASE_NOS_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def handler(self) -> Global___Lease:
+        """the fields every job of the run shares (2, 3, 5, 6, 8, 9)"""
+
+    @_builtins.property
+    def job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def lease_nos(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def attempts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    def __init__(
+        self,
+        *,
+        handler: Global___Lease | None = ...,
+        job_ids: _abc.Iterable[_builtins.int] | None = ...,
+        lease_nos: _abc.Iterable[_builtins.int] | None = ...,
+        attempts: _abc.Iterable[_builtins.int] | None = ...,
+        inputs: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["handler", b"handler"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "handler", b"handler", "inputs", b"inputs", "job_ids", b"job_ids", "lease_nos", b"lease_nos"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaseRun: _TypeAlias = LeaseRun  # noqa: Y015
 
 @_typing.final
 class ResultAck(_message.Message):
