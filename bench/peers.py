@@ -126,7 +126,7 @@ def print_table(summary: dict[str, Any], systems: list[str], rounds: int, args: 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3: a median of three)")
     p.add_argument("--jobs", type=int, default=20_000, help="no-op jobs per throughput run (default 20000)")
     p.add_argument("--latency-samples", type=int, default=300, help="round trips timed (default 300)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per run (default 300)")
