@@ -270,15 +270,17 @@ class WorkerSession:
         log.debug("%d lease(s)", len(leases))
         refused: list[JobRef] = []
         ready: list[Job] = []
+        idle = self._executor.idle  # asked again after each submit, not for every lease
         for lease in leases:
             if self._stopping:  # sent before our Capacity(0) arrived
                 if not self._ledger.holds(lease.ref):
                     refused.append(lease.ref)
             elif self._ledger.take(lease.ref) and (job := self._prepare(lease)) is not None:
                 ready.append(job)
-                if len(ready) >= _SUBMIT_BATCH or self._executor.idle:
+                if idle or len(ready) >= _SUBMIT_BATCH:
                     self._executor.submit(*ready)
                     ready.clear()
+                    idle = self._executor.idle
         if ready:
             self._executor.submit(*ready)
         if refused and self._connection is not None and self._connection.ready:
