@@ -117,5 +117,8 @@ def test_workers_remove_revokes_and_returns_its_leases(cluster: Cluster, tmp_pat
     cluster.add_worker("rescuer")
     info = cluster.api.wait_state(hid, "finished", timeout=30)
     assert info.jobs_processed == 2 and info.jobs_failed == 0
+    # The removed worker may come back and run them first; the rescuer is up before the teardown stops it
+    # (stopped while it still imports, it dies of the signal: CI saw "processes did not stop cleanly").
+    wait_until(lambda: any(w.name == "rescuer" and w.connected for w in cluster.api.workers()), 30, what="the rescuer")
     processed = cluster.api.admin.ListJobs(admin_pb2.ListJobsRequest(handler_ref=hid, status="processed")).jobs
     assert sorted(j.id for j in processed) == sorted(j.id for j in held)
