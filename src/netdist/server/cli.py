@@ -42,6 +42,7 @@ from netdist.server.deps_resolver import ResolverConfig
 from netdist.server.serve_options import metrics_options, resolver_options, retention_options, retention_policy
 from netdist.server.store.engine import describe, read_only_url
 from netdist.server.store_url import checked_url, store_url
+from netdist.server.switch_interval import let_the_writer_in
 from netdist.server.tls_cli import tls
 from netdist.server.token_cli import tokens
 from netdist.server.transport import ServerTLS, is_loopback, load_server_tls
@@ -298,6 +299,7 @@ def serve_command(
     )
     keep_freed_memory()
     tune_collector()
+    let_the_writer_in()
     try:
         asyncio.run(serve(config))
     except StoreUnavailableError as exc:
