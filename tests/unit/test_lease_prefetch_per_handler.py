@@ -54,3 +54,28 @@ def test_short_jobs_of_one_handler_fill_the_window_and_long_ones_of_another_only
 
     picked = Counter(x.handler_id for x in table.pick())
     assert picked["slow"] <= 2 and picked["fast"] >= 498  # taking turns, the slow ones stop at the slots
+
+
+def test_the_first_handler_whose_run_time_is_known_leaves_the_others_their_part_of_the_window() -> None:
+    """Seen from outside (``bench/scale.py handlers``, 100 handlers started together, then 2 workers): the
+    first two handlers whose jobs ran took both windows, 6,000 jobs each, and then sat out for seconds
+    while the others caught up on their turns: one share of 0.0 of an equal one over the window where all
+    ran."""
+    table = LeaseTable(clock=ManualClock(), reconnect_grace_seconds=2.0, silent_after_seconds=15.0)
+    for n in range(4):
+        add_handler(table, f"h{n}", 1 + 10_000 * n, 5_000)
+    table.handlers["h0"].ewma_seconds = 0.0  # its first job ran (too short to time); the others' not yet
+    table.connect(WorkerInfo(worker_id="w", name="w", labels={}, slots=1), [])
+    table.set_capacity("w", 1 + MAX_PREFETCH)
+    table.workers["w"].ewma_seconds = 0.0  # a window of MAX_PREFETCH beyond its slot, for these jobs too
+
+    picked = Counter(x.handler_id for x in table.pick())
+    window = 1 + MAX_PREFETCH
+    assert picked["h0"] <= -(-window // 4) + 1  # a quarter of the window (and maybe the free slot's job)
+    assert all(picked[f"h{n}"] <= 1 for n in (1, 2, 3))  # no prefetch before their run time is known
+
+    for n in (1, 2, 3):  # once theirs are known too, the window fills by turns
+        table.handlers[f"h{n}"].ewma_seconds = 0.0
+    picked = Counter(x.handler_id for x in table.pick())
+    assert sum(picked.values()) > window // 2
+    assert max(picked.values()) - min(picked[f"h{n}"] for n in range(4)) <= window // 4

@@ -350,12 +350,23 @@ class WorkerState:
         window = min(self.capacity, self.slots + prefetch_bound(self.slots, self.ewma_seconds))
         return window - len(self.jobs) + min(len(self.answered), window)
 
-    def room_for(self, queue: HandlerQueue) -> int:
+    def room_for(self, queue: HandlerQueue, unknown: float = 0.0) -> int:
         """Of its :meth:`room`, how many more of ``queue``'s jobs: their own run time bounds their prefetch.
         A worker's run time is that of whatever it ran last; sized by short jobs of one handler, its window
         took 78-273 five-second jobs of another on 2 slots (stranded there for minutes, while a worker that
-        joined later got none). None beyond its slots before one of them ran anywhere."""
+        joined later got none). None beyond its slots before one of them ran anywhere.
+
+        ``unknown``: the priorities of the other handlers wanting work whose run time is not known yet (no
+        prefetch for them until one of their jobs ran). Their part of the window is kept for them: else
+        the first handler whose run time was known took whole windows, 6,000 jobs each for the first two
+        of 100 handlers started together, which then sat out for seconds while the others caught up on
+        their turns (``bench/scale.py handlers``: one share of 0.0 of an equal one over the window where
+        all ran)."""
         window = self.slots + prefetch_bound(self.slots, queue.ewma_seconds)
+        if unknown > 0:
+            whole = min(self.capacity, self.slots + prefetch_bound(self.slots, self.ewma_seconds))
+            priority = queue.settings.priority
+            window = min(window, max(self.slots, math.ceil(whole * priority / (priority + unknown))))
         return window - self.per_handler[queue.handler_id] + min(len(self.answered), window)
 
     def free_slots(self) -> int:

@@ -47,10 +47,15 @@ class LeasePicker(LeaseBook):
                 if got and min(state.room(), state.free_slots()) > 0:
                     served.append(state)
             hungry = served
+        unknown = sum(  # the handlers wanting work that may not prefetch yet: their part of each window waits
+            q.settings.priority
+            for q in self.handlers.values()
+            if q.ewma_seconds is None and q.active and not q.failing and q.counts[JobStatus.AVAILABLE]
+        )
         for state in workers:
             room = state.room()
             if room > 0:
-                picked += self._pick_for(state, room, now_wall, prefetch=True)
+                picked += self._pick_for(state, room, now_wall, prefetch=True, unknown=unknown)
         return picked
 
     def _join_turns(self, serving: list[HandlerQueue]) -> None:
@@ -68,7 +73,9 @@ class LeasePicker(LeaseBook):
                     queue.pass_value = floor
         self._serving = {q.handler_id for q in serving}
 
-    def _pick_for(self, state: WorkerState, room: int, now_wall: float, *, prefetch: bool) -> list[Lease]:
+    def _pick_for(
+        self, state: WorkerState, room: int, now_wall: float, *, prefetch: bool, unknown: float = 0.0
+    ) -> list[Lease]:
         """Up to ``room`` leases for one worker from the eligible handler of the lowest pass value (the
         first of them in the table's order on a tie), in runs (``RUN_JOBS``): a heap, as the pass value
         moves only for the handler that just gave a job."""
@@ -86,7 +93,11 @@ class LeasePicker(LeaseBook):
             runner_up = min(eligible[1:3], default=None)
             given = 0
             limits_move = not _steady(queue)
-            mine = state.room_for(queue) if prefetch else room  # a free slot takes any handler's job
+            mine = (
+                state.room_for(queue, unknown - (queue.settings.priority if queue.ewma_seconds is None else 0.0))
+                if prefetch
+                else room
+            )  # a free slot takes any handler's job
             pop = queue.pop if not queue.held else self._retries_first(queue, state)  # some of its jobs failed
             while True:
                 if given >= mine:
