@@ -356,8 +356,9 @@ class WorkerState:
         took 78-273 five-second jobs of another on 2 slots (stranded there for minutes, while a worker that
         joined later got none). None beyond its slots before one of them ran anywhere.
 
-        ``unknown``: the priorities of the other handlers wanting work whose run time is not known yet (no
-        prefetch for them until one of their jobs ran). Their part of the window is kept for them: else
+        ``unknown``: the priorities of the handlers wanting work whose run time is not known yet (no prefetch
+        for them until one of their jobs ran; ``queue`` among them gets its slots either way). Their part of
+        the window is kept for them: else
         the first handler whose run time was known took whole windows, 6,000 jobs each for the first two
         of 100 handlers started together, which then sat out for seconds while the others caught up on
         their turns (``bench/scale.py handlers``: one share of 0.0 of an equal one over the window where

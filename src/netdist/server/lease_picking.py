@@ -93,11 +93,7 @@ class LeasePicker(LeaseBook):
             runner_up = min(eligible[1:3], default=None)
             given = 0
             limits_move = not _steady(queue)
-            mine = (
-                state.room_for(queue, unknown - (queue.settings.priority if queue.ewma_seconds is None else 0.0))
-                if prefetch
-                else room
-            )  # a free slot takes any handler's job
+            mine = state.room_for(queue, unknown) if prefetch else room  # a free slot takes any handler's job
             pop = queue.pop if not queue.held else self._retries_first(queue, state)  # some of its jobs failed
             while True:
                 if given >= mine:
