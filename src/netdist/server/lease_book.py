@@ -401,7 +401,24 @@ class LeaseBook:
         state.ewma_seconds = seconds if prev is None else prev + EWMA_ALPHA * (seconds - prev)
         if queue is not None:
             prev = queue.ewma_seconds
+            if prev is None:
+                self._join_prefetch(queue)
             queue.ewma_seconds = seconds if prev is None else prev + EWMA_ALPHA * (seconds - prev)
+
+    def _join_prefetch(self, queue: HandlerQueue) -> None:
+        """A handler's first run time is known: from now on it may prefetch. Until then it had its workers'
+        slots only (``WorkerState.room_for``), so the others' pass values ran ahead of its own; it starts at
+        the lowest of theirs (those that prefetch and have jobs to give), as one that sat out does
+        (``LeasePicker._join_turns``). Without this, 100 handlers started together: the last whose first
+        job ran then took the workers until it caught up, and the first ones sat out (``bench/scale.py
+        handlers``: shares 0.84-1.08 of an equal one over the window where all ran)."""
+        others = [
+            q.pass_value
+            for q in self.handlers.values()
+            if q is not queue and q.ewma_seconds is not None and q.active and q.queued
+        ]
+        if others:
+            queue.pass_value = max(queue.pass_value, min(others))
 
     def _drop(self, lease: Lease, *, ran_seconds: float | None = None) -> None:
         """Forget a lease; charge its worker's daily budget with the run time (reported, or since the start)."""
