@@ -11,6 +11,7 @@ from collections import Counter
 
 from netdist.jobscript import JobSettings
 from netdist.server.lease_model import MAX_PREFETCH, HandlerSpec, ReadyJob, ResultIn, WorkerInfo
+from netdist.server.lease_picking import RUN_JOBS
 from netdist.server.leases import LeaseTable
 from tests.clock import ManualClock
 
@@ -109,4 +110,4 @@ def test_a_handler_whose_run_time_becomes_known_takes_turns_from_there_and_does_
     table.settled(accepted, {s.result.job_id for s in accepted})
     picked = Counter(x.handler_id for x in table.pick())
     assert sum(picked.values()) == window
-    assert abs(picked["late"] - picked["early"]) <= 2 * 32  # turns of RUN_JOBS each, not the whole window
+    assert abs(picked["late"] - picked["early"]) <= 2 * RUN_JOBS  # taking turns, not the whole window
