@@ -358,11 +358,10 @@ class WorkerState:
 
         ``unknown``: the priorities of the handlers wanting work whose run time is not known yet (no prefetch
         for them until one of their jobs ran; ``queue`` among them gets its slots either way). Their part of
-        the window is kept for them: else
-        the first handler whose run time was known took whole windows, 6,000 jobs each for the first two
-        of 100 handlers started together, which then sat out for seconds while the others caught up on
-        their turns (``bench/scale.py handlers``: one share of 0.0 of an equal one over the window where
-        all ran)."""
+        the window is kept for them: else the first handler whose run time was known took whole windows,
+        6,000 jobs each for the first two of 100 handlers started together, which then sat out for seconds
+        while the others caught up on their turns (``bench/scale.py handlers``: one share of 0.0 of an
+        equal one over the window where all ran)."""
         window = self.slots + prefetch_bound(self.slots, queue.ewma_seconds)
         if unknown > 0:
             whole = min(self.capacity, self.slots + prefetch_bound(self.slots, self.ewma_seconds))
