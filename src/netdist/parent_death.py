@@ -15,8 +15,9 @@ differ. Elsewhere a daemon thread polls ``getppid()`` every
 Mind that the kernel sends the signal when the *thread* that started the child
 ends, not the whole process: a parent must start these children from a thread
 that lives as long as it does. Both netdist parents start them from their
-asyncio event loop, which runs in the main thread (``asyncio.run`` in each
-``cli.py``; asyncio forks in the loop's own thread).
+event loop, which runs in the main thread (``asyncio.run`` in the worker's
+``cli.py``, uvloop's or asyncio's in the server's: :mod:`netdist.server.event_loop`;
+both fork in the loop's own thread).
 """
 
 from __future__ import annotations

@@ -163,3 +163,19 @@ def test_a_slow_start_of_the_checker_is_not_charged_to_the_script(
 
     assert asyncio.run(check(b"def process(job_input, ctx):\n    return 1\n")) is None
     assert asyncio.run(check(b"a\n" * 500_000)) == script_check.TOO_COSTLY  # the bound still holds
+
+
+SCRIPTS_IN_A_ROW = 20
+
+
+@sqlite_only
+def test_a_server_process_starts_its_script_checker_every_time(cluster: Cluster, tmp_path: Path) -> None:
+    """The server process runs on uvloop, which starts children with fork: with gRPC's fork handlers on,
+    the checker died of SIGSEGV before it said it was ready, in 6 servers of 16 (netdist.server.grpc_fork)."""
+    cluster.api.upload(counter_wheel(tmp_path))
+    outcomes = [
+        cluster.api.add_script(counter_script(tmp_path / f"s{i}.py", job=f"count{i}")).outcome
+        for i in range(SCRIPTS_IN_A_ROW)
+    ]
+    assert outcomes == ["created"] * SCRIPTS_IN_A_ROW
+    assert "did not start" not in cluster.logs()

@@ -8,7 +8,6 @@ failure is one red line (:mod:`netdist.cli_boundary`).
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import json
 import logging
@@ -35,7 +34,7 @@ from netdist.errors import (
 from netdist.exit_codes import ExitCode
 from netdist.gc_tuning import tune_collector
 from netdist.malloc_tuning import keep_freed_memory
-from netdist.server import check
+from netdist.server import check, event_loop
 from netdist.server.app import ServerConfig, cannot_listen, serve
 from netdist.server.data_dir_lock import lock_data_dir
 from netdist.server.deps_resolver import ResolverConfig
@@ -301,7 +300,7 @@ def serve_command(
     tune_collector()
     let_the_writer_in()
     try:
-        asyncio.run(serve(config))
+        event_loop.run(serve(config))
     except StoreUnavailableError as exc:
         fail(f"StoreUnavailableError: {exc.message}", ExitCode.UNAVAILABLE)
     except StoreInUseError as exc:
