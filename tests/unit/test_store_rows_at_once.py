@@ -3,7 +3,10 @@ still its own compare-and-set; the same rows as the driver's executemany writes 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -133,3 +136,50 @@ def test_a_row_of_the_wrong_width_is_refused() -> None:
             rows_at_once.rows_at_once(conn, form, [(1, 2), (3,)])
     finally:
         engine.dispose()
+
+
+NO_FILE_LEFT = """
+import os, resource, sys
+from netdist.server.lease_model import ResultIn, Settlement
+from netdist.server.states import JobStatus
+from netdist.server.store import jobs as job_store
+from netdist.server.store.engine import for_writing, open_engine
+from tests.store_rows import insert_handler
+
+engine = open_engine("sqlite:///" + sys.argv[1])
+ids = list(range(1, 301))
+with for_writing(engine.connect()) as conn, conn.begin():
+    insert_handler(conn)
+    job_store.insert(conn, "h", ids, [('{"pad": "%s"}' % ("x" * 2000), "null") for _ in ids])
+results = [Settlement(ResultIn(i, 1, "1", None, 0.1), "h", "w", JobStatus.SUCCEEDED, leased_at=2.5) for i in ids]
+with for_writing(engine.connect()) as conn, conn.begin():
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    held = []
+    try:
+        while True:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        pass
+    stored = job_store.store_results(conn, results, 9.5)  # SQLITE_CANTOPEN if it needs a temp file
+    for fd in held:
+        os.close(fd)
+print(len(stored))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_NOFILE is POSIX")
+def test_a_many_row_write_on_sqlite_opens_no_temp_file(tmp_path: Path) -> None:
+    """A statement that changes many rows journals the pages it changes, and SQLite spilled that journal past
+    64 KiB to a file in /var/tmp: made, written a page at a time and deleted at each of the writer's many-row
+    writes, with job data in it. The store keeps it in memory (temp_store=MEMORY): the 256-row result write
+    here (about 150 pages) succeeds with no file descriptor left to open."""
+    out = subprocess.run(
+        [sys.executable, "-c", NO_FILE_LEFT, str(tmp_path / "store.db")],
+        cwd=Path(__file__).parents[2],  # where ``tests`` imports from
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,  # its stderr says why, below
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "300"

@@ -71,6 +71,10 @@ def open_engine(url: str) -> Engine:
             # Debian's and others' SQLite is built to zero every freed page (SECURE_DELETE), which
             # doubles what rewriting a large job row writes; FAST zeroes only where it costs no I/O.
             cur.execute("PRAGMA secure_delete=FAST")
+            # A statement that changes many rows keeps the pages it changes in a statement journal, which
+            # SQLite spills past 64 KiB to a temp file in /var/tmp: a file made, written a page at a time
+            # and deleted for each of the writer's many-row writes, holding job data outside the data dir.
+            cur.execute("PRAGMA temp_store=MEMORY")
             cur.close()
 
         @event.listens_for(engine, "begin")
