@@ -62,9 +62,11 @@ class LeaseBook:
         self.workers: dict[str, WorkerState] = {}
         self.leases: dict[int, Lease] = {}
         self.lazy_leases = lazy_leases
-        self.unwritten: deque[Lease] = deque()
-        """The leases held lazily, oldest first (some since ended or written): ``due_leases`` takes
-        those that lasted long enough to be written."""
+        self.unwritten: deque[tuple[int, int]] = deque()
+        """The leases held lazily, oldest first (some since ended or written), as (job id, lease number):
+        ``due_leases`` takes those that lasted long enough to be written. Numbers, not the leases, so that
+        a lease is freed when it ends, not a second later: freeing 30,000 leases a second long out of the
+        CPU's caches was 3.5% of the event loop's time."""
         self.counted: set[str] = set()
         """Workers whose ``done`` or ``failed`` grew since ``take_worker_counts``: a flush looks at these
         only (it runs at every disconnect, and 10,000 streams ending made it quadratic)."""

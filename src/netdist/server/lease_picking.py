@@ -187,9 +187,10 @@ class LeasePicker(LeaseBook):
         now = self.clock.monotonic()
         handler_id, settings = queue.spec.handler_id, queue.spec.settings
         lazy = job.stored and self.lazy_leases  # held lazily: no write unless it lasts (server/leases.py)
+        lease_no = job.lease_no + 1
         lease = Lease(
             job_id=job.job_id,
-            lease_no=job.lease_no + 1,
+            lease_no=lease_no,
             handler_id=handler_id,
             worker_id=state.info.worker_id,
             attempt=job.attempts + 1,
@@ -202,7 +203,7 @@ class LeasePicker(LeaseBook):
             extra=job.extra,
         )
         if lazy:
-            self.unwritten.append(lease)
+            self.unwritten.append((job.job_id, lease_no))
         timeout = settings.job_timeout_seconds
         if timeout:  # counted from the start once the worker reports it; from the lease until then
             lease.deadline = now + timeout

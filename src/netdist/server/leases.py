@@ -242,14 +242,19 @@ class LeaseTable(LeasePicker):
         that are still out and not being settled: the caller writes them now (``written`` is set here,
         so each is taken once) and hands the write's outcome to ``leases_stored``."""
         due: list[Lease] = []
-        settling: list[Lease] = []  # their result is on its way to the store; looked at again later
+        settling: list[tuple[int, int]] = []  # their result is on its way to the store; looked at again later
         waiting, leases = self.unwritten, self.leases
-        while waiting and waiting[0].leased_mono < leased_before:
-            lease = waiting.popleft()
-            if lease.written or leases.get(lease.job_id) is not lease:
+        while waiting:
+            job_id, lease_no = waiting[0]
+            lease = leases.get(job_id)
+            if lease is None or lease.lease_no != lease_no or lease.written:
+                waiting.popleft()  # ended, or written meanwhile
                 continue
+            if lease.leased_mono >= leased_before:
+                break
+            waiting.popleft()
             if lease.settling:
-                settling.append(lease)
+                settling.append((job_id, lease_no))
             else:
                 lease.written = True
                 due.append(lease)
@@ -260,7 +265,7 @@ class LeaseTable(LeasePicker):
         """The write of leases from ``due_leases`` failed: they stay held lazily, to be written later."""
         for lease in leases:
             lease.written = False
-        self.unwritten.extend(leases)
+        self.unwritten.extend((lease.job_id, lease.lease_no) for lease in leases)
 
     def leases_failed(self, leases: Sequence[Lease]) -> Effects:
         """The lease write failed: the leases are revoked at their workers and the jobs go back to
