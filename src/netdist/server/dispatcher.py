@@ -446,7 +446,8 @@ class Dispatcher(EffectWriter):
             if accepted
             else None
         )
-        others = [r.ref for r, v in zip(results, verdicts, strict=True) if v == Verdict.NOT_CURRENT]
+        not_current = Verdict.NOT_CURRENT  # read once: see states.py
+        others = [r.ref for r, v in zip(results, verdicts, strict=True) if v == not_current]
         classified = self.writer.submit(job_store.classify, worker_id, others) if others else None
         self._tell(effects)  # probation revokes go out before the acks
         requeued = self._write_requeues(effects)

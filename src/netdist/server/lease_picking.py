@@ -11,6 +11,7 @@ from netdist.server.lease_book import LeaseBook
 from netdist.server.lease_model import HandlerQueue, Lease, ReadyJob, WorkerState
 from netdist.server.states import JobStatus
 
+_AVAILABLE, _LEASED = JobStatus.AVAILABLE, JobStatus.LEASED  # for _lease, per job: see states.py
 RUN_JOBS = 32
 """The jobs a handler gives in a row, once its turn came, within one pick (if it has them and its limits
 allow): then the lowest pass value goes next, as after every job with 1. The shares over more than a
@@ -211,8 +212,8 @@ class LeasePicker(LeaseBook):
         state.jobs.add(job.job_id)
         state.per_handler[handler_id] += 1
         counts = queue.counts
-        counts[JobStatus.AVAILABLE] -= 1
-        counts[JobStatus.LEASED] += 1
+        counts[_AVAILABLE] -= 1
+        counts[_LEASED] += 1
         queue.pass_value += 1.0 / settings.priority
         return lease
 

@@ -304,6 +304,12 @@ class LeaseTable(LeasePicker):
         leases = self.leases
         state = self.workers.get(worker_id)
         answered = state.answered if state is not None else set()
+        not_current, in_flight, accepted_, succeeded = (  # read once: see states.py on JobStatus.X
+            Verdict.NOT_CURRENT,
+            Verdict.IN_FLIGHT,
+            Verdict.ACCEPTED,
+            JobStatus.SUCCEEDED,
+        )
         for result in results:  # runs for every job: ``current`` inlined, the tuples it takes not made
             lease = leases.get(result.job_id)
             if (
@@ -313,17 +319,17 @@ class LeaseTable(LeasePicker):
                 or not lease.sent
                 or lease.cancelled is not None
             ):
-                verdicts.append(Verdict.NOT_CURRENT)
+                verdicts.append(not_current)
                 continue
             if lease.settling:
-                verdicts.append(Verdict.IN_FLIGHT)
+                verdicts.append(in_flight)
                 continue
             lease.settling = True
             answered.add(lease.job_id)
             if lease.started_mono is None:  # a job that ended before its worker reported the start
                 effects.waited.append(max(0.0, now - result.duration_seconds - lease.leased_mono))
-            verdicts.append(Verdict.ACCEPTED)
-            status = JobStatus.SUCCEEDED
+            verdicts.append(accepted_)
+            status = succeeded
             if result.error is not None:
                 status = (
                     JobStatus.ERRORED if lease.attempt >= self._max_attempts(lease.handler_id) else JobStatus.AVAILABLE
@@ -343,6 +349,7 @@ class LeaseTable(LeasePicker):
         leases, workers, handlers = self.leases, self.workers, self.handlers
         ran: dict[tuple[str, str], float] = {}  # run time per (worker, handler), charged once per batch
         state: WorkerState | None = None
+        leased, available = JobStatus.LEASED, JobStatus.AVAILABLE  # read once: see states.py
         for s in settlements:  # runs for every job: what _drop does, inlined, the lookups shared
             result = s.result
             job_id = result.job_id
@@ -368,9 +375,9 @@ class LeaseTable(LeasePicker):
             if queue is None:
                 continue
             counts = queue.counts
-            counts[JobStatus.LEASED] -= 1
+            counts[leased] -= 1
             counts[s.status] += 1
-            if s.status == JobStatus.AVAILABLE:  # it failed and is retried: on another worker if one takes it
+            if s.status == available:  # it failed and is retried: on another worker if one takes it
                 self._hold(
                     queue,
                     ReadyJob(lease.job_id, lease.lease_no + 1, lease.attempt, lease.input, True, lease.extra),

@@ -38,7 +38,7 @@ def result_acks(
     A result the table accepted but the store did not take gets no ack: the
     worker sends it again. ``refused`` counts the others by outcome.
     """
-    if len(stored) == len(results) and all([v is Verdict.ACCEPTED for v in verdicts]):
+    if len(stored) == len(results) and verdicts.count(Verdict.ACCEPTED) == len(verdicts):
         return ResultAcks(results, None)  # every one accepted and stored: the usual case, nothing built per result
     accepted: list[ResultIn] = []
     acks: list[tuple[Ref, AckOutcome]] = []

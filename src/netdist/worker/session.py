@@ -289,9 +289,10 @@ class WorkerSession:
     def on_acks(self, acks: list[Ack]) -> None:
         log.debug("ack for %d result(s)", len(acks))
         stale: list[JobRef] = []
+        stale_ = AckOutcome.STALE  # read once: a read off an enum class is slow on Python 3.11
         for ack in acks:
             self._ledger.acknowledge(ack.ref)
-            if ack.outcome is AckOutcome.STALE:
+            if ack.outcome is stale_:
                 stale.append(ack.ref)
         if stale:
             names = ", ".join(f"job {r.job_id} lease {r.lease_no}" for r in stale[:_STALE_NAMED])

@@ -250,11 +250,12 @@ def store_results(conn: Connection, settlements: Sequence[Settlement], at: float
     errored: list[tuple[object, ...]] = []
     retried: list[tuple[object, ...]] = []
     history: list[tuple[object, ...]] = []
+    succeeded_ = JobStatus.SUCCEEDED  # read once: see server/states.py
     for s in settlements:
         r = s.result
         lease = (r.lease_no, s.worker_id, s.leased_at)
         held = (r.job_id, r.lease_no, s.worker_id, r.lease_no)
-        if s.status == JobStatus.SUCCEEDED:
+        if s.status == succeeded_:
             succeeded.append((r.output, r.duration_seconds, at, *lease, *held))
         else:
             error = dict(r.error or {})
@@ -342,7 +343,8 @@ def store_settlements(
     read back for their handlers (server/result_inbox.py)."""
     stored = store_results(conn, settlements, at)
     store_streaks(conn, streaks)
-    ok = [s for s in settlements if s.status == JobStatus.SUCCEEDED and s.result.job_id in stored]
+    succeeded_ = JobStatus.SUCCEEDED  # read once: see server/states.py
+    ok = [s for s in settlements if s.status == succeeded_ and s.result.job_id in stored]
     unknown = [s.result.job_id for s in ok if s.input is None or s.extra is None]  # the lease did not carry them
     found: dict[int, Any] = {}
     for rows in _in_chunks(conn, f"SELECT id, {_INPUT_SQL}, extra FROM jobs WHERE id IN ({{}})", (), unknown):
