@@ -120,8 +120,11 @@ class WorkerInfo:
     platform: str = ""  # its wheel platform's key (netdist.platforms), "" when it reported none
 
 
-@dataclasses.dataclass(slots=True, kw_only=True)
+@dataclasses.dataclass(slots=True)
 class Lease:
+    """A lease the table holds. Positional fields (not ``kw_only``): ``LeasePicker._lease`` makes one per job,
+    positionally, in this order, at 320 ns against 735 with keywords; elsewhere they are named."""
+
     job_id: int
     lease_no: int
     handler_id: str
@@ -130,19 +133,19 @@ class Lease:
     input: bytes
     leased_at: float  # wall time, for people
     leased_mono: float
-    started_mono: float | None = None
-    deadline: float | None = None  # monotonic; job timeout
     stored: bool = False  # committed to the store, or held lazily (``written`` False)
     written: bool = True
     """The store's row shows this lease, or will once its write commits. False: held lazily (its job
     stored available one number below it, as when it was leased), written only if it outlasts
     --lease-write-delay or the server stops (server/leases.py)."""
     sent: bool = False  # on its way to the worker (at once when its job was stored as it is, else once stored)
+    extra: str | None = None  # the job's short extra (ReadyJob.extra); None: read back with its result
+    deadline: float | None = None  # monotonic; job timeout
+    started_mono: float | None = None
     settling: bool = False  # a result for it is being stored
     cancelled: Mapping[str, str] | None = None  # ended while its write was on the way: requeued once stored
     progress_percent: float = 0.0
     progress_text: str = ""
-    extra: str | None = None  # the job's short extra (ReadyJob.extra); None: read back with its result
 
     @property
     def ref(self) -> Ref:

@@ -189,25 +189,24 @@ class LeasePicker(LeaseBook):
         handler_id, settings = queue.spec.handler_id, queue.spec.settings
         lazy = job.stored and self.lazy_leases  # held lazily: no write unless it lasts (server/leases.py)
         lease_no = job.lease_no + 1
-        lease = Lease(
-            job_id=job.job_id,
-            lease_no=lease_no,
-            handler_id=handler_id,
-            worker_id=state.info.worker_id,
-            attempt=job.attempts + 1,
-            input=job.input,
-            leased_at=now_wall,
-            leased_mono=now,
-            stored=lazy,
-            written=not lazy,
-            sent=job.stored,
-            extra=job.extra,
+        timeout = settings.job_timeout_seconds  # from the start once the worker reports it; from the lease until then
+        lease = Lease(  # positional, in Lease's order: this runs for every job
+            job.job_id,
+            lease_no,
+            handler_id,
+            state.info.worker_id,
+            job.attempts + 1,  # attempt
+            job.input,
+            now_wall,  # leased_at
+            now,  # leased_mono
+            lazy,  # stored
+            not lazy,  # written
+            job.stored,  # sent
+            job.extra,
+            now + timeout if timeout else None,  # deadline
         )
         if lazy:
             self.unwritten.append((job.job_id, lease_no))
-        timeout = settings.job_timeout_seconds
-        if timeout:  # counted from the start once the worker reports it; from the lease until then
-            lease.deadline = now + timeout
         self.leases[job.job_id] = lease
         state.jobs.add(job.job_id)
         state.per_handler[handler_id] += 1
