@@ -63,8 +63,10 @@ each refill would cost every job).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 
+from netdist.server.lease_book import EWMA_ALPHA
 from netdist.server.lease_model import (
     Effects,
     HandlerQueue,
@@ -365,13 +367,15 @@ class LeaseTable(LeasePicker):
             del leases[job_id]
             if state is None or state.worker_id != lease.worker_id:
                 state = workers.get(lease.worker_id)
+                if state is not None:
+                    self.counted.add(state.worker_id)  # its done or failed moves (_worker_settled)
             seconds = result.duration_seconds
+            queue = handlers.get(s.handler_id)
             if state is not None:
-                self._worker_settled(state, lease, result)
+                self._worker_settled(state, queue, lease, result)
             if seconds > 0:  # what DailyUsage.charge would take of it (not negative, not NaN)
                 key = (lease.worker_id, lease.handler_id)
                 ran[key] = ran.get(key, 0.0) + seconds
-            queue = handlers.get(s.handler_id)
             if queue is None:
                 continue
             counts = queue.counts
@@ -389,18 +393,28 @@ class LeaseTable(LeasePicker):
             self.usage.charge(worker_id, handler_id, seconds)
         return effects
 
-    def _worker_settled(self, state: WorkerState, lease: Lease, result: ResultIn) -> None:
-        """The holder's side of a settled lease: it holds the job no more, and its figures move."""
+    def _worker_settled(self, state: WorkerState, queue: HandlerQueue | None, lease: Lease, result: ResultIn) -> None:
+        """The holder's side of a settled lease: it holds the job no more, and its figures move (the
+        caller counts it in ``counted``)."""
         if lease.job_id in state.jobs:
             state.jobs.discard(lease.job_id)
             state.answered.discard(lease.job_id)
             state.per_handler[lease.handler_id] -= 1
-        self._note_duration(state, self.handlers.get(lease.handler_id), result.duration_seconds)
+        seconds = result.duration_seconds
+        if (  # _note_duration's usual case, inlined: this runs for every job
+            0.0 <= seconds < math.inf
+            and state.ewma_seconds is not None
+            and queue is not None
+            and queue.ewma_seconds is not None
+        ):
+            state.ewma_seconds += EWMA_ALPHA * (seconds - state.ewma_seconds)
+            queue.ewma_seconds += EWMA_ALPHA * (seconds - queue.ewma_seconds)
+        else:
+            self._note_duration(state, queue, seconds)
         if result.error is None:
             state.done += 1
         else:
             state.failed += 1
-        self.counted.add(state.worker_id)
 
     # -- time --------------------------------------------------------------------------------------
 
