@@ -42,6 +42,7 @@ demo: venv
 	$(BIN)/python -m netdist.demo
 
 bench: venv
+	$(BIN)/python bench/lease_table.py
 	$(BIN)/python bench/throughput.py
 
 # The scale figures (about 20 minutes): bench/README.md, "Scale".
