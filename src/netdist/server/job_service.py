@@ -108,8 +108,12 @@ def _lease_runs(
     batch = jobs_pb2.LeaseBatch()
     size = 0
     run: _Run | None = None
-    for lease in leases:  # runs for every job
-        shared = _template(specs.get(lease.handler_id), platform_key)
+    handler_id: str | None = None
+    shared: tuple[jobs_pb2.Lease, int] | None = None
+    for lease in leases:  # runs for every job: the template looked up again only when the handler changes
+        if lease.handler_id != handler_id:
+            handler_id = lease.handler_id
+            shared = _template(specs.get(handler_id), platform_key)
         if shared is None:
             continue
         template, template_bytes = shared
