@@ -112,6 +112,10 @@ class ArtifactCache:
         self._fetches: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._environments: dict[tuple[str, tuple[str, ...]], Environment] = {}
         self._recheck_at: dict[tuple[str, tuple[str, ...]], float] = {}
+        self._last: tuple[str, tuple[str, ...], Environment, float] | None = None
+        """The last environment ``cached_environment`` found, by the very objects it was asked with, and
+        until when it holds: a batch's leases share their handler's script and wheels objects, so the
+        jobs after the first make no key (a tuple of tuples, hashed) and look nothing up."""
         self._verified: dict[Path, Signature] = {}
         """Files and trees verified in full by this process, with their signature then."""
         self._repairs: Counter[Path] = Counter()
@@ -135,21 +139,28 @@ class ArtifactCache:
         None sends the caller to :meth:`environment`, which verifies again
         whatever changed on disk.
         """
+        now = self._monotonic()
+        last = self._last
+        if last is not None and last[0] is script_sha256 and last[1] is wheel_sha256s and now < last[3]:
+            return last[2]
         key = (script_sha256, tuple(wheel_sha256s))
         environment = self._environments.get(key)
         if environment is None:
             return None
-        now = self._monotonic()
-        if now < self._recheck_at[key]:
-            return environment
-        self.quick_checks += 1
-        if self._unchanged(environment.script_path, file_signature) and all(
-            self._unchanged(d, tree_signature) for d in environment.wheel_dirs
-        ):
-            self._recheck_at[key] = now + self._recheck_seconds
-            return environment
-        del self._environments[key]
-        return None
+        recheck_at = self._recheck_at[key]
+        if now >= recheck_at:
+            self.quick_checks += 1
+            if not (
+                self._unchanged(environment.script_path, file_signature)
+                and all(self._unchanged(d, tree_signature) for d in environment.wheel_dirs)
+            ):
+                del self._environments[key]
+                self._last = None
+                return None
+            recheck_at = self._recheck_at[key] = now + self._recheck_seconds
+        if type(wheel_sha256s) is tuple:  # an iterator's identity would say nothing of its next contents
+            self._last = (script_sha256, wheel_sha256s, environment, recheck_at)
+        return environment
 
     async def environment(self, script_sha256: str, wheel_sha256s: Iterable[str]) -> Environment:
         """Fetch, unpack and verify whatever needs it; the environment to run a job in."""
@@ -169,6 +180,7 @@ class ArtifactCache:
         )
         self._environments[key] = environment
         self._recheck_at[key] = self._monotonic() + self._recheck_seconds
+        self._last = None
         return environment
 
     async def fetch(self, sha256: str) -> Path:

@@ -60,15 +60,15 @@ class Lease(NamedTuple):
 
     def job(self, environment: Environment, input_json: bytes) -> Job:
         """The job to run, once its environment is cached and its input is one line."""
-        return Job(
-            ref=self.ref,
-            handler_id=self.handler_id,
-            job_name=self.job_name,
-            attempt=self.attempt,
-            environment=environment,
-            input_json=input_json,
-            timeout_seconds=self.timeout_seconds,
-            script_name=self.script_name,
+        return Job(  # positional, in Job's order: this runs for every job, and keywords cost twice as much
+            self.ref,
+            self.handler_id,
+            self.job_name,
+            self.attempt,
+            environment,
+            input_json,
+            self.timeout_seconds,
+            self.script_name,
         )
 
 

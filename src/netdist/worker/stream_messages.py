@@ -8,6 +8,8 @@ goes in batches sized to stay far under the server's receive limit
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
 
 from netdist.api.v1 import jobs_pb2
@@ -43,7 +45,10 @@ def acks_from(ack: jobs_pb2.Ack) -> list[Ack]:
     """The acks an Ack holds: its accepted results, as two lists of numbers (the worker's Hello said it
     reads them; lists of different lengths pair up as far as both go), and its items."""
     accepted = AckOutcome.ACCEPTED
-    out = [Ack(JobRef(j, n), accepted) for j, n in zip(ack.accepted_job_ids, ack.accepted_lease_nos, strict=False)]
+    # Built in C, no Python frame per job (JobRef(j, n) and Ack(...) each run a Python __new__):
+    pairs = zip(ack.accepted_job_ids, ack.accepted_lease_nos, strict=False)
+    refs = map(functools.partial(tuple.__new__, JobRef), pairs)
+    out = list(map(functools.partial(tuple.__new__, Ack), zip(refs, itertools.repeat(accepted))))
     outcome = ACK_OUTCOMES.get
     unspecified = AckOutcome.UNSPECIFIED
     for item in ack.items:  # positional arguments, each sub-message looked up once: this runs for every job
