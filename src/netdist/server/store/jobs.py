@@ -253,20 +253,34 @@ def store_results(conn: Connection, settlements: Sequence[Settlement], at: float
     succeeded_ = JobStatus.SUCCEEDED  # read once: see server/states.py
     for s in settlements:
         r = s.result
+        if s.status == succeeded_:  # the usual row, made in one go: this runs for every job
+            lease_no, worker_id = r.lease_no, s.worker_id
+            succeeded.append(
+                (
+                    r.output,
+                    r.duration_seconds,
+                    at,
+                    lease_no,
+                    worker_id,
+                    s.leased_at,
+                    r.job_id,
+                    lease_no,
+                    worker_id,
+                    lease_no,
+                )
+            )
+            continue
         lease = (r.lease_no, s.worker_id, s.leased_at)
         held = (r.job_id, r.lease_no, s.worker_id, r.lease_no)
-        if s.status == succeeded_:
-            succeeded.append((r.output, r.duration_seconds, at, *lease, *held))
+        error = dict(r.error or {})
+        failed = (json.dumps(error), r.duration_seconds, at)
+        if s.status == JobStatus.ERRORED:
+            errored.append((*failed, *lease, *held))
         else:
-            error = dict(r.error or {})
-            failed = (json.dumps(error), r.duration_seconds, at)
-            if s.status == JobStatus.ERRORED:
-                errored.append((*failed, *lease, *held))
-            else:
-                retried.append((*failed, r.lease_no + 1, *lease[1:], *held))
-                history.append(
-                    (*lease[:1], True, "errored", *lease[1:], at, r.duration_seconds, *_error_columns(error), *held)
-                )
+            retried.append((*failed, r.lease_no + 1, *lease[1:], *held))
+            history.append(
+                (*lease[:1], True, "errored", *lease[1:], at, r.duration_seconds, *_error_columns(error), *held)
+            )
     if history:
         _many(conn, _ATTEMPT_SQL + _HELD, history)
     wanted = len(succeeded) + len(errored) + len(retried)
