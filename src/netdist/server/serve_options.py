@@ -49,7 +49,8 @@ retention_options = _all(
         type=click.FloatRange(0.1, 86400),
         envvar="NETDIST_RETENTION_INTERVAL",
         show_envvar=True,
-        help="Seconds between two retention passes (with --keep-outputs or --keep-processed).",
+        help="Seconds between two retention passes (with --keep-outputs or --keep-processed); within a second "
+        "while the last one deleted 2,000 rows or more.",
     ),
 )
 
