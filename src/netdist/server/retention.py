@@ -6,8 +6,9 @@ older than that; ``--keep-processed DURATION`` deletes processed and failed
 jobs that finished longer ago, ``--keep-processed COUNT`` keeps only the
 newest COUNT of each per handler. A background pass runs every
 ``interval_seconds`` (sooner after one that stopped at its limit with more to
-delete, and within a second after one that deleted a batch or more) and deletes in batches of ``BATCH`` rows through the group-commit
-writer, ``IN_FLIGHT`` of them queued at once, so that leases and results go on
+delete, and within a second after one that deleted a batch or more) and
+deletes in batches of ``BATCH`` rows through the group-commit writer,
+``IN_FLIGHT`` of them queued at once, so that leases and results go on
 between them. Deleted jobs still count: each handler keeps a
 tally of the processed and failed jobs retention deleted (its counts add them),
 and the run time of those that finished today is kept per worker, so that a
