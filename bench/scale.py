@@ -16,9 +16,10 @@
   last because a handler started later does not catch up on the time it did not run: with workers from
   the start, the first handlers finished before the last ones had started, and no such window was left.
 - ``million``: ``--jobs`` no-op jobs through one handler on a server that keeps only the newest ``--keep``
-  processed jobs per handler (``--keep-processed``, a retention pass every 5 s). The handler stamps every
-  100,000th result: the rate over each 100,000 (the first from the first enqueue), and the store's size on disk
-  (database, WAL and shared memory) sampled every second: at 100,000 and at the end, and its peak. Each of
+  processed jobs per handler (``--keep-processed``, a retention pass every 5 s, within a second while passes
+  keep deleting). The handler stamps every 100,000th result: the rate over each 100,000 (the first from the
+  first enqueue), and the store's size on disk (database, WAL and shared memory) sampled every second: at
+  100,000 and at the end, and its peak. Each of
   ``--rounds`` runs on a fresh server; the medians over them are the figures. On this shared 2-core machine
   one 100,000 (4-5 s) moves by up to 30% within a run, with no trend, so one run's last over first says more
   about the machine than about netdist. ``line_last_over_first`` is the same ratio read off a least-squares
