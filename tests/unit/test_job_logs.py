@@ -141,6 +141,3 @@ def test_the_store_cuts_a_lease_at_the_bound_with_one_marker_that_counts_on(engi
     assert len(stored) == MAX_JOB_LOG_LINES + 1
     assert stored[-2][2] == "last kept"
     assert stored[-1][3] == 9 and stored[-1][2].startswith("… 9 lines dropped")
-    with engine.begin() as conn:
-        job_logs.delete_for_jobs(conn, [1])
-    assert rows(engine, 1) == []

@@ -9,15 +9,15 @@ writes nothing for a job it does not hold. Bounded per lease: at most
 the lines dropped (``dropped`` > 0), which stays the lease's last; the worker
 keeps to the same bound, so normally the server only adds up its count.
 Rows go with their handler (``catalog.delete_handler``) or their jobs
-(:func:`delete_for_jobs`).
+(``pruning.delete_jobs``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Select, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from netdist.server.lease_model import Ref
 from netdist.server.states import JobStatus
@@ -156,12 +156,3 @@ def job_status(conn: Connection, job_id: int) -> str | None:
 def ended(status: str | None) -> bool:
     """Whether a job in ``status`` will log no more (it has its result for good, or is gone)."""
     return status is None or status in _DONE
-
-
-def delete_for_jobs(conn: Connection, job_ids: Collection[int] | Select[tuple[int]]) -> None:
-    """Forget what these jobs logged (whoever removes jobs calls this with them); ``job_ids`` may be a
-    query of their ids."""
-    if isinstance(job_ids, Select):
-        conn.execute(delete(job_log).where(job_log.c.job_id.in_(job_ids)))
-    elif job_ids:
-        conn.execute(delete(job_log).where(job_log.c.job_id.in_(sorted(job_ids))))
