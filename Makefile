@@ -43,6 +43,7 @@ demo: venv
 
 bench: venv
 	$(BIN)/python bench/lease_table.py
+	$(BIN)/python bench/store_writes.py
 	$(BIN)/python bench/throughput.py
 
 # The scale figures (about 20 minutes): bench/README.md, "Scale".
