@@ -64,6 +64,10 @@ _OLDEST = (
 _OLDEST_FINISHED = _OLDEST.add_columns(jobs.c.finished_at)
 _BATCH_IDS = _OLDEST.subquery()
 _SPAN = select(func.min(_BATCH_IDS.c.id), func.max(_BATCH_IDS.c.id))
+_SIDE_ROWS = select(
+    *(select(t.c.job_id).where(t.c.job_id.between(bindparam("lo"), bindparam("hi"))).exists() for t in SIDE_TABLES)
+)
+"""Whether each of SIDE_TABLES has a row of a job between the batch's oldest id and its newest: one seek each."""
 _TALLY = {
     status: update(handlers).where(handlers.c.id == bindparam("handler_id")).values({c: c + bindparam("gone")})
     for status, c in PRUNED.items()
@@ -80,13 +84,7 @@ def _batch(chosen: tuple[ColumnElement[bool], ...]) -> _Batch:
             jobs.c.duration_seconds.is_not(None),
         )
         .group_by(jobs.c.worker_id),
-        side=tuple(
-            delete(t).where(
-                t.c.job_id.between(bindparam("lo"), bindparam("hi")),
-                select(jobs.c.id).where(jobs.c.id == t.c.job_id, *chosen).exists(),
-            )
-            for t in SIDE_TABLES
-        ),
+        side=tuple(delete(t).where(t.c.job_id.in_(select(jobs.c.id).where(*chosen))) for t in SIDE_TABLES),
         jobs=delete(jobs).where(*chosen),
     )
 
@@ -117,9 +115,10 @@ def delete_jobs(
     of them to the newest, not by their ids or by the query that found them. On SQLite, 2,000 ids bound
     in each statement cost 7.5 µs of the writer's CPU a job, and the query run again by each statement
     3.4 µs with the run-time sum; the range costs 2.4 µs, and 1.6 µs with the statements built once
-    (bench/store_writes.py). The rows kept elsewhere are found through their own index over the same
-    range, so a batch whose jobs have none (most) costs one seek in each of those tables; other handlers'
-    jobs in the range keep theirs.
+    (bench/store_writes.py). The rows kept elsewhere are looked for first, one seek in each table for a row
+    of any job in the range, and deleted only where there are some (most jobs have none), by the batch's
+    ids: other handlers' jobs in the range keep theirs, and however far apart the batch's jobs lie (between
+    many handlers' others), its deletes there cost as many seeks as it has jobs, not a walk of the range.
 
     ``day_start`` (today's midnight, server time): the run time of those that finished since goes to
     ``pruned_run_time`` first, so that a restarted server still counts it against the day's
@@ -147,8 +146,9 @@ def delete_jobs(
     if day_start is not None:
         params["day_start"] = day_start
         keep_run_time(conn, handler_id, conn.execute(named.run_time, params).all(), day_start)
-    for side in named.side:
-        conn.execute(side, params)
+    for side, found in zip(named.side, conn.execute(_SIDE_ROWS, params).one(), strict=True):
+        if found:  # some job in the range has rows there, maybe not one of these
+            conn.execute(side, params)
     gone = conn.execute(named.jobs, params).rowcount
     if not gone:
         return 0
