@@ -13,7 +13,10 @@ synchronous=FULL, the writer's connection), in rounds of ROUND jobs, each step i
   the newest ``--keep`` processed jobs (as ``--keep-processed COUNT``).
 
 It prints the CPU per job of each step (the process's, commits included), the total, and the bytes the
-process wrote per job, once with retention and once without (a store that grows instead).
+process wrote per job, once with retention and once without (a store that grows instead). Then
+``scattered_batch_ms``: the CPU of retention deleting one round of a handler's jobs that lie
+SCATTERED_AMONG apart, between another handler's that each logged a line (as with many handlers at once):
+the delete must seek the batch's own rows, not walk everything in its range.
 
     .venv/bin/python bench/store_writes.py [--jobs 200000] [--keep 10000]   # --jobs in whole rounds
 """
@@ -28,19 +31,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, insert, literal, select, update
 
 from netdist.server.lease_model import ResultIn, Settlement
 from netdist.server.retention import day_start
 from netdist.server.states import JobStatus
 from netdist.server.store import jobs, pruning
 from netdist.server.store.engine import open_engine, writer_connection
-from netdist.server.store.schema import handlers
+from netdist.server.store.schema import handlers, job_log
+from netdist.server.store.schema import jobs as jobs_table
 
 ROUND = 2000
 HANDLER = "h" * 32  # as long as a real handler id: it is in every row and index entry
 WORKER = "w" * 32
 SUCCEEDED = JobStatus.SUCCEEDED
+SCATTERED_AMONG = 100
+"""Another handler's jobs between two of the batch's in ``scattered_batch_ms``."""
 
 
 def written_bytes() -> int | None:
@@ -112,6 +118,37 @@ def run(total: int, keep: int | None) -> dict[str, Any]:
     return out
 
 
+def scattered_batch_ms(others_per_job: int) -> float:
+    """CPU ms of retention deleting one ROUND of a handler's jobs that lie ``others_per_job`` apart,
+    between another handler's processed jobs, each of which logged a line (many handlers at once)."""
+    with tempfile.TemporaryDirectory(prefix="netdist-store-writes-") as tmp:
+        engine = open_engine(f"sqlite:///{tmp}/netdist.db")
+        conn = writer_connection(engine)
+        ids = jobs.reserve_job_ids(conn, ROUND * (others_per_job + 1))
+        mine = set(ids[:: others_per_job + 1])
+        jobs.insert(conn, HANDLER, sorted(mine), [("{}", "null")] * len(mine))
+        others = [i for i in ids if i not in mine]
+        jobs.insert(conn, "o" * 32, others, [("{}", "null")] * len(others))
+        conn.execute(update(jobs_table).values(status=JobStatus.PROCESSED, finished_at=1.0))
+        conn.execute(insert(job_log).from_select(
+            ["job_id", "handler_id", "lease_no", "attempt", "at", "level", "text"],
+            select(jobs_table.c.id, jobs_table.c.handler_id, *map(literal, (1, 1, 1.0, "INFO", "a line")))
+            .where(jobs_table.c.handler_id != HANDLER),
+        ))  # fmt: skip
+        conn.commit()
+        started = time.process_time()
+        gone = pruning.delete_jobs(
+            conn, HANDLER, JobStatus.PROCESSED, finished_before=None, upto_id=None, batch=ROUND, day_start=0.0
+        )
+        conn.commit()
+        spent = time.process_time() - started
+        conn.close()
+        engine.dispose()
+    if gone != ROUND:
+        raise SystemExit(f"deleted {gone} jobs, not {ROUND}")
+    return round(spent * 1e3, 1)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--jobs", type=int, default=200_000)
@@ -122,6 +159,7 @@ def main() -> None:
     total = args.jobs // ROUND * ROUND  # whole rounds
     figures: dict[str, Any] = {"retention": run(total, args.keep), "no_retention": run(total, None)}
     figures["jobs"], figures["keep"] = total, args.keep
+    figures["scattered_batch_ms"] = scattered_batch_ms(SCATTERED_AMONG)
     print(json.dumps(figures, indent=1))
 
 
