@@ -140,8 +140,9 @@ def delete_jobs(
         if not ids:
             return 0
         lo, hi = ids[0], ids[-1]  # in id order, as read
-        named = _BY_RANGE if len(ids) == len(rows) else _BY_IDS
-        params["ids"] = ids
+        named = _BY_RANGE
+        if len(ids) < len(rows):  # some finished too recently: the others by their ids
+            named, params["ids"] = _BY_IDS, ids
     params["lo"], params["hi"] = lo, hi
     if day_start is not None:
         params["day_start"] = day_start
