@@ -37,8 +37,9 @@ class ResultWrites:
         self.lock = threading.Lock()
         self.noted = threading.Condition(self.lock)
         self.events: list[tuple[str, frozenset[int]]] = []
-        self.pending: frozenset[int] = frozenset()  # ids of the result write whose commit comes next
-        self.pending_save: frozenset[int] = frozenset()  # ids a save in the transaction marks processed
+        # By connection: the engine's readers commit and roll back too, from other threads.
+        self.pending: dict[Any, frozenset[int]] = {}  # ids of the result writes in the open transaction
+        self.pending_save: dict[Any, frozenset[int]] = {}  # ids a save in the transaction marks processed
         self.fail = fail
         """Every commit of the first result write fails, alone or not, until this is set False."""
         self.failing: frozenset[int] | None = None
@@ -52,14 +53,14 @@ class ResultWrites:
             stored = original_store(conn, settlements, *args)
             ids = frozenset(s.result.job_id for s in settlements)
             self.note("ran", ids)
-            with self.lock:
-                self.pending = ids
+            with self.lock:  # one transaction may hold several result writes (group commit)
+                self.pending[conn] = self.pending.get(conn, frozenset()) | ids
             return stored
 
         def save(conn: Any, handler_id: str, **kwargs: Any) -> Any:
             saved = original_save(conn, handler_id, **kwargs)
             with self.lock:
-                self.pending_save |= frozenset(kwargs["processed"])
+                self.pending_save[conn] = self.pending_save.get(conn, frozenset()) | frozenset(kwargs["processed"])
             return saved
 
         async def call(runtime: RunningHandler, request: Any) -> Any:
@@ -67,10 +68,10 @@ class ResultWrites:
                 self.note("call", frozenset(r.job_id for r in request.items))
             return await original_call(runtime, request)
 
-        def commit(_conn: Any) -> None:
+        def commit(conn: Any) -> None:
             with self.lock:
-                ids, self.pending = self.pending, frozenset()
-                saves, self.pending_save = self.pending_save, frozenset()
+                ids = self.pending.pop(conn, frozenset())
+                saves = self.pending_save.pop(conn, frozenset())
                 if ids and self.fail and self.failing is None:
                     self.failing = ids
                 failing = self.fail and self.failing is not None and bool(ids & self.failing)
@@ -88,9 +89,10 @@ class ResultWrites:
             if saves:
                 self.note("save", saves)
 
-        def rollback(_conn: Any) -> None:
+        def rollback(conn: Any) -> None:
             with self.lock:
-                self.pending, self.pending_save = frozenset(), frozenset()
+                self.pending.pop(conn, None)
+                self.pending_save.pop(conn, None)
 
         monkeypatch.setattr(job_store, "store_settlements", store)
         monkeypatch.setattr(job_store, "record_batch", save)
@@ -105,7 +107,9 @@ class ResultWrites:
 
     def first(self, what: str, job_id: int) -> int:
         """Where the first event ``what`` about ``job_id`` is in the order."""
-        return next(i for i, (kind, ids) in enumerate(self.events) if kind == what and job_id in ids)
+        found = [i for i, (kind, ids) in enumerate(self.events) if kind == what and job_id in ids]
+        assert found, f"no {what} about job {job_id} in {self.events}"
+        return found[0]
 
 
 def test_a_result_reaches_its_handler_during_its_commit_and_the_handlers_work_commits_after(
