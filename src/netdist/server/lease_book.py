@@ -76,6 +76,11 @@ class LeaseBook:
         dropped when the handler's spec changes. With thousands of workers that a handler may not
         serve, ``pick`` looks at the others only."""
         self._joined: dict[str, int] = {}  # worker id -> the order it first connected in: pick's order
+        self.workers_due = -math.inf
+        """The monotonic time before which no worker can fall silent or run out of grace: ``tick`` looks at
+        the workers only from then (it looked at 10,000 idle streams ten times a second, 2% of the loop's
+        time). A worker's deadline only moves later as it talks; where one may come sooner (a worker
+        connects or disconnects, its silence shrinks), this is reset to look at them all again."""
         self._serving: set[str] = set()
         """The handlers that had jobs to give at the last ``pick``: one that was not among them joins
         the turns without credit for the time it sat out (``LeasePicker._join_turns``)."""
@@ -303,6 +308,7 @@ class LeaseBook:
             state.connected = False
             state.capacity = 0
             state.grace_until = self.clock.monotonic() + self.reconnect_grace_seconds
+            self.workers_due = -math.inf
 
     def set_capacity(self, worker_id: str, jobs: int) -> None:
         state = self.workers.get(worker_id)
@@ -316,6 +322,7 @@ class LeaseBook:
         state = self.workers.get(worker_id)
         if state is not None and state.connected:
             state.silent_after_seconds = seconds
+            self.workers_due = -math.inf
 
     def silent_after_below(self, seconds: float) -> list[str]:
         """The connected workers that are given less than ``seconds`` of silence."""

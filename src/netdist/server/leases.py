@@ -130,6 +130,7 @@ class LeaseTable(LeasePicker):
                 connected=False,
                 grace_until=self.clock.monotonic() + self.restart_grace_seconds,
             )
+            self.workers_due = -math.inf
         state.jobs.add(lease.job_id)
         state.per_handler[lease.handler_id] += 1
 
@@ -146,6 +147,7 @@ class LeaseTable(LeasePicker):
             state.jobs, state.answered, state.per_handler = old.jobs, old.answered, old.per_handler
             state.ewma_seconds, state.done, state.failed = old.ewma_seconds, old.done, old.failed
         self.workers[info.worker_id] = state
+        self.workers_due = -math.inf
         self._worker_joined(state)
         holding = set(held)
         lost = [
@@ -434,6 +436,16 @@ class LeaseTable(LeasePicker):
             self._requeue(
                 expired, effects, reason={"type": "JobTimeout", "message": "the job ran past its job-timeout"}
             )
+        if now >= self.workers_due:
+            self._check_workers(now, effects)
+        if self._releases and self.releases_due():
+            effects.pick = True
+        self.forget_failures()
+        return effects
+
+    def _check_workers(self, now: float, effects: Effects) -> None:
+        """Workers that fell silent, and those whose grace ran out; ``workers_due`` from what is left."""
+        due = math.inf
         for state in list(self.workers.values()):
             if state.connected and now - state.last_seen > state.silent_after_seconds:
                 effects.silent.append(state.worker_id)
@@ -443,10 +455,12 @@ class LeaseTable(LeasePicker):
                 self._requeue(lost, effects, reason={"type": "WorkerLost", "message": "the worker disappeared"})
                 if not state.jobs:
                     self._worker_left(state.worker_id)
-        if self._releases and self.releases_due():
-            effects.pick = True
-        self.forget_failures()
-        return effects
+                    continue
+            if state.connected:
+                due = min(due, state.last_seen + state.silent_after_seconds)
+            elif state.grace_until is not None:  # past it with jobs settling: looked at again next tick
+                due = min(due, max(state.grace_until, now))
+        self.workers_due = due
 
     # -- internals ---------------------------------------------------------------------------------
 
