@@ -78,9 +78,9 @@ class LeaseBook:
         self._joined: dict[str, int] = {}  # worker id -> the order it first connected in: pick's order
         self.workers_due = -math.inf
         """The monotonic time before which no worker can fall silent or run out of grace: ``tick`` looks at
-        the workers only from then (it looked at 10,000 idle streams ten times a second, 2% of the loop's
-        time). A worker's deadline only moves later as it talks; where one may come sooner (a worker
-        connects or disconnects, its silence shrinks), this is reset to look at them all again."""
+        the workers only from then (it looked at 10,000 idle streams ten times a second: 2% of the server's
+        CPU samples). A worker's deadline only moves later as it talks; where one may come sooner (a worker
+        connects, disconnects or is adopted, its silence shrinks), this is reset to look at them all again."""
         self._serving: set[str] = set()
         """The handlers that had jobs to give at the last ``pick``: one that was not among them joins
         the turns without credit for the time it sat out (``LeasePicker._join_turns``)."""
